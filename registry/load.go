@@ -1,0 +1,167 @@
+package registry
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// kindTypes maps each document kind to the struct it decodes into.
+var kindTypes = map[string]reflect.Type{
+	KindEntity:         reflect.TypeFor[Entity](),
+	KindSource:         reflect.TypeFor[Source](),
+	KindFeatureView:    reflect.TypeFor[FeatureView](),
+	KindFeatureService: reflect.TypeFor[FeatureService](),
+}
+
+// kindOrder is the order kinds are listed in messages, plans and the schema.
+var kindOrder = []string{KindEntity, KindSource, KindFeatureView, KindFeatureService}
+
+// LoadDir reads every *.yaml and *.yml file directly in dir, decodes and
+// validates the definitions, and returns the Registry. When anything is wrong
+// it returns no Registry and an ErrorList with every problem found.
+func LoadDir(dir string) (*Registry, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read definitions: %w", err)
+	}
+	files := map[string][]byte{}
+	var names []string
+	for _, e := range entries {
+		ext := filepath.Ext(e.Name())
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read definitions: %w", err)
+		}
+		files[path] = b
+		names = append(names, path)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("read definitions: no *.yaml files in %s", dir)
+	}
+	return load(names, files, dir)
+}
+
+// LoadFiles decodes definitions held in memory, keyed by file name, as
+// LoadDir does. Relative descriptor set paths are resolved against the file
+// names' directories.
+func LoadFiles(files map[string][]byte) (*Registry, error) {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	return load(names, files, "")
+}
+
+func load(names []string, files map[string][]byte, _ string) (*Registry, error) {
+	slices.Sort(names)
+	e := &errs{}
+	var docs []document
+	for _, name := range names {
+		docs = append(docs, parseFile(name, files[name], e)...)
+	}
+	r := &Registry{}
+	for _, doc := range docs {
+		r.add(doc.kind, doc.obj)
+	}
+	r.build(e)
+	if len(e.list) > 0 {
+		e.list.sort()
+		return nil, e.list
+	}
+	return r, nil
+}
+
+type document struct {
+	kind string
+	obj  any
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// parseFile decodes the documents of one file, recording every problem.
+func parseFile(name string, data []byte, e *errs) []document {
+	d := &decoder{file: name, errs: e}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var out []document
+	for {
+		var root yaml.Node
+		err := dec.Decode(&root)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			line, msg := 1, strings.TrimPrefix(err.Error(), "yaml: ")
+			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
+				line, _ = strconv.Atoi(m[1])
+				msg = m[2]
+			}
+			e.add(Pos{File: name, Line: line, Col: 1}, "invalid YAML: %s", msg)
+			return out
+		}
+		if len(root.Content) == 0 {
+			continue // an empty document, as after a trailing ---
+		}
+		n := resolveAlias(root.Content[0])
+		if isNull(n) {
+			continue
+		}
+		if n.Kind != yaml.MappingNode {
+			d.fail(n, "", "expected a definition (a mapping with a kind), got %s", describeNode(n))
+			continue
+		}
+		var kindNode *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == "kind" {
+				kindNode = resolveAlias(n.Content[i+1])
+			}
+		}
+		if kindNode == nil {
+			d.fail(n, "", "missing required field \"kind\" (one of %s)", strings.Join(kindOrder, ", "))
+			continue
+		}
+		t, ok := kindTypes[kindNode.Value]
+		if !ok || kindNode.Kind != yaml.ScalarNode {
+			d.fail(kindNode, "", "unknown kind %s (one of %s)", describeNode(kindNode), strings.Join(kindOrder, ", "))
+			continue
+		}
+		v := reflect.New(t)
+		ctx := kindLabel(kindNode.Value)
+		if name := mappingName(n); name != "" {
+			ctx += " " + strconv.Quote(name)
+		}
+		d.decodeStruct(n, v.Elem(), ctx, map[string]bool{"kind": true})
+		// Objects with errors still take part in duplicate and reference
+		// checks, so one run reports as much as it can.
+		out = append(out, document{kind: kindNode.Value, obj: v.Interface()})
+	}
+}
+
+// kindLabel is how messages name a kind: feature view, not FeatureView.
+func kindLabel(kind string) string {
+	switch kind {
+	case KindEntity:
+		return "entity"
+	case KindSource:
+		return "source"
+	case KindFeatureView:
+		return "feature view"
+	case KindFeatureService:
+		return "feature service"
+	}
+	return kind
+}

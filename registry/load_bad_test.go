@@ -1,0 +1,151 @@
+package registry
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLoadBadFiles loads each testdata/*.bad.yaml next to the valid
+// testdata/base definitions and expects exactly these errors, all at once.
+func TestLoadBadFiles(t *testing.T) {
+	tests := []struct {
+		file string
+		want []string
+	}{
+		{"agg_types.bad.yaml", []string{
+			`testdata/agg_types.bad.yaml:8:12: feature view "v10": feature "a": aggregation sum cannot take field "country" of type string (takes int64, double)`,
+			`testdata/agg_types.bad.yaml:12:11: feature view "v10": feature "b": type string does not match the type double of field "amount" in source "txns"`,
+			`testdata/agg_types.bad.yaml:15:12: feature view "v10": feature "c": count counts events and takes no field; use filter to count only some`,
+			`testdata/agg_types.bad.yaml:19:12: feature view "v10": feature "d": field "amout" is not declared in the fields of source "txns" (declared: amount, approved, country, qty)`,
+			`testdata/agg_types.bad.yaml:22:18: feature view "v10": feature "e": aggregation: unknown aggregation "median" (one of: count, sum, mean, min, max, last, last_n, count_distinct, stddev)`,
+			`testdata/agg_types.bad.yaml:27:12: feature view "v10": feature "f": aggregation count_distinct cannot take field "amount" of type double (takes string, int64, bool)`,
+			`testdata/agg_types.bad.yaml:32:11: feature view "v10": feature "g": type int64 does not match the output type double of mean`,
+			`testdata/agg_types.bad.yaml:34:5: feature view "v10": feature "h": a last-value feature needs type`,
+			`testdata/agg_types.bad.yaml:36:5: feature view "v10": feature "i": last_n needs n from 1 to 1000, got 0`,
+			`testdata/agg_types.bad.yaml:43:8: feature view "v10": feature "j": n is only for last_n`,
+			`testdata/agg_types.bad.yaml:44:16: feature view "v10": feature "j": precision is only for count_distinct`,
+			`testdata/agg_types.bad.yaml:49:16: feature view "v10": feature "k": precision must be from 4 to 16, got 20`,
+		}},
+		{"dangling.bad.yaml", []string{
+			`testdata/dangling.bad.yaml:3:9: feature view "v6": unknown entity "crad" (did you mean "card"?)`,
+			`testdata/dangling.bad.yaml:4:9: feature view "v6": unknown source "txn" (did you mean "txns"?)`,
+			`testdata/dangling.bad.yaml:14:5: feature service "fs6": unknown feature view "card_stat" in "card_stat:n_1h" (did you mean "card_stats"?)`,
+			`testdata/dangling.bad.yaml:15:5: feature service "fs6": feature view "card_stats" has no feature "n_1d" (did you mean "n_1h"?)`,
+			`testdata/dangling.bad.yaml:16:5: feature service "fs6": feature "card_stats:n_1h" listed twice (first at testdata/dangling.bad.yaml:13:5)`,
+			`testdata/dangling.bad.yaml:17:5: feature service "fs6": features[4]: invalid feature reference "not a ref": expected view:feature`,
+			`testdata/dangling.bad.yaml:28:9: feature view "v7": source "txns" has no field for join key "merchant_id" of entity "merchant" (add it to the source's keys)`,
+		}},
+		{"duplicate.bad.yaml", []string{
+			`testdata/duplicate.bad.yaml:2:7: entity "card" defined twice (first at testdata/base/base.yaml:2:7)`,
+			`testdata/duplicate.bad.yaml:6:11: entity "card": join key "card_id" given twice (first at testdata/duplicate.bad.yaml:4:11)`,
+			`testdata/duplicate.bad.yaml:17:11: feature view "v5": feature "n" defined twice (first at testdata/duplicate.bad.yaml:14:11)`,
+			`testdata/duplicate.bad.yaml:29:3: source "s5": keys: key "card_id" given twice (first at line 28:3)`,
+		}},
+		{"filter.bad.yaml", []string{
+			`testdata/filter.bad.yaml:12:16: feature view "v11": feature "a": filter[0]: value "lots" (string) does not fit field "amount" of type double`,
+			`testdata/filter.bad.yaml:15:16: feature view "v11": feature "a": filter[1]: operator in needs a list of values, got string`,
+			`testdata/filter.bad.yaml:17:13: feature view "v11": feature "a": filter[2]: operator gt does not apply to bool field "approved"`,
+			`testdata/filter.bad.yaml:19:16: feature view "v11": feature "a": field "channel" is not declared in the fields of source "txns" (declared: amount, approved, country, qty)`,
+			`testdata/filter.bad.yaml:24:16: feature view "v11": feature "a": filter[4]: operator eq needs one value, got a list (use in)`,
+			`testdata/filter.bad.yaml:26:13: feature view "v11": feature "a": filter[5]: op: unknown operator "between" (one of: eq, ne, gt, ge, lt, le, in, not_in)`,
+			`testdata/filter.bad.yaml:30:16: feature view "v11": feature "a": filter[6]: value 3 (integer) does not fit field "country" of type string`,
+		}},
+		{"kinds.bad.yaml", []string{
+			`testdata/kinds.bad.yaml:1:7: unknown kind "Entiti" (one of Entity, Source, FeatureView, FeatureService)`,
+			`testdata/kinds.bad.yaml:4:1: missing required field "kind" (one of Entity, Source, FeatureView, FeatureService)`,
+			`testdata/kinds.bad.yaml:6:1: expected a definition (a mapping with a kind), got a list`,
+		}},
+		{"missing_required.bad.yaml", []string{
+			`testdata/missing_required.bad.yaml:1:1: feature view "v4": missing required field "entity"`,
+			`testdata/missing_required.bad.yaml:5:5: feature view "v4": features[0]: missing required field "name"`,
+			`testdata/missing_required.bad.yaml:8:1: source "s4": missing required field "kafka"`,
+			`testdata/missing_required.bad.yaml:17:1: feature service "fs4": field "features" must not be empty`,
+		}},
+		{"names.bad.yaml", []string{
+			`testdata/names.bad.yaml:2:7: entity "card-holder": invalid name "card-holder": use letters, digits and _, starting with a letter or _, at most 63 characters`,
+			`testdata/names.bad.yaml:4:11: entity "card-holder": join key: invalid name "holder id": use letters, digits and _, starting with a letter or _, at most 63 characters`,
+			`testdata/names.bad.yaml:5:11: entity "card-holder": join key "holder id": type: unknown join key type "double" (one of: string, int64)`,
+			`testdata/names.bad.yaml:8:7: feature view "9lives": invalid name "9lives": use letters, digits and _, starting with a letter or _, at most 63 characters`,
+			`testdata/names.bad.yaml:12:11: feature view "9lives": feature "count:1h": invalid name "count:1h": use letters, digits and _, starting with a letter or _, at most 63 characters`,
+		}},
+		{"source.bad.yaml", []string{
+			`testdata/source.bad.yaml:3:9: source "s12": format protobuf needs a protobuf section with descriptor_set and message`,
+			`testdata/source.bad.yaml:5:10: source "s12": kafka: invalid topic name "bad topic!" (letters, digits, '.', '_' and '-', at most 249)`,
+			`testdata/source.bad.yaml:6:13: source "s12": kafka: invalid broker "localhost": expected host:port`,
+			`testdata/source.bad.yaml:7:15: source "s12": kafka: set brokers or connection, not both`,
+			`testdata/source.bad.yaml:8:22: source "s12": kafka: invalid topic name "bad topic!" (letters, digits, '.', '_' and '-', at most 249)`,
+			`testdata/source.bad.yaml:11:13: source "s12": timestamp: encoding: unknown time encoding "epoch_ns" (one of: rfc3339, epoch_s, epoch_ms, epoch_us)`,
+			`testdata/source.bad.yaml:13:12: source "s12": keys.card_id: invalid field path "card..id" (names joined by '.')`,
+			`testdata/source.bad.yaml:15:11: source "s12": fields.amount: unknown type "float" (one of: string, int64, double, bool)`,
+			`testdata/source.bad.yaml:16:9: source "s12": fields.tags: list types are not event field types`,
+			`testdata/source.bad.yaml:22:3: source "s13": protobuf is only for format protobuf`,
+			`testdata/source.bad.yaml:22:19: source "s13": protobuf: read descriptor set: open testdata/missing.pb: no such file or directory`,
+			`testdata/source.bad.yaml:26:22: source "s13": kafka: dead_letter_topic must differ from topic "t13"`,
+			`testdata/source.bad.yaml:36:19: source "s14": protobuf: read descriptor set: open testdata/missing.pb: no such file or directory`,
+		}},
+		{"syntax.bad.yaml", []string{
+			`testdata/syntax.bad.yaml:4:1: invalid YAML: found unexpected end of stream`,
+		}},
+		{"unknown_field.bad.yaml", []string{
+			`testdata/unknown_field.bad.yaml:5:1: feature view "v1": unknown field "tilee" (did you mean "tile"?)`,
+			`testdata/unknown_field.bad.yaml:7:5: feature view "v1": feature "s": aggregation sum needs field`,
+			`testdata/unknown_field.bad.yaml:9:5: feature view "v1": feature "s": unknown field "feild" (did you mean "field"?)`,
+			`testdata/unknown_field.bad.yaml:14:1: entity "e1": unknown field "colour" (known fields: name, description, join_keys)`,
+		}},
+		{"window.bad.yaml", []string{
+			`testdata/window.bad.yaml:10:13: feature view "v8": feature "a": window 1m30s is not a multiple of tile 1m`,
+			`testdata/window.bad.yaml:11:5: feature view "v8": feature "b": aggregation count needs window (a duration or lifetime)`,
+			`testdata/window.bad.yaml:16:13: feature view "v8": feature "c": window is only for aggregations; a last value is bounded by the view's ttl`,
+			`testdata/window.bad.yaml:19:13: feature view "v8": feature "d": window 30d spans 43200 tiles of 1m; at most 10080 are allowed (use a larger tile)`,
+			`testdata/window.bad.yaml:22:13: feature view "v8": feature "e": window: invalid duration "10x": unknown unit "x" (use ms, s, m, h, d), or "lifetime"`,
+			`testdata/window.bad.yaml:25:13: feature view "v8": feature "f": window 30s is not a multiple of tile 1m`,
+			`testdata/window.bad.yaml:31:7: feature view "v9": tile 500ms must be a whole number of seconds, at least 1s`,
+			`testdata/window.bad.yaml:32:9: feature view "v9": online and offline are both false: the view would compute nothing`,
+		}},
+		{"wrong_types.bad.yaml", []string{
+			`testdata/wrong_types.bad.yaml:5:7: feature view "v2": tile: expected a duration like "10m", got integer 60`,
+			`testdata/wrong_types.bad.yaml:6:9: feature view "v2": online: expected true or false, got "yes please"`,
+			`testdata/wrong_types.bad.yaml:7:6: feature view "v2": ttl: expected a duration like "10m", got a list`,
+			`testdata/wrong_types.bad.yaml:13:8: feature view "v2": feature "s": n: expected an integer, got "five"`,
+			`testdata/wrong_types.bad.yaml:17:12: entity "e2": join_keys: expected a list, got "card_id"`,
+			`testdata/wrong_types.bad.yaml:23:11: feature view "v3": features: expected a list, got a mapping`,
+		}},
+	}
+	base := readFile(t, "testdata/base/base.yaml")
+	covered := map[string]bool{}
+	for _, tt := range tests {
+		covered[tt.file] = true
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("testdata", tt.file)
+			r, err := LoadFiles(map[string][]byte{"testdata/base/base.yaml": base, path: readFile(t, path)})
+			if r != nil {
+				t.Fatal("got a registry from bad definitions")
+			}
+			list, ok := err.(ErrorList)
+			if !ok {
+				t.Fatalf("got %T %v, want an ErrorList", err, err)
+			}
+			got := strings.Split(list.Error(), "\n")
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("errors differ.\ngot:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+	files, _ := filepath.Glob("testdata/*.bad.yaml")
+	for _, f := range files {
+		if !covered[filepath.Base(f)] {
+			t.Errorf("%s has no expected errors in the table", f)
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

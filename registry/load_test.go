@@ -1,0 +1,162 @@
+package registry
+
+import (
+	"bytes"
+	"testing"
+	"time"
+)
+
+func TestLoadExamples(t *testing.T) {
+	r, err := LoadDir("../examples")
+	if err != nil {
+		t.Fatalf("examples do not load:\n%v", err)
+	}
+	v := r.View("card_txn")
+	if v == nil || r.Entity(v.Entity) == nil || r.Source(v.Source) == nil {
+		t.Fatal("card_txn and its entity and source must exist")
+	}
+	for _, tt := range []struct {
+		feature string
+		typ     ValueType
+	}{
+		{"txn_count_10m", TypeInt64},
+		{"amount_sum_1h", TypeDouble},
+		{"distinct_merchants_1h", TypeInt64},
+		{"amount_stddev_1d", TypeDouble},
+		{"last_amounts", TypeDoubleList},
+		{"last_country", TypeString},
+	} {
+		f := v.Feature(tt.feature)
+		if f == nil {
+			t.Fatalf("feature %s missing", tt.feature)
+		}
+		if f.ValueType() != tt.typ {
+			t.Errorf("%s: value type %s, want %s", tt.feature, f.ValueType(), tt.typ)
+		}
+	}
+	if got := v.Feature("distinct_merchants_1h").Precision; got != DefaultPrecision {
+		t.Errorf("count_distinct precision defaults to %d, got %d", DefaultPrecision, got)
+	}
+	svc := r.Service("fraud_monitoring")
+	if got, want := len(svc.Resolved()), len(v.Features)+len(r.View("merchant_txn").Features); got != want {
+		t.Errorf("view:* resolved to %d features, want %d", got, want)
+	}
+}
+
+func TestCanonicalJSONRoundTrip(t *testing.T) {
+	r, err := LoadDir("../examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := FromJSON(r.CanonicalJSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back.CanonicalJSON(), r.CanonicalJSON()) {
+		t.Fatalf("round trip changed the registry:\n%s\n%s", r.CanonicalJSON(), back.CanonicalJSON())
+	}
+	if back.View("card_txn").Feature("last_amounts").ValueType() != TypeDoubleList {
+		t.Error("derived types must be rebuilt from JSON")
+	}
+}
+
+// The canonical form must not depend on how the definitions are spread over
+// files or ordered in them, nor on defaults being written out.
+func TestCanonicalFormIgnoresLayout(t *testing.T) {
+	a := map[string][]byte{"a.yaml": []byte(`
+kind: Entity
+name: e
+join_keys: [{name: k, type: string}]
+---
+kind: Source
+name: s
+kafka: {topic: t}
+timestamp: {field: ts}
+keys: {k: k}
+fields: {x: int64, y: string}
+`), "b.yaml": []byte(`
+kind: FeatureView
+name: v
+entity: e
+source: s
+features:
+  - {name: c, aggregation: count, window: 1h}
+`)}
+	b := map[string][]byte{"all.yaml": []byte(`
+kind: FeatureView
+name: v
+source: s
+entity: e
+tile: 1m
+online: true
+offline: true
+features:
+  - {window: 60m, aggregation: count, name: c}
+---
+kind: Source
+name: s
+format: json
+timestamp: {field: ts, encoding: rfc3339}
+kafka: {topic: t, connection: default}
+keys: {k: k}
+fields: {y: string, x: int64}
+allowed_lateness: 0s
+---
+kind: Entity
+name: e
+join_keys: [{name: k, type: string}]
+`)}
+	ra, err := LoadFiles(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := LoadFiles(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra.Digest() != rb.Digest() {
+		t.Errorf("digests differ:\n%s\n%s", ra.CanonicalJSON(), rb.CanonicalJSON())
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+		err  bool
+	}{
+		{"1m", time.Minute, false},
+		{"90s", 90 * time.Second, false},
+		{"1h30m", 90 * time.Minute, false},
+		{"30d", 30 * Day, false},
+		{"250ms", 250 * time.Millisecond, false},
+		{"0", 0, false},
+		{"60", 0, true},
+		{"", 0, true},
+		{"-1m", 0, true},
+		{"1y", 0, true},
+		{"1.5h", 0, true},
+		{"99999999999999999999d", 0, true},
+		{"106752d", 0, true},
+	} {
+		got, err := ParseDuration(tt.in)
+		if (err != nil) != tt.err || (!tt.err && got.Std() != tt.want) {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+		if err == nil {
+			back, err := ParseDuration(got.String())
+			if err != nil || back != got {
+				t.Errorf("%q renders as %q, which parses to %v, %v", tt.in, got, back, err)
+			}
+		}
+	}
+}
+
+func TestLoadDirErrors(t *testing.T) {
+	if _, err := LoadDir(t.TempDir()); err == nil {
+		t.Error("an empty directory must be an error")
+	}
+	if _, err := LoadDir("no/such/dir"); err == nil {
+		t.Error("a missing directory must be an error")
+	}
+}

@@ -1,0 +1,197 @@
+package registry
+
+// The definition kinds, as written in a document's "kind" field.
+const (
+	KindEntity         = "Entity"
+	KindSource         = "Source"
+	KindFeatureView    = "FeatureView"
+	KindFeatureService = "FeatureService"
+)
+
+// meta records where an object and each of its fields were defined. It is
+// filled by the decoder and never part of the canonical form.
+type meta struct {
+	pos    Pos
+	fields map[string]Pos
+	bad    map[string]bool // fields that failed to decode
+}
+
+func (m *meta) setPos(p Pos, fields map[string]Pos, bad map[string]bool) {
+	m.pos, m.fields, m.bad = p, fields, bad
+}
+
+// failed reports whether any of the named fields failed to decode, so that
+// checks building on them stay quiet instead of repeating the error.
+func (m *meta) failed(fields ...string) bool {
+	for _, f := range fields {
+		if m.bad[f] {
+			return true
+		}
+	}
+	return false
+}
+
+// Pos returns where the object was defined.
+func (m *meta) Pos() Pos { return m.pos }
+
+// PosOf returns where the named field was defined, or the object's position.
+func (m *meta) PosOf(field string) Pos {
+	if p, ok := m.fields[field]; ok {
+		return p
+	}
+	return m.pos
+}
+
+// Entity is a thing features describe, identified by one or more join keys.
+type Entity struct {
+	meta        `json:"-"`
+	Name        string    `yaml:"name" json:"name" required:"true" doc:"Unique name of the entity."`
+	Description string    `yaml:"description" json:"description,omitempty" doc:"What the entity is."`
+	JoinKeys    []JoinKey `yaml:"join_keys" json:"join_keys" required:"true" doc:"The keys that identify one entity, in order. More than one makes a composite key."`
+}
+
+// JoinKey is one component of an entity's key.
+type JoinKey struct {
+	meta `json:"-"`
+	Name string  `yaml:"name" json:"name" required:"true" doc:"Name of the key, as lookups and entity tables name it."`
+	Type KeyType `yaml:"type" json:"type" required:"true" doc:"Type of the key."`
+}
+
+// Source is a Kafka topic of events.
+type Source struct {
+	meta            `json:"-"`
+	Name            string               `yaml:"name" json:"name" required:"true" doc:"Unique name of the source."`
+	Description     string               `yaml:"description" json:"description,omitempty" doc:"What the events are."`
+	Kafka           Kafka                `yaml:"kafka" json:"kafka" required:"true" doc:"Where the events are read from."`
+	Format          Format               `yaml:"format" json:"format" default:"json" doc:"Encoding of the event payload."`
+	Protobuf        *Protobuf            `yaml:"protobuf" json:"protobuf,omitempty" doc:"How to decode Protobuf events; required when format is protobuf."`
+	Timestamp       Timestamp            `yaml:"timestamp" json:"timestamp" required:"true" doc:"Which field carries the event time, and how."`
+	Keys            map[string]string    `yaml:"keys" json:"keys" required:"true" doc:"Maps each join key the source provides to the event field that carries it (dot-separated path for nested fields)."`
+	Fields          map[string]ValueType `yaml:"fields" json:"fields,omitempty" doc:"Event fields that features read, with their types (dot-separated paths for nested fields)."`
+	EventIDField    string               `yaml:"event_id_field" json:"event_id_field,omitempty" doc:"Field with a unique event id; when set, events repeating an id within the allowed lateness are dropped as duplicates."`
+	AllowedLateness Duration             `yaml:"allowed_lateness" json:"allowed_lateness" default:"0s" doc:"How far behind the partition's newest event time an event may be and still be accepted."`
+}
+
+// Kafka says where a source's events are.
+type Kafka struct {
+	meta            `json:"-"`
+	Topic           string   `yaml:"topic" json:"topic" required:"true" doc:"Topic to consume."`
+	Brokers         []string `yaml:"brokers" json:"brokers,omitempty" doc:"Bootstrap brokers (host:port). Leave empty to use a named connection."`
+	Connection      string   `yaml:"connection" json:"connection,omitempty" default:"default" doc:"Named connection whose brokers the process is given by --kafka-connections (the connection named default uses --kafka-brokers). Ignored when brokers is set."`
+	DeadLetterTopic string   `yaml:"dead_letter_topic" json:"dead_letter_topic,omitempty" doc:"Topic that receives events that cannot be used, with the reason and original position in headers."`
+}
+
+// Protobuf names the message type of Protobuf events.
+type Protobuf struct {
+	meta          `json:"-"`
+	DescriptorSet string `yaml:"descriptor_set" json:"descriptor_set" required:"true" doc:"File descriptor set (protoc --descriptor_set_out / buf build -o) with the message type, relative to the YAML file."`
+	Message       string `yaml:"message" json:"message" required:"true" doc:"Fully qualified message name, like fraud.v1.CardTransaction."`
+}
+
+// Timestamp says where an event's event time is.
+type Timestamp struct {
+	meta     `json:"-"`
+	Field    string       `yaml:"field" json:"field" required:"true" doc:"Field with the event time (dot-separated path for nested fields)."`
+	Encoding TimeEncoding `yaml:"encoding" json:"encoding" default:"rfc3339" doc:"How the event time is written."`
+}
+
+// FeatureView is a group of features of one entity computed from one source.
+type FeatureView struct {
+	meta        `json:"-"`
+	Name        string            `yaml:"name" json:"name" required:"true" doc:"Unique name of the feature view; features are referenced as view:feature."`
+	Description string            `yaml:"description" json:"description,omitempty" doc:"What the features describe."`
+	Entity      string            `yaml:"entity" json:"entity" required:"true" doc:"Name of the entity the features belong to."`
+	Source      string            `yaml:"source" json:"source" required:"true" doc:"Name of the source the features are computed from."`
+	Tile        Duration          `yaml:"tile" json:"tile" default:"1m" doc:"Tile size: windows are built from epoch-aligned tiles of this length, and every window must be a multiple of it."`
+	TTL         Duration          `yaml:"ttl" json:"ttl,omitempty" doc:"Maximum age of a last value: older values are served and exported as expired. Zero means last values never expire."`
+	Online      *bool             `yaml:"online" json:"online" default:"true" doc:"Whether the features are kept in the online store for lookups."`
+	Offline     *bool             `yaml:"offline" json:"offline" default:"true" doc:"Whether accepted events are kept in the offline store for training exports."`
+	Owner       string            `yaml:"owner" json:"owner,omitempty" doc:"Who answers for the view (a team or an address)."`
+	Tags        map[string]string `yaml:"tags" json:"tags,omitempty" doc:"Free-form labels."`
+	Features    []*Feature        `yaml:"features" json:"features" required:"true" doc:"The features of the view."`
+}
+
+// IsOnline reports whether the view is served online (the default).
+func (v *FeatureView) IsOnline() bool { return v.Online == nil || *v.Online }
+
+// IsOffline reports whether the view is logged offline (the default).
+func (v *FeatureView) IsOffline() bool { return v.Offline == nil || *v.Offline }
+
+// Feature returns the named feature of the view, or nil.
+func (v *FeatureView) Feature(name string) *Feature {
+	for _, f := range v.Features {
+		if f.Name == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// Feature is one value computed for an entity: the last value of an event
+// field, or an aggregation of the events in a window.
+type Feature struct {
+	meta        `json:"-"`
+	Name        string       `yaml:"name" json:"name" required:"true" doc:"Name of the feature, unique in its view."`
+	Description string       `yaml:"description" json:"description,omitempty" doc:"What the feature means."`
+	Aggregation Aggregation  `yaml:"aggregation" json:"aggregation,omitempty" doc:"How events are combined. Without it the feature is the last value of field."`
+	Field       string       `yaml:"field" json:"field,omitempty" doc:"Event field the feature reads; declared in the source's fields. Not used by count."`
+	Type        ValueType    `yaml:"type" json:"type,omitempty" doc:"Type of a last-value feature; must match the field's declared type. Optional for aggregations, and checked against their output type when given."`
+	Window      Window       `yaml:"window" json:"window,omitempty" doc:"Sliding window (a multiple of the view's tile) or lifetime. Required for aggregations; not allowed for last values."`
+	N           int          `yaml:"n" json:"n,omitempty" doc:"How many values last_n keeps (1 to 1000)."`
+	Precision   int          `yaml:"precision" json:"precision,omitempty" default:"14" doc:"HyperLogLog precision p of count_distinct (4 to 16): 2^p registers, relative standard error 1.04/sqrt(2^p), 0.81% at 14."`
+	Filter      []*Condition `yaml:"filter" json:"filter,omitempty" doc:"Conditions an event must all meet to count towards the feature."`
+
+	valueType ValueType
+}
+
+// ValueType is the type of the feature's served value.
+func (f *Feature) ValueType() ValueType { return f.valueType }
+
+// IsLastValue reports whether the feature is the last value of a field.
+func (f *Feature) IsLastValue() bool { return f.Aggregation == AggNone }
+
+// Condition is one test an event must pass for a filtered feature.
+type Condition struct {
+	meta  `json:"-"`
+	Field string  `yaml:"field" json:"field" required:"true" doc:"Event field to test; declared in the source's fields."`
+	Op    Op      `yaml:"op" json:"op" required:"true" doc:"Comparison."`
+	Value Literal `yaml:"value" json:"value" required:"true" doc:"Value to compare with, of the field's type; a list for in and not_in."`
+}
+
+// FeatureService is the named set of features a model uses.
+type FeatureService struct {
+	meta        `json:"-"`
+	Name        string            `yaml:"name" json:"name" required:"true" doc:"Unique name of the feature service."`
+	Description string            `yaml:"description" json:"description,omitempty" doc:"What the model is."`
+	Owner       string            `yaml:"owner" json:"owner,omitempty" doc:"Who answers for the service."`
+	Tags        map[string]string `yaml:"tags" json:"tags,omitempty" doc:"Free-form labels."`
+	Features    []FeatureRef      `yaml:"features" json:"features" required:"true" doc:"Feature references, view:feature, or view:* for every feature of a view."`
+
+	resolved []FeatureRef
+}
+
+// Resolved returns the service's features with view:* expanded, in order,
+// without repeats.
+func (s *FeatureService) Resolved() []FeatureRef { return s.resolved }
+
+// FeatureRef names a feature as view:feature.
+type FeatureRef struct {
+	View    string
+	Feature string
+}
+
+// String renders view:feature.
+func (r FeatureRef) String() string { return r.View + ":" + r.Feature }
+
+// MarshalText renders view:feature.
+func (r FeatureRef) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText parses view:feature.
+func (r *FeatureRef) UnmarshalText(b []byte) error {
+	ref, err := ParseFeatureRef(string(b))
+	if err != nil {
+		return err
+	}
+	*r = ref
+	return nil
+}

@@ -1,0 +1,165 @@
+package registry
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+)
+
+// Registry is a validated, immutable set of definitions.
+type Registry struct {
+	Entities []*Entity         `json:"entities"`
+	Sources  []*Source         `json:"sources"`
+	Views    []*FeatureView    `json:"feature_views"`
+	Services []*FeatureService `json:"feature_services"`
+
+	entities map[string]*Entity
+	sources  map[string]*Source
+	views    map[string]*FeatureView
+	services map[string]*FeatureService
+}
+
+// Entity returns the named entity, or nil.
+func (r *Registry) Entity(name string) *Entity { return r.entities[name] }
+
+// Source returns the named source, or nil.
+func (r *Registry) Source(name string) *Source { return r.sources[name] }
+
+// View returns the named feature view, or nil.
+func (r *Registry) View(name string) *FeatureView { return r.views[name] }
+
+// Service returns the named feature service, or nil.
+func (r *Registry) Service(name string) *FeatureService { return r.services[name] }
+
+// ViewsOfSource returns the feature views computed from the named source.
+func (r *Registry) ViewsOfSource(source string) []*FeatureView {
+	var out []*FeatureView
+	for _, v := range r.Views {
+		if v.Source == source {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// ResolveRefs expands references (view:feature or view:*) into features in
+// order, and reports an unknown view or feature by name.
+func (r *Registry) ResolveRefs(refs []FeatureRef) ([]FeatureRef, error) {
+	var out []FeatureRef
+	for _, ref := range refs {
+		v := r.views[ref.View]
+		if v == nil {
+			return nil, fmt.Errorf("unknown feature view %q in %q", ref.View, ref.String())
+		}
+		if ref.Feature == "*" {
+			for _, f := range v.Features {
+				out = append(out, FeatureRef{View: v.Name, Feature: f.Name})
+			}
+			continue
+		}
+		if v.Feature(ref.Feature) == nil {
+			return nil, fmt.Errorf("unknown feature %q in feature view %q", ref.Feature, ref.View)
+		}
+		out = append(out, ref)
+	}
+	return out, nil
+}
+
+func (r *Registry) add(kind string, obj any) {
+	switch o := obj.(type) {
+	case *Entity:
+		r.Entities = append(r.Entities, o)
+	case *Source:
+		r.Sources = append(r.Sources, o)
+	case *FeatureView:
+		r.Views = append(r.Views, o)
+	case *FeatureService:
+		r.Services = append(r.Services, o)
+	default:
+		panic("registry: unknown kind " + kind)
+	}
+}
+
+// named is what every top-level definition has.
+type named interface {
+	comparable
+	Pos() Pos
+	PosOf(field string) Pos
+}
+
+// index sorts objects by name and maps them, reporting names given twice.
+func index[T named](e *errs, kind string, objs []T, name func(T) string) map[string]T {
+	slices.SortStableFunc(objs, func(a, b T) int { return cmp.Compare(name(a), name(b)) })
+	m := make(map[string]T, len(objs))
+	for _, o := range objs {
+		n := name(o)
+		if first, dup := m[n]; dup {
+			e.add(o.PosOf("name"), "%s %q defined twice (first at %s)", kindLabel(kind), n, first.PosOf("name"))
+			continue
+		}
+		m[n] = o
+	}
+	return m
+}
+
+// build indexes the definitions, applies defaults, validates them, and
+// derives what lookups need. Problems go to e.
+func (r *Registry) build(e *errs) {
+	r.entities = index(e, KindEntity, r.Entities, func(o *Entity) string { return o.Name })
+	r.sources = index(e, KindSource, r.Sources, func(o *Source) string { return o.Name })
+	r.views = index(e, KindFeatureView, r.Views, func(o *FeatureView) string { return o.Name })
+	r.services = index(e, KindFeatureService, r.Services, func(o *FeatureService) string { return o.Name })
+	for _, o := range r.Entities {
+		r.checkEntity(e, o)
+	}
+	for _, o := range r.Sources {
+		r.checkSource(e, o)
+	}
+	for _, o := range r.Views {
+		r.checkView(e, o)
+	}
+	for _, o := range r.Services {
+		r.checkService(e, o)
+	}
+}
+
+// CanonicalJSON is the registry's content in a stable form: objects sorted by
+// name, defaults written out, positions left out. Equal definitions give equal
+// bytes wherever they were written.
+func (r *Registry) CanonicalJSON() []byte {
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic("registry: marshal: " + err.Error()) // all types marshal
+	}
+	return b
+}
+
+// Digest is the SHA-256 of the canonical JSON, as "sha256:<hex>".
+func (r *Registry) Digest() string {
+	sum := sha256.Sum256(r.CanonicalJSON())
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// FromJSON rebuilds a registry from its canonical JSON, as stores keep it.
+func FromJSON(b []byte) (*Registry, error) {
+	r := &Registry{}
+	if err := json.Unmarshal(b, r); err != nil {
+		return nil, fmt.Errorf("decode registry snapshot: %w", err)
+	}
+	e := &errs{}
+	r.build(e)
+	if len(e.list) > 0 {
+		return nil, fmt.Errorf("invalid registry snapshot: %w", e.list)
+	}
+	return r, nil
+}
+
+// Empty returns a registry with no definitions.
+func Empty() *Registry {
+	r := &Registry{}
+	r.build(&errs{})
+	return r
+}

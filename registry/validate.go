@@ -1,0 +1,395 @@
+package registry
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limits that protect the online store and lookups from definitions that
+// would make them slow or huge.
+const (
+	// MaxTilesPerWindow bounds how many tiles one window read merges.
+	MaxTilesPerWindow = 10080
+	// MaxLastN bounds the values last_n keeps.
+	MaxLastN = 1000
+	// DefaultTile is the tile size of a view that sets none.
+	DefaultTile = Duration(time.Minute)
+	// DefaultPrecision is the HyperLogLog precision of count_distinct.
+	DefaultPrecision = 14
+)
+
+var (
+	fieldPathRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+	topicRE     = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
+)
+
+// nearest proposes the closest of the known names.
+func nearest(name string, known []string) string {
+	best, bestDist := "", max(2, len(name)/3)+1
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
+func (r *Registry) checkEntity(e *errs, o *Entity) {
+	ctx := fmt.Sprintf("entity %q", o.Name)
+	if !o.failed("name") {
+		if err := checkName(o.Name); err != nil {
+			e.add(o.PosOf("name"), "%s: %v", ctx, err)
+		}
+	}
+	seen := map[string]Pos{}
+	for i := range o.JoinKeys {
+		k := &o.JoinKeys[i]
+		if k.failed("name") || k.Name == "" {
+			continue
+		}
+		if err := checkName(k.Name); err != nil {
+			e.add(k.PosOf("name"), "%s: join key: %v", ctx, err)
+		}
+		if first, dup := seen[k.Name]; dup {
+			e.add(k.PosOf("name"), "%s: join key %q given twice (first at %s)", ctx, k.Name, first)
+		}
+		seen[k.Name] = k.PosOf("name")
+	}
+}
+
+func (r *Registry) checkSource(e *errs, o *Source) {
+	ctx := fmt.Sprintf("source %q", o.Name)
+	if !o.failed("name") {
+		if err := checkName(o.Name); err != nil {
+			e.add(o.PosOf("name"), "%s: %v", ctx, err)
+		}
+	}
+	if o.Format == "" {
+		o.Format = FormatJSON
+	}
+	if o.Timestamp.Encoding == "" {
+		o.Timestamp.Encoding = TimeRFC3339
+	}
+	k := &o.Kafka
+	if !k.failed("topic") && k.Topic != "" && !topicRE.MatchString(k.Topic) {
+		e.add(k.PosOf("topic"), "%s: kafka: invalid topic name %q (letters, digits, '.', '_' and '-', at most 249)", ctx, k.Topic)
+	}
+	if k.DeadLetterTopic != "" {
+		if !topicRE.MatchString(k.DeadLetterTopic) {
+			e.add(k.PosOf("dead_letter_topic"), "%s: kafka: invalid topic name %q (letters, digits, '.', '_' and '-', at most 249)", ctx, k.DeadLetterTopic)
+		} else if k.DeadLetterTopic == k.Topic {
+			e.add(k.PosOf("dead_letter_topic"), "%s: kafka: dead_letter_topic must differ from topic %q", ctx, k.Topic)
+		}
+	}
+	for i, b := range k.Brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			e.add(k.PosOf(fmt.Sprintf("brokers[%d]", i)), "%s: kafka: invalid broker %q: expected host:port", ctx, b)
+		}
+	}
+	switch {
+	case len(k.Brokers) > 0 && k.Connection != "":
+		e.add(k.PosOf("connection"), "%s: kafka: set brokers or connection, not both", ctx)
+	case k.Connection != "":
+		if err := checkName(k.Connection); err != nil {
+			e.add(k.PosOf("connection"), "%s: kafka: connection: %v", ctx, err)
+		}
+	case len(k.Brokers) == 0:
+		k.Connection = "default"
+	}
+	switch o.Format {
+	case FormatProtobuf:
+		if o.Protobuf == nil && !o.failed("protobuf") {
+			e.add(o.PosOf("format"), "%s: format protobuf needs a protobuf section with descriptor_set and message", ctx)
+		}
+	case FormatJSON:
+		if o.Protobuf != nil {
+			e.add(o.PosOf("protobuf"), "%s: protobuf is only for format protobuf", ctx)
+		}
+	}
+	if p := o.Protobuf; p != nil && p.DescriptorSet != "" && p.Message != "" && p.Pos().File != "" {
+		path := p.DescriptorSet
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(filepath.Dir(p.Pos().File), path)
+		}
+		if err := checkDescriptor(path, p.Message); err != nil {
+			e.add(p.PosOf("descriptor_set"), "%s: protobuf: %v", ctx, err)
+		}
+	}
+	checkPath := func(pos Pos, what, path string) {
+		if path != "" && !fieldPathRE.MatchString(path) {
+			e.add(pos, "%s: %s: invalid field path %q (names joined by '.')", ctx, what, path)
+		}
+	}
+	if !o.failed("timestamp") {
+		checkPath(o.Timestamp.PosOf("field"), "timestamp", o.Timestamp.Field)
+	}
+	checkPath(o.PosOf("event_id_field"), "event_id_field", o.EventIDField)
+	for _, key := range slices.Sorted(maps.Keys(o.Keys)) {
+		if err := checkName(key); err != nil {
+			e.add(o.PosOf("keys."+key), "%s: keys: join key: %v", ctx, err)
+		}
+		checkPath(o.PosOf("keys."+key), "keys."+key, o.Keys[key])
+	}
+	for _, f := range slices.Sorted(maps.Keys(o.Fields)) {
+		checkPath(o.PosOf("fields."+f), "fields", f)
+		if strings.HasSuffix(string(o.Fields[f]), "_list") {
+			e.add(o.PosOf("fields."+f), "%s: fields.%s: list types are not event field types", ctx, f)
+		}
+	}
+}
+
+func (r *Registry) checkView(e *errs, v *FeatureView) {
+	ctx := fmt.Sprintf("feature view %q", v.Name)
+	if !v.failed("name") {
+		if err := checkName(v.Name); err != nil {
+			e.add(v.PosOf("name"), "%s: %v", ctx, err)
+		}
+	}
+	ent := r.entities[v.Entity]
+	if ent == nil && v.Entity != "" && !v.failed("entity") {
+		e.add(v.PosOf("entity"), "%s: unknown entity %q%s", ctx, v.Entity, nearest(v.Entity, slices.Collect(maps.Keys(r.entities))))
+	}
+	src := r.sources[v.Source]
+	if src == nil && v.Source != "" && !v.failed("source") {
+		e.add(v.PosOf("source"), "%s: unknown source %q%s", ctx, v.Source, nearest(v.Source, slices.Collect(maps.Keys(r.sources))))
+	}
+	if ent != nil && src != nil {
+		for _, k := range ent.JoinKeys {
+			if _, ok := src.Keys[k.Name]; !ok && k.Name != "" {
+				e.add(v.PosOf("source"), "%s: source %q has no field for join key %q of entity %q (add it to the source's keys)", ctx, src.Name, k.Name, ent.Name)
+			}
+		}
+	}
+	if _, given := v.fields["tile"]; !given && v.Tile == 0 && !v.failed("tile") {
+		v.Tile = DefaultTile
+	}
+	tileOK := !v.failed("tile")
+	if tileOK && (v.Tile < Duration(time.Second) || v.Tile.Std()%time.Second != 0) {
+		e.add(v.PosOf("tile"), "%s: tile %s must be a whole number of seconds, at least 1s", ctx, v.Tile)
+		tileOK = false
+	}
+	if !v.IsOnline() && !v.IsOffline() {
+		e.add(v.PosOf("online"), "%s: online and offline are both false: the view would compute nothing", ctx)
+	}
+	on, off := v.IsOnline(), v.IsOffline()
+	v.Online, v.Offline = &on, &off
+
+	seen := map[string]Pos{}
+	for _, f := range v.Features {
+		if f.Name != "" && !f.failed("name") {
+			if first, dup := seen[f.Name]; dup {
+				e.add(f.PosOf("name"), "%s: feature %q defined twice (first at %s)", ctx, f.Name, first)
+			}
+			seen[f.Name] = f.PosOf("name")
+		}
+		r.checkFeature(e, v, f, src, tileOK)
+	}
+}
+
+func (r *Registry) checkFeature(e *errs, v *FeatureView, f *Feature, src *Source, tileOK bool) {
+	ctx := fmt.Sprintf("feature view %q: feature %q", v.Name, f.Name)
+	if !f.failed("name") && f.Name != "" {
+		if err := checkName(f.Name); err != nil {
+			e.add(f.PosOf("name"), "%s: %v", ctx, err)
+		}
+	}
+	_, windowGiven := f.fields["window"]
+	windowGiven = windowGiven || !f.Window.IsZero()
+	// fieldType looks a field up in the source; ok is false when it cannot
+	// be checked (no source) or is undeclared (reported).
+	fieldType := func(pos Pos, name string) (ValueType, bool) {
+		if src == nil {
+			return "", false
+		}
+		t, ok := src.Fields[name]
+		if !ok {
+			declared := slices.Sorted(maps.Keys(src.Fields))
+			list := "none"
+			if len(declared) > 0 {
+				list = strings.Join(declared, ", ")
+			}
+			e.add(pos, "%s: field %q is not declared in the fields of source %q (declared: %s)", ctx, name, src.Name, list)
+		}
+		return t, ok
+	}
+
+	var in ValueType
+	inOK := false
+	switch {
+	case f.failed("aggregation"):
+	case f.IsLastValue():
+		if f.Field == "" && !f.failed("field") {
+			e.add(f.Pos(), "%s: a last-value feature needs field (or set aggregation)", ctx)
+		}
+		if f.Type == "" && !f.failed("type") {
+			e.add(f.Pos(), "%s: a last-value feature needs type", ctx)
+		}
+		if windowGiven {
+			e.add(f.PosOf("window"), "%s: window is only for aggregations; a last value is bounded by the view's ttl", ctx)
+		}
+		if f.Field != "" {
+			in, inOK = fieldType(f.PosOf("field"), f.Field)
+		}
+	case f.Aggregation == AggCount:
+		if f.Field != "" {
+			e.add(f.PosOf("field"), "%s: count counts events and takes no field; use filter to count only some", ctx)
+		}
+		inOK = true
+	default:
+		if f.Field == "" && !f.failed("field") {
+			e.add(f.Pos(), "%s: aggregation %s needs field", ctx, f.Aggregation)
+		} else if f.Field != "" {
+			in, inOK = fieldType(f.PosOf("field"), f.Field)
+		}
+	}
+	if inOK && f.Aggregation != AggCount && !slices.Contains(f.Aggregation.inputTypes(), in) {
+		what := "aggregation " + string(f.Aggregation)
+		if f.IsLastValue() {
+			what = "a last value"
+		}
+		takes := make([]string, 0, 4)
+		for _, t := range f.Aggregation.inputTypes() {
+			takes = append(takes, string(t))
+		}
+		e.add(f.PosOf("field"), "%s: %s cannot take field %q of type %s (takes %s)", ctx, what, f.Field, in, strings.Join(takes, ", "))
+		inOK = false
+	}
+	if inOK {
+		f.valueType = f.Aggregation.OutputType(in)
+		if f.Type != "" && f.Type != f.valueType && !f.failed("type") {
+			if f.IsLastValue() {
+				e.add(f.PosOf("type"), "%s: type %s does not match the type %s of field %q in source %q", ctx, f.Type, in, f.Field, src.Name)
+			} else {
+				e.add(f.PosOf("type"), "%s: type %s does not match the output type %s of %s", ctx, f.Type, f.valueType, f.Aggregation)
+			}
+		}
+	}
+	if !f.IsLastValue() && !f.failed("aggregation", "window") {
+		switch {
+		case !windowGiven:
+			e.add(f.Pos(), "%s: aggregation %s needs window (a duration or lifetime)", ctx, f.Aggregation)
+		case f.Window.Lifetime:
+		case !tileOK:
+		case f.Window.Length < v.Tile || f.Window.Length.Std()%v.Tile.Std() != 0:
+			e.add(f.PosOf("window"), "%s: window %s is not a multiple of tile %s", ctx, f.Window.Length, v.Tile)
+		case int64(f.Window.Length/v.Tile) > MaxTilesPerWindow:
+			e.add(f.PosOf("window"), "%s: window %s spans %d tiles of %s; at most %d are allowed (use a larger tile)", ctx, f.Window.Length, int64(f.Window.Length/v.Tile), v.Tile, MaxTilesPerWindow)
+		}
+	}
+	if _, given := f.fields["n"]; given || f.Aggregation == AggLastN {
+		switch {
+		case f.failed("n"):
+		case f.Aggregation != AggLastN:
+			e.add(f.PosOf("n"), "%s: n is only for last_n", ctx)
+		case f.N < 1 || f.N > MaxLastN:
+			e.add(f.PosOf("n"), "%s: last_n needs n from 1 to %d, got %d", ctx, MaxLastN, f.N)
+		}
+	}
+	if _, given := f.fields["precision"]; given && !f.failed("precision") {
+		switch {
+		case f.Aggregation != AggCountDistinct:
+			e.add(f.PosOf("precision"), "%s: precision is only for count_distinct", ctx)
+		case f.Precision < 4 || f.Precision > 16:
+			e.add(f.PosOf("precision"), "%s: precision must be from 4 to 16, got %d", ctx, f.Precision)
+		}
+	} else if f.Aggregation == AggCountDistinct && f.Precision == 0 {
+		f.Precision = DefaultPrecision
+	}
+	for i, c := range f.Filter {
+		r.checkCondition(e, fmt.Sprintf("%s: filter[%d]", ctx, i), c, src, fieldType)
+	}
+}
+
+func (r *Registry) checkCondition(e *errs, ctx string, c *Condition, src *Source, fieldType func(Pos, string) (ValueType, bool)) {
+	if c.failed("field", "op", "value") || c.Field == "" {
+		return
+	}
+	t, ok := fieldType(c.PosOf("field"), c.Field)
+	if !ok {
+		return
+	}
+	val := c.Value.Value()
+	list, isList := val.([]any)
+	switch {
+	case c.Op.set() && !isList:
+		e.add(c.PosOf("value"), "%s: operator %s needs a list of values, got %s", ctx, c.Op, literalKind(val))
+		return
+	case !c.Op.set() && isList:
+		e.add(c.PosOf("value"), "%s: operator %s needs one value, got a list (use in)", ctx, c.Op)
+		return
+	case c.Op.ordered() && t == TypeBool:
+		e.add(c.PosOf("op"), "%s: operator %s does not apply to bool field %q", ctx, c.Op, c.Field)
+		return
+	}
+	if !isList {
+		list = []any{val}
+	}
+	for _, x := range list {
+		if !literalFits(x, t) {
+			e.add(c.PosOf("value"), "%s: value %s (%s) does not fit field %q of type %s", ctx, formatLiteral(x), literalKind(x), c.Field, t)
+			return
+		}
+	}
+}
+
+func formatLiteral(x any) string {
+	if s, ok := x.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(x)
+}
+
+func (r *Registry) checkService(e *errs, s *FeatureService) {
+	ctx := fmt.Sprintf("feature service %q", s.Name)
+	if !s.failed("name") {
+		if err := checkName(s.Name); err != nil {
+			e.add(s.PosOf("name"), "%s: %v", ctx, err)
+		}
+	}
+	seen := map[FeatureRef]Pos{}
+	s.resolved = s.resolved[:0]
+	for i, ref := range s.Features {
+		pos := s.PosOf(fmt.Sprintf("features[%d]", i))
+		if ref.View == "" {
+			continue // failed to decode; reported
+		}
+		v := r.views[ref.View]
+		if v == nil {
+			e.add(pos, "%s: unknown feature view %q in %q%s", ctx, ref.View, ref.String(), nearest(ref.View, slices.Collect(maps.Keys(r.views))))
+			continue
+		}
+		var refs []FeatureRef
+		if ref.Feature == "*" {
+			for _, f := range v.Features {
+				refs = append(refs, FeatureRef{View: v.Name, Feature: f.Name})
+			}
+		} else if v.Feature(ref.Feature) == nil {
+			names := make([]string, len(v.Features))
+			for j, f := range v.Features {
+				names[j] = f.Name
+			}
+			e.add(pos, "%s: feature view %q has no feature %q%s", ctx, ref.View, ref.Feature, nearest(ref.Feature, names))
+			continue
+		} else {
+			refs = []FeatureRef{ref}
+		}
+		for _, x := range refs {
+			if first, dup := seen[x]; dup {
+				e.add(pos, "%s: feature %q listed twice (first at %s)", ctx, x.String(), first)
+				continue
+			}
+			seen[x] = pos
+			s.resolved = append(s.resolved, x)
+		}
+	}
+}
