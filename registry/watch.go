@@ -1,0 +1,104 @@
+package registry
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultWatchInterval is how often a Watcher polls a store's head when no
+// notification arrives; it bounds how late a new version is picked up.
+const DefaultWatchInterval = time.Second
+
+// Watcher follows a Store and holds its newest snapshot. Readers call Current
+// and get a whole version, never half of one; a new version replaces the old
+// with one atomic swap.
+type Watcher struct {
+	store    Store
+	interval time.Duration
+	log      *slog.Logger
+	current  atomic.Pointer[Snapshot]
+	onChange func(*Snapshot)
+}
+
+// WatcherOptions configures a Watcher.
+type WatcherOptions struct {
+	// Interval between polls of the head; DefaultWatchInterval when zero.
+	Interval time.Duration
+	// OnChange, if set, is called from Run with each newly loaded snapshot.
+	OnChange func(*Snapshot)
+	Logger   *slog.Logger
+}
+
+// NewWatcher returns a watcher of s. Call Load, then Run.
+func NewWatcher(s Store, opts WatcherOptions) *Watcher {
+	if opts.Interval <= 0 {
+		opts.Interval = DefaultWatchInterval
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Watcher{store: s, interval: opts.Interval, log: opts.Logger, onChange: opts.OnChange}
+}
+
+// Current returns the newest snapshot loaded, or nil before any version
+// exists.
+func (w *Watcher) Current() *Snapshot { return w.current.Load() }
+
+// Load reads the store's head now. It returns whether a new version was
+// loaded.
+func (w *Watcher) Load(ctx context.Context) (bool, error) {
+	head, err := w.store.Head(ctx)
+	if err != nil {
+		return false, err
+	}
+	if cur := w.current.Load(); head == 0 || (cur != nil && cur.Version >= head) {
+		return false, nil
+	}
+	snap, err := w.store.Get(ctx, head)
+	if err != nil {
+		return false, err
+	}
+	w.current.Store(snap)
+	w.log.Info("registry version loaded", "version", snap.Version, "digest", snap.Digest, "applied_by", snap.AppliedBy)
+	if w.onChange != nil {
+		w.onChange(snap)
+	}
+	return true, nil
+}
+
+// Run follows the store until ctx ends: on each notification from a store
+// that is a Notifier, and at least every interval. Errors are logged and
+// retried; the last good snapshot stays current meanwhile.
+func (w *Watcher) Run(ctx context.Context) error {
+	var notes <-chan struct{}
+	if n, ok := w.store.(Notifier); ok {
+		notes = n.Notify(ctx)
+	}
+	t := time.NewTicker(w.interval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-notes:
+		}
+		if _, err := w.Load(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !failing {
+				w.log.Warn("registry watch failed; keeping the current version", "err", err)
+			}
+			failing = true
+			continue
+		}
+		if failing {
+			w.log.Info("registry watch recovered")
+			failing = false
+		}
+	}
+}
