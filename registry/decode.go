@@ -30,7 +30,6 @@ var (
 	durationType        = reflect.TypeFor[Duration]()
 	windowType          = reflect.TypeFor[Window]()
 	featureRefType      = reflect.TypeFor[FeatureRef]()
-	metaType            = reflect.TypeFor[meta]()
 )
 
 type decoder struct {

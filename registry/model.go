@@ -136,7 +136,7 @@ type Feature struct {
 	Aggregation Aggregation  `yaml:"aggregation" json:"aggregation,omitempty" doc:"How events are combined. Without it the feature is the last value of field."`
 	Field       string       `yaml:"field" json:"field,omitempty" doc:"Event field the feature reads; declared in the source's fields. Not used by count."`
 	Type        ValueType    `yaml:"type" json:"type,omitempty" doc:"Type of a last-value feature; must match the field's declared type. Optional for aggregations, and checked against their output type when given."`
-	Window      Window       `yaml:"window" json:"window,omitempty" doc:"Sliding window (a multiple of the view's tile) or lifetime. Required for aggregations; not allowed for last values."`
+	Window      Window       `yaml:"window" json:"window,omitzero" doc:"Sliding window (a multiple of the view's tile) or lifetime. Required for aggregations; not allowed for last values."`
 	N           int          `yaml:"n" json:"n,omitempty" doc:"How many values last_n keeps (1 to 1000)."`
 	Precision   int          `yaml:"precision" json:"precision,omitempty" default:"14" doc:"HyperLogLog precision p of count_distinct (4 to 16): 2^p registers, relative standard error 1.04/sqrt(2^p), 0.81% at 14."`
 	Filter      []*Condition `yaml:"filter" json:"filter,omitempty" doc:"Conditions an event must all meet to count towards the feature."`

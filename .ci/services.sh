@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# Real services for the integration tests (DESIGN.md section 8): a redis-server
+# from Debian's packages and a single-node KRaft Apache Kafka broker whose jars
+# come from Maven Central. Nothing is assumed to be installed or running: `up`
+# installs what is missing, starts both on 127.0.0.1 and waits until they
+# answer; `down` stops exactly the processes `up` started (by recorded PID).
+#
+#   .ci/services.sh up       install if needed, start, wait until ready
+#   .ci/services.sh down     stop what `up` started
+#   .ci/services.sh env      print the variables the tests read (KEY=VALUE)
+#   .ci/services.sh status   say what is running
+#
+# Settings (environment):
+#   FEATURESTORE_CACHE                  cache of Kafka jars and service state
+#                                       (default ~/.cache/featurestore)
+#   FEATURESTORE_REDIS_PORT             default 16379
+#   FEATURESTORE_KAFKA_PORT             default 19092
+#   FEATURESTORE_KAFKA_CONTROLLER_PORT  default 19093
+#   FEATURESTORE_KAFKA_VERSION          default 4.1.1 (4.0.1 or newer: kafka-go
+#                                       needs JoinGroup v1, dropped in 4.0.0)
+#   FEATURESTORE_SERVICES_TIMEOUT       seconds `up` waits for each service (default 180)
+set -euo pipefail
+
+HOST=127.0.0.1
+KAFKA_VERSION=${FEATURESTORE_KAFKA_VERSION:-4.1.1}
+REDIS_PORT=${FEATURESTORE_REDIS_PORT:-16379}
+KAFKA_PORT=${FEATURESTORE_KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${FEATURESTORE_KAFKA_CONTROLLER_PORT:-19093}
+TIMEOUT=${FEATURESTORE_SERVICES_TIMEOUT:-180}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${FEATURESTORE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/featurestore}
+KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
+KAFKA_LIBS=$KAFKA_HOME/libs
+# State is per port pair so that two checkouts using other ports do not clash.
+STATE=$CACHE/services/redis-$REDIS_PORT-kafka-$KAFKA_PORT
+REDIS_DIR=$STATE/redis
+KAFKA_DIR=$STATE/kafka
+
+KAFKA_JVM_OPTS=(
+  -Xms128m -Xmx512m
+  # Short-lived test broker on 2 cores: cheap GC and C1 only start fastest.
+  -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+  -XX:+ExitOnOutOfMemoryError
+  -Djava.awt.headless=true
+  -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties"
+)
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+  echo "usage: $0 up|down|env|status" >&2
+  exit 2
+}
+
+# ---------------------------------------------------------------- helpers
+
+# port_open PORT: true if something accepts TCP connections on $HOST:PORT.
+port_open() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+}
+
+# pid_of NAME: the recorded PID of a service we started, if it still runs and
+# is still that service (PIDs get reused); empty otherwise.
+pid_of() {
+  local name=$1 pidfile=$STATE/$1.pid pid pattern
+  [[ -f $pidfile ]] || return 0
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 0
+  case $name in
+    # Redis retitles itself "redis-server 127.0.0.1:PORT".
+    redis) pattern="redis-server.*[: ]$REDIS_PORT( |$)" ;;
+    kafka) pattern="kafka\.Kafka.*$KAFKA_DIR/server\.properties" ;;
+  esac
+  if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -Eq "$pattern"; then
+    echo "$pid"
+  fi
+}
+
+# stop NAME: stop the recorded process, politely first.
+stop() {
+  local name=$1 pid i
+  pid=$(pid_of "$name")
+  if [[ -z $pid ]]; then
+    rm -f "$STATE/$name.pid"
+    return 0
+  fi
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do # 30 s
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name (pid $pid) did not stop in 30s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  rm -f "$STATE/$name.pid"
+}
+
+tail_logs() {
+  local f
+  for f in "$@"; do
+    [[ -s $f ]] || continue
+    echo "----- last lines of $f" >&2
+    tail -n 40 "$f" >&2
+  done
+  echo "-----" >&2
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo -n "$@"
+  else
+    die "need root to run: $*"
+  fi
+}
+
+# install_missing: Debian packages for whatever is not on PATH.
+install_missing() {
+  local pkgs=()
+  command -v redis-server >/dev/null || pkgs+=(redis-server)
+  command -v redis-cli >/dev/null || pkgs+=(redis-tools)
+  command -v java >/dev/null || pkgs+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || pkgs+=(maven)
+  command -v timeout >/dev/null || pkgs+=(coreutils)
+  ((${#pkgs[@]})) || return 0
+  command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
+  log "installing ${pkgs[*]} with apt-get"
+  # Keep the package's own init script from starting a system-wide
+  # redis-server on port 6379: only ours should run. policy-rc.d is Debian's
+  # documented switch for this; ours is removed again right after.
+  local policy=/usr/sbin/policy-rc.d ours=
+  if [[ ! -e $policy ]]; then
+    as_root sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy"
+    ours=1
+  fi
+  local rc=0
+  {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  } || rc=$?
+  [[ -z $ours ]] || as_root rm -f "$policy"
+  ((rc == 0)) || die "apt-get install ${pkgs[*]} failed (exit $rc)"
+}
+
+# fetch_kafka: broker jars into $KAFKA_LIBS via Maven, once per version and pom.
+fetch_kafka() {
+  local pom=$ROOT/.ci/kafka/pom.xml stamp want tmp attempt
+  stamp=$KAFKA_HOME/.complete
+  want="$KAFKA_VERSION $(sha256sum "$pom" | cut -d' ' -f1)"
+  if [[ -f $stamp && $(<"$stamp") == "$want" ]]; then
+    return 0
+  fi
+  log "fetching Kafka $KAFKA_VERSION jars with Maven into $KAFKA_LIBS"
+  mkdir -p "$CACHE"
+  tmp=$(mktemp -d "$CACHE/.kafka-$KAFKA_VERSION.XXXXXX")
+  for attempt in 1 2 3; do
+    if mvn -B -q -Dstyle.color=never -f "$pom" \
+      -Dkafka.version="$KAFKA_VERSION" \
+      dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$tmp/libs" >"$tmp/mvn.log" 2>&1; then
+      break
+    fi
+    if ((attempt == 3)); then
+      tail_logs "$tmp/mvn.log"
+      rm -rf "$tmp"
+      die "mvn could not fetch Kafka $KAFKA_VERSION"
+    fi
+    log "mvn failed (attempt $attempt); retrying"
+    sleep $((attempt * 5))
+  done
+  [[ -n $(compgen -G "$tmp/libs/kafka_2.13-*.jar") ]] || die "no kafka_2.13 jar in $tmp/libs"
+  echo "$want" >"$tmp/.complete"
+  rm -rf "$KAFKA_HOME"
+  mv "$tmp" "$KAFKA_HOME"
+}
+
+# ---------------------------------------------------------------- redis
+
+redis_ready() {
+  [[ $(timeout 5 redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+}
+
+start_redis() {
+  local pid deadline
+  pid=$(pid_of redis)
+  if [[ -n $pid ]]; then
+    if redis_ready; then
+      log "redis already running on $HOST:$REDIS_PORT (pid $pid)"
+      return 0
+    fi
+    log "redis (pid $pid) does not answer; restarting it"
+    stop redis
+  fi
+  rm -f "$STATE/redis.pid"
+  port_open "$REDIS_PORT" && die "port $HOST:$REDIS_PORT is taken by a process this script did not start; stop it or set FEATURESTORE_REDIS_PORT"
+  rm -rf "$REDIS_DIR"
+  mkdir -p "$REDIS_DIR"
+  nohup redis-server --bind "$HOST" --port "$REDIS_PORT" --dir "$REDIS_DIR" \
+    --daemonize no --save "" --appendonly no --protected-mode yes \
+    --logfile "$REDIS_DIR/redis.log" >"$REDIS_DIR/stdout.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$STATE/redis.pid"
+  deadline=$((SECONDS + TIMEOUT))
+  until redis_ready; do
+    # Not pid_of: the child may not have exec'd redis-server yet.
+    if ! kill -0 "$(<"$STATE/redis.pid")" 2>/dev/null; then
+      tail_logs "$REDIS_DIR/stdout.log" "$REDIS_DIR/redis.log"
+      die "redis-server exited during startup"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_logs "$REDIS_DIR/stdout.log" "$REDIS_DIR/redis.log"
+      log "error: redis did not answer on $HOST:$REDIS_PORT within ${TIMEOUT}s"
+      stop redis
+      exit 1
+    fi
+    sleep 0.1
+  done
+  log "redis $(redis-server --version | grep -o 'v=[^ ]*' | cut -c3-) ready on $HOST:$REDIS_PORT (pid $(<"$STATE/redis.pid"))"
+}
+
+# ---------------------------------------------------------------- kafka
+
+kafka_java() {
+  java "${KAFKA_JVM_OPTS[@]}" -cp "$KAFKA_LIBS/*" "$@"
+}
+
+write_kafka_config() {
+  cat >"$KAFKA_DIR/server.properties" <<EOF
+# Single-node KRaft broker+controller for integration tests; written by .ci/services.sh.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KAFKA_DIR/data
+
+# Tests create topics explicitly (testenv.CreateTopic) or rely on auto creation.
+auto.create.topics.enable=true
+delete.topic.enable=true
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+auto.leader.rebalance.enable=false
+
+# One node: every internal topic has one replica and few partitions.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=3
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.num.partitions=3
+
+# Groups form at once and tests may use short sessions.
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+
+# Small footprint on a 2-core machine.
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+background.threads=4
+log.cleaner.threads=1
+log.cleaner.dedupe.buffer.size=8388608
+EOF
+  cat >"$KAFKA_DIR/log4j2.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = $KAFKA_DIR/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.state.name = state.change.logger
+logger.state.level = WARN
+EOF
+}
+
+# kafka_answers: a real round trip, not only an open port. Describing a group
+# needs metadata and the group coordinator, and makes the broker create
+# __consumer_offsets, so the first consumer group in a test joins at once
+# instead of getting COORDINATOR_NOT_AVAILABLE. The group does not exist; the
+# broker saying so is the answer we wait for.
+kafka_answers() {
+  timeout 60 java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2-tools.properties" \
+    -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+    --bootstrap-server "$HOST:$KAFKA_PORT" --describe --group featurestore-services-check \
+    --timeout 10000 >"$KAFKA_DIR/check.log" 2>&1 || true
+  grep -Eq 'GroupIdNotFound|does not exist' "$KAFKA_DIR/check.log"
+}
+
+start_kafka() {
+  local pid deadline cluster_id
+  pid=$(pid_of kafka)
+  if [[ -n $pid ]]; then
+    if port_open "$KAFKA_PORT" && kafka_answers; then
+      log "kafka already running on $HOST:$KAFKA_PORT (pid $pid)"
+      return 0
+    fi
+    log "kafka (pid $pid) does not answer; restarting it"
+    stop kafka
+  fi
+  rm -f "$STATE/kafka.pid"
+  local port
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    port_open "$port" && die "port $HOST:$port is taken by a process this script did not start; stop it or set FEATURESTORE_KAFKA_PORT / FEATURESTORE_KAFKA_CONTROLLER_PORT"
+  done
+  fetch_kafka
+
+  # A fresh cluster every time: tests never see an earlier run's topics.
+  rm -rf "$KAFKA_DIR"
+  mkdir -p "$KAFKA_DIR/data"
+  write_kafka_config
+  printf 'status = warn\nrootLogger.level = WARN\n' >"$KAFKA_DIR/log4j2-tools.properties"
+  # A cluster id is 16 random bytes in URL-safe base64 without padding; one
+  # that starts with '-' would be read as an option.
+  cluster_id=-
+  while [[ $cluster_id == -* ]]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
+  if ! kafka_java kafka.tools.StorageTool format --cluster-id "$cluster_id" \
+    --config "$KAFKA_DIR/server.properties" --ignore-formatted >"$KAFKA_DIR/format.log" 2>&1; then
+    tail_logs "$KAFKA_DIR/format.log"
+    die "formatting the KRaft storage failed"
+  fi
+
+  nohup java "${KAFKA_JVM_OPTS[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
+    >"$KAFKA_DIR/stdout.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$STATE/kafka.pid"
+
+  deadline=$((SECONDS + TIMEOUT))
+  until port_open "$KAFKA_PORT" && kafka_answers; do
+    if ! kill -0 "$(<"$STATE/kafka.pid")" 2>/dev/null; then
+      tail_logs "$KAFKA_DIR/stdout.log" "$KAFKA_DIR/server.log"
+      die "kafka exited during startup"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_logs "$KAFKA_DIR/stdout.log" "$KAFKA_DIR/server.log" "$KAFKA_DIR/check.log"
+      log "error: kafka did not answer on $HOST:$KAFKA_PORT within ${TIMEOUT}s"
+      stop kafka
+      exit 1
+    fi
+    sleep 0.5
+  done
+  log "kafka $KAFKA_VERSION ready on $HOST:$KAFKA_PORT (pid $(<"$STATE/kafka.pid"), logs in $KAFKA_DIR)"
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_up() {
+  local start=$SECONDS
+  mkdir -p "$STATE"
+  install_missing
+  command -v java >/dev/null || die "java not found after install"
+  # A failed `up` leaves nothing running behind it.
+  trap 'rc=$?; if ((rc != 0)); then log "up failed; stopping the services"; cmd_down; fi' EXIT
+  start_redis
+  start_kafka
+  trap - EXIT
+  log "up in $((SECONDS - start))s; state in $STATE"
+}
+
+cmd_down() {
+  stop kafka
+  stop redis
+}
+
+cmd_env() {
+  echo "FEATURESTORE_TEST_REDIS_ADDR=$HOST:$REDIS_PORT"
+  echo "FEATURESTORE_TEST_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
+}
+
+cmd_status() {
+  local name pid rc=0
+  for name in redis kafka; do
+    pid=$(pid_of "$name")
+    if [[ -n $pid ]]; then
+      echo "$name: running (pid $pid)"
+    else
+      echo "$name: stopped"
+      rc=1
+    fi
+  done
+  return $rc
+}
+
+# lock: one `up` or `down` at a time per state dir (the daemons do not inherit
+# the lock: they are started with 9>&-), so that two concurrent
+# `make test` runs do not both start a broker on the same ports.
+lock() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  if command -v flock >/dev/null && ! flock -w 600 9; then
+    die "another .ci/services.sh holds $STATE/.lock"
+  fi
+}
+
+[[ $# -eq 1 ]] || usage
+case $1 in
+  up) lock && cmd_up ;;
+  down) lock && cmd_down ;;
+  env) cmd_env ;;
+  status) cmd_status ;;
+  *) usage ;;
+esac

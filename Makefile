@@ -1,0 +1,88 @@
+# Build, test and lint entry points. CI runs .ci/run, which calls these.
+#
+#   make build        the featurestore binary into bin/
+#   make test         start Redis + Kafka (.ci/services.sh), go test -race ./..., stop them
+#   make test-unit    go test -short ./..., no services (integration tests skip, even with CI=true)
+#   make lint         go vet + staticcheck
+#   make proto        regenerate protobuf code (protos/generate.sh)
+#   make run          the embedded dev environment (in-process Kafka and Redis)
+#   make bench        benchmarks against the real services into $(BENCH_OUT)
+#   make services-up / services-down   keep the services running between test runs
+#   make tidy-check   fail if `go mod tidy` would change go.mod or go.sum
+#
+# `make test KEEP_SERVICES=1` leaves the services running afterwards;
+# `make test PKGS=./ingest/...` tests part of the tree.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO ?= go
+PKGS ?= ./...
+# CI gives a whole run 90 minutes; the tests get at most 40 of them.
+TEST_TIMEOUT ?= 40m
+TEST_FLAGS ?=
+BENCH_TIMEOUT ?= 60m
+BENCH_OUT ?= bin/bench.txt
+KEEP_SERVICES ?= 0
+STATICCHECK_VERSION := v0.8.2
+SERVICES := .ci/services.sh
+
+# with_services runs $(1) with the services up and their variables exported,
+# stops them afterwards whatever happened (unless KEEP_SERVICES=1), and exits
+# with $(1)'s status.
+define with_services
+	if [ "$(KEEP_SERVICES)" != 1 ]; then trap '$(SERVICES) down' EXIT; fi; \
+	$(SERVICES) up; \
+	set -a; eval "$$($(SERVICES) env)"; set +a; \
+	export FEATURESTORE_REQUIRE_SERVICES=1; \
+	$(SERVICES) env | sed 's/^/  /'; \
+	$(1)
+endef
+
+.PHONY: all build test test-unit lint vet staticcheck proto run bench \
+	services-up services-down services-env tidy-check
+
+all: build
+
+build:
+	$(GO) build -o bin/featurestore .
+
+test:
+	@$(call with_services,$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) $(PKGS))
+
+# Without the services' variables and outside CI mode, integration tests skip.
+test-unit:
+	env -u CI -u FEATURESTORE_REQUIRE_SERVICES -u FEATURESTORE_TEST_REDIS_ADDR -u FEATURESTORE_TEST_KAFKA_BROKERS \
+		$(GO) test -short -count=1 $(TEST_FLAGS) $(PKGS)
+
+lint: vet staticcheck
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+proto:
+	bash protos/generate.sh
+
+run:
+	$(GO) run . dev
+
+bench:
+	@mkdir -p $(dir $(BENCH_OUT)); \
+	$(call with_services,$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout $(BENCH_TIMEOUT) $(PKGS) | tee $(BENCH_OUT)); \
+	echo "benchmark results in $(BENCH_OUT) (compare runs with benchstat)"
+
+services-up:
+	@$(SERVICES) up
+	@$(SERVICES) env
+
+services-down:
+	@$(SERVICES) down
+
+services-env:
+	@$(SERVICES) env
+
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go mod tidy would change go.mod/go.sum (diff above); run it and commit the result" >&2; exit 1; }

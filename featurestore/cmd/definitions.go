@@ -1,0 +1,290 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/featurestore/featurestore/registry"
+)
+
+// loadDefs loads a definitions directory, printing every error to w.
+func loadDefs(dir string, w io.Writer) (*registry.Registry, error) {
+	r, err := registry.LoadDir(dir)
+	var list registry.ErrorList
+	if errors.As(err, &list) {
+		for _, e := range list {
+			fmt.Fprintln(w, e.Error())
+		}
+		fmt.Fprintf(w, "%d error(s) in %s; nothing was applied.\n", len(list), dir)
+		return nil, errSilent
+	}
+	return r, err
+}
+
+// defsAndStore loads the definitions directory named by args and opens the
+// registry store.
+func defsAndStore(ctx context.Context, args []string, env *runEnv, reg *registryFlags) (string, *registry.Registry, registry.Store, func(), error) {
+	dir, err := oneArg(args, "the definitions directory")
+	if err != nil {
+		return "", nil, nil, nil, err
+	}
+	r, err := loadDefs(dir, env.stderr)
+	if err != nil {
+		return "", nil, nil, nil, err
+	}
+	store, closeStore, err := reg.open(ctx)
+	if err != nil {
+		return "", nil, nil, nil, err
+	}
+	return dir, r, store, closeStore, nil
+}
+
+func summary(r *registry.Registry) string {
+	features := 0
+	for _, v := range r.Views {
+		features += len(v.Features)
+	}
+	return fmt.Sprintf("%d entities, %d sources, %d feature views (%d features), %d feature services",
+		len(r.Entities), len(r.Sources), len(r.Views), features, len(r.Services))
+}
+
+func validateCommand() *command {
+	return &command{
+		name:    "validate",
+		usage:   "validate DIR",
+		summary: "Check feature definitions without applying them.",
+		long: `Load every *.yaml file in DIR and check the definitions: unknown fields,
+wrong types, dangling references, duplicate names, windows that are not
+multiples of the tile, aggregations over fields they cannot take. Every error
+is printed as file:line:col: message. Exits 1 if there is any error, 0 if
+none. Needs no registry and no services.`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			return func(_ context.Context, env *runEnv, args []string) error {
+				dir, err := oneArg(args, "the definitions directory")
+				if err != nil {
+					return err
+				}
+				r, err := loadDefs(dir, env.stderr)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.stdout, "%s: valid: %s (digest %s)\n", dir, summary(r), r.Digest())
+				return nil
+			}
+		},
+	}
+}
+
+func planCommand() *command {
+	var reg registryFlags
+	var exitCode bool
+	return &command{
+		name:    "plan",
+		usage:   "plan [flags] DIR",
+		summary: "Show what apply would change in the registry.",
+		long: `Compare the definitions in DIR with the registry version in use and print
+what would be created, changed and deleted. A change that alters what an
+existing feature means (a new window, aggregation, field, filter or type; a
+new tile, entity or source of a view; new keys or time of a source; new join
+keys of an entity) is marked [BREAKING]: apply refuses it without
+--allow-breaking. Nothing is written.`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			reg.register(fs)
+			fs.BoolVar(&exitCode, "detailed-exitcode", false, "Exit 3 when the plan has changes (0 when none), for scripts.")
+			return func(ctx context.Context, env *runEnv, args []string) error {
+				dir, r, store, closeStore, err := defsAndStore(ctx, args, env, &reg)
+				if err != nil {
+					return err
+				}
+				defer closeStore()
+				cur, err := registry.Current(ctx, store)
+				if err != nil {
+					return err
+				}
+				var old *registry.Registry
+				if cur != nil {
+					old = cur.Registry
+					fmt.Fprintf(env.stdout, "Plan for %s against registry version %d (%s, applied %s by %s):\n",
+						dir, cur.Version, cur.Digest, cur.AppliedAt.Format("2006-01-02 15:04:05Z07:00"), cur.AppliedBy)
+				} else {
+					fmt.Fprintf(env.stdout, "Plan for %s against an empty registry:\n", dir)
+				}
+				p := registry.Diff(old, r)
+				p.Render(env.stdout)
+				if exitCode && !p.Empty() {
+					return exitError(3)
+				}
+				return nil
+			}
+		},
+	}
+}
+
+// exitError asks for a specific exit code without a message.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+func applyCommand() *command {
+	var reg registryFlags
+	var allowBreaking bool
+	var message string
+	return &command{
+		name:    "apply",
+		usage:   "apply [flags] DIR",
+		summary: "Commit the definitions in DIR as a new registry version.",
+		long: `Validate DIR, plan against the registry version in use, print the plan, and
+commit the definitions as the next version in one atomic step. Nothing is
+applied if any definition has an error, or if the plan has breaking changes
+and --allow-breaking is not given. If another apply commits first, this one
+fails without writing: run plan again. Applying definitions equal to the
+current version changes nothing. Running processes pick the new version up
+within seconds.`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			reg.register(fs)
+			fs.BoolVar(&allowBreaking, "allow-breaking", false, "Apply even if the plan changes what existing features mean.")
+			fs.StringVar(&message, "message", "", "A note recorded with the version (what changed and why).")
+			return func(ctx context.Context, env *runEnv, args []string) error {
+				_, r, store, closeStore, err := defsAndStore(ctx, args, env, &reg)
+				if err != nil {
+					return err
+				}
+				defer closeStore()
+				res, err := registry.Apply(ctx, store, r, registry.ApplyOptions{AllowBreaking: allowBreaking, Message: message})
+				if res.Plan != nil {
+					res.Plan.Render(env.stdout)
+				}
+				switch {
+				case errors.Is(err, registry.ErrBreaking):
+					return fmt.Errorf("%w; nothing was applied", err)
+				case errors.Is(err, registry.ErrConflict):
+					return fmt.Errorf("%w; nothing was applied: run plan again", err)
+				case err != nil:
+					return err
+				case res.Plan.Empty():
+					fmt.Fprintf(env.stdout, "Registry version %d is current; nothing to apply.\n", res.From)
+				default:
+					fmt.Fprintf(env.stdout, "Applied registry version %d (%s): %s.\n", res.To.Version, res.To.Digest, summary(r))
+				}
+				return nil
+			}
+		},
+	}
+}
+
+func versionsCommand() *command {
+	var reg registryFlags
+	var asJSON bool
+	return &command{
+		name:    "versions",
+		usage:   "versions [flags]",
+		summary: "List the registry's versions, newest first.",
+		long:    `List every committed registry version: number, time, who applied it, digest and message.`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			reg.register(fs)
+			fs.BoolVar(&asJSON, "json", false, "Print JSON instead of a table.")
+			return func(ctx context.Context, env *runEnv, args []string) error {
+				if len(args) != 0 {
+					return fmt.Errorf("%w: versions takes no arguments", errUsage)
+				}
+				store, closeStore, err := reg.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer closeStore()
+				vs, err := store.Versions(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					e := json.NewEncoder(env.stdout)
+					e.SetIndent("", "  ")
+					if vs == nil {
+						vs = []registry.VersionInfo{}
+					}
+					return e.Encode(vs)
+				}
+				if len(vs) == 0 {
+					fmt.Fprintln(env.stdout, "No versions: nothing has been applied yet.")
+					return nil
+				}
+				tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "VERSION\tAPPLIED AT\tBY\tDIGEST\tMESSAGE")
+				for _, v := range vs {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", v.Version, v.AppliedAt.Format("2006-01-02 15:04:05Z07:00"), v.AppliedBy, v.Digest[:min(len(v.Digest), 19)], v.Message)
+				}
+				return tw.Flush()
+			}
+		},
+	}
+}
+
+func showCommand() *command {
+	var reg registryFlags
+	var version int64
+	return &command{
+		name:    "show",
+		usage:   "show [flags]",
+		summary: "Print a registry version's definitions as JSON.",
+		long:    `Print the canonical JSON of the current registry version, or of --version N.`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			reg.register(fs)
+			fs.Int64Var(&version, "version", 0, "Version to print; 0 for the current one.")
+			return func(ctx context.Context, env *runEnv, args []string) error {
+				if len(args) != 0 {
+					return fmt.Errorf("%w: show takes no arguments", errUsage)
+				}
+				store, closeStore, err := reg.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer closeStore()
+				v := version
+				if v == 0 {
+					if v, err = store.Head(ctx); err != nil {
+						return err
+					}
+					if v == 0 {
+						return errors.New("nothing has been applied yet")
+					}
+				}
+				snap, err := store.Get(ctx, v)
+				if err != nil {
+					return err
+				}
+				out := struct {
+					registry.VersionInfo
+					Definitions json.RawMessage `json:"definitions"`
+				}{snap.VersionInfo, snap.Registry.CanonicalJSON()}
+				e := json.NewEncoder(env.stdout)
+				e.SetIndent("", "  ")
+				return e.Encode(out)
+			}
+		},
+	}
+}
+
+func schemaCommand() *command {
+	return &command{
+		name:    "schema",
+		usage:   "schema",
+		summary: "Print the JSON Schema of the YAML definitions.",
+		long: `Print the JSON Schema of one definition document, for editors: with the YAML
+language server, start a file with
+  # yaml-language-server: $schema=path/to/featurestore.schema.json`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			return func(_ context.Context, env *runEnv, _ []string) error {
+				_, err := env.stdout.Write(registry.JSONSchema())
+				return err
+			}
+		},
+	}
+}
+
+var _ = os.Stdout

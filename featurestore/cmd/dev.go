@@ -1,0 +1,122 @@
+package cmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestore/featurestore/featurestore/devenv"
+	"github.com/featurestore/featurestore/registry"
+	"github.com/featurestore/featurestore/registry/redisstore"
+)
+
+func devCommand() *command {
+	var (
+		logs      logFlags
+		dataDir   string
+		defs      string
+		kafkaAddr string
+		redisAddr string
+		project   string
+	)
+	return &command{
+		name:    "dev",
+		usage:   "dev [flags]",
+		summary: "Run everything in one process, with nothing installed (make run).",
+		long: `Start an in-process Kafka broker (its data under --data-dir, so topics and
+offsets survive a restart) and an in-process Redis-compatible server, create
+the topics the definitions name, apply the definitions in --definitions to a
+registry kept in that Redis, and print where each endpoint listens. Other
+featurestore commands reach it with their default flags: for example
+'featurestore versions' lists the registry of a running dev mode. Stop with
+Ctrl-C.`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			logs.register(fs)
+			fs.StringVar(&dataDir, "data-dir", ".featurestore/dev", "Directory for dev mode state (the in-process Kafka's log).")
+			fs.StringVar(&defs, "definitions", "examples", "Directory of feature definitions to apply at start.")
+			fs.StringVar(&kafkaAddr, "kafka-listen", "127.0.0.1:9092", "Loopback address of the in-process Kafka broker.")
+			fs.StringVar(&redisAddr, "redis-listen", "127.0.0.1:6379", "Loopback address of the in-process Redis server.")
+			fs.StringVar(&project, "project", "default", "Project whose registry dev mode fills.")
+			return func(ctx context.Context, env *runEnv, args []string) error {
+				if len(args) != 0 {
+					return fmt.Errorf("%w: dev takes no arguments", errUsage)
+				}
+				log, err := logs.logger(env.stderr)
+				if err != nil {
+					return fmt.Errorf("%w: %v", errUsage, err)
+				}
+				r, err := loadDefs(defs, env.stderr)
+				if err != nil {
+					return err
+				}
+				var topics []devenv.TopicSpec
+				for _, s := range r.Sources {
+					topics = append(topics, devenv.TopicSpec{Name: s.Kafka.Topic})
+					if s.Kafka.DeadLetterTopic != "" {
+						topics = append(topics, devenv.TopicSpec{Name: s.Kafka.DeadLetterTopic})
+					}
+				}
+				if err := os.MkdirAll(dataDir, 0o755); err != nil {
+					return fmt.Errorf("dev data directory: %w", err)
+				}
+				start := time.Now()
+				startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				de, err := devenv.Start(startCtx, devenv.Options{
+					DataDir:   dataDir,
+					KafkaAddr: kafkaAddr,
+					RedisAddr: redisAddr,
+					Topics:    topics,
+					Logger:    log,
+				})
+				if err != nil {
+					return fmt.Errorf("start dev environment: %w", err)
+				}
+				defer func() {
+					t := time.Now()
+					if err := de.Close(); err != nil {
+						log.Error("dev environment stop failed", "err", err)
+					}
+					log.Info("dev environment stopped", "duration", time.Since(t))
+				}()
+				log.Info("dev environment started", "duration", time.Since(start))
+
+				rc := redis.NewClient(&redis.Options{Addr: de.RedisAddr()})
+				defer rc.Close()
+				store, err := redisstore.New(rc, project)
+				if err != nil {
+					return err
+				}
+				res, err := registry.Apply(ctx, store, r, registry.ApplyOptions{AllowBreaking: true, Message: "dev mode start: " + defs})
+				if err != nil {
+					return fmt.Errorf("apply %s: %w", defs, err)
+				}
+				version := res.To.Version
+				if version == 0 {
+					version = res.From
+				}
+				abs, _ := filepath.Abs(dataDir)
+				fmt.Fprintf(env.stdout, `featurestore dev is running.
+
+  Kafka (in-process):   %s   topics: %d, data in %s
+  Redis (in-process):   %s   online store and registry
+  Registry:             version %d of project %q, from %s: %s
+
+Try, from another terminal:
+  featurestore versions
+  featurestore plan %s
+
+Press Ctrl-C to stop.
+`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), defs)
+				<-ctx.Done()
+				fmt.Fprintln(env.stdout, "Stopping.")
+				return nil
+			}
+		},
+	}
+}

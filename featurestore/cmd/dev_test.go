@@ -1,0 +1,74 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDev starts dev mode on free ports, checks that another command reaches
+// its registry with plain flags, stops it, and starts it again on the same
+// data directory.
+func TestDev(t *testing.T) {
+	dataDir := t.TempDir()
+	for round := 1; round <= 2; round++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		var out, errOut syncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- runContext(ctx, []string{"dev", "--data-dir", dataDir, "--definitions", "../../examples",
+				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--log-level", "warn"}, &out, &errOut, func(string) string { return "" })
+		}()
+		addrRE := regexp.MustCompile(`Redis \(in-process\):\s+(\S+)`)
+		var redisAddr string
+		for redisAddr == "" {
+			select {
+			case code := <-done:
+				t.Fatalf("round %d: dev exited %d early\n%s%s", round, code, out.String(), errOut.String())
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				t.Fatalf("round %d: dev did not start\n%s%s", round, out.String(), errOut.String())
+			}
+			if m := addrRE.FindStringSubmatch(out.String()); m != nil {
+				redisAddr = m[1]
+			}
+		}
+		if !strings.Contains(out.String(), "version 1 of project \"default\"") || !strings.Contains(out.String(), "topics: 2") {
+			t.Errorf("round %d: unexpected banner:\n%s", round, out.String())
+		}
+		code, vout, verr := runCLI(t, nil, "versions", "--redis-addr", redisAddr)
+		if code != 0 || !strings.Contains(vout, "dev mode start") {
+			t.Errorf("round %d: versions against dev mode: exit %d\n%s%s", round, code, vout, verr)
+		}
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Fatalf("round %d: dev exited %d on stop\n%s", round, code, errOut.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: dev did not stop", round)
+		}
+	}
+}

@@ -1,0 +1,167 @@
+// Package redisstore keeps registry versions in Redis, so that every process
+// of a deployment sees the same definitions. It works with standalone Redis
+// and Redis Cluster alike: all its keys share one hash slot.
+//
+// Layout, for project P (the braces are the cluster hash tag):
+//
+//	fs:{reg.P}:head       the newest version number
+//	fs:{reg.P}:snapshots  hash: version -> canonical JSON of the definitions
+//	fs:{reg.P}:info       hash: version -> JSON VersionInfo
+//	fs:{reg.P}:events     pub/sub channel: the version just committed
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestore/featurestore/registry"
+)
+
+// Store is a registry.Store and registry.Notifier on Redis.
+type Store struct {
+	c                            redis.UniversalClient
+	head, snapshots, info, event string
+}
+
+// New returns the store of the named project on c. The caller keeps
+// ownership of c; Close does not close it.
+func New(c redis.UniversalClient, project string) (*Store, error) {
+	if err := validProject(project); err != nil {
+		return nil, err
+	}
+	p := "fs:{reg." + project + "}:"
+	return &Store{c: c, head: p + "head", snapshots: p + "snapshots", info: p + "info", event: p + "events"}, nil
+}
+
+func validProject(p string) error {
+	if p == "" {
+		return errors.New("empty project name")
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return fmt.Errorf("invalid project name %q: use letters, digits, _ and -", p)
+		}
+	}
+	return nil
+}
+
+// Head returns the newest version number, 0 for none.
+func (s *Store) Head(ctx context.Context) (int64, error) {
+	v, err := s.c.Get(ctx, s.head).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read registry head from redis: %w", err)
+	}
+	return v, nil
+}
+
+// Get returns version v.
+func (s *Store) Get(ctx context.Context, v int64) (*registry.Snapshot, error) {
+	field := strconv.FormatInt(v, 10)
+	pipe := s.c.Pipeline()
+	snap := pipe.HGet(ctx, s.snapshots, field)
+	info := pipe.HGet(ctx, s.info, field)
+	if _, err := pipe.Exec(ctx); err != nil {
+		if errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("registry version %d does not exist", v)
+		}
+		return nil, fmt.Errorf("read registry version %d from redis: %w", v, err)
+	}
+	var vi registry.VersionInfo
+	if err := json.Unmarshal([]byte(info.Val()), &vi); err != nil {
+		return nil, fmt.Errorf("registry version %d: info: %w", v, err)
+	}
+	r, err := registry.FromJSON([]byte(snap.Val()))
+	if err != nil {
+		return nil, fmt.Errorf("registry version %d: %w", v, err)
+	}
+	return &registry.Snapshot{VersionInfo: vi, Registry: r}, nil
+}
+
+// Versions lists every version, newest first.
+func (s *Store) Versions(ctx context.Context) ([]registry.VersionInfo, error) {
+	m, err := s.c.HGetAll(ctx, s.info).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list registry versions: %w", err)
+	}
+	out := make([]registry.VersionInfo, 0, len(m))
+	for k, b := range m {
+		var vi registry.VersionInfo
+		if err := json.Unmarshal([]byte(b), &vi); err != nil {
+			return nil, fmt.Errorf("registry version %s: info: %w", k, err)
+		}
+		out = append(out, vi)
+	}
+	slices.SortFunc(out, func(a, b registry.VersionInfo) int { return int(b.Version - a.Version) })
+	return out, nil
+}
+
+// commitScript writes a version only if the head is still the expected one,
+// and announces it, in one atomic step.
+var commitScript = redis.NewScript(`
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+if head ~= tonumber(ARGV[1]) then
+  return {0, head}
+end
+local v = head + 1
+redis.call('HSET', KEYS[2], v, ARGV[2])
+redis.call('HSET', KEYS[3], v, ARGV[3])
+redis.call('SET', KEYS[1], v)
+redis.call('PUBLISH', KEYS[4], v)
+return {1, v}
+`)
+
+// Commit stores content as version expected+1 if the head is still expected.
+func (s *Store) Commit(ctx context.Context, expected int64, info registry.VersionInfo, content []byte) (registry.VersionInfo, error) {
+	info.Version = expected + 1
+	ib, err := json.Marshal(info)
+	if err != nil {
+		return registry.VersionInfo{}, err
+	}
+	// The channel is passed as a key so the script declares everything it
+	// touches; it shares the hash tag, so the slot is the same.
+	res, err := commitScript.Run(ctx, s.c, []string{s.head, s.snapshots, s.info, s.event}, expected, content, ib).Int64Slice()
+	if err != nil {
+		return registry.VersionInfo{}, fmt.Errorf("commit registry version to redis: %w", err)
+	}
+	if res[0] == 0 {
+		return registry.VersionInfo{}, fmt.Errorf("%w: head is version %d, not %d", registry.ErrConflict, res[1], expected)
+	}
+	return info, nil
+}
+
+// Notify announces commits published on the store's channel until ctx ends.
+func (s *Store) Notify(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	sub := s.c.Subscribe(ctx, s.event)
+	go func() {
+		defer sub.Close()
+		ch := sub.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-ch:
+				if !ok {
+					return
+				}
+				select {
+				case out <- struct{}{}:
+				default: // a wake-up is already pending
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// Close does nothing: the client belongs to the caller.
+func (s *Store) Close() error { return nil }
