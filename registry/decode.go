@@ -11,8 +11,8 @@ import (
 )
 
 // The decoder turns a YAML node tree into definition structs, driven by their
-// struct tags: yaml (the field name), required, default, doc and label (how an
-// element of a list is named in messages). It records the position of every
+// struct tags: yaml (the field name), required, default and doc.
+// It records the position of every
 // object and field, and reports every problem it meets rather than stopping at
 // the first. The JSON Schema and the reference page read the same tags.
 
@@ -54,7 +54,6 @@ type fieldInfo struct {
 	required bool
 	def      string
 	doc      string
-	label    string
 }
 
 func structFields(t reflect.Type) []fieldInfo {
@@ -71,7 +70,6 @@ func structFields(t reflect.Type) []fieldInfo {
 			required: sf.Tag.Get("required") == "true",
 			def:      sf.Tag.Get("default"),
 			doc:      sf.Tag.Get("doc"),
-			label:    sf.Tag.Get("label"),
 		})
 	}
 	return out
@@ -232,7 +230,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, ctx, path string, rec ma
 				// have one: feature "amount_sum_1h", not features[3].
 				label := elemPath
 				if name := mappingName(c); name != "" {
-					label = d.labelFor(ctx, path) + " " + strconv.Quote(name)
+					label = labelFor(path) + " " + strconv.Quote(name)
 				}
 				if rec != nil {
 					rec[elemPath] = d.pos(resolveAlias(c))
@@ -288,8 +286,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, ctx, path string, rec ma
 	return false
 }
 
-// labelFor names the elements of the list field path of the object ctx.
-func (d *decoder) labelFor(_ string, path string) string {
+// labelFor names the elements of the list field path in messages.
+func labelFor(path string) string {
 	switch path {
 	case "features":
 		return "feature"

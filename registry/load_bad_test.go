@@ -51,6 +51,7 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/filter.bad.yaml:24:16: feature view "v11": feature "a": filter[4]: operator eq needs one value, got a list (use in)`,
 			`testdata/filter.bad.yaml:26:13: feature view "v11": feature "a": filter[5]: op: unknown operator "between" (one of: eq, ne, gt, ge, lt, le, in, not_in)`,
 			`testdata/filter.bad.yaml:30:16: feature view "v11": feature "a": filter[6]: value 3 (integer) does not fit field "country" of type string`,
+			`testdata/filter.bad.yaml:33:16: feature view "v11": feature "a": filter[7]: operator in needs at least one value`,
 		}},
 		{"kinds.bad.yaml", []string{
 			`testdata/kinds.bad.yaml:1:7: unknown kind "Entiti" (one of Entity, Source, FeatureView, FeatureService)`,
@@ -84,6 +85,7 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/source.bad.yaml:22:19: source "s13": protobuf: read descriptor set: open testdata/missing.pb: no such file or directory`,
 			`testdata/source.bad.yaml:26:22: source "s13": kafka: dead_letter_topic must differ from topic "t13"`,
 			`testdata/source.bad.yaml:36:19: source "s14": protobuf: read descriptor set: open testdata/missing.pb: no such file or directory`,
+			`testdata/source.bad.yaml:52:12: source "s15": keys.card_id: empty field path`,
 		}},
 		{"syntax.bad.yaml", []string{
 			`testdata/syntax.bad.yaml:4:1: invalid YAML: found unexpected end of stream`,

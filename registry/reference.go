@@ -460,9 +460,9 @@ func writeAggregations(p printer) {
 	p("`type` may be given for an aggregation too; it must then be the value type above. `count` takes no "+
 		"`field`: to count only some events, give it a `filter`. `last_n` needs `n`, from 1 to %d.\n\n", MaxLastN)
 	p("`count_distinct` estimates with HyperLogLog: `precision` p (from %d to %d, default %d) keeps 2^p "+
-		"registers, and the relative standard error is 1.04/sqrt(2^p):\n\n", minPrecision, maxPrecision, DefaultPrecision)
+		"registers, and the relative standard error is 1.04/sqrt(2^p):\n\n", MinPrecision, MaxPrecision, DefaultPrecision)
 	p("| Precision | Registers | Relative standard error |\n|-----------|-----------|-------------------------|\n")
-	for prec := minPrecision; prec <= maxPrecision; prec++ {
+	for prec := MinPrecision; prec <= MaxPrecision; prec++ {
 		note := ""
 		if prec == DefaultPrecision {
 			note = " (default)"
@@ -554,7 +554,7 @@ func writeValidation(p printer) {
 	p("| Limit | Value |\n|-------|-------|\n")
 	p("| Tiles one window may span (window / tile) | %d |\n", MaxTilesPerWindow)
 	p("| Values `last_n` keeps (`n`) | 1 to %d |\n", MaxLastN)
-	p("| `count_distinct` precision | %d to %d |\n", minPrecision, maxPrecision)
+	p("| `count_distinct` precision | %d to %d |\n", MinPrecision, MaxPrecision)
 	p("| Tile | whole seconds, at least `1s` |\n")
 	p("| Name length | 63 characters |\n")
 	p("| Kafka topic name length | 249 characters |\n\n")

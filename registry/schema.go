@@ -22,10 +22,7 @@ import (
 
 // The bounds of the HyperLogLog precision of count_distinct, as checkFeature
 // enforces them.
-const (
-	minPrecision = 4
-	maxPrecision = 16
-)
+const ()
 
 // durationUnits are the units ParseDuration accepts, longest first where one
 // is a prefix of another.
@@ -77,7 +74,7 @@ var fieldRules = map[string]fieldRule{
 	// are the scalar types events carry.
 	"Feature.type":        {enum: featureTypes()},
 	"Feature.n":           {bounded: true, min: 1, max: MaxLastN},
-	"Feature.precision":   {bounded: true, min: minPrecision, max: maxPrecision},
+	"Feature.precision":   {bounded: true, min: MinPrecision, max: MaxPrecision},
 	"FeatureService.name": {pattern: nameRE},
 }
 

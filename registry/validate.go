@@ -23,6 +23,9 @@ const (
 	DefaultTile = Duration(time.Minute)
 	// DefaultPrecision is the HyperLogLog precision of count_distinct.
 	DefaultPrecision = 14
+	// MinPrecision and MaxPrecision bound the precision of count_distinct.
+	MinPrecision = 4
+	MaxPrecision = 16
 )
 
 var (
@@ -121,8 +124,10 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(filepath.Dir(p.Pos().File), path)
 		}
-		if err := checkDescriptor(path, p.Message); err != nil {
+		if md, err := LoadMessageDescriptor(path, p.Message); err != nil {
 			e.add(p.PosOf("descriptor_set"), "%s: protobuf: %v", ctx, err)
+		} else if o.Format == FormatProtobuf {
+			checkProtoSource(e, ctx, o, md)
 		}
 	}
 	checkPath := func(pos Pos, what, path string) {
@@ -137,6 +142,9 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 	for _, key := range slices.Sorted(maps.Keys(o.Keys)) {
 		if err := checkName(key); err != nil {
 			e.add(o.PosOf("keys."+key), "%s: keys: join key: %v", ctx, err)
+		}
+		if o.Keys[key] == "" {
+			e.add(o.PosOf("keys."+key), "%s: keys.%s: empty field path", ctx, key)
 		}
 		checkPath(o.PosOf("keys."+key), "keys."+key, o.Keys[key])
 	}
@@ -299,8 +307,8 @@ func (r *Registry) checkFeature(e *errs, v *FeatureView, f *Feature, src *Source
 		switch {
 		case f.Aggregation != AggCountDistinct:
 			e.add(f.PosOf("precision"), "%s: precision is only for count_distinct", ctx)
-		case f.Precision < 4 || f.Precision > 16:
-			e.add(f.PosOf("precision"), "%s: precision must be from 4 to 16, got %d", ctx, f.Precision)
+		case f.Precision < MinPrecision || f.Precision > MaxPrecision:
+			e.add(f.PosOf("precision"), "%s: precision must be from %d to %d, got %d", ctx, MinPrecision, MaxPrecision, f.Precision)
 		}
 	} else if f.Aggregation == AggCountDistinct && f.Precision == 0 {
 		f.Precision = DefaultPrecision
@@ -323,6 +331,9 @@ func (r *Registry) checkCondition(e *errs, ctx string, c *Condition, src *Source
 	switch {
 	case c.Op.set() && !isList:
 		e.add(c.PosOf("value"), "%s: operator %s needs a list of values, got %s", ctx, c.Op, literalKind(val))
+		return
+	case c.Op.set() && len(list) == 0:
+		e.add(c.PosOf("value"), "%s: operator %s needs at least one value", ctx, c.Op)
 		return
 	case !c.Op.set() && isList:
 		e.add(c.PosOf("value"), "%s: operator %s needs one value, got a list (use in)", ctx, c.Op)
