@@ -39,7 +39,6 @@ func LoadMessageDescriptor(path, message string) (protoreflect.MessageDescriptor
 	return md, nil
 }
 
-
 // protoField finds the field at a dot-separated path in md.
 func protoField(md protoreflect.MessageDescriptor, path string) (protoreflect.FieldDescriptor, error) {
 	parts := strings.Split(path, ".")
