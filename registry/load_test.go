@@ -160,3 +160,12 @@ func TestLoadDirErrors(t *testing.T) {
 		t.Error("a missing directory must be an error")
 	}
 }
+
+func BenchmarkLoadExamples(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := LoadDir("../examples"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -111,3 +111,20 @@ func TestDiffFromNothing(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkDiffExamples(b *testing.B) {
+	old, err := LoadDir("../examples")
+	if err != nil {
+		b.Fatal(err)
+	}
+	new, err := LoadDir("../examples")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if p := Diff(old, new); !p.Empty() {
+			b.Fatal("examples differ from themselves")
+		}
+	}
+}
