@@ -18,7 +18,7 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdo
 
 func TestValidate(t *testing.T) {
 	code, out, errOut := runCLI(t, nil, "validate", "../../examples")
-	if code != 0 || !strings.Contains(out, "valid: 2 entities, 1 sources, 2 feature views") {
+	if code != 0 || !strings.Contains(out, "valid: 2 entities, 1 source, 2 feature views") {
 		t.Fatalf("validate examples: exit %d\n%s%s", code, out, errOut)
 	}
 	code, out, errOut = runCLI(t, nil, "validate", "testdata/broken")

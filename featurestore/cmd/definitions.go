@@ -50,8 +50,17 @@ func summary(r *registry.Registry) string {
 	for _, v := range r.Views {
 		features += len(v.Features)
 	}
-	return fmt.Sprintf("%d entities, %d sources, %d feature views (%d features), %d feature services",
-		len(r.Entities), len(r.Sources), len(r.Views), features, len(r.Services))
+	return fmt.Sprintf("%s, %s, %s (%s), %s",
+		plural(len(r.Entities), "entity", "entities"), plural(len(r.Sources), "source", "sources"),
+		plural(len(r.Views), "feature view", "feature views"), plural(features, "feature", "features"),
+		plural(len(r.Services), "feature service", "feature services"))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func validateCommand() *command {
