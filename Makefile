@@ -3,7 +3,7 @@
 #   make build        the featurestore binary into bin/
 #   make test         start Redis + Kafka (.ci/services.sh), go test -race ./..., stop them
 #   make test-unit    go test -short ./..., no services (integration tests skip, even with CI=true)
-#   make lint         go vet + staticcheck
+#   make lint         gofmt check, go vet, staticcheck
 #   make proto        regenerate protobuf code (protos/generate.sh)
 #   make run          the embedded dev environment (in-process Kafka and Redis)
 #   make bench        benchmarks against the real services into $(BENCH_OUT)
@@ -39,7 +39,7 @@ define with_services
 	$(1)
 endef
 
-.PHONY: all build test test-unit lint vet staticcheck proto run bench \
+.PHONY: all build test test-unit lint fmt-check vet staticcheck proto run bench \
 	services-up services-down services-env tidy-check
 
 all: build
@@ -55,7 +55,10 @@ test-unit:
 	env -u CI -u FEATURESTORE_REQUIRE_SERVICES -u FEATURESTORE_TEST_REDIS_ADDR -u FEATURESTORE_TEST_KAFKA_BROKERS \
 		$(GO) test -short -count=1 $(TEST_FLAGS) $(PKGS)
 
-lint: vet staticcheck
+lint: fmt-check vet staticcheck
+
+fmt-check:
+	@files=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$files" ]; then echo "gofmt needed: $$files" >&2; exit 1; fi
 
 vet:
 	$(GO) vet $(PKGS)
