@@ -13,28 +13,33 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 )
 
-// LoadMessageDescriptor reads a file descriptor set and returns the named
-// message type from it.
-func LoadMessageDescriptor(path, message string) (protoreflect.MessageDescriptor, error) {
+// readDescriptorSet reads a file descriptor set file.
+func readDescriptorSet(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read descriptor set: %w", err)
 	}
+	return b, nil
+}
+
+// messageDescriptor finds the named message type in a serialized file
+// descriptor set; name is the set's file name for messages.
+func messageDescriptor(b []byte, name, message string) (protoreflect.MessageDescriptor, error) {
 	var set descriptorpb.FileDescriptorSet
 	if err := proto.Unmarshal(b, &set); err != nil {
-		return nil, fmt.Errorf("descriptor set %s: %w", path, err)
+		return nil, fmt.Errorf("descriptor set %s: %w", name, err)
 	}
 	files, err := protodesc.NewFiles(&set)
 	if err != nil {
-		return nil, fmt.Errorf("descriptor set %s: %w", path, err)
+		return nil, fmt.Errorf("descriptor set %s: %w", name, err)
 	}
 	d, err := files.FindDescriptorByName(protoreflect.FullName(message))
 	if err != nil {
-		return nil, fmt.Errorf("descriptor set %s has no message %q", path, message)
+		return nil, fmt.Errorf("descriptor set %s has no message %q", name, message)
 	}
 	md, ok := d.(protoreflect.MessageDescriptor)
 	if !ok {
-		return nil, fmt.Errorf("descriptor set %s: %q is not a message", path, message)
+		return nil, fmt.Errorf("descriptor set %s: %q is not a message", name, message)
 	}
 	return md, nil
 }

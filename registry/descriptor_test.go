@@ -110,11 +110,23 @@ protobuf: {descriptor_set: txn.binpb, message: fraud.v1.Nope}
 kafka: {topic: t}
 timestamp: {field: ts_ms}
 keys: {card_id: card.id}
-`, []string{`:5:28: source "s": protobuf: descriptor set ` + filepath.Join(dir, "txn.binpb") + ` has no message "fraud.v1.Nope"`}},
+`, []string{`:5:28: source "s": protobuf: descriptor set txn.binpb has no message "fraud.v1.Nope"`}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(dir, "s.yaml")
-			_, err := LoadFiles(map[string][]byte{path: []byte(tt.src)})
+			r, err := LoadFiles(map[string][]byte{path: []byte(tt.src)})
+			if err == nil {
+				// A stored version carries the descriptor set itself, so
+				// it needs no file where it is read.
+				back, err := FromJSON(r.CanonicalJSON())
+				if err != nil {
+					t.Fatal(err)
+				}
+				md, err := back.Source("s").Protobuf.MessageDescriptor()
+				if err != nil || md.FullName() != "fraud.v1.CardTransaction" {
+					t.Fatalf("message descriptor from a stored version: %v, %v", md, err)
+				}
+			}
 			var got []string
 			if err != nil {
 				for _, e := range err.(ErrorList) {

@@ -1,5 +1,7 @@
 package registry
 
+import "google.golang.org/protobuf/reflect/protoreflect"
+
 // The definition kinds, as written in a document's "kind" field.
 const (
 	KindEntity         = "Entity"
@@ -86,6 +88,15 @@ type Protobuf struct {
 	meta          `json:"-"`
 	DescriptorSet string `yaml:"descriptor_set" json:"descriptor_set" required:"true" doc:"File descriptor set (protoc --descriptor_set_out / buf build -o) with the message type, relative to the YAML file."`
 	Message       string `yaml:"message" json:"message" required:"true" doc:"Fully qualified message name, like fraud.v1.CardTransaction."`
+	// Descriptor holds the descriptor set file's contents, read when the
+	// definitions are loaded, so that a registry version is complete in
+	// itself and a changed descriptor shows up in a plan.
+	Descriptor []byte `yaml:"-" json:"descriptor,omitempty"`
+}
+
+// MessageDescriptor returns the message type the source's events have.
+func (p *Protobuf) MessageDescriptor() (protoreflect.MessageDescriptor, error) {
+	return messageDescriptor(p.Descriptor, p.DescriptorSet, p.Message)
 }
 
 // Timestamp says where an event's event time is.

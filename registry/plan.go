@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -168,11 +169,17 @@ func diffValue(kind, path string, o, n any, out *[]FieldChange) {
 }
 
 func render(v any) string {
-	if s, ok := v.(string); ok {
-		return s
+	s, ok := v.(string)
+	if !ok {
+		b, _ := json.Marshal(v)
+		s = string(b)
 	}
-	b, _ := json.Marshal(v)
-	return string(b)
+	if len(s) > 200 {
+		// Descriptor sets and the like: a digest says whether they changed.
+		sum := sha256.Sum256([]byte(s))
+		return fmt.Sprintf("<%d bytes, sha256:%x>", len(s), sum[:8])
+	}
+	return s
 }
 
 // breaking decides whether changing path (present before and/or after)

@@ -119,15 +119,25 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 			e.add(o.PosOf("protobuf"), "%s: protobuf is only for format protobuf", ctx)
 		}
 	}
-	if p := o.Protobuf; p != nil && p.DescriptorSet != "" && p.Message != "" && p.Pos().File != "" {
-		path := p.DescriptorSet
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(filepath.Dir(p.Pos().File), path)
+	if p := o.Protobuf; p != nil && p.DescriptorSet != "" && p.Message != "" {
+		if p.Pos().File != "" {
+			// Loaded from YAML: read the file, relative to the YAML file.
+			path := p.DescriptorSet
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(filepath.Dir(p.Pos().File), path)
+			}
+			b, err := readDescriptorSet(path)
+			if err != nil {
+				e.add(p.PosOf("descriptor_set"), "%s: protobuf: %v", ctx, err)
+			}
+			p.Descriptor = b
 		}
-		if md, err := LoadMessageDescriptor(path, p.Message); err != nil {
-			e.add(p.PosOf("descriptor_set"), "%s: protobuf: %v", ctx, err)
-		} else if o.Format == FormatProtobuf {
-			checkProtoSource(e, ctx, o, md)
+		if p.Descriptor != nil {
+			if md, err := messageDescriptor(p.Descriptor, p.DescriptorSet, p.Message); err != nil {
+				e.add(p.PosOf("descriptor_set"), "%s: protobuf: %v", ctx, err)
+			} else if o.Format == FormatProtobuf {
+				checkProtoSource(e, ctx, o, md)
+			}
 		}
 	}
 	checkPath := func(pos Pos, what, path string) {
