@@ -1,0 +1,107 @@
+// Package online keeps the online state of feature views in Redis: what ingest
+// writes and serving reads (DESIGN.md sections 4 and 5). This comment is the
+// reference for the layout.
+//
+// The package stores and guards; it does not aggregate. Tile states, lifetime
+// aggregates and last values are opaque byte strings here, encoded and merged
+// in Go by featurestore/window. Standalone Redis and Redis Cluster are used
+// through the same code, a redis.UniversalClient.
+//
+// # Keys
+//
+// Each (feature view, entity) pair has one hash:
+//
+//	fs:{<entity key>}:<view>
+//
+// <entity key> is featurestore.EntityKey.Encode: the typed join key values in
+// the entity's declared order, in a self-delimiting binary form, in unpadded
+// base64url. Join key values are never spliced into the name raw, so a value
+// holding '{', '}', ':', '*' or white space cannot change the key's slot or
+// step into another namespace, and distinct typed keys ("1" and 1, ("a","bc")
+// and ("ab","c")) never share a hash. The braces are the Redis Cluster hash
+// tag: every view of an entity hashes to the same slot (Key.Slot), so one node
+// holds all of an entity's state. The registry's keys, fs:{reg.<project>}:...,
+// cannot collide with these: an encoded entity key has no '.'.
+//
+// # Fields
+//
+//	v                    version: the number of writes to the hash, decimal;
+//	                     every write increments it
+//	f:<topic>:<part>     fence: the highest offset of that partition of the
+//	                     view's source topic whose events the hash includes,
+//	                     decimal. The topic is part of the name so that a view
+//	                     moved to another topic starts with fresh fences
+//	t:<tile index>       the state of tile k = floor(event time / g), the
+//	                     interval [k*g, (k+1)*g) for the view's tile size g;
+//	                     k in decimal (TileField)
+//	l                    the state of the view's lifetime aggregates
+//	x                    the view's last values
+//
+// Values of t:, l and x are compact binary blobs defined by
+// featurestore/window, never JSON.
+//
+// # Writing: effectively once
+//
+// Kafka delivers at least once, and go-redis resends commands and pipelines
+// after timeouts (MaxRetries, 3 by default), so every write must be harmless
+// when repeated. Store.Apply writes a batch of updates in rounds:
+//
+//  1. Read. One pipeline of HMGET, one per hash: v, the fences of the
+//     partitions the batch has events from, and the fields the merge needs
+//     (the tiles the events fall in, l, x). A hash with no v is version 0.
+//  2. Merge, in Go (Update.Merge): drop the events at or below their
+//     partition's fence, fold the rest into the blobs, and return the fields
+//     to set, the tiles to delete (those no window can read again), the new
+//     fences and the TTL. Nothing left to write means the batch was a replay.
+//  3. Write. One pipeline of writeScript calls (EVALSHA, with EVAL when the
+//     node lacks the script), one per hash, each with that hash as its only
+//     key, so it is valid on Redis Cluster. The script writes nothing unless
+//     v still equals the version read in step 1 and no fence would move back;
+//     then it deletes and sets the fields, sets the fences, increments v and
+//     sets the TTL (PEXPIRE), all atomically.
+//  4. Hashes whose version had moved go back to step 1 after a short random
+//     pause, up to Options.MaxAttempts rounds.
+//
+// The version check serialises concurrent writers of a hash, from several
+// partitions or processes (a zombie consumer after a rebalance), without
+// locks: no update is lost. The fences make repeats no-ops: a batch replayed
+// after a crash, or a write that go-redis resent because the reply was lost,
+// finds the version it expected gone, conflicts, and in the next round its
+// merge finds all its events behind the fences, so nothing is applied twice.
+// The fence check in the script is defence in depth: with the version check
+// a fence can only move back through a bug in the merge (ErrFenceRegression).
+// Kafka offset commits are only where to resume; correctness rests on the
+// fences.
+//
+// A fence is a high-water mark, so the events of one partition must reach a
+// hash in offset order: a batch applied after a later batch of the same
+// partition is taken for a replay and skipped. One consumer per partition,
+// flushing its batches one after the other, guarantees that.
+//
+// A batch costs two round trips per round (per node on Cluster), however many
+// hashes it writes.
+//
+// # Reading
+//
+// Store.Read sends one pipeline of HMGET, one per (entity, view), and returns
+// the raw values: one round trip whatever the number of entities and views.
+// go-redis splits a pipeline by node on Redis Cluster and sends the parts in
+// parallel: one round trip per node involved, at the same time. Serving
+// merges the tiles at request time, so windowed values decay without writes.
+//
+// # Expiry
+//
+// Every write sets the hash's TTL: the longest window plus the allowed
+// lateness, or the view's TTL for last values, whichever is longer, so the
+// hash of an entity that stops receiving events disappears once nothing in it
+// can be read again. Its fences disappear with it; ingest must therefore drop
+// events too late for any window (allowed lateness) before they reach Apply,
+// or a replay older than the retention would rebuild dead state.
+//
+// # Client settings
+//
+// Give the client ContextTimeoutEnabled: true so that a request's deadline
+// also bounds a command already sent: a Redis that stops answering then fails
+// a Read or Apply at the deadline instead of after ReadTimeout and retries.
+// MaxRetries may stay at its default: retries are safe (see above).
+package online

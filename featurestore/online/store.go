@@ -1,0 +1,507 @@
+package online
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// NoOffset is the fence of a partition none of whose events a hash contains.
+const NoOffset int64 = -1
+
+// NoExpiry as Write.TTL keeps the hash until a later write sets a TTL.
+const NoExpiry time.Duration = -1
+
+// DefaultMaxAttempts is the default of Options.MaxAttempts.
+const DefaultMaxAttempts = 20
+
+// Errors that Apply wraps.
+var (
+	// ErrConflict means other writers kept changing a hash between Apply's
+	// read and its write until Apply gave up. Nothing of the failed updates
+	// was written; calling Apply again is safe.
+	ErrConflict = errors.New("online state kept changing under concurrent writers")
+	// ErrFenceRegression means a write would have moved a fence back: the
+	// merge produced an offset below the one it was shown. It is a bug in the
+	// merge; nothing of that update was written.
+	ErrFenceRegression = errors.New("fence would move back")
+)
+
+// Options tune a Store. The zero value gives the defaults.
+type Options struct {
+	// MaxAttempts bounds how many times Apply reads, merges and writes one
+	// key whose version keeps changing under it. Default DefaultMaxAttempts.
+	MaxAttempts int
+}
+
+// Store keeps the online state of feature views in Redis, standalone or
+// Cluster, with the layout and write protocol of the package documentation.
+// It is safe for concurrent use.
+type Store struct {
+	c           redis.UniversalClient
+	maxAttempts int
+
+	writes, skips, conflicts atomic.Int64
+}
+
+// New returns a store on c. The caller keeps ownership of c. Give c
+// ContextTimeoutEnabled: true, so that a context's deadline also bounds a
+// command already sent (DESIGN.md section 5).
+func New(c redis.UniversalClient, opts Options) *Store {
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	return &Store{c: c, maxAttempts: opts.MaxAttempts}
+}
+
+// Stats are cumulative counts of a Store's writes, for metrics.
+type Stats struct {
+	Writes    int64 // hashes written
+	Skips     int64 // merges with nothing to write, such as replays
+	Conflicts int64 // writes refused because another writer came first
+}
+
+// Stats returns the counts so far.
+func (s *Store) Stats() Stats {
+	return Stats{Writes: s.writes.Load(), Skips: s.skips.Load(), Conflicts: s.conflicts.Load()}
+}
+
+// Lookup names the fields to read of one hash.
+type Lookup struct {
+	Key    Key
+	Fields []string
+}
+
+// Read returns the values of the fields of each lookup: out[i][j] is field
+// lookups[i].Fields[j] of lookups[i].Key, nil when the field or the hash does
+// not exist. The values share memory with the reply and must not be modified.
+//
+// Read makes one pipeline of HMGET, one per lookup: one round trip whatever
+// the number of keys and views. On Redis Cluster the pipeline is split by
+// node and sent to the nodes in parallel: one round trip per node, at the same
+// time. Any error fails the whole Read.
+func (s *Store) Read(ctx context.Context, lookups []Lookup) ([][][]byte, error) {
+	if len(lookups) == 0 {
+		return nil, nil
+	}
+	total, nargs := 0, 0
+	for i, l := range lookups {
+		if err := l.Key.validate(); err != nil {
+			return nil, fmt.Errorf("read online state: lookup %d: %w", i, err)
+		}
+		if len(l.Fields) > 0 {
+			total += len(l.Fields)
+			nargs += 2 + len(l.Fields)
+		}
+	}
+	if total == 0 {
+		return make([][][]byte, len(lookups)), nil
+	}
+	// HMGET as go-redis builds it, but with the arguments of all commands in
+	// one allocation and each field list boxed once: lookups share their
+	// lists (one per view and request time), and boxing every field of every
+	// command was a third of a lookup's allocations.
+	cmds := make([]*redis.SliceCmd, len(lookups))
+	args := make([]any, 0, nargs)
+	boxed := make(map[fieldList][]any)
+	pipe := s.c.Pipeline()
+	for i, l := range lookups {
+		if len(l.Fields) == 0 {
+			continue
+		}
+		fl := fieldList{unsafe.SliceData(l.Fields), len(l.Fields)}
+		fields, ok := boxed[fl]
+		if !ok {
+			fields = make([]any, len(l.Fields))
+			for j, f := range l.Fields {
+				fields[j] = f
+			}
+			boxed[fl] = fields
+		}
+		n := len(args)
+		args = append(args, "hmget", l.Key.Name())
+		args = append(args, fields...)
+		cmds[i] = redis.NewSliceCmd(ctx, args[n:len(args):len(args)]...)
+		_ = pipe.Process(ctx, cmds[i])
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read online state of %d keys from redis: %w", len(lookups), err)
+	}
+	flat := make([][]byte, total)
+	out := make([][][]byte, len(lookups))
+	for i, cmd := range cmds {
+		if cmd == nil {
+			continue
+		}
+		vals := cmd.Val()
+		row := flat[:len(vals):len(vals)]
+		flat = flat[len(vals):]
+		for j, v := range vals {
+			if str, ok := v.(string); ok {
+				row[j] = bytesOf(str)
+			}
+		}
+		out[i] = row
+	}
+	return out, nil
+}
+
+// fieldList identifies a slice of field names.
+type fieldList struct {
+	first *string
+	n     int
+}
+
+// Update is what Apply does to one hash: read the fences and fields that
+// Merge needs, merge, and write the result if nothing changed in between.
+type Update struct {
+	Key Key
+	// Topic is the view's source topic; fences are kept per topic and
+	// partition.
+	Topic string
+	// Partitions are the partitions whose fences Merge needs to see.
+	Partitions []int32
+	// Fields are the fields Merge needs to see: tiles, LifetimeField,
+	// LastField.
+	Fields []string
+	// Merge computes the write from the stored state. It must skip events at
+	// or below their partition's fence, and return an empty Write when there
+	// is nothing left. Apply calls it again with the new state whenever the
+	// write conflicts, so it must compute from its arguments alone and keep
+	// nothing of a call that was not followed by a successful write.
+	Merge func(State) (Write, error)
+}
+
+// State is the stored state of a hash, as an Update asked for it. It is
+// valid during the call of Merge only; its byte slices must not be modified.
+type State struct {
+	// Version is the number of writes to the hash so far; 0 when the hash
+	// does not exist.
+	Version int64
+	// Fences[i] is the stored fence of Update.Partitions[i], or NoOffset.
+	Fences []int64
+	// Fields[i] is the value of Update.Fields[i], nil when absent.
+	Fields [][]byte
+}
+
+// Write is what a Merge asks Apply to write.
+type Write struct {
+	// Set are the fields to set; Delete the fields to delete, before the sets.
+	Set    []Field
+	Delete []string
+	// Fences are the new highest applied offsets, per partition of the
+	// update's topic. None may be below the stored one.
+	Fences []Fence
+	// TTL is the time the hash is kept after this write: the longest window
+	// plus the allowed lateness, or the view's TTL, whichever is longer.
+	// NoExpiry keeps it forever; zero is an error, so that no hash lives
+	// forever by omission.
+	TTL time.Duration
+}
+
+// Field is a field of a hash with its value.
+type Field struct {
+	Name  string
+	Value []byte
+}
+
+// Fence is the highest offset of a partition whose events a write includes.
+type Fence struct {
+	Partition int32
+	Offset    int64
+}
+
+// IsEmpty reports whether the write changes nothing but the TTL.
+func (w *Write) IsEmpty() bool { return len(w.Set) == 0 && len(w.Delete) == 0 && len(w.Fences) == 0 }
+
+func (u *Update) validate() error {
+	if err := u.Key.validate(); err != nil {
+		return err
+	}
+	if u.Merge == nil {
+		return fmt.Errorf("%s: no merge function", u.Key)
+	}
+	if u.Topic == "" && len(u.Partitions) > 0 {
+		return fmt.Errorf("%s: fences of partitions without a topic", u.Key)
+	}
+	for _, f := range u.Fields {
+		if err := checkDataField(f); err != nil {
+			return fmt.Errorf("%s: %w", u.Key, err)
+		}
+	}
+	return nil
+}
+
+func (w *Write) validate(topic string) error {
+	if w.TTL == 0 {
+		return errors.New("write has no TTL (use NoExpiry to keep the hash forever)")
+	}
+	if len(w.Fences) > 0 && topic == "" {
+		return errors.New("write sets fences but the update has no topic")
+	}
+	for _, f := range w.Fences {
+		if f.Offset < 0 {
+			return fmt.Errorf("fence of partition %d: negative offset %d", f.Partition, f.Offset)
+		}
+	}
+	for _, f := range w.Set {
+		if err := checkDataField(f.Name); err != nil {
+			return fmt.Errorf("set: %w", err)
+		}
+	}
+	for _, f := range w.Delete {
+		if err := checkDataField(f); err != nil {
+			return fmt.Errorf("delete: %w", err)
+		}
+	}
+	return nil
+}
+
+// op is Apply's working state for one update.
+type op struct {
+	u     *Update
+	name  string
+	read  []string // HMGET fields: version, fences, data fields
+	state State
+	args  []any
+	cmd   *redis.Cmd
+}
+
+// Apply writes the updates so that every event reaches its hash exactly once,
+// whatever else writes the same hashes at the same time and however often the
+// same updates are applied, provided each Merge skips the events behind the
+// fences it is shown and sets the fences of the events it applies.
+//
+// Per round, it reads the state of all pending updates in one pipeline, calls
+// each Merge, and writes the non-empty results in a second pipeline, one
+// script call per hash that writes only if the hash's version is still the
+// one read. Updates whose hash changed in between are read, merged and
+// written again in the next round, after a short random pause, up to
+// Options.MaxAttempts rounds; then Apply fails with ErrConflict.
+//
+// Apply returns on the first error. Updates of earlier rounds, and some of
+// the failed round, may be written by then; because their fences are written
+// with them, applying the same updates again writes exactly what is missing.
+// That is also why a write that go-redis retries after a timeout cannot apply
+// twice: the second attempt finds the version it expects gone and conflicts,
+// and the next round's Merge finds its events behind the fences.
+func (s *Store) Apply(ctx context.Context, updates []Update) error {
+	if len(updates) == 0 {
+		return nil
+	}
+	ops := make([]op, len(updates))
+	pending := make([]*op, len(updates))
+	for i := range updates {
+		u := &updates[i]
+		if err := u.validate(); err != nil {
+			return fmt.Errorf("apply online state: update %d: %w", i, err)
+		}
+		read := make([]string, 0, 1+len(u.Partitions)+len(u.Fields))
+		read = append(read, VersionField)
+		for _, p := range u.Partitions {
+			read = append(read, FenceField(u.Topic, p))
+		}
+		read = append(read, u.Fields...)
+		ops[i] = op{u: u, name: u.Key.Name(), read: read}
+		pending[i] = &ops[i]
+	}
+	for attempt := 1; ; attempt++ {
+		if err := s.readStates(ctx, pending); err != nil {
+			return err
+		}
+		writes := pending[:0:0]
+		for _, o := range pending {
+			w, err := o.u.Merge(o.state)
+			if err != nil {
+				return fmt.Errorf("apply online state: merge %s: %w", o.name, err)
+			}
+			if w.IsEmpty() {
+				s.skips.Add(1)
+				continue
+			}
+			if err := w.validate(o.u.Topic); err != nil {
+				return fmt.Errorf("apply online state: merge %s: %w", o.name, err)
+			}
+			o.args = writeArgs(o.args[:0], o.state.Version, o.u.Topic, &w)
+			writes = append(writes, o)
+		}
+		conflicts, err := s.write(ctx, writes)
+		if err != nil {
+			return err
+		}
+		if len(conflicts) == 0 {
+			return nil
+		}
+		if attempt >= s.maxAttempts {
+			return fmt.Errorf("apply online state: %d of %d keys, first %s, still conflicting after %d attempts: %w",
+				len(conflicts), len(updates), conflicts[0].name, attempt, ErrConflict)
+		}
+		if err := pause(ctx, attempt); err != nil {
+			return fmt.Errorf("apply online state: %d keys left to write: %w", len(conflicts), err)
+		}
+		pending = conflicts
+	}
+}
+
+// pause waits a random time that grows with the attempt (full jitter), so
+// that writers contending for a hash stop colliding.
+func pause(ctx context.Context, attempt int) error {
+	const base, ceiling = 200 * time.Microsecond, 50 * time.Millisecond
+	d := min(base<<min(attempt, 16), ceiling)
+	t := time.NewTimer(rand.N(d) + 1)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// writeArgs appends the ARGV of writeScript.
+func writeArgs(args []any, version int64, topic string, w *Write) []any {
+	ttl := int64(0)
+	if w.TTL > 0 {
+		ttl = max(w.TTL.Milliseconds(), 1)
+	}
+	args = append(args, version, ttl, len(w.Fences), len(w.Set))
+	for _, f := range w.Fences {
+		args = append(args, FenceField(topic, f.Partition), f.Offset)
+	}
+	for _, f := range w.Set {
+		args = append(args, f.Name, f.Value)
+	}
+	for _, f := range w.Delete {
+		args = append(args, f)
+	}
+	return args
+}
+
+// readStates reads the state of every op in one pipeline.
+func (s *Store) readStates(ctx context.Context, ops []*op) error {
+	pipe := s.c.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ops))
+	nf, nv := 0, 0
+	for i, o := range ops {
+		cmds[i] = pipe.HMGet(ctx, o.name, o.read...)
+		nf += len(o.u.Partitions)
+		nv += len(o.u.Fields)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("apply online state: read %d keys from redis: %w", len(ops), err)
+	}
+	fences, fields := make([]int64, nf), make([][]byte, nv)
+	for i, o := range ops {
+		vals := cmds[i].Val()
+		if len(vals) != len(o.read) {
+			return fmt.Errorf("apply online state: read %s: %d values for %d fields", o.name, len(vals), len(o.read))
+		}
+		np, nd := len(o.u.Partitions), len(o.u.Fields)
+		st := State{Fences: fences[:np:np], Fields: fields[:nd:nd]}
+		fences, fields = fences[np:], fields[nd:]
+		var err error
+		if st.Version, err = parseCounter(vals[0], 0); err != nil {
+			return fmt.Errorf("apply online state: read %s: field %s: %w", o.name, VersionField, err)
+		}
+		for j := range np {
+			if st.Fences[j], err = parseCounter(vals[1+j], NoOffset); err != nil {
+				return fmt.Errorf("apply online state: read %s: field %s: %w", o.name, o.read[1+j], err)
+			}
+		}
+		for j := range nd {
+			if str, ok := vals[1+np+j].(string); ok {
+				st.Fields[j] = bytesOf(str)
+			}
+		}
+		o.state = st
+	}
+	return nil
+}
+
+// parseCounter parses a version or offset as HMGET returns it, or gives
+// absent for a missing field.
+func parseCounter(v any, absent int64) (int64, error) {
+	if v == nil {
+		return absent, nil
+	}
+	str, _ := v.(string)
+	n, err := strconv.ParseInt(str, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("not a counter: %q", str)
+	}
+	return n, nil
+}
+
+// write runs writeScript for every op in one pipeline and returns the ops
+// whose version had changed.
+func (s *Store) write(ctx context.Context, ops []*op) ([]*op, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	noScript, err := s.runScripts(ctx, ops, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(noScript) > 0 {
+		// The node's script cache is empty (first write since it started, a
+		// failover, SCRIPT FLUSH): NOSCRIPT means nothing ran, so send the
+		// source with the same arguments; Redis caches it for EVALSHA.
+		if _, err := s.runScripts(ctx, noScript, true); err != nil {
+			return nil, err
+		}
+	}
+	var conflicts []*op
+	for _, o := range ops {
+		v, err := o.cmd.Int64()
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("apply online state: write %s: unexpected reply: %w", o.name, err)
+		case v > 0:
+			s.writes.Add(1)
+		default:
+			s.conflicts.Add(1)
+			conflicts = append(conflicts, o)
+		}
+	}
+	return conflicts, nil
+}
+
+// runScripts sends one script call per op in a pipeline (EVAL if eval, else
+// EVALSHA) and returns the ops that failed with NOSCRIPT.
+func (s *Store) runScripts(ctx context.Context, ops []*op, eval bool) ([]*op, error) {
+	pipe := s.c.Pipeline()
+	for _, o := range ops {
+		keys := []string{o.name}
+		if eval {
+			o.cmd = writeScript.Eval(ctx, pipe, keys, o.args...)
+		} else {
+			o.cmd = writeScript.EvalSha(ctx, pipe, keys, o.args...)
+		}
+	}
+	// Errors are per command: NOSCRIPT is expected, anything else fails.
+	_, _ = pipe.Exec(ctx)
+	var noScript []*op
+	for _, o := range ops {
+		err := o.cmd.Err()
+		switch {
+		case err == nil:
+		case !eval && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")):
+			noScript = append(noScript, o)
+		case redis.HasErrorPrefix(err, fenceBackPrefix):
+			field, stored, _ := strings.Cut(strings.TrimPrefix(err.Error(), fenceBackPrefix+" "), " ")
+			return nil, fmt.Errorf("apply online state: write %s: field %s: stored offset %s is above the write's: %w",
+				o.name, field, stored, ErrFenceRegression)
+		default:
+			return nil, fmt.Errorf("apply online state: write %d keys to redis: %w", len(ops), err)
+		}
+	}
+	return noScript, nil
+}
