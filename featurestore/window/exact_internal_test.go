@@ -1,0 +1,90 @@
+package window
+
+import (
+	"math"
+	"math/big"
+	"math/rand"
+	"testing"
+)
+
+// checkSpan fails unless the span describes the words: zeros below lo, and
+// the sign extension of word hi above it.
+func checkSpan(t *testing.T, w []uint64, s span) {
+	t.Helper()
+	for i := 0; i < int(s.lo) && i < len(w); i++ {
+		if w[i] != 0 {
+			t.Fatalf("word %d below lo %d is %#x", i, s.lo, w[i])
+		}
+	}
+	for i := int(s.hi) + 1; i < len(w); i++ {
+		if w[i] != ext(w[s.hi]) {
+			t.Fatalf("word %d above hi %d is %#x, not the sign extension", i, s.hi, w[i])
+		}
+	}
+}
+
+// TestSpans adds, subtracts and merges values that cross zero and change
+// sign, and checks after each step that the spans hold and the value is the
+// exact sum.
+func TestSpans(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	draw := func() float64 {
+		switch rng.Intn(5) {
+		case 0:
+			return math.Ldexp(float64(rng.Int63n(1<<53)), rng.Intn(2045)-1074)
+		case 1:
+			return -math.Ldexp(float64(rng.Int63n(1<<53)), rng.Intn(2045)-1074)
+		}
+		return float64(rng.Intn(21) - 10)
+	}
+	for range 300 {
+		var accs []*sumAcc
+		var sqs []*sqAcc
+		var exact, exactSq []*big.Rat
+		for range 1 + rng.Intn(4) {
+			a, q := new(sumAcc), new(sqAcc)
+			a.reset()
+			q.reset()
+			r, rq := new(big.Rat), new(big.Rat)
+			for range rng.Intn(8) {
+				x := draw()
+				a.addFloat(x)
+				q.addSquareFloat(x)
+				bx := new(big.Rat).SetFloat64(x)
+				r.Add(r, bx)
+				rq.Add(rq, bx.Mul(bx, bx))
+				checkSpan(t, a.w[:], a.span)
+				checkSpan(t, q.w[:], q.span)
+			}
+			accs, sqs, exact, exactSq = append(accs, a), append(sqs, q), append(exact, r), append(exactSq, rq)
+		}
+		for i := 1; i < len(accs); i++ {
+			accs[0].merge(accs[i])
+			sqs[0].merge(sqs[i])
+			exact[0].Add(exact[0], exact[i])
+			exactSq[0].Add(exactSq[0], exactSq[i])
+			checkSpan(t, accs[0].w[:], accs[0].span)
+			checkSpan(t, sqs[0].w[:], sqs[0].span)
+		}
+		got := new(big.Rat).SetFrac(bigInt(accs[0].w[:]), new(big.Int).Lsh(big.NewInt(1), sumScale))
+		if got.Cmp(exact[0]) != 0 {
+			t.Fatalf("sum %s, want %s", got.FloatString(20), exact[0].FloatString(20))
+		}
+		gotSq := new(big.Rat).SetFrac(bigInt(sqs[0].w[:]), new(big.Int).Lsh(big.NewInt(1), sqScale))
+		if gotSq.Cmp(exactSq[0]) != 0 {
+			t.Fatal("sum of squares differs")
+		}
+		// A round trip through the encoding keeps the value and a valid span.
+		b := appendAcc(nil, accs[0].w[:], accs[0].special, sumScale)
+		var back sumAcc
+		d := &decoder{b: b}
+		decodeAcc(d, back.w[:], &back.span, &back.special, sumScale, sumScale-1074, sumMaxBits, true)
+		if err := d.end(); err != nil {
+			t.Fatal(err)
+		}
+		checkSpan(t, back.w[:], back.span)
+		if back.w != accs[0].w {
+			t.Fatal("round trip changed the sum")
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package window
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/featurestore/featurestore/featurestore"
+)
+
+// Status tells whether a feature has a value at a read time, and if not,
+// why. The numbers are those of the serving API's FeatureStatus.
+type Status uint8
+
+// The statuses of a feature value.
+const (
+	// StatusPresent: the value is set. Count, sum and count_distinct are
+	// always present (0 over no events), and so is last_n (an empty list).
+	StatusPresent Status = 1
+	// StatusNotFound: no value: a last value without any event, or a mean,
+	// min, max, stddev or last over no events.
+	StatusNotFound Status = 2
+	// StatusExpired: the newest event of a last value is older than the TTL.
+	StatusExpired Status = 3
+	// StatusNull: the newest event of a last value has no value (null or
+	// absent) for the feature's field.
+	StatusNull Status = 4
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusPresent:
+		return "present"
+	case StatusNotFound:
+		return "not found"
+	case StatusExpired:
+		return "expired"
+	case StatusNull:
+		return "null"
+	}
+	return fmt.Sprintf("Status(%d)", uint8(s))
+}
+
+// FeatureValue is the value of one feature at a read time.
+type FeatureValue struct {
+	// Value is set iff Status is StatusPresent.
+	Value  featurestore.Value
+	Status Status
+	// EventTime is, for a last value, the event time of the newest event
+	// (also when expired or null); for an aggregation, the greatest event
+	// time among the events it aggregated. HasEventTime is false when no
+	// event is involved (such as a count of zero).
+	EventTime    int64
+	HasEventTime bool
+	// Covered is the interval of event time the value is computed from:
+	// Covered(t, W, g) for a window, [Unbounded, t+1) for a lifetime, and
+	// for a last value [t-TTL, t+1) with a TTL, [Unbounded, t+1) without.
+	Covered Interval
+}
+
+// Reader reads a view's features at a time from its states. It keeps
+// buffers between reads, so it is not safe for concurrent use; use one per
+// goroutine, or a sync.Pool.
+type Reader struct {
+	view    *View
+	scratch []State      // per windowed state, merges the tiles
+	empty   []State      // per lifetime state, the result without state
+	byAge   []*TileState // the tiles a read needs, newest first
+	out     []FeatureValue
+}
+
+// NewReader returns a Reader for the view.
+func (v *View) NewReader() *Reader {
+	r := &Reader{view: v, out: make([]FeatureValue, len(v.features))}
+	for _, d := range v.defs[PartWindow] {
+		r.scratch = append(r.scratch, d.newState())
+	}
+	for _, d := range v.defs[PartLifetime] {
+		r.empty = append(r.empty, d.newState())
+	}
+	return r
+}
+
+// Read returns every feature of the view at time t, in the order of
+// View.Features, computed from tiles (each tile index at most once, in any
+// order; tiles outside TilesNeeded(t) are ignored, missing tiles are empty),
+// the lifetime state and the last values (nil for empty). The states must
+// hold no event later than t in the tile of t, the lifetime state and the last
+// values (see the package documentation). The result is valid until the
+// next Read; its values do not refer to the Reader's buffers.
+func (r *Reader) Read(t int64, tiles []*TileState, life *LifetimeState, last *LastValues) ([]FeatureValue, error) {
+	v := r.view
+	// Newest first: each state merges tiles back in time, and the features
+	// reading it take their results as their windows end.
+	need := v.TilesNeeded(t)
+	r.byAge = slices.Grow(r.byAge[:0], need.Len())[:need.Len()]
+	clear(r.byAge)
+	for _, ts := range tiles {
+		if ts == nil {
+			continue
+		}
+		if err := v.check(&ts.set); err != nil {
+			return nil, err
+		}
+		if need.Contains(ts.index) {
+			r.byAge[need.Last-ts.index] = ts
+		}
+	}
+	for _, d := range v.defs[PartWindow] {
+		r.readWindows(d, t, need.Last)
+	}
+	for _, d := range v.defs[PartLifetime] {
+		sl := &slot{st: r.empty[d.slot]}
+		if life != nil {
+			if err := v.check(&life.set); err != nil {
+				return nil, err
+			}
+			if life.set.slots[d.slot].has {
+				sl = &life.set.slots[d.slot]
+			}
+		}
+		res := readAggregate(sl)
+		res.Covered = Interval{Start: Unbounded, End: t + 1}
+		for _, i := range d.features {
+			r.out[i] = res
+		}
+	}
+	for _, d := range v.defs[PartLastValue] {
+		if last != nil {
+			if err := v.check(&last.set); err != nil {
+				return nil, err
+			}
+		}
+		res := v.readLast(d, t, last)
+		for _, i := range d.features {
+			r.out[i] = res
+		}
+	}
+	return r.out, nil
+}
+
+// readWindows merges the tiles of a state, newest first, and reads each
+// feature of the state when the merge reaches the start of its window.
+func (r *Reader) readWindows(d *stateDef, t, k int64) {
+	acc := r.scratch[d.slot]
+	acc.Reset()
+	merged := slot{st: acc}
+	age := 0
+	for _, i := range d.features {
+		f := &r.view.features[i]
+		for ; age < int(f.tiles); age++ {
+			ts := r.byAge[age]
+			if ts == nil {
+				continue
+			}
+			sl := &ts.set.slots[d.slot]
+			if !sl.has {
+				continue
+			}
+			acc.Merge(sl.st)
+			if !merged.has || sl.newest > merged.newest {
+				merged.has, merged.newest = true, sl.newest
+			}
+		}
+		res := readAggregate(&merged)
+		res.Covered = Interval{Start: (k - f.tiles + 1) * r.view.tile, End: t + 1}
+		r.out[i] = res
+	}
+}
+
+// readAggregate reads an aggregation's state.
+func readAggregate(sl *slot) FeatureValue {
+	res := FeatureValue{Status: StatusNotFound}
+	if val, ok := sl.st.Result(); ok {
+		res.Value, res.Status = val, StatusPresent
+	}
+	if sl.has {
+		res.EventTime, res.HasEventTime = sl.newest, true
+	}
+	return res
+}
+
+func (v *View) readLast(d *stateDef, t int64, last *LastValues) FeatureValue {
+	res := FeatureValue{Status: StatusNotFound, Covered: Interval{Start: Unbounded, End: t + 1}}
+	if v.ttl > 0 {
+		res.Covered.Start = t - v.ttl
+	}
+	if last == nil {
+		return res
+	}
+	sl := &last.set.slots[d.slot]
+	if !sl.has {
+		return res
+	}
+	res.EventTime, res.HasEventTime = sl.newest, true
+	val, _ := sl.st.Result()
+	switch {
+	case Expired(t, sl.newest, v.ttl):
+		res.Status = StatusExpired
+	case val.IsNull():
+		res.Status = StatusNull
+	default:
+		res.Value, res.Status = val, StatusPresent
+	}
+	return res
+}

@@ -1,0 +1,196 @@
+package window
+
+import (
+	"fmt"
+	"math/bits"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// State is the state of one aggregation over a set of events. It is a
+// deterministic function of that set: adding the same events in any order, or
+// merging partial states built from disjoint parts of it in any grouping,
+// gives an equal state with the same encoding and the same Result.
+//
+// States are not safe for concurrent use, except that Result and
+// AppendBinary only read, so any number of goroutines may call them at once
+// while no one modifies the state.
+type State interface {
+	// Aggregation returns which aggregation the state computes.
+	Aggregation() registry.Aggregation
+	// Add adds one event: its value of the feature's field and its order key.
+	// A null value, or one of a kind the aggregation does not take, is
+	// ignored, except by Count, which counts every event, and by Last, which
+	// keeps the newest event's value whatever it is. Each event must be added
+	// at most once.
+	Add(v featurestore.Value, k OrderKey)
+	// Merge adds the events of o, which holds none of the events already in
+	// the state, and is left unchanged. o must be of the same type, built
+	// with the same parameters; Merge panics otherwise, as that is a bug in
+	// the caller, not bad data.
+	Merge(o State)
+	// Result returns the aggregation's value, and whether there is one:
+	// count, sum and count_distinct of no events are 0 and present, last_n of
+	// no events is an empty list, present; mean, min, max, stddev and last of
+	// no events are absent.
+	Result() (featurestore.Value, bool)
+	// Reset empties the state, keeping its parameters and buffers.
+	Reset()
+	// AppendBinary appends the encoding of the state: the version byte, the
+	// aggregation's code, and the state's body.
+	AppendBinary(b []byte) []byte
+	// UnmarshalBinary replaces the state with the one encoded in b, which
+	// must have been written by AppendBinary of a state with the same
+	// parameters. Corrupt input is an error wrapping ErrCorrupt, never a
+	// panic; the state is then empty.
+	UnmarshalBinary(b []byte) error
+
+	// appendBody and decodeBody write and read the state without header;
+	// times are relative to base, so that states in a tile take few bytes.
+	appendBody(b []byte, base int64) []byte
+	decodeBody(d *decoder, base int64)
+}
+
+// aggCode numbers the aggregations in encodings. Never reuse a number.
+func aggCode(a registry.Aggregation) byte {
+	switch a {
+	case registry.AggCount:
+		return 1
+	case registry.AggSum:
+		return 2
+	case registry.AggMean:
+		return 3
+	case registry.AggMin:
+		return 4
+	case registry.AggMax:
+		return 5
+	case registry.AggLast:
+		return 6
+	case registry.AggLastN:
+		return 7
+	case registry.AggCountDistinct:
+		return 8
+	case registry.AggStddev:
+		return 9
+	}
+	return 0
+}
+
+func marshalState(s State, b []byte) []byte {
+	b = append(b, encodingVersion, aggCode(s.Aggregation()))
+	return s.appendBody(b, 0)
+}
+
+func unmarshalState(s State, b []byte) error {
+	s.Reset()
+	d := &decoder{b: b}
+	if v := d.byte(); d.err == nil && v != encodingVersion {
+		d.fail("unknown version %d", v)
+	}
+	if c := d.byte(); d.err == nil && c != aggCode(s.Aggregation()) {
+		d.fail("aggregation code %d, want %d (%s)", c, aggCode(s.Aggregation()), s.Aggregation())
+	}
+	if d.err == nil {
+		s.decodeBody(d, 0)
+	}
+	if err := d.end(); err != nil {
+		s.Reset()
+		return fmt.Errorf("decode %s state: %w", s.Aggregation(), err)
+	}
+	return nil
+}
+
+func mismatch(s, o State) {
+	panic(fmt.Sprintf("window: merge of %T (%s) into %T (%s)", o, o.Aggregation(), s, s.Aggregation()))
+}
+
+// Encoding of an exact accumulator: a flags byte (bits 0-2 the special
+// values, bit 3 negative, bit 4 non-zero) and, when non-zero, the varint of
+// the lowest set bit's position minus the scale (so that the 2^0 bit is 0),
+// uvarint(n), and n bytes: the magnitude shifted right by the lowest set bit,
+// big-endian. So a sum of a few amounts takes a few bytes.
+const (
+	accNegative = 1 << 3
+	accNonZero  = 1 << 4
+)
+
+func appendAcc(b []byte, w []uint64, special uint8, scale int) []byte {
+	flags := special
+	if isZero(w) {
+		return append(b, flags)
+	}
+	var tmp [sqWords]uint64
+	m := tmp[:len(w)]
+	copy(m, w)
+	if negative(m) {
+		negate(m)
+		flags |= accNegative
+	}
+	low, top := lowBit(m), topBit(m)
+	n := (top - low + 8) / 8
+	b = append(b, flags|accNonZero)
+	b = appendVarint(b, int64(low-scale))
+	b = appendUvarint(b, uint64(n))
+	for j := n - 1; j >= 0; j-- {
+		b = append(b, byte(field(m, low+8*j, 8)))
+	}
+	return b
+}
+
+// decodeAcc reads an accumulator whose lowest bit may not be below minLow,
+// nor its top bit at or above maxBits.
+func decodeAcc(d *decoder, w []uint64, sp *span, special *uint8, scale, minLow, maxBits int, allowSpecial bool) {
+	clear(w)
+	*sp = emptySpan(len(w))
+	defer sp.measure(w)
+	flags := d.byte()
+	if d.err != nil {
+		return
+	}
+	*special = flags & specialMask
+	switch {
+	case flags&^(specialMask|accNegative|accNonZero) != 0:
+		d.fail("bad sum flags %#x", flags)
+	case *special != 0 && !allowSpecial:
+		d.fail("non-finite value in an integer sum")
+	case flags&accNonZero == 0 && flags&accNegative != 0:
+		d.fail("negative zero sum")
+	}
+	if d.err != nil || flags&accNonZero == 0 {
+		return
+	}
+	rel := d.varint()
+	n := d.count(maxBits/8+1, 1)
+	p := d.bytes(n)
+	if d.err != nil {
+		return
+	}
+	if n == 0 || p[0] == 0 || p[n-1]&1 == 0 {
+		d.fail("sum not in canonical form")
+		return
+	}
+	width := 8*(n-1) + bits.Len8(p[0])
+	if rel < int64(minLow-scale) || rel > int64(maxBits-scale) || int(rel)+scale+width > maxBits {
+		d.fail("sum out of range")
+		return
+	}
+	low := int(rel) + scale
+	for j := range n {
+		pos := low + 8*j
+		x := uint64(p[n-1-j])
+		i, s := pos>>6, uint(pos&63)
+		w[i] |= x << s
+		if s > 56 {
+			w[i+1] |= x >> (64 - s)
+		}
+	}
+	if flags&accNegative != 0 {
+		negate(w)
+	}
+}
+
+// isNumeric reports whether v is an int64 or a double.
+func isNumeric(k featurestore.Kind) bool {
+	return k == featurestore.KindInt64 || k == featurestore.KindDouble
+}
