@@ -1,0 +1,192 @@
+package ingest
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// protoDecoder decodes Protobuf messages of the type the source names,
+// from the descriptor set the registry version carries.
+type protoDecoder struct {
+	md       protoreflect.MessageDescriptor
+	msg      *dynamicpb.Message
+	layout   Layout
+	keys     [][]protoreflect.FieldDescriptor
+	fields   [][]protoreflect.FieldDescriptor
+	timePath []protoreflect.FieldDescriptor
+	timeEnc  registry.TimeEncoding
+	idPath   []protoreflect.FieldDescriptor
+	unmarsh  proto.UnmarshalOptions
+}
+
+func newProtoDecoder(src *registry.Source, l Layout, _ string) (*protoDecoder, error) {
+	if src.Protobuf == nil {
+		return nil, fmt.Errorf("source %q: format protobuf without a protobuf section", src.Name)
+	}
+	md, err := src.Protobuf.MessageDescriptor()
+	if err != nil {
+		return nil, fmt.Errorf("source %q: %w", src.Name, err)
+	}
+	d := &protoDecoder{md: md, msg: dynamicpb.NewMessage(md), layout: l, timeEnc: src.Timestamp.Encoding,
+		unmarsh: proto.UnmarshalOptions{DiscardUnknown: true}}
+	compile := func(path string) ([]protoreflect.FieldDescriptor, error) {
+		var out []protoreflect.FieldDescriptor
+		m := md
+		for _, name := range strings.Split(path, ".") {
+			if m == nil {
+				return nil, fmt.Errorf("source %q: field path %q goes through a non-message field", src.Name, path)
+			}
+			fd := m.Fields().ByName(protoreflect.Name(name))
+			if fd == nil {
+				return nil, fmt.Errorf("source %q: message %s has no field %q", src.Name, m.FullName(), name)
+			}
+			out = append(out, fd)
+			m = fd.Message()
+		}
+		return out, nil
+	}
+	if d.timePath, err = compile(src.Timestamp.Field); err != nil {
+		return nil, err
+	}
+	for _, k := range l.Keys {
+		p, err := compile(k.Path)
+		if err != nil {
+			return nil, err
+		}
+		d.keys = append(d.keys, p)
+	}
+	for _, f := range l.Fields {
+		p, err := compile(f.Path)
+		if err != nil {
+			return nil, err
+		}
+		d.fields = append(d.fields, p)
+	}
+	if src.EventIDField != "" {
+		if d.idPath, err = compile(src.EventIDField); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// lookup follows path in m; ok is false when a field on the way, or the
+// field itself, is not set (for fields that track presence).
+func lookup(m protoreflect.Message, path []protoreflect.FieldDescriptor) (protoreflect.Value, protoreflect.FieldDescriptor, bool) {
+	for i, fd := range path {
+		if fd.HasPresence() && !m.Has(fd) {
+			return protoreflect.Value{}, fd, false
+		}
+		v := m.Get(fd)
+		if i == len(path)-1 {
+			return v, fd, true
+		}
+		m = v.Message()
+	}
+	return protoreflect.Value{}, nil, false
+}
+
+// Decode implements Decoder.
+func (d *protoDecoder) Decode(payload []byte, ev *Event) error {
+	ev.reset(&d.layout)
+	d.msg.Reset()
+	if err := d.unmarsh.Unmarshal(payload, d.msg); err != nil {
+		return reject(ReasonInvalidPayload, "invalid %s message: %v", d.md.FullName(), err)
+	}
+	tv, tfd, ok := lookup(d.msg, d.timePath)
+	if !ok {
+		return reject(ReasonMissingTime, "no event time in field %q", tfd.Name())
+	}
+	var err error
+	if ev.Time, err = d.protoTime(tv, tfd); err != nil {
+		return reject(ReasonBadTime, "event time: %v", err)
+	}
+	for i, path := range d.keys {
+		v, fd, ok := lookup(d.msg, path)
+		if !ok {
+			continue
+		}
+		ev.Keys[i] = protoScalar(v, fd, d.layout.Keys[i].Kind)
+	}
+	for i, path := range d.fields {
+		v, fd, ok := lookup(d.msg, path)
+		if !ok {
+			continue
+		}
+		ev.Fields[i] = protoScalar(v, fd, d.layout.Fields[i].Kind)
+	}
+	if d.idPath != nil {
+		if v, fd, ok := lookup(d.msg, d.idPath); ok {
+			if fd.Kind() == protoreflect.StringKind {
+				ev.ID = v.String()
+			} else {
+				ev.ID = fmt.Sprint(v.Interface())
+			}
+			ev.HasID = ev.ID != ""
+		}
+	}
+	return nil
+}
+
+// protoScalar converts a field value the registry checked to fit kind.
+func protoScalar(v protoreflect.Value, fd protoreflect.FieldDescriptor, kind featurestore.Kind) featurestore.Value {
+	switch kind {
+	case featurestore.KindString:
+		if fd.Kind() == protoreflect.EnumKind {
+			if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
+				return featurestore.StringValue(string(ev.Name()))
+			}
+			return featurestore.StringValue(strconv.Itoa(int(v.Enum())))
+		}
+		return featurestore.StringValue(v.String())
+	case featurestore.KindInt64:
+		switch fd.Kind() {
+		case protoreflect.Uint32Kind, protoreflect.Uint64Kind, protoreflect.Fixed32Kind, protoreflect.Fixed64Kind:
+			u := v.Uint()
+			if u > math.MaxInt64 {
+				return featurestore.Value{} // does not fit: null
+			}
+			return featurestore.Int64Value(int64(u))
+		}
+		return featurestore.Int64Value(v.Int())
+	case featurestore.KindDouble:
+		switch fd.Kind() {
+		case protoreflect.DoubleKind, protoreflect.FloatKind:
+			return featurestore.DoubleValue(v.Float())
+		case protoreflect.Uint32Kind, protoreflect.Uint64Kind, protoreflect.Fixed32Kind, protoreflect.Fixed64Kind:
+			return featurestore.DoubleValue(float64(v.Uint()))
+		}
+		return featurestore.DoubleValue(float64(v.Int()))
+	case featurestore.KindBool:
+		return featurestore.BoolValue(v.Bool())
+	}
+	return featurestore.Value{}
+}
+
+func (d *protoDecoder) protoTime(v protoreflect.Value, fd protoreflect.FieldDescriptor) (int64, error) {
+	switch {
+	case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.Timestamp":
+		m := v.Message()
+		secs := m.Get(fd.Message().Fields().ByName("seconds")).Int()
+		nanos := m.Get(fd.Message().Fields().ByName("nanos")).Int()
+		if secs > maxTimeMs/1000 || secs < minTimeMs/1000 {
+			return 0, errorf("timestamp %ds is out of range", secs)
+		}
+		return secs*1000 + floorDiv(nanos, 1e6), nil
+	case fd.Kind() == protoreflect.StringKind:
+		return parseRFC3339(v.String())
+	case fd.Kind() == protoreflect.Uint64Kind || fd.Kind() == protoreflect.Fixed64Kind || fd.Kind() == protoreflect.Uint32Kind || fd.Kind() == protoreflect.Fixed32Kind:
+		return epochMillis(strconv.FormatUint(v.Uint(), 10), d.timeEnc)
+	default:
+		return epochMillis(strconv.FormatInt(v.Int(), 10), d.timeEnc)
+	}
+}

@@ -1,0 +1,175 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// PartitionHandler applies the messages of one topic partition. The group
+// runner calls it from one goroutine per assigned partition.
+type PartitionHandler interface {
+	// Resume returns the offset to read next: the one after the last offset
+	// whose effects are durably applied, or kafka.FirstOffset when nothing
+	// was ever applied. Correctness rests on it, not on Kafka's committed
+	// offsets, which are only a hint for tools and lag metrics.
+	Resume(ctx context.Context, topic string, partition int) (int64, error)
+	// Apply applies msgs, in offset order, durably. It may be called again
+	// with messages it already applied (after a crash or rebalance) and must
+	// then change nothing. An error means nothing can be assumed applied;
+	// the runner retries the same batch.
+	Apply(ctx context.Context, topic string, partition int, msgs []kafka.Message) error
+}
+
+// GroupConfig configures a consumer group runner.
+type GroupConfig struct {
+	Brokers []string
+	GroupID string
+	Topic   string
+	// BatchSize bounds the messages of one Apply call (default 1000).
+	BatchSize int
+	// Linger is how long a batch waits for more messages once it has one
+	// (default 5ms): longer batches, later values.
+	Linger time.Duration
+	// SessionTimeout is the group session timeout (default 10s; Kafka
+	// refuses less than 6s).
+	SessionTimeout time.Duration
+	// ShutdownTimeout bounds how long an in-flight batch may take to finish
+	// after the group is stopped (default 30s).
+	ShutdownTimeout time.Duration
+	// RetryMin and RetryMax bound the backoff between attempts at a batch
+	// that failed, say while Redis is down (defaults 100ms and 5s).
+	RetryMin, RetryMax time.Duration
+	// Dialer, if set, is used for all broker connections (TLS, SASL).
+	Dialer *kafka.Dialer
+	Logger *slog.Logger
+}
+
+func (c *GroupConfig) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.Linger <= 0 {
+		c.Linger = 5 * time.Millisecond
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 100 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// RunGroup joins the consumer group and applies every partition it is
+// assigned, until ctx ends. Several processes running it with the same group
+// id share the topic's partitions and take over each other's partitions when
+// one leaves; partitions added to the topic are picked up. When ctx ends, the
+// batch in flight on each partition is finished (within ShutdownTimeout)
+// before RunGroup returns.
+func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
+	cfg.defaults()
+	log := cfg.Logger.With("group", cfg.GroupID, "topic", cfg.Topic)
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                     cfg.GroupID,
+		Brokers:                cfg.Brokers,
+		Dialer:                 cfg.Dialer,
+		Topics:                 []string{cfg.Topic},
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 5 * time.Second,
+		SessionTimeout:         cfg.SessionTimeout,
+		RebalanceTimeout:       cfg.SessionTimeout,
+		HeartbeatInterval:      cfg.SessionTimeout / 5,
+		JoinGroupBackoff:       time.Second,
+		StartOffset:            kafka.FirstOffset,
+		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka consumer group", "detail", fmt.Sprintf(msg, args...)) }),
+	})
+	if err != nil {
+		return fmt.Errorf("join consumer group %s: %w", cfg.GroupID, err)
+	}
+	defer closeBounded(group, cfg.ShutdownTimeout, log)
+
+	backoff := cfg.RetryMin
+	for {
+		gen, err := group.Next(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			// Next retries by itself; errors here are transient more
+			// often than not. Wait, then ask again.
+			log.Warn("consumer group generation failed", "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			backoff = min(2*backoff, cfg.RetryMax)
+			continue
+		}
+		backoff = cfg.RetryMin
+		var parts []int
+		for _, a := range gen.Assignments[cfg.Topic] {
+			parts = append(parts, a.ID)
+		}
+		log.Info("partitions assigned", "generation", gen.ID, "member", gen.MemberID, "partitions", parts)
+		var wg sync.WaitGroup
+		for _, a := range gen.Assignments[cfg.Topic] {
+			wg.Add(1)
+			gen.Start(func(genCtx context.Context) {
+				defer wg.Done()
+				// The partition stops when its generation ends (a
+				// rebalance) or when the process stops.
+				genCtx, cancel := context.WithCancel(genCtx)
+				defer cancel()
+				stop := context.AfterFunc(ctx, cancel)
+				defer stop()
+				w := &partitionWorker{cfg: &cfg, log: log.With("partition", a.ID), h: h, gen: gen, partition: a.ID}
+				w.run(ctx, genCtx)
+			})
+		}
+		// The generation ends on a rebalance or when ctx ends; Start's
+		// functions see their context cancelled and finish their batch.
+		wg.Wait()
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// closeBounded closes c, giving up after d: kafka-go's Close can hang when
+// the broker is gone.
+func closeBounded(c interface{ Close() error }, d time.Duration, log *slog.Logger) {
+	done := make(chan error, 1)
+	go func() { done <- c.Close() }()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, kafka.ErrGroupClosed) {
+			log.Warn("close consumer group failed", "err", err)
+		}
+	case <-time.After(d):
+		log.Warn("close consumer group timed out", "timeout", d)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

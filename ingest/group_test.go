@@ -1,0 +1,243 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore/devenv"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+)
+
+// fencedHandler is an in-memory PartitionHandler that keeps, like the online
+// store, the highest applied offset per partition, and counts how often each
+// message took effect.
+type fencedHandler struct {
+	mu      sync.Mutex
+	fence   map[int]int64
+	applied map[[2]int64]int
+	failFor int // fail this many Apply calls first (an outage)
+	calls   int
+}
+
+func newFencedHandler() *fencedHandler {
+	return &fencedHandler{fence: map[int]int64{}, applied: map[[2]int64]int{}}
+}
+
+func (h *fencedHandler) Resume(_ context.Context, _ string, p int) (int64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f, ok := h.fence[p]; ok {
+		return f + 1, nil
+	}
+	return kafka.FirstOffset, nil
+}
+
+func (h *fencedHandler) Apply(_ context.Context, _ string, p int, msgs []kafka.Message) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	if h.failFor > 0 {
+		h.failFor--
+		return errors.New("store unavailable")
+	}
+	for _, m := range msgs {
+		if m.Partition != p {
+			return fmt.Errorf("message of partition %d in a batch of %d", m.Partition, p)
+		}
+		if f, ok := h.fence[p]; ok && m.Offset <= f {
+			continue
+		}
+		h.applied[[2]int64{int64(p), m.Offset}]++
+		h.fence[p] = m.Offset
+	}
+	return nil
+}
+
+func (h *fencedHandler) total() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.applied)
+}
+
+// check verifies that exactly the produced messages took effect, once each.
+func (h *fencedHandler) check(t *testing.T, perPartition map[int]int64) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	want := 0
+	for p, n := range perPartition {
+		want += int(n)
+		for off := int64(0); off < n; off++ {
+			if c := h.applied[[2]int64{int64(p), off}]; c != 1 {
+				t.Fatalf("partition %d offset %d applied %d times", p, off, c)
+			}
+		}
+	}
+	if len(h.applied) != want {
+		t.Fatalf("%d messages applied, want %d", len(h.applied), want)
+	}
+}
+
+// forEachKafka runs a test against the in-process Kafka and against the
+// real broker that make test starts.
+func forEachKafka(t *testing.T, test func(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string)) {
+	t.Run("kfake", func(t *testing.T) { test(t, startKafka) })
+	t.Run("kafka", func(t *testing.T) { test(t, realKafka) })
+}
+
+// realKafka creates a topic of its own on the real broker; the group id
+// and topic are unique to the test.
+func realKafka(t *testing.T, topic string, partitions int) []string {
+	brokers := testenv.KafkaBrokers(t)
+	testenv.CreateTopic(t, brokers, topic, partitions)
+	return brokers
+}
+
+func startKafka(t *testing.T, topic string, partitions int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	env, err := devenv.Start(ctx, devenv.Options{Topics: []devenv.TopicSpec{{Name: topic, Partitions: partitions}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Close() })
+	return env.KafkaBrokers()
+}
+
+// produce writes n messages round-robin and returns how many went to each
+// partition.
+func produce(t *testing.T, brokers []string, topic string, n int) map[int]int64 {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.RoundRobin{}, RequiredAcks: kafka.RequireAll, BatchSize: 500, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	msgs := make([]kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = kafka.Message{Value: fmt.Appendf(nil, `{"i":%d}`, i)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int64{}
+	for _, p := range parts {
+		pc, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := pc.ReadLastOffset()
+		pc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[p.ID] = last
+	}
+	return out
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func runGroupAsync(t *testing.T, cfg GroupConfig, h PartitionHandler) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- RunGroup(ctx, cfg, h) }()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("RunGroup: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("RunGroup did not stop")
+		}
+	}
+}
+
+// A stop mid-stream and a restart from the handler's fences apply every
+// message exactly once, whatever Kafka's committed offsets say.
+func TestRunGroupStopAndResume(t *testing.T) { forEachKafka(t, testRunGroupStopAndResume) }
+
+func testRunGroupStopAndResume(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := testenv.UniqueName(t, "events")
+	brokers := kafkaFor(t, topic, 3)
+	h := newFencedHandler()
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100, SessionTimeout: 6 * time.Second}
+	produce(t, brokers, topic, 3000)
+	stop := runGroupAsync(t, cfg, h)
+	waitFor(t, "some progress", 30*time.Second, func() bool { return h.total() > 0 })
+	stop()
+	more := produce(t, brokers, topic, 600)
+	stop = runGroupAsync(t, cfg, h)
+	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 3600 })
+	stop()
+	h.check(t, more) // end offsets: all 3600 messages
+}
+
+// While the store fails, the partition pauses and retries the same batch;
+// nothing is lost when it recovers.
+func TestRunGroupRetriesFailedBatches(t *testing.T) { forEachKafka(t, testRunGroupRetriesFailedBatches) }
+
+func testRunGroupRetriesFailedBatches(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := testenv.UniqueName(t, "events")
+	brokers := kafkaFor(t, topic, 2)
+	h := newFencedHandler()
+	h.failFor = 5
+	counts := produce(t, brokers, topic, 500)
+	stop := runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, SessionTimeout: 6 * time.Second}, h)
+	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 500 })
+	stop()
+	h.check(t, counts)
+}
+
+// Two members share the partitions; when one leaves, the other takes its
+// partitions over from the fences.
+func TestRunGroupRebalance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("rebalances take several session timeouts")
+	}
+	forEachKafka(t, testRunGroupRebalance)
+}
+
+func testRunGroupRebalance(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := testenv.UniqueName(t, "events")
+	brokers := kafkaFor(t, topic, 4)
+	h := newFencedHandler()
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 50, SessionTimeout: 6 * time.Second}
+	produce(t, brokers, topic, 2000)
+	stopA := runGroupAsync(t, cfg, h)
+	waitFor(t, "member A progress", 30*time.Second, func() bool { return h.total() > 0 })
+	stopB := runGroupAsync(t, cfg, h)
+	produce(t, brokers, topic, 2000)
+	time.Sleep(2 * time.Second) // let B join and take partitions
+	stopA()
+	counts := produce(t, brokers, topic, 2000)
+	waitFor(t, "all messages", 60*time.Second, func() bool { return h.total() >= 6000 })
+	stopB()
+	h.check(t, counts)
+}

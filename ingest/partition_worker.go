@@ -1,0 +1,126 @@
+package ingest
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// partitionWorker reads one assigned partition in batches and hands them to
+// the handler, from the position the handler says it has applied.
+type partitionWorker struct {
+	cfg       *GroupConfig
+	log       *slog.Logger
+	h         PartitionHandler
+	gen       *kafka.Generation
+	partition int
+}
+
+// run reads until genCtx ends (rebalance or shutdown). Batches are applied
+// under a context detached from genCtx, so that a batch in flight finishes
+// rather than stopping halfway.
+func (w *partitionWorker) run(procCtx, genCtx context.Context) {
+	topic := w.cfg.Topic
+	next, ok := w.resume(genCtx)
+	if !ok {
+		return
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:   w.cfg.Brokers,
+		Dialer:    w.cfg.Dialer,
+		Topic:     topic,
+		Partition: w.partition,
+		MinBytes:  1,
+		MaxBytes:  16 << 20,
+		MaxWait:   100 * time.Millisecond,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			w.log.Debug("kafka reader", "detail", msg)
+		}),
+	})
+	defer r.Close()
+	if err := r.SetOffset(next); err != nil {
+		w.log.Error("set reader offset failed", "offset", next, "err", err)
+		return
+	}
+	w.log.Info("partition started", "offset", next)
+	batch := make([]kafka.Message, 0, w.cfg.BatchSize)
+	for {
+		batch = batch[:0]
+		m, err := r.FetchMessage(genCtx)
+		if err != nil {
+			if genCtx.Err() == nil {
+				w.log.Warn("fetch failed", "err", err)
+				if sleep(genCtx, w.cfg.RetryMin) {
+					continue
+				}
+			}
+			w.log.Info("partition stopped", "next_offset", next)
+			return
+		}
+		batch = append(batch, m)
+		linger, cancel := context.WithTimeout(genCtx, w.cfg.Linger)
+		for len(batch) < w.cfg.BatchSize {
+			m, err := r.FetchMessage(linger)
+			if err != nil {
+				break
+			}
+			batch = append(batch, m)
+		}
+		cancel()
+		if !w.apply(procCtx, genCtx, batch) {
+			return
+		}
+		next = batch[len(batch)-1].Offset + 1
+		// A hint only: tools and lag metrics read it; resuming does not.
+		if err := w.gen.CommitOffsets(map[string]map[int]int64{topic: {w.partition: next}}); err != nil && genCtx.Err() == nil {
+			w.log.Debug("commit offsets failed", "err", err)
+		}
+	}
+}
+
+// resume asks the handler where to start, retrying while it fails.
+func (w *partitionWorker) resume(ctx context.Context) (int64, bool) {
+	backoff := w.cfg.RetryMin
+	for {
+		next, err := w.h.Resume(ctx, w.cfg.Topic, w.partition)
+		if err == nil {
+			return next, true
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		w.log.Warn("resume position unavailable; retrying", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return 0, false
+		}
+		backoff = min(2*backoff, w.cfg.RetryMax)
+	}
+}
+
+// apply applies the batch, retrying with backoff while it fails (a Redis
+// outage pauses the partition; memory stays bounded by one batch). An
+// attempt under way always finishes; after a failed one it gives up when the
+// generation ends (rebalance or shutdown), and the batch is then read again
+// by whoever owns the partition next.
+func (w *partitionWorker) apply(procCtx, genCtx context.Context, batch []kafka.Message) bool {
+	backoff := w.cfg.RetryMin
+	for {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(procCtx), w.cfg.ShutdownTimeout)
+		err := w.h.Apply(ctx, w.cfg.Topic, w.partition, batch)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if genCtx.Err() != nil {
+			w.log.Warn("batch not applied as the partition stops; it will be read again", "first_offset", batch[0].Offset, "err", err)
+			return false
+		}
+		w.log.Warn("apply failed; retrying", "first_offset", batch[0].Offset, "messages", len(batch), "err", err, "retry_in", backoff)
+		if !sleep(genCtx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, w.cfg.RetryMax)
+	}
+}
