@@ -201,7 +201,9 @@ func testRunGroupStopAndResume(t *testing.T, kafkaFor func(t *testing.T, topic s
 
 // While the store fails, the partition pauses and retries the same batch;
 // nothing is lost when it recovers.
-func TestRunGroupRetriesFailedBatches(t *testing.T) { forEachKafka(t, testRunGroupRetriesFailedBatches) }
+func TestRunGroupRetriesFailedBatches(t *testing.T) {
+	forEachKafka(t, testRunGroupRetriesFailedBatches)
+}
 
 func testRunGroupRetriesFailedBatches(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
 	topic := testenv.UniqueName(t, "events")
