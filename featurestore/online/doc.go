@@ -11,7 +11,9 @@
 //
 // Each (feature view, entity) pair has one hash:
 //
-//	fs:{<entity key>}:<view>
+//	fs:{<entity key>}:<project>:<view>
+//
+// The project (Key.Project) keeps projects that share a Redis apart.
 //
 // <entity key> is featurestore.EntityKey.Encode: the typed join key values in
 // the entity's declared order, in a self-delimiting binary form, in unpadded
@@ -21,7 +23,8 @@
 // and ("ab","c")) never share a hash. The braces are the Redis Cluster hash
 // tag: every view of an entity hashes to the same slot (Key.Slot), so one node
 // holds all of an entity's state. The registry's keys, fs:{reg.<project>}:...,
-// cannot collide with these: an encoded entity key has no '.'.
+// cannot collide with these: an encoded entity key has no '.'. Ingest
+// positions, fs:{pos.<project>.<source>.<partition>}, cannot either.
 //
 // # Fields
 //
@@ -31,9 +34,13 @@
 //	                     view's source topic whose events the hash includes,
 //	                     decimal. The topic is part of the name so that a view
 //	                     moved to another topic starts with fresh fences
-//	t:<tile index>       the state of tile k = floor(event time / g), the
-//	                     interval [k*g, (k+1)*g) for the view's tile size g;
-//	                     k in decimal (TileField)
+//	t:<slot>             a tile: the state of tile k = floor(event time / g),
+//	                     the interval [k*g, (k+1)*g) for the view's tile size
+//	                     g, kept in slot k mod R of a ring of R slots
+//	                     (ring.go), its value prefixed by k as a varint.
+//	                     R covers every tile still readable or writable, so
+//	                     an active entity holds at most R tiles and old
+//	                     tiles need no deletes
 //	l                    the state of the view's lifetime aggregates
 //	x                    the view's last values
 //

@@ -11,8 +11,11 @@ import (
 // Key names the online state of one entity in one feature view: one Redis
 // hash.
 type Key struct {
-	View   string
-	Entity featurestore.EntityKey
+	// Project namespaces the key, so that projects sharing a Redis never
+	// share state; ingest and serving always set it.
+	Project string
+	View    string
+	Entity  featurestore.EntityKey
 }
 
 // keyPrefix starts every key of the online store. The registry's keys
@@ -20,13 +23,19 @@ type Key struct {
 // never contains a '.'.
 const keyPrefix = "fs:{"
 
-// Name returns the Redis key of the hash: fs:{<encoded entity key>}:<view>.
+// Name returns the Redis key of the hash:
+// fs:{<encoded entity key>}:<project>:<view>, or fs:{<encoded entity key>}:<view>
+// without a project.
 func (k Key) Name() string {
 	// Sized for typical keys so that building the name takes one allocation.
-	b := make([]byte, 0, len(keyPrefix)+48+2+len(k.View))
+	b := make([]byte, 0, len(keyPrefix)+48+3+len(k.Project)+len(k.View))
 	b = append(b, keyPrefix...)
 	b, _ = k.Entity.AppendText(b)
 	b = append(b, "}:"...)
+	if k.Project != "" {
+		b = append(b, k.Project...)
+		b = append(b, ':')
+	}
 	b = append(b, k.View...)
 	return stringOf(b)
 }

@@ -1,0 +1,50 @@
+package online
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"time"
+)
+
+// Tiles live in a ring of slots: tile k of a view is kept in the field
+// t:<k mod R> of the hash, its value prefixed by the tile index. R covers
+// every tile that can still be read or written (the longest window, the
+// allowed lateness, and a margin), so a slot is only ever reused by a tile
+// whose previous occupant can no longer be read. The hash of an active
+// entity therefore holds at most R tiles: old tiles need no deletes.
+
+// RingSize returns R for a view of tile size g (ms) whose longest window
+// spans maxTiles tiles, with the given allowed lateness.
+func RingSize(g int64, maxTiles int64, lateness time.Duration) int64 {
+	lateTiles := (lateness.Milliseconds() + g - 1) / g
+	// +2: the tile of the write clock and one tile of clock skew.
+	return maxTiles + lateTiles + 2
+}
+
+// SlotField returns the field that holds tile k in a ring of r slots.
+func SlotField(k, r int64) string {
+	s := k % r
+	if s < 0 {
+		s += r
+	}
+	return tilePrefix + strconv.FormatInt(s, 10)
+}
+
+// AppendSlot appends the slot value for tile k with the given tile blob.
+func AppendSlot(b []byte, k int64, blob []byte) []byte {
+	b = binary.AppendVarint(b, k)
+	return append(b, blob...)
+}
+
+// ErrCorruptSlot is returned for a slot value without a tile index.
+var ErrCorruptSlot = errors.New("corrupt tile slot")
+
+// DecodeSlot splits a slot value into its tile index and tile blob.
+func DecodeSlot(b []byte) (k int64, blob []byte, err error) {
+	k, n := binary.Varint(b)
+	if n <= 0 {
+		return 0, nil, ErrCorruptSlot
+	}
+	return k, b[n:], nil
+}
