@@ -63,6 +63,7 @@ type Applier struct {
 	pos      *Positions
 	dlq      DeadLetterSink
 	log      *slog.Logger
+	metrics  *Metrics
 
 	mu    sync.Mutex
 	parts map[int]*partitionState
@@ -116,6 +117,9 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 	return a, nil
 }
 
+// SetMetrics makes the applier record its metrics in m.
+func (a *Applier) SetMetrics(m *Metrics) { a.metrics = m }
+
 func (a *Applier) partition(p int) *partitionState {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -150,6 +154,7 @@ type groupKey struct {
 
 // Apply implements PartitionHandler.
 func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.Message) error {
+	start := time.Now()
 	ps := a.partition(p)
 	hw, has := ps.hw, ps.has
 	var letters []DeadLetter
@@ -204,8 +209,9 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		}
 	}
 	updates := make([]online.Update, 0, len(order))
-	for _, gk := range order {
-		updates = append(updates, a.update(topic, int32(p), a.views[gk.view], gk.entity, groups[gk]))
+	fresh := make([]int, len(order)) // per update: events the last merge applied
+	for i, gk := range order {
+		updates = append(updates, a.update(topic, int32(p), a.views[gk.view], gk.entity, groups[gk], &fresh[i]))
 	}
 	const chunk = 512
 	for i := 0; i < len(updates); i += chunk {
@@ -222,14 +228,44 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		return err
 	}
 	ps.hw, ps.has = hw, has
+	a.record(p, msgs, letters, order, groups, fresh, start)
 	return nil
+}
+
+// record updates the metrics after a batch was applied.
+func (a *Applier) record(p int, msgs []kafka.Message, letters []DeadLetter, order []groupKey, groups map[groupKey][]window.Event, fresh []int, start time.Time) {
+	m := a.metrics
+	if m == nil {
+		return
+	}
+	now := time.Now()
+	m.observeBatch(a.src.Name, now.Sub(start).Seconds())
+	last := msgs[len(msgs)-1]
+	m.setLag(a.src.Name, p, last.HighWaterMark-last.Offset-1)
+	for _, l := range letters {
+		m.countEvents(a.src.Name, l.View, string(l.Reason), 1)
+	}
+	applied := make([]int, len(a.views))
+	dups := make([]int, len(a.views))
+	for i, gk := range order {
+		evs := groups[gk]
+		applied[gk.view] += fresh[i]
+		dups[gk.view] += len(evs) - fresh[i]
+		for j := len(evs) - fresh[i]; j < len(evs); j++ {
+			m.observeFreshness(a.src.Name, now.Sub(time.UnixMilli(evs[j].Time)).Seconds())
+		}
+	}
+	for vi, vp := range a.views {
+		m.countEvents(a.src.Name, vp.def.Name, ResultApplied, applied[vi])
+		m.countEvents(a.src.Name, vp.def.Name, ResultDuplicate, dups[vi])
+	}
 }
 
 func fmtMs(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }
 
 // update builds the fenced merge of one entity's events into its state in
 // one view.
-func (a *Applier) update(topic string, p int32, vp *viewPlan, ek featurestore.EntityKey, evs []window.Event) online.Update {
+func (a *Applier) update(topic string, p int32, vp *viewPlan, ek featurestore.EntityKey, evs []window.Event, applied *int) online.Update {
 	w := vp.win
 	var tiles []int64
 	if w.HasPart(window.PartWindow) {
@@ -268,6 +304,7 @@ func (a *Applier) update(topic string, p int32, vp *viewPlan, ek featurestore.En
 					}
 				}
 			}
+			*applied = len(fresh)
 			if len(fresh) == 0 {
 				return online.Write{}, nil
 			}

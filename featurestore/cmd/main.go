@@ -42,6 +42,7 @@ func commands() []*command {
 		applyCommand(),
 		versionsCommand(),
 		showCommand(),
+		ingestCommand(),
 		watchCommand(),
 		devCommand(),
 		schemaCommand(),

@@ -1,0 +1,178 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/ingest"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// kafkaFlags say how to reach Kafka.
+type kafkaFlags struct {
+	brokers     string
+	connections string
+}
+
+func (k *kafkaFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&k.brokers, "kafka-brokers", "127.0.0.1:9092", "Bootstrap brokers (comma-separated host:port) of the Kafka connection named default.")
+	fs.StringVar(&k.connections, "kafka-connections", "", "Other named Kafka connections, as name=host:port,host:port;name2=host:port.")
+}
+
+// resolver returns how a source's brokers are found.
+func (k *kafkaFlags) resolver() (func(*registry.Source) ([]string, error), error) {
+	conns := map[string][]string{"default": splitList(k.brokers)}
+	if strings.TrimSpace(k.connections) != "" {
+		for _, c := range strings.Split(k.connections, ";") {
+			name, list, ok := strings.Cut(strings.TrimSpace(c), "=")
+			if !ok || name == "" || len(splitList(list)) == 0 {
+				return nil, fmt.Errorf("--kafka-connections: %q is not name=host:port[,host:port]", c)
+			}
+			conns[name] = splitList(list)
+		}
+	}
+	return func(src *registry.Source) ([]string, error) {
+		if len(src.Kafka.Brokers) > 0 {
+			return src.Kafka.Brokers, nil
+		}
+		b, ok := conns[src.Kafka.Connection]
+		if !ok || len(b) == 0 {
+			return nil, fmt.Errorf("no brokers for Kafka connection %q (set --kafka-connections)", src.Kafka.Connection)
+		}
+		return b, nil
+	}, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// serveMetrics serves /metrics on addr until ctx ends.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server failed", "err", err)
+		}
+	}()
+	context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	return ln.Addr().String(), nil
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func ingestCommand() *command {
+	var (
+		reg         registryFlags
+		logs        logFlags
+		kafka       kafkaFlags
+		sources     string
+		groupPrefix string
+		metricsAddr string
+		batchSize   int
+		linger      time.Duration
+		session     time.Duration
+		watchEvery  time.Duration
+	)
+	return &command{
+		name:    "ingest",
+		usage:   "ingest [flags]",
+		summary: "Consume the sources' Kafka topics into the online store.",
+		long: `Join one Kafka consumer group per source (<group-prefix>.<project>.<source>)
+and apply every event to the online features in Redis, effectively once:
+each write is fenced by the event's Kafka offset, and a restarted or
+rebalanced process resumes from what Redis applied. Several ingest processes
+share the partitions. Events that cannot be used go to the source's
+dead-letter topic with the reason in headers. A new registry version is
+picked up without a restart. Stops on SIGTERM or Ctrl-C after finishing the
+batches in flight. Serves Prometheus metrics on --metrics-addr.`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			reg.register(fs)
+			logs.register(fs)
+			kafka.register(fs)
+			fs.StringVar(&sources, "sources", "", "Comma-separated sources to ingest; empty for all.")
+			fs.StringVar(&groupPrefix, "group-prefix", "featurestore", "Prefix of the consumer group ids.")
+			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9464", "Address of the /metrics endpoint; empty to serve none.")
+			fs.IntVar(&batchSize, "batch-size", 1000, "Most messages of one partition applied together.")
+			fs.DurationVar(&linger, "linger", 5*time.Millisecond, "How long a batch waits for more messages.")
+			fs.DurationVar(&session, "session-timeout", 10*time.Second, "Consumer group session timeout (at least 6s).")
+			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
+			return func(ctx context.Context, env *runEnv, args []string) error {
+				if len(args) != 0 {
+					return fmt.Errorf("%w: ingest takes no arguments", errUsage)
+				}
+				log, err := logs.logger(env.stderr)
+				if err != nil {
+					return fmt.Errorf("%w: %v", errUsage, err)
+				}
+				resolve, err := kafka.resolver()
+				if err != nil {
+					return fmt.Errorf("%w: %v", errUsage, err)
+				}
+				store, closeStore, err := reg.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer closeStore()
+				rc := reg.redis.client()
+				defer rc.Close()
+				promReg := newRegistry()
+				if metricsAddr != "" {
+					addr, err := serveMetrics(ctx, metricsAddr, promReg, log)
+					if err != nil {
+						return err
+					}
+					log.Info("metrics listening", "addr", "http://"+addr+"/metrics")
+				}
+				w := registry.NewWatcher(store, registry.WatcherOptions{Interval: watchEvery, Logger: log})
+				if _, err := w.Load(ctx); err != nil {
+					return err
+				}
+				go func() { _ = w.Run(ctx) }()
+				return ingest.RunService(ctx, ingest.ServiceConfig{
+					Project:     reg.project,
+					Brokers:     resolve,
+					Sources:     splitList(sources),
+					GroupPrefix: groupPrefix,
+					Group:       ingest.GroupConfig{BatchSize: batchSize, Linger: linger, SessionTimeout: session},
+					Store:       online.New(rc, online.Options{}),
+					Positions:   ingest.NewPositions(rc, reg.project),
+					Metrics:     ingest.NewMetrics(promReg),
+					Logger:      log,
+				}, w)
+			}
+		},
+	}
+}

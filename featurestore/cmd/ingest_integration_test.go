@@ -1,0 +1,173 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/featurestore/window"
+	"github.com/featurestore/featurestore/ingest"
+	"github.com/featurestore/featurestore/registry"
+)
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "featurestore")
+	if out, err := exec.Command("go", "build", "-o", bin, "../..").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestIngestProcessKilledAndRestarted runs 'featurestore ingest' as a real
+// process on the example definitions against real Kafka and Redis, kills it
+// with SIGKILL mid-stream, starts another, and checks that every event is
+// counted exactly once and that malformed events reach the dead-letter topic.
+func TestIngestProcessKilledAndRestarted(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	redisAddr := testenv.RedisAddr(t)
+	topic := testenv.UniqueName(t, "txns")
+	dlqTopic := topic + ".dlq"
+	testenv.CreateTopic(t, brokers, topic, 3)
+	testenv.CreateTopic(t, brokers, dlqTopic, 1)
+	project := strings.NewReplacer("/", "-", ".", "-").Replace(testenv.UniqueName(t, "p"))
+	defs := copyDir(t, "../../examples")
+	edit(t, filepath.Join(defs, "sources.yaml"), "topic: card_transactions", "topic: "+topic)
+	edit(t, filepath.Join(defs, "sources.yaml"), "dead_letter_topic: card_transactions.dlq", "dead_letter_topic: "+dlqTopic)
+	env := map[string]string{"FEATURESTORE_REDIS_ADDR": redisAddr, "FEATURESTORE_PROJECT": project}
+	if code, out, errOut := runCLI(t, env, "apply", defs); code != 0 {
+		t.Fatalf("apply: %s%s", out, errOut)
+	}
+	r, err := registry.LoadDir(defs)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// 3000 events for 30 cards and 10 merchants over the last hour, and 20
+	// malformed ones.
+	rng := rand.New(rand.NewPCG(3, 4))
+	now := time.Now().UTC()
+	perCard := map[string]int64{}
+	var msgs []kafka.Message
+	for i := range 3000 {
+		card, merchant := fmt.Sprintf("card-%d", rng.IntN(30)), fmt.Sprintf("m-%d", rng.IntN(10))
+		ts := now.Add(-time.Duration(3000-i) * time.Second)
+		perCard[card]++
+		msgs = append(msgs, kafka.Message{Key: []byte(card), Value: fmt.Appendf(nil,
+			`{"txn_id":"t-%d","card_id":%q,"merchant_id":%q,"amount":%d.25,"currency":"EUR","country":"FR","channel":"online","approved":true,"event_time":%q}`,
+			i, card, merchant, rng.IntN(500), ts.Format(time.RFC3339Nano))})
+	}
+	for i := range 20 {
+		msgs = append(msgs, kafka.Message{Key: []byte("bad"), Value: fmt.Appendf(nil, `{"card_id": "x", "event_time": %d`, i)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{}, BatchSize: 500, BatchTimeout: time.Millisecond}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	bin := buildBinary(t)
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "ingest", "--log-level", "warn", "--metrics-addr", "127.0.0.1:0", "--session-timeout", "6s", "--batch-size", "50")
+		cmd.Env = append(os.Environ(), "FEATURESTORE_REDIS_ADDR="+redisAddr, "FEATURESTORE_PROJECT="+project,
+			"FEATURESTORE_KAFKA_BROKERS="+strings.Join(brokers, ","))
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rc.Close()
+	pos := ingest.NewPositions(rc, project)
+	applied := func() int64 {
+		var n int64
+		for p := range 3 {
+			if got, ok, _ := pos.Load(ctx, "card_transactions", p); ok {
+				n += got.Offset + 1
+			}
+		}
+		return n
+	}
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s (applied %d)", what, applied())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	first := start()
+	wait("progress", func() bool { return applied() > 300 })
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	killedAt := applied()
+	second := start()
+	wait("every event", func() bool { return applied() == int64(len(msgs)) })
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); err != nil {
+		t.Errorf("ingest did not stop cleanly on SIGTERM: %v", err)
+	}
+	t.Logf("killed after %d of %d messages; the second process finished", killedAt, len(msgs))
+
+	// Every event counted once: lifetime counts per card.
+	store := online.New(rc, online.Options{})
+	src := r.Source("card_transactions")
+	wv, err := window.Compile(r.View("card_txn"), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout := online.NewViewLayout(project, "card_txn", wv, src.AllowedLateness.Std())
+	var reqs []online.ViewRead
+	var cards []string
+	for card := range perCard {
+		cards = append(cards, card)
+		reqs = append(reqs, online.ViewRead{Layout: &layout, Entity: featurestore.StringKey(card)})
+	}
+	res, err := online.ReadViews(ctx, store, reqs, time.Now().UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	life := wv.FeatureIndex("lifetime_txn_count")
+	for i, card := range cards {
+		if got := res[i][life].Value; !got.Equal(featurestore.Int64Value(perCard[card])) {
+			t.Errorf("card %s: lifetime count %v, want %d", card, got, perCard[card])
+		}
+	}
+
+	// The malformed events are in the dead-letter topic, with their reason.
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: dlqTopic, Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer rd.Close()
+	invalid := 0
+	for invalid < 20 {
+		m, err := rd.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("dead letters: %v (found %d)", err, invalid)
+		}
+		for _, h := range m.Headers {
+			if h.Key == ingest.HeaderReason && string(h.Value) == string(ingest.ReasonInvalidPayload) {
+				invalid++
+			}
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package ingest
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are ingest's Prometheus metrics. Labels are bounded: sources,
+// views, results and partitions, never entity keys.
+type Metrics struct {
+	events    *prometheus.CounterVec
+	lag       *prometheus.GaugeVec
+	batch     *prometheus.HistogramVec
+	freshness *prometheus.HistogramVec
+}
+
+// Event results, the values of the result label.
+const (
+	ResultApplied   = "applied"
+	ResultDuplicate = "duplicate" // already applied: a replay skipped by the fences
+)
+
+// NewMetrics registers ingest's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestore_ingest_events_total",
+			Help: "Events by source, feature view and result: applied, duplicate (a replay), or the rejection reason (late, invalid_payload, missing_time, bad_time, missing_key, wrong_type). Rejections of a whole event have view=\"\".",
+		}, []string{"source", "view", "result"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "featurestore_ingest_consumer_lag_messages",
+			Help: "Messages in the partition after the last one applied.",
+		}, []string{"source", "partition"}),
+		batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "featurestore_ingest_batch_apply_duration_seconds",
+			Help:    "Time to apply one batch of a partition to the online store.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"source"}),
+		freshness: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "featurestore_ingest_freshness_seconds",
+			Help:    "Time from an event's event time to its being applied and readable.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 20),
+		}, []string{"source"}),
+	}
+	reg.MustRegister(m.events, m.lag, m.batch, m.freshness)
+	return m
+}
+
+func (m *Metrics) countEvents(source, view, result string, n int) {
+	if m != nil && n > 0 {
+		m.events.WithLabelValues(source, view, result).Add(float64(n))
+	}
+}
+
+func (m *Metrics) setLag(source string, partition int, lag int64) {
+	if m != nil {
+		m.lag.WithLabelValues(source, strconv.Itoa(partition)).Set(float64(max(lag, 0)))
+	}
+}
+
+func (m *Metrics) observeBatch(source string, seconds float64) {
+	if m != nil {
+		m.batch.WithLabelValues(source).Observe(seconds)
+	}
+}
+
+func (m *Metrics) observeFreshness(source string, seconds float64) {
+	if m != nil {
+		m.freshness.WithLabelValues(source).Observe(seconds)
+	}
+}

@@ -1,0 +1,130 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// ServiceConfig configures the ingest service.
+type ServiceConfig struct {
+	Project string
+	// Brokers resolves a source's Kafka brokers (its own list, or its named
+	// connection).
+	Brokers func(src *registry.Source) ([]string, error)
+	// Sources limits ingest to the named sources; empty means all.
+	Sources []string
+	// GroupPrefix starts consumer group ids: <prefix>.<project>.<source>.
+	GroupPrefix string
+	// Group is the template of each source's group settings; Brokers,
+	// GroupID and Topic are filled in.
+	Group     GroupConfig
+	Store     *online.Store
+	Positions *Positions
+	Metrics   *Metrics
+	Logger    *slog.Logger
+}
+
+// RunService ingests every selected source of the registry version the
+// watcher holds, until ctx ends. When a new version appears, the running
+// groups finish their batches and stop, and groups for the new version
+// start from the positions in Redis.
+func RunService(ctx context.Context, cfg ServiceConfig, w *registry.Watcher) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for ctx.Err() == nil {
+		snap := w.Current()
+		if snap == nil {
+			log.Info("no registry version yet; waiting")
+			if !sleep(ctx, time.Second) {
+				return nil
+			}
+			continue
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		started, err := startSources(runCtx, &wg, cfg, snap, log)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		log.Info("ingest running", "registry_version", snap.Version, "sources", started)
+		// Wait for a new version or the end.
+		for runCtx.Err() == nil {
+			if cur := w.Current(); cur != nil && cur.Version != snap.Version {
+				log.Info("registry version changed; restarting ingest", "from", snap.Version, "to", cur.Version)
+				break
+			}
+			sleep(runCtx, 200*time.Millisecond)
+		}
+		t := time.Now()
+		cancel()
+		wg.Wait()
+		log.Info("ingest stopped", "registry_version", snap.Version, "duration", time.Since(t))
+	}
+	return nil
+}
+
+func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, snap *registry.Snapshot, log *slog.Logger) ([]string, error) {
+	var started []string
+	for _, src := range snap.Registry.Sources {
+		if len(cfg.Sources) > 0 && !contains(cfg.Sources, src.Name) {
+			continue
+		}
+		online := false
+		for _, v := range snap.Registry.ViewsOfSource(src.Name) {
+			online = online || v.IsOnline()
+		}
+		if !online {
+			continue
+		}
+		brokers, err := cfg.Brokers(src)
+		if err != nil {
+			return started, fmt.Errorf("source %q: %w", src.Name, err)
+		}
+		var dlq DeadLetterSink
+		var closeDLQ func() error
+		if t := src.Kafka.DeadLetterTopic; t != "" {
+			k := NewKafkaDeadLetters(brokers, t, nil)
+			dlq, closeDLQ = k, k.Close
+		}
+		slog := log.With("source", src.Name)
+		a, err := NewApplier(cfg.Project, snap.Registry, src, cfg.Store, cfg.Positions, dlq, slog)
+		if err != nil {
+			return started, err
+		}
+		a.SetMetrics(cfg.Metrics)
+		gc := cfg.Group
+		gc.Brokers, gc.Topic, gc.Logger = brokers, src.Kafka.Topic, slog
+		gc.GroupID = cfg.GroupPrefix + "." + cfg.Project + "." + src.Name
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if closeDLQ != nil {
+				defer closeDLQ()
+			}
+			if err := RunGroup(ctx, gc, a); err != nil {
+				slog.Error("consumer group failed", "err", err)
+			}
+		}()
+		started = append(started, src.Name)
+	}
+	return started, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
