@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/featurestore/featurestore/featurestore/devenv"
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/ingest"
 	"github.com/featurestore/featurestore/registry"
 	"github.com/featurestore/featurestore/registry/redisstore"
 )
@@ -23,6 +26,8 @@ func devCommand() *command {
 		kafkaAddr string
 		redisAddr string
 		project   string
+		rate      int
+		metrics   string
 	)
 	return &command{
 		name:    "dev",
@@ -42,6 +47,8 @@ Ctrl-C.`,
 			fs.StringVar(&kafkaAddr, "kafka-listen", "127.0.0.1:9092", "Loopback address of the in-process Kafka broker.")
 			fs.StringVar(&redisAddr, "redis-listen", "127.0.0.1:6379", "Loopback address of the in-process Redis server.")
 			fs.StringVar(&project, "project", "default", "Project whose registry dev mode fills.")
+			fs.IntVar(&rate, "generate-rate", 50, "Example card transactions generated per second into the card_transactions topic; 0 for none.")
+			fs.StringVar(&metrics, "metrics-addr", "127.0.0.1:9464", "Address of the /metrics endpoint; empty to serve none.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: dev takes no arguments", errUsage)
@@ -86,7 +93,7 @@ Ctrl-C.`,
 				}()
 				log.Info("dev environment started", "duration", time.Since(start))
 
-				rc := redis.NewClient(&redis.Options{Addr: de.RedisAddr()})
+				rc := redis.NewClient(&redis.Options{Addr: de.RedisAddr(), ContextTimeoutEnabled: true})
 				defer rc.Close()
 				store, err := redisstore.New(rc, project)
 				if err != nil {
@@ -100,19 +107,62 @@ Ctrl-C.`,
 				if version == 0 {
 					version = res.From
 				}
+				// Ingest every source into the in-process Redis, and feed the
+				// example's source with generated transactions.
+				promReg := newRegistry()
+				metricsURL := "(off)"
+				if metrics != "" {
+					addr, err := serveMetrics(ctx, metrics, promReg, log)
+					if err != nil {
+						return err
+					}
+					metricsURL = "http://" + addr + "/metrics"
+				}
+				w := registry.NewWatcher(store, registry.WatcherOptions{Logger: log})
+				if _, err := w.Load(ctx); err != nil {
+					return err
+				}
+				var wg sync.WaitGroup
+				wg.Add(2)
+				go func() { defer wg.Done(); _ = w.Run(ctx) }()
+				go func() {
+					defer wg.Done()
+					err := ingest.RunService(ctx, ingest.ServiceConfig{
+						Project:     project,
+						Brokers:     func(*registry.Source) ([]string, error) { return de.KafkaBrokers(), nil },
+						GroupPrefix: "featurestore",
+						Group:       ingest.GroupConfig{SessionTimeout: 6 * time.Second},
+						Store:       online.New(rc, online.Options{}),
+						Positions:   ingest.NewPositions(rc, project),
+						Metrics:     ingest.NewMetrics(promReg),
+						Logger:      log,
+					}, w)
+					if err != nil {
+						log.Error("ingest failed", "err", err)
+					}
+				}()
+				defer wg.Wait()
+				generated := "off"
+				if src := r.Source("card_transactions"); src != nil && rate > 0 {
+					wg.Add(1)
+					go func() { defer wg.Done(); generateTransactions(ctx, de.KafkaBrokers(), src.Kafka.Topic, rate, log) }()
+					generated = fmt.Sprintf("%d card transactions/s into %s", rate, src.Kafka.Topic)
+				}
 				abs, _ := filepath.Abs(dataDir)
 				fmt.Fprintf(env.stdout, `featurestore dev is running.
 
   Kafka (in-process):   %s   topics: %d, data in %s
   Redis (in-process):   %s   online store and registry
   Registry:             version %d of project %q, from %s: %s
+  Ingest:               every source into Redis; metrics at %s
+  Event generator:      %s
 
 Try, from another terminal:
   featurestore versions
   featurestore plan %s
 
 Press Ctrl-C to stop.
-`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), defs)
+`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, generated, defs)
 				<-ctx.Done()
 				fmt.Fprintln(env.stdout, "Stopping.")
 				return nil

@@ -8,6 +8,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestore/featurestore/ingest"
 )
 
 type syncBuffer struct {
@@ -38,7 +42,7 @@ func TestDev(t *testing.T) {
 		done := make(chan int, 1)
 		go func() {
 			done <- runContext(ctx, []string{"dev", "--data-dir", dataDir, "--definitions", "../../examples",
-				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--log-level", "warn"}, &out, &errOut, func(string) string { return "" })
+				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--generate-rate", "200", "--log-level", "warn"}, &out, &errOut, func(string) string { return "" })
 		}()
 		addrRE := regexp.MustCompile(`Redis \(in-process\):\s+(\S+)`)
 		var redisAddr string
@@ -61,6 +65,26 @@ func TestDev(t *testing.T) {
 		if code != 0 || !strings.Contains(vout, "dev mode start") {
 			t.Errorf("round %d: versions against dev mode: exit %d\n%s%s", round, code, vout, verr)
 		}
+		// Generated events flow through ingest into the in-process Redis.
+		rc := redis.NewClient(&redis.Options{Addr: redisAddr})
+		pos := ingest.NewPositions(rc, "default")
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			n := int64(0)
+			for p := range 3 {
+				if got, ok, _ := pos.Load(ctx, "card_transactions", p); ok {
+					n += got.Offset + 1
+				}
+			}
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: no generated event was ingested\n%s", round, errOut.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		rc.Close()
 		cancel()
 		select {
 		case code := <-done:
