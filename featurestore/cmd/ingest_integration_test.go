@@ -34,8 +34,9 @@ func buildBinary(t *testing.T) string {
 
 // TestIngestProcessKilledAndRestarted runs 'featurestore ingest' as a real
 // process on the example definitions against real Kafka and Redis, kills it
-// with SIGKILL mid-stream, starts another, and checks that every event is
-// counted exactly once and that malformed events reach the dead-letter topic.
+// with SIGKILL mid-stream, starts two more that rebalance the partitions
+// between them mid-stream, and checks that every event is counted exactly
+// once and that malformed events reach the dead-letter topic.
 func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	redisAddr := testenv.RedisAddr(t)
@@ -83,7 +84,7 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 
 	bin := buildBinary(t)
 	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "ingest", "--log-level", "warn", "--metrics-addr", "127.0.0.1:0", "--session-timeout", "6s", "--batch-size", "50")
+		cmd := exec.Command(bin, "ingest", "--log-level", "warn", "--metrics-addr", "127.0.0.1:0", "--session-timeout", "6s", "--batch-size", "20")
 		cmd.Env = append(os.Environ(), "FEATURESTORE_REDIS_ADDR="+redisAddr, "FEATURESTORE_PROJECT="+project,
 			"FEATURESTORE_KAFKA_BROKERS="+strings.Join(brokers, ","))
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -120,15 +121,23 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	}
 	_ = first.Wait()
 	killedAt := applied()
+	// Two new processes in the group: the second joins while the first is
+	// working, so the partitions are rebalanced mid-stream.
 	second := start()
+	wait("progress after the restart", func() bool { return applied() > killedAt+300 })
+	third := start()
 	wait("every event", func() bool { return applied() == int64(len(msgs)) })
-	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	for _, p := range []*exec.Cmd{second, third} {
+		if err := p.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := second.Wait(); err != nil {
-		t.Errorf("ingest did not stop cleanly on SIGTERM: %v", err)
+	for _, p := range []*exec.Cmd{second, third} {
+		if err := p.Wait(); err != nil {
+			t.Errorf("ingest did not stop cleanly on SIGTERM: %v", err)
+		}
 	}
-	t.Logf("killed after %d of %d messages; the second process finished", killedAt, len(msgs))
+	t.Logf("killed after %d of %d messages; two new processes shared the rest", killedAt, len(msgs))
 
 	// Every event counted once: lifetime counts per card.
 	store := online.New(rc, online.Options{})
