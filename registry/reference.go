@@ -336,7 +336,7 @@ func ReferenceMarkdown() []byte {
 			p("  - %s\n", typeLink(t))
 		}
 	}
-	for _, s := range []string{"Names", "Durations and windows", "Aggregations", "Filters", "Validation"} {
+	for _, s := range []string{"Names", "Durations and windows", "Aggregations", "Filters", "Time and order", "Validation"} {
 		p("- [%s](#%s)\n", s, anchor(s))
 	}
 	p("\n")
@@ -545,6 +545,18 @@ func writeFilters(p printer) {
 	}
 	p("\n")
 	p("`in` and `not_in` take a YAML list, like `value: [FR, DE]`; the other operators take one value.\n\n")
+	p("An event whose field is null, absent, or NaN meets only `ne` and `not_in`: `amount ne 0` keeps " +
+		"events without an amount, `amount gt 0` does not. Strings compare bytewise; an integer value " +
+		"compares exactly with a `double` field; `-0` equals `0`. A filter applies to last values too: " +
+		"the feature is then the value of the newest event that passes it.\n\n")
+	p("## Time and order\n\n")
+	p("A window of length W read at time t covers the tiles from `floor(t/tile) - W/tile + 1` to " +
+		"`floor(t/tile)`, with the events of those tiles whose event time is at most t; the interval a value " +
+		"covered is reported with it. Windowed values therefore fall as time passes without new events. " +
+		"The newest event is the one with the greatest event time; among events of equal time, the one " +
+		"with the greatest Kafka partition, then offset. A last-value feature (no `aggregation`) is the " +
+		"field of the newest event, null if that event has none, and expired when older than the view's " +
+		"`ttl`; the `last` aggregation instead skips events without the field.\n\n")
 }
 
 func writeValidation(p printer) {
