@@ -1,0 +1,100 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// TestEveryRejectionReachesTheDeadLetterTopic applies one malformed message
+// of each kind through the Applier and reads them back from a real
+// dead-letter topic with their reason and original position.
+func TestEveryRejectionReachesTheDeadLetterTopic(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
+	defer rc.Close()
+	topic := testenv.UniqueName(t, "src")
+	dlq := topic + ".dlq"
+	testenv.CreateTopic(t, brokers, dlq, 1)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, `
+kind: Entity
+name: account
+join_keys: [{name: bank, type: string}, {name: account_no, type: int64}]
+---
+kind: Source
+name: txns
+kafka: {topic: %s, dead_letter_topic: %s}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {bank: bank, account_no: no}
+fields: {amount: double}
+allowed_lateness: 1m
+---
+kind: FeatureView
+name: by_account
+entity: account
+source: txns
+features: [{name: n, aggregation: count, window: 1h}]
+`, topic, dlq)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := NewKafkaDeadLetters(brokers, dlq, nil)
+	defer sink.Close()
+	project := testenv.UniqueName(t, "p")
+	a, err := NewApplier(project, r, r.Source("txns"), online.New(rc, online.Options{}), NewPositions(rc, project), sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const t0 = 1795687200000
+	cases := []struct {
+		payload string
+		reason  Reason
+	}{
+		{fmt.Sprintf(`{"ts":%d,"bank":"b","no":1,"amount":1}`, t0), ""}, // accepted: sets the high water
+		{`{"ts":`, ReasonInvalidPayload},
+		{`{"bank":"b","no":1}`, ReasonMissingTime},
+		{`{"ts":"noon","bank":"b","no":1}`, ReasonBadTime},
+		{fmt.Sprintf(`{"ts":%d,"bank":"b","no":1,"amount":"12"}`, t0), ReasonWrongType},
+		{fmt.Sprintf(`{"ts":%d,"bank":"b"}`, t0), ReasonMissingKey},
+		{fmt.Sprintf(`{"ts":%d,"bank":"b","no":1}`, t0-2*60*1000), ReasonLate},
+	}
+	var msgs []kafka.Message
+	for i, c := range cases {
+		msgs = append(msgs, kafka.Message{Topic: topic, Partition: 0, Offset: int64(i), Key: []byte("k"), Value: []byte(c.payload)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a.Apply(ctx, topic, 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: dlq, Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer rd.Close()
+	for _, c := range cases[1:] {
+		m, err := rd.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("reading the dead letter for %s: %v", c.reason, err)
+		}
+		h := map[string]string{}
+		for _, x := range m.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		if h[HeaderReason] != string(c.reason) || string(m.Value) != c.payload || h[HeaderTopic] != topic || h[HeaderPartition] != "0" || h[HeaderDetail] == "" {
+			t.Errorf("dead letter %q with headers %v, want reason %s for %q", m.Value, h, c.reason, c.payload)
+		}
+		if off, _ := strconv.Atoi(h[HeaderOffset]); cases[off].payload != c.payload {
+			t.Errorf("offset header %s does not point at the original message", h[HeaderOffset])
+		}
+		if c.reason == ReasonMissingKey && h[HeaderView] != "by_account" {
+			t.Errorf("missing key: view header %q", h[HeaderView])
+		}
+	}
+}
