@@ -43,6 +43,7 @@ func commands() []*command {
 		versionsCommand(),
 		showCommand(),
 		ingestCommand(),
+		serveCommand(),
 		watchCommand(),
 		devCommand(),
 		schemaCommand(),

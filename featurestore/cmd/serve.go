@@ -1,0 +1,103 @@
+package cmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/registry"
+	"github.com/featurestore/featurestore/serving"
+)
+
+func serveCommand() *command {
+	var (
+		reg             registryFlags
+		logs            logFlags
+		grpcAddr        string
+		metricsAddr     string
+		maxEntities     int
+		defaultDeadline time.Duration
+		maxStreams      uint
+		shutdownTimeout time.Duration
+		watchEvery      time.Duration
+	)
+	return &command{
+		name:    "serve",
+		usage:   "serve [flags]",
+		summary: "Serve online feature lookups over gRPC.",
+		long: `Serve featurestore.v1.OnlineService on --grpc-addr: the current values of
+features for entity keys, read from the online store in Redis in one round
+trip per request, windows merged at request time. Each request is resolved
+against one registry version; new versions are picked up without a restart.
+The gRPC health service and server reflection are on, so grpcurl and load
+tools work. Stops on SIGTERM or Ctrl-C, letting calls in flight finish for up
+to --shutdown-timeout. Serves Prometheus metrics on --metrics-addr.`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			reg.register(fs)
+			logs.register(fs)
+			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC server, host:port.")
+			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9465", "Address of the /metrics endpoint; empty to serve none.")
+			fs.IntVar(&maxEntities, "max-entities", serving.DefaultMaxEntities, "Most entities one request may ask for.")
+			fs.DurationVar(&defaultDeadline, "default-deadline", serving.DefaultDefaultDeadline, "Deadline of a request whose client set none.")
+			fs.UintVar(&maxStreams, "max-concurrent-streams", serving.DefaultMaxConcurrentStreams, "Most calls in flight on one client connection.")
+			fs.DurationVar(&shutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "How long calls in flight may take to finish at shutdown.")
+			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
+			return func(ctx context.Context, env *runEnv, args []string) error {
+				if len(args) != 0 {
+					return fmt.Errorf("%w: serve takes no arguments", errUsage)
+				}
+				if maxEntities <= 0 {
+					return fmt.Errorf("%w: --max-entities must be positive", errUsage)
+				}
+				if defaultDeadline <= 0 {
+					return fmt.Errorf("%w: --default-deadline must be positive", errUsage)
+				}
+				log, err := logs.logger(env.stderr)
+				if err != nil {
+					return fmt.Errorf("%w: %v", errUsage, err)
+				}
+				store, closeStore, err := reg.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer closeStore()
+				rc := reg.redis.client()
+				defer rc.Close()
+				promReg := newRegistry()
+				if metricsAddr != "" {
+					addr, err := serveMetrics(ctx, metricsAddr, promReg, log)
+					if err != nil {
+						return err
+					}
+					log.Info("metrics listening", "addr", "http://"+addr+"/metrics")
+				}
+				w := registry.NewWatcher(store, registry.WatcherOptions{Interval: watchEvery, Logger: log})
+				if _, err := w.Load(ctx); err != nil {
+					return fmt.Errorf("load registry: %w", err)
+				}
+				if w.Current() == nil {
+					log.Warn("no registry version yet; requests fail with UNAVAILABLE until one is applied", "project", reg.project)
+				}
+				wctx, stopWatch := context.WithCancel(ctx)
+				watchDone := make(chan struct{})
+				go func() { defer close(watchDone); _ = w.Run(wctx) }()
+				defer func() { stopWatch(); <-watchDone }()
+				svc := serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
+					Project:         reg.project,
+					MaxEntities:     maxEntities,
+					DefaultDeadline: defaultDeadline,
+					Metrics:         serving.NewMetrics(promReg),
+					Logger:          log,
+				})
+				return serving.NewServer(svc, serving.ServerConfig{
+					Addr:                 grpcAddr,
+					MaxConcurrentStreams: uint32(maxStreams),
+					ShutdownTimeout:      shutdownTimeout,
+					Logger:               log,
+				}).Run(ctx)
+			}
+		},
+	}
+}

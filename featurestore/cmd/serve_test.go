@@ -1,0 +1,110 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+)
+
+// TestServe applies the examples to a file registry, runs 'featurestore
+// serve' in-process against real Redis, looks features up over gRPC, and
+// stops it as SIGTERM would. The project is new, so its online state is empty.
+func TestServe(t *testing.T) {
+	env := map[string]string{
+		"FEATURESTORE_REGISTRY":     "file:" + t.TempDir(),
+		"FEATURESTORE_REDIS_ADDR":   testenv.RedisAddr(t),
+		"FEATURESTORE_PROJECT":      testenv.UniqueName(t, "serve"),
+		"FEATURESTORE_METRICS_ADDR": "",
+	}
+	if code, out, errOut := runCLI(t, env, "apply", "../../examples"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- runContext(ctx, []string{"serve", "--grpc-addr", addr, "--max-entities", "2"},
+			&bytes.Buffer{}, &stderr, func(k string) string { return env[k] })
+	}()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
+		ccancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not healthy: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	client := pb.NewOnlineServiceClient(conn)
+	key := &pb.EntityKey{JoinKeyValues: []*pb.Value{{Kind: &pb.Value_StringVal{StringVal: "no-such-card"}}}}
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ccancel()
+	resp, err := client.GetOnlineFeatures(cctx, &pb.GetOnlineFeaturesRequest{
+		Kind:     &pb.GetOnlineFeaturesRequest_Features{Features: &pb.FeatureList{Refs: []string{"card_txn:txn_count_1h"}}},
+		Entities: []*pb.EntityKey{key},
+	})
+	if err != nil {
+		t.Fatalf("GetOnlineFeatures: %v", err)
+	}
+	if v := resp.GetResults()[0].GetValues()[0]; v.GetStatus() != pb.FeatureStatus_FEATURE_STATUS_PRESENT || v.GetValue().GetInt64Val() != 0 || resp.GetRegistryVersion() != 1 {
+		t.Errorf("unknown card: %v, registry version %d", v, resp.GetRegistryVersion())
+	}
+	_, err = client.GetOnlineFeatures(cctx, &pb.GetOnlineFeaturesRequest{
+		Kind:     &pb.GetOnlineFeaturesRequest_Features{Features: &pb.FeatureList{Refs: []string{"card_txn:txn_count_1h"}}},
+		Entities: []*pb.EntityKey{key, key, key},
+	})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "more than the 2 allowed") {
+		t.Errorf("3 entities with --max-entities 2: %v", err)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve: exit %d\n%s", code, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
+func TestServeUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "extra"},
+		{"serve", "--max-entities", "0"},
+		{"serve", "--default-deadline", "0s"},
+	} {
+		if code, _, errOut := runCLI(t, nil, args...); code != 2 {
+			t.Errorf("%q: exit %d, want 2\n%s", args, code, errOut)
+		}
+	}
+}

@@ -1,0 +1,52 @@
+package serving
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+)
+
+// BenchmarkGetOnlineFeatures measures the handler against real Redis: 10
+// features from 2 views, for 1 and for 100 entities.
+func BenchmarkGetOnlineFeatures(b *testing.B) {
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(b), ContextTimeoutEnabled: true})
+	defer rc.Close()
+	project := testenv.UniqueName(b, "serving")
+	snap := loadSnapshot(b, 1, testDefs)
+	var events []string
+	for i := range 1000 {
+		events = append(events, fmt.Sprintf(`{"card":"c%d","ts":%d,"amount":%d,"merchant":"m%d"}`, i%100, at(time.Duration(i)*time.Second), i, i%7))
+	}
+	ingestEvents(b, rc, project, snap.Registry, "txns", events)
+	snaps := &staticSnapshots{}
+	snaps.p.Store(snap)
+	clk := newClock(20 * time.Minute)
+	svc := NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: project, Now: clk.now})
+	features := refs(append(append([]string{}, cardTxnAll...), "card_more:mean_1h", "card_more:n_10m", "card_more:merchants", "card_more:n_5m")...)
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("entities=%d", n), func(b *testing.B) {
+			req := &pb.GetOnlineFeaturesRequest{Kind: features}
+			for i := range n {
+				req.Entities = append(req.Entities, skey(fmt.Sprintf("c%d", i)))
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := svc.GetOnlineFeatures(ctx, req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(resp.Results) != n || len(resp.Results[0].Values) != 10 {
+					b.Fatalf("got %d results", len(resp.Results))
+				}
+			}
+		})
+	}
+}

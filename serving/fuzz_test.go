@@ -1,0 +1,55 @@
+package serving
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/featurestore/featurestore/featurestore"
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+)
+
+// FuzzValidate feeds arbitrary feature references and join-key values to
+// request validation: it must never panic, and what it accepts must be
+// consistent with the plan.
+func FuzzValidate(f *testing.F) {
+	p := newPlan("p", loadSnapshot(f, 1, testDefs))
+	f.Add("card_txn:n_1h,card_more:*", "c1", int64(0), false)
+	f.Add("pair_txn:*", "u1", int64(42), true)
+	f.Add("card_txn:n_1h,pair_txn:n_1h", "", int64(-1), true)
+	f.Add(":,::,card_txn:,:x,card_txn:*:*", "{}:*", int64(1), false)
+	f.Fuzz(func(t *testing.T, refs, s string, n int64, useInt bool) {
+		sel, err := p.parseRefs(strings.Split(refs, ","))
+		if err != nil {
+			return
+		}
+		if len(sel.cols) == 0 || len(sel.names) != len(sel.cols) {
+			t.Fatalf("accepted %q with %d columns and %d names", refs, len(sel.cols), len(sel.names))
+		}
+		for _, c := range sel.cols {
+			if c.view.entity != sel.entity || sel.views[c.vidx] != c.view || c.index >= len(c.view.infos) {
+				t.Fatalf("inconsistent column %+v", c)
+			}
+		}
+		var vals []*pb.Value
+		for range len(sel.entity.keys) {
+			if useInt {
+				vals = append(vals, ival(n))
+			} else {
+				vals = append(vals, sval(s))
+			}
+		}
+		keys, err := entityKeys([]*pb.EntityKey{{JoinKeyValues: vals}}, sel.entity)
+		if err != nil {
+			return
+		}
+		parts := keys[0].Parts()
+		for i, part := range parts {
+			if part.Kind != sel.entity.kinds[i] {
+				t.Fatalf("part %d of kind %s, want %s", i, part.Kind, sel.entity.kinds[i])
+			}
+		}
+		if k, _ := featurestore.NewEntityKey(parts...); k != keys[0] {
+			t.Fatal("key does not round-trip")
+		}
+	})
+}

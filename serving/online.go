@@ -1,0 +1,257 @@
+package serving
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/window"
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// Defaults of OnlineOptions.
+const (
+	DefaultMaxEntities     = 1000
+	DefaultDefaultDeadline = time.Second
+)
+
+// Snapshots gives the registry version current now; registry.Watcher is one.
+type Snapshots interface {
+	Current() *registry.Snapshot
+}
+
+// OnlineOptions configures an OnlineService.
+type OnlineOptions struct {
+	// Project whose online state is read.
+	Project string
+	// MaxEntities is the most entities one request may ask for;
+	// DefaultMaxEntities when zero.
+	MaxEntities int
+	// DefaultDeadline bounds a request whose client set no deadline;
+	// DefaultDefaultDeadline when zero.
+	DefaultDeadline time.Duration
+	// Now is the clock that gives each request its read time; time.Now when
+	// nil.
+	Now     func() time.Time
+	Metrics *Metrics
+	Logger  *slog.Logger
+}
+
+// OnlineService implements featurestore.v1.OnlineService over the online
+// store.
+type OnlineService struct {
+	pb.UnimplementedOnlineServiceServer
+
+	opts  OnlineOptions
+	regs  Snapshots
+	store *online.Store
+
+	mu   sync.Mutex // serialises plan builds
+	plan atomic.Pointer[plan]
+}
+
+// NewOnlineService returns the service reading store with the definitions
+// of the snapshots regs gives.
+func NewOnlineService(regs Snapshots, store *online.Store, opts OnlineOptions) *OnlineService {
+	if opts.MaxEntities <= 0 {
+		opts.MaxEntities = DefaultMaxEntities
+	}
+	if opts.DefaultDeadline <= 0 {
+		opts.DefaultDeadline = DefaultDefaultDeadline
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &OnlineService{opts: opts, regs: regs, store: store}
+}
+
+// planFor returns the plan of snap, building it on first use.
+func (s *OnlineService) planFor(snap *registry.Snapshot) *plan {
+	if p := s.plan.Load(); p != nil && p.version == snap.Version {
+		return p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.plan.Load(); p != nil && p.version == snap.Version {
+		return p
+	}
+	start := time.Now()
+	p := newPlan(s.opts.Project, snap)
+	// Keep the newest plan: a request that started on an older version
+	// still uses the plan it built, but does not replace a newer one.
+	if cur := s.plan.Load(); cur == nil || cur.version < p.version {
+		s.plan.Store(p)
+	}
+	s.opts.Logger.Info("serving plan built", "version", p.version, "views", len(p.views), "duration", time.Since(start))
+	return p
+}
+
+// GetOnlineFeatures implements featurestore.v1.OnlineService.
+func (s *OnlineService) GetOnlineFeatures(ctx context.Context, req *pb.GetOnlineFeaturesRequest) (*pb.GetOnlineFeaturesResponse, error) {
+	start := time.Now()
+	resp, err := s.getOnlineFeatures(ctx, req)
+	if m := s.opts.Metrics; m != nil {
+		m.duration.WithLabelValues("GetOnlineFeatures", status.Code(err).String()).Observe(time.Since(start).Seconds())
+		m.entities.Observe(float64(len(req.GetEntities())))
+	}
+	return resp, err
+}
+
+func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnlineFeaturesRequest) (*pb.GetOnlineFeaturesResponse, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.DefaultDeadline)
+		defer cancel()
+	}
+	snap := s.regs.Current()
+	if snap == nil {
+		return nil, status.Error(codes.Unavailable, "no registry version loaded yet")
+	}
+	p := s.planFor(snap)
+
+	var sel *selection
+	var err error
+	switch k := req.GetKind().(type) {
+	case *pb.GetOnlineFeaturesRequest_FeatureService:
+		sel, err = p.service(k.FeatureService)
+	case *pb.GetOnlineFeaturesRequest_Features:
+		sel, err = p.parseRefs(k.Features.GetRefs())
+	default:
+		err = errors.New("set feature_service or features")
+	}
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	for name := range req.GetRequestContext() {
+		// No feature is computed at request time yet, so every name is unused.
+		return nil, status.Errorf(codes.InvalidArgument, "request_context %q is used by no requested feature", name)
+	}
+	ents := req.GetEntities()
+	switch {
+	case len(ents) == 0:
+		return nil, status.Error(codes.InvalidArgument, "no entities requested")
+	case len(ents) > s.opts.MaxEntities:
+		return nil, status.Errorf(codes.InvalidArgument, "%d entities requested, more than the %d allowed per request", len(ents), s.opts.MaxEntities)
+	}
+	keys, err := entityKeys(ents, sel.entity)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+
+	nv := len(sel.views)
+	reads := make([]online.ViewRead, len(keys)*nv)
+	for i, k := range keys {
+		for j, vp := range sel.views {
+			reads[i*nv+j] = online.ViewRead{Layout: &vp.layout, Entity: k}
+		}
+	}
+	now := s.opts.Now()
+	t := now.UnixMilli()
+	vals, err := online.ReadViews(ctx, s.store, reads, t)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil, status.Error(codes.Canceled, "request canceled")
+		}
+		s.opts.Logger.Warn("online store read failed", "err", err)
+		return nil, status.Errorf(codes.Unavailable, "online store: %v", err)
+	}
+	return fill(req, sel, vals, p.version, now), nil
+}
+
+// entityKeys checks the join-key values of each entity against the entity's
+// declaration and returns their keys.
+func entityKeys(ents []*pb.EntityKey, e *entityPlan) ([]featurestore.EntityKey, error) {
+	keys := make([]featurestore.EntityKey, len(ents))
+	parts := make([]featurestore.KeyPart, len(e.keys))
+	for i, ek := range ents {
+		vals := ek.GetJoinKeyValues()
+		if len(vals) != len(e.keys) {
+			return nil, fmt.Errorf("entity %d: entity %q has %d join keys %v, got %d values", i, e.name, len(e.keys), e.keys, len(vals))
+		}
+		for j, v := range vals {
+			part, err := keyPart(v, e.kinds[j])
+			if err != nil {
+				return nil, fmt.Errorf("entity %d: join key %q (position %d) of entity %q: %w", i, e.keys[j], j, e.name, err)
+			}
+			parts[j] = part
+		}
+		k, err := featurestore.NewEntityKey(parts...)
+		if err != nil {
+			return nil, fmt.Errorf("entity %d: %w", i, err)
+		}
+		keys[i] = k
+	}
+	return keys, nil
+}
+
+// fill builds the response: values[i*len(views)+j] holds view j's features
+// for entity i. Messages are allocated in blocks, not one by one.
+func fill(req *pb.GetOnlineFeaturesRequest, sel *selection, vals [][]window.FeatureValue, version int64, now time.Time) *pb.GetOnlineFeaturesResponse {
+	meta := req.IncludeMetadata == nil || *req.IncludeMetadata
+	ne, nc, nv := len(req.GetEntities()), len(sel.cols), len(sel.views)
+	results := make([]pb.EntityResult, ne)
+	resultPtrs := make([]*pb.EntityResult, ne)
+	fvs := make([]pb.FeatureValue, ne*nc)
+	fvPtrs := make([]*pb.FeatureValue, ne*nc)
+	values := make([]pb.Value, ne*nc)
+	// Capacities are exact upper bounds, so appends never move the
+	// elements that earlier pointers refer to.
+	var times []timestamppb.Timestamp
+	var ivs []pb.Interval
+	if meta {
+		times = make([]timestamppb.Timestamp, 0, 3*ne*nc)
+		ivs = make([]pb.Interval, 0, ne*nc)
+	}
+	stamp := func(ms int64) *timestamppb.Timestamp {
+		times = append(times, timestamppb.Timestamp{})
+		ts := &times[len(times)-1]
+		setTime(ts, ms)
+		return ts
+	}
+	for i := range ne {
+		row := fvPtrs[i*nc : (i+1)*nc : (i+1)*nc]
+		for c, col := range sel.cols {
+			fv := &vals[i*nv+col.vidx][col.index]
+			out := &fvs[i*nc+c]
+			out.Status = pb.FeatureStatus(fv.Status)
+			if fv.Status == window.StatusPresent {
+				fillValue(&values[i*nc+c], fv.Value)
+				out.Value = &values[i*nc+c]
+			}
+			if meta {
+				if fv.HasEventTime {
+					out.EventTime = stamp(fv.EventTime)
+				}
+				if col.view.infos[col.index].Part == window.PartWindow {
+					ivs = append(ivs, pb.Interval{})
+					iv := &ivs[len(ivs)-1]
+					iv.Start, iv.End = stamp(fv.Covered.Start), stamp(fv.Covered.End)
+					out.Window = iv
+				}
+			}
+			row[c] = out
+		}
+		results[i].Values = row
+		resultPtrs[i] = &results[i]
+	}
+	return &pb.GetOnlineFeaturesResponse{
+		FeatureNames:    sel.names,
+		Results:         resultPtrs,
+		ReadTime:        timestamppb.New(now),
+		RegistryVersion: version,
+	}
+}

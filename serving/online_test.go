@@ -1,0 +1,491 @@
+package serving
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/ingest"
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+	"github.com/featurestore/featurestore/registry"
+)
+
+const testDefs = `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Entity
+name: user_merchant
+join_keys: [{name: user_id, type: string}, {name: merchant_id, type: int64}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card_id: card}
+fields: {amount: double, merchant: string}
+allowed_lateness: 1h
+---
+kind: Source
+name: pays
+kafka: {topic: pays}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {user_id: user, merchant_id: mid}
+fields: {amount: double}
+---
+kind: FeatureView
+name: card_txn
+entity: card
+source: txns
+tile: 1m
+ttl: 30m
+features:
+  - {name: n_1h, aggregation: count, window: 1h}
+  - {name: sum_10m, aggregation: sum, field: amount, window: 10m}
+  - {name: max_10m, aggregation: max, field: amount, window: 10m}
+  - {name: n_lifetime, aggregation: count, window: lifetime}
+  - {name: last_merchant, field: merchant, type: string}
+  - {name: last_amount, field: amount, type: double}
+---
+kind: FeatureView
+name: card_more
+entity: card
+source: txns
+tile: 1m
+features:
+  - {name: mean_1h, aggregation: mean, field: amount, window: 1h}
+  - {name: n_10m, aggregation: count, window: 10m}
+  - {name: merchants, aggregation: last_n, field: merchant, n: 3, window: 1h}
+  - {name: n_5m, aggregation: count, window: 5m}
+---
+kind: FeatureView
+name: pair_txn
+entity: user_merchant
+source: pays
+tile: 1m
+features:
+  - {name: n_1h, aggregation: count, window: 1h}
+  - {name: last_amount, field: amount, type: double}
+---
+kind: FeatureService
+name: fraud
+features: [card_txn:n_1h, card_more:*, card_txn:last_merchant]
+`
+
+// t0 is the start of the test's event times, on a tile boundary.
+var t0 = time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+
+func at(d time.Duration) int64 { return t0.Add(d).UnixMilli() }
+
+type clock struct{ ms atomic.Int64 }
+
+func (c *clock) now() time.Time       { return time.UnixMilli(c.ms.Load()).UTC() }
+func (c *clock) set(d time.Duration)  { c.ms.Store(at(d)) }
+func newClock(d time.Duration) *clock { c := &clock{}; c.set(d); return c }
+
+type staticSnapshots struct {
+	p atomic.Pointer[registry.Snapshot]
+}
+
+func (s *staticSnapshots) Current() *registry.Snapshot { return s.p.Load() }
+
+func loadSnapshot(t testing.TB, version int64, defs string) *registry.Snapshot {
+	t.Helper()
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(defs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &registry.Snapshot{VersionInfo: registry.VersionInfo{Version: version}, Registry: r}
+}
+
+// ingestEvents writes JSON events of a source through the real ingest
+// applier, one partition, offsets in order.
+func ingestEvents(t testing.TB, rc redis.UniversalClient, project string, r *registry.Registry, source string, events []string) {
+	t.Helper()
+	a, err := ingest.NewApplier(project, r, r.Source(source), online.New(rc, online.Options{}), ingest.NewPositions(rc, project), discardSink{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]kafka.Message, len(events))
+	for i, e := range events {
+		msgs[i] = kafka.Message{Topic: source, Partition: 0, Offset: int64(i), Value: []byte(e)}
+	}
+	if err := a.Apply(context.Background(), source, 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type discardSink struct{}
+
+func (discardSink) Send(context.Context, []ingest.DeadLetter) error { return nil }
+
+type fixture struct {
+	client pb.OnlineServiceClient
+	conn   *grpc.ClientConn
+	clock  *clock
+	snaps  *staticSnapshots
+}
+
+// start serves svc over bufconn through the real Server.
+func start(t testing.TB, svc *OnlineService) *grpc.ClientConn {
+	t.Helper()
+	ln := bufconn.Listen(1 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- NewServer(svc, ServerConfig{Listener: ln, ShutdownTimeout: time.Second}).Run(ctx) }()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	return conn
+}
+
+func newFixture(t testing.TB, opts OnlineOptions) *fixture {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rc.Close() })
+	project := testenv.UniqueName(t, "serving")
+	snap := loadSnapshot(t, 1, testDefs)
+	ms := func(d time.Duration) int64 { return at(d) }
+	ingestEvents(t, rc, project, snap.Registry, "txns", []string{
+		fmt.Sprintf(`{"card":"c1","ts":%d,"amount":10,"merchant":"m1"}`, ms(10*time.Second)),
+		fmt.Sprintf(`{"card":"c1","ts":%d,"amount":20,"merchant":"m2"}`, ms(5*time.Minute)),
+		fmt.Sprintf(`{"card":"c2","ts":%d,"amount":7,"merchant":"m3"}`, ms(time.Minute)),
+		fmt.Sprintf(`{"card":"c1","ts":%d,"amount":5}`, ms(20*time.Minute)), // no merchant: null
+	})
+	ingestEvents(t, rc, project, snap.Registry, "pays", []string{
+		fmt.Sprintf(`{"user":"u1","mid":42,"ts":%d,"amount":3}`, ms(2*time.Minute)),
+		fmt.Sprintf(`{"user":"u1","mid":43,"ts":%d,"amount":4}`, ms(3*time.Minute)),
+		fmt.Sprintf(`{"user":"u1","mid":42,"ts":%d,"amount":5}`, ms(4*time.Minute)),
+	})
+	f := &fixture{clock: newClock(21 * time.Minute), snaps: &staticSnapshots{}}
+	f.snaps.p.Store(snap)
+	opts.Project = project
+	opts.Now = f.clock.now
+	f.conn = start(t, NewOnlineService(f.snaps, online.New(rc, online.Options{}), opts))
+	f.client = pb.NewOnlineServiceClient(f.conn)
+	return f
+}
+
+func refs(r ...string) *pb.GetOnlineFeaturesRequest_Features {
+	return &pb.GetOnlineFeaturesRequest_Features{Features: &pb.FeatureList{Refs: r}}
+}
+
+func skey(s ...string) *pb.EntityKey {
+	k := &pb.EntityKey{}
+	for _, v := range s {
+		k.JoinKeyValues = append(k.JoinKeyValues, &pb.Value{Kind: &pb.Value_StringVal{StringVal: v}})
+	}
+	return k
+}
+
+func ival(v int64) *pb.Value   { return &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: v}} }
+func dval(v float64) *pb.Value { return &pb.Value{Kind: &pb.Value_DoubleVal{DoubleVal: v}} }
+func sval(v string) *pb.Value  { return &pb.Value{Kind: &pb.Value_StringVal{StringVal: v}} }
+
+// show renders a feature value compactly for comparisons.
+func show(v *pb.FeatureValue) string {
+	st := strings.TrimPrefix(v.GetStatus().String(), "FEATURE_STATUS_")
+	if v.GetValue() == nil {
+		return st
+	}
+	switch k := v.GetValue().GetKind().(type) {
+	case *pb.Value_Int64Val:
+		return fmt.Sprintf("%s %d", st, k.Int64Val)
+	case *pb.Value_DoubleVal:
+		return fmt.Sprintf("%s %g", st, k.DoubleVal)
+	case *pb.Value_StringVal:
+		return fmt.Sprintf("%s %q", st, k.StringVal)
+	case *pb.Value_StringListVal:
+		return fmt.Sprintf("%s %q", st, k.StringListVal.GetVal())
+	}
+	return st + " ?"
+}
+
+func rows(resp *pb.GetOnlineFeaturesResponse) [][]string {
+	var out [][]string
+	for _, r := range resp.GetResults() {
+		var row []string
+		for _, v := range r.GetValues() {
+			row = append(row, show(v))
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func checkRows(t *testing.T, resp *pb.GetOnlineFeaturesResponse, want [][]string) {
+	t.Helper()
+	got := rows(resp)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("values:\n got %q\nwant %q", got, want)
+	}
+}
+
+func get(t *testing.T, c pb.OnlineServiceClient, req *pb.GetOnlineFeaturesRequest) *pb.GetOnlineFeaturesResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.GetOnlineFeatures(ctx, req)
+	if err != nil {
+		t.Fatalf("GetOnlineFeatures: %v", err)
+	}
+	return resp
+}
+
+var cardTxnAll = []string{"card_txn:n_1h", "card_txn:sum_10m", "card_txn:max_10m", "card_txn:n_lifetime", "card_txn:last_merchant", "card_txn:last_amount"}
+
+func TestGetOnlineFeatures(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+
+	t.Run("statuses and request order", func(t *testing.T) {
+		f.clock.set(21 * time.Minute)
+		resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{
+			Kind:     refs(cardTxnAll...),
+			Entities: []*pb.EntityKey{skey("c2"), skey("nobody"), skey("c1"), skey("c2")},
+		})
+		if fmt.Sprint(resp.GetFeatureNames()) != fmt.Sprint(cardTxnAll) {
+			t.Errorf("feature names %q", resp.GetFeatureNames())
+		}
+		checkRows(t, resp, [][]string{
+			{"PRESENT 1", "PRESENT 0", "NOT_FOUND", "PRESENT 1", `PRESENT "m3"`, "PRESENT 7"},
+			{"PRESENT 0", "PRESENT 0", "NOT_FOUND", "PRESENT 0", "NOT_FOUND", "NOT_FOUND"},
+			{"PRESENT 3", "PRESENT 5", "PRESENT 5", "PRESENT 3", "NULL_VALUE", "PRESENT 5"},
+			{"PRESENT 1", "PRESENT 0", "NOT_FOUND", "PRESENT 1", `PRESENT "m3"`, "PRESENT 7"},
+		})
+		if got, want := resp.GetReadTime().AsTime(), t0.Add(21*time.Minute); !got.Equal(want) {
+			t.Errorf("read time %v, want %v", got, want)
+		}
+		if resp.GetRegistryVersion() != 1 {
+			t.Errorf("registry version %d, want 1", resp.GetRegistryVersion())
+		}
+		c1 := resp.GetResults()[2].GetValues()
+		// last_merchant is null: the event time is of the event found.
+		if got := c1[4].GetEventTime().AsTime(); !got.Equal(t0.Add(20 * time.Minute)) {
+			t.Errorf("c1 last_merchant event time %v", got)
+		}
+		// sum_10m at 21m covers the tiles 12m..21m: [12m, 21m+1ms).
+		w := c1[1].GetWindow()
+		if !w.GetStart().AsTime().Equal(t0.Add(12*time.Minute)) || !w.GetEnd().AsTime().Equal(t0.Add(21*time.Minute+time.Millisecond)) {
+			t.Errorf("c1 sum_10m window [%v, %v)", w.GetStart().AsTime(), w.GetEnd().AsTime())
+		}
+		if c1[3].GetWindow() != nil || c1[4].GetWindow() != nil {
+			t.Error("lifetime and last-value features have a window")
+		}
+		// nobody's counts are 0 with no event involved.
+		if resp.GetResults()[1].GetValues()[0].GetEventTime() != nil {
+			t.Error("a count over no events has an event time")
+		}
+	})
+
+	t.Run("no metadata", func(t *testing.T) {
+		f.clock.set(21 * time.Minute)
+		resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1")}, IncludeMetadata: proto.Bool(false)})
+		for _, v := range resp.GetResults()[0].GetValues() {
+			if v.GetEventTime() != nil || v.GetWindow() != nil {
+				t.Errorf("metadata set with include_metadata false: %v", v)
+			}
+		}
+		checkRows(t, resp, [][]string{{"PRESENT 3", "PRESENT 5", "PRESENT 5", "PRESENT 3", "NULL_VALUE", "PRESENT 5"}})
+	})
+
+	t.Run("decay and expiry over time", func(t *testing.T) {
+		for _, c := range []struct {
+			now  time.Duration
+			want [][]string // c1, c2
+		}{
+			// c2's only event, at 1m, is now older than the 30m TTL.
+			{32 * time.Minute, [][]string{
+				{"PRESENT 3", "PRESENT 0", "NOT_FOUND", "PRESENT 3", "NULL_VALUE", "PRESENT 5"},
+				{"PRESENT 1", "PRESENT 0", "NOT_FOUND", "PRESENT 1", "EXPIRED", "EXPIRED"}}},
+			// The first two events of c1 and c2's left the hour.
+			{65*time.Minute + 30*time.Second, [][]string{
+				{"PRESENT 1", "PRESENT 0", "NOT_FOUND", "PRESENT 3", "EXPIRED", "EXPIRED"},
+				{"PRESENT 0", "PRESENT 0", "NOT_FOUND", "PRESENT 1", "EXPIRED", "EXPIRED"}}},
+			{3 * time.Hour, [][]string{
+				{"PRESENT 0", "PRESENT 0", "NOT_FOUND", "PRESENT 3", "EXPIRED", "EXPIRED"},
+				{"PRESENT 0", "PRESENT 0", "NOT_FOUND", "PRESENT 1", "EXPIRED", "EXPIRED"}}},
+		} {
+			f.clock.set(c.now)
+			resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1"), skey("c2")}})
+			t.Logf("at %v", c.now)
+			checkRows(t, resp, c.want)
+		}
+	})
+
+	t.Run("feature service and two views", func(t *testing.T) {
+		f.clock.set(21 * time.Minute)
+		resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "fraud"}, Entities: []*pb.EntityKey{skey("c1")}})
+		want := []string{"card_txn:n_1h", "card_more:mean_1h", "card_more:n_10m", "card_more:merchants", "card_more:n_5m", "card_txn:last_merchant"}
+		if fmt.Sprint(resp.GetFeatureNames()) != fmt.Sprint(want) {
+			t.Errorf("feature names %q, want %q", resp.GetFeatureNames(), want)
+		}
+		got := rows(resp)
+		if len(got) != 1 || len(got[0]) != 6 || got[0][0] != "PRESENT 3" || got[0][1] != "PRESENT 11.666666666666666" ||
+			got[0][2] != "PRESENT 1" || !strings.HasPrefix(got[0][3], "PRESENT [") || got[0][4] != "PRESENT 1" || got[0][5] != "NULL_VALUE" {
+			t.Errorf("values %q", got)
+		}
+	})
+
+	t.Run("composite keys", func(t *testing.T) {
+		f.clock.set(21 * time.Minute)
+		key := func(u string, m int64) *pb.EntityKey {
+			return &pb.EntityKey{JoinKeyValues: []*pb.Value{sval(u), ival(m)}}
+		}
+		resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:*"),
+			Entities: []*pb.EntityKey{key("u1", 42), key("u1", 43), key("u2", 42)}})
+		checkRows(t, resp, [][]string{{"PRESENT 2", "PRESENT 5"}, {"PRESENT 1", "PRESENT 4"}, {"PRESENT 0", "NOT_FOUND"}})
+	})
+
+	t.Run("registry version change", func(t *testing.T) {
+		f.clock.set(21 * time.Minute)
+		old := f.snaps.Current()
+		defer f.snaps.p.Store(old)
+		f.snaps.p.Store(loadSnapshot(t, 2, strings.Replace(testDefs, "name: n_5m,", "name: n_5m_renamed,", 1)))
+		resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: refs("card_more:n_5m_renamed"), Entities: []*pb.EntityKey{skey("c1")}})
+		if resp.GetRegistryVersion() != 2 {
+			t.Errorf("registry version %d, want 2", resp.GetRegistryVersion())
+		}
+		_, err := f.client.GetOnlineFeatures(context.Background(), &pb.GetOnlineFeaturesRequest{Kind: refs("card_more:n_5m"), Entities: []*pb.EntityKey{skey("c1")}})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("a feature of the old version: %v", err)
+		}
+	})
+
+	t.Run("reflection", func(t *testing.T) {
+		stream, err := reflectionpb.NewServerReflectionClient(f.conn).ServerReflectionInfo(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stream.CloseSend()
+		if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, s := range resp.GetListServicesResponse().GetService() {
+			names = append(names, s.GetName())
+		}
+		if !slices.Contains(names, "featurestore.v1.OnlineService") || !slices.Contains(names, "grpc.health.v1.Health") {
+			t.Errorf("reflection lists %q", names)
+		}
+	})
+
+	t.Run("health", func(t *testing.T) {
+		resp, err := healthpb.NewHealthClient(f.conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: "featurestore.v1.OnlineService"})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("health: %v %v", resp, err)
+		}
+	})
+}
+
+func TestGetOnlineFeaturesBadRequests(t *testing.T) {
+	f := newFixture(t, OnlineOptions{MaxEntities: 5})
+	c1 := []*pb.EntityKey{skey("c1")}
+	for _, c := range []struct {
+		name string
+		req  *pb.GetOnlineFeaturesRequest
+		want string
+	}{
+		{"unknown service", &pb.GetOnlineFeaturesRequest{Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "nope"}, Entities: c1}, `unknown feature service "nope"`},
+		{"unknown view", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "nope:x"), Entities: c1}, `unknown feature view "nope"`},
+		{"unknown feature", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:nope"), Entities: c1}, `unknown feature "nope" in feature view "card_txn"`},
+		{"malformed ref", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn"), Entities: c1}, `invalid feature reference "card_txn"`},
+		{"repeated ref", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "card_txn:*"), Entities: c1}, `feature "card_txn:n_1h" requested more than once`},
+		{"no features", &pb.GetOnlineFeaturesRequest{Kind: refs(), Entities: c1}, "no features requested"},
+		{"no kind", &pb.GetOnlineFeaturesRequest{Entities: c1}, "set feature_service or features"},
+		{"two entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "pair_txn:n_1h"), Entities: c1}, `feature "pair_txn:n_1h" is of entity "user_merchant", but "card_txn:n_1h" is of entity "card"`},
+		{"no entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h")}, "no entities requested"},
+		{"too many entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("a"), skey("b"), skey("c"), skey("d"), skey("e"), skey("f")}}, "6 entities requested, more than the 5 allowed"},
+		{"arity", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("c1"), skey("c1", "x")}}, `entity 1: entity "card" has 1 join keys [card_id], got 2 values`},
+		{"empty key", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{{}}}, `entity 0: entity "card" has 1 join keys [card_id], got 0 values`},
+		{"key type", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("c1"), {JoinKeyValues: []*pb.Value{ival(1)}}}}, `entity 1: join key "card_id" (position 0) of entity "card": want a string value, got int64`},
+		{"composite key type", &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:n_1h"), Entities: []*pb.EntityKey{skey("u1", "42")}}, `entity 0: join key "merchant_id" (position 1) of entity "user_merchant": want a int64 value, got string`},
+		{"unset key value", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{{}}}}}, `entity 0: join key "card_id" (position 0) of entity "card": want a string value, got no value`},
+		{"double key", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{dval(1)}}}}, `got double`},
+		{"request context", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: c1, RequestContext: map[string]*pb.Value{"amount": dval(1)}}, `request_context "amount" is used by no requested feature`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := f.client.GetOnlineFeatures(context.Background(), c.req)
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), c.want) {
+				t.Errorf("got %v, want InvalidArgument with %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestGetOnlineFeaturesRedisDown checks that an online store that accepts
+// connections but never answers fails the call with UNAVAILABLE at the
+// server's default deadline, and one that refuses connections at once.
+func TestGetOnlineFeaturesRedisDown(t *testing.T) {
+	black, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer black.Close()
+	go func() {
+		for {
+			c, err := black.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold the connection open, never answer
+		}
+	}()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := closed.Addr().String()
+	closed.Close()
+
+	for _, c := range []struct{ name, addr string }{{"silent", black.Addr().String()}, {"refused", refused}} {
+		t.Run(c.name, func(t *testing.T) {
+			rc := redis.NewClient(&redis.Options{Addr: c.addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+			defer rc.Close()
+			snaps := &staticSnapshots{}
+			snaps.p.Store(loadSnapshot(t, 1, testDefs))
+			conn := start(t, NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: "p", DefaultDeadline: 300 * time.Millisecond}))
+			begin := time.Now()
+			_, err := pb.NewOnlineServiceClient(conn).GetOnlineFeatures(context.Background(), &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("c1")}})
+			took := time.Since(begin)
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("got %v, want Unavailable", err)
+			}
+			if took > 2*time.Second {
+				t.Errorf("took %v, want about the 300ms default deadline", took)
+			}
+		})
+	}
+}

@@ -1,0 +1,192 @@
+package serving
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/window"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// plan is what one registry version needs at request time, computed once
+// per version so that requests only look names up.
+type plan struct {
+	version  int64
+	views    map[string]*viewPlan
+	services map[string]*selection
+	// errs holds the services that could not be planned, by name, with why.
+	serviceErrs map[string]error
+}
+
+// entityPlan is an entity's join keys in declared order.
+type entityPlan struct {
+	name  string
+	keys  []string
+	kinds []featurestore.KeyKind
+}
+
+// viewPlan is one feature view as the store lays it out.
+type viewPlan struct {
+	name     string
+	entity   *entityPlan
+	layout   online.ViewLayout
+	features map[string]int // feature name to its index in the compiled view
+	infos    []window.FeatureInfo
+	// err is set when the view cannot be served (offline only, or its
+	// definition does not compile); requesting it fails with err.
+	err error
+}
+
+// column is one requested feature.
+type column struct {
+	view  *viewPlan
+	vidx  int // index of view in selection.views
+	index int // index of the feature in the view's read result
+	name  string
+}
+
+// selection is a resolved set of features: the columns in response order and
+// the distinct views they come from.
+type selection struct {
+	entity *entityPlan
+	names  []string
+	cols   []column
+	views  []*viewPlan
+}
+
+// newPlan compiles every view of a snapshot. A view that fails does not fail
+// the plan: only requests for it do.
+func newPlan(project string, snap *registry.Snapshot) *plan {
+	r := snap.Registry
+	p := &plan{
+		version:     snap.Version,
+		views:       make(map[string]*viewPlan, len(r.Views)),
+		services:    make(map[string]*selection, len(r.Services)),
+		serviceErrs: map[string]error{},
+	}
+	entities := make(map[string]*entityPlan, len(r.Entities))
+	for _, e := range r.Entities {
+		ep := &entityPlan{name: e.Name}
+		for _, k := range e.JoinKeys {
+			kind := featurestore.KeyString
+			if k.Type == registry.KeyInt64 {
+				kind = featurestore.KeyInt64
+			}
+			ep.keys = append(ep.keys, k.Name)
+			ep.kinds = append(ep.kinds, kind)
+		}
+		entities[e.Name] = ep
+	}
+	for _, v := range r.Views {
+		vp := &viewPlan{name: v.Name, entity: entities[v.Entity]}
+		p.views[v.Name] = vp
+		if !v.IsOnline() {
+			vp.err = fmt.Errorf("feature view %q is not online", v.Name)
+			continue
+		}
+		src := r.Source(v.Source)
+		compiled, err := window.Compile(v, src)
+		if err != nil {
+			vp.err = fmt.Errorf("feature view %q: %w", v.Name, err)
+			continue
+		}
+		vp.layout = online.NewViewLayout(project, v.Name, compiled, src.AllowedLateness.Std())
+		vp.infos = compiled.Features()
+		vp.features = make(map[string]int, len(vp.infos))
+		for i, f := range vp.infos {
+			vp.features[f.Name] = i
+		}
+	}
+	for _, s := range r.Services {
+		sel, err := p.selectRefs(s.Resolved())
+		if err != nil {
+			p.serviceErrs[s.Name] = fmt.Errorf("feature service %q: %w", s.Name, err)
+			continue
+		}
+		p.services[s.Name] = sel
+	}
+	return p
+}
+
+// service returns the selection of a feature service.
+func (p *plan) service(name string) (*selection, error) {
+	if sel := p.services[name]; sel != nil {
+		return sel, nil
+	}
+	if err := p.serviceErrs[name]; err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("unknown feature service %q", name)
+}
+
+// parseRefs resolves "view:feature" and "view:*" references in order.
+func (p *plan) parseRefs(refs []string) (*selection, error) {
+	if len(refs) == 0 {
+		return nil, fmt.Errorf("no features requested")
+	}
+	out := make([]registry.FeatureRef, 0, len(refs))
+	for _, s := range refs {
+		view, feature, ok := strings.Cut(s, ":")
+		if !ok || view == "" || feature == "" || strings.Contains(feature, ":") {
+			return nil, fmt.Errorf("invalid feature reference %q: expected view:feature", s)
+		}
+		vp := p.views[view]
+		if vp == nil {
+			return nil, fmt.Errorf("unknown feature view %q in %q", view, s)
+		}
+		if vp.err != nil {
+			return nil, vp.err
+		}
+		if feature == "*" {
+			for _, f := range vp.infos {
+				out = append(out, registry.FeatureRef{View: view, Feature: f.Name})
+			}
+			continue
+		}
+		out = append(out, registry.FeatureRef{View: view, Feature: feature})
+	}
+	return p.selectRefs(out)
+}
+
+// selectRefs builds the selection of resolved references: each must name a
+// known feature, appear once, and all must share one entity.
+func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
+	sel := &selection{names: make([]string, 0, len(refs)), cols: make([]column, 0, len(refs))}
+	seen := make(map[registry.FeatureRef]bool, len(refs))
+	vidx := map[*viewPlan]int{}
+	for _, ref := range refs {
+		vp := p.views[ref.View]
+		if vp == nil {
+			return nil, fmt.Errorf("unknown feature view %q in %q", ref.View, ref.String())
+		}
+		if vp.err != nil {
+			return nil, vp.err
+		}
+		i, ok := vp.features[ref.Feature]
+		if !ok {
+			return nil, fmt.Errorf("unknown feature %q in feature view %q", ref.Feature, ref.View)
+		}
+		if seen[ref] {
+			return nil, fmt.Errorf("feature %q requested more than once", ref.String())
+		}
+		seen[ref] = true
+		if sel.entity == nil {
+			sel.entity = vp.entity
+		} else if sel.entity != vp.entity {
+			return nil, fmt.Errorf("feature %q is of entity %q, but %q is of entity %q: the features of one request must share one entity",
+				ref.String(), vp.entity.name, sel.names[0], sel.entity.name)
+		}
+		vi, ok := vidx[vp]
+		if !ok {
+			vi = len(sel.views)
+			vidx[vp] = vi
+			sel.views = append(sel.views, vp)
+		}
+		name := ref.String()
+		sel.names = append(sel.names, name)
+		sel.cols = append(sel.cols, column{view: vp, vidx: vi, index: i, name: name})
+	}
+	return sel, nil
+}

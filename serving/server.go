@@ -1,0 +1,122 @@
+package serving
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+)
+
+// Defaults of ServerConfig.
+const (
+	DefaultMaxConcurrentStreams = 1024
+	DefaultMaxRecvMsgSize       = 16 << 20
+	DefaultMaxSendMsgSize       = 64 << 20
+	DefaultShutdownTimeout      = 10 * time.Second
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Addr is the address to listen on, host:port. Ignored when Listener
+	// is set.
+	Addr string
+	// Listener, if set, is served instead of listening on Addr (tests use
+	// bufconn).
+	Listener net.Listener
+	// MaxConcurrentStreams bounds the calls in flight on one connection;
+	// DefaultMaxConcurrentStreams when zero.
+	MaxConcurrentStreams uint32
+	// MaxRecvMsgSize and MaxSendMsgSize bound message sizes in bytes;
+	// the defaults when zero.
+	MaxRecvMsgSize, MaxSendMsgSize int
+	// ShutdownTimeout is how long Run waits for calls in flight to finish
+	// once ctx ends, before cutting them off; DefaultShutdownTimeout when
+	// zero.
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// Server is the gRPC server of the online service, with health and
+// reflection.
+type Server struct {
+	cfg    ServerConfig
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// NewServer returns a server of svc; start it with Run.
+func NewServer(svc pb.OnlineServiceServer, cfg ServerConfig) *Server {
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.MaxRecvMsgSize <= 0 {
+		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if cfg.MaxSendMsgSize <= 0 {
+		cfg.MaxSendMsgSize = DefaultMaxSendMsgSize
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	gs := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
+	)
+	pb.RegisterOnlineServiceServer(gs, svc)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return &Server{cfg: cfg, grpc: gs, health: hs}
+}
+
+// Run serves until ctx ends, then stops gracefully: health turns to
+// NOT_SERVING, calls in flight get ShutdownTimeout to finish, and the rest
+// are cut off.
+func (s *Server) Run(ctx context.Context) error {
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.Addr); err != nil {
+			return fmt.Errorf("grpc listener on %s: %w", s.cfg.Addr, err)
+		}
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(pb.OnlineService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.cfg.Logger.Info("grpc listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("grpc server: %w", err)
+	case <-ctx.Done():
+	}
+	start := time.Now()
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.ShutdownTimeout):
+		s.cfg.Logger.Warn("grpc graceful stop timed out; cutting calls off", "timeout", s.cfg.ShutdownTimeout)
+		s.grpc.Stop()
+		<-done
+	}
+	<-errc
+	s.cfg.Logger.Info("grpc server stopped", "duration", time.Since(start))
+	return nil
+}
