@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"net"
 	"path/filepath"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/featurestore/featurestore/featurestore/devenv"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/ingest"
+	"github.com/featurestore/featurestore/serving"
 	"github.com/featurestore/featurestore/registry"
 	"github.com/featurestore/featurestore/registry/redisstore"
 )
@@ -28,6 +30,7 @@ func devCommand() *command {
 		project   string
 		rate      int
 		metrics   string
+		grpcAddr  string
 	)
 	return &command{
 		name:    "dev",
@@ -49,6 +52,7 @@ Ctrl-C.`,
 			fs.StringVar(&project, "project", "default", "Project whose registry dev mode fills.")
 			fs.IntVar(&rate, "generate-rate", 50, "Example card transactions generated per second into the card_transactions topic; 0 for none.")
 			fs.StringVar(&metrics, "metrics-addr", "127.0.0.1:9464", "Address of the /metrics endpoint; empty to serve none.")
+			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC lookup service.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: dev takes no arguments", errUsage)
@@ -141,6 +145,21 @@ Ctrl-C.`,
 						log.Error("ingest failed", "err", err)
 					}
 				}()
+				// Serve lookups from the same Redis.
+				ln, err := net.Listen("tcp", grpcAddr)
+				if err != nil {
+					return fmt.Errorf("grpc listener: %w", err)
+				}
+				svc := serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
+					Project: project, Metrics: serving.NewMetrics(promReg), Logger: log,
+				})
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := serving.NewServer(svc, serving.ServerConfig{Listener: ln, Logger: log}).Run(ctx); err != nil {
+						log.Error("serving failed", "err", err)
+					}
+				}()
 				defer wg.Wait()
 				generated := "off"
 				if src := r.Source("card_transactions"); src != nil && rate > 0 {
@@ -155,14 +174,16 @@ Ctrl-C.`,
   Redis (in-process):   %s   online store and registry
   Registry:             version %d of project %q, from %s: %s
   Ingest:               every source into Redis; metrics at %s
+  gRPC lookups:         %s   (featurestore.v1.OnlineService, health, reflection)
   Event generator:      %s
 
 Try, from another terminal:
   featurestore versions
   featurestore plan %s
+  grpcurl -plaintext -d '{"features":{"refs":["card_txn:txn_count_10m","card_txn:last_country"]},"entities":[{"join_key_values":[{"string_val":"card-0001"}]}]}' %s featurestore.v1.OnlineService/GetOnlineFeatures
 
 Press Ctrl-C to stop.
-`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, generated, defs)
+`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, ln.Addr(), generated, defs, ln.Addr())
 				<-ctx.Done()
 				fmt.Fprintln(env.stdout, "Stopping.")
 				return nil

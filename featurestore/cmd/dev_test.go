@@ -10,8 +10,11 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/featurestore/featurestore/ingest"
+	featurestorev1 "github.com/featurestore/featurestore/protos/featurestore/v1"
 )
 
 type syncBuffer struct {
@@ -42,7 +45,7 @@ func TestDev(t *testing.T) {
 		done := make(chan int, 1)
 		go func() {
 			done <- runContext(ctx, []string{"dev", "--data-dir", dataDir, "--definitions", "../../examples",
-				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--generate-rate", "200", "--log-level", "warn"}, &out, &errOut, func(string) string { return "" })
+				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--generate-rate", "200", "--log-level", "warn"}, &out, &errOut, func(string) string { return "" })
 		}()
 		addrRE := regexp.MustCompile(`Redis \(in-process\):\s+(\S+)`)
 		var redisAddr string
@@ -85,6 +88,23 @@ func TestDev(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		rc.Close()
+		// And lookups answer over gRPC.
+		grpcAddr := regexp.MustCompile(`gRPC lookups:\s+(\S+)`).FindStringSubmatch(out.String())
+		if grpcAddr == nil {
+			t.Fatalf("round %d: no gRPC address in the banner:\n%s", round, out.String())
+		}
+		conn, err := grpc.NewClient(grpcAddr[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := featurestorev1.NewOnlineServiceClient(conn).GetOnlineFeatures(ctx, &featurestorev1.GetOnlineFeaturesRequest{
+			Kind:     &featurestorev1.GetOnlineFeaturesRequest_Features{Features: &featurestorev1.FeatureList{Refs: []string{"card_txn:txn_count_1d", "card_txn:last_country"}}},
+			Entities: []*featurestorev1.EntityKey{{JoinKeyValues: []*featurestorev1.Value{{Kind: &featurestorev1.Value_StringVal{StringVal: "card-0001"}}}}},
+		})
+		conn.Close()
+		if err != nil || len(resp.GetResults()) != 1 {
+			t.Fatalf("round %d: lookup against dev mode: %v", round, err)
+		}
 		cancel()
 		select {
 		case code := <-done:
