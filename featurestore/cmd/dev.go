@@ -4,8 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -15,9 +15,9 @@ import (
 	"github.com/featurestore/featurestore/featurestore/devenv"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/ingest"
-	"github.com/featurestore/featurestore/serving"
 	"github.com/featurestore/featurestore/registry"
 	"github.com/featurestore/featurestore/registry/redisstore"
+	"github.com/featurestore/featurestore/serving"
 )
 
 func devCommand() *command {
