@@ -26,26 +26,30 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("accepted %q with %d columns and %d names", refs, len(sel.cols), len(sel.names))
 		}
 		for _, c := range sel.cols {
-			if c.view.entity != sel.entity || sel.views[c.vidx] != c.view || c.index >= len(c.view.infos) {
+			if c.view.entity != sel.entities[sel.eidx[c.view]] || sel.views[c.vidx] != c.view || c.index >= len(c.view.infos) {
 				t.Fatalf("inconsistent column %+v", c)
 			}
 		}
+		if len(sel.entities) != 1 {
+			return // positional keys serve one entity; named keys are tested elsewhere
+		}
+		ent := sel.entities[0]
 		var vals []*pb.Value
-		for range len(sel.entity.keys) {
+		for range len(ent.keys) {
 			if useInt {
 				vals = append(vals, ival(n))
 			} else {
 				vals = append(vals, sval(s))
 			}
 		}
-		keys, err := entityKeys([]*pb.EntityKey{{JoinKeyValues: vals}}, sel.entity)
+		keys, err := entityKeys([]*pb.EntityKey{{JoinKeyValues: vals}}, sel.entities)
 		if err != nil {
 			return
 		}
 		parts := keys[0].Parts()
 		for i, part := range parts {
-			if part.Kind != sel.entity.kinds[i] {
-				t.Fatalf("part %d of kind %s, want %s", i, part.Kind, sel.entity.kinds[i])
+			if part.Kind != ent.kinds[i] {
+				t.Fatalf("part %d of kind %s, want %s", i, part.Kind, ent.kinds[i])
 			}
 		}
 		if k, _ := featurestore.NewEntityKey(parts...); k != keys[0] {

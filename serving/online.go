@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,16 +148,16 @@ func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnline
 	case len(ents) > s.opts.MaxEntities:
 		return nil, status.Errorf(codes.InvalidArgument, "%d entities requested, more than the %d allowed per request", len(ents), s.opts.MaxEntities)
 	}
-	keys, err := entityKeys(ents, sel.entity)
+	keys, err := entityKeys(ents, sel.entities)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 
-	nv := len(sel.views)
-	reads := make([]online.ViewRead, len(keys)*nv)
-	for i, k := range keys {
+	nv, ne := len(sel.views), len(sel.entities)
+	reads := make([]online.ViewRead, len(ents)*nv)
+	for i := range ents {
 		for j, vp := range sel.views {
-			reads[i*nv+j] = online.ViewRead{Layout: &vp.layout, Entity: k}
+			reads[i*nv+j] = online.ViewRead{Layout: &vp.layout, Entity: keys[i*ne+sel.eidx[vp]]}
 		}
 	}
 	now := s.opts.Now()
@@ -172,28 +173,64 @@ func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnline
 	return fill(req, sel, vals, p.version, now), nil
 }
 
-// entityKeys checks the join-key values of each entity against the entity's
-// declaration and returns their keys.
-func entityKeys(ents []*pb.EntityKey, e *entityPlan) ([]featurestore.EntityKey, error) {
-	keys := make([]featurestore.EntityKey, len(ents))
-	parts := make([]featurestore.KeyPart, len(e.keys))
+// entityKeys checks the join-key values of each row against the entities'
+// declarations and returns the keys, row by row: the key of entity e in row i
+// is at i*len(entities)+e.
+func entityKeys(ents []*pb.EntityKey, entities []*entityPlan) ([]featurestore.EntityKey, error) {
+	keys := make([]featurestore.EntityKey, len(ents)*len(entities))
 	for i, ek := range ents {
-		vals := ek.GetJoinKeyValues()
-		if len(vals) != len(e.keys) {
-			return nil, fmt.Errorf("entity %d: entity %q has %d join keys %v, got %d values", i, e.name, len(e.keys), e.keys, len(vals))
-		}
-		for j, v := range vals {
-			part, err := keyPart(v, e.kinds[j])
-			if err != nil {
-				return nil, fmt.Errorf("entity %d: join key %q (position %d) of entity %q: %w", i, e.keys[j], j, e.name, err)
+		vals, named := ek.GetJoinKeyValues(), ek.GetJoinKeys()
+		switch {
+		case len(vals) > 0 && len(named) > 0:
+			return nil, fmt.Errorf("entity %d: give join_key_values or join_keys, not both", i)
+		case len(named) == 0 && len(entities) > 1:
+			names := make([]string, len(entities))
+			for j, e := range entities {
+				names[j] = e.name
 			}
-			parts[j] = part
+			return nil, fmt.Errorf("entity %d: the features belong to entities %v: name the join keys (join_keys)", i, names)
 		}
-		k, err := featurestore.NewEntityKey(parts...)
-		if err != nil {
-			return nil, fmt.Errorf("entity %d: %w", i, err)
+		for e, ent := range entities {
+			parts := make([]featurestore.KeyPart, len(ent.keys))
+			if len(named) == 0 {
+				if len(vals) != len(ent.keys) {
+					return nil, fmt.Errorf("entity %d: entity %q has %d join keys %v, got %d values", i, ent.name, len(ent.keys), ent.keys, len(vals))
+				}
+				for j, v := range vals {
+					part, err := keyPart(v, ent.kinds[j])
+					if err != nil {
+						return nil, fmt.Errorf("entity %d: join key %q (position %d) of entity %q: %w", i, ent.keys[j], j, ent.name, err)
+					}
+					parts[j] = part
+				}
+			} else {
+				for j, name := range ent.keys {
+					v, ok := named[name]
+					if !ok {
+						return nil, fmt.Errorf("entity %d: no value for join key %q of entity %q", i, name, ent.name)
+					}
+					part, err := keyPart(v, ent.kinds[j])
+					if err != nil {
+						return nil, fmt.Errorf("entity %d: join key %q of entity %q: %w", i, name, ent.name, err)
+					}
+					parts[j] = part
+				}
+			}
+			k, err := featurestore.NewEntityKey(parts...)
+			if err != nil {
+				return nil, fmt.Errorf("entity %d: %w", i, err)
+			}
+			keys[i*len(entities)+e] = k
 		}
-		keys[i] = k
+		for name := range named {
+			used := false
+			for _, ent := range entities {
+				used = used || slices.Contains(ent.keys, name)
+			}
+			if !used {
+				return nil, fmt.Errorf("entity %d: join key %q belongs to no entity of the requested features", i, name)
+			}
+		}
 	}
 	return keys, nil
 }

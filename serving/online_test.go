@@ -365,6 +365,23 @@ func TestGetOnlineFeatures(t *testing.T) {
 		checkRows(t, resp, [][]string{{"PRESENT 2", "PRESENT 5"}, {"PRESENT 1", "PRESENT 4"}, {"PRESENT 0", "NOT_FOUND"}})
 	})
 
+	t.Run("features of two entities with named join keys", func(t *testing.T) {
+		f.clock.set(21 * time.Minute)
+		named := func(card, user string, merchant int64) *pb.EntityKey {
+			return &pb.EntityKey{JoinKeys: map[string]*pb.Value{"card_id": sval(card), "user_id": sval(user), "merchant_id": ival(merchant)}}
+		}
+		both := get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "pair_txn:*"),
+			Entities: []*pb.EntityKey{named("c1", "u1", 42), named("c2", "u1", 43)}})
+		cards := get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("c1"), skey("c2")}})
+		pairs := get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:*"),
+			Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{sval("u1"), ival(42)}}, {JoinKeyValues: []*pb.Value{sval("u1"), ival(43)}}}})
+		var want [][]string
+		for i := range 2 {
+			want = append(want, append(rows(cards)[i], rows(pairs)[i]...))
+		}
+		checkRows(t, both, want)
+	})
+
 	t.Run("registry version change", func(t *testing.T) {
 		f.clock.set(21 * time.Minute)
 		old := f.snaps.Current()
@@ -425,7 +442,11 @@ func TestGetOnlineFeaturesBadRequests(t *testing.T) {
 		{"repeated ref", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "card_txn:*"), Entities: c1}, `feature "card_txn:n_1h" requested more than once`},
 		{"no features", &pb.GetOnlineFeaturesRequest{Kind: refs(), Entities: c1}, "no features requested"},
 		{"no kind", &pb.GetOnlineFeaturesRequest{Entities: c1}, "set feature_service or features"},
-		{"two entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "pair_txn:n_1h"), Entities: c1}, `feature "pair_txn:n_1h" is of entity "user_merchant", but "card_txn:n_1h" is of entity "card"`},
+		{"two entities, positional keys", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "pair_txn:n_1h"), Entities: c1}, `entity 0: the features belong to entities [card user_merchant]: name the join keys (join_keys)`},
+		{"named key missing", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "pair_txn:n_1h"), Entities: []*pb.EntityKey{{JoinKeys: map[string]*pb.Value{"card_id": sval("c1"), "user_id": sval("u1")}}}}, `entity 0: no value for join key "merchant_id" of entity "user_merchant"`},
+		{"named key unused", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{{JoinKeys: map[string]*pb.Value{"card_id": sval("c1"), "shop": sval("s")}}}}, `entity 0: join key "shop" belongs to no entity of the requested features`},
+		{"named key type", &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:n_1h"), Entities: []*pb.EntityKey{{JoinKeys: map[string]*pb.Value{"user_id": sval("u1"), "merchant_id": sval("42")}}}}, `entity 0: join key "merchant_id" of entity "user_merchant": want a int64 value, got string`},
+		{"both key forms", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{sval("c1")}, JoinKeys: map[string]*pb.Value{"card_id": sval("c1")}}}}, `entity 0: give join_key_values or join_keys, not both`},
 		{"no entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h")}, "no entities requested"},
 		{"too many entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("a"), skey("b"), skey("c"), skey("d"), skey("e"), skey("f")}}, "6 entities requested, more than the 5 allowed"},
 		{"arity", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("c1"), skey("c1", "x")}}, `entity 1: entity "card" has 1 join keys [card_id], got 2 values`},

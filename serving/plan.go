@@ -2,6 +2,7 @@ package serving
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -50,10 +51,13 @@ type column struct {
 // selection is a resolved set of features: the columns in response order and
 // the distinct views they come from.
 type selection struct {
-	entity *entityPlan
-	names  []string
-	cols   []column
-	views  []*viewPlan
+	// entities are the distinct entities of the selected views, in the
+	// order first met; each view's is entities[eidx[view]].
+	entities []*entityPlan
+	eidx     map[*viewPlan]int
+	names    []string
+	cols     []column
+	views    []*viewPlan
 }
 
 // newPlan compiles every view of a snapshot. A view that fails does not fail
@@ -151,9 +155,10 @@ func (p *plan) parseRefs(refs []string) (*selection, error) {
 }
 
 // selectRefs builds the selection of resolved references: each must name a
-// known feature, appear once, and all must share one entity.
+// known feature and appear once. The features may belong to several
+// entities; rows must then name their join keys.
 func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
-	sel := &selection{names: make([]string, 0, len(refs)), cols: make([]column, 0, len(refs))}
+	sel := &selection{names: make([]string, 0, len(refs)), cols: make([]column, 0, len(refs)), eidx: map[*viewPlan]int{}}
 	seen := make(map[registry.FeatureRef]bool, len(refs))
 	vidx := map[*viewPlan]int{}
 	for _, ref := range refs {
@@ -172,17 +177,17 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 			return nil, fmt.Errorf("feature %q requested more than once", ref.String())
 		}
 		seen[ref] = true
-		if sel.entity == nil {
-			sel.entity = vp.entity
-		} else if sel.entity != vp.entity {
-			return nil, fmt.Errorf("feature %q is of entity %q, but %q is of entity %q: the features of one request must share one entity",
-				ref.String(), vp.entity.name, sel.names[0], sel.entity.name)
-		}
 		vi, ok := vidx[vp]
 		if !ok {
 			vi = len(sel.views)
 			vidx[vp] = vi
 			sel.views = append(sel.views, vp)
+			ei := slices.Index(sel.entities, vp.entity)
+			if ei < 0 {
+				ei = len(sel.entities)
+				sel.entities = append(sel.entities, vp.entity)
+			}
+			sel.eidx[vp] = ei
 		}
 		name := ref.String()
 		sel.names = append(sel.names, name)

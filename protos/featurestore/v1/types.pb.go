@@ -492,17 +492,24 @@ func (x *BoolList) GetVal() []bool {
 	return nil
 }
 
-// EntityKey identifies one entity instance, such as one customer or one card.
+// EntityKey identifies the entity instances of one row of a lookup, such as
+// one card, or one card and one merchant.
 //
-// The values are positional: one per join key, in the order the entity
-// declares its join keys in the registry, each of that join key's declared
-// scalar type. Join keys are never lists. A key with the wrong number of values
-// or a value of the wrong type is rejected with INVALID_ARGUMENT naming the
-// entity, the join key and the position.
+// Give either join_key_values or join_keys, not both. The positional form
+// serves requests whose features all belong to one entity: one value per join
+// key, in the order the entity declares its join keys in the registry. The
+// named form serves any request, and is required when the features belong to
+// several entities (a card's and a merchant's features for one transaction):
+// it names every join key of every entity the features need. Each value has
+// its join key's declared scalar type; join keys are never lists. A missing,
+// unused or wrongly typed key is rejected with INVALID_ARGUMENT naming the
+// row, the join key and the entity.
 type EntityKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The join-key values, in the entity's declared join-key order.
 	JoinKeyValues []*Value `protobuf:"bytes,1,rep,name=join_key_values,json=joinKeyValues,proto3" json:"join_key_values,omitempty"`
+	// The join-key values by join key name.
+	JoinKeys      map[string]*Value `protobuf:"bytes,2,rep,name=join_keys,json=joinKeys,proto3" json:"join_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,6 +551,13 @@ func (x *EntityKey) GetJoinKeyValues() []*Value {
 	return nil
 }
 
+func (x *EntityKey) GetJoinKeys() map[string]*Value {
+	if x != nil {
+		return x.JoinKeys
+	}
+	return nil
+}
+
 var File_featurestore_v1_types_proto protoreflect.FileDescriptor
 
 const file_featurestore_v1_types_proto_rawDesc = "" +
@@ -571,9 +585,13 @@ const file_featurestore_v1_types_proto_rawDesc = "" +
 	"DoubleList\x12\x10\n" +
 	"\x03val\x18\x01 \x03(\x01R\x03val\"\x1c\n" +
 	"\bBoolList\x12\x10\n" +
-	"\x03val\x18\x01 \x03(\bR\x03val\"K\n" +
+	"\x03val\x18\x01 \x03(\bR\x03val\"\xe7\x01\n" +
 	"\tEntityKey\x12>\n" +
-	"\x0fjoin_key_values\x18\x01 \x03(\v2\x16.featurestore.v1.ValueR\rjoinKeyValues*\xed\x01\n" +
+	"\x0fjoin_key_values\x18\x01 \x03(\v2\x16.featurestore.v1.ValueR\rjoinKeyValues\x12E\n" +
+	"\tjoin_keys\x18\x02 \x03(\v2(.featurestore.v1.EntityKey.JoinKeysEntryR\bjoinKeys\x1aS\n" +
+	"\rJoinKeysEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
+	"\x05value\x18\x02 \x01(\v2\x16.featurestore.v1.ValueR\x05value:\x028\x01*\xed\x01\n" +
 	"\tValueType\x12\x1a\n" +
 	"\x16VALUE_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11VALUE_TYPE_STRING\x10\x01\x12\x14\n" +
@@ -599,7 +617,7 @@ func file_featurestore_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_featurestore_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_featurestore_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_featurestore_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_featurestore_v1_types_proto_goTypes = []any{
 	(ValueType)(0),     // 0: featurestore.v1.ValueType
 	(*Value)(nil),      // 1: featurestore.v1.Value
@@ -608,6 +626,7 @@ var file_featurestore_v1_types_proto_goTypes = []any{
 	(*DoubleList)(nil), // 4: featurestore.v1.DoubleList
 	(*BoolList)(nil),   // 5: featurestore.v1.BoolList
 	(*EntityKey)(nil),  // 6: featurestore.v1.EntityKey
+	nil,                // 7: featurestore.v1.EntityKey.JoinKeysEntry
 }
 var file_featurestore_v1_types_proto_depIdxs = []int32{
 	2, // 0: featurestore.v1.Value.string_list_val:type_name -> featurestore.v1.StringList
@@ -615,11 +634,13 @@ var file_featurestore_v1_types_proto_depIdxs = []int32{
 	4, // 2: featurestore.v1.Value.double_list_val:type_name -> featurestore.v1.DoubleList
 	5, // 3: featurestore.v1.Value.bool_list_val:type_name -> featurestore.v1.BoolList
 	1, // 4: featurestore.v1.EntityKey.join_key_values:type_name -> featurestore.v1.Value
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	7, // 5: featurestore.v1.EntityKey.join_keys:type_name -> featurestore.v1.EntityKey.JoinKeysEntry
+	1, // 6: featurestore.v1.EntityKey.JoinKeysEntry.value:type_name -> featurestore.v1.Value
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_featurestore_v1_types_proto_init() }
@@ -643,7 +664,7 @@ func file_featurestore_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_featurestore_v1_types_proto_rawDesc), len(file_featurestore_v1_types_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
