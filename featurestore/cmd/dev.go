@@ -180,7 +180,7 @@ Ctrl-C.`,
 Try, from another terminal:
   featurestore versions
   featurestore plan %s
-  grpcurl -plaintext -d '{"features":{"refs":["card_txn:txn_count_10m","card_txn:last_country"]},"entities":[{"join_key_values":[{"string_val":"card-0001"}]}]}' %s featurestore.v1.OnlineService/GetOnlineFeatures
+  grpcurl -plaintext -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' %s featurestore.v1.OnlineService/GetOnlineFeatures
 
 Press Ctrl-C to stop.
 `, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, ln.Addr(), generated, defs, ln.Addr())

@@ -98,11 +98,14 @@ func TestDev(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp, err := featurestorev1.NewOnlineServiceClient(conn).GetOnlineFeatures(ctx, &featurestorev1.GetOnlineFeaturesRequest{
-			Kind:     &featurestorev1.GetOnlineFeaturesRequest_Features{Features: &featurestorev1.FeatureList{Refs: []string{"card_txn:txn_count_1d", "card_txn:last_country"}}},
-			Entities: []*featurestorev1.EntityKey{{JoinKeyValues: []*featurestorev1.Value{{Kind: &featurestorev1.Value_StringVal{StringVal: "card-0001"}}}}},
+			Kind: &featurestorev1.GetOnlineFeaturesRequest_FeatureService{FeatureService: "fraud_detection_v1"},
+			Entities: []*featurestorev1.EntityKey{{JoinKeys: map[string]*featurestorev1.Value{
+				"card_id":     {Kind: &featurestorev1.Value_StringVal{StringVal: "card-0001"}},
+				"merchant_id": {Kind: &featurestorev1.Value_StringVal{StringVal: "m-001"}},
+			}}},
 		})
 		conn.Close()
-		if err != nil || len(resp.GetResults()) != 1 {
+		if err != nil || len(resp.GetResults()) != 1 || len(resp.GetResults()[0].GetValues()) != 10 {
 			t.Fatalf("round %d: lookup against dev mode: %v", round, err)
 		}
 		cancel()
