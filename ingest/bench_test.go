@@ -214,6 +214,7 @@ func BenchmarkIngestFreshness(b *testing.B) {
 		seen := make([][]seenPos, benchPartitions)
 		lastSeen := make([]atomic.Int64, benchPartitions)
 		pollCtx, endPolls := context.WithTimeout(ctx, warmup+d+2*time.Minute)
+		b.Cleanup(endPolls)
 		var polls sync.WaitGroup
 		for p := range benchPartitions {
 			polls.Go(func() {

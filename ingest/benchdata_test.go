@@ -394,14 +394,14 @@ func quantile(sorted []time.Duration, f float64) time.Duration {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // startIngest runs the group with the production defaults (batches of
-// 1000, linger 5ms) until stop is called.
+// 1000, linger 5ms) until stop is called, or the benchmark ends.
 func startIngest(b *testing.B, brokers []string, topic, group string, h PartitionHandler) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- RunGroup(ctx, GroupConfig{Brokers: brokers, GroupID: group, Topic: topic, SessionTimeout: 6 * time.Second}, h)
 	}()
-	return func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -411,7 +411,9 @@ func startIngest(b *testing.B, brokers []string, topic, group string, h Partitio
 		case <-time.After(benchStopTimeout):
 			b.Errorf("RunGroup did not stop within %s", benchStopTimeout)
 		}
-	}
+	})
+	b.Cleanup(stop) // also when the benchmark fails half-way
+	return stop
 }
 
 // applied returns how many messages of the topic the positions say are
