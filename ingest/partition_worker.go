@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -45,6 +46,38 @@ func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 		return
 	}
 	w.log.Info("partition started", "offset", next)
+	// Kafka's committed offset is a hint only (for tools and lag metrics;
+	// resuming reads the positions in Redis), so it is committed in the
+	// background once a second instead of after every batch: a synchronous
+	// commit per batch queues all partitions behind one connection and
+	// costs milliseconds of freshness.
+	var committed atomic.Int64
+	committed.Store(-1)
+	commitCtx, stopCommits := context.WithCancel(genCtx)
+	commitDone := make(chan struct{})
+	go func() {
+		defer close(commitDone)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		last := int64(-1)
+		for {
+			select {
+			case <-commitCtx.Done():
+				return
+			case <-t.C:
+			}
+			if n := committed.Load(); n > last {
+				if err := w.gen.CommitOffsets(map[string]map[int]int64{topic: {w.partition: n}}); err != nil {
+					if genCtx.Err() == nil {
+						w.log.Debug("commit offsets failed", "err", err)
+					}
+					continue
+				}
+				last = n
+			}
+		}
+	}()
+	defer func() { stopCommits(); <-commitDone }()
 	batch := make([]kafka.Message, 0, w.cfg.BatchSize)
 	for {
 		batch = batch[:0]
@@ -73,10 +106,7 @@ func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 			return
 		}
 		next = batch[len(batch)-1].Offset + 1
-		// A hint only: tools and lag metrics read it; resuming does not.
-		if err := w.gen.CommitOffsets(map[string]map[int]int64{topic: {w.partition: next}}); err != nil && genCtx.Err() == nil {
-			w.log.Debug("commit offsets failed", "err", err)
-		}
+		committed.Store(next)
 	}
 }
 
