@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 
 	"github.com/featurestore/featurestore/registry"
@@ -295,5 +294,3 @@ language server, start a file with
 		},
 	}
 }
-
-var _ = os.Stdout

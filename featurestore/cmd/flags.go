@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sort"
 	"strings"
 )
@@ -83,5 +82,3 @@ func usage(w io.Writer, c *command, fs *flag.FlagSet) {
 		fmt.Fprintf(w, "  --%s  [%s]%s\n      %s\n", f.Name, envName(f.Name), def, f.Usage)
 	}
 }
-
-var _ = os.Getenv

@@ -141,26 +141,12 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
-				store, closeStore, err := reg.open(ctx)
+				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery)
 				if err != nil {
 					return err
 				}
-				defer closeStore()
-				rc := reg.redis.client()
-				defer rc.Close()
-				promReg := newRegistry()
-				if metricsAddr != "" {
-					addr, err := serveMetrics(ctx, metricsAddr, promReg, log)
-					if err != nil {
-						return err
-					}
-					log.Info("metrics listening", "addr", "http://"+addr+"/metrics")
-				}
-				w := registry.NewWatcher(store, registry.WatcherOptions{Interval: watchEvery, Logger: log})
-				if _, err := w.Load(ctx); err != nil {
-					return err
-				}
-				go func() { _ = w.Run(ctx) }()
+				defer d.stop()
+				w, rc, promReg := d.watcher, d.rc, d.prom
 				return ingest.RunService(ctx, ingest.ServiceConfig{
 					Project:     reg.project,
 					Brokers:     resolve,

@@ -58,32 +58,15 @@ to --shutdown-timeout. Serves Prometheus metrics on --metrics-addr.`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
-				store, closeStore, err := reg.open(ctx)
+				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery)
 				if err != nil {
 					return err
 				}
-				defer closeStore()
-				rc := reg.redis.client()
-				defer rc.Close()
-				promReg := newRegistry()
-				if metricsAddr != "" {
-					addr, err := serveMetrics(ctx, metricsAddr, promReg, log)
-					if err != nil {
-						return err
-					}
-					log.Info("metrics listening", "addr", "http://"+addr+"/metrics")
-				}
-				w := registry.NewWatcher(store, registry.WatcherOptions{Interval: watchEvery, Logger: log})
-				if _, err := w.Load(ctx); err != nil {
-					return fmt.Errorf("load registry: %w", err)
-				}
+				defer d.stop()
+				w, rc, promReg := d.watcher, d.rc, d.prom
 				if w.Current() == nil {
 					log.Warn("no registry version yet; requests fail with UNAVAILABLE until one is applied", "project", reg.project)
 				}
-				wctx, stopWatch := context.WithCancel(ctx)
-				watchDone := make(chan struct{})
-				go func() { defer close(watchDone); _ = w.Run(wctx) }()
-				defer func() { stopWatch(); <-watchDone }()
 				svc := serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
 					Project:         reg.project,
 					MaxEntities:     maxEntities,
