@@ -3,6 +3,8 @@ package online
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -16,6 +18,8 @@ type ViewLayout struct {
 	Name    string
 	View    *window.View
 	Ring    int64
+
+	readers *sync.Pool // of *window.Reader, which keep buffers between reads
 }
 
 // NewViewLayout returns the layout of a compiled view with the source's
@@ -25,7 +29,24 @@ func NewViewLayout(project, name string, v *window.View, lateness time.Duration)
 	if v.Tile() > 0 {
 		tiles = v.MaxWindow() / v.Tile()
 	}
-	return ViewLayout{Project: project, Name: name, View: v, Ring: RingSize(v.Tile(), tiles, lateness)}
+	return ViewLayout{Project: project, Name: name, View: v, Ring: RingSize(v.Tile(), tiles, lateness),
+		readers: &sync.Pool{New: func() any { return v.NewReader() }}}
+}
+
+// reader returns a reader of the view, from the layout's pool when it was
+// made by NewViewLayout.
+func (l *ViewLayout) reader() *window.Reader {
+	if l.readers == nil {
+		return l.View.NewReader()
+	}
+	return l.readers.Get().(*window.Reader)
+}
+
+// release gives a reader back to the layout's pool.
+func (l *ViewLayout) release(rd *window.Reader) {
+	if l.readers != nil {
+		l.readers.Put(rd)
+	}
 }
 
 // ViewRead asks for every feature of one view for one entity.
@@ -96,11 +117,14 @@ func ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t int64) ([][]win
 				return nil, fmt.Errorf("read %s: %w", lookups[i].Key, err)
 			}
 		}
-		res, err := v.NewReader().Read(t, tiles, life, last)
+		rd := r.Layout.reader()
+		res, err := rd.Read(t, tiles, life, last)
 		if err != nil {
+			r.Layout.release(rd)
 			return nil, fmt.Errorf("read %s: %w", lookups[i].Key, err)
 		}
-		out[i] = res
+		out[i] = slices.Clone(res) // res is the reader's buffer, reused by its next Read
+		r.Layout.release(rd)
 	}
 	return out, nil
 }
