@@ -1,0 +1,59 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestore/featurestore/registry"
+)
+
+// daemon is what the long-running commands (ingest, serve) share: the
+// registry store and a watcher following it, a Redis client for the online
+// store, and a metrics registry served on an address.
+type daemon struct {
+	rc      redis.UniversalClient
+	prom    *prometheus.Registry
+	watcher *registry.Watcher
+	stop    func()
+}
+
+// startDaemon opens the registry, loads its current version, starts the
+// watcher and the metrics endpoint (unless metricsAddr is empty). Call stop
+// when done: it stops the watcher and closes the clients, in reverse order.
+func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metricsAddr string, watchEvery time.Duration) (*daemon, error) {
+	store, closeStore, err := reg.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{rc: reg.redis.client(), prom: newRegistry()}
+	if metricsAddr != "" {
+		addr, err := serveMetrics(ctx, metricsAddr, d.prom, log)
+		if err != nil {
+			d.rc.Close()
+			closeStore()
+			return nil, err
+		}
+		log.Info("metrics listening", "addr", "http://"+addr+"/metrics")
+	}
+	d.watcher = registry.NewWatcher(store, registry.WatcherOptions{Interval: watchEvery, Logger: log})
+	if _, err := d.watcher.Load(ctx); err != nil {
+		d.rc.Close()
+		closeStore()
+		return nil, fmt.Errorf("load registry: %w", err)
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); _ = d.watcher.Run(wctx) }()
+	d.stop = func() {
+		stopWatch()
+		<-watchDone
+		d.rc.Close()
+		closeStore()
+	}
+	return d, nil
+}
