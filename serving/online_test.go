@@ -172,6 +172,13 @@ func newFixture(t testing.TB, opts OnlineOptions) *fixture {
 	t.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rc.Close() })
+	return newFixtureOn(t, rc, opts)
+}
+
+// newFixtureOn writes the test's events through the real ingest applier into
+// rc, standalone or cluster, and serves them.
+func newFixtureOn(t testing.TB, rc redis.UniversalClient, opts OnlineOptions) *fixture {
+	t.Helper()
 	project := testenv.UniqueName(t, "serving")
 	snap := loadSnapshot(t, 1, testDefs)
 	ms := func(d time.Duration) int64 { return at(d) }

@@ -3,147 +3,14 @@ package online
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/testenv"
 )
-
-// startCluster starts a Redis Cluster of three masters from the redis-server
-// binary that .ci/services.sh installs, and stops it when the test ends. Like
-// testenv, it skips on a developer's machine without the binary and fails in
-// CI.
-func startCluster(t *testing.T) []string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: not starting a Redis Cluster")
-	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if testenv.RequireServices() {
-			t.Fatalf("redis-server is not on PATH; it is needed for the Redis Cluster test: %v", err)
-		}
-		t.Skipf("redis-server is not on PATH; skipping the Redis Cluster test: %v", err)
-	}
-	const nodes = 3
-	dir := t.TempDir()
-	addrs := make([]string, nodes)
-	for i := range nodes {
-		port := freePort(t)
-		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		nodeDir := filepath.Join(dir, strconv.Itoa(i))
-		if err := os.Mkdir(nodeDir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		logf, err := os.Create(filepath.Join(nodeDir, "redis.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin,
-			"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--protected-mode", "no",
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(nodeDir, "nodes.conf"),
-			"--dir", nodeDir, "--save", "", "--appendonly", "no", "--daemonize", "no")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start %s: %v", bin, err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			logf.Close()
-			if t.Failed() {
-				if b, err := os.ReadFile(logf.Name()); err == nil {
-					t.Logf("log of node %s:\n%s", addrs[i], b)
-				}
-			}
-		})
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	clients := make([]*redis.Client, nodes)
-	for i, a := range addrs {
-		clients[i] = redis.NewClient(&redis.Options{Addr: a})
-		defer clients[i].Close()
-		if err := waitFor(ctx, func() error { return clients[i].Ping(ctx).Err() }); err != nil {
-			t.Fatalf("node %s does not answer: %v", a, err)
-		}
-	}
-	for i, c := range clients {
-		first, last := i*16384/nodes, (i+1)*16384/nodes-1
-		if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err(); err != nil {
-			t.Fatalf("node %s: CLUSTER ADDSLOTSRANGE %d %d: %v", addrs[i], first, last, err)
-		}
-		if i > 0 {
-			host, port, _ := net.SplitHostPort(addrs[i])
-			if err := clients[0].ClusterMeet(ctx, host, port).Err(); err != nil {
-				t.Fatalf("CLUSTER MEET %s: %v", addrs[i], err)
-			}
-		}
-	}
-	for i, c := range clients {
-		err := waitFor(ctx, func() error {
-			info, err := c.ClusterInfo(ctx).Result()
-			if err != nil {
-				return err
-			}
-			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", nodes)) {
-				return fmt.Errorf("not ready: %s", info)
-			}
-			shards, err := c.ClusterShards(ctx).Result()
-			if err != nil {
-				return err
-			}
-			for _, sh := range shards {
-				if len(sh.Slots) == 0 || len(sh.Nodes) == 0 {
-					return fmt.Errorf("node sees a shard without slots or nodes: %+v", sh)
-				}
-			}
-			if len(shards) != nodes {
-				return fmt.Errorf("node sees %d shards", len(shards))
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("cluster not ready at %s: %v", addrs[i], err)
-		}
-	}
-	return addrs
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func waitFor(ctx context.Context, check func() error) error {
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w; last: %v", ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
 
 // pipelineCounter counts the pipelines each node receives.
 type pipelineCounter struct {
@@ -168,7 +35,7 @@ func (h *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 // accepted (one key each), and a Read of many keys costs one pipeline per
 // node.
 func TestCluster(t *testing.T) {
-	addrs := startCluster(t)
+	addrs := testenv.RedisCluster(t, 3)
 	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	cc := c.(*redis.ClusterClient)
