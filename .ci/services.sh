@@ -19,6 +19,10 @@
 #   FEATURESTORE_KAFKA_VERSION          default 4.1.1 (4.0.1 or newer: kafka-go
 #                                       needs JoinGroup v1, dropped in 4.0.0)
 #   FEATURESTORE_SERVICES_TIMEOUT       seconds `up` waits for each service (default 180)
+#
+# `up` also makes a Python virtual environment with the packages of
+# .ci/requirements.txt (pip, from PyPI) for the interoperability tests; `env`
+# names its interpreter.
 set -euo pipefail
 
 HOST=127.0.0.1
@@ -34,6 +38,9 @@ KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
 KAFKA_LIBS=$KAFKA_HOME/libs
 # State is per port pair so that two checkouts using other ports do not clash.
 STATE=$CACHE/services/redis-$REDIS_PORT-kafka-$KAFKA_PORT
+REQUIREMENTS=$ROOT/.ci/requirements.txt
+# One environment per requirements file content, shared by all port pairs.
+VENV=$CACHE/python/$(sha256sum "$REQUIREMENTS" | cut -c1-12)
 REDIS_DIR=$STATE/redis
 KAFKA_DIR=$STATE/kafka
 
@@ -131,6 +138,8 @@ install_missing() {
   command -v java >/dev/null || pkgs+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || pkgs+=(maven)
   command -v timeout >/dev/null || pkgs+=(coreutils)
+  command -v python3 >/dev/null || pkgs+=(python3)
+  python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
   ((${#pkgs[@]})) || return 0
   command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
   log "installing ${pkgs[*]} with apt-get"
@@ -359,6 +368,24 @@ start_kafka() {
   log "kafka $KAFKA_VERSION ready on $HOST:$KAFKA_PORT (pid $(<"$STATE/kafka.pid"), logs in $KAFKA_DIR)"
 }
 
+# python_env: the virtual environment of .ci/requirements.txt, made once.
+python_env() {
+  local stamp=$VENV/.complete attempt
+  [[ -f $stamp ]] && return 0
+  log "installing $(grep -cv '^\s*\(#\|$\)' "$REQUIREMENTS") Python packages into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+  for attempt in 1 2 3; do
+    if "$VENV/bin/pip" install -q --disable-pip-version-check --no-input -r "$REQUIREMENTS" >&2; then
+      touch "$stamp"
+      return 0
+    fi
+    log "pip install failed (attempt $attempt of 3)"
+    sleep $((attempt * 5))
+  done
+  die "pip install -r $REQUIREMENTS failed"
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -370,6 +397,7 @@ cmd_up() {
   trap 'rc=$?; if ((rc != 0)); then log "up failed; stopping the services"; cmd_down; fi' EXIT
   start_redis
   start_kafka
+  python_env
   trap - EXIT
   log "up in $((SECONDS - start))s; state in $STATE"
 }
@@ -382,6 +410,7 @@ cmd_down() {
 cmd_env() {
   echo "FEATURESTORE_TEST_REDIS_ADDR=$HOST:$REDIS_PORT"
   echo "FEATURESTORE_TEST_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
+  echo "FEATURESTORE_TEST_PYTHON=$VENV/bin/python"
 }
 
 cmd_status() {

@@ -1,10 +1,12 @@
-// Package testenv connects integration tests to the real Redis and Kafka that
-// `make test` starts (.ci/services.sh, DESIGN.md section 8).
+// Package testenv connects integration tests to the real Redis, Kafka and
+// Python (with pyarrow, polars and duckdb) that
+// `make test` provides (.ci/services.sh, DESIGN.md section 8).
 //
-// The services are found through two environment variables:
+// They are found through three environment variables:
 //
 //	FEATURESTORE_TEST_REDIS_ADDR=127.0.0.1:16379
 //	FEATURESTORE_TEST_KAFKA_BROKERS=127.0.0.1:19092[,host:port...]
+//	FEATURESTORE_TEST_PYTHON=~/.cache/featurestore/python/<hash>/bin/python
 //
 // When a variable is unset, a test that asks for the service is skipped on a
 // developer's machine and fails in CI (CI=true or FEATURESTORE_REQUIRE_SERVICES=1),
@@ -31,6 +33,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +48,7 @@ const (
 	RedisAddrEnv       = "FEATURESTORE_TEST_REDIS_ADDR"
 	KafkaBrokersEnv    = "FEATURESTORE_TEST_KAFKA_BROKERS"
 	RequireServicesEnv = "FEATURESTORE_REQUIRE_SERVICES"
+	PythonEnv          = "FEATURESTORE_TEST_PYTHON"
 )
 
 // dialTimeout bounds each check that a service answers.
@@ -113,6 +117,33 @@ func KafkaBrokers(t testing.TB) []string {
 	return brokers
 }
 
+// PythonModules are the Python packages the interoperability tests use;
+// .ci/requirements.txt pins their versions.
+var PythonModules = []string{"pyarrow", "polars", "duckdb"}
+
+// Python returns the Python interpreter named by FEATURESTORE_TEST_PYTHON
+// (the virtual environment .ci/services.sh makes) after checking that it
+// imports PythonModules. It skips or fails the test when the variable is unset
+// (see the package doc) and fails it when the interpreter or a module is
+// missing.
+func Python(t testing.TB) string {
+	t.Helper()
+	py := strings.TrimSpace(os.Getenv(PythonEnv))
+	if py == "" {
+		missing(t, PythonEnv, "Python with "+strings.Join(PythonModules, ", "))
+		return ""
+	}
+	if _, ok := answered.Load("python|" + py); !ok {
+		script := "import " + strings.Join(PythonModules, ", ")
+		out, err := exec.Command(py, "-c", script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s=%s is set but `%s` fails there: %v\n%s%s", PythonEnv, py, script, err, out, hint)
+		}
+		answered.Store("python|"+py, struct{}{})
+	}
+	return py
+}
+
 func splitBrokers(s string) []string {
 	var brokers []string
 	for _, b := range strings.Split(s, ",") {
@@ -133,8 +164,7 @@ func missing(t testing.TB, env, service string) {
 	t.Skipf("%s is not set; skipping test that needs a real %s; %s", env, service, hint)
 }
 
-// pingRedis speaks just enough RESP to know a Redis is there, without making
-// this package depend on a Redis client.
+// pingRedis speaks just enough RESP to know a Redis is there.
 func pingRedis(addr string) error {
 	conn, err := net.DialTimeout("tcp", addr, dialTimeout)
 	if err != nil {
