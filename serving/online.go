@@ -44,9 +44,14 @@ type OnlineOptions struct {
 	DefaultDeadline time.Duration
 	// Now is the clock that gives each request its read time; time.Now when
 	// nil.
-	Now     func() time.Time
-	Metrics *Metrics
-	Logger  *slog.Logger
+	Now func() time.Time
+	// Authorize, if set, is called once per request, with the project and
+	// the feature views the request reads, once they are resolved and before
+	// anything is read; its error (a gRPC status) fails the request.
+	// Auth.Authorize is one.
+	Authorize func(ctx context.Context, project string, views []string) error
+	Metrics   *Metrics
+	Logger    *slog.Logger
 }
 
 // OnlineService implements featurestore.v1.OnlineService over the online
@@ -136,6 +141,15 @@ func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnline
 	}
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if authorize := s.opts.Authorize; authorize != nil {
+		views := make([]string, len(sel.views))
+		for i, vp := range sel.views {
+			views[i] = vp.name
+		}
+		if err := authorize(ctx, s.opts.Project, views); err != nil {
+			return nil, err
+		}
 	}
 	for name := range req.GetRequestContext() {
 		// No feature is computed at request time yet, so every name is unused.
