@@ -139,6 +139,7 @@ type discardSink struct{}
 func (discardSink) Send(context.Context, []ingest.DeadLetter) error { return nil }
 
 type fixture struct {
+	svc    *OnlineService
 	client pb.OnlineServiceClient
 	conn   *grpc.ClientConn
 	clock  *clock
@@ -197,7 +198,8 @@ func newFixtureOn(t testing.TB, rc redis.UniversalClient, opts OnlineOptions) *f
 	f.snaps.p.Store(snap)
 	opts.Project = project
 	opts.Now = f.clock.now
-	f.conn = start(t, NewOnlineService(f.snaps, online.New(rc, online.Options{}), opts))
+	f.svc = NewOnlineService(f.snaps, online.New(rc, online.Options{}), opts)
+	f.conn = start(t, f.svc)
 	f.client = pb.NewOnlineServiceClient(f.conn)
 	return f
 }

@@ -1,0 +1,607 @@
+package serving
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+)
+
+// listen returns a listener on a free loopback TCP port.
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// serveGRPC serves svc over gRPC on a loopback TCP port until the test ends
+// and returns its address.
+func serveGRPC(t testing.TB, svc *OnlineService) string {
+	t.Helper()
+	ln := listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- NewServer(svc, ServerConfig{Listener: ln, ShutdownTimeout: time.Second}).Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("grpc server: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// serveHTTP serves svc over HTTP on a loopback TCP port until the test ends
+// and returns its base URL.
+func serveHTTP(t testing.TB, svc *OnlineService, cfg HTTPConfig) string {
+	t.Helper()
+	cfg.Listener = listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- NewHTTPServer(svc, cfg).Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("http server: %v", err)
+		}
+	})
+	scheme := "http"
+	if cfg.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + cfg.Listener.Addr().String()
+}
+
+func dialGRPC(t testing.TB, addr string) pb.OnlineServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return pb.NewOnlineServiceClient(conn)
+}
+
+type httpReply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// post sends body to the lookup route with the content type given ("" for
+// none) and returns the reply.
+func post(t testing.TB, c *http.Client, url, contentType string, body io.Reader) httpReply {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url+HTTPLookupPath, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	return do(t, c, req)
+}
+
+func do(t testing.TB, c *http.Client, req *http.Request) httpReply {
+	t.Helper()
+	if c == nil {
+		c = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return httpReply{resp.StatusCode, resp.Header, b}
+}
+
+func postProto(t testing.TB, url string, req *pb.GetOnlineFeaturesRequest) httpReply {
+	t.Helper()
+	b, err := protojson.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return post(t, nil, url, "application/json", strings.NewReader(string(b)))
+}
+
+// errorBody decodes the JSON error body of r.
+func errorBody(t testing.TB, r httpReply) (code, message string) {
+	t.Helper()
+	var e struct{ Code, Message string }
+	if err := json.Unmarshal(r.body, &e); err != nil || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("error body %q (%s): %v", r.body, r.header.Get("Content-Type"), err)
+	}
+	return e.Code, e.Message
+}
+
+// TestHTTPMatchesGRPC sends the same requests over gRPC and HTTP to one
+// service and checks the JSON response decodes to the gRPC response.
+func TestHTTPMatchesGRPC(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	grpcClient := dialGRPC(t, serveGRPC(t, f.svc))
+	url := serveHTTP(t, f.svc, HTTPConfig{})
+	named := func(card, user string, merchant int64) *pb.EntityKey {
+		return &pb.EntityKey{JoinKeys: map[string]*pb.Value{"card_id": sval(card), "user_id": sval(user), "merchant_id": ival(merchant)}}
+	}
+	for _, c := range []struct {
+		name string
+		req  *pb.GetOnlineFeaturesRequest
+	}{
+		{"statuses, order, duplicates", &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c2"), skey("nobody"), skey("c1"), skey("c2")}}},
+		{"feature service", &pb.GetOnlineFeaturesRequest{Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "fraud"}, Entities: []*pb.EntityKey{skey("c1"), skey("c2")}}},
+		{"composite keys", &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:*"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{sval("u1"), ival(42)}}, {JoinKeyValues: []*pb.Value{sval("u2"), ival(42)}}}}},
+		{"named keys of two entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "pair_txn:*"), Entities: []*pb.EntityKey{named("c1", "u1", 42), named("c2", "u1", 43)}}},
+		{"no metadata", &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1")}, IncludeMetadata: proto.Bool(false)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			want := get(t, grpcClient, c.req)
+			r := postProto(t, url, c.req)
+			if r.status != http.StatusOK || r.header.Get("Content-Type") != "application/json" {
+				t.Fatalf("status %d, content type %q: %s", r.status, r.header.Get("Content-Type"), r.body)
+			}
+			got := &pb.GetOnlineFeaturesResponse{}
+			if err := protojson.Unmarshal(r.body, got); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, want) {
+				t.Errorf("HTTP response differs from gRPC's:\n http %v\n grpc %v", got, want)
+			}
+		})
+	}
+}
+
+// TestHTTPJSONForm checks the JSON text itself for a request written by
+// hand, as with curl: proto field names, enum names, int64 as strings, RFC
+// 3339 times.
+func TestHTTPJSONForm(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	url := serveHTTP(t, f.svc, HTTPConfig{})
+	// int64 join keys may be JSON numbers or strings; both field name
+	// spellings are accepted.
+	r := post(t, nil, url, "application/json; charset=utf-8", strings.NewReader(`{
+		"features": {"refs": ["pair_txn:n_1h", "pair_txn:last_amount"]},
+		"entities": [
+			{"join_key_values": [{"string_val": "u1"}, {"int64_val": 42}]},
+			{"joinKeyValues": [{"stringVal": "u1"}, {"int64Val": "43"}]},
+			{"join_keys": {"user_id": {"string_val": "u9"}, "merchant_id": {"int64_val": 1}}}
+		]
+	}`))
+	if r.status != http.StatusOK {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	var got any
+	if err := json.Unmarshal(r.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	var want any
+	if err := json.Unmarshal([]byte(`{
+		"feature_names": ["pair_txn:n_1h", "pair_txn:last_amount"],
+		"results": [
+			{"values": [
+				{"value": {"int64_val": "2"}, "status": "FEATURE_STATUS_PRESENT", "event_time": "2026-11-26T08:04:00Z",
+				 "window": {"start": "2026-11-26T07:22:00Z", "end": "2026-11-26T08:21:00.001Z"}},
+				{"value": {"double_val": 5}, "status": "FEATURE_STATUS_PRESENT", "event_time": "2026-11-26T08:04:00Z"}]},
+			{"values": [
+				{"value": {"int64_val": "1"}, "status": "FEATURE_STATUS_PRESENT", "event_time": "2026-11-26T08:03:00Z",
+				 "window": {"start": "2026-11-26T07:22:00Z", "end": "2026-11-26T08:21:00.001Z"}},
+				{"value": {"double_val": 4}, "status": "FEATURE_STATUS_PRESENT", "event_time": "2026-11-26T08:03:00Z"}]},
+			{"values": [
+				{"value": {"int64_val": "0"}, "status": "FEATURE_STATUS_PRESENT",
+				 "window": {"start": "2026-11-26T07:22:00Z", "end": "2026-11-26T08:21:00.001Z"}},
+				{"status": "FEATURE_STATUS_NOT_FOUND"}]}
+		],
+		"read_time": "2026-11-26T08:21:00Z",
+		"registry_version": "1"
+	}`), &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("response\n got %s\nwant %v", r.body, want)
+	}
+}
+
+func TestHTTPErrors(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, OnlineOptions{MaxEntities: 3, Metrics: NewMetrics(reg)})
+	url := serveHTTP(t, f.svc, HTTPConfig{MaxBodyBytes: 1024})
+	ok := `{"features": {"refs": ["card_txn:n_1h"]}, "entities": [{"join_key_values": [{"string_val": "c1"}]}]}`
+	big := `{"features": {"refs": ["card_txn:n_1h"]}, "entities": [{"join_key_values": [{"string_val": "` + strings.Repeat("x", 1024) + `"}]}]}`
+	for _, c := range []struct {
+		name, method, path, contentType string
+		body                            io.Reader
+		status                          int
+		code, message                   string
+	}{
+		{"wrong method", http.MethodGet, HTTPLookupPath, "", nil, 405, "UNIMPLEMENTED", "method GET not allowed: /v1/features:get takes POST"},
+		{"no content type", http.MethodPost, HTTPLookupPath, "", strings.NewReader(ok), 415, "INVALID_ARGUMENT", "no Content-Type: send the request as application/json"},
+		{"form content type", http.MethodPost, HTTPLookupPath, "application/x-www-form-urlencoded", strings.NewReader(ok), 415, "INVALID_ARGUMENT", `Content-Type "application/x-www-form-urlencoded": send the request as application/json`},
+		{"other charset", http.MethodPost, HTTPLookupPath, "application/json; charset=latin1", strings.NewReader(ok), 415, "INVALID_ARGUMENT", "JSON must be UTF-8"},
+		{"too large, length known", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(big), 413, "RESOURCE_EXHAUSTED", "request body larger than 1024 bytes"},
+		// An io.Reader without a known length is sent chunked.
+		{"too large, chunked", http.MethodPost, HTTPLookupPath, "application/json", io.MultiReader(strings.NewReader(big)), 413, "RESOURCE_EXHAUSTED", "request body larger than 1024 bytes"},
+		{"empty body", http.MethodPost, HTTPLookupPath, "application/json", nil, 400, "INVALID_ARGUMENT", "empty request body"},
+		{"truncated JSON", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"features": {"refs": [`), 400, "INVALID_ARGUMENT", "malformed GetOnlineFeaturesRequest: "},
+		{"unknown field", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"feature": {"refs": ["card_txn:n_1h"]}}`), 400, "INVALID_ARGUMENT", `unknown field "feature"`},
+		{"wrong JSON type", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"features": {"refs": "card_txn:n_1h"}}`), 400, "INVALID_ARGUMENT", "malformed GetOnlineFeaturesRequest: "},
+		{"unknown view", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"features": {"refs": ["nope:x"]}, "entities": [{"join_key_values": [{"string_val": "c1"}]}]}`), 400, "INVALID_ARGUMENT", `unknown feature view "nope"`},
+		{"key type", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"features": {"refs": ["card_txn:n_1h"]}, "entities": [{"join_key_values": [{"int64_val": 1}]}]}`), 400, "INVALID_ARGUMENT", `join key "card_id" (position 0) of entity "card": want a string value, got int64`},
+		{"too many entities", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"feature_service": "fraud", "entities": [{}, {}, {}, {}]}`), 400, "INVALID_ARGUMENT", "4 entities requested, more than the 3 allowed"},
+		{"unknown path", http.MethodPost, "/v1/features", "application/json", strings.NewReader(ok), 404, "NOT_FOUND", "no route /v1/features: lookups are POST /v1/features:get"},
+		{"health by POST", http.MethodPost, HTTPHealthPath, "", nil, 405, "UNIMPLEMENTED", "method POST not allowed: /healthz takes GET"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req, err := http.NewRequest(c.method, url+c.path, c.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.contentType != "" {
+				req.Header.Set("Content-Type", c.contentType)
+			}
+			r := do(t, nil, req)
+			code, msg := errorBody(t, r)
+			if r.status != c.status || code != c.code || !strings.Contains(msg, c.message) {
+				t.Errorf("got %d %s %q, want %d %s %q", r.status, code, msg, c.status, c.code, c.message)
+			}
+			if c.status == 405 && r.header.Get("Allow") == "" {
+				t.Error("405 without an Allow header")
+			}
+		})
+	}
+	// Every lookup that reached the route is counted, by its gRPC code.
+	if r := post(t, nil, url, "application/json", strings.NewReader(ok)); r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	got := histogramCounts(t, reg, "featurestore_serving_request_duration_seconds")
+	want := map[string]uint64{
+		"POST /v1/features:get OK":                1,
+		"POST /v1/features:get Unimplemented":     1,
+		"POST /v1/features:get InvalidArgument":   10,
+		"POST /v1/features:get ResourceExhausted": 2,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("request duration counts by method/code %v, want %v", got, want)
+	}
+}
+
+// histogramCounts returns the sample counts of the request duration
+// histogram by "method code".
+func histogramCounts(t testing.TB, reg *prometheus.Registry, name string) map[string]uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			out[labels["method"]+" "+labels["code"]] = m.GetHistogram().GetSampleCount()
+		}
+	}
+	return out
+}
+
+// TestHTTPStatusCodes checks the HTTP status of every gRPC code a lookup can
+// fail with, including those only an interceptor produces (authentication),
+// through an interceptor that fails with the code the test names in the
+// Authorization header.
+func TestHTTPStatusCodes(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	url := serveHTTP(t, f.svc, HTTPConfig{
+		Interceptor: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+			a := metadata.ValueFromIncomingContext(ctx, "authorization")
+			if len(a) != 1 {
+				return next(ctx, req)
+			}
+			n, err := strconv.Atoi(strings.TrimPrefix(a[0], "Bearer code-"))
+			if err != nil {
+				return nil, errors.New("a plain error, not a status")
+			}
+			return nil, status.Errorf(codes.Code(n), "refused with %s", codes.Code(n))
+		},
+	})
+	for _, c := range []struct {
+		code   codes.Code
+		status int
+		name   string
+	}{
+		{codes.InvalidArgument, 400, "INVALID_ARGUMENT"},
+		{codes.Unauthenticated, 401, "UNAUTHENTICATED"},
+		{codes.PermissionDenied, 403, "PERMISSION_DENIED"},
+		{codes.NotFound, 404, "NOT_FOUND"},
+		{codes.ResourceExhausted, 429, "RESOURCE_EXHAUSTED"},
+		{codes.Internal, 500, "INTERNAL"},
+		{codes.Unknown, 500, "UNKNOWN"},
+		{codes.FailedPrecondition, 500, "FAILED_PRECONDITION"},
+		{codes.Canceled, 500, "CANCELLED"},
+		{codes.Unavailable, 503, "UNAVAILABLE"},
+		{codes.DeadlineExceeded, 504, "DEADLINE_EXCEEDED"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, url+HTTPLookupPath, strings.NewReader(`{"feature_service": "fraud", "entities": [{"join_key_values": [{"string_val": "c1"}]}]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", fmt.Sprintf("Bearer code-%d", c.code))
+		r := do(t, nil, req)
+		code, msg := errorBody(t, r)
+		if r.status != c.status || code != c.name || msg != "refused with "+c.code.String() {
+			t.Errorf("%v: got %d %s %q, want %d %s", c.code, r.status, code, msg, c.status, c.name)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, url+HTTPLookupPath, strings.NewReader(`{"feature_service": "fraud", "entities": [{"join_key_values": [{"string_val": "c1"}]}]}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer secret")
+	r := do(t, nil, req)
+	if code, msg := errorBody(t, r); r.status != 500 || code != "INTERNAL" || msg != "internal error" {
+		t.Errorf("an error without a status: got %d %s %q, want 500 INTERNAL and no detail", r.status, code, msg)
+	}
+}
+
+// TestHTTPUnavailable checks 503 for lookups and health when there is no
+// registry version yet, and when Redis refuses connections or never answers
+// (at the default deadline, not a hang).
+func TestHTTPUnavailable(t *testing.T) {
+	silent := listen(t)
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold the connection open, never answer
+		}
+	}()
+	closed := listen(t)
+	refused := closed.Addr().String()
+	closed.Close()
+	lookup := `{"features": {"refs": ["card_txn:n_1h"]}, "entities": [{"join_key_values": [{"string_val": "c1"}]}]}`
+
+	for _, c := range []struct {
+		name, redisAddr string
+		noRegistry      bool
+		message         string
+	}{
+		{"no registry version", testenv.RedisAddr(t), true, "no registry version loaded yet"},
+		{"redis refuses", refused, false, "online store: "},
+		{"redis silent", silent.Addr().String(), false, "online store: "},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rc := redis.NewClient(&redis.Options{Addr: c.redisAddr, ContextTimeoutEnabled: true, MaxRetries: -1})
+			defer rc.Close()
+			snaps := &staticSnapshots{}
+			if !c.noRegistry {
+				snaps.p.Store(loadSnapshot(t, 1, testDefs))
+			}
+			svc := NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: testenv.UniqueName(t, "http"), DefaultDeadline: 300 * time.Millisecond})
+			url := serveHTTP(t, svc, HTTPConfig{Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
+			r := post(t, nil, url, "application/json", strings.NewReader(lookup))
+			if code, msg := errorBody(t, r); r.status != 503 || code != "UNAVAILABLE" || !strings.Contains(msg, c.message) {
+				t.Errorf("lookup: got %d %s %q, want 503 UNAVAILABLE %q", r.status, code, msg, c.message)
+			}
+			req, _ := http.NewRequest(http.MethodGet, url+HTTPHealthPath, nil)
+			r = do(t, nil, req)
+			if code, msg := errorBody(t, r); r.status != 503 || code != "UNAVAILABLE" || !strings.Contains(msg, c.message) {
+				t.Errorf("health: got %d %s %q, want 503 UNAVAILABLE %q", r.status, code, msg, c.message)
+			}
+		})
+	}
+}
+
+func TestHTTPHealthReady(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	defer rc.Close()
+	url := serveHTTP(t, f.svc, HTTPConfig{Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		req, _ := http.NewRequest(method, url+HTTPHealthPath, nil)
+		r := do(t, nil, req)
+		if r.status != 200 || r.header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: status %d %q", method, r.status, r.header.Get("Content-Type"))
+		}
+		if method == http.MethodGet && string(r.body) != `{"status":"ok","registry_version":1}`+"\n" {
+			t.Errorf("%s: body %q", method, r.body)
+		}
+	}
+}
+
+// TestHTTPHooks serves HTTPS and checks what the auth hooks get: the
+// middleware wraps lookups but not health; the interceptor sees the
+// authorization header as metadata and the client's TLS state as its peer.
+func TestHTTPHooks(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	serverTLS, clientTLS := selfSignedTLS(t)
+	type seen struct {
+		auth []string
+		peer *peer.Peer
+		ok   bool
+	}
+	seenc := make(chan seen, 1)
+	url := serveHTTP(t, f.svc, HTTPConfig{
+		TLS: serverTLS,
+		Middleware: func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Authorization") == "" {
+					WriteHTTPError(w, status.Error(codes.Unauthenticated, "no token"))
+					return
+				}
+				next.ServeHTTP(w, r)
+			})
+		},
+		Interceptor: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+			p, ok := peer.FromContext(ctx)
+			seenc <- seen{metadata.ValueFromIncomingContext(ctx, "authorization"), p, ok && info.FullMethod == "/featurestore.v1.OnlineService/GetOnlineFeatures"}
+			return next(ctx, req)
+		},
+	})
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: clientTLS, ForceAttemptHTTP2: true}}
+	body := `{"feature_service": "fraud", "entities": [{"join_key_values": [{"string_val": "c1"}]}]}`
+
+	r := post(t, hc, url, "application/json", strings.NewReader(body))
+	if code, _ := errorBody(t, r); r.status != 401 || code != "UNAUTHENTICATED" {
+		t.Errorf("no token: got %d %s, want 401 UNAUTHENTICATED", r.status, code)
+	}
+	req, _ := http.NewRequest(http.MethodPost, url+HTTPLookupPath, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer t0k3n")
+	if r := do(t, hc, req); r.status != 200 {
+		t.Errorf("with token: status %d: %s", r.status, r.body)
+	}
+	s := <-seenc
+	if !s.ok || fmt.Sprint(s.auth) != "[Bearer t0k3n]" {
+		t.Errorf("interceptor saw authorization %q, peer found and method right: %v", s.auth, s.ok)
+	}
+	if info, ok := s.peer.AuthInfo.(credentials.TLSInfo); !ok || !info.State.HandshakeComplete {
+		t.Errorf("interceptor's peer has no TLS state: %#v", s.peer.AuthInfo)
+	}
+	if a, ok := s.peer.Addr.(*net.TCPAddr); !ok || !a.IP.IsLoopback() {
+		t.Errorf("interceptor's peer address %v", s.peer.Addr)
+	}
+	hreq, _ := http.NewRequest(http.MethodGet, url+HTTPHealthPath, nil)
+	if r := do(t, hc, hreq); r.status != 200 {
+		t.Errorf("health behind the middleware: status %d %s", r.status, r.body)
+	}
+}
+
+// selfSignedTLS returns a server configuration with a fresh certificate
+// for 127.0.0.1, and a client configuration trusting it.
+func selfSignedTLS(t testing.TB) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "featurestore test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}}, MinVersion: tls.VersionTLS12},
+		&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// TestHTTPShutdown checks that a lookup in flight when the server is told
+// to stop finishes, that no new connection is accepted meanwhile, and that
+// a lookup still running after ShutdownTimeout is cut off.
+func TestHTTPShutdown(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	body := `{"feature_service": "fraud", "entities": [{"join_key_values": [{"string_val": "c1"}]}]}`
+	for _, c := range []struct {
+		name    string
+		release bool // let the lookup finish
+	}{{"drained", true}, {"cut off", false}} {
+		t.Run(c.name, func(t *testing.T) {
+			entered, release := make(chan struct{}), make(chan struct{})
+			defer close(release)
+			ln := listen(t)
+			srv := NewHTTPServer(f.svc, HTTPConfig{Listener: ln, ShutdownTimeout: 200 * time.Millisecond,
+				Interceptor: func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+					close(entered)
+					<-release
+					return next(ctx, req)
+				}})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- srv.Run(ctx) }()
+			url := "http://" + ln.Addr().String()
+			type result struct {
+				status int
+				err    error
+			}
+			resc := make(chan result, 1)
+			go func() {
+				resp, err := http.Post(url+HTTPLookupPath, "application/json", strings.NewReader(body))
+				if err != nil {
+					resc <- result{err: err}
+					return
+				}
+				resp.Body.Close()
+				resc <- result{status: resp.StatusCode}
+			}()
+			<-entered
+			cancel()
+			// The listener closes at once.
+			for {
+				conn, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					break
+				}
+				conn.Close()
+				time.Sleep(10 * time.Millisecond)
+			}
+			if c.release {
+				release <- struct{}{}
+				if r := <-resc; r.err != nil || r.status != 200 {
+					t.Errorf("lookup in flight: %d %v, want 200", r.status, r.err)
+				}
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+				return
+			}
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			if r := <-resc; r.err == nil {
+				t.Errorf("lookup still in flight after the shutdown timeout got %d, want its connection closed", r.status)
+			}
+		})
+	}
+}
