@@ -69,6 +69,18 @@
 //  4. Hashes whose version had moved go back to step 1 after a short random
 //     pause, up to Options.MaxAttempts rounds.
 //
+// A blind update (Update.Blind) skips the read when it can: its merge with
+// the empty state is sent in step 1, instead of the HMGET, to blindScript,
+// which writes it only if the hash holds none of the update's events (every
+// stored fence below the update's lowest offset of that partition) and none
+// of the fields it sets, except tile slots holding another tile (an older
+// one is overwritten, a newer one kept). Otherwise it writes nothing and
+// returns the fields an HMGET would have, and the update goes on to step 2.
+// Either way the conditions are checked and the write made in one script, so
+// a blind write is exactly what the merge with the stored state would have
+// written; ingest catching up on a backlog, where most writes start new
+// tiles, saves a command and a round trip per hash.
+//
 // The version check serialises concurrent writers of a hash, from several
 // partitions or processes (a zombie consumer after a rebalance), without
 // locks: no update is lost. The fences make repeats no-ops: a batch replayed

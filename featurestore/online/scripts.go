@@ -68,3 +68,93 @@ return v
 
 // fenceBackPrefix starts writeScript's error reply for a fence moving back.
 const fenceBackPrefix = "FENCEBACK"
+
+// blindScript applies a write made without reading (Update.Blind) to one
+// hash, atomically, if the hash holds none of what the write would have had
+// to merge with.
+//
+//	KEYS[1]  the hash
+//	ARGV     TTL in milliseconds (0: no expiry), nr, nf, ns, the nr fields
+//	         the update reads (v, its fences, its data fields), nf triples
+//	         (index of the fence field in the fields read, counting from 1;
+//	         the lowest offset of the write's events; the new fence), ns
+//	         pairs (index of the field in the fields read, value), then the
+//	         fields to delete
+//
+// It writes only if every stored fence is below the write's lowest offset of
+// its partition and every field to set is absent or a tile slot holding
+// another tile: an older tile is overwritten, a newer one is kept and its
+// field left out of the write. It then returns the new version (>= 1), as
+// writeScript does. Otherwise it writes nothing and returns the values of
+// the nr fields, as HMGET would, so that the caller can merge and write with
+// writeScript without another read.
+//
+// A slot value starts with its tile index as a zigzag varint (AppendSlot);
+// tile indexes below 2^52 in magnitude decode exactly in Lua's doubles. A
+// value that does not decode, in the hash or in the write, refuses the write.
+var blindScript = redis.NewScript(`
+local key = KEYS[1]
+local nr, nf, ns = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local cur = redis.call('HMGET', key, unpack(ARGV, 5, 4 + nr))
+local function tile(s)
+  local u, m = 0, 1
+  for i = 1, 8 do
+    local b = string.byte(s, i)
+    if not b then return nil end
+    if b < 128 then
+      u = u + b * m
+      if u % 2 == 0 then return u / 2 end
+      return -(u + 1) / 2
+    end
+    u = u + (b - 128) * m
+    m = m * 128
+  end
+  return nil
+end
+local set = {'v', ''}
+local at = 4 + nr
+for j = 1, nf do
+  local ri, first = tonumber(ARGV[at + 1]), ARGV[at + 2]
+  local old = cur[ri]
+  if old and (#old > #first or (#old == #first and old >= first)) then
+    return cur
+  end
+  set[#set + 1] = ARGV[4 + ri]
+  set[#set + 1] = ARGV[at + 3]
+  at = at + 3
+end
+for j = 1, ns do
+  local ri, val = tonumber(ARGV[at + 1]), ARGV[at + 2]
+  local old = cur[ri]
+  local keep = true
+  if old then
+    local name = ARGV[4 + ri]
+    if string.sub(name, 1, 2) ~= 't:' then
+      return cur
+    end
+    local ko, kn = tile(old), tile(val)
+    if not ko or not kn or ko == kn then
+      return cur
+    end
+    keep = ko < kn
+  end
+  if keep then
+    set[#set + 1] = ARGV[4 + ri]
+    set[#set + 1] = val
+  end
+  at = at + 2
+end
+if at < #ARGV then
+  redis.call('HDEL', key, unpack(ARGV, at + 1, #ARGV))
+end
+local v = (tonumber(cur[1]) or 0) + 1
+set[2] = string.format('%d', v)
+redis.call('HSET', key, unpack(set))
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', key, ttl)
+else
+  redis.call('PERSIST', key)
+end
+return v
+`)

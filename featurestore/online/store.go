@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -48,7 +49,7 @@ type Store struct {
 	c           redis.UniversalClient
 	maxAttempts int
 
-	writes, skips, conflicts atomic.Int64
+	writes, blind, skips, conflicts, refused atomic.Int64
 }
 
 // New returns a store on c. The caller keeps ownership of c. Give c
@@ -64,13 +65,16 @@ func New(c redis.UniversalClient, opts Options) *Store {
 // Stats are cumulative counts of a Store's writes, for metrics.
 type Stats struct {
 	Writes    int64 // hashes written
+	Blind     int64 // of which written without reading first (Update.Blind)
 	Skips     int64 // merges with nothing to write, such as replays
 	Conflicts int64 // writes refused because another writer came first
+	Refused   int64 // blind writes whose hash did not allow them, read instead
 }
 
 // Stats returns the counts so far.
 func (s *Store) Stats() Stats {
-	return Stats{Writes: s.writes.Load(), Skips: s.skips.Load(), Conflicts: s.conflicts.Load()}
+	return Stats{Writes: s.writes.Load(), Blind: s.blind.Load(), Skips: s.skips.Load(),
+		Conflicts: s.conflicts.Load(), Refused: s.refused.Load()}
 }
 
 // Update is what Apply does to one hash: read the fences and fields that
@@ -91,6 +95,33 @@ type Update struct {
 	// write conflicts, so it must compute from its arguments alone and keep
 	// nothing of a call that was not followed by a successful write.
 	Merge func(State) (Write, error)
+	// Blind lets Apply write before reading: it first calls Merge with the
+	// empty state (State.Blind: version 0, no fences, no fields) and sends
+	// that write with conditions that the script checks against the stored
+	// hash, atomically:
+	//
+	//   - the hash holds none of the update's events: the stored fence of
+	//     each partition is below the update's lowest offset in it (First);
+	//   - every field to set is absent, or is a tile slot (see SlotField)
+	//     holding another tile than the write's value for it.
+	//
+	// A slot holding an older tile is overwritten, and one holding a newer
+	// tile is left as it is (the write's tile can no longer be read). When a
+	// condition fails, nothing is written and the script returns what it read:
+	// Apply then merges that state and writes with the version check, as for
+	// an update without Blind, in the same number of round trips.
+	//
+	// So set Blind only where Merge, given any state that meets the
+	// conditions, returns the write it returns for the empty state, except
+	// for the slots left alone: a merge of the events into fresh tiles,
+	// lifetime state and last values. The write's fences must be of
+	// partitions in Partitions and its fields in Fields. A blind write saves
+	// the read when most writes start new tiles, as when ingest catches up
+	// on a backlog.
+	Blind bool
+	// First[i] is the lowest offset of partition Partitions[i] among the
+	// update's events, for a blind write; without it the update reads first.
+	First []int64
 }
 
 // State is the stored state of a hash, as an Update asked for it. It is
@@ -103,6 +134,9 @@ type State struct {
 	Fences []int64
 	// Fields[i] is the value of Update.Fields[i], nil when absent.
 	Fields [][]byte
+	// Blind is true when nothing was read: Apply assumes the empty state
+	// for a blind write (Update.Blind).
+	Blind bool
 }
 
 // Write is what a Merge asks Apply to write.
@@ -186,7 +220,12 @@ type op struct {
 	state State
 	args  []any
 	cmd   *redis.Cmd
+	blind bool // args are those of a blind write
 }
+
+// maxBlindArgs bounds the arguments of a blind write; larger updates read
+// first. Lua's unpack has a limit of a few thousand values.
+const maxBlindArgs = 2000
 
 // Apply writes the updates so that every event reaches its hash exactly once,
 // whatever else writes the same hashes at the same time and however often the
@@ -198,38 +237,81 @@ type op struct {
 // script call per hash that writes only if the hash's version is still the
 // one read. Updates whose hash changed in between are read, merged and
 // written again in the next round, after a short random pause, up to
-// Options.MaxAttempts rounds; then Apply fails with ErrConflict.
+// Options.MaxAttempts rounds; then Apply fails with ErrConflict. Blind
+// updates (Update.Blind) take the place of their read in the first round
+// with their blind write; those the hash refuses come back with the state
+// read and go on as the others.
 //
 // Apply returns on the first error. Updates of earlier rounds, and some of
 // the failed round, may be written by then; because their fences are written
 // with them, applying the same updates again writes exactly what is missing.
 // That is also why a write that go-redis retries after a timeout cannot apply
-// twice: the second attempt finds the version it expects gone and conflicts,
-// and the next round's Merge finds its events behind the fences.
+// twice: the second attempt finds the version it expects gone (or, for a
+// blind write, the fence at its events) and conflicts, and the next round's
+// Merge finds its events behind the fences.
 func (s *Store) Apply(ctx context.Context, updates []Update) error {
 	if len(updates) == 0 {
 		return nil
 	}
 	ops := make([]op, len(updates))
-	pending := make([]*op, len(updates))
+	pending := make([]*op, 0, len(updates))
+	nread, maxFences, maxFields := 0, 0, 0
 	for i := range updates {
 		u := &updates[i]
 		if err := u.validate(); err != nil {
 			return fmt.Errorf("apply online state: update %d: %w", i, err)
 		}
-		read := make([]string, 0, 1+len(u.Partitions)+len(u.Fields))
-		read = append(read, VersionField)
-		for _, p := range u.Partitions {
-			read = append(read, FenceField(u.Topic, p))
-		}
-		read = append(read, u.Fields...)
-		ops[i] = op{u: u, name: u.Key.Name(), read: read}
-		pending[i] = &ops[i]
+		nread += 1 + len(u.Partitions) + len(u.Fields)
+		maxFences, maxFields = max(maxFences, len(u.Partitions)), max(maxFields, len(u.Fields))
 	}
-	for attempt := 1; ; attempt++ {
-		if err := s.readStates(ctx, pending); err != nil {
-			return err
+	// The read lists of all updates in one allocation.
+	reads := make([]string, 0, nread)
+	for i := range updates {
+		u := &updates[i]
+		n := len(reads)
+		reads = append(reads, VersionField)
+		for _, p := range u.Partitions {
+			reads = append(reads, FenceField(u.Topic, p))
 		}
+		reads = append(reads, u.Fields...)
+		ops[i] = op{u: u, name: u.Key.Name(), read: reads[n:len(reads):len(reads)]}
+	}
+	// The blind writes, merged with the empty state; the other updates read.
+	empty := State{Fences: make([]int64, maxFences), Fields: make([][]byte, maxFields), Blind: true}
+	for i := range empty.Fences {
+		empty.Fences[i] = NoOffset
+	}
+	for i := range ops {
+		o := &ops[i]
+		if !o.u.Blind {
+			pending = append(pending, o)
+			continue
+		}
+		st := State{Fences: empty.Fences[:len(o.u.Partitions)], Fields: empty.Fields[:len(o.u.Fields)], Blind: true}
+		w, err := o.u.Merge(st)
+		if err != nil {
+			return fmt.Errorf("apply online state: merge %s: %w", o.name, err)
+		}
+		if w.IsEmpty() {
+			s.skips.Add(1) // no events at all, whatever is stored
+			continue
+		}
+		if err := w.validate(o.u.Topic); err != nil {
+			return fmt.Errorf("apply online state: merge %s: %w", o.name, err)
+		}
+		args, ok := blindArgs(o.args[:0], o, &w)
+		if !ok {
+			pending = append(pending, o)
+			continue
+		}
+		o.args, o.blind = args, true
+		pending = append(pending, o)
+	}
+	pending, err := s.first(ctx, pending)
+	if err != nil {
+		return err
+	}
+	for attempt := 1; len(pending) > 0; attempt++ {
 		writes := pending[:0:0]
 		for _, o := range pending {
 			w, err := o.u.Merge(o.state)
@@ -243,7 +325,7 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 			if err := w.validate(o.u.Topic); err != nil {
 				return fmt.Errorf("apply online state: merge %s: %w", o.name, err)
 			}
-			o.args = writeArgs(o.args[:0], o.state.Version, o.u.Topic, &w)
+			o.args, o.blind = writeArgs(o.args[:0], o.state.Version, o.u.Topic, &w), false
 			writes = append(writes, o)
 		}
 		conflicts, err := s.write(ctx, writes)
@@ -260,8 +342,94 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 		if err := pause(ctx, attempt); err != nil {
 			return fmt.Errorf("apply online state: %d keys left to write: %w", len(conflicts), err)
 		}
+		if err := s.readStates(ctx, conflicts); err != nil {
+			return err
+		}
 		pending = conflicts
 	}
+	return nil
+}
+
+// first runs the first round: one pipeline of the blind writes and the reads
+// of the other updates. It returns the updates to merge with the state read:
+// those read, and the blind writes that the hash refused.
+func (s *Store) first(ctx context.Context, ops []*op) ([]*op, error) {
+	nblind := 0
+	for _, o := range ops {
+		if o.blind {
+			nblind++
+		}
+	}
+	if nblind == 0 {
+		if err := s.readStates(ctx, ops); err != nil {
+			return nil, err
+		}
+		return ops, nil
+	}
+	pipe := s.c.Pipeline()
+	reads := make([]*redis.SliceCmd, len(ops))
+	for i, o := range ops {
+		if o.blind {
+			o.cmd = blindScript.EvalSha(ctx, pipe, []string{o.name}, o.args...)
+		} else {
+			reads[i] = pipe.HMGet(ctx, o.name, o.read...)
+		}
+	}
+	// Errors are per command: NOSCRIPT is expected, anything else fails.
+	_, _ = pipe.Exec(ctx)
+	var noScript []*op
+	for i, o := range ops {
+		var err error
+		if o.blind {
+			if err = o.cmd.Err(); isNoScript(err) {
+				noScript = append(noScript, o)
+				continue
+			}
+		} else {
+			err = reads[i].Err()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("apply online state: write or read %d keys in redis: %w", len(ops), err)
+		}
+	}
+	if len(noScript) > 0 {
+		pipe := s.c.Pipeline()
+		for _, o := range noScript {
+			o.cmd = blindScript.Eval(ctx, pipe, []string{o.name}, o.args...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("apply online state: write %d keys to redis: %w", len(noScript), err)
+		}
+	}
+	st := newStateSlabs(ops)
+	merge := ops[:0]
+	for i, o := range ops {
+		var vals []any
+		if o.blind {
+			switch v := o.cmd.Val().(type) {
+			case int64:
+				s.writes.Add(1)
+				s.blind.Add(1)
+				continue
+			case []any:
+				s.refused.Add(1)
+				vals = v
+			default:
+				return nil, fmt.Errorf("apply online state: write %s: unexpected reply %T", o.name, v)
+			}
+		} else {
+			vals = reads[i].Val()
+		}
+		if err := st.parse(o, vals); err != nil {
+			return nil, err
+		}
+		merge = append(merge, o)
+	}
+	return merge, nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
 }
 
 // pause waits a random time that grows with the attempt (full jitter), so
@@ -298,43 +466,102 @@ func writeArgs(args []any, version int64, topic string, w *Write) []any {
 	return args
 }
 
+// blindArgs appends the ARGV of blindScript for op o, or returns false when
+// the write cannot go blind: a fence or field it sets is not among those the
+// update reads (the script names them by their index in o.read), a fence's
+// First is after its Offset, or the write is too large.
+func blindArgs(args []any, o *op, w *Write) ([]any, bool) {
+	n := 4 + len(o.read) + 3*len(w.Fences) + 2*len(w.Set) + len(w.Delete)
+	if n > maxBlindArgs {
+		return args, false
+	}
+	ttl := int64(0)
+	if w.TTL > 0 {
+		ttl = max(w.TTL.Milliseconds(), 1)
+	}
+	args = append(args, ttl, len(o.read), len(w.Fences), len(w.Set))
+	for _, f := range o.read {
+		args = append(args, f)
+	}
+	// o.read is the version, the fences in Update.Partitions order, then
+	// Update.Fields; the script counts from 1.
+	for _, f := range w.Fences {
+		i := slices.Index(o.u.Partitions, f.Partition)
+		if i < 0 || len(o.u.First) != len(o.u.Partitions) || o.u.First[i] < 0 || o.u.First[i] > f.Offset {
+			return args, false
+		}
+		args = append(args, 2+i, o.u.First[i], f.Offset)
+	}
+	for _, f := range w.Set {
+		i := slices.Index(o.u.Fields, f.Name)
+		if i < 0 {
+			return args, false
+		}
+		args = append(args, 2+len(o.u.Partitions)+i, f.Value)
+	}
+	for _, f := range w.Delete {
+		args = append(args, f)
+	}
+	return args, true
+}
+
+// stateSlabs holds the fences and fields of the states of one round, in
+// one allocation each.
+type stateSlabs struct {
+	fences []int64
+	fields [][]byte
+}
+
+func newStateSlabs(ops []*op) stateSlabs {
+	nf, nv := 0, 0
+	for _, o := range ops {
+		nf += len(o.u.Partitions)
+		nv += len(o.u.Fields)
+	}
+	return stateSlabs{fences: make([]int64, nf), fields: make([][]byte, nv)}
+}
+
+// parse sets o.state from vals, the values of o.read.
+func (sl *stateSlabs) parse(o *op, vals []any) error {
+	if len(vals) != len(o.read) {
+		return fmt.Errorf("apply online state: read %s: %d values for %d fields", o.name, len(vals), len(o.read))
+	}
+	np, nd := len(o.u.Partitions), len(o.u.Fields)
+	st := State{Fences: sl.fences[:np:np], Fields: sl.fields[:nd:nd]}
+	sl.fences, sl.fields = sl.fences[np:], sl.fields[nd:]
+	var err error
+	if st.Version, err = parseCounter(vals[0], 0); err != nil {
+		return fmt.Errorf("apply online state: read %s: field %s: %w", o.name, VersionField, err)
+	}
+	for j := range np {
+		if st.Fences[j], err = parseCounter(vals[1+j], NoOffset); err != nil {
+			return fmt.Errorf("apply online state: read %s: field %s: %w", o.name, o.read[1+j], err)
+		}
+	}
+	for j := range nd {
+		if str, ok := vals[1+np+j].(string); ok {
+			st.Fields[j] = bytesOf(str)
+		}
+	}
+	o.state = st
+	return nil
+}
+
 // readStates reads the state of every op in one pipeline.
 func (s *Store) readStates(ctx context.Context, ops []*op) error {
 	pipe := s.c.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(ops))
-	nf, nv := 0, 0
 	for i, o := range ops {
 		cmds[i] = pipe.HMGet(ctx, o.name, o.read...)
-		nf += len(o.u.Partitions)
-		nv += len(o.u.Fields)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("apply online state: read %d keys from redis: %w", len(ops), err)
 	}
-	fences, fields := make([]int64, nf), make([][]byte, nv)
+	st := newStateSlabs(ops)
 	for i, o := range ops {
-		vals := cmds[i].Val()
-		if len(vals) != len(o.read) {
-			return fmt.Errorf("apply online state: read %s: %d values for %d fields", o.name, len(vals), len(o.read))
+		if err := st.parse(o, cmds[i].Val()); err != nil {
+			return err
 		}
-		np, nd := len(o.u.Partitions), len(o.u.Fields)
-		st := State{Fences: fences[:np:np], Fields: fields[:nd:nd]}
-		fences, fields = fences[np:], fields[nd:]
-		var err error
-		if st.Version, err = parseCounter(vals[0], 0); err != nil {
-			return fmt.Errorf("apply online state: read %s: field %s: %w", o.name, VersionField, err)
-		}
-		for j := range np {
-			if st.Fences[j], err = parseCounter(vals[1+j], NoOffset); err != nil {
-				return fmt.Errorf("apply online state: read %s: field %s: %w", o.name, o.read[1+j], err)
-			}
-		}
-		for j := range nd {
-			if str, ok := vals[1+np+j].(string); ok {
-				st.Fields[j] = bytesOf(str)
-			}
-		}
-		o.state = st
 	}
 	return nil
 }
@@ -406,7 +633,7 @@ func (s *Store) runScripts(ctx context.Context, ops []*op, eval bool) ([]*op, er
 		err := o.cmd.Err()
 		switch {
 		case err == nil:
-		case !eval && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT")):
+		case !eval && isNoScript(err):
 			noScript = append(noScript, o)
 		case redis.HasErrorPrefix(err, fenceBackPrefix):
 			field, stored, _ := strings.Cut(strings.TrimPrefix(err.Error(), fenceBackPrefix+" "), " ")
