@@ -1,0 +1,29 @@
+// Package client looks features up in a featurestore serving process
+// (`featurestore serve`) over gRPC.
+//
+// Dial once and share the Client; it is safe for concurrent use and keeps
+// one connection, made on the first call:
+//
+//	c, err := client.Dial("featurestore.internal:6566", client.WithTLS(&tls.Config{}), client.WithBearerToken(token))
+//	...
+//	defer c.Close()
+//	res, err := c.Lookup(ctx, client.Service("fraud_detection_v1"),
+//		client.Keys{"card_id": "card-0001", "merchant_id": "m-001"})
+//	n, ok := res.Get(0, "card_txn:txn_count_1h").Int64Val()
+//
+// A lookup names its features with Features (references "view:feature") or
+// Service (a feature service), and gives one Entity per row: Key, the
+// join-key values in the entity's declared order, for features of one
+// entity; or Keys, the join keys by name, which also serves features of
+// several entities. The Result has one row per entity, in request order,
+// duplicates included, and one column per feature. Each Value carries its
+// status (a missing, expired or null value is not an error), the event time
+// it comes from and, for windowed features, the interval of event time its
+// window covered.
+//
+// Errors carry gRPC status codes (status.Code(err)): InvalidArgument for an
+// unknown name or a wrongly typed, missing or superfluous key, the message
+// naming it; Unavailable when the server cannot reach its online store (safe
+// to retry); DeadlineExceeded when ctx's deadline passed. Give ctx a
+// deadline: without one, the server applies its default.
+package client

@@ -1,0 +1,88 @@
+package client
+
+import (
+	"fmt"
+	"math"
+
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+)
+
+// An Entity is one row of a lookup: a Key or a Keys. Join-key values are Go
+// strings for string join keys and Go integers (int, int64, uint32, ...)
+// for int64 join keys.
+type Entity interface {
+	entityKey() (*pb.EntityKey, error)
+}
+
+// Key gives the join-key values of one entity in the order the entity
+// declares its join keys, for lookups whose features all belong to that
+// entity: client.Key{"card-0001"}, or client.Key{"u1", 42} for an entity
+// keyed by a user and a merchant number.
+type Key []any
+
+// Keys gives join-key values by join key name. It serves any lookup, and is
+// required when the features belong to several entities:
+// client.Keys{"card_id": "card-0001", "merchant_id": "m-001"}.
+type Keys map[string]any
+
+func (k Key) entityKey() (*pb.EntityKey, error) {
+	out := &pb.EntityKey{JoinKeyValues: make([]*pb.Value, len(k))}
+	for i, v := range k {
+		pv, err := keyValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("join key value at position %d: %w", i, err)
+		}
+		out.JoinKeyValues[i] = pv
+	}
+	return out, nil
+}
+
+func (k Keys) entityKey() (*pb.EntityKey, error) {
+	out := &pb.EntityKey{JoinKeys: make(map[string]*pb.Value, len(k))}
+	for name, v := range k {
+		pv, err := keyValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("join key %q: %w", name, err)
+		}
+		out.JoinKeys[name] = pv
+	}
+	return out, nil
+}
+
+// keyValue converts a Go join-key value to its wire form.
+func keyValue(v any) (*pb.Value, error) {
+	var n int64
+	switch x := v.(type) {
+	case string:
+		return &pb.Value{Kind: &pb.Value_StringVal{StringVal: x}}, nil
+	case int:
+		n = int64(x)
+	case int8:
+		n = int64(x)
+	case int16:
+		n = int64(x)
+	case int32:
+		n = int64(x)
+	case int64:
+		n = x
+	case uint8:
+		n = int64(x)
+	case uint16:
+		n = int64(x)
+	case uint32:
+		n = int64(x)
+	case uint:
+		if uint64(x) > math.MaxInt64 {
+			return nil, fmt.Errorf("%d does not fit an int64", x)
+		}
+		n = int64(x)
+	case uint64:
+		if x > math.MaxInt64 {
+			return nil, fmt.Errorf("%d does not fit an int64", x)
+		}
+		n = int64(x)
+	default:
+		return nil, fmt.Errorf("a %T; join keys are strings or integers", v)
+	}
+	return &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: n}}, nil
+}
