@@ -31,6 +31,7 @@ func devCommand() *command {
 		rate      int
 		metrics   string
 		grpcAddr  string
+		httpAddr  string
 	)
 	return &command{
 		name:    "dev",
@@ -53,6 +54,7 @@ Ctrl-C.`,
 			fs.IntVar(&rate, "generate-rate", 50, "Example card transactions generated per second into the card_transactions topic; 0 for none.")
 			fs.StringVar(&metrics, "metrics-addr", "127.0.0.1:9464", "Address of the /metrics endpoint; empty to serve none.")
 			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC lookup service.")
+			fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:6567", "Address of the JSON-over-HTTP lookup endpoint; empty to serve none.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: dev takes no arguments", errUsage)
@@ -150,6 +152,13 @@ Ctrl-C.`,
 				if err != nil {
 					return fmt.Errorf("grpc listener: %w", err)
 				}
+				var hln net.Listener
+				if httpAddr != "" {
+					if hln, err = net.Listen("tcp", httpAddr); err != nil {
+						ln.Close()
+						return fmt.Errorf("http listener: %w", err)
+					}
+				}
 				svc := serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
 					Project: project, Metrics: serving.NewMetrics(promReg), Logger: log,
 				})
@@ -160,6 +169,18 @@ Ctrl-C.`,
 						log.Error("serving failed", "err", err)
 					}
 				}()
+				httpURL := "(off)"
+				if hln != nil {
+					httpURL = "http://" + hln.Addr().String()
+					hs := serving.NewHTTPServer(svc, serving.HTTPConfig{Listener: hln, Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }, Logger: log})
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if err := hs.Run(ctx); err != nil {
+							log.Error("http serving failed", "err", err)
+						}
+					}()
+				}
 				defer wg.Wait()
 				generated := "off"
 				if src := r.Source("card_transactions"); src != nil && rate > 0 {
@@ -175,15 +196,17 @@ Ctrl-C.`,
   Registry:             version %d of project %q, from %s: %s
   Ingest:               every source into Redis; metrics at %s
   gRPC lookups:         %s   (featurestore.v1.OnlineService, health, reflection)
+  HTTP lookups:         %s   (POST /v1/features:get, GET /healthz)
   Event generator:      %s
 
 Try, from another terminal:
   featurestore versions
   featurestore plan %s
   grpcurl -plaintext -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' %s featurestore.v1.OnlineService/GetOnlineFeatures
+  curl -s -H 'Content-Type: application/json' -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' %s/v1/features:get
 
 Press Ctrl-C to stop.
-`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, ln.Addr(), generated, defs, ln.Addr())
+`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, ln.Addr(), httpURL, generated, defs, ln.Addr(), httpURL)
 				<-ctx.Done()
 				fmt.Fprintln(env.stdout, "Stopping.")
 				return nil

@@ -3,6 +3,8 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/featurestore/featurestore/ingest"
 	featurestorev1 "github.com/featurestore/featurestore/protos/featurestore/v1"
@@ -45,7 +48,7 @@ func TestDev(t *testing.T) {
 		done := make(chan int, 1)
 		go func() {
 			done <- runContext(ctx, []string{"dev", "--data-dir", dataDir, "--definitions", "../../examples",
-				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--generate-rate", "200", "--log-level", "warn"}, &out, &errOut, func(string) string { return "" })
+				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--generate-rate", "200", "--log-level", "warn"}, &out, &errOut, func(string) string { return "" })
 		}()
 		addrRE := regexp.MustCompile(`Redis \(in-process\):\s+(\S+)`)
 		var redisAddr string
@@ -107,6 +110,26 @@ func TestDev(t *testing.T) {
 		conn.Close()
 		if err != nil || len(resp.GetResults()) != 1 || len(resp.GetResults()[0].GetValues()) != 10 {
 			t.Fatalf("round %d: lookup against dev mode: %v", round, err)
+		}
+		// The same lookup over HTTP, as the banner's curl example sends it.
+		curl := regexp.MustCompile(`curl -s -H 'Content-Type: application/json' -d '(.*)' (\S+)`).FindStringSubmatch(out.String())
+		if curl == nil {
+			t.Fatalf("round %d: no curl example in the banner:\n%s", round, out.String())
+		}
+		hresp, err := http.Post(curl[2], "application/json", strings.NewReader(curl[1]))
+		if err != nil {
+			t.Fatalf("round %d: HTTP lookup: %v", round, err)
+		}
+		body, _ := io.ReadAll(hresp.Body)
+		hresp.Body.Close()
+		var hres featurestorev1.GetOnlineFeaturesResponse
+		if err := protojson.Unmarshal(body, &hres); hresp.StatusCode != http.StatusOK || err != nil || len(hres.GetResults()) != 1 || len(hres.GetResults()[0].GetValues()) != 10 {
+			t.Fatalf("round %d: HTTP lookup against dev mode: %d %v\n%s", round, hresp.StatusCode, err, body)
+		}
+		if hresp, err := http.Get(strings.TrimSuffix(curl[2], "/v1/features:get") + "/healthz"); err != nil || hresp.StatusCode != http.StatusOK {
+			t.Fatalf("round %d: /healthz of dev mode: %v %v", round, hresp, err)
+		} else {
+			hresp.Body.Close()
 		}
 		cancel()
 		select {
