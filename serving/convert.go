@@ -9,18 +9,24 @@ import (
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
 )
 
-// fillValue sets dst to v. Lists are copied, so that the response does not
-// alias state that a later read could reuse.
-func fillValue(dst *pb.Value, v featurestore.Value) {
+// setValue sets the cell's value to v, using the cell's own variant for
+// scalars. Lists are copied, so that the response does not alias state that
+// a later read could reuse.
+func (c *cell) setValue(v featurestore.Value) {
+	dst := &c.value
 	switch v.Kind() {
 	case featurestore.KindString:
-		dst.Kind = &pb.Value_StringVal{StringVal: v.Str()}
+		c.str.StringVal = v.Str()
+		dst.Kind = &c.str
 	case featurestore.KindInt64:
-		dst.Kind = &pb.Value_Int64Val{Int64Val: v.Int64()}
+		c.i64.Int64Val = v.Int64()
+		dst.Kind = &c.i64
 	case featurestore.KindDouble:
-		dst.Kind = &pb.Value_DoubleVal{DoubleVal: v.Double()}
+		c.dbl.DoubleVal = v.Double()
+		dst.Kind = &c.dbl
 	case featurestore.KindBool:
-		dst.Kind = &pb.Value_BoolVal{BoolVal: v.Bool()}
+		c.boolean.BoolVal = v.Bool()
+		dst.Kind = &c.boolean
 	case featurestore.KindStringList:
 		dst.Kind = &pb.Value_StringListVal{StringListVal: &pb.StringList{Val: append([]string{}, v.StringList()...)}}
 	case featurestore.KindInt64List:

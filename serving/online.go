@@ -65,6 +65,8 @@ type OnlineService struct {
 
 	mu   sync.Mutex // serialises plan builds
 	plan atomic.Pointer[plan]
+
+	scratch sync.Pool // of *scratch
 }
 
 // NewOnlineService returns the service reading store with the definitions
@@ -82,7 +84,8 @@ func NewOnlineService(regs Snapshots, store *online.Store, opts OnlineOptions) *
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &OnlineService{opts: opts, regs: regs, store: store}
+	return &OnlineService{opts: opts, regs: regs, store: store,
+		scratch: sync.Pool{New: func() any { return new(scratch) }}}
 }
 
 // planFor returns the plan of snap, building it on first use.
@@ -143,11 +146,7 @@ func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnline
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if authorize := s.opts.Authorize; authorize != nil {
-		views := make([]string, len(sel.views))
-		for i, vp := range sel.views {
-			views[i] = vp.name
-		}
-		if err := authorize(ctx, s.opts.Project, views); err != nil {
+		if err := authorize(ctx, s.opts.Project, sel.viewNames); err != nil {
 			return nil, err
 		}
 	}
@@ -162,21 +161,23 @@ func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnline
 	case len(ents) > s.opts.MaxEntities:
 		return nil, status.Errorf(codes.InvalidArgument, "%d entities requested, more than the %d allowed per request", len(ents), s.opts.MaxEntities)
 	}
-	keys, err := entityKeys(ents, sel.entities)
-	if err != nil {
+	sc := s.scratch.Get().(*scratch)
+	defer s.release(sc)
+	sc.keys = slices.Grow(sc.keys[:0], len(ents)*len(sel.entities))[:len(ents)*len(sel.entities)]
+	if err := putEntityKeys(sc.keys, ents, sel.entities); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 
 	nv, ne := len(sel.views), len(sel.entities)
-	reads := make([]online.ViewRead, len(ents)*nv)
+	sc.reads = slices.Grow(sc.reads[:0], len(ents)*nv)
 	for i := range ents {
 		for j, vp := range sel.views {
-			reads[i*nv+j] = online.ViewRead{Layout: &vp.layout, Entity: keys[i*ne+sel.eidx[vp]]}
+			sc.reads = append(sc.reads, online.ViewRead{Layout: &vp.layout, Entity: sc.keys[i*ne+sel.viewEntity[j]]})
 		}
 	}
 	now := s.opts.Now()
 	t := now.UnixMilli()
-	vals, err := online.ReadViews(ctx, s.store, reads, t)
+	vals, err := sc.buf.ReadViews(ctx, s.store, sc.reads, t)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return nil, status.Error(codes.Canceled, "request canceled")
@@ -187,33 +188,61 @@ func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnline
 	return fill(req, sel, vals, p.version, now), nil
 }
 
+// scratch is what a request reuses from the requests before it: its keys,
+// reads and read buffers. The response never refers to it.
+type scratch struct {
+	keys  []featurestore.EntityKey
+	reads []online.ViewRead
+	buf   online.ReadBuffer
+}
+
+// release returns a request's scratch to the pool, keeping no key alive.
+func (s *OnlineService) release(sc *scratch) {
+	clear(sc.keys)
+	clear(sc.reads)
+	s.scratch.Put(sc)
+}
+
 // entityKeys checks the join-key values of each row against the entities'
 // declarations and returns the keys, row by row: the key of entity e in row i
 // is at i*len(entities)+e.
 func entityKeys(ents []*pb.EntityKey, entities []*entityPlan) ([]featurestore.EntityKey, error) {
 	keys := make([]featurestore.EntityKey, len(ents)*len(entities))
+	if err := putEntityKeys(keys, ents, entities); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// putEntityKeys is entityKeys into keys, of len(ents)*len(entities).
+func putEntityKeys(keys []featurestore.EntityKey, ents []*pb.EntityKey, entities []*entityPlan) error {
+	var partsBuf [4]featurestore.KeyPart
 	for i, ek := range ents {
 		vals, named := ek.GetJoinKeyValues(), ek.GetJoinKeys()
 		switch {
 		case len(vals) > 0 && len(named) > 0:
-			return nil, fmt.Errorf("entity %d: give join_key_values or join_keys, not both", i)
+			return fmt.Errorf("entity %d: give join_key_values or join_keys, not both", i)
 		case len(named) == 0 && len(entities) > 1:
 			names := make([]string, len(entities))
 			for j, e := range entities {
 				names[j] = e.name
 			}
-			return nil, fmt.Errorf("entity %d: the features belong to entities %v: name the join keys (join_keys)", i, names)
+			return fmt.Errorf("entity %d: the features belong to entities %v: name the join keys (join_keys)", i, names)
 		}
 		for e, ent := range entities {
-			parts := make([]featurestore.KeyPart, len(ent.keys))
+			parts := partsBuf[:0]
+			if len(ent.keys) > len(partsBuf) {
+				parts = make([]featurestore.KeyPart, 0, len(ent.keys))
+			}
+			parts = parts[:len(ent.keys)]
 			if len(named) == 0 {
 				if len(vals) != len(ent.keys) {
-					return nil, fmt.Errorf("entity %d: entity %q has %d join keys %v, got %d values", i, ent.name, len(ent.keys), ent.keys, len(vals))
+					return fmt.Errorf("entity %d: entity %q has %d join keys %v, got %d values", i, ent.name, len(ent.keys), ent.keys, len(vals))
 				}
 				for j, v := range vals {
 					part, err := keyPart(v, ent.kinds[j])
 					if err != nil {
-						return nil, fmt.Errorf("entity %d: join key %q (position %d) of entity %q: %w", i, ent.keys[j], j, ent.name, err)
+						return fmt.Errorf("entity %d: join key %q (position %d) of entity %q: %w", i, ent.keys[j], j, ent.name, err)
 					}
 					parts[j] = part
 				}
@@ -221,18 +250,18 @@ func entityKeys(ents []*pb.EntityKey, entities []*entityPlan) ([]featurestore.En
 				for j, name := range ent.keys {
 					v, ok := named[name]
 					if !ok {
-						return nil, fmt.Errorf("entity %d: no value for join key %q of entity %q", i, name, ent.name)
+						return fmt.Errorf("entity %d: no value for join key %q of entity %q", i, name, ent.name)
 					}
 					part, err := keyPart(v, ent.kinds[j])
 					if err != nil {
-						return nil, fmt.Errorf("entity %d: join key %q of entity %q: %w", i, name, ent.name, err)
+						return fmt.Errorf("entity %d: join key %q of entity %q: %w", i, name, ent.name, err)
 					}
 					parts[j] = part
 				}
 			}
 			k, err := featurestore.NewEntityKey(parts...)
 			if err != nil {
-				return nil, fmt.Errorf("entity %d: %w", i, err)
+				return fmt.Errorf("entity %d: %w", i, err)
 			}
 			keys[i*len(entities)+e] = k
 		}
@@ -242,56 +271,71 @@ func entityKeys(ents []*pb.EntityKey, entities []*entityPlan) ([]featurestore.En
 				used = used || slices.Contains(ent.keys, name)
 			}
 			if !used {
-				return nil, fmt.Errorf("entity %d: join key %q belongs to no entity of the requested features", i, name)
+				return fmt.Errorf("entity %d: join key %q belongs to no entity of the requested features", i, name)
 			}
 		}
 	}
-	return keys, nil
+	return nil
+}
+
+// cell is the messages of one value of a response, allocated together: a
+// response takes a handful of allocations, not several per value. The
+// scalar variants of Value are here too; a value uses one of them.
+type cell struct {
+	fv        pb.FeatureValue
+	value     pb.Value
+	eventTime timestamppb.Timestamp
+	str       pb.Value_StringVal
+	i64       pb.Value_Int64Val
+	dbl       pb.Value_DoubleVal
+	boolean   pb.Value_BoolVal
+}
+
+// span is the interval a windowed column covers. Every entity of a request
+// is read at the same time, so the rows of a column share one.
+type span struct {
+	iv         pb.Interval
+	start, end timestamppb.Timestamp
+	covered    window.Interval
+}
+
+// head is the response with its read time, allocated together.
+type head struct {
+	resp     pb.GetOnlineFeaturesResponse
+	readTime timestamppb.Timestamp
 }
 
 // fill builds the response: values[i*len(views)+j] holds view j's features
-// for entity i. Messages are allocated in blocks, not one by one.
+// for entity i.
 func fill(req *pb.GetOnlineFeaturesRequest, sel *selection, vals [][]window.FeatureValue, version int64, now time.Time) *pb.GetOnlineFeaturesResponse {
 	meta := req.IncludeMetadata == nil || *req.IncludeMetadata
 	ne, nc, nv := len(req.GetEntities()), len(sel.cols), len(sel.views)
 	results := make([]pb.EntityResult, ne)
 	resultPtrs := make([]*pb.EntityResult, ne)
-	fvs := make([]pb.FeatureValue, ne*nc)
+	cells := make([]cell, ne*nc)
 	fvPtrs := make([]*pb.FeatureValue, ne*nc)
-	values := make([]pb.Value, ne*nc)
-	// Capacities are exact upper bounds, so appends never move the
-	// elements that earlier pointers refer to.
-	var times []timestamppb.Timestamp
-	var ivs []pb.Interval
-	if meta {
-		times = make([]timestamppb.Timestamp, 0, 3*ne*nc)
-		ivs = make([]pb.Interval, 0, ne*nc)
-	}
-	stamp := func(ms int64) *timestamppb.Timestamp {
-		times = append(times, timestamppb.Timestamp{})
-		ts := &times[len(times)-1]
-		setTime(ts, ms)
-		return ts
+	var spans []span // per column, when meta
+	if meta && sel.windowed > 0 {
+		spans = make([]span, nc)
 	}
 	for i := range ne {
 		row := fvPtrs[i*nc : (i+1)*nc : (i+1)*nc]
 		for c, col := range sel.cols {
 			fv := &vals[i*nv+col.vidx][col.index]
-			out := &fvs[i*nc+c]
+			cl := &cells[i*nc+c]
+			out := &cl.fv
 			out.Status = pb.FeatureStatus(fv.Status)
 			if fv.Status == window.StatusPresent {
-				fillValue(&values[i*nc+c], fv.Value)
-				out.Value = &values[i*nc+c]
+				cl.setValue(fv.Value)
+				out.Value = &cl.value
 			}
 			if meta {
 				if fv.HasEventTime {
-					out.EventTime = stamp(fv.EventTime)
+					setTime(&cl.eventTime, fv.EventTime)
+					out.EventTime = &cl.eventTime
 				}
-				if col.view.infos[col.index].Part == window.PartWindow {
-					ivs = append(ivs, pb.Interval{})
-					iv := &ivs[len(ivs)-1]
-					iv.Start, iv.End = stamp(fv.Covered.Start), stamp(fv.Covered.End)
-					out.Window = iv
+				if col.windowed {
+					out.Window = spans[c].interval(fv.Covered)
 				}
 			}
 			row[c] = out
@@ -299,10 +343,29 @@ func fill(req *pb.GetOnlineFeaturesRequest, sel *selection, vals [][]window.Feat
 		results[i].Values = row
 		resultPtrs[i] = &results[i]
 	}
-	return &pb.GetOnlineFeaturesResponse{
-		FeatureNames:    sel.names,
-		Results:         resultPtrs,
-		ReadTime:        timestamppb.New(now),
-		RegistryVersion: version,
+	h := &head{}
+	h.readTime.Seconds, h.readTime.Nanos = now.Unix(), int32(now.Nanosecond())
+	h.resp.FeatureNames = sel.names
+	h.resp.Results = resultPtrs
+	h.resp.ReadTime = &h.readTime
+	h.resp.RegistryVersion = version
+	return &h.resp
+}
+
+// interval returns the message of the interval covered, shared with the
+// rows before when they covered the same.
+func (sp *span) interval(covered window.Interval) *pb.Interval {
+	if sp.iv.Start != nil && sp.covered == covered {
+		return &sp.iv
 	}
+	if sp.iv.Start != nil {
+		// Rows of a request are read at one time, so this does not happen;
+		// should it, the row gets an interval of its own.
+		sp = &span{}
+	}
+	sp.covered = covered
+	setTime(&sp.start, covered.Start)
+	setTime(&sp.end, covered.End)
+	sp.iv.Start, sp.iv.End = &sp.start, &sp.end
+	return &sp.iv
 }

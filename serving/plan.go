@@ -1,9 +1,13 @@
 package serving
 
 import (
+	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/online"
@@ -19,7 +23,19 @@ type plan struct {
 	services map[string]*selection
 	// errs holds the services that could not be planned, by name, with why.
 	serviceErrs map[string]error
+
+	// lists caches the selections of feature lists by listKey, so that
+	// clients that send the same list with every request resolve it once
+	// per version. Readers load the map without locking; writers, under
+	// listsMu, replace it with a copy.
+	lists   atomic.Pointer[map[string]*selection]
+	listsMu sync.Mutex
 }
+
+// maxCachedLists bounds the feature lists a plan caches: lists are chosen by
+// clients, so a client sending ever new lists must not grow the cache
+// forever. Lists beyond it are resolved on every request.
+const maxCachedLists = 1024
 
 // entityPlan is an entity's join keys in declared order.
 type entityPlan struct {
@@ -42,10 +58,11 @@ type viewPlan struct {
 
 // column is one requested feature.
 type column struct {
-	view  *viewPlan
-	vidx  int // index of view in selection.views
-	index int // index of the feature in the view's read result
-	name  string
+	view     *viewPlan
+	vidx     int // index of view in selection.views
+	index    int // index of the feature in the view's read result
+	name     string
+	windowed bool // a windowed aggregation, whose responses carry the interval covered
 }
 
 // selection is a resolved set of features: the columns in response order and
@@ -58,6 +75,11 @@ type selection struct {
 	names    []string
 	cols     []column
 	views    []*viewPlan
+	// viewNames are the names of views, for authorization; viewEntity[j] is
+	// eidx[views[j]].
+	viewNames  []string
+	viewEntity []int
+	windowed   int // columns that are windowed
 }
 
 // newPlan compiles every view of a snapshot. A view that fails does not fail
@@ -125,11 +147,50 @@ func (p *plan) service(name string) (*selection, error) {
 	return nil, fmt.Errorf("unknown feature service %q", name)
 }
 
-// parseRefs resolves "view:feature" and "view:*" references in order.
+// parseRefs resolves "view:feature" and "view:*" references in order,
+// from the plan's cache when the same list was resolved before.
 func (p *plan) parseRefs(refs []string) (*selection, error) {
 	if len(refs) == 0 {
 		return nil, fmt.Errorf("no features requested")
 	}
+	var kb [256]byte
+	key := listKey(kb[:0], refs)
+	var cached map[string]*selection
+	if m := p.lists.Load(); m != nil {
+		cached = *m
+		if sel := cached[string(key)]; sel != nil {
+			return sel, nil
+		}
+	}
+	sel, err := p.resolveRefs(refs)
+	if err != nil || len(cached) >= maxCachedLists {
+		return sel, err
+	}
+	p.listsMu.Lock()
+	defer p.listsMu.Unlock()
+	var next map[string]*selection
+	if m := p.lists.Load(); m != nil {
+		next = maps.Clone(*m)
+	} else {
+		next = map[string]*selection{}
+	}
+	next[string(key)] = sel
+	p.lists.Store(&next)
+	return sel, nil
+}
+
+// listKey appends to b a key for a list of references that no other list
+// shares: each reference preceded by its length.
+func listKey(b []byte, refs []string) []byte {
+	for _, r := range refs {
+		b = binary.AppendUvarint(b, uint64(len(r)))
+		b = append(b, r...)
+	}
+	return b
+}
+
+// resolveRefs is parseRefs without the cache.
+func (p *plan) resolveRefs(refs []string) (*selection, error) {
 	out := make([]registry.FeatureRef, 0, len(refs))
 	for _, s := range refs {
 		view, feature, ok := strings.Cut(s, ":")
@@ -190,8 +251,16 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 			sel.eidx[vp] = ei
 		}
 		name := ref.String()
+		windowed := vp.infos[i].Part == window.PartWindow
+		if windowed {
+			sel.windowed++
+		}
 		sel.names = append(sel.names, name)
-		sel.cols = append(sel.cols, column{view: vp, vidx: vi, index: i, name: name})
+		sel.cols = append(sel.cols, column{view: vp, vidx: vi, index: i, name: name, windowed: windowed})
+	}
+	for _, vp := range sel.views {
+		sel.viewNames = append(sel.viewNames, vp.name)
+		sel.viewEntity = append(sel.viewEntity, sel.eidx[vp])
 	}
 	return sel, nil
 }

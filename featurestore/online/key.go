@@ -28,7 +28,11 @@ const keyPrefix = "fs:{"
 // without a project.
 func (k Key) Name() string {
 	// Sized for typical keys so that building the name takes one allocation.
-	b := make([]byte, 0, len(keyPrefix)+48+3+len(k.Project)+len(k.View))
+	return stringOf(k.appendName(make([]byte, 0, len(keyPrefix)+48+3+len(k.Project)+len(k.View))))
+}
+
+// appendName appends the key's Name to b.
+func (k Key) appendName(b []byte) []byte {
 	b = append(b, keyPrefix...)
 	b, _ = k.Entity.AppendText(b)
 	b = append(b, "}:"...)
@@ -36,8 +40,7 @@ func (k Key) Name() string {
 		b = append(b, k.Project...)
 		b = append(b, ':')
 	}
-	b = append(b, k.View...)
-	return stringOf(b)
+	return append(b, k.View...)
 }
 
 // String returns the Redis key, for messages.

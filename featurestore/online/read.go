@@ -3,10 +3,17 @@ package online
 import (
 	"context"
 	"fmt"
-	"unsafe"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestore/featurestore/featurestore/window"
 )
+
+// Reads are the serving hot path, so they avoid what go-redis's command
+// helpers allocate: every HMGET argument is boxed in an interface, which
+// costs an allocation per string. Here field names are boxed once per view
+// layout, and key names and caller-owned field names are passed as *string,
+// which go-redis writes like a string and which boxes without allocating.
 
 // Lookup names the fields to read of one hash.
 type Lookup struct {
@@ -26,7 +33,7 @@ func (s *Store) Read(ctx context.Context, lookups []Lookup) ([][][]byte, error) 
 	if len(lookups) == 0 {
 		return nil, nil
 	}
-	total, nargs := 0, 0
+	total, nargs, nname := 0, 0, 0
 	for i, l := range lookups {
 		if err := l.Key.validate(); err != nil {
 			return nil, fmt.Errorf("read online state: lookup %d: %w", i, err)
@@ -34,38 +41,32 @@ func (s *Store) Read(ctx context.Context, lookups []Lookup) ([][][]byte, error) 
 		if len(l.Fields) > 0 {
 			total += len(l.Fields)
 			nargs += 2 + len(l.Fields)
+			nname += len(keyPrefix) + 48 + 3 + len(l.Key.Project) + len(l.Key.View)
 		}
 	}
 	if total == 0 {
 		return make([][][]byte, len(lookups)), nil
 	}
-	// HMGET as go-redis builds it, but with the arguments of all commands in
-	// one allocation and each field list boxed once: lookups share their
-	// lists (one per view and request time), and boxing every field of every
-	// command was a third of a lookup's allocations.
-	cmds := make([]*redis.SliceCmd, len(lookups))
+	names := keyNames(lookups, nname)
 	args := make([]any, 0, nargs)
-	boxed := make(map[fieldList][]any)
-	pipe := s.c.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(lookups))
+	batch := make([]redis.Cmder, 0, len(lookups))
 	for i, l := range lookups {
 		if len(l.Fields) == 0 {
 			continue
 		}
-		fl := fieldList{unsafe.SliceData(l.Fields), len(l.Fields)}
-		fields, ok := boxed[fl]
-		if !ok {
-			fields = make([]any, len(l.Fields))
-			for j, f := range l.Fields {
-				fields[j] = f
-			}
-			boxed[fl] = fields
-		}
 		n := len(args)
-		args = append(args, "hmget", l.Key.Name())
-		args = append(args, fields...)
+		args = append(args, "hmget", &names[i])
+		for j := range l.Fields {
+			args = append(args, &l.Fields[j])
+		}
+		// A SliceCmd, not a StringSliceCmd: Read tells an empty value from
+		// an absent one.
 		cmds[i] = redis.NewSliceCmd(ctx, args[n:len(args):len(args)]...)
-		_ = pipe.Process(ctx, cmds[i])
+		batch = append(batch, cmds[i])
 	}
+	pipe := s.c.Pipeline()
+	_ = pipe.BatchProcess(ctx, batch...)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read online state of %d keys from redis: %w", len(lookups), err)
 	}
@@ -76,6 +77,9 @@ func (s *Store) Read(ctx context.Context, lookups []Lookup) ([][][]byte, error) 
 			continue
 		}
 		vals := cmd.Val()
+		if len(vals) != len(lookups[i].Fields) {
+			return nil, fmt.Errorf("read online state: %s: %d values for %d fields", names[i], len(vals), len(lookups[i].Fields))
+		}
 		row := flat[:len(vals):len(vals)]
 		flat = flat[len(vals):]
 		for j, v := range vals {
@@ -88,8 +92,168 @@ func (s *Store) Read(ctx context.Context, lookups []Lookup) ([][][]byte, error) 
 	return out, nil
 }
 
-// fieldList identifies a slice of field names.
-type fieldList struct {
-	first *string
-	n     int
+// keyNames returns the names of the lookups' keys, built in one buffer of
+// about size bytes.
+func keyNames(lookups []Lookup, size int) []string {
+	buf := make([]byte, 0, size)
+	ends := make([]int, len(lookups))
+	for i, l := range lookups {
+		buf = l.Key.appendName(buf)
+		ends[i] = len(buf)
+	}
+	names := make([]string, len(lookups))
+	start := 0
+	for i, end := range ends {
+		names[i] = stringOf(buf[start:end])
+		start = end
+	}
+	return names
+}
+
+// ReadBuffer holds the buffers of ReadViews for reuse. The zero value is
+// ready to use. A ReadBuffer serves one call at a time, and the results of a
+// call are valid until the next; keep one per goroutine, or in a sync.Pool.
+type ReadBuffer struct {
+	reads   []*layoutReads
+	ends    []int
+	names   []string
+	args    []any
+	cmds    []*redis.StringSliceCmd
+	batch   []redis.Cmder
+	flat    []window.FeatureValue
+	out     [][]window.FeatureValue
+	scratch []heldScratch
+}
+
+// heldScratch is a view's scratch taken from its layout's pool for the
+// duration of one ReadViews.
+type heldScratch struct {
+	lr *layoutReads
+	sc *viewScratch
+}
+
+// ReadViews is ReadViews with the buffers of b: the results are valid until
+// b's next use.
+//
+// It reads each hash with one HMGET of the slots of the tiles the view's
+// longest window needs at t, then the lifetime and last-value fields the
+// view has. An empty value reads as absent: the store never writes one.
+func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t int64) ([][]window.FeatureValue, error) {
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	defer b.release()
+	b.reads = grow(b.reads, len(reqs))
+	nargs, nfeat := 0, 0
+	for i, r := range reqs {
+		if r.Entity.IsZero() {
+			return nil, fmt.Errorf("read view %q: request %d has no entity key", r.Layout.Name, i)
+		}
+		if r.Layout.Name == "" {
+			return nil, fmt.Errorf("read views: request %d: layout has no view name", i)
+		}
+		lr := r.Layout.readsOf()
+		b.reads[i] = lr
+		nargs += 2 + lr.nfields
+		nfeat += lr.features
+	}
+
+	// Key names, in one allocation: they must outlive b (go-redis may keep
+	// them in errors), so they are not pooled.
+	b.ends = grow(b.ends, len(reqs))
+	var buf []byte
+	for i, r := range reqs {
+		buf = Key{Project: r.Layout.Project, View: r.Layout.Name, Entity: r.Entity}.appendName(buf)
+		b.ends[i] = len(buf)
+	}
+	b.names = grow(b.names, len(reqs))
+	start := 0
+	for i, end := range b.ends {
+		b.names[i] = stringOf(buf[start:end])
+		start = end
+	}
+
+	// Every command's arguments live in one slice, which must not move
+	// once commands refer to it.
+	if cap(b.args) < nargs {
+		b.args = make([]any, 0, nargs)
+	}
+	args := b.args[:0]
+	b.cmds, b.batch = b.cmds[:0], b.batch[:0]
+	for i, r := range reqs {
+		lr := b.reads[i]
+		n := len(args)
+		args = append(args, "hmget", &b.names[i])
+		if lr.tiles > 0 {
+			slot := r.Layout.View.TilesNeeded(t).First % r.Layout.Ring
+			if slot < 0 {
+				slot += r.Layout.Ring
+			}
+			args = append(args, lr.slots[slot:slot+int64(lr.tiles)]...)
+		}
+		args = append(args, lr.tail...)
+		cmd := redis.NewStringSliceCmd(ctx, args[n:len(args):len(args)]...)
+		b.cmds = append(b.cmds, cmd)
+		b.batch = append(b.batch, cmd)
+	}
+	b.args = args
+	pipe := s.c.Pipeline()
+	_ = pipe.BatchProcess(ctx, b.batch...)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read online state of %d keys from redis: %w", len(reqs), err)
+	}
+
+	b.flat = grow(b.flat, nfeat)
+	b.out = grow(b.out, len(reqs))
+	off := 0
+	for i, r := range reqs {
+		lr := b.reads[i]
+		vals := b.cmds[i].Val()
+		if len(vals) != lr.nfields {
+			return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), lr.nfields)
+		}
+		dst := b.flat[off : off+lr.features : off+lr.features]
+		off += lr.features
+		if err := b.scratchOf(lr).read(r.Layout.View, lr, vals, t, dst); err != nil {
+			return nil, fmt.Errorf("read %s: %w", b.names[i], err)
+		}
+		b.out[i] = dst
+	}
+	return b.out, nil
+}
+
+// scratchOf returns the scratch of lr held for this call, taking one from
+// the layout's pool on first use.
+func (b *ReadBuffer) scratchOf(lr *layoutReads) *viewScratch {
+	for _, h := range b.scratch {
+		if h.lr == lr {
+			return h.sc
+		}
+	}
+	sc := lr.scratch.Get().(*viewScratch)
+	b.scratch = append(b.scratch, heldScratch{lr, sc})
+	return sc
+}
+
+// release gives the scratch back and drops the references to this call's
+// keys and replies, so that a pooled buffer keeps no request alive.
+func (b *ReadBuffer) release() {
+	for i, h := range b.scratch {
+		h.lr.scratch.Put(h.sc)
+		b.scratch[i] = heldScratch{}
+	}
+	b.scratch = b.scratch[:0]
+	clear(b.args)
+	clear(b.names)
+	clear(b.cmds)
+	clear(b.batch)
+	clear(b.reads)
+}
+
+// grow returns s resized to n elements, reusing its array when large enough.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
 }
