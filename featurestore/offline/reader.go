@@ -1,0 +1,324 @@
+package offline
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/window"
+)
+
+// Snapshot is the committed state of one view's log at one moment: the
+// files a reader may read. Files committed later are not in it; files a
+// later compaction replaces may be deleted while it is read, so long reads
+// take a fresh snapshot when a file is gone.
+type Snapshot struct {
+	Project, View string
+	// Seq is the manifest entry the snapshot reflects; 0 for an empty log.
+	Seq int64
+	// Files are the committed files, ordered by date, topic, partition and
+	// first offset.
+	Files     []FileInfo
+	positions map[streamKey]Position
+}
+
+// ReadSnapshot reads the manifest of a view's log.
+func ReadSnapshot(ctx context.Context, st Storage, project, view string) (*Snapshot, error) {
+	if err := checkSegment("project", project); err != nil {
+		return nil, err
+	}
+	if err := checkSegment("feature view", view); err != nil {
+		return nil, err
+	}
+	m := newManifest(st, project, view)
+	if err := m.load(ctx); err != nil {
+		return nil, err
+	}
+	return &Snapshot{Project: project, View: view, Seq: m.seq, Files: m.sortedFiles(), positions: m.pos}, nil
+}
+
+// Position returns the committed position of a partition.
+func (s *Snapshot) Position(topic string, partition int32) (Position, bool) {
+	p, ok := s.positions[streamKey{topic, partition}]
+	return p, ok
+}
+
+// Name returns the storage name of one of the snapshot's files.
+func (s *Snapshot) Name(f FileInfo) string { return viewDir(s.Project, s.View) + "/" + f.Path }
+
+// Between returns the files that may hold events with event times in
+// [from, to] (Unix ms, inclusive): the others are pruned by their recorded
+// time range. Rows outside the range are not filtered from the files.
+func (s *Snapshot) Between(from, to int64) []FileInfo {
+	var out []FileInfo
+	for _, f := range s.Files {
+		if f.MaxTime >= from && f.MinTime <= to {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Views returns the views of project that have a log in st.
+func Views(ctx context.Context, st Storage, project string) ([]string, error) {
+	if err := checkSegment("project", project); err != nil {
+		return nil, err
+	}
+	objs, err := st.List(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	var views []string
+	for _, o := range objs {
+		parts := strings.Split(strings.TrimPrefix(o.Name, project+"/"), "/")
+		if len(parts) == 3 && parts[1] == manifestDirName && !o.Temp {
+			if _, ok := parseManifestEntry(parts[2]); ok {
+				views = append(views, parts[0])
+			}
+		}
+	}
+	slices.Sort(views)
+	return slices.Compact(views), nil
+}
+
+// File is an open log file.
+type File struct {
+	o Object
+	r *ipc.FileReader
+}
+
+// OpenFile opens the log file name and checks that it is one.
+func OpenFile(ctx context.Context, st Storage, name string) (*File, error) {
+	o, err := st.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	r, err := ipc.NewFileReader(io.NewSectionReader(o, 0, o.Size()), ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		o.Close()
+		return nil, fmt.Errorf("open log file %s: %w", name, err)
+	}
+	if v, _ := r.Schema().Metadata().GetValue(MetaLogVersion); v != LogVersion {
+		r.Close()
+		o.Close()
+		return nil, fmt.Errorf("open log file %s: log version %q, want %q", name, v, LogVersion)
+	}
+	return &File{o: o, r: r}, nil
+}
+
+// Schema returns the file's schema.
+func (f *File) Schema() *arrow.Schema { return f.r.Schema() }
+
+// NumBatches returns the number of record batches in the file.
+func (f *File) NumBatches() int { return f.r.NumRecords() }
+
+// Batch reads record batch i. The caller releases it.
+func (f *File) Batch(i int) (arrow.RecordBatch, error) { return f.r.RecordBatchAt(i) }
+
+// Close closes the file.
+func (f *File) Close() error {
+	err := f.r.Close()
+	if cerr := f.o.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Scan calls fn with each record batch of files, which belong to snap, in
+// order. A batch is released when fn returns; fn retains what it keeps.
+func Scan(ctx context.Context, st Storage, snap *Snapshot, files []FileInfo, fn func(FileInfo, arrow.RecordBatch) error) error {
+	for _, fi := range files {
+		if err := scanFile(ctx, st, snap.Name(fi), func(rec arrow.RecordBatch) error { return fn(fi, rec) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func scanFile(ctx context.Context, st Storage, name string, fn func(arrow.RecordBatch) error) error {
+	f, err := OpenFile(ctx, st, name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for i := range f.NumBatches() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rec, err := f.Batch(i)
+		if err != nil {
+			return fmt.Errorf("read %s batch %d: %w", path.Base(name), i, err)
+		}
+		err = fn(rec)
+		rec.Release()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EventDecoder turns rows of log record batches into window.Events of a
+// source, matching columns to the source's fields by name: a field the log
+// does not have reads as null. Call Bind with each batch before reading its
+// rows. Strings refer to the batch's memory.
+type EventDecoder struct {
+	fields []window.Field
+	keys   []string
+
+	evt, ing []arrow.Timestamp
+	part     []int32
+	off      []int64
+	cols     []fieldColumn  // per source field
+	keyCols  []arrow.Array // per join key
+}
+
+type fieldColumn struct {
+	kind featurestore.Kind
+	str  *array.String
+	i64  *array.Int64
+	f64  *array.Float64
+	bl   *array.Boolean
+}
+
+// NewEventDecoder returns a decoder into events whose Fields follow fields
+// (window.SourceFields of the source), and into keys made of the join key
+// columns named joinKeys, in order.
+func NewEventDecoder(fields []window.Field, joinKeys []string) *EventDecoder {
+	return &EventDecoder{fields: fields, keys: joinKeys}
+}
+
+// Bind prepares to read the rows of rec. It fails when a column has the
+// wrong type or a fixed or key column is missing.
+func (d *EventDecoder) Bind(rec arrow.RecordBatch) error {
+	sc := rec.Schema()
+	col := func(name string, t arrow.DataType) (arrow.Array, error) {
+		idx := sc.FieldIndices(name)
+		if len(idx) != 1 {
+			return nil, fmt.Errorf("log batch: %d columns named %q", len(idx), name)
+		}
+		a := rec.Column(idx[0])
+		if !arrow.TypeEqual(a.DataType(), t) {
+			return nil, fmt.Errorf("log batch: column %q is %s, want %s", name, a.DataType(), t)
+		}
+		return a, nil
+	}
+	ts := arrow.FixedWidthTypes.Timestamp_ms
+	a, err := col(ColEventTime, ts)
+	if err != nil {
+		return err
+	}
+	d.evt = a.(*array.Timestamp).TimestampValues()
+	if a, err = col(ColIngestTime, ts); err != nil {
+		return err
+	}
+	d.ing = a.(*array.Timestamp).TimestampValues()
+	if a, err = col(ColPartition, arrow.PrimitiveTypes.Int32); err != nil {
+		return err
+	}
+	d.part = a.(*array.Int32).Int32Values()
+	if a, err = col(ColOffset, arrow.PrimitiveTypes.Int64); err != nil {
+		return err
+	}
+	d.off = a.(*array.Int64).Int64Values()
+	for _, c := range []string{ColEventTime, ColIngestTime, ColPartition, ColOffset} {
+		a, _ := col(c, sc.Field(sc.FieldIndices(c)[0]).Type)
+		if a.NullN() > 0 {
+			return fmt.Errorf("log batch: column %q has nulls", c)
+		}
+	}
+	d.keyCols = d.keyCols[:0]
+	for _, k := range d.keys {
+		idx := sc.FieldIndices(k)
+		if len(idx) != 1 {
+			return fmt.Errorf("log batch: %d columns named %q", len(idx), k)
+		}
+		a := rec.Column(idx[0])
+		switch a.(type) {
+		case *array.String, *array.Int64:
+		default:
+			return fmt.Errorf("log batch: join key column %q is %s", k, a.DataType())
+		}
+		if a.NullN() > 0 {
+			return fmt.Errorf("log batch: join key column %q has nulls", k)
+		}
+		d.keyCols = append(d.keyCols, a)
+	}
+	d.cols = d.cols[:0]
+	for _, f := range d.fields {
+		c := fieldColumn{kind: f.Kind}
+		if idx := sc.FieldIndices(f.Name); len(idx) == 1 {
+			t, _ := arrowType(f.Kind)
+			a := rec.Column(idx[0])
+			if !arrow.TypeEqual(a.DataType(), t) {
+				return fmt.Errorf("log batch: column %q is %s, the source declares %s", f.Name, a.DataType(), f.Kind)
+			}
+			c.str, _ = a.(*array.String)
+			c.i64, _ = a.(*array.Int64)
+			c.f64, _ = a.(*array.Float64)
+			c.bl, _ = a.(*array.Boolean)
+		} else if len(idx) > 1 {
+			return fmt.Errorf("log batch: %d columns named %q", len(idx), f.Name)
+		}
+		d.cols = append(d.cols, c)
+	}
+	return nil
+}
+
+// Event fills ev from row i of the bound batch, reusing ev.Fields.
+func (d *EventDecoder) Event(i int, ev *window.Event) {
+	ev.Time, ev.Partition, ev.Offset = int64(d.evt[i]), d.part[i], d.off[i]
+	if cap(ev.Fields) < len(d.cols) {
+		ev.Fields = make([]featurestore.Value, len(d.cols))
+	}
+	ev.Fields = ev.Fields[:len(d.cols)]
+	for j := range d.cols {
+		c := &d.cols[j]
+		var v featurestore.Value
+		switch {
+		case c.str != nil && c.str.IsValid(i):
+			v = featurestore.StringValue(c.str.Value(i))
+		case c.i64 != nil && c.i64.IsValid(i):
+			v = featurestore.Int64Value(c.i64.Value(i))
+		case c.f64 != nil && c.f64.IsValid(i):
+			v = featurestore.DoubleValue(c.f64.Value(i))
+		case c.bl != nil && c.bl.IsValid(i):
+			v = featurestore.BoolValue(c.bl.Value(i))
+		}
+		ev.Fields[j] = v
+	}
+}
+
+// IngestTime returns the ingest time of row i, Unix ms.
+func (d *EventDecoder) IngestTime(i int) int64 { return int64(d.ing[i]) }
+
+// Key returns the entity key of row i.
+func (d *EventDecoder) Key(i int) (featurestore.EntityKey, error) {
+	if len(d.keyCols) == 1 {
+		switch a := d.keyCols[0].(type) {
+		case *array.String:
+			return featurestore.StringKey(a.Value(i)), nil
+		case *array.Int64:
+			return featurestore.Int64Key(a.Value(i)), nil
+		}
+	}
+	parts := make([]featurestore.KeyPart, len(d.keyCols))
+	for j, a := range d.keyCols {
+		switch a := a.(type) {
+		case *array.String:
+			parts[j] = featurestore.StringPart(a.Value(i))
+		case *array.Int64:
+			parts[j] = featurestore.Int64Part(a.Value(i))
+		}
+	}
+	return featurestore.NewEntityKey(parts...)
+}
