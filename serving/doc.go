@@ -10,4 +10,10 @@
 // (entity, feature view) pairs of a request are read from Redis in one round
 // trip at one read time t, and windows are merged from tiles at t, so
 // windowed values decay as time passes without events.
+//
+// Security is opt-in and denies by default once on: ServerTLS serves TLS
+// (mutual when a client CA is set) from files that may rotate, and Auth
+// authenticates calls by bearer token or client certificate and authorizes
+// each lookup per project and feature view, from a policy file that may
+// change while the server runs.
 package serving

@@ -2,12 +2,14 @@ package serving
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -42,7 +44,13 @@ type ServerConfig struct {
 	// once ctx ends, before cutting them off; DefaultShutdownTimeout when
 	// zero.
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// TLS, if set, serves TLS only, with this configuration
+	// (ServerTLS.Config gives one that follows certificate rotation).
+	TLS *tls.Config
+	// Auth, if set, authenticates and authorizes every call but health
+	// checks; the OnlineService must have Auth.Authorize as its Authorize.
+	Auth   *Auth
+	Logger *slog.Logger
 }
 
 // Server is the gRPC server of the online service, with health and
@@ -70,13 +78,20 @@ func NewServer(svc pb.OnlineServiceServer, cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
-	)
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	if cfg.Auth != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(cfg.Auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(cfg.Auth.StreamInterceptor()))
+	}
+	gs := grpc.NewServer(opts...)
 	pb.RegisterOnlineServiceServer(gs, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -97,7 +112,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(pb.OnlineService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	s.cfg.Logger.Info("grpc listening", "addr", ln.Addr().String())
+	s.cfg.Logger.Info("grpc listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "auth", s.cfg.Auth != nil)
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(ln) }()
 	select {

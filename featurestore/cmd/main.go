@@ -44,6 +44,7 @@ func commands() []*command {
 		showCommand(),
 		ingestCommand(),
 		serveCommand(),
+		tokenCommand(),
 		watchCommand(),
 		devCommand(),
 		schemaCommand(),

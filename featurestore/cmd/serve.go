@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"time"
@@ -15,6 +16,7 @@ func serveCommand() *command {
 	var (
 		reg             registryFlags
 		logs            logFlags
+		sec             securityFlags
 		grpcAddr        string
 		metricsAddr     string
 		maxEntities     int
@@ -33,10 +35,18 @@ trip per request, windows merged at request time. Each request is resolved
 against one registry version; new versions are picked up without a restart.
 The gRPC health service and server reflection are on, so grpcurl and load
 tools work. Stops on SIGTERM or Ctrl-C, letting calls in flight finish for up
-to --shutdown-timeout. Serves Prometheus metrics on --metrics-addr.`,
+to --shutdown-timeout. Serves Prometheus metrics on --metrics-addr.
+
+With --tls-cert and --tls-key the server speaks TLS only; --tls-client-ca
+also requires client certificates. With --auth-policy every call except
+health checks must authenticate (bearer token or client certificate), and a
+lookup must be granted every feature view it reads. Certificates and the
+policy are re-read when their files change ('featurestore token' makes
+tokens; docs/operations.md, Security, has an example policy).`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			logs.register(fs)
+			sec.register(fs)
 			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC server, host:port.")
 			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9465", "Address of the /metrics endpoint; empty to serve none.")
 			fs.IntVar(&maxEntities, "max-entities", serving.DefaultMaxEntities, "Most entities one request may ask for.")
@@ -54,6 +64,9 @@ to --shutdown-timeout. Serves Prometheus metrics on --metrics-addr.`,
 				if defaultDeadline <= 0 {
 					return fmt.Errorf("%w: --default-deadline must be positive", errUsage)
 				}
+				if err := sec.check(); err != nil {
+					return err
+				}
 				log, err := logs.logger(env.stderr)
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
@@ -64,6 +77,18 @@ to --shutdown-timeout. Serves Prometheus metrics on --metrics-addr.`,
 				}
 				defer d.stop()
 				w, rc, promReg := d.watcher, d.rc, d.prom
+				serverTLS, auth, err := sec.build(promReg, log)
+				if err != nil {
+					return err
+				}
+				var authorize func(context.Context, string, []string) error
+				var tlsConfig *tls.Config
+				if auth != nil {
+					authorize = auth.Authorize
+				}
+				if serverTLS != nil {
+					tlsConfig = serverTLS.Config()
+				}
 				if w.Current() == nil {
 					log.Warn("no registry version yet; requests fail with UNAVAILABLE until one is applied", "project", reg.project)
 				}
@@ -71,6 +96,7 @@ to --shutdown-timeout. Serves Prometheus metrics on --metrics-addr.`,
 					Project:         reg.project,
 					MaxEntities:     maxEntities,
 					DefaultDeadline: defaultDeadline,
+					Authorize:       authorize,
 					Metrics:         serving.NewMetrics(promReg),
 					Logger:          log,
 				})
@@ -78,6 +104,8 @@ to --shutdown-timeout. Serves Prometheus metrics on --metrics-addr.`,
 					Addr:                 grpcAddr,
 					MaxConcurrentStreams: uint32(maxStreams),
 					ShutdownTimeout:      shutdownTimeout,
+					TLS:                  tlsConfig,
+					Auth:                 auth,
 					Logger:               log,
 				}).Run(ctx)
 			}

@@ -1,0 +1,327 @@
+package serving
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionalphapb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+)
+
+// AuthOptions configures Auth.
+type AuthOptions struct {
+	// PolicyFile is the YAML access policy: principals, their credentials
+	// and their grants (the format is described in policy.go and in
+	// docs/operations.md).
+	PolicyFile string
+	// ReloadInterval is the least time between two looks at the policy file;
+	// DefaultReloadInterval when zero.
+	ReloadInterval time.Duration
+	// Registerer, if set, gets the auth metrics.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Auth authenticates calls and authorizes what they read, denying whatever
+// the policy does not grant.
+//
+// A call authenticates with a bearer token (gRPC metadata or HTTP header
+// "authorization: Bearer <token>") or, when the server requires client
+// certificates, with its verified certificate. A token, when sent, decides:
+// a wrong token fails the call even over a valid certificate. Which calls
+// need what:
+//
+//   - health checks (grpc.health.v1.Health) are open to all, so that load
+//     balancers and orchestrators need no credentials;
+//   - server reflection needs an authenticated principal, whatever its grants:
+//     it lists the API, not data;
+//   - GetOnlineFeatures needs a principal granted every feature view the
+//     request reads (OnlineOptions.Authorize, set to Auth.Authorize);
+//   - any other method is denied.
+//
+// Calls without valid credentials get UNAUTHENTICATED, with the same message
+// for an unknown, revoked or wrong token; calls reading a view not granted get
+// PERMISSION_DENIED naming the view and the principal. The policy file is
+// looked at during calls, at most once per ReloadInterval, and takes effect
+// when its content changes; a change that does not parse is logged and
+// counted, and the previous policy stays in force.
+//
+// On a Server, set ServerConfig.Auth. On an HTTPServer, set
+// HTTPConfig.Interceptor to UnaryInterceptor and Middleware to
+// HTTPMiddleware: HTTP lookups then get the same decisions, as 401 and 403.
+type Auth struct {
+	opts    AuthOptions
+	policy  *reloader[policy]
+	denied  *prometheus.CounterVec
+	reloads *prometheus.CounterVec
+}
+
+// access is what a method requires; the zero value denies it.
+type access int
+
+const (
+	accessDenied access = iota
+	accessOpen
+	accessPrincipal // any authenticated principal
+	accessViews     // a principal, and the service authorizes the views read
+)
+
+var methodAccess = map[string]access{
+	healthpb.Health_Check_FullMethodName:                                   accessOpen,
+	healthpb.Health_List_FullMethodName:                                    accessOpen,
+	healthpb.Health_Watch_FullMethodName:                                   accessOpen,
+	reflectionpb.ServerReflection_ServerReflectionInfo_FullMethodName:      accessPrincipal,
+	reflectionalphapb.ServerReflection_ServerReflectionInfo_FullMethodName: accessPrincipal,
+	pb.OnlineService_GetOnlineFeatures_FullMethodName:                      accessViews,
+}
+
+// Reasons a call is denied: the values of the reason label.
+const (
+	reasonMissing       = "missing_credentials"
+	reasonMalformed     = "malformed_credentials"
+	reasonInvalidToken  = "invalid_token"
+	reasonUnknownCert   = "unknown_certificate"
+	reasonMethod        = "method_not_allowed"
+	reasonNotGranted    = "not_granted"
+	reasonNotAuthorized = "not_authorized"
+)
+
+// NewAuth loads the policy file; an error lists every problem in it with its
+// line and column.
+func NewAuth(opts AuthOptions) (*Auth, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Auth{
+		opts: opts,
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestore_serving_auth_denied_total",
+			Help: "Calls denied by authentication or authorization, by protocol (grpc or http) and reason.",
+		}, []string{"protocol", "reason"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestore_serving_auth_policy_reloads_total",
+			Help: "Reloads of the changed auth policy file, by result (ok or error).",
+		}, []string{"result"}),
+	}
+	parse := func(data [][]byte) (*policy, error) { return parsePolicy(opts.PolicyFile, data[0]) }
+	pol, err := newReloader([]string{opts.PolicyFile}, opts.ReloadInterval, parse, a.reloaded)
+	if err != nil {
+		return nil, fmt.Errorf("auth policy: %w", err)
+	}
+	a.policy = pol
+	// Pre-create the series, so that a dashboard shows zero rather than
+	// nothing before the first denial.
+	for _, proto := range []string{"grpc", "http"} {
+		for _, r := range []string{reasonMissing, reasonMalformed, reasonInvalidToken, reasonUnknownCert, reasonMethod, reasonNotGranted} {
+			a.denied.WithLabelValues(proto, r)
+		}
+	}
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(a.denied, a.reloads)
+	}
+	a.opts.Logger.Info("auth policy loaded", "file", opts.PolicyFile, "principals", len(pol.cur.Load().principals))
+	return a, nil
+}
+
+func (a *Auth) reloaded(pol *policy, err error) {
+	if err != nil {
+		a.reloads.WithLabelValues("error").Inc()
+		a.opts.Logger.Error("auth policy changed but does not load; the previous policy stays in force", "file", a.opts.PolicyFile, "err", err)
+		return
+	}
+	a.reloads.WithLabelValues("ok").Inc()
+	a.opts.Logger.Info("auth policy reloaded", "file", a.opts.PolicyFile, "principals", len(pol.principals))
+}
+
+// caller is the authentication of one call, kept in its context.
+type caller struct {
+	p        *principal
+	protocol string
+	// authorized is set by Authorize. The service calls it on the goroutine
+	// of the call, before the interceptor reads it.
+	authorized bool
+}
+
+type callerKey struct{}
+
+// PrincipalFromContext returns the name of the principal a call was
+// authenticated as, if any.
+func PrincipalFromContext(ctx context.Context) (string, bool) {
+	c, ok := ctx.Value(callerKey{}).(*caller)
+	if !ok {
+		return "", false
+	}
+	return c.p.name, true
+}
+
+// authenticate finds the principal of a call from its authorization values
+// (header or metadata) and its verified client certificate, if any. The error
+// is an UNAUTHENTICATED status that tells no more than needed: every wrong
+// token gets the same message.
+func (a *Auth) authenticate(protocol string, authz []string, cert *x509.Certificate) (*caller, error) {
+	pol := a.policy.get()
+	var p *principal
+	switch {
+	case len(authz) > 1:
+		return nil, a.unauthenticated(protocol, reasonMalformed, "more than one authorization value")
+	case len(authz) == 1:
+		token, ok := bearerToken(authz[0])
+		if !ok {
+			return nil, a.unauthenticated(protocol, reasonMalformed, `authorization: want "Bearer <token>"`)
+		}
+		if p = pol.byToken(token); p == nil {
+			return nil, a.unauthenticated(protocol, reasonInvalidToken, "invalid credentials")
+		}
+	case cert != nil:
+		var n int
+		if p, n = pol.byCertificate(cert); p == nil {
+			a.opts.Logger.Debug("client certificate names no single principal", "subject", cert.Subject.String(), "principals", n)
+			return nil, a.unauthenticated(protocol, reasonUnknownCert, "the client certificate identifies no principal")
+		}
+	default:
+		return nil, a.unauthenticated(protocol, reasonMissing, "authentication required: send authorization: Bearer <token>, or a client certificate")
+	}
+	return &caller{p: p, protocol: protocol}, nil
+}
+
+func (a *Auth) unauthenticated(protocol, reason, msg string) error {
+	a.denied.WithLabelValues(protocol, reason).Inc()
+	a.opts.Logger.Debug("call denied", "protocol", protocol, "reason", reason)
+	return status.Error(codes.Unauthenticated, msg)
+}
+
+// bearerToken returns the token of an "authorization: Bearer <token>" value.
+func bearerToken(v string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(v), " ")
+	token = strings.TrimSpace(token)
+	return token, ok && strings.EqualFold(scheme, "bearer") && token != ""
+}
+
+// Authorize lets a call read the feature views of the project only if its
+// principal is granted all of them; it is the OnlineOptions.Authorize of a
+// service behind Auth. A call that did not go through Auth's authentication
+// is UNAUTHENTICATED; a view not granted is PERMISSION_DENIED naming it.
+func (a *Auth) Authorize(ctx context.Context, project string, views []string) error {
+	c, ok := ctx.Value(callerKey{}).(*caller)
+	if !ok {
+		return a.unauthenticated("grpc", reasonMissing, "authentication required")
+	}
+	for _, v := range views {
+		if !c.p.allowed(project, v) {
+			a.denied.WithLabelValues(c.protocol, reasonNotGranted).Inc()
+			a.opts.Logger.Info("call denied", "protocol", c.protocol, "reason", reasonNotGranted, "principal", c.p.name, "project", project, "view", v)
+			return status.Errorf(codes.PermissionDenied, "principal %q may not read feature view %q of project %q", c.p.name, v, project)
+		}
+	}
+	c.authorized = true
+	return nil
+}
+
+// check authenticates a gRPC call to method and decides whether it may
+// proceed; it returns the context the handler gets.
+func (a *Auth) check(ctx context.Context, method string) (context.Context, *caller, access, error) {
+	acc := methodAccess[method]
+	if acc == accessOpen {
+		return ctx, nil, acc, nil
+	}
+	var cert *x509.Certificate
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
+			cert = ti.State.VerifiedChains[0][0]
+		}
+	}
+	protocol := "grpc"
+	if ctx.Value(http.ServerContextKey) != nil {
+		// A lookup over HTTP that HTTPServer runs through the interceptor.
+		protocol = "http"
+	}
+	c, err := a.authenticate(protocol, metadata.ValueFromIncomingContext(ctx, "authorization"), cert)
+	if err != nil {
+		return nil, nil, acc, err
+	}
+	if acc == accessDenied {
+		a.denied.WithLabelValues(protocol, reasonMethod).Inc()
+		a.opts.Logger.Info("call denied", "protocol", protocol, "reason", reasonMethod, "principal", c.p.name, "method", method)
+		return nil, nil, acc, status.Errorf(codes.PermissionDenied, "method %s is not allowed when authentication is on", method)
+	}
+	return context.WithValue(ctx, callerKey{}, c), c, acc, nil
+}
+
+// UnaryInterceptor returns the interceptor that enforces the policy on
+// unary calls.
+func (a *Auth) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, c, acc, err := a.check(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := handler(ctx, req)
+		if err == nil && acc == accessViews && !c.authorized {
+			// Fail closed: a service wired without OnlineOptions.Authorize
+			// must not serve every view to every principal.
+			a.denied.WithLabelValues(c.protocol, reasonNotAuthorized).Inc()
+			a.opts.Logger.Error("call not authorized by the service: set OnlineOptions.Authorize", "method", info.FullMethod)
+			return nil, status.Error(codes.PermissionDenied, "the request was not authorized")
+		}
+		return resp, err
+	}
+}
+
+// StreamInterceptor returns the interceptor that enforces the policy on
+// streaming calls (reflection, health watches).
+func (a *Auth) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, _, acc, err := a.check(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		if acc == accessViews {
+			// Streamed data cannot be withdrawn once sent; no streaming
+			// method reads views yet.
+			return status.Errorf(codes.PermissionDenied, "method %s is not allowed when authentication is on", info.FullMethod)
+		}
+		return handler(srv, &authStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+type authStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *authStream) Context() context.Context { return s.ctx }
+
+// HTTPMiddleware is the HTTPConfig.Middleware that goes with
+// HTTPConfig.Interceptor set to UnaryInterceptor: it adds the challenge
+// "WWW-Authenticate: Bearer" (RFC 6750) to 401 answers.
+func (a *Auth) HTTPMiddleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&challengeWriter{ResponseWriter: w}, r)
+	})
+}
+
+type challengeWriter struct{ http.ResponseWriter }
+
+func (w *challengeWriter) WriteHeader(code int) {
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="featurestore"`)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *challengeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,112 @@
+package serving
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultReloadInterval is how often the TLS and auth policy files are looked
+// at for changes when no other interval is set.
+const DefaultReloadInterval = time.Second
+
+// reloader keeps the value parsed from a few files and parses them again when
+// their content changes. It looks at the files at most once per interval, from
+// the goroutine that asks for the value while the others keep using the
+// current one, so that hot paths (each request, each TLS handshake) can ask
+// every time and no goroutine has to be started or stopped.
+//
+// Changes are found by content, not by modification time or inode: a
+// certificate copied over with its old timestamp, or a Kubernetes secret
+// swapped through a symbolic link, is seen all the same. Content that fails
+// to parse leaves the current value in place and is reported once, until the
+// content changes again (a file caught half-written parses on the next look).
+type reloader[T any] struct {
+	paths    []string
+	interval time.Duration
+	parse    func(data [][]byte) (*T, error)
+	// reloaded is called after each attempt to parse changed content, with
+	// the new value or the error.
+	reloaded func(*T, error)
+
+	cur  atomic.Pointer[T]
+	next atomic.Int64 // Unix nanoseconds of the next look
+
+	mu   sync.Mutex // one look at a time
+	last string     // digest of the content, or the read error, last acted on
+}
+
+// newReloader reads and parses the files once; an error there is returned,
+// not retried.
+func newReloader[T any](paths []string, interval time.Duration, parse func([][]byte) (*T, error), reloaded func(*T, error)) (*reloader[T], error) {
+	if interval <= 0 {
+		interval = DefaultReloadInterval
+	}
+	r := &reloader[T]{paths: paths, interval: interval, parse: parse, reloaded: reloaded}
+	data, digest, err := r.read()
+	if err != nil {
+		return nil, err
+	}
+	v, err := parse(data)
+	if err != nil {
+		return nil, err
+	}
+	r.cur.Store(v)
+	r.last = digest
+	r.next.Store(time.Now().UnixNano() + int64(interval))
+	return r, nil
+}
+
+// get returns the current value, first looking at the files if the interval
+// has passed.
+func (r *reloader[T]) get() *T {
+	now := time.Now().UnixNano()
+	if n := r.next.Load(); now >= n && r.next.CompareAndSwap(n, now+int64(r.interval)) {
+		r.check()
+	}
+	return r.cur.Load()
+}
+
+// check reads the files and parses them if their content changed.
+func (r *reloader[T]) check() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	data, digest, err := r.read()
+	if err != nil {
+		if msg := "error: " + err.Error(); msg != r.last {
+			r.last = msg
+			r.reloaded(nil, err)
+		}
+		return
+	}
+	if digest == r.last {
+		return
+	}
+	r.last = digest
+	v, err := r.parse(data)
+	if err != nil {
+		r.reloaded(nil, err)
+		return
+	}
+	r.cur.Store(v)
+	r.reloaded(v, nil)
+}
+
+// read returns the content of every file and one digest of them all.
+func (r *reloader[T]) read() ([][]byte, string, error) {
+	data := make([][]byte, len(r.paths))
+	h := sha256.New()
+	for i, p := range r.paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, "", err
+		}
+		data[i] = b
+		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(b)
+	}
+	return data, fmt.Sprintf("%x", h.Sum(nil)), nil
+}
