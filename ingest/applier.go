@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -69,11 +68,14 @@ type Applier struct {
 	parts map[int]*partitionState
 }
 
+// partitionState is what the applier keeps of one partition between
+// batches: the decoder, the high water, and the buffers of the last batch.
 type partitionState struct {
 	dec Decoder
 	ev  Event
 	hw  int64
 	has bool
+	b   batch
 }
 
 // NewApplier compiles the online views of source src in registry r.
@@ -147,93 +149,69 @@ func (a *Applier) Resume(ctx context.Context, _ string, p int) (int64, error) {
 	return pos.Offset + 1, nil
 }
 
-type groupKey struct {
-	view   int
-	entity featurestore.EntityKey
-}
+// applyChunk bounds the updates of one Store.Apply call: one pipeline of
+// this many script calls, and one of reads, at a time.
+const applyChunk = 1024
 
 // Apply implements PartitionHandler.
 func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.Message) error {
 	start := time.Now()
 	ps := a.partition(p)
+	b := &ps.b
+	b.reset(a, p, len(msgs))
 	hw, has := ps.hw, ps.has
-	var letters []DeadLetter
-	groups := map[groupKey][]window.Event{}
-	var order []groupKey
-	parts := make([]featurestore.KeyPart, 0, 4)
 	for _, m := range msgs {
 		ev := &ps.ev
 		if err := ps.dec.Decode(m.Value, ev); err != nil {
 			de := err.(*DecodeError)
-			letters = append(letters, DeadLetter{Message: m, Reason: de.Reason, Detail: de.Detail})
+			b.letters = append(b.letters, DeadLetter{Message: m, Reason: de.Reason, Detail: de.Detail})
 			continue
 		}
 		if has && ev.Time < hw-a.lateness {
-			letters = append(letters, DeadLetter{Message: m, Reason: ReasonLate,
+			b.letters = append(b.letters, DeadLetter{Message: m, Reason: ReasonLate,
 				Detail: fmt.Sprintf("event time %s is more than %s behind the partition's newest %s", fmtMs(ev.Time), a.src.AllowedLateness, fmtMs(hw))})
 			continue
 		}
 		if !has || ev.Time > hw {
 			hw, has = ev.Time, true
 		}
-		fields := slices.Clone(ev.Fields)
+		ei := b.accept(ev, int32(p), m.Offset)
 		for vi, vp := range a.views {
-			parts = parts[:0]
-			missing := ""
-			for j, ki := range vp.keyIdx {
-				kv := ev.Keys[ki]
-				switch {
-				case kv.IsNull():
-					missing = a.layout.Keys[ki].Name
-				case vp.keyKinds[j] == featurestore.KindString:
-					parts = append(parts, featurestore.StringPart(kv.Str()))
-				default:
-					parts = append(parts, featurestore.Int64Part(kv.Int64()))
-				}
-			}
-			if missing != "" {
-				letters = append(letters, DeadLetter{Message: m, Reason: ReasonMissingKey, View: vp.def.Name,
+			missing, err := b.route(a, vi, ev, ei)
+			switch {
+			case err != nil:
+				b.letters = append(b.letters, DeadLetter{Message: m, Reason: ReasonMissingKey, View: vp.def.Name, Detail: err.Error()})
+			case missing != "":
+				b.letters = append(b.letters, DeadLetter{Message: m, Reason: ReasonMissingKey, View: vp.def.Name,
 					Detail: fmt.Sprintf("no value for join key %q of feature view %q", missing, vp.def.Name)})
-				continue
 			}
-			ek, err := featurestore.NewEntityKey(parts...)
-			if err != nil {
-				letters = append(letters, DeadLetter{Message: m, Reason: ReasonMissingKey, View: vp.def.Name, Detail: err.Error()})
-				continue
-			}
-			gk := groupKey{view: vi, entity: ek}
-			if _, seen := groups[gk]; !seen {
-				order = append(order, gk)
-			}
-			groups[gk] = append(groups[gk], window.Event{Time: ev.Time, Partition: int32(p), Offset: m.Offset, Fields: fields})
 		}
 	}
-	updates := make([]online.Update, 0, len(order))
-	fresh := make([]int, len(order)) // per update: events the last merge applied
-	for i, gk := range order {
-		updates = append(updates, a.update(topic, int32(p), a.views[gk.view], gk.entity, groups[gk], &fresh[i]))
-	}
-	const chunk = 512
-	for i := 0; i < len(updates); i += chunk {
-		if err := a.store.Apply(ctx, updates[i:min(i+chunk, len(updates))]); err != nil {
+	// Here each group holds the accepted events of one entity in one view,
+	// in offset order (b.uses), before they are arranged by tile.
+	b.arrange(a)
+	updates := b.makeUpdates(a, topic)
+	for i := 0; i < len(updates); i += applyChunk {
+		if err := a.store.Apply(ctx, updates[i:min(i+applyChunk, len(updates))]); err != nil {
 			return fmt.Errorf("apply %s/%d@%d..%d: %w", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
 		}
 	}
-	if len(letters) > 0 && a.dlq != nil {
-		if err := a.dlq.Send(ctx, letters); err != nil {
-			return fmt.Errorf("dead-letter %d messages of %s/%d: %w", len(letters), topic, p, err)
+	b.learn()
+	if len(b.letters) > 0 && a.dlq != nil {
+		if err := a.dlq.Send(ctx, b.letters); err != nil {
+			return fmt.Errorf("dead-letter %d messages of %s/%d: %w", len(b.letters), topic, p, err)
 		}
 	}
 	if err := a.pos.Save(ctx, a.src.Name, p, Position{Offset: msgs[len(msgs)-1].Offset, HW: hw, HasHW: has}); err != nil {
 		return err
 	}
 	ps.hw, ps.has = hw, has
-	a.record(p, msgs, letters, order, groups, fresh, start)
+	a.record(p, msgs, b, start)
 	return nil
 }
 
 // record updates the metrics after a batch was applied.
-func (a *Applier) record(p int, msgs []kafka.Message, letters []DeadLetter, order []groupKey, groups map[groupKey][]window.Event, fresh []int, start time.Time) {
+func (a *Applier) record(p int, msgs []kafka.Message, b *batch, start time.Time) {
 	m := a.metrics
 	if m == nil {
 		return
@@ -242,17 +220,20 @@ func (a *Applier) record(p int, msgs []kafka.Message, letters []DeadLetter, orde
 	m.observeBatch(a.src.Name, now.Sub(start).Seconds())
 	last := msgs[len(msgs)-1]
 	m.setLag(a.src.Name, p, last.HighWaterMark-last.Offset-1)
-	for _, l := range letters {
+	for _, l := range b.letters {
 		m.countEvents(a.src.Name, l.View, string(l.Reason), 1)
 	}
 	applied := make([]int, len(a.views))
 	dups := make([]int, len(a.views))
-	for i, gk := range order {
-		evs := groups[gk]
-		applied[gk.view] += fresh[i]
-		dups[gk.view] += len(evs) - fresh[i]
-		for j := len(evs) - fresh[i]; j < len(evs); j++ {
-			m.observeFreshness(a.src.Name, now.Sub(time.UnixMilli(evs[j].Time)).Seconds())
+	fresh := m.freshnessOf(a.src.Name)
+	for i := range b.groups {
+		g := &b.groups[i]
+		applied[g.view] += int(g.fresh)
+		dups[g.view] += int(g.n - g.fresh)
+		for _, e := range b.byGroup[g.start : g.start+g.n] {
+			if e.Offset > g.fence {
+				fresh.Observe(now.Sub(time.UnixMilli(e.Time)).Seconds())
+			}
 		}
 	}
 	for vi, vp := range a.views {
@@ -262,107 +243,3 @@ func (a *Applier) record(p int, msgs []kafka.Message, letters []DeadLetter, orde
 }
 
 func fmtMs(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }
-
-// update builds the fenced merge of one entity's events into its state in
-// one view.
-func (a *Applier) update(topic string, p int32, vp *viewPlan, ek featurestore.EntityKey, evs []window.Event, applied *int) online.Update {
-	w := vp.win
-	var tiles []int64
-	if w.HasPart(window.PartWindow) {
-		for _, e := range evs {
-			if k := w.TileOf(e.Time); !slices.Contains(tiles, k) {
-				tiles = append(tiles, k)
-			}
-		}
-	}
-	fields := make([]string, 0, len(tiles)+2)
-	for _, k := range tiles {
-		fields = append(fields, online.SlotField(k, vp.ring))
-	}
-	lifeAt, lastAt := -1, -1
-	if w.HasPart(window.PartLifetime) {
-		lifeAt = len(fields)
-		fields = append(fields, online.LifetimeField)
-	}
-	if w.HasPart(window.PartLastValue) {
-		lastAt = len(fields)
-		fields = append(fields, online.LastField)
-	}
-	return online.Update{
-		Key:        online.Key{Project: a.project, View: vp.def.Name, Entity: ek},
-		Topic:      topic,
-		Partitions: []int32{p},
-		Fields:     fields,
-		Merge: func(st online.State) (online.Write, error) {
-			fence := st.Fences[0]
-			fresh := evs
-			if fence != online.NoOffset {
-				fresh = nil
-				for _, e := range evs {
-					if e.Offset > fence {
-						fresh = append(fresh, e)
-					}
-				}
-			}
-			*applied = len(fresh)
-			if len(fresh) == 0 {
-				return online.Write{}, nil
-			}
-			out := online.Write{Fences: []online.Fence{{Partition: p, Offset: fresh[len(fresh)-1].Offset}}, TTL: vp.ttl}
-			for i, k := range tiles {
-				ts := w.NewTileState(k)
-				if b := st.Fields[i]; b != nil {
-					sk, blob, err := online.DecodeSlot(b)
-					if err != nil {
-						return online.Write{}, fmt.Errorf("tile slot of %s: %w", ek, err)
-					}
-					if sk > k {
-						continue // the slot holds a newer tile: these events can no longer be read
-					}
-					if sk == k {
-						if err := ts.UnmarshalBinary(blob); err != nil {
-							return online.Write{}, err
-						}
-					}
-				}
-				n := 0
-				for j := range fresh {
-					if w.TileOf(fresh[j].Time) == k {
-						if err := ts.Add(&fresh[j]); err != nil {
-							return online.Write{}, err
-						}
-						n++
-					}
-				}
-				if n > 0 {
-					out.Set = append(out.Set, online.Field{Name: fields[i], Value: online.AppendSlot(nil, k, ts.AppendBinary(nil))})
-				}
-			}
-			if lifeAt >= 0 {
-				ls := w.NewLifetimeState()
-				if b := st.Fields[lifeAt]; b != nil {
-					if err := ls.UnmarshalBinary(b); err != nil {
-						return online.Write{}, err
-					}
-				}
-				for j := range fresh {
-					ls.Add(&fresh[j])
-				}
-				out.Set = append(out.Set, online.Field{Name: online.LifetimeField, Value: ls.AppendBinary(nil)})
-			}
-			if lastAt >= 0 {
-				lv := w.NewLastValues()
-				if b := st.Fields[lastAt]; b != nil {
-					if err := lv.UnmarshalBinary(b); err != nil {
-						return online.Write{}, err
-					}
-				}
-				for j := range fresh {
-					lv.Add(&fresh[j])
-				}
-				out.Set = append(out.Set, online.Field{Name: online.LastField, Value: lv.AppendBinary(nil)})
-			}
-			return out, nil
-		},
-	}
-}

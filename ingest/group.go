@@ -31,11 +31,25 @@ type GroupConfig struct {
 	Brokers []string
 	GroupID string
 	Topic   string
-	// BatchSize bounds the messages of one Apply call (default 1000).
+	// BatchSize bounds the messages of one Apply call (default 1000) while
+	// the partition keeps up.
 	BatchSize int
 	// Linger is how long a batch waits for more messages once it has one
 	// (default 5ms): longer batches, later values.
 	Linger time.Duration
+	// MaxBatchSize bounds the messages of one Apply call while the
+	// partition is behind by more than BatchSize messages (default 50,000).
+	// The next batch is read while the current one is applied, so while
+	// behind a batch grows with the time the last one took, up to this size
+	// or MaxBatchBytes: the events of an entity in one batch are written to
+	// it at once, so larger batches write less often per event, which is
+	// how ingest catches up. A partition that keeps up is not slowed down:
+	// a batch never waits more than Linger for more messages.
+	MaxBatchSize int
+	// MaxBatchBytes bounds the keys, values and headers of the messages of
+	// one batch, plus 256 bytes each for what holds them (default 16 MiB).
+	// A partition holds at most two batches: the one applied and the next.
+	MaxBatchBytes int
 	// SessionTimeout is the group session timeout (default 10s; Kafka
 	// refuses less than 6s).
 	SessionTimeout time.Duration
@@ -57,6 +71,14 @@ func (c *GroupConfig) defaults() {
 	if c.Linger <= 0 {
 		c.Linger = 5 * time.Millisecond
 	}
+	if c.MaxBatchSize <= 0 {
+		c.MaxBatchSize = 50_000
+	}
+	c.MaxBatchSize = max(c.MaxBatchSize, c.BatchSize)
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 16 << 20
+	}
+
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 10 * time.Second
 	}

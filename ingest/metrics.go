@@ -65,8 +65,8 @@ func (m *Metrics) observeBatch(source string, seconds float64) {
 	}
 }
 
-func (m *Metrics) observeFreshness(source string, seconds float64) {
-	if m != nil {
-		m.freshness.WithLabelValues(source).Observe(seconds)
-	}
+// freshnessOf returns the freshness histogram of a source: looked up once
+// per batch, observed once per event.
+func (m *Metrics) freshnessOf(source string) prometheus.Observer {
+	return m.freshness.WithLabelValues(source)
 }

@@ -78,30 +78,25 @@ func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 		}
 	}()
 	defer func() { stopCommits(); <-commitDone }()
-	batch := make([]kafka.Message, 0, w.cfg.BatchSize)
+	// The next batch is read while the current one is applied: a partition
+	// that is behind then finds a full batch waiting, and one whose batches
+	// take long to apply (Redis busy) gets larger batches, which write less
+	// often per event.
+	f := newFetcher(w.cfg, w.log, r)
+	fetchDone := make(chan struct{})
+	go func() {
+		defer close(fetchDone)
+		f.run(genCtx)
+	}()
+	defer func() { <-fetchDone }()
+	var batch []kafka.Message
 	for {
-		batch = batch[:0]
-		m, err := r.FetchMessage(genCtx)
-		if err != nil {
-			if genCtx.Err() == nil {
-				w.log.Warn("fetch failed", "err", err)
-				if sleep(genCtx, w.cfg.RetryMin) {
-					continue
-				}
-			}
+		var ok bool
+		batch, ok = f.next(genCtx, batch)
+		if !ok {
 			w.log.Info("partition stopped", "next_offset", next)
 			return
 		}
-		batch = append(batch, m)
-		linger, cancel := context.WithTimeout(genCtx, w.cfg.Linger)
-		for len(batch) < w.cfg.BatchSize {
-			m, err := r.FetchMessage(linger)
-			if err != nil {
-				break
-			}
-			batch = append(batch, m)
-		}
-		cancel()
 		if !w.apply(procCtx, genCtx, batch) {
 			return
 		}

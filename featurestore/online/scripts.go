@@ -92,7 +92,9 @@ const fenceBackPrefix = "FENCEBACK"
 // A slot value starts with its tile index as a zigzag varint (AppendSlot);
 // tile indexes below 2^52 in magnitude decode exactly in Lua's doubles. A
 // value that does not decode, in the hash or in the write, refuses the write.
-var blindScript = redis.NewScript(`
+var blindScript = redis.NewScript(blindSource)
+
+const blindSource = `
 local key = KEYS[1]
 local nr, nf, ns = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local cur = redis.call('HMGET', key, unpack(ARGV, 5, 4 + nr))
@@ -157,4 +159,4 @@ else
   redis.call('PERSIST', key)
 end
 return v
-`)
+`

@@ -475,6 +475,7 @@ func blindArgs(args []any, o *op, w *Write) ([]any, bool) {
 	if n > maxBlindArgs {
 		return args, false
 	}
+	args = slices.Grow(args, n)
 	ttl := int64(0)
 	if w.TTL > 0 {
 		ttl = max(w.TTL.Milliseconds(), 1)

@@ -1,0 +1,401 @@
+package ingest
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/window"
+)
+
+// batch is the working memory of one Apply call on one partition, kept for
+// the next call: the accepted events, their routing to (view, entity)
+// groups, the updates and the encoded writes. Reusing it keeps a batch to a
+// few allocations per entity written, whatever the number of events; a
+// batch that coalesces several events of an entity writes it once.
+//
+// Nothing in a batch outlives the next Apply call on the partition: the
+// values of the writes point into enc, and events' fields into values.
+type batch struct {
+	events  []window.Event       // accepted events, in offset order
+	values  []featurestore.Value // their fields, one run per event
+	uses    []use                // per accepted event and view: the group it feeds
+	groupOf map[string]int32     // view index and entity key bytes: the group
+	groups  []group
+	byGroup []window.Event // the events of each group, sorted by tile, then offset
+	tiles   []int64        // the distinct tiles of each group, ascending
+	fields  []string       // the fields each group's update reads
+	firsts  []int64        // each group's lowest offset, for its update
+	updates []online.Update
+	letters []DeadLetter
+	key     []byte
+	part    []int32 // the partition, as Update.Partitions
+
+	// What merges write, valid until the next batch.
+	enc    []byte
+	sets   []online.Field
+	fences []online.Fence
+
+	views []viewScratch // per view of the applier
+}
+
+// use is one event feeding one group.
+type use struct{ group, event int32 }
+
+// group is the events of one entity in one view, and the outcome of their
+// update.
+type group struct {
+	view     int
+	entity   featurestore.EntityKey
+	start, n int32 // its events in batch.byGroup
+	tiles    []int64
+	fields   []string
+	first    int64 // the lowest offset of its events
+	blind    bool  // its update was blind
+
+	// Set by the last merge.
+	fence  int64 // the stored fence of the partition
+	fresh  int32 // events above it, applied by the write
+	merged bool  // merged with a state read from Redis
+	// Whether a blind write would have gone through, judged from the state
+	// read (when merged).
+	blindable bool
+}
+
+// viewScratch holds what a batch reuses per view: states to merge into, and
+// the names of tile slots.
+type viewScratch struct {
+	tile  *window.TileState
+	life  *window.LifetimeState
+	last  *window.LastValues
+	slots map[int64]string // slot index: field name
+	// The share of the view's writes that could go blind, estimated over
+	// the batches so far (1 to start with: a new consumer is usually
+	// catching up, when most writes start new tiles).
+	blindRate float64
+}
+
+// reset prepares the batch for n messages.
+func (b *batch) reset(a *Applier, p int, n int) {
+	nf := len(a.layout.Fields)
+	if cap(b.values) < n*nf {
+		b.values = make([]featurestore.Value, 0, n*nf)
+	}
+	clear(b.values[:cap(b.values)]) // drop the last batch's strings
+	b.events, b.values, b.uses = b.events[:0], b.values[:0], b.uses[:0]
+	if b.groupOf == nil {
+		b.groupOf = map[string]int32{}
+	}
+	clear(b.groupOf)
+	clear(b.groups)
+	clear(b.letters)
+	b.groups, b.letters = b.groups[:0], b.letters[:0]
+	b.byGroup, b.tiles, b.fields, b.firsts = b.byGroup[:0], b.tiles[:0], b.fields[:0], b.firsts[:0]
+	clear(b.updates)
+	b.updates = b.updates[:0]
+	b.enc, b.sets, b.fences = b.enc[:0], b.sets[:0], b.fences[:0]
+	b.part = append(b.part[:0], int32(p))
+	if b.views == nil {
+		b.views = make([]viewScratch, len(a.views))
+		for i, vp := range a.views {
+			vs := &b.views[i]
+			w := vp.win
+			if w.HasPart(window.PartWindow) {
+				vs.tile = w.NewTileState(0)
+			}
+			if w.HasPart(window.PartLifetime) {
+				vs.life = w.NewLifetimeState()
+			}
+			if w.HasPart(window.PartLastValue) {
+				vs.last = w.NewLastValues()
+			}
+			vs.slots = map[int64]string{}
+			vs.blindRate = 1
+		}
+	}
+}
+
+// accept adds an accepted event: its fields are copied, so that ev can be
+// reused.
+func (b *batch) accept(ev *Event, p int32, offset int64) int32 {
+	n := len(b.values)
+	b.values = append(b.values, ev.Fields...)
+	b.events = append(b.events, window.Event{Time: ev.Time, Partition: p, Offset: offset, Fields: b.values[n:len(b.values):len(b.values)]})
+	return int32(len(b.events) - 1)
+}
+
+// route adds event ei to the group of its entity in view vi, or returns the
+// name of the join key it lacks.
+func (b *batch) route(a *Applier, vi int, ev *Event, ei int32) (missing string, err error) {
+	vp := a.views[vi]
+	// The map key: the view's index and the entity key's binary form (see
+	// featurestore.EntityKey), so that a lookup allocates nothing.
+	k := append(b.key[:0], byte(vi), byte(vi>>8))
+	for j, ki := range vp.keyIdx {
+		kv := ev.Keys[ki]
+		switch {
+		case kv.IsNull():
+			return a.layout.Keys[ki].Name, nil
+		case vp.keyKinds[j] == featurestore.KindString:
+			s := kv.Str()
+			k = append(k, byte(featurestore.KeyString))
+			k = binary.AppendUvarint(k, uint64(len(s)))
+			k = append(k, s...)
+		default:
+			k = append(k, byte(featurestore.KeyInt64))
+			k = binary.AppendVarint(k, kv.Int64())
+		}
+	}
+	b.key = k
+	gi, ok := b.groupOf[string(k)]
+	if !ok {
+		var ek featurestore.EntityKey
+		if err := ek.UnmarshalBinary(k[2:]); err != nil {
+			return "", err
+		}
+		gi = int32(len(b.groups))
+		b.groupOf[string(k)] = gi
+		b.groups = append(b.groups, group{view: vi, entity: ek})
+	}
+	b.groups[gi].n++
+	b.uses = append(b.uses, use{gi, ei})
+	return "", nil
+}
+
+// arrange lays out the events of each group contiguously, sorted by tile,
+// and lists each group's tiles and the fields its update reads.
+func (b *batch) arrange(a *Applier) {
+	var at int32
+	for i := range b.groups {
+		g := &b.groups[i]
+		g.start, at = at, at+g.n
+		g.n = 0
+	}
+	b.byGroup = slices.Grow(b.byGroup[:0], int(at))[:at]
+	for _, u := range b.uses {
+		g := &b.groups[u.group]
+		b.byGroup[g.start+g.n] = b.events[u.event]
+		g.n++
+	}
+	for i := range b.groups {
+		g := &b.groups[i]
+		vp := a.views[g.view]
+		w := vp.win
+		evs := b.byGroup[g.start : g.start+g.n]
+		g.first = evs[0].Offset // uses are in offset order
+		if len(evs) > 1 && w.HasPart(window.PartWindow) {
+			// Stable: within a tile, events stay in offset order.
+			slices.SortStableFunc(evs, func(x, y window.Event) int { return cmp.Compare(w.TileOf(x.Time), w.TileOf(y.Time)) })
+		}
+		vs := &b.views[g.view]
+		nt, nf := len(b.tiles), len(b.fields)
+		if w.HasPart(window.PartWindow) {
+			for j := range evs {
+				if k := w.TileOf(evs[j].Time); len(b.tiles) == nt || b.tiles[len(b.tiles)-1] != k {
+					b.tiles = append(b.tiles, k)
+					b.fields = append(b.fields, vs.slotField(k, vp.ring))
+				}
+			}
+		}
+		if w.HasPart(window.PartLifetime) {
+			b.fields = append(b.fields, online.LifetimeField)
+		}
+		if w.HasPart(window.PartLastValue) {
+			b.fields = append(b.fields, online.LastField)
+		}
+		g.tiles = b.tiles[nt:len(b.tiles):len(b.tiles)]
+		g.fields = b.fields[nf:len(b.fields):len(b.fields)]
+	}
+}
+
+// slotField returns the field of tile k's slot, from a cache: field names
+// are few (one per slot of the ring) and asked for per event.
+func (vs *viewScratch) slotField(k, ring int64) string {
+	s := k % ring
+	if s < 0 {
+		s += ring
+	}
+	f, ok := vs.slots[s]
+	if !ok {
+		f = online.SlotField(k, ring)
+		vs.slots[s] = f
+	}
+	return f
+}
+
+// updates returns the fenced updates of the batch's groups.
+func (b *batch) makeUpdates(a *Applier, topic string) []online.Update {
+	b.firsts = slices.Grow(b.firsts[:0], len(b.groups))
+	for i := range b.groups {
+		g := &b.groups[i]
+		vp := a.views[g.view]
+		g.blind = b.views[g.view].blindRate >= 0.5
+		b.firsts = append(b.firsts, g.first)
+		b.updates = append(b.updates, online.Update{
+			Key:        online.Key{Project: a.project, View: vp.def.Name, Entity: g.entity},
+			Topic:      topic,
+			Partitions: b.part,
+			Fields:     g.fields,
+			Blind:      g.blind,
+			First:      b.firsts[i : i+1 : i+1],
+			Merge:      func(st online.State) (online.Write, error) { return b.merge(a, i, st) },
+		})
+	}
+	return b.updates
+}
+
+// merge folds the events of group gi above the stored fence into the stored
+// state: the merge function of the group's update.
+func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error) {
+	g := &b.groups[gi]
+	vp := a.views[g.view]
+	w := vp.win
+	vs := &b.views[g.view]
+	evs := b.byGroup[g.start : g.start+g.n]
+	fence := st.Fences[0]
+	g.fence, g.fresh = fence, 0
+	last := int64(-1)
+	for j := range evs {
+		if evs[j].Offset > fence {
+			g.fresh++
+			last = max(last, evs[j].Offset)
+		}
+	}
+	if !st.Blind {
+		g.merged = true
+		g.blindable = b.blindable(g, st)
+	}
+	if g.fresh == 0 {
+		return online.Write{}, nil
+	}
+	sets := len(b.sets)
+	j := 0 // events of the current tile start here
+	for i, k := range g.tiles {
+		end := j
+		for end < len(evs) && w.TileOf(evs[end].Time) == k {
+			end++
+		}
+		run := evs[j:end]
+		j = end
+		ts := vs.tile
+		ts.Reset(k)
+		if v := st.Fields[i]; v != nil {
+			sk, blob, err := online.DecodeSlot(v)
+			if err != nil {
+				return online.Write{}, fmt.Errorf("tile slot %s of %s: %w", g.fields[i], g.entity, err)
+			}
+			if sk > k {
+				continue // the slot holds a newer tile: these events can no longer be read
+			}
+			if sk == k {
+				if err := ts.UnmarshalBinary(blob); err != nil {
+					return online.Write{}, err
+				}
+			}
+		}
+		n := 0
+		for r := range run {
+			if run[r].Offset > fence {
+				if err := ts.Add(&run[r]); err != nil {
+					return online.Write{}, err
+				}
+				n++
+			}
+		}
+		if n > 0 {
+			at := len(b.enc)
+			b.enc = online.AppendSlot(b.enc, k, nil)
+			b.enc = ts.AppendBinary(b.enc)
+			b.sets = append(b.sets, online.Field{Name: g.fields[i], Value: b.enc[at:len(b.enc):len(b.enc)]})
+		}
+	}
+	at := len(g.tiles)
+	if vs.life != nil {
+		ls := vs.life
+		ls.Reset()
+		if v := st.Fields[at]; v != nil {
+			if err := ls.UnmarshalBinary(v); err != nil {
+				return online.Write{}, err
+			}
+		}
+		for r := range evs {
+			if evs[r].Offset > fence {
+				ls.Add(&evs[r])
+			}
+		}
+		start := len(b.enc)
+		b.enc = ls.AppendBinary(b.enc)
+		b.sets = append(b.sets, online.Field{Name: online.LifetimeField, Value: b.enc[start:len(b.enc):len(b.enc)]})
+		at++
+	}
+	if vs.last != nil {
+		lv := vs.last
+		lv.Reset()
+		if v := st.Fields[at]; v != nil {
+			if err := lv.UnmarshalBinary(v); err != nil {
+				return online.Write{}, err
+			}
+		}
+		for r := range evs {
+			if evs[r].Offset > fence {
+				lv.Add(&evs[r])
+			}
+		}
+		start := len(b.enc)
+		b.enc = lv.AppendBinary(b.enc)
+		b.sets = append(b.sets, online.Field{Name: online.LastField, Value: b.enc[start:len(b.enc):len(b.enc)]})
+	}
+	fences := len(b.fences)
+	b.fences = append(b.fences, online.Fence{Partition: b.part[0], Offset: last})
+	return online.Write{
+		Set:    b.sets[sets:len(b.sets):len(b.sets)],
+		Fences: b.fences[fences:len(b.fences):len(b.fences)],
+		TTL:    vp.ttl,
+	}, nil
+}
+
+// blindable reports whether a blind write of group g would have gone through
+// on the stored state st: the conditions of online.Update.Blind.
+func (b *batch) blindable(g *group, st online.State) bool {
+	if st.Fences[0] >= g.first {
+		return false
+	}
+	for i, v := range st.Fields {
+		if v == nil {
+			continue
+		}
+		if i >= len(g.tiles) {
+			return false // lifetime state or last values
+		}
+		if sk, _, err := online.DecodeSlot(v); err != nil || sk == g.tiles[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// learn updates each view's estimate of how many writes could go blind with
+// the outcome of the batch's updates, once they are written.
+func (b *batch) learn() {
+	const weight = 0.3 // of the latest batch
+	for vi := range b.views {
+		ok, n := 0, 0
+		for i := range b.groups {
+			g := &b.groups[i]
+			if g.view != vi {
+				continue
+			}
+			n++
+			if (g.blind && !g.merged) || (g.merged && g.blindable) {
+				ok++
+			}
+		}
+		if n > 0 {
+			vs := &b.views[vi]
+			vs.blindRate = (1-weight)*vs.blindRate + weight*float64(ok)/float64(n)
+		}
+	}
+}

@@ -1,0 +1,166 @@
+package ingest
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// fetcher reads a partition ahead of the applier: it gathers the messages
+// of the next batch while the current one is applied, and hands them over
+// when the applier asks for them and the batch is ready (see next).
+//
+// The pending batch is bounded by GroupConfig.BatchSize while the partition
+// keeps up and by MaxBatchSize while it is behind, and by MaxBatchBytes
+// always; when it is full, reading waits. So a partition holds at most two
+// batches: the one being applied and the next.
+type fetcher struct {
+	cfg *GroupConfig
+	log *slog.Logger
+	r   *kafka.Reader
+
+	mu      sync.Mutex
+	pending []kafka.Message
+	size    int           // messageSize of pending
+	since   time.Time     // when the first pending message arrived
+	behind  bool          // the last message read had more than BatchSize after it
+	done    bool          // reading stopped: the generation ended
+	ready   chan struct{} // signalled when pending grows or reading stops
+	space   chan struct{} // signalled when pending was taken
+}
+
+func newFetcher(cfg *GroupConfig, log *slog.Logger, r *kafka.Reader) *fetcher {
+	return &fetcher{cfg: cfg, log: log, r: r, ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// limit returns the number of messages the pending batch may hold.
+func (f *fetcher) limit() int {
+	if f.behind {
+		return f.cfg.MaxBatchSize
+	}
+	return f.cfg.BatchSize
+}
+
+// full reports whether the pending batch may not grow; f.mu is held.
+func (f *fetcher) full() bool {
+	return len(f.pending) >= f.limit() || f.size >= f.cfg.MaxBatchBytes
+}
+
+// run reads messages into the pending batch until ctx ends.
+func (f *fetcher) run(ctx context.Context) {
+	defer func() {
+		f.mu.Lock()
+		f.done = true
+		f.mu.Unlock()
+		signal(f.ready)
+	}()
+	for {
+		f.mu.Lock()
+		full := f.full()
+		f.mu.Unlock()
+		if full {
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.space:
+			}
+			continue
+		}
+		m, err := f.r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			f.log.Warn("fetch failed", "err", err)
+			if !sleep(ctx, f.cfg.RetryMin) {
+				return
+			}
+			continue
+		}
+		f.mu.Lock()
+		if len(f.pending) == 0 {
+			f.since = time.Now()
+		}
+		f.pending = append(f.pending, m)
+		f.size += messageSize(m)
+		f.behind = m.HighWaterMark-m.Offset-1 >= int64(f.cfg.BatchSize)
+		f.mu.Unlock()
+		signal(f.ready)
+	}
+}
+
+// next waits for the next batch and returns it; buf, the last batch, is
+// reused for the one after. A batch is ready
+// when it is full, or when Linger has passed since its first message
+// arrived: a partition that keeps up waits at most Linger for more, and one
+// that is behind takes what gathered while the last batch was applied. It
+// returns false when ctx ends or reading stopped, with whatever is pending
+// left unapplied: the next owner of the partition reads it again.
+func (f *fetcher) next(ctx context.Context, buf []kafka.Message) ([]kafka.Message, bool) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		f.mu.Lock()
+		if f.done || ctx.Err() != nil {
+			f.mu.Unlock()
+			return buf, false
+		}
+		n := len(f.pending)
+		wait := time.Duration(0)
+		if n > 0 && !f.full() {
+			wait = f.cfg.Linger - time.Since(f.since)
+		}
+		if n > 0 && wait <= 0 {
+			// Swap: the batch is handed over, and the last batch's buffer,
+			// which the caller is done with, gathers the next.
+			batch := f.pending
+			clear(buf[:cap(buf)]) // drop references to the messages' memory
+			f.pending, f.size = buf[:0], 0
+			if cap(f.pending) > 4*f.cfg.BatchSize && n <= f.cfg.BatchSize {
+				f.pending = nil // caught up: let the catch-up buffer go
+			}
+			f.mu.Unlock()
+			signal(f.space)
+			return batch, true
+		}
+		f.mu.Unlock()
+		var expired <-chan time.Time
+		if n > 0 {
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			expired = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-f.ready:
+		case <-expired:
+		}
+	}
+}
+
+// messageSize is what a batch counts of a message against MaxBatchBytes:
+// its key, value and headers, and 256 bytes for what holds them.
+func messageSize(m kafka.Message) int {
+	n := 256 + len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
