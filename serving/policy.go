@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -47,8 +48,16 @@ type policy struct {
 }
 
 type tokenHash struct {
-	sum [sha256.Size]byte
+	sum [sha256.Size / 8]uint64
 	p   *principal
+}
+
+// hashWords is a SHA-256 sum as machine words, compared without branches.
+func hashWords(sum [sha256.Size]byte) (w [sha256.Size / 8]uint64) {
+	for i := range w {
+		w[i] = binary.LittleEndian.Uint64(sum[8*i:])
+	}
+	return w
 }
 
 // principal is an authenticated caller and what it may read.
@@ -74,13 +83,16 @@ func (p *principal) allowed(project, view string) bool {
 }
 
 // byToken returns the principal of a bearer token, or nil. It compares the
-// token's hash with every hash of the policy in constant time, so how long it
-// takes tells nothing about which hashes exist.
+// token's hash with every hash of the policy, each in full and without
+// branches, so how long it takes tells nothing about which hashes exist or
+// how close the token came to one.
 func (pol *policy) byToken(token string) *principal {
-	sum := sha256.Sum256([]byte(token))
+	sum := hashWords(sha256.Sum256([]byte(token)))
 	match := -1
 	for i := range pol.tokens {
-		eq := subtle.ConstantTimeCompare(sum[:], pol.tokens[i].sum[:])
+		h := &pol.tokens[i].sum
+		diff := sum[0] ^ h[0] | sum[1] ^ h[1] | sum[2] ^ h[2] | sum[3] ^ h[3]
+		eq := subtle.ConstantTimeEq(int32(uint32(diff)|uint32(diff>>32)), 0)
 		match = subtle.ConstantTimeSelect(eq, i, match)
 	}
 	if match < 0 {
@@ -169,7 +181,7 @@ func (d *policyDecoder) decode(data []byte) *policy {
 		return nil
 	}
 	names := map[string]*yaml.Node{}
-	tokenOwner := map[[sha256.Size]byte]string{}
+	tokenOwner := map[[sha256.Size / 8]uint64]string{}
 	for _, n := range list.Content {
 		p := d.principal(n, pol, tokenOwner)
 		if p == nil {
@@ -253,7 +265,7 @@ func (d *policyDecoder) str(n *yaml.Node, what string) (string, bool) {
 	return n.Value, true
 }
 
-func (d *policyDecoder) principal(n *yaml.Node, pol *policy, tokenOwner map[[sha256.Size]byte]string) *principal {
+func (d *policyDecoder) principal(n *yaml.Node, pol *policy, tokenOwner map[[sha256.Size / 8]uint64]string) *principal {
 	p := &principal{grants: map[string]viewGrant{}}
 	var tokens, certs, grants *yaml.Node
 	nameOK := false
@@ -279,7 +291,7 @@ func (d *policyDecoder) principal(n *yaml.Node, pol *policy, tokenOwner map[[sha
 				d.errorf(t, "%s: token_sha256 %q is not a SHA-256 in hex (64 hex digits): store the hash of the token ('featurestore token hash'), never the token", what, redact(s))
 				continue
 			}
-			th := tokenHash{sum: [sha256.Size]byte(b), p: p}
+			th := tokenHash{sum: hashWords([sha256.Size]byte(b)), p: p}
 			if owner, dup := tokenOwner[th.sum]; dup {
 				d.errorf(t, "%s: token hash %s… is also listed for principal %q", what, s[:8], owner)
 				continue
