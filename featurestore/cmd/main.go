@@ -47,6 +47,7 @@ func commands() []*command {
 		tokenCommand(),
 		watchCommand(),
 		devCommand(),
+		compactCommand(),
 		schemaCommand(),
 		versionCommand(),
 	}

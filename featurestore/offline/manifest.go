@@ -118,6 +118,16 @@ func decodeEntry(b []byte) (*entry, error) {
 	if err := e.check(); err != nil {
 		return nil, fmt.Errorf("decode manifest entry %d: %w", e.Seq, err)
 	}
+	// One form in memory for "[]" and an absent list.
+	if len(e.Add) == 0 {
+		e.Add = nil
+	}
+	if len(e.Remove) == 0 {
+		e.Remove = nil
+	}
+	if len(e.Positions) == 0 {
+		e.Positions = nil
+	}
 	return &e, nil
 }
 

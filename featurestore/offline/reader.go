@@ -178,7 +178,7 @@ type EventDecoder struct {
 	evt, ing []arrow.Timestamp
 	part     []int32
 	off      []int64
-	cols     []fieldColumn  // per source field
+	cols     []fieldColumn // per source field
 	keyCols  []arrow.Array // per join key
 }
 

@@ -1,0 +1,103 @@
+package offline
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"testing"
+)
+
+// TestStorageConformance runs the same checks on every Storage.
+func TestStorageConformance(t *testing.T) {
+	for name, mk := range storages(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			st := mk(t)
+			read := func(name string) (string, error) {
+				b, err := readAll(ctx, st, name)
+				return string(b), err
+			}
+			put(t, st, "p/v/date=2024-01-01/a.arrow", "one")
+			put(t, st, "p/v/date=2024-01-01/a.arrow", "two") // replaces
+			if got, err := read("p/v/date=2024-01-01/a.arrow"); err != nil || got != "two" {
+				t.Fatalf("read after replace: %q %v", got, err)
+			}
+			// A write that fails leaves the old object, and nothing else.
+			err := st.Put(ctx, "p/v/date=2024-01-01/a.arrow", func(w io.Writer) error {
+				_, _ = w.Write([]byte("partial"))
+				return errors.New("boom")
+			})
+			if err == nil {
+				t.Fatal("failed write reported success")
+			}
+			if got, err := read("p/v/date=2024-01-01/a.arrow"); err != nil || got != "two" {
+				t.Fatalf("after a failed write: %q %v", got, err)
+			}
+			if err := st.Put(ctx, "p/v/new.arrow", func(w io.Writer) error { return errors.New("boom") }); err == nil {
+				t.Fatal("failed write reported success")
+			}
+			if _, err := st.Open(ctx, "p/v/new.arrow"); !errors.Is(err, ErrNotExist) {
+				t.Fatalf("open after a failed first write: %v, want ErrNotExist", err)
+			}
+			// Create is exclusive.
+			if err := st.Create(ctx, "p/v/_manifest/1.json", []byte("first")); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Create(ctx, "p/v/_manifest/1.json", []byte("second")); !errors.Is(err, ErrExist) {
+				t.Fatalf("second create: %v, want ErrExist", err)
+			}
+			if got, _ := read("p/v/_manifest/1.json"); got != "first" {
+				t.Fatalf("create overwrote: %q", got)
+			}
+			// ReadAt past the end.
+			o, err := st.Open(ctx, "p/v/_manifest/1.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 10)
+			if n, err := o.ReadAt(buf, 2); n != 3 || err != io.EOF || string(buf[:n]) != "rst" || o.Size() != 5 {
+				t.Fatalf("ReadAt: %d %v %q size %d", n, err, buf[:n], o.Size())
+			}
+			o.Close()
+			put(t, st, "p2/v/x", "other project")
+			objs, err := st.List(ctx, "p")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, o := range objs {
+				if !o.Temp {
+					names = append(names, o.Name)
+				}
+				if o.ModTime.IsZero() {
+					t.Errorf("%s: no modification time", o.Name)
+				}
+			}
+			slices.Sort(names)
+			if want := []string{"p/v/_manifest/1.json", "p/v/date=2024-01-01/a.arrow"}; !slices.Equal(names, want) {
+				t.Fatalf("list: %v, want %v", names, want)
+			}
+			if objs, err := st.List(ctx, "nothing"); err != nil || len(objs) != 0 {
+				t.Fatalf("list of nothing: %v %v", objs, err)
+			}
+			if err := st.Delete(ctx, "p/v/date=2024-01-01/a.arrow"); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Delete(ctx, "p/v/date=2024-01-01/a.arrow"); err != nil {
+				t.Fatalf("deleting a missing object: %v", err)
+			}
+			if _, err := st.Open(ctx, "p/v/date=2024-01-01/a.arrow"); !errors.Is(err, ErrNotExist) {
+				t.Fatalf("open after delete: %v", err)
+			}
+			for _, bad := range []string{"", "/abs", "a/../b", "a//b", "a/", "./a"} {
+				if err := st.Put(ctx, bad, func(io.Writer) error { return nil }); err == nil {
+					t.Errorf("Put(%q) accepted", bad)
+				}
+				if _, err := st.Open(ctx, bad); err == nil {
+					t.Errorf("Open(%q) accepted", bad)
+				}
+			}
+		})
+	}
+}
