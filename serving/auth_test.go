@@ -389,11 +389,20 @@ func TestAuthInterceptor(t *testing.T) {
 	}
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer tok-admin"))
 	called := false
-	handler := func(ctx context.Context, req any) (any, error) { called = true; return "ok", nil }
+	handler := func(ctx context.Context, req any) (any, error) {
+		called = true
+		if name, ok := PrincipalFromContext(ctx); !ok || name != "admin" {
+			t.Errorf("principal %q, %v; want admin", name, ok)
+		}
+		return "ok", nil
+	}
 
 	_, err = auth.UnaryInterceptor()(ctx, nil, &grpc.UnaryServerInfo{FullMethod: pb.RegistryService_ListVersions_FullMethodName}, handler)
 	if status.Code(err) != codes.PermissionDenied || called {
 		t.Errorf("a method outside the policy: %v, handler called %v", err, called)
+	}
+	if _, ok := PrincipalFromContext(ctx); ok {
+		t.Error("a principal in a context that was not authenticated")
 	}
 	_, err = auth.UnaryInterceptor()(ctx, nil, &grpc.UnaryServerInfo{FullMethod: pb.OnlineService_GetOnlineFeatures_FullMethodName}, handler)
 	if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != "the request was not authorized" {
