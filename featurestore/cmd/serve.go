@@ -18,6 +18,8 @@ func serveCommand() *command {
 		logs            logFlags
 		sec             securityFlags
 		grpcAddr        string
+		httpAddr        string
+		httpMaxBody     int64
 		metricsAddr     string
 		maxEntities     int
 		defaultDeadline time.Duration
@@ -28,7 +30,7 @@ func serveCommand() *command {
 	return &command{
 		name:    "serve",
 		usage:   "serve [flags]",
-		summary: "Serve online feature lookups over gRPC.",
+		summary: "Serve online feature lookups over gRPC and as JSON over HTTP.",
 		long: `Serve featurestore.v1.OnlineService on --grpc-addr: the current values of
 features for entity keys, read from the online store in Redis in one round
 trip per request, windows merged at request time. Each request is resolved
@@ -36,6 +38,12 @@ against one registry version; new versions are picked up without a restart.
 The gRPC health service and server reflection are on, so grpcurl and load
 tools work. Stops on SIGTERM or Ctrl-C, letting calls in flight finish for up
 to --shutdown-timeout. Serves Prometheus metrics on --metrics-addr.
+
+The same lookups are served as JSON over HTTP on --http-addr, for curl and
+languages without gRPC tooling: POST /v1/features:get takes a
+GetOnlineFeaturesRequest in the proto3 JSON mapping and answers the
+GetOnlineFeaturesResponse; GET /healthz answers 200 once a registry version
+is loaded and Redis answers. TLS and the access policy apply to it too.
 
 With --tls-cert and --tls-key the server speaks TLS only; --tls-client-ca
 also requires client certificates. With --auth-policy every call except
@@ -48,6 +56,8 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			logs.register(fs)
 			sec.register(fs)
 			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC server, host:port.")
+			fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:6567", "Address of the JSON-over-HTTP lookup endpoint, host:port; empty to serve none.")
+			fs.Int64Var(&httpMaxBody, "http-max-body-bytes", serving.DefaultMaxBodyBytes, "Largest HTTP lookup request body, in bytes; a larger one is refused with 413.")
 			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9465", "Address of the /metrics endpoint; empty to serve none.")
 			fs.IntVar(&maxEntities, "max-entities", serving.DefaultMaxEntities, "Most entities one request may ask for.")
 			fs.DurationVar(&defaultDeadline, "default-deadline", serving.DefaultDefaultDeadline, "Deadline of a request whose client set none.")
@@ -63,6 +73,9 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				}
 				if defaultDeadline <= 0 {
 					return fmt.Errorf("%w: --default-deadline must be positive", errUsage)
+				}
+				if httpMaxBody <= 0 {
+					return fmt.Errorf("%w: --http-max-body-bytes must be positive", errUsage)
 				}
 				if err := sec.check(); err != nil {
 					return err
@@ -100,15 +113,56 @@ tokens; docs/operations.md, Security, has an example policy).`,
 					Metrics:         serving.NewMetrics(promReg),
 					Logger:          log,
 				})
-				return serving.NewServer(svc, serving.ServerConfig{
+				servers := []func(context.Context) error{serving.NewServer(svc, serving.ServerConfig{
 					Addr:                 grpcAddr,
 					MaxConcurrentStreams: uint32(maxStreams),
 					ShutdownTimeout:      shutdownTimeout,
 					TLS:                  tlsConfig,
 					Auth:                 auth,
 					Logger:               log,
-				}).Run(ctx)
+				}).Run}
+				if httpAddr != "" {
+					hc := serving.HTTPConfig{
+						Addr:            httpAddr,
+						MaxBodyBytes:    httpMaxBody,
+						ShutdownTimeout: shutdownTimeout,
+						Ping:            func(ctx context.Context) error { return rc.Ping(ctx).Err() },
+						Logger:          log,
+					}
+					if serverTLS != nil {
+						hc.TLS = serverTLS.Config("h2", "http/1.1")
+					}
+					if auth != nil {
+						hc.Interceptor, hc.Middleware = auth.UnaryInterceptor(), auth.HTTPMiddleware
+					}
+					servers = append(servers, serving.NewHTTPServer(svc, hc).Run)
+				}
+				return runAll(ctx, servers...)
 			}
 		},
 	}
+}
+
+// runAll runs every fn until ctx ends or one of them fails, which stops the
+// others, and returns the first error.
+func runAll(ctx context.Context, fns ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(fns))
+	for _, fn := range fns {
+		go func() {
+			err := fn(ctx)
+			if err != nil {
+				cancel()
+			}
+			errc <- err
+		}()
+	}
+	var first error
+	for range fns {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

@@ -43,7 +43,7 @@ func TestServe(t *testing.T) {
 	var stderr bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- runContext(ctx, []string{"serve", "--grpc-addr", addr, "--max-entities", "2"},
+		done <- runContext(ctx, []string{"serve", "--grpc-addr", addr, "--http-addr", "", "--max-entities", "2"},
 			&bytes.Buffer{}, &stderr, func(k string) string { return env[k] })
 	}()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
