@@ -161,30 +161,7 @@ func TestIngestEndToEnd(t *testing.T) {
 		t.Fatal("the first run applied everything; the test did not stop part way")
 	}
 
-	// The reference: per partition in offset order, accept what is not
-	// malformed and not later than the lateness behind the high water.
-	var accepted []rawEvent
-	rejected := map[Reason]int{}
-	for p := range 3 {
-		var hw int64
-		has := false
-		for _, e := range events {
-			if e.partition != p {
-				continue
-			}
-			switch {
-			case e.bad:
-				rejected[ReasonInvalidPayload]++
-			case has && e.time < hw-10*60*1000:
-				rejected[ReasonLate]++
-			default:
-				accepted = append(accepted, e)
-				if !has || e.time > hw {
-					hw, has = e.time, true
-				}
-			}
-		}
-	}
+	accepted, rejected := acceptReference(events, 3, 10*time.Minute)
 	got := map[Reason]int{}
 	for _, l := range sink.letters {
 		got[l.Reason]++
@@ -195,40 +172,7 @@ func TestIngestEndToEnd(t *testing.T) {
 	}
 	t.Logf("%d events: %d accepted, rejected %v", n, len(accepted), rejected)
 
-	w2, err := window.Compile(r.View("card_txn"), src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layout := online.NewViewLayout(project, "card_txn", w2, src.AllowedLateness.Std())
-	maxT := int64(0)
-	for _, e := range accepted {
-		maxT = max(maxT, e.time)
-	}
-	for round := range 40 {
-		at := maxT + rng.Int64N(int64(2*time.Hour/time.Millisecond))
-		if round == 0 {
-			at = maxT
-		}
-		var reqs []ViewRead
-		var cards []string
-		for c := range 15 {
-			card := fmt.Sprintf("c%d", c)
-			cards = append(cards, card)
-			reqs = append(reqs, online.ViewRead{Layout: &layout, Entity: featurestore.StringKey(card)})
-		}
-		res, err := online.ReadViews(ctx, store, reqs, at)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, card := range cards {
-			want := reference(accepted, card, at)
-			for f, fv := range res[i] {
-				if !fv.Value.Equal(want[f].Value) || fv.Status != want[f].Status {
-					t.Fatalf("at %d card %s feature %s: got %v (%d), want %v (%d)", at, card, w2.Features()[f].Name, fv.Value, fv.Status, want[f].Value, want[f].Status)
-				}
-			}
-		}
-	}
+	checkAgainstReference(ctx, t, r, src, store, project, accepted, rng)
 }
 
 type ViewRead = online.ViewRead
