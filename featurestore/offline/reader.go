@@ -210,6 +210,9 @@ func (d *EventDecoder) Bind(rec arrow.RecordBatch) error {
 		if !arrow.TypeEqual(a.DataType(), t) {
 			return nil, fmt.Errorf("log batch: column %q is %s, want %s", name, a.DataType(), t)
 		}
+		if a.NullN() > 0 {
+			return nil, fmt.Errorf("log batch: column %q has nulls", name)
+		}
 		return a, nil
 	}
 	ts := arrow.FixedWidthTypes.Timestamp_ms
@@ -230,12 +233,6 @@ func (d *EventDecoder) Bind(rec arrow.RecordBatch) error {
 		return err
 	}
 	d.off = a.(*array.Int64).Int64Values()
-	for _, c := range []string{ColEventTime, ColIngestTime, ColPartition, ColOffset} {
-		a, _ := col(c, sc.Field(sc.FieldIndices(c)[0]).Type)
-		if a.NullN() > 0 {
-			return fmt.Errorf("log batch: column %q has nulls", c)
-		}
-	}
 	d.keyCols = d.keyCols[:0]
 	for _, k := range d.keys {
 		idx := sc.FieldIndices(k)

@@ -14,7 +14,9 @@ import (
 // (S3, GCS, Azure, or any other driver the binary links). An object appears
 // whole when its writer closes and never in part, so Put needs no temporary
 // object; Create uses the bucket's if-not-exist precondition, which the
-// driver must support.
+// driver must enforce atomically for several writers to share a log (S3,
+// GCS and Azure do; memblob does within a process; fileblob does not, as it
+// checks and renames without a lock: use Dir for a local directory).
 type Bucket struct {
 	b *blob.Bucket
 }

@@ -422,6 +422,17 @@ func (w *Writer) Position(ctx context.Context, view, topic string, partition int
 	return p, ok, nil
 }
 
+// holds reports whether every file buffered in st is committed under its
+// name. m.mu must be held.
+func (m *manifest) holds(st *stream) bool {
+	for _, fb := range st.files {
+		if _, ok := m.files[fb.path(st.id.topic, st.id.partition)]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // discard drops a stream's buffered rows.
 func (w *Writer) discard(st *stream, reason string) {
 	if st.rows > 0 {
@@ -464,17 +475,27 @@ func (w *Writer) flushLocked(ctx context.Context, view string, ss []*stream, rea
 	hasCur := make([]bool, len(ss))
 	m.mu.Lock()
 	err = m.refresh(ctx)
+	own := make([]bool, len(ss))
 	for i, st := range ss {
 		curs[i], hasCur[i] = m.position(st.id.topic, st.id.partition)
 		lost[i] = hasCur[i] != st.hasKnown || hasCur[i] && curs[i].Offset != st.known.Offset
+		// A commit that reported an error may have landed all the same:
+		// then the manifest holds exactly this buffer.
+		own[i] = lost[i] && hasCur[i] && st.hasEnd && curs[i].Offset == st.end.Offset && m.holds(st)
 	}
 	m.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("offline log of %s: %w", view, err)
 	}
+	for i, st := range ss {
+		if own[i] {
+			w.release(st)
+			st.known, st.hasKnown, lost[i] = st.end, true, false
+		}
+	}
 	infos := make([][]FileInfo, len(ss))
 	for i, st := range ss {
-		if lost[i] {
+		if lost[i] || own[i] {
 			continue
 		}
 		for _, day := range slices.Sorted(maps.Keys(st.files)) {
@@ -501,7 +522,7 @@ func (w *Writer) flushLocked(ctx context.Context, view string, ss []*stream, rea
 	_, err = m.commit(ctx, func() (*entry, error) {
 		e := &entry{}
 		for i, st := range ss {
-			if lost[i] {
+			if lost[i] || own[i] {
 				continue
 			}
 			cur, ok := m.position(st.id.topic, st.id.partition)
@@ -528,6 +549,9 @@ func (w *Writer) flushLocked(ctx context.Context, view string, ss []*stream, rea
 		return fmt.Errorf("offline log of %s: commit: %w", view, err)
 	}
 	for i, st := range ss {
+		if own[i] {
+			continue
+		}
 		if lost[i] {
 			w.log.Warn("another writer committed the partition; dropping buffered rows until it is resumed",
 				"view", view, "topic", st.id.topic, "partition", st.id.partition, "rows", st.rows)

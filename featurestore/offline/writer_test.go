@@ -440,3 +440,47 @@ func slicesSortByOffset(b Batch) {
 		}
 	}
 }
+
+// lyingCreate commits manifest entries but reports a failure, as a timeout
+// after the write landed does.
+type lyingCreate struct {
+	Storage
+	lie bool
+}
+
+func (l *lyingCreate) Create(ctx context.Context, name string, data []byte) error {
+	err := l.Storage.Create(ctx, name, data)
+	if err == nil && l.lie {
+		return errors.New("injected timeout")
+	}
+	return err
+}
+
+// TestCommitErrorThatLanded: a commit reported as failed but made is
+// recognised as the writer's own, not as another writer's: the partition
+// goes on being logged, each event once.
+func TestCommitErrorThatLanded(t *testing.T) {
+	ctx := context.Background()
+	dir, _ := NewDir(t.TempDir())
+	st := &lyingCreate{Storage: dir}
+	s := testSchema(t, "account_stats")
+	evs := genEvents(rand.New(rand.NewPCG(17, 18)), 60, 0, 0, t0)
+	w, _ := OpenWriter(ctx, st, testProject, Options{})
+	want := appendAll(t, w, s, evs[:30], 10)
+	st.lie = true
+	if err := w.Flush(ctx); err == nil {
+		t.Fatal("flush reported no error")
+	}
+	st.lie = false
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, appendAll(t, w, s, evs[30:], 10)...)
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sortRows(want)
+	if got := readRows(t, st); !reflect.DeepEqual(got, want) {
+		t.Fatalf("read %d rows, want %d: %v", len(got), len(want), firstDiff(got, want))
+	}
+}

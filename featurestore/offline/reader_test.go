@@ -1,0 +1,74 @@
+package offline
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/featurestore/featurestore/featurestore/window"
+)
+
+// TestBetween: time pruning keeps exactly the files whose event time range
+// meets the asked one, compared with a scan of every file's rows.
+func TestBetween(t *testing.T) {
+	ctx := context.Background()
+	st, _ := NewDir(t.TempDir())
+	s := testSchema(t, "account_stats")
+	w, _ := OpenWriter(ctx, st, testProject, Options{FlushRows: 20})
+	appendAll(t, w, s, genEvents(rand.New(rand.NewPCG(51, 52)), 200, 0, 0, t0), 20)
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := ReadSnapshot(ctx, st, testProject, "account_stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range [][2]int64{{t0, t0 + 3600_000}, {t0 - dayMs, t0 - dayMs + 1}, {0, 1}, {t0 + 3*dayMs, t0 + 4*dayMs}} {
+		keep := map[string]bool{}
+		for _, f := range snap.Between(r[0], r[1]) {
+			keep[f.Path] = true
+		}
+		for _, f := range snap.Files {
+			has := false
+			_ = Scan(ctx, st, snap, []FileInfo{f}, func(_ FileInfo, rec arrow.RecordBatch) error {
+				for _, v := range rec.Column(0).(*array.Timestamp).TimestampValues() {
+					has = has || int64(v) >= r[0] && int64(v) <= r[1]
+				}
+				return nil
+			})
+			if has && !keep[f.Path] {
+				t.Errorf("range %v: %s has events in it but was pruned", r, f.Path)
+			}
+		}
+	}
+}
+
+// TestEventDecoderRejects: a batch whose columns do not fit the source is
+// an error naming the column.
+func TestEventDecoderRejects(t *testing.T) {
+	fields := []window.Field{{Name: "amount", Kind: 3}}
+	mem := memory.NewGoAllocator()
+	ts := arrow.FixedWidthTypes.Timestamp_ms
+	mk := func(amount arrow.DataType) arrow.RecordBatch {
+		sc := arrow.NewSchema([]arrow.Field{{Name: ColEventTime, Type: ts}, {Name: ColIngestTime, Type: ts}, {Name: ColTopic, Type: arrow.BinaryTypes.String},
+			{Name: ColPartition, Type: arrow.PrimitiveTypes.Int32}, {Name: ColOffset, Type: arrow.PrimitiveTypes.Int64},
+			{Name: "k", Type: arrow.BinaryTypes.String}, {Name: "amount", Type: amount, Nullable: true}}, nil)
+		b := array.NewRecordBuilder(mem, sc)
+		defer b.Release()
+		return b.NewRecordBatch()
+	}
+	d := NewEventDecoder(fields, []string{"k"})
+	if err := d.Bind(mk(arrow.PrimitiveTypes.Float64)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Bind(mk(arrow.BinaryTypes.String)); err == nil || err.Error() != `log batch: column "amount" is utf8, the source declares double` {
+		t.Fatalf("wrong type: %v", err)
+	}
+	if err := NewEventDecoder(fields, []string{"nokey"}).Bind(mk(arrow.PrimitiveTypes.Float64)); err == nil || err.Error() != `log batch: 0 columns named "nokey"` {
+		t.Fatalf("missing key: %v", err)
+	}
+}
