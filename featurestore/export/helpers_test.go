@@ -1,0 +1,308 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/featurestore/featurestore/registry"
+)
+
+// memLog is a Log over record batches held in memory, built in the offline
+// log's schema by logBatch.
+type memLog struct {
+	batches map[string][]arrow.RecordBatch
+}
+
+func (l *memLog) Scan(ctx context.Context, view string, _ int64, fn func(arrow.RecordBatch) error) error {
+	for _, b := range l.batches[view] {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sizedLog is a memLog that reports its sizes.
+type sizedLog struct{ *memLog }
+
+func (l sizedLog) Size(_ context.Context, view string) (int64, error) {
+	var n int64
+	for _, b := range l.batches[view] {
+		for _, c := range b.Columns() {
+			for _, buf := range c.Data().Buffers() {
+				if buf != nil {
+					n += int64(buf.Len())
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+// rawEvent is one event as a test writes it: field values are string,
+// int64, float64, bool, or nil (null or absent).
+type rawEvent struct {
+	time      int64
+	partition int32
+	offset    int64
+	keys      map[string]any
+	fields    map[string]any
+}
+
+// logBatch builds a record batch of the offline log's schema, version 1, of
+// view v from events.
+func logBatch(t testing.TB, r *registry.Registry, project, view string, evs []rawEvent) arrow.RecordBatch {
+	t.Helper()
+	v := r.View(view)
+	src := r.Source(v.Source)
+	ent := r.Entity(v.Entity)
+	used := map[string]bool{}
+	for _, f := range v.Features {
+		if f.Field != "" {
+			used[f.Field] = true
+		}
+		for _, c := range f.Filter {
+			used[c.Field] = true
+		}
+	}
+	ts := &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
+	fields := []arrow.Field{
+		{Name: ColEventTime, Type: ts},
+		{Name: ColIngestTime, Type: ts},
+		{Name: ColTopic, Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: ColPartition, Type: arrow.PrimitiveTypes.Int32, Nullable: true},
+		{Name: ColOffset, Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	}
+	for _, k := range ent.JoinKeys {
+		typ := arrow.DataType(arrow.BinaryTypes.String)
+		if k.Type == registry.KeyInt64 {
+			typ = arrow.PrimitiveTypes.Int64
+		}
+		fields = append(fields, arrow.Field{Name: k.Name, Type: typ, Nullable: true})
+	}
+	names := slices.Sorted(maps.Keys(used))
+	for _, n := range names {
+		var typ arrow.DataType
+		switch src.Fields[n] {
+		case registry.TypeString:
+			typ = arrow.BinaryTypes.String
+		case registry.TypeInt64:
+			typ = arrow.PrimitiveTypes.Int64
+		case registry.TypeDouble:
+			typ = arrow.PrimitiveTypes.Float64
+		case registry.TypeBool:
+			typ = arrow.FixedWidthTypes.Boolean
+		}
+		fields = append(fields, arrow.Field{Name: n, Type: typ, Nullable: true})
+	}
+	md := arrow.NewMetadata([]string{MetaProject, MetaView, MetaSource, MetaLogVersion}, []string{project, view, src.Name, LogVersion})
+	schema := arrow.NewSchema(fields, &md)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	for _, e := range evs {
+		b.Field(0).(*array.TimestampBuilder).Append(arrow.Timestamp(e.time))
+		b.Field(1).(*array.TimestampBuilder).Append(arrow.Timestamp(e.time + 5))
+		b.Field(2).(*array.StringBuilder).Append("topic")
+		b.Field(3).(*array.Int32Builder).Append(e.partition)
+		b.Field(4).(*array.Int64Builder).Append(e.offset)
+		for j, k := range ent.JoinKeys {
+			appendAny(t, b.Field(5+j), e.keys[k.Name])
+		}
+		for j, n := range names {
+			appendAny(t, b.Field(5+len(ent.JoinKeys)+j), e.fields[n])
+		}
+	}
+	return b.NewRecordBatch()
+}
+
+func appendAny(t testing.TB, b array.Builder, v any) {
+	t.Helper()
+	if v == nil {
+		b.AppendNull()
+		return
+	}
+	switch b := b.(type) {
+	case *array.StringBuilder:
+		b.Append(v.(string))
+	case *array.Int64Builder:
+		b.Append(v.(int64))
+	case *array.Float64Builder:
+		b.Append(v.(float64))
+	case *array.BooleanBuilder:
+		b.Append(v.(bool))
+	case *array.TimestampBuilder:
+		b.Append(arrow.Timestamp(v.(int64)))
+	default:
+		t.Fatalf("append %T to %T", v, b)
+	}
+}
+
+// table is an entity table as a test writes it.
+type testTable struct {
+	fields []arrow.Field
+	rows   [][]any
+}
+
+func (tt *testTable) record(t testing.TB) arrow.RecordBatch {
+	t.Helper()
+	b := array.NewRecordBuilder(memory.DefaultAllocator, arrow.NewSchema(tt.fields, nil))
+	defer b.Release()
+	for _, row := range tt.rows {
+		for i, v := range row {
+			appendAny(t, b.Field(i), v)
+		}
+	}
+	return b.NewRecordBatch()
+}
+
+// writeArrow writes the table as an Arrow IPC file, in batches of at most
+// batch rows.
+func (tt *testTable) writeArrow(t testing.TB, path string, batch int) {
+	t.Helper()
+	rec := tt.record(t)
+	defer rec.Release()
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	w, err := ipc.NewFileWriter(fh, ipc.WithSchema(rec.Schema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := int64(0); start < rec.NumRows() || start == 0; start += int64(batch) {
+		s := rec.NewSlice(start, min(start+int64(batch), rec.NumRows()))
+		if err := w.Write(s); err != nil {
+			t.Fatal(err)
+		}
+		s.Release()
+		if rec.NumRows() == 0 {
+			break
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (tt *testTable) writeParquet(t testing.TB, path string) {
+	t.Helper()
+	rec := tt.record(t)
+	defer rec.Release()
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	w, err := pqarrow.NewFileWriter(rec.Schema(), fh, nil, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readTable reads a whole Arrow IPC or Parquet file into one record.
+func readTable(t testing.TB, path string) arrow.Table {
+	t.Helper()
+	if filepath.Ext(path) == ".parquet" {
+		pf, err := file.OpenParquetFile(path, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pf.Close()
+		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 1 << 20}, memory.DefaultAllocator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tbl, err := fr.ReadTable(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tbl
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ipc.NewFileReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var recs []arrow.RecordBatch
+	for i := range r.NumRecords() {
+		rec, err := r.RecordBatchAt(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	return array.NewTableFromRecords(r.Schema(), recs)
+}
+
+// cell returns the value at row i of column name as a Go value: nil for
+// null, string, int64, float64, bool, or a slice for lists.
+func cell(t testing.TB, tbl arrow.Table, name string, i int64) any {
+	t.Helper()
+	is := tbl.Schema().FieldIndices(name)
+	if len(is) != 1 {
+		t.Fatalf("output has no column %q", name)
+	}
+	col := tbl.Column(is[0])
+	for _, ch := range col.Data().Chunks() {
+		if i >= int64(ch.Len()) {
+			i -= int64(ch.Len())
+			continue
+		}
+		return goValue(ch, int(i))
+	}
+	t.Fatalf("row %d out of range", i)
+	return nil
+}
+
+func goValue(a arrow.Array, i int) any {
+	if a.IsNull(i) {
+		return nil
+	}
+	switch a := a.(type) {
+	case *array.String:
+		return a.Value(i)
+	case *array.Int64:
+		return a.Value(i)
+	case *array.Float64:
+		return a.Value(i)
+	case *array.Boolean:
+		return a.Value(i)
+	case *array.Timestamp:
+		return int64(a.Value(i))
+	case *array.List:
+		start, end := a.ValueOffsets(i)
+		out := []any{}
+		for j := start; j < end; j++ {
+			out = append(out, goValue(a.ListValues(), int(j)))
+		}
+		return out
+	}
+	return fmt.Sprintf("<%s>", a.DataType())
+}

@@ -1,0 +1,235 @@
+package export
+
+import (
+	"bufio"
+	"container/heap"
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// resultStream reads one group's results file, in row order.
+type resultStream struct {
+	fh   *os.File
+	r    *ipc.Reader
+	rec  arrow.RecordBatch
+	rows []int64
+	i    int
+}
+
+func (s *resultStream) next() (bool, error) {
+	if s.r.Next() {
+		s.rec = s.r.RecordBatch()
+		s.rows = s.rec.Column(0).(*array.Int64).Int64Values()
+		s.i = 0
+		return true, nil
+	}
+	return false, s.r.Err()
+}
+
+func (s *resultStream) close() {
+	s.r.Release()
+	s.fh.Close()
+}
+
+// entityMerge merges the results files of one entity back into row order: a
+// heap of streams ordered by their next row number.
+type entityMerge struct {
+	e       *entityPlan
+	streams []*resultStream
+}
+
+func (m *entityMerge) Len() int { return len(m.streams) }
+func (m *entityMerge) Less(i, j int) bool {
+	a, b := m.streams[i], m.streams[j]
+	return a.rows[a.i] < b.rows[b.i]
+}
+func (m *entityMerge) Swap(i, j int) { m.streams[i], m.streams[j] = m.streams[j], m.streams[i] }
+func (m *entityMerge) Push(x any)    { m.streams = append(m.streams, x.(*resultStream)) }
+func (m *entityMerge) Pop() any {
+	s := m.streams[len(m.streams)-1]
+	m.streams = m.streams[:len(m.streams)-1]
+	return s
+}
+
+func openMerge(e *entityPlan, files []spillFile, mem memory.Allocator) (*entityMerge, error) {
+	m := &entityMerge{e: e}
+	for _, f := range files {
+		fh, err := os.Open(f.path)
+		if err != nil {
+			m.close()
+			return nil, err
+		}
+		r, err := ipc.NewReader(bufio.NewReaderSize(fh, 64<<10), ipc.WithAllocator(mem))
+		if err != nil {
+			fh.Close()
+			m.close()
+			return nil, fmt.Errorf("read results %s: %w", f.path, err)
+		}
+		s := &resultStream{fh: fh, r: r}
+		ok, err := s.next()
+		if err != nil || !ok {
+			s.close()
+			if err == nil {
+				continue
+			}
+			m.close()
+			return nil, fmt.Errorf("read results %s: %w", f.path, err)
+		}
+		m.streams = append(m.streams, s)
+	}
+	heap.Init(m)
+	return m, nil
+}
+
+// take appends the features of rows first..first+n-1, which must come next,
+// to builders (one per feature column of the entity).
+func (m *entityMerge) take(first int64, n int, builders []arrowBuilder) error {
+	for k := range int64(n) {
+		if len(m.streams) == 0 {
+			return fmt.Errorf("results of entity %q end before row %d", m.e.name, first+k)
+		}
+		s := m.streams[0]
+		if got := s.rows[s.i]; got != first+k {
+			return fmt.Errorf("results of entity %q: row %d where row %d was due", m.e.name, got, first+k)
+		}
+		for c, col := range m.e.columns {
+			appendFrom(builders[c], col.kind, s.rec.Column(c+1), s.i)
+		}
+		s.i++
+		if s.i < len(s.rows) {
+			heap.Fix(m, 0)
+			continue
+		}
+		ok, err := s.next()
+		if err != nil {
+			return err
+		}
+		if ok {
+			heap.Fix(m, 0)
+			continue
+		}
+		heap.Pop(m)
+		s.close()
+	}
+	return nil
+}
+
+func (m *entityMerge) close() {
+	for _, s := range m.streams {
+		s.close()
+	}
+	m.streams = nil
+}
+
+type arrowBuilder = array.Builder
+
+// outputSchema is the entity table's schema followed by one column per
+// feature, with the table's metadata and extra added.
+func (x *exporter) outputSchema() *arrow.Schema {
+	in := x.table.schema
+	fields := append([]arrow.Field(nil), in.Fields()...)
+	for _, c := range x.plan.columns {
+		fields = append(fields, arrow.Field{Name: c.name, Type: arrowType(c.kind), Nullable: true})
+	}
+	md := map[string]string{}
+	inMD := in.Metadata()
+	for i, k := range inMD.Keys() {
+		md[k] = inMD.Values()[i]
+	}
+	maps.Copy(md, x.opts.Metadata)
+	keys := slices.Sorted(maps.Keys(md))
+	vals := make([]string, len(keys))
+	for i, k := range keys {
+		vals[i] = md[k]
+	}
+	meta := arrow.NewMetadata(keys, vals)
+	return arrow.NewSchema(fields, &meta)
+}
+
+// write reads the entity table again and writes each batch out with its
+// rows' features, merged back from the groups' results in row order.
+func (x *exporter) write(ctx context.Context) error {
+	x.progress.begin(phaseWrite, "writing "+x.opts.Out, "rows", x.stats.Rows)
+	schema := x.outputSchema()
+	merges := make([]*entityMerge, len(x.plan.entities))
+	defer func() {
+		for _, m := range merges {
+			if m != nil {
+				m.close()
+			}
+		}
+	}()
+	for i, e := range x.plan.entities {
+		m, err := openMerge(e, x.results[i], x.mem)
+		if err != nil {
+			return err
+		}
+		merges[i] = m
+	}
+	out, err := createSink(x.opts.Out, x.opts.OutFormat, schema, x.mem)
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+	builders := make([]arrowBuilder, len(x.plan.columns))
+	for i, c := range x.plan.columns {
+		builders[i] = array.NewBuilder(x.mem, arrowType(c.kind))
+	}
+	defer func() {
+		for _, b := range builders {
+			b.Release()
+		}
+	}()
+	byEntity := make([][]arrowBuilder, len(x.plan.entities))
+	for i, e := range x.plan.entities {
+		for _, c := range e.columns {
+			byEntity[i] = append(byEntity[i], builders[c.index])
+		}
+	}
+	rd, closeFn, err := x.table.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	var first int64
+	err = readAll(ctx, rd, func(rec arrow.RecordBatch) error {
+		n := int(rec.NumRows())
+		for i, m := range merges {
+			if err := m.take(first, n, byEntity[i]); err != nil {
+				return err
+			}
+		}
+		cols := append([]arrow.Array(nil), rec.Columns()...)
+		for _, b := range builders {
+			cols = append(cols, b.NewArray())
+		}
+		batch := array.NewRecordBatch(schema, cols, int64(n))
+		for _, a := range cols[rec.NumCols():] {
+			a.Release()
+		}
+		defer batch.Release()
+		first += int64(n)
+		x.progress.add(phaseWrite, int64(n))
+		return out.write(batch)
+	})
+	if err != nil {
+		return err
+	}
+	if first != x.stats.Rows {
+		return fmt.Errorf("%s: read %d rows the second time, %d the first: did the file change during the export?", x.cols.path, first, x.stats.Rows)
+	}
+	for _, m := range merges {
+		if len(m.streams) > 0 {
+			return fmt.Errorf("results of entity %q hold rows after the last row %d", m.e.name, first-1)
+		}
+	}
+	return out.commit()
+}

@@ -1,0 +1,289 @@
+package export
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/featurestore/featurestore/featurestore"
+)
+
+// Spill files are Arrow IPC streams in the export's temporary directory,
+// one per (source, worker, bucket). Rows and events are assigned to buckets
+// by a hash of their entity key, so that every row and every event of one
+// key land in the same bucket, which is then computed alone.
+//
+// Rows:   key binary, t int64 (ms), row int64 (number in the entity table)
+// Events: key binary, time int64 (ms), partition int32, offset int64, then
+//         the fields the selected features read, typed by their kind.
+// Results (per entity and bucket, sorted by row): row int64, then the
+//         entity's feature columns.
+
+var rowsSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "key", Type: arrow.BinaryTypes.Binary},
+	{Name: "t", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "row", Type: arrow.PrimitiveTypes.Int64},
+}, nil)
+
+// Columns of the events spill schema before the fields.
+const (
+	evKey = iota
+	evTime
+	evPartition
+	evOffset
+	evFields
+)
+
+func eventsSchema(vp *viewPlan) *arrow.Schema {
+	fields := []arrow.Field{
+		{Name: "key", Type: arrow.BinaryTypes.Binary},
+		{Name: "time", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "partition", Type: arrow.PrimitiveTypes.Int32},
+		{Name: "offset", Type: arrow.PrimitiveTypes.Int64},
+	}
+	for _, f := range vp.fields {
+		fields = append(fields, arrow.Field{Name: f.Name, Type: arrowType(f.Kind), Nullable: true})
+	}
+	return arrow.NewSchema(fields, nil)
+}
+
+func resultsSchema(e *entityPlan) *arrow.Schema {
+	fields := []arrow.Field{{Name: "row", Type: arrow.PrimitiveTypes.Int64}}
+	for _, c := range e.columns {
+		fields = append(fields, arrow.Field{Name: c.name, Type: arrowType(c.kind), Nullable: true})
+	}
+	return arrow.NewSchema(fields, nil)
+}
+
+// spillFile is one spilled IPC stream.
+type spillFile struct {
+	path  string
+	rows  int64
+	bytes int64
+}
+
+// hashKey is the hash that places a key in buckets and in the bloom filter.
+func hashKey(key []byte) uint64 { return xxhash.Sum64(key) }
+
+// bucketOf returns the bucket of a key hash among n at a partitioning level.
+// Each level mixes the hash differently, so that a bucket split again
+// spreads its keys over the new buckets.
+func bucketOf(h uint64, level, n int) int {
+	if level > 0 {
+		h ^= uint64(level) * 0x9e3779b97f4a7c15
+		h ^= h >> 33
+		h *= 0xff51afd7ed558ccd
+		h ^= h >> 33
+	}
+	hi, _ := bits.Mul64(h, uint64(n))
+	return int(hi)
+}
+
+var spillSeq atomic.Int64
+
+// partitioner writes rows of one schema into n bucket files, buffering each
+// bucket's rows in builders up to flushBytes.
+type partitioner struct {
+	dir        string
+	schema     *arrow.Schema
+	level      int
+	flushBytes int
+	mem        memory.Allocator
+	buckets    []*bucketWriter
+}
+
+type bucketWriter struct {
+	p        *partitioner
+	b        *array.RecordBuilder
+	buffered int // bytes in the builders, about
+	fh       *os.File
+	bw       *bufio.Writer
+	cw       countWriter
+	w        *ipc.Writer
+	out      spillFile
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func newPartitioner(dir string, schema *arrow.Schema, level, n, flushBytes int, mem memory.Allocator) *partitioner {
+	p := &partitioner{dir: dir, schema: schema, level: level, flushBytes: flushBytes, mem: mem, buckets: make([]*bucketWriter, n)}
+	for i := range p.buckets {
+		p.buckets[i] = &bucketWriter{p: p}
+	}
+	return p
+}
+
+// bucket returns the writer of the bucket of a key hash.
+func (p *partitioner) bucket(h uint64) *bucketWriter {
+	bw := p.buckets[bucketOf(h, p.level, len(p.buckets))]
+	if bw.b == nil {
+		bw.b = array.NewRecordBuilder(p.mem, p.schema)
+	}
+	return bw
+}
+
+// added records that a row of about size bytes was appended, and flushes
+// the bucket when its buffer is full.
+func (bw *bucketWriter) added(size int) error {
+	bw.buffered += size
+	bw.out.rows++
+	if bw.buffered >= bw.p.flushBytes {
+		return bw.flush()
+	}
+	return nil
+}
+
+func (bw *bucketWriter) flush() error {
+	if bw.b == nil || bw.buffered == 0 {
+		return nil
+	}
+	if bw.w == nil {
+		name := fmt.Sprintf("s%06d.arrows", spillSeq.Add(1))
+		bw.out.path = filepath.Join(bw.p.dir, name)
+		fh, err := os.Create(bw.out.path)
+		if err != nil {
+			return fmt.Errorf("spill: %w", err)
+		}
+		bw.fh = fh
+		bw.cw.w = fh
+		bw.bw = bufio.NewWriterSize(&bw.cw, 64<<10)
+		bw.w = ipc.NewWriter(bw.bw, ipc.WithSchema(bw.p.schema), ipc.WithAllocator(bw.p.mem))
+	}
+	rec := bw.b.NewRecordBatch()
+	defer rec.Release()
+	bw.buffered = 0
+	if err := bw.w.Write(rec); err != nil {
+		return fmt.Errorf("spill %s: %w", bw.out.path, err)
+	}
+	return nil
+}
+
+// close flushes and closes every bucket, and returns the file of each
+// bucket (a zero spillFile for a bucket without rows).
+func (p *partitioner) close() ([]spillFile, error) {
+	out := make([]spillFile, len(p.buckets))
+	var first error
+	for i, bw := range p.buckets {
+		if err := bw.flush(); err != nil && first == nil {
+			first = err
+		}
+		if bw.b != nil {
+			bw.b.Release()
+			bw.b = nil
+		}
+		if bw.w == nil {
+			continue
+		}
+		if err := bw.w.Close(); err != nil && first == nil {
+			first = fmt.Errorf("spill %s: %w", bw.out.path, err)
+		}
+		if err := bw.bw.Flush(); err != nil && first == nil {
+			first = fmt.Errorf("spill %s: %w", bw.out.path, err)
+		}
+		if err := bw.fh.Close(); err != nil && first == nil {
+			first = fmt.Errorf("spill %s: %w", bw.out.path, err)
+		}
+		bw.out.bytes = bw.cw.n
+		out[i] = bw.out
+	}
+	return out, first
+}
+
+// readSpill calls fn with each batch of a spill file.
+func readSpill(f spillFile, mem memory.Allocator, fn func(arrow.RecordBatch) error) error {
+	fh, err := os.Open(f.path)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	r, err := ipc.NewReader(bufio.NewReaderSize(fh, 256<<10), ipc.WithAllocator(mem))
+	if err != nil {
+		return fmt.Errorf("read spill %s: %w", f.path, err)
+	}
+	defer r.Release()
+	for r.Next() {
+		if err := fn(r.RecordBatch()); err != nil {
+			return err
+		}
+	}
+	if err := r.Err(); err != nil {
+		return fmt.Errorf("read spill %s: %w", f.path, err)
+	}
+	return nil
+}
+
+// copyRow appends row i of rec to the builders of a record builder with the
+// same schema. Spill schemas hold binary, utf8, int64, int32, float64 and
+// boolean columns only.
+func copyRow(b *array.RecordBuilder, rec arrow.RecordBatch, i int) int {
+	size := 0
+	for c, col := range rec.Columns() {
+		fb := b.Field(c)
+		if col.IsNull(i) {
+			fb.AppendNull()
+			continue
+		}
+		switch a := col.(type) {
+		case *array.Binary:
+			v := a.Value(i)
+			fb.(*array.BinaryBuilder).Append(v)
+			size += len(v) + 4
+		case *array.String:
+			v := a.Value(i)
+			fb.(*array.StringBuilder).Append(v)
+			size += len(v) + 4
+		case *array.Int64:
+			fb.(*array.Int64Builder).Append(a.Value(i))
+			size += 8
+		case *array.Int32:
+			fb.(*array.Int32Builder).Append(a.Value(i))
+			size += 4
+		case *array.Float64:
+			fb.(*array.Float64Builder).Append(a.Value(i))
+			size += 8
+		case *array.Boolean:
+			fb.(*array.BooleanBuilder).Append(a.Value(i))
+			size++
+		default:
+			panic(fmt.Sprintf("export: spill column of type %s", col.DataType()))
+		}
+	}
+	return size
+}
+
+// arrowType returns the Arrow type of a value kind.
+func arrowType(k featurestore.Kind) arrow.DataType {
+	switch k {
+	case featurestore.KindString:
+		return arrow.BinaryTypes.String
+	case featurestore.KindInt64:
+		return arrow.PrimitiveTypes.Int64
+	case featurestore.KindDouble:
+		return arrow.PrimitiveTypes.Float64
+	case featurestore.KindBool:
+		return arrow.FixedWidthTypes.Boolean
+	}
+	if k.IsList() {
+		return arrow.ListOf(arrowType(k.Elem()))
+	}
+	return arrow.Null
+}

@@ -1,0 +1,349 @@
+package export
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/window"
+)
+
+// group is the unit of computation: the rows of one entity whose keys fall
+// in one bucket, and the events of the entity's views with those keys.
+type group struct {
+	entity *entityPlan
+	level  int
+	rows   []spillFile
+	events [][]spillFile // per view of the entity, in entity.views order
+}
+
+// memory returns about how many bytes computing the group holds at once:
+// the spilled batches, the sort references, and the results.
+func (g *group) memory() int64 {
+	var n int64
+	rowBytes := int64(8)
+	for _, c := range g.entity.columns {
+		rowBytes += int64(sizeOfKind(c.kind))
+	}
+	for _, f := range g.rows {
+		n += f.bytes + f.rows*(rowRefSize+2*rowBytes)
+	}
+	for _, fs := range g.events {
+		for _, f := range fs {
+			n += f.bytes + f.rows*evRefSize
+		}
+	}
+	return n
+}
+
+func (g *group) rowCount() int64 {
+	var n int64
+	for _, f := range g.rows {
+		n += f.rows
+	}
+	return n
+}
+
+// rowRef is an entity row in a group: its key, timestamp and number.
+type rowRef struct {
+	key string
+	t   int64
+	row int64
+}
+
+// evRef is an event in a group: its key and order key, and where its
+// fields are (batch and index).
+type evRef struct {
+	key  string
+	time int64
+	off  int64
+	part int32
+	rec  int32
+	i    int32
+}
+
+const (
+	rowRefSize = 40
+	evRefSize  = 48
+)
+
+// evBatch is a spilled events batch with its columns typed.
+type evBatch struct {
+	rec    arrow.RecordBatch
+	fields []arrow.Array
+}
+
+// viewSweep computes one view's features over a group's keys in order.
+type viewSweep struct {
+	vp      *viewPlan
+	v       *window.View
+	rd      *window.Reader
+	evs     []evRef
+	batches []evBatch
+	pos     int // first event of the current key
+	cur     int // next event to add
+	end     int // end of the current key's events
+	ev      window.Event
+	res     []window.FeatureValue
+
+	hasTiles bool
+	tiles    []*window.TileState // ascending tile index; none before the oldest a read still needs
+	free     []*window.TileState
+	life     *window.LifetimeState
+	last     *window.LastValues
+}
+
+func newViewSweep(vp *viewPlan) *viewSweep {
+	v := vp.win
+	return &viewSweep{vp: vp, v: v, rd: v.NewReader(), hasTiles: v.HasPart(window.PartWindow),
+		life: v.NewLifetimeState(), last: v.NewLastValues(),
+		ev: window.Event{Fields: make([]featurestore.Value, len(v.Fields()))}}
+}
+
+// startKey moves to the events of key, skipping those of smaller keys (keys
+// with events and no rows), and empties the states.
+func (s *viewSweep) startKey(key string) {
+	for s.pos < len(s.evs) && s.evs[s.pos].key < key {
+		s.pos++
+	}
+	s.end = s.pos
+	for s.end < len(s.evs) && s.evs[s.end].key == key {
+		s.end++
+	}
+	s.cur = s.pos
+	s.free = append(s.free, s.tiles...)
+	s.tiles = s.tiles[:0]
+	s.life.Reset()
+	s.last.Reset()
+}
+
+// readAt adds the key's events with event time <= t, in order, to the
+// states, and reads the view at t. Rows of a key come in time order, so the
+// states never hold an event after t: the condition the window Reader
+// requires, and the point-in-time guarantee.
+func (s *viewSweep) readAt(t int64) error {
+	var need window.TileRange
+	if s.hasTiles {
+		need = s.v.TilesNeeded(t)
+	}
+	for ; s.cur < s.end && s.evs[s.cur].time <= t; s.cur++ {
+		e := &s.evs[s.cur]
+		s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
+		b := &s.batches[e.rec]
+		for j, fi := range s.vp.fieldIdx {
+			s.ev.Fields[fi] = valueAt(b.fields[j], s.vp.fields[j].Kind, int(e.i))
+		}
+		if s.hasTiles {
+			// A tile before need.First is read neither now nor by a later
+			// row of the key: skip it.
+			if k := s.v.TileOf(e.time); k >= need.First {
+				n := len(s.tiles)
+				if n == 0 || s.tiles[n-1].Index() != k {
+					s.tiles = append(s.tiles, s.tile(k))
+					n++
+				}
+				if err := s.tiles[n-1].Add(&s.ev); err != nil {
+					return err
+				}
+			}
+		}
+		s.life.Add(&s.ev)
+		s.last.Add(&s.ev)
+	}
+	if s.hasTiles {
+		drop := 0
+		for drop < len(s.tiles) && s.tiles[drop].Index() < need.First {
+			drop++
+		}
+		if drop > 0 {
+			s.free = append(s.free, s.tiles[:drop]...)
+			s.tiles = append(s.tiles[:0], s.tiles[drop:]...)
+		}
+	}
+	res, err := s.rd.Read(t, s.tiles, s.life, s.last)
+	if err != nil {
+		return fmt.Errorf("feature view %q: %w", s.vp.name, err)
+	}
+	s.res = res
+	return nil
+}
+
+// tile returns an empty state of tile k, reusing a dropped one.
+func (s *viewSweep) tile(k int64) *window.TileState {
+	if n := len(s.free); n > 0 {
+		ts := s.free[n-1]
+		s.free = s.free[:n-1]
+		ts.Reset(k)
+		return ts
+	}
+	return s.v.NewTileState(k)
+}
+
+func (s *viewSweep) release() {
+	for _, b := range s.batches {
+		b.rec.Release()
+	}
+	s.batches = nil
+}
+
+// computeGroup computes the features of a group's rows and writes them,
+// sorted by row number, to a results file.
+func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error) {
+	e := g.entity
+	var rowRecs []arrow.RecordBatch
+	defer func() {
+		for _, r := range rowRecs {
+			r.Release()
+		}
+	}()
+	var rows []rowRef
+	for _, f := range g.rows {
+		err := readSpill(f, x.mem, func(rec arrow.RecordBatch) error {
+			rec.Retain()
+			rowRecs = append(rowRecs, rec)
+			keys := rec.Column(0).(*array.Binary)
+			ts := rec.Column(1).(*array.Int64).Int64Values()
+			nums := rec.Column(2).(*array.Int64).Int64Values()
+			for i := range ts {
+				rows = append(rows, rowRef{key: keys.ValueString(i), t: ts[i], row: nums[i]})
+			}
+			return nil
+		})
+		if err != nil {
+			return spillFile{}, err
+		}
+	}
+	slices.SortFunc(rows, func(a, b rowRef) int {
+		if c := strings.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.t, b.t)
+	})
+	sweeps := make([]*viewSweep, len(e.views))
+	defer func() {
+		for _, s := range sweeps {
+			if s != nil {
+				s.release()
+			}
+		}
+	}()
+	for vi, vp := range e.views {
+		s := newViewSweep(vp)
+		sweeps[vi] = s
+		for _, f := range g.events[vi] {
+			err := readSpill(f, x.mem, func(rec arrow.RecordBatch) error {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				rec.Retain()
+				bi := int32(len(s.batches))
+				s.batches = append(s.batches, evBatch{rec: rec, fields: rec.Columns()[evFields:]})
+				keys := rec.Column(evKey).(*array.Binary)
+				times := rec.Column(evTime).(*array.Int64).Int64Values()
+				parts := rec.Column(evPartition).(*array.Int32).Int32Values()
+				offs := rec.Column(evOffset).(*array.Int64).Int64Values()
+				for i := range times {
+					s.evs = append(s.evs, evRef{key: keys.ValueString(i), time: times[i], off: offs[i], part: parts[i], rec: bi, i: int32(i)})
+				}
+				return nil
+			})
+			if err != nil {
+				return spillFile{}, err
+			}
+		}
+		slices.SortFunc(s.evs, func(a, b evRef) int {
+			if c := strings.Compare(a.key, b.key); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(a.time, b.time); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(a.part, b.part); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.off, b.off)
+		})
+	}
+
+	schema := resultsSchema(e)
+	out := array.NewRecordBuilder(x.mem, schema)
+	defer out.Release()
+	out.Reserve(len(rows))
+	rowB := out.Field(0).(*array.Int64Builder)
+	for a := 0; a < len(rows); {
+		if err := ctx.Err(); err != nil {
+			return spillFile{}, err
+		}
+		key := rows[a].key
+		b := a + 1
+		for b < len(rows) && rows[b].key == key {
+			b++
+		}
+		for _, s := range sweeps {
+			s.startKey(key)
+		}
+		for r := a; r < b; r++ {
+			rowB.Append(rows[r].row)
+			c := 1
+			for _, s := range sweeps {
+				// Rows of a key at the same time read the same values.
+				if r == a || rows[r-1].t != rows[r].t {
+					if err := s.readAt(rows[r].t); err != nil {
+						return spillFile{}, fmt.Errorf("key %s at %d: %w", keyString([]byte(key)), rows[r].t, err)
+					}
+				}
+				for _, col := range s.vp.columns {
+					appendFeature(out.Field(c), col.kind, &s.res[col.feature])
+					c++
+				}
+			}
+		}
+		x.progress.add(phaseCompute, int64(b-a))
+		a = b
+	}
+	swept := out.NewRecordBatch()
+	defer swept.Release()
+	for _, s := range sweeps {
+		s.release()
+	}
+	return x.writeSorted(swept, e, g)
+}
+
+// writeSorted writes a group's results in row number order.
+func (x *exporter) writeSorted(swept arrow.RecordBatch, e *entityPlan, g *group) (spillFile, error) {
+	n := int(swept.NumRows())
+	nums := swept.Column(0).(*array.Int64).Int64Values()
+	perm := make([]int32, n)
+	for i := range perm {
+		perm[i] = int32(i)
+	}
+	slices.SortFunc(perm, func(a, b int32) int { return cmp.Compare(nums[a], nums[b]) })
+	p := newPartitioner(x.dir, swept.Schema(), 0, 1, 1<<62, x.mem)
+	bw := p.buckets[0]
+	bw.b = array.NewRecordBuilder(x.mem, swept.Schema())
+	step := x.resultBatchRows(g)
+	for start := 0; start < n; start += step {
+		for _, i := range perm[start:min(start+step, n)] {
+			bw.b.Field(0).(*array.Int64Builder).Append(nums[i])
+			for c, col := range e.columns {
+				appendFrom(bw.b.Field(c+1), col.kind, swept.Column(c+1), int(i))
+			}
+			bw.buffered++
+			bw.out.rows++
+		}
+		if err := bw.flush(); err != nil {
+			return spillFile{}, err
+		}
+	}
+	files, err := p.close()
+	if err != nil {
+		return spillFile{}, err
+	}
+	return files[0], nil
+}

@@ -1,0 +1,256 @@
+package export
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/csv"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// Format is the format of a table file.
+type Format string
+
+// The table formats. FormatAuto picks one from the file name's extension.
+const (
+	FormatAuto    Format = ""
+	FormatParquet Format = "parquet"
+	FormatCSV     Format = "csv"
+	FormatArrow   Format = "arrow" // Arrow IPC, file or stream format
+)
+
+// formatOf returns f, or the format the extension of path names.
+func formatOf(path string, f Format, allowed ...Format) (Format, error) {
+	if f == FormatAuto {
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".parquet", ".pq":
+			f = FormatParquet
+		case ".csv":
+			f = FormatCSV
+		case ".arrow", ".arrows", ".ipc", ".feather":
+			f = FormatArrow
+		default:
+			return "", fmt.Errorf("%s: cannot tell the format from the extension: use .parquet, .csv or .arrow, or name the format", path)
+		}
+	}
+	for _, a := range allowed {
+		if a == f {
+			return f, nil
+		}
+	}
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
+		names[i] = string(a)
+	}
+	return "", fmt.Errorf("%s: format %q is not one of %s", path, f, strings.Join(names, ", "))
+}
+
+// recordReader reads a table's record batches in order. RecordBatch is valid
+// until the next call of Next.
+type recordReader interface {
+	Next() bool
+	RecordBatch() arrow.RecordBatch
+	Err() error
+}
+
+// table is an input file of record batches that can be read more than once,
+// giving the same batches in the same order each time: the export reads the
+// entity table once to partition its rows, and once more to write them out
+// with their features.
+type table struct {
+	path   string
+	format Format
+	schema *arrow.Schema
+	rows   int64 // -1 when not known before reading
+	size   int64 // bytes of the file
+	mem    memory.Allocator
+	// csvSchema is the schema a CSV file is read with: column types decided
+	// by a first pass over the whole file (see inferCSV).
+	csvSchema *arrow.Schema
+}
+
+// batchRows is how many rows the readers put in one batch.
+const batchRows = 64 << 10
+
+// openTable opens a table file and reads its schema. keyTypes fixes the types
+// of some CSV columns (the join keys), which are otherwise inferred.
+func openTable(path string, format Format, keyTypes map[string]arrow.DataType, mem memory.Allocator) (*table, error) {
+	f, err := formatOf(path, format, FormatParquet, FormatCSV, FormatArrow)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("%s: is a directory, not a table file", path)
+	}
+	t := &table{path: path, format: f, rows: -1, size: st.Size(), mem: mem}
+	switch f {
+	case FormatCSV:
+		schema, rows, err := inferCSV(path, keyTypes)
+		if err != nil {
+			return nil, err
+		}
+		t.schema, t.csvSchema, t.rows = schema, schema, rows
+	default:
+		r, closeFn, err := t.open(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		defer closeFn()
+		t.schema = r.(interface{ Schema() *arrow.Schema }).Schema()
+		if pr, ok := r.(*parquetReader); ok {
+			t.rows = pr.rows
+		}
+	}
+	return t, nil
+}
+
+// open starts reading the table from its first row; closeFn releases the
+// reader and the file.
+func (t *table) open(ctx context.Context) (rr recordReader, closeFn func(), err error) {
+	switch t.format {
+	case FormatParquet:
+		pf, err := file.OpenParquetFile(t.path, false)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: open parquet: %w", t.path, err)
+		}
+		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: batchRows}, t.mem)
+		if err != nil {
+			pf.Close()
+			return nil, nil, fmt.Errorf("%s: read parquet: %w", t.path, err)
+		}
+		rd, err := fr.GetRecordReader(ctx, nil, nil)
+		if err != nil {
+			pf.Close()
+			return nil, nil, fmt.Errorf("%s: read parquet: %w", t.path, err)
+		}
+		pr := &parquetReader{RecordReader: rd, rows: pf.NumRows()}
+		return pr, func() { rd.Release(); pf.Close() }, nil
+	case FormatCSV:
+		fh, err := os.Open(t.path)
+		if err != nil {
+			return nil, nil, err
+		}
+		rd := csv.NewReader(bufio.NewReaderSize(fh, 1<<20), t.csvSchema, csv.WithHeader(true),
+			csv.WithNullReader(true, ""), csv.WithChunk(batchRows), csv.WithAllocator(t.mem))
+		return &csvReader{Reader: rd, path: t.path}, func() { rd.Release(); fh.Close() }, nil
+	}
+	fh, err := os.Open(t.path)
+	if err != nil {
+		return nil, nil, err
+	}
+	magic := make([]byte, 6)
+	if _, err := io.ReadFull(fh, magic); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		fh.Close()
+		return nil, nil, err
+	}
+	if bytes.Equal(magic, []byte("ARROW1")) {
+		fr, err := ipc.NewFileReader(fh, ipc.WithAllocator(t.mem))
+		if err != nil {
+			fh.Close()
+			return nil, nil, fmt.Errorf("%s: read arrow file: %w", t.path, err)
+		}
+		return &ipcFileReader{r: fr}, func() { fr.Close(); fh.Close() }, nil
+	}
+	if _, err := fh.Seek(0, io.SeekStart); err != nil {
+		fh.Close()
+		return nil, nil, err
+	}
+	sr, err := ipc.NewReader(bufio.NewReaderSize(fh, 1<<20), ipc.WithAllocator(t.mem))
+	if err != nil {
+		fh.Close()
+		return nil, nil, fmt.Errorf("%s: read arrow stream: %w", t.path, err)
+	}
+	return sr, func() { sr.Release(); fh.Close() }, nil
+}
+
+type parquetReader struct {
+	pqarrow.RecordReader
+	rows int64
+}
+
+// csvReader names the file in parse errors.
+type csvReader struct {
+	*csv.Reader
+	path string
+}
+
+func (r *csvReader) Err() error {
+	if err := r.Reader.Err(); err != nil {
+		return fmt.Errorf("%s: %w", r.path, err)
+	}
+	return nil
+}
+
+// ipcFileReader reads the batches of an Arrow IPC file in order.
+type ipcFileReader struct {
+	r   *ipc.FileReader
+	i   int
+	cur arrow.RecordBatch
+	err error
+}
+
+func (r *ipcFileReader) Schema() *arrow.Schema { return r.r.Schema() }
+
+func (r *ipcFileReader) Next() bool {
+	if r.cur != nil {
+		r.cur.Release()
+		r.cur = nil
+	}
+	if r.err != nil || r.i >= r.r.NumRecords() {
+		return false
+	}
+	rec, err := r.r.RecordBatchAt(r.i)
+	if err != nil {
+		r.err = err
+		return false
+	}
+	r.cur = rec
+	r.i++
+	return true
+}
+
+func (r *ipcFileReader) RecordBatch() arrow.RecordBatch { return r.cur }
+
+func (r *ipcFileReader) Err() error { return r.err }
+
+// readAll calls fn with each batch of a reader, then returns the reader's
+// error.
+func readAll(ctx context.Context, r recordReader, fn func(arrow.RecordBatch) error) error {
+	for r.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(r.RecordBatch()); err != nil {
+			return err
+		}
+	}
+	if err := r.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// ensure the readers satisfy the interface.
+var (
+	_ recordReader = (*parquetReader)(nil)
+	_ recordReader = (*csvReader)(nil)
+	_ recordReader = (*ipcFileReader)(nil)
+	_ recordReader = (*ipc.Reader)(nil)
+	_ recordReader = (array.RecordReader)(nil)
+)
