@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -277,9 +278,15 @@ func (m *manifest) load(ctx context.Context) error {
 	clear(m.pos)
 	if hint > 0 {
 		e, err := m.readEntry(ctx, hint)
+		if errors.Is(err, ErrNotExist) {
+			// A hint set back by a slow writer, to a checkpoint since
+			// removed: look for the newest checkpoint instead.
+			e, err = m.newestCheckpoint(ctx)
+		}
 		if err != nil {
 			return fmt.Errorf("manifest of %s/%s: hinted checkpoint: %w", m.project, m.view, err)
 		}
+		hint = e.Seq
 		if !e.Checkpoint {
 			return fmt.Errorf("manifest of %s/%s: hinted entry %d is not a checkpoint", m.project, m.view, hint)
 		}
@@ -289,6 +296,31 @@ func (m *manifest) load(ctx context.Context) error {
 		m.base = hint
 	}
 	return m.readForward(ctx)
+}
+
+// newestCheckpoint finds the newest checkpoint entry by listing.
+func (m *manifest) newestCheckpoint(ctx context.Context) (*entry, error) {
+	objs, err := m.st.List(ctx, m.dir())
+	if err != nil {
+		return nil, err
+	}
+	var seqs []int64
+	for _, o := range objs {
+		if s, ok := parseManifestEntry(path.Base(o.Name)); ok && !o.Temp && path.Dir(o.Name) == m.dir() {
+			seqs = append(seqs, s)
+		}
+	}
+	slices.Sort(seqs)
+	for i := len(seqs) - 1; i >= 0; i-- {
+		e, err := m.readEntry(ctx, seqs[i])
+		if err != nil {
+			return nil, err
+		}
+		if e.Checkpoint {
+			return e, nil
+		}
+	}
+	return nil, fmt.Errorf("no checkpoint entry: %w", ErrNotExist)
 }
 
 // readForward applies the entries after the state's, up to the first

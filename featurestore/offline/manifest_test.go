@@ -2,10 +2,13 @@ package offline
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func testFile(topic string, p int32, first, last int64) FileInfo {
@@ -186,5 +189,53 @@ func TestParseFilePath(t *testing.T) {
 		if _, _, _, _, _, ok := parseFilePath(bad); ok {
 			t.Errorf("%s parsed", bad)
 		}
+	}
+}
+
+// TestManifestPruneAndHint: RemoveOrphans deletes only entries a
+// checkpoint superseded over manifestRetention ago; a hint naming a removed
+// checkpoint falls back to the newest one.
+func TestManifestPruneAndHint(t *testing.T) {
+	defer func(n int64) { checkpointEvery = n }(checkpointEvery)
+	checkpointEvery = 4
+	ctx := context.Background()
+	root := t.TempDir()
+	st, _ := NewDir(root)
+	m := newManifest(st, testProject, "v")
+	for i := range int64(10) {
+		m.mu.Lock()
+		if _, err := m.commit(ctx, func() (*entry, error) {
+			return &entry{Add: []FileInfo{testFile("t", 0, i*10, i*10+9)}}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		m.mu.Unlock()
+	}
+	if m.base != 8 {
+		t.Fatalf("base %d, want 8", m.base)
+	}
+	count := func() int {
+		objs, _ := st.List(ctx, viewDir(testProject, "v")+"/"+manifestDirName)
+		return len(objs)
+	}
+	if n, err := RemoveOrphans(ctx, st, testProject, 0, time.Now()); err != nil || n != 0 || count() != 11 {
+		t.Fatalf("fresh entries: removed %d %v, %d left", n, err, count())
+	}
+	if n, err := RemoveOrphans(ctx, st, testProject, 0, time.Now().Add(manifestRetention+time.Hour)); err != nil || n != 7 || count() != 4 {
+		t.Fatalf("old entries: removed %d %v, %d left (want 8, 9, 10 and the hint)", n, err, count())
+	}
+	put(t, st, m.dir()+"/"+checkpointHint, "4\n") // set back by a slow writer
+	fresh := newManifest(st, testProject, "v")
+	if err := fresh.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.seq != 10 || !reflect.DeepEqual(fresh.files, m.files) {
+		t.Fatalf("load after pruning: seq %d, %d files", fresh.seq, len(fresh.files))
+	}
+	if err := os.Remove(filepath.Join(root, filepath.FromSlash(manifestEntryName(testProject, "v", 8)))); err != nil {
+		t.Fatal(err)
+	}
+	if err := newManifest(st, testProject, "v").load(ctx); err == nil {
+		t.Fatal("load without any checkpoint succeeded")
 	}
 }
