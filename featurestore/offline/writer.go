@@ -125,6 +125,10 @@ type stream struct {
 	// dropped until Resume reads the new position, since the events between
 	// it and what this writer reads next would be missing.
 	lost bool
+	// failed is set when a flush failed: its commit may have landed, so no
+	// row is added to the buffer until a flush settles it (the rows it
+	// holds then match exactly what that commit would hold).
+	failed bool
 }
 
 func (s *stream) dirty() bool {
@@ -280,6 +284,11 @@ func (w *Writer) Append(ctx context.Context, s *Schema, b Batch) error {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.failed && !st.lost {
+		if err := w.flushLocked(ctx, s.View, []*stream{st}, FlushExplicit); err != nil {
+			return err
+		}
+	}
 	if st.lost {
 		var n int64
 		for _, g := range b.Entities {
@@ -460,6 +469,9 @@ func (w *Writer) flushLocked(ctx context.Context, view string, ss []*stream, rea
 	start := time.Now()
 	defer func() {
 		w.metrics.flushed(reason, time.Since(start).Seconds(), err)
+		for _, st := range ss {
+			st.failed = err != nil
+		}
 		if err != nil {
 			w.log.Warn("offline flush failed; rows stay buffered", "view", view, "reason", reason, "err", err)
 		}
