@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/window"
@@ -42,8 +41,9 @@ type Options struct {
 	// writes to the same storage does not delete the other's file between
 	// its write and its commit. Zero removes them all: right for one writer.
 	OrphanGrace time.Duration
-	// Registerer receives the metrics; nil records none.
-	Registerer prometheus.Registerer
+	// Metrics records the writer's metrics (NewMetrics registers them
+	// once per process); nil records none.
+	Metrics *Metrics
 	// Logger receives the log lines; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock, time.Now when nil.
@@ -162,11 +162,8 @@ func OpenWriter(ctx context.Context, st Storage, project string, opts Options) (
 		return nil, err
 	}
 	opts.defaults()
-	w := &Writer{st: st, project: project, opts: opts, mem: memory.NewGoAllocator(), log: opts.Logger,
+	w := &Writer{st: st, project: project, opts: opts, mem: memory.NewGoAllocator(), log: opts.Logger, metrics: opts.Metrics,
 		streams: map[streamID]*stream{}, manifests: map[string]*manifest{}}
-	if opts.Registerer != nil {
-		w.metrics = NewMetrics(opts.Registerer)
-	}
 	n, err := RemoveOrphans(ctx, st, project, opts.OrphanGrace, opts.Now())
 	if err != nil {
 		return nil, err

@@ -41,7 +41,7 @@ func TestRoundTrip(t *testing.T) {
 			ctx := context.Background()
 			st := mk(t)
 			reg := prometheus.NewRegistry()
-			w, err := OpenWriter(ctx, st, testProject, Options{FlushRows: 50, BatchRows: 7, Registerer: reg})
+			w, err := OpenWriter(ctx, st, testProject, Options{FlushRows: 50, BatchRows: 7, Metrics: NewMetrics(reg)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,6 +76,20 @@ func TestRoundTrip(t *testing.T) {
 			}
 			if w.PendingRows() != 0 {
 				t.Errorf("pending rows after Close: %d", w.PendingRows())
+			}
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			metrics := map[string]float64{}
+			for _, mf := range mfs {
+				for _, m := range mf.GetMetric() {
+					metrics[mf.GetName()] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+			if metrics["featurestore_offline_rows_written_total"] != float64(len(want)) || metrics["featurestore_offline_pending_rows"] != 0 ||
+				metrics["featurestore_offline_files_written_total"] != float64(len(snapFiles(t, st))) {
+				t.Errorf("metrics: %v", metrics)
 			}
 			// The events read back for the source equal those appended;
 			// fields the view does not log (note) read as null.
@@ -482,4 +496,13 @@ func TestCommitErrorThatLanded(t *testing.T) {
 	if got := readRows(t, st); !reflect.DeepEqual(got, want) {
 		t.Fatalf("read %d rows, want %d: %v", len(got), len(want), firstDiff(got, want))
 	}
+}
+
+func snapFiles(t *testing.T, st Storage) []FileInfo {
+	t.Helper()
+	snap, err := ReadSnapshot(context.Background(), st, testProject, "account_stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap.Files
 }
