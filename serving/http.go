@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -51,10 +52,8 @@ const (
 // request duration histogram; gRPC lookups have "GetOnlineFeatures".
 const httpLookupMethod = "POST " + HTTPLookupPath
 
-var (
-	jsonIn  = protojson.UnmarshalOptions{}
-	jsonOut = protojson.MarshalOptions{UseProtoNames: true}
-)
+// jsonIn decodes requests. Responses are written by appendResponseJSON.
+var jsonIn = protojson.UnmarshalOptions{}
 
 // HTTPConfig configures an HTTPServer.
 type HTTPConfig struct {
@@ -186,11 +185,16 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 func (s *HTTPServer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	req, err := s.decode(w, r)
-	var body []byte
+	buf := responseBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxPooledResponse {
+			responseBuffers.Put(buf)
+		}
+	}()
 	if err == nil {
 		var resp *pb.GetOnlineFeaturesResponse
 		if resp, err = s.call(r, req); err == nil {
-			if body, err = jsonOut.Marshal(resp); err != nil {
+			if *buf, err = appendResponseJSON((*buf)[:0], resp); err != nil {
 				err = status.Errorf(codes.Internal, "encode response: %v", err)
 			}
 		}
@@ -206,8 +210,14 @@ func (s *HTTPServer) serveLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(body)
+	w.Write(*buf)
 }
+
+// responseBuffers keeps the buffers responses are encoded into; buffers
+// grown past maxPooledResponse by a huge response are left to the GC.
+var responseBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+const maxPooledResponse = 1 << 20
 
 // decode reads the request of r, refusing what is not a JSON
 // GetOnlineFeaturesRequest within the size bound.

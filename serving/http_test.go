@@ -605,3 +605,69 @@ func TestHTTPShutdown(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkHTTPLookup measures what JSON over HTTP adds to a lookup of 10
+// features from 2 views against real Redis: the handler alone (decode,
+// lookup, encode; no network), and HTTP and gRPC clients over loopback TCP.
+func BenchmarkHTTPLookup(b *testing.B) {
+	f := newFixture(b, OnlineOptions{})
+	url := serveHTTP(b, f.svc, HTTPConfig{})
+	grpcClient := dialGRPC(b, serveGRPC(b, f.svc))
+	h := NewHTTPServer(f.svc, HTTPConfig{}).Handler()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	features := refs(append(append([]string{}, cardTxnAll...), "card_more:mean_1h", "card_more:n_10m", "card_more:merchants", "card_more:n_5m")...)
+	for _, n := range []int{1, 100} {
+		req := &pb.GetOnlineFeaturesRequest{Kind: features}
+		for i := range n {
+			req.Entities = append(req.Entities, skey([]string{"c1", "c2", "nobody"}[i%3]))
+		}
+		body, err := protojson.Marshal(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("entities=%d/handler", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				hr, _ := http.NewRequest(http.MethodPost, HTTPLookupPath, strings.NewReader(string(body)))
+				hr.Header.Set("Content-Type", "application/json")
+				w := &discardResponse{h: http.Header{}}
+				h.ServeHTTP(w, hr)
+				if w.status != 0 && w.status != http.StatusOK {
+					b.Fatalf("status %d", w.status)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("entities=%d/http-loopback", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := hc.Post(url+HTTPLookupPath, "application/json", strings.NewReader(string(body)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("entities=%d/grpc-loopback", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := grpcClient.GetOnlineFeatures(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// discardResponse is an http.ResponseWriter that keeps only the status.
+type discardResponse struct {
+	h      http.Header
+	status int
+}
+
+func (d *discardResponse) Header() http.Header         { return d.h }
+func (d *discardResponse) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardResponse) WriteHeader(s int)           { d.status = s }
