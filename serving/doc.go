@@ -11,6 +11,10 @@
 // trip at one read time t, and windows are merged from tiles at t, so
 // windowed values decay as time passes without events.
 //
+// HTTPServer answers the same lookups as JSON over HTTP (POST
+// /v1/features:get), through the same code; only the encoding differs. The
+// Go client is package serving/client.
+//
 // Security is opt-in and denies by default once on: ServerTLS serves TLS
 // (mutual when a client CA is set) from files that may rotate, and Auth
 // authenticates calls by bearer token or client certificate and authorizes
