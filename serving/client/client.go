@@ -41,7 +41,9 @@ func WithTLS(cfg *tls.Config) Option {
 // WithBearerToken sends token with every call as the metadata
 // "authorization: Bearer <token>". Tokens are sent over TLS only: with a
 // plaintext connection, Dial fails. For tokens that change while the client
-// runs, pass grpc.WithPerRPCCredentials through WithDialOptions instead.
+// runs, pass grpc.WithPerRPCCredentials through WithDialOptions instead; for
+// a token chosen call by call, leave this option out and add the metadata to
+// the call's context with metadata.AppendToOutgoingContext.
 func WithBearerToken(token string) Option {
 	return func(c *config) { c.token = token }
 }
