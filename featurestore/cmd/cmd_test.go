@@ -12,7 +12,7 @@ import (
 func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code = runContext(context.Background(), args, &out, &errOut, func(k string) string { return env[k] })
+	code = runContext(context.Background(), args, &out, &errOut, envMap(env))
 	return code, out.String(), errOut.String()
 }
 

@@ -24,24 +24,28 @@ type daemon struct {
 
 // startDaemon opens the registry, loads its current version, starts the
 // watcher and the metrics endpoint (unless metricsAddr is empty). Call stop
-// when done: it stops the watcher and closes the clients, in reverse order.
+// when done: it stops the watcher and the metrics endpoint and closes the
+// clients, in reverse order.
 func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metricsAddr string, watchEvery time.Duration) (*daemon, error) {
 	store, closeStore, err := reg.open(ctx)
 	if err != nil {
 		return nil, err
 	}
 	d := &daemon{rc: reg.redis.client(), prom: newRegistry()}
+	stopMetrics := func() {}
 	if metricsAddr != "" {
-		addr, err := serveMetrics(ctx, metricsAddr, d.prom, log)
+		addr, stop, err := serveMetrics(ctx, metricsAddr, d.prom, log)
 		if err != nil {
 			d.rc.Close()
 			closeStore()
 			return nil, err
 		}
+		stopMetrics = stop
 		log.Info("metrics listening", "addr", "http://"+addr+"/metrics")
 	}
 	d.watcher = registry.NewWatcher(store, registry.WatcherOptions{Interval: watchEvery, Logger: log})
 	if _, err := d.watcher.Load(ctx); err != nil {
+		stopMetrics()
 		d.rc.Close()
 		closeStore()
 		return nil, fmt.Errorf("load registry: %w", err)
@@ -52,6 +56,7 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 	d.stop = func() {
 		stopWatch()
 		<-watchDone
+		stopMetrics()
 		d.rc.Close()
 		closeStore()
 	}

@@ -118,10 +118,11 @@ Ctrl-C.`,
 				promReg := newRegistry()
 				metricsURL := "(off)"
 				if metrics != "" {
-					addr, err := serveMetrics(ctx, metrics, promReg, log)
+					addr, stop, err := serveMetrics(ctx, metrics, promReg, log)
 					if err != nil {
 						return err
 					}
+					defer stop()
 					metricsURL = "http://" + addr + "/metrics"
 				}
 				w := registry.NewWatcher(store, registry.WatcherOptions{Logger: log})

@@ -48,7 +48,7 @@ func TestDev(t *testing.T) {
 		done := make(chan int, 1)
 		go func() {
 			done <- runContext(ctx, []string{"dev", "--data-dir", dataDir, "--definitions", "../../examples",
-				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--generate-rate", "200", "--log-level", "warn"}, &out, &errOut, func(string) string { return "" })
+				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--generate-rate", "200", "--log-level", "warn"}, &out, &errOut, envMap(nil))
 		}()
 		addrRE := regexp.MustCompile(`Redis \(in-process\):\s+(\S+)`)
 		var redisAddr string

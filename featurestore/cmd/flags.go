@@ -15,9 +15,20 @@ func envName(flagName string) string {
 	return "FEATURESTORE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// lookupEnv returns an environment variable's value and whether it is set,
+// like os.LookupEnv.
+type lookupEnv func(string) (string, bool)
+
+// envMap is a lookupEnv over a map, for tests.
+func envMap(m map[string]string) lookupEnv {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
 // parseFlags parses args, then fills every flag not given on the command line
-// from its environment variable. Flags win over the environment.
-func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+// from its environment variable, when set: set to the empty string, it sets
+// the flag to empty (FEATURESTORE_METRICS_ADDR= turns the metrics endpoint
+// off). Flags win over the environment.
+func parseFlags(fs *flag.FlagSet, args []string, getenv lookupEnv) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -28,7 +39,7 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 		if given[f.Name] || err != nil {
 			return
 		}
-		if v := getenv(envName(f.Name)); v != "" {
+		if v, ok := getenv(envName(f.Name)); ok {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("environment variable %s=%q: %w", envName(f.Name), v, e)
 			}

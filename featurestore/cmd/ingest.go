@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,10 +67,12 @@ func splitList(s string) []string {
 }
 
 // serveMetrics serves /metrics on addr until ctx ends.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (string, error) {
+// serveMetrics serves reg's /metrics on addr until ctx ends or stop is
+// called, whichever comes first; it returns the address it listens on.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (string, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", fmt.Errorf("metrics listener: %w", err)
+		return "", nil, fmt.Errorf("metrics listener: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -79,12 +82,13 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 			log.Error("metrics server failed", "err", err)
 		}
 	}()
-	context.AfterFunc(ctx, func() {
+	stop := sync.OnceFunc(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	})
-	return ln.Addr().String(), nil
+	context.AfterFunc(ctx, stop)
+	return ln.Addr().String(), stop, nil
 }
 
 func newRegistry() *prometheus.Registry {

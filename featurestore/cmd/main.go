@@ -26,7 +26,7 @@ type command struct {
 // runEnv is what a command body gets besides its flags.
 type runEnv struct {
 	stdout, stderr io.Writer
-	getenv         func(string) string
+	getenv         lookupEnv
 }
 
 // errUsage marks an error in how the command was called (exit code 2).
@@ -56,17 +56,17 @@ func commands() []*command {
 // Main runs the binary with args (without the program name) and returns the
 // exit code: 0 success, 1 failure, 2 wrong usage.
 func Main(args []string, stdout, stderr io.Writer) int {
-	return run(args, stdout, stderr, os.Getenv)
+	return run(args, stdout, stderr, os.LookupEnv)
 }
 
-func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+func run(args []string, stdout, stderr io.Writer, getenv lookupEnv) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return runContext(ctx, args, stdout, stderr, getenv)
 }
 
 // runContext runs the command in args until it finishes or ctx ends.
-func runContext(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer, getenv lookupEnv) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		if len(args) > 1 {
 			args = []string{args[1], "--help"}

@@ -78,7 +78,7 @@ func TestServeHTTP(t *testing.T) {
 			var stderr syncBuffer
 			done := make(chan int, 1)
 			go func() {
-				done <- runContext(ctx, args, &bytes.Buffer{}, &stderr, func(k string) string { return env[k] })
+				done <- runContext(ctx, args, &bytes.Buffer{}, &stderr, envMap(env))
 			}()
 			// Health needs no token, and says when the server is ready.
 			deadline := time.Now().Add(10 * time.Second)

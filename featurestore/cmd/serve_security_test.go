@@ -123,7 +123,7 @@ func TestServeSecure(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- runContext(ctx, []string{"serve", "--grpc-addr", addr, "--http-addr", "", "--tls-cert", pki.certFile, "--tls-key", pki.keyFile,
-			"--tls-client-ca", pki.caFile, "--auth-policy", policy}, &bytes.Buffer{}, &stderr, func(k string) string { return env[k] })
+			"--tls-client-ca", pki.caFile, "--auth-policy", policy}, &bytes.Buffer{}, &stderr, envMap(env))
 	}()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pki.roots, Certificates: []tls.Certificate{pki.client}})))
 	if err != nil {

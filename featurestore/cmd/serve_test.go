@@ -44,7 +44,7 @@ func TestServe(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- runContext(ctx, []string{"serve", "--grpc-addr", addr, "--http-addr", "", "--max-entities", "2"},
-			&bytes.Buffer{}, &stderr, func(k string) string { return env[k] })
+			&bytes.Buffer{}, &stderr, envMap(env))
 	}()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
