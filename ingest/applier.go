@@ -158,8 +158,34 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	start := time.Now()
 	ps := a.partition(p)
 	b := &ps.b
+	hw, has := a.prepare(ps, topic, p, msgs)
+	for i := 0; i < len(b.updates); i += applyChunk {
+		if err := a.store.Apply(ctx, b.updates[i:min(i+applyChunk, len(b.updates))]); err != nil {
+			return fmt.Errorf("apply %s/%d@%d..%d: %w", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
+		}
+	}
+	b.learn()
+	if len(b.letters) > 0 && a.dlq != nil {
+		if err := a.dlq.Send(ctx, b.letters); err != nil {
+			return fmt.Errorf("dead-letter %d messages of %s/%d: %w", len(b.letters), topic, p, err)
+		}
+	}
+	if err := a.pos.Save(ctx, a.src.Name, p, Position{Offset: msgs[len(msgs)-1].Offset, HW: hw, HasHW: has}); err != nil {
+		return err
+	}
+	ps.hw, ps.has = hw, has
+	a.record(p, msgs, b, start)
+	return nil
+}
+
+// prepare decodes the messages of a batch, rejects what is malformed or
+// late, routes the rest to the (view, entity) groups they feed and makes
+// the groups' updates (ps.b.updates). It returns the high water after the
+// batch. Nothing of it is kept unless the batch is applied.
+func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.Message) (hw int64, has bool) {
+	b := &ps.b
 	b.reset(a, p, len(msgs))
-	hw, has := ps.hw, ps.has
+	hw, has = ps.hw, ps.has
 	for _, m := range msgs {
 		ev := &ps.ev
 		if err := ps.dec.Decode(m.Value, ev); err != nil {
@@ -188,26 +214,11 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		}
 	}
 	// Here each group holds the accepted events of one entity in one view,
-	// in offset order (b.uses), before they are arranged by tile.
+	// in offset order (b.uses), before they are arranged by tile: the place
+	// to hand each view's accepted events to another store.
 	b.arrange(a)
-	updates := b.makeUpdates(a, topic)
-	for i := 0; i < len(updates); i += applyChunk {
-		if err := a.store.Apply(ctx, updates[i:min(i+applyChunk, len(updates))]); err != nil {
-			return fmt.Errorf("apply %s/%d@%d..%d: %w", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
-		}
-	}
-	b.learn()
-	if len(b.letters) > 0 && a.dlq != nil {
-		if err := a.dlq.Send(ctx, b.letters); err != nil {
-			return fmt.Errorf("dead-letter %d messages of %s/%d: %w", len(b.letters), topic, p, err)
-		}
-	}
-	if err := a.pos.Save(ctx, a.src.Name, p, Position{Offset: msgs[len(msgs)-1].Offset, HW: hw, HasHW: has}); err != nil {
-		return err
-	}
-	ps.hw, ps.has = hw, has
-	a.record(p, msgs, b, start)
-	return nil
+	b.makeUpdates(a, topic)
+	return hw, has
 }
 
 // record updates the metrics after a batch was applied.

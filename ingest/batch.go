@@ -226,8 +226,8 @@ func (vs *viewScratch) slotField(k, ring int64) string {
 	return f
 }
 
-// updates returns the fenced updates of the batch's groups.
-func (b *batch) makeUpdates(a *Applier, topic string) []online.Update {
+// makeUpdates makes the fenced updates of the batch's groups.
+func (b *batch) makeUpdates(a *Applier, topic string) {
 	b.firsts = slices.Grow(b.firsts[:0], len(b.groups))
 	for i := range b.groups {
 		g := &b.groups[i]
@@ -244,7 +244,6 @@ func (b *batch) makeUpdates(a *Applier, topic string) []online.Update {
 			Merge:      func(st online.State) (online.Write, error) { return b.merge(a, i, st) },
 		})
 	}
-	return b.updates
 }
 
 // merge folds the events of group gi above the stored fence into the stored

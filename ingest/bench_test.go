@@ -3,6 +3,7 @@ package ingest
 import (
 	"cmp"
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -42,14 +43,20 @@ import (
 
 // BenchmarkIngestThroughput produces the topic once, then per iteration
 // reads it all with plain kafka-go partition readers (the baseline, not
-// timed), and ingests it all into a fresh project until the positions say
-// that every event is applied (timed: ns/op is one whole topic). Metrics,
-// over all iterations:
+// timed), reads it again and aggregates it without Redis (the second
+// baseline, not timed), and ingests it all into a fresh project until the
+// positions say that every event is applied (timed: ns/op is one whole
+// topic). Metrics, over all iterations:
 //
 //	read-events/s      the baseline: reading only
+//	noredis-events/s   the second baseline: reading, decoding, late checks,
+//	                   routing, merging into tile states and encoding them,
+//	                   all of ingest but Redis (aggregateAll)
 //	ingest-events/s    RunGroup + Applier, group join included
-//	ingest/read        their ratio
+//	ingest/read        ingest's rate over the read-only rate
+//	noredis/read       the second baseline's rate over the read-only rate
 //	go-cpu-us/event    CPU of this process during ingest (Linux only)
+//	noredis-go-cpu-us/event  CPU of this process during the second baseline
 //	redis-cpu-us/event CPU of Redis during ingest
 //	B/entity           Redis MEMORY USAGE of one card's hash of the view,
 //	                   mean over a sample of 2000
@@ -70,20 +77,30 @@ func BenchmarkIngestThroughput(b *testing.B) {
 	store := online.New(rc, online.Options{})
 	ctx := context.Background()
 
-	var readTook, ingestTook, joinTook time.Duration
-	var goCPU, redisCPUs, memUsage, usedMem float64
+	var readTook, aggTook, ingestTook, joinTook time.Duration
+	var goCPU, aggCPU, redisCPUs, memUsage, usedMem float64
 	goCPUKnown := true
 	b.ReportAllocs()
 	for b.Loop() {
 		b.StopTimer()
 		readTook += readAll(b, brokers, topic, data.ends)
 		project := benchProject(b, rc)
+		agg, err := NewApplier(project, r, src, store, nil, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		acpu0, aok0 := processCPU()
+		aggTook += aggregateAll(b, brokers, topic, data.ends, agg)
+		acpu1, aok1 := processCPU()
+		aggCPU += acpu1 - acpu0
+		goCPUKnown = goCPUKnown && aok0 && aok1
 		pos := NewPositions(rc, project)
 		a, err := NewApplier(project, r, src, store, pos, nil, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
 		h := newBenchHandler(a)
+		runtime.GC() // not to charge the baselines' garbage to ingest
 		used0, err := redisUsedMemory(ctx, rc)
 		if err != nil {
 			b.Fatal(err)
@@ -145,15 +162,19 @@ func BenchmarkIngestThroughput(b *testing.B) {
 	iters := float64(b.N)
 	events := float64(data.total) * iters
 	readRate := events / readTook.Seconds()
+	aggRate := events / aggTook.Seconds()
 	ingestRate := events / ingestTook.Seconds()
 	b.Logf("%d iteration(s) of %d events: read-only %s, ingest %s each (group join and assignment %s of it); store %+v",
 		b.N, data.total, (readTook / time.Duration(b.N)).Round(time.Millisecond), (ingestTook / time.Duration(b.N)).Round(time.Millisecond),
 		(joinTook / time.Duration(b.N)).Round(time.Millisecond), store.Stats())
 	b.ReportMetric(readRate, "read-events/s")
+	b.ReportMetric(aggRate, "noredis-events/s")
 	b.ReportMetric(ingestRate, "ingest-events/s")
 	b.ReportMetric(ingestRate/readRate, "ingest/read")
+	b.ReportMetric(aggRate/readRate, "noredis/read")
 	if goCPUKnown {
 		b.ReportMetric(goCPU*1e6/events, "go-cpu-us/event")
+		b.ReportMetric(aggCPU*1e6/events, "noredis-go-cpu-us/event")
 	}
 	b.ReportMetric(redisCPUs*1e6/events, "redis-cpu-us/event")
 	b.ReportMetric(memUsage/iters, "B/entity")

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/registry"
 )
@@ -316,6 +317,88 @@ func readAll(b *testing.B, brokers []string, topic string, ends []int64) time.Du
 		b.Fatal(err)
 	}
 	return took
+}
+
+// aggregateAll reads every message of the topic as readAll does and, per
+// partition, decodes and aggregates it as ingest does, in batches of the
+// size ingest reaches while behind (GroupConfig.MaxBatchSize): late check,
+// routing to entities, merging each entity's events into tile states and
+// encoding them, as for writes to hashes that hold nothing yet. Everything
+// but Redis: the second baseline, where ingest's own CPU goes.
+func aggregateAll(b *testing.B, brokers []string, topic string, ends []int64, a *Applier) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), benchIngestTimeout)
+	defer cancel()
+	var cfg GroupConfig
+	cfg.defaults()
+	start := time.Now()
+	readers := make([]*kafka.Reader, len(ends))
+	errs := make([]error, len(ends))
+	var wg sync.WaitGroup
+	for p, end := range ends {
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers: brokers, Topic: topic, Partition: p,
+			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond,
+		})
+		readers[p] = r
+		ps := a.partition(p)
+		wg.Go(func() {
+			if end == 0 {
+				return
+			}
+			if err := r.SetOffset(kafka.FirstOffset); err != nil {
+				errs[p] = err
+				return
+			}
+			batch := make([]kafka.Message, 0, cfg.MaxBatchSize)
+			for {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
+					errs[p] = fmt.Errorf("read %s/%d: %w", topic, p, err)
+					return
+				}
+				batch = append(batch, m)
+				last := m.Offset >= end-1
+				if len(batch) == cfg.MaxBatchSize || last {
+					if err := aggregateBatch(a, ps, topic, p, batch); err != nil {
+						errs[p] = err
+						return
+					}
+					batch = batch[:0]
+				}
+				if last {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	for _, r := range readers {
+		r.Close()
+	}
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
+	return took
+}
+
+// aggregateBatch is Applier.Apply without the store: the updates are
+// merged with the empty state, as blind writes are, and not written.
+func aggregateBatch(a *Applier, ps *partitionState, topic string, p int, msgs []kafka.Message) error {
+	hw, has := a.prepare(ps, topic, p, msgs)
+	var fields [][]byte
+	for i := range ps.b.updates {
+		u := &ps.b.updates[i]
+		if cap(fields) < len(u.Fields) {
+			fields = make([][]byte, len(u.Fields))
+		}
+		st := online.State{Blind: true, Fences: []int64{online.NoOffset}, Fields: fields[:len(u.Fields)]}
+		if _, err := u.Merge(st); err != nil {
+			return err
+		}
+	}
+	ps.hw, ps.has = hw, has
+	return nil
 }
 
 // benchHandler is the applier, noting when the group assigned each

@@ -161,6 +161,9 @@ func jsonTime(v *fastjson.Value, enc registry.TimeEncoding) (int64, error) {
 	if v.Type() != fastjson.TypeNumber {
 		return 0, errorf("expected a number (%s), got %s", enc, jsonKind(v))
 	}
+	if i, err := v.Int64(); err == nil {
+		return epochMillisInt(i, enc) // without making a string of it
+	}
 	raw := string(v.MarshalTo(nil))
 	return epochMillis(raw, enc)
 }
@@ -180,39 +183,52 @@ func parseRFC3339(s string) (int64, error) {
 // epochMillis converts an epoch number in the given unit to milliseconds,
 // rounding down (towards earlier times).
 func epochMillis(raw string, enc registry.TimeEncoding) (int64, error) {
-	var perUnit float64
-	var mul, div int64 = 1, 1
-	switch enc {
-	case registry.TimeEpochS:
-		mul, perUnit = 1000, 1000
-	case registry.TimeEpochMs:
-		perUnit = 1
-	case registry.TimeEpochUs:
-		div, perUnit = 1000, 0.001
-	default:
-		return 0, errorf("unknown encoding %q", enc)
-	}
-	var ms int64
 	if i, err := strconv.ParseInt(raw, 10, 64); err == nil {
-		if i > maxTimeMs/mul*div || i < minTimeMs/mul*div {
-			return 0, errorf("%s is out of range for %s", raw, enc)
-		}
-		ms = floorDiv(i*mul, div)
-	} else {
-		f, err := strconv.ParseFloat(raw, 64)
-		if err != nil {
-			return 0, errorf("invalid number %s", raw)
-		}
-		f = math.Floor(f * perUnit)
-		if f > float64(maxTimeMs) || f < float64(minTimeMs) || math.IsNaN(f) {
-			return 0, errorf("%s is out of range for %s", raw, enc)
-		}
-		ms = int64(f)
+		return epochMillisInt(i, enc)
 	}
-	if ms < minTimeMs || ms > maxTimeMs {
+	_, _, perUnit, err := epochUnit(enc)
+	if err != nil {
+		return 0, err
+	}
+	f, err := strconv.ParseFloat(raw, 64)
+	if err != nil {
+		return 0, errorf("invalid number %s", raw)
+	}
+	f = math.Floor(f * perUnit)
+	if f > float64(maxTimeMs) || f < float64(minTimeMs) || math.IsNaN(f) {
 		return 0, errorf("%s is out of range for %s", raw, enc)
 	}
+	return int64(f), nil
+}
+
+// epochMillisInt is epochMillis of an integer.
+func epochMillisInt(i int64, enc registry.TimeEncoding) (int64, error) {
+	mul, div, _, err := epochUnit(enc)
+	if err != nil {
+		return 0, err
+	}
+	if i > maxTimeMs/mul*div || i < minTimeMs/mul*div {
+		return 0, errorf("%d is out of range for %s", i, enc)
+	}
+	ms := floorDiv(i*mul, div)
+	if ms < minTimeMs || ms > maxTimeMs {
+		return 0, errorf("%d is out of range for %s", i, enc)
+	}
 	return ms, nil
+}
+
+// epochUnit returns how to convert the unit of enc to milliseconds: times
+// mul divided by div for integers, times perUnit for fractions.
+func epochUnit(enc registry.TimeEncoding) (mul, div int64, perUnit float64, err error) {
+	switch enc {
+	case registry.TimeEpochS:
+		return 1000, 1, 1000, nil
+	case registry.TimeEpochMs:
+		return 1, 1, 1, nil
+	case registry.TimeEpochUs:
+		return 1, 1000, 0.001, nil
+	}
+	return 0, 0, 0, errorf("unknown encoding %q", enc)
 }
 
 func floorDiv(a, b int64) int64 {

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -91,6 +92,10 @@ func (f *fetcher) run(ctx context.Context) {
 		if len(f.pending) == 0 {
 			f.since = time.Now()
 		}
+		if len(f.pending) == cap(f.pending) && f.behind {
+			// Grow to the batch size at once, not by doubling.
+			f.pending = slices.Grow(f.pending, f.limit()-len(f.pending))
+		}
 		f.pending = append(f.pending, m)
 		f.size += messageSize(m)
 		f.behind = m.HighWaterMark-m.Offset-1 >= int64(f.cfg.BatchSize)
@@ -128,7 +133,7 @@ func (f *fetcher) next(ctx context.Context, buf []kafka.Message) ([]kafka.Messag
 			// Swap: the batch is handed over, and the last batch's buffer,
 			// which the caller is done with, gathers the next.
 			batch := f.pending
-			clear(buf[:cap(buf)]) // drop references to the messages' memory
+			clear(buf) // drop references to the messages' memory
 			f.pending, f.size = buf[:0], 0
 			if cap(f.pending) > 4*f.cfg.BatchSize && n <= f.cfg.BatchSize {
 				f.pending = nil // caught up: let the catch-up buffer go

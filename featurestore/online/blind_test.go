@@ -414,3 +414,69 @@ func TestBlindMiniredis(t *testing.T) {
 		t.Errorf("stats %+v, want 4 blind writes, 2 refused, 1 skip", st)
 	}
 }
+
+// TestBlindManyKeys applies blind updates of many hashes in one Apply, so
+// that script calls carry several hashes, some of which refuse their write
+// (their slot holds the same tile already) while the others write: on a
+// standalone Redis, and on a Redis Cluster, where a call's hashes share a
+// slot (the views of one entity do). Every hash must end as the reference
+// says, whatever call it went in.
+func TestBlindManyKeys(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		client func(t *testing.T) redis.UniversalClient
+	}{
+		{"standalone", func(t *testing.T) redis.UniversalClient { return newClient(t, testenv.RedisAddr(t)) }},
+		{"cluster", func(t *testing.T) redis.UniversalClient {
+			c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: testenv.RedisCluster(t, 3), ContextTimeoutEnabled: true})
+			t.Cleanup(func() { c.Close() })
+			return c
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.client(t)
+			s := New(c, Options{})
+			ctx := testContext(t)
+			const ring, entities = 8, 60
+			views := []string{testenv.UniqueName(t, "a"), testenv.UniqueName(t, "b"), testenv.UniqueName(t, "c")}
+			var keys []Key
+			for e := range entities {
+				for _, v := range views {
+					keys = append(keys, Key{View: v, Entity: featurestore.StringKey(fmt.Sprintf("card_%d", e))})
+				}
+			}
+			// First every third hash gets tile 5, so that a write of tile 5
+			// to it is refused and merged.
+			var ups []Update
+			for i, k := range keys {
+				if i%3 == 0 {
+					ups = append(ups, slotUpdate(k, "t", ring, []slotEvent{{0, 1, 5}}, false, nil))
+				}
+			}
+			if err := s.Apply(ctx, ups); err != nil {
+				t.Fatal(err)
+			}
+			before := s.Stats()
+			ups = ups[:0]
+			for _, k := range keys {
+				ups = append(ups, slotUpdate(k, "t", ring, []slotEvent{{0, 2, 5}, {0, 3, 6}}, true, nil))
+			}
+			if err := s.Apply(ctx, ups); err != nil {
+				t.Fatal(err)
+			}
+			st := s.Stats()
+			if blind, refused := st.Blind-before.Blind, st.Refused-before.Refused; blind != int64(len(keys)*2/3) || refused != int64(len(keys)/3) {
+				t.Errorf("%d blind writes and %d refused, want %d and %d", blind, refused, len(keys)*2/3, len(keys)/3)
+			}
+			for i, k := range keys {
+				want := map[string][2]int64{"t:5": {5, 1}, "t:6": {6, 1}}
+				if i%3 == 0 {
+					want["t:5"] = [2]int64{5, 2}
+				}
+				if got := slotCounts(t, hgetall(t, c, k)); !maps.Equal(got, want) {
+					t.Errorf("%s: slots %v, want %v", k, got, want)
+				}
+			}
+		})
+	}
+}

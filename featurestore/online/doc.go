@@ -79,7 +79,11 @@
 // Either way the conditions are checked and the write made in one script, so
 // a blind write is exactly what the merge with the stored state would have
 // written; ingest catching up on a backlog, where most writes start new
-// tiles, saves a command and a round trip per hash.
+// tiles, saves a command and a round trip per hash. One blindScript call
+// takes up to 16 hashes, each written or refused on its own, which spreads
+// the cost of a script call (a few microseconds of Redis CPU, as much as the
+// writes themselves) over them; on Redis Cluster the hashes of a call share
+// a slot, as the views of one entity do.
 //
 // The version check serialises concurrent writers of a hash, from several
 // partitions or processes (a zombie consumer after a rebalance), without

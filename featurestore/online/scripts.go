@@ -1,6 +1,10 @@
 package online
 
-import "github.com/redis/go-redis/v9"
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // writeScript applies one write to one hash, atomically, if the hash is still
 // at the version the writer read (see the package documentation).
@@ -26,7 +30,9 @@ import "github.com/redis/go-redis/v9"
 // fences, one HSET of the version, fences and fields (the layout of ARGV keeps
 // them in one run), and PEXPIRE. unpack is limited to a few thousand values,
 // hence the chunks for very large writes.
-var writeScript = redis.NewScript(`
+var writeScript = redis.NewScript(writeSource)
+
+const writeSource = `
 local key = KEYS[1]
 local nf, ns = tonumber(ARGV[3]), tonumber(ARGV[4])
 local get = {'v'}
@@ -64,30 +70,33 @@ else
   redis.call('PERSIST', key)
 end
 return v
-`)
+`
 
 // fenceBackPrefix starts writeScript's error reply for a fence moving back.
 const fenceBackPrefix = "FENCEBACK"
 
-// blindScript applies a write made without reading (Update.Blind) to one
-// hash, atomically, if the hash holds none of what the write would have had
-// to merge with.
+// blindScript applies writes made without reading (Update.Blind), one per
+// hash, each atomically, if the hash holds none of what the write would have
+// had to merge with. One call takes several hashes, to spread the cost of a
+// call over them; on Redis Cluster they share a slot.
 //
-//	KEYS[1]  the hash
-//	ARGV     TTL in milliseconds (0: no expiry), nr, nf, ns, the nr fields
-//	         the update reads (v, its fences, its data fields), nf triples
-//	         (index of the fence field in the fields read, counting from 1;
-//	         the lowest offset of the write's events; the new fence), ns
-//	         pairs (index of the field in the fields read, value), then the
-//	         fields to delete
+//	KEYS     the hashes
+//	ARGV     per hash, in the order of KEYS: the number of arguments that
+//	         follow for it, then: TTL in milliseconds (0: no expiry), nr,
+//	         nf, ns, the nr fields the update reads (v, its fences, its data
+//	         fields), nf triples (index of the fence field in the fields
+//	         read, counting from 1; the lowest offset of the update's events
+//	         of that partition; the new fence), ns pairs (index of the field
+//	         in the fields read, value), then the fields to delete
 //
-// It writes only if every stored fence is below the write's lowest offset of
-// its partition and every field to set is absent or a tile slot holding
-// another tile: an older tile is overwritten, a newer one is kept and its
-// field left out of the write. It then returns the new version (>= 1), as
-// writeScript does. Otherwise it writes nothing and returns the values of
-// the nr fields, as HMGET would, so that the caller can merge and write with
-// writeScript without another read.
+// A write is made only if every stored fence is below the lowest offset of
+// the update's events of its partition and every field to set is absent or a
+// tile slot holding another tile: an older tile is overwritten, a newer one
+// is kept and its field left out of the write. The reply has one element
+// per hash: the new version (>= 1), as writeScript returns, when it wrote;
+// else, having written nothing, the values of the nr fields, as HMGET would
+// return them, so that the caller can merge and write with writeScript
+// without another read.
 //
 // A slot value starts with its tile index as a zigzag varint (AppendSlot);
 // tile indexes below 2^52 in magnitude decode exactly in Lua's doubles. A
@@ -95,9 +104,6 @@ const fenceBackPrefix = "FENCEBACK"
 var blindScript = redis.NewScript(blindSource)
 
 const blindSource = `
-local key = KEYS[1]
-local nr, nf, ns = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local cur = redis.call('HMGET', key, unpack(ARGV, 5, 4 + nr))
 local function tile(s)
   local u, m = 0, 1
   for i = 1, 8 do
@@ -113,50 +119,95 @@ local function tile(s)
   end
   return nil
 end
-local set = {'v', ''}
-local at = 4 + nr
-for j = 1, nf do
-  local ri, first = tonumber(ARGV[at + 1]), ARGV[at + 2]
-  local old = cur[ri]
-  if old and (#old > #first or (#old == #first and old >= first)) then
-    return cur
-  end
-  set[#set + 1] = ARGV[4 + ri]
-  set[#set + 1] = ARGV[at + 3]
-  at = at + 3
-end
-for j = 1, ns do
-  local ri, val = tonumber(ARGV[at + 1]), ARGV[at + 2]
-  local old = cur[ri]
-  local keep = true
-  if old then
-    local name = ARGV[4 + ri]
-    if string.sub(name, 1, 2) ~= 't:' then
+-- The write of key whose arguments are ARGV[s + 1 .. e].
+local function blind(key, s, e)
+  local nr, nf, ns = tonumber(ARGV[s + 2]), tonumber(ARGV[s + 3]), tonumber(ARGV[s + 4])
+  local cur = redis.call('HMGET', key, unpack(ARGV, s + 5, s + 4 + nr))
+  local set = {'v', ''}
+  local at = s + 4 + nr
+  for j = 1, nf do
+    local ri, first = tonumber(ARGV[at + 1]), ARGV[at + 2]
+    local old = cur[ri]
+    if old and (#old > #first or (#old == #first and old >= first)) then
       return cur
     end
-    local ko, kn = tile(old), tile(val)
-    if not ko or not kn or ko == kn then
-      return cur
+    set[#set + 1] = ARGV[s + 4 + ri]
+    set[#set + 1] = ARGV[at + 3]
+    at = at + 3
+  end
+  for j = 1, ns do
+    local ri, val = tonumber(ARGV[at + 1]), ARGV[at + 2]
+    local old = cur[ri]
+    local keep = true
+    if old then
+      local name = ARGV[s + 4 + ri]
+      if string.sub(name, 1, 2) ~= 't:' then
+        return cur
+      end
+      local ko, kn = tile(old), tile(val)
+      if not ko or not kn or ko == kn then
+        return cur
+      end
+      keep = ko < kn
     end
-    keep = ko < kn
+    if keep then
+      set[#set + 1] = ARGV[s + 4 + ri]
+      set[#set + 1] = val
+    end
+    at = at + 2
   end
-  if keep then
-    set[#set + 1] = ARGV[4 + ri]
-    set[#set + 1] = val
+  if at < e then
+    redis.call('HDEL', key, unpack(ARGV, at + 1, e))
   end
-  at = at + 2
+  local v = (tonumber(cur[1]) or 0) + 1
+  set[2] = string.format('%d', v)
+  redis.call('HSET', key, unpack(set))
+  local ttl = tonumber(ARGV[s + 1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
+  else
+    redis.call('PERSIST', key)
+  end
+  return v
 end
-if at < #ARGV then
-  redis.call('HDEL', key, unpack(ARGV, at + 1, #ARGV))
+local out, s = {}, 0
+for i = 1, #KEYS do
+  local e = s + 1 + tonumber(ARGV[s + 1])
+  out[i] = blind(KEYS[i], s + 1, e)
+  s = e
 end
-local v = (tonumber(cur[1]) or 0) + 1
-set[2] = string.format('%d', v)
-redis.call('HSET', key, unpack(set))
-local ttl = tonumber(ARGV[1])
-if ttl > 0 then
-  redis.call('PEXPIRE', key, ttl)
-else
-  redis.call('PERSIST', key)
-end
-return v
+return out
 `
+
+// script is a Lua script as Apply sends it: EVALSHA with the digest, and
+// EVAL with the source when the node does not have it.
+type script struct {
+	sha, src any // boxed once: they are in every call
+}
+
+var (
+	writeCall = script{sha: writeScript.Hash(), src: writeSource}
+	blindCall = script{sha: blindScript.Hash(), src: blindSource}
+)
+
+// argsOf returns the start of the arguments of a call of a script on key:
+// room for the command and the script, then the key count and the key.
+// The script's ARGV follow.
+func argsOf(args []any, key any) []any {
+	return append(args[:0], nil, nil, 1, key)
+}
+
+// cmd returns the command that runs the script with args: the command and
+// the script (left for cmd to fill in), the key count, the keys and the
+// script's ARGV (see argsOf). It calls the script by digest or, if eval,
+// by source.
+func (s script) cmd(ctx context.Context, args []any, eval bool) *redis.Cmd {
+	if eval {
+		args[0], args[1] = "eval", s.src
+	} else {
+		args[0], args[1] = "evalsha", s.sha
+	}
+	c := redis.NewCmd(ctx, args...)
+	c.SetFirstKeyPos(3) // so that Redis Cluster routes it by its key
+	return c
+}

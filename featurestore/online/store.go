@@ -216,9 +216,10 @@ func (w *Write) validate(topic string) error {
 type op struct {
 	u     *Update
 	name  string
+	key   any      // name, boxed once for the script calls
 	read  []string // HMGET fields: version, fences, data fields
 	state State
-	args  []any
+	args  []any // of the script call: argsOf, then its ARGV
 	cmd   *redis.Cmd
 	blind bool // args are those of a blind write
 }
@@ -264,18 +265,23 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 		nread += 1 + len(u.Partitions) + len(u.Fields)
 		maxFences, maxFields = max(maxFences, len(u.Partitions)), max(maxFields, len(u.Fields))
 	}
-	// The read lists of all updates in one allocation.
+	// The read lists of all updates in one allocation; the updates of a
+	// batch share their topic and partitions, so fence names are made once.
 	reads := make([]string, 0, nread)
+	var fences fenceNames
 	for i := range updates {
 		u := &updates[i]
 		n := len(reads)
 		reads = append(reads, VersionField)
 		for _, p := range u.Partitions {
-			reads = append(reads, FenceField(u.Topic, p))
+			reads = append(reads, fences.name(u.Topic, p))
 		}
 		reads = append(reads, u.Fields...)
-		ops[i] = op{u: u, name: u.Key.Name(), read: reads[n:len(reads):len(reads)]}
+		name := u.Key.Name()
+		ops[i] = op{u: u, name: name, key: name, read: reads[n:len(reads):len(reads)]}
 	}
+	var slab argSlab
+	var bx boxes
 	// The blind writes, merged with the empty state; the other updates read.
 	empty := State{Fences: make([]int64, maxFences), Fields: make([][]byte, maxFields), Blind: true}
 	for i := range empty.Fences {
@@ -299,7 +305,7 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 		if err := w.validate(o.u.Topic); err != nil {
 			return fmt.Errorf("apply online state: merge %s: %w", o.name, err)
 		}
-		args, ok := blindArgs(o.args[:0], o, &w)
+		args, ok := blindArgs(slab.take(5+len(o.read)+3*len(w.Fences)+2*len(w.Set)+len(w.Delete)), o, &w, &bx)
 		if !ok {
 			pending = append(pending, o)
 			continue
@@ -307,11 +313,12 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 		o.args, o.blind = args, true
 		pending = append(pending, o)
 	}
-	pending, err := s.first(ctx, pending)
+	pending, err := s.first(ctx, pending, &slab)
 	if err != nil {
 		return err
 	}
 	for attempt := 1; len(pending) > 0; attempt++ {
+		slab = argSlab{}
 		writes := pending[:0:0]
 		for _, o := range pending {
 			w, err := o.u.Merge(o.state)
@@ -325,7 +332,8 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 			if err := w.validate(o.u.Topic); err != nil {
 				return fmt.Errorf("apply online state: merge %s: %w", o.name, err)
 			}
-			o.args, o.blind = writeArgs(o.args[:0], o.state.Version, o.u.Topic, &w), false
+			args := slab.take(8 + 2*len(w.Fences) + 2*len(w.Set) + len(w.Delete))
+			o.args, o.blind = writeArgs(argsOf(args, o.key), o.state.Version, o.u.Topic, &w), false
 			writes = append(writes, o)
 		}
 		conflicts, err := s.write(ctx, writes)
@@ -353,79 +361,146 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 // first runs the first round: one pipeline of the blind writes and the reads
 // of the other updates. It returns the updates to merge with the state read:
 // those read, and the blind writes that the hash refused.
-func (s *Store) first(ctx context.Context, ops []*op) ([]*op, error) {
-	nblind := 0
+func (s *Store) first(ctx context.Context, ops []*op, slab *argSlab) ([]*op, error) {
+	var blind []*op
 	for _, o := range ops {
 		if o.blind {
-			nblind++
+			blind = append(blind, o)
 		}
 	}
-	if nblind == 0 {
+	if len(blind) == 0 {
 		if err := s.readStates(ctx, ops); err != nil {
 			return nil, err
 		}
 		return ops, nil
 	}
+	calls := s.blindCalls(blind, slab)
 	pipe := s.c.Pipeline()
+	for i := range calls {
+		c := &calls[i]
+		c.cmd = blindCall.cmd(ctx, c.args, false)
+		_ = pipe.Process(ctx, c.cmd)
+	}
 	reads := make([]*redis.SliceCmd, len(ops))
 	for i, o := range ops {
-		if o.blind {
-			o.cmd = blindScript.EvalSha(ctx, pipe, []string{o.name}, o.args...)
-		} else {
+		if !o.blind {
 			reads[i] = pipe.HMGet(ctx, o.name, o.read...)
 		}
 	}
 	// Errors are per command: NOSCRIPT is expected, anything else fails.
 	_, _ = pipe.Exec(ctx)
-	var noScript []*op
-	for i, o := range ops {
-		var err error
-		if o.blind {
-			if err = o.cmd.Err(); isNoScript(err) {
-				noScript = append(noScript, o)
-				continue
-			}
-		} else {
-			err = reads[i].Err()
-		}
-		if err != nil {
+	var noScript []*scriptCall
+	for i := range calls {
+		c := &calls[i]
+		if err := c.cmd.Err(); isNoScript(err) {
+			noScript = append(noScript, c)
+		} else if err != nil {
 			return nil, fmt.Errorf("apply online state: write or read %d keys in redis: %w", len(ops), err)
+		}
+	}
+	for _, r := range reads {
+		if r != nil && r.Err() != nil {
+			return nil, fmt.Errorf("apply online state: write or read %d keys in redis: %w", len(ops), r.Err())
 		}
 	}
 	if len(noScript) > 0 {
 		pipe := s.c.Pipeline()
-		for _, o := range noScript {
-			o.cmd = blindScript.Eval(ctx, pipe, []string{o.name}, o.args...)
+		for _, c := range noScript {
+			c.cmd = blindCall.cmd(ctx, c.args, true)
+			_ = pipe.Process(ctx, c.cmd)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("apply online state: write %d keys to redis: %w", len(noScript), err)
+			return nil, fmt.Errorf("apply online state: write %d keys to redis: %w", len(blind), err)
 		}
 	}
 	st := newStateSlabs(ops)
-	merge := ops[:0]
-	for i, o := range ops {
-		var vals []any
-		if o.blind {
-			switch v := o.cmd.Val().(type) {
+	merge := ops[:0:0]
+	for i := range calls {
+		c := &calls[i]
+		vals, ok := c.cmd.Val().([]any)
+		if !ok || len(vals) != len(c.ops) {
+			return nil, fmt.Errorf("apply online state: write %d keys, first %s: unexpected reply %v", len(c.ops), c.ops[0].name, c.cmd.Val())
+		}
+		for j, o := range c.ops {
+			switch v := vals[j].(type) {
 			case int64:
 				s.writes.Add(1)
 				s.blind.Add(1)
-				continue
 			case []any:
 				s.refused.Add(1)
-				vals = v
+				if err := st.parse(o, v); err != nil {
+					return nil, err
+				}
+				merge = append(merge, o)
 			default:
-				return nil, fmt.Errorf("apply online state: write %s: unexpected reply %T", o.name, v)
+				return nil, fmt.Errorf("apply online state: write %s: unexpected reply %v", o.name, v)
 			}
-		} else {
-			vals = reads[i].Val()
 		}
-		if err := st.parse(o, vals); err != nil {
-			return nil, err
+	}
+	for i, o := range ops {
+		if reads[i] != nil {
+			if err := st.parse(o, reads[i].Val()); err != nil {
+				return nil, err
+			}
+			merge = append(merge, o)
 		}
-		merge = append(merge, o)
 	}
 	return merge, nil
+}
+
+// maxCallKeys bounds the hashes of one blindScript call.
+const maxCallKeys = 16
+
+// scriptCall is one call of blindScript, for several hashes.
+type scriptCall struct {
+	ops  []*op
+	args []any
+	cmd  *redis.Cmd
+}
+
+// blindCalls groups blind writes into calls of up to maxCallKeys hashes:
+// in order on a standalone Redis, and by hash slot otherwise, so that the
+// keys of a call are on one node of a Redis Cluster (and, on a Ring, on one
+// shard: it shards by the same hash tag).
+func (s *Store) blindCalls(ops []*op, slab *argSlab) []scriptCall {
+	var groups [][]*op
+	if _, standalone := s.c.(*redis.Client); standalone {
+		for i := 0; i < len(ops); i += maxCallKeys {
+			groups = append(groups, ops[i:min(i+maxCallKeys, len(ops))])
+		}
+	} else {
+		bySlot := map[int][]*op{}
+		var slots []int
+		for _, o := range ops {
+			sl := Slot(o.name)
+			if len(bySlot[sl]) == 0 {
+				slots = append(slots, sl)
+			}
+			bySlot[sl] = append(bySlot[sl], o)
+		}
+		for _, sl := range slots {
+			g := bySlot[sl]
+			for i := 0; i < len(g); i += maxCallKeys {
+				groups = append(groups, g[i:min(i+maxCallKeys, len(g))])
+			}
+		}
+	}
+	calls := make([]scriptCall, len(groups))
+	for i, g := range groups {
+		n := 3 + len(g)
+		for _, o := range g {
+			n += len(o.args)
+		}
+		args := append(slab.take(n), nil, nil, len(g))
+		for _, o := range g {
+			args = append(args, o.key)
+		}
+		for _, o := range g {
+			args = append(args, o.args...)
+		}
+		calls[i] = scriptCall{ops: g, args: args}
+	}
+	return calls
 }
 
 func isNoScript(err error) bool {
@@ -466,23 +541,28 @@ func writeArgs(args []any, version int64, topic string, w *Write) []any {
 	return args
 }
 
-// blindArgs appends the ARGV of blindScript for op o, or returns false when
+// blindArgs appends the arguments of blindScript for op o, its count first,
+// or returns false when
 // the write cannot go blind: a fence or field it sets is not among those the
 // update reads (the script names them by their index in o.read), a fence's
 // First is after its Offset, or the write is too large.
-func blindArgs(args []any, o *op, w *Write) ([]any, bool) {
+func blindArgs(args []any, o *op, w *Write, bx *boxes) ([]any, bool) {
 	n := 4 + len(o.read) + 3*len(w.Fences) + 2*len(w.Set) + len(w.Delete)
 	if n > maxBlindArgs {
 		return args, false
 	}
-	args = slices.Grow(args, n)
 	ttl := int64(0)
 	if w.TTL > 0 {
 		ttl = max(w.TTL.Milliseconds(), 1)
 	}
-	args = append(args, ttl, len(o.read), len(w.Fences), len(w.Set))
-	for _, f := range o.read {
-		args = append(args, f)
+	start := len(args)
+	args = append(args, nil, bx.int(ttl), len(o.read), len(w.Fences), len(w.Set))
+	for j, f := range o.read {
+		if j <= len(o.u.Partitions) {
+			args = append(args, bx.name(f)) // the version and fences: shared
+		} else {
+			args = append(args, f)
+		}
 	}
 	// o.read is the version, the fences in Update.Partitions order, then
 	// Update.Fields; the script counts from 1.
@@ -503,7 +583,83 @@ func blindArgs(args []any, o *op, w *Write) ([]any, bool) {
 	for _, f := range w.Delete {
 		args = append(args, f)
 	}
+	args[start] = len(args) - start - 1
 	return args, true
+}
+
+// boxes keeps the arguments that many script calls of one Apply share, the
+// TTL and the names of the version and fence fields, boxed once: boxing a
+// value for a call is an allocation.
+type boxes struct {
+	ints [2]struct {
+		v   int64
+		box any
+	}
+	names [4]struct {
+		s   string
+		box any
+	}
+	ni int
+}
+
+func (b *boxes) int(v int64) any {
+	for i := range b.ints {
+		if e := &b.ints[i]; e.box != nil && e.v == v {
+			return e.box
+		}
+	}
+	b.ints[1] = b.ints[0]
+	b.ints[0].v, b.ints[0].box = v, v
+	return b.ints[0].box
+}
+
+func (b *boxes) name(s string) any {
+	for i := range b.names {
+		if e := &b.names[i]; e.box != nil && e.s == s {
+			return e.box
+		}
+	}
+	e := &b.names[b.ni%len(b.names)]
+	b.ni++
+	e.s, e.box = s, s
+	return e.box
+}
+
+// argSlab hands out the argument lists of a round's script calls from a few
+// large allocations rather than one each.
+type argSlab struct{ buf []any }
+
+// take returns an empty slice with room for n arguments.
+func (a *argSlab) take(n int) []any {
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]any, 0, max(n, 1<<14))
+	}
+	at := len(a.buf)
+	a.buf = a.buf[:at+n]
+	return a.buf[at : at : at+n]
+}
+
+// fenceNames makes the names of fence fields, remembering the last few:
+// the updates of a batch share their topic and partitions.
+type fenceNames struct {
+	last [4]struct {
+		topic string
+		p     int32
+		name  string
+	}
+	n int
+}
+
+func (f *fenceNames) name(topic string, p int32) string {
+	for i := range min(f.n, len(f.last)) {
+		if l := &f.last[i]; l.p == p && l.topic == topic {
+			return l.name
+		}
+	}
+	l := &f.last[f.n%len(f.last)]
+	f.n++
+	l.topic, l.p, l.name = topic, p, FenceField(topic, p)
+	return l.name
 }
 
 // stateSlabs holds the fences and fields of the states of one round, in
@@ -620,12 +776,8 @@ func (s *Store) write(ctx context.Context, ops []*op) ([]*op, error) {
 func (s *Store) runScripts(ctx context.Context, ops []*op, eval bool) ([]*op, error) {
 	pipe := s.c.Pipeline()
 	for _, o := range ops {
-		keys := []string{o.name}
-		if eval {
-			o.cmd = writeScript.Eval(ctx, pipe, keys, o.args...)
-		} else {
-			o.cmd = writeScript.EvalSha(ctx, pipe, keys, o.args...)
-		}
+		o.cmd = writeCall.cmd(ctx, o.args, eval)
+		_ = pipe.Process(ctx, o.cmd)
 	}
 	// Errors are per command: NOSCRIPT is expected, anything else fails.
 	_, _ = pipe.Exec(ctx)
