@@ -114,6 +114,8 @@ func keyNames(lookups []Lookup, size int) []string {
 // ready to use. A ReadBuffer serves one call at a time, and the results of a
 // call are valid until the next; keep one per goroutine, or in a sync.Pool.
 type ReadBuffer struct {
+	store   *Store
+	pipe    redis.Pipeliner
 	reads   []*layoutReads
 	ends    []int
 	names   []string
@@ -161,7 +163,7 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 	// Key names, in one allocation: they must outlive b (go-redis may keep
 	// them in errors), so they are not pooled.
 	b.ends = grow(b.ends, len(reqs))
-	var buf []byte
+	buf := make([]byte, 0, b.nameBytes(reqs))
 	for i, r := range reqs {
 		buf = Key{Project: r.Layout.Project, View: r.Layout.Name, Entity: r.Entity}.appendName(buf)
 		b.ends[i] = len(buf)
@@ -197,9 +199,13 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		b.batch = append(b.batch, cmd)
 	}
 	b.args = args
-	pipe := s.c.Pipeline()
-	_ = pipe.BatchProcess(ctx, b.batch...)
-	if _, err := pipe.Exec(ctx); err != nil {
+	// A pipeline holds nothing once executed, so one per buffer serves all
+	// its reads of a store.
+	if b.store != s {
+		b.store, b.pipe = s, s.c.Pipeline()
+	}
+	_ = b.pipe.BatchProcess(ctx, b.batch...)
+	if _, err := b.pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read online state of %d keys from redis: %w", len(reqs), err)
 	}
 
@@ -220,6 +226,17 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		b.out[i] = dst
 	}
 	return b.out, nil
+}
+
+// nameBytes estimates the length of the key names of reqs, so that they
+// are built in one allocation: the encoded entity key is 4/3 of its binary
+// form, which typical keys keep under 32 bytes.
+func (b *ReadBuffer) nameBytes(reqs []ViewRead) int {
+	n := 0
+	for _, r := range reqs {
+		n += len(keyPrefix) + 32*4/3 + len("}:") + len(r.Layout.Project) + 1 + len(r.Layout.Name)
+	}
+	return n
 }
 
 // scratchOf returns the scratch of lr held for this call, taking one from
