@@ -48,6 +48,7 @@ func commands() []*command {
 		watchCommand(),
 		devCommand(),
 		compactCommand(),
+		exportCommand(),
 		schemaCommand(),
 		versionCommand(),
 	}

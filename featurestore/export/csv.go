@@ -85,9 +85,9 @@ func (c *csvColumn) typ() arrow.DataType {
 // type of each column from all its values, not from the first rows only, so
 // that reading the file with that schema cannot fail half-way. The columns
 // of fixed, their types are not inferred (join keys: a string key "007" stays
-// a string). An empty field is null. It returns the schema and the number of
-// rows.
-func inferCSV(path string, fixed map[string]arrow.DataType) (*arrow.Schema, int64, error) {
+// a string); a column without values takes its type from empty, or utf8.
+// An empty field is null. It returns the schema and the number of rows.
+func inferCSV(path string, fixed, empty map[string]arrow.DataType) (*arrow.Schema, int64, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, 0, err
@@ -130,7 +130,11 @@ func inferCSV(path string, fixed map[string]arrow.DataType) (*arrow.Schema, int6
 	fields := make([]arrow.Field, len(names))
 	for i, n := range names {
 		t := fixed[n]
-		if t == nil {
+		switch {
+		case t != nil:
+		case !cols[i].any && empty[n] != nil:
+			t = empty[n]
+		default:
 			t = cols[i].typ()
 		}
 		fields[i] = arrow.Field{Name: n, Type: t, Nullable: true}

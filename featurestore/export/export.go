@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/featurestore/featurestore/registry"
@@ -53,6 +54,9 @@ type Options struct {
 	// temporary name and renamed when complete.
 	Out       string
 	OutFormat Format
+	// Output, if set instead of Out, receives the output's batches, for a
+	// server that streams them to its client.
+	Output BatchWriter
 	// Metadata is added to the output's schema metadata.
 	Metadata map[string]string
 	// Memory is about how many bytes the export may hold at once;
@@ -146,11 +150,16 @@ func newExporter(opts Options) (*exporter, error) {
 	if opts.Entities == "" {
 		return nil, errors.New("no entity table")
 	}
-	if opts.Out == "" {
+	switch {
+	case opts.Output != nil && opts.Out != "":
+		return nil, errors.New("give an output file or an output writer, not both")
+	case opts.Output != nil:
+	case opts.Out == "":
 		return nil, errors.New("no output file")
-	}
-	if _, err := formatOf(opts.Out, opts.OutFormat, FormatParquet, FormatArrow); err != nil {
-		return nil, err
+	default:
+		if _, err := formatOf(opts.Out, opts.OutFormat, FormatParquet, FormatArrow); err != nil {
+			return nil, err
+		}
 	}
 	if opts.TimestampColumn == "" {
 		opts.TimestampColumn = DefaultTimestampColumn
@@ -173,7 +182,8 @@ func newExporter(opts Options) (*exporter, error) {
 	}
 	x := &exporter{opts: opts, plan: p, mem: memory.NewGoAllocator(), log: opts.Logger,
 		workers: opts.Parallelism, progress: newProgress(opts.Progress)}
-	t, err := openTable(opts.Entities, opts.EntitiesFormat, keyColumnTypes(p, opts.KeyColumns), x.mem)
+	empty := map[string]arrow.DataType{opts.TimestampColumn: arrow.FixedWidthTypes.Timestamp_ms}
+	t, err := openTable(opts.Entities, opts.EntitiesFormat, keyColumnTypes(p, opts.KeyColumns), empty, x.mem)
 	if err != nil {
 		return nil, err
 	}

@@ -116,7 +116,7 @@ type scenario struct {
 }
 
 var (
-	users    = []string{"u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u{:*}"} // the last has no events
+	users    = []string{"u0", "u1", "007", "u3", "u4", "u5", "u6", "u7", "u{:*}"} // the last has no events
 	shops    = []int64{1, 2, 3, -7}
 	banks    = []string{"b0", "b1"}
 	accounts = []int64{1, 2}
@@ -383,5 +383,37 @@ func TestExportNeverUsesLaterEvents(t *testing.T) {
 				t.Fatalf("row %d: %s changed from %v to %v by events after the row's time", i, ref, a, b)
 			}
 		}
+	}
+}
+
+// batchCollector is a BatchWriter that keeps what it receives.
+type batchCollector struct {
+	schema *arrow.Schema
+	rows   int64
+	cols   int
+}
+
+func (c *batchCollector) Begin(s *arrow.Schema) error { c.schema = s; return nil }
+func (c *batchCollector) Write(rec arrow.RecordBatch) error {
+	c.rows += rec.NumRows()
+	c.cols = int(rec.NumCols())
+	return nil
+}
+
+// TestOutputWriter sends the output to a BatchWriter instead of a file.
+func TestOutputWriter(t *testing.T) {
+	r := testRegistry(t)
+	rng := rand.New(rand.NewPCG(9, 9))
+	s := randomScenario(rng, 200, 300)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "rows.arrow")
+	(&testTable{fields: s.fields, rows: s.rows}).writeArrow(t, in, 50)
+	var c batchCollector
+	if _, err := Run(context.Background(), Options{Registry: r, Log: s.log(t, rng, r), Service: "all", Entities: in, Output: &c, TempDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	want := len(s.fields) + len(r.Service("all").Resolved())
+	if c.rows != int64(len(s.rows)) || c.cols != want || c.schema.NumFields() != want {
+		t.Fatalf("writer got %d rows of %d columns, schema %s; want %d rows of %d", c.rows, c.cols, c.schema, len(s.rows), want)
 	}
 }

@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"errors"
 
 	"github.com/apache/arrow-go/v18/arrow"
 )
@@ -34,9 +35,19 @@ type Log interface {
 	// one at a time, in any order, and returns fn's first error. The batch
 	// is valid during the call; fn retains it to keep it longer. Scan may
 	// skip batches whose events all have event times after until, but need
-	// not.
+	// not. An error wrapping ErrLogChanged says that the log changed under
+	// the scan (a compaction replaced files): the export then drops what it
+	// read of the view and scans it again.
 	Scan(ctx context.Context, view string, until int64, fn func(arrow.RecordBatch) error) error
 }
+
+// ErrLogChanged is wrapped by a Log's Scan error when the log changed
+// during the scan so that it cannot go on, and a new scan would succeed.
+var ErrLogChanged = errors.New("offline log changed during the scan")
+
+// scanAttempts bounds how often a view is scanned again after
+// ErrLogChanged.
+const scanAttempts = 5
 
 // LogSizer is implemented by logs that know how many bytes a view's log
 // holds. The export then sizes its partitions from the start instead of

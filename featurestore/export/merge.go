@@ -157,7 +157,11 @@ func (x *exporter) outputSchema() *arrow.Schema {
 // write reads the entity table again and writes each batch out with its
 // rows' features, merged back from the groups' results in row order.
 func (x *exporter) write(ctx context.Context) error {
-	x.progress.begin(phaseWrite, "writing "+x.opts.Out, "rows", x.stats.Rows)
+	name := x.opts.Out
+	if name == "" {
+		name = "the output"
+	}
+	x.progress.begin(phaseWrite, "writing "+name, "rows", x.stats.Rows)
 	schema := x.outputSchema()
 	merges := make([]*entityMerge, len(x.plan.entities))
 	defer func() {
@@ -174,7 +178,7 @@ func (x *exporter) write(ctx context.Context) error {
 		}
 		merges[i] = m
 	}
-	out, err := createSink(x.opts.Out, x.opts.OutFormat, schema, x.mem)
+	out, err := x.createOutput(schema)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,42 @@ import (
 // parquetRowGroup is the most rows of one Parquet row group of the output.
 const parquetRowGroup = 128 << 10
 
+// BatchWriter receives an export's output instead of a file
+// (Options.Output).
+type BatchWriter interface {
+	// Begin is called once, with the output's schema, before any Write.
+	Begin(schema *arrow.Schema) error
+	// Write is called with each batch of the output, in row order; the
+	// batch is valid during the call only. An error stops the export, and
+	// Run returns it.
+	Write(rec arrow.RecordBatch) error
+}
+
+// output is what the export writes to: a file or a BatchWriter.
+type output interface {
+	write(rec arrow.RecordBatch) error
+	// commit completes the output; abort drops an output not committed.
+	commit() error
+	abort()
+}
+
+func (x *exporter) createOutput(schema *arrow.Schema) (output, error) {
+	if w := x.opts.Output; w != nil {
+		if err := w.Begin(schema); err != nil {
+			return nil, err
+		}
+		return writerOutput{w}, nil
+	}
+	return createSink(x.opts.Out, x.opts.OutFormat, schema, x.mem)
+}
+
+// writerOutput passes the output to a BatchWriter.
+type writerOutput struct{ w BatchWriter }
+
+func (o writerOutput) write(rec arrow.RecordBatch) error { return o.w.Write(rec) }
+func (o writerOutput) commit() error                     { return nil }
+func (o writerOutput) abort()                            {}
+
 // sink writes the output to a temporary file next to its path, and renames
 // it into place once complete, so that a failed or interrupted export never
 // leaves a partial file under the output's name.

@@ -2,8 +2,10 @@ package export
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sync/atomic"
 	"unsafe"
 
@@ -174,11 +176,40 @@ func (x *exporter) collect(dst [][]spillFile, files []spillFile) {
 // than the last row's timestamp and, for a view with windows only, not
 // before the first tile the earliest row reads.
 func (x *exporter) spillEvents(ctx context.Context, vi int, vp *viewPlan) error {
-	x.progress.begin(phaseEvents, "reading events of "+vp.name, "events", 0)
 	x.evFiles = append(x.evFiles, make([][]spillFile, x.parts))
 	if !x.hasRows {
 		return nil
 	}
+	for attempt := 1; ; attempt++ {
+		x.progress.begin(phaseEvents, "reading events of "+vp.name, "events", 0)
+		files, events, used, err := x.scanEvents(ctx, vp)
+		if err != nil {
+			for _, fs := range files {
+				for _, f := range fs {
+					os.Remove(f.path)
+				}
+			}
+		}
+		if errors.Is(err, ErrLogChanged) && attempt < scanAttempts {
+			x.log.Info("the offline log changed during the scan; scanning it again", "view", vp.name, "err", err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		x.stats.Events += events
+		x.stats.EventsUsed += used
+		for _, fs := range files {
+			x.collect(x.evFiles[vi], fs)
+		}
+		return nil
+	}
+}
+
+// scanEvents scans a view's log once into spill files, returned per worker
+// by bucket (a zero spillFile for a bucket without events); on error, the
+// files written so far.
+func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spillFile, events, used int64, err error) {
 	until, from := x.maxT, int64(math.MinInt64)
 	if v := vp.win; !v.HasPart(window.PartLifetime) && !v.HasPart(window.PartLastValue) && v.HasPart(window.PartWindow) {
 		from = v.TilesNeeded(x.minT).First * v.Tile()
@@ -195,8 +226,8 @@ func (x *exporter) spillEvents(ctx context.Context, vi int, vp *viewPlan) error 
 	for i := range ws {
 		ws[i] = &worker{part: newPartitioner(x.dir, schema, 0, x.parts, x.flush, x.mem)}
 	}
-	var events, used atomic.Int64
-	err := x.fanOut(ctx, func(ctx context.Context, emit func(arrow.RecordBatch, int64) error) error {
+	var nEvents, nUsed atomic.Int64
+	err = x.fanOut(ctx, func(ctx context.Context, emit func(arrow.RecordBatch, int64) error) error {
 		return x.opts.Log.Scan(ctx, vp.name, until, func(rec arrow.RecordBatch) error { return emit(rec, 0) })
 	}, func(wi int, rec arrow.RecordBatch, _ int64) error {
 		w := ws[wi]
@@ -236,21 +267,19 @@ func (x *exporter) spillEvents(ctx context.Context, vi int, vp *viewPlan) error 
 			}
 			kept++
 		}
-		events.Add(int64(n))
-		used.Add(int64(kept))
+		nEvents.Add(int64(n))
+		nUsed.Add(int64(kept))
 		x.progress.add(phaseEvents, int64(n))
 		return nil
 	})
 	for _, w := range ws {
-		files, cerr := w.part.close()
+		fs, cerr := w.part.close()
 		if err == nil {
 			err = cerr
 		}
-		x.collect(x.evFiles[vi], files)
+		files = append(files, fs)
 	}
-	x.stats.Events += events.Load()
-	x.stats.EventsUsed += used.Load()
-	return err
+	return files, nEvents.Load(), nUsed.Load(), err
 }
 
 // logColumns are the columns of one log batch the export reads.
@@ -323,7 +352,11 @@ func (lc *logColumns) resolve(vp *viewPlan, rec arrow.RecordBatch) error {
 			return err
 		}
 		if !keyTypeOK(kc.DataType(), vp.entity.kinds[j]) {
-			return bad(k, kc, vp.entity.kinds[j].String())
+			want := "utf8"
+			if vp.entity.kinds[j] == featurestore.KeyInt64 {
+				want = "int64"
+			}
+			return bad(k, kc, want)
 		}
 		lc.keys = append(lc.keys, kc)
 	}

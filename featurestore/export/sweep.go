@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -50,9 +51,28 @@ func (g *group) rowCount() int64 {
 	return n
 }
 
+// keyRef is a spill key with its hash. Keys sort by hash first, which is
+// much cheaper than comparing strings, then by their bytes: any total order
+// serves, as long as rows and events use the same one.
+type keyRef struct {
+	h uint64
+	s string
+}
+
+func newKeyRef(s string) keyRef {
+	return keyRef{h: hashKey(unsafe.Slice(unsafe.StringData(s), len(s))), s: s}
+}
+
+func (k keyRef) compare(o keyRef) int {
+	if k.h != o.h {
+		return cmp.Compare(k.h, o.h)
+	}
+	return strings.Compare(k.s, o.s)
+}
+
 // rowRef is an entity row in a group: its key, timestamp and number.
 type rowRef struct {
-	key string
+	key keyRef
 	t   int64
 	row int64
 }
@@ -60,7 +80,7 @@ type rowRef struct {
 // evRef is an event in a group: its key and order key, and where its
 // fields are (batch and index).
 type evRef struct {
-	key  string
+	key  keyRef
 	time int64
 	off  int64
 	part int32
@@ -69,8 +89,8 @@ type evRef struct {
 }
 
 const (
-	rowRefSize = 40
-	evRefSize  = 48
+	rowRefSize = 48
+	evRefSize  = 56
 )
 
 // evBatch is a spilled events batch with its columns typed.
@@ -108,8 +128,8 @@ func newViewSweep(vp *viewPlan) *viewSweep {
 
 // startKey moves to the events of key, skipping those of smaller keys (keys
 // with events and no rows), and empties the states.
-func (s *viewSweep) startKey(key string) {
-	for s.pos < len(s.evs) && s.evs[s.pos].key < key {
+func (s *viewSweep) startKey(key keyRef) {
+	for s.pos < len(s.evs) && s.evs[s.pos].key.compare(key) < 0 {
 		s.pos++
 	}
 	s.end = s.pos
@@ -211,7 +231,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 			ts := rec.Column(1).(*array.Int64).Int64Values()
 			nums := rec.Column(2).(*array.Int64).Int64Values()
 			for i := range ts {
-				rows = append(rows, rowRef{key: keys.ValueString(i), t: ts[i], row: nums[i]})
+				rows = append(rows, rowRef{key: newKeyRef(keys.ValueString(i)), t: ts[i], row: nums[i]})
 			}
 			return nil
 		})
@@ -220,7 +240,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 		}
 	}
 	slices.SortFunc(rows, func(a, b rowRef) int {
-		if c := strings.Compare(a.key, b.key); c != 0 {
+		if c := a.key.compare(b.key); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.t, b.t)
@@ -249,7 +269,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 				parts := rec.Column(evPartition).(*array.Int32).Int32Values()
 				offs := rec.Column(evOffset).(*array.Int64).Int64Values()
 				for i := range times {
-					s.evs = append(s.evs, evRef{key: keys.ValueString(i), time: times[i], off: offs[i], part: parts[i], rec: bi, i: int32(i)})
+					s.evs = append(s.evs, evRef{key: newKeyRef(keys.ValueString(i)), time: times[i], off: offs[i], part: parts[i], rec: bi, i: int32(i)})
 				}
 				return nil
 			})
@@ -258,7 +278,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 			}
 		}
 		slices.SortFunc(s.evs, func(a, b evRef) int {
-			if c := strings.Compare(a.key, b.key); c != 0 {
+			if c := a.key.compare(b.key); c != 0 {
 				return c
 			}
 			if c := cmp.Compare(a.time, b.time); c != 0 {
@@ -295,7 +315,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 				// Rows of a key at the same time read the same values.
 				if r == a || rows[r-1].t != rows[r].t {
 					if err := s.readAt(rows[r].t); err != nil {
-						return spillFile{}, fmt.Errorf("key %s at %d: %w", keyString([]byte(key)), rows[r].t, err)
+						return spillFile{}, fmt.Errorf("key %s at %d: %w", keyString([]byte(key.s)), rows[r].t, err)
 					}
 				}
 				for _, col := range s.vp.columns {

@@ -84,9 +84,10 @@ type table struct {
 // batchRows is how many rows the readers put in one batch.
 const batchRows = 64 << 10
 
-// openTable opens a table file and reads its schema. keyTypes fixes the types
-// of some CSV columns (the join keys), which are otherwise inferred.
-func openTable(path string, format Format, keyTypes map[string]arrow.DataType, mem memory.Allocator) (*table, error) {
+// openTable opens a table file and reads its schema. For a CSV file, fixed
+// sets the types of some columns (the join keys), and empty the types of
+// columns without values (the timestamp); the others are inferred.
+func openTable(path string, format Format, fixed, empty map[string]arrow.DataType, mem memory.Allocator) (*table, error) {
 	f, err := formatOf(path, format, FormatParquet, FormatCSV, FormatArrow)
 	if err != nil {
 		return nil, err
@@ -101,7 +102,7 @@ func openTable(path string, format Format, keyTypes map[string]arrow.DataType, m
 	t := &table{path: path, format: f, rows: -1, size: st.Size(), mem: mem}
 	switch f {
 	case FormatCSV:
-		schema, rows, err := inferCSV(path, keyTypes)
+		schema, rows, err := inferCSV(path, fixed, empty)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,260 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/featurestore/featurestore/featurestore/export"
+	"github.com/featurestore/featurestore/featurestore/offline"
+)
+
+func exportCommand() *command {
+	var (
+		reg            registryFlags
+		off            offlineFlags
+		logs           logFlags
+		version        int64
+		entities       string
+		entitiesFormat string
+		tsColumn       string
+		keyColumns     = map[string]string{}
+		service        string
+		features       string
+		out            string
+		format         string
+		memory         string
+		parallelism    int
+		tempDir        string
+	)
+	return &command{
+		name:    "export",
+		usage:   "export --entities FILE --out FILE (--service NAME | --features REFS) [flags]",
+		summary: "Export a point-in-time correct training set.",
+		long: `Write a training set: each row of the entity table (--entities: Parquet, CSV
+or Arrow IPC, with the entities' join key columns, a timestamp column and any
+label columns) with the value each requested feature had at the row's
+timestamp, exactly as the online lookup would have served it then: windows
+merged from the same tiles by the same code, last values by event time with
+the view's TTL, and never an event after the row's timestamp. The events come
+from the offline log in --offline-dir. Features are a feature service
+(--service) or references view:feature, view:* (--features).
+
+The output (--out: Parquet or Arrow IPC) has the entity table's columns, in
+its row order, followed by one column per feature named view:feature, null
+where the online lookup would give no value (not found, expired or null).
+Memory stays near --memory whatever the input sizes: rows and events are
+partitioned by entity key into spill files under --temp-dir, computed
+--parallelism partitions at a time, and merged back in row order. Shows a
+progress bar when stderr is a terminal.`,
+		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
+			reg.register(fs)
+			off.register(fs)
+			logs.register(fs)
+			fs.Int64Var(&version, "registry-version", 0, "Registry version whose definitions to use; 0 for the current one.")
+			fs.StringVar(&entities, "entities", "", "Entity table file: Parquet (.parquet), CSV (.csv, with a header row) or Arrow IPC (.arrow, .arrows, .feather).")
+			fs.StringVar(&entitiesFormat, "entities-format", "auto", "Format of the entity table: auto (from the extension), parquet, csv or arrow.")
+			fs.StringVar(&tsColumn, "timestamp-column", export.DefaultTimestampColumn, "Entity table column with each row's time: a timestamp, or int64 milliseconds since the Unix epoch.")
+			fs.Func("key-column", "Entity table column of a join key whose name differs, as join_key=column; repeat or separate with commas.", func(s string) error {
+				for _, kv := range strings.Split(s, ",") {
+					k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+					if !ok || k == "" || v == "" {
+						return fmt.Errorf("%q: want join_key=column", kv)
+					}
+					keyColumns[k] = v
+				}
+				return nil
+			})
+			fs.StringVar(&service, "service", "", "Feature service whose features to export.")
+			fs.StringVar(&features, "features", "", "Comma-separated feature references view:feature, or view:* for every feature of a view.")
+			fs.StringVar(&out, "out", "", "Output file: Parquet (.parquet) or Arrow IPC (.arrow, .feather). Written under a temporary name and renamed when complete.")
+			fs.StringVar(&format, "format", "auto", "Format of the output: auto (from the extension), parquet or arrow.")
+			fs.StringVar(&memory, "memory", "1GiB", "About how much memory the export may hold at once, like 512MiB or 4GiB.")
+			fs.IntVar(&parallelism, "parallelism", 0, "Partitions computed at once; 0 for the number of CPUs.")
+			fs.StringVar(&tempDir, "temp-dir", "", "Directory for spill files; empty for the system's temporary directory.")
+			return func(ctx context.Context, env *runEnv, args []string) error {
+				switch {
+				case len(args) != 0:
+					return fmt.Errorf("%w: unexpected arguments %q", errUsage, args)
+				case entities == "":
+					return fmt.Errorf("%w: --entities is required", errUsage)
+				case out == "":
+					return fmt.Errorf("%w: --out is required", errUsage)
+				case (service == "") == (features == ""):
+					return fmt.Errorf("%w: give --service or --features", errUsage)
+				case parallelism < 0:
+					return fmt.Errorf("%w: --parallelism must not be negative", errUsage)
+				}
+				mem, err := parseBytes(memory)
+				if err != nil {
+					return fmt.Errorf("%w: --memory: %v", errUsage, err)
+				}
+				inFormat, err := tableFormat("--entities-format", entitiesFormat)
+				if err != nil {
+					return err
+				}
+				outFormat, err := tableFormat("--format", format)
+				if err != nil {
+					return err
+				}
+				log, err := logs.logger(env.stderr)
+				if err != nil {
+					return fmt.Errorf("%w: %v", errUsage, err)
+				}
+				st, err := off.storage()
+				if err != nil {
+					return err
+				}
+				store, closeStore, err := reg.open(ctx)
+				if err != nil {
+					return err
+				}
+				defer closeStore()
+				v := version
+				if v == 0 {
+					if v, err = store.Head(ctx); err != nil {
+						return err
+					}
+					if v == 0 {
+						return errors.New("nothing has been applied to the registry yet")
+					}
+				}
+				snap, err := store.Get(ctx, v)
+				if err != nil {
+					return err
+				}
+				var refs []string
+				for _, r := range strings.Split(features, ",") {
+					if r = strings.TrimSpace(r); r != "" {
+						refs = append(refs, r)
+					}
+				}
+				// The Go runtime's soft limit keeps the heap near the budget
+				// instead of letting it double between collections.
+				if os.Getenv("GOMEMLIMIT") == "" {
+					defer debug.SetMemoryLimit(debug.SetMemoryLimit(mem + mem/2))
+				}
+				opts := export.Options{
+					Registry:        snap.Registry,
+					Log:             &offlineLog{st: st, project: reg.project},
+					Service:         service,
+					Features:        refs,
+					Entities:        entities,
+					EntitiesFormat:  inFormat,
+					KeyColumns:      keyColumns,
+					TimestampColumn: tsColumn,
+					Out:             out,
+					OutFormat:       outFormat,
+					Metadata: map[string]string{
+						"featurestore.project":          reg.project,
+						"featurestore.registry_version": strconv.FormatInt(snap.Version, 10),
+					},
+					Memory:      mem,
+					Parallelism: parallelism,
+					TempDir:     tempDir,
+					Logger:      log,
+				}
+				if isTerminal(env.stderr) {
+					opts.Progress = export.TerminalProgress(env.stderr)
+				}
+				stats, err := export.Run(ctx, opts)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(env.stdout, "wrote %d rows to %s in %s (%d events read, %d used)\n",
+					stats.Rows, out, stats.Duration.Round(1e6), stats.Events, stats.EventsUsed)
+				return nil
+			}
+		},
+	}
+}
+
+// offlineLog reads the events of a project's feature views from the offline
+// log, for the export.
+type offlineLog struct {
+	st      offline.Storage
+	project string
+}
+
+// Scan reads the files of a snapshot of the view's log that may hold events
+// up to until. A file deleted under the scan (a compaction replaced it)
+// makes the export scan the view again, from a new snapshot.
+func (l *offlineLog) Scan(ctx context.Context, view string, until int64, fn func(arrow.RecordBatch) error) error {
+	snap, err := offline.ReadSnapshot(ctx, l.st, l.project, view)
+	if err != nil {
+		return fmt.Errorf("offline log of feature view %q: %w", view, err)
+	}
+	err = offline.Scan(ctx, l.st, snap, snap.Between(math.MinInt64, until), func(_ offline.FileInfo, rec arrow.RecordBatch) error {
+		return fn(rec)
+	})
+	if errors.Is(err, offline.ErrNotExist) {
+		return fmt.Errorf("offline log of feature view %q: %w (%w)", view, export.ErrLogChanged, err)
+	}
+	return err
+}
+
+// Size returns the bytes of the view's committed files.
+func (l *offlineLog) Size(ctx context.Context, view string) (int64, error) {
+	snap, err := offline.ReadSnapshot(ctx, l.st, l.project, view)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, f := range snap.Files {
+		n += f.Bytes
+	}
+	return n, nil
+}
+
+// tableFormat parses a format flag.
+func tableFormat(flagName, s string) (export.Format, error) {
+	switch s {
+	case "auto", "":
+		return export.FormatAuto, nil
+	case "parquet", "csv", "arrow":
+		return export.Format(s), nil
+	}
+	return "", fmt.Errorf("%w: %s %q: use auto, parquet, csv or arrow", errUsage, flagName, s)
+}
+
+// parseBytes parses a size: a number of bytes, optionally with a unit (KB,
+// MB, GB, TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024).
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := s, ""
+	if i >= 0 {
+		num, unit = s[:i], strings.TrimSpace(s[i:])
+	}
+	x, err := strconv.ParseFloat(num, 64)
+	if err != nil || x <= 0 {
+		return 0, fmt.Errorf("%q is not a positive size like 512MiB", s)
+	}
+	mult := map[string]float64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("%q: unknown unit %q (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)", s, unit)
+	}
+	if x*mult >= math.MaxInt64 {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return int64(x * mult), nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,184 @@
+package cmd
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/offline"
+	"github.com/featurestore/featurestore/featurestore/window"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// TestExportCommand writes events to a real offline log, exports the
+// example fraud service for rows of a CSV file, and checks values worked
+// out by hand: nothing before the first event, windows, last values, a card
+// without events.
+func TestExportCommand(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	env := map[string]string{"FEATURESTORE_REGISTRY": "file:" + filepath.Join(dir, "registry")}
+	if code, out, errOut := runCLI(t, env, "apply", "../../examples"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	r, err := registry.LoadDir("../../examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logDir := filepath.Join(dir, "offline")
+	st, err := offline.NewDir(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := offline.OpenWriter(ctx, st, "default", offline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const t0 = 1_795_687_200_000 // 2026-11-26T10:00:00Z
+	type txn struct {
+		at       int64
+		card     string
+		merchant string
+		amount   float64
+		country  string
+	}
+	txns := []txn{
+		{t0, "c1", "m1", 10, "FR"},
+		{t0 + 60_000, "c1", "m1", 20.5, "DE"},
+		{t0 + 90_000, "c3", "m1", 1, "IT"},
+	}
+	for view, key := range map[string]func(txn) string{"card_txn": func(x txn) string { return x.card }, "merchant_txn": func(x txn) string { return x.merchant }} {
+		s, err := offline.NewSchema("default", r, view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		win, err := window.Compile(r.View(view), r.Source("card_transactions"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off, x := range txns {
+			fields := make([]featurestore.Value, len(win.Fields()))
+			fields[win.FieldIndex("amount")] = featurestore.DoubleValue(x.amount)
+			fields[win.FieldIndex("country")] = featurestore.StringValue(x.country)
+			fields[win.FieldIndex("card_id")] = featurestore.StringValue(x.card)
+			fields[win.FieldIndex("merchant_id")] = featurestore.StringValue(x.merchant)
+			fields[win.FieldIndex("approved")] = featurestore.BoolValue(true)
+			b := offline.Batch{Topic: "card_transactions", Partition: 0, IngestTime: x.at, End: offline.Position{Offset: int64(off)},
+				Entities: []offline.EntityEvents{{Key: featurestore.StringKey(key(x)), Events: []window.Event{{Time: x.at, Offset: int64(off), Fields: fields}}}}}
+			if err := w.Append(ctx, s, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "rows.csv")
+	csv := "card_id,merchant_id,event_timestamp,label\n" +
+		"c1,m1,2026-11-26T09:59:59.999Z,0.0\n" +
+		"c1,m1,2026-11-26T10:00:30Z,1.0\n" +
+		"c1,m1,2026-11-26T10:01:00Z,\n" +
+		"c2,m1,2026-11-26T10:02:00Z,0.5\n"
+	if err := os.WriteFile(in, []byte(csv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "train.parquet")
+	code, stdout, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", in, "--service", "fraud_detection_v1", "--out", out, "--memory", "64MiB")
+	if code != 0 || !strings.Contains(stdout, "wrote 4 rows to "+out) {
+		t.Fatalf("export: exit %d\n%s%s", code, stdout, errOut)
+	}
+	pf, err := file.OpenParquetFile(out, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := fr.ReadTable(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Release()
+	get := func(col string, row int) any {
+		idx := tbl.Schema().FieldIndices(col)
+		if len(idx) != 1 {
+			t.Fatalf("no column %q in %s", col, tbl.Schema())
+		}
+		a := tbl.Column(idx[0]).Data().Chunk(0)
+		if a.IsNull(row) {
+			return nil
+		}
+		switch a := a.(type) {
+		case *array.Int64:
+			return a.Value(row)
+		case *array.Float64:
+			return a.Value(row)
+		case *array.String:
+			return a.Value(row)
+		}
+		return a.ValueStr(row)
+	}
+	want := map[string][]any{
+		"card_id":                     {"c1", "c1", "c1", "c2"},
+		"label":                       {0.0, 1.0, nil, 0.5},
+		"card_txn:txn_count_10m":      {int64(0), int64(1), int64(2), int64(0)},
+		"card_txn:amount_sum_1h":      {0.0, 10.0, 30.5, 0.0},
+		"card_txn:last_country":       {nil, "FR", "DE", nil},
+		"card_txn:declined_count_1h":  {int64(0), int64(0), int64(0), int64(0)},
+		"merchant_txn:txn_count_1h":   {int64(0), int64(1), int64(2), int64(3)},
+		"merchant_txn:amount_mean_1d": {nil, 10.0, 15.25, 31.5 / 3},
+	}
+	for col, vals := range want {
+		for i, v := range vals {
+			if got := get(col, i); got != v {
+				t.Errorf("row %d %s = %v, want %v", i, col, got, v)
+			}
+		}
+	}
+	if v := pf.MetaData().KeyValueMetadata().FindValue("featurestore.registry_version"); v == nil || *v != "1" {
+		t.Errorf("featurestore.registry_version metadata %v, want 1", v)
+	}
+
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--offline-dir", logDir, "--service", "fraud_detection_v1", "--out", out}, 2, "--entities is required"},
+		{[]string{"--offline-dir", logDir, "--entities", in, "--out", out}, 2, "give --service or --features"},
+		{[]string{"--offline-dir", logDir, "--entities", in, "--features", "card_txn:nope", "--out", out}, 1, `unknown feature "nope" in feature view "card_txn"`},
+		{[]string{"--offline-dir", logDir, "--entities", in, "--service", "fraud_detection_v1", "--out", out, "--memory", "lots"}, 2, `--memory: "lots" is not a positive size like 512MiB`},
+		{[]string{"--entities", in, "--service", "fraud_detection_v1", "--out", out}, 2, "--offline-dir is required"},
+	} {
+		code, _, errOut := runCLI(t, env, append([]string{"export"}, c.args...)...)
+		if code != c.code || !strings.Contains(errOut, c.want) {
+			t.Errorf("export %v: exit %d, want %d with %q:\n%s", c.args, code, c.code, c.want, errOut)
+		}
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+	}{{"1024", 1024}, {"1KiB", 1024}, {"1.5GiB", 3 << 29}, {"2 MB", 2e6}, {"512MiB", 512 << 20}} {
+		if got, err := parseBytes(c.in); err != nil || got != c.want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", c.in, got, err, c.want)
+		}
+	}
+	for _, in := range []string{"", "0", "-1GiB", "1XB", "GiB"} {
+		if _, err := parseBytes(in); err == nil {
+			t.Errorf("parseBytes(%q) accepted", in)
+		}
+	}
+}
