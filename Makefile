@@ -23,6 +23,7 @@ TEST_TIMEOUT ?= 40m
 TEST_FLAGS ?=
 BENCH_TIMEOUT ?= 60m
 BENCH_OUT ?= bin/bench.txt
+LOADBENCH_FLAGS ?=
 KEEP_SERVICES ?= 0
 STATICCHECK_VERSION := v0.8.2
 SERVICES := .ci/services.sh
@@ -72,9 +73,14 @@ proto:
 run:
 	$(GO) run . dev
 
-bench:
+# bench also runs the serving load benchmark (docs/benchmarks.md): the
+# binary serving 1M entities in Redis under closed-loop gRPC load, about 8
+# minutes (plus 1-2 to write the entities, unless written in the last hour);
+# FEATURESTORE_BENCH_LOAD_ENTITIES, _DURATION and _RUNS scale it down.
+bench: build
 	@mkdir -p $(dir $(BENCH_OUT)); \
-	$(call with_services,$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout $(BENCH_TIMEOUT) $(PKGS) | tee $(BENCH_OUT)); \
+	$(call with_services,$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout $(BENCH_TIMEOUT) $(PKGS) | tee $(BENCH_OUT); \
+		$(GO) run ./serving/internal/loadbench -binary bin/featurestore $(LOADBENCH_FLAGS) | tee -a $(BENCH_OUT)); \
 	echo "benchmark results in $(BENCH_OUT) (compare runs with benchstat)"
 
 services-up:
