@@ -52,6 +52,8 @@ type AuthOptions struct {
 //     it lists the API, not data;
 //   - GetOnlineFeatures needs a principal granted every feature view the
 //     request reads (OnlineOptions.Authorize, set to Auth.Authorize);
+//   - the Flight training export (DoExchange on a FlightServer) needs a
+//     principal granted every feature view the export reads;
 //   - any other method is denied.
 //
 // Calls without valid credentials get UNAUTHENTICATED, with the same message
@@ -88,6 +90,7 @@ var methodAccess = map[string]access{
 	reflectionpb.ServerReflection_ServerReflectionInfo_FullMethodName:      accessPrincipal,
 	reflectionalphapb.ServerReflection_ServerReflectionInfo_FullMethodName: accessPrincipal,
 	pb.OnlineService_GetOnlineFeatures_FullMethodName:                      accessViews,
+	flightExchangeMethod:                                                   accessViews,
 }
 
 // Reasons a call is denied: the values of the reason label.
@@ -283,28 +286,45 @@ func (a *Auth) UnaryInterceptor() grpc.UnaryServerInterceptor {
 }
 
 // StreamInterceptor returns the interceptor that enforces the policy on
-// streaming calls (reflection, health watches).
+// streaming calls (reflection, health watches, Flight exports).
 func (a *Auth) StreamInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, _, acc, err := a.check(ss.Context(), info.FullMethod)
+		ctx, c, acc, err := a.check(ss.Context(), info.FullMethod)
 		if err != nil {
 			return err
 		}
-		if acc == accessViews {
-			// Streamed data cannot be withdrawn once sent; no streaming
-			// method reads views yet.
-			return status.Errorf(codes.PermissionDenied, "method %s is not allowed when authentication is on", info.FullMethod)
+		if acc != accessViews {
+			return handler(srv, &authStream{ServerStream: ss, ctx: ctx})
 		}
-		return handler(srv, &authStream{ServerStream: ss, ctx: ctx})
+		// Streamed data cannot be withdrawn once sent: the stream sends
+		// nothing until the service has called Authorize, and fails closed
+		// if it never does.
+		err = handler(srv, &authStream{ServerStream: ss, ctx: ctx, views: c})
+		if err == nil && !c.authorized {
+			a.denied.WithLabelValues(c.protocol, reasonNotAuthorized).Inc()
+			a.opts.Logger.Error("call not authorized by the service: it must call Auth.Authorize", "method", info.FullMethod)
+			return status.Error(codes.PermissionDenied, "the request was not authorized")
+		}
+		return err
 	}
 }
 
 type authStream struct {
 	grpc.ServerStream
 	ctx context.Context
+	// views, if set, is the caller of a method that reads feature views:
+	// nothing is sent before it is authorized.
+	views *caller
 }
 
 func (s *authStream) Context() context.Context { return s.ctx }
+
+func (s *authStream) SendMsg(m any) error {
+	if s.views != nil && !s.views.authorized {
+		return status.Error(codes.PermissionDenied, "the request was not authorized")
+	}
+	return s.ServerStream.SendMsg(m)
+}
 
 // HTTPMiddleware is the HTTPConfig.Middleware that goes with
 // HTTPConfig.Interceptor set to UnaryInterceptor: it adds the challenge

@@ -26,11 +26,18 @@ func serveCommand() *command {
 		maxStreams      uint
 		shutdownTimeout time.Duration
 		watchEvery      time.Duration
+		off             offlineFlags
+		flightAddr      string
+		flightExports   int
+		flightUpload    int64
+		flightMemory    string
+		flightParallel  int
+		flightTempDir   string
 	)
 	return &command{
 		name:    "serve",
 		usage:   "serve [flags]",
-		summary: "Serve online feature lookups over gRPC and as JSON over HTTP.",
+		summary: "Serve online feature lookups over gRPC and as JSON over HTTP, and training exports over Arrow Flight.",
 		long: `Serve featurestore.v1.OnlineService on --grpc-addr: the current values of
 features for entity keys, read from the online store in Redis in one round
 trip per request, windows merged at request time. Each request is resolved
@@ -44,6 +51,16 @@ languages without gRPC tooling: POST /v1/features:get takes a
 GetOnlineFeaturesRequest in the proto3 JSON mapping and answers the
 GetOnlineFeaturesResponse; GET /healthz answers 200 once a registry version
 is loaded and Redis answers. TLS and the access policy apply to it too.
+
+With --offline-dir, training sets are served over Arrow Flight on
+--flight-addr, for training jobs that use pyarrow.flight: a DoExchange call
+sends a command descriptor (JSON: {"feature_service": NAME} or {"features":
+[REFS]}, optionally "timestamp_column" and "key_columns") and the entity
+table as an Arrow stream, and receives the training set that 'featurestore
+export' would write, as an Arrow stream (docs/flight.md has a Python
+example). At most --flight-max-exports run at once, each
+within --flight-export-memory; uploads and spill files go to
+--flight-temp-dir and are removed when the call ends.
 
 With --tls-cert and --tls-key the server speaks TLS only; --tls-client-ca
 also requires client certificates. With --auth-policy every call except
@@ -64,6 +81,13 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			fs.UintVar(&maxStreams, "max-concurrent-streams", serving.DefaultMaxConcurrentStreams, "Most calls in flight on one client connection.")
 			fs.DurationVar(&shutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "How long calls in flight may take to finish at shutdown.")
 			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
+			off.register(fs)
+			fs.StringVar(&flightAddr, "flight-addr", "127.0.0.1:8815", "Address of the Arrow Flight training export service, host:port; empty to serve none. Needs --offline-dir.")
+			fs.IntVar(&flightExports, "flight-max-exports", serving.DefaultFlightMaxExports, "Most Flight exports running at once; more are refused with RESOURCE_EXHAUSTED.")
+			fs.Int64Var(&flightUpload, "flight-max-upload-bytes", serving.DefaultFlightMaxUploadBytes, "Largest entity table one Flight export may send, in bytes of Arrow IPC messages; a larger one is refused with RESOURCE_EXHAUSTED.")
+			fs.StringVar(&flightMemory, "flight-export-memory", "1GiB", "About how much memory one Flight export may hold at once, like 512MiB or 4GiB.")
+			fs.IntVar(&flightParallel, "flight-parallelism", 0, "Partitions one Flight export computes at once; 0 for the number of CPUs.")
+			fs.StringVar(&flightTempDir, "flight-temp-dir", "", "Directory for the entity tables and spill files of Flight exports; empty for the system's temporary directory.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: serve takes no arguments", errUsage)
@@ -79,6 +103,24 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				}
 				if err := sec.check(); err != nil {
 					return err
+				}
+				flightSet := false
+				fs.Visit(func(f *flag.Flag) { flightSet = flightSet || f.Name == "flight-addr" })
+				if flightAddr != "" && off.dir == "" && flightSet {
+					return fmt.Errorf("%w: --flight-addr needs --offline-dir", errUsage)
+				}
+				if flightExports <= 0 {
+					return fmt.Errorf("%w: --flight-max-exports must be positive", errUsage)
+				}
+				if flightUpload <= 0 {
+					return fmt.Errorf("%w: --flight-max-upload-bytes must be positive", errUsage)
+				}
+				if flightParallel < 0 {
+					return fmt.Errorf("%w: --flight-parallelism must not be negative", errUsage)
+				}
+				flightMem, err := parseBytes(flightMemory)
+				if err != nil {
+					return fmt.Errorf("%w: --flight-export-memory: %v", errUsage, err)
 				}
 				log, err := logs.logger(env.stderr)
 				if err != nil {
@@ -136,6 +178,33 @@ tokens; docs/operations.md, Security, has an example policy).`,
 						hc.Interceptor, hc.Middleware = auth.UnaryInterceptor(), auth.HTTPMiddleware
 					}
 					servers = append(servers, serving.NewHTTPServer(svc, hc).Run)
+				}
+				switch {
+				case flightAddr == "":
+				case off.dir == "":
+					log.Info("no Arrow Flight training exports: --offline-dir is not set")
+				default:
+					st, err := off.storage()
+					if err != nil {
+						return err
+					}
+					fc := serving.FlightConfig{
+						Addr:            flightAddr,
+						Project:         reg.project,
+						Registry:        w,
+						Log:             &offlineLog{st: st, project: reg.project},
+						MaxExports:      flightExports,
+						MaxUploadBytes:  flightUpload,
+						Memory:          flightMem,
+						Parallelism:     flightParallel,
+						TempDir:         flightTempDir,
+						ShutdownTimeout: shutdownTimeout,
+						TLS:             tlsConfig,
+						Auth:            auth,
+						Metrics:         serving.NewFlightMetrics(promReg),
+						Logger:          log,
+					}
+					servers = append(servers, serving.NewFlightServer(fc).Run)
 				}
 				return runAll(ctx, servers...)
 			}

@@ -1,0 +1,551 @@
+package serving
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/featurestore/featurestore/featurestore/export"
+)
+
+// Defaults of FlightConfig.
+const (
+	DefaultFlightMaxExports     = 2
+	DefaultFlightMaxUploadBytes = 1 << 30
+)
+
+// flightExchangeMethod is the full gRPC name of Arrow Flight's DoExchange,
+// the training export.
+const flightExchangeMethod = "/arrow.flight.protocol.FlightService/DoExchange"
+
+// flightSendRows and flightSendBytes bound the rows and about the bytes of
+// one record batch sent back: a client that uploaded its table as one large
+// batch still gets messages below gRPC's default limit of 4 MiB.
+const (
+	flightSendRows  = 64 << 10
+	flightSendBytes = 2 << 20
+)
+
+// FlightCommand is the JSON command of the FlightDescriptor that starts a
+// training export: what to export for the entity table that follows.
+type FlightCommand struct {
+	// FeatureService names a feature service; or Features lists references
+	// view:feature (view:* for every feature of a view). Exactly one is set.
+	FeatureService string   `json:"feature_service,omitempty"`
+	Features       []string `json:"features,omitempty"`
+	// TimestampColumn names the entity table's timestamp column;
+	// "event_timestamp" when empty.
+	TimestampColumn string `json:"timestamp_column,omitempty"`
+	// KeyColumns maps a join key to the entity table column that holds it,
+	// where the names differ.
+	KeyColumns map[string]string `json:"key_columns,omitempty"`
+}
+
+// FlightConfig configures a FlightServer.
+type FlightConfig struct {
+	// Addr is the address to listen on, host:port. Ignored when Listener
+	// is set.
+	Addr string
+	// Listener, if set, is served instead of listening on Addr.
+	Listener net.Listener
+	// Project whose offline log Log reads.
+	Project string
+	// Registry gives the definitions current when an export starts;
+	// registry.Watcher is one.
+	Registry Snapshots
+	// Log reads the project's offline log.
+	Log export.Log
+	// MaxExports bounds the exports running at once, uploads included; a
+	// call beyond it gets RESOURCE_EXHAUSTED at once.
+	// DefaultFlightMaxExports when zero.
+	MaxExports int
+	// MaxUploadBytes bounds the entity table one call may send (its Arrow
+	// IPC messages); DefaultFlightMaxUploadBytes when zero.
+	MaxUploadBytes int64
+	// Memory is the memory budget of one export (export.Options.Memory);
+	// export.DefaultMemory when zero.
+	Memory int64
+	// Parallelism is how many goroutines one export computes with;
+	// GOMAXPROCS when zero.
+	Parallelism int
+	// TempDir is where uploads and spill files go; the system's temporary
+	// directory when empty. Each call's files are removed when it ends,
+	// however it ends.
+	TempDir string
+	// ShutdownTimeout is how long Run waits for exports in flight once ctx
+	// ends, before cutting them off; DefaultShutdownTimeout when zero.
+	ShutdownTimeout time.Duration
+	// TLS, if set, serves TLS only, with this configuration.
+	TLS *tls.Config
+	// Auth, if set, authenticates every call but health checks, and an
+	// export needs a principal granted every feature view it reads.
+	Auth    *Auth
+	Metrics *FlightMetrics
+	Logger  *slog.Logger
+}
+
+// FlightServer serves point-in-time correct training sets over Arrow
+// Flight, so that a training job gets one without files in between.
+//
+// The export is one DoExchange call. The client sends a FlightDescriptor of
+// type CMD whose command is a FlightCommand in JSON, with the entity table
+// as an Arrow stream (its schema, then record batches: the join key
+// columns, the timestamp column, any label columns), and closes its side.
+// The server answers the training set as an Arrow stream: the entity
+// table's columns in its row order, then one column per feature, exactly
+// as `featurestore export` writes them (package export), with the schema
+// metadata featurestore.project and featurestore.registry_version.
+//
+// Errors are gRPC statuses: INVALID_ARGUMENT for a bad command, an unknown
+// feature, a missing or mistyped column or a bad row; RESOURCE_EXHAUSTED
+// when the entity table exceeds MaxUploadBytes or MaxExports are running;
+// UNAUTHENTICATED and PERMISSION_DENIED under Auth; UNAVAILABLE before a
+// registry version is loaded; CANCELLED when the client goes away, which
+// stops the export. The entity table and the spill files are kept in a
+// temporary directory for the call and removed when it ends.
+type FlightServer struct {
+	flight.BaseFlightServer
+
+	cfg    FlightConfig
+	grpc   *grpc.Server
+	health *health.Server
+	slots  chan struct{}
+	mem    memory.Allocator
+}
+
+// NewFlightServer returns the Flight server of cfg; start it with Run.
+func NewFlightServer(cfg FlightConfig) *FlightServer {
+	if cfg.MaxExports <= 0 {
+		cfg.MaxExports = DefaultFlightMaxExports
+	}
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = DefaultFlightMaxUploadBytes
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &FlightServer{cfg: cfg, slots: make(chan struct{}, cfg.MaxExports), mem: memory.NewGoAllocator()}
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		// One message is one record batch of the upload, which the upload's
+		// bound covers; the sent batches are cut to flightSendRows rows.
+		grpc.MaxRecvMsgSize(int(min(cfg.MaxUploadBytes+1<<20, math.MaxInt32))),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	if cfg.Auth != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(cfg.Auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(cfg.Auth.StreamInterceptor()))
+	}
+	s.grpc = grpc.NewServer(opts...)
+	flight.RegisterFlightServiceServer(s.grpc, s)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	return s
+}
+
+// Run serves until ctx ends, then stops gracefully: exports in flight get
+// ShutdownTimeout to finish, and the rest are cancelled.
+func (s *FlightServer) Run(ctx context.Context) error {
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.Addr); err != nil {
+			return fmt.Errorf("flight listener on %s: %w", s.cfg.Addr, err)
+		}
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.cfg.Logger.Info("flight listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "auth", s.cfg.Auth != nil,
+		"max_exports", s.cfg.MaxExports, "max_upload_bytes", s.cfg.MaxUploadBytes)
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("flight server: %w", err)
+	case <-ctx.Done():
+	}
+	start := time.Now()
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.ShutdownTimeout):
+		s.cfg.Logger.Warn("flight graceful stop timed out; cancelling exports", "timeout", s.cfg.ShutdownTimeout)
+		s.grpc.Stop()
+		<-done
+	}
+	<-errc
+	s.cfg.Logger.Info("flight server stopped", "duration", time.Since(start))
+	return nil
+}
+
+// exchange is what one export call did, for its log line and metrics.
+type exchange struct {
+	principal   string
+	views       []string
+	uploadBytes int64
+	rows        int64
+	stats       export.Stats
+}
+
+// DoExchange runs one training export; see FlightServer.
+func (s *FlightServer) DoExchange(stream flight.FlightService_DoExchangeServer) error {
+	start := time.Now()
+	var x exchange
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		err := status.Errorf(codes.ResourceExhausted, "%d exports are running, as many as the server runs at once; retry later", cap(s.slots))
+		s.done(&x, start, err)
+		return err
+	}
+	s.cfg.Metrics.running(1)
+	err := s.exchange(stream, &x)
+	s.cfg.Metrics.running(-1)
+	<-s.slots
+	s.done(&x, start, err)
+	return err
+}
+
+func (s *FlightServer) done(x *exchange, start time.Time, err error) {
+	code := status.Code(err)
+	d := time.Since(start)
+	s.cfg.Metrics.observe(code, d, x)
+	log := s.cfg.Logger.With("principal", x.principal, "views", x.views, "upload_bytes", x.uploadBytes, "rows", x.rows, "duration", d)
+	switch code {
+	case codes.OK:
+		log.Info("flight export done", "events", x.stats.Events, "events_used", x.stats.EventsUsed, "spilled_bytes", x.stats.Spilled)
+	case codes.Internal, codes.Unknown:
+		log.Error("flight export failed", "code", code.String(), "err", err)
+	default:
+		log.Info("flight export refused or stopped", "code", code.String(), "err", err)
+	}
+}
+
+func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x *exchange) error {
+	ctx := stream.Context()
+	x.principal, _ = PrincipalFromContext(ctx)
+	up := &upload{stream: stream, max: s.cfg.MaxUploadBytes}
+	defer func() { x.uploadBytes = up.n }()
+	// The first message carries the descriptor and the entity table's
+	// schema; nothing more is read before the command is checked.
+	rdr, err := flight.NewRecordReader(up, ipc.WithAllocator(s.mem))
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return status.Error(codes.InvalidArgument, "the stream ended before the entity table's schema: send a command descriptor and the entity table as an Arrow stream")
+		}
+		return s.uploadStatus(ctx, err)
+	}
+	defer rdr.Release()
+	cmd, err := parseFlightCommand(rdr.LatestFlightDescriptor())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	snap := s.cfg.Registry.Current()
+	if snap == nil {
+		return status.Error(codes.Unavailable, "no registry version loaded yet")
+	}
+	opts := export.Options{
+		Registry:        snap.Registry,
+		Log:             s.cfg.Log,
+		Service:         cmd.FeatureService,
+		Features:        cmd.Features,
+		KeyColumns:      cmd.KeyColumns,
+		TimestampColumn: cmd.TimestampColumn,
+		Metadata: map[string]string{
+			"featurestore.project":          s.cfg.Project,
+			"featurestore.registry_version": strconv.FormatInt(snap.Version, 10),
+		},
+		Memory:      s.cfg.Memory,
+		Parallelism: s.cfg.Parallelism,
+		Logger:      s.cfg.Logger,
+	}
+	// Resolve the features, then authorize, before the schema is checked:
+	// a principal learns nothing of views it may not read.
+	views, err := export.Check(opts, nil)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	x.views = views
+	if s.cfg.Auth != nil {
+		if err := s.cfg.Auth.Authorize(ctx, s.cfg.Project, views); err != nil {
+			return err
+		}
+	}
+	if _, err := export.Check(opts, rdr.Schema()); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+
+	dir, err := os.MkdirTemp(s.cfg.TempDir, "featurestore-flight-")
+	if err != nil {
+		return status.Errorf(codes.Internal, "temporary directory: %v", err)
+	}
+	defer os.RemoveAll(dir)
+	table := filepath.Join(dir, "entities.arrows")
+	if x.rows, err = spool(rdr, table, s.mem); err != nil {
+		return s.uploadStatus(ctx, err)
+	}
+	opts.Entities, opts.EntitiesFormat, opts.TempDir = table, export.FormatArrow, dir
+	out := &flightOutput{stream: stream, mem: s.mem}
+	opts.Output = out
+	x.stats, err = export.Run(ctx, opts)
+	if err == nil {
+		err = out.close()
+	}
+	if err != nil {
+		return exportStatus(ctx, err, table)
+	}
+	return nil
+}
+
+// parseFlightCommand reads the FlightCommand of a descriptor, refusing
+// unknown fields.
+func parseFlightCommand(d *flight.FlightDescriptor) (*FlightCommand, error) {
+	if d == nil {
+		return nil, errors.New("no flight descriptor: send a descriptor of type CMD with the export command in JSON, with the first message")
+	}
+	if d.GetType() != flight.DescriptorCMD {
+		return nil, fmt.Errorf("flight descriptor of type %s: want CMD, with the export command in JSON", d.GetType())
+	}
+	dec := json.NewDecoder(bytes.NewReader(d.GetCmd()))
+	dec.DisallowUnknownFields()
+	var cmd FlightCommand
+	if err := dec.Decode(&cmd); err != nil {
+		return nil, fmt.Errorf("command: %w (want JSON like {\"feature_service\": \"name\"} or {\"features\": [\"view:feature\"]}, optionally with \"timestamp_column\" and \"key_columns\")", err)
+	}
+	if dec.More() {
+		return nil, errors.New("command: more than one JSON value")
+	}
+	return &cmd, nil
+}
+
+// upload reads the messages of the call, counting their bytes against the
+// bound.
+type upload struct {
+	stream flight.FlightService_DoExchangeServer
+	n, max int64
+}
+
+// errUploadTooLarge ends an upload larger than its bound.
+var errUploadTooLarge = errors.New("entity table too large")
+
+func (u *upload) Recv() (*flight.FlightData, error) {
+	fd, err := u.stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	u.n += int64(len(fd.DataHeader) + len(fd.DataBody) + len(fd.AppMetadata))
+	if u.n > u.max {
+		return nil, fmt.Errorf("%w: more than the %d bytes a call may send", errUploadTooLarge, u.max)
+	}
+	return fd, nil
+}
+
+// uploadStatus turns an error reading the upload into a status.
+func (s *FlightServer) uploadStatus(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
+	case errors.Is(err, errUploadTooLarge):
+		return status.Errorf(codes.ResourceExhausted, "%v", err)
+	}
+	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
+		return st.Err()
+	}
+	return status.Errorf(codes.InvalidArgument, "read the entity table: %v", err)
+}
+
+// spool writes the entity table of the call to path, an Arrow IPC stream,
+// and returns its rows: the export reads it twice.
+func spool(rdr *flight.Reader, path string, mem memory.Allocator) (int64, error) {
+	fh, err := os.Create(path)
+	if err != nil {
+		return 0, fmt.Errorf("spool the entity table: %w", err)
+	}
+	defer fh.Close()
+	bw := bufio.NewWriterSize(fh, 1<<20)
+	w := ipc.NewWriter(bw, ipc.WithSchema(rdr.Schema()), ipc.WithAllocator(mem))
+	var rows int64
+	for rdr.Next() {
+		rec := rdr.RecordBatch()
+		if err := w.Write(rec); err != nil {
+			return rows, fmt.Errorf("spool the entity table: %w", err)
+		}
+		rows += rec.NumRows()
+	}
+	if err := rdr.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return rows, err
+	}
+	if err := w.Close(); err != nil {
+		return rows, fmt.Errorf("spool the entity table: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return rows, fmt.Errorf("spool the entity table: %w", err)
+	}
+	return rows, fh.Close()
+}
+
+// flightOutput sends the export's output to the client.
+type flightOutput struct {
+	stream flight.FlightService_DoExchangeServer
+	mem    memory.Allocator
+	w      *flight.Writer
+}
+
+func (o *flightOutput) Begin(schema *arrow.Schema) error {
+	o.w = flight.NewRecordWriter(o.stream, ipc.WithSchema(schema), ipc.WithAllocator(o.mem))
+	return nil
+}
+
+func (o *flightOutput) Write(rec arrow.RecordBatch) error {
+	n := rec.NumRows()
+	per := min(n, flightSendRows)
+	if size := recordBytes(rec); size > flightSendBytes {
+		per = max(min(per, n*flightSendBytes/size), 1)
+	}
+	if per == n {
+		return o.w.Write(rec)
+	}
+	for i := int64(0); i < n; i += per {
+		part := rec.NewSlice(i, min(i+per, n))
+		err := o.w.Write(part)
+		part.Release()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordBytes returns the bytes of a batch's buffers.
+func recordBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	var add func(d arrow.ArrayData)
+	add = func(d arrow.ArrayData) {
+		for _, b := range d.Buffers() {
+			if b != nil {
+				n += int64(b.Len())
+			}
+		}
+		for _, c := range d.Children() {
+			add(c)
+		}
+	}
+	for _, c := range rec.Columns() {
+		add(c.Data())
+	}
+	return n
+}
+
+// close ends the stream, sending the schema if no batch was sent.
+func (o *flightOutput) close() error {
+	if o.w == nil {
+		return nil
+	}
+	return o.w.Close()
+}
+
+// exportStatus turns an error of export.Run into a status. The entity
+// table's temporary path means the rows the client sent; other errors are
+// the server's.
+func exportStatus(ctx context.Context, err error, table string) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+		return st.Err()
+	}
+	if msg := err.Error(); strings.Contains(msg, table) {
+		return status.Error(codes.InvalidArgument, strings.ReplaceAll(msg, table, "entity table"))
+	}
+	return status.Errorf(codes.Internal, "export: %v", err)
+}
+
+// FlightMetrics are the metrics of a FlightServer. A nil *FlightMetrics
+// records nothing.
+type FlightMetrics struct {
+	exports  *prometheus.CounterVec
+	duration prometheus.Histogram
+	inFlight prometheus.Gauge
+	rows     prometheus.Counter
+	upload   prometheus.Counter
+}
+
+// NewFlightMetrics registers the Flight export metrics with reg.
+func NewFlightMetrics(reg prometheus.Registerer) *FlightMetrics {
+	m := &FlightMetrics{
+		exports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestore_serving_flight_exports_total",
+			Help: "Flight training exports, by gRPC code.",
+		}, []string{"code"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "featurestore_serving_flight_export_duration_seconds",
+			Help:    "Duration of Flight training exports that succeeded, upload included.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 3, 10),
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "featurestore_serving_flight_exports_in_flight",
+			Help: "Flight training exports running now.",
+		}),
+		rows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestore_serving_flight_export_rows_total",
+			Help: "Entity rows of Flight training exports that succeeded.",
+		}),
+		upload: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "featurestore_serving_flight_upload_bytes_total",
+			Help: "Bytes of entity tables received by Flight training exports.",
+		}),
+	}
+	reg.MustRegister(m.exports, m.duration, m.inFlight, m.rows, m.upload)
+	return m
+}
+
+func (m *FlightMetrics) running(d float64) {
+	if m != nil {
+		m.inFlight.Add(d)
+	}
+}
+
+func (m *FlightMetrics) observe(code codes.Code, d time.Duration, x *exchange) {
+	if m == nil {
+		return
+	}
+	m.exports.WithLabelValues(code.String()).Inc()
+	m.upload.Add(float64(x.uploadBytes))
+	if code == codes.OK {
+		m.duration.Observe(d.Seconds())
+		m.rows.Add(float64(x.rows))
+	}
+}
