@@ -1,0 +1,262 @@
+package export
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/offline"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/featurestore/window"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// dirLog reads a project's offline log from storage, as the export command
+// and the Flight service do.
+type dirLog struct {
+	st      offline.Storage
+	project string
+}
+
+func (l *dirLog) Scan(ctx context.Context, view string, _ int64, fn func(arrow.RecordBatch) error) error {
+	snap, err := offline.ReadSnapshot(ctx, l.st, l.project, view)
+	if err != nil {
+		return err
+	}
+	return offline.Scan(ctx, l.st, snap, snap.Files, func(_ offline.FileInfo, rec arrow.RecordBatch) error { return fn(rec) })
+}
+
+// interopColumn is a column as the Python side must see it. Type is in
+// Arrow's notation (timestamp[ms, tz=UTC], string, int32, int64, double,
+// bool, list<T>); interop.py maps it to polars' and DuckDB's types.
+type interopColumn struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Nullable bool   `json:"nullable"`
+}
+
+// interopTable is a table the Python side reads from files and checks:
+// its columns, schema metadata and rows (timestamps as Unix ms).
+type interopTable struct {
+	Files    []string          `json:"files"`
+	Columns  []interopColumn   `json:"columns"`
+	Metadata map[string]string `json:"metadata"`
+	Rows     [][]any           `json:"rows"`
+	// SortBy, if set, names the columns the rows are ordered by; the
+	// files' rows are sorted so before comparing. Otherwise the order
+	// must be the files' own.
+	SortBy []string `json:"sort_by,omitempty"`
+}
+
+// interopExpectations is what interop.py checks.
+type interopExpectations struct {
+	Offline  map[string]*interopTable `json:"offline"`  // by view
+	Training map[string]*interopTable `json:"training"` // by format: arrow, parquet
+}
+
+// arrowTypeOf names a feature's column type in Arrow's notation.
+func arrowTypeOf(vt registry.ValueType) string {
+	if base, ok := strings.CutSuffix(string(vt), "_list"); ok {
+		return "list<" + arrowTypeOf(registry.ValueType(base)) + ">"
+	}
+	return string(vt) // string, int64, double, bool
+}
+
+// TestPythonInterop writes a random scenario's events through the offline
+// writer and exports a training set from them, as Arrow IPC and as
+// Parquet; then testdata/interop.py reads the committed offline files (the
+// manifest's list) and both training sets with pyarrow, polars and DuckDB,
+// and checks column names, types, time zones, nullability, metadata and
+// every value against what this test expects: the events it wrote, and
+// the brute-force reference's features (reference_test.go).
+func TestPythonInterop(t *testing.T) {
+	py := testenv.Python(t)
+	ctx := context.Background()
+	r := testRegistry(t)
+	rng := rand.New(rand.NewPCG(11, 12))
+	s := randomScenario(rng, 1500, 800)
+	dir := t.TempDir()
+	st, err := offline.NewDir(filepath.Join(dir, "offline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const project = "interop"
+	w, err := offline.OpenWriter(ctx, st, project, offline.Options{FlushRows: 150})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := interopExpectations{Offline: map[string]*interopTable{}, Training: map[string]*interopTable{}}
+	tsType := "timestamp[ms, tz=UTC]"
+	for _, view := range slices.Sorted(func(yield func(string) bool) {
+		for v := range s.events {
+			if !yield(v) {
+				return
+			}
+		}
+	}) {
+		v := r.View(view)
+		ent, src := r.Entity(v.Entity), r.Source(v.Source)
+		schema, err := offline.NewSchema(project, r, view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcFields, err := window.SourceFields(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tbl := &interopTable{
+			Columns: []interopColumn{{"event_time", tsType, false}, {"ingest_time", tsType, false},
+				{"topic", "string", false}, {"partition", "int32", false}, {"offset", "int64", false}},
+			Metadata: map[string]string{MetaProject: project, MetaView: view, MetaSource: src.Name, MetaLogVersion: LogVersion},
+			SortBy:   []string{"partition", "offset"},
+		}
+		for _, k := range ent.JoinKeys {
+			tbl.Columns = append(tbl.Columns, interopColumn{k.Name, string(k.Type), false})
+		}
+		used := map[string]bool{}
+		for _, f := range v.Features {
+			if f.Field != "" {
+				used[f.Field] = true
+			}
+			for _, c := range f.Filter {
+				used[c.Field] = true
+			}
+		}
+		var fieldNames []string
+		for _, f := range srcFields {
+			if used[f.Name] {
+				fieldNames = append(fieldNames, f.Name)
+				tbl.Columns = append(tbl.Columns, interopColumn{f.Name, string(src.Fields[f.Name]), true})
+			}
+		}
+		// Append each partition's events in offset order, in batches of
+		// up to 100 events, each accepted 7ms after its newest event.
+		evs := slices.Clone(s.events[view])
+		slices.SortFunc(evs, func(a, b rawEvent) int {
+			return cmp.Or(cmp.Compare(a.partition, b.partition), cmp.Compare(a.offset, b.offset))
+		})
+		for len(evs) > 0 {
+			n := 1
+			for n < len(evs) && n < 100 && evs[n].partition == evs[0].partition {
+				n++
+			}
+			batch := evs[:n]
+			evs = evs[n:]
+			b := offline.Batch{Topic: "txns", Partition: batch[0].partition, End: offline.Position{Offset: batch[n-1].offset}}
+			for _, e := range batch {
+				b.IngestTime = max(b.IngestTime, e.time+7)
+			}
+			for _, e := range batch {
+				var parts []featurestore.KeyPart
+				row := []any{e.time, b.IngestTime, "txns", e.partition, e.offset}
+				for _, k := range ent.JoinKeys {
+					switch x := e.keys[k.Name].(type) {
+					case string:
+						parts = append(parts, featurestore.StringPart(x))
+					case int64:
+						parts = append(parts, featurestore.Int64Part(x))
+					}
+					row = append(row, e.keys[k.Name])
+				}
+				key, err := featurestore.NewEntityKey(parts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				vals := make([]featurestore.Value, len(srcFields))
+				for i, f := range srcFields {
+					switch x := e.fields[f.Name].(type) {
+					case string:
+						vals[i] = featurestore.StringValue(x)
+					case int64:
+						vals[i] = featurestore.Int64Value(x)
+					case float64:
+						vals[i] = featurestore.DoubleValue(x)
+					case bool:
+						vals[i] = featurestore.BoolValue(x)
+					}
+				}
+				for _, n := range fieldNames {
+					row = append(row, e.fields[n])
+				}
+				tbl.Rows = append(tbl.Rows, row)
+				b.Entities = append(b.Entities, offline.EntityEvents{Key: key,
+					Events: []window.Event{{Time: e.time, Partition: e.partition, Offset: e.offset, Fields: vals}}})
+			}
+			if err := w.Append(ctx, schema, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		exp.Offline[view] = tbl
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for view, tbl := range exp.Offline {
+		snap, err := offline.ReadSnapshot(ctx, st, project, view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range snap.Files {
+			tbl.Files = append(tbl.Files, filepath.Join(dir, "offline", filepath.FromSlash(snap.Name(f))))
+		}
+		if len(tbl.Files) < 2 {
+			t.Fatalf("view %s: %d files; the test wants several", view, len(tbl.Files))
+		}
+	}
+
+	// The training set, from the log just written.
+	in := filepath.Join(dir, "rows.parquet")
+	(&testTable{fields: s.fields, rows: s.rows}).writeParquet(t, in)
+	refs := r.Service("all").Resolved()
+	want := s.expected(r, refs)
+	md := map[string]string{"featurestore.project": project, "featurestore.registry_version": "7"}
+	var cols []interopColumn
+	for _, f := range s.fields {
+		typ := map[arrow.Type]string{arrow.STRING: "string", arrow.INT64: "int64", arrow.FLOAT64: "double", arrow.TIMESTAMP: tsType}[f.Type.ID()]
+		cols = append(cols, interopColumn{f.Name, typ, f.Nullable})
+	}
+	for _, ref := range refs {
+		cols = append(cols, interopColumn{ref.String(), arrowTypeOf(r.View(ref.View).Feature(ref.Feature).ValueType()), true})
+	}
+	rows := make([][]any, len(s.rows))
+	for i, row := range s.rows {
+		rows[i] = append(slices.Clone(row), want[i]...)
+	}
+	for _, format := range []string{"arrow", "parquet"} {
+		out := filepath.Join(dir, "train."+format)
+		if _, err := Run(ctx, Options{Registry: r, Log: &dirLog{st: st, project: project}, Service: "all",
+			Entities: in, Out: out, Metadata: md, Memory: 4 << 20, TempDir: dir}); err != nil {
+			t.Fatal(err)
+		}
+		exp.Training[format] = &interopTable{Files: []string{out}, Columns: cols, Metadata: md, Rows: rows}
+	}
+
+	expFile := filepath.Join(dir, "expected.json")
+	b, err := json.Marshal(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(expFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(py, filepath.Join("testdata", "interop.py"), expFile)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("interop.py: %v\n%s", err, out)
+	}
+	t.Logf("interop.py: %s", strings.TrimSpace(string(out)))
+	if !strings.Contains(string(out), fmt.Sprintf("training sets: 2 files, %d rows each", len(s.rows))) {
+		t.Errorf("interop.py did not report the training sets it checked:\n%s", out)
+	}
+}
