@@ -82,11 +82,19 @@ func benchLog(b *testing.B, r *registry.Registry, events, cards int, rng *rand.R
 // BenchmarkExport exports 6 windowed features and 2 last values for rows
 // at random times and cards, and reports rows per second.
 func BenchmarkExport(b *testing.B) {
-	for _, size := range []struct{ events, cards, rows int }{
-		{100_000, 1_000, 10_000},
-		{1_000_000, 10_000, 100_000},
+	for _, size := range []struct {
+		events, cards, rows int
+		memory              int64
+	}{
+		{100_000, 1_000, 10_000, 0},
+		{1_000_000, 10_000, 100_000, 0},
+		{1_000_000, 10_000, 100_000, 32 << 20}, // buckets split to fit
 	} {
-		b.Run(fmt.Sprintf("events=%d/rows=%d", size.events, size.rows), func(b *testing.B) {
+		name := fmt.Sprintf("events=%d/rows=%d", size.events, size.rows)
+		if size.memory > 0 {
+			name += fmt.Sprintf("/memory=%dMiB", size.memory>>20)
+		}
+		b.Run(name, func(b *testing.B) {
 			r, err := registry.LoadFiles(map[string][]byte{"bench.yaml": []byte(benchDefs)})
 			if err != nil {
 				b.Fatal(err)
@@ -108,7 +116,7 @@ func BenchmarkExport(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"card_txn:*"}, Entities: in, Out: out, TempDir: dir}); err != nil {
+				if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"card_txn:*"}, Entities: in, Out: out, TempDir: dir, Memory: size.memory}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -197,21 +197,27 @@ func newExporter(opts Options) (*exporter, error) {
 
 func (x *exporter) run(ctx context.Context) error {
 	x.size(ctx)
-	if err := x.spillRows(ctx); err != nil {
+	step := func(name string, fn func() error) error {
+		start := time.Now()
+		err := fn()
+		x.log.Debug("export step done", "step", name, "duration", time.Since(start), "err", err)
+		return err
+	}
+	if err := step("partition entity rows", func() error { return x.spillRows(ctx) }); err != nil {
 		return err
 	}
 	for vi, vp := range x.plan.views {
-		if err := x.spillEvents(ctx, vi, vp); err != nil {
+		if err := step("partition events of "+vp.name, func() error { return x.spillEvents(ctx, vi, vp) }); err != nil {
 			return err
 		}
 	}
-	if err := x.makeGroups(ctx); err != nil {
+	if err := step("split large partitions", func() error { return x.makeGroups(ctx) }); err != nil {
 		return err
 	}
-	if err := x.compute(ctx); err != nil {
+	if err := step("compute", func() error { return x.compute(ctx) }); err != nil {
 		return err
 	}
-	return x.write(ctx)
+	return step("write", func() error { return x.write(ctx) })
 }
 
 // size chooses the number of buckets from what the inputs are expected to

@@ -70,6 +70,66 @@ func (k keyRef) compare(o keyRef) int {
 	return strings.Compare(k.s, o.s)
 }
 
+// sortRows sorts rows by key and time. Keys compare by hash alone, unless
+// two keys of the group share a hash, which a check after the sort finds.
+func sortRows(rows []rowRef) {
+	slices.SortFunc(rows, func(a, b rowRef) int {
+		if c := cmp.Compare(a.key.h, b.key.h); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.t, b.t)
+	})
+	if oneKeyPerHash(rows, func(r *rowRef) keyRef { return r.key }) {
+		return
+	}
+	slices.SortFunc(rows, func(a, b rowRef) int {
+		if c := a.key.compare(b.key); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.t, b.t)
+	})
+}
+
+// sortEvents sorts events by key and order key (event time, partition,
+// offset), comparing keys as sortRows does.
+func sortEvents(evs []evRef) {
+	byOrder := func(a, b *evRef) int {
+		if c := cmp.Compare(a.time, b.time); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.part, b.part); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.off, b.off)
+	}
+	slices.SortFunc(evs, func(a, b evRef) int {
+		if c := cmp.Compare(a.key.h, b.key.h); c != 0 {
+			return c
+		}
+		return byOrder(&a, &b)
+	})
+	if oneKeyPerHash(evs, func(e *evRef) keyRef { return e.key }) {
+		return
+	}
+	slices.SortFunc(evs, func(a, b evRef) int {
+		if c := a.key.compare(b.key); c != 0 {
+			return c
+		}
+		return byOrder(&a, &b)
+	})
+}
+
+// oneKeyPerHash reports whether, in xs sorted by key hash, all the elements
+// with one hash have one key.
+func oneKeyPerHash[T any](xs []T, key func(*T) keyRef) bool {
+	for i := 1; i < len(xs); i++ {
+		if a, b := key(&xs[i-1]), key(&xs[i]); a.h == b.h && a.s != b.s {
+			return false
+		}
+	}
+	return true
+}
+
 // rowRef is an entity row in a group: its key, timestamp and number.
 type rowRef struct {
 	key keyRef
@@ -222,7 +282,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 			r.Release()
 		}
 	}()
-	var rows []rowRef
+	rows := make([]rowRef, 0, g.rowCount())
 	for _, f := range g.rows {
 		err := readSpill(f, x.mem, func(rec arrow.RecordBatch) error {
 			rec.Retain()
@@ -239,12 +299,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 			return spillFile{}, err
 		}
 	}
-	slices.SortFunc(rows, func(a, b rowRef) int {
-		if c := a.key.compare(b.key); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.t, b.t)
-	})
+	sortRows(rows)
 	sweeps := make([]*viewSweep, len(e.views))
 	defer func() {
 		for _, s := range sweeps {
@@ -256,6 +311,11 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 	for vi, vp := range e.views {
 		s := newViewSweep(vp)
 		sweeps[vi] = s
+		var n int64
+		for _, f := range g.events[vi] {
+			n += f.rows
+		}
+		s.evs = make([]evRef, 0, n)
 		for _, f := range g.events[vi] {
 			err := readSpill(f, x.mem, func(rec arrow.RecordBatch) error {
 				if err := ctx.Err(); err != nil {
@@ -277,18 +337,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 				return spillFile{}, err
 			}
 		}
-		slices.SortFunc(s.evs, func(a, b evRef) int {
-			if c := a.key.compare(b.key); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(a.time, b.time); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(a.part, b.part); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.off, b.off)
-		})
+		sortEvents(s.evs)
 	}
 
 	schema := resultsSchema(e)
