@@ -1,0 +1,253 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/offline"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/featurestore/window"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// writeExampleLog writes random card transactions of the examples to an
+// offline log through the real writer: both views of card_transactions.
+func writeExampleLog(t *testing.T, dir, project string, r *registry.Registry, n int) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := offline.NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := offline.OpenWriter(ctx, st, project, offline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := r.Source("card_transactions")
+	fields, err := window.SourceFields(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const t0 = 1_795_687_200_000 // 2026-11-26T10:00:00Z
+	type txn struct {
+		at             int64
+		card, merchant string
+		vals           []featurestore.Value
+	}
+	var txns []txn
+	for range n {
+		x := txn{at: t0 + rng.Int64N(2*3_600_000), card: fmt.Sprintf("c%d", rng.IntN(5)), merchant: fmt.Sprintf("m%d", rng.IntN(3))}
+		x.vals = make([]featurestore.Value, len(fields))
+		for i, f := range fields {
+			switch f.Name {
+			case "amount":
+				x.vals[i] = featurestore.DoubleValue(float64(rng.IntN(200_000)) / 100)
+			case "approved":
+				x.vals[i] = featurestore.BoolValue(rng.IntN(10) > 0)
+			case "card_id":
+				x.vals[i] = featurestore.StringValue(x.card)
+			case "merchant_id":
+				x.vals[i] = featurestore.StringValue(x.merchant)
+			case "channel":
+				x.vals[i] = featurestore.StringValue([]string{"online", "pos"}[rng.IntN(2)])
+			case "country":
+				x.vals[i] = featurestore.StringValue([]string{"FR", "DE", "IT"}[rng.IntN(3)])
+			case "currency":
+				x.vals[i] = featurestore.StringValue("EUR")
+			}
+		}
+		txns = append(txns, x)
+	}
+	for view, key := range map[string]func(txn) string{"card_txn": func(x txn) string { return x.card }, "merchant_txn": func(x txn) string { return x.merchant }} {
+		s, err := offline.NewSchema(project, r, view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for start := 0; start < len(txns); start += 100 {
+			b := offline.Batch{Topic: src.Kafka.Topic, IngestTime: t0 + 3*3_600_000, End: offline.Position{Offset: int64(min(start+100, len(txns)) - 1)}}
+			for off := start; off < min(start+100, len(txns)); off++ {
+				x := txns[off]
+				b.Entities = append(b.Entities, offline.EntityEvents{Key: featurestore.StringKey(key(x)),
+					Events: []window.Event{{Time: x.at, Offset: int64(off), Fields: x.vals}}})
+			}
+			if err := w.Append(ctx, s, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeEntityParquet writes rows of cards and merchants at random times to
+// a Parquet file, with a nullable label: a training job's label table.
+func writeEntityParquet(t *testing.T, path string, rows int) {
+	t.Helper()
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "card_id", Type: arrow.BinaryTypes.String},
+		{Name: "merchant_id", Type: arrow.BinaryTypes.String},
+		{Name: "event_timestamp", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+		{Name: "label", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	rng := rand.New(rand.NewPCG(5, 6))
+	const t0us = 1_795_687_200_000_000
+	for i := range rows {
+		b.Field(0).(*array.StringBuilder).Append(fmt.Sprintf("c%d", rng.IntN(6))) // c5 has no events
+		b.Field(1).(*array.StringBuilder).Append(fmt.Sprintf("m%d", rng.IntN(3)))
+		b.Field(2).(*array.TimestampBuilder).Append(arrow.Timestamp(t0us + rng.Int64N(3*3_600_000_000) - 600_000_000))
+		if i%5 == 0 {
+			b.Field(3).AppendNull()
+		} else {
+			b.Field(3).(*array.Float64Builder).Append(float64(rng.IntN(2)))
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	w, err := pqarrow.NewFileWriter(schema, fh, nil, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServeFlightPython runs 'featurestore serve' in-process with an
+// offline log and an access policy, and has testdata/flight_export.py, a
+// training job with pyarrow.flight, get the training set of a Parquet
+// label table over Flight; the script checks that it equals what
+// 'featurestore export' wrote to a file for the same table, and that
+// pyarrow surfaces the server's errors.
+func TestServeFlightPython(t *testing.T) {
+	py := testenv.Python(t)
+	dir := t.TempDir()
+	project := testenv.UniqueName(t, "flight")
+	env := map[string]string{
+		"FEATURESTORE_REGISTRY":     "file:" + filepath.Join(dir, "registry"),
+		"FEATURESTORE_REDIS_ADDR":   testenv.RedisAddr(t),
+		"FEATURESTORE_PROJECT":      project,
+		"FEATURESTORE_METRICS_ADDR": "",
+	}
+	if code, out, errOut := runCLI(t, env, "apply", "../../examples"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	r, err := registry.LoadDir("../../examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logDir := filepath.Join(dir, "offline")
+	writeExampleLog(t, logDir, project, r, 3000)
+	labels := filepath.Join(dir, "labels.parquet")
+	writeEntityParquet(t, labels, 5000)
+	fileExport := filepath.Join(dir, "train.arrow")
+	if code, out, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", labels,
+		"--service", "fraud_detection_v1", "--out", fileExport); code != 0 {
+		t.Fatalf("export: exit %d\n%s%s", code, out, errOut)
+	}
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte(fmt.Sprintf(`principals:
+  - name: trainer
+    token_sha256: [%s]
+    grants: [{project: %s, views: [card_txn, merchant_txn]}]
+  - name: cards-only
+    token_sha256: [%s]
+    grants: [{project: %s, views: [card_txn]}]
+`, tokenHash("tok-trainer"), project, tokenHash("tok-cards"), project)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	flightAddr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- runContext(ctx, []string{"serve", "--grpc-addr", freeAddr(t), "--http-addr", "", "--flight-addr", flightAddr,
+			"--offline-dir", logDir, "--auth-policy", policy, "--flight-temp-dir", t.TempDir(), "--flight-export-memory", "64MiB"},
+			&bytes.Buffer{}, &stderr, envMap(env))
+	}()
+	conn, err := grpc.NewClient(flightAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		resp, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
+		ccancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flight not healthy: %v\n%s", err, stderr.String())
+		}
+	}
+
+	cmd := exec.Command(py, filepath.Join("testdata", "flight_export.py"), "--location", "grpc://"+flightAddr,
+		"--token", "tok-trainer", "--other-token", "tok-cards", "--entities", labels, "--expected", fileExport,
+		"--feature-service", "fraud_detection_v1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("flight_export.py: %v\n%s\nserve:\n%s", err, out, stderr.String())
+	}
+	t.Logf("flight_export.py: %s", strings.TrimSpace(string(out)))
+	if !strings.Contains(string(out), "5000 rows") {
+		t.Errorf("flight_export.py did not report the rows it checked:\n%s", out)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve: exit %d\n%s", code, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
+func TestServeFlightUsage(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--flight-addr", "127.0.0.1:8815"}, "--flight-addr needs --offline-dir"},
+		{[]string{"--flight-max-exports", "0"}, "--flight-max-exports must be positive"},
+		{[]string{"--flight-max-upload-bytes", "-1"}, "--flight-max-upload-bytes must be positive"},
+		{[]string{"--flight-parallelism", "-1"}, "--flight-parallelism must not be negative"},
+		{[]string{"--flight-export-memory", "lots"}, `--flight-export-memory: "lots" is not a positive size like 512MiB`},
+	} {
+		code, _, errOut := runCLI(t, nil, append([]string{"serve"}, c.args...)...)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("serve %q: exit %d, want 2 with %q\n%s", c.args, code, c.want, errOut)
+		}
+	}
+}
