@@ -110,9 +110,15 @@ func (s *OnlineService) planFor(snap *registry.Snapshot) *plan {
 }
 
 // GetOnlineFeatures implements featurestore.v1.OnlineService.
+//
+// The response comes encoded, for gRPC to send as it is (encode.go): its
+// fields are in the message's unknown fields, in the protobuf wire format,
+// and the Go fields are empty. proto.Marshal writes it out as the message
+// it encodes; a caller in the same process that wants the fields can
+// proto.Unmarshal those bytes.
 func (s *OnlineService) GetOnlineFeatures(ctx context.Context, req *pb.GetOnlineFeaturesRequest) (*pb.GetOnlineFeaturesResponse, error) {
 	start := time.Now()
-	resp, err := s.getOnlineFeatures(ctx, req)
+	resp, err := s.lookup(ctx, req, true)
 	if m := s.opts.Metrics; m != nil {
 		m.duration.WithLabelValues("GetOnlineFeatures", status.Code(err).String()).Observe(time.Since(start).Seconds())
 		m.entities.Observe(float64(len(req.GetEntities())))
@@ -120,7 +126,14 @@ func (s *OnlineService) GetOnlineFeatures(ctx context.Context, req *pb.GetOnline
 	return resp, err
 }
 
+// getOnlineFeatures answers a lookup with the response's messages, for
+// encoders other than protobuf's (JSON).
 func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnlineFeaturesRequest) (*pb.GetOnlineFeaturesResponse, error) {
+	return s.lookup(ctx, req, false)
+}
+
+// lookup answers a lookup, with the response encoded if encode.
+func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesRequest, encode bool) (*pb.GetOnlineFeaturesResponse, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opts.DefaultDeadline)
@@ -185,15 +198,19 @@ func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnline
 		s.opts.Logger.Warn("online store read failed", "err", err)
 		return nil, status.Errorf(codes.Unavailable, "online store: %v", err)
 	}
+	if encode {
+		return encodeResponse(sc, req, sel, vals, p.version, now), nil
+	}
 	return fill(req, sel, vals, p.version, now), nil
 }
 
 // scratch is what a request reuses from the requests before it: its keys,
 // reads and read buffers. The response never refers to it.
 type scratch struct {
-	keys  []featurestore.EntityKey
-	reads []online.ViewRead
-	buf   online.ReadBuffer
+	keys        []featurestore.EntityKey
+	reads       []online.ViewRead
+	buf         online.ReadBuffer
+	sizes, rows []int // of encodeResponse
 }
 
 // release returns a request's scratch to the pool, keeping no key alive.

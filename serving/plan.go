@@ -79,7 +79,8 @@ type selection struct {
 	// eidx[views[j]].
 	viewNames  []string
 	viewEntity []int
-	windowed   int // columns that are windowed
+	windowed   int    // columns that are windowed
+	namesWire  []byte // names, as field 1 of an encoded response
 }
 
 // newPlan compiles every view of a snapshot. A view that fails does not fail
@@ -262,5 +263,6 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 		sel.viewNames = append(sel.viewNames, vp.name)
 		sel.viewEntity = append(sel.viewEntity, sel.eidx[vp])
 	}
+	sel.namesWire = appendWireNames(nil, sel.names)
 	return sel, nil
 }
