@@ -231,4 +231,3 @@ func onlineValue(fv window.FeatureValue) any {
 	}
 	return out
 }
-
