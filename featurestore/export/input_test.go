@@ -501,3 +501,33 @@ func TestSpillKeyIsEntityKey(t *testing.T) {
 		}
 	}
 }
+
+// TestCanceled checks that a canceled export stops with the context's error
+// and leaves neither output nor spill files.
+func TestCanceled(t *testing.T) {
+	r := testRegistry(t)
+	rng := rand.New(rand.NewPCG(4, 4))
+	s := randomScenario(rng, 500, 200)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "rows.arrow")
+	(&testTable{fields: s.fields, rows: s.rows}).writeArrow(t, in, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	out := filepath.Join(dir, "out.arrow")
+	tmp := t.TempDir()
+	_, err := Run(ctx, Options{Registry: r, Log: s.log(t, rng, r), Service: "all", Entities: in, Out: out, TempDir: tmp,
+		Progress: func(Progress) {
+			if calls++; calls == 3 { // in the events phase
+				cancel()
+			}
+		}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a canceled export left %s", out)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("a canceled export left %d files in its temporary directory", len(left))
+	}
+}
