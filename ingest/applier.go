@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/window"
 	"github.com/featurestore/featurestore/registry"
@@ -63,6 +64,9 @@ type Applier struct {
 	dlq      DeadLetterSink
 	log      *slog.Logger
 	metrics  *Metrics
+	// The offline log and the source's views logged in it (SetOffline).
+	offline  *offline.Writer
+	offViews []*offlineView
 
 	mu    sync.Mutex
 	parts map[int]*partitionState
@@ -76,6 +80,7 @@ type partitionState struct {
 	hw  int64
 	has bool
 	b   batch
+	off offlineBatch
 }
 
 // NewApplier compiles the online views of source src in registry r.
@@ -134,10 +139,14 @@ func (a *Applier) partition(p int) *partitionState {
 	return ps
 }
 
-// Resume implements PartitionHandler: the saved position, or the start.
-func (a *Applier) Resume(ctx context.Context, _ string, p int) (int64, error) {
+// Resume implements PartitionHandler: the saved position, or the start;
+// with an offline log, the smallest of it and the offline views' positions.
+func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error) {
 	pos, ok, err := a.pos.Load(ctx, a.src.Name, p)
 	if err != nil {
+		return 0, err
+	}
+	if pos, ok, err = a.resumeOffline(ctx, topic, p, pos, ok); err != nil {
 		return 0, err
 	}
 	ps := a.partition(p)
@@ -170,6 +179,9 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 			return fmt.Errorf("dead-letter %d messages of %s/%d: %w", len(b.letters), topic, p, err)
 		}
 	}
+	if err := a.appendOffline(ctx, ps, topic, p, msgs, hw, has); err != nil {
+		return err
+	}
 	if err := a.pos.Save(ctx, a.src.Name, p, Position{Offset: msgs[len(msgs)-1].Offset, HW: hw, HasHW: has}); err != nil {
 		return err
 	}
@@ -185,6 +197,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.Message) (hw int64, has bool) {
 	b := &ps.b
 	b.reset(a, p, len(msgs))
+	ps.off.reset(len(a.offViews))
 	hw, has = ps.hw, ps.has
 	for _, m := range msgs {
 		ev := &ps.ev
@@ -211,6 +224,9 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 				b.letters = append(b.letters, DeadLetter{Message: m, Reason: ReasonMissingKey, View: vp.def.Name,
 					Detail: fmt.Sprintf("no value for join key %q of feature view %q", missing, vp.def.Name)})
 			}
+		}
+		if len(a.offViews) > 0 {
+			a.routeOffline(ps, m, ev, ei)
 		}
 	}
 	// Here each group holds the accepted events of one entity in one view,

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/registry"
 )
@@ -26,8 +27,11 @@ type ServiceConfig struct {
 	Group     GroupConfig
 	Store     *online.Store
 	Positions *Positions
-	Metrics   *Metrics
-	Logger    *slog.Logger
+	// Offline, when set, is the offline log the events of offline views are
+	// appended to; the caller closes it after RunService returns.
+	Offline *offline.Writer
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // RunService ingests every selected source of the registry version the
@@ -79,11 +83,11 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		if len(cfg.Sources) > 0 && !contains(cfg.Sources, src.Name) {
 			continue
 		}
-		online := false
+		used := false
 		for _, v := range snap.Registry.ViewsOfSource(src.Name) {
-			online = online || v.IsOnline()
+			used = used || v.IsOnline() || (cfg.Offline != nil && v.IsOffline())
 		}
-		if !online {
+		if !used {
 			continue
 		}
 		brokers, err := cfg.Brokers(src)
@@ -102,6 +106,9 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 			return started, err
 		}
 		a.SetMetrics(cfg.Metrics)
+		if err := a.SetOffline(cfg.Offline, snap.Registry); err != nil {
+			return started, fmt.Errorf("source %q: %w", src.Name, err)
+		}
 		gc := cfg.Group
 		gc.Brokers, gc.Topic, gc.Logger = brokers, src.Kafka.Topic, slog
 		gc.GroupID = cfg.GroupPrefix + "." + cfg.Project + "." + src.Name

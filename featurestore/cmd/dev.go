@@ -32,6 +32,7 @@ func devCommand() *command {
 		metrics   string
 		grpcAddr  string
 		httpAddr  string
+		offDir    string
 	)
 	return &command{
 		name:    "dev",
@@ -55,6 +56,7 @@ Ctrl-C.`,
 			fs.StringVar(&metrics, "metrics-addr", "127.0.0.1:9464", "Address of the /metrics endpoint; empty to serve none.")
 			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC lookup service.")
 			fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:6567", "Address of the JSON-over-HTTP lookup endpoint; empty to serve none.")
+			fs.StringVar(&offDir, "offline-dir", "", "Directory of the offline log ingest writes, for featurestore export; empty for offline under --data-dir.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: dev takes no arguments", errUsage)
@@ -76,6 +78,9 @@ Ctrl-C.`,
 				}
 				if err := os.MkdirAll(dataDir, 0o755); err != nil {
 					return fmt.Errorf("dev data directory: %w", err)
+				}
+				if offDir == "" {
+					offDir = filepath.Join(dataDir, "offline")
 				}
 				start := time.Now()
 				startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -134,7 +139,7 @@ Ctrl-C.`,
 				go func() { defer wg.Done(); _ = w.Run(ctx) }()
 				go func() {
 					defer wg.Done()
-					err := ingest.RunService(ctx, ingest.ServiceConfig{
+					err := runIngest(ctx, offDir, promReg, log, w, ingest.ServiceConfig{
 						Project:     project,
 						Brokers:     func(*registry.Source) ([]string, error) { return de.KafkaBrokers(), nil },
 						GroupPrefix: "featurestore",
@@ -143,7 +148,7 @@ Ctrl-C.`,
 						Positions:   ingest.NewPositions(rc, project),
 						Metrics:     ingest.NewMetrics(promReg),
 						Logger:      log,
-					}, w)
+					})
 					if err != nil {
 						log.Error("ingest failed", "err", err)
 					}
@@ -190,12 +195,14 @@ Ctrl-C.`,
 					generated = fmt.Sprintf("%d card transactions/s into %s", rate, src.Kafka.Topic)
 				}
 				abs, _ := filepath.Abs(dataDir)
+				offAbs, _ := filepath.Abs(offDir)
 				fmt.Fprintf(env.stdout, `featurestore dev is running.
 
   Kafka (in-process):   %s   topics: %d, data in %s
   Redis (in-process):   %s   online store and registry
   Registry:             version %d of project %q, from %s: %s
   Ingest:               every source into Redis; metrics at %s
+  Offline log:          %s   (committed every minute)
   gRPC lookups:         %s   (featurestore.v1.OnlineService, health, reflection)
   HTTP lookups:         %s   (POST /v1/features:get, GET /healthz)
   Event generator:      %s
@@ -207,7 +214,7 @@ Try, from another terminal:
   curl -s -H 'Content-Type: application/json' -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' %s/v1/features:get
 
 Press Ctrl-C to stop.
-`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, ln.Addr(), httpURL, generated, defs, ln.Addr(), httpURL)
+`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, offAbs, ln.Addr(), httpURL, generated, defs, ln.Addr(), httpURL)
 				<-ctx.Done()
 				fmt.Fprintln(env.stdout, "Stopping.")
 				return nil

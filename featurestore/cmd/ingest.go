@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/ingest"
 	"github.com/featurestore/featurestore/registry"
@@ -109,6 +110,7 @@ func ingestCommand() *command {
 		linger      time.Duration
 		session     time.Duration
 		watchEvery  time.Duration
+		offlineDir  string
 	)
 	return &command{
 		name:    "ingest",
@@ -117,7 +119,10 @@ func ingestCommand() *command {
 		long: `Join one Kafka consumer group per source (<group-prefix>.<project>.<source>)
 and apply every event to the online features in Redis, effectively once:
 each write is fenced by the event's Kafka offset, and a restarted or
-rebalanced process resumes from what Redis applied. Several ingest processes
+rebalanced process resumes from what Redis applied. With --offline-dir, the
+events of offline feature views are also appended to the offline log there,
+effectively once as well (a restart resumes from the older of the two
+stores' positions, and each store skips what it holds). Several ingest processes
 share the partitions. Events that cannot be used go to the source's
 dead-letter topic with the reason in headers. A new registry version is
 picked up without a restart. Stops on SIGTERM or Ctrl-C after finishing the
@@ -133,6 +138,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 			fs.DurationVar(&linger, "linger", 5*time.Millisecond, "How long a batch waits for more messages.")
 			fs.DurationVar(&session, "session-timeout", 10*time.Second, "Consumer group session timeout (at least 6s).")
 			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
+			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to; empty to write none.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: ingest takes no arguments", errUsage)
@@ -151,7 +157,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				}
 				defer d.stop()
 				w, rc, promReg := d.watcher, d.rc, d.prom
-				return ingest.RunService(ctx, ingest.ServiceConfig{
+				return runIngest(ctx, offlineDir, promReg, log, w, ingest.ServiceConfig{
 					Project:     reg.project,
 					Brokers:     resolve,
 					Sources:     splitList(sources),
@@ -161,8 +167,44 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 					Positions:   ingest.NewPositions(rc, reg.project),
 					Metrics:     ingest.NewMetrics(promReg),
 					Logger:      log,
-				}, w)
+				})
 			}
 		},
 	}
+}
+
+// runIngest runs the ingest service, with an offline log in dir unless dir
+// is empty. The log's writer flushes by age while ingest runs, and commits
+// what it buffers once the partition workers have stopped.
+func runIngest(ctx context.Context, dir string, promReg prometheus.Registerer, log *slog.Logger, w *registry.Watcher, cfg ingest.ServiceConfig) error {
+	if dir == "" {
+		return ingest.RunService(ctx, cfg, w)
+	}
+	st, err := offline.NewDir(dir)
+	if err != nil {
+		return fmt.Errorf("offline log: %w", err)
+	}
+	ow, err := offline.OpenWriter(ctx, st, cfg.Project, offline.Options{Metrics: offline.NewMetrics(promReg), Logger: log})
+	if err != nil {
+		return fmt.Errorf("offline log in %s: %w", dir, err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		_ = ow.Run(runCtx)
+	}()
+	cfg.Offline = ow
+	err = ingest.RunService(ctx, cfg, w)
+	stop()
+	<-flushed
+	// The buffered rows are committed with the positions ingest reached;
+	// rows lost here are replayed from the log's positions at the next start.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if cerr := ow.Close(cctx); cerr != nil {
+		log.Error("offline log not flushed at stop; the next start replays it", "err", cerr)
+		err = errors.Join(err, fmt.Errorf("offline log: %w", cerr))
+	}
+	return err
 }

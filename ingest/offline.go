@@ -1,0 +1,193 @@
+package ingest
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/offline"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// This file hands the events an Applier accepts to the offline log, so that
+// the log and the online store hold the same accepted events.
+//
+// Each batch is appended to the log after it is applied online and its dead
+// letters are sent, and before its position is saved: once Redis says a
+// batch is done, the log has it buffered. Buffered rows are committed with
+// the partition's position later (offline.Writer flushes by size and age),
+// so a crash can lose rows the online store has; resuming at the smallest of
+// the online and offline positions replays them, with the high-water event
+// time saved there: the online fences skip the replayed events, the log's
+// fence skips what it committed, and the late-event decisions are the same.
+
+// offlineView is a feature view logged offline, compiled for routing.
+type offlineView struct {
+	schema   *offline.Schema
+	keyIdx   []int // per entity join key: its index in Layout.Keys
+	keyKinds []featurestore.Kind
+	// online is set when the view is also an online view of the applier,
+	// whose routing already dead-letters events missing a join key.
+	online bool
+}
+
+// offlineBatch is what a partition keeps to route a batch's accepted events
+// to the offline views by entity, reused from batch to batch.
+type offlineBatch struct {
+	groupOf  map[string]int32 // view index and entity key bytes: index in groups[view]
+	entities [][]offline.EntityEvents
+	key      []byte
+}
+
+// SetOffline makes the applier log the accepted events of the source's
+// offline views (registry FeatureView.IsOffline) with w, including views
+// that are not served online. Call it before the applier is used; r is the
+// registry the applier was made from.
+func (a *Applier) SetOffline(w *offline.Writer, r *registry.Registry) error {
+	a.offline, a.offViews = w, nil
+	if w == nil {
+		return nil
+	}
+	for _, v := range r.ViewsOfSource(a.src.Name) {
+		if !v.IsOffline() {
+			continue
+		}
+		s, err := offline.NewSchema(a.project, r, v.Name)
+		if err != nil {
+			return err
+		}
+		ov := &offlineView{schema: s, online: v.IsOnline()}
+		for _, k := range r.Entity(v.Entity).JoinKeys {
+			i := a.layout.KeyIndex(k.Name)
+			if i < 0 {
+				return fmt.Errorf("feature view %q: source %q has no key %q", v.Name, a.src.Name, k.Name)
+			}
+			ov.keyIdx = append(ov.keyIdx, i)
+			ov.keyKinds = append(ov.keyKinds, a.layout.Keys[i].Kind)
+		}
+		a.offViews = append(a.offViews, ov)
+	}
+	return nil
+}
+
+// HasViews reports whether the applier writes anything: an online view, or
+// an offline view with an offline log set.
+func (a *Applier) HasViews() bool { return len(a.views) > 0 || len(a.offViews) > 0 }
+
+// resetOffline prepares the partition's offline routing for a batch.
+func (ob *offlineBatch) reset(views int) {
+	if ob.groupOf == nil {
+		ob.groupOf = map[string]int32{}
+	}
+	clear(ob.groupOf)
+	if len(ob.entities) != views {
+		ob.entities = make([][]offline.EntityEvents, views)
+	}
+	for i := range ob.entities {
+		es := ob.entities[i]
+		for j := range es {
+			clear(es[j].Events) // drop the last batch's field values
+			es[j] = offline.EntityEvents{Events: es[j].Events[:0]}
+		}
+		ob.entities[i] = es[:0]
+	}
+}
+
+// routeOffline adds accepted event ei of the batch to the entity group of
+// each offline view, and dead-letters, for views not served online, an
+// event without a value for one of the view's join keys.
+func (a *Applier) routeOffline(ps *partitionState, m kafka.Message, ev *Event, ei int32) {
+	ob := &ps.off
+	for vi, ov := range a.offViews {
+		k := append(ob.key[:0], byte(vi), byte(vi>>8))
+		missing := ""
+		for j, ki := range ov.keyIdx {
+			kv := ev.Keys[ki]
+			switch {
+			case kv.IsNull():
+				missing = a.layout.Keys[ki].Name
+			case ov.keyKinds[j] == featurestore.KindString:
+				s := kv.Str()
+				k = append(k, byte(featurestore.KeyString))
+				k = binary.AppendUvarint(k, uint64(len(s)))
+				k = append(k, s...)
+			default:
+				k = append(k, byte(featurestore.KeyInt64))
+				k = binary.AppendVarint(k, kv.Int64())
+			}
+			if missing != "" {
+				break
+			}
+		}
+		ob.key = k
+		if missing != "" {
+			if !ov.online {
+				ps.b.letters = append(ps.b.letters, DeadLetter{Message: m, Reason: ReasonMissingKey, View: ov.schema.View,
+					Detail: fmt.Sprintf("no value for join key %q of feature view %q", missing, ov.schema.View)})
+			}
+			continue
+		}
+		es := ob.entities[vi]
+		gi, ok := ob.groupOf[string(k)]
+		if !ok {
+			var ek featurestore.EntityKey
+			if err := ek.UnmarshalBinary(k[2:]); err != nil {
+				if !ov.online {
+					ps.b.letters = append(ps.b.letters, DeadLetter{Message: m, Reason: ReasonMissingKey, View: ov.schema.View, Detail: err.Error()})
+				}
+				continue
+			}
+			gi = int32(len(es))
+			ob.groupOf[string(k)] = gi
+			if len(es) < cap(es) {
+				es = es[:gi+1]
+				es[gi].Key = ek
+			} else {
+				es = append(es, offline.EntityEvents{Key: ek})
+			}
+			ob.entities[vi] = es
+		}
+		es[gi].Events = append(es[gi].Events, ps.b.events[ei])
+	}
+}
+
+// appendOffline appends the batch's accepted events to the offline log of
+// each offline view, with the partition's position after the batch.
+func (a *Applier) appendOffline(ctx context.Context, ps *partitionState, topic string, p int, msgs []kafka.Message, hw int64, has bool) error {
+	if a.offline == nil {
+		return nil
+	}
+	b := offline.Batch{Topic: topic, Partition: int32(p), IngestTime: time.Now().UnixMilli(),
+		End: offline.Position{Offset: msgs[len(msgs)-1].Offset, HW: hw, HasHW: has}}
+	for vi, ov := range a.offViews {
+		b.Entities = ps.off.entities[vi]
+		if err := a.offline.Append(ctx, ov.schema, b); err != nil {
+			return fmt.Errorf("offline log of %s/%d@%d..%d: %w", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
+		}
+	}
+	return nil
+}
+
+// resumeOffline lowers the resume position to the smallest committed
+// position of the offline views, with its high-water time. A view without
+// a position for the partition yet (a new view, or a log just turned on) is
+// left out: its log starts where the others resume.
+func (a *Applier) resumeOffline(ctx context.Context, topic string, p int, pos Position, ok bool) (Position, bool, error) {
+	if a.offline == nil {
+		return pos, ok, nil
+	}
+	for _, ov := range a.offViews {
+		op, has, err := a.offline.Resume(ctx, ov.schema, topic, int32(p))
+		if err != nil {
+			return Position{}, false, fmt.Errorf("resume offline log of %s for %s/%d: %w", ov.schema.View, topic, p, err)
+		}
+		if has && ok && op.Offset < pos.Offset {
+			pos = Position{Offset: op.Offset, HW: op.HW, HasHW: op.HasHW}
+		}
+	}
+	return pos, ok, nil
+}
