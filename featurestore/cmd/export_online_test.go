@@ -1,0 +1,431 @@
+package cmd
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/offline"
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/featurestore/window"
+	"github.com/featurestore/featurestore/ingest"
+	"github.com/featurestore/featurestore/registry"
+)
+
+const consistencyDefs = `
+kind: Entity
+name: user
+join_keys: [{name: user_id, type: string}]
+---
+kind: Entity
+name: shop
+join_keys: [{name: shop_id, type: int64}]
+---
+kind: Entity
+name: account
+join_keys: [{name: bank, type: string}, {name: account_no, type: int64}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {user_id: user_id, shop_id: shop_id, bank: bank, account_no: account_no}
+fields: {amount: double, qty: int64, cat: string, ok: bool}
+---
+kind: FeatureView
+name: by_user
+entity: user
+source: txns
+tile: 1m
+ttl: 5m
+features:
+  - {name: n_5m, aggregation: count, window: 5m}
+  - {name: amount_sum_10m, aggregation: sum, field: amount, window: 10m}
+  - {name: qty_sum_1h, aggregation: sum, field: qty, window: 1h}
+  - {name: amount_mean_10m, aggregation: mean, field: amount, window: 10m}
+  - {name: qty_min_10m, aggregation: min, field: qty, window: 10m}
+  - {name: amount_max_10m, aggregation: max, field: amount, window: 10m}
+  - {name: amount_std_1h, aggregation: stddev, field: amount, window: 1h}
+  - {name: cat_distinct_1h, aggregation: count_distinct, field: cat, window: 1h}
+  - {name: cat_last_10m, aggregation: last, field: cat, window: 10m}
+  - {name: cat_last3_10m, aggregation: last_n, field: cat, n: 3, window: 10m}
+  - {name: qty_life, aggregation: sum, field: qty, window: lifetime}
+  - {name: amount, field: amount, type: double}
+  - {name: ok, field: ok, type: bool}
+  - {name: n_a_10m, aggregation: count, window: 10m, filter: [{field: cat, op: eq, value: a}]}
+---
+kind: FeatureView
+name: by_shop
+entity: shop
+source: txns
+tile: 30s
+features:
+  - {name: n_2m, aggregation: count, window: 2m}
+  - {name: amount_sum_2m, aggregation: sum, field: amount, window: 2m}
+  - {name: cat, field: cat, type: string}
+---
+kind: FeatureView
+name: by_account
+entity: account
+source: txns
+tile: 1m
+features:
+  - {name: n_3m, aggregation: count, window: 3m}
+  - {name: ok_last_3m, aggregation: last, field: ok, window: 3m}
+---
+kind: FeatureService
+name: all
+features: [by_user:*, by_shop:*, by_account:*]
+`
+
+// TestExportEqualsOnlineLookups is the consistency proof in one process:
+// random events go through ingest's applier into a real Redis in event-time
+// order, and each entity row is looked up online (online.ReadViews, as
+// serving reads) right after the events up to its time were applied. The
+// same events, with the same Kafka positions, are written to a real offline
+// log, and 'featurestore export' computes the rows' features from it. Every
+// value must equal the online one, bit for bit, and every null stand where
+// the online status is not present.
+func TestExportEqualsOnlineLookups(t *testing.T) {
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	project := strings.NewReplacer("/", "-", ".", "-").Replace(testenv.UniqueName(t, "export"))
+	defs := filepath.Join(dir, "defs")
+	if err := os.MkdirAll(defs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(defs, "defs.yaml"), []byte(consistencyDefs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"FEATURESTORE_REGISTRY": "file:" + filepath.Join(dir, "registry"), "FEATURESTORE_PROJECT": project}
+	if code, out, errOut := runCLI(t, env, "apply", "--message", "consistency", defs); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(consistencyDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := r.Source("txns")
+	store := online.New(rc, online.Options{})
+	applier, err := ingest.NewApplier(project, r, src, store, ingest.NewPositions(rc, project), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields, err := window.SourceFields(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fieldIdx := func(name string) int { return slices.IndexFunc(fields, func(f window.Field) bool { return f.Name == name }) }
+
+	// Events carry every key, so that each reaches the three views; times
+	// on a one-second grid over 50 minutes, so that many are equal.
+	const t0 = 1_795_687_200_000
+	rng := rand.New(rand.NewPCG(11, 11))
+	users := []string{"u0", "u1", "007", "u{:*}", "u4"}
+	type event struct {
+		time      int64
+		partition int32
+		offset    int64
+		user      string
+		shop      int64
+		bank      string
+		account   int64
+		values    map[string]any
+	}
+	var evs []event
+	for range 4000 {
+		e := event{time: t0 + rng.Int64N(3_000)*1_000, partition: int32(rng.IntN(3)), user: users[rng.IntN(len(users))],
+			shop: rng.Int64N(4) - 1, bank: []string{"b0", "b1"}[rng.IntN(2)], account: rng.Int64N(2), values: map[string]any{}}
+		if rng.IntN(8) > 0 {
+			e.values["amount"] = float64(rng.IntN(100_000))/100 + 0.25
+		}
+		if rng.IntN(8) > 0 {
+			e.values["qty"] = rng.Int64N(10) - 2
+		}
+		if rng.IntN(6) > 0 {
+			e.values["cat"] = []string{"a", "b", "c", "d"}[rng.IntN(4)]
+		}
+		if rng.IntN(5) > 0 {
+			e.values["ok"] = rng.IntN(2) == 0
+		}
+		evs = append(evs, e)
+	}
+	// Event-time order; a partition's offsets follow it, so that no event
+	// is late for its partition.
+	slices.SortStableFunc(evs, func(a, b event) int { return cmp.Compare(a.time, b.time) })
+	next := map[int32]int64{}
+	for i := range evs {
+		evs[i].offset = next[evs[i].partition]
+		next[evs[i].partition]++
+	}
+
+	// The offline log, as ingest writes it: per view, per partition, in
+	// offset order.
+	st, err := offline.NewDir(filepath.Join(dir, "offline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := offline.OpenWriter(ctx, st, project, offline.Options{FlushRows: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewKey := map[string]func(e event) featurestore.EntityKey{
+		"by_user": func(e event) featurestore.EntityKey { return featurestore.StringKey(e.user) },
+		"by_shop": func(e event) featurestore.EntityKey { return featurestore.Int64Key(e.shop) },
+		"by_account": func(e event) featurestore.EntityKey {
+			k, _ := featurestore.NewEntityKey(featurestore.StringPart(e.bank), featurestore.Int64Part(e.account))
+			return k
+		},
+	}
+	views := []string{"by_user", "by_shop", "by_account"}
+	for _, v := range views {
+		s, err := offline.NewSchema(project, r, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p := range int32(3) {
+			for _, e := range evs {
+				if e.partition != p {
+					continue
+				}
+				vals := make([]featurestore.Value, len(fields))
+				for name, x := range e.values {
+					switch x := x.(type) {
+					case float64:
+						vals[fieldIdx(name)] = featurestore.DoubleValue(x)
+					case int64:
+						vals[fieldIdx(name)] = featurestore.Int64Value(x)
+					case string:
+						vals[fieldIdx(name)] = featurestore.StringValue(x)
+					case bool:
+						vals[fieldIdx(name)] = featurestore.BoolValue(x)
+					}
+				}
+				b := offline.Batch{Topic: "txns", Partition: p, IngestTime: e.time, End: offline.Position{Offset: e.offset, HW: e.time, HasHW: true},
+					Entities: []offline.EntityEvents{{Key: viewKey[v](e), Events: []window.Event{{Time: e.time, Partition: p, Offset: e.offset, Fields: vals}}}}}
+				if err := w.Append(ctx, s, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Entity rows: some before any event, some at an event's time, at a TTL
+	// boundary, for keys without events; looked up online in time order.
+	type row struct {
+		user    string
+		shop    int64
+		bank    string
+		account int64
+		t       int64
+	}
+	var rows []row
+	for range 500 {
+		ts := t0 - 60_000 + rng.Int64N(3_200_000)
+		if rng.IntN(3) == 0 {
+			ts = evs[rng.IntN(len(evs))].time + []int64{0, -1, 300_000, 300_001}[rng.IntN(4)]
+		}
+		rows = append(rows, row{user: append(users, "none")[rng.IntN(len(users)+1)], shop: rng.Int64N(5) - 1,
+			bank: []string{"b0", "b1"}[rng.IntN(2)], account: rng.Int64N(3), t: ts})
+	}
+	order := make([]int, len(rows))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(rows[a].t, rows[b].t) })
+	layouts := map[string]*online.ViewLayout{}
+	for _, v := range views {
+		win, err := window.Compile(r.View(v), src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := online.NewViewLayout(project, v, win, src.AllowedLateness.Std())
+		layouts[v] = &l
+	}
+	refs := r.Service("all").Resolved()
+	want := make([][]any, len(rows))
+	applied := 0
+	for _, i := range order {
+		rw := rows[i]
+		byPart := map[int32][]kafka.Message{}
+		for ; applied < len(evs) && evs[applied].time <= rw.t; applied++ {
+			e := evs[applied]
+			m := map[string]any{"ts": e.time, "user_id": e.user, "shop_id": e.shop, "bank": e.bank, "account_no": e.account}
+			for k, v := range e.values {
+				m[k] = v
+			}
+			payload, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byPart[e.partition] = append(byPart[e.partition], kafka.Message{Topic: "txns", Partition: int(e.partition), Offset: e.offset, Value: payload, HighWaterMark: e.offset + 1})
+		}
+		for p, msgs := range byPart {
+			if err := applier.Apply(ctx, "txns", int(p), msgs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		acct, _ := featurestore.NewEntityKey(featurestore.StringPart(rw.bank), featurestore.Int64Part(rw.account))
+		keys := []featurestore.EntityKey{featurestore.StringKey(rw.user), featurestore.Int64Key(rw.shop), acct}
+		var reqs []online.ViewRead
+		for vi, v := range views {
+			reqs = append(reqs, online.ViewRead{Layout: layouts[v], Entity: keys[vi]})
+		}
+		vals, err := online.ReadViews(ctx, store, reqs, rw.t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ref := range refs {
+			fv := vals[slices.Index(views, ref.View)][layouts[ref.View].View.FeatureIndex(ref.Feature)]
+			want[i] = append(want[i], onlineCell(fv))
+		}
+	}
+
+	var csv strings.Builder
+	csv.WriteString("user_id,shop_id,bank,account_no,event_timestamp,row\n")
+	for i, rw := range rows {
+		fmt.Fprintf(&csv, "%s,%d,%s,%d,%d,%d\n", rw.user, rw.shop, rw.bank, rw.account, rw.t, i)
+	}
+	in := filepath.Join(dir, "rows.csv")
+	if err := os.WriteFile(in, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "train.parquet")
+	code, stdout, errOut := runCLI(t, env, "export", "--offline-dir", filepath.Join(dir, "offline"), "--entities", in,
+		"--service", "all", "--out", out, "--memory", "2MiB", "--parallelism", "3")
+	if code != 0 {
+		t.Fatalf("export: exit %d\n%s%s", code, stdout, errOut)
+	}
+	got := readParquetCells(t, out)
+	mismatches, values := 0, 0
+	for i := range rows {
+		if got["row"][i] != int64(i) {
+			t.Fatalf("output row %d is input row %v", i, got["row"][i])
+		}
+		for j, ref := range refs {
+			values++
+			if g, w := got[ref.String()][i], want[i][j]; !sameCell(g, w) {
+				mismatches++
+				if mismatches <= 10 {
+					t.Errorf("row %d %+v: %s exported %#v, online %#v", i, rows[i], ref, g, w)
+				}
+			}
+		}
+	}
+	t.Logf("%d values (%d rows, %d features) compared with online lookups: %d mismatches", values, len(rows), len(refs), mismatches)
+}
+
+// onlineCell renders an online value as a cell of the export: nil unless
+// present, lists as []any.
+func onlineCell(fv window.FeatureValue) any {
+	if fv.Status != window.StatusPresent {
+		return nil
+	}
+	v := fv.Value
+	if !v.Kind().IsList() {
+		return v.Any()
+	}
+	out := []any{}
+	for _, x := range reflectSlice(v.Any()) {
+		out = append(out, x)
+	}
+	return out
+}
+
+func reflectSlice(s any) []any {
+	rv := reflect.ValueOf(s)
+	out := make([]any, rv.Len())
+	for i := range out {
+		out[i] = rv.Index(i).Interface()
+	}
+	return out
+}
+
+// sameCell compares cells; doubles bit for bit.
+func sameCell(a, b any) bool {
+	if x, ok := a.(float64); ok {
+		y, ok := b.(float64)
+		return ok && math.Float64bits(x) == math.Float64bits(y)
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// readParquetCells reads every column of a Parquet file as Go values: nil
+// for null, lists as []any.
+func readParquetCells(t *testing.T, path string) map[string][]any {
+	t.Helper()
+	pf, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 1 << 16}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := fr.ReadTable(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Release()
+	out := map[string][]any{}
+	for c := range int(tbl.NumCols()) {
+		name := tbl.Schema().Field(c).Name
+		for _, ch := range tbl.Column(c).Data().Chunks() {
+			for i := range ch.Len() {
+				out[name] = append(out[name], cellValue(ch, i))
+			}
+		}
+	}
+	return out
+}
+
+func cellValue(a arrow.Array, i int) any {
+	if a.IsNull(i) {
+		return nil
+	}
+	switch a := a.(type) {
+	case *array.String:
+		return a.Value(i)
+	case *array.Int64:
+		return a.Value(i)
+	case *array.Float64:
+		return a.Value(i)
+	case *array.Boolean:
+		return a.Value(i)
+	case *array.List:
+		start, end := a.ValueOffsets(i)
+		out := []any{}
+		for j := start; j < end; j++ {
+			out = append(out, cellValue(a.ListValues(), int(j)))
+		}
+		return out
+	}
+	return a.ValueStr(i)
+}
