@@ -138,7 +138,9 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fieldIdx := func(name string) int { return slices.IndexFunc(fields, func(f window.Field) bool { return f.Name == name }) }
+	fieldIdx := func(name string) int {
+		return slices.IndexFunc(fields, func(f window.Field) bool { return f.Name == name })
+	}
 
 	// Events carry every key, so that each reaches the three views; times
 	// on a one-second grid over 50 minutes, so that many are equal.
