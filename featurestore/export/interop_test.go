@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -23,18 +24,31 @@ import (
 )
 
 // dirLog reads a project's offline log from storage, as the export command
-// and the Flight service do.
+// and the Flight service do: files pruned by their time range, sized by the
+// manifest.
 type dirLog struct {
 	st      offline.Storage
 	project string
 }
 
-func (l *dirLog) Scan(ctx context.Context, view string, _ int64, fn func(arrow.RecordBatch) error) error {
+func (l *dirLog) Scan(ctx context.Context, view string, until int64, fn func(arrow.RecordBatch) error) error {
 	snap, err := offline.ReadSnapshot(ctx, l.st, l.project, view)
 	if err != nil {
 		return err
 	}
-	return offline.Scan(ctx, l.st, snap, snap.Files, func(_ offline.FileInfo, rec arrow.RecordBatch) error { return fn(rec) })
+	return offline.Scan(ctx, l.st, snap, snap.Between(math.MinInt64, until), func(_ offline.FileInfo, rec arrow.RecordBatch) error { return fn(rec) })
+}
+
+func (l *dirLog) Size(ctx context.Context, view string) (int64, error) {
+	snap, err := offline.ReadSnapshot(ctx, l.st, l.project, view)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, f := range snap.Files {
+		n += f.Bytes
+	}
+	return n, nil
 }
 
 // interopColumn is a column as the Python side must see it. Type is in
