@@ -64,8 +64,9 @@
 //     number.
 //
 // P is chosen so that a bucket fits its share of the budget (the budget over
-// twice the parallelism) from the entity table's size and, when the log
-// tells (LogSizer), the events' size. Each spill file is read back whole
-// when its bucket is computed; a bucket that holds a single key with more
-// events than its share of the budget is computed anyway, over budget.
+// twice the parallelism, at most 64 MiB: smaller buckets sort and sweep
+// faster, and balance the workers) from the entity table's size and, when
+// the log tells (LogSizer), the events' size. Each spill file is read back
+// whole when its bucket is computed; a bucket that holds a single key with
+// more events than its share of the budget is computed anyway, over budget.
 package export

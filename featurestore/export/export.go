@@ -25,6 +25,10 @@ const (
 	// too large after that holds a few keys with most of the events, which
 	// no hash can spread.
 	maxLevel = 3
+	// maxGroupBytes caps the size of a group whatever the budget: groups
+	// that fit in the processor's caches better sort and sweep faster, and
+	// more groups than workers balance their load.
+	maxGroupBytes = 64 << 20
 	// minMemory is the least memory budget that works.
 	minMemory = 1 << 20
 )
@@ -225,7 +229,7 @@ func (x *exporter) run(ctx context.Context) error {
 // the budget goes to the groups computed at once, the rest to buffers,
 // merging and the runtime.
 func (x *exporter) size(ctx context.Context) {
-	x.budget = max(x.opts.Memory/int64(2*x.workers), 1<<20)
+	x.budget = min(max(x.opts.Memory/int64(2*x.workers), 1<<20), maxGroupBytes)
 	rows := x.table.rows
 	if rows < 0 {
 		rows = x.table.size / 16
