@@ -49,6 +49,7 @@ func commands() []*command {
 		devCommand(),
 		compactCommand(),
 		exportCommand(),
+		backfillCommand(),
 		schemaCommand(),
 		versionCommand(),
 	}

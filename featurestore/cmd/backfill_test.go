@@ -1,0 +1,61 @@
+package cmd
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
+)
+
+// TestBackfillCommand backfills a CSV file of the example source into real
+// Redis and an offline log, with one bad row, then runs again: the second
+// run reads nothing, since the log committed every row.
+func TestBackfillCommand(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{
+		"FEATURESTORE_REGISTRY":   "file:" + filepath.Join(dir, "registry"),
+		"FEATURESTORE_PROJECT":    testenv.UniqueName(t, "backfill"),
+		"FEATURESTORE_REDIS_ADDR": testenv.RedisAddr(t),
+	}
+	if code, out, errOut := runCLI(t, env, "apply", "../../examples"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	at := func(d time.Duration) string { return now.Add(-d).Format(time.RFC3339) }
+	in := filepath.Join(dir, "history.csv")
+	csv := "event_time,card_id,merchant_id,amount,currency,country,channel,approved,txn_id\n" +
+		at(3*time.Hour) + ",c1,m1,10,EUR,FR,online,true,t1\n" +
+		at(2*time.Minute) + ",c1,m2,20.5,EUR,DE,pos,true,t2\n" +
+		at(time.Minute) + ",c2,m1,5,EUR,FR,online,maybe,t3\n" +
+		",c2,m1,5,EUR,FR,online,true,t4\n"
+	if err := os.WriteFile(in, []byte(csv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logDir, dlq := filepath.Join(dir, "offline"), filepath.Join(dir, "rejected.jsonl")
+	code, out, errOut := runCLI(t, env, "backfill", "--source", "card_transactions", "--offline-dir", logDir, "--dead-letters", dlq, in)
+	want := in + ": 4 rows read, 0 skipped as loaded before; online: "
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "rejected: 1 missing_time, 1 wrong_type") ||
+		!strings.Contains(out, "2 rejected rows or uses written to "+dlq) {
+		t.Fatalf("backfill: exit %d\n%s%s", code, out, errOut)
+	}
+	letters, err := os.ReadFile(dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{`"row":3,"reason":"wrong_type"`, `"row":4,"reason":"missing_time"`} {
+		if !strings.Contains(string(letters), w) {
+			t.Errorf("dead letters %s: no %s", letters, w)
+		}
+	}
+	code, out, errOut = runCLI(t, env, "backfill", "--source", "card_transactions", "--offline-dir", logDir, in)
+	if code != 0 || !strings.Contains(out, in+": 0 rows read, 4 skipped as loaded before; online: 0 applied") {
+		t.Fatalf("second backfill: exit %d\n%s%s", code, out, errOut)
+	}
+	code, _, errOut = runCLI(t, env, "backfill", "--source", "nope", in)
+	if code != 1 || !strings.Contains(errOut, `no source "nope"`) {
+		t.Fatalf("unknown source: exit %d\n%s", code, errOut)
+	}
+}
