@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/featurestore/featurestore/featurestore/devenv"
+	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/ingest"
 	"github.com/featurestore/featurestore/registry"
@@ -22,17 +23,18 @@ import (
 
 func devCommand() *command {
 	var (
-		logs      logFlags
-		dataDir   string
-		defs      string
-		kafkaAddr string
-		redisAddr string
-		project   string
-		rate      int
-		metrics   string
-		grpcAddr  string
-		httpAddr  string
-		offDir    string
+		logs       logFlags
+		dataDir    string
+		defs       string
+		kafkaAddr  string
+		redisAddr  string
+		project    string
+		rate       int
+		metrics    string
+		grpcAddr   string
+		httpAddr   string
+		offDir     string
+		flightAddr string
 	)
 	return &command{
 		name:    "dev",
@@ -57,6 +59,7 @@ Ctrl-C.`,
 			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC lookup service.")
 			fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:6567", "Address of the JSON-over-HTTP lookup endpoint; empty to serve none.")
 			fs.StringVar(&offDir, "offline-dir", "", "Directory of the offline log ingest writes, for featurestore export; empty for offline under --data-dir.")
+			fs.StringVar(&flightAddr, "flight-addr", "127.0.0.1:8815", "Address of the Arrow Flight training export service (docs/flight.md); empty to serve none.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: dev takes no arguments", errUsage)
@@ -158,11 +161,24 @@ Ctrl-C.`,
 				if err != nil {
 					return fmt.Errorf("grpc listener: %w", err)
 				}
-				var hln net.Listener
+				var hln, fln net.Listener
 				if httpAddr != "" {
 					if hln, err = net.Listen("tcp", httpAddr); err != nil {
 						ln.Close()
 						return fmt.Errorf("http listener: %w", err)
+					}
+				}
+				var offStore offline.Storage
+				if flightAddr != "" {
+					if offStore, err = offline.NewDir(offDir); err == nil {
+						fln, err = net.Listen("tcp", flightAddr)
+					}
+					if err != nil {
+						ln.Close()
+						if hln != nil {
+							hln.Close()
+						}
+						return fmt.Errorf("flight listener: %w", err)
 					}
 				}
 				svc := serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
@@ -187,6 +203,19 @@ Ctrl-C.`,
 						}
 					}()
 				}
+				flightURL := "(off)"
+				if fln != nil {
+					flightURL = "grpc://" + fln.Addr().String()
+					flightSrv := serving.NewFlightServer(serving.FlightConfig{Listener: fln, Project: project, Registry: w,
+						Log: &offlineLog{st: offStore, project: project}, Metrics: serving.NewFlightMetrics(promReg), Logger: log})
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if err := flightSrv.Run(ctx); err != nil {
+							log.Error("flight serving failed", "err", err)
+						}
+					}()
+				}
 				defer wg.Wait()
 				generated := "off"
 				if src := r.Source("card_transactions"); src != nil && rate > 0 {
@@ -205,6 +234,7 @@ Ctrl-C.`,
   Offline log:          %s   (committed every minute)
   gRPC lookups:         %s   (featurestore.v1.OnlineService, health, reflection)
   HTTP lookups:         %s   (POST /v1/features:get, GET /healthz)
+  Flight exports:       %s   (Arrow Flight DoExchange: training sets, docs/flight.md)
   Event generator:      %s
 
 Try, from another terminal:
@@ -214,7 +244,7 @@ Try, from another terminal:
   curl -s -H 'Content-Type: application/json' -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' %s/v1/features:get
 
 Press Ctrl-C to stop.
-`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, offAbs, ln.Addr(), httpURL, generated, defs, ln.Addr(), httpURL)
+`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, offAbs, ln.Addr(), httpURL, flightURL, generated, defs, ln.Addr(), httpURL)
 				<-ctx.Done()
 				fmt.Fprintln(env.stdout, "Stopping.")
 				return nil

@@ -48,7 +48,7 @@ func TestDev(t *testing.T) {
 		done := make(chan int, 1)
 		go func() {
 			done <- runContext(ctx, []string{"dev", "--data-dir", dataDir, "--definitions", "../../examples",
-				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--generate-rate", "200", "--log-level", "warn"}, &out, &errOut, envMap(nil))
+				"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0", "--generate-rate", "200", "--log-level", "warn"}, &out, &errOut, envMap(nil))
 		}()
 		addrRE := regexp.MustCompile(`Redis \(in-process\):\s+(\S+)`)
 		var redisAddr string
@@ -130,6 +130,14 @@ func TestDev(t *testing.T) {
 			t.Fatalf("round %d: /healthz of dev mode: %v %v", round, hresp, err)
 		} else {
 			hresp.Body.Close()
+		}
+		// And a training export over Flight.
+		flightAddr := regexp.MustCompile(`Flight exports:\s+grpc://(\S+)`).FindStringSubmatch(out.String())
+		if flightAddr == nil {
+			t.Fatalf("round %d: no Flight address in the banner:\n%s", round, out.String())
+		}
+		if rows, err := flightExportOne(ctx, flightAddr[1], "fraud_detection_v1"); err != nil || rows != 1 {
+			t.Fatalf("round %d: Flight export against dev mode: %d rows, %v", round, rows, err)
 		}
 		cancel()
 		select {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"google.golang.org/grpc"
@@ -250,4 +252,48 @@ func TestServeFlightUsage(t *testing.T) {
 			t.Errorf("serve %q: exit %d, want 2 with %q\n%s", c.args, code, c.want, errOut)
 		}
 	}
+}
+
+// flightExportOne exports a feature service for one entity row (card-0001
+// at m-001, now) over Flight at addr, and returns the rows of the answer.
+func flightExportOne(ctx context.Context, addr, service string) (int64, error) {
+	client, err := flight.NewClientWithMiddleware(addr, nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, err
+	}
+	defer client.Close()
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "card_id", Type: arrow.BinaryTypes.String},
+		{Name: "merchant_id", Type: arrow.BinaryTypes.String},
+		{Name: "event_timestamp", Type: arrow.FixedWidthTypes.Timestamp_ms},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	b.Field(0).(*array.StringBuilder).Append("card-0001")
+	b.Field(1).(*array.StringBuilder).Append("m-001")
+	b.Field(2).(*array.TimestampBuilder).Append(arrow.Timestamp(time.Now().UnixMilli()))
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	stream, err := client.DoExchange(ctx)
+	if err != nil {
+		return 0, err
+	}
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(schema))
+	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte(`{"feature_service": "` + service + `"}`)})
+	if err := w.Write(rec); err != nil {
+		return 0, err
+	}
+	if err := stream.CloseSend(); err != nil {
+		return 0, err
+	}
+	rdr, err := flight.NewRecordReader(stream)
+	if err != nil {
+		return 0, err
+	}
+	defer rdr.Release()
+	var rows int64
+	for rdr.Next() {
+		rows += rdr.RecordBatch().NumRows()
+	}
+	return rows, rdr.Err()
 }
