@@ -29,7 +29,8 @@ type fetcher struct {
 	since   time.Time     // when the first pending message arrived
 	behind  bool          // the last message read had more than BatchSize after it
 	done    bool          // reading stopped: the generation ended
-	ready   chan struct{} // signalled when pending grows or reading stops
+	waiting bool          // next waits for ready
+	ready   chan struct{} // signalled when pending grows while next waits, or reading stops
 	space   chan struct{} // signalled when pending was taken
 }
 
@@ -99,8 +100,12 @@ func (f *fetcher) run(ctx context.Context) {
 		f.pending = append(f.pending, m)
 		f.size += messageSize(m)
 		f.behind = m.HighWaterMark-m.Offset-1 >= int64(f.cfg.BatchSize)
+		wake := f.waiting
+		f.waiting = false
 		f.mu.Unlock()
-		signal(f.ready)
+		if wake {
+			signal(f.ready)
+		}
 	}
 }
 
@@ -142,6 +147,7 @@ func (f *fetcher) next(ctx context.Context, buf []kafka.Message) ([]kafka.Messag
 			signal(f.space)
 			return batch, true
 		}
+		f.waiting = true
 		f.mu.Unlock()
 		var expired <-chan time.Time
 		if n > 0 {
