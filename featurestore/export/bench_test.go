@@ -100,7 +100,7 @@ func BenchmarkExport(b *testing.B) {
 				b.Fatal(err)
 			}
 			rng := rand.New(rand.NewPCG(1, 2))
-			l := benchLog(b, r, size.events, size.cards, rng)
+			l := sizedLog{benchLog(b, r, size.events, size.cards, rng)} // sized, as the offline log is
 			dir := b.TempDir()
 			in := filepath.Join(dir, "rows.arrow")
 			tt := &testTable{fields: []arrow.Field{
