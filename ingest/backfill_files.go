@@ -70,10 +70,14 @@ type BackfillConfig struct {
 	Logger *slog.Logger
 }
 
-// BackfillLetter is a rejected row of a file, or its use by one view.
+// BackfillLetter is a rejected row of a file (or message of a replay), or
+// its use by one view.
 type BackfillLetter struct {
-	File   string `json:"file"`
-	Row    int64  `json:"row"` // 1 is the first data row
+	File string `json:"file"`          // for a replay, kafka:<topic>/<partition>
+	Row  int64  `json:"row,omitempty"` // 1 is the first data row; 0 in a replay
+	// Offset is the row's offset in the file's pseudo-topic (Row - 1), or
+	// the message's offset in a replay.
+	Offset int64  `json:"offset"`
 	Reason Reason `json:"reason"`
 	View   string `json:"view,omitempty"` // empty when the whole row was rejected
 	Detail string `json:"detail"`
@@ -320,7 +324,7 @@ func (c *backfillChunk) letter(off int64, r Reason, view, detail string) error {
 	if c.cfg.DeadLetters == nil {
 		return nil
 	}
-	return c.cfg.DeadLetters(BackfillLetter{File: c.path, Row: off + 1, Reason: r, View: view, Detail: detail})
+	return c.cfg.DeadLetters(BackfillLetter{File: c.path, Row: off + 1, Offset: off, Reason: r, View: view, Detail: detail})
 }
 
 // flush applies the chunk online, then appends it to the offline log with

@@ -171,8 +171,13 @@ type backfillEnv struct {
 }
 
 func newBackfillEnv(t *testing.T, now int64) *backfillEnv {
+	return newBackfillEnvOf(t, now, "txns")
+}
+
+// newBackfillEnvOf is newBackfillEnv with the source reading topic.
+func newBackfillEnvOf(t *testing.T, now int64, topic string) *backfillEnv {
 	t.Helper()
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, backfillDefs, "txns")})
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, backfillDefs, topic)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -22,6 +23,9 @@ func backfillCommand() *command {
 	var (
 		reg         registryFlags
 		logs        logFlags
+		kafka       kafkaFlags
+		fromKafka   bool
+		batchSize   int
 		version     int64
 		source      string
 		format      string
@@ -31,7 +35,7 @@ func backfillCommand() *command {
 	)
 	return &command{
 		name:    "backfill",
-		usage:   "backfill --source NAME [flags] FILE...",
+		usage:   "backfill --source NAME [flags] (FILE... | --from-kafka)",
 		summary: "Load historical events from files into the online store and the offline log.",
 		long: `Load the events of a source from Parquet, CSV or Arrow IPC files into its
 online feature views in Redis and, with --offline-dir, into the offline log,
@@ -53,7 +57,15 @@ logged offline. A missing column, or one of a type that cannot hold the
 declared type, fails the file before any row is loaded; a bad row (no event
 time, a value that does not parse, a missing join key) is written to
 --dead-letters as a JSON line naming the file, row and reason, and counted.
-Prints a summary per file; shows a progress bar when stderr is a terminal.`,
+Prints a summary per file; shows a progress bar when stderr is a terminal.
+
+With --from-kafka instead of files, replay the source's topic from its
+earliest offset up to its end when the replay starts, through ingest's
+applier (lateness checks included), with positions of its own apart from
+ingest's: the online fences and the offline log's positions skip what ingest
+applied, so only what is missing is added (the history of a new view, or of
+a cleared store), and replaying again adds nothing. Do not replay with
+--offline-dir while ingest appends to the same log.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			logs.register(fs)
@@ -63,10 +75,17 @@ Prints a summary per file; shows a progress bar when stderr is a terminal.`,
 			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to; empty to write none.")
 			fs.StringVar(&deadLetters, "dead-letters", "", "File the rejected rows are appended to, as JSON lines; empty to count them only.")
 			fs.IntVar(&chunkRows, "chunk-rows", 16384, "Rows applied together.")
+			kafka.register(fs)
+			fs.BoolVar(&fromKafka, "from-kafka", false, "Replay the source's Kafka topic from its earliest offset instead of loading files.")
+			fs.IntVar(&batchSize, "batch-size", 1000, "With --from-kafka: most messages of one partition applied together.")
 			return func(ctx context.Context, env *runEnv, files []string) error {
 				switch {
-				case len(files) == 0:
-					return fmt.Errorf("%w: give at least one file", errUsage)
+				case len(files) == 0 && !fromKafka:
+					return fmt.Errorf("%w: give at least one file, or --from-kafka", errUsage)
+				case len(files) > 0 && fromKafka:
+					return fmt.Errorf("%w: give files or --from-kafka, not both", errUsage)
+				case batchSize <= 0:
+					return fmt.Errorf("%w: --batch-size must be positive", errUsage)
 				case source == "":
 					return fmt.Errorf("%w: --source is required", errUsage)
 				case chunkRows <= 0:
@@ -154,6 +173,37 @@ Prints a summary per file; shows a progress bar when stderr is a terminal.`,
 					}
 				}
 				start := time.Now()
+				if fromKafka {
+					resolve, err := kafka.resolver()
+					if err != nil {
+						return fmt.Errorf("%w: %v", errUsage, err)
+					}
+					brokers, err := resolve(src)
+					if err != nil {
+						return err
+					}
+					res, err := ingest.Replay(ctx, ingest.ReplayConfig{
+						Project: reg.project, Registry: snap.Registry, Source: src, Brokers: brokers,
+						Store: cfg.Store, Positions: ingest.NewPositions(rc, reg.project+".backfill"), Offline: cfg.Offline,
+						BatchSize: batchSize, DeadLetters: cfg.DeadLetters, Progress: cfg.Progress, Logger: log,
+					})
+					if dlq != nil {
+						if ferr := dlq.Flush(); ferr != nil && err == nil {
+							err = fmt.Errorf("dead letters: %w", ferr)
+						}
+					}
+					var read int64
+					for _, n := range res.Messages {
+						read += n
+					}
+					fmt.Fprintf(env.stdout, "replayed %d messages of topic %s in %s; rejected: %s\n", read, res.Topic,
+						time.Since(start).Round(time.Millisecond), rejectedSummary(ingest.BackfillResult{Rejected: res.Rejected}))
+					if err != nil {
+						return err
+					}
+					printLetters(env.stdout, letters, deadLetters, examples)
+					return nil
+				}
 				results, err := ingest.Backfill(ctx, cfg, files)
 				// The rejected rows of what was loaded are kept, also when a
 				// later file failed.
@@ -169,20 +219,26 @@ Prints a summary per file; shows a progress bar when stderr is a terminal.`,
 				if err != nil {
 					return err
 				}
-				if letters > 0 {
-					if dlq != nil {
-						fmt.Fprintf(env.stdout, "%d rejected rows or uses written to %s\n", letters, deadLetters)
-					} else {
-						fmt.Fprintf(env.stdout, "%d rejected rows or uses (give --dead-letters FILE to keep them), the first:\n", letters)
-						for _, l := range examples {
-							fmt.Fprintf(env.stdout, "  %s row %d: %s %s %s\n", l.File, l.Row, l.Reason, l.View, l.Detail)
-						}
-					}
-				}
+				printLetters(env.stdout, letters, deadLetters, examples)
 				fmt.Fprintf(env.stdout, "backfilled %d files in %s\n", len(results), time.Since(start).Round(time.Millisecond))
 				return nil
 			}
 		},
+	}
+}
+
+// printLetters says how many rows or messages were rejected, and where
+// they are, or shows the first.
+func printLetters(w io.Writer, letters int64, file string, examples []ingest.BackfillLetter) {
+	switch {
+	case letters == 0:
+	case file != "":
+		fmt.Fprintf(w, "%d rejected rows or uses written to %s\n", letters, file)
+	default:
+		fmt.Fprintf(w, "%d rejected rows or uses (give --dead-letters FILE to keep them), the first:\n", letters)
+		for _, l := range examples {
+			fmt.Fprintf(w, "  %s offset %d: %s %s %s\n", l.File, l.Offset, l.Reason, l.View, l.Detail)
+		}
 	}
 }
 

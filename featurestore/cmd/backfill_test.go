@@ -1,11 +1,15 @@
 package cmd
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
 )
@@ -45,7 +49,7 @@ func TestBackfillCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{`"row":3,"reason":"wrong_type"`, `"row":4,"reason":"missing_time"`} {
+	for _, w := range []string{`"row":3,"offset":2,"reason":"wrong_type"`, `"row":4,"offset":3,"reason":"missing_time"`} {
 		if !strings.Contains(string(letters), w) {
 			t.Errorf("dead letters %s: no %s", letters, w)
 		}
@@ -57,5 +61,49 @@ func TestBackfillCommand(t *testing.T) {
 	code, _, errOut = runCLI(t, env, "backfill", "--source", "nope", in)
 	if code != 1 || !strings.Contains(errOut, `no source "nope"`) {
 		t.Fatalf("unknown source: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestBackfillFromKafka replays a topic of the example source, with a
+// malformed message, then replays it again: the second replay reads nothing.
+func TestBackfillFromKafka(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.UniqueName(t, "replay")
+	testenv.CreateTopic(t, brokers, topic, 2)
+	defs := copyDir(t, "../../examples")
+	edit(t, filepath.Join(defs, "sources.yaml"), "topic: card_transactions", "topic: "+topic)
+	dir := t.TempDir()
+	env := map[string]string{
+		"FEATURESTORE_REGISTRY":      "file:" + filepath.Join(dir, "registry"),
+		"FEATURESTORE_PROJECT":       testenv.UniqueName(t, "replay"),
+		"FEATURESTORE_REDIS_ADDR":    testenv.RedisAddr(t),
+		"FEATURESTORE_KAFKA_BROKERS": strings.Join(brokers, ","),
+	}
+	if code, out, errOut := runCLI(t, env, "apply", defs); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	now := time.Now().UTC()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	var msgs []kafka.Message
+	for i := range 5 {
+		msgs = append(msgs, kafka.Message{Value: fmt.Appendf(nil, `{"txn_id":"t%d","card_id":"c%d","merchant_id":"m1","amount":%d,"currency":"EUR","country":"FR","channel":"online","approved":true,"event_time":%q}`,
+			i, i%2, i+1, now.Add(-time.Duration(5-i)*time.Minute).Format(time.RFC3339Nano))})
+	}
+	msgs = append(msgs, kafka.Message{Value: []byte(`not json`)})
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	logDir := filepath.Join(dir, "offline")
+	code, out, errOut := runCLI(t, env, "backfill", "--source", "card_transactions", "--from-kafka", "--offline-dir", logDir)
+	if code != 0 || !strings.Contains(out, "replayed 6 messages of topic "+topic) || !strings.Contains(out, "rejected: 1 invalid_payload") {
+		t.Fatalf("replay: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, env, "backfill", "--source", "card_transactions", "--from-kafka", "--offline-dir", logDir)
+	if code != 0 || !strings.Contains(out, "replayed 0 messages of topic "+topic) {
+		t.Fatalf("second replay: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut = runCLI(t, env, "backfill", "--source", "card_transactions", "--from-kafka", "x.csv"); code != 2 {
+		t.Fatalf("files and --from-kafka: exit %d\n%s", code, errOut)
 	}
 }

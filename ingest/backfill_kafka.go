@@ -1,0 +1,231 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore/offline"
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// This file replays a source's Kafka topic from its earliest offset through
+// the Applier, as ingest applies it, up to the end each partition has when
+// the replay starts: featurestore backfill --from-kafka. It is how a view
+// added to a source, or a cleared store, gets the topic's retained history.
+//
+// The replay keeps positions of its own (ReplayPositions), so it starts at
+// the earliest offset whatever ingest's positions say, and its late-event
+// decisions are those of a first pass over the topic. Its writes carry the
+// topic's real positions: the online fences and the offline log's positions
+// skip what ingest applied before, so the replay adds only what is missing
+// (the events of a new view), and replaying again, or resuming an
+// interrupted replay, adds nothing.
+
+// ReplayConfig configures Replay.
+type ReplayConfig struct {
+	Project  string
+	Registry *registry.Registry
+	Source   *registry.Source
+	Brokers  []string
+	Dialer   *kafka.Dialer // nil: a plain TCP dialer
+	Store    *online.Store
+	// Positions is where the replay keeps its own positions: not ingest's
+	// (NewPositions with a project name of its own, as the command's
+	// "<project>.backfill").
+	Positions *Positions
+	// Offline is the offline log; nil writes none.
+	Offline *offline.Writer
+	// BatchSize is the most messages applied together. Default 1000.
+	BatchSize int
+	// DeadLetters receives the rejected messages, as letters naming the
+	// topic, partition and offset; nil counts them only.
+	DeadLetters func(BackfillLetter) error
+	// Progress is called after each batch, per partition (File names the
+	// topic and partition), and at the end with Final set.
+	Progress func(BackfillProgress)
+	Logger   *slog.Logger
+}
+
+// ReplayResult is what a replay did.
+type ReplayResult struct {
+	Topic string
+	// Messages counts the messages read, per partition.
+	Messages map[int]int64
+	// Rejected counts the rejected messages, or uses by a view, by reason.
+	Rejected map[Reason]int64
+}
+
+// replaySink counts dead letters and hands them on.
+type replaySink struct {
+	mu       sync.Mutex
+	fn       func(BackfillLetter) error
+	rejected map[Reason]int64
+}
+
+func (s *replaySink) Send(_ context.Context, letters []DeadLetter) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range letters {
+		s.rejected[l.Reason]++
+		if s.fn == nil {
+			continue
+		}
+		m := l.Message
+		if err := s.fn(BackfillLetter{File: "kafka:" + m.Topic + "/" + strconv.Itoa(m.Partition), Offset: m.Offset,
+			Reason: l.Reason, View: l.View, Detail: l.Detail}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Replay applies the source's topic, every partition from its earliest
+// offset (or the replay's saved position) to its end when Replay starts.
+func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = &kafka.Dialer{Timeout: 10 * time.Second}
+	}
+	topic := cfg.Source.Kafka.Topic
+	res := ReplayResult{Topic: topic, Messages: map[int]int64{}}
+	sink := &replaySink{fn: cfg.DeadLetters, rejected: map[Reason]int64{}}
+	res.Rejected = sink.rejected
+	a, err := NewApplier(cfg.Project, cfg.Registry, cfg.Source, cfg.Store, cfg.Positions, sink, cfg.Logger)
+	if err != nil {
+		return res, err
+	}
+	if err := a.SetOffline(cfg.Offline, cfg.Registry); err != nil {
+		return res, err
+	}
+	ends, err := partitionEnds(ctx, cfg.Dialer, cfg.Brokers, topic)
+	if err != nil {
+		return res, err
+	}
+	for p := range len(ends) {
+		n, err := replayPartition(ctx, &cfg, a, topic, p, ends[p])
+		res.Messages[p] = n
+		if err != nil {
+			return res, err
+		}
+	}
+	if cfg.Offline != nil {
+		if err := cfg.Offline.Flush(ctx); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// partitionEnds returns the first and the next offset of each partition of
+// topic, read from its leader.
+func partitionEnds(ctx context.Context, d *kafka.Dialer, brokers []string, topic string) ([][2]int64, error) {
+	var conn *kafka.Conn
+	var err error
+	for _, b := range brokers {
+		if conn, err = d.DialContext(ctx, "tcp", b); err == nil {
+			break
+		}
+	}
+	if conn == nil {
+		return nil, fmt.Errorf("kafka at %v: %w", brokers, err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		return nil, fmt.Errorf("partitions of topic %s: %w", topic, err)
+	}
+	ends := make([][2]int64, len(parts))
+	for _, pi := range parts {
+		if pi.Topic != topic || pi.ID < 0 || pi.ID >= len(parts) {
+			continue
+		}
+		lc, err := d.DialLeader(ctx, "tcp", net.JoinHostPort(pi.Leader.Host, strconv.Itoa(pi.Leader.Port)), topic, pi.ID)
+		if err != nil {
+			return nil, fmt.Errorf("leader of %s/%d: %w", topic, pi.ID, err)
+		}
+		first, last, err := lc.ReadOffsets()
+		lc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("offsets of %s/%d: %w", topic, pi.ID, err)
+		}
+		ends[pi.ID] = [2]int64{first, last}
+	}
+	return ends, nil
+}
+
+// replayPartition applies partition p from where the replay stands to the
+// offset before end[1].
+func replayPartition(ctx context.Context, cfg *ReplayConfig, a *Applier, topic string, p int, end [2]int64) (int64, error) {
+	next, err := a.Resume(ctx, topic, p)
+	if err != nil {
+		return 0, err
+	}
+	if next == kafka.FirstOffset {
+		next = end[0]
+	}
+	name := fmt.Sprintf("kafka:%s/%d", topic, p)
+	start := time.Now()
+	report := func(done int64, final bool) {
+		if cfg.Progress != nil {
+			cfg.Progress(BackfillProgress{File: name, Done: done, Total: end[1] - end[0], Elapsed: time.Since(start), Final: final})
+		}
+	}
+	if next >= end[1] {
+		report(end[1]-end[0], true)
+		return 0, nil
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: topic, Partition: p, Dialer: cfg.Dialer,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(next); err != nil {
+		return 0, err
+	}
+	var n int64
+	batch := make([]kafka.Message, 0, cfg.BatchSize)
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return n, err
+			}
+			return n, fmt.Errorf("read %s: %w", name, err)
+		}
+		if m.Offset >= end[1] {
+			break // written after the replay started: ingest's to apply
+		}
+		batch = append(batch, m)
+		n++
+		last := m.Offset == end[1]-1
+		if len(batch) == cfg.BatchSize || last {
+			if err := a.Apply(ctx, topic, p, batch); err != nil {
+				return n, err
+			}
+			batch = batch[:0]
+			report(m.Offset+1-end[0], last)
+		}
+		if last {
+			return n, nil
+		}
+	}
+	if len(batch) > 0 {
+		if err := a.Apply(ctx, topic, p, batch); err != nil {
+			return n, err
+		}
+	}
+	report(end[1]-end[0], true)
+	return n, nil
+}
