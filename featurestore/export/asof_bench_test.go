@@ -348,6 +348,7 @@ func (f *parquetFile) close(b *array.RecordBuilder) error {
 // asofJob is what the child process exports, and what it reports.
 type asofJob struct {
 	Dir, Out, TempDir string
+	Features          []string
 	Memory            int64
 }
 
@@ -411,7 +412,7 @@ func TestExportBenchHelperProcess(t *testing.T) {
 	}
 	start, cpu := time.Now(), cpuSeconds()
 	stats, err := Run(context.Background(), Options{Registry: asofRegistry(t), Log: &dirLog{st: st, project: asofProject},
-		Features: []string{"activity:*"}, Entities: filepath.Join(job.Dir, "entities.parquet"), Out: job.Out,
+		Features: job.Features, Entities: filepath.Join(job.Dir, "entities.parquet"), Out: job.Out,
 		Memory: job.Memory, TempDir: job.TempDir})
 	if err != nil {
 		t.Fatal(err)
@@ -437,8 +438,13 @@ type duckResult struct {
 // and events/s, its peak RSS, both durations and their ratio
 // (duckdb/export: above 1, the export is faster), and the same for the CPU
 // time of all threads, which a machine busy with other work distorts less.
-// ns/op is the export child's wall time, process start included. The first run checks that
-// both agree on the last values: as many non-null values, the same sum.
+// ns/op is the export child's wall time, process start included. The first
+// run checks that both agree on the last values: as many non-null values,
+// the same sum.
+//
+// features=all is the export: 6 windows and 2 last values.
+// features=last-values exports the 2 last values alone, the work DuckDB's
+// query does.
 //
 //	go test -run '^$' -bench ExportVsDuckDB -benchtime 1x -count 5 ./featurestore/export
 //	FEATURESTORE_BENCH_EXPORT_SCALE=1 go test -run '^$' -bench ExportVsDuckDB -benchtime 1x -count 5 -timeout 60m ./featurestore/export
@@ -446,55 +452,67 @@ func BenchmarkExportVsDuckDB(b *testing.B) {
 	py := testenv.Python(b)
 	size := asofSizeFromEnv(b)
 	dir := asofDataset(b, size)
-	b.Run(fmt.Sprintf("events=%d/entities=%d/rows=%d", size.events, size.entities, size.rows), func(b *testing.B) {
-		tmp := b.TempDir()
-		out := filepath.Join(tmp, "train.arrow")
-		job, _ := json.Marshal(asofJob{Dir: dir, Out: out, TempDir: tmp, Memory: asofMemory})
-		var exportS, exportCPU, duckS, duckCPU, rssKB, duckRSSKB float64
-		var res asofResult
-		b.ResetTimer()
-		for i := range b.N {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestExportBenchHelperProcess$", "-test.count=1", "-test.timeout=0")
-			cmd.Env = append(os.Environ(), asofChild+"="+string(job))
-			cmd.Stderr = os.Stderr
-			stdout, err := cmd.Output()
-			if err != nil {
-				b.Fatalf("export child: %v\n%s", err, stdout)
-			}
-			line, ok := findLine(string(stdout), asofResultPrefix)
-			if !ok {
-				b.Fatalf("export child reported nothing:\n%s", stdout)
-			}
-			if err := json.Unmarshal([]byte(line), &res); err != nil {
-				b.Fatal(err)
-			}
-			exportS += res.Seconds
-			exportCPU += res.CPUSeconds
-			rssKB += float64(res.PeakRSSKB)
+	for _, sel := range []struct {
+		name     string
+		features []string
+	}{
+		{"all", []string{"activity:*"}},
+		{"last-values", []string{"activity:amount", "activity:cat"}},
+	} {
+		name := fmt.Sprintf("events=%d/entities=%d/rows=%d/features=%s", size.events, size.entities, size.rows, sel.name)
+		b.Run(name, func(b *testing.B) { benchAsof(b, py, dir, size, sel.features) })
+	}
+}
 
-			b.StopTimer()
-			duck := runAsof(b, py, dir)
-			duckS += duck.Seconds[0]
-			duckCPU += duck.CPUSeconds[0]
-			duckRSSKB += float64(duck.MaxRSSKB)
-			if i == 0 {
-				checkAsof(b, out, size, duck)
-			}
-			os.Remove(out)
-			b.StartTimer()
+// benchAsof runs one selection of features; see BenchmarkExportVsDuckDB.
+func benchAsof(b *testing.B, py, dir string, size asofSize, features []string) {
+	tmp := b.TempDir()
+	out := filepath.Join(tmp, "train.arrow")
+	job, _ := json.Marshal(asofJob{Dir: dir, Out: out, TempDir: tmp, Features: features, Memory: asofMemory})
+	var exportS, exportCPU, duckS, duckCPU, rssKB, duckRSSKB float64
+	var res asofResult
+	b.ResetTimer()
+	for i := range b.N {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestExportBenchHelperProcess$", "-test.count=1", "-test.timeout=0")
+		cmd.Env = append(os.Environ(), asofChild+"="+string(job))
+		cmd.Stderr = os.Stderr
+		stdout, err := cmd.Output()
+		if err != nil {
+			b.Fatalf("export child: %v\n%s", err, stdout)
 		}
-		n := float64(b.N)
-		b.ReportMetric(float64(res.Rows)*n/exportS, "rows/s")
-		b.ReportMetric(float64(res.Events)*n/exportS, "events/s")
-		b.ReportMetric(exportS/n, "export-s")
-		b.ReportMetric(rssKB/n/1024, "peak-RSS-MiB")
-		b.ReportMetric(duckS/n, "duckdb-s")
-		b.ReportMetric(duckRSSKB/n/1024, "duckdb-peak-RSS-MiB")
-		b.ReportMetric(duckS/exportS, "duckdb/export")
-		b.ReportMetric(exportCPU/n, "export-cpu-s")
-		b.ReportMetric(duckCPU/n, "duckdb-cpu-s")
-		b.ReportMetric(duckCPU/exportCPU, "duckdb-cpu/export-cpu")
-	})
+		line, ok := findLine(string(stdout), asofResultPrefix)
+		if !ok {
+			b.Fatalf("export child reported nothing:\n%s", stdout)
+		}
+		if err := json.Unmarshal([]byte(line), &res); err != nil {
+			b.Fatal(err)
+		}
+		exportS += res.Seconds
+		exportCPU += res.CPUSeconds
+		rssKB += float64(res.PeakRSSKB)
+
+		b.StopTimer()
+		duck := runAsof(b, py, dir)
+		duckS += duck.Seconds[0]
+		duckCPU += duck.CPUSeconds[0]
+		duckRSSKB += float64(duck.MaxRSSKB)
+		if i == 0 {
+			checkAsof(b, out, size, duck)
+		}
+		os.Remove(out)
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(res.Rows)*n/exportS, "rows/s")
+	b.ReportMetric(float64(res.Events)*n/exportS, "events/s")
+	b.ReportMetric(exportS/n, "export-s")
+	b.ReportMetric(rssKB/n/1024, "peak-RSS-MiB")
+	b.ReportMetric(duckS/n, "duckdb-s")
+	b.ReportMetric(duckRSSKB/n/1024, "duckdb-peak-RSS-MiB")
+	b.ReportMetric(duckS/exportS, "duckdb/export")
+	b.ReportMetric(exportCPU/n, "export-cpu-s")
+	b.ReportMetric(duckCPU/n, "duckdb-cpu-s")
+	b.ReportMetric(duckCPU/exportCPU, "duckdb-cpu/export-cpu")
 }
 
 func findLine(s, prefix string) (string, bool) {
