@@ -74,11 +74,7 @@ func (a *Applier) SetOffline(w *offline.Writer, r *registry.Registry) error {
 	return nil
 }
 
-// HasViews reports whether the applier writes anything: an online view, or
-// an offline view with an offline log set.
-func (a *Applier) HasViews() bool { return len(a.views) > 0 || len(a.offViews) > 0 }
-
-// resetOffline prepares the partition's offline routing for a batch.
+// reset prepares the partition's offline routing for a batch.
 func (ob *offlineBatch) reset(views int) {
 	if ob.groupOf == nil {
 		ob.groupOf = map[string]int32{}
@@ -173,9 +169,15 @@ func (a *Applier) appendOffline(ctx context.Context, ps *partitionState, topic s
 }
 
 // resumeOffline lowers the resume position to the smallest committed
-// position of the offline views, with its high-water time. A view without
-// a position for the partition yet (a new view, or a log just turned on) is
-// left out: its log starts where the others resume.
+// position of the offline views, with its high-water time.
+//
+// A view whose log has no position for the partition yet is either new
+// (a new view, or the log just turned on), whose log starts where ingest
+// resumes, or one whose first commit was lost in a crash, whose log must
+// start where that process started. The two are told apart by a start mark
+// in Redis, set once when the view's log first resumes the partition: the
+// position the log starts after, or the start of the partition. A view
+// without a position resumes from its mark.
 func (a *Applier) resumeOffline(ctx context.Context, topic string, p int, pos Position, ok bool) (Position, bool, error) {
 	if a.offline == nil {
 		return pos, ok, nil
@@ -184,6 +186,18 @@ func (a *Applier) resumeOffline(ctx context.Context, topic string, p int, pos Po
 		op, has, err := a.offline.Resume(ctx, ov.schema, topic, int32(p))
 		if err != nil {
 			return Position{}, false, fmt.Errorf("resume offline log of %s for %s/%d: %w", ov.schema.View, topic, p, err)
+		}
+		if !has && a.pos != nil {
+			// The mark is set only if there is none: the first process to
+			// resume the partition for the view fixes where its log starts.
+			mark, fromStart, err := a.pos.markOfflineStart(ctx, a.src.Name, p, ov.schema.View, pos, ok)
+			if err != nil {
+				return Position{}, false, err
+			}
+			if fromStart {
+				return Position{}, false, nil // from the start of the partition
+			}
+			op, has = offline.Position{Offset: mark.Offset, HW: mark.HW, HasHW: mark.HasHW}, true
 		}
 		if has && ok && op.Offset < pos.Offset {
 			pos = Position{Offset: op.Offset, HW: op.HW, HasHW: op.HasHW}

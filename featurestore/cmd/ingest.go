@@ -184,7 +184,9 @@ func runIngest(ctx context.Context, dir string, promReg prometheus.Registerer, l
 	if err != nil {
 		return fmt.Errorf("offline log: %w", err)
 	}
-	ow, err := offline.OpenWriter(ctx, st, cfg.Project, offline.Options{Metrics: offline.NewMetrics(promReg), Logger: log})
+	// Several ingest processes may share the directory: a file another one
+	// wrote and has not committed yet is young, and spared at start.
+	ow, err := offline.OpenWriter(ctx, st, cfg.Project, offline.Options{OrphanGrace: 10 * time.Minute, Metrics: offline.NewMetrics(promReg), Logger: log})
 	if err != nil {
 		return fmt.Errorf("offline log in %s: %w", dir, err)
 	}

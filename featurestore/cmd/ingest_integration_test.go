@@ -12,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/featurestore/window"
@@ -83,10 +86,11 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	w.Close()
 
 	bin := buildBinary(t)
+	logDir := t.TempDir() // the processes share one offline log
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "ingest", "--log-level", "warn", "--metrics-addr", "127.0.0.1:0", "--session-timeout", "6s", "--batch-size", "20")
 		cmd.Env = append(os.Environ(), "FEATURESTORE_REDIS_ADDR="+redisAddr, "FEATURESTORE_PROJECT="+project,
-			"FEATURESTORE_KAFKA_BROKERS="+strings.Join(brokers, ","))
+			"FEATURESTORE_KAFKA_BROKERS="+strings.Join(brokers, ","), "FEATURESTORE_OFFLINE_DIR="+logDir)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -161,6 +165,41 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	for i, card := range cards {
 		if got := res[i][life].Value; !got.Equal(featurestore.Int64Value(perCard[card])) {
 			t.Errorf("card %s: lifetime count %v, want %d", card, got, perCard[card])
+		}
+	}
+
+	// Every event logged once per offline view, although the killed process
+	// lost what it had not committed: its partitions were replayed from the
+	// log's positions.
+	st, err := offline.NewDir(logDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, view := range []string{"card_txn", "merchant_txn"} {
+		snap, err := offline.ReadSnapshot(ctx, st, project, view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[[2]int64]int{}
+		err = offline.Scan(ctx, st, snap, snap.Between(0, 1<<62), func(_ offline.FileInfo, rec arrow.RecordBatch) error {
+			parts := rec.Column(rec.Schema().FieldIndices(offline.ColPartition)[0]).(*array.Int32)
+			offs := rec.Column(rec.Schema().FieldIndices(offline.ColOffset)[0]).(*array.Int64)
+			for i := range int(rec.NumRows()) {
+				seen[[2]int64{int64(parts.Value(i)), offs.Value(i)}]++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		twice := 0
+		for _, n := range seen {
+			if n > 1 {
+				twice++
+			}
+		}
+		if len(seen) != len(msgs)-20 || twice > 0 {
+			t.Errorf("%s: the offline log holds %d distinct events (%d more than once), want each of the %d valid ones once", view, len(seen), twice, len(msgs)-20)
 		}
 	}
 
