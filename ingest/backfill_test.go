@@ -78,7 +78,7 @@ func backfillRows(seed uint64, n int, textBad bool) (rows []backfillRow, t0, max
 }
 
 // writeBackfillFile writes rows in format to dir.
-func writeBackfillFile(t *testing.T, dir string, format export.Format, rows []backfillRow) string {
+func writeBackfillFile(t testing.TB, dir string, format export.Format, rows []backfillRow) string {
 	t.Helper()
 	path := filepath.Join(dir, "events."+string(format))
 	if format == export.FormatCSV {
@@ -170,12 +170,12 @@ type backfillEnv struct {
 	now     int64
 }
 
-func newBackfillEnv(t *testing.T, now int64) *backfillEnv {
+func newBackfillEnv(t testing.TB, now int64) *backfillEnv {
 	return newBackfillEnvOf(t, now, "txns")
 }
 
 // newBackfillEnvOf is newBackfillEnv with the source reading topic.
-func newBackfillEnvOf(t *testing.T, now int64, topic string) *backfillEnv {
+func newBackfillEnvOf(t testing.TB, now int64, topic string) *backfillEnv {
 	t.Helper()
 	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, backfillDefs, topic)})
 	if err != nil {
@@ -192,7 +192,7 @@ func newBackfillEnvOf(t *testing.T, now int64, topic string) *backfillEnv {
 
 // run backfills files with a new offline writer (as a new process would),
 // collecting the dead letters.
-func (e *backfillEnv) run(ctx context.Context, t *testing.T, files []string, cfg BackfillConfig) ([]BackfillResult, []BackfillLetter, error) {
+func (e *backfillEnv) run(ctx context.Context, t testing.TB, files []string, cfg BackfillConfig) ([]BackfillResult, []BackfillLetter, error) {
 	t.Helper()
 	w, err := offline.OpenWriter(ctx, e.st, e.project, offline.Options{FlushRows: 700})
 	if err != nil {
