@@ -290,7 +290,7 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 		},
 		Memory:      s.cfg.Memory,
 		Parallelism: s.cfg.Parallelism,
-		Logger:      s.cfg.Logger,
+		Logger:      s.cfg.Logger.With("flight_principal", x.principal),
 	}
 	// Resolve the features, then authorize, before the schema is checked:
 	// a principal learns nothing of views it may not read.
