@@ -218,7 +218,7 @@ func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
 		if k == stages-1 {
 			end = maxTime[k] + 20*minute
 		}
-		for range 60 {
+		for range 125 {
 			ts := maxTime[k] + rng.Int64N(end-maxTime[k]+1)
 			rw := row{user: append(users, "none")[rng.IntN(len(users)+1)], shop: rng.Int64N(5) - 1,
 				bank: []string{"b0", "b1"}[rng.IntN(2)], account: rng.Int64N(3), t: ts}
