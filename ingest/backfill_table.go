@@ -92,6 +92,12 @@ func newTableDecoder(file string, schema *arrow.Schema, src *registry.Source, l 
 // by row, so they fit every kind: CSV files are read as text.
 func columnTypeOK(t arrow.DataType, kind featurestore.Kind, enc registry.TimeEncoding) bool {
 	id := t.ID()
+	if dt, ok := t.(*arrow.DictionaryType); ok {
+		id = dt.ValueType.ID() // dictionary-encoded text (pandas categoricals)
+		if id != arrow.STRING && id != arrow.LARGE_STRING {
+			return false
+		}
+	}
 	if id == arrow.STRING || id == arrow.LARGE_STRING {
 		return true
 	}
@@ -197,6 +203,8 @@ func (d *tableDecoder) timeAt(i int) (int64, error) {
 		return textTime(a.Value(i), d.timeEnc)
 	case *array.LargeString:
 		return textTime(a.Value(i), d.timeEnc)
+	case *array.Dictionary:
+		return textTime(dictText(a, i), d.timeEnc)
 	case *array.Float32:
 		return epochMillis(strconv.FormatFloat(float64(a.Value(i)), 'g', -1, 32), d.timeEnc)
 	case *array.Float64:
@@ -250,6 +258,8 @@ func (c *tableColumn) valueAt(i int) (featurestore.Value, error) {
 		s = a.Value(i)
 	case *array.LargeString:
 		s = a.Value(i)
+	case *array.Dictionary:
+		s = dictText(a, i)
 	case *array.Boolean:
 		return featurestore.BoolValue(a.Value(i)), nil
 	case *array.Float32:
@@ -292,6 +302,18 @@ func (c *tableColumn) valueAt(i int) (featurestore.Value, error) {
 		return featurestore.Value{}, errorf("expected bool (true or false), got %q", s)
 	}
 	return featurestore.Value{}, errorf("unsupported kind %s", c.kind)
+}
+
+// dictText returns the text of row i of a dictionary-encoded text column.
+func dictText(a *array.Dictionary, i int) string {
+	j := a.GetValueIndex(i)
+	switch d := a.Dictionary().(type) {
+	case *array.String:
+		return d.Value(j)
+	case *array.LargeString:
+		return d.Value(j)
+	}
+	return "" // excluded by columnTypeOK
 }
 
 // doubleValue rejects what JSON cannot carry either: infinities and NaN.
