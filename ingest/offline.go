@@ -205,3 +205,28 @@ func (a *Applier) resumeOffline(ctx context.Context, topic string, p int, pos Po
 	}
 	return pos, ok, nil
 }
+
+// partitionReleaser is a PartitionHandler that keeps state of a partition
+// beyond its batches: Release is called when the partition worker stops
+// (rebalance or shutdown), before the partition can be resumed elsewhere.
+type partitionReleaser interface {
+	Release(ctx context.Context, topic string, partition int) error
+}
+
+// Release commits what the offline log buffered of the partition, so that
+// the partition's next owner resumes from it. Were it left buffered, this
+// process would commit it later by age, after the next owner resumed from
+// the older position, and the log would take the next owner's rows for a
+// lost race and drop them.
+func (a *Applier) Release(ctx context.Context, topic string, p int) error {
+	if a.offline == nil {
+		return nil
+	}
+	for _, ov := range a.offViews {
+		// Resume commits the stream's buffered rows and position first.
+		if _, _, err := a.offline.Resume(ctx, ov.schema, topic, int32(p)); err != nil {
+			return fmt.Errorf("commit offline log of %s for %s/%d: %w", ov.schema.View, topic, p, err)
+		}
+	}
+	return nil
+}

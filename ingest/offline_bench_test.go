@@ -24,6 +24,10 @@ import (
 //	offline-events/s  ingest with it
 //	offline/online    the ratio (target >= 0.8)
 //	log-B/event       bytes of committed log files per event
+//	online-go-cpu-us/event, offline-go-cpu-us/event
+//	                  CPU of this process per event, without and with the
+//	                  log (Linux only): what the log costs, less sensitive
+//	                  than the rates to other load on the machine
 //
 //	set -a; eval "$(.ci/services.sh env)"; set +a
 //	go test -run '^$' -bench 'BenchmarkIngestOfflineLog' -benchtime 1x -count 5 ./ingest/
@@ -38,7 +42,8 @@ func BenchmarkIngestOfflineLog(b *testing.B) {
 	store := online.New(rc, online.Options{})
 	ctx := context.Background()
 
-	run := func(withLog bool) (time.Duration, int64) {
+	cpuKnown := true
+	run := func(withLog bool) (time.Duration, float64, int64) {
 		project := benchProject(b, rc)
 		pos := NewPositions(rc, project)
 		a, err := NewApplier(project, r, src, store, pos, nil, nil)
@@ -59,6 +64,7 @@ func BenchmarkIngestOfflineLog(b *testing.B) {
 			}
 		}
 		runtime.GC()
+		cpu0, ok0 := processCPU()
 		start := time.Now()
 		stop := startIngest(b, brokers, topic, project, newBenchHandler(a))
 		err = waitApplied(pos, data.ends, benchIngestTimeout)
@@ -66,6 +72,8 @@ func BenchmarkIngestOfflineLog(b *testing.B) {
 			err = w.Close(ctx)
 		}
 		took := time.Since(start)
+		cpu1, ok1 := processCPU()
+		cpuKnown = cpuKnown && ok0 && ok1
 		stop()
 		if err != nil {
 			b.Fatal(err)
@@ -91,20 +99,21 @@ func BenchmarkIngestOfflineLog(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		return took, bytes
+		return took, cpu1 - cpu0, bytes
 	}
 
 	var onTook, offTook time.Duration
+	var onCPU, offCPU float64
 	var logBytes int64
 	i := 0
 	for b.Loop() {
 		for _, withLog := range [][]bool{{false, true}, {true, false}}[i%2] {
-			took, bytes := run(withLog)
+			took, cpu, bytes := run(withLog)
 			if withLog {
-				offTook += took
+				offTook, offCPU = offTook+took, offCPU+cpu
 				logBytes += bytes
 			} else {
-				onTook += took
+				onTook, onCPU = onTook+took, onCPU+cpu
 			}
 		}
 		i++
@@ -114,4 +123,8 @@ func BenchmarkIngestOfflineLog(b *testing.B) {
 	b.ReportMetric(events/offTook.Seconds(), "offline-events/s")
 	b.ReportMetric(onTook.Seconds()/offTook.Seconds(), "offline/online")
 	b.ReportMetric(float64(logBytes)/events, "log-B/event")
+	if cpuKnown {
+		b.ReportMetric(onCPU*1e6/events, "online-go-cpu-us/event")
+		b.ReportMetric(offCPU*1e6/events, "offline-go-cpu-us/event")
+	}
 }

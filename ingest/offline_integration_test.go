@@ -232,7 +232,7 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 	// Small flushes, so that some commits happen during each run and some
 	// rows are still buffered when the first process dies.
 	opts := offline.Options{FlushRows: 150, FlushAge: time.Hour}
-	start := func() (*offline.Writer, func()) {
+	start := func(crash bool) (*offline.Writer, func()) {
 		w, err := offline.OpenWriter(ctx, st, project, opts)
 		if err != nil {
 			t.Fatal(err)
@@ -244,10 +244,15 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 		if err := a.SetOffline(w, r); err != nil {
 			t.Fatal(err)
 		}
+		if crash {
+			// Only Resume and Apply: the stop releases nothing, as a
+			// process killed would not.
+			return w, runGroupAsync(t, cfg, struct{ PartitionHandler }{a})
+		}
 		return w, runGroupAsync(t, cfg, a)
 	}
 
-	_, stop := start()
+	_, stop := start(true)
 	waitFor(t, "ingest of the first half", 60*time.Second, func() bool { return applied() == n/2 })
 	stop() // and the writer is dropped with its buffers: a crash
 	part := applied()
@@ -271,7 +276,7 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	kw.Close()
-	w, stop := start()
+	w, stop := start(false)
 	waitFor(t, "ingest to the end", 90*time.Second, func() bool { return applied() == n })
 	stop()
 	if err := w.Close(ctx); err != nil {

@@ -28,6 +28,17 @@ func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 	if !ok {
 		return
 	}
+	if r, isReleaser := w.h.(partitionReleaser); isReleaser {
+		// Before the generation ends, so before the partition's next owner
+		// resumes it (the group waits for this function to return).
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(procCtx), w.cfg.ShutdownTimeout)
+			defer cancel()
+			if err := r.Release(ctx, topic, w.partition); err != nil {
+				w.log.Warn("partition release failed", "err", err)
+			}
+		}()
+	}
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:   w.cfg.Brokers,
 		Dialer:    w.cfg.Dialer,

@@ -141,7 +141,7 @@ func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
 		w    *offline.Writer
 		stop func()
 	}
-	startIngest := func() process {
+	startIngest := func(crash bool) process {
 		w, err := offline.OpenWriter(ctx, st, project, offline.Options{FlushRows: 400})
 		if err != nil {
 			t.Fatal(err)
@@ -155,7 +155,13 @@ func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
 		}
 		gctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- ingest.RunGroup(gctx, cfg, a) }()
+		var h ingest.PartitionHandler = a
+		if crash {
+			// Only Resume and Apply: its stop releases nothing, as a
+			// process killed would not.
+			h = struct{ ingest.PartitionHandler }{a}
+		}
+		go func() { done <- ingest.RunGroup(gctx, cfg, h) }()
 		return process{w: w, stop: func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -190,7 +196,7 @@ func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
 	kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchSize: 1000, BatchTimeout: time.Millisecond,
 		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return int(m.Key[0] - '0') })}
 	defer kw.Close()
-	proc := startIngest()
+	proc := startIngest(true)
 	produced := int64(0)
 	for k := range stages {
 		msgs := make([]kafka.Message, len(stageEvents[k]))
@@ -211,7 +217,7 @@ func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
 		if k == stages/2 {
 			// The process dies: its log buffers are lost, Redis is ahead.
 			proc.stop()
-			proc = startIngest()
+			proc = startIngest(false)
 		}
 		// Lookups at times after this stage's events and before the next's.
 		end := base(k+1) - 1
