@@ -232,7 +232,7 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 	// Small flushes, so that some commits happen during each run and some
 	// rows are still buffered when the first process dies.
 	opts := offline.Options{FlushRows: 150, FlushAge: time.Hour}
-	start := func(crash bool) (*offline.Writer, func()) {
+	start := func(crash bool, resumes *atomic.Int32) (*offline.Writer, func()) {
 		w, err := offline.OpenWriter(ctx, st, project, opts)
 		if err != nil {
 			t.Fatal(err)
@@ -249,10 +249,10 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 			// process killed would not.
 			return w, runGroupAsync(t, cfg, struct{ PartitionHandler }{a})
 		}
-		return w, runGroupAsync(t, cfg, a)
+		return w, runGroupAsync(t, cfg, &resumeCounter{a, resumes})
 	}
 
-	_, stop := start(true)
+	_, stop := start(true, nil)
 	waitFor(t, "ingest of the first half", 60*time.Second, func() bool { return applied() == n/2 })
 	stop() // and the writer is dropped with its buffers: a crash
 	part := applied()
@@ -271,24 +271,43 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 		t.Fatalf("the first run did not stop with the log behind Redis (applied %d of %d, %d partitions behind)", part, n, behind)
 	}
 
+	// The second process takes the third quarter, with rows buffered at
+	// its end; a third joins, the partitions are rebalanced between them,
+	// and both ingest the last quarter. The partitions the second gives up
+	// must be resumed from its rows, which it commits as it lets them go.
 	st.failures.Store(1)
-	if err := kw.WriteMessages(ctx, msgs[n/2:]...); err != nil {
+	if err := kw.WriteMessages(ctx, msgs[n/2:3*n/4]...); err != nil {
+		t.Fatal(err)
+	}
+	var resumed3 atomic.Int32
+	w2, stop2 := start(false, &atomic.Int32{})
+	waitFor(t, "ingest of the third quarter", 90*time.Second, func() bool { return applied() == 3*n/4 })
+	w3, stop3 := start(false, &resumed3)
+	waitFor(t, "the third process to take partitions", 60*time.Second, func() bool { return resumed3.Load() > 0 })
+	// The second commits what it holds, as a flush by age would, before the
+	// third commits anything.
+	if err := w2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := kw.WriteMessages(ctx, msgs[3*n/4:]...); err != nil {
 		t.Fatal(err)
 	}
 	kw.Close()
-	w, stop := start(false)
 	waitFor(t, "ingest to the end", 90*time.Second, func() bool { return applied() == n })
-	stop()
-	if err := w.Close(ctx); err != nil {
-		// The injected failure may fall on this commit: a second one makes it.
+	stop2()
+	stop3()
+	for _, w := range []*offline.Writer{w2, w3} {
 		if err := w.Close(ctx); err != nil {
-			t.Fatal(err)
+			// The injected failure may fall on this commit: a second one makes it.
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if st.failed.Load() != 1 {
 		t.Fatalf("%d injected commit failures, want 1", st.failed.Load())
 	}
-	t.Logf("first process died after %d of %d events with the log behind on %d partitions; one commit failed in the second", part, n, behind)
+	t.Logf("first process died after %d of %d events with the log behind on %d partitions; one commit failed after; two processes shared the rest", part, n, behind)
 
 	accepted, rejected := acceptReference(events, 3, 10*time.Minute)
 	t.Logf("%d events: %d accepted, rejected %v", n, len(accepted), rejected)
@@ -346,4 +365,16 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 		t.Errorf("%d missing_key dead letters for shop_sums, want at least %d", missing, wantMissing)
 	}
 	checkAgainstReference(ctx, t, r, src, store, project, accepted, rng)
+}
+
+// resumeCounter is an Applier that counts the partitions it resumes.
+type resumeCounter struct {
+	*Applier
+	n *atomic.Int32
+}
+
+func (r *resumeCounter) Resume(ctx context.Context, topic string, p int) (int64, error) {
+	next, err := r.Applier.Resume(ctx, topic, p)
+	r.n.Add(1)
+	return next, err
 }
