@@ -51,7 +51,8 @@ type viewPlan struct {
 	ttl      time.Duration
 }
 
-// Applier applies the messages of one source to the online store. It is a
+// Applier applies the messages of one source to the online store and, once
+// SetOffline gave it one, to the offline log (offline.go). It is a
 // PartitionHandler.
 type Applier struct {
 	project  string

@@ -38,7 +38,7 @@ type offlineView struct {
 // offlineBatch is what a partition keeps to route a batch's accepted events
 // to the offline views by entity, reused from batch to batch.
 type offlineBatch struct {
-	groupOf  map[string]int32 // view index and entity key bytes: index in groups[view]
+	groupOf  map[string]int32 // view index and entity key bytes: index in entities[view]
 	entities [][]offline.EntityEvents
 	key      []byte
 }
