@@ -107,6 +107,7 @@ func ingestCommand() *command {
 		groupPrefix string
 		metricsAddr string
 		batchSize   int
+		maxBatch    int
 		linger      time.Duration
 		session     time.Duration
 		watchEvery  time.Duration
@@ -134,7 +135,8 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 			fs.StringVar(&sources, "sources", "", "Comma-separated sources to ingest; empty for all.")
 			fs.StringVar(&groupPrefix, "group-prefix", "featurestore", "Prefix of the consumer group ids.")
 			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9464", "Address of the /metrics endpoint; empty to serve none.")
-			fs.IntVar(&batchSize, "batch-size", 1000, "Most messages of one partition applied together.")
+			fs.IntVar(&batchSize, "batch-size", 1000, "Most messages of one partition applied together while it keeps up.")
+			fs.IntVar(&maxBatch, "max-batch-size", 50000, "Most messages of one partition applied together while it is behind (also at most 16 MiB); at most --batch-size to never grow batches.")
 			fs.DurationVar(&linger, "linger", 5*time.Millisecond, "How long a batch waits for more messages.")
 			fs.DurationVar(&session, "session-timeout", 10*time.Second, "Consumer group session timeout (at least 6s).")
 			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
@@ -162,7 +164,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 					Brokers:     resolve,
 					Sources:     splitList(sources),
 					GroupPrefix: groupPrefix,
-					Group:       ingest.GroupConfig{BatchSize: batchSize, Linger: linger, SessionTimeout: session},
+					Group:       ingest.GroupConfig{BatchSize: batchSize, MaxBatchSize: maxBatch, Linger: linger, SessionTimeout: session},
 					Store:       online.New(rc, online.Options{}),
 					Positions:   ingest.NewPositions(rc, reg.project),
 					Metrics:     ingest.NewMetrics(promReg),

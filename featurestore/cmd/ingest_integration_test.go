@@ -88,7 +88,7 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	bin := buildBinary(t)
 	logDir := t.TempDir() // the processes share one offline log
 	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "ingest", "--log-level", "warn", "--metrics-addr", "127.0.0.1:0", "--session-timeout", "6s", "--batch-size", "20")
+		cmd := exec.Command(bin, "ingest", "--log-level", "warn", "--metrics-addr", "127.0.0.1:0", "--session-timeout", "6s", "--batch-size", "20", "--max-batch-size", "20")
 		cmd.Env = append(os.Environ(), "FEATURESTORE_REDIS_ADDR="+redisAddr, "FEATURESTORE_PROJECT="+project,
 			"FEATURESTORE_KAFKA_BROKERS="+strings.Join(brokers, ","), "FEATURESTORE_OFFLINE_DIR="+logDir)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
