@@ -23,12 +23,16 @@ import (
 // events are card transactions over 100,000 cards, on 6 partitions.
 //
 // To take the issue's figures (a 1,000,000-event topic), one iteration per
-// run, five runs:
+// run, five runs (make bench-ingest does the same):
 //
 //	.ci/services.sh up
 //	set -a; eval "$(.ci/services.sh env)"; set +a
 //	FEATURESTORE_BENCH_EVENTS=1000000 go test -run '^$' -bench 'BenchmarkIngest' \
 //		-benchtime 1x -count 5 -timeout 60m ./ingest/ | tee ingest-bench.txt
+//
+// Redis CPU is read from INFO, so other clients of the same Redis count as
+// ingest's: point FEATURESTORE_TEST_REDIS_ADDR at a redis-server of its own
+// for clean figures.
 //
 // Without FEATURESTORE_BENCH_EVENTS the topic holds 200,000 events, so that
 // `make bench` (-count 5, every package) takes a few minutes; with
