@@ -104,7 +104,7 @@ func main() {
 	fs.IntVar(&cfg.runs, "runs", runs, "Measured runs per row (default $FEATURESTORE_BENCH_LOAD_RUNS or 5).")
 	fs.StringVar(&cfg.rows, "rows", "1x4,1x16,100x4", "Rows to run: entities-per-request x concurrency, comma-separated.")
 	fs.Float64Var(&cfg.maxOther, "max-other-cores", 0.25, "A run during which other processes used more CPU than this (cores, on average) is disturbed and run again.")
-	fs.IntVar(&cfg.retries, "retries", 2, "Times a disturbed run is run again before it is kept, marked.")
+	fs.IntVar(&cfg.retries, "retries", 1, "Times a disturbed run is run again before it is kept, marked.")
 	fs.IntVar(&cfg.conns, "conns", 1, "gRPC connections the load goroutines share.")
 	fs.StringVar(&cfg.serverEnv, "server-env", "", "Extra environment of the server, space-separated NAME=VALUE (such as GOMAXPROCS=2).")
 	fs.StringVar(&cfg.workDir, "dir", "", "Directory for definitions and the server's log (default: a temporary one).")
@@ -241,7 +241,7 @@ func benchmark(ctx context.Context, cfg config, w io.Writer) error {
 	fmt.Fprintf(w, "# redis %s at %s (%s), pid %d; server pid %d; %d CPUs; load generator GOMAXPROCS=%d, %s\n",
 		infoField(info, "redis_version"), cfg.redisAddr, infoField(info, "used_memory_human"), meter.redisPID, pid,
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
-	fmt.Fprintf(w, "# each row: %s warm-up, then %d runs of %s of raw go-redis and of gRPC; load average %s\n",
+	fmt.Fprintf(w, "# each row: %s warm-up, then %d runs, each %s of raw go-redis, of lookups through the server and of gRPC health checks; load average %s\n",
 		cfg.warmup, cfg.runs, cfg.duration, loadAvg())
 	fmt.Fprintf(w, "goos: %s\ngoarch: %s\npkg: github.com/featurestore/featurestore/serving/internal/loadbench\n", runtime.GOOS, runtime.GOARCH)
 
