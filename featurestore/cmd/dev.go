@@ -38,6 +38,7 @@ func devCommand() *command {
 	)
 	return &command{
 		name:    "dev",
+		daemon:  true,
 		usage:   "dev [flags]",
 		summary: "Run everything in one process, with nothing installed (make run).",
 		long: `Start an in-process Kafka broker (its data under --data-dir, so topics and

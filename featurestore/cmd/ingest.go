@@ -115,6 +115,7 @@ func ingestCommand() *command {
 	)
 	return &command{
 		name:    "ingest",
+		daemon:  true,
 		usage:   "ingest [flags]",
 		summary: "Consume the sources' Kafka topics into the online store.",
 		long: `Join one Kafka consumer group per source (<group-prefix>.<project>.<source>)

@@ -131,6 +131,13 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	wait("progress after the restart", func() bool { return applied() > killedAt+300 })
 	third := start()
 	wait("every event", func() bool { return applied() == int64(len(msgs)) })
+	// Both are in the group, so past start-up and listening for SIGTERM.
+	kc := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
+	group := "featurestore." + project + ".card_transactions"
+	wait("two group members", func() bool {
+		res, err := kc.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+		return err == nil && len(res.Groups) == 1 && res.Groups[0].GroupState == "Stable" && len(res.Groups[0].Members) == 2
+	})
 	for _, p := range []*exec.Cmd{second, third} {
 		if err := p.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

@@ -19,6 +19,9 @@ type command struct {
 	usage   string // the synopsis after "featurestore"
 	summary string // one line for the command list
 	long    string // what --help prints above the flags
+	// daemon marks a command that runs until it is stopped: a SIGTERM or
+	// Ctrl-C is its normal end, also while it is still starting, and exits 0.
+	daemon bool
 	// setup registers the command's flags and returns its body.
 	setup func(fs *flag.FlagSet) func(ctx context.Context, env *runEnv, args []string) error
 }
@@ -103,6 +106,8 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	switch {
 	case err == nil:
 		return 0
+	case c.daemon && ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return 0 // stopped while starting: nothing was left half-done
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "featurestore %s: %v\nRun 'featurestore %s --help' for usage.\n", c.name, err, c.name)
 		return 2

@@ -36,6 +36,7 @@ func serveCommand() *command {
 	)
 	return &command{
 		name:    "serve",
+		daemon:  true,
 		usage:   "serve [flags]",
 		summary: "Serve online feature lookups over gRPC and as JSON over HTTP, and training exports over Arrow Flight.",
 		long: `Serve featurestore.v1.OnlineService on --grpc-addr: the current values of

@@ -17,6 +17,7 @@ func watchCommand() *command {
 	)
 	return &command{
 		name:    "watch",
+		daemon:  true,
 		usage:   "watch [flags]",
 		summary: "Follow the registry and print each version as it is applied.",
 		long: `Print the current registry version, then one line for each new version as
