@@ -353,11 +353,7 @@ func onlineCell(fv window.FeatureValue) any {
 	if !v.Kind().IsList() {
 		return v.Any()
 	}
-	out := []any{}
-	for _, x := range reflectSlice(v.Any()) {
-		out = append(out, x)
-	}
-	return out
+	return append([]any{}, reflectSlice(v.Any())...)
 }
 
 func reflectSlice(s any) []any {

@@ -112,7 +112,6 @@ type scenario struct {
 	events map[string][]rawEvent // per view
 	fields []arrow.Field         // of the entity table
 	rows   [][]any
-	keysOf func(view string, row []any) map[string]any
 }
 
 var (

@@ -123,11 +123,7 @@ func refFeature(v *registry.FeatureView, f *registry.Feature, evs []rawEvent, t 
 		}
 		return sel[0].fields[f.Field]
 	case registry.AggLastN:
-		out := []any{}
-		for _, x := range vals()[:min(len(sel), f.N)] {
-			out = append(out, x)
-		}
-		return out
+		return append([]any{}, vals()[:min(len(sel), f.N)]...)
 	case registry.AggCountDistinct:
 		set := map[string]bool{}
 		for _, x := range vals() {
