@@ -280,7 +280,7 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 		name := u.Key.Name()
 		ops[i] = op{u: u, name: name, key: name, read: reads[n:len(reads):len(reads)]}
 	}
-	var slab argSlab
+	slab := newArgSlab(len(ops))
 	var bx boxes
 	// The blind writes, merged with the empty state; the other updates read.
 	empty := State{Fences: make([]int64, maxFences), Fields: make([][]byte, maxFields), Blind: true}
@@ -318,7 +318,7 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 		return err
 	}
 	for attempt := 1; len(pending) > 0; attempt++ {
-		slab = argSlab{}
+		slab = newArgSlab(len(pending))
 		writes := pending[:0:0]
 		for _, o := range pending {
 			w, err := o.u.Merge(o.state)
@@ -627,12 +627,20 @@ func (b *boxes) name(s string) any {
 
 // argSlab hands out the argument lists of a round's script calls from a few
 // large allocations rather than one each.
-type argSlab struct{ buf []any }
+type argSlab struct {
+	buf  []any
+	next int // size of the next allocation
+}
+
+// newArgSlab returns a slab for the script calls of ops updates.
+func newArgSlab(ops int) argSlab {
+	return argSlab{next: min(32*ops, 1<<14)}
+}
 
 // take returns an empty slice with room for n arguments.
 func (a *argSlab) take(n int) []any {
 	if cap(a.buf)-len(a.buf) < n {
-		a.buf = make([]any, 0, max(n, 1<<14))
+		a.buf = make([]any, 0, max(n, a.next))
 	}
 	at := len(a.buf)
 	a.buf = a.buf[:at+n]
