@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"unsafe"
 )
@@ -276,49 +277,16 @@ func (v Value) Equal(w Value) bool {
 	case KindInt64, KindDouble, KindBool:
 		return v.num == w.num
 	case KindStringList:
-		a, b := v.StringList(), w.StringList()
-		if len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			if a[i] != b[i] {
-				return false
-			}
-		}
-		return true
+		return slices.Equal(v.StringList(), w.StringList())
 	case KindInt64List:
-		a, b := v.Int64List(), w.Int64List()
-		if len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			if a[i] != b[i] {
-				return false
-			}
-		}
-		return true
+		return slices.Equal(v.Int64List(), w.Int64List())
 	case KindDoubleList:
-		a, b := v.DoubleList(), w.DoubleList()
-		if len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			if math.Float64bits(a[i]) != math.Float64bits(b[i]) {
-				return false
-			}
-		}
-		return true
+		// Bit for bit: NaN equals itself and -0 differs from 0.
+		return slices.EqualFunc(v.DoubleList(), w.DoubleList(), func(a, b float64) bool {
+			return math.Float64bits(a) == math.Float64bits(b)
+		})
 	case KindBoolList:
-		a, b := v.BoolList(), w.BoolList()
-		if len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			if a[i] != b[i] {
-				return false
-			}
-		}
-		return true
+		return slices.Equal(v.BoolList(), w.BoolList())
 	}
 	return false
 }

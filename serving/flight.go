@@ -188,27 +188,7 @@ func (s *FlightServer) Run(ctx context.Context) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.cfg.Logger.Info("flight listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "auth", s.cfg.Auth != nil,
 		"max_exports", s.cfg.MaxExports, "max_upload_bytes", s.cfg.MaxUploadBytes)
-	errc := make(chan error, 1)
-	go func() { errc <- s.grpc.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("flight server: %w", err)
-	case <-ctx.Done():
-	}
-	start := time.Now()
-	s.health.Shutdown()
-	done := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(s.cfg.ShutdownTimeout):
-		s.cfg.Logger.Warn("flight graceful stop timed out; cancelling exports", "timeout", s.cfg.ShutdownTimeout)
-		s.grpc.Stop()
-		<-done
-	}
-	<-errc
-	s.cfg.Logger.Info("flight server stopped", "duration", time.Since(start))
-	return nil
+	return serveUntilDone(ctx, s.grpc, ln, s.health, s.cfg.ShutdownTimeout, s.cfg.Logger, "flight", "cancelling exports")
 }
 
 // exchange is what one export call did, for its log line and metrics.

@@ -120,25 +120,32 @@ func (s *Server) Run(ctx context.Context) error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(pb.OnlineService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.cfg.Logger.Info("grpc listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "auth", s.cfg.Auth != nil)
+	return serveUntilDone(ctx, s.grpc, ln, s.health, s.cfg.ShutdownTimeout, s.cfg.Logger, "grpc", "cutting calls off")
+}
+
+// serveUntilDone serves g on ln until ctx ends, then stops it gracefully:
+// health turns NOT_SERVING, calls in flight get up to timeout to finish,
+// and the rest are cut off. name and cutOff word its log lines.
+func serveUntilDone(ctx context.Context, g *grpc.Server, ln net.Listener, h *health.Server, timeout time.Duration, log *slog.Logger, name, cutOff string) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.grpc.Serve(ln) }()
+	go func() { errc <- g.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("grpc server: %w", err)
+		return fmt.Errorf("%s server: %w", name, err)
 	case <-ctx.Done():
 	}
 	start := time.Now()
-	s.health.Shutdown()
+	h.Shutdown()
 	done := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(done) }()
+	go func() { g.GracefulStop(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(s.cfg.ShutdownTimeout):
-		s.cfg.Logger.Warn("grpc graceful stop timed out; cutting calls off", "timeout", s.cfg.ShutdownTimeout)
-		s.grpc.Stop()
+	case <-time.After(timeout):
+		log.Warn(name+" graceful stop timed out; "+cutOff, "timeout", timeout)
+		g.Stop()
 		<-done
 	}
 	<-errc
-	s.cfg.Logger.Info("grpc server stopped", "duration", time.Since(start))
+	log.Info(name+" server stopped", "duration", time.Since(start))
 	return nil
 }
