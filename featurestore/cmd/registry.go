@@ -51,6 +51,10 @@ func (r *redisFlags) client() redis.UniversalClient {
 		WriteTimeout:          r.timeout,
 		ContextTimeoutEnabled: true,
 		IsClusterMode:         r.cluster || len(addrs) > 1,
+		// RESP2: nothing here needs RESP3's types, and go-redis reads
+		// RESP2 replies (HGETALL's flat array above all) with fewer
+		// allocations and no push-notification checks.
+		Protocol: 2,
 	}
 	if r.tls {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

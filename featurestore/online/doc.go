@@ -106,11 +106,17 @@
 //
 // # Reading
 //
-// Store.Read sends one pipeline of HMGET, one per (entity, view), and returns
-// the raw values: one round trip whatever the number of entities and views.
-// go-redis splits a pipeline by node on Redis Cluster and sends the parts in
-// parallel: one round trip per node involved, at the same time. Serving
-// merges the tiles at request time, so windowed values decay without writes.
+// ReadViews, serving's read, sends one pipeline of HGETALL, one per (entity,
+// view): one round trip whatever the number of entities and views. It keeps
+// the tiles whose index (in their value) falls in the longest window at the
+// read time, l and x, and skips v and the fences. Reading whole hashes costs
+// Redis less than an HMGET of every slot a window spans: no field names to
+// parse and look up, and only the fields that exist in the reply; the ring
+// bounds what a hash holds beyond the window. Store.Read sends HMGET of
+// given fields instead. go-redis splits a pipeline by node on Redis Cluster
+// and sends the parts in parallel: one round trip per node involved, at the
+// same time. Serving merges the tiles at request time, so windowed values
+// decay without writes.
 //
 // # Expiry
 //
@@ -127,4 +133,6 @@
 // also bounds a command already sent: a Redis that stops answering then fails
 // a Read or Apply at the deadline instead of after ReadTimeout and retries.
 // MaxRetries may stay at its default: retries are safe (see above).
+// Protocol: 2 (RESP2) makes reads cheaper for go-redis (HGETALL replies are
+// flat arrays, read into one slice, not maps); the store works with either.
 package online

@@ -120,7 +120,9 @@ type ReadBuffer struct {
 	ends    []int
 	names   []string
 	args    []any
-	cmds    []*redis.StringSliceCmd
+	pairs   []*redis.StringSliceCmd     // RESP2 replies: field, value, ...
+	maps    []*redis.MapStringStringCmd // RESP3 replies
+	kv      []string                    // a RESP3 reply as field, value, ...
 	batch   []redis.Cmder
 	flat    []window.FeatureValue
 	out     [][]window.FeatureValue
@@ -137,16 +139,21 @@ type heldScratch struct {
 // ReadViews is ReadViews with the buffers of b: the results are valid until
 // b's next use.
 //
-// It reads each hash with one HMGET of the slots of the tiles the view's
-// longest window needs at t, then the lifetime and last-value fields the
-// view has. An empty value reads as absent: the store never writes one.
+// It reads each hash whole, with HGETALL, and keeps the tiles of the view's
+// longest window at t, the lifetime and the last-value fields: Redis parses
+// no field names and replies only with the fields that exist, which costs it
+// about a third of an HMGET of every slot of the window (2h over 5m tiles:
+// 26 fields), and the reply is shorter. A hash holds a ring of tile slots
+// sized to the longest window and the allowed lateness (ring.go), so reading
+// it whole reads a bounded number of tiles the window does not need. An
+// empty value reads as absent: the store never writes one.
 func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t int64) ([][]window.FeatureValue, error) {
 	if len(reqs) == 0 {
 		return nil, nil
 	}
 	defer b.release()
 	b.reads = grow(b.reads, len(reqs))
-	nargs, nfeat := 0, 0
+	nfeat := 0
 	for i, r := range reqs {
 		if r.Entity.IsZero() {
 			return nil, fmt.Errorf("read view %q: request %d has no entity key", r.Layout.Name, i)
@@ -156,7 +163,6 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		}
 		lr := r.Layout.readsOf()
 		b.reads[i] = lr
-		nargs += 2 + lr.nfields
 		nfeat += lr.features
 	}
 
@@ -177,26 +183,25 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 
 	// Every command's arguments live in one slice, which must not move
 	// once commands refer to it.
-	if cap(b.args) < nargs {
-		b.args = make([]any, 0, nargs)
+	if cap(b.args) < 2*len(reqs) {
+		b.args = make([]any, 0, 2*len(reqs))
 	}
 	args := b.args[:0]
-	b.cmds, b.batch = b.cmds[:0], b.batch[:0]
-	for i, r := range reqs {
-		lr := b.reads[i]
+	b.pairs, b.maps, b.batch = b.pairs[:0], b.maps[:0], b.batch[:0]
+	for i := range reqs {
 		n := len(args)
-		args = append(args, "hmget", &b.names[i])
-		if lr.tiles > 0 {
-			slot := r.Layout.View.TilesNeeded(t).First % r.Layout.Ring
-			if slot < 0 {
-				slot += r.Layout.Ring
-			}
-			args = append(args, lr.slots[slot:slot+int64(lr.tiles)]...)
+		args = append(args, "hgetall", &b.names[i])
+		// Under RESP2 HGETALL replies with a flat array, which a
+		// StringSliceCmd reads into one slice; under RESP3 with a map.
+		if s.resp2 {
+			cmd := redis.NewStringSliceCmd(ctx, args[n:len(args):len(args)]...)
+			b.pairs = append(b.pairs, cmd)
+			b.batch = append(b.batch, cmd)
+		} else {
+			cmd := redis.NewMapStringStringCmd(ctx, args[n:len(args):len(args)]...)
+			b.maps = append(b.maps, cmd)
+			b.batch = append(b.batch, cmd)
 		}
-		args = append(args, lr.tail...)
-		cmd := redis.NewStringSliceCmd(ctx, args[n:len(args):len(args)]...)
-		b.cmds = append(b.cmds, cmd)
-		b.batch = append(b.batch, cmd)
 	}
 	b.args = args
 	// A pipeline holds nothing once executed, so one per buffer serves all
@@ -214,13 +219,22 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 	off := 0
 	for i, r := range reqs {
 		lr := b.reads[i]
-		vals := b.cmds[i].Val()
-		if len(vals) != lr.nfields {
-			return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), lr.nfields)
+		var kv []string
+		if s.resp2 {
+			kv = b.pairs[i].Val()
+			if len(kv)%2 != 0 {
+				return nil, fmt.Errorf("read %s: HGETALL replied with %d elements, not pairs", b.names[i], len(kv))
+			}
+		} else {
+			b.kv = b.kv[:0]
+			for f, v := range b.maps[i].Val() {
+				b.kv = append(b.kv, f, v)
+			}
+			kv = b.kv
 		}
 		dst := b.flat[off : off+lr.features : off+lr.features]
 		off += lr.features
-		if err := b.scratchOf(lr).read(r.Layout.View, lr, vals, t, dst); err != nil {
+		if err := b.scratchOf(lr).read(r.Layout.View, lr, kv, t, dst); err != nil {
 			return nil, fmt.Errorf("read %s: %w", b.names[i], err)
 		}
 		b.out[i] = dst
@@ -262,7 +276,9 @@ func (b *ReadBuffer) release() {
 	b.scratch = b.scratch[:0]
 	clear(b.args)
 	clear(b.names)
-	clear(b.cmds)
+	clear(b.pairs)
+	clear(b.maps)
+	clear(b.kv)
 	clear(b.batch)
 	clear(b.reads)
 }

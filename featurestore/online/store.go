@@ -48,6 +48,7 @@ type Options struct {
 type Store struct {
 	c           redis.UniversalClient
 	maxAttempts int
+	resp2       bool // c speaks RESP2: HGETALL replies are flat arrays
 
 	writes, blind, skips, conflicts, refused atomic.Int64
 }
@@ -59,7 +60,20 @@ func New(c redis.UniversalClient, opts Options) *Store {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
 	}
-	return &Store{c: c, maxAttempts: opts.MaxAttempts}
+	return &Store{c: c, maxAttempts: opts.MaxAttempts, resp2: speaksRESP2(c)}
+}
+
+// speaksRESP2 tells whether c talks to Redis in RESP2 (Protocol: 2), whose
+// replies are cheaper to read for go-redis than RESP3's maps and pushes.
+// Clients it does not know are taken for RESP3, go-redis's default.
+func speaksRESP2(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().Protocol == 2
+	case *redis.ClusterClient:
+		return c.Options().Protocol == 2
+	}
+	return false
 }
 
 // Stats are cumulative counts of a Store's writes, for metrics.

@@ -2,6 +2,7 @@ package online
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -20,19 +21,10 @@ type ViewLayout struct {
 	reads *layoutReads // nil unless made by NewViewLayout
 }
 
-// layoutReads is what every read of a view shares, computed once per layout
-// so that a read builds no field names and boxes no arguments.
+// layoutReads is what every read of a view shares, computed once per layout.
 type layoutReads struct {
-	// slots holds the HMGET arguments "t:<i mod Ring>" for i in
-	// [0, Ring+tiles): the slots of any run of consecutive tiles, wherever
-	// it starts in the ring, are a subslice.
-	slots []any
-	// tail holds the fields after the tiles: LifetimeField and LastField,
-	// those the view has.
-	tail             []any
 	hasLife, hasLast bool
 	tiles            int        // tiles a read merges: the longest window's
-	nfields          int        // fields a read asks for
 	features         int        // features a read returns
 	scratch          *sync.Pool // of *viewScratch
 }
@@ -45,11 +37,11 @@ func NewViewLayout(project, name string, v *window.View, lateness time.Duration)
 		tiles = v.MaxWindow() / v.Tile()
 	}
 	l := ViewLayout{Project: project, Name: name, View: v, Ring: RingSize(v.Tile(), tiles, lateness)}
-	l.reads = newLayoutReads(v, l.Ring)
+	l.reads = newLayoutReads(v)
 	return l
 }
 
-func newLayoutReads(v *window.View, ring int64) *layoutReads {
+func newLayoutReads(v *window.View) *layoutReads {
 	r := &layoutReads{
 		hasLife:  v.HasPart(window.PartLifetime),
 		hasLast:  v.HasPart(window.PartLastValue),
@@ -57,18 +49,7 @@ func newLayoutReads(v *window.View, ring int64) *layoutReads {
 	}
 	if v.HasPart(window.PartWindow) {
 		r.tiles = v.TilesNeeded(0).Len()
-		r.slots = make([]any, ring+int64(r.tiles))
-		for i := range r.slots {
-			r.slots[i] = SlotField(int64(i), ring)
-		}
 	}
-	if r.hasLife {
-		r.tail = append(r.tail, LifetimeField)
-	}
-	if r.hasLast {
-		r.tail = append(r.tail, LastField)
-	}
-	r.nfields = r.tiles + len(r.tail)
 	r.scratch = &sync.Pool{New: func() any { return &viewScratch{rd: v.NewReader()} }}
 	return r
 }
@@ -79,7 +60,7 @@ func (l *ViewLayout) readsOf() *layoutReads {
 	if l.reads != nil {
 		return l.reads
 	}
-	return newLayoutReads(l.View, l.Ring)
+	return newLayoutReads(l.View)
 }
 
 // ViewRead asks for every feature of one view for one entity.
@@ -109,23 +90,35 @@ type viewScratch struct {
 	last  *window.LastValues
 }
 
-// read decodes the reply to one view read, vals in the order of the
-// layout's fields ("" for absent: the store never writes an empty value),
-// and puts the view's features at t into dst.
-func (sc *viewScratch) read(v *window.View, lr *layoutReads, vals []string, t int64, dst []window.FeatureValue) error {
+// read decodes the reply to one view read, kv the hash's fields and values
+// in pairs (field, value, field, value, ...), and puts the view's features at
+// t into dst. It keeps the tiles of the longest window at t, whatever slot
+// they are in (each slot holds one tile, its index in its value), the
+// lifetime and the last values, and skips the version and the fences.
+func (sc *viewScratch) read(v *window.View, lr *layoutReads, kv []string, t int64, dst []window.FeatureValue) error {
 	sc.used = sc.used[:0]
+	var need window.TileRange
 	if lr.tiles > 0 {
-		first := v.TilesNeeded(t).First
-		for j, s := range vals[:lr.tiles] {
-			if s == "" {
-				continue
+		need = v.TilesNeeded(t)
+	}
+	var life *window.LifetimeState
+	var last *window.LastValues
+	for i := 0; i+1 < len(kv); i += 2 {
+		f, s := kv[i], kv[i+1]
+		if s == "" {
+			continue
+		}
+		switch {
+		case len(f) > len(tilePrefix) && f[:len(tilePrefix)] == tilePrefix:
+			if lr.tiles == 0 {
+				continue // a tile left by an earlier version of the view
 			}
 			k, blob, err := DecodeSlot(bytesOf(s))
 			if err != nil {
-				return err
+				return fmt.Errorf("field %s: %w", f, err)
 			}
-			if k != first+int64(j) {
-				continue // the slot holds another tile
+			if !need.Contains(k) {
+				continue // outside the window, or a tile not yet readable
 			}
 			if len(sc.used) == len(sc.tiles) {
 				sc.tiles = append(sc.tiles, v.NewTileState(k))
@@ -133,33 +126,23 @@ func (sc *viewScratch) read(v *window.View, lr *layoutReads, vals []string, t in
 			ts := sc.tiles[len(sc.used)]
 			ts.Reset(k)
 			if err := ts.UnmarshalBinary(blob); err != nil {
-				return err
+				return fmt.Errorf("field %s: %w", f, err)
 			}
 			sc.used = append(sc.used, ts)
-		}
-	}
-	i := lr.tiles
-	var life *window.LifetimeState
-	if lr.hasLife {
-		if s := vals[i]; s != "" {
+		case f == LifetimeField && lr.hasLife:
 			if sc.life == nil {
 				sc.life = v.NewLifetimeState()
 			}
 			if err := sc.life.UnmarshalBinary(bytesOf(s)); err != nil {
-				return err
+				return fmt.Errorf("field %s: %w", f, err)
 			}
 			life = sc.life
-		}
-		i++
-	}
-	var last *window.LastValues
-	if lr.hasLast {
-		if s := vals[i]; s != "" {
+		case f == LastField && lr.hasLast:
 			if sc.last == nil {
 				sc.last = v.NewLastValues()
 			}
 			if err := sc.last.UnmarshalBinary(bytesOf(s)); err != nil {
-				return err
+				return fmt.Errorf("field %s: %w", f, err)
 			}
 			last = sc.last
 		}

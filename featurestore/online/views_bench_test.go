@@ -62,7 +62,7 @@ features:
 // with 4 events in the last two hours, read with one ReadBuffer as serving
 // does.
 func BenchmarkReadViews(b *testing.B) {
-	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(b), ContextTimeoutEnabled: true})
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(b), ContextTimeoutEnabled: true, Protocol: 2}) // as featurestore serve
 	defer rc.Close()
 	ctx := context.Background()
 	reg, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(benchDefs)})

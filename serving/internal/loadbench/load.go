@@ -14,9 +14,7 @@ import (
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/online"
-	"github.com/featurestore/featurestore/featurestore/window"
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
-	"github.com/featurestore/featurestore/registry"
 )
 
 // A client issues one lookup of entities random entities per call. Each
@@ -172,56 +170,15 @@ func (h healthClient) lookup(ctx context.Context, entities []int) (int, error) {
 	return len(entities), nil
 }
 
-// rawView is what the raw client needs of a view to read it as the server
-// does.
-type rawView struct {
-	name    string
-	view    *window.View
-	ring    int64
-	slots   []any // "t:<i mod ring>" for i in [0, ring+tiles)
-	tail    []any
-	nfields int
-}
-
-// rawViews compiles the two views of a lookup.
-func rawViews(reg *registry.Registry) ([]*rawView, error) {
-	var out []*rawView
-	for _, name := range []string{"card_windows", "card_last"} {
-		v := reg.View(name)
-		src := reg.Source(v.Source)
-		w, err := window.Compile(v, src)
-		if err != nil {
-			return nil, err
-		}
-		l := online.NewViewLayout("", name, w, src.AllowedLateness.Std())
-		rv := &rawView{name: name, view: w, ring: l.Ring}
-		if w.HasPart(window.PartWindow) {
-			tiles := w.TilesNeeded(0).Len()
-			for i := range l.Ring + int64(tiles) {
-				rv.slots = append(rv.slots, online.SlotField(i, l.Ring))
-			}
-			rv.nfields += tiles
-		}
-		if w.HasPart(window.PartLifetime) {
-			rv.tail = append(rv.tail, online.LifetimeField)
-		}
-		if w.HasPart(window.PartLastValue) {
-			rv.tail = append(rv.tail, online.LastField)
-		}
-		rv.nfields += len(rv.tail)
-		out = append(out, rv)
-	}
-	return out, nil
-}
-
 // rawClient is the ceiling: the Redis reads of a lookup, the same pipeline
-// of HMGET that the server sends (same keys, same fields, arguments built
-// the same way), straight from go-redis, with no gRPC and no decoding.
+// of HGETALL that the server sends (same keys, arguments built the same way,
+// over RESP2 as the server's client), straight from go-redis, with no gRPC
+// and no decoding.
 type rawClient struct {
 	rc      *redis.Client
 	project string
 	ids     []string
-	views   []*rawView
+	views   []string
 	names   []string
 	args    []any
 	cmds    []*redis.StringSliceCmd
@@ -231,36 +188,20 @@ type rawClient struct {
 func (r *rawClient) lookup(ctx context.Context, entities []int) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	t := time.Now().UnixMilli()
 	n := len(entities) * len(r.views)
 	r.names = r.names[:0]
 	for _, e := range entities {
 		for _, v := range r.views {
-			r.names = append(r.names, online.Key{Project: r.project, View: v.name, Entity: featurestore.StringKey(r.ids[e])}.Name())
+			r.names = append(r.names, online.Key{Project: r.project, View: v, Entity: featurestore.StringKey(r.ids[e])}.Name())
 		}
 	}
 	r.args, r.cmds, r.batch = r.args[:0], r.cmds[:0], r.batch[:0]
-	need := 0
-	for range entities {
-		for _, v := range r.views {
-			need += 2 + v.nfields
-		}
-	}
-	if cap(r.args) < need {
-		r.args = make([]any, 0, need)
+	if cap(r.args) < 2*n {
+		r.args = make([]any, 0, 2*n)
 	}
 	for i := range n {
-		v := r.views[i%len(r.views)]
 		a := len(r.args)
-		r.args = append(r.args, "hmget", &r.names[i])
-		if len(v.slots) > 0 {
-			s := v.view.TilesNeeded(t).First % v.ring
-			if s < 0 {
-				s += v.ring
-			}
-			r.args = append(r.args, v.slots[s:s+int64(v.nfields-len(v.tail))]...)
-		}
-		r.args = append(r.args, v.tail...)
+		r.args = append(r.args, "hgetall", &r.names[i])
 		cmd := redis.NewStringSliceCmd(ctx, r.args[a:len(r.args):len(r.args)]...)
 		r.cmds = append(r.cmds, cmd)
 		r.batch = append(r.batch, cmd)
@@ -273,8 +214,12 @@ func (r *rawClient) lookup(ctx context.Context, entities []int) (int, error) {
 	hits := 0
 	for i, cmd := range r.cmds {
 		// The last-value blob of card_last: absent means no data.
-		if r.views[i%len(r.views)].name == "card_last" {
-			if vals := cmd.Val(); len(vals) > 0 && vals[len(vals)-1] != "" {
+		if r.views[i%len(r.views)] != "card_last" {
+			continue
+		}
+		kv := cmd.Val()
+		for j := 0; j+1 < len(kv); j += 2 {
+			if kv[j] == online.LastField && kv[j+1] != "" {
 				hits++
 			}
 		}

@@ -186,7 +186,7 @@ func benchmark(ctx context.Context, cfg config, w io.Writer) error {
 		defer rs.stop()
 		cfg.redisAddr, redisPID = rs.addr, rs.pid()
 	}
-	rc := redis.NewClient(&redis.Options{Addr: cfg.redisAddr, ContextTimeoutEnabled: true, PoolSize: 64})
+	rc := redis.NewClient(&redis.Options{Addr: cfg.redisAddr, ContextTimeoutEnabled: true, PoolSize: 64, Protocol: 2})
 	defer rc.Close()
 	if err := rc.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redis at %s: %w", cfg.redisAddr, err)
@@ -199,10 +199,7 @@ func benchmark(ctx context.Context, cfg config, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	views, err := rawViews(reg)
-	if err != nil {
-		return err
-	}
+	views := []string{"card_windows", "card_last"}
 	ids := make([]string, cfg.entities)
 	for i := range ids {
 		ids[i] = entityID(i)
@@ -286,7 +283,7 @@ type summary struct {
 	generatorCPU, otherCo float64 // µs per request; cores
 }
 
-func benchRow(ctx context.Context, cfg config, w io.Writer, r row, conns []*grpc.ClientConn, rc *redis.Client, views []*rawView, ids []string, meter *cpuMeter) (summary, error) {
+func benchRow(ctx context.Context, cfg config, w io.Writer, r row, conns []*grpc.ClientConn, rc *redis.Client, views []string, ids []string, meter *cpuMeter) (summary, error) {
 	grpcClients := make([]client, r.conc)
 	rawClients := make([]client, r.conc)
 	healthClients := make([]client, r.conc)
