@@ -17,7 +17,8 @@ import (
 )
 
 // This file is where a Kafka message becomes a tile: Apply decodes each
-// message, checks its lateness, routes it to every online feature view of
+// message, checks its time (not too far ahead of the message's Kafka
+// timestamp, not too late), routes it to every online feature view of
 // the source by entity key, and merges the events of each (view, entity)
 // into that entity's tiles, lifetime state and last values in Redis, fenced
 // by the messages' offsets.
@@ -39,6 +40,9 @@ type DeadLetterSink interface {
 // Further rejection reasons, decided after decoding.
 const (
 	ReasonLate Reason = "late"
+	// ReasonFuture: the event time is further ahead of the message's Kafka
+	// timestamp than the source's max_future_skew.
+	ReasonFuture Reason = "future"
 )
 
 // viewPlan is a feature view compiled for ingest.
@@ -60,6 +64,7 @@ type Applier struct {
 	layout   Layout
 	views    []*viewPlan
 	lateness int64 // ms
+	skew     int64 // ms: how far ahead of its Kafka timestamp an event may be
 	store    *online.Store
 	pos      *Positions
 	dlq      DeadLetterSink
@@ -97,7 +102,10 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Applier{project: project, src: src, layout: l, lateness: src.AllowedLateness.Std().Milliseconds(),
-		store: store, pos: pos, dlq: dlq, log: log, parts: map[int]*partitionState{}}
+		skew: src.FutureSkew().Milliseconds(), store: store, pos: pos, dlq: dlq, log: log, parts: map[int]*partitionState{}}
+	if src.EventIDField != "" {
+		log.Warn("event_id_field is read but duplicate ids are not dropped yet; redelivered Kafka messages still count once", "source", src.Name, "event_id_field", src.EventIDField)
+	}
 	for _, v := range r.ViewsOfSource(src.Name) {
 		if !v.IsOnline() {
 			continue
@@ -205,6 +213,13 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 		if err := ps.dec.Decode(m.Value, ev); err != nil {
 			de := err.(*DecodeError)
 			b.letters = append(b.letters, DeadLetter{Message: m, Reason: de.Reason, Detail: de.Detail})
+			continue
+		}
+		// The Kafka timestamp, not the clock: a replay decides the same.
+		// Messages without one (zero) are not checked.
+		if !m.Time.IsZero() && ev.Time > m.Time.UnixMilli()+a.skew {
+			b.letters = append(b.letters, DeadLetter{Message: m, Reason: ReasonFuture,
+				Detail: fmt.Sprintf("event time %s is more than %s ahead of the message's Kafka timestamp %s", fmtMs(ev.Time), registry.Duration(a.src.FutureSkew()), fmtMs(m.Time.UnixMilli()))})
 			continue
 		}
 		if has && ev.Time < hw-a.lateness {

@@ -66,10 +66,11 @@ features: [{name: n, aggregation: count, window: 1h}]
 		{fmt.Sprintf(`{"ts":%d,"bank":"b","no":1,"amount":"12"}`, t0), ReasonWrongType},
 		{fmt.Sprintf(`{"ts":%d,"bank":"b"}`, t0), ReasonMissingKey},
 		{fmt.Sprintf(`{"ts":%d,"bank":"b","no":1}`, t0-2*60*1000), ReasonLate},
+		{fmt.Sprintf(`{"ts":%d,"bank":"b","no":1}`, t0+2*3600*1000), ReasonFuture},
 	}
 	var msgs []kafka.Message
 	for i, c := range cases {
-		msgs = append(msgs, kafka.Message{Topic: topic, Partition: 0, Offset: int64(i), Key: []byte("k"), Value: []byte(c.payload)})
+		msgs = append(msgs, kafka.Message{Topic: topic, Partition: 0, Offset: int64(i), Key: []byte("k"), Value: []byte(c.payload), Time: time.UnixMilli(t0)})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

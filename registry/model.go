@@ -1,6 +1,10 @@
 package registry
 
-import "google.golang.org/protobuf/reflect/protoreflect"
+import (
+	"time"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
 
 // The definition kinds, as written in a document's "kind" field.
 const (
@@ -70,8 +74,18 @@ type Source struct {
 	Timestamp       Timestamp            `yaml:"timestamp" json:"timestamp" required:"true" doc:"Which field carries the event time, and how."`
 	Keys            map[string]string    `yaml:"keys" json:"keys" required:"true" doc:"Maps each join key the source provides to the event field that carries it (dot-separated path for nested fields)."`
 	Fields          map[string]ValueType `yaml:"fields" json:"fields,omitempty" doc:"Event fields that features read, with their types (dot-separated paths for nested fields)."`
-	EventIDField    string               `yaml:"event_id_field" json:"event_id_field,omitempty" doc:"Field with a unique event id; when set, events repeating an id within the allowed lateness are dropped as duplicates."`
+	EventIDField    string               `yaml:"event_id_field" json:"event_id_field,omitempty" doc:"Field with a unique event id. It is read and type-checked (an event whose id is not a string or a number is rejected), but events repeating an id are not dropped yet: only redelivered Kafka messages are (offset fences), not the same event produced twice."`
 	AllowedLateness Duration             `yaml:"allowed_lateness" json:"allowed_lateness" default:"0s" doc:"How far behind the partition's newest event time an event may be and still be accepted."`
+	MaxFutureSkew   Duration             `yaml:"max_future_skew" json:"max_future_skew" default:"1h" doc:"How far an event's time may be ahead of its Kafka message's timestamp and still be accepted. A later event is rejected (reason future), so that one event from a wrong clock cannot move the partition's newest event time ahead and make the events after it late. Must be positive."`
+}
+
+// FutureSkew returns the source's MaxFutureSkew, DefaultMaxFutureSkew when
+// it sets none.
+func (o *Source) FutureSkew() time.Duration {
+	if o.MaxFutureSkew <= 0 {
+		return DefaultMaxFutureSkew.Std()
+	}
+	return o.MaxFutureSkew.Std()
 }
 
 // Kafka says where a source's events are.

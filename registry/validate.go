@@ -21,6 +21,9 @@ const (
 	MaxLastN = 1000
 	// DefaultTile is the tile size of a view that sets none.
 	DefaultTile = Duration(time.Minute)
+	// DefaultMaxFutureSkew is how far ahead of its Kafka timestamp an event
+	// of a source that sets no max_future_skew may be.
+	DefaultMaxFutureSkew = Duration(time.Hour)
 	// DefaultPrecision is the HyperLogLog precision of count_distinct.
 	DefaultPrecision = 14
 	// MinPrecision and MaxPrecision bound the precision of count_distinct.
@@ -149,6 +152,11 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 		checkPath(o.Timestamp.PosOf("field"), "timestamp", o.Timestamp.Field)
 	}
 	checkPath(o.PosOf("event_id_field"), "event_id_field", o.EventIDField)
+	if _, given := o.fields["max_future_skew"]; given && o.MaxFutureSkew <= 0 && !o.failed("max_future_skew") {
+		e.add(o.PosOf("max_future_skew"), "%s: max_future_skew must be positive (the default is %s)", ctx, DefaultMaxFutureSkew)
+	} else if !given && o.MaxFutureSkew == 0 {
+		o.MaxFutureSkew = DefaultMaxFutureSkew
+	}
 	for _, key := range slices.Sorted(maps.Keys(o.Keys)) {
 		if err := checkName(key); err != nil {
 			e.add(o.PosOf("keys."+key), "%s: keys: join key: %v", ctx, err)

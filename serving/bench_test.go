@@ -18,7 +18,8 @@ import (
 // features from 2 views, for 1 and for 100 entities, each response encoded
 // into a reused buffer as gRPC's codec does.
 func BenchmarkGetOnlineFeatures(b *testing.B) {
-	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(b), ContextTimeoutEnabled: true})
+	// RESP2, as featurestore serve's client.
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(b), ContextTimeoutEnabled: true, Protocol: 2})
 	defer rc.Close()
 	project := testenv.UniqueName(b, "serving")
 	snap := loadSnapshot(b, 1, testDefs)
