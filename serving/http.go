@@ -336,19 +336,12 @@ func (s *HTTPServer) serveHealth(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("method %s not allowed: %s takes GET", r.Method, HTTPHealthPath)})
 		return
 	}
-	snap := s.svc.regs.Current()
-	if snap == nil {
-		WriteHTTPError(w, status.Error(codes.Unavailable, "no registry version loaded yet"))
+	ctx, cancel := context.WithTimeout(r.Context(), s.svc.opts.DefaultDeadline)
+	snap, err := s.svc.ready(ctx, s.cfg.Ping)
+	cancel()
+	if err != nil {
+		WriteHTTPError(w, err)
 		return
-	}
-	if s.cfg.Ping != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), s.svc.opts.DefaultDeadline)
-		err := s.cfg.Ping(ctx)
-		cancel()
-		if err != nil {
-			WriteHTTPError(w, status.Errorf(codes.Unavailable, "online store: %v", err))
-			return
-		}
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Status          string `json:"status"`

@@ -109,6 +109,30 @@ func (s *OnlineService) planFor(snap *registry.Snapshot) *plan {
 	return p
 }
 
+// Ready returns a readiness check for ServerConfig.Ready: nil once a
+// registry version is loaded and ping (the online store's; nil for none)
+// succeeds, an UNAVAILABLE status saying what is missing otherwise.
+func (s *OnlineService) Ready(ping func(ctx context.Context) error) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := s.ready(ctx, ping)
+		return err
+	}
+}
+
+// ready is Ready's check, returning the registry version it found.
+func (s *OnlineService) ready(ctx context.Context, ping func(ctx context.Context) error) (*registry.Snapshot, error) {
+	snap := s.regs.Current()
+	if snap == nil {
+		return nil, status.Error(codes.Unavailable, "no registry version loaded yet")
+	}
+	if ping != nil {
+		if err := ping(ctx); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "online store: %v", err)
+		}
+	}
+	return snap, nil
+}
+
 // GetOnlineFeatures implements featurestore.v1.OnlineService.
 //
 // The response comes encoded, for gRPC to send as it is (encode.go): its

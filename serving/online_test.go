@@ -519,3 +519,57 @@ func TestGetOnlineFeaturesRedisDown(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthFollowsReadiness: gRPC health says NOT_SERVING until a registry
+// version is loaded, SERVING while Redis answers, NOT_SERVING once it does
+// not (here its client is closed), as HTTP's /healthz does.
+func TestHealthFollowsReadiness(t *testing.T) {
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
+	snaps := &staticSnapshots{}
+	svc := NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: testenv.UniqueName(t, "health")})
+	ln := bufconn.Listen(1 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ping := func(ctx context.Context) error { return rc.Ping(ctx).Err() }
+	go func() {
+		done <- NewServer(svc, ServerConfig{Listener: ln, Ready: svc.Ready(ping), HealthInterval: 20 * time.Millisecond}).Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	}()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	await := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		var got healthpb.HealthCheckResponse_ServingStatus
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			for _, service := range []string{"", pb.OnlineService_ServiceDesc.ServiceName} {
+				resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got = resp.GetStatus(); got != want {
+					break
+				}
+			}
+			if got == want {
+				return
+			}
+		}
+		t.Fatalf("health %v, want %v", got, want)
+	}
+	await(healthpb.HealthCheckResponse_NOT_SERVING) // no registry version yet
+	snaps.p.Store(loadSnapshot(t, 1, testDefs))
+	await(healthpb.HealthCheckResponse_SERVING)
+	rc.Close()
+	await(healthpb.HealthCheckResponse_NOT_SERVING)
+}

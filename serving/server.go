@@ -25,6 +25,8 @@ const (
 	DefaultMaxRecvMsgSize       = 16 << 20
 	DefaultMaxSendMsgSize       = 64 << 20
 	DefaultShutdownTimeout      = 10 * time.Second
+	// DefaultHealthInterval is how often Run checks ServerConfig.Ready.
+	DefaultHealthInterval = 2 * time.Second
 )
 
 // ServerConfig configures a Server.
@@ -50,8 +52,18 @@ type ServerConfig struct {
 	TLS *tls.Config
 	// Auth, if set, authenticates and authorizes every call but health
 	// checks; the OnlineService must have Auth.Authorize as its Authorize.
-	Auth   *Auth
-	Logger *slog.Logger
+	Auth *Auth
+	// Ready, if set, tells whether the server can answer lookups (a
+	// registry version is loaded, the online store answers): Run calls it
+	// at start and every HealthInterval, with a deadline of one interval,
+	// and the gRPC health service reports SERVING while it returns nil and
+	// NOT_SERVING otherwise. Nil: SERVING from start to shutdown.
+	// OnlineService.Ready makes one.
+	Ready func(ctx context.Context) error
+	// HealthInterval is how often Ready is called; DefaultHealthInterval
+	// when zero.
+	HealthInterval time.Duration
+	Logger         *slog.Logger
 }
 
 // Server is the gRPC server of the online service, with health and
@@ -75,6 +87,9 @@ func NewServer(svc pb.OnlineServiceServer, cfg ServerConfig) *Server {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = DefaultHealthInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -117,10 +132,63 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("grpc listener on %s: %w", s.cfg.Addr, err)
 		}
 	}
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus(pb.OnlineService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.setHealth(s.check(ctx))
+	if s.cfg.Ready != nil {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go s.watchHealth(watchCtx)
+	}
 	s.cfg.Logger.Info("grpc listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "auth", s.cfg.Auth != nil)
 	return serveUntilDone(ctx, s.grpc, ln, s.health, s.cfg.ShutdownTimeout, s.cfg.Logger, "grpc", "cutting calls off")
+}
+
+// check calls Ready with a deadline of one health interval.
+func (s *Server) check(ctx context.Context) error {
+	if s.cfg.Ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HealthInterval)
+	defer cancel()
+	return s.cfg.Ready(ctx)
+}
+
+// setHealth reports SERVING if err is nil, NOT_SERVING otherwise, for the
+// server as a whole and for the online service. After the health server's
+// Shutdown it changes nothing.
+func (s *Server) setHealth(err error) {
+	st := healthpb.HealthCheckResponse_SERVING
+	if err != nil {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(pb.OnlineService_ServiceDesc.ServiceName, st)
+}
+
+// watchHealth checks Ready every health interval until ctx ends, and logs
+// each change of the reported status.
+func (s *Server) watchHealth(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.HealthInterval)
+	defer tick.Stop()
+	var last error
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		err := s.check(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err != nil && last == nil:
+			s.cfg.Logger.Warn("grpc health: NOT_SERVING", "err", err)
+		case err == nil && last != nil:
+			s.cfg.Logger.Info("grpc health: SERVING again")
+		}
+		last = err
+		s.setHealth(err)
+	}
 }
 
 // serveUntilDone serves g on ln until ctx ends, then stops it gracefully:

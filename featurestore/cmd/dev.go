@@ -185,17 +185,18 @@ Ctrl-C.`,
 				svc := serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
 					Project: project, Metrics: serving.NewMetrics(promReg), Logger: log,
 				})
+				ping := func(ctx context.Context) error { return rc.Ping(ctx).Err() }
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := serving.NewServer(svc, serving.ServerConfig{Listener: ln, Logger: log}).Run(ctx); err != nil {
+					if err := serving.NewServer(svc, serving.ServerConfig{Listener: ln, Ready: svc.Ready(ping), Logger: log}).Run(ctx); err != nil {
 						log.Error("serving failed", "err", err)
 					}
 				}()
 				httpURL := "(off)"
 				if hln != nil {
 					httpURL = "http://" + hln.Addr().String()
-					hs := serving.NewHTTPServer(svc, serving.HTTPConfig{Listener: hln, Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }, Logger: log})
+					hs := serving.NewHTTPServer(svc, serving.HTTPConfig{Listener: hln, Ping: ping, Logger: log})
 					wg.Add(1)
 					go func() {
 						defer wg.Done()

@@ -156,12 +156,14 @@ tokens; docs/operations.md, Security, has an example policy).`,
 					Metrics:         serving.NewMetrics(promReg),
 					Logger:          log,
 				})
+				ping := func(ctx context.Context) error { return rc.Ping(ctx).Err() }
 				servers := []func(context.Context) error{serving.NewServer(svc, serving.ServerConfig{
 					Addr:                 grpcAddr,
 					MaxConcurrentStreams: uint32(maxStreams),
 					ShutdownTimeout:      shutdownTimeout,
 					TLS:                  tlsConfig,
 					Auth:                 auth,
+					Ready:                svc.Ready(ping),
 					Logger:               log,
 				}).Run}
 				if httpAddr != "" {
@@ -169,7 +171,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 						Addr:            httpAddr,
 						MaxBodyBytes:    httpMaxBody,
 						ShutdownTimeout: shutdownTimeout,
-						Ping:            func(ctx context.Context) error { return rc.Ping(ctx).Err() },
+						Ping:            ping,
 						Logger:          log,
 					}
 					if serverTLS != nil {
