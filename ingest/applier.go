@@ -18,7 +18,8 @@ import (
 
 // This file is where a Kafka message becomes a tile: Apply decodes each
 // message, checks its time (not too far ahead of the message's Kafka
-// timestamp, not too late), routes it to every online feature view of
+// timestamp, not too late), drops it if its event id says it is a copy
+// (dedup.go), routes it to every online feature view of
 // the source by entity key, and merges the events of each (view, entity)
 // into that entity's tiles, lifetime state and last values in Redis, fenced
 // by the messages' offsets.
@@ -45,6 +46,10 @@ const (
 	ReasonFuture Reason = "future"
 )
 
+// resultDuplicateID counts the events dropped as duplicates by event id:
+// not rejections, so not dead-lettered.
+const resultDuplicateID = "duplicate_id"
+
 // viewPlan is a feature view compiled for ingest.
 type viewPlan struct {
 	def      *registry.FeatureView
@@ -65,6 +70,7 @@ type Applier struct {
 	views    []*viewPlan
 	lateness int64 // ms
 	skew     int64 // ms: how far ahead of its Kafka timestamp an event may be
+	dedup    bool  // the source has an event id: drop duplicates (dedup.go)
 	store    *online.Store
 	pos      *Positions
 	dlq      DeadLetterSink
@@ -87,6 +93,11 @@ type partitionState struct {
 	has bool
 	b   batch
 	off offlineBatch
+	// ids are the events remembered for dedup by event id (dedup.go);
+	// messages up to warmUntil only rebuild them, while warming.
+	ids       dedupSet
+	warming   bool
+	warmUntil int64
 }
 
 // NewApplier compiles the online views of source src in registry r.
@@ -103,9 +114,7 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 	}
 	a := &Applier{project: project, src: src, layout: l, lateness: src.AllowedLateness.Std().Milliseconds(),
 		skew: src.FutureSkew().Milliseconds(), store: store, pos: pos, dlq: dlq, log: log, parts: map[int]*partitionState{}}
-	if src.EventIDField != "" {
-		log.Warn("event_id_field is read but duplicate ids are not dropped yet; redelivered Kafka messages still count once", "source", src.Name, "event_id_field", src.EventIDField)
-	}
+	a.dedup = src.EventIDField != ""
 	for _, v := range r.ViewsOfSource(src.Name) {
 		if !v.IsOnline() {
 			continue
@@ -159,12 +168,44 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 		return 0, err
 	}
 	ps := a.partition(p)
+	ps.ids.reset()
+	ps.warming = false
 	if !ok {
 		ps.hw, ps.has = 0, false
 		return kafka.FirstOffset, nil
 	}
 	ps.hw, ps.has = pos.HW, pos.HasHW
+	if a.dedup && pos.HasDedup && pos.HasHW && pos.DedupFrom <= pos.Offset {
+		// Read from the oldest remembered event, rebuilding (warm).
+		ps.warming, ps.warmUntil = true, pos.Offset
+		return pos.DedupFrom, nil
+	}
 	return pos.Offset + 1, nil
+}
+
+// warm rebuilds the events remembered for dedup from the messages up to
+// the position the partition resumed at (dedup.go): those that decode, are
+// not too far ahead of their timestamps and are within the lateness of the
+// high-water mark there. It applies and rejects nothing.
+func (a *Applier) warm(ps *partitionState, msgs []kafka.Message) {
+	horizon := ps.hw - a.lateness
+	for _, m := range msgs {
+		ev := &ps.ev
+		if ps.dec.Decode(m.Value, ev) != nil || !ev.HasID || a.future(m, ev) || ev.Time < horizon {
+			continue
+		}
+		if k := (dedupKey{ev.ID, ev.Time}); !ps.ids.has(k) {
+			ps.ids.add(k, m.Offset)
+		}
+	}
+	ps.ids.commit(horizon)
+}
+
+// future tells whether the event is further ahead of its message's Kafka
+// timestamp than the source allows. The timestamp, not the clock: a replay
+// decides the same. Messages without one (zero) are not checked.
+func (a *Applier) future(m kafka.Message, ev *Event) bool {
+	return !m.Time.IsZero() && ev.Time > m.Time.UnixMilli()+a.skew
 }
 
 // applyChunk bounds the updates of one Store.Apply call: one pipeline of
@@ -175,8 +216,20 @@ const applyChunk = 1024
 func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.Message) error {
 	start := time.Now()
 	ps := a.partition(p)
+	if ps.warming {
+		n := 0
+		for n < len(msgs) && msgs[n].Offset <= ps.warmUntil {
+			n++
+		}
+		a.warm(ps, msgs[:n])
+		if msgs = msgs[n:]; len(msgs) == 0 {
+			return nil
+		}
+		ps.warming = false
+	}
 	b := &ps.b
 	hw, has := a.prepare(ps, topic, p, msgs)
+	defer ps.ids.discard() // what a failed batch would have remembered
 	for i := 0; i < len(b.updates); i += applyChunk {
 		if err := a.store.Apply(ctx, b.updates[i:min(i+applyChunk, len(b.updates))]); err != nil {
 			return fmt.Errorf("apply %s/%d@%d..%d: %w", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
@@ -188,13 +241,17 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 			return fmt.Errorf("dead-letter %d messages of %s/%d: %w", len(b.letters), topic, p, err)
 		}
 	}
-	if err := a.appendOffline(ctx, ps, topic, p, msgs, hw, has); err != nil {
+	pos := a.position(ps, msgs, hw, has)
+	if err := a.appendOffline(ctx, ps, topic, p, msgs, pos); err != nil {
 		return err
 	}
-	if err := a.pos.Save(ctx, a.src.Name, p, Position{Offset: msgs[len(msgs)-1].Offset, HW: hw, HasHW: has}); err != nil {
+	if err := a.pos.Save(ctx, a.src.Name, p, pos); err != nil {
 		return err
 	}
 	ps.hw, ps.has = hw, has
+	if a.dedup {
+		ps.ids.commit(hw - a.lateness)
+	}
 	a.record(p, msgs, b, start)
 	return nil
 }
@@ -215,9 +272,7 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 			b.letters = append(b.letters, DeadLetter{Message: m, Reason: de.Reason, Detail: de.Detail})
 			continue
 		}
-		// The Kafka timestamp, not the clock: a replay decides the same.
-		// Messages without one (zero) are not checked.
-		if !m.Time.IsZero() && ev.Time > m.Time.UnixMilli()+a.skew {
+		if a.future(m, ev) {
 			b.letters = append(b.letters, DeadLetter{Message: m, Reason: ReasonFuture,
 				Detail: fmt.Sprintf("event time %s is more than %s ahead of the message's Kafka timestamp %s", fmtMs(ev.Time), registry.Duration(a.src.FutureSkew()), fmtMs(m.Time.UnixMilli()))})
 			continue
@@ -226,6 +281,14 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 			b.letters = append(b.letters, DeadLetter{Message: m, Reason: ReasonLate,
 				Detail: fmt.Sprintf("event time %s is more than %s behind the partition's newest %s", fmtMs(ev.Time), a.src.AllowedLateness, fmtMs(hw))})
 			continue
+		}
+		if a.dedup && ev.HasID {
+			k := dedupKey{ev.ID, ev.Time}
+			if ps.ids.has(k) {
+				b.dupIDs++
+				continue
+			}
+			ps.ids.add(k, m.Offset)
 		}
 		if !has || ev.Time > hw {
 			hw, has = ev.Time, true
@@ -253,6 +316,18 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 	return hw, has
 }
 
+// position is where the partition stands once msgs are applied, with the
+// high water hw: with dedup by event id, the offset a resume rebuilds the
+// remembered events from (dedup.go).
+func (a *Applier) position(ps *partitionState, msgs []kafka.Message, hw int64, has bool) Position {
+	last := msgs[len(msgs)-1].Offset
+	pos := Position{Offset: last, HW: hw, HasHW: has}
+	if a.dedup {
+		pos.DedupFrom, pos.HasDedup = ps.ids.from(hw-a.lateness, last+1), true
+	}
+	return pos
+}
+
 // record updates the metrics after a batch was applied.
 func (a *Applier) record(p int, msgs []kafka.Message, b *batch, start time.Time) {
 	m := a.metrics
@@ -265,6 +340,9 @@ func (a *Applier) record(p int, msgs []kafka.Message, b *batch, start time.Time)
 	m.setLag(a.src.Name, p, last.HighWaterMark-last.Offset-1)
 	for _, l := range b.letters {
 		m.countEvents(a.src.Name, l.View, string(l.Reason), 1)
+	}
+	if b.dupIDs > 0 {
+		m.countEvents(a.src.Name, "", resultDuplicateID, b.dupIDs)
 	}
 	applied := make([]int, len(a.views))
 	dups := make([]int, len(a.views))

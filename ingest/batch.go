@@ -31,6 +31,7 @@ type batch struct {
 	firsts  []int64        // each group's lowest offset, for its update
 	updates []online.Update
 	letters []DeadLetter
+	dupIDs  int // events dropped as duplicates by event id (dedup.go)
 	key     []byte
 	part    []int32 // the partition, as Update.Partitions
 
@@ -92,6 +93,7 @@ func (b *batch) reset(a *Applier, p int, n int) {
 	clear(b.groupOf)
 	clear(b.groups)
 	clear(b.letters)
+	b.dupIDs = 0
 	b.groups, b.letters = b.groups[:0], b.letters[:0]
 	b.byGroup, b.tiles, b.fields, b.firsts = b.byGroup[:0], b.tiles[:0], b.fields[:0], b.firsts[:0]
 	clear(b.updates)

@@ -66,10 +66,7 @@ features: [{name: n_1d, aggregation: count, window: 1d}]
 			if err != nil {
 				t.Fatal(err)
 			}
-			mr := miniredis.RunT(t)
-			rc := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-			defer rc.Close()
-			store := online.New(rc, online.Options{})
+			rc, store := miniStore(t)
 			sink := &memSink{}
 			a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), sink, nil)
 			if err != nil {
@@ -92,16 +89,8 @@ features: [{name: n_1d, aggregation: count, window: 1d}]
 			if err := a.Apply(ctx, "txns", 0, msgs); err != nil {
 				t.Fatal(err)
 			}
-			w, err := window.Compile(r.View("n"), r.Source("txns"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			l := online.NewViewLayout("p", "n", w, time.Minute)
-			res, err := online.ReadViews(ctx, store, []online.ViewRead{{Layout: &l, Entity: featurestore.StringKey("c")}}, t0+10*60*1000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := res[0][0].Value.Int64(); got != c.wantCount {
+			res := readView(t, store, r, "n", "c", t0+10*60*1000)
+			if got := res[0].Value.Int64(); got != c.wantCount {
 				t.Errorf("n_1d = %d, want %d", got, c.wantCount)
 			}
 			var got []Reason
@@ -113,4 +102,32 @@ features: [{name: n_1d, aggregation: count, window: 1d}]
 			}
 		})
 	}
+}
+
+// miniStore returns a client of a miniredis of the test's own, and the
+// online store on it.
+func miniStore(t *testing.T) (*redis.Client, *online.Store) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rc := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rc.Close() })
+	return rc, online.New(rc, online.Options{})
+}
+
+// readView reads the features of view for one string-keyed entity at t,
+// as serving does (project "p").
+func readView(t *testing.T, store *online.Store, r *registry.Registry, view, key string, at int64) []window.FeatureValue {
+	t.Helper()
+	v := r.View(view)
+	src := r.Source(v.Source)
+	w, err := window.Compile(v, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := online.NewViewLayout("p", view, w, src.AllowedLateness.Std())
+	res, err := online.ReadViews(context.Background(), store, []online.ViewRead{{Layout: &l, Entity: featurestore.StringKey(key)}}, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res[0]
 }

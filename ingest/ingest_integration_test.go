@@ -65,6 +65,7 @@ type rawEvent struct {
 	amount    float64
 	merchant  string
 	bad       bool
+	id        string // event id, when the source has one
 }
 
 // TestIngestEndToEnd produces events to real Kafka, ingests them into real

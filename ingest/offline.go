@@ -153,12 +153,12 @@ func (a *Applier) routeOffline(ps *partitionState, m kafka.Message, ev *Event, e
 
 // appendOffline appends the batch's accepted events to the offline log of
 // each offline view, with the partition's position after the batch.
-func (a *Applier) appendOffline(ctx context.Context, ps *partitionState, topic string, p int, msgs []kafka.Message, hw int64, has bool) error {
+func (a *Applier) appendOffline(ctx context.Context, ps *partitionState, topic string, p int, msgs []kafka.Message, end Position) error {
 	if a.offline == nil {
 		return nil
 	}
 	b := offline.Batch{Topic: topic, Partition: int32(p), IngestTime: time.Now().UnixMilli(),
-		End: offline.Position{Offset: msgs[len(msgs)-1].Offset, HW: hw, HasHW: has}}
+		End: offline.Position{Offset: end.Offset, HW: end.HW, HasHW: end.HasHW, DedupFrom: end.DedupFrom, HasDedup: end.HasDedup}}
 	for vi, ov := range a.offViews {
 		b.Entities = ps.off.entities[vi]
 		if err := a.offline.Append(ctx, ov.schema, b); err != nil {
@@ -197,10 +197,10 @@ func (a *Applier) resumeOffline(ctx context.Context, topic string, p int, pos Po
 			if fromStart {
 				return Position{}, false, nil // from the start of the partition
 			}
-			op, has = offline.Position{Offset: mark.Offset, HW: mark.HW, HasHW: mark.HasHW}, true
+			op, has = offline.Position{Offset: mark.Offset, HW: mark.HW, HasHW: mark.HasHW, DedupFrom: mark.DedupFrom, HasDedup: mark.HasDedup}, true
 		}
 		if has && ok && op.Offset < pos.Offset {
-			pos = Position{Offset: op.Offset, HW: op.HW, HasHW: op.HasHW}
+			pos = Position{Offset: op.Offset, HW: op.HW, HasHW: op.HasHW, DedupFrom: op.DedupFrom, HasDedup: op.HasDedup}
 		}
 	}
 	return pos, ok, nil

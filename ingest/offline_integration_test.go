@@ -43,6 +43,7 @@ fields: {amount: double, merchant: string}
 allowed_lateness: 10m
 # The events are of one fixed night, maybe ahead of the day the test runs.
 max_future_skew: 3650d
+event_id_field: id
 ---
 kind: FeatureView
 name: card_txn
@@ -144,8 +145,8 @@ func readLog(ctx context.Context, t *testing.T, st offline.Storage, r *registry.
 }
 
 // TestIngestOfflineLogEffectivelyOnce produces events to real Kafka (out of
-// order, some late, some malformed, some without the shop key, over three
-// partitions) and ingests them into real Redis and an offline log in a
+// order, some late, some malformed, some without the shop key, some
+// produced twice, over three partitions) and ingests them into real Redis and an offline log in a
 // directory. The first process dies part way: its consumer stops without
 // the log's buffered rows being committed, after Redis saved positions past
 // them. The second process resumes, has one manifest commit fail, and runs
@@ -174,13 +175,20 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 		if rng.IntN(50) == 0 {
 			ts -= int64(30 * time.Minute / time.Millisecond) // beyond the lateness
 		}
-		events = append(events, rawEvent{
+		e := rawEvent{
 			partition: rng.IntN(3), card: fmt.Sprintf("c%d", rng.IntN(15)), time: ts,
 			amount: float64(rng.IntN(4000)) / 4, merchant: fmt.Sprintf("m%d", rng.IntN(40)), bad: rng.IntN(100) == 0,
-		})
+			id: fmt.Sprintf("e%d", i),
+		}
 		if rng.IntN(10) > 0 {
 			shops[i] = 1 + rng.Int64N(8)
 		}
+		if j := i - 1 - rng.IntN(min(i+1, 200)); j >= 0 && rng.IntN(12) == 0 && !events[j].bad {
+			// The same event produced again (same id, time and partition):
+			// dropped as a duplicate, unless by now beyond the lateness.
+			e, shops[i] = events[j], shops[j]
+		}
+		events = append(events, e)
 	}
 	kw := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchSize: 1000, BatchTimeout: time.Millisecond,
 		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return int(m.Key[0] - '0') })}
@@ -190,7 +198,7 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 		if shops[i] != 0 {
 			shop = fmt.Sprintf(`,"shop":%d`, shops[i])
 		}
-		v := fmt.Appendf(nil, `{"card":%q,"ts":%d,"amount":%g,"merchant":%q%s}`, e.card, e.time, e.amount, e.merchant, shop)
+		v := fmt.Appendf(nil, `{"card":%q,"id":%q,"ts":%d,"amount":%g,"merchant":%q%s}`, e.card, e.id, e.time, e.amount, e.merchant, shop)
 		if e.bad {
 			v = []byte(`{"card":` + e.card)
 		}

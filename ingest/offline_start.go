@@ -12,11 +12,11 @@ import (
 // The start mark of a view's offline log on a partition is a field of the
 // partition's position hash:
 //
-//	offline.<view>  "<offset>,<hw>" (hw empty when none), or "start"
+//	offline.<view>  "<offset>,<hw>[,<dedup>]" (hw empty when none), or "start"
 //
 // "start" means the log holds the partition from its first offset;
 // otherwise from the offset after <offset>, with the high-water time <hw>
-// there. It is set once and never changed: once the log has committed a
+// and the dedup rebuild offset <dedup> (Position.DedupFrom) there. It is set once and never changed: once the log has committed a
 // position for the partition, the mark is not read any more.
 
 // markOfflineStart sets the start mark of view's log on the partition to
@@ -29,6 +29,9 @@ func (p *Positions) markOfflineStart(ctx context.Context, source string, partiti
 		val = strconv.FormatInt(pos.Offset, 10) + ","
 		if pos.HasHW {
 			val += strconv.FormatInt(pos.HW, 10)
+		}
+		if pos.HasDedup {
+			val += "," + strconv.FormatInt(pos.DedupFrom, 10)
 		}
 	}
 	if err := p.c.HSetNX(ctx, key, field, val).Err(); err != nil {
@@ -45,6 +48,7 @@ func (p *Positions) markOfflineStart(ctx context.Context, source string, partiti
 		return Position{}, true, nil
 	}
 	off, hw, _ := strings.Cut(cur, ",")
+	hw, dedup, hasDedup := strings.Cut(hw, ",")
 	if mark.Offset, err = strconv.ParseInt(off, 10, 64); err != nil {
 		return Position{}, false, fmt.Errorf("offline log start of %s on %s/%d: %q: %w", view, source, partition, cur, err)
 	}
@@ -53,6 +57,12 @@ func (p *Positions) markOfflineStart(ctx context.Context, source string, partiti
 			return Position{}, false, fmt.Errorf("offline log start of %s on %s/%d: %q: %w", view, source, partition, cur, err)
 		}
 		mark.HasHW = true
+	}
+	if hasDedup {
+		if mark.DedupFrom, err = strconv.ParseInt(dedup, 10, 64); err != nil {
+			return Position{}, false, fmt.Errorf("offline log start of %s on %s/%d: %q: %w", view, source, partition, cur, err)
+		}
+		mark.HasDedup = true
 	}
 	return mark, false, nil
 }

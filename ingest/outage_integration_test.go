@@ -151,6 +151,7 @@ func acceptReference(events []rawEvent, partitions int, lateness time.Duration) 
 	for p := range partitions {
 		var hw int64
 		has := false
+		seen := map[dedupKey]bool{} // (id, time) of the accepted events with an id
 		for _, e := range events {
 			if e.partition != p {
 				continue
@@ -160,7 +161,12 @@ func acceptReference(events []rawEvent, partitions int, lateness time.Duration) 
 				rejected[ReasonInvalidPayload]++
 			case has && e.time < hw-lateness.Milliseconds():
 				rejected[ReasonLate]++
+			case e.id != "" && seen[dedupKey{e.id, e.time}]:
+				rejected[resultDuplicateID]++
 			default:
+				if e.id != "" {
+					seen[dedupKey{e.id, e.time}] = true
+				}
 				accepted = append(accepted, e)
 				if !has || e.time > hw {
 					hw, has = e.time, true

@@ -12,12 +12,13 @@ import (
 // Positions keeps, per source partition, where ingest stands: the last
 // offset whose effects are all applied, and the partition's high-water event
 // time at that offset. Resuming from it replays nothing that the per-key
-// fences would not skip, and rebuilds the same late-event decisions, so
-// that a replay accepts exactly the events the first pass accepted.
+// fences would not skip, and rebuilds the same late-event and duplicate
+// decisions (dedup.go), so that a replay accepts exactly the events the
+// first pass accepted.
 //
 // Key, per project, source and partition (one slot each):
 //
-//	fs:{pos.<project>.<source>.<partition>}  hash: offset, hw
+//	fs:{pos.<project>.<source>.<partition>}  hash: offset, hw, dedup
 type Positions struct {
 	c       redis.UniversalClient
 	project string
@@ -33,6 +34,12 @@ type Position struct {
 	Offset int64 // last applied offset
 	HW     int64 // high-water event time (ms) after that offset
 	HasHW  bool
+	// DedupFrom is the offset from which a resume rebuilds the events
+	// remembered for dedup by event id (dedup.go): that of the oldest one,
+	// or Offset+1 when there is none. HasDedup is false when the source
+	// does not dedup, or did not when the position was saved.
+	DedupFrom int64
+	HasDedup  bool
 }
 
 func (p *Positions) key(source string, partition int) string {
@@ -41,7 +48,7 @@ func (p *Positions) key(source string, partition int) string {
 
 // Load returns the partition's position; ok is false when none was saved.
 func (p *Positions) Load(ctx context.Context, source string, partition int) (pos Position, ok bool, err error) {
-	vals, err := p.c.HMGet(ctx, p.key(source, partition), "offset", "hw").Result()
+	vals, err := p.c.HMGet(ctx, p.key(source, partition), "offset", "hw", "dedup").Result()
 	if err != nil {
 		return Position{}, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
 	}
@@ -57,6 +64,12 @@ func (p *Positions) Load(ctx context.Context, source string, partition int) (pos
 		}
 		pos.HasHW = true
 	}
+	if s, isStr := vals[2].(string); isStr && s != "" {
+		if pos.DedupFrom, err = strconv.ParseInt(s, 10, 64); err != nil {
+			return Position{}, false, fmt.Errorf("load position of %s/%d: dedup: %w", source, partition, err)
+		}
+		pos.HasDedup = true
+	}
 	return pos, true, nil
 }
 
@@ -65,11 +78,13 @@ func (p *Positions) Load(ctx context.Context, source string, partition int) (pos
 var saveScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'offset')
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
-if ARGV[2] == '' then
-  redis.call('HSET', KEYS[1], 'offset', ARGV[1])
-  redis.call('HDEL', KEYS[1], 'hw')
-else
-  redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'hw', ARGV[2])
+redis.call('HSET', KEYS[1], 'offset', ARGV[1])
+for i, f in ipairs({'hw', 'dedup'}) do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], f)
+  else
+    redis.call('HSET', KEYS[1], f, ARGV[i + 1])
+  end
 end
 return 1
 `)
@@ -80,7 +95,11 @@ func (p *Positions) Save(ctx context.Context, source string, partition int, pos 
 	if pos.HasHW {
 		hw = strconv.FormatInt(pos.HW, 10)
 	}
-	err := saveScript.Run(ctx, p.c, []string{p.key(source, partition)}, pos.Offset, hw).Err()
+	dedup := ""
+	if pos.HasDedup {
+		dedup = strconv.FormatInt(pos.DedupFrom, 10)
+	}
+	err := saveScript.Run(ctx, p.c, []string{p.key(source, partition)}, pos.Offset, hw, dedup).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("save position of %s/%d: %w", source, partition, err)
 	}

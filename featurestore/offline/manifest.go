@@ -67,6 +67,10 @@ type Position struct {
 	Offset int64
 	HW     int64 // Unix ms
 	HasHW  bool
+	// DedupFrom is ingest's offset to rebuild its dedup by event id from,
+	// kept for it (ingest.Position.DedupFrom); HasDedup says it is set.
+	DedupFrom int64
+	HasDedup  bool
 }
 
 type streamKey struct {
@@ -79,6 +83,7 @@ type positionJSON struct {
 	Partition int32  `json:"partition"`
 	Offset    int64  `json:"offset"`
 	HW        *int64 `json:"hw,omitempty"`
+	DedupFrom *int64 `json:"dedup_from,omitempty"`
 }
 
 // entry is one manifest entry: a commit that adds and removes files and
@@ -381,11 +386,7 @@ func (m *manifest) apply(e *entry) error {
 		m.files[f.Path] = f
 	}
 	for _, p := range e.Positions {
-		pos := Position{Offset: p.Offset}
-		if p.HW != nil {
-			pos.HW, pos.HasHW = *p.HW, true
-		}
-		m.pos[streamKey{p.Topic, p.Partition}] = pos
+		m.pos[streamKey{p.Topic, p.Partition}] = p.position()
 	}
 	m.seq = e.Seq
 	return nil
@@ -402,11 +403,7 @@ func (m *manifest) checkpoint(e *entry) *entry {
 		files[f.Path] = f
 	}
 	for _, p := range e.Positions {
-		pp := Position{Offset: p.Offset}
-		if p.HW != nil {
-			pp.HW, pp.HasHW = *p.HW, true
-		}
-		pos[streamKey{p.Topic, p.Partition}] = pp
+		pos[streamKey{p.Topic, p.Partition}] = p.position()
 	}
 	c := &entry{Version: manifestVersion, Seq: e.Seq, Checkpoint: true, Project: m.project, View: m.view}
 	for _, p := range slices.Sorted(maps.Keys(files)) {
@@ -427,7 +424,23 @@ func positionEntry(k streamKey, p Position) positionJSON {
 		hw := p.HW
 		pj.HW = &hw
 	}
+	if p.HasDedup {
+		d := p.DedupFrom
+		pj.DedupFrom = &d
+	}
 	return pj
+}
+
+// position is the Position an entry records.
+func (p positionJSON) position() Position {
+	pos := Position{Offset: p.Offset}
+	if p.HW != nil {
+		pos.HW, pos.HasHW = *p.HW, true
+	}
+	if p.DedupFrom != nil {
+		pos.DedupFrom, pos.HasDedup = *p.DedupFrom, true
+	}
+	return pos
 }
 
 // errNothingToCommit is what a prepare function returns when, given the

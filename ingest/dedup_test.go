@@ -1,0 +1,260 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore/window"
+	"github.com/featurestore/featurestore/registry"
+)
+
+const dedupDefs = `
+kind: Entity
+name: card
+join_keys: [{name: card, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card: card}
+fields: {amount: double}
+event_id_field: id
+allowed_lateness: 1m
+---
+kind: FeatureView
+name: totals
+entity: card
+source: txns
+features:
+  - {name: n, aggregation: count, window: lifetime}
+  - {name: amount, aggregation: sum, field: amount, window: lifetime}
+`
+
+// flakySink is a dead-letter sink that fails while failing is set: the
+// batch fails after its Redis writes and before its position is saved, as
+// a crash there would leave it.
+type flakySink struct {
+	mu      sync.Mutex
+	failing bool
+	letters []DeadLetter
+}
+
+func (s *flakySink) Send(_ context.Context, l []DeadLetter) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing {
+		return errors.New("dead-letter topic unreachable")
+	}
+	s.letters = append(s.letters, l...)
+	return nil
+}
+
+// dedupEvent is one message of the dedup tests.
+type dedupEvent struct {
+	card, id string
+	time     int64
+	amount   int
+	bad      bool // does not decode: dead-lettered, so that a failing sink fails its batch
+}
+
+// dedupReference applies the semantics directly, in offset order: an event
+// older than the high water minus the lateness is late; one whose (id,
+// time) an accepted event had is a duplicate; the rest are accepted. It
+// returns each card's count and sum, and the number of duplicates.
+func dedupReference(events []dedupEvent, lateness int64) (map[string][2]int64, int) {
+	out := map[string][2]int64{}
+	seen := map[dedupKey]bool{}
+	var hw int64
+	has, dups := false, 0
+	for _, e := range events {
+		switch {
+		case e.bad:
+		case has && e.time < hw-lateness:
+		case seen[dedupKey{e.id, e.time}]:
+			dups++
+		default:
+			seen[dedupKey{e.id, e.time}] = true
+			if !has || e.time > hw {
+				hw, has = e.time, true
+			}
+			v := out[e.card]
+			out[e.card] = [2]int64{v[0] + 1, v[1] + int64(e.amount)}
+		}
+	}
+	return out, dups
+}
+
+// TestDedupByEventIDAgainstReference: random streams of events, with
+// copies of earlier events (same id and time) at later offsets, some
+// within the lateness and some beyond it, ids reused with another time,
+// and malformed messages, are ingested in random batches through the
+// applier, with batches that fail after their Redis writes (the failing
+// dead-letter sink) and are retried or followed by a restart, and restarts (a new applier resuming the partition
+// from its saved position, rebuilding what it remembers from the offset
+// that position gives). Every card's count and sum must equal the
+// reference's, which decides duplicates by scanning all earlier events.
+func TestDedupByEventIDAgainstReference(t *testing.T) {
+	const t0 = int64(1795687200000)
+	lateness := int64(time.Minute / time.Millisecond)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := r.Source("txns")
+	for seed := range uint64(30) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 77))
+			var events []dedupEvent
+			at := t0
+			for i := range 400 + rng.IntN(400) {
+				at += rng.Int64N(3000)
+				var e dedupEvent
+				switch c := rng.IntN(20); {
+				case c < 4 && len(events) > 0: // a copy of an earlier event
+					e = events[len(events)-1-rng.IntN(min(len(events), 60))]
+					e.bad = false
+					if e.id == "" {
+						e.id = "none"
+					}
+				case c == 4 && len(events) > 0: // an id reused with another time
+					e = events[rng.IntN(len(events))]
+					e.time, e.bad = at-rng.Int64N(2*lateness), false
+				case c == 5:
+					e = dedupEvent{bad: true}
+				default:
+					e = dedupEvent{card: fmt.Sprintf("c%d", rng.IntN(5)), id: fmt.Sprintf("e%d", i), time: at - rng.Int64N(lateness*3/2), amount: 1 + rng.IntN(100)}
+				}
+				events = append(events, e)
+			}
+			msgs := make([]kafka.Message, len(events))
+			for i, e := range events {
+				v := fmt.Appendf(nil, `{"card":%q,"id":%q,"ts":%d,"amount":%d}`, e.card, e.id, e.time, e.amount)
+				if e.bad {
+					v = []byte(`{"card":`)
+				}
+				msgs[i] = kafka.Message{Topic: "txns", Offset: int64(i), Value: v}
+			}
+
+			rc, store := miniStore(t)
+			sink := &flakySink{}
+			ctx := context.Background()
+			newApplier := func() (*Applier, int64) {
+				a, err := NewApplier("p", r, src, store, NewPositions(rc, "p"), sink, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				next, err := a.Resume(ctx, "txns", 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if next == kafka.FirstOffset {
+					next = 0
+				}
+				return a, next
+			}
+			a, next := newApplier()
+			restarts, warmed := 0, 0
+			for next < int64(len(msgs)) {
+				end := min(next+1+rng.Int64N(40), int64(len(msgs)))
+				sink.failing = rng.IntN(8) == 0
+				err := a.Apply(ctx, "txns", 0, msgs[next:end])
+				switch {
+				case err != nil && !sink.failing:
+					t.Fatal(err)
+				case err != nil && rng.IntN(2) == 0:
+					// Retried, as the partition worker does: the same
+					// batch, from the same state.
+					sink.failing = false
+					if err := a.Apply(ctx, "txns", 0, msgs[next:end]); err != nil {
+						t.Fatal(err)
+					}
+					next = end
+				case err != nil || rng.IntN(10) == 0: // crash, or restart
+					sink.failing = false
+					var from int64
+					a, from = newApplier()
+					restarts++
+					if from < next {
+						warmed++
+					}
+					next = from
+				default:
+					next = end
+				}
+			}
+			want, dups := dedupReference(events, lateness)
+			for c := range 5 {
+				card := fmt.Sprintf("c%d", c)
+				res := readView(t, store, r, "totals", card, at)
+				got := [2]int64{res[0].Value.Int64(), 0}
+				if res[1].Status == window.StatusPresent {
+					got[1] = int64(res[1].Value.Double())
+				}
+				if got != want[card] {
+					t.Errorf("%s: count, sum %v, want %v", card, got, want[card])
+				}
+			}
+			if testing.Verbose() {
+				t.Logf("%d events, %d duplicates, %d restarts (%d rebuilding from an earlier offset)", len(events), dups, restarts, warmed)
+			}
+		})
+	}
+}
+
+// TestDedupPositionSavesRebuildOffset: the saved position says from where a
+// resume rebuilds the remembered events, the offset of the oldest one still
+// within the lateness; a resumed applier starts there.
+func TestDedupPositionSavesRebuildOffset(t *testing.T) {
+	const t0 = int64(1795687200000)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, store := miniStore(t)
+	pos := NewPositions(rc, "p")
+	a, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Offsets 0..3: times t0, t0+50s, t0+90s, t0+100s. With 1m lateness the
+	// horizon ends at t0+40s: offset 0 is forgotten, offset 1 is the oldest
+	// remembered.
+	var msgs []kafka.Message
+	for i, dt := range []int64{0, 50_000, 90_000, 100_000} {
+		msgs = append(msgs, kafka.Message{Offset: int64(i), Value: fmt.Appendf(nil, `{"card":"c","id":"e%d","ts":%d,"amount":1}`, i, t0+dt)})
+	}
+	if err := a.Apply(ctx, "txns", 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := pos.Load(ctx, "txns", 0)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if want := (Position{Offset: 3, HW: t0 + 100_000, HasHW: true, DedupFrom: 1, HasDedup: true}); got != want {
+		t.Fatalf("position %+v, want %+v", got, want)
+	}
+	b, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next, err := b.Resume(ctx, "txns", 0); err != nil || next != 1 {
+		t.Fatalf("resume at %d, %v; want 1", next, err)
+	}
+	// The rebuild, then a copy of offset 1's event: a duplicate.
+	dup := kafka.Message{Offset: 4, Value: msgs[1].Value}
+	if err := b.Apply(ctx, "txns", 0, append(msgs[1:], dup)); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.partition(0).b.letters) != 0 || b.partition(0).b.dupIDs != 1 {
+		t.Errorf("letters %v, duplicates %d: want the copy dropped as a duplicate", b.partition(0).b.letters, b.partition(0).b.dupIDs)
+	}
+}
