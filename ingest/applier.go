@@ -183,6 +183,16 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	return pos.Offset + 1, nil
 }
 
+// rebuildUntil returns the offset up to which the partition, just resumed,
+// only rebuilds its dedup state (Resume returned an offset before its
+// position), or -1.
+func (a *Applier) rebuildUntil(p int) int64 {
+	if ps := a.partition(p); ps.warming {
+		return ps.warmUntil
+	}
+	return -1
+}
+
 // warm rebuilds the events remembered for dedup from the messages up to
 // the position the partition resumed at (dedup.go): those that decode, are
 // not too far ahead of their timestamps and are within the lateness of the

@@ -177,6 +177,9 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, a *Applier, topic s
 	if next == kafka.FirstOffset {
 		next = end[0]
 	}
+	// From next up to rebuild the applier only rebuilds its dedup state:
+	// nothing to apply there, nor to count.
+	rebuild := a.rebuildUntil(p)
 	name := fmt.Sprintf("kafka:%s/%d", topic, p)
 	start := time.Now()
 	report := func(done int64, final bool) {
@@ -184,7 +187,7 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, a *Applier, topic s
 			cfg.Progress(BackfillProgress{File: name, Done: done, Total: end[1] - end[0], Elapsed: time.Since(start), Final: final})
 		}
 	}
-	if next >= end[1] {
+	if max(next, rebuild+1) >= end[1] {
 		report(end[1]-end[0], true)
 		return 0, nil
 	}
@@ -208,7 +211,9 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, a *Applier, topic s
 			break // written after the replay started: ingest's to apply
 		}
 		batch = append(batch, m)
-		n++
+		if m.Offset > rebuild {
+			n++
+		}
 		last := m.Offset == end[1]-1
 		if len(batch) == cfg.BatchSize || last {
 			if err := a.Apply(ctx, topic, p, batch); err != nil {
