@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -54,6 +56,30 @@ func (s *memSink) Send(_ context.Context, l []DeadLetter) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.letters = append(s.letters, l...)
+	return nil
+}
+
+// stopAt is an applier that applies no message at or after offset cutoff
+// of any partition, failing the batches that hold one: a process that stops
+// part way, at the same place however fast it runs.
+type stopAt struct {
+	*Applier
+	cutoff int64
+}
+
+func (s *stopAt) Apply(ctx context.Context, topic string, p int, msgs []kafka.Message) error {
+	k := 0
+	for k < len(msgs) && msgs[k].Offset < s.cutoff {
+		k++
+	}
+	if k > 0 {
+		if err := s.Applier.Apply(ctx, topic, p, msgs[:k]); err != nil {
+			return err
+		}
+	}
+	if k < len(msgs) {
+		return errors.New("stopped part way")
+	}
 	return nil
 }
 
@@ -128,12 +154,12 @@ func TestIngestEndToEnd(t *testing.T) {
 	pos := NewPositions(rc, project)
 	sink := &memSink{}
 	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 20, SessionTimeout: 6 * time.Second}
-	run := func(until func() bool) {
+	run := func(cutoff int64, until func() bool) {
 		a, err := NewApplier(project, r, src, store, pos, sink, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		stop := runGroupAsync(t, cfg, a)
+		stop := runGroupAsync(t, cfg, &stopAt{Applier: a, cutoff: cutoff})
 		waitFor(t, "ingest progress", 60*time.Second, until)
 		stop()
 	}
@@ -146,7 +172,13 @@ func TestIngestEndToEnd(t *testing.T) {
 		}
 		return total
 	}
-	run(func() bool { return applied() > n/3 }) // stop part way
+	// Stop part way: the first process applies the first n/9 messages of
+	// each partition, and stops there.
+	cutoff, want := int64(n/9), int64(0)
+	for p := range 3 {
+		want += min(cutoff, next[p])
+	}
+	run(cutoff, func() bool { return applied() == want })
 	part := applied()
 	// Forget the positions of two partitions, as if their last checkpoints
 	// were lost: the next process replays them from the start, and the
@@ -156,7 +188,7 @@ func TestIngestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	run(func() bool { return applied() == n }) // a new process resumes
+	run(math.MaxInt64, func() bool { return applied() == n }) // a new process resumes
 	t.Logf("stopped after %d of %d events, then replayed two partitions from the start", part, n)
 	if part >= n {
 		t.Fatal("the first run applied everything; the test did not stop part way")
