@@ -398,6 +398,9 @@ func aggregateBatch(a *Applier, ps *partitionState, topic string, p int, msgs []
 		}
 	}
 	ps.hw, ps.has = hw, has
+	if a.dedup {
+		ps.ids.commit(hw - a.lateness)
+	}
 	return nil
 }
 
