@@ -1,6 +1,7 @@
 package window
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -64,7 +65,7 @@ type Reader struct {
 	view    *View
 	scratch []State      // per windowed state, merges the tiles
 	empty   []State      // per lifetime state, the result without state
-	byAge   []*TileState // the tiles a read needs, newest first
+	present []*TileState // the given tiles a read needs, newest first
 	out     []FeatureValue
 }
 
@@ -91,9 +92,10 @@ func (r *Reader) Read(t int64, tiles []*TileState, life *LifetimeState, last *La
 	v := r.view
 	// Newest first: each state merges tiles back in time, and the features
 	// reading it take their results as their windows end.
+	// Only the tiles given are visited, not every slot of the longest
+	// window: a week of 5-minute tiles is 2016 slots, most of them empty.
 	need := v.TilesNeeded(t)
-	r.byAge = slices.Grow(r.byAge[:0], need.Len())[:need.Len()]
-	clear(r.byAge)
+	r.present = r.present[:0]
 	for _, ts := range tiles {
 		if ts == nil {
 			continue
@@ -102,7 +104,15 @@ func (r *Reader) Read(t int64, tiles []*TileState, life *LifetimeState, last *La
 			return nil, err
 		}
 		if need.Contains(ts.index) {
-			r.byAge[need.Last-ts.index] = ts
+			r.present = append(r.present, ts)
+		}
+	}
+	newestFirst := func(a, b *TileState) int { return cmp.Compare(b.index, a.index) }
+	if !slices.IsSortedFunc(r.present, newestFirst) {
+		if slices.IsSortedFunc(r.present, func(a, b *TileState) int { return newestFirst(b, a) }) {
+			slices.Reverse(r.present) // export gives them oldest first
+		} else {
+			slices.SortFunc(r.present, newestFirst)
 		}
 	}
 	for _, d := range v.defs[PartWindow] {
@@ -144,15 +154,13 @@ func (r *Reader) readWindows(d *stateDef, t, k int64) {
 	acc := r.scratch[d.slot]
 	acc.Reset()
 	merged := slot{st: acc}
-	age := 0
+	next := 0 // in r.present
 	for _, i := range d.features {
 		f := &r.view.features[i]
-		for ; age < int(f.tiles); age++ {
-			ts := r.byAge[age]
-			if ts == nil {
-				continue
-			}
-			sl := &ts.set.slots[d.slot]
+		// Features come by window length, so each takes the tiles of the
+		// one before and those up to its own start.
+		for ; next < len(r.present) && k-r.present[next].index < f.tiles; next++ {
+			sl := &r.present[next].set.slots[d.slot]
 			if !sl.has {
 				continue
 			}
