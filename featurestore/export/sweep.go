@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 	"unsafe"
@@ -73,7 +74,7 @@ func (k keyRef) compare(o keyRef) int {
 // sortRows sorts rows by key and time. Keys compare by hash alone, unless
 // two keys of the group share a hash, which a check after the sort finds.
 func sortRows(rows []rowRef) {
-	slices.SortFunc(rows, func(a, b rowRef) int {
+	sortByHash(rows, func(r *rowRef) uint64 { return r.key.h }, func(a, b rowRef) int {
 		if c := cmp.Compare(a.key.h, b.key.h); c != 0 {
 			return c
 		}
@@ -102,7 +103,7 @@ func sortEvents(evs []evRef) {
 		}
 		return cmp.Compare(a.off, b.off)
 	}
-	slices.SortFunc(evs, func(a, b evRef) int {
+	sortByHash(evs, func(e *evRef) uint64 { return e.key.h }, func(a, b evRef) int {
 		if c := cmp.Compare(a.key.h, b.key.h); c != 0 {
 			return c
 		}
@@ -117,6 +118,55 @@ func sortEvents(evs []evRef) {
 		}
 		return byOrder(&a, &b)
 	})
+}
+
+// radixMin is the length from which sortByHash distributes by hash first.
+const radixMin = 4096
+
+// sortByHash sorts xs by cmp, which must order by hash(x) first. Long
+// slices are first distributed in place by the top bits of the hash
+// (American flag sort: one pass to count, one to move each element to its
+// bucket), so that the comparison sort runs on buckets of a few elements
+// each: several times faster than sorting the whole slice by comparisons,
+// with no extra memory but the bucket counts.
+func sortByHash[T any](xs []T, hash func(*T) uint64, cmp func(a, b T) int) {
+	if len(xs) < radixMin {
+		slices.SortFunc(xs, cmp)
+		return
+	}
+	// About 8 elements per bucket, at most 2^16 buckets.
+	nbits := min(max(bits.Len(uint(len(xs)))-3, 8), 16)
+	shift := 64 - nbits
+	next := make([]int, 1<<nbits)  // next free place of each bucket
+	end := make([]int, 1<<nbits+1) // end[b] is the start of bucket b+1
+	for i := range xs {
+		end[hash(&xs[i])>>shift+1]++
+	}
+	for b := 1; b < len(end); b++ {
+		end[b] += end[b-1]
+	}
+	copy(next, end[:len(next)]) // each bucket starts where the one before ends
+	end = end[1:]
+	for b := range next {
+		for next[b] < end[b] {
+			x := xs[next[b]]
+			d := int(hash(&x) >> shift)
+			for d != b { // carry x to its bucket, taking what was there
+				xs[next[d]], x = x, xs[next[d]]
+				next[d]++
+				d = int(hash(&x) >> shift)
+			}
+			xs[next[b]] = x
+			next[b]++
+		}
+	}
+	start := 0
+	for b := range end {
+		if end[b]-start > 1 {
+			slices.SortFunc(xs[start:end[b]], cmp)
+		}
+		start = end[b]
+	}
 }
 
 // oneKeyPerHash reports whether, in xs sorted by key hash, all the elements

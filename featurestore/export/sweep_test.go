@@ -1,6 +1,9 @@
 package export
 
 import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -26,5 +29,50 @@ func TestSortWithHashCollision(t *testing.T) {
 	}
 	if want := []string{"a1", "a3", "b0", "b1"}; !slices.Equal(got, want) {
 		t.Errorf("rows sorted as %v, want %v", got, want)
+	}
+}
+
+// TestSortLarge sorts slices long enough to be distributed by hash first
+// (sortByHash), with keys that share a hash among them, and compares with
+// a plain comparison sort by key and order.
+func TestSortLarge(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []struct {
+		n         int
+		collision bool
+	}{{radixMin - 1, false}, {radixMin, false}, {50_000, false}, {200_003, false}, {50_000, true}} {
+		n := c.n
+		keys := make([]keyRef, 1+n/20)
+		for i := range keys {
+			keys[i] = newKeyRef(fmt.Sprintf("k%d", i))
+			if c.collision && i%97 == 1 { // another key with the hash before
+				keys[i].h = keys[i-1].h
+			}
+		}
+		evs := make([]evRef, n)
+		rows := make([]rowRef, n)
+		for i := range evs {
+			evs[i] = evRef{key: keys[rng.IntN(len(keys))], time: rng.Int64N(50), part: rng.Int32N(3), off: rng.Int64N(1000), i: int32(i)}
+			rows[i] = rowRef{key: keys[rng.IntN(len(keys))], t: rng.Int64N(50), row: int64(i)}
+		}
+		wantEvs := slices.Clone(evs)
+		slices.SortFunc(wantEvs, func(a, b evRef) int {
+			return cmp.Or(a.key.compare(b.key), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
+		})
+		sortEvents(evs)
+		for i := range evs {
+			// Events equal in key and order may come in any order.
+			if g, w := evs[i], wantEvs[i]; g.key != w.key || g.time != w.time || g.part != w.part || g.off != w.off {
+				t.Fatalf("n=%d: event %d is %+v, want %+v", n, i, g, w)
+			}
+		}
+		wantRows := slices.Clone(rows)
+		slices.SortFunc(wantRows, func(a, b rowRef) int { return cmp.Or(a.key.compare(b.key), cmp.Compare(a.t, b.t)) })
+		sortRows(rows)
+		for i := range rows {
+			if g, w := rows[i], wantRows[i]; g.key != w.key || g.t != w.t {
+				t.Fatalf("n=%d: row %d is %+v, want %+v", n, i, g, w)
+			}
+		}
 	}
 }
