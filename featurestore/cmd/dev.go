@@ -138,26 +138,8 @@ Ctrl-C.`,
 				if _, err := w.Load(ctx); err != nil {
 					return err
 				}
-				var wg sync.WaitGroup
-				wg.Add(2)
-				go func() { defer wg.Done(); _ = w.Run(ctx) }()
-				go func() {
-					defer wg.Done()
-					err := runIngest(ctx, offDir, promReg, log, w, ingest.ServiceConfig{
-						Project:     project,
-						Brokers:     func(*registry.Source) ([]string, error) { return de.KafkaBrokers(), nil },
-						GroupPrefix: "featurestore",
-						Group:       ingest.GroupConfig{SessionTimeout: 6 * time.Second},
-						Store:       online.New(rc, online.Options{}),
-						Positions:   ingest.NewPositions(rc, project),
-						Metrics:     ingest.NewMetrics(promReg),
-						Logger:      log,
-					})
-					if err != nil {
-						log.Error("ingest failed", "err", err)
-					}
-				}()
-				// Serve lookups from the same Redis.
+				// Listen first, so that a port in use fails the start before anything
+				// runs. Lookups are served from the same Redis.
 				ln, err := net.Listen("tcp", grpcAddr)
 				if err != nil {
 					return fmt.Errorf("grpc listener: %w", err)
@@ -182,6 +164,25 @@ Ctrl-C.`,
 						return fmt.Errorf("flight listener: %w", err)
 					}
 				}
+				var wg sync.WaitGroup
+				wg.Add(2)
+				go func() { defer wg.Done(); _ = w.Run(ctx) }()
+				go func() {
+					defer wg.Done()
+					err := runIngest(ctx, offDir, promReg, log, w, ingest.ServiceConfig{
+						Project:     project,
+						Brokers:     func(*registry.Source) ([]string, error) { return de.KafkaBrokers(), nil },
+						GroupPrefix: "featurestore",
+						Group:       ingest.GroupConfig{SessionTimeout: 6 * time.Second},
+						Store:       online.New(rc, online.Options{}),
+						Positions:   ingest.NewPositions(rc, project),
+						Metrics:     ingest.NewMetrics(promReg),
+						Logger:      log,
+					})
+					if err != nil {
+						log.Error("ingest failed", "err", err)
+					}
+				}()
 				svc := serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
 					Project: project, Metrics: serving.NewMetrics(promReg), Logger: log,
 				})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -148,5 +149,24 @@ func TestDev(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("round %d: dev did not stop", round)
 		}
+	}
+}
+
+// TestDevPortInUse: dev mode with its gRPC port taken fails at start with
+// an error naming the listener, before it runs anything.
+func TestDevPortInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errOut syncBuffer
+	code := runContext(ctx, []string{"dev", "--data-dir", t.TempDir(), "--definitions", "../../examples",
+		"--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "", "--grpc-addr", busy.Addr().String(),
+		"--http-addr", "", "--flight-addr", "", "--log-level", "warn"}, &out, &errOut, envMap(nil))
+	if code == 0 || !strings.Contains(errOut.String(), "grpc listener") {
+		t.Fatalf("dev on a port in use: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 }
