@@ -86,6 +86,12 @@ func (p KeyPart) appendBinary(dst []byte) []byte {
 	return binary.AppendVarint(dst, p.Int)
 }
 
+// MaxKeyValueBytes bounds a string join key value: it is part of the
+// Redis key of every view of the entity, so one huge value from a bad event
+// or request would cost memory in every hash and on every read. Ingest
+// rejects such events (key_too_long), serving such requests.
+const MaxKeyValueBytes = 1024
+
 // NewEntityKey returns the key made of parts, in order. It fails when there
 // are no parts or a part has an unknown kind.
 func NewEntityKey(parts ...KeyPart) (EntityKey, error) {
@@ -96,6 +102,9 @@ func NewEntityKey(parts ...KeyPart) (EntityKey, error) {
 	for i, p := range parts {
 		switch p.Kind {
 		case KeyString:
+			if len(p.Str) > MaxKeyValueBytes {
+				return EntityKey{}, fmt.Errorf("entity key part %d: a string of %d bytes, more than the %d a join key value may have", i, len(p.Str), MaxKeyValueBytes)
+			}
 			n += 1 + binary.MaxVarintLen64 + len(p.Str)
 		case KeyInt64:
 			n += 1 + binary.MaxVarintLen64

@@ -159,6 +159,9 @@ func (d *tableDecoder) decode(i int, ev *Event) *DecodeError {
 		if err != nil {
 			return reject(ReasonWrongType, "join key %q, column %q: %v", d.layout.Keys[j].Name, c.name, err)
 		}
+		if de := checkKey(&d.layout, j, v); de != nil {
+			return de
+		}
 		ev.Keys[j] = v
 	}
 	for j := range d.fields {

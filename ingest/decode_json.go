@@ -84,6 +84,9 @@ func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 		if !ok {
 			return reject(ReasonWrongType, "key %q at %q: expected %s, got %s", d.layout.Keys[i].Name, d.layout.Keys[i].Path, d.layout.Keys[i].Kind, jsonKind(v))
 		}
+		if de := checkKey(&d.layout, i, val); de != nil {
+			return de
+		}
 		ev.Keys[i] = val
 	}
 	for i, path := range d.fields {

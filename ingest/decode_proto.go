@@ -116,6 +116,9 @@ func (d *protoDecoder) Decode(payload []byte, ev *Event) error {
 			continue
 		}
 		ev.Keys[i] = protoScalar(v, fd, d.layout.Keys[i].Kind)
+		if de := checkKey(&d.layout, i, ev.Keys[i]); de != nil {
+			return de
+		}
 	}
 	for i, path := range d.fields {
 		v, fd, ok := lookup(d.msg, path)

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -100,6 +101,9 @@ func TestDecodeJSON(t *testing.T) {
 		{"number for a string key", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"card":{"id":17}}`, 0, nil, nil, "", ReasonWrongType},
 		{"string for an int64 key", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"account_no":"17"}`, 0, nil, nil, "", ReasonWrongType},
 		{"object for a bool", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"approved":{}}`, 0, nil, nil, "", ReasonWrongType},
+		{"longest key", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"bank":"` + strings.Repeat("b", featurestore.MaxKeyValueBytes) + `"}`,
+			1795687200000, []featurestore.Value{null, s(strings.Repeat("b", featurestore.MaxKeyValueBytes)), null}, []featurestore.Value{null, null, null, null}, "", ""},
+		{"key too long", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"bank":"` + strings.Repeat("b", featurestore.MaxKeyValueBytes+1) + `"}`, 0, nil, nil, "", ReasonKeyTooLong},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

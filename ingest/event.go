@@ -20,7 +20,18 @@ const (
 	ReasonBadTime        Reason = "bad_time"
 	ReasonMissingKey     Reason = "missing_key"
 	ReasonWrongType      Reason = "wrong_type"
+	// ReasonKeyTooLong: a string join key value longer than
+	// featurestore.MaxKeyValueBytes.
+	ReasonKeyTooLong Reason = "key_too_long"
 )
+
+// checkKey rejects a string join key value too long for a key.
+func checkKey(l *Layout, i int, v featurestore.Value) *DecodeError {
+	if l.Keys[i].Kind == featurestore.KindString && len(v.Str()) > featurestore.MaxKeyValueBytes {
+		return reject(ReasonKeyTooLong, "key %q at %q: a string of %d bytes, more than the %d a join key value may have", l.Keys[i].Name, l.Keys[i].Path, len(v.Str()), featurestore.MaxKeyValueBytes)
+	}
+	return nil
+}
 
 // DecodeError is a rejected event: the reason and, in words, what was wrong.
 type DecodeError struct {

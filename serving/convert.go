@@ -43,6 +43,9 @@ func keyPart(v *pb.Value, want featurestore.KeyKind) (featurestore.KeyPart, erro
 	switch k := v.GetKind().(type) {
 	case *pb.Value_StringVal:
 		if want == featurestore.KeyString {
+			if len(k.StringVal) > featurestore.MaxKeyValueBytes {
+				return featurestore.KeyPart{}, fmt.Errorf("a string of %d bytes, more than the %d a join key value may have", len(k.StringVal), featurestore.MaxKeyValueBytes)
+			}
 			return featurestore.StringPart(k.StringVal), nil
 		}
 	case *pb.Value_Int64Val:

@@ -464,6 +464,7 @@ func TestGetOnlineFeaturesBadRequests(t *testing.T) {
 		{"composite key type", &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:n_1h"), Entities: []*pb.EntityKey{skey("u1", "42")}}, `entity 0: join key "merchant_id" (position 1) of entity "user_merchant": want a int64 value, got string`},
 		{"unset key value", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{{}}}}}, `entity 0: join key "card_id" (position 0) of entity "card": want a string value, got no value`},
 		{"double key", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{dval(1)}}}}, `got double`},
+		{"key too long", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey(strings.Repeat("c", 1025))}}, `entity 0: join key "card_id" (position 0) of entity "card": a string of 1025 bytes, more than the 1024 a join key value may have`},
 		{"request context", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: c1, RequestContext: map[string]*pb.Value{"amount": dval(1)}}, `request_context "amount" is used by no requested feature`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
