@@ -22,9 +22,17 @@ type PartitionHandler interface {
 	// Apply applies msgs, in offset order, durably. It may be called again
 	// with messages it already applied (after a crash or rebalance) and must
 	// then change nothing. An error means nothing can be assumed applied;
-	// the runner retries the same batch.
+	// the runner retries the same batch, unless the error wraps
+	// ErrResumePartition: then the runner calls Resume again and reads from
+	// the offset it returns.
 	Apply(ctx context.Context, topic string, partition int, msgs []kafka.Message) error
 }
+
+// ErrResumePartition, wrapped in an error of PartitionHandler.Apply, says
+// that the partition must be resumed again rather than the batch retried:
+// state the handler cannot rebuild from the batch alone was taken from it
+// (the offline log of the partition committed by another writer).
+var ErrResumePartition = errors.New("the partition must be resumed again")
 
 // GroupConfig configures a consumer group runner.
 type GroupConfig struct {

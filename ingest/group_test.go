@@ -243,3 +243,87 @@ func testRunGroupRebalance(t *testing.T, kafkaFor func(t *testing.T, topic strin
 	stopB()
 	h.check(t, counts)
 }
+
+// rewindHandler is a fencedHandler with a second store, a log with a fence
+// of its own (as the offline log has), that once loses what it held past an
+// offset: its Apply then asks for the partition to be resumed again, and
+// Resume goes back to the older of the two fences.
+type rewindHandler struct {
+	*fencedHandler
+	logFence  map[int]int64
+	logged    map[[2]int64]int
+	rewound   bool
+	rewindAt  int64 // the first batch of partition 0 reaching this offset rewinds
+	rewindTo  int64 // the log's fence after the rewind
+	resumes   int
+	rewinding bool
+}
+
+func (h *rewindHandler) Resume(ctx context.Context, topic string, p int) (int64, error) {
+	next, _ := h.fencedHandler.Resume(ctx, topic, p)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.resumes++
+	if f, ok := h.logFence[p]; ok && (next == kafka.FirstOffset || f+1 < next) {
+		return f + 1, nil
+	}
+	return next, nil
+}
+
+func (h *rewindHandler) Apply(ctx context.Context, topic string, p int, msgs []kafka.Message) error {
+	if err := h.fencedHandler.Apply(ctx, topic, p, msgs); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if f, ok := h.logFence[0]; p == 0 && !h.rewound && ok && f > h.rewindTo && msgs[len(msgs)-1].Offset >= h.rewindAt {
+		// Another writer took the log: it holds what it held up to
+		// rewindTo, and nothing this batch adds can go on top of that.
+		h.rewound = true
+		for off := h.rewindTo + 1; off <= h.logFence[0]; off++ {
+			delete(h.logged, [2]int64{0, off})
+		}
+		h.logFence[0] = h.rewindTo
+		return fmt.Errorf("log taken over: %w", ErrResumePartition)
+	}
+	for _, m := range msgs {
+		if f, ok := h.logFence[p]; ok && m.Offset <= f {
+			continue
+		}
+		h.logged[[2]int64{int64(p), m.Offset}]++
+		h.logFence[p] = m.Offset
+	}
+	return nil
+}
+
+// A batch that asks for the partition to be resumed again is not retried:
+// the partition is read again from the offset Resume gives, and the log
+// ends with every message once, none missing.
+func TestRunGroupResumesAgain(t *testing.T) { forEachKafka(t, testRunGroupResumesAgain) }
+
+func testRunGroupResumesAgain(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := testenv.UniqueName(t, "events")
+	brokers := kafkaFor(t, topic, 2)
+	h := &rewindHandler{fencedHandler: newFencedHandler(), logFence: map[int]int64{}, logged: map[[2]int64]int{}, rewindAt: 150, rewindTo: 40}
+	counts := produce(t, brokers, topic, 600)
+	stop := runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 25, MaxBatchSize: 25, SessionTimeout: 6 * time.Second}, h)
+	waitFor(t, "all messages logged", 30*time.Second, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.logged) >= 600
+	})
+	stop()
+	h.check(t, counts)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.rewound || h.resumes < 3 {
+		t.Fatalf("rewound %v, %d resumes: want a rewind and a second resume of partition 0", h.rewound, h.resumes)
+	}
+	for p, n := range counts {
+		for off := range n {
+			if c := h.logged[[2]int64{int64(p), off}]; c != 1 {
+				t.Fatalf("partition %d offset %d logged %d times", p, off, c)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -162,6 +163,11 @@ func (a *Applier) appendOffline(ctx context.Context, ps *partitionState, topic s
 	for vi, ov := range a.offViews {
 		b.Entities = ps.off.entities[vi]
 		if err := a.offline.Append(ctx, ov.schema, b); err != nil {
+			if errors.Is(err, offline.ErrStreamLost) {
+				// Resume gives the log's new position, older than this
+				// batch: the partition is read again from there.
+				return fmt.Errorf("offline log of %s/%d@%d..%d: %w: %w", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, ErrResumePartition, err)
+			}
 			return fmt.Errorf("offline log of %s/%d@%d..%d: %w", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
 		}
 	}

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,21 @@ func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 			}
 		}()
 	}
+	for w.read(procCtx, genCtx, next) {
+		if next, ok = w.resume(genCtx); !ok {
+			return
+		}
+		w.log.Warn("partition resumed again", "offset", next)
+	}
+}
+
+// read reads from offset next and applies until genCtx ends, and returns
+// false; or until a batch asks for the partition to be resumed again
+// (ErrResumePartition), and returns true.
+func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (resumeAgain bool) {
+	topic := w.cfg.Topic
+	readCtx, stopReading := context.WithCancel(genCtx)
+	defer stopReading()
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:   w.cfg.Brokers,
 		Dialer:    w.cfg.Dialer,
@@ -54,7 +70,7 @@ func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 	defer r.Close()
 	if err := r.SetOffset(next); err != nil {
 		w.log.Error("set reader offset failed", "offset", next, "err", err)
-		return
+		return false
 	}
 	w.log.Info("partition started", "offset", next)
 	// Kafka's committed offset is a hint only (for tools and lag metrics;
@@ -64,7 +80,7 @@ func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 	// costs milliseconds of freshness.
 	var committed atomic.Int64
 	committed.Store(-1)
-	commitCtx, stopCommits := context.WithCancel(genCtx)
+	commitCtx, stopCommits := context.WithCancel(readCtx)
 	commitDone := make(chan struct{})
 	go func() {
 		defer close(commitDone)
@@ -97,19 +113,22 @@ func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 	fetchDone := make(chan struct{})
 	go func() {
 		defer close(fetchDone)
-		f.run(genCtx)
+		f.run(readCtx)
 	}()
-	defer func() { <-fetchDone }()
+	defer func() { stopReading(); <-fetchDone }()
 	var batch []kafka.Message
 	for {
 		var ok bool
-		batch, ok = f.next(genCtx, batch)
+		batch, ok = f.next(readCtx, batch)
 		if !ok {
 			w.log.Info("partition stopped", "next_offset", next)
-			return
+			return false
 		}
-		if !w.apply(procCtx, genCtx, batch) {
-			return
+		switch w.apply(procCtx, genCtx, batch) {
+		case applyStopped:
+			return false
+		case applyResume:
+			return true
 		}
 		next = batch[len(batch)-1].Offset + 1
 		committed.Store(next)
@@ -135,27 +154,39 @@ func (w *partitionWorker) resume(ctx context.Context) (int64, bool) {
 	}
 }
 
+// What became of a batch handed to apply.
+const (
+	applyDone    = iota
+	applyStopped // not applied: the partition stops
+	applyResume  // not applied: the partition must be resumed again
+)
+
 // apply applies the batch, retrying with backoff while it fails (a Redis
 // outage pauses the partition; memory stays bounded by one batch). An
 // attempt under way always finishes; after a failed one it gives up when the
 // generation ends (rebalance or shutdown), and the batch is then read again
-// by whoever owns the partition next.
-func (w *partitionWorker) apply(procCtx, genCtx context.Context, batch []kafka.Message) bool {
+// by whoever owns the partition next. An error wrapping ErrResumePartition
+// is not retried.
+func (w *partitionWorker) apply(procCtx, genCtx context.Context, batch []kafka.Message) int {
 	backoff := w.cfg.RetryMin
 	for {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(procCtx), w.cfg.ShutdownTimeout)
 		err := w.h.Apply(ctx, w.cfg.Topic, w.partition, batch)
 		cancel()
 		if err == nil {
-			return true
+			return applyDone
+		}
+		if errors.Is(err, ErrResumePartition) {
+			w.log.Warn("batch not applied; resuming the partition again", "first_offset", batch[0].Offset, "err", err)
+			return applyResume
 		}
 		if genCtx.Err() != nil {
 			w.log.Warn("batch not applied as the partition stops; it will be read again", "first_offset", batch[0].Offset, "err", err)
-			return false
+			return applyStopped
 		}
 		w.log.Warn("apply failed; retrying", "first_offset", batch[0].Offset, "messages", len(batch), "err", err, "retry_in", backoff)
 		if !sleep(genCtx, backoff) {
-			return false
+			return applyStopped
 		}
 		backoff = min(2*backoff, w.cfg.RetryMax)
 	}

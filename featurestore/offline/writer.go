@@ -131,6 +131,14 @@ type stream struct {
 	failed bool
 }
 
+// ErrStreamLost is what Append returns for a partition whose log another
+// writer committed after this one last did (a rebalance, or a writer that
+// kept running after it lost the partition): this writer dropped the rows
+// it held, and drops what is appended, until Resume gives it the position
+// to go on from. The caller re-reads the partition from there, so that
+// the rows are not missing until its next rebalance.
+var ErrStreamLost = errors.New("another writer committed the partition's log")
+
 func (s *stream) dirty() bool {
 	return s.rows > 0 || s.hasEnd && (!s.hasKnown || s.end.Offset > s.known.Offset)
 }
@@ -292,7 +300,7 @@ func (w *Writer) Append(ctx context.Context, s *Schema, b Batch) error {
 			n += int64(len(g.Events))
 		}
 		w.metrics.drop(s.View, DropLost, n)
-		return nil
+		return fmt.Errorf("offline log of %s, %s/%d: %w", s.View, b.Topic, b.Partition, ErrStreamLost)
 	}
 	if st.schema.fingerprint != s.fingerprint {
 		if st.rows > 0 {

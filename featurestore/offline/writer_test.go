@@ -323,7 +323,10 @@ func TestLostPartition(t *testing.T) {
 	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	appendAll(t, a, s, evs[80:90], 10) // dropped: a lost the partition
+	b90 := batchOf(evs[80:90], testTopic, 0, evs[89].ev.Offset, evs[89].ev.Time)
+	if err := a.Append(ctx, s, b90); !errors.Is(err, ErrStreamLost) { // dropped: a lost the partition
+		t.Fatalf("append after losing the partition: %v, want ErrStreamLost", err)
+	}
 	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
