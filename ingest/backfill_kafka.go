@@ -117,6 +117,14 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 	}
 	for p := range len(ends) {
 		n, err := replayPartition(ctx, &cfg, a, topic, p, ends[p])
+		// Another writer committed the partition's offline log meanwhile
+		// (an ingest process replaying the same positions): resume again,
+		// a few times at most.
+		for retries := 0; errors.Is(err, ErrResumePartition) && retries < 5; retries++ {
+			var more int64
+			more, err = replayPartition(ctx, &cfg, a, topic, p, ends[p])
+			n += more
+		}
 		res.Messages[p] = n
 		if err != nil {
 			return res, err
