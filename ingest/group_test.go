@@ -250,13 +250,12 @@ func testRunGroupRebalance(t *testing.T, kafkaFor func(t *testing.T, topic strin
 // Resume goes back to the older of the two fences.
 type rewindHandler struct {
 	*fencedHandler
-	logFence  map[int]int64
-	logged    map[[2]int64]int
-	rewound   bool
-	rewindAt  int64 // the first batch of partition 0 reaching this offset rewinds
-	rewindTo  int64 // the log's fence after the rewind
-	resumes   int
-	rewinding bool
+	logFence map[int]int64
+	logged   map[[2]int64]int
+	rewound  bool
+	rewindAt int64 // the first batch of partition 0 reaching this offset rewinds
+	rewindTo int64 // the log's fence after the rewind
+	resumes  int
 }
 
 func (h *rewindHandler) Resume(ctx context.Context, topic string, p int) (int64, error) {
