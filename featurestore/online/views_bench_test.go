@@ -88,15 +88,7 @@ func BenchmarkReadViews(b *testing.B) {
 	if err := a.Apply(ctx, "txns", 0, msgs); err != nil {
 		b.Fatal(err)
 	}
-	var layouts []*online.ViewLayout
-	for _, name := range []string{"card_windows", "card_last"} {
-		w, err := window.Compile(reg.View(name), src)
-		if err != nil {
-			b.Fatal(err)
-		}
-		l := online.NewViewLayout(project, name, w, src.AllowedLateness.Std())
-		layouts = append(layouts, &l)
-	}
+	layouts := benchLayouts(b, reg, project)
 	for _, n := range []int{1, 100} {
 		b.Run(fmt.Sprintf("entities=%d/views=2", n), func(b *testing.B) {
 			var reqs []online.ViewRead
@@ -118,4 +110,21 @@ func BenchmarkReadViews(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchLayouts returns the layouts of benchDefs' two views, as serving
+// makes them.
+func benchLayouts(tb testing.TB, reg *registry.Registry, project string) []*online.ViewLayout {
+	tb.Helper()
+	src := reg.Source("txns")
+	var layouts []*online.ViewLayout
+	for _, name := range []string{"card_windows", "card_last"} {
+		w, err := window.Compile(reg.View(name), src)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		l := online.NewViewLayout(project, name, w, src.AllowedLateness.Std())
+		layouts = append(layouts, &l)
+	}
+	return layouts
 }

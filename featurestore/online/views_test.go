@@ -69,15 +69,7 @@ func TestReadViewsAgainstEvents(t *testing.T) {
 		}
 	}
 
-	var layouts []*online.ViewLayout
-	for _, name := range []string{"card_windows", "card_last"} {
-		w, err := window.Compile(reg.View(name), src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l := online.NewViewLayout(project, name, w, src.AllowedLateness.Std())
-		layouts = append(layouts, &l)
-	}
+	layouts := benchLayouts(t, reg, project)
 	var reqs []online.ViewRead
 	for c := range cards + 1 { // the last card has no events
 		for _, l := range layouts {
