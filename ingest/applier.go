@@ -261,6 +261,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	ps.hw, ps.has = hw, has
 	if a.dedup {
 		ps.ids.commit(hw - a.lateness)
+		a.metrics.setDedupIDs(a.src.Name, p, len(ps.ids.seen))
 	}
 	a.record(p, msgs, b, start)
 	return nil

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/featurestore/window"
@@ -224,6 +225,8 @@ func TestDedupPositionSavesRebuildOffset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
+	a.SetMetrics(NewMetrics(reg))
 	ctx := context.Background()
 	// Offsets 0..3: times t0, t0+50s, t0+90s, t0+100s. With 1m lateness the
 	// horizon ends at t0+40s: offset 0 is forgotten, offset 1 is the oldest
@@ -241,6 +244,19 @@ func TestDedupPositionSavesRebuildOffset(t *testing.T) {
 	}
 	if want := (Position{Offset: 3, HW: t0 + 100_000, HasHW: true, DedupFrom: 1, HasDedup: true}); got != want {
 		t.Fatalf("position %+v, want %+v", got, want)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "featurestore_ingest_dedup_ids" && len(mf.GetMetric()) == 1 {
+			ids = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if ids != 3 {
+		t.Errorf("featurestore_ingest_dedup_ids %v, want 3 (offsets 1 to 3)", ids)
 	}
 	b, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, nil)
 	if err != nil {

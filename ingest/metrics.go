@@ -11,6 +11,7 @@ import (
 type Metrics struct {
 	events    *prometheus.CounterVec
 	lag       *prometheus.GaugeVec
+	dedupIDs  *prometheus.GaugeVec
 	batch     *prometheus.HistogramVec
 	freshness *prometheus.HistogramVec
 }
@@ -26,11 +27,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "featurestore_ingest_events_total",
-			Help: "Events by source, feature view and result: applied, duplicate (a replay), or the rejection reason (late, invalid_payload, missing_time, bad_time, missing_key, wrong_type). Rejections of a whole event have view=\"\".",
+			Help: "Events by source, feature view and result: applied, duplicate (a replay), duplicate_id (dropped by event id), or the rejection reason (invalid_payload, missing_time, bad_time, wrong_type, missing_key, key_too_long, late, future). Whole events have view=\"\".",
 		}, []string{"source", "view", "result"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "featurestore_ingest_consumer_lag_messages",
 			Help: "Messages in the partition after the last one applied.",
+		}, []string{"source", "partition"}),
+		dedupIDs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "featurestore_ingest_dedup_ids",
+			Help: "Events remembered for dedup by event id (sources with event_id_field): those within the allowed lateness, about 80 bytes plus the id each.",
 		}, []string{"source", "partition"}),
 		batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "featurestore_ingest_batch_apply_duration_seconds",
@@ -43,13 +48,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 20),
 		}, []string{"source"}),
 	}
-	reg.MustRegister(m.events, m.lag, m.batch, m.freshness)
+	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.batch, m.freshness)
 	return m
 }
 
 func (m *Metrics) countEvents(source, view, result string, n int) {
 	if m != nil && n > 0 {
 		m.events.WithLabelValues(source, view, result).Add(float64(n))
+	}
+}
+
+func (m *Metrics) setDedupIDs(source string, partition int, n int) {
+	if m != nil {
+		m.dedupIDs.WithLabelValues(source, strconv.Itoa(partition)).Set(float64(n))
 	}
 }
 
