@@ -35,6 +35,10 @@ const (
 	// HTTPHealthPath answers GET with 200 when the server can answer
 	// lookups, 503 when it cannot.
 	HTTPHealthPath = "/healthz"
+	// HTTPTimeoutHeader sets a lookup's deadline, as a duration such as
+	// 250ms or 2s, as a gRPC client's deadline does; without it the
+	// server's default deadline applies.
+	HTTPTimeoutHeader = "X-Featurestore-Timeout"
 )
 
 // Defaults of HTTPConfig.
@@ -184,7 +188,12 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 // request duration histogram too, so a misbehaving client shows.
 func (s *HTTPServer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	req, err := s.decode(w, r)
+	var req *pb.GetOnlineFeaturesRequest
+	r, cancel, err := withTimeout(r)
+	defer cancel()
+	if err == nil {
+		req, err = s.decode(w, r)
+	}
 	buf := responseBuffers.Get().(*[]byte)
 	defer func() {
 		if cap(*buf) <= maxPooledResponse {
@@ -211,6 +220,20 @@ func (s *HTTPServer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(*buf)
+}
+
+// withTimeout gives r the deadline its HTTPTimeoutHeader asks for.
+func withTimeout(r *http.Request) (*http.Request, context.CancelFunc, error) {
+	v := r.Header.Get(HTTPTimeoutHeader)
+	if v == "" {
+		return r, func() {}, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return r, func() {}, status.Errorf(codes.InvalidArgument, "%s: %q is not a positive duration such as 250ms or 2s", HTTPTimeoutHeader, v)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	return r.WithContext(ctx), cancel, nil
 }
 
 // responseBuffers keeps the buffers responses are encoded into; buffers

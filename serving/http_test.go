@@ -266,6 +266,9 @@ func TestHTTPErrors(t *testing.T) {
 		{"too many entities", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"feature_service": "fraud", "entities": [{}, {}, {}, {}]}`), 400, "INVALID_ARGUMENT", "4 entities requested, more than the 3 allowed"},
 		{"unknown path", http.MethodPost, "/v1/features", "application/json", strings.NewReader(ok), 404, "NOT_FOUND", "no route /v1/features: lookups are POST /v1/features:get"},
 		{"health by POST", http.MethodPost, HTTPHealthPath, "", nil, 405, "UNIMPLEMENTED", "method POST not allowed: /healthz takes GET"},
+		{"timeout not a duration", http.MethodPost, HTTPLookupPath + "#timeout=soon", "application/json", strings.NewReader(ok), 400, "INVALID_ARGUMENT", `X-Featurestore-Timeout: "soon" is not a positive duration`},
+		{"timeout not positive", http.MethodPost, HTTPLookupPath + "#timeout=-1s", "application/json", strings.NewReader(ok), 400, "INVALID_ARGUMENT", `X-Featurestore-Timeout: "-1s" is not a positive duration`},
+		{"timeout passed", http.MethodPost, HTTPLookupPath + "#timeout=1ns", "application/json", strings.NewReader(ok), 503, "UNAVAILABLE", "context deadline exceeded"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			req, err := http.NewRequest(c.method, url+c.path, c.body)
@@ -274,6 +277,10 @@ func TestHTTPErrors(t *testing.T) {
 			}
 			if c.contentType != "" {
 				req.Header.Set("Content-Type", c.contentType)
+			}
+			// A fragment (never sent) names the test's timeout header.
+			if _, timeout, ok := strings.Cut(c.path, "#timeout="); ok {
+				req.Header.Set(HTTPTimeoutHeader, timeout)
 			}
 			r := do(t, nil, req)
 			code, msg := errorBody(t, r)
@@ -293,8 +300,9 @@ func TestHTTPErrors(t *testing.T) {
 	want := map[string]uint64{
 		"POST /v1/features:get OK":                1,
 		"POST /v1/features:get Unimplemented":     1,
-		"POST /v1/features:get InvalidArgument":   10,
+		"POST /v1/features:get InvalidArgument":   12,
 		"POST /v1/features:get ResourceExhausted": 2,
+		"POST /v1/features:get Unavailable":       1,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("request duration counts by method/code %v, want %v", got, want)
