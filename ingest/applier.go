@@ -227,15 +227,18 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	start := time.Now()
 	ps := a.partition(p)
 	if ps.warming {
+		// Messages up to the resumed position only rebuild; warming stays
+		// set, so that a batch retried after a failure skips them again.
 		n := 0
 		for n < len(msgs) && msgs[n].Offset <= ps.warmUntil {
 			n++
 		}
-		a.warm(ps, msgs[:n])
+		if n > 0 {
+			a.warm(ps, msgs[:n])
+		}
 		if msgs = msgs[n:]; len(msgs) == 0 {
 			return nil
 		}
-		ps.warming = false
 	}
 	b := &ps.b
 	hw, has := a.prepare(ps, topic, p, msgs)
