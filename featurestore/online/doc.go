@@ -106,14 +106,15 @@
 //
 // # Reading
 //
-// ReadViews, serving's read, sends one pipeline of HGETALL, one per (entity,
-// view): one round trip whatever the number of entities and views. It keeps
-// the tiles whose index (in their value) falls in the longest window at the
-// read time, l and x, and skips v and the fences. Reading whole hashes costs
-// Redis less than an HMGET of every slot a window spans: no field names to
-// parse and look up, and only the fields that exist in the reply; the ring
-// bounds what a hash holds beyond the window. Store.Read sends HMGET of
-// given fields instead. go-redis splits a pipeline by node on Redis Cluster
+// ReadViews, serving's read, sends one pipeline of one command per (entity,
+// view): one round trip whatever the number of entities and views. A view
+// with windows is read with HGETALL, keeping the tiles whose index (in their
+// value) falls in the longest window at the read time, l and x, and
+// skipping v and the fences: reading the whole hash costs Redis less than
+// an HMGET of every slot a window spans (no field names to parse and look
+// up, only the fields that exist in the reply), and the ring bounds what a
+// hash holds beyond the window. A view without windows is read with an
+// HMGET of l and x, those it has. Store.Read sends HMGET of given fields. go-redis splits a pipeline by node on Redis Cluster
 // and sends the parts in parallel: one round trip per node involved, at the
 // same time. Serving merges the tiles at request time, so windowed values
 // decay without writes.

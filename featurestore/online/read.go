@@ -120,10 +120,8 @@ type ReadBuffer struct {
 	ends    []int
 	names   []string
 	args    []any
-	pairs   []*redis.StringSliceCmd     // RESP2 replies: field, value, ...
-	maps    []*redis.MapStringStringCmd // RESP3 replies
-	kv      []string                    // a RESP3 reply as field, value, ...
-	batch   []redis.Cmder
+	cmds    []redis.Cmder // per request: a StringSliceCmd, or a MapStringStringCmd (HGETALL over RESP3)
+	kv      []string      // a reply as field, value, ...
 	flat    []window.FeatureValue
 	out     [][]window.FeatureValue
 	scratch []heldScratch
@@ -139,14 +137,17 @@ type heldScratch struct {
 // ReadViews is ReadViews with the buffers of b: the results are valid until
 // b's next use.
 //
-// It reads each hash whole, with HGETALL, and keeps the tiles of the view's
-// longest window at t, the lifetime and the last-value fields: Redis parses
-// no field names and replies only with the fields that exist, which costs it
-// about a third of an HMGET of every slot of the window (2h over 5m tiles:
-// 26 fields), and the reply is shorter. A hash holds a ring of tile slots
-// sized to the longest window and the allowed lateness (ring.go), so reading
-// it whole reads a bounded number of tiles the window does not need. An
-// empty value reads as absent: the store never writes one.
+// It reads the hash of a view with windows whole, with HGETALL, and keeps
+// the tiles of the view's longest window at t, the lifetime and the
+// last-value fields: Redis parses no field names and replies only with the
+// fields that exist, which costs it about a third of an HMGET of every slot
+// of the window (2h over 5m tiles: 26 fields), and the reply is shorter. A
+// hash holds a ring of tile slots sized to the longest window and the
+// allowed lateness (ring.go), so reading it whole reads a bounded number of
+// tiles the window does not need. The hash of a view without windows is
+// read with an HMGET of its one or two fields, cheaper than HGETALL for
+// Redis and for the reply. An empty value reads as absent: the store never
+// writes one.
 func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t int64) ([][]window.FeatureValue, error) {
 	if len(reqs) == 0 {
 		return nil, nil
@@ -183,25 +184,30 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 
 	// Every command's arguments live in one slice, which must not move
 	// once commands refer to it.
-	if cap(b.args) < 2*len(reqs) {
-		b.args = make([]any, 0, 2*len(reqs))
+	if cap(b.args) < 4*len(reqs) {
+		b.args = make([]any, 0, 4*len(reqs))
 	}
 	args := b.args[:0]
-	b.pairs, b.maps, b.batch = b.pairs[:0], b.maps[:0], b.batch[:0]
+	b.cmds = b.cmds[:0]
 	for i := range reqs {
+		lr := b.reads[i]
 		n := len(args)
-		args = append(args, "hgetall", &b.names[i])
-		// Under RESP2 HGETALL replies with a flat array, which a
-		// StringSliceCmd reads into one slice; under RESP3 with a map.
-		if s.resp2 {
-			cmd := redis.NewStringSliceCmd(ctx, args[n:len(args):len(args)]...)
-			b.pairs = append(b.pairs, cmd)
-			b.batch = append(b.batch, cmd)
-		} else {
-			cmd := redis.NewMapStringStringCmd(ctx, args[n:len(args):len(args)]...)
-			b.maps = append(b.maps, cmd)
-			b.batch = append(b.batch, cmd)
+		var cmd redis.Cmder
+		switch {
+		case lr.tiles == 0:
+			args = append(args, "hmget", &b.names[i])
+			args = append(args, lr.tail...)
+			cmd = redis.NewStringSliceCmd(ctx, args[n:len(args):len(args)]...)
+		case s.resp2:
+			// Under RESP2 HGETALL replies with a flat array, which a
+			// StringSliceCmd reads into one slice; under RESP3 with a map.
+			args = append(args, "hgetall", &b.names[i])
+			cmd = redis.NewStringSliceCmd(ctx, args[n:len(args):len(args)]...)
+		default:
+			args = append(args, "hgetall", &b.names[i])
+			cmd = redis.NewMapStringStringCmd(ctx, args[n:len(args):len(args)]...)
 		}
+		b.cmds = append(b.cmds, cmd)
 	}
 	b.args = args
 	// A pipeline holds nothing once executed, so one per buffer serves all
@@ -209,7 +215,7 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 	if b.store != s {
 		b.store, b.pipe = s, s.c.Pipeline()
 	}
-	_ = b.pipe.BatchProcess(ctx, b.batch...)
+	_ = b.pipe.BatchProcess(ctx, b.cmds...)
 	if _, err := b.pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read online state of %d keys from redis: %w", len(reqs), err)
 	}
@@ -220,15 +226,28 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 	for i, r := range reqs {
 		lr := b.reads[i]
 		var kv []string
-		if s.resp2 {
-			kv = b.pairs[i].Val()
-			if len(kv)%2 != 0 {
-				return nil, fmt.Errorf("read %s: HGETALL replied with %d elements, not pairs", b.names[i], len(kv))
-			}
-		} else {
+		switch cmd := b.cmds[i].(type) {
+		case *redis.MapStringStringCmd:
 			b.kv = b.kv[:0]
-			for f, v := range b.maps[i].Val() {
+			for f, v := range cmd.Val() {
 				b.kv = append(b.kv, f, v)
+			}
+			kv = b.kv
+		case *redis.StringSliceCmd:
+			vals := cmd.Val()
+			if lr.tiles > 0 {
+				if len(vals)%2 != 0 {
+					return nil, fmt.Errorf("read %s: HGETALL replied with %d elements, not pairs", b.names[i], len(vals))
+				}
+				kv = vals
+				break
+			}
+			if len(vals) != len(lr.names) {
+				return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), len(lr.names))
+			}
+			b.kv = b.kv[:0]
+			for j, v := range vals {
+				b.kv = append(b.kv, lr.names[j], v)
 			}
 			kv = b.kv
 		}
@@ -276,10 +295,8 @@ func (b *ReadBuffer) release() {
 	b.scratch = b.scratch[:0]
 	clear(b.args)
 	clear(b.names)
-	clear(b.pairs)
-	clear(b.maps)
+	clear(b.cmds)
 	clear(b.kv)
-	clear(b.batch)
 	clear(b.reads)
 }
 

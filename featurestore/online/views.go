@@ -23,6 +23,11 @@ type ViewLayout struct {
 
 // layoutReads is what every read of a view shares, computed once per layout.
 type layoutReads struct {
+	// tail holds the fields of a view without windows, boxed once for
+	// HMGET: LifetimeField and LastField, those the view has; names the
+	// same as strings.
+	tail             []any
+	names            []string
 	hasLife, hasLast bool
 	tiles            int        // tiles a read merges: the longest window's
 	features         int        // features a read returns
@@ -49,6 +54,15 @@ func newLayoutReads(v *window.View) *layoutReads {
 	}
 	if v.HasPart(window.PartWindow) {
 		r.tiles = v.TilesNeeded(0).Len()
+	}
+	if r.hasLife {
+		r.names = append(r.names, LifetimeField)
+	}
+	if r.hasLast {
+		r.names = append(r.names, LastField)
+	}
+	for _, n := range r.names {
+		r.tail = append(r.tail, n)
 	}
 	r.scratch = &sync.Pool{New: func() any { return &viewScratch{rd: v.NewReader()} }}
 	return r

@@ -171,9 +171,12 @@ func (h healthClient) lookup(ctx context.Context, entities []int) (int, error) {
 }
 
 // rawClient is the ceiling: the Redis reads of a lookup, the same pipeline
-// of HGETALL that the server sends (same keys, arguments built the same way,
-// over RESP2 as the server's client), straight from go-redis, with no gRPC
-// and no decoding.
+// the server sends (HGETALL of card_windows, HMGET of card_last's last
+// values; same keys, arguments built the same way, over RESP2 as the
+// server's client), straight from go-redis, with no gRPC and no decoding.
+// lastField is the HMGET argument of card_last's reads, boxed once.
+var lastField any = online.LastField
+
 type rawClient struct {
 	rc      *redis.Client
 	project string
@@ -201,7 +204,12 @@ func (r *rawClient) lookup(ctx context.Context, entities []int) (int, error) {
 	}
 	for i := range n {
 		a := len(r.args)
-		r.args = append(r.args, "hgetall", &r.names[i])
+		if r.views[i%len(r.views)] == "card_last" {
+			// A view without windows: the server reads its one field.
+			r.args = append(r.args, "hmget", &r.names[i], lastField)
+		} else {
+			r.args = append(r.args, "hgetall", &r.names[i])
+		}
 		cmd := redis.NewStringSliceCmd(ctx, r.args[a:len(r.args):len(r.args)]...)
 		r.cmds = append(r.cmds, cmd)
 		r.batch = append(r.batch, cmd)
@@ -217,11 +225,8 @@ func (r *rawClient) lookup(ctx context.Context, entities []int) (int, error) {
 		if r.views[i%len(r.views)] != "card_last" {
 			continue
 		}
-		kv := cmd.Val()
-		for j := 0; j+1 < len(kv); j += 2 {
-			if kv[j] == online.LastField && kv[j+1] != "" {
-				hits++
-			}
+		if vals := cmd.Val(); len(vals) == 1 && vals[0] != "" {
+			hits++
 		}
 	}
 	return hits, nil
