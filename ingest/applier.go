@@ -9,7 +9,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/window"
@@ -52,12 +51,11 @@ const resultDuplicateID = "duplicate_id"
 
 // viewPlan is a feature view compiled for ingest.
 type viewPlan struct {
-	def      *registry.FeatureView
-	win      *window.View
-	keyIdx   []int // per entity join key: its index in Layout.Keys
-	keyKinds []featurestore.Kind
-	ring     int64
-	ttl      time.Duration
+	def    *registry.FeatureView
+	win    *window.View
+	keyIdx []int // per entity join key: its index in Layout.Keys
+	ring   int64
+	ttl    time.Duration
 }
 
 // Applier applies the messages of one source to the online store and, once
@@ -130,7 +128,6 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 				return nil, fmt.Errorf("feature view %q: source %q has no key %q", v.Name, src.Name, k.Name)
 			}
 			vp.keyIdx = append(vp.keyIdx, i)
-			vp.keyKinds = append(vp.keyKinds, l.Keys[i].Kind)
 		}
 		vp.ring = online.NewViewLayout(project, v.Name, w, src.AllowedLateness.Std()).Ring
 		vp.ttl = max(w.Retention(src.AllowedLateness.Std()), v.TTL.Std())

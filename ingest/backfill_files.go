@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -377,26 +376,7 @@ func (c *backfillChunk) route(v backfillView, evs []Event) ([]offline.EntityEven
 	c.ents = c.ents[:0]
 	for i := range evs {
 		ev := &evs[i]
-		k := c.key[:0]
-		missing := ""
-		for _, ki := range v.keyIdx {
-			kv := ev.Keys[ki]
-			switch {
-			case kv.IsNull():
-				missing = c.bf.a.layout.Keys[ki].Name
-			case kv.Kind() == featurestore.KindString:
-				s := kv.Str()
-				k = append(k, byte(featurestore.KeyString))
-				k = binary.AppendUvarint(k, uint64(len(s)))
-				k = append(k, s...)
-			default:
-				k = append(k, byte(featurestore.KeyInt64))
-				k = binary.AppendVarint(k, kv.Int64())
-			}
-			if missing != "" {
-				break
-			}
-		}
+		k, missing := c.bf.a.layout.appendEntityKey(c.key[:0], ev, v.keyIdx)
 		c.key = k
 		if missing != "" {
 			if !v.online {

@@ -135,23 +135,11 @@ func (b *batch) route(a *Applier, vi int, ev *Event, ei int32) (missing string, 
 	vp := a.views[vi]
 	// The map key: the view's index and the entity key's binary form (see
 	// featurestore.EntityKey), so that a lookup allocates nothing.
-	k := append(b.key[:0], byte(vi), byte(vi>>8))
-	for j, ki := range vp.keyIdx {
-		kv := ev.Keys[ki]
-		switch {
-		case kv.IsNull():
-			return a.layout.Keys[ki].Name, nil
-		case vp.keyKinds[j] == featurestore.KindString:
-			s := kv.Str()
-			k = append(k, byte(featurestore.KeyString))
-			k = binary.AppendUvarint(k, uint64(len(s)))
-			k = append(k, s...)
-		default:
-			k = append(k, byte(featurestore.KeyInt64))
-			k = binary.AppendVarint(k, kv.Int64())
-		}
-	}
+	k, missing := a.layout.appendEntityKey(append(b.key[:0], byte(vi), byte(vi>>8)), ev, vp.keyIdx)
 	b.key = k
+	if missing != "" {
+		return missing, nil
+	}
 	gi, ok := b.groupOf[string(k)]
 	if !ok {
 		var ek featurestore.EntityKey
@@ -165,6 +153,29 @@ func (b *batch) route(a *Applier, vi int, ev *Event, ei int32) (missing string, 
 	b.groups[gi].n++
 	b.uses = append(b.uses, use{gi, ei})
 	return "", nil
+}
+
+// appendEntityKey appends to k the binary form of the entity key (as
+// featurestore.EntityKey encodes it) of the event's values of the join keys
+// at keyIdx in l.Keys. missing names the first of them the event has no
+// value for; k is then incomplete.
+func (l *Layout) appendEntityKey(k []byte, ev *Event, keyIdx []int) (_ []byte, missing string) {
+	for _, ki := range keyIdx {
+		kv := ev.Keys[ki]
+		switch {
+		case kv.IsNull():
+			return k, l.Keys[ki].Name
+		case kv.Kind() == featurestore.KindString:
+			s := kv.Str()
+			k = append(k, byte(featurestore.KeyString))
+			k = binary.AppendUvarint(k, uint64(len(s)))
+			k = append(k, s...)
+		default:
+			k = append(k, byte(featurestore.KeyInt64))
+			k = binary.AppendVarint(k, kv.Int64())
+		}
+	}
+	return k, ""
 }
 
 // arrange lays out the events of each group contiguously, sorted by tile,

@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -28,9 +27,8 @@ import (
 
 // offlineView is a feature view logged offline, compiled for routing.
 type offlineView struct {
-	schema   *offline.Schema
-	keyIdx   []int // per entity join key: its index in Layout.Keys
-	keyKinds []featurestore.Kind
+	schema *offline.Schema
+	keyIdx []int // per entity join key: its index in Layout.Keys
 	// online is set when the view is also an online view of the applier,
 	// whose routing already dead-letters events missing a join key.
 	online bool
@@ -68,7 +66,6 @@ func (a *Applier) SetOffline(w *offline.Writer, r *registry.Registry) error {
 				return fmt.Errorf("feature view %q: source %q has no key %q", v.Name, a.src.Name, k.Name)
 			}
 			ov.keyIdx = append(ov.keyIdx, i)
-			ov.keyKinds = append(ov.keyKinds, a.layout.Keys[i].Kind)
 		}
 		a.offViews = append(a.offViews, ov)
 	}
@@ -100,26 +97,7 @@ func (ob *offlineBatch) reset(views int) {
 func (a *Applier) routeOffline(ps *partitionState, m kafka.Message, ev *Event, ei int32) {
 	ob := &ps.off
 	for vi, ov := range a.offViews {
-		k := append(ob.key[:0], byte(vi), byte(vi>>8))
-		missing := ""
-		for j, ki := range ov.keyIdx {
-			kv := ev.Keys[ki]
-			switch {
-			case kv.IsNull():
-				missing = a.layout.Keys[ki].Name
-			case ov.keyKinds[j] == featurestore.KindString:
-				s := kv.Str()
-				k = append(k, byte(featurestore.KeyString))
-				k = binary.AppendUvarint(k, uint64(len(s)))
-				k = append(k, s...)
-			default:
-				k = append(k, byte(featurestore.KeyInt64))
-				k = binary.AppendVarint(k, kv.Int64())
-			}
-			if missing != "" {
-				break
-			}
-		}
+		k, missing := a.layout.appendEntityKey(append(ob.key[:0], byte(vi), byte(vi>>8)), ev, ov.keyIdx)
 		ob.key = k
 		if missing != "" {
 			if !ov.online {

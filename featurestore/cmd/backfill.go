@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -99,27 +98,13 @@ a cleared store), and replaying again adds nothing. Do not replay with
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
-				store, closeStore, err := reg.open(ctx)
-				if err != nil {
-					return err
-				}
-				defer closeStore()
-				v := version
-				if v == 0 {
-					if v, err = store.Head(ctx); err != nil {
-						return err
-					}
-					if v == 0 {
-						return errors.New("nothing has been applied to the registry yet")
-					}
-				}
-				snap, err := store.Get(ctx, v)
+				snap, err := reg.snapshot(ctx, version)
 				if err != nil {
 					return err
 				}
 				src := snap.Registry.Source(source)
 				if src == nil {
-					return fmt.Errorf("registry version %d has no source %q", v, source)
+					return fmt.Errorf("registry version %d has no source %q", snap.Version, source)
 				}
 				rc := reg.redis.client()
 				defer rc.Close()

@@ -248,21 +248,7 @@ func showCommand() *command {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: show takes no arguments", errUsage)
 				}
-				store, closeStore, err := reg.open(ctx)
-				if err != nil {
-					return err
-				}
-				defer closeStore()
-				v := version
-				if v == 0 {
-					if v, err = store.Head(ctx); err != nil {
-						return err
-					}
-					if v == 0 {
-						return errors.New("nothing has been applied yet")
-					}
-				}
-				snap, err := store.Get(ctx, v)
+				snap, err := reg.snapshot(ctx, version)
 				if err != nil {
 					return err
 				}

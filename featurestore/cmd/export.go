@@ -113,21 +113,7 @@ progress bar when stderr is a terminal.`,
 				if err != nil {
 					return err
 				}
-				store, closeStore, err := reg.open(ctx)
-				if err != nil {
-					return err
-				}
-				defer closeStore()
-				v := version
-				if v == 0 {
-					if v, err = store.Head(ctx); err != nil {
-						return err
-					}
-					if v == 0 {
-						return errors.New("nothing has been applied to the registry yet")
-					}
-				}
-				snap, err := store.Get(ctx, v)
+				snap, err := reg.snapshot(ctx, version)
 				if err != nil {
 					return err
 				}

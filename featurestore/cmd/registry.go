@@ -75,6 +75,26 @@ func (r *registryFlags) register(fs *flag.FlagSet) {
 	r.redis.register(fs)
 }
 
+// snapshot returns registry version v of the project, the current one when
+// v is 0, and closes the store: callers that only read one version keep no
+// registry connection open.
+func (r *registryFlags) snapshot(ctx context.Context, v int64) (*registry.Snapshot, error) {
+	store, closeStore, err := r.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer closeStore()
+	if v == 0 {
+		if v, err = store.Head(ctx); err != nil {
+			return nil, err
+		}
+		if v == 0 {
+			return nil, errors.New("nothing has been applied to the registry yet")
+		}
+	}
+	return store.Get(ctx, v)
+}
+
 // open returns the configured store; close releases it.
 func (r *registryFlags) open(ctx context.Context) (registry.Store, func(), error) {
 	switch {
