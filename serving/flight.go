@@ -25,10 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/featurestore/featurestore/featurestore/export"
@@ -154,20 +152,12 @@ func NewFlightServer(cfg FlightConfig) *FlightServer {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &FlightServer{cfg: cfg, slots: make(chan struct{}, cfg.MaxExports), mem: memory.NewGoAllocator()}
-	opts := []grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	opts := append(serverOptions(cfg.TLS, cfg.Auth),
 		// One message is one record batch of the upload, which the upload's
 		// bound covers; the sent batches are cut to flightSendRows rows.
 		grpc.MaxRecvMsgSize(int(min(cfg.MaxUploadBytes+1<<20, math.MaxInt32))),
 		grpc.MaxSendMsgSize(math.MaxInt32),
-	}
-	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
-	}
-	if cfg.Auth != nil {
-		opts = append(opts, grpc.ChainUnaryInterceptor(cfg.Auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(cfg.Auth.StreamInterceptor()))
-	}
+	)
 	s.grpc = grpc.NewServer(opts...)
 	flight.RegisterFlightServiceServer(s.grpc, s)
 	s.health = health.NewServer()

@@ -94,9 +94,7 @@ func NewServer(svc pb.OnlineServiceServer, cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	opts := []grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	opts := append(serverOptions(cfg.TLS, cfg.Auth),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
@@ -105,20 +103,30 @@ func NewServer(svc pb.OnlineServiceServer, cfg ServerConfig) *Server {
 		// grows (is copied) on every call: about 8% of the server's CPU
 		// at 16 concurrent lookups. Beyond that many calls in flight, the
 		// rest get goroutines of their own.
-		grpc.NumStreamWorkers(uint32(16 * runtime.GOMAXPROCS(0))),
-	}
-	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
-	}
-	if cfg.Auth != nil {
-		opts = append(opts, grpc.ChainUnaryInterceptor(cfg.Auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(cfg.Auth.StreamInterceptor()))
-	}
+		grpc.NumStreamWorkers(uint32(16*runtime.GOMAXPROCS(0))),
+	)
 	gs := grpc.NewServer(opts...)
 	pb.RegisterOnlineServiceServer(gs, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	return &Server{cfg: cfg, grpc: gs, health: hs}
+}
+
+// serverOptions are the options the gRPC and Flight servers share:
+// keepalive enforcement, TLS when tlsCfg is set, and auth's interceptors.
+func serverOptions(tlsCfg *tls.Config, auth *Auth) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	}
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	if auth != nil {
+		opts = append(opts, grpc.ChainUnaryInterceptor(auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(auth.StreamInterceptor()))
+	}
+	return opts
 }
 
 // Run serves until ctx ends, then stops gracefully: health turns to
