@@ -149,6 +149,7 @@ func (a *Applier) partition(p int) *partitionState {
 	if ps == nil {
 		dec, _ := NewDecoder(a.src, a.layout, "") // checked in NewApplier
 		ps = &partitionState{dec: dec}
+		ps.ids.reset()
 		a.parts[p] = ps
 	}
 	return ps

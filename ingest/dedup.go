@@ -72,9 +72,6 @@ func (s *dedupSet) has(k dedupKey) bool {
 
 // add remembers k, seen at offset, pending until commit.
 func (s *dedupSet) add(k dedupKey, offset int64) {
-	if s.pend == nil {
-		s.reset()
-	}
 	s.pend[k] = struct{}{}
 	s.pending = append(s.pending, dedupEntry{k, offset})
 }

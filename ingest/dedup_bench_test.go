@@ -52,7 +52,6 @@ func BenchmarkDedup(b *testing.B) {
 					b.Fatal(err)
 				}
 				ps := a.partition(0)
-				ps.ids.reset()
 				for i := 0; i < n; i += 1000 {
 					if err := aggregateBatch(a, ps, "txns", 0, msgs[i:i+1000]); err != nil {
 						b.Fatal(err)
