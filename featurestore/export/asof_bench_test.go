@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,6 +89,11 @@ const (
 	asofMemory = DefaultMemory
 	asofEnv    = "FEATURESTORE_BENCH_EXPORT_SCALE"
 	asofChild  = "FEATURESTORE_EXPORT_BENCH_CHILD"
+	// asofProfile, when set, names a file the export child writes its CPU
+	// profile to.
+	asofProfile = "FEATURESTORE_BENCH_EXPORT_CPUPROFILE"
+	// asofDebug, when set, makes the export child log its steps to stderr.
+	asofDebug = "FEATURESTORE_BENCH_EXPORT_DEBUG"
 )
 
 type asofSize struct{ events, entities, rows int }
@@ -410,10 +417,24 @@ func TestExportBenchHelperProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if path := os.Getenv(asofProfile); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv(asofDebug) != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	start, cpu := time.Now(), cpuSeconds()
 	stats, err := Run(context.Background(), Options{Registry: asofRegistry(t), Log: &dirLog{st: st, project: asofProject},
 		Features: job.Features, Entities: filepath.Join(job.Dir, "entities.parquet"), Out: job.Out,
-		Memory: job.Memory, TempDir: job.TempDir})
+		Memory: job.Memory, TempDir: job.TempDir, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -246,7 +246,13 @@ func (x *exporter) size(ctx context.Context) {
 			}
 		}
 	}
-	x.parts = int(min(max(int64(x.workers), (est+x.budget-1)/x.budget), maxParts))
+	// Aim at half the budget: the estimate is rough (the log's bytes hold
+	// columns the export does not read, and the references the sort needs
+	// are not in them), and a group over budget is split again, which
+	// reads and writes its events once more, in one goroutine; more
+	// buckets than needed cost only their files.
+	target := x.budget / 2
+	x.parts = int(min(max(int64(x.workers), (est+target-1)/target), maxParts))
 	nsources := int64(max(len(x.plan.entities), 1))
 	x.flush = int(min(max(x.opts.Memory/(8*int64(x.workers)*int64(x.parts)*nsources), 32<<10), 1<<20))
 	x.log.Debug("export sized", "rows", x.table.rows, "estimate_bytes", est, "buckets", x.parts, "group_budget_bytes", x.budget)
