@@ -74,11 +74,13 @@ func (k keyRef) compare(o keyRef) int {
 // sortRows sorts rows by key and time. Keys compare by hash alone, unless
 // two keys of the group share a hash, which a check after the sort finds.
 func sortRows(rows []rowRef) {
-	sortByHash(rows, func(r *rowRef) uint64 { return r.key.h }, func(a, b rowRef) int {
-		if c := cmp.Compare(a.key.h, b.key.h); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.t, b.t)
+	sortByHash(rows, func(r *rowRef) uint64 { return r.key.h }, func(rs []rowRef) {
+		slices.SortFunc(rs, func(a, b rowRef) int {
+			if c := cmp.Compare(a.key.h, b.key.h); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.t, b.t)
+		})
 	})
 	if oneKeyPerHash(rows, func(r *rowRef) keyRef { return r.key }) {
 		return
@@ -92,46 +94,118 @@ func sortRows(rows []rowRef) {
 }
 
 // sortEvents sorts events by key and order key (event time, partition,
-// offset), comparing keys as sortRows does.
+// offset), comparing keys as sortRows does. The sort within a hash bucket
+// is sortEvRefs, written for evRef: the generic comparison sort, calling a
+// comparison function with two 56-byte values, took several times longer.
 func sortEvents(evs []evRef) {
-	byOrder := func(a, b *evRef) int {
-		if c := cmp.Compare(a.time, b.time); c != 0 {
-			return c
+	sortByHash(evs, func(e *evRef) uint64 { return e.key.h }, sortEvRefs)
+	for i := 1; i < len(evs); i++ {
+		if a, b := &evs[i-1].key, &evs[i].key; a.h == b.h && a.s != b.s {
+			// Two keys of the group share a hash: sort by the keys' bytes.
+			slices.SortFunc(evs, func(a, b evRef) int {
+				if c := a.key.compare(b.key); c != 0 {
+					return c
+				}
+				return cmp.Or(cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
+			})
+			return
 		}
-		if c := cmp.Compare(a.part, b.part); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.off, b.off)
 	}
-	sortByHash(evs, func(e *evRef) uint64 { return e.key.h }, func(a, b evRef) int {
-		if c := cmp.Compare(a.key.h, b.key.h); c != 0 {
-			return c
-		}
-		return byOrder(&a, &b)
-	})
-	if oneKeyPerHash(evs, func(e *evRef) keyRef { return e.key }) {
-		return
+}
+
+// evLess orders events by key hash and order key.
+func evLess(a, b *evRef) bool {
+	if a.key.h != b.key.h {
+		return a.key.h < b.key.h
 	}
-	slices.SortFunc(evs, func(a, b evRef) int {
-		if c := a.key.compare(b.key); c != 0 {
-			return c
+	if a.time != b.time {
+		return a.time < b.time
+	}
+	if a.part != b.part {
+		return a.part < b.part
+	}
+	return a.off < b.off
+}
+
+// sortEvRefs sorts events by evLess: a quicksort (median of three, Hoare
+// partition, so that runs of equal events split evenly) down to insertion
+// sort of short runs; past a depth that only an adversarial input reaches,
+// the rest goes to the library's pattern-defeating sort.
+func sortEvRefs(xs []evRef) {
+	depth := 2 * bits.Len(uint(len(xs)))
+	for len(xs) > 12 {
+		if depth == 0 {
+			slices.SortFunc(xs, func(a, b evRef) int {
+				if evLess(&a, &b) {
+					return -1
+				}
+				if evLess(&b, &a) {
+					return 1
+				}
+				return 0
+			})
+			return
 		}
-		return byOrder(&a, &b)
-	})
+		depth--
+		last := len(xs) - 1
+		m := len(xs) / 2
+		// Median of xs[0], xs[m], xs[last] into xs[0], the pivot.
+		if evLess(&xs[m], &xs[0]) {
+			xs[m], xs[0] = xs[0], xs[m]
+		}
+		if evLess(&xs[last], &xs[m]) {
+			xs[last], xs[m] = xs[m], xs[last]
+			if evLess(&xs[m], &xs[0]) {
+				xs[m], xs[0] = xs[0], xs[m]
+			}
+		}
+		xs[0], xs[m] = xs[m], xs[0]
+		pivot := xs[0]
+		i, j := 1, last
+		for {
+			for i <= j && evLess(&xs[i], &pivot) {
+				i++
+			}
+			for i <= j && evLess(&pivot, &xs[j]) {
+				j--
+			}
+			if i >= j {
+				break
+			}
+			xs[i], xs[j] = xs[j], xs[i]
+			i++
+			j--
+		}
+		xs[0], xs[j] = xs[j], xs[0]
+		// Recurse into the shorter side, loop on the longer.
+		if j < len(xs)-j {
+			sortEvRefs(xs[:j])
+			xs = xs[j+1:]
+		} else {
+			sortEvRefs(xs[j+1:])
+			xs = xs[:j]
+		}
+	}
+	for i := 1; i < len(xs); i++ {
+		for k := i; k > 0 && evLess(&xs[k], &xs[k-1]); k-- {
+			xs[k], xs[k-1] = xs[k-1], xs[k]
+		}
+	}
 }
 
 // radixMin is the length from which sortByHash distributes by hash first.
 const radixMin = 4096
 
-// sortByHash sorts xs by cmp, which must order by hash(x) first. Long
-// slices are first distributed in place by the top bits of the hash
+// sortByHash sorts xs with sortBucket, which must order by hash(x) first.
+// Long slices are first distributed in place by the top bits of the hash
 // (American flag sort: one pass to count, one to move each element to its
-// bucket), so that the comparison sort runs on buckets of a few elements
-// each: several times faster than sorting the whole slice by comparisons,
-// with no extra memory but the bucket counts.
-func sortByHash[T any](xs []T, hash func(*T) uint64, cmp func(a, b T) int) {
+// bucket), so that the comparison sort runs on buckets of a few keys each:
+// several times faster than sorting the whole slice by comparisons, with no
+// extra memory but the bucket counts. (Distributing by 8 bits at a time,
+// and long buckets again, was slower.)
+func sortByHash[T any](xs []T, hash func(*T) uint64, sortBucket func([]T)) {
 	if len(xs) < radixMin {
-		slices.SortFunc(xs, cmp)
+		sortBucket(xs)
 		return
 	}
 	// About 8 elements per bucket, at most 2^16 buckets.
@@ -163,7 +237,7 @@ func sortByHash[T any](xs []T, hash func(*T) uint64, cmp func(a, b T) int) {
 	start := 0
 	for b := range end {
 		if end[b]-start > 1 {
-			slices.SortFunc(xs[start:end[b]], cmp)
+			sortBucket(xs[start:end[b]])
 		}
 		start = end[b]
 	}

@@ -76,3 +76,58 @@ func TestSortLarge(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSortEvents sorts a group's events as the benchmark against
+// DuckDB has them: about 100 events a key, in no order.
+func BenchmarkSortEvents(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const n = 300_000
+	keys := make([]keyRef, n/100)
+	for i := range keys {
+		keys[i] = newKeyRef(fmt.Sprintf("card-%07d", i))
+	}
+	src := make([]evRef, n)
+	for i := range src {
+		src[i] = evRef{key: keys[rng.IntN(len(keys))], time: 1_793_491_200_000 + rng.Int64N(30*86_400_000), part: rng.Int32N(8), off: rng.Int64N(1 << 30), i: int32(i)}
+	}
+	evs := make([]evRef, n)
+	b.ResetTimer()
+	for range b.N {
+		copy(evs, src)
+		sortEvents(evs)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+}
+
+// TestSortEvRefsShapes sorts inputs of the shapes that defeat simple
+// quicksorts (sorted, reversed, all equal, organ pipe, few distinct values)
+// and random ones, of many lengths, and compares with the library's sort.
+func TestSortEvRefsShapes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	shapes := map[string]func(i, n int) evRef{
+		"sorted":   func(i, n int) evRef { return evRef{key: keyRef{h: 1}, time: int64(i)} },
+		"reversed": func(i, n int) evRef { return evRef{key: keyRef{h: 1}, time: int64(n - i)} },
+		"equal":    func(i, n int) evRef { return evRef{key: keyRef{h: 5}, time: 3, part: 1, off: 9} },
+		"organ":    func(i, n int) evRef { return evRef{key: keyRef{h: 2}, time: int64(min(i, n-i))} },
+		"few":      func(i, n int) evRef { return evRef{key: keyRef{h: uint64(rng.IntN(3))}, time: rng.Int64N(2), part: rng.Int32N(2)} },
+		"random": func(i, n int) evRef {
+			return evRef{key: keyRef{h: rng.Uint64()}, time: rng.Int64N(1000), part: rng.Int32N(4), off: rng.Int64N(1 << 40)}
+		},
+	}
+	for name, gen := range shapes {
+		for _, n := range []int{0, 1, 2, 12, 13, 100, 1000, 5000} {
+			evs := make([]evRef, n)
+			for i := range evs {
+				evs[i] = gen(i, n)
+			}
+			want := slices.Clone(evs)
+			slices.SortFunc(want, func(a, b evRef) int {
+				return cmp.Or(cmp.Compare(a.key.h, b.key.h), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
+			})
+			sortEvRefs(evs)
+			if !slices.Equal(evs, want) {
+				t.Errorf("%s, n=%d: sorted wrong", name, n)
+			}
+		}
+	}
+}
