@@ -109,7 +109,9 @@ func TestSortEvRefsShapes(t *testing.T) {
 		"reversed": func(i, n int) evRef { return evRef{key: keyRef{h: 1}, time: int64(n - i)} },
 		"equal":    func(i, n int) evRef { return evRef{key: keyRef{h: 5}, time: 3, part: 1, off: 9} },
 		"organ":    func(i, n int) evRef { return evRef{key: keyRef{h: 2}, time: int64(min(i, n-i))} },
-		"few":      func(i, n int) evRef { return evRef{key: keyRef{h: uint64(rng.IntN(3))}, time: rng.Int64N(2), part: rng.Int32N(2)} },
+		"few": func(i, n int) evRef {
+			return evRef{key: keyRef{h: uint64(rng.IntN(3))}, time: rng.Int64N(2), part: rng.Int32N(2)}
+		},
 		"random": func(i, n int) evRef {
 			return evRef{key: keyRef{h: rng.Uint64()}, time: rng.Int64N(1000), part: rng.Int32N(4), off: rng.Int64N(1 << 40)}
 		},
