@@ -1,6 +1,7 @@
 package export
 
 import (
+	"math"
 	"math/bits"
 	"sync/atomic"
 )
@@ -46,4 +47,35 @@ func (b *bloom) add(h uint64) { atomic.OrUint64(&b.words[b.word(h)], mask(h)) }
 func (b *bloom) has(h uint64) bool {
 	m := mask(h)
 	return b.words[b.word(h)]&m == m
+}
+
+// shrink folds the filter down to about 16 bits per distinct key added,
+// estimated from the bits set: it is sized by the entity table's rows, and
+// a table with many rows per key leaves most of it empty. A smaller filter
+// stays in the processor's caches while the events are checked against
+// it, once per event. Folding ORs word pairs (2i, 2i+1), whose hashes share
+// all but the last bit of the word index, so every key added is still
+// found. It must not run concurrently with add or has.
+func (b *bloom) shrink() {
+	set := 0
+	for _, w := range b.words {
+		set += bits.OnesCount64(w)
+	}
+	total := float64(64 * len(b.words))
+	if set == 0 {
+		b.words, b.shift = b.words[:1], 64
+		return
+	}
+	// Each key sets 4 bits: the bits set by n keys are about
+	// total*(1-exp(-4n/total)).
+	keys := -total / 4 * math.Log(1-min(float64(set)/total, 0.999))
+	want := max(int(keys*16/64), 1)
+	for len(b.words)/2 >= want {
+		half := len(b.words) / 2
+		for i := range half {
+			b.words[i] = b.words[2*i] | b.words[2*i+1]
+		}
+		b.words = b.words[:half:half]
+		b.shift++
+	}
 }

@@ -151,6 +151,9 @@ func (x *exporter) spillRows(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, b := range x.blooms {
+		b.shrink()
+	}
 	x.stats.Rows = total.Load()
 	x.minT, x.maxT = math.MaxInt64, math.MinInt64
 	for _, w := range ws {

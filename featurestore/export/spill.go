@@ -174,7 +174,23 @@ func (bw *bucketWriter) flush() error {
 	if err := bw.w.Write(rec); err != nil {
 		return fmt.Errorf("spill %s: %w", bw.out.path, err)
 	}
+	reserveLike(bw.b, rec)
 	return nil
+}
+
+// reserveLike reserves in the builders the room of a batch they built:
+// the next batch of a bucket is about as large, and builders that start
+// empty grow by doubling, copying and clearing their buffers each time.
+func reserveLike(b *array.RecordBuilder, rec arrow.RecordBatch) {
+	b.Reserve(int(rec.NumRows()))
+	for c, col := range rec.Columns() {
+		switch a := col.(type) {
+		case *array.Binary:
+			b.Field(c).(*array.BinaryBuilder).ReserveData(len(a.ValueBytes()))
+		case *array.String:
+			b.Field(c).(*array.StringBuilder).ReserveData(len(a.ValueBytes()))
+		}
+	}
 }
 
 // close flushes and closes every bucket, and returns the file of each
