@@ -61,8 +61,14 @@ type keyRef struct {
 }
 
 func newKeyRef(s string) keyRef {
-	return keyRef{h: hashKey(unsafe.Slice(unsafe.StringData(s), len(s))), s: s}
+	return keyRef{h: sortHash(unsafe.Slice(unsafe.StringData(s), len(s))), s: s}
 }
+
+// sortHash is the hash keys sort by: hashKey, rotated by half. The keys of
+// one group share the top bits of hashKey (the buckets are ranges of it),
+// and the sorts distribute by the top bits of the hash they sort by: with
+// hashKey's own, a group's keys crowded into a fraction of the buckets.
+func sortHash(key []byte) uint64 { return bits.RotateLeft64(hashKey(key), 32) }
 
 func (k keyRef) compare(o keyRef) int {
 	if k.h != o.h {
@@ -98,10 +104,16 @@ func sortRows(rows []rowRef) {
 // is sortEvRefs, written for evRef: the generic comparison sort, calling a
 // comparison function with two 56-byte values, took several times longer.
 func sortEvents(evs []evRef) {
-	sortByHash(evs, func(e *evRef) uint64 { return e.key.h }, sortEvRefs)
+	var tmp []evRef
+	sortByHash(evs, func(e *evRef) uint64 { return e.key.h }, func(xs []evRef) { tmp = sortEvRuns(xs, tmp) })
+	sortKeysSharingHash(evs)
+}
+
+// sortKeysSharingHash sorts events sorted by key hash and order key by the
+// keys' bytes and order key instead, if two keys among them share a hash.
+func sortKeysSharingHash(evs []evRef) {
 	for i := 1; i < len(evs); i++ {
 		if a, b := &evs[i-1].key, &evs[i].key; a.h == b.h && a.s != b.s {
-			// Two keys of the group share a hash: sort by the keys' bytes.
 			slices.SortFunc(evs, func(a, b evRef) int {
 				if c := a.key.compare(b.key); c != 0 {
 					return c
@@ -111,6 +123,106 @@ func sortEvents(evs []evRef) {
 			return
 		}
 	}
+}
+
+// eventRefs returns the references of the events of spilled batches,
+// sorted as sortEvents sorts them. It distributes them by the top bits of
+// their key hash as it makes them (a counting pass over the hashes, then
+// each reference written straight to its bucket's place), which keeps
+// their order within a bucket: the order the log was scanned in, in which
+// a key's events mostly come in time order already, as Kafka partitions
+// hold them, so that sorting a bucket is mostly merging a few runs.
+func eventRefs(batches []evBatch, n int) []evRef {
+	nbits := 0
+	if n >= radixMin {
+		nbits = hashBucketBits(n)
+	}
+	shift := uint(64 - nbits) // 64: one bucket
+	hashes := make([]uint64, 0, n)
+	end := make([]int, 1<<nbits+1)
+	for _, b := range batches {
+		keys := b.rec.Column(evKey).(*array.Binary)
+		for i := range int(b.rec.NumRows()) {
+			h := sortHash(keys.Value(i))
+			hashes = append(hashes, h)
+			end[h>>shift+1]++
+		}
+	}
+	for b := 1; b < len(end); b++ {
+		end[b] += end[b-1]
+	}
+	next := slices.Clone(end[:len(end)-1])
+	evs := make([]evRef, len(hashes))
+	k := 0
+	for bi, b := range batches {
+		keys := b.rec.Column(evKey).(*array.Binary)
+		times := b.rec.Column(evTime).(*array.Int64).Int64Values()
+		parts := b.rec.Column(evPartition).(*array.Int32).Int32Values()
+		offs := b.rec.Column(evOffset).(*array.Int64).Int64Values()
+		for i := range times {
+			h := hashes[k]
+			k++
+			d := h >> shift
+			evs[next[d]] = evRef{key: keyRef{h: h, s: keys.ValueString(i)}, time: times[i], off: offs[i], part: parts[i], rec: int32(bi), i: int32(i)}
+			next[d]++
+		}
+	}
+	var tmp []evRef
+	start := 0
+	for _, e := range end[1:] {
+		if e-start > 1 {
+			tmp = sortEvRuns(evs[start:e], tmp)
+		}
+		start = e
+	}
+	sortKeysSharingHash(evs)
+	return evs
+}
+
+// maxRuns is the most ascending runs sortEvRuns merges; more go to the
+// quicksort.
+const maxRuns = 8
+
+// sortEvRuns sorts events by evLess. Events that come in a few ascending
+// runs (the order of a scan of the log) are merged, through tmp, which it
+// returns grown for the next call; others are sorted by sortEvRefs.
+func sortEvRuns(xs []evRef, tmp []evRef) []evRef {
+	runs := 1
+	for i := 1; i < len(xs); i++ {
+		if evLess(&xs[i], &xs[i-1]) {
+			if runs++; runs > maxRuns {
+				sortEvRefs(xs)
+				return tmp
+			}
+		}
+	}
+	// Merge the first run with the next, and so on: xs[:a] is sorted.
+	a := runEnd(xs, 0)
+	for a < len(xs) {
+		b := runEnd(xs, a)
+		tmp = append(tmp[:0], xs[:a]...)
+		i, j, o := 0, a, 0
+		for i < len(tmp) && j < b {
+			if evLess(&xs[j], &tmp[i]) {
+				xs[o] = xs[j]
+				j++
+			} else {
+				xs[o] = tmp[i]
+				i++
+			}
+			o++
+		}
+		copy(xs[o:], tmp[i:]) // what is left of xs[j:b] is in place
+		a = b
+	}
+	return tmp
+}
+
+// runEnd returns the end of the ascending run that starts at i.
+func runEnd(xs []evRef, i int) int {
+	for i++; i < len(xs) && !evLess(&xs[i], &xs[i-1]); i++ {
+	}
+	return i
 }
 
 // evLess orders events by key hash and order key.
@@ -208,8 +320,7 @@ func sortByHash[T any](xs []T, hash func(*T) uint64, sortBucket func([]T)) {
 		sortBucket(xs)
 		return
 	}
-	// About 8 elements per bucket, at most 2^16 buckets.
-	nbits := min(max(bits.Len(uint(len(xs)))-3, 8), 16)
+	nbits := hashBucketBits(len(xs))
 	shift := 64 - nbits
 	next := make([]int, 1<<nbits)  // next free place of each bucket
 	end := make([]int, 1<<nbits+1) // end[b] is the start of bucket b+1
@@ -242,6 +353,10 @@ func sortByHash[T any](xs []T, hash func(*T) uint64, sortBucket func([]T)) {
 		start = end[b]
 	}
 }
+
+// hashBucketBits returns how many top bits of the hash distribute n
+// elements: about 8 elements per bucket, at most 2^16 buckets.
+func hashBucketBits(n int) int { return min(max(bits.Len(uint(n))-3, 8), 16) }
 
 // oneKeyPerHash reports whether, in xs sorted by key hash, all the elements
 // with one hash have one key.
@@ -439,29 +554,20 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 		for _, f := range g.events[vi] {
 			n += f.rows
 		}
-		s.evs = make([]evRef, 0, n)
 		for _, f := range g.events[vi] {
 			err := readSpill(f, x.mem, func(rec arrow.RecordBatch) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 				rec.Retain()
-				bi := int32(len(s.batches))
 				s.batches = append(s.batches, evBatch{rec: rec, fields: rec.Columns()[evFields:]})
-				keys := rec.Column(evKey).(*array.Binary)
-				times := rec.Column(evTime).(*array.Int64).Int64Values()
-				parts := rec.Column(evPartition).(*array.Int32).Int32Values()
-				offs := rec.Column(evOffset).(*array.Int64).Int64Values()
-				for i := range times {
-					s.evs = append(s.evs, evRef{key: newKeyRef(keys.ValueString(i)), time: times[i], off: offs[i], part: parts[i], rec: bi, i: int32(i)})
-				}
 				return nil
 			})
 			if err != nil {
 				return spillFile{}, err
 			}
 		}
-		sortEvents(s.evs)
+		s.evs = eventRefs(s.batches, int(n))
 	}
 
 	schema := resultsSchema(e)

@@ -133,3 +133,34 @@ func TestSortEvRefsShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestSortEvRuns sorts events that come in a few ascending runs, as a scan
+// of the log gives them (merged), and in more (sorted by the quicksort),
+// and compares with the library's sort.
+func TestSortEvRuns(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	var tmp []evRef
+	for runs := 1; runs <= maxRuns+3; runs++ {
+		for _, n := range []int{runs, 40, 300} {
+			var evs []evRef
+			for r := range runs {
+				run := make([]evRef, n/runs+r%2)
+				for i := range run {
+					run[i] = evRef{key: keyRef{h: uint64(rng.IntN(2))}, time: rng.Int64N(30), part: rng.Int32N(2), off: rng.Int64N(4)}
+				}
+				slices.SortFunc(run, func(a, b evRef) int {
+					return cmp.Or(cmp.Compare(a.key.h, b.key.h), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
+				})
+				evs = append(evs, run...)
+			}
+			want := slices.Clone(evs)
+			slices.SortFunc(want, func(a, b evRef) int {
+				return cmp.Or(cmp.Compare(a.key.h, b.key.h), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
+			})
+			tmp = sortEvRuns(evs, tmp)
+			if !slices.Equal(evs, want) {
+				t.Errorf("%d runs, n=%d: sorted wrong", runs, len(evs))
+			}
+		}
+	}
+}
