@@ -3,7 +3,6 @@ package export
 import (
 	"cmp"
 	"context"
-	"os"
 	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -93,7 +92,7 @@ func (x *exporter) split(ctx context.Context, g *group) ([]*group, error) {
 // repartition copies spill files into n buckets at a level, by the hash of
 // their key column, and removes them.
 func (x *exporter) repartition(ctx context.Context, files []spillFile, schema *arrow.Schema, level, n int) ([][]spillFile, error) {
-	p := newPartitioner(x.dir, schema, level, n, x.flush, x.mem)
+	p := newPartitioner(x.spillMem, x.dir, schema, level, n, x.flush, x.mem)
 	var err error
 	for _, f := range files {
 		err = readSpill(f, x.mem, func(rec arrow.RecordBatch) error {
@@ -112,7 +111,7 @@ func (x *exporter) repartition(ctx context.Context, files []spillFile, schema *a
 		if err != nil {
 			break
 		}
-		os.Remove(f.path)
+		f.remove()
 	}
 	out, cerr := p.close()
 	if err == nil {
@@ -126,11 +125,11 @@ func (x *exporter) repartition(ctx context.Context, files []spillFile, schema *a
 // removeGroup deletes a group's spill files.
 func removeGroup(g *group) {
 	for _, f := range g.rows {
-		os.Remove(f.path)
+		f.remove()
 	}
 	for _, fs := range g.events {
 		for _, f := range fs {
-			os.Remove(f.path)
+			f.remove()
 		}
 	}
 }

@@ -42,9 +42,11 @@
 // table and the log:
 //
 //  1. The entity table is read once, and each row is written, with its
-//     number, to one of P spill files per entity (Arrow IPC streams in a
-//     temporary directory), chosen by a hash of the row's key. The keys also
-//     go into a Bloom filter.
+//     number, to one of P spill files per entity, chosen by a hash of the
+//     row's key. A spill file is a list of Arrow record batches kept in
+//     memory while they fit in a quarter of the budget, and an Arrow IPC
+//     stream in a temporary directory for what does not. The keys also go
+//     into a Bloom filter.
 //  2. Each view's log is scanned once, and each event written to the spill
 //     file of its key's hash, unless no row can see it: its key is not in
 //     the table (by the Bloom filter), its event time is after the latest

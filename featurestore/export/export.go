@@ -84,7 +84,8 @@ type Stats struct {
 	// of a key in the entity table, and that a row can see.
 	Events, EventsUsed int64
 	// Groups counts the partitions computed; Spilled the bytes written to
-	// spill files.
+	// spill files (partitioned data that did not fit in the half of the
+	// memory budget that keeps it in memory).
 	Groups   int
 	Spilled  int64
 	Duration time.Duration
@@ -101,8 +102,9 @@ type exporter struct {
 	dir      string
 	workers  int
 	budget   int64 // bytes one group may hold while computed
-	parts    int   // buckets of the first partitioning
-	flush    int   // bytes buffered per bucket before a spill write
+	spillMem *spillMemory
+	parts    int // buckets of the first partitioning
+	flush    int // bytes buffered per bucket before a spill write
 	progress *progress
 	stats    Stats
 
@@ -185,7 +187,8 @@ func newExporter(opts Options) (*exporter, error) {
 		return nil, err
 	}
 	x := &exporter{opts: opts, plan: p, mem: memory.NewGoAllocator(), log: opts.Logger,
-		workers: opts.Parallelism, progress: newProgress(opts.Progress)}
+		workers: opts.Parallelism, progress: newProgress(opts.Progress),
+		spillMem: &spillMemory{limit: opts.Memory / 4}}
 	empty := map[string]arrow.DataType{opts.TimestampColumn: arrow.FixedWidthTypes.Timestamp_ms}
 	t, err := openTable(opts.Entities, opts.EntitiesFormat, keyColumnTypes(p, opts.KeyColumns), empty, x.mem)
 	if err != nil {

@@ -292,7 +292,8 @@ func sameValue(a, b any) bool {
 // TestExportMatchesReference checks random exports against the brute-force
 // reference: three views on three entities (one composite), every
 // aggregation, TTL, filters, equal timestamps, rows before any event, and
-// memory budgets from roomy to tiny (many buckets, split again).
+// memory budgets from roomy to tiny (many buckets, split again, partitioned
+// data partly in memory and partly in spill files).
 func TestExportMatchesReference(t *testing.T) {
 	r := testRegistry(t)
 	refs := r.Service("all").Resolved()
@@ -329,6 +330,11 @@ func TestExportMatchesReference(t *testing.T) {
 			t.Logf("stats: %+v", st)
 			if c.memory == 1<<20 && st.Groups <= 3*c.workers {
 				t.Errorf("a tiny budget computed %d groups; it should have split the rows into many", st.Groups)
+			}
+			// Partitioned data stays in memory within half the budget, and
+			// goes to spill files beyond: the tiny budget takes both paths.
+			if tiny := c.memory == 1<<20; tiny != (st.Spilled > 0) {
+				t.Errorf("budget %d bytes spilled %d bytes to files", c.memory, st.Spilled)
 			}
 			checkOutput(t, out, s, refs, s.expected(r, refs))
 		})

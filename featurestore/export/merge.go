@@ -1,42 +1,39 @@
 package export
 
 import (
-	"bufio"
 	"container/heap"
 	"context"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
 // resultStream reads one group's results file, in row order.
 type resultStream struct {
-	fh   *os.File
-	r    *ipc.Reader
+	r    *spillReader
 	rec  arrow.RecordBatch
 	rows []int64
 	i    int
 }
 
 func (s *resultStream) next() (bool, error) {
-	if s.r.Next() {
-		s.rec = s.r.RecordBatch()
+	if s.r.next() {
+		s.rec = s.r.rec
 		s.rows = s.rec.Column(0).(*array.Int64).Int64Values()
 		s.i = 0
 		return true, nil
 	}
-	return false, s.r.Err()
+	return false, s.r.err
 }
 
+// close closes the stream and removes its results, which are read once.
 func (s *resultStream) close() {
-	s.r.Release()
-	s.fh.Close()
+	s.r.close()
+	s.r.f.remove()
 }
 
 // entityMerge merges the results files of one entity back into row order: a
@@ -62,18 +59,12 @@ func (m *entityMerge) Pop() any {
 func openMerge(e *entityPlan, files []spillFile, mem memory.Allocator) (*entityMerge, error) {
 	m := &entityMerge{e: e}
 	for _, f := range files {
-		fh, err := os.Open(f.path)
+		r, err := openSpill(f, mem, 64<<10)
 		if err != nil {
 			m.close()
-			return nil, err
+			return nil, fmt.Errorf("read results: %w", err)
 		}
-		r, err := ipc.NewReader(bufio.NewReaderSize(fh, 64<<10), ipc.WithAllocator(mem))
-		if err != nil {
-			fh.Close()
-			m.close()
-			return nil, fmt.Errorf("read results %s: %w", f.path, err)
-		}
-		s := &resultStream{fh: fh, r: r}
+		s := &resultStream{r: r}
 		ok, err := s.next()
 		if err != nil || !ok {
 			s.close()

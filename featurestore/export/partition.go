@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"sync/atomic"
 	"unsafe"
 
@@ -78,7 +77,7 @@ func (x *exporter) spillRows(ctx context.Context) error {
 	for i := range ws {
 		w := &worker{minT: math.MaxInt64, maxT: math.MinInt64}
 		for range ents {
-			w.parts = append(w.parts, newPartitioner(x.dir, rowsSchema, 0, x.parts, x.flush, x.mem))
+			w.parts = append(w.parts, newPartitioner(x.spillMem, x.dir, rowsSchema, 0, x.parts, x.flush, x.mem))
 		}
 		ws[i] = w
 	}
@@ -169,7 +168,7 @@ func (x *exporter) collect(dst [][]spillFile, files []spillFile) {
 	for b, f := range files {
 		if f.rows > 0 {
 			dst[b] = append(dst[b], f)
-			x.stats.Spilled += f.bytes
+			x.stats.Spilled += f.bytes - f.inMemory
 		}
 	}
 }
@@ -189,7 +188,7 @@ func (x *exporter) spillEvents(ctx context.Context, vi int, vp *viewPlan) error 
 		if err != nil {
 			for _, fs := range files {
 				for _, f := range fs {
-					os.Remove(f.path)
+					f.remove()
 				}
 			}
 		}
@@ -227,7 +226,7 @@ func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spil
 	}
 	ws := make([]*worker, x.workers)
 	for i := range ws {
-		ws[i] = &worker{part: newPartitioner(x.dir, schema, 0, x.parts, x.flush, x.mem)}
+		ws[i] = &worker{part: newPartitioner(x.spillMem, x.dir, schema, 0, x.parts, x.flush, x.mem)}
 	}
 	var nEvents, nUsed atomic.Int64
 	err = x.fanOut(ctx, func(ctx context.Context, emit func(arrow.RecordBatch, int64) error) error {

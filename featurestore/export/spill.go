@@ -3,7 +3,6 @@ package export
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"math/bits"
 	"os"
 	"path/filepath"
@@ -18,8 +17,9 @@ import (
 	"github.com/featurestore/featurestore/featurestore"
 )
 
-// Spill files are Arrow IPC streams in the export's temporary directory,
-// one per (source, worker, bucket). Rows and events are assigned to buckets
+// Spill files are record batches kept in memory within a bound, and Arrow
+// IPC streams in the export's temporary directory beyond it, one per
+// (source, worker, bucket). Rows and events are assigned to buckets
 // by a hash of their entity key, so that every row and every event of one
 // key land in the same bucket, which is then computed alone.
 //
@@ -65,11 +65,76 @@ func resultsSchema(e *entityPlan) *arrow.Schema {
 	return arrow.NewSchema(fields, nil)
 }
 
-// spillFile is one spilled IPC stream.
+// spillFile is one spilled bucket: the batches kept in memory, then those
+// of its IPC stream file, if any.
 type spillFile struct {
-	path  string
-	rows  int64
-	bytes int64
+	path string // "" when every batch is in memory
+	recs []arrow.RecordBatch
+	rows int64
+	// bytes counts the batches' bytes, in memory and in the file; inMemory
+	// those in memory, taken from sm.
+	bytes, inMemory int64
+	sm              *spillMemory
+}
+
+// remove releases the file's batches in memory and deletes its file. It is
+// called once, when the file has been read for the last time.
+func (f spillFile) remove() {
+	for _, r := range f.recs {
+		r.Release()
+	}
+	f.sm.give(f.inMemory)
+	if f.path != "" {
+		os.Remove(f.path)
+	}
+}
+
+// spillMemory bounds the bytes of spilled batches that the export keeps in
+// memory rather than writing them to files (a quarter of the budget: the
+// garbage the computation leaves until the collector runs takes about as
+// much again): an export whose data fits never writes nor reads a spill
+// file, and one that does not writes only what exceeds it.
+type spillMemory struct {
+	used  atomic.Int64
+	limit int64
+}
+
+// take reports whether n more bytes fit, and takes them if so.
+func (m *spillMemory) take(n int64) bool {
+	if m == nil {
+		return false
+	}
+	if m.used.Add(n) > m.limit {
+		m.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (m *spillMemory) give(n int64) {
+	if m != nil && n != 0 {
+		m.used.Add(-n)
+	}
+}
+
+// recordBytes returns the bytes of a batch's buffers.
+func recordBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	var add func(d arrow.ArrayData)
+	add = func(d arrow.ArrayData) {
+		for _, b := range d.Buffers() {
+			if b != nil {
+				n += int64(b.Cap())
+			}
+		}
+		for _, c := range d.Children() {
+			add(c)
+		}
+	}
+	for _, c := range rec.Columns() {
+		add(c.Data())
+	}
+	return n
 }
 
 // hashKey is the hash that places a key in buckets and in the bloom filter.
@@ -94,6 +159,7 @@ var spillSeq atomic.Int64
 // partitioner writes rows of one schema into n bucket files, buffering each
 // bucket's rows in builders up to flushBytes.
 type partitioner struct {
+	sm         *spillMemory // nil: every batch goes to the file
 	dir        string
 	schema     *arrow.Schema
 	level      int
@@ -108,24 +174,12 @@ type bucketWriter struct {
 	buffered int // bytes in the builders, about
 	fh       *os.File
 	bw       *bufio.Writer
-	cw       countWriter
 	w        *ipc.Writer
 	out      spillFile
 }
 
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	return n, err
-}
-
-func newPartitioner(dir string, schema *arrow.Schema, level, n, flushBytes int, mem memory.Allocator) *partitioner {
-	p := &partitioner{dir: dir, schema: schema, level: level, flushBytes: flushBytes, mem: mem, buckets: make([]*bucketWriter, n)}
+func newPartitioner(sm *spillMemory, dir string, schema *arrow.Schema, level, n, flushBytes int, mem memory.Allocator) *partitioner {
+	p := &partitioner{sm: sm, dir: dir, schema: schema, level: level, flushBytes: flushBytes, mem: mem, buckets: make([]*bucketWriter, n)}
 	for i := range p.buckets {
 		p.buckets[i] = &bucketWriter{p: p}
 	}
@@ -156,6 +210,20 @@ func (bw *bucketWriter) flush() error {
 	if bw.b == nil || bw.buffered == 0 {
 		return nil
 	}
+	rec := bw.b.NewRecordBatch()
+	bw.buffered = 0
+	defer reserveLike(bw.b, rec)
+	size := recordBytes(rec)
+	bw.out.bytes += size
+	// Once a bucket writes to its file, its later batches follow there, so
+	// that its batches read back in the order they were added.
+	if bw.w == nil && bw.p.sm.take(size) {
+		bw.out.recs = append(bw.out.recs, rec)
+		bw.out.inMemory += size
+		bw.out.sm = bw.p.sm
+		return nil
+	}
+	defer rec.Release()
 	if bw.w == nil {
 		name := fmt.Sprintf("s%06d.arrows", spillSeq.Add(1))
 		bw.out.path = filepath.Join(bw.p.dir, name)
@@ -164,17 +232,12 @@ func (bw *bucketWriter) flush() error {
 			return fmt.Errorf("spill: %w", err)
 		}
 		bw.fh = fh
-		bw.cw.w = fh
-		bw.bw = bufio.NewWriterSize(&bw.cw, 64<<10)
+		bw.bw = bufio.NewWriterSize(fh, 64<<10)
 		bw.w = ipc.NewWriter(bw.bw, ipc.WithSchema(bw.p.schema), ipc.WithAllocator(bw.p.mem))
 	}
-	rec := bw.b.NewRecordBatch()
-	defer rec.Release()
-	bw.buffered = 0
 	if err := bw.w.Write(rec); err != nil {
 		return fmt.Errorf("spill %s: %w", bw.out.path, err)
 	}
-	reserveLike(bw.b, rec)
 	return nil
 }
 
@@ -207,6 +270,7 @@ func (p *partitioner) close() ([]spillFile, error) {
 			bw.b = nil
 		}
 		if bw.w == nil {
+			out[i] = bw.out
 			continue
 		}
 		if err := bw.w.Close(); err != nil && first == nil {
@@ -218,33 +282,82 @@ func (p *partitioner) close() ([]spillFile, error) {
 		if err := bw.fh.Close(); err != nil && first == nil {
 			first = fmt.Errorf("spill %s: %w", bw.out.path, err)
 		}
-		bw.out.bytes = bw.cw.n
 		out[i] = bw.out
 	}
 	return out, first
 }
 
-// readSpill calls fn with each batch of a spill file.
+// readSpill calls fn with each batch of a spill file. A batch is valid
+// during the call; fn retains it to keep it longer.
 func readSpill(f spillFile, mem memory.Allocator, fn func(arrow.RecordBatch) error) error {
-	fh, err := os.Open(f.path)
+	r, err := openSpill(f, mem, 256<<10)
 	if err != nil {
 		return err
 	}
-	defer fh.Close()
-	r, err := ipc.NewReader(bufio.NewReaderSize(fh, 256<<10), ipc.WithAllocator(mem))
-	if err != nil {
-		return fmt.Errorf("read spill %s: %w", f.path, err)
-	}
-	defer r.Release()
-	for r.Next() {
-		if err := fn(r.RecordBatch()); err != nil {
+	defer r.close()
+	for r.next() {
+		if err := fn(r.rec); err != nil {
 			return err
 		}
 	}
-	if err := r.Err(); err != nil {
-		return fmt.Errorf("read spill %s: %w", f.path, err)
+	return r.err
+}
+
+// spillReader reads the batches of a spill file: those in memory, then
+// those of its file.
+type spillReader struct {
+	f   spillFile
+	k   int // next batch in memory
+	fh  *os.File
+	r   *ipc.Reader
+	rec arrow.RecordBatch // the current batch, valid until next
+	err error
+}
+
+func openSpill(f spillFile, mem memory.Allocator, bufSize int) (*spillReader, error) {
+	s := &spillReader{f: f}
+	if f.path == "" {
+		return s, nil
 	}
-	return nil
+	fh, err := os.Open(f.path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := ipc.NewReader(bufio.NewReaderSize(fh, bufSize), ipc.WithAllocator(mem))
+	if err != nil {
+		fh.Close()
+		return nil, fmt.Errorf("read spill %s: %w", f.path, err)
+	}
+	s.fh, s.r = fh, r
+	return s, nil
+}
+
+// next moves to the next batch, and reports whether there is one; at the
+// end, err says whether reading failed.
+func (s *spillReader) next() bool {
+	if s.k < len(s.f.recs) {
+		s.rec = s.f.recs[s.k]
+		s.k++
+		return true
+	}
+	if s.r == nil {
+		return false
+	}
+	if s.r.Next() {
+		s.rec = s.r.RecordBatch()
+		return true
+	}
+	if err := s.r.Err(); err != nil {
+		s.err = fmt.Errorf("read spill %s: %w", s.f.path, err)
+	}
+	return false
+}
+
+func (s *spillReader) close() {
+	if s.r != nil {
+		s.r.Release()
+		s.fh.Close()
+	}
 }
 
 // copyRow appends row i of rec to the builders of a record builder with the

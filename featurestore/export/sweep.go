@@ -623,7 +623,7 @@ func (x *exporter) writeSorted(swept arrow.RecordBatch, e *entityPlan, g *group)
 		perm[i] = int32(i)
 	}
 	slices.SortFunc(perm, func(a, b int32) int { return cmp.Compare(nums[a], nums[b]) })
-	p := newPartitioner(x.dir, swept.Schema(), 0, 1, 1<<62, x.mem)
+	p := newPartitioner(x.spillMem, x.dir, swept.Schema(), 0, 1, 1<<62, x.mem)
 	bw := p.buckets[0]
 	bw.b = array.NewRecordBuilder(x.mem, swept.Schema())
 	step := x.resultBatchRows(g)
