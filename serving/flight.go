@@ -402,7 +402,7 @@ func (o *flightOutput) Begin(schema *arrow.Schema) error {
 func (o *flightOutput) Write(rec arrow.RecordBatch) error {
 	n := rec.NumRows()
 	per := min(n, flightSendRows)
-	if size := recordBytes(rec); size > flightSendBytes {
+	if size := export.BatchBytes(rec); size > flightSendBytes {
 		per = max(min(per, n*flightSendBytes/size), 1)
 	}
 	if per == n {
@@ -417,26 +417,6 @@ func (o *flightOutput) Write(rec arrow.RecordBatch) error {
 		}
 	}
 	return nil
-}
-
-// recordBytes returns the bytes of a batch's buffers.
-func recordBytes(rec arrow.RecordBatch) int64 {
-	var n int64
-	var add func(d arrow.ArrayData)
-	add = func(d arrow.ArrayData) {
-		for _, b := range d.Buffers() {
-			if b != nil {
-				n += int64(b.Len())
-			}
-		}
-		for _, c := range d.Children() {
-			add(c)
-		}
-	}
-	for _, c := range rec.Columns() {
-		add(c.Data())
-	}
-	return n
 }
 
 // close ends the stream, sending the schema if no batch was sent.

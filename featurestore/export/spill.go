@@ -117,14 +117,15 @@ func (m *spillMemory) give(n int64) {
 	}
 }
 
-// recordBytes returns the bytes of a batch's buffers.
-func recordBytes(rec arrow.RecordBatch) int64 {
+// BatchBytes returns the bytes of a batch's buffers (their lengths, as an
+// IPC message carries them).
+func BatchBytes(rec arrow.RecordBatch) int64 {
 	var n int64
 	var add func(d arrow.ArrayData)
 	add = func(d arrow.ArrayData) {
 		for _, b := range d.Buffers() {
 			if b != nil {
-				n += int64(b.Cap())
+				n += int64(b.Len())
 			}
 		}
 		for _, c := range d.Children() {
@@ -213,7 +214,7 @@ func (bw *bucketWriter) flush() error {
 	rec := bw.b.NewRecordBatch()
 	bw.buffered = 0
 	defer reserveLike(bw.b, rec)
-	size := recordBytes(rec)
+	size := BatchBytes(rec)
 	bw.out.bytes += size
 	// Once a bucket writes to its file, its later batches follow there, so
 	// that its batches read back in the order they were added.
