@@ -142,6 +142,22 @@ func (x *exporter) compute(ctx context.Context) error {
 	}
 	slices.SortFunc(all, func(a, b *group) int { return cmp.Compare(b.memory(), a.memory()) })
 	x.progress.begin(phaseCompute, "computing features", "rows", x.stats.Rows*int64(len(x.plan.entities)))
+	// Results go straight to their rows when an index of 8 bytes a row
+	// fits in a sixteenth of the budget; a group's results are then kept
+	// in memory while they fit in an eighth, and written sorted by row
+	// number to a file for the merge otherwise.
+	x.kept = make([][]arrow.RecordBatch, len(x.plan.entities))
+	x.keptMem = &spillMemory{limit: x.opts.Memory / 8}
+	if int64(len(x.plan.entities))*x.stats.Rows*8 <= x.opts.Memory/16 {
+		x.at = make([][]uint64, len(x.plan.entities))
+		for i := range x.at {
+			at := make([]uint64, x.stats.Rows)
+			for r := range at {
+				at[r] = noResult
+			}
+			x.at[i] = at
+		}
+	}
 	out := make([]spillFile, len(all))
 	err := forEach(ctx, len(all), x.workers, func(ctx context.Context, i int) error {
 		f, err := x.computeGroup(ctx, all[i])
@@ -155,6 +171,11 @@ func (x *exporter) compute(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	kept := 0
+	for _, recs := range x.kept {
+		kept += len(recs)
+	}
+	x.log.Debug("groups computed", "groups", len(all), "results_in_memory", kept, "indexed", x.at != nil)
 	x.results = make([][]spillFile, len(x.plan.entities))
 	for i, g := range all {
 		if out[i].rows > 0 {

@@ -59,11 +59,15 @@
 //     (key, timestamp) and its events by (key, event time, partition,
 //     offset), and each key is swept once: its events are added in order up
 //     to each row's timestamp, tiles older than the tiles a read needs are
-//     dropped, and the view is read. The results are written sorted by row
+//     dropped, and the view is read. A group's results are kept in memory,
+//     with an index from row number to where its results are, while they
+//     fit in an eighth of the budget and the index (8 bytes a row) in a
+//     sixteenth; beyond that, they are written to a file sorted by row
 //     number.
 //  5. The entity table is read again, and each batch is written out with
-//     its rows' features, merged back from the buckets' results by row
-//     number.
+//     its rows' features: gathered through the index (column by column,
+//     in parallel, when every result is in memory), and merged back from
+//     the results files by row number for the rest.
 //
 // P is chosen so that a bucket fits its share of the budget (the budget over
 // twice the parallelism, at most 64 MiB: smaller buckets sort and sweep

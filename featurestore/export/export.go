@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -116,7 +117,19 @@ type exporter struct {
 	evFiles  [][][]spillFile // per view, bucket
 	groups   [][]*group      // per entity
 	results  [][]spillFile   // per entity
+	// kept holds, per entity, the results of groups kept in memory
+	// (unsorted, row number first), and at, per entity and row, where its
+	// results are among them: the batch's index << 32 | the row's index in
+	// it, or noResult for a row whose group's results went to a file.
+	// at is nil when the table is too large for it.
+	keptMu  sync.Mutex
+	kept    [][]arrow.RecordBatch
+	at      [][]uint64
+	keptMem *spillMemory // bounds the bytes of kept
 }
+
+// noResult marks a row whose results are not kept in memory.
+const noResult = ^uint64(0)
 
 // Run exports the features of the entity table's rows: each row gets each
 // feature's value as the online lookup would have served it at the row's

@@ -80,35 +80,71 @@ func openMerge(e *entityPlan, files []spillFile, mem memory.Allocator) (*entityM
 	return m, nil
 }
 
-// take appends the features of rows first..first+n-1, which must come next,
-// to builders (one per feature column of the entity).
-func (m *entityMerge) take(first int64, n int, builders []arrowBuilder) error {
-	for k := range int64(n) {
-		if len(m.streams) == 0 {
-			return fmt.Errorf("results of entity %q end before row %d", m.e.name, first+k)
+// takeRow appends the features of row, which must come next, to builders
+// (one per feature column of the entity).
+func (m *entityMerge) takeRow(row int64, builders []arrowBuilder) error {
+	if len(m.streams) == 0 {
+		return fmt.Errorf("results of entity %q end before row %d", m.e.name, row)
+	}
+	s := m.streams[0]
+	if got := s.rows[s.i]; got != row {
+		return fmt.Errorf("results of entity %q: row %d where row %d was due", m.e.name, got, row)
+	}
+	for c, col := range m.e.columns {
+		appendFrom(builders[c], col.kind, s.rec.Column(c+1), s.i)
+	}
+	s.i++
+	if s.i < len(s.rows) {
+		heap.Fix(m, 0)
+		return nil
+	}
+	ok, err := s.next()
+	if err != nil {
+		return err
+	}
+	if ok {
+		heap.Fix(m, 0)
+		return nil
+	}
+	heap.Pop(m)
+	s.close()
+	return nil
+}
+
+// take appends the features of rows first..first+n-1, which must come
+// next, to builders: from the results kept in memory where at says, and
+// from the merge of the results files otherwise.
+func (x *exporter) take(ei int, m *entityMerge, first int64, n int, builders []arrowBuilder) error {
+	var at []uint64
+	if x.at != nil {
+		at = x.at[ei]
+	}
+	kept := x.kept[ei]
+	if at != nil && len(m.streams) == 0 {
+		// Every row's results are in memory: the columns are independent,
+		// and gathered in parallel.
+		return forEach(context.Background(), len(m.e.columns), x.workers, func(_ context.Context, c int) error {
+			kind, b := m.e.columns[c].kind, builders[c]
+			for r := first; r < first+int64(n); r++ {
+				if at[r] == noResult {
+					return fmt.Errorf("results of entity %q: no results for row %d", m.e.name, r)
+				}
+				appendFrom(b, kind, kept[at[r]>>32].Column(c+1), int(at[r]&(1<<32-1)))
+			}
+			return nil
+		})
+	}
+	for r := first; r < first+int64(n); r++ {
+		if at == nil || at[r] == noResult {
+			if err := m.takeRow(r, builders); err != nil {
+				return err
+			}
+			continue
 		}
-		s := m.streams[0]
-		if got := s.rows[s.i]; got != first+k {
-			return fmt.Errorf("results of entity %q: row %d where row %d was due", m.e.name, got, first+k)
-		}
+		rec, i := kept[at[r]>>32], int(at[r]&(1<<32-1))
 		for c, col := range m.e.columns {
-			appendFrom(builders[c], col.kind, s.rec.Column(c+1), s.i)
+			appendFrom(builders[c], col.kind, rec.Column(c+1), i)
 		}
-		s.i++
-		if s.i < len(s.rows) {
-			heap.Fix(m, 0)
-			continue
-		}
-		ok, err := s.next()
-		if err != nil {
-			return err
-		}
-		if ok {
-			heap.Fix(m, 0)
-			continue
-		}
-		heap.Pop(m)
-		s.close()
 	}
 	return nil
 }
@@ -156,6 +192,13 @@ func (x *exporter) write(ctx context.Context) error {
 	schema := x.outputSchema()
 	merges := make([]*entityMerge, len(x.plan.entities))
 	defer func() {
+		for _, recs := range x.kept {
+			for _, r := range recs {
+				x.keptMem.give(BatchBytes(r))
+				r.Release()
+			}
+		}
+		x.kept = nil
 		for _, m := range merges {
 			if m != nil {
 				m.close()
@@ -198,7 +241,7 @@ func (x *exporter) write(ctx context.Context) error {
 	err = readAll(ctx, rd, func(rec arrow.RecordBatch) error {
 		n := int(rec.NumRows())
 		for i, m := range merges {
-			if err := m.take(first, n, byEntity[i]); err != nil {
+			if err := x.take(i, m, first, n, byEntity[i]); err != nil {
 				return err
 			}
 		}

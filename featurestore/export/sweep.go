@@ -611,7 +611,28 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 	for _, s := range sweeps {
 		s.release()
 	}
+	if x.keep(swept, e) {
+		return spillFile{}, nil
+	}
 	return x.writeSorted(swept, e, g)
+}
+
+// keep keeps a group's results in memory, and records where each row's
+// are, if the export indexes rows and the spill memory has room.
+func (x *exporter) keep(swept arrow.RecordBatch, e *entityPlan) bool {
+	if x.at == nil || !x.keptMem.take(BatchBytes(swept)) {
+		return false
+	}
+	swept.Retain()
+	x.keptMu.Lock()
+	bi := uint64(len(x.kept[e.index]))
+	x.kept[e.index] = append(x.kept[e.index], swept)
+	x.keptMu.Unlock()
+	at := x.at[e.index]
+	for i, row := range swept.Column(0).(*array.Int64).Int64Values() {
+		at[row] = bi<<32 | uint64(i) // rows are distinct across groups
+	}
+	return true
 }
 
 // writeSorted writes a group's results in row number order.
