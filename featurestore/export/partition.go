@@ -10,6 +10,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/bitutil"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/window"
@@ -219,10 +220,10 @@ func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spil
 	blm := x.blooms[vp.entity.index]
 	schema := eventsSchema(vp)
 	type worker struct {
-		part *partitioner
-		keys keyReader
-		buf  []byte
-		lc   logColumns
+		part  *partitioner
+		keys  keyReader
+		lc    logColumns
+		batch eventBatch
 	}
 	ws := make([]*worker, x.workers)
 	for i := range ws {
@@ -239,35 +240,9 @@ func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spil
 		}
 		w.keys.reset(lc.keys, vp.entity.kinds)
 		n := int(rec.NumRows())
-		kept := 0
-		for i := range n {
-			t := lc.timeAt(i)
-			if t > until || t < from {
-				continue
-			}
-			key, null := w.keys.key(w.buf[:0], i)
-			w.buf = key
-			if null >= 0 {
-				continue // ingest rejects events without a key; the online store has none either
-			}
-			h := hashKey(key)
-			if !blm.has(h) {
-				continue
-			}
-			bw := w.part.bucket(h)
-			b := bw.b
-			b.Field(evKey).(*array.BinaryBuilder).Append(key)
-			b.Field(evTime).(*array.Int64Builder).Append(t)
-			b.Field(evPartition).(*array.Int32Builder).Append(lc.partitionAt(i))
-			b.Field(evOffset).(*array.Int64Builder).Append(lc.offsetAt(i))
-			size := len(key) + 24
-			for j, f := range vp.fields {
-				size += appendField(b.Field(evFields+j), f.Kind, lc.fields[j], i)
-			}
-			if err := bw.added(size); err != nil {
-				return err
-			}
-			kept++
+		kept, err := w.batch.spill(w.part, &w.keys, lc, vp, blm, from, until, n)
+		if err != nil {
+			return err
 		}
 		nEvents.Add(int64(n))
 		nUsed.Add(int64(kept))
@@ -282,6 +257,149 @@ func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spil
 		files = append(files, fs)
 	}
 	return files, nEvents.Load(), nUsed.Load(), err
+}
+
+// eventBatch spills one log batch's events in two passes: the first finds
+// each event's bucket (or drops it) and what the bucket needs, the second
+// appends the events to builders reserved for them, without the checks
+// and growth of appending one value at a time.
+type eventBatch struct {
+	keys    []byte  // the batch's keys, end to end
+	ends    []int32 // ends[i] is the end of event i's key in keys
+	dest    []*bucketWriter
+	touched []*bucketWriter
+	strings []int // the view's string fields
+}
+
+// reserveData makes room for n more bytes of values in b, doubling its
+// capacity as appending does (BinaryBuilder.ReserveData grows it to the
+// bytes asked for only, so that reserving batch after batch copied the
+// values every time).
+func reserveData(b *array.BinaryBuilder, n int) {
+	if need := b.DataLen() + n; need > b.DataCap() {
+		b.ReserveData(bitutil.NextPowerOf2(need) - b.DataLen())
+	}
+}
+
+// spill adds the events of a log batch of n rows with times in [from,
+// until] and keys in the Bloom filter to their buckets, and returns how
+// many it kept.
+func (eb *eventBatch) spill(part *partitioner, keys *keyReader, lc *logColumns, vp *viewPlan, blm *bloom, from, until int64, n int) (int, error) {
+	eb.keys, eb.ends, eb.dest, eb.touched = eb.keys[:0], eb.ends[:0], eb.dest[:0], eb.touched[:0]
+	eb.strings = eb.strings[:0]
+	for j, f := range vp.fields {
+		if f.Kind == featurestore.KindString {
+			eb.strings = append(eb.strings, j)
+		}
+	}
+	stringFields := eb.strings
+	kept := 0
+	for i := range n {
+		var bw *bucketWriter
+		if t := lc.timeAt(i); t <= until && t >= from {
+			start := len(eb.keys)
+			key, null := keys.key(eb.keys, i)
+			eb.keys = key
+			// An event without a key: ingest rejects those, and the online
+			// store has none either.
+			if null < 0 {
+				if h := hashKey(key[start:]); blm.has(h) {
+					bw = part.bucket(h)
+				}
+			}
+			if bw == nil {
+				eb.keys = eb.keys[:start]
+			} else {
+				if bw.pending == 0 {
+					eb.touched = append(eb.touched, bw)
+					if len(bw.pendingData) != len(vp.fields) {
+						bw.pendingData = make([]int, len(vp.fields))
+					}
+				}
+				bw.pending++
+				bw.pendingKeys += len(eb.keys) - start
+				size := len(eb.keys) - start + 24
+				for j, f := range vp.fields {
+					size += fieldSize(f.Kind, lc.fields[j], i)
+				}
+				bw.pendingBytes += size
+				for _, j := range stringFields {
+					if a := lc.fields[j]; a != nil && a.IsValid(i) {
+						bw.pendingData[j] += len(a.(*array.String).Value(i))
+					}
+				}
+				kept++
+			}
+		}
+		eb.dest = append(eb.dest, bw)
+		eb.ends = append(eb.ends, int32(len(eb.keys)))
+	}
+	for _, bw := range eb.touched {
+		bw.b.Reserve(bw.pending)
+		reserveData(bw.fields[evKey].(*array.BinaryBuilder), bw.pendingKeys)
+		for _, j := range stringFields {
+			reserveData(bw.fields[evFields+j].(*array.StringBuilder).BinaryBuilder, bw.pendingData[j])
+			bw.pendingData[j] = 0
+		}
+	}
+	start := int32(0)
+	for i, bw := range eb.dest {
+		end := eb.ends[i]
+		if bw == nil {
+			start = end
+			continue
+		}
+		bw.fields[evKey].(*array.BinaryBuilder).UnsafeAppend(eb.keys[start:end])
+		start = end
+		bw.fields[evTime].(*array.Int64Builder).UnsafeAppend(lc.timeAt(i))
+		bw.fields[evPartition].(*array.Int32Builder).UnsafeAppend(lc.partitionAt(i))
+		bw.fields[evOffset].(*array.Int64Builder).UnsafeAppend(lc.offsetAt(i))
+		for j, f := range vp.fields {
+			unsafeAppendField(bw.fields[evFields+j], f.Kind, lc.fields[j], i)
+		}
+	}
+	for _, bw := range eb.touched {
+		rows, size := bw.pending, bw.pendingBytes
+		bw.pending, bw.pendingKeys, bw.pendingBytes = 0, 0, 0
+		if err := bw.addedMany(rows, size); err != nil {
+			return kept, err
+		}
+	}
+	return kept, nil
+}
+
+// fieldSize returns about how many bytes value i of a log field column
+// (nil when the batch lacks the field) takes in a spill batch.
+func fieldSize(k featurestore.Kind, a arrow.Array, i int) int {
+	switch {
+	case a == nil || a.IsNull(i):
+		return 1
+	case k == featurestore.KindString:
+		return len(a.(*array.String).Value(i)) + 4
+	case k == featurestore.KindBool:
+		return 1
+	}
+	return 8
+}
+
+// unsafeAppendField appends value i of a log field column (nil when the
+// batch lacks the field) to a spill builder reserved for it.
+func unsafeAppendField(b array.Builder, k featurestore.Kind, a arrow.Array, i int) {
+	if a == nil || a.IsNull(i) {
+		b.AppendNull()
+		return
+	}
+	switch k {
+	case featurestore.KindString:
+		v := a.(*array.String).Value(i)
+		b.(*array.StringBuilder).UnsafeAppend(unsafe.Slice(unsafe.StringData(v), len(v)))
+	case featurestore.KindInt64:
+		b.(*array.Int64Builder).UnsafeAppend(a.(*array.Int64).Value(i))
+	case featurestore.KindDouble:
+		b.(*array.Float64Builder).UnsafeAppend(a.(*array.Float64).Value(i))
+	case featurestore.KindBool:
+		b.(*array.BooleanBuilder).UnsafeAppend(a.(*array.Boolean).Value(i))
+	}
 }
 
 // logColumns are the columns of one log batch the export reads.
@@ -394,30 +512,6 @@ func (lc *logColumns) offsetAt(i int) int64 {
 		return 0
 	}
 	return lc.off.Value(i)
-}
-
-// appendField appends value i of a log field column (nil when the batch
-// lacks the field) to a spill builder, and returns about how many bytes it
-// took.
-func appendField(b array.Builder, k featurestore.Kind, a arrow.Array, i int) int {
-	if a == nil || a.IsNull(i) {
-		b.AppendNull()
-		return 1
-	}
-	switch k {
-	case featurestore.KindString:
-		v := a.(*array.String).Value(i)
-		b.(*array.StringBuilder).Append(v)
-		return len(v) + 4
-	case featurestore.KindInt64:
-		b.(*array.Int64Builder).Append(a.(*array.Int64).Value(i))
-	case featurestore.KindDouble:
-		b.(*array.Float64Builder).Append(a.(*array.Float64).Value(i))
-	case featurestore.KindBool:
-		b.(*array.BooleanBuilder).Append(a.(*array.Boolean).Value(i))
-		return 1
-	}
-	return 8
 }
 
 // arrowTimestamps views timestamps as their int64 values, without copying.

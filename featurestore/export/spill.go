@@ -170,13 +170,18 @@ type partitioner struct {
 }
 
 type bucketWriter struct {
-	p        *partitioner
-	b        *array.RecordBuilder
-	buffered int // bytes in the builders, about
-	fh       *os.File
-	bw       *bufio.Writer
-	w        *ipc.Writer
-	out      spillFile
+	p      *partitioner
+	b      *array.RecordBuilder
+	fields []array.Builder // b's
+	// pending, pendingKeys and pendingBytes count the rows, key bytes and
+	// bytes of a batch about to be appended (see eventBatch).
+	pending, pendingKeys, pendingBytes int
+	pendingData                        []int // per view field: string bytes
+	buffered                           int   // bytes in the builders, about
+	fh                                 *os.File
+	bw                                 *bufio.Writer
+	w                                  *ipc.Writer
+	out                                spillFile
 }
 
 func newPartitioner(sm *spillMemory, dir string, schema *arrow.Schema, level, n, flushBytes int, mem memory.Allocator) *partitioner {
@@ -192,6 +197,7 @@ func (p *partitioner) bucket(h uint64) *bucketWriter {
 	bw := p.buckets[bucketOf(h, p.level, len(p.buckets))]
 	if bw.b == nil {
 		bw.b = array.NewRecordBuilder(p.mem, p.schema)
+		bw.fields = bw.b.Fields()
 	}
 	return bw
 }
@@ -201,6 +207,17 @@ func (p *partitioner) bucket(h uint64) *bucketWriter {
 func (bw *bucketWriter) added(size int) error {
 	bw.buffered += size
 	bw.out.rows++
+	if bw.buffered >= bw.p.flushBytes {
+		return bw.flush()
+	}
+	return nil
+}
+
+// addedMany records that rows rows of about size bytes were appended, and
+// flushes the bucket when its buffer is full.
+func (bw *bucketWriter) addedMany(rows, size int) error {
+	bw.buffered += size
+	bw.out.rows += int64(rows)
 	if bw.buffered >= bw.p.flushBytes {
 		return bw.flush()
 	}
@@ -268,7 +285,7 @@ func (p *partitioner) close() ([]spillFile, error) {
 		}
 		if bw.b != nil {
 			bw.b.Release()
-			bw.b = nil
+			bw.b, bw.fields = nil, nil
 		}
 		if bw.w == nil {
 			out[i] = bw.out
