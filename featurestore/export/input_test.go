@@ -56,15 +56,21 @@ func (s *scenario) writeCSV(t *testing.T, path string) {
 	}
 }
 
-// writeArrowStream writes the scenario's rows as an Arrow IPC stream.
+// writeArrowStream writes the scenario's rows as an Arrow IPC stream, in
+// batches of 64 rows.
 func writeArrowStream(t *testing.T, tt *testTable, path string) {
 	t.Helper()
 	rec := tt.record(t)
 	defer rec.Release()
 	var b bytes.Buffer
 	w := ipc.NewWriter(&b, ipc.WithSchema(rec.Schema()))
-	if err := w.Write(rec); err != nil {
-		t.Fatal(err)
+	for i := int64(0); i < rec.NumRows(); i += 64 {
+		part := rec.NewSlice(i, min(i+64, rec.NumRows()))
+		err := w.Write(part)
+		part.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)

@@ -181,6 +181,30 @@ func (x *exporter) outputSchema() *arrow.Schema {
 	return arrow.NewSchema(fields, &meta)
 }
 
+// readTableAgain calls fn with each batch of the entity table: the batches
+// kept from the first read if they all were, or those of a new read.
+func (x *exporter) readTableAgain(ctx context.Context, fn func(arrow.RecordBatch) error) error {
+	defer x.table.dropKept(x.spillMem)
+	x.log.Debug("writing the output", "table_batches_kept", x.table.kept)
+	if x.table.kept {
+		for _, rec := range x.table.recs {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	rd, closeFn, err := x.table.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	return readAll(ctx, rd, fn)
+}
+
 // write reads the entity table again and writes each batch out with its
 // rows' features, merged back from the groups' results in row order.
 func (x *exporter) write(ctx context.Context) error {
@@ -232,13 +256,8 @@ func (x *exporter) write(ctx context.Context) error {
 			byEntity[i] = append(byEntity[i], builders[c.index])
 		}
 	}
-	rd, closeFn, err := x.table.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
 	var first int64
-	err = readAll(ctx, rd, func(rec arrow.RecordBatch) error {
+	err = x.readTableAgain(ctx, func(rec arrow.RecordBatch) error {
 		n := int(rec.NumRows())
 		for i, m := range merges {
 			if err := x.take(i, m, first, n, byEntity[i]); err != nil {

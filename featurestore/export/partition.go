@@ -91,6 +91,7 @@ func (x *exporter) spillRows(ctx context.Context) error {
 		defer closeFn()
 		var first int64
 		err = readAll(ctx, rd, func(rec arrow.RecordBatch) error {
+			x.table.keep(rec, x.spillMem)
 			if err := emit(rec, first); err != nil {
 				return err
 			}
@@ -98,6 +99,7 @@ func (x *exporter) spillRows(ctx context.Context) error {
 			return nil
 		})
 		total.Store(first)
+		x.table.kept = err == nil && !x.table.dropped
 		return err
 	}, func(wi int, rec arrow.RecordBatch, first int64) error {
 		w := ws[wi]

@@ -79,6 +79,14 @@ type table struct {
 	// csvSchema is the schema a CSV file is read with: column types decided
 	// by a first pass over the whole file (see inferCSV).
 	csvSchema *arrow.Schema
+
+	// recs are the batches of the first read, kept for the second (the
+	// output) when they fit: kept says that they are all there; dropped
+	// that they did not fit.
+	recs     []arrow.RecordBatch
+	recBytes int64
+	kept     bool
+	dropped  bool
 }
 
 // batchRows is how many rows the readers put in one batch.
@@ -245,6 +253,33 @@ func readAll(ctx context.Context, r recordReader, fn func(arrow.RecordBatch) err
 		return err
 	}
 	return nil
+}
+
+// keep keeps a batch of the first read of the table for the second, while
+// the table's batches fit in the spill memory; once one does not, none
+// are kept and the table is read again.
+func (t *table) keep(rec arrow.RecordBatch, sm *spillMemory) {
+	if t.dropped {
+		return
+	}
+	size := BatchBytes(rec)
+	if !sm.take(size) {
+		t.dropKept(sm)
+		t.dropped = true
+		return
+	}
+	rec.Retain()
+	t.recs = append(t.recs, rec)
+	t.recBytes += size
+}
+
+// dropKept releases the batches kept.
+func (t *table) dropKept(sm *spillMemory) {
+	for _, r := range t.recs {
+		r.Release()
+	}
+	sm.give(t.recBytes)
+	t.recs, t.recBytes, t.kept = nil, 0, false
 }
 
 // ensure the readers satisfy the interface.
