@@ -178,7 +178,7 @@ func (l *offlineLog) Scan(ctx context.Context, view string, until int64, fn func
 	if err != nil {
 		return fmt.Errorf("offline log of feature view %q: %w", view, err)
 	}
-	err = offline.Scan(ctx, l.st, snap, snap.Between(math.MinInt64, until), func(_ offline.FileInfo, rec arrow.RecordBatch) error {
+	err = offline.ScanMapped(ctx, l.st, snap, snap.Between(math.MinInt64, until), func(_ offline.FileInfo, rec arrow.RecordBatch) error {
 		return fn(rec)
 	})
 	if errors.Is(err, offline.ErrNotExist) {

@@ -36,7 +36,7 @@ func (l *dirLog) Scan(ctx context.Context, view string, until int64, fn func(arr
 	if err != nil {
 		return err
 	}
-	return offline.Scan(ctx, l.st, snap, snap.Between(math.MinInt64, until), func(_ offline.FileInfo, rec arrow.RecordBatch) error { return fn(rec) })
+	return offline.ScanMapped(ctx, l.st, snap, snap.Between(math.MinInt64, until), func(_ offline.FileInfo, rec arrow.RecordBatch) error { return fn(rec) })
 }
 
 func (l *dirLog) Size(ctx context.Context, view string) (int64, error) {

@@ -33,7 +33,9 @@ import (
 type Log interface {
 	// Scan calls fn with each committed record batch of the view's log,
 	// one at a time, in any order, and returns fn's first error. The batch
-	// is valid during the call; fn retains it to keep it longer. Scan may
+	// is valid during the call; fn retains it to keep it longer, and its
+	// columns with it (a batch may be a view of a mapped file, which only
+	// the batch's references keep mapped). Scan may
 	// skip batches whose events all have event times after until, but need
 	// not. An error wrapping ErrLogChanged says that the log changed under
 	// the scan (a compaction replaced files): the export then drops what it

@@ -198,7 +198,7 @@ func mergeFiles(ctx context.Context, st Storage, dir string, run []FileInfo, out
 			return fw.Write(rec)
 		}
 		for _, f := range run {
-			err := scanFile(ctx, st, dir+f.Path, func(rec arrow.RecordBatch) error {
+			err := scanFile(ctx, st, dir+f.Path, false, func(rec arrow.RecordBatch) error {
 				if schema == nil {
 					schema = rec.Schema()
 					if schemaFingerprint(schema) != out.Schema {

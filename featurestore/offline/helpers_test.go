@@ -239,36 +239,9 @@ func readRows(t *testing.T, st Storage) []row {
 	for _, fi := range snap.Files {
 		var got []row
 		err := Scan(ctx, st, snap, []FileInfo{fi}, func(_ FileInfo, rec arrow.RecordBatch) error {
-			if !rec.Schema().Equal(want) || !reflect.DeepEqual(rec.Schema().Metadata(), want.Metadata()) {
-				return fmt.Errorf("schema %s, want %s", rec.Schema(), want)
-			}
-			cols := rec.Columns()
-			for i := range int(rec.NumRows()) {
-				r := row{
-					EventTime:  int64(cols[0].(*array.Timestamp).Value(i)),
-					IngestTime: int64(cols[1].(*array.Timestamp).Value(i)),
-					Topic:      cols[2].(*array.String).Value(i),
-					Partition:  cols[3].(*array.Int32).Value(i),
-					Offset:     cols[4].(*array.Int64).Value(i),
-					Region:     cols[5].(*array.String).Value(i),
-					Account:    cols[6].(*array.Int64).Value(i),
-				}
-				if a := cols[7].(*array.Float64); a.IsValid(i) {
-					r.Amount = a.Value(i)
-				}
-				if a := cols[8].(*array.Boolean); a.IsValid(i) {
-					r.Approved = a.Value(i)
-				}
-				if a := cols[9].(*array.String); a.IsValid(i) {
-					r.Currency = strings.Clone(a.Value(i))
-				}
-				if a := cols[10].(*array.Int64); a.IsValid(i) {
-					r.Items = a.Value(i)
-				}
-				r.Topic, r.Region = strings.Clone(r.Topic), strings.Clone(r.Region)
-				got = append(got, r)
-			}
-			return nil
+			rs, err := recordRows(rec, want)
+			got = append(got, rs...)
+			return err
 		})
 		if err != nil {
 			t.Fatalf("read %s: %v", fi.Path, err)
@@ -278,6 +251,41 @@ func readRows(t *testing.T, st Storage) []row {
 	}
 	sortRows(rows)
 	return rows
+}
+
+// recordRows returns the rows of a log batch of the test schema want.
+func recordRows(rec arrow.RecordBatch, want *arrow.Schema) ([]row, error) {
+	var rows []row
+	if !rec.Schema().Equal(want) || !reflect.DeepEqual(rec.Schema().Metadata(), want.Metadata()) {
+		return nil, fmt.Errorf("schema %s, want %s", rec.Schema(), want)
+	}
+	cols := rec.Columns()
+	for i := range int(rec.NumRows()) {
+		r := row{
+			EventTime:  int64(cols[0].(*array.Timestamp).Value(i)),
+			IngestTime: int64(cols[1].(*array.Timestamp).Value(i)),
+			Topic:      cols[2].(*array.String).Value(i),
+			Partition:  cols[3].(*array.Int32).Value(i),
+			Offset:     cols[4].(*array.Int64).Value(i),
+			Region:     cols[5].(*array.String).Value(i),
+			Account:    cols[6].(*array.Int64).Value(i),
+		}
+		if a := cols[7].(*array.Float64); a.IsValid(i) {
+			r.Amount = a.Value(i)
+		}
+		if a := cols[8].(*array.Boolean); a.IsValid(i) {
+			r.Approved = a.Value(i)
+		}
+		if a := cols[9].(*array.String); a.IsValid(i) {
+			r.Currency = strings.Clone(a.Value(i))
+		}
+		if a := cols[10].(*array.Int64); a.IsValid(i) {
+			r.Items = a.Value(i)
+		}
+		r.Topic, r.Region = strings.Clone(r.Topic), strings.Clone(r.Region)
+		rows = append(rows, r)
+	}
+	return rows, nil
 }
 
 // checkFileRows checks a file's rows against its manifest entry.

@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -92,8 +93,67 @@ func Views(ctx context.Context, st Storage, project string) ([]string, error) {
 
 // File is an open log file.
 type File struct {
-	o Object
+	o Object // nil when mapped
 	r *ipc.FileReader
+	m *mapping // nil when read through o
+}
+
+// Mapper is implemented by storages that can map an object into memory,
+// read-only (Dir, on Unix systems).
+type Mapper interface {
+	// Map maps the object name; after unmap, the bytes must not be used.
+	Map(ctx context.Context, name string) (data []byte, unmap func() error, err error)
+}
+
+// mapping is a mapped file, unmapped once the File and every batch read
+// from it are released.
+type mapping struct {
+	refs  atomic.Int64
+	unmap func() error
+}
+
+func (m *mapping) release() {
+	if m.refs.Add(-1) == 0 {
+		m.unmap()
+	}
+}
+
+// mappedBatch is a batch whose buffers are in a mapping: each reference
+// to the batch holds one to the mapping.
+type mappedBatch struct {
+	arrow.RecordBatch
+	m *mapping
+}
+
+func (b *mappedBatch) Retain() {
+	b.m.refs.Add(1)
+	b.RecordBatch.Retain()
+}
+
+func (b *mappedBatch) Release() {
+	b.RecordBatch.Release()
+	b.m.release()
+}
+
+// openMapped opens the log file name through a mapping of it.
+func openMapped(ctx context.Context, mp Mapper, name string) (*File, error) {
+	data, unmap, err := mp.Map(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	r, err := ipc.NewMappedFileReader(data, ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		unmap()
+		return nil, fmt.Errorf("open log file %s: %w", name, err)
+	}
+	if v, _ := r.Schema().Metadata().GetValue(MetaLogVersion); v != LogVersion {
+		r.Close()
+		unmap()
+		return nil, fmt.Errorf("open log file %s: log version %q, want %q", name, v, LogVersion)
+	}
+	m := &mapping{unmap: unmap}
+	m.refs.Store(1) // the File's
+	return &File{r: r, m: m}, nil
 }
 
 // OpenFile opens the log file name and checks that it is one.
@@ -122,11 +182,23 @@ func (f *File) Schema() *arrow.Schema { return f.r.Schema() }
 func (f *File) NumBatches() int { return f.r.NumRecords() }
 
 // Batch reads record batch i. The caller releases it.
-func (f *File) Batch(i int) (arrow.RecordBatch, error) { return f.r.RecordBatchAt(i) }
+func (f *File) Batch(i int) (arrow.RecordBatch, error) {
+	rec, err := f.r.RecordBatchAt(i)
+	if err != nil || f.m == nil {
+		return rec, err
+	}
+	f.m.refs.Add(1)
+	return &mappedBatch{RecordBatch: rec, m: f.m}, nil
+}
 
-// Close closes the file.
+// Close closes the file. A mapped file stays mapped until the batches read
+// from it are released too.
 func (f *File) Close() error {
 	err := f.r.Close()
+	if f.m != nil {
+		f.m.release()
+		return err
+	}
 	if cerr := f.o.Close(); err == nil {
 		err = cerr
 	}
@@ -137,15 +209,37 @@ func (f *File) Close() error {
 // order. A batch is released when fn returns; fn retains what it keeps.
 func Scan(ctx context.Context, st Storage, snap *Snapshot, files []FileInfo, fn func(FileInfo, arrow.RecordBatch) error) error {
 	for _, fi := range files {
-		if err := scanFile(ctx, st, snap.Name(fi), func(rec arrow.RecordBatch) error { return fn(fi, rec) }); err != nil {
+		if err := scanFile(ctx, st, snap.Name(fi), false, func(rec arrow.RecordBatch) error { return fn(fi, rec) }); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func scanFile(ctx context.Context, st Storage, name string, fn func(arrow.RecordBatch) error) error {
-	f, err := OpenFile(ctx, st, name)
+// ScanMapped is Scan through mappings of the files, where the storage maps
+// them (a Mapper): a batch's buffers are then the file's pages, neither
+// copied nor allocated, so that a scan reads only the pages of the columns
+// it uses. A batch fn retains stays valid, its columns with it, until it
+// is released; fn must retain the batch, not only some of its columns, to
+// use them after it returns. With other storages it is Scan.
+func ScanMapped(ctx context.Context, st Storage, snap *Snapshot, files []FileInfo, fn func(FileInfo, arrow.RecordBatch) error) error {
+	_, mapped := st.(Mapper)
+	for _, fi := range files {
+		if err := scanFile(ctx, st, snap.Name(fi), mapped, func(rec arrow.RecordBatch) error { return fn(fi, rec) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func scanFile(ctx context.Context, st Storage, name string, mapped bool, fn func(arrow.RecordBatch) error) error {
+	var f *File
+	var err error
+	if mapped {
+		f, err = openMapped(ctx, st.(Mapper), name)
+	} else {
+		f, err = OpenFile(ctx, st, name)
+	}
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,10 @@ package offline
 import (
 	"context"
 	"math/rand/v2"
+	"os"
+	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -71,4 +75,82 @@ func TestEventDecoderRejects(t *testing.T) {
 	if err := NewEventDecoder(fields, []string{"nokey"}).Bind(mk(arrow.PrimitiveTypes.Float64)); err == nil || err.Error() != `log batch: 0 columns named "nokey"` {
 		t.Fatalf("missing key: %v", err)
 	}
+}
+
+// TestScanMapped reads a log with ScanMapped, keeping every batch past the
+// end of the scan, and checks that the batches read after the scan equal
+// what Scan reads, that the files stay mapped while a batch is held (on
+// Linux, in /proc/self/maps; the read would fault otherwise), and that no
+// mapping is left once the batches are released.
+func TestScanMapped(t *testing.T) {
+	for name, mk := range storages(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			st := mk(t)
+			w, err := OpenWriter(ctx, st, testProject, Options{FlushRows: 40, BatchRows: 9})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := testSchema(t, "account_stats")
+			rng := rand.New(rand.NewPCG(5, 6))
+			appendAll(t, w, s, genEvents(rng, 300, 2, 0, t0), 23)
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := readRows(t, st)
+			snap, err := ReadSnapshot(ctx, st, testProject, "account_stats")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var held []arrow.RecordBatch
+			err = ScanMapped(ctx, st, snap, snap.Files, func(_ FileInfo, rec arrow.RecordBatch) error {
+				rec.Retain()
+				held = append(held, rec)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, mapped := st.(Mapper)
+			if mapped && runtime.GOOS == "linux" && mappedLogFiles(t) == 0 {
+				t.Errorf("no log file mapped while %d batches are held", len(held))
+			}
+			schema := s.Arrow()
+			var got []row
+			for _, rec := range held {
+				rs, err := recordRows(rec, schema)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, rs...)
+				rec.Release()
+			}
+			sortRows(got)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("read %d rows mapped, %d with Scan; first difference: %v", len(got), len(want), firstDiff(got, want))
+			}
+			if n := mappedLogFiles(t); runtime.GOOS == "linux" && n != 0 {
+				t.Errorf("%d log files still mapped after every batch was released", n)
+			}
+		})
+	}
+}
+
+// mappedLogFiles counts the mappings of log files of this process.
+func mappedLogFiles(t *testing.T) int {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "/"+testProject+"/") && strings.HasSuffix(l, ".arrow") {
+			n++
+		}
+	}
+	return n
 }
