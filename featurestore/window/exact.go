@@ -417,6 +417,78 @@ func roundScaled(z *big.Int, e int, inexact bool) float64 {
 	return math.Ldexp(float64(q), l)
 }
 
+// quotientSmall is quotient(oddPart(w)) without math/big, for the common
+// case of a sum whose odd part has at most 63 bits (a sum of amounts with
+// a few decimals, of counts, of doubles of close magnitudes); ok is false
+// otherwise. It computes the same quotient and rounds it the same way, in
+// 128-bit arithmetic: it decides every mean a lookup or an export reads.
+func quotientSmall(w []uint64, n uint64, scale int) (f float64, ok bool) {
+	var mag [sqWords]uint64
+	neg := negative(w)
+	if neg {
+		if len(w) > len(mag) {
+			return 0, false
+		}
+		copy(mag[:], w)
+		negate(mag[:len(w)])
+		w = mag[:len(w)]
+	}
+	lo := lowBit(w)
+	if lo < 0 {
+		return 0, true
+	}
+	hi := topBit(w)
+	if hi-lo >= 63 {
+		return 0, false
+	}
+	z := field(w, lo, hi-lo+1) // the odd part: a = z * 2^lo
+	// As quotient: z * 2^s / n with s such that the quotient has at least
+	// 55 bits; z * 2^s has at most 56 + bits(n) <= 120 bits, and its high
+	// word is below n, as Div64 needs.
+	s := max(0, 56+bits.Len64(n)-bits.Len64(z))
+	var h, l uint64
+	switch {
+	case s == 0:
+		l = z
+	case s < 64:
+		h, l = z>>(64-s), z<<s
+	default:
+		h = z << (s - 64)
+	}
+	q, r := bits.Div64(h, l, n)
+	f = roundScaled64(q, lo-scale-s, r != 0)
+	if neg {
+		f = -f
+	}
+	return f, true
+}
+
+// roundScaled64 is roundScaled for a z of at most 64 bits.
+func roundScaled64(z uint64, e int, inexact bool) float64 {
+	if z == 0 {
+		return 0
+	}
+	p := bits.Len64(z) - 1 + e
+	l := max(p-52, -1074)
+	sh := l - e
+	if sh <= 0 {
+		return math.Ldexp(float64(z), e)
+	}
+	var q uint64
+	half := false
+	if sh < 64 {
+		q = z >> uint(sh)
+	}
+	if sh-1 < 64 {
+		half = z>>uint(sh-1)&1 == 1
+	}
+	sticky := inexact || bits.TrailingZeros64(z) < sh-1
+	if half && (sticky || q&1 == 1) {
+		q++
+	}
+	return math.Ldexp(float64(q), l)
+}
+
 // quotient returns a / (n * 2^scale) rounded to the nearest double, ties to
 // even, for n > 0.
 func quotient(a *big.Int, n uint64, scale int) float64 {

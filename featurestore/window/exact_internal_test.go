@@ -88,3 +88,66 @@ func TestSpans(t *testing.T) {
 		}
 	}
 }
+
+// TestQuotientSmall checks the mean's fast path against the math/big one
+// on sums it takes (amounts, integers, values near the subnormal range,
+// negative sums, counts up to 2^64-1) and that it declines sums too wide
+// for it.
+func TestQuotientSmall(t *testing.T) {
+	rng := rand.New(rand.NewSource(11))
+	draw := func() float64 {
+		switch rng.Intn(6) {
+		case 0:
+			return float64(rng.Intn(2000000)-1000000) / 100 // amounts in cents
+		case 1:
+			return float64(rng.Int63n(1<<40) - 1<<39)
+		case 2:
+			return math.Ldexp(float64(rng.Int63n(1<<20)), -1074+rng.Intn(40)) // subnormal and just above
+		case 3:
+			return -rng.Float64() * 1000
+		case 4:
+			return math.Ldexp(float64(rng.Int63n(1<<53)), rng.Intn(2045)-1074) // wide: mostly declined
+		}
+		return rng.NormFloat64()
+	}
+	fast, slow := 0, 0
+	for range 20000 {
+		var a sumAcc
+		a.reset()
+		kind := rng.Intn(6)
+		for range 1 + rng.Intn(6) {
+			x := draw()
+			if kind != 4 && rng.Intn(3) > 0 {
+				x = float64(rng.Intn(1000)) // mostly small sums
+			}
+			a.addFloat(x)
+		}
+		if a.special != 0 {
+			continue
+		}
+		n := uint64(1 + rng.Int63n(1000))
+		switch rng.Intn(4) {
+		case 0:
+			n = math.MaxUint64 - uint64(rng.Intn(3))
+		case 1:
+			n = uint64(rng.Int63())
+		}
+		z, e := oddPart(a.w[:])
+		want := quotient(z, n, sumScale-e)
+		got, ok := quotientSmall(a.w[:], n, sumScale)
+		if !ok {
+			slow++
+			if z.BitLen() <= 63 {
+				t.Fatalf("declined a sum whose odd part has %d bits", z.BitLen())
+			}
+			continue
+		}
+		fast++
+		if math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("sum %s / %d: fast path %v (%#x), math/big %v (%#x)", z.String(), n, got, math.Float64bits(got), want, math.Float64bits(want))
+		}
+	}
+	if fast < 5000 || slow < 500 {
+		t.Errorf("fast path took %d sums, declined %d: the draws do not exercise both", fast, slow)
+	}
+}

@@ -144,6 +144,9 @@ func (m *Mean) Result() (featurestore.Value, bool) {
 	case m.n == 1:
 		return featurestore.DoubleValue(m.acc.float64()), true
 	}
+	if f, ok := quotientSmall(m.acc.w[:], m.n, sumScale); ok {
+		return featurestore.DoubleValue(f), true
+	}
 	z, e := oddPart(m.acc.w[:])
 	return featurestore.DoubleValue(quotient(z, m.n, sumScale-e)), true
 }
