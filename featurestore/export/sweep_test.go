@@ -6,6 +6,9 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
 // TestSortWithHashCollision checks that keys sharing a hash are still told
@@ -161,6 +164,57 @@ func TestSortEvRuns(t *testing.T) {
 			if !slices.Equal(evs, want) {
 				t.Errorf("%d runs, n=%d: sorted wrong", runs, len(evs))
 			}
+		}
+	}
+}
+
+// TestEventRefs builds the references of spilled batches of random events
+// (many per key, in scan order: a few ascending runs per key, keys mixed;
+// sizes below and above the distribution's thresholds) and compares their
+// order with a comparison sort by key and order key.
+func TestEventRefs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 13))
+	schema := eventsSchema(&viewPlan{})
+	for _, c := range []struct{ events, keys int }{{10, 3}, {500, 40}, {radixMin + 7, 30}, {60_000, 600}, {60_000, 20_000}} {
+		var batches []evBatch
+		var want []evRef
+		b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+		for run := range 3 { // three scans' worth of ascending times
+			for i := range c.events / 3 {
+				key := fmt.Sprintf("k%d", rng.IntN(c.keys))
+				tm := int64(run*1_000_000 + i*10 + rng.IntN(30)) // mostly ascending
+				part, off := rng.Int32N(4), rng.Int64N(1<<40)
+				b.Field(evKey).(*array.BinaryBuilder).Append([]byte(key))
+				b.Field(evTime).(*array.Int64Builder).Append(tm)
+				b.Field(evPartition).(*array.Int32Builder).Append(part)
+				b.Field(evOffset).(*array.Int64Builder).Append(off)
+				want = append(want, evRef{key: newKeyRef(key), time: tm, part: part, off: off})
+				if b.Field(evTime).Len() == 1000 {
+					batches = append(batches, evBatch{rec: b.NewRecordBatch()})
+				}
+			}
+		}
+		batches = append(batches, evBatch{rec: b.NewRecordBatch()})
+		b.Release()
+		slices.SortFunc(want, func(a, b evRef) int {
+			return cmp.Or(a.key.compare(b.key), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
+		})
+		got := eventRefs(batches, len(want))
+		if len(got) != len(want) {
+			t.Fatalf("events=%d: %d references, want %d", c.events, len(got), len(want))
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			if g.key != w.key || g.time != w.time || g.part != w.part || g.off != w.off {
+				t.Fatalf("events=%d keys=%d: reference %d is %+v, want %+v", c.events, c.keys, i, g, w)
+			}
+			rec := batches[g.rec].rec
+			if rec.Column(evTime).(*array.Int64).Value(int(g.i)) != g.time {
+				t.Fatalf("events=%d: reference %d points at another event", c.events, i)
+			}
+		}
+		for _, b := range batches {
+			b.rec.Release()
 		}
 	}
 }
