@@ -135,9 +135,7 @@ func sortKeysSharingHash(evs []evRef) {
 func eventRefs(batches []evBatch, n int) []evRef {
 	nbits := 0
 	if n >= radixMin {
-		// At most 2^10 places to write to at once, which the processor's
-		// caches hold: each bucket is distributed again in a second pass.
-		nbits = min(hashBucketBits(n), scatterBits)
+		nbits = hashBucketBits(n)
 	}
 	shift := uint(64 - nbits) // 64: one bucket
 	hashes := make([]uint64, 0, n)
@@ -169,56 +167,16 @@ func eventRefs(batches []evBatch, n int) []evRef {
 			next[d]++
 		}
 	}
-	var tmp, sub []evRef
-	var counts []int
+	var tmp []evRef
 	start := 0
 	for _, e := range end[1:] {
 		if e-start > 1 {
-			tmp, sub, counts = sortEvBucket(evs[start:e], uint(nbits), tmp, sub, counts)
+			tmp = sortEvRuns(evs[start:e], tmp)
 		}
 		start = e
 	}
 	sortKeysSharingHash(evs)
 	return evs
-}
-
-// scatterBits bounds the bits of the hash eventRefs distributes by in one
-// pass.
-const scatterBits = 10
-
-// sortEvBucket sorts a bucket of events whose hashes share their top used
-// bits: a long one is distributed again, stably, by the next bits of the
-// hash (through sub), and each part sorted by sortEvRuns (through tmp).
-// It returns the buffers grown, for the next call.
-func sortEvBucket(xs []evRef, used uint, tmp, sub []evRef, counts []int) ([]evRef, []evRef, []int) {
-	if len(xs) <= 32 || used >= 64 {
-		return sortEvRuns(xs, tmp), sub, counts
-	}
-	nbits := uint(min(max(bits.Len(uint(len(xs)))-3, 1), 12, 64-int(used)))
-	shift := 64 - used - nbits
-	mask := uint64(1)<<nbits - 1
-	counts = append(counts[:0], make([]int, 1<<nbits+1)...)
-	for i := range xs {
-		counts[xs[i].key.h>>shift&mask+1]++
-	}
-	for b := 1; b < len(counts); b++ {
-		counts[b] += counts[b-1]
-	}
-	sub = append(sub[:0], xs...)
-	next := counts[:len(counts)-1] // then the end of each part
-	for i := range sub {
-		d := sub[i].key.h >> shift & mask
-		xs[next[d]] = sub[i]
-		next[d]++
-	}
-	start := 0
-	for _, e := range next {
-		if e-start > 1 {
-			tmp = sortEvRuns(xs[start:e], tmp)
-		}
-		start = e
-	}
-	return tmp, sub, counts
 }
 
 // maxRuns is the most ascending runs sortEvRuns merges; more go to the
