@@ -138,8 +138,7 @@ func (t *table) open(ctx context.Context) (rr recordReader, closeFn func(), err 
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: open parquet: %w", t.path, err)
 		}
-		// Columns are decoded in parallel.
-		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: batchRows, Parallel: true}, t.mem)
+		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: batchRows}, t.mem)
 		if err != nil {
 			pf.Close()
 			return nil, nil, fmt.Errorf("%s: read parquet: %w", t.path, err)
