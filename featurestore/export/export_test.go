@@ -84,6 +84,22 @@ features:
   - {name: ok_last_3m, aggregation: last, field: ok, window: 3m}
 ---
 kind: FeatureView
+name: user_last
+entity: user
+source: txns
+ttl: 3m
+features:
+  - {name: amount, field: amount, type: double}
+  - {name: note, field: note, type: string}
+---
+kind: FeatureView
+name: user_last_a
+entity: user
+source: txns
+features:
+  - {name: amount, field: amount, type: double, filter: [{field: cat, op: eq, value: a}]}
+---
+kind: FeatureView
 name: not_offline
 entity: user
 source: txns
@@ -93,7 +109,7 @@ features:
 ---
 kind: FeatureService
 name: all
-features: [by_user:*, by_shop:*, by_account:*]
+features: [by_user:*, by_shop:*, by_account:*, user_last:*, user_last_a:*]
 `
 
 func testRegistry(t testing.TB) *registry.Registry {
@@ -158,6 +174,10 @@ func randomScenario(rng *rand.Rand, nEvents, nRows int) *scenario {
 		}
 	}
 	ue := s.events["by_user"]
+	// Views of last values alone (user_last reads the newest event only)
+	// log the same events as by_user.
+	s.events["user_last"] = slices.Clone(ue)
+	s.events["user_last_a"] = slices.Clone(ue)
 	s.fields = []arrow.Field{
 		{Name: "label", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
 		{Name: "user_id", Type: arrow.BinaryTypes.String},

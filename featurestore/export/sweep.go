@@ -412,15 +412,18 @@ type viewSweep struct {
 	res     []window.FeatureValue
 
 	hasTiles bool
-	tiles    []*window.TileState // ascending tile index; none before the oldest a read still needs
-	free     []*window.TileState
-	life     *window.LifetimeState
-	last     *window.LastValues
+	// newestOnly: the view's reads depend on the newest event alone (see
+	// window.View.NewestOnly), so only that event is added before a read.
+	newestOnly bool
+	tiles      []*window.TileState // ascending tile index; none before the oldest a read still needs
+	free       []*window.TileState
+	life       *window.LifetimeState
+	last       *window.LastValues
 }
 
 func newViewSweep(vp *viewPlan) *viewSweep {
 	v := vp.win
-	return &viewSweep{vp: vp, v: v, rd: v.NewReader(), hasTiles: v.HasPart(window.PartWindow),
+	return &viewSweep{vp: vp, v: v, rd: v.NewReader(), hasTiles: v.HasPart(window.PartWindow), newestOnly: v.NewestOnly(),
 		life: v.NewLifetimeState(), last: v.NewLastValues(),
 		ev: window.Event{Fields: make([]featurestore.Value, len(v.Fields()))}}
 }
@@ -450,6 +453,15 @@ func (s *viewSweep) readAt(t int64) error {
 	var need window.TileRange
 	if s.hasTiles {
 		need = s.v.TilesNeeded(t)
+	}
+	if s.newestOnly {
+		// Skip to the newest event up to t: the events before it change
+		// no read from now on.
+		j := s.cur
+		for j < s.end && s.evs[j].time <= t {
+			j++
+		}
+		s.cur = max(s.cur, j-1)
 	}
 	for ; s.cur < s.end && s.evs[s.cur].time <= t; s.cur++ {
 		e := &s.evs[s.cur]

@@ -337,6 +337,21 @@ func (v *View) FeatureIndex(name string) int {
 // stores can skip states that would always be empty.
 func (v *View) HasPart(p Part) bool { return int(p) < len(v.defs) && len(v.defs[p]) > 0 }
 
+// NewestOnly reports whether a read of the view depends on the newest event
+// alone: its features are last values, none with a filter. Adding only the
+// newest event up to t to its LastValues (empty, or holding older events)
+// then reads at t as adding every event up to t does.
+func (v *View) NewestOnly() bool {
+	for p, defs := range v.defs {
+		for _, d := range defs {
+			if Part(p) != PartLastValue || !d.filter.Empty() {
+				return false
+			}
+		}
+	}
+	return v.HasPart(PartLastValue)
+}
+
 // TileOf returns the index of the view's tile that holds time t.
 func (v *View) TileOf(t int64) int64 { return TileOf(t, v.tile) }
 
