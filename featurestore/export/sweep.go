@@ -103,15 +103,16 @@ func sortRows(rows []rowRef) {
 // offset), comparing keys as sortRows does. The sort within a hash bucket
 // is sortEvRefs, written for evRef: the generic comparison sort, calling a
 // comparison function with two 56-byte values, took several times longer.
-func sortEvents(evs []evRef) {
+func sortEvents(evs []evRef) (unique bool) {
 	var tmp []evRef
 	sortByHash(evs, func(e *evRef) uint64 { return e.key.h }, func(xs []evRef) { tmp = sortEvRuns(xs, tmp) })
-	sortKeysSharingHash(evs)
+	return sortKeysSharingHash(evs)
 }
 
 // sortKeysSharingHash sorts events sorted by key hash and order key by the
 // keys' bytes and order key instead, if two keys among them share a hash.
-func sortKeysSharingHash(evs []evRef) {
+// It reports whether none did: each hash then names one key.
+func sortKeysSharingHash(evs []evRef) (unique bool) {
 	for i := 1; i < len(evs); i++ {
 		if a, b := &evs[i-1].key, &evs[i].key; a.h == b.h && a.s != b.s {
 			slices.SortFunc(evs, func(a, b evRef) int {
@@ -120,9 +121,10 @@ func sortKeysSharingHash(evs []evRef) {
 				}
 				return cmp.Or(cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
 			})
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // eventRefs returns the references of the events of spilled batches,
@@ -132,7 +134,7 @@ func sortKeysSharingHash(evs []evRef) {
 // their order within a bucket: the order the log was scanned in, in which
 // a key's events mostly come in time order already, as Kafka partitions
 // hold them, so that sorting a bucket is mostly merging a few runs.
-func eventRefs(batches []evBatch, n int) []evRef {
+func eventRefs(batches []evBatch, n int) (evs []evRef, unique bool) {
 	nbits := 0
 	if n >= radixMin {
 		nbits = hashBucketBits(n)
@@ -152,7 +154,7 @@ func eventRefs(batches []evBatch, n int) []evRef {
 		end[b] += end[b-1]
 	}
 	next := slices.Clone(end[:len(end)-1])
-	evs := make([]evRef, len(hashes))
+	evs = make([]evRef, len(hashes))
 	k := 0
 	for bi, b := range batches {
 		keys := b.rec.Column(evKey).(*array.Binary)
@@ -175,8 +177,7 @@ func eventRefs(batches []evBatch, n int) []evRef {
 		}
 		start = e
 	}
-	sortKeysSharingHash(evs)
-	return evs
+	return evs, sortKeysSharingHash(evs)
 }
 
 // maxRuns is the most ascending runs sortEvRuns merges; more go to the
@@ -404,6 +405,7 @@ type viewSweep struct {
 	v       *window.View
 	rd      *window.Reader
 	evs     []evRef
+	unique  bool // each key hash of evs names one key
 	batches []evBatch
 	pos     int // first event of the current key
 	cur     int // next event to add
@@ -431,12 +433,28 @@ func newViewSweep(vp *viewPlan) *viewSweep {
 // startKey moves to the events of key, skipping those of smaller keys (keys
 // with events and no rows), and empties the states.
 func (s *viewSweep) startKey(key keyRef) {
-	for s.pos < len(s.evs) && s.evs[s.pos].key.compare(key) < 0 {
-		s.pos++
-	}
-	s.end = s.pos
-	for s.end < len(s.evs) && s.evs[s.end].key == key {
-		s.end++
+	if s.unique {
+		// Keys compare by hash alone, but for one check of the bytes: the
+		// events with the key's hash are another key's if their first is.
+		// Rows of keys sharing a hash come sorted by their bytes, so the
+		// events stay where they are for the next row key.
+		for s.pos < len(s.evs) && s.evs[s.pos].key.h < key.h {
+			s.pos++
+		}
+		s.end = s.pos
+		if s.pos < len(s.evs) && s.evs[s.pos].key.h == key.h && s.evs[s.pos].key.s == key.s {
+			for s.end < len(s.evs) && s.evs[s.end].key.h == key.h {
+				s.end++
+			}
+		}
+	} else {
+		for s.pos < len(s.evs) && s.evs[s.pos].key.compare(key) < 0 {
+			s.pos++
+		}
+		s.end = s.pos
+		for s.end < len(s.evs) && s.evs[s.end].key == key {
+			s.end++
+		}
 	}
 	s.cur = s.pos
 	s.free = append(s.free, s.tiles...)
@@ -579,7 +597,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 				return spillFile{}, err
 			}
 		}
-		s.evs = eventRefs(s.batches, int(n))
+		s.evs, s.unique = eventRefs(s.batches, int(n))
 	}
 
 	schema := resultsSchema(e)

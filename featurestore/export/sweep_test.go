@@ -199,7 +199,7 @@ func TestEventRefs(t *testing.T) {
 		slices.SortFunc(want, func(a, b evRef) int {
 			return cmp.Or(a.key.compare(b.key), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
 		})
-		got := eventRefs(batches, len(want))
+		got, _ := eventRefs(batches, len(want))
 		if len(got) != len(want) {
 			t.Fatalf("events=%d: %d references, want %d", c.events, len(got), len(want))
 		}
@@ -216,5 +216,46 @@ func TestEventRefs(t *testing.T) {
 		for _, b := range batches {
 			b.rec.Release()
 		}
+	}
+}
+
+// TestStartKeySharedHash checks that a row key finds its own events only
+// when another key has its hash: with each hash naming one key among the
+// events (the fast path) and without.
+func TestStartKeySharedHash(t *testing.T) {
+	p, err := newPlan(testRegistry(t), "all", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := keyRef{h: 5, s: "a"}, keyRef{h: 5, s: "b"}, keyRef{h: 9, s: "c"}
+	for _, tc := range []struct {
+		name   string
+		evs    []evRef
+		unique bool
+	}{
+		{"events of b only", []evRef{{key: b, time: 1}, {key: b, time: 2}, {key: c, time: 1}}, true},
+		{"events of a and b", []evRef{{key: a, time: 3}, {key: b, time: 1}, {key: b, time: 2}, {key: c, time: 1}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := map[string]int{}
+			for _, e := range tc.evs {
+				want[e.key.s]++
+			}
+			for _, order := range [][]keyRef{{a, b, c}, {b, c}, {a, c}} {
+				s := newViewSweep(p.views[0])
+				s.evs, s.unique = tc.evs, tc.unique
+				for _, k := range order {
+					s.startKey(k)
+					for i := s.pos; i < s.end; i++ {
+						if s.evs[i].key != k {
+							t.Fatalf("rows %v: key %s got an event of key %s", order, k.s, s.evs[i].key.s)
+						}
+					}
+					if s.end-s.pos != want[k.s] {
+						t.Errorf("rows %v: key %s got %d events, want %d", order, k.s, s.end-s.pos, want[k.s])
+					}
+				}
+			}
+		})
 	}
 }
