@@ -230,6 +230,7 @@ func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spil
 	ws := make([]*worker, x.workers)
 	for i := range ws {
 		ws[i] = &worker{part: newPartitioner(x.spillMem, x.dir, schema, 0, x.parts, x.flush, x.mem)}
+		ws[i].part.raw = true
 	}
 	var nEvents, nUsed atomic.Int64
 	err = x.fanOut(ctx, func(ctx context.Context, emit func(arrow.RecordBatch, int64) error) error {
@@ -263,8 +264,8 @@ func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spil
 
 // eventBatch spills one log batch's events in two passes: the first finds
 // each event's bucket (or drops it) and what the bucket needs, the second
-// appends the events to builders reserved for them, without the checks
-// and growth of appending one value at a time.
+// appends the events to the bucket's rawEvents and field builders reserved
+// for them, without the checks and growth of appending one value at a time.
 type eventBatch struct {
 	keys    []byte  // the batch's keys, end to end
 	ends    []int32 // ends[i] is the end of event i's key in keys
@@ -337,8 +338,10 @@ func (eb *eventBatch) spill(part *partitioner, keys *keyReader, lc *logColumns, 
 		eb.ends = append(eb.ends, int32(len(eb.keys)))
 	}
 	for _, bw := range eb.touched {
-		bw.b.Reserve(bw.pending)
-		reserveData(bw.fields[evKey].(*array.BinaryBuilder), bw.pendingKeys)
+		bw.raw.reserve(bw.pending, bw.pendingKeys)
+		for _, b := range bw.fields[evFields:] {
+			b.Reserve(bw.pending)
+		}
 		for _, j := range stringFields {
 			reserveData(bw.fields[evFields+j].(*array.StringBuilder).BinaryBuilder, bw.pendingData[j])
 			bw.pendingData[j] = 0
@@ -351,11 +354,8 @@ func (eb *eventBatch) spill(part *partitioner, keys *keyReader, lc *logColumns, 
 			start = end
 			continue
 		}
-		bw.fields[evKey].(*array.BinaryBuilder).UnsafeAppend(eb.keys[start:end])
+		bw.raw.add(eb.keys[start:end], lc.timeAt(i), lc.partitionAt(i), lc.offsetAt(i))
 		start = end
-		bw.fields[evTime].(*array.Int64Builder).UnsafeAppend(lc.timeAt(i))
-		bw.fields[evPartition].(*array.Int32Builder).UnsafeAppend(lc.partitionAt(i))
-		bw.fields[evOffset].(*array.Int64Builder).UnsafeAppend(lc.offsetAt(i))
 		for j, f := range vp.fields {
 			unsafeAppendField(bw.fields[evFields+j], f.Kind, lc.fields[j], i)
 		}

@@ -160,6 +160,9 @@ var spillSeq atomic.Int64
 // partitioner writes rows of one schema into n bucket files, buffering each
 // bucket's rows in builders up to flushBytes.
 type partitioner struct {
+	// raw: the events schema, whose first columns the buckets fill as
+	// rawEvents (eventBatch) instead of through their builders.
+	raw        bool
 	sm         *spillMemory // nil: every batch goes to the file
 	dir        string
 	schema     *arrow.Schema
@@ -173,6 +176,7 @@ type bucketWriter struct {
 	p      *partitioner
 	b      *array.RecordBuilder
 	fields []array.Builder // b's
+	raw    *rawEvents      // the first columns, for a raw partitioner
 	// pending, pendingKeys and pendingBytes count the rows, key bytes and
 	// bytes of a batch about to be appended (see eventBatch).
 	pending, pendingKeys, pendingBytes int
@@ -198,6 +202,9 @@ func (p *partitioner) bucket(h uint64) *bucketWriter {
 	if bw.b == nil {
 		bw.b = array.NewRecordBuilder(p.mem, p.schema)
 		bw.fields = bw.b.Fields()
+		if p.raw {
+			bw.raw = newRawEvents()
+		}
 	}
 	return bw
 }
@@ -228,9 +235,22 @@ func (bw *bucketWriter) flush() error {
 	if bw.b == nil || bw.buffered == 0 {
 		return nil
 	}
-	rec := bw.b.NewRecordBatch()
+	var rec arrow.RecordBatch
+	if bw.raw != nil {
+		n := bw.raw.len()
+		cols := bw.raw.arrays()
+		for _, b := range bw.fields[len(cols):] {
+			cols = append(cols, b.NewArray())
+		}
+		rec = array.NewRecordBatch(bw.p.schema, cols, int64(n))
+		for _, c := range cols {
+			c.Release()
+		}
+	} else {
+		rec = bw.b.NewRecordBatch()
+	}
 	bw.buffered = 0
-	defer reserveLike(bw.b, rec)
+	reserveLike(bw, rec)
 	size := BatchBytes(rec)
 	bw.out.bytes += size
 	// Once a bucket writes to its file, its later batches follow there, so
@@ -262,14 +282,19 @@ func (bw *bucketWriter) flush() error {
 // reserveLike reserves in the builders the room of a batch they built:
 // the next batch of a bucket is about as large, and builders that start
 // empty grow by doubling, copying and clearing their buffers each time.
-func reserveLike(b *array.RecordBuilder, rec arrow.RecordBatch) {
-	b.Reserve(int(rec.NumRows()))
-	for c, col := range rec.Columns() {
+func reserveLike(bw *bucketWriter, rec arrow.RecordBatch) {
+	first := 0
+	if bw.raw != nil {
+		first = evFields // rawEvents.arrays reserved its own
+	}
+	for c, col := range rec.Columns()[first:] {
+		b := bw.fields[first+c]
+		b.Reserve(col.Len())
 		switch a := col.(type) {
 		case *array.Binary:
-			b.Field(c).(*array.BinaryBuilder).ReserveData(len(a.ValueBytes()))
+			b.(*array.BinaryBuilder).ReserveData(len(a.ValueBytes()))
 		case *array.String:
-			b.Field(c).(*array.StringBuilder).ReserveData(len(a.ValueBytes()))
+			b.(*array.StringBuilder).ReserveData(len(a.ValueBytes()))
 		}
 	}
 }
@@ -285,7 +310,7 @@ func (p *partitioner) close() ([]spillFile, error) {
 		}
 		if bw.b != nil {
 			bw.b.Release()
-			bw.b, bw.fields = nil, nil
+			bw.b, bw.fields, bw.raw = nil, nil, nil
 		}
 		if bw.w == nil {
 			out[i] = bw.out

@@ -677,6 +677,7 @@ func (x *exporter) writeSorted(swept arrow.RecordBatch, e *entityPlan, g *group)
 	p := newPartitioner(x.spillMem, x.dir, swept.Schema(), 0, 1, 1<<62, x.mem)
 	bw := p.buckets[0]
 	bw.b = array.NewRecordBuilder(x.mem, swept.Schema())
+	bw.fields = bw.b.Fields()
 	step := x.resultBatchRows(g)
 	for start := 0; start < n; start += step {
 		for _, i := range perm[start:min(start+step, n)] {
