@@ -416,16 +416,18 @@ type viewSweep struct {
 	hasTiles bool
 	// newestOnly: the view's reads depend on the newest event alone (see
 	// window.View.NewestOnly), so only that event is added before a read.
-	newestOnly bool
-	tiles      []*window.TileState // ascending tile index; none before the oldest a read still needs
-	free       []*window.TileState
-	life       *window.LifetimeState
-	last       *window.LastValues
+	// lastFromNewest: its last values do (window.View.LastValuesFromNewest),
+	// so only the newest of the events added for a read goes to them.
+	newestOnly, lastFromNewest bool
+	tiles                      []*window.TileState // ascending tile index; none before the oldest a read still needs
+	free                       []*window.TileState
+	life                       *window.LifetimeState
+	last                       *window.LastValues
 }
 
 func newViewSweep(vp *viewPlan) *viewSweep {
 	v := vp.win
-	return &viewSweep{vp: vp, v: v, rd: v.NewReader(), hasTiles: v.HasPart(window.PartWindow), newestOnly: v.NewestOnly(),
+	return &viewSweep{vp: vp, v: v, rd: v.NewReader(), hasTiles: v.HasPart(window.PartWindow), newestOnly: v.NewestOnly(), lastFromNewest: v.LastValuesFromNewest(),
 		life: v.NewLifetimeState(), last: v.NewLastValues(),
 		ev: window.Event{Fields: make([]featurestore.Value, len(v.Fields()))}}
 }
@@ -481,6 +483,7 @@ func (s *viewSweep) readAt(t int64) error {
 		}
 		s.cur = max(s.cur, j-1)
 	}
+	added := false
 	for ; s.cur < s.end && s.evs[s.cur].time <= t; s.cur++ {
 		e := &s.evs[s.cur]
 		s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
@@ -503,7 +506,13 @@ func (s *viewSweep) readAt(t int64) error {
 			}
 		}
 		s.life.Add(&s.ev)
-		s.last.Add(&s.ev)
+		if !s.lastFromNewest {
+			s.last.Add(&s.ev)
+		}
+		added = true
+	}
+	if added && s.lastFromNewest {
+		s.last.Add(&s.ev) // the newest event added, still in s.ev
 	}
 	if s.hasTiles {
 		drop := 0

@@ -343,13 +343,23 @@ func (v *View) HasPart(p Part) bool { return int(p) < len(v.defs) && len(v.defs[
 // then reads at t as adding every event up to t does.
 func (v *View) NewestOnly() bool {
 	for p, defs := range v.defs {
-		for _, d := range defs {
-			if Part(p) != PartLastValue || !d.filter.Empty() {
-				return false
-			}
+		if Part(p) != PartLastValue && len(defs) > 0 {
+			return false
 		}
 	}
-	return v.HasPart(PartLastValue)
+	return v.HasPart(PartLastValue) && v.LastValuesFromNewest()
+}
+
+// LastValuesFromNewest reports whether the view's LastValues depend on the
+// newest event alone: no last value has a filter. Adding only the newest
+// of a run of events to a LastValues then leaves it as adding them all.
+func (v *View) LastValuesFromNewest() bool {
+	for _, d := range v.defs[PartLastValue] {
+		if !d.filter.Empty() {
+			return false
+		}
+	}
+	return true
 }
 
 // TileOf returns the index of the view's tile that holds time t.
