@@ -134,6 +134,31 @@ func removeGroup(g *group) {
 	}
 }
 
+// makeDirect makes the fixed-width feature columns direct (directColumn),
+// if they fit in the share of the budget that kept results take.
+func (x *exporter) makeDirect() {
+	var n int64
+	for _, e := range x.plan.entities {
+		for _, c := range e.columns {
+			if directKind(c.kind) {
+				n++
+			}
+		}
+	}
+	if n == 0 || !x.keptMem.take(n*directBytes(x.stats.Rows)) {
+		return
+	}
+	x.direct = make([][]*directColumn, len(x.plan.entities))
+	for i, e := range x.plan.entities {
+		x.direct[i] = make([]*directColumn, len(e.columns))
+		for j, c := range e.columns {
+			if directKind(c.kind) {
+				x.direct[i][j] = newDirectColumn(c.kind, x.stats.Rows)
+			}
+		}
+	}
+}
+
 // compute computes every group, largest first, on x.workers goroutines.
 func (x *exporter) compute(ctx context.Context) error {
 	var all []*group
@@ -157,6 +182,7 @@ func (x *exporter) compute(ctx context.Context) error {
 			}
 			x.at[i] = at
 		}
+		x.makeDirect()
 	}
 	out := make([]spillFile, len(all))
 	err := forEach(ctx, len(all), x.workers, func(ctx context.Context, i int) error {
@@ -175,7 +201,7 @@ func (x *exporter) compute(ctx context.Context) error {
 	for _, recs := range x.kept {
 		kept += len(recs)
 	}
-	x.log.Debug("groups computed", "groups", len(all), "results_in_memory", kept, "indexed", x.at != nil)
+	x.log.Debug("groups computed", "groups", len(all), "results_in_memory", kept, "indexed", x.at != nil, "direct_columns", x.direct != nil)
 	x.results = make([][]spillFile, len(x.plan.entities))
 	for i, g := range all {
 		if out[i].rows > 0 {

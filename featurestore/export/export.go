@@ -126,6 +126,9 @@ type exporter struct {
 	kept    [][]arrow.RecordBatch
 	at      [][]uint64
 	keptMem *spillMemory // bounds the bytes of kept
+	// direct holds, per entity and feature column, the column written in
+	// place (directColumn), or nil; direct is nil when unused.
+	direct [][]*directColumn
 }
 
 // noResult marks a row whose results are not kept in memory.

@@ -329,6 +329,9 @@ func TestExportMatchesReference(t *testing.T) {
 		{"parallel", 2000, 1500, 0, 4, false},
 		{"sized log", 2000, 1500, 64 << 20, 2, true},
 		{"tiny budget", 8000, 2000, 1 << 20, 3, false},
+		// Room for the fixed-width columns in place, not for every
+		// group's other results.
+		{"small budget", 2000, 2000, 5 << 20, 2, false},
 		// Too many rows for the index of results in memory: every
 		// result goes through a file and the merge.
 		{"tiny budget, many rows", 1000, 17000, 1 << 20, 2, false},

@@ -81,8 +81,8 @@ func openMerge(e *entityPlan, files []spillFile, mem memory.Allocator) (*entityM
 }
 
 // takeRow appends the features of row, which must come next, to builders
-// (one per feature column of the entity).
-func (m *entityMerge) takeRow(row int64, builders []arrowBuilder) error {
+// (one per feature column of the entity), but for direct columns.
+func (m *entityMerge) takeRow(row int64, builders []arrowBuilder, direct []*directColumn) error {
 	if len(m.streams) == 0 {
 		return fmt.Errorf("results of entity %q end before row %d", m.e.name, row)
 	}
@@ -91,7 +91,9 @@ func (m *entityMerge) takeRow(row int64, builders []arrowBuilder) error {
 		return fmt.Errorf("results of entity %q: row %d where row %d was due", m.e.name, got, row)
 	}
 	for c, col := range m.e.columns {
-		appendFrom(builders[c], col.kind, s.rec.Column(c+1), s.i)
+		if direct[c] == nil {
+			appendFrom(builders[c], col.kind, s.rec.Column(c+1), s.i)
+		}
 	}
 	s.i++
 	if s.i < len(s.rows) {
@@ -119,11 +121,18 @@ func (x *exporter) take(ei int, m *entityMerge, first int64, n int, builders []a
 	if x.at != nil {
 		at = x.at[ei]
 	}
+	direct := make([]*directColumn, len(m.e.columns))
+	if x.direct != nil {
+		direct = x.direct[ei]
+	}
 	kept := x.kept[ei]
 	if at != nil && len(m.streams) == 0 {
 		// Every row's results are in memory: the columns are independent,
 		// and gathered in parallel.
 		return forEach(context.Background(), len(m.e.columns), x.workers, func(_ context.Context, c int) error {
+			if direct[c] != nil {
+				return nil
+			}
 			kind, b := m.e.columns[c].kind, builders[c]
 			for r := first; r < first+int64(n); r++ {
 				if at[r] == noResult {
@@ -136,14 +145,16 @@ func (x *exporter) take(ei int, m *entityMerge, first int64, n int, builders []a
 	}
 	for r := first; r < first+int64(n); r++ {
 		if at == nil || at[r] == noResult {
-			if err := m.takeRow(r, builders); err != nil {
+			if err := m.takeRow(r, builders, direct); err != nil {
 				return err
 			}
 			continue
 		}
 		rec, i := kept[at[r]>>32], int(at[r]&(1<<32-1))
 		for c, col := range m.e.columns {
-			appendFrom(builders[c], col.kind, rec.Column(c+1), i)
+			if direct[c] == nil {
+				appendFrom(builders[c], col.kind, rec.Column(c+1), i)
+			}
 		}
 	}
 	return nil
@@ -223,6 +234,7 @@ func (x *exporter) write(ctx context.Context) error {
 			}
 		}
 		x.kept = nil
+		x.direct = nil // the memory taken for it goes with the export
 		for _, m := range merges {
 			if m != nil {
 				m.close()
@@ -251,9 +263,13 @@ func (x *exporter) write(ctx context.Context) error {
 		}
 	}()
 	byEntity := make([][]arrowBuilder, len(x.plan.entities))
+	direct := make([]*directColumn, len(x.plan.columns)) // by output column
 	for i, e := range x.plan.entities {
-		for _, c := range e.columns {
+		for j, c := range e.columns {
 			byEntity[i] = append(byEntity[i], builders[c.index])
+			if x.direct != nil {
+				direct[c.index] = x.direct[i][j]
+			}
 		}
 	}
 	var first int64
@@ -265,8 +281,12 @@ func (x *exporter) write(ctx context.Context) error {
 			}
 		}
 		cols := append([]arrow.Array(nil), rec.Columns()...)
-		for _, b := range builders {
-			cols = append(cols, b.NewArray())
+		for i, b := range builders {
+			if direct[i] != nil {
+				cols = append(cols, direct[i].array(first, n))
+			} else {
+				cols = append(cols, b.NewArray())
+			}
 		}
 		batch := array.NewRecordBatch(schema, cols, int64(n))
 		for _, a := range cols[rec.NumCols():] {

@@ -609,6 +609,10 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 		s.evs, s.unique = eventRefs(s.batches, int(n))
 	}
 
+	direct := make([]*directColumn, len(e.columns))
+	if x.direct != nil {
+		direct = x.direct[e.index]
+	}
 	schema := resultsSchema(e)
 	out := array.NewRecordBuilder(x.mem, schema)
 	defer out.Release()
@@ -637,7 +641,12 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 					}
 				}
 				for _, col := range s.vp.columns {
-					appendFeature(out.Field(c), col.kind, &s.res[col.feature])
+					if d := direct[c-1]; d != nil {
+						d.set(rows[r].row, &s.res[col.feature])
+						out.Field(c).AppendNull() // the column is read from d
+					} else {
+						appendFeature(out.Field(c), col.kind, &s.res[col.feature])
+					}
 					c++
 				}
 			}
