@@ -50,8 +50,10 @@
 //  2. Each view's log is scanned once, and each event written to the spill
 //     file of its key's hash, unless no row can see it: its key is not in
 //     the table (by the Bloom filter), its event time is after the latest
-//     row's timestamp, or (for views with windows only) it is before the
-//     first tile the earliest row reads.
+//     row's timestamp, or it is older than the earliest row reads: before
+//     the first tile its windows cover and, for last values, more than
+//     the view's TTL before it (views with lifetime aggregates, or last
+//     values without a TTL, keep every older event).
 //  3. A bucket (an entity's rows and its views' events with keys of one
 //     hash bucket) whose size exceeds its share of the memory budget is
 //     split again with another hash, up to three times.

@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -363,6 +364,74 @@ func TestExportMatchesReference(t *testing.T) {
 				t.Errorf("budget %d bytes spilled %d bytes to files", c.memory, st.Spilled)
 			}
 			checkOutput(t, out, s, refs, s.expected(r, refs))
+		})
+	}
+}
+
+// TestExportPrunesOldEvents exports rows that all come well after the first
+// events: the views whose features read no further back than their windows
+// and TTL (by_account, user_last) skip the older events, those with
+// lifetime aggregates or a last value without TTL (by_user, by_shop,
+// user_last_a) keep them, and every value still equals the reference.
+func TestExportPrunesOldEvents(t *testing.T) {
+	r := testRegistry(t)
+	refs := r.Service("all").Resolved()
+	rng := rand.New(rand.NewPCG(8, 8))
+	s := randomScenario(rng, 3000, 600)
+	// The earliest row reads, exactly at the TTL (3m, not expired), an
+	// event of its user that no newer one hides: the oldest event the
+	// pruning must keep.
+	const ttl = 3 * 60_000
+	byUser := map[string][]int64{}
+	for _, e := range s.events["user_last"] {
+		u := e.keys["user_id"].(string)
+		byUser[u] = append(byUser[u], e.time)
+	}
+	var first []any
+	for _, u := range slices.Sorted(maps.Keys(byUser)) {
+		times := slices.Sorted(slices.Values(byUser[u]))
+		for i, tm := range times {
+			if tm >= t0+15*60_000 && (i+1 == len(times) || times[i+1] > tm+ttl) && first == nil {
+				first = slices.Clone(s.rows[0])
+				first[1], first[len(first)-1] = u, tm+ttl
+			}
+		}
+	}
+	if first == nil {
+		t.Fatal("no event fit for the earliest row")
+	}
+	cut := first[len(first)-1].(int64)
+	rows := [][]any{first}
+	for _, row := range s.rows {
+		if row[len(row)-1].(int64) > cut {
+			rows = append(rows, row)
+		}
+	}
+	s.rows = rows
+	log := s.log(t, rng, r)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "rows.arrow")
+	(&testTable{fields: s.fields, rows: s.rows}).writeArrow(t, in, 100)
+	for _, c := range []struct {
+		view   string
+		pruned bool
+	}{{"by_account", true}, {"user_last", true}, {"by_user", false}, {"by_shop", false}, {"user_last_a", false}} {
+		t.Run(c.view, func(t *testing.T) {
+			var vrefs []registry.FeatureRef
+			for _, ref := range refs {
+				if ref.View == c.view {
+					vrefs = append(vrefs, ref)
+				}
+			}
+			out := filepath.Join(dir, c.view+".arrow")
+			st, err := Run(context.Background(), Options{Registry: r, Log: log, Features: []string{c.view + ":*"}, Entities: in, Out: out, TempDir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pruned := st.EventsUsed < st.Events*3/4; pruned != c.pruned {
+				t.Errorf("used %d of %d events; want pruned %v", st.EventsUsed, st.Events, c.pruned)
+			}
+			checkOutput(t, out, s, vrefs, s.expected(r, vrefs))
 		})
 	}
 }

@@ -178,8 +178,8 @@ func (x *exporter) collect(dst [][]spillFile, files []spillFile) {
 
 // spillEvents partitions the events of one view by the hash of their key,
 // keeping only those a row can see: of a key the entity table has, no later
-// than the last row's timestamp and, for a view with windows only, not
-// before the first tile the earliest row reads.
+// than the last row's timestamp, and not older than the earliest row can
+// read (eventsFrom).
 func (x *exporter) spillEvents(ctx context.Context, vi int, vp *viewPlan) error {
 	x.evFiles = append(x.evFiles, make([][]spillFile, x.parts))
 	if !x.hasRows {
@@ -215,10 +215,7 @@ func (x *exporter) spillEvents(ctx context.Context, vi int, vp *viewPlan) error 
 // by bucket (a zero spillFile for a bucket without events); on error, the
 // files written so far.
 func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spillFile, events, used int64, err error) {
-	until, from := x.maxT, int64(math.MinInt64)
-	if v := vp.win; !v.HasPart(window.PartLifetime) && !v.HasPart(window.PartLastValue) && v.HasPart(window.PartWindow) {
-		from = v.TilesNeeded(x.minT).First * v.Tile()
-	}
+	until, from := x.maxT, eventsFrom(vp.win, x.minT)
 	blm := x.blooms[vp.entity.index]
 	schema := eventsSchema(vp)
 	type worker struct {
@@ -402,6 +399,26 @@ func unsafeAppendField(b array.Builder, k featurestore.Kind, a arrow.Array, i in
 	case featurestore.KindBool:
 		b.(*array.BooleanBuilder).UnsafeAppend(a.(*array.Boolean).Value(i))
 	}
+}
+
+// eventsFrom returns the oldest event time a row at minT or later can
+// read in view v: the first tile the windows at minT cover, and, for last
+// values, minT minus the TTL (an older event is expired at every row, and
+// so is the value of any event it could be the newest before: the export
+// gives null for both). Lifetime aggregates and last values without a TTL
+// read every event.
+func eventsFrom(v *window.View, minT int64) int64 {
+	if v.HasPart(window.PartLifetime) || v.HasPart(window.PartLastValue) && v.TTL() <= 0 {
+		return math.MinInt64
+	}
+	from := int64(math.MaxInt64)
+	if v.HasPart(window.PartWindow) {
+		from = v.TilesNeeded(minT).First * v.Tile()
+	}
+	if v.HasPart(window.PartLastValue) {
+		from = min(from, minT-v.TTL())
+	}
+	return from
 }
 
 // logColumns are the columns of one log batch the export reads.
