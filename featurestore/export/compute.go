@@ -7,6 +7,8 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/featurestore/featurestore/featurestore"
 )
 
 // makeGroups forms a group of each entity's bucket, and splits the groups
@@ -150,12 +152,11 @@ func (x *exporter) makeDirect() {
 	}
 	x.direct = make([][]*directColumn, len(x.plan.entities))
 	for i, e := range x.plan.entities {
-		x.direct[i] = make([]*directColumn, len(e.columns))
+		kinds := make([]featurestore.Kind, len(e.columns))
 		for j, c := range e.columns {
-			if directKind(c.kind) {
-				x.direct[i][j] = newDirectColumn(c.kind, x.stats.Rows)
-			}
+			kinds[j] = c.kind
 		}
+		x.direct[i] = newDirectColumns(kinds, x.stats.Rows)
 	}
 }
 
