@@ -23,7 +23,7 @@ func TestCheck(t *testing.T) {
 		views  []string
 		err    string
 	}{
-		{name: "service, no schema", opts: Options{Service: "all"}, views: []string{"by_user", "by_shop", "by_account", "user_last", "user_last_a"}},
+		{name: "service, no schema", opts: Options{Service: "all"}, views: []string{"by_user", "by_shop", "by_account", "user_last", "user_last_a", "user_qty"}},
 		{name: "references in request order", opts: Options{Features: []string{"by_account:n_3m", "by_user:n_5m", "by_account:ok_last_3m"}},
 			schema: schema(str("bank"), i64("account_no"), str("user_id"), ts), views: []string{"by_account", "by_user"}},
 		{name: "renamed columns", opts: Options{Features: []string{"by_shop:*"}, KeyColumns: map[string]string{"shop_id": "shop"}, TimestampColumn: "at"},

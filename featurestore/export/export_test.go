@@ -101,6 +101,15 @@ features:
   - {name: amount, field: amount, type: double, filter: [{field: cat, op: eq, value: a}]}
 ---
 kind: FeatureView
+name: user_qty
+entity: user
+source: txns
+tile: 1m
+features:
+  - {name: qty_sum_10m, aggregation: sum, field: qty, window: 10m}
+  - {name: qty_max_5m, aggregation: max, field: qty, window: 5m}
+---
+kind: FeatureView
 name: not_offline
 entity: user
 source: txns
@@ -110,7 +119,7 @@ features:
 ---
 kind: FeatureService
 name: all
-features: [by_user:*, by_shop:*, by_account:*, user_last:*, user_last_a:*]
+features: [by_user:*, by_shop:*, by_account:*, user_last:*, user_last_a:*, user_qty:*]
 `
 
 func testRegistry(t testing.TB) *registry.Registry {
@@ -179,6 +188,7 @@ func randomScenario(rng *rand.Rand, nEvents, nRows int) *scenario {
 	// log the same events as by_user.
 	s.events["user_last"] = slices.Clone(ue)
 	s.events["user_last_a"] = slices.Clone(ue)
+	s.events["user_qty"] = slices.Clone(ue)
 	s.fields = []arrow.Field{
 		{Name: "label", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
 		{Name: "user_id", Type: arrow.BinaryTypes.String},
