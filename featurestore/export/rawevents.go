@@ -83,8 +83,3 @@ func sliceBytes[T int32 | int64](s []T) []byte {
 	}
 	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*int(unsafe.Sizeof(s[0])))
 }
-
-// sliceAs views a slice of 8-byte values as another 8-byte type.
-func sliceAs[T, F int64 | uint64 | float64](s []F) []T {
-	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
-}

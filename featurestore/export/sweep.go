@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"math"
 	"math/bits"
 	"slices"
 	"strings"
@@ -135,7 +134,7 @@ func sortKeysSharingHash(evs []evRef) (unique bool) {
 // their order within a bucket: the order the log was scanned in, in which
 // a key's events mostly come in time order already, as Kafka partitions
 // hold them, so that sorting a bucket is mostly merging a few runs.
-func eventRefs(batches []evBatch, n int, f0 int) (evs []evRef, unique bool) {
+func eventRefs(batches []evBatch, n int) (evs []evRef, unique bool) {
 	nbits := 0
 	if n >= radixMin {
 		nbits = hashBucketBits(n)
@@ -162,26 +161,11 @@ func eventRefs(batches []evBatch, n int, f0 int) (evs []evRef, unique bool) {
 		times := b.rec.Column(evTime).(*array.Int64).Int64Values()
 		parts := b.rec.Column(evPartition).(*array.Int32).Int32Values()
 		offs := b.rec.Column(evOffset).(*array.Int64).Int64Values()
-		var vals []uint64
-		var col arrow.Array
-		if f0 >= 0 {
-			col = b.fields[f0]
-			switch a := col.(type) {
-			case *array.Int64:
-				vals = sliceAs[uint64](a.Int64Values())
-			case *array.Float64:
-				vals = sliceAs[uint64](a.Float64Values())
-			}
-		}
 		for i := range times {
 			h := hashes[k]
 			k++
 			d := h >> shift
-			ref := evRef{key: keyRef{h: h, s: keys.ValueString(i)}, time: times[i], off: offs[i], part: parts[i], rec: int32(bi), i: int32(i)}
-			if vals != nil && col.IsValid(i) {
-				ref.v0, ref.has0 = vals[i], true
-			}
-			evs[next[d]] = ref
+			evs[next[d]] = evRef{key: keyRef{h: h, s: keys.ValueString(i)}, time: times[i], off: offs[i], part: parts[i], rec: int32(bi), i: int32(i)}
 			next[d]++
 		}
 	}
@@ -399,20 +383,14 @@ type evRef struct {
 	key  keyRef
 	time int64
 	off  int64
-	// v0 is the value of the view's first numeric field (see carried), the
-	// bits of a double; has0 says it is not null. Carried in the reference,
-	// which fills a cache line with it, the value is read in the sweep's
-	// order instead of from its batch, out of order.
-	v0   uint64
 	part int32
 	rec  int32
 	i    int32
-	has0 bool
 }
 
 const (
 	rowRefSize = 48
-	evRefSize  = 64
+	evRefSize  = 56
 )
 
 // evBatch is a spilled events batch with its columns typed.
@@ -441,7 +419,6 @@ type viewSweep struct {
 	// lastFromNewest: its last values do (window.View.LastValuesFromNewest),
 	// so only the newest of the events added for a read goes to them.
 	newestOnly, lastFromNewest bool
-	f0                         int                 // the field the references carry (carried), or -1
 	tiles                      []*window.TileState // ascending tile index; none before the oldest a read still needs
 	free                       []*window.TileState
 	life                       *window.LifetimeState
@@ -451,19 +428,8 @@ type viewSweep struct {
 func newViewSweep(vp *viewPlan) *viewSweep {
 	v := vp.win
 	return &viewSweep{vp: vp, v: v, rd: v.NewReader(), hasTiles: v.HasPart(window.PartWindow), newestOnly: v.NewestOnly(), lastFromNewest: v.LastValuesFromNewest(),
-		life: v.NewLifetimeState(), last: v.NewLastValues(), f0: carried(vp),
+		life: v.NewLifetimeState(), last: v.NewLastValues(),
 		ev: window.Event{Fields: make([]featurestore.Value, len(v.Fields()))}}
-}
-
-// carried returns the index in vp.fields of the field whose values the
-// event references carry (evRef.v0): the first int64 or double one, or -1.
-func carried(vp *viewPlan) int {
-	for j, f := range vp.fields {
-		if f.Kind == featurestore.KindInt64 || f.Kind == featurestore.KindDouble {
-			return j
-		}
-	}
-	return -1
 }
 
 // startKey moves to the events of key, skipping those of smaller keys (keys
@@ -523,16 +489,7 @@ func (s *viewSweep) readAt(t int64) error {
 		s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
 		b := &s.batches[e.rec]
 		for j, fi := range s.vp.fieldIdx {
-			switch {
-			case j != s.f0:
-				s.ev.Fields[fi] = valueAt(b.fields[j], s.vp.fields[j].Kind, int(e.i))
-			case !e.has0:
-				s.ev.Fields[fi] = featurestore.Value{}
-			case s.vp.fields[j].Kind == featurestore.KindDouble:
-				s.ev.Fields[fi] = featurestore.DoubleValue(math.Float64frombits(e.v0))
-			default:
-				s.ev.Fields[fi] = featurestore.Int64Value(int64(e.v0))
-			}
+			s.ev.Fields[fi] = valueAt(b.fields[j], s.vp.fields[j].Kind, int(e.i))
 		}
 		if s.hasTiles {
 			// A tile before need.First is read neither now nor by a later
@@ -649,7 +606,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 				return spillFile{}, err
 			}
 		}
-		s.evs, s.unique = eventRefs(s.batches, int(n), s.f0)
+		s.evs, s.unique = eventRefs(s.batches, int(n))
 	}
 
 	direct := make([]*directColumn, len(e.columns))

@@ -199,7 +199,7 @@ func TestEventRefs(t *testing.T) {
 		slices.SortFunc(want, func(a, b evRef) int {
 			return cmp.Or(a.key.compare(b.key), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
 		})
-		got, _ := eventRefs(batches, len(want), -1)
+		got, _ := eventRefs(batches, len(want))
 		if len(got) != len(want) {
 			t.Fatalf("events=%d: %d references, want %d", c.events, len(got), len(want))
 		}
