@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -526,4 +527,26 @@ func TestOutputWriter(t *testing.T) {
 	if c.rows != int64(len(s.rows)) || c.cols != want || c.schema.NumFields() != want {
 		t.Fatalf("writer got %d rows of %d columns, schema %s; want %d rows of %d", c.rows, c.cols, c.schema, len(s.rows), want)
 	}
+
+	// A writer that fails stops the export, which returns its error.
+	f := &failingWriter{failAt: 2}
+	_, err := Run(context.Background(), Options{Registry: r, Log: s.log(t, rng, r), Service: "all", Entities: in, Output: f, TempDir: dir})
+	if !errors.Is(err, errWriterFailed) || f.writes != 2 {
+		t.Fatalf("export with a writer failing at its second batch: %d writes, error %v", f.writes, err)
+	}
+}
+
+var errWriterFailed = errors.New("writer failed")
+
+// failingWriter fails its failAt-th Write.
+type failingWriter struct {
+	failAt, writes int
+}
+
+func (f *failingWriter) Begin(*arrow.Schema) error { return nil }
+func (f *failingWriter) Write(arrow.RecordBatch) error {
+	if f.writes++; f.writes == f.failAt {
+		return errWriterFailed
+	}
+	return nil
 }

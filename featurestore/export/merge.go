@@ -272,41 +272,70 @@ func (x *exporter) write(ctx context.Context) error {
 			}
 		}
 	}
-	var first int64
-	err = x.readTableAgain(ctx, func(rec arrow.RecordBatch) error {
-		n := int(rec.NumRows())
-		for i, m := range merges {
-			if err := x.take(i, m, first, n, byEntity[i]); err != nil {
+	// The batches are made (gathered) in one goroutine and written in
+	// another, so that gathering a batch overlaps writing the one before.
+	batches := make(chan arrow.RecordBatch, 1)
+	g, gctx := newWorkGroup(ctx)
+	g.Go(func() error {
+		defer close(batches)
+		var first int64
+		err := x.readTableAgain(gctx, func(rec arrow.RecordBatch) error {
+			n := int(rec.NumRows())
+			for i, m := range merges {
+				if err := x.take(i, m, first, n, byEntity[i]); err != nil {
+					return err
+				}
+			}
+			cols := append([]arrow.Array(nil), rec.Columns()...)
+			for i, b := range builders {
+				if direct[i] != nil {
+					cols = append(cols, direct[i].array(first, n))
+				} else {
+					cols = append(cols, b.NewArray())
+				}
+			}
+			batch := array.NewRecordBatch(schema, cols, int64(n))
+			for _, a := range cols[rec.NumCols():] {
+				a.Release()
+			}
+			first += int64(n)
+			select {
+			case batches <- batch:
+				return nil
+			case <-gctx.Done():
+				batch.Release()
+				return gctx.Err()
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if first != x.stats.Rows {
+			return fmt.Errorf("%s: read %d rows the second time, %d the first: did the file change during the export?", x.cols.path, first, x.stats.Rows)
+		}
+		for _, m := range merges {
+			if len(m.streams) > 0 {
+				return fmt.Errorf("results of entity %q hold rows after the last row %d", m.e.name, first-1)
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		// On an error the group's context ends, which stops the producer;
+		// a batch left in the channel is garbage.
+		for batch := range batches {
+			err := out.write(batch)
+			n := batch.NumRows()
+			batch.Release()
+			if err != nil {
 				return err
 			}
+			x.progress.add(phaseWrite, n)
 		}
-		cols := append([]arrow.Array(nil), rec.Columns()...)
-		for i, b := range builders {
-			if direct[i] != nil {
-				cols = append(cols, direct[i].array(first, n))
-			} else {
-				cols = append(cols, b.NewArray())
-			}
-		}
-		batch := array.NewRecordBatch(schema, cols, int64(n))
-		for _, a := range cols[rec.NumCols():] {
-			a.Release()
-		}
-		defer batch.Release()
-		first += int64(n)
-		x.progress.add(phaseWrite, int64(n))
-		return out.write(batch)
+		return nil
 	})
-	if err != nil {
+	if err := g.Wait(); err != nil {
 		return err
-	}
-	if first != x.stats.Rows {
-		return fmt.Errorf("%s: read %d rows the second time, %d the first: did the file change during the export?", x.cols.path, first, x.stats.Rows)
-	}
-	for _, m := range merges {
-		if len(m.streams) > 0 {
-			return fmt.Errorf("results of entity %q hold rows after the last row %d", m.e.name, first-1)
-		}
 	}
 	return out.commit()
 }
