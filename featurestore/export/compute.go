@@ -7,8 +7,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-
-	"github.com/featurestore/featurestore/featurestore"
 )
 
 // makeGroups forms a group of each entity's bucket, and splits the groups
@@ -104,7 +102,7 @@ func (x *exporter) repartition(ctx context.Context, files []spillFile, schema *a
 			keys := rec.Column(0).(*array.Binary)
 			for i := range int(rec.NumRows()) {
 				bw := p.bucket(hashKey(keys.Value(i)))
-				if err := bw.added(copyRow(bw.b, rec, i)); err != nil {
+				if err := bw.added(1, copyRow(bw.b, rec, i)); err != nil {
 					return err
 				}
 			}
@@ -152,11 +150,7 @@ func (x *exporter) makeDirect() {
 	}
 	x.direct = make([][]*directColumn, len(x.plan.entities))
 	for i, e := range x.plan.entities {
-		kinds := make([]featurestore.Kind, len(e.columns))
-		for j, c := range e.columns {
-			kinds[j] = c.kind
-		}
-		x.direct[i] = newDirectColumns(kinds, x.stats.Rows)
+		x.direct[i] = newDirectColumns(e.columns, x.stats.Rows)
 	}
 }
 

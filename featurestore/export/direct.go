@@ -30,7 +30,6 @@ type directBlock struct {
 	width int
 	vals  []int64 // the int64, or the bits of the double, of row r at r*width
 	valid []bool
-	kinds []featurestore.Kind
 
 	// The columns of the batch last asked for (array), from row first.
 	first int64
@@ -47,15 +46,14 @@ func directKind(k featurestore.Kind) bool {
 // directBytes is the memory of a direct column of n rows.
 func directBytes(n int64) int64 { return n * 9 }
 
-// newDirectColumns returns the direct columns of an entity whose feature
-// columns have kinds, nil for those that are not direct.
-func newDirectColumns(kinds []featurestore.Kind, rows int64) []*directColumn {
+// newDirectColumns returns the direct columns of an entity's feature
+// columns, nil for those that are not direct.
+func newDirectColumns(cols []*column, rows int64) []*directColumn {
 	b := &directBlock{}
-	out := make([]*directColumn, len(kinds))
-	for i, k := range kinds {
-		if directKind(k) {
-			out[i] = &directColumn{block: b, pos: b.width, kind: k}
-			b.kinds = append(b.kinds, k)
+	out := make([]*directColumn, len(cols))
+	for i, c := range cols {
+		if directKind(c.kind) {
+			out[i] = &directColumn{block: b, pos: b.width, kind: c.kind}
 			b.width++
 		}
 	}

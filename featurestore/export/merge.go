@@ -90,11 +90,7 @@ func (m *entityMerge) takeRow(row int64, builders []arrowBuilder, direct []*dire
 	if got := s.rows[s.i]; got != row {
 		return fmt.Errorf("results of entity %q: row %d where row %d was due", m.e.name, got, row)
 	}
-	for c, col := range m.e.columns {
-		if direct[c] == nil {
-			appendFrom(builders[c], col.kind, s.rec.Column(c+1), s.i)
-		}
-	}
+	appendResults(builders, m.e.columns, direct, s.rec, s.i)
 	s.i++
 	if s.i < len(s.rows) {
 		heap.Fix(m, 0)
@@ -150,14 +146,19 @@ func (x *exporter) take(ei int, m *entityMerge, first int64, n int, builders []a
 			}
 			continue
 		}
-		rec, i := kept[at[r]>>32], int(at[r]&(1<<32-1))
-		for c, col := range m.e.columns {
-			if direct[c] == nil {
-				appendFrom(builders[c], col.kind, rec.Column(c+1), i)
-			}
-		}
+		appendResults(builders, m.e.columns, direct, kept[at[r]>>32], int(at[r]&(1<<32-1)))
 	}
 	return nil
+}
+
+// appendResults appends row i of a results batch to builders, one per
+// feature column, but for the direct columns.
+func appendResults(builders []arrowBuilder, cols []*column, direct []*directColumn, rec arrow.RecordBatch, i int) {
+	for c, col := range cols {
+		if direct[c] == nil {
+			appendFrom(builders[c], col.kind, rec.Column(c+1), i)
+		}
+	}
 }
 
 func (m *entityMerge) close() {
@@ -196,8 +197,8 @@ func (x *exporter) outputSchema() *arrow.Schema {
 // kept from the first read if they all were, or those of a new read.
 func (x *exporter) readTableAgain(ctx context.Context, fn func(arrow.RecordBatch) error) error {
 	defer x.table.dropKept(x.spillMem)
-	x.log.Debug("writing the output", "table_batches_kept", x.table.kept)
-	if x.table.kept {
+	x.log.Debug("writing the output", "table_batches_kept", !x.table.dropped)
+	if !x.table.dropped {
 		for _, rec := range x.table.recs {
 			if err := ctx.Err(); err != nil {
 				return err

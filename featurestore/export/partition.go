@@ -99,7 +99,6 @@ func (x *exporter) spillRows(ctx context.Context) error {
 			return nil
 		})
 		total.Store(first)
-		x.table.kept = err == nil && !x.table.dropped
 		return err
 	}, func(wi int, rec arrow.RecordBatch, first int64) error {
 		w := ws[wi]
@@ -131,7 +130,7 @@ func (x *exporter) spillRows(ctx context.Context) error {
 				bw.b.Field(0).(*array.BinaryBuilder).Append(key)
 				bw.b.Field(1).(*array.Int64Builder).Append(times[i])
 				bw.b.Field(2).(*array.Int64Builder).Append(first + int64(i))
-				if err := bw.added(len(key) + 20); err != nil {
+				if err := bw.added(1, len(key)+20); err != nil {
 					return err
 				}
 			}
@@ -268,7 +267,6 @@ type eventBatch struct {
 	ends    []int32 // ends[i] is the end of event i's key in keys
 	dest    []*bucketWriter
 	touched []*bucketWriter
-	strings []int // the view's string fields
 }
 
 // reserveData makes room for n more bytes of values in b, doubling its
@@ -286,13 +284,6 @@ func reserveData(b *array.BinaryBuilder, n int) {
 // many it kept.
 func (eb *eventBatch) spill(part *partitioner, keys *keyReader, lc *logColumns, vp *viewPlan, blm *bloom, from, until int64, n int) (int, error) {
 	eb.keys, eb.ends, eb.dest, eb.touched = eb.keys[:0], eb.ends[:0], eb.dest[:0], eb.touched[:0]
-	eb.strings = eb.strings[:0]
-	for j, f := range vp.fields {
-		if f.Kind == featurestore.KindString {
-			eb.strings = append(eb.strings, j)
-		}
-	}
-	stringFields := eb.strings
 	kept := 0
 	for i := range n {
 		var bw *bucketWriter
@@ -318,16 +309,21 @@ func (eb *eventBatch) spill(part *partitioner, keys *keyReader, lc *logColumns, 
 				}
 				bw.pending++
 				bw.pendingKeys += len(eb.keys) - start
+				// About the bytes the event takes in the spill batch.
 				size := len(eb.keys) - start + 24
 				for j, f := range vp.fields {
-					size += fieldSize(f.Kind, lc.fields[j], i)
-				}
-				bw.pendingBytes += size
-				for _, j := range stringFields {
-					if a := lc.fields[j]; a != nil && a.IsValid(i) {
-						bw.pendingData[j] += len(a.(*array.String).Value(i))
+					switch a := lc.fields[j]; {
+					case a == nil || a.IsNull(i) || f.Kind == featurestore.KindBool:
+						size++
+					case f.Kind == featurestore.KindString:
+						n := len(a.(*array.String).Value(i))
+						size += n + 4
+						bw.pendingData[j] += n
+					default:
+						size += 8
 					}
 				}
+				bw.pendingBytes += size
 				kept++
 			}
 		}
@@ -339,9 +335,11 @@ func (eb *eventBatch) spill(part *partitioner, keys *keyReader, lc *logColumns, 
 		for _, b := range bw.fields[evFields:] {
 			b.Reserve(bw.pending)
 		}
-		for _, j := range stringFields {
-			reserveData(bw.fields[evFields+j].(*array.StringBuilder).BinaryBuilder, bw.pendingData[j])
-			bw.pendingData[j] = 0
+		for j, f := range vp.fields {
+			if f.Kind == featurestore.KindString {
+				reserveData(bw.fields[evFields+j].(*array.StringBuilder).BinaryBuilder, bw.pendingData[j])
+				bw.pendingData[j] = 0
+			}
 		}
 	}
 	start := int32(0)
@@ -360,25 +358,11 @@ func (eb *eventBatch) spill(part *partitioner, keys *keyReader, lc *logColumns, 
 	for _, bw := range eb.touched {
 		rows, size := bw.pending, bw.pendingBytes
 		bw.pending, bw.pendingKeys, bw.pendingBytes = 0, 0, 0
-		if err := bw.addedMany(rows, size); err != nil {
+		if err := bw.added(rows, size); err != nil {
 			return kept, err
 		}
 	}
 	return kept, nil
-}
-
-// fieldSize returns about how many bytes value i of a log field column
-// (nil when the batch lacks the field) takes in a spill batch.
-func fieldSize(k featurestore.Kind, a arrow.Array, i int) int {
-	switch {
-	case a == nil || a.IsNull(i):
-		return 1
-	case k == featurestore.KindString:
-		return len(a.(*array.String).Value(i)) + 4
-	case k == featurestore.KindBool:
-		return 1
-	}
-	return 8
 }
 
 // unsafeAppendField appends value i of a log field column (nil when the

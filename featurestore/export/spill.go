@@ -191,7 +191,7 @@ type bucketWriter struct {
 func newPartitioner(sm *spillMemory, dir string, schema *arrow.Schema, level, n, flushBytes int, mem memory.Allocator) *partitioner {
 	p := &partitioner{sm: sm, dir: dir, schema: schema, level: level, flushBytes: flushBytes, mem: mem, buckets: make([]*bucketWriter, n)}
 	for i := range p.buckets {
-		p.buckets[i] = &bucketWriter{p: p}
+		p.buckets[i] = &bucketWriter{p: p, out: spillFile{sm: sm}}
 	}
 	return p
 }
@@ -209,20 +209,9 @@ func (p *partitioner) bucket(h uint64) *bucketWriter {
 	return bw
 }
 
-// added records that a row of about size bytes was appended, and flushes
-// the bucket when its buffer is full.
-func (bw *bucketWriter) added(size int) error {
-	bw.buffered += size
-	bw.out.rows++
-	if bw.buffered >= bw.p.flushBytes {
-		return bw.flush()
-	}
-	return nil
-}
-
-// addedMany records that rows rows of about size bytes were appended, and
+// added records that rows rows of about size bytes were appended, and
 // flushes the bucket when its buffer is full.
-func (bw *bucketWriter) addedMany(rows, size int) error {
+func (bw *bucketWriter) added(rows, size int) error {
 	bw.buffered += size
 	bw.out.rows += int64(rows)
 	if bw.buffered >= bw.p.flushBytes {
@@ -258,7 +247,6 @@ func (bw *bucketWriter) flush() error {
 	if bw.w == nil && bw.p.sm.take(size) {
 		bw.out.recs = append(bw.out.recs, rec)
 		bw.out.inMemory += size
-		bw.out.sm = bw.p.sm
 		return nil
 	}
 	defer rec.Release()

@@ -99,32 +99,20 @@ func sortRows(rows []rowRef) {
 	})
 }
 
-// sortEvents sorts events by key and order key (event time, partition,
-// offset), comparing keys as sortRows does. The sort within a hash bucket
-// is sortEvRefs, written for evRef: the generic comparison sort, calling a
-// comparison function with two 56-byte values, took several times longer.
-func sortEvents(evs []evRef) (unique bool) {
-	var tmp []evRef
-	sortByHash(evs, func(e *evRef) uint64 { return e.key.h }, func(xs []evRef) { tmp = sortEvRuns(xs, tmp) })
-	return sortKeysSharingHash(evs)
-}
-
 // sortKeysSharingHash sorts events sorted by key hash and order key by the
 // keys' bytes and order key instead, if two keys among them share a hash.
 // It reports whether none did: each hash then names one key.
 func sortKeysSharingHash(evs []evRef) (unique bool) {
-	for i := 1; i < len(evs); i++ {
-		if a, b := &evs[i-1].key, &evs[i].key; a.h == b.h && a.s != b.s {
-			slices.SortFunc(evs, func(a, b evRef) int {
-				if c := a.key.compare(b.key); c != 0 {
-					return c
-				}
-				return cmp.Or(cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
-			})
-			return false
-		}
+	if oneKeyPerHash(evs, func(e *evRef) keyRef { return e.key }) {
+		return true
 	}
-	return true
+	slices.SortFunc(evs, func(a, b evRef) int {
+		if c := a.key.compare(b.key); c != 0 {
+			return c
+		}
+		return evCompare(&a, &b)
+	})
+	return false
 }
 
 // eventRefs returns the references of the events of spilled batches,
@@ -240,6 +228,11 @@ func evLess(a, b *evRef) bool {
 	return a.off < b.off
 }
 
+// evCompare is evLess as a comparison.
+func evCompare(a, b *evRef) int {
+	return cmp.Or(cmp.Compare(a.key.h, b.key.h), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
+}
+
 // sortEvRefs sorts events by evLess: a quicksort (median of three, Hoare
 // partition, so that runs of equal events split evenly) down to insertion
 // sort of short runs; past a depth that only an adversarial input reaches,
@@ -248,15 +241,7 @@ func sortEvRefs(xs []evRef) {
 	depth := 2 * bits.Len(uint(len(xs)))
 	for len(xs) > 12 {
 		if depth == 0 {
-			slices.SortFunc(xs, func(a, b evRef) int {
-				if evLess(&a, &b) {
-					return -1
-				}
-				if evLess(&b, &a) {
-					return 1
-				}
-				return 0
-			})
+			slices.SortFunc(xs, func(a, b evRef) int { return evCompare(&a, &b) })
 			return
 		}
 		depth--

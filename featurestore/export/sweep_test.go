@@ -11,6 +11,14 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
+// sortEvents sorts events by key and order key as eventRefs does, but in
+// place, from references made with any hash.
+func sortEvents(evs []evRef) (unique bool) {
+	var tmp []evRef
+	sortByHash(evs, func(e *evRef) uint64 { return e.key.h }, func(xs []evRef) { tmp = sortEvRuns(xs, tmp) })
+	return sortKeysSharingHash(evs)
+}
+
 // TestSortWithHashCollision checks that keys sharing a hash are still told
 // apart: sorted by key, each key's events in order.
 func TestSortWithHashCollision(t *testing.T) {

@@ -81,11 +81,9 @@ type table struct {
 	csvSchema *arrow.Schema
 
 	// recs are the batches of the first read, kept for the second (the
-	// output) when they fit: kept says that they are all there; dropped
-	// that they did not fit.
+	// output) unless dropped: they did not all fit, or were released.
 	recs     []arrow.RecordBatch
 	recBytes int64
-	kept     bool
 	dropped  bool
 }
 
@@ -265,7 +263,6 @@ func (t *table) keep(rec arrow.RecordBatch, sm *spillMemory) {
 	size := BatchBytes(rec)
 	if !sm.take(size) {
 		t.dropKept(sm)
-		t.dropped = true
 		return
 	}
 	rec.Retain()
@@ -279,7 +276,7 @@ func (t *table) dropKept(sm *spillMemory) {
 		r.Release()
 	}
 	sm.give(t.recBytes)
-	t.recs, t.recBytes, t.kept = nil, 0, false
+	t.recs, t.recBytes, t.dropped = nil, 0, true
 }
 
 // ensure the readers satisfy the interface.

@@ -208,12 +208,7 @@ func (f *File) Close() error {
 // Scan calls fn with each record batch of files, which belong to snap, in
 // order. A batch is released when fn returns; fn retains what it keeps.
 func Scan(ctx context.Context, st Storage, snap *Snapshot, files []FileInfo, fn func(FileInfo, arrow.RecordBatch) error) error {
-	for _, fi := range files {
-		if err := scanFile(ctx, st, snap.Name(fi), false, func(rec arrow.RecordBatch) error { return fn(fi, rec) }); err != nil {
-			return err
-		}
-	}
-	return nil
+	return scanFiles(ctx, st, snap, files, false, fn)
 }
 
 // ScanMapped is Scan through mappings of the files, where the storage maps
@@ -224,6 +219,10 @@ func Scan(ctx context.Context, st Storage, snap *Snapshot, files []FileInfo, fn 
 // use them after it returns. With other storages it is Scan.
 func ScanMapped(ctx context.Context, st Storage, snap *Snapshot, files []FileInfo, fn func(FileInfo, arrow.RecordBatch) error) error {
 	_, mapped := st.(Mapper)
+	return scanFiles(ctx, st, snap, files, mapped, fn)
+}
+
+func scanFiles(ctx context.Context, st Storage, snap *Snapshot, files []FileInfo, mapped bool, fn func(FileInfo, arrow.RecordBatch) error) error {
 	for _, fi := range files {
 		if err := scanFile(ctx, st, snap.Name(fi), mapped, func(rec arrow.RecordBatch) error { return fn(fi, rec) }); err != nil {
 			return err

@@ -114,9 +114,9 @@
 // an HMGET of every slot a window spans (no field names to parse and look
 // up, only the fields that exist in the reply), and the ring bounds what a
 // hash holds beyond the window. A view without windows is read with an
-// HMGET of l and x, those it has. Store.Read sends HMGET of given fields. go-redis splits a pipeline by node on Redis Cluster
-// and sends the parts in parallel: one round trip per node involved, at the
-// same time. Serving merges the tiles at request time, so windowed values
+// HMGET of l and x, those it has. Store.Read sends HMGET of given fields.
+// go-redis splits a pipeline by node on Redis Cluster and sends the parts
+// in parallel: one round trip per node involved, at the same time. Serving merges the tiles at request time, so windowed values
 // decay without writes.
 //
 // # Expiry
