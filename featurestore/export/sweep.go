@@ -404,6 +404,10 @@ type viewSweep struct {
 	// lastFromNewest: its last values do (window.View.LastValuesFromNewest),
 	// so only the newest of the events added for a read goes to them.
 	newestOnly, lastFromNewest bool
+	// each lists the fields (indexes in vp.fields) read for every event
+	// added; lastOnly those read, with lastFromNewest, for the newest
+	// event of a read only: fields no aggregation reads.
+	each, lastOnly []int
 	tiles                      []*window.TileState // ascending tile index; none before the oldest a read still needs
 	free                       []*window.TileState
 	life                       *window.LifetimeState
@@ -412,9 +416,26 @@ type viewSweep struct {
 
 func newViewSweep(vp *viewPlan) *viewSweep {
 	v := vp.win
-	return &viewSweep{vp: vp, v: v, rd: v.NewReader(), hasTiles: v.HasPart(window.PartWindow), newestOnly: v.NewestOnly(), lastFromNewest: v.LastValuesFromNewest(),
+	s := &viewSweep{vp: vp, v: v, rd: v.NewReader(), hasTiles: v.HasPart(window.PartWindow), newestOnly: v.NewestOnly(), lastFromNewest: v.LastValuesFromNewest(),
 		life: v.NewLifetimeState(), last: v.NewLastValues(),
 		ev: window.Event{Fields: make([]featurestore.Value, len(v.Fields()))}}
+	agg := v.FieldsAggregated()
+	for j, fi := range vp.fieldIdx {
+		if s.lastFromNewest && !agg[fi] {
+			s.lastOnly = append(s.lastOnly, j)
+		} else {
+			s.each = append(s.each, j)
+		}
+	}
+	return s
+}
+
+// readFields sets the fields js of s.ev to those of event e.
+func (s *viewSweep) readFields(e *evRef, js []int) {
+	b := &s.batches[e.rec]
+	for _, j := range js {
+		s.ev.Fields[s.vp.fieldIdx[j]] = valueAt(b.fields[j], s.vp.fields[j].Kind, int(e.i))
+	}
 }
 
 // startKey moves to the events of key, skipping those of smaller keys (keys
@@ -472,10 +493,7 @@ func (s *viewSweep) readAt(t int64) error {
 	for ; s.cur < s.end && s.evs[s.cur].time <= t; s.cur++ {
 		e := &s.evs[s.cur]
 		s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
-		b := &s.batches[e.rec]
-		for j, fi := range s.vp.fieldIdx {
-			s.ev.Fields[fi] = valueAt(b.fields[j], s.vp.fields[j].Kind, int(e.i))
-		}
+		s.readFields(e, s.each)
 		if s.hasTiles {
 			// A tile before need.First is read neither now nor by a later
 			// row of the key: skip it.
@@ -497,7 +515,10 @@ func (s *viewSweep) readAt(t int64) error {
 		added = true
 	}
 	if added && s.lastFromNewest {
-		s.last.Add(&s.ev) // the newest event added, still in s.ev
+		// The newest event added, still in s.ev but for the fields only
+		// last values read.
+		s.readFields(&s.evs[s.cur-1], s.lastOnly)
+		s.last.Add(&s.ev)
 	}
 	if s.hasTiles {
 		drop := 0

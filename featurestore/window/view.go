@@ -362,6 +362,28 @@ func (v *View) LastValuesFromNewest() bool {
 	return true
 }
 
+// FieldsAggregated reports, for each field of Fields, whether a windowed or
+// lifetime aggregation reads it, as its value or in its filter: the fields
+// every event added to a TileState or LifetimeState must carry. The others
+// are read by last values only.
+func (v *View) FieldsAggregated() []bool {
+	read := make([]bool, len(v.fields))
+	for _, p := range []Part{PartWindow, PartLifetime} {
+		if int(p) >= len(v.defs) {
+			continue
+		}
+		for _, d := range v.defs[p] {
+			if d.field >= 0 {
+				read[d.field] = true
+			}
+			for _, c := range d.filter.conds {
+				read[c.field] = true
+			}
+		}
+	}
+	return read
+}
+
 // TileOf returns the index of the view's tile that holds time t.
 func (v *View) TileOf(t int64) int64 { return TileOf(t, v.tile) }
 

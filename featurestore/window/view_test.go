@@ -2,6 +2,7 @@ package window_test
 
 import (
 	"errors"
+	"fmt"
 	"math/rand"
 	"strings"
 	"testing"
@@ -209,6 +210,36 @@ func TestViewAccessors(t *testing.T) {
 	last.Add(&window.Event{Time: 3, Fields: []featurestore.Value{{}, {}, str("b")}})
 	if tm, ok := last.Newest(); !ok || tm != 5 {
 		t.Errorf("newest %d %v", tm, ok)
+	}
+}
+
+// TestFieldsAggregated: the fields an aggregation reads, as its value or
+// in its filter, are marked; fields only last values read are not.
+func TestFieldsAggregated(t *testing.T) {
+	for _, c := range []struct{ features, want string }{
+		{`
+  - {name: n, aggregation: count, window: 1h, filter: [{field: x, op: gt, value: 3}]}
+  - {name: life, aggregation: sum, field: d, window: lifetime}
+  - {name: last_s, field: s, type: string}
+`, "b=false d=true s=false x=true"},
+		{`
+  - {name: m, aggregation: max, field: d, window: 1h}
+  - {name: last_d, field: d, type: double}
+  - {name: last_b, field: b, type: bool}
+`, "b=false d=true s=false x=false"},
+		{`
+  - {name: last_s, field: s, type: string}
+`, "b=false d=false s=false x=false"},
+	} {
+		v, _ := compileYAML(t, compileBase+c.features, "v")
+		agg := v.FieldsAggregated()
+		var got []string
+		for i, f := range v.Fields() {
+			got = append(got, fmt.Sprintf("%s=%v", f.Name, agg[i]))
+		}
+		if g := strings.Join(got, " "); g != c.want {
+			t.Errorf("%s: got %s, want %s", c.features, g, c.want)
+		}
 	}
 }
 
