@@ -92,10 +92,11 @@ type partitionState struct {
 	b   batch
 	off offlineBatch
 	// ids are the events remembered for dedup by event id (dedup.go);
-	// messages up to warmUntil only rebuild them, while warming.
-	ids       dedupSet
-	warming   bool
-	warmUntil int64
+	// messages up to warmUntil only rebuild them, while warming; warmed
+	// is the last offset rebuilt.
+	ids               dedupSet
+	warming           bool
+	warmUntil, warmed int64
 }
 
 // NewApplier compiles the online views of source src in registry r.
@@ -149,7 +150,7 @@ func (a *Applier) partition(p int) *partitionState {
 	if ps == nil {
 		dec, _ := NewDecoder(a.src, a.layout, "") // checked in NewApplier
 		ps = &partitionState{dec: dec}
-		ps.ids.reset()
+		ps.ids.reset(a.src.MaxDedupIDs())
 		a.parts[p] = ps
 	}
 	return ps
@@ -166,7 +167,7 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 		return 0, err
 	}
 	ps := a.partition(p)
-	ps.ids.reset()
+	ps.ids.reset(a.src.MaxDedupIDs())
 	ps.warming = false
 	if !ok {
 		ps.hw, ps.has = 0, false
@@ -175,7 +176,7 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	ps.hw, ps.has = pos.HW, pos.HasHW
 	if a.dedup && pos.HasDedup && pos.HasHW && pos.DedupFrom <= pos.Offset {
 		// Read from the oldest remembered event, rebuilding (warm).
-		ps.warming, ps.warmUntil = true, pos.Offset
+		ps.warming, ps.warmUntil, ps.warmed = true, pos.Offset, pos.DedupFrom-1
 		return pos.DedupFrom, nil
 	}
 	return pos.Offset + 1, nil
@@ -192,21 +193,23 @@ func (a *Applier) rebuildUntil(p int) int64 {
 }
 
 // warm rebuilds the events remembered for dedup from the messages up to
-// the position the partition resumed at (dedup.go): those that decode, are
-// not too far ahead of their timestamps and are within the lateness of the
-// high-water mark there. It applies and rejects nothing.
+// the position the partition resumed at (dedup.go): every one that decodes
+// with an id and is not too far ahead of its timestamp, each once (a batch
+// retried after a failure brings them again). It applies and rejects
+// nothing.
 func (a *Applier) warm(ps *partitionState, msgs []kafka.Message) {
-	horizon := ps.hw - a.lateness
 	for _, m := range msgs {
-		ev := &ps.ev
-		if ps.dec.Decode(m.Value, ev) != nil || !ev.HasID || a.future(m, ev) || ev.Time < horizon {
+		if m.Offset <= ps.warmed {
 			continue
 		}
-		if k := (dedupKey{ev.ID, ev.Time}); !ps.ids.has(k) {
-			ps.ids.add(k, m.Offset)
+		ps.warmed = m.Offset
+		ev := &ps.ev
+		if ps.dec.Decode(m.Value, ev) != nil || !ev.HasID || a.future(m, ev) {
+			continue
 		}
+		ps.ids.add(dedupKey{ev.ID, ev.Time}, m.Offset)
 	}
-	ps.ids.commit(horizon)
+	ps.ids.commit(ps.hw - a.lateness)
 }
 
 // future tells whether the event is further ahead of its message's Kafka
@@ -261,8 +264,8 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	}
 	ps.hw, ps.has = hw, has
 	if a.dedup {
-		ps.ids.commit(hw - a.lateness)
-		a.metrics.setDedupIDs(a.src.Name, p, len(ps.ids.seen))
+		forgot := ps.ids.commit(hw - a.lateness)
+		a.metrics.setDedupIDs(a.src.Name, p, ps.ids.len(), forgot)
 	}
 	a.record(p, msgs, b, start)
 	return nil
@@ -289,18 +292,29 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 				Detail: fmt.Sprintf("event time %s is more than %s ahead of the message's Kafka timestamp %s", fmtMs(ev.Time), registry.Duration(a.src.FutureSkew()), fmtMs(m.Time.UnixMilli()))})
 			continue
 		}
+		// Every event with an id from here on is remembered for dedup,
+		// late and duplicate ones too (dedup.go), after the oldest outside
+		// the lateness are forgotten.
+		remember := a.dedup && ev.HasID
+		if remember && has {
+			ps.ids.prune(hw - a.lateness)
+		}
 		if has && ev.Time < hw-a.lateness {
 			b.letters = append(b.letters, DeadLetter{Message: m, Reason: ReasonLate,
 				Detail: fmt.Sprintf("event time %s is more than %s behind the partition's newest %s", fmtMs(ev.Time), a.src.AllowedLateness, fmtMs(hw))})
+			if remember {
+				ps.ids.add(dedupKey{ev.ID, ev.Time}, m.Offset)
+			}
 			continue
 		}
-		if a.dedup && ev.HasID {
+		if remember {
 			k := dedupKey{ev.ID, ev.Time}
-			if ps.ids.has(k) {
+			dup := ps.ids.has(k)
+			ps.ids.add(k, m.Offset)
+			if dup {
 				b.dupIDs++
 				continue
 			}
-			ps.ids.add(k, m.Offset)
 		}
 		if !has || ev.Time > hw {
 			hw, has = ev.Time, true

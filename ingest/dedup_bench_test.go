@@ -57,7 +57,7 @@ func BenchmarkDedup(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				if dedup && len(ps.ids.seen) < 250_000 {
+				if dedup && ps.ids.len() < 250_000 {
 					b.Fatalf("%d ids remembered, want about 300,000", len(ps.ids.seen))
 				}
 			}

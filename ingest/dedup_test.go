@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,6 +95,52 @@ func dedupReference(events []dedupEvent, lateness int64) (map[string][2]int64, i
 	return out, dups
 }
 
+// dedupReferenceCapped is dedupReference with the source's dedup_max_ids:
+// the events remembered are a run of the events with an id, in offset
+// order, that loses its first ones while their time is older than the
+// lateness allows (before each event is decided) and while it holds more
+// than maxIDs (after each event is added). It is recomputed here from the
+// whole stream with indexes into it.
+func dedupReferenceCapped(events []dedupEvent, lateness int64, maxIDs int) (map[string][2]int64, int) {
+	out := map[string][2]int64{}
+	var hw int64
+	has, dups := false, 0
+	first := 0      // events[first:i] with an id are remembered
+	remembered := 0 // how many
+	for i, e := range events {
+		if e.bad {
+			continue
+		}
+		for ; has && first < i && (events[first].bad || events[first].time < hw-lateness); first++ {
+			if !events[first].bad {
+				remembered--
+			}
+		}
+		late := has && e.time < hw-lateness
+		dup := false
+		for j := first; j < i && !late; j++ {
+			dup = dup || !events[j].bad && events[j].id == e.id && events[j].time == e.time
+		}
+		for remembered++; remembered > maxIDs; first++ {
+			if !events[first].bad {
+				remembered--
+			}
+		}
+		switch {
+		case late:
+		case dup:
+			dups++
+		default:
+			if !has || e.time > hw {
+				hw, has = e.time, true
+			}
+			v := out[e.card]
+			out[e.card] = [2]int64{v[0] + 1, v[1] + int64(e.amount)}
+		}
+	}
+	return out, dups
+}
+
 // TestDedupByEventIDAgainstReference: random streams of events, with
 // copies of earlier events (same id and time) at later offsets, some
 // within the lateness and some beyond it, ids reused with another time,
@@ -102,14 +150,33 @@ func dedupReference(events []dedupEvent, lateness int64) (map[string][2]int64, i
 // from its saved position, rebuilding what it remembers from the offset
 // that position gives). Every card's count and sum must equal the
 // reference's, which decides duplicates by scanning all earlier events.
+//
+// With a small dedup_max_ids the reference is dedupReferenceCapped, and
+// some copies the uncapped reference drops must count again.
 func TestDedupByEventIDAgainstReference(t *testing.T) {
-	const t0 = int64(1795687200000)
 	lateness := int64(time.Minute / time.Millisecond)
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
-	if err != nil {
-		t.Fatal(err)
+	for _, maxIDs := range []int{0, 3, 25} {
+		t.Run(fmt.Sprintf("dedup_max_ids=%d", maxIDs), func(t *testing.T) {
+			defs := dedupDefs
+			if maxIDs > 0 {
+				defs = strings.Replace(defs, "event_id_field: id\n", fmt.Sprintf("event_id_field: id\ndedup_max_ids: %d\n", maxIDs), 1)
+			}
+			r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(defs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			testDedupAgainstReference(t, r, lateness, maxIDs)
+		})
 	}
+}
+
+func testDedupAgainstReference(t *testing.T, r *registry.Registry, lateness int64, maxIDs int) {
+	const t0 = int64(1795687200000)
 	src := r.Source("txns")
+	if maxIDs > 0 && src.MaxDedupIDs() != maxIDs {
+		t.Fatalf("dedup_max_ids %d, want %d", src.MaxDedupIDs(), maxIDs)
+	}
+	differ := 0 // streams where the cap changes the duplicates
 	for seed := range uint64(30) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 77))
@@ -192,6 +259,16 @@ func TestDedupByEventIDAgainstReference(t *testing.T) {
 				}
 			}
 			want, dups := dedupReference(events, lateness)
+			if maxIDs > 0 {
+				// The cap forgets copies the uncapped reference drops.
+				capped, cdups := dedupReferenceCapped(events, lateness, maxIDs)
+				if cdups != dups {
+					differ++
+				}
+				want, dups = capped, cdups
+			} else if capped, cdups := dedupReferenceCapped(events, lateness, len(events)); cdups != dups || !maps.Equal(capped, want) {
+				t.Fatalf("the capped reference without a cap finds %d duplicates, the reference %d", cdups, dups)
+			}
 			for c := range 5 {
 				card := fmt.Sprintf("c%d", c)
 				res := readView(t, store, r, "totals", card, at)
@@ -207,6 +284,9 @@ func TestDedupByEventIDAgainstReference(t *testing.T) {
 				t.Logf("%d events, %d duplicates, %d restarts (%d rebuilding from an earlier offset)", len(events), dups, restarts, warmed)
 			}
 		})
+	}
+	if maxIDs > 0 && differ == 0 {
+		t.Errorf("with dedup_max_ids %d the duplicates are those without a cap in every stream: the streams do not test the cap", maxIDs)
 	}
 }
 
@@ -272,5 +352,37 @@ func TestDedupPositionSavesRebuildOffset(t *testing.T) {
 	}
 	if len(b.partition(0).b.letters) != 0 || b.partition(0).b.dupIDs != 1 {
 		t.Errorf("letters %v, duplicates %d: want the copy dropped as a duplicate", b.partition(0).b.letters, b.partition(0).b.dupIDs)
+	}
+}
+
+// TestDedupSetCapAndDiscard: the cap forgets the oldest entries as they are
+// added, a failed batch's changes are undone whole (forgotten entries come
+// back, added ones go), and commit reports what the cap forgot.
+func TestDedupSetCapAndDiscard(t *testing.T) {
+	var s dedupSet
+	s.reset(2)
+	k := func(i int) dedupKey { return dedupKey{fmt.Sprint("e", i), int64(i)} }
+	s.add(k(0), 0)
+	s.add(k(1), 1)
+	if n := s.commit(0); n != 0 || s.len() != 2 {
+		t.Fatalf("forgot %d, len %d; want 0, 2", n, s.len())
+	}
+	s.add(k(2), 2)
+	s.add(k(1), 3) // a duplicate's entry: k(1) is held twice
+	if s.has(k(0)) || s.has(k(1)) != true || s.len() != 2 {
+		t.Fatalf("after the cap: has 0 %v, has 1 %v, len %d", s.has(k(0)), s.has(k(1)), s.len())
+	}
+	s.discard()
+	if !s.has(k(0)) || !s.has(k(1)) || s.has(k(2)) || s.len() != 2 || s.from(0, 9) != 0 {
+		t.Fatalf("after discard: has 0 1 2 %v %v %v, len %d, from %d", s.has(k(0)), s.has(k(1)), s.has(k(2)), s.len(), s.from(0, 9))
+	}
+	s.add(k(2), 2)
+	s.add(k(3), 3)
+	if n := s.commit(0); n != 2 || s.has(k(1)) || s.from(0, 9) != 2 {
+		t.Fatalf("forgot %d, has 1 %v, from %d; want 2, false, 2", n, s.has(k(1)), s.from(0, 9))
+	}
+	// The lateness forgets from the oldest on; nothing left, from is next.
+	if n := s.commit(10); n != 0 || s.len() != 0 || s.from(10, 9) != 9 || len(s.seen) != 0 {
+		t.Fatalf("after the horizon: forgot %d, len %d, from %d, seen %v", n, s.len(), s.from(10, 9), s.seen)
 	}
 }

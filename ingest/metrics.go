@@ -12,6 +12,7 @@ type Metrics struct {
 	events    *prometheus.CounterVec
 	lag       *prometheus.GaugeVec
 	dedupIDs  *prometheus.GaugeVec
+	dedupCap  *prometheus.CounterVec
 	batch     *prometheus.HistogramVec
 	freshness *prometheus.HistogramVec
 }
@@ -35,8 +36,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"source", "partition"}),
 		dedupIDs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "featurestore_ingest_dedup_ids",
-			Help: "Events remembered for dedup by event id (sources with event_id_field): those within the allowed lateness, about 80 bytes plus the id each.",
+			Help: "Events remembered for dedup by event id (sources with event_id_field): those within the allowed lateness, at most the source's dedup_max_ids, about 80 bytes plus the id each.",
 		}, []string{"source", "partition"}),
+		dedupCap: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestore_ingest_dedup_forgotten_total",
+			Help: "Events dedup by event id forgot because their partition held the source's dedup_max_ids, not because the allowed lateness passed them: a copy of one still within the lateness counts again.",
+		}, []string{"source"}),
 		batch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "featurestore_ingest_batch_apply_duration_seconds",
 			Help:    "Time to apply one batch of a partition to the online store.",
@@ -48,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 20),
 		}, []string{"source"}),
 	}
-	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.batch, m.freshness)
+	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness)
 	return m
 }
 
@@ -58,9 +63,14 @@ func (m *Metrics) countEvents(source, view, result string, n int) {
 	}
 }
 
-func (m *Metrics) setDedupIDs(source string, partition int, n int) {
+// setDedupIDs records a partition's remembered events after a batch, and
+// those the batch forgot for the cap.
+func (m *Metrics) setDedupIDs(source string, partition int, n, forgot int) {
 	if m != nil {
 		m.dedupIDs.WithLabelValues(source, strconv.Itoa(partition)).Set(float64(n))
+		if forgot > 0 {
+			m.dedupCap.WithLabelValues(source).Add(float64(forgot))
+		}
 	}
 }
 

@@ -75,8 +75,18 @@ type Source struct {
 	Keys            map[string]string    `yaml:"keys" json:"keys" required:"true" doc:"Maps each join key the source provides to the event field that carries it (dot-separated path for nested fields)."`
 	Fields          map[string]ValueType `yaml:"fields" json:"fields,omitempty" doc:"Event fields that features read, with their types (dot-separated paths for nested fields)."`
 	EventIDField    string               `yaml:"event_id_field" json:"event_id_field,omitempty" doc:"Field with a unique event id (a string or a number). When set, an event with the id and the event time of an earlier accepted event of the same partition, within the allowed lateness, is dropped as a duplicate (result duplicate_id): the same event produced twice. Redelivered Kafka messages count once either way (offset fences)."`
+	DedupMaxIDs     int                  `yaml:"dedup_max_ids" json:"dedup_max_ids,omitempty" default:"1000000" doc:"With event_id_field: the most events ingest remembers for dedup per partition, which bounds its memory (about 80 bytes plus the id each). When more events fall within the allowed lateness, the oldest remembered (by offset) are forgotten, so a copy arriving after more than this many newer events of its partition counts again. Replays and restarts decide the same either way. 1 to 100000000."`
 	AllowedLateness Duration             `yaml:"allowed_lateness" json:"allowed_lateness" default:"0s" doc:"How far behind the partition's newest event time an event may be and still be accepted."`
 	MaxFutureSkew   Duration             `yaml:"max_future_skew" json:"max_future_skew" default:"1h" doc:"How far an event's time may be ahead of its Kafka message's timestamp and still be accepted. A later event is rejected (reason future), so that one event from a wrong clock cannot move the partition's newest event time ahead and make the events after it late. Must be positive."`
+}
+
+// MaxDedupIDs returns the source's DedupMaxIDs, DefaultDedupMaxIDs when it
+// sets none.
+func (o *Source) MaxDedupIDs() int {
+	if o.DedupMaxIDs <= 0 {
+		return DefaultDedupMaxIDs
+	}
+	return o.DedupMaxIDs
 }
 
 // FutureSkew returns the source's MaxFutureSkew, DefaultMaxFutureSkew when

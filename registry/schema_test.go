@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -425,7 +426,11 @@ func TestSchemaCoversDecoder(t *testing.T) {
 			if p["description"] != f.doc {
 				t.Errorf("%s: description %q, want %q", where, p["description"], f.doc)
 			}
-			if got, has := p["default"]; has != (f.def != "") || (has && fmt.Sprint(got) != f.def) {
+			got, has := p["default"]
+			if n, ok := got.(float64); ok {
+				got = strconv.FormatFloat(n, 'f', -1, 64) // 1000000, not 1e+06
+			}
+			if has != (f.def != "") || (has && fmt.Sprint(got) != f.def) {
 				t.Errorf("%s: default %v, want %q", where, got, f.def)
 			}
 		}

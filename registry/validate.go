@@ -24,6 +24,11 @@ const (
 	// DefaultMaxFutureSkew is how far ahead of its Kafka timestamp an event
 	// of a source that sets no max_future_skew may be.
 	DefaultMaxFutureSkew = Duration(time.Hour)
+	// DefaultDedupMaxIDs is how many events ingest remembers for dedup per
+	// partition when a source with an event_id_field sets no dedup_max_ids;
+	// MaxDedupMaxIDs bounds the setting.
+	DefaultDedupMaxIDs = 1_000_000
+	MaxDedupMaxIDs     = 100_000_000
 	// DefaultPrecision is the HyperLogLog precision of count_distinct.
 	DefaultPrecision = 14
 	// MinPrecision and MaxPrecision bound the precision of count_distinct.
@@ -156,6 +161,11 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 		e.add(o.PosOf("max_future_skew"), "%s: max_future_skew must be positive (the default is %s)", ctx, DefaultMaxFutureSkew)
 	} else if !given && o.MaxFutureSkew == 0 {
 		o.MaxFutureSkew = DefaultMaxFutureSkew
+	}
+	if _, given := o.fields["dedup_max_ids"]; given && (o.DedupMaxIDs < 1 || o.DedupMaxIDs > MaxDedupMaxIDs) && !o.failed("dedup_max_ids") {
+		e.add(o.PosOf("dedup_max_ids"), "%s: dedup_max_ids must be from 1 to %d, got %d (the default is %d)", ctx, MaxDedupMaxIDs, o.DedupMaxIDs, DefaultDedupMaxIDs)
+	} else if !given && o.DedupMaxIDs == 0 {
+		o.DedupMaxIDs = DefaultDedupMaxIDs
 	}
 	for _, key := range slices.Sorted(maps.Keys(o.Keys)) {
 		if err := checkName(key); err != nil {
