@@ -408,10 +408,10 @@ type viewSweep struct {
 	// added; lastOnly those read, with lastFromNewest, for the newest
 	// event of a read only: fields no aggregation reads.
 	each, lastOnly []int
-	tiles                      []*window.TileState // ascending tile index; none before the oldest a read still needs
-	free                       []*window.TileState
-	life                       *window.LifetimeState
-	last                       *window.LastValues
+	tiles          []*window.TileState // ascending tile index; none before the oldest a read still needs
+	free           []*window.TileState
+	life           *window.LifetimeState
+	last           *window.LastValues
 }
 
 func newViewSweep(vp *viewPlan) *viewSweep {
