@@ -6,6 +6,7 @@ import (
 	"math"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -581,6 +582,7 @@ func writeValidation(p printer) {
 		"A last value needs `field` and `type`, and takes no `window`; `type` must be the type the source declares for the field.",
 		"Every aggregation needs a `window`. `count` takes no `field`; every other aggregation needs one, declared in the source's `fields` with a type the aggregation accepts. A `type` given with an aggregation must be its value type.",
 		"`n` is only for `last_n`, and `precision` only for `count_distinct`.",
+		"A source's `max_future_skew` is positive, and its `dedup_max_ids` from 1 to " + strconv.Itoa(MaxDedupMaxIDs) + ".",
 		"A filter condition's `field` is declared in the source's `fields`; `in` and `not_in` take a list and the other operators one value; the value fits the field's type; `gt`, `ge`, `lt` and `le` do not apply to `bool` fields.",
 	}
 	for _, r := range rules {
