@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real services for the integration tests (DESIGN.md section 8): a redis-server
-# from Debian's packages and a single-node KRaft Apache Kafka broker whose jars
-# come from Maven Central. Nothing is assumed to be installed or running: `up`
+# from Debian's packages, a single-node KRaft Apache Kafka broker whose jars
+# come from Maven Central, and an S3-compatible server (moto, from PyPI) for
+# the offline log in object storage. Nothing is assumed to be installed or running: `up`
 # installs what is missing, starts both on 127.0.0.1 and waits until they
 # answer; `down` stops exactly the processes `up` started (by recorded PID).
 #
@@ -16,6 +17,7 @@
 #   FEATURESTORE_REDIS_PORT             default 16379
 #   FEATURESTORE_KAFKA_PORT             default 19092
 #   FEATURESTORE_KAFKA_CONTROLLER_PORT  default 19093
+#   FEATURESTORE_S3_PORT                default 19900
 #   FEATURESTORE_KAFKA_VERSION          default 4.1.1 (4.0.1 or newer: kafka-go
 #                                       needs JoinGroup v1, dropped in 4.0.0)
 #   FEATURESTORE_SERVICES_TIMEOUT       seconds `up` waits for each service (default 180)
@@ -30,6 +32,9 @@ KAFKA_VERSION=${FEATURESTORE_KAFKA_VERSION:-4.1.1}
 REDIS_PORT=${FEATURESTORE_REDIS_PORT:-16379}
 KAFKA_PORT=${FEATURESTORE_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${FEATURESTORE_KAFKA_CONTROLLER_PORT:-19093}
+S3_PORT=${FEATURESTORE_S3_PORT:-19900}
+# The bucket `up` creates for the tests, which use a prefix each.
+S3_BUCKET=featurestore-test
 TIMEOUT=${FEATURESTORE_SERVICES_TIMEOUT:-180}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,6 +48,7 @@ REQUIREMENTS=$ROOT/.ci/requirements.txt
 VENV=$CACHE/python/$(sha256sum "$REQUIREMENTS" | cut -c1-12)
 REDIS_DIR=$STATE/redis
 KAFKA_DIR=$STATE/kafka
+S3_DIR=$STATE/s3
 
 KAFKA_JVM_OPTS=(
   -Xms128m -Xmx512m
@@ -79,6 +85,7 @@ pid_of() {
     # Redis retitles itself "redis-server 127.0.0.1:PORT".
     redis) pattern="redis-server.*[: ]$REDIS_PORT( |$)" ;;
     kafka) pattern="kafka\.Kafka.*$KAFKA_DIR/server\.properties" ;;
+    s3) pattern="moto\.server .*-p $S3_PORT( |$)" ;;
   esac
   if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -Eq "$pattern"; then
     echo "$pid"
@@ -138,6 +145,7 @@ install_missing() {
   command -v java >/dev/null || pkgs+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || pkgs+=(maven)
   command -v timeout >/dev/null || pkgs+=(coreutils)
+  command -v curl >/dev/null || pkgs+=(curl)
   command -v python3 >/dev/null || pkgs+=(python3)
   python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
   ((${#pkgs[@]})) || return 0
@@ -386,6 +394,50 @@ python_env() {
   die "pip install -r $REQUIREMENTS failed"
 }
 
+# ---------------------------------------------------------------- s3
+
+# s3_ready: the server answers, and the tests' bucket exists (PUT creates it;
+# moto accepts it unsigned, and again when it exists).
+s3_ready() {
+  [[ $(curl -s -o /dev/null -w '%{http_code}' -X PUT "http://$HOST:$S3_PORT/$S3_BUCKET" 2>/dev/null) == 200 ]]
+}
+
+start_s3() {
+  local pid deadline
+  pid=$(pid_of s3)
+  if [[ -n $pid ]]; then
+    if s3_ready; then
+      log "s3 already running on $HOST:$S3_PORT (pid $pid)"
+      return 0
+    fi
+    log "s3 (pid $pid) does not answer; restarting it"
+    stop s3
+  fi
+  rm -f "$STATE/s3.pid"
+  port_open "$S3_PORT" && die "port $HOST:$S3_PORT is taken by a process this script did not start; stop it or set FEATURESTORE_S3_PORT"
+  rm -rf "$S3_DIR"
+  mkdir -p "$S3_DIR"
+  # In memory: a fresh server holds nothing from an earlier run.
+  nohup "$VENV/bin/python" -m moto.server -H "$HOST" -p "$S3_PORT" \
+    >"$S3_DIR/server.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$STATE/s3.pid"
+  deadline=$((SECONDS + TIMEOUT))
+  until s3_ready; do
+    if ! kill -0 "$(<"$STATE/s3.pid")" 2>/dev/null; then
+      tail_logs "$S3_DIR/server.log"
+      die "the S3 server exited during startup"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_logs "$S3_DIR/server.log"
+      log "error: the S3 server did not answer on $HOST:$S3_PORT within ${TIMEOUT}s"
+      stop s3
+      exit 1
+    fi
+    sleep 0.2
+  done
+  log "s3 (moto) ready on $HOST:$S3_PORT, bucket $S3_BUCKET (pid $(<"$STATE/s3.pid"))"
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -398,11 +450,13 @@ cmd_up() {
   start_redis
   start_kafka
   python_env
+  start_s3
   trap - EXIT
   log "up in $((SECONDS - start))s; state in $STATE"
 }
 
 cmd_down() {
+  stop s3
   stop kafka
   stop redis
 }
@@ -411,11 +465,12 @@ cmd_env() {
   echo "FEATURESTORE_TEST_REDIS_ADDR=$HOST:$REDIS_PORT"
   echo "FEATURESTORE_TEST_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
   echo "FEATURESTORE_TEST_PYTHON=$VENV/bin/python"
+  echo "FEATURESTORE_TEST_S3_ENDPOINT=http://$HOST:$S3_PORT"
 }
 
 cmd_status() {
   local name pid rc=0
-  for name in redis kafka; do
+  for name in redis kafka s3; do
     pid=$(pid_of "$name")
     if [[ -n $pid ]]; then
       echo "$name: running (pid $pid)"

@@ -71,7 +71,7 @@ a cleared store), and replaying again adds nothing. Do not replay with
 			fs.Int64Var(&version, "registry-version", 0, "Registry version whose definitions to use; 0 for the current one.")
 			fs.StringVar(&source, "source", "", "Source whose events the files hold.")
 			fs.StringVar(&format, "format", "auto", "Format of the files: auto (from each extension), parquet, csv or arrow.")
-			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to; empty to write none.")
+			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to, or an s3:// bucket URL; empty to write none.")
 			fs.StringVar(&deadLetters, "dead-letters", "", "File the rejected rows are appended to, as JSON lines; empty to count them only.")
 			fs.IntVar(&chunkRows, "chunk-rows", 16384, "Rows applied together.")
 			kafka.register(fs)
@@ -118,10 +118,11 @@ a cleared store), and replaying again adds nothing. Do not replay with
 					Logger:    log,
 				}
 				if offlineDir != "" {
-					st, err := offline.NewDir(offlineDir)
+					st, closeSt, err := offline.Open(ctx, offlineDir)
 					if err != nil {
 						return fmt.Errorf("offline log: %w", err)
 					}
+					defer closeSt()
 					if cfg.Offline, err = offline.OpenWriter(ctx, st, reg.project, offline.Options{Logger: log, OrphanGrace: time.Hour}); err != nil {
 						return fmt.Errorf("offline log in %s: %w", offlineDir, err)
 					}

@@ -17,15 +17,15 @@ type offlineFlags struct {
 }
 
 func (o *offlineFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.dir, "offline-dir", "", "Directory of the offline log (Arrow IPC files and their manifests).")
+	fs.StringVar(&o.dir, "offline-dir", "", "Directory of the offline log (Arrow IPC files and their manifests), or an s3:// bucket URL.")
 }
 
-// storage opens the offline log's storage.
-func (o *offlineFlags) storage() (offline.Storage, error) {
+// storage opens the offline log's storage; close releases it.
+func (o *offlineFlags) storage(ctx context.Context) (st offline.Storage, close func() error, err error) {
 	if o.dir == "" {
-		return nil, fmt.Errorf("%w: --offline-dir is required", errUsage)
+		return nil, nil, fmt.Errorf("%w: --offline-dir is required", errUsage)
 	}
-	return offline.NewDir(o.dir)
+	return offline.Open(ctx, o.dir)
 }
 
 func compactCommand() *command {
@@ -69,10 +69,11 @@ merged per view. Needs no registry and no services.`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
-				st, err := off.storage()
+				st, closeSt, err := off.storage(ctx)
 				if err != nil {
 					return err
 				}
+				defer closeSt()
 				if !dryRun {
 					n, err := offline.RemoveOrphans(ctx, st, project, grace, time.Now())
 					if err != nil {

@@ -109,10 +109,11 @@ progress bar when stderr is a terminal.`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
-				st, err := off.storage()
+				st, closeSt, err := off.storage(ctx)
 				if err != nil {
 					return err
 				}
+				defer closeSt()
 				snap, err := reg.snapshot(ctx, version)
 				if err != nil {
 					return err

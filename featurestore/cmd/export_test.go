@@ -14,6 +14,7 @@ import (
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/offline"
+	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/featurestore/window"
 	"github.com/featurestore/featurestore/registry"
 )
@@ -21,8 +22,15 @@ import (
 // TestExportCommand writes events to a real offline log, exports the
 // example fraud service for rows of a CSV file, and checks values worked
 // out by hand: nothing before the first event, windows, last values, a card
-// without events.
+// without events. The log is in a directory, then in an S3 bucket (the
+// test S3 server), given to --offline-dir as an s3:// URL.
 func TestExportCommand(t *testing.T) {
+	for _, where := range []string{"dir", "s3"} {
+		t.Run(where, func(t *testing.T) { testExportCommand(t, where) })
+	}
+}
+
+func testExportCommand(t *testing.T, where string) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	env := map[string]string{"FEATURESTORE_REGISTRY": "file:" + filepath.Join(dir, "registry")}
@@ -34,10 +42,14 @@ func TestExportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	logDir := filepath.Join(dir, "offline")
-	st, err := offline.NewDir(logDir)
+	if where == "s3" {
+		logDir = testenv.S3URL(t)
+	}
+	st, closeSt, err := offline.Open(ctx, logDir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer closeSt()
 	w, err := offline.OpenWriter(ctx, st, "default", offline.Options{})
 	if err != nil {
 		t.Fatal(err)

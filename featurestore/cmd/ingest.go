@@ -141,7 +141,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 			fs.DurationVar(&linger, "linger", 5*time.Millisecond, "How long a batch waits for more messages.")
 			fs.DurationVar(&session, "session-timeout", 10*time.Second, "Consumer group session timeout (at least 6s).")
 			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
-			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to; empty to write none.")
+			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to, or an s3:// bucket URL; empty to write none.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: ingest takes no arguments", errUsage)
@@ -183,10 +183,11 @@ func runIngest(ctx context.Context, dir string, promReg prometheus.Registerer, l
 	if dir == "" {
 		return ingest.RunService(ctx, cfg, w)
 	}
-	st, err := offline.NewDir(dir)
+	st, closeSt, err := offline.Open(ctx, dir)
 	if err != nil {
 		return fmt.Errorf("offline log: %w", err)
 	}
+	defer closeSt()
 	// Several ingest processes may share the directory: a file another one
 	// wrote and has not committed yet is young, and spared at start.
 	ow, err := offline.OpenWriter(ctx, st, cfg.Project, offline.Options{OrphanGrace: 10 * time.Minute, Metrics: offline.NewMetrics(promReg), Logger: log})

@@ -187,10 +187,11 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				case off.dir == "":
 					log.Info("no Arrow Flight training exports: --offline-dir is not set")
 				default:
-					st, err := off.storage()
+					st, closeSt, err := off.storage(ctx)
 					if err != nil {
 						return err
 					}
+					defer closeSt()
 					fc := serving.FlightConfig{
 						Addr:            flightAddr,
 						Project:         reg.project,

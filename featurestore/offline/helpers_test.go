@@ -21,6 +21,7 @@ import (
 	"gocloud.dev/blob/memblob"
 
 	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/featurestore/window"
 	"github.com/featurestore/featurestore/registry"
 )
@@ -90,7 +91,7 @@ func testSchema(t testing.TB, view string) *Schema {
 }
 
 // storages returns the storages every conformance test runs on: a local
-// directory, and object storage through fileblob and memblob.
+// directory, and object storage through fileblob, memblob and S3.
 func storages(t *testing.T) map[string]func(t *testing.T) Storage {
 	return map[string]func(t *testing.T) Storage{
 		"dir": func(t *testing.T) Storage {
@@ -112,6 +113,16 @@ func storages(t *testing.T) map[string]func(t *testing.T) Storage {
 			b := memblob.OpenBucket(nil)
 			t.Cleanup(func() { b.Close() })
 			return NewBucket(b)
+		},
+		// A real S3 protocol server (moto, from .ci/services.sh), through
+		// Open and the s3blob driver the binary links.
+		"s3": func(t *testing.T) Storage {
+			st, closeSt, err := Open(context.Background(), testenv.S3URL(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { closeSt() })
+			return st
 		},
 	}
 }

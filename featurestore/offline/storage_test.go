@@ -5,7 +5,10 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 // TestStorageConformance runs the same checks on every Storage.
@@ -99,5 +102,42 @@ func TestStorageConformance(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOpenLocations: Open takes a directory or an s3:// URL, refuses other
+// schemes with a message saying what to give, and checks that a bucket is
+// there.
+func TestOpenLocations(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, closeSt, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := st.(*Dir); !ok || d.Root() != dir {
+		t.Errorf("Open(%q) = %T %v, want the directory", dir, st, st)
+	}
+	closeSt()
+	for loc, want := range map[string]string{
+		"gs://bucket/logs":    `unsupported scheme "gs": give a directory or an s3:// bucket URL`,
+		"file:///var/offline": "use the directory's path instead of a file:// URL",
+	} {
+		if _, _, err := Open(ctx, loc); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%q): %v, want %q", loc, err, want)
+		}
+	}
+	u := testenv.S3URL(t)
+	missing := strings.Replace(u, "s3://"+testenv.S3Bucket+"?", "s3://no-such-bucket?", 1)
+	if _, _, err := Open(ctx, missing); err == nil || !strings.Contains(err.Error(), "does not exist or is not accessible") {
+		t.Errorf("Open of a missing bucket: %v", err)
+	}
+	st, closeSt, err = Open(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSt()
+	if _, ok := st.(*Bucket); !ok {
+		t.Errorf("Open(s3 URL) = %T, want a Bucket", st)
 	}
 }

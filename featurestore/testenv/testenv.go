@@ -1,12 +1,13 @@
-// Package testenv connects integration tests to the real Redis, Kafka and
-// Python (with pyarrow, polars and duckdb) that
+// Package testenv connects integration tests to the real Redis, Kafka,
+// Python (with pyarrow, polars and duckdb) and S3-compatible server that
 // `make test` provides (.ci/services.sh, DESIGN.md section 8).
 //
-// They are found through three environment variables:
+// They are found through four environment variables:
 //
 //	FEATURESTORE_TEST_REDIS_ADDR=127.0.0.1:16379
 //	FEATURESTORE_TEST_KAFKA_BROKERS=127.0.0.1:19092[,host:port...]
 //	FEATURESTORE_TEST_PYTHON=~/.cache/featurestore/python/<hash>/bin/python
+//	FEATURESTORE_TEST_S3_ENDPOINT=http://127.0.0.1:19900
 //
 // When a variable is unset, a test that asks for the service is skipped on a
 // developer's machine and fails in CI (CI=true or FEATURESTORE_REQUIRE_SERVICES=1),
@@ -32,6 +33,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -49,13 +52,17 @@ const (
 	KafkaBrokersEnv    = "FEATURESTORE_TEST_KAFKA_BROKERS"
 	RequireServicesEnv = "FEATURESTORE_REQUIRE_SERVICES"
 	PythonEnv          = "FEATURESTORE_TEST_PYTHON"
+	S3EndpointEnv      = "FEATURESTORE_TEST_S3_ENDPOINT"
 )
+
+// S3Bucket is the bucket .ci/services.sh makes on the test S3 server.
+const S3Bucket = "featurestore-test"
 
 // dialTimeout bounds each check that a service answers.
 const dialTimeout = 5 * time.Second
 
 // hint tells the reader of a skip or failure how to get the services.
-const hint = "run `make test` (starts Redis and Kafka via .ci/services.sh), or `make services-up` and export the output of `.ci/services.sh env`"
+const hint = "run `make test` (starts Redis, Kafka and an S3 server via .ci/services.sh), or `make services-up` and export the output of `.ci/services.sh env`"
 
 // answered remembers services that already answered in this test binary, so
 // that only the first test per address pays for the check.
@@ -115,6 +122,50 @@ func KafkaBrokers(t testing.TB) []string {
 		answered.Store("kafka|"+brokers[0], struct{}{})
 	}
 	return brokers
+}
+
+// S3URL returns an s3:// bucket URL (gocloud.dev/blob's form, which
+// offline.Open takes) of a prefix of the test's own in S3Bucket on the
+// S3-compatible server at FEATURESTORE_TEST_S3_ENDPOINT, after checking that
+// the bucket answers, and sets for the test the AWS credentials and region
+// that server accepts. It skips or fails the test when the variable is unset
+// (see the package doc) and fails it when the server does not answer.
+func S3URL(t testing.TB) string {
+	t.Helper()
+	endpoint := strings.TrimRight(strings.TrimSpace(os.Getenv(S3EndpointEnv)), "/")
+	if endpoint == "" {
+		missing(t, S3EndpointEnv, "an S3-compatible server")
+		return ""
+	}
+	if _, ok := answered.Load("s3|" + endpoint); !ok {
+		if err := pingS3(endpoint + "/" + S3Bucket); err != nil {
+			t.Fatalf("%s=%s is set but bucket %s does not answer there: %v; %s", S3EndpointEnv, endpoint, S3Bucket, err, hint)
+		}
+		answered.Store("s3|"+endpoint, struct{}{})
+	}
+	// The test server takes any credentials; without them the AWS SDK
+	// would look for some, as far as the instance metadata service.
+	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true",
+		"AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull} {
+		t.Setenv(k, v)
+	}
+	q := url.Values{"endpoint": {endpoint}, "region": {"us-east-1"}, "use_path_style": {"true"}, "prefix": {UniqueName(t, "") + "/"}}
+	return "s3://" + S3Bucket + "?" + q.Encode()
+}
+
+// pingS3 lists at most one object of a bucket, unsigned (the test server
+// allows it).
+func pingS3(bucketURL string) error {
+	c := http.Client{Timeout: dialTimeout}
+	resp, err := c.Get(bucketURL + "?max-keys=1")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", bucketURL, resp.Status)
+	}
+	return nil
 }
 
 // PythonModules are the Python packages the interoperability tests use;
