@@ -106,6 +106,14 @@ type FlightConfig struct {
 	Auth    *Auth
 	Metrics *FlightMetrics
 	Logger  *slog.Logger
+	// Ping, if set, checks that the offline log is reachable
+	// (offline.Ping). gRPC health reports SERVING, for the server and for
+	// FlightServiceName, while a registry version is loaded and Ping
+	// succeeds, checked at start and every HealthInterval.
+	Ping func(ctx context.Context) error
+	// HealthInterval is how often health is checked;
+	// DefaultHealthInterval when zero.
+	HealthInterval time.Duration
 }
 
 // FlightServer serves point-in-time correct training sets over Arrow
@@ -137,6 +145,10 @@ type FlightServer struct {
 	mem    memory.Allocator
 }
 
+// FlightServiceName is the Arrow Flight service's name, which gRPC health
+// checks can name.
+const FlightServiceName = "arrow.flight.protocol.FlightService"
+
 // NewFlightServer returns the Flight server of cfg; start it with Run.
 func NewFlightServer(cfg FlightConfig) *FlightServer {
 	if cfg.MaxExports <= 0 {
@@ -147,6 +159,9 @@ func NewFlightServer(cfg FlightConfig) *FlightServer {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = DefaultHealthInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -175,10 +190,27 @@ func (s *FlightServer) Run(ctx context.Context) error {
 			return fmt.Errorf("flight listener on %s: %w", s.cfg.Addr, err)
 		}
 	}
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	(&healthWatch{hs: s.health, services: []string{FlightServiceName}, ready: s.ready,
+		interval: s.cfg.HealthInterval, log: s.cfg.Logger, name: "flight"}).start(watchCtx)
 	s.cfg.Logger.Info("flight listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "auth", s.cfg.Auth != nil,
 		"max_exports", s.cfg.MaxExports, "max_upload_bytes", s.cfg.MaxUploadBytes)
 	return serveUntilDone(ctx, s.grpc, ln, s.health, s.cfg.ShutdownTimeout, s.cfg.Logger, "flight", "cancelling exports")
+}
+
+// ready tells whether an export can run: a registry version is loaded and
+// the offline log answers.
+func (s *FlightServer) ready(ctx context.Context) error {
+	if s.cfg.Registry.Current() == nil {
+		return errors.New("no registry version loaded yet")
+	}
+	if s.cfg.Ping != nil {
+		if err := s.cfg.Ping(ctx); err != nil {
+			return fmt.Errorf("offline log: %w", err)
+		}
+	}
+	return nil
 }
 
 // exchange is what one export call did, for its log line and metrics.

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -789,4 +791,31 @@ func TestAuthStreamFailsClosed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFlightHealthFollowsReadiness: the Flight server's gRPC health says
+// NOT_SERVING until a registry version is loaded, SERVING while the offline
+// log answers its ping, NOT_SERVING while it does not.
+func TestFlightHealthFollowsReadiness(t *testing.T) {
+	if FlightServiceName != flightgen.FlightService_ServiceDesc.ServiceName {
+		t.Fatalf("FlightServiceName %q, want %q", FlightServiceName, flightgen.FlightService_ServiceDesc.ServiceName)
+	}
+	snaps := &staticSnapshots{}
+	var down atomic.Bool
+	conn := serveBufconn(t, func(ctx context.Context, ln net.Listener) error {
+		return NewFlightServer(FlightConfig{Listener: ln, Project: "p", Registry: snaps, HealthInterval: 20 * time.Millisecond,
+			Ping: func(context.Context) error {
+				if down.Load() {
+					return errors.New("bucket unreachable")
+				}
+				return nil
+			}}).Run(ctx)
+	})
+	awaitHealth(t, conn, FlightServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	snaps.p.Store(loadSnapshot(t, 1, testDefs))
+	awaitHealth(t, conn, FlightServiceName, healthpb.HealthCheckResponse_SERVING)
+	down.Store(true)
+	awaitHealth(t, conn, FlightServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	down.Store(false)
+	awaitHealth(t, conn, FlightServiceName, healthpb.HealthCheckResponse_SERVING)
 }

@@ -149,10 +149,20 @@ type fixture struct {
 // start serves svc over bufconn through the real Server.
 func start(t testing.TB, svc *OnlineService) *grpc.ClientConn {
 	t.Helper()
+	return serveBufconn(t, func(ctx context.Context, ln net.Listener) error {
+		return NewServer(svc, ServerConfig{Listener: ln, ShutdownTimeout: time.Second}).Run(ctx)
+	})
+}
+
+// serveBufconn runs a server (run, until its context ends) on a bufconn
+// listener and returns a client connection to it; both end with the test,
+// and the server must return nil.
+func serveBufconn(t testing.TB, run func(ctx context.Context, ln net.Listener) error) *grpc.ClientConn {
+	t.Helper()
 	ln := bufconn.Listen(1 << 20)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewServer(svc, ServerConfig{Listener: ln, ShutdownTimeout: time.Second}).Run(ctx) }()
+	go func() { done <- run(ctx, ln) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -521,6 +531,29 @@ func TestGetOnlineFeaturesRedisDown(t *testing.T) {
 	}
 }
 
+// awaitHealth waits up to 10s until gRPC health on conn reports want for
+// the whole server and for service.
+func awaitHealth(t *testing.T, conn *grpc.ClientConn, service string, want healthpb.HealthCheckResponse_ServingStatus) {
+	t.Helper()
+	hc := healthpb.NewHealthClient(conn)
+	var got healthpb.HealthCheckResponse_ServingStatus
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, s := range []string{"", service} {
+			resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: s})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got = resp.GetStatus(); got != want {
+				break
+			}
+		}
+		if got == want {
+			return
+		}
+	}
+	t.Fatalf("health of %q %v, want %v", service, got, want)
+}
+
 // TestHealthFollowsReadiness: gRPC health says NOT_SERVING until a registry
 // version is loaded, SERVING while Redis answers, NOT_SERVING once it does
 // not (here its client is closed), as HTTP's /healthz does.
@@ -528,45 +561,13 @@ func TestHealthFollowsReadiness(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
 	snaps := &staticSnapshots{}
 	svc := NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: testenv.UniqueName(t, "health")})
-	ln := bufconn.Listen(1 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	ping := func(ctx context.Context) error { return rc.Ping(ctx).Err() }
-	go func() {
-		done <- NewServer(svc, ServerConfig{Listener: ln, Ready: svc.Ready(ping), HealthInterval: 20 * time.Millisecond}).Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	}()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
+	conn := serveBufconn(t, func(ctx context.Context, ln net.Listener) error {
+		return NewServer(svc, ServerConfig{Listener: ln, Ready: svc.Ready(ping), HealthInterval: 20 * time.Millisecond}).Run(ctx)
+	})
 	await := func(want healthpb.HealthCheckResponse_ServingStatus) {
 		t.Helper()
-		var got healthpb.HealthCheckResponse_ServingStatus
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			for _, service := range []string{"", pb.OnlineService_ServiceDesc.ServiceName} {
-				resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got = resp.GetStatus(); got != want {
-					break
-				}
-			}
-			if got == want {
-				return
-			}
-		}
-		t.Fatalf("health %v, want %v", got, want)
+		awaitHealth(t, conn, pb.OnlineService_ServiceDesc.ServiceName, want)
 	}
 	await(healthpb.HealthCheckResponse_NOT_SERVING) // no registry version yet
 	snaps.p.Store(loadSnapshot(t, 1, testDefs))

@@ -140,63 +140,12 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("grpc listener on %s: %w", s.cfg.Addr, err)
 		}
 	}
-	s.setHealth(s.check(ctx))
-	if s.cfg.Ready != nil {
-		watchCtx, stopWatch := context.WithCancel(ctx)
-		defer stopWatch()
-		go s.watchHealth(watchCtx)
-	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	(&healthWatch{hs: s.health, services: []string{pb.OnlineService_ServiceDesc.ServiceName}, ready: s.cfg.Ready,
+		interval: s.cfg.HealthInterval, log: s.cfg.Logger, name: "grpc"}).start(watchCtx)
 	s.cfg.Logger.Info("grpc listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "auth", s.cfg.Auth != nil)
 	return serveUntilDone(ctx, s.grpc, ln, s.health, s.cfg.ShutdownTimeout, s.cfg.Logger, "grpc", "cutting calls off")
-}
-
-// check calls Ready with a deadline of one health interval.
-func (s *Server) check(ctx context.Context) error {
-	if s.cfg.Ready == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.HealthInterval)
-	defer cancel()
-	return s.cfg.Ready(ctx)
-}
-
-// setHealth reports SERVING if err is nil, NOT_SERVING otherwise, for the
-// server as a whole and for the online service. After the health server's
-// Shutdown it changes nothing.
-func (s *Server) setHealth(err error) {
-	st := healthpb.HealthCheckResponse_SERVING
-	if err != nil {
-		st = healthpb.HealthCheckResponse_NOT_SERVING
-	}
-	s.health.SetServingStatus("", st)
-	s.health.SetServingStatus(pb.OnlineService_ServiceDesc.ServiceName, st)
-}
-
-// watchHealth checks Ready every health interval until ctx ends, and logs
-// each change of the reported status.
-func (s *Server) watchHealth(ctx context.Context) {
-	tick := time.NewTicker(s.cfg.HealthInterval)
-	defer tick.Stop()
-	var last error
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		err := s.check(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		switch {
-		case err != nil && last == nil:
-			s.cfg.Logger.Warn("grpc health: NOT_SERVING", "err", err)
-		case err == nil && last != nil:
-			s.cfg.Logger.Info("grpc health: SERVING again")
-		}
-		last = err
-		s.setHealth(err)
-	}
 }
 
 // serveUntilDone serves g on ln until ctx ends, then stops it gracefully:

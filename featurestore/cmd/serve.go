@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/registry"
 	"github.com/featurestore/featurestore/serving"
@@ -207,6 +208,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 						Auth:            auth,
 						Metrics:         serving.NewFlightMetrics(promReg),
 						Logger:          log,
+						Ping:            func(ctx context.Context) error { return offline.Ping(ctx, st) },
 					}
 					servers = append(servers, serving.NewFlightServer(fc).Run)
 				}

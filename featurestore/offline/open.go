@@ -2,8 +2,10 @@ package offline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 
 	"gocloud.dev/blob"
@@ -42,13 +44,35 @@ func Open(ctx context.Context, location string) (st Storage, close func() error,
 	if err != nil {
 		return nil, nil, fmt.Errorf("offline log %s: %w", location, err)
 	}
-	ok, err := b.IsAccessible(ctx)
-	if err == nil && !ok {
-		err = fmt.Errorf("the bucket does not exist or is not accessible")
-	}
-	if err != nil {
+	st = NewBucket(b)
+	if err := Ping(ctx, st); err != nil {
 		_ = b.Close()
 		return nil, nil, fmt.Errorf("offline log %s: %w", location, err)
 	}
-	return NewBucket(b), b.Close, nil
+	return st, b.Close, nil
+}
+
+// Ping checks that a storage is reachable: a Dir's directory exists, a
+// Bucket's bucket answers. Other storages are taken as reachable.
+func Ping(ctx context.Context, st Storage) error {
+	if p, ok := st.(interface{ ping(context.Context) error }); ok {
+		return p.ping(ctx)
+	}
+	return nil
+}
+
+func (d *Dir) ping(context.Context) error {
+	fi, err := os.Stat(d.root)
+	if err == nil && !fi.IsDir() {
+		err = fmt.Errorf("%s is not a directory", d.root)
+	}
+	return err
+}
+
+func (b *Bucket) ping(ctx context.Context) error {
+	ok, err := b.b.IsAccessible(ctx)
+	if err == nil && !ok {
+		err = errors.New("the bucket does not exist or is not accessible")
+	}
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -118,6 +119,15 @@ func TestOpenLocations(t *testing.T) {
 	if d, ok := st.(*Dir); !ok || d.Root() != dir {
 		t.Errorf("Open(%q) = %T %v, want the directory", dir, st, st)
 	}
+	if err := Ping(ctx, st); err != nil {
+		t.Errorf("Ping of the directory: %v", err)
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := Ping(ctx, st); err == nil {
+		t.Error("Ping of a removed directory succeeded")
+	}
 	closeSt()
 	for loc, want := range map[string]string{
 		"gs://bucket/logs":    `unsupported scheme "gs": give a directory or an s3:// bucket URL`,
@@ -139,5 +149,8 @@ func TestOpenLocations(t *testing.T) {
 	defer closeSt()
 	if _, ok := st.(*Bucket); !ok {
 		t.Errorf("Open(s3 URL) = %T, want a Bucket", st)
+	}
+	if err := Ping(ctx, st); err != nil {
+		t.Errorf("Ping of the bucket: %v", err)
 	}
 }
