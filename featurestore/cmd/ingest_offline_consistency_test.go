@@ -42,8 +42,15 @@ func (f fixedSnapshot) Current() *registry.Snapshot { return f.s }
 // what serving would have answered then. Finally 'featurestore export'
 // computes the same (entity, time) rows from the offline log: every value
 // must equal the online one and every null stand where the online status
-// is not present.
+// is not present. The offline log is in a directory, then in an S3 bucket
+// (the test S3 server).
 func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
+	for _, where := range []string{"dir", "s3"} {
+		t.Run(where, func(t *testing.T) { testKafkaIngestOnlineEqualsExport(t, where) })
+	}
+}
+
+func testKafkaIngestOnlineEqualsExport(t *testing.T, where string) {
 	brokers := testenv.KafkaBrokers(t)
 	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
 	defer rc.Close()
@@ -73,10 +80,14 @@ func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
 	store := online.New(rc, online.Options{})
 	positions := ingest.NewPositions(rc, project)
 	logDir := filepath.Join(dir, "offline")
-	st, err := offline.NewDir(logDir)
+	if where == "s3" {
+		logDir = testenv.S3URL(t)
+	}
+	st, closeSt, err := offline.Open(ctx, logDir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer closeSt()
 
 	// Stages of six minutes of events, twelve minutes apart.
 	const (
