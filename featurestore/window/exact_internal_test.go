@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/big"
 	"math/rand"
+	"slices"
 	"testing"
 )
 
@@ -74,18 +75,40 @@ func TestSpans(t *testing.T) {
 		if gotSq.Cmp(exactSq[0]) != 0 {
 			t.Fatal("sum of squares differs")
 		}
-		// A round trip through the encoding keeps the value and a valid span.
-		b := appendAcc(nil, accs[0].w[:], accs[0].special, sumScale)
-		var back sumAcc
-		d := &decoder{b: b}
-		decodeAcc(d, back.w[:], &back.span, &back.special, sumScale, sumScale-1074, sumMaxBits, true)
-		if err := d.end(); err != nil {
-			t.Fatal(err)
+		// A round trip through the encoding keeps the value and gives the
+		// tightest valid span (as measure finds it), for every sum and sum
+		// of squares, positive and negative, and the total.
+		for _, a := range accs {
+			var back sumAcc
+			back.w[3], back.w[30] = 7, ^uint64(0) // decoding replaces what was there
+			roundTrip(t, a.w[:], back.w[:], &back.span, a.special, sumScale, sumScale-1074, sumMaxBits)
 		}
-		checkSpan(t, back.w[:], back.span)
-		if back.w != accs[0].w {
-			t.Fatal("round trip changed the sum")
+		for _, q := range sqs {
+			var back sqAcc
+			roundTrip(t, q.w[:], back.w[:], &back.span, q.special, sqScale, sqScale-2148, sqMaxBits)
 		}
+	}
+}
+
+// roundTrip encodes the accumulator w, decodes it into back (with span sp)
+// and checks the value and the span.
+func roundTrip(t *testing.T, w, back []uint64, sp *span, special uint8, scale, minLow, maxBits int) {
+	t.Helper()
+	b := appendAcc(nil, w, special, scale)
+	d := &decoder{b: b}
+	var gotSpecial uint8
+	decodeAcc(d, back, sp, &gotSpecial, scale, minLow, maxBits, true)
+	if err := d.end(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(back, w) || gotSpecial != special {
+		t.Fatalf("round trip changed the sum: %x, want %x", back, w)
+	}
+	checkSpan(t, back, *sp)
+	var tight span
+	tight.measure(back)
+	if *sp != tight && !isZero(back) {
+		t.Fatalf("decoded span %+v, the tightest is %+v", *sp, tight)
 	}
 }
 

@@ -1,6 +1,7 @@
 package window
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 
@@ -143,7 +144,6 @@ func appendAcc(b []byte, w []uint64, special uint8, scale int) []byte {
 func decodeAcc(d *decoder, w []uint64, sp *span, special *uint8, scale, minLow, maxBits int, allowSpecial bool) {
 	clear(w)
 	*sp = emptySpan(len(w))
-	defer sp.measure(w)
 	flags := d.byte()
 	if d.err != nil {
 		return
@@ -175,19 +175,36 @@ func decodeAcc(d *decoder, w []uint64, sp *span, special *uint8, scale, minLow, 
 		d.fail("sum out of range")
 		return
 	}
+	// The magnitude, big-endian bytes, goes in shifted left by low, eight
+	// bytes (one word of it) at a time from its low end. Its top bit is
+	// below maxBits, inside w.
 	low := int(rel) + scale
-	for j := range n {
-		pos := low + 8*j
-		x := uint64(p[n-1-j])
-		i, s := pos>>6, uint(pos&63)
+	lo, s := low>>6, uint(low&63)
+	for i, end := lo, n; end > 0; i, end = i+1, end-8 {
+		var x uint64
+		if end >= 8 {
+			x = binary.BigEndian.Uint64(p[end-8 : end])
+		} else {
+			for _, c := range p[:end] {
+				x = x<<8 | uint64(c)
+			}
+		}
 		w[i] |= x << s
-		if s > 56 {
+		if s > 0 && i+1 < len(w) {
 			w[i+1] |= x >> (64 - s)
 		}
 	}
 	if flags&accNegative != 0 {
-		negate(w)
+		// Two's complement from the lowest non-zero word up: the words
+		// below it stay zero.
+		w[lo] = -w[lo]
+		for i := lo + 1; i < len(w); i++ {
+			w[i] = ^w[i]
+		}
 	}
+	// Word lo holds the lowest set bit; above the magnitude's top word
+	// (and the one its sign may need) all words extend the sign.
+	sp.lo, sp.hi = uint8(lo), shrink(w, min(len(w)-1, (low+width-1)>>6+1))
 }
 
 // isNumeric reports whether v is an int64 or a double.
