@@ -1,6 +1,7 @@
 package window
 
 import (
+	"bytes"
 	"math"
 	"math/big"
 	"math/rand"
@@ -95,6 +96,9 @@ func TestSpans(t *testing.T) {
 func roundTrip(t *testing.T, w, back []uint64, sp *span, special uint8, scale, minLow, maxBits int) {
 	t.Helper()
 	b := appendAcc(nil, w, special, scale)
+	if want := appendAccBytewise(nil, w, special, scale); !bytes.Equal(b, want) {
+		t.Fatalf("encoding %x, want %x", b, want)
+	}
 	d := &decoder{b: b}
 	var gotSpecial uint8
 	decodeAcc(d, back, sp, &gotSpecial, scale, minLow, maxBits, true)
@@ -173,4 +177,28 @@ func TestQuotientSmall(t *testing.T) {
 	if fast < 5000 || slow < 500 {
 		t.Errorf("fast path took %d sums, declined %d: the draws do not exercise both", fast, slow)
 	}
+}
+
+// appendAccBytewise is the encoding of an exact accumulator written plainly,
+// a bit field per byte: appendAcc must give the same bytes, which stores
+// keep.
+func appendAccBytewise(b []byte, w []uint64, special uint8, scale int) []byte {
+	flags := special
+	if isZero(w) {
+		return append(b, flags)
+	}
+	m := slices.Clone(w)
+	if negative(m) {
+		negate(m)
+		flags |= accNegative
+	}
+	low, top := lowBit(m), topBit(m)
+	n := (top - low + 8) / 8
+	b = append(b, flags|accNonZero)
+	b = appendVarint(b, int64(low-scale))
+	b = appendUvarint(b, uint64(n))
+	for j := n - 1; j >= 0; j-- {
+		b = append(b, byte(field(m, low+8*j, 8)))
+	}
+	return b
 }

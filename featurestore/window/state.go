@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"slices"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/registry"
@@ -118,23 +119,43 @@ const (
 
 func appendAcc(b []byte, w []uint64, special uint8, scale int) []byte {
 	flags := special
-	if isZero(w) {
-		return append(b, flags)
-	}
+	m := w // the magnitude
 	var tmp [sqWords]uint64
-	m := tmp[:len(w)]
-	copy(m, w)
-	if negative(m) {
+	if negative(w) {
+		m = tmp[:len(w)]
+		copy(m, w)
 		negate(m)
 		flags |= accNegative
 	}
-	low, top := lowBit(m), topBit(m)
+	loW := slices.IndexFunc(m, func(x uint64) bool { return x != 0 })
+	if loW < 0 {
+		return append(b, flags) // zero: never negative
+	}
+	hiW := len(m) - 1
+	for m[hiW] == 0 {
+		hiW--
+	}
+	low := loW*64 + bits.TrailingZeros64(m[loW])
+	top := hiW*64 + 63 - bits.LeadingZeros64(m[hiW])
 	n := (top - low + 8) / 8
 	b = append(b, flags|accNonZero)
 	b = appendVarint(b, int64(low-scale))
 	b = appendUvarint(b, uint64(n))
-	for j := n - 1; j >= 0; j-- {
-		b = append(b, byte(field(m, low+8*j, 8)))
+	// The n bytes from bit low up, big-endian: eight at a time from the
+	// low end.
+	start := len(b)
+	b = slices.Grow(b, n)[:start+n]
+	out := b[start:]
+	for pos, end := low, n; end > 0; pos, end = pos+64, end-8 {
+		x := field(m, pos, 64)
+		if end >= 8 {
+			binary.BigEndian.PutUint64(out[end-8:end], x)
+			continue
+		}
+		for i := end - 1; i >= 0; i-- {
+			out[i] = byte(x)
+			x >>= 8
+		}
 	}
 	return b
 }
