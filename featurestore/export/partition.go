@@ -10,7 +10,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/bitutil"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/window"
@@ -217,6 +216,10 @@ func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spil
 	until, from := x.maxT, eventsFrom(vp.win, x.minT)
 	blm := x.blooms[vp.entity.index]
 	schema := eventsSchema(vp)
+	kinds := make([]featurestore.Kind, 0, len(vp.fields)) // not nil: raw
+	for _, f := range vp.fields {
+		kinds = append(kinds, f.Kind)
+	}
 	type worker struct {
 		part  *partitioner
 		keys  keyReader
@@ -226,7 +229,7 @@ func (x *exporter) scanEvents(ctx context.Context, vp *viewPlan) (files [][]spil
 	ws := make([]*worker, x.workers)
 	for i := range ws {
 		ws[i] = &worker{part: newPartitioner(x.spillMem, x.dir, schema, 0, x.parts, x.flush, x.mem)}
-		ws[i].part.raw = true
+		ws[i].part.rawKinds = kinds
 	}
 	var nEvents, nUsed atomic.Int64
 	err = x.fanOut(ctx, func(ctx context.Context, emit func(arrow.RecordBatch, int64) error) error {
@@ -267,16 +270,6 @@ type eventBatch struct {
 	ends    []int32 // ends[i] is the end of event i's key in keys
 	dest    []*bucketWriter
 	touched []*bucketWriter
-}
-
-// reserveData makes room for n more bytes of values in b, doubling its
-// capacity as appending does (BinaryBuilder.ReserveData grows it to the
-// bytes asked for only, so that reserving batch after batch copied the
-// values every time).
-func reserveData(b *array.BinaryBuilder, n int) {
-	if need := b.DataLen() + n; need > b.DataCap() {
-		b.ReserveData(bitutil.NextPowerOf2(need) - b.DataLen())
-	}
 }
 
 // spill adds the events of a log batch of n rows with times in [from,
@@ -331,28 +324,39 @@ func (eb *eventBatch) spill(part *partitioner, keys *keyReader, lc *logColumns, 
 		eb.ends = append(eb.ends, int32(len(eb.keys)))
 	}
 	for _, bw := range eb.touched {
-		bw.raw.reserve(bw.pending, bw.pendingKeys)
-		for _, b := range bw.fields[evFields:] {
-			b.Reserve(bw.pending)
-		}
-		for j, f := range vp.fields {
-			if f.Kind == featurestore.KindString {
-				reserveData(bw.fields[evFields+j].(*array.StringBuilder).BinaryBuilder, bw.pendingData[j])
-				bw.pendingData[j] = 0
-			}
-		}
+		bw.raw.reserve(bw.pending, bw.pendingKeys, bw.pendingData)
+		clear(bw.pendingData)
 	}
+	// A column at a time, so that the stores go to one buffer per bucket
+	// at once rather than to all their columns.
 	start := int32(0)
 	for i, bw := range eb.dest {
 		end := eb.ends[i]
-		if bw == nil {
-			start = end
-			continue
+		if bw != nil {
+			bw.raw.addKey(eb.keys[start:end])
 		}
-		bw.raw.add(eb.keys[start:end], lc.timeAt(i), lc.partitionAt(i), lc.offsetAt(i))
 		start = end
-		for j, f := range vp.fields {
-			unsafeAppendField(bw.fields[evFields+j], f.Kind, lc.fields[j], i)
+	}
+	for i, bw := range eb.dest {
+		if bw != nil {
+			bw.raw.times = append(bw.raw.times, lc.timeAt(i))
+		}
+	}
+	for i, bw := range eb.dest {
+		if bw != nil {
+			bw.raw.parts = append(bw.raw.parts, lc.partitionAt(i))
+		}
+	}
+	for i, bw := range eb.dest {
+		if bw != nil {
+			bw.raw.offs = append(bw.raw.offs, lc.offsetAt(i))
+		}
+	}
+	for j, col := range lc.fields {
+		for i, bw := range eb.dest {
+			if bw != nil {
+				bw.raw.fields[j].add(col, i)
+			}
 		}
 	}
 	for _, bw := range eb.touched {
@@ -363,26 +367,6 @@ func (eb *eventBatch) spill(part *partitioner, keys *keyReader, lc *logColumns, 
 		}
 	}
 	return kept, nil
-}
-
-// unsafeAppendField appends value i of a log field column (nil when the
-// batch lacks the field) to a spill builder reserved for it.
-func unsafeAppendField(b array.Builder, k featurestore.Kind, a arrow.Array, i int) {
-	if a == nil || a.IsNull(i) {
-		b.AppendNull()
-		return
-	}
-	switch k {
-	case featurestore.KindString:
-		v := a.(*array.String).Value(i)
-		b.(*array.StringBuilder).UnsafeAppend(unsafe.Slice(unsafe.StringData(v), len(v)))
-	case featurestore.KindInt64:
-		b.(*array.Int64Builder).UnsafeAppend(a.(*array.Int64).Value(i))
-	case featurestore.KindDouble:
-		b.(*array.Float64Builder).UnsafeAppend(a.(*array.Float64).Value(i))
-	case featurestore.KindBool:
-		b.(*array.BooleanBuilder).UnsafeAppend(a.(*array.Boolean).Value(i))
-	}
 }
 
 // eventsFrom returns the oldest event time a row at minT or later can

@@ -160,9 +160,10 @@ var spillSeq atomic.Int64
 // partitioner writes rows of one schema into n bucket files, buffering each
 // bucket's rows in builders up to flushBytes.
 type partitioner struct {
-	// raw: the events schema, whose first columns the buckets fill as
-	// rawEvents (eventBatch) instead of through their builders.
-	raw        bool
+	// rawKinds, for the events schema: the kinds of its fields. The
+	// buckets fill its columns as rawEvents (eventBatch) instead of
+	// through their builders.
+	rawKinds   []featurestore.Kind
 	sm         *spillMemory // nil: every batch goes to the file
 	dir        string
 	schema     *arrow.Schema
@@ -202,8 +203,8 @@ func (p *partitioner) bucket(h uint64) *bucketWriter {
 	if bw.b == nil {
 		bw.b = array.NewRecordBuilder(p.mem, p.schema)
 		bw.fields = bw.b.Fields()
-		if p.raw {
-			bw.raw = newRawEvents()
+		if p.rawKinds != nil {
+			bw.raw = newRawEvents(p.rawKinds)
 		}
 	}
 	return bw
@@ -228,9 +229,6 @@ func (bw *bucketWriter) flush() error {
 	if bw.raw != nil {
 		n := bw.raw.len()
 		cols := bw.raw.arrays()
-		for _, b := range bw.fields[len(cols):] {
-			cols = append(cols, b.NewArray())
-		}
 		rec = array.NewRecordBatch(bw.p.schema, cols, int64(n))
 		for _, c := range cols {
 			c.Release()
@@ -271,12 +269,11 @@ func (bw *bucketWriter) flush() error {
 // the next batch of a bucket is about as large, and builders that start
 // empty grow by doubling, copying and clearing their buffers each time.
 func reserveLike(bw *bucketWriter, rec arrow.RecordBatch) {
-	first := 0
 	if bw.raw != nil {
-		first = evFields // rawEvents.arrays reserved its own
+		return // rawEvents.arrays reserved its own
 	}
-	for c, col := range rec.Columns()[first:] {
-		b := bw.fields[first+c]
+	for c, col := range rec.Columns() {
+		b := bw.fields[c]
 		b.Reserve(col.Len())
 		switch a := col.(type) {
 		case *array.Binary:
