@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 
 	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/registry"
 )
 
@@ -535,5 +537,59 @@ func TestCanceled(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(tmp); len(left) > 0 {
 		t.Errorf("a canceled export left %d files in its temporary directory", len(left))
+	}
+}
+
+// TestTruncatedMappedLogIsAnError: a batch that is a view of a mapped log
+// file truncated under the export (offline.ScanMapped's batches are) makes
+// the worker reading it fault; the export's goroutines turn that into an
+// error wrapping offline.ErrMappedFault instead of crashing the process.
+func TestTruncatedMappedLogIsAnError(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("mappings are checked on Linux")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := offline.NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "p/v/date=2026-11-27/t-0-0-9.arrow"
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), make([]byte, 1<<16), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mp, ok := any(st).(offline.Mapper)
+	if !ok {
+		t.Skip("no memory mappings here")
+	}
+	data, unmap, err := mp.Map(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unmap()
+	n := len(data) / 8
+	col := array.NewInt64Data(array.NewData(arrow.PrimitiveTypes.Int64, n, []*memory.Buffer{nil, memory.NewBufferBytes(data)}, nil, 0, 0))
+	rec := array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int64}}, nil), []arrow.Array{col}, int64(n))
+	col.Release()
+	defer rec.Release()
+	if err := os.Truncate(filepath.Join(dir, name), 0); err != nil {
+		t.Fatal(err)
+	}
+	x := &exporter{workers: 2}
+	err = x.fanOut(ctx, func(ctx context.Context, emit func(arrow.RecordBatch, int64) error) error {
+		return emit(rec, 0)
+	}, func(_ int, rec arrow.RecordBatch, _ int64) error {
+		var sum int64
+		for _, v := range rec.Column(0).(*array.Int64).Int64Values() {
+			sum += v
+		}
+		t.Logf("read a truncated mapped file without a fault (sum %d)", sum)
+		return nil
+	})
+	if !errors.Is(err, offline.ErrMappedFault) || !strings.Contains(err.Error(), name) {
+		t.Fatalf("reading a truncated mapped log: %v, want offline.ErrMappedFault naming %s", err, name)
 	}
 }

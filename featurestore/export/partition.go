@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime/debug"
 	"sync/atomic"
 	"unsafe"
 
@@ -12,11 +13,15 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/window"
 )
 
 // fanOut reads batches with produce, in one goroutine, and hands them to
-// x.workers goroutines that call work with the worker's number.
+// x.workers goroutines that call work with the worker's number. The
+// batches may be views of mapped log files (offline.ScanMapped): in these
+// goroutines, the only ones that read them, a file truncated under the
+// export is an error, not a crash (offline.CatchMappedFault).
 func (x *exporter) fanOut(ctx context.Context, produce func(ctx context.Context, emit func(arrow.RecordBatch, int64) error) error, work func(w int, rec arrow.RecordBatch, first int64) error) error {
 	type job struct {
 		rec   arrow.RecordBatch
@@ -24,7 +29,9 @@ func (x *exporter) fanOut(ctx context.Context, produce func(ctx context.Context,
 	}
 	g, ctx := newWorkGroup(ctx)
 	jobs := make(chan job, x.workers)
-	g.Go(func() error {
+	g.Go(func() (err error) {
+		defer offline.CatchMappedFault(&err)
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		defer close(jobs)
 		return produce(ctx, func(rec arrow.RecordBatch, first int64) error {
 			rec.Retain()
@@ -39,10 +46,11 @@ func (x *exporter) fanOut(ctx context.Context, produce func(ctx context.Context,
 	})
 	for w := range x.workers {
 		g.Go(func() error {
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 			var err error
 			for j := range jobs {
 				if err == nil && ctx.Err() == nil {
-					err = work(w, j.rec, j.first)
+					err = guardMapped(func() error { return work(w, j.rec, j.first) })
 				}
 				j.rec.Release()
 			}
@@ -50,6 +58,13 @@ func (x *exporter) fanOut(ctx context.Context, produce func(ctx context.Context,
 		})
 	}
 	return g.Wait()
+}
+
+// guardMapped calls f, turning a fault reading a truncated mapped file
+// into an error (offline.CatchMappedFault).
+func guardMapped(f func() error) (err error) {
+	defer offline.CatchMappedFault(&err)
+	return f()
 }
 
 // spillRows partitions the entity table's rows: for each entity, by the

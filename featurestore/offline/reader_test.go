@@ -2,10 +2,13 @@ package offline
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -153,4 +156,89 @@ func mappedLogFiles(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// TestMappedFaultIsAnError: a log file truncated while its batches are
+// mapped makes reading them fault (SIGBUS); a goroutine that defers
+// CatchMappedFault under debug.SetPanicOnFault gets an error wrapping
+// ErrMappedFault naming the file instead of crashing the process, and a
+// fault elsewhere (a nil pointer) still panics.
+func TestMappedFaultIsAnError(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("mappings are checked on Linux")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := OpenWriter(ctx, st, testProject, Options{FlushRows: 1000, BatchRows: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := testSchema(t, "account_stats")
+	appendAll(t, w, s, genEvents(rand.New(rand.NewPCG(7, 8)), 3000, 1, 0, t0), 50)
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := ReadSnapshot(ctx, st, testProject, "account_stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []arrow.RecordBatch
+	var names []string
+	err = ScanMapped(ctx, st, snap, snap.Files, func(fi FileInfo, rec arrow.RecordBatch) error {
+		rec.Retain()
+		held = append(held, rec)
+		names = append(names, snap.Name(fi))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, r := range held {
+			r.Release()
+		}
+	}()
+	last := held[len(held)-1]
+	if err := os.Truncate(filepath.Join(dir, filepath.FromSlash(names[len(names)-1])), 0); err != nil {
+		t.Fatal(err)
+	}
+	read := func(f func()) (panicked any, err error) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer func() { panicked = recover() }()
+			func() {
+				defer CatchMappedFault(&err)
+				defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+				f()
+			}()
+		}()
+		<-done
+		return panicked, err
+	}
+	p, err := read(func() {
+		var sum int64
+		for _, c := range last.Columns() {
+			for _, b := range c.Data().Buffers() {
+				if b != nil {
+					for _, x := range b.Bytes() {
+						sum += int64(x)
+					}
+				}
+			}
+		}
+		t.Logf("read a truncated file's batch without a fault (sum %d)", sum)
+	})
+	if !errors.Is(err, ErrMappedFault) || p != nil || !strings.Contains(err.Error(), names[len(names)-1]) {
+		t.Fatalf("reading a truncated mapped file: err %v, panic %v; want ErrMappedFault naming %s", err, p, names[len(names)-1])
+	}
+	var nilRec *struct{ x [1 << 10]int64 }
+	p, err = read(func() { _ = nilRec.x[100] })
+	if err != nil || p == nil {
+		t.Fatalf("a nil pointer read: err %v, panic %v; want the panic to go on", err, p)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+	"unsafe"
 )
 
 // Map implements Mapper: the file is mapped read-only and shared, so that
@@ -37,7 +38,10 @@ func (d *Dir) Map(_ context.Context, name string) ([]byte, func() error, error) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("map %s: %w", name, err)
 	}
-	return data, func() error { return syscall.Munmap(data) }, nil
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(data)))
+	liveMaps.add(start, start+uintptr(len(data)), name)
+	return data, func() error {
+		liveMaps.remove(start)
+		return syscall.Munmap(data)
+	}, nil
 }
-
-var _ Mapper = (*Dir)(nil)
