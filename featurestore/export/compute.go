@@ -201,6 +201,7 @@ func (x *exporter) compute(ctx context.Context) error {
 	for i, g := range all {
 		if out[i].rows > 0 {
 			x.results[g.entity.index] = append(x.results[g.entity.index], out[i])
+			x.stats.Spilled += out[i].bytes - out[i].inMemory
 		}
 	}
 	return nil

@@ -85,8 +85,9 @@ type Stats struct {
 	// of a key in the entity table, and that a row can see.
 	Events, EventsUsed int64
 	// Groups counts the partitions computed; Spilled the bytes written to
-	// spill files (partitioned data that did not fit in the half of the
-	// memory budget that keeps it in memory).
+	// spill files: partitioned rows and events beyond the quarter of the
+	// memory budget that keeps them in memory, and results beyond the
+	// eighth that keeps those.
 	Groups   int
 	Spilled  int64
 	Duration time.Duration
