@@ -232,6 +232,15 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 		from = 0
 	}
 
+	// An event further ahead of the clock than the source allows is
+	// rejected, as ingest rejects one ahead of its Kafka timestamp: a row
+	// from a wrong clock would otherwise be served before its time, and
+	// differ from every export before it.
+	now := time.Now
+	if cfg.Now != nil {
+		now = cfg.Now
+	}
+	clock := now().UnixMilli()
 	total := max(tf.Rows(), 0)
 	c := &backfillChunk{cfg: cfg, bf: bf, views: views, res: &res, path: path, topic: topic, end: from - 1, flushed: from - 1}
 	var row int64 // offset of the next row
@@ -252,7 +261,12 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 			}
 			res.Rows++
 			ev := c.next()
-			if de := dec.decode(i, ev); de != nil {
+			de := dec.decode(i, ev)
+			if de == nil && ev.Time > clock+a.skew {
+				de = &DecodeError{Reason: ReasonFuture, Detail: fmt.Sprintf("event time %s is more than %s ahead of the backfill's clock %s",
+					fmtMs(ev.Time), registry.Duration(a.src.FutureSkew()), fmtMs(clock))}
+			}
+			if de != nil {
 				// Not kept: next hands out the same Event again.
 				res.Rejected[de.Reason]++
 				if err := c.letter(off, de.Reason, "", de.Detail); err != nil {

@@ -410,6 +410,13 @@ func TestBackfillFiles(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			rows, t0, maxT := backfillRows(uint64(len(format)), 3000, format == export.FormatCSV)
+			// Some rows hours after every other, and after the backfill's
+			// clock (minutes after them) plus max_future_skew (1h).
+			for i := 50; i < len(rows); i += 97 {
+				if rows[i].bad == "" {
+					rows[i].bad, rows[i].ev.time = "future", t0+int64(6*time.Hour/time.Millisecond)
+				}
+			}
 			path := writeBackfillFile(t, t.TempDir(), format, rows)
 			e := newBackfillEnv(t, maxT+5*60*1000)
 			res, letters, err := e.run(ctx, t, []string{path}, BackfillConfig{ChunkRows: 256})
@@ -430,6 +437,9 @@ func TestBackfillFiles(t *testing.T) {
 				case "bad_amount":
 					wantRejected[ReasonWrongType]++
 					wantLetters = append(wantLetters, fmt.Sprintf("%d %s ", r.ev.offset+1, ReasonWrongType))
+				case "future":
+					wantRejected[ReasonFuture]++
+					wantLetters = append(wantLetters, fmt.Sprintf("%d %s ", r.ev.offset+1, ReasonFuture))
 				case "no_card":
 					for _, v := range []string{"card_recent", "card_txn"} {
 						wantLetters = append(wantLetters, fmt.Sprintf("%d %s %s", r.ev.offset+1, ReasonMissingKey, v))
