@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -60,7 +61,7 @@ progress bar when stderr is a terminal.`,
 			off.register(fs)
 			logs.register(fs)
 			fs.Int64Var(&version, "registry-version", 0, "Registry version whose definitions to use; 0 for the current one.")
-			fs.StringVar(&entities, "entities", "", "Entity table file: Parquet (.parquet), CSV (.csv, with a header row) or Arrow IPC (.arrow, .arrows, .feather).")
+			fs.StringVar(&entities, "entities", "", "Entity table file: Parquet (.parquet), CSV (.csv, with a header row) or Arrow IPC (.arrow, .arrows, .feather); or an s3://BUCKET/KEY object URL.")
 			fs.StringVar(&entitiesFormat, "entities-format", "auto", "Format of the entity table: auto (from the extension), parquet, csv or arrow.")
 			fs.StringVar(&tsColumn, "timestamp-column", export.DefaultTimestampColumn, "Entity table column with each row's time: a timestamp, or int64 milliseconds since the Unix epoch.")
 			fs.Func("key-column", "Entity table column of a join key whose name differs, as join_key=column; repeat or separate with commas.", func(s string) error {
@@ -75,7 +76,7 @@ progress bar when stderr is a terminal.`,
 			})
 			fs.StringVar(&service, "service", "", "Feature service whose features to export.")
 			fs.StringVar(&features, "features", "", "Comma-separated feature references view:feature, or view:* for every feature of a view.")
-			fs.StringVar(&out, "out", "", "Output file: Parquet (.parquet) or Arrow IPC (.arrow, .feather). Written under a temporary name and renamed when complete.")
+			fs.StringVar(&out, "out", "", "Output file: Parquet (.parquet) or Arrow IPC (.arrow, .feather), written under a temporary name and renamed when complete; or an s3://BUCKET/KEY object URL, uploaded when complete.")
 			fs.StringVar(&format, "format", "auto", "Format of the output: auto (from the extension), parquet or arrow.")
 			fs.StringVar(&memory, "memory", "1GiB", "About how much memory the export may hold at once, like 512MiB or 4GiB.")
 			fs.IntVar(&parallelism, "parallelism", 0, "Partitions computed at once; 0 for the number of CPUs.")
@@ -152,9 +153,31 @@ progress bar when stderr is a terminal.`,
 				if isTerminal(env.stderr) {
 					opts.Progress = export.TerminalProgress(env.stderr)
 				}
+				// Object URLs go through local files (blobfile.go).
+				if isObjectURL(entities) || isObjectURL(out) {
+					dir, err := os.MkdirTemp(tempDir, "featurestore-export-")
+					if err != nil {
+						return err
+					}
+					defer os.RemoveAll(dir)
+					if isObjectURL(entities) {
+						opts.Entities = filepath.Join(dir, "entities-"+objectBase(entities))
+						if err := downloadObject(ctx, entities, opts.Entities); err != nil {
+							return err
+						}
+					}
+					if isObjectURL(out) {
+						opts.Out = filepath.Join(dir, "out-"+objectBase(out))
+					}
+				}
 				stats, err := export.Run(ctx, opts)
 				if err != nil {
 					return err
+				}
+				if isObjectURL(out) {
+					if err := uploadObject(ctx, opts.Out, out); err != nil {
+						return err
+					}
 				}
 				fmt.Fprintf(env.stdout, "wrote %d rows to %s in %s (%d events read, %d used)\n",
 					stats.Rows, out, stats.Duration.Round(1e6), stats.Events, stats.EventsUsed)

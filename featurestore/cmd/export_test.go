@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,9 +104,26 @@ func testExportCommand(t *testing.T, where string) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "train.parquet")
-	code, stdout, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", in, "--service", "fraud_detection_v1", "--out", out, "--memory", "64MiB")
-	if code != 0 || !strings.Contains(stdout, "wrote 4 rows to "+out) {
+	entities, dest := in, out
+	if where == "s3" {
+		// The entity table and the training set as objects of the bucket.
+		entities, dest = objectURL(t, logDir, "rows.csv"), objectURL(t, logDir, "train.parquet")
+		if err := uploadObject(ctx, in, entities); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, stdout, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", entities, "--service", "fraud_detection_v1", "--out", dest, "--memory", "64MiB")
+	if code != 0 || !strings.Contains(stdout, "wrote 4 rows to "+dest) {
 		t.Fatalf("export: exit %d\n%s%s", code, stdout, errOut)
+	}
+	if where == "s3" {
+		if err := downloadObject(ctx, dest, out); err != nil {
+			t.Fatal(err)
+		}
+		missing := objectURL(t, logDir, "nope.csv")
+		if code, _, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", missing, "--service", "fraud_detection_v1", "--out", dest); code != 1 || !strings.Contains(errOut, missing+": no such object") {
+			t.Errorf("a missing entity table object: exit %d: %s", code, errOut)
+		}
 	}
 	pf, err := file.OpenParquetFile(out, false)
 	if err != nil {
@@ -193,4 +211,18 @@ func TestParseBytes(t *testing.T) {
 			t.Errorf("parseBytes(%q) accepted", in)
 		}
 	}
+}
+
+// objectURL returns the object URL of name under the prefix of the bucket
+// URL bucket (testenv.S3URL's form).
+func objectURL(t *testing.T, bucket, name string) string {
+	t.Helper()
+	u, err := url.Parse(bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	key := q.Get("prefix") + name
+	q.Del("prefix")
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/" + key, RawQuery: q.Encode()}).String()
 }
