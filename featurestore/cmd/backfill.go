@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -41,7 +43,9 @@ online feature views in Redis and, with --offline-dir, into the offline log,
 through the same routing, tiles and fenced writes as ingest. A file has one
 column per path the source declares (its timestamp field, key fields and
 fields, named as in the definition; other columns are ignored), typed as
-the source declares them; CSV values are parsed row by row.
+the source declares them; CSV values are parsed row by row. A FILE may be an
+S3 object URL, s3://BUCKET/KEY?params (the parameters of the offline log's
+bucket URLs), downloaded to a temporary directory first.
 
 Effectively once: each file is a pseudo-topic backfill.<hash of its
 contents> whose offsets are its row numbers, so an interrupted backfill run
@@ -49,7 +53,8 @@ again resumes where the offline log stands, and the online fences skip what
 Redis applied; running it over a loaded file changes nothing. A changed file
 is a new input: its rows are counted again.
 
-No lateness check: every row is accepted whatever its age or order. Events
+No lateness check: every row is accepted whatever its age or order, but
+for rows more than the source's max_future_skew ahead of the clock. Events
 that no online lookup can read any more (older than a view's longest window
 plus lateness, or its TTL, before now) are not written online, but are
 logged offline. A missing column, or one of a type that cannot hold the
@@ -190,7 +195,49 @@ a cleared store), and replaying again adds nothing. Do not replay with
 					printLetters(env.stdout, letters, deadLetters, examples)
 					return nil
 				}
+				// Object URLs are downloaded first (blobfile.go); the
+				// results and dead letters name them as given.
+				given := map[string]string{} // by local path
+				var tmp string
+				for i, f := range files {
+					if !isObjectURL(f) {
+						continue
+					}
+					if tmp == "" {
+						if tmp, err = os.MkdirTemp("", "featurestore-backfill-"); err != nil {
+							return err
+						}
+						defer os.RemoveAll(tmp)
+						files = slices.Clone(files)
+					}
+					local := filepath.Join(tmp, fmt.Sprintf("%d-%s", i, objectBase(f)))
+					if err := downloadObject(ctx, f, local); err != nil {
+						return err
+					}
+					files[i], given[local] = local, f
+				}
+				asGiven := func(f string) string {
+					if g, ok := given[f]; ok {
+						return g
+					}
+					return f
+				}
+				if letter := cfg.DeadLetters; len(given) > 0 {
+					cfg.DeadLetters = func(l ingest.BackfillLetter) error {
+						l.File = asGiven(l.File)
+						return letter(l)
+					}
+					if progress := cfg.Progress; progress != nil {
+						cfg.Progress = func(p ingest.BackfillProgress) {
+							p.File = asGiven(p.File)
+							progress(p)
+						}
+					}
+				}
 				results, err := ingest.Backfill(ctx, cfg, files)
+				for i := range results {
+					results[i].File = asGiven(results[i].File)
+				}
 				// The rejected rows of what was loaded are kept, also when a
 				// later file failed.
 				if dlq != nil {

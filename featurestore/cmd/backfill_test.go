@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,11 +15,11 @@ import (
 	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
-// TestBackfillCommand backfills a CSV file of the example source into real
-// Redis and an offline log, with one bad row, then runs again: the second
-// run reads nothing, since the log committed every row.
-func TestBackfillCommand(t *testing.T) {
-	dir := t.TempDir()
+// backfillCLIEnv is the environment of a backfill test's commands: a
+// registry file in dir with the examples applied, a project of its own, the
+// test Redis.
+func backfillCLIEnv(t *testing.T, dir string) map[string]string {
+	t.Helper()
 	env := map[string]string{
 		"FEATURESTORE_REGISTRY":   "file:" + filepath.Join(dir, "registry"),
 		"FEATURESTORE_PROJECT":    testenv.UniqueName(t, "backfill"),
@@ -27,6 +28,15 @@ func TestBackfillCommand(t *testing.T) {
 	if code, out, errOut := runCLI(t, env, "apply", "../../examples"); code != 0 {
 		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
 	}
+	return env
+}
+
+// TestBackfillCommand backfills a CSV file of the example source into real
+// Redis and an offline log, with one bad row, then runs again: the second
+// run reads nothing, since the log committed every row.
+func TestBackfillCommand(t *testing.T) {
+	dir := t.TempDir()
+	env := backfillCLIEnv(t, dir)
 	now := time.Now().UTC().Truncate(time.Second)
 	at := func(d time.Duration) string { return now.Add(-d).Format(time.RFC3339) }
 	in := filepath.Join(dir, "history.csv")
@@ -105,5 +115,45 @@ func TestBackfillFromKafka(t *testing.T) {
 	}
 	if code, _, errOut = runCLI(t, env, "backfill", "--source", "card_transactions", "--from-kafka", "x.csv"); code != 2 {
 		t.Fatalf("files and --from-kafka: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestBackfillCommandS3 backfills a CSV file that is an object of an S3
+// bucket (the test S3 server) into real Redis and an offline log in the
+// same bucket: the summary and the dead letters name the object URL, and a
+// second run reads nothing.
+func TestBackfillCommandS3(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	bucket := testenv.S3URL(t)
+	env := backfillCLIEnv(t, dir)
+	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second).Format(time.RFC3339)
+	local := filepath.Join(dir, "history.csv")
+	csv := "event_time,card_id,merchant_id,amount,currency,country,channel,approved,txn_id\n" +
+		at + ",c1,m1,10,EUR,FR,online,true,t1\n" +
+		",c2,m1,5,EUR,FR,online,true,t2\n"
+	if err := os.WriteFile(local, []byte(csv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	obj := objectURL(t, bucket, "history.csv")
+	if err := uploadObject(ctx, local, obj); err != nil {
+		t.Fatal(err)
+	}
+	dlq := filepath.Join(dir, "rejected.jsonl")
+	code, out, errOut := runCLI(t, env, "backfill", "--source", "card_transactions", "--offline-dir", bucket, "--dead-letters", dlq, obj)
+	if code != 0 || !strings.Contains(out, obj+": 2 rows read, 0 skipped as loaded before; online: ") || !strings.Contains(out, "rejected: 1 missing_time") {
+		t.Fatalf("backfill: exit %d\n%s%s", code, out, errOut)
+	}
+	letters, err := os.ReadFile(dlq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var letter struct{ File string }
+	if err := json.Unmarshal(letters, &letter); err != nil || letter.File != obj {
+		t.Errorf("dead letter %s (%v): want file %s", letters, err, obj)
+	}
+	code, out, errOut = runCLI(t, env, "backfill", "--source", "card_transactions", "--offline-dir", bucket, obj)
+	if code != 0 || !strings.Contains(out, obj+": 0 rows read, 2 skipped as loaded before") {
+		t.Fatalf("second backfill: exit %d\n%s%s", code, out, errOut)
 	}
 }
