@@ -30,14 +30,16 @@ import (
 )
 
 // writeExampleLog writes random card transactions of the examples to an
-// offline log through the real writer: both views of card_transactions.
-func writeExampleLog(t *testing.T, dir, project string, r *registry.Registry, n int) {
+// offline log (a directory or a bucket URL) through the real writer: both
+// views of card_transactions.
+func writeExampleLog(t *testing.T, location, project string, r *registry.Registry, n int) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := offline.NewDir(dir)
+	st, closeSt, err := offline.Open(ctx, location)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer closeSt()
 	w, err := offline.OpenWriter(ctx, st, project, offline.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -150,6 +152,14 @@ func writeEntityParquet(t *testing.T, path string, rows int) {
 // 'featurestore export' wrote to a file for the same table, and that
 // pyarrow surfaces the server's errors.
 func TestServeFlightPython(t *testing.T) {
+	for _, where := range []string{"dir", "s3"} {
+		t.Run(where, func(t *testing.T) { testServeFlightPython(t, where) })
+	}
+}
+
+// testServeFlightPython is TestServeFlightPython with the offline log in a
+// directory or (where is "s3") in a bucket of the test S3 server.
+func testServeFlightPython(t *testing.T, where string) {
 	py := testenv.Python(t)
 	dir := t.TempDir()
 	project := testenv.UniqueName(t, "flight")
@@ -167,6 +177,9 @@ func TestServeFlightPython(t *testing.T) {
 		t.Fatal(err)
 	}
 	logDir := filepath.Join(dir, "offline")
+	if where == "s3" {
+		logDir = testenv.S3URL(t)
+	}
 	writeExampleLog(t, logDir, project, r, 3000)
 	labels := filepath.Join(dir, "labels.parquet")
 	writeEntityParquet(t, labels, 5000)
