@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"time"
 
@@ -99,6 +100,10 @@ type BackfillResult struct {
 	Rows, Skipped int64
 	// Rejected counts the rows rejected as a whole, by reason.
 	Rejected map[Reason]int64
+	// DuplicateIDs counts the rows dropped as copies, by event id and
+	// time, of one of the source's dedup_max_ids rows with an id before
+	// them in the file (sources with event_id_field).
+	DuplicateIDs int64
 	// MissingKey counts uses of a row by a view that lacks a join key.
 	MissingKey int64
 	// Applied, Duplicates and Expired count uses of a row by an online
@@ -205,6 +210,9 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 	for _, f := range a.layout.Fields {
 		text[f.Path] = arrow.BinaryTypes.String
 	}
+	if id := cfg.Source.EventIDField; id != "" {
+		text[id] = arrow.BinaryTypes.String
+	}
 	tf, err := export.OpenTableFile(path, cfg.Format, text, nil)
 	if err != nil {
 		return res, err
@@ -241,12 +249,31 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 		now = cfg.Now
 	}
 	clock := now().UnixMilli()
+	// Dedup by event id, as ingest's (dedup.go) but without a lateness:
+	// a row with the id and time of one of the source's dedup_max_ids
+	// rows with an id before it in the file is dropped. A resume rebuilds
+	// them from the rows it skips.
+	var ids *dedupSet
+	if a.dedup {
+		ids = &dedupSet{}
+		ids.reset(a.src.MaxDedupIDs())
+	}
+	remember := func(ev *Event, off int64) (dup bool) {
+		if ids == nil || !ev.HasID {
+			return false
+		}
+		k := dedupKey{ev.ID, ev.Time}
+		dup = ids.has(k)
+		ids.add(k, off)
+		ids.commit(math.MinInt64)
+		return dup
+	}
 	total := max(tf.Rows(), 0)
 	c := &backfillChunk{cfg: cfg, bf: bf, views: views, res: &res, path: path, topic: topic, end: from - 1, flushed: from - 1}
 	var row int64 // offset of the next row
 	err = tf.Read(ctx, func(rec arrow.RecordBatch) error {
 		n := rec.NumRows()
-		if row+n <= from {
+		if row+n <= from && ids == nil {
 			row += n
 			res.Skipped += n
 			return nil
@@ -257,6 +284,11 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 			row++
 			if off < from {
 				res.Skipped++
+				if ids != nil {
+					if ev := c.next(); dec.decode(i, ev) == nil && ev.Time <= clock+a.skew {
+						remember(ev, off)
+					}
+				}
 				continue
 			}
 			res.Rows++
@@ -266,13 +298,16 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 				de = &DecodeError{Reason: ReasonFuture, Detail: fmt.Sprintf("event time %s is more than %s ahead of the backfill's clock %s",
 					fmtMs(ev.Time), registry.Duration(a.src.FutureSkew()), fmtMs(clock))}
 			}
-			if de != nil {
+			switch {
+			case de != nil:
 				// Not kept: next hands out the same Event again.
 				res.Rejected[de.Reason]++
 				if err := c.letter(off, de.Reason, "", de.Detail); err != nil {
 					return err
 				}
-			} else {
+			case remember(ev, off):
+				res.DuplicateIDs++ // not kept either
+			default:
 				c.offsets = append(c.offsets, off)
 				if !c.hasHW || ev.Time > c.hw {
 					c.hw, c.hasHW = ev.Time, true

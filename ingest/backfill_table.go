@@ -28,6 +28,10 @@ type tableDecoder struct {
 	time    tableColumn
 	keys    []tableColumn // per Layout.Keys
 	fields  []tableColumn // per Layout.Fields
+	// id is the event id column (the source's event_id_field), nil when
+	// the source has none or the file lacks it: its rows then have no id,
+	// as messages without the field.
+	id *tableColumn
 }
 
 // tableColumn is the column of one declared path.
@@ -84,6 +88,20 @@ func newTableDecoder(file string, schema *arrow.Schema, src *registry.Source, l 
 		}
 		d.fields = append(d.fields, c)
 	}
+	if name := src.EventIDField; name != "" {
+		// A string or an integer, as in messages; text columns (CSV)
+		// are taken as they are.
+		switch idx := schema.FieldIndices(name); {
+		case len(idx) > 1:
+			return nil, fmt.Errorf("%s: column %q appears %d times", file, name, len(idx))
+		case len(idx) == 1:
+			t := schema.Field(idx[0]).Type
+			if !columnTypeOK(t, featurestore.KindString, d.timeEnc) && !isIntType(t.ID()) {
+				return nil, fmt.Errorf("%s: column %q (event id of source %q) has type %s, which cannot hold an event id (a string or an integer)", file, name, src.Name, t)
+			}
+			d.id = &tableColumn{name: name, idx: idx[0], kind: featurestore.KindString}
+		}
+	}
 	return d, nil
 }
 
@@ -136,6 +154,9 @@ func (d *tableDecoder) bind(rec arrow.RecordBatch) {
 	for i := range d.fields {
 		d.fields[i].arr = rec.Column(d.fields[i].idx)
 	}
+	if d.id != nil {
+		d.id.arr = rec.Column(d.id.idx)
+	}
 }
 
 // decode decodes row i of the bound batch into ev. Strings are copied, so
@@ -175,7 +196,27 @@ func (d *tableDecoder) decode(i int, ev *Event) *DecodeError {
 		}
 		ev.Fields[j] = v
 	}
+	if d.id != nil && !d.id.arr.IsNull(i) {
+		ev.ID, ev.HasID = d.id.idAt(i), true
+	}
 	return nil
+}
+
+// idAt returns the event id of row i of an id column: a string as it is,
+// an integer in decimal (as a JSON number's text).
+func (c *tableColumn) idAt(i int) string {
+	switch a := c.arr.(type) {
+	case *array.String:
+		return strings.Clone(a.Value(i))
+	case *array.LargeString:
+		return strings.Clone(a.Value(i))
+	case *array.Dictionary:
+		return strings.Clone(dictText(a, i))
+	case *array.Uint64:
+		return strconv.FormatUint(a.Value(i), 10)
+	}
+	v, _ := intAt(c.arr, i)
+	return strconv.FormatInt(v, 10)
 }
 
 // timeAt returns the event time of row i in Unix ms.

@@ -9,22 +9,13 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/featurestore/featurestore/featurestore"
-	"github.com/featurestore/featurestore/registry"
 )
 
 // TestTableDecoderTypes decodes columns of the other types a file may
 // have: dictionary-encoded text, a timestamp in microseconds, a double
 // field from an int32 column, large strings, and text events times.
 func TestTableDecoderTypes(t *testing.T) {
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, e2eDefs, "txns")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := r.Source("txns")
-	l, err := NewLayout(r, src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, src, l := loadSource(t, fmt.Sprintf(e2eDefs, "txns"))
 	mem := memory.DefaultAllocator
 	dictType := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}
 	for _, tsType := range []arrow.DataType{&arrow.TimestampType{Unit: arrow.Microsecond}, arrow.BinaryTypes.String} {
@@ -80,5 +71,69 @@ func TestTableDecoderTypes(t *testing.T) {
 			}
 		}
 		rec.Release()
+	}
+}
+
+// TestTableDecoderEventIDs: the source's event id column gives each row its
+// id, a string as it is and an integer in decimal (as a JSON number's
+// text); a null is no id; a file without the column has no ids; a column of
+// another type fails the file, naming it.
+func TestTableDecoderEventIDs(t *testing.T) {
+	_, src, l := loadSource(t, dedupDefs)
+	mem := memory.DefaultAllocator
+	for _, c := range []struct {
+		typ  arrow.DataType
+		fill func(array.Builder)
+		want []string // "" for no id
+	}{
+		{arrow.BinaryTypes.String, func(b array.Builder) {
+			b.(*array.StringBuilder).AppendValues([]string{"007", "a b", ""}, []bool{true, true, false})
+		}, []string{"007", "a b", ""}},
+		{arrow.PrimitiveTypes.Int64, func(b array.Builder) {
+			b.(*array.Int64Builder).AppendValues([]int64{7, -12, 0}, []bool{true, true, false})
+		}, []string{"7", "-12", ""}},
+		{arrow.PrimitiveTypes.Uint64, func(b array.Builder) {
+			b.(*array.Uint64Builder).AppendValues([]uint64{1 << 63, 1, 0}, []bool{true, true, false})
+		}, []string{"9223372036854775808", "1", ""}},
+		{nil, nil, []string{"", "", ""}},
+	} {
+		fields := []arrow.Field{
+			{Name: "card", Type: arrow.BinaryTypes.String}, {Name: "ts", Type: arrow.PrimitiveTypes.Int64}, {Name: "amount", Type: arrow.PrimitiveTypes.Float64},
+		}
+		if c.typ != nil {
+			fields = append(fields, arrow.Field{Name: "id", Type: c.typ, Nullable: true})
+		}
+		schema := arrow.NewSchema(fields, nil)
+		b := array.NewRecordBuilder(mem, schema)
+		b.Field(0).(*array.StringBuilder).AppendValues([]string{"c1", "c1", "c1"}, nil)
+		b.Field(1).(*array.Int64Builder).AppendValues([]int64{1, 2, 3}, nil)
+		b.Field(2).(*array.Float64Builder).AppendValues([]float64{1, 2, 3}, nil)
+		if c.fill != nil {
+			c.fill(b.Field(3))
+		}
+		rec := b.NewRecordBatch()
+		b.Release()
+		d, err := newTableDecoder("f", schema, src, l)
+		if err != nil {
+			t.Fatalf("%v: %v", c.typ, err)
+		}
+		d.bind(rec)
+		for i, want := range c.want {
+			var ev Event
+			if de := d.decode(i, &ev); de != nil {
+				t.Fatalf("%v row %d: %v", c.typ, i, de)
+			}
+			if ev.HasID != (want != "") || ev.ID != want {
+				t.Errorf("%v row %d: id %q (%v), want %q", c.typ, i, ev.ID, ev.HasID, want)
+			}
+		}
+		rec.Release()
+	}
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "card", Type: arrow.BinaryTypes.String}, {Name: "ts", Type: arrow.PrimitiveTypes.Int64}, {Name: "amount", Type: arrow.PrimitiveTypes.Float64},
+		{Name: "id", Type: arrow.PrimitiveTypes.Float64},
+	}, nil)
+	if _, err := newTableDecoder("f", schema, src, l); err == nil || err.Error() != `f: column "id" (event id of source "txns") has type float64, which cannot hold an event id (a string or an integer)` {
+		t.Errorf("a float64 id column: %v", err)
 	}
 }

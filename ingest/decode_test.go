@@ -41,7 +41,14 @@ features: [{name: n, aggregation: count, window: 1h}]
 
 func loadTestSource(t testing.TB, enc string) (*registry.Registry, *registry.Source, Layout) {
 	t.Helper()
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(sprintf(testDefs, enc))})
+	return loadSource(t, sprintf(testDefs, enc))
+}
+
+// loadSource loads definitions and returns the registry, its source txns
+// and the source's layout.
+func loadSource(t testing.TB, defs string) (*registry.Registry, *registry.Source, Layout) {
+	t.Helper()
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(defs)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/featurestore/featurestore/featurestore/offline"
+	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/window"
 	"github.com/featurestore/featurestore/registry"
 )
@@ -269,17 +274,7 @@ func testDedupAgainstReference(t *testing.T, r *registry.Registry, lateness int6
 			} else if capped, cdups := dedupReferenceCapped(events, lateness, len(events)); cdups != dups || !maps.Equal(capped, want) {
 				t.Fatalf("the capped reference without a cap finds %d duplicates, the reference %d", cdups, dups)
 			}
-			for c := range 5 {
-				card := fmt.Sprintf("c%d", c)
-				res := readView(t, store, r, "totals", card, at)
-				got := [2]int64{res[0].Value.Int64(), 0}
-				if res[1].Status == window.StatusPresent {
-					got[1] = int64(res[1].Value.Double())
-				}
-				if got != want[card] {
-					t.Errorf("%s: count, sum %v, want %v", card, got, want[card])
-				}
-			}
+			checkTotals(t, store, r, at, want)
 			if testing.Verbose() {
 				t.Logf("%d events, %d duplicates, %d restarts (%d rebuilding from an earlier offset)", len(events), dups, restarts, warmed)
 			}
@@ -384,5 +379,123 @@ func TestDedupSetCapAndDiscard(t *testing.T) {
 	// The lateness forgets from the oldest on; nothing left, from is next.
 	if n := s.commit(10); n != 0 || s.len() != 0 || s.from(10, 9) != 9 || len(s.seen) != 0 {
 		t.Fatalf("after the horizon: forgot %d, len %d, from %d, seen %v", n, s.len(), s.from(10, 9), s.seen)
+	}
+}
+
+// TestBackfillDedupByEventID backfills CSV files of random rows with copies
+// of earlier rows (same id and time, near and beyond the cap), ids reused
+// with another time, and rows without an event time, into the online store
+// and an offline log, stopping the runs part way several times (after some
+// chunks were committed; a resume rebuilds what it remembers from the rows
+// it skips): every card's count and sum must equal the capped reference
+// without a lateness (a backfill has none), as one run.
+func TestBackfillDedupByEventID(t *testing.T) {
+	const maxIDs = 25
+	defs := strings.Replace(dedupDefs, "event_id_field: id\n", fmt.Sprintf("event_id_field: id\ndedup_max_ids: %d\n", maxIDs), 1)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(defs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const t0 = int64(1795687200000)
+	for seed := range uint64(10) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 99))
+			var events []dedupEvent
+			at := t0
+			for i := range 600 {
+				at += rng.Int64N(3000)
+				var e dedupEvent
+				switch c := rng.IntN(20); {
+				case c < 4 && len(events) > 0: // a copy, up to 60 rows back
+					e = events[len(events)-1-rng.IntN(min(len(events), 60))]
+					e.bad = false
+				case c == 4 && len(events) > 0: // an id reused with another time
+					e = events[rng.IntN(len(events))]
+					e.time, e.bad = at, false
+				case c == 5:
+					e = dedupEvent{card: "c0", id: fmt.Sprint(90000 + i), time: at, amount: 1, bad: true}
+				default:
+					e = dedupEvent{card: fmt.Sprintf("c%d", rng.IntN(5)), id: fmt.Sprint(i), time: at - rng.Int64N(3_600_000), amount: 1 + rng.IntN(100)}
+				}
+				events = append(events, e)
+			}
+			dir := t.TempDir()
+			var b strings.Builder
+			b.WriteString("card,id,ts,amount\n")
+			for _, e := range events {
+				ts := fmt.Sprint(e.time)
+				if e.bad {
+					ts = "" // no event time: rejected, and stops the runs below
+				}
+				fmt.Fprintf(&b, "%s,%s,%s,%d\n", e.card, e.id, ts, e.amount)
+			}
+			path := filepath.Join(dir, "history.csv")
+			if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, store := miniStore(t)
+			st, err := offline.NewDir(filepath.Join(dir, "offline"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			run := func(stopAfter int) (BackfillResult, error) {
+				w, err := offline.OpenWriter(ctx, st, "p", offline.Options{FlushRows: 50})
+				if err != nil {
+					t.Fatal(err)
+				}
+				runCtx, stop := context.WithCancel(ctx)
+				defer stop()
+				n := 0
+				res, err := Backfill(runCtx, BackfillConfig{Project: "p", Registry: r, Source: r.Source("txns"), Store: store, Offline: w, ChunkRows: 40,
+					Now: func() time.Time { return time.UnixMilli(at) },
+					DeadLetters: func(BackfillLetter) error {
+						if n++; n == stopAfter {
+							stop()
+						}
+						return nil
+					}}, []string{path})
+				if len(res) == 0 {
+					return BackfillResult{}, err
+				}
+				return res[0], err
+			}
+			stops := 0
+			for _, after := range []int{3 + rng.IntN(5), 6 + rng.IntN(6), 10 + rng.IntN(10)} {
+				if _, err := run(after); err != nil {
+					if !errors.Is(err, context.Canceled) {
+						t.Fatal(err)
+					}
+					stops++
+				}
+			}
+			last, err := run(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, dups := dedupReferenceCapped(events, math.MaxInt64/4, maxIDs)
+			checkTotals(t, store, r, at, want)
+			if stops == 0 || last.Skipped == 0 || dups == 0 {
+				t.Errorf("%d runs stopped, last run %+v, %d duplicates: the test does not cover a resume with copies", stops, last, dups)
+			}
+			t.Logf("%d rows, %d copies dropped by the reference; last run %+v", len(events), dups, last)
+		})
+	}
+}
+
+// checkTotals compares each card's count and sum in the totals view at at
+// with want.
+func checkTotals(t *testing.T, store *online.Store, r *registry.Registry, at int64, want map[string][2]int64) {
+	t.Helper()
+	for c := range 5 {
+		card := fmt.Sprintf("c%d", c)
+		res := readView(t, store, r, "totals", card, at)
+		got := [2]int64{res[0].Value.Int64(), 0}
+		if res[1].Status == window.StatusPresent {
+			got[1] = int64(res[1].Value.Double())
+		}
+		if got != want[card] {
+			t.Errorf("%s: count, sum %v, want %v", card, got, want[card])
+		}
 	}
 }

@@ -246,8 +246,12 @@ a cleared store), and replaying again adds nothing. Do not replay with
 					}
 				}
 				for _, r := range results {
-					fmt.Fprintf(env.stdout, "%s: %d rows read, %d skipped as loaded before; online: %d applied, %d already applied, %d too old to be read; offline: %d logged; rejected: %s\n",
-						r.File, r.Rows, r.Skipped, r.Applied, r.Duplicates, r.Expired, r.Logged, rejectedSummary(r))
+					dups := ""
+					if r.DuplicateIDs > 0 {
+						dups = fmt.Sprintf("; %d dropped as copies by event id", r.DuplicateIDs)
+					}
+					fmt.Fprintf(env.stdout, "%s: %d rows read, %d skipped as loaded before; online: %d applied, %d already applied, %d too old to be read; offline: %d logged; rejected: %s%s\n",
+						r.File, r.Rows, r.Skipped, r.Applied, r.Duplicates, r.Expired, r.Logged, rejectedSummary(r), dups)
 				}
 				if err != nil {
 					return err
