@@ -252,7 +252,9 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 	// Dedup by event id, as ingest's (dedup.go) but without a lateness:
 	// a row with the id and time of one of the source's dedup_max_ids
 	// rows with an id before it in the file is dropped. A resume rebuilds
-	// them from the rows it skips.
+	// them from the rows it skips (with this run's clock for the future
+	// check: a row rejected as future by an earlier run's clock and not by
+	// this one's is remembered here, not there).
 	var ids *dedupSet
 	if a.dedup {
 		ids = &dedupSet{}
