@@ -174,7 +174,7 @@ func Backfill(ctx context.Context, cfg BackfillConfig, files []string) ([]Backfi
 		}
 		cfg.Logger.Info("backfilled file", "file", f, "topic", res.Topic, "rows", res.Rows, "skipped", res.Skipped,
 			"applied", res.Applied, "duplicates", res.Duplicates, "expired", res.Expired, "logged", res.Logged,
-			"rejected", res.Rejected, "missing_key", res.MissingKey)
+			"rejected", res.Rejected, "missing_key", res.MissingKey, "duplicate_ids", res.DuplicateIDs)
 	}
 	return out, nil
 }
