@@ -127,6 +127,42 @@ tail_logs() {
   echo "-----" >&2
 }
 
+# running NAME READY ADDR: true, saying so, if the NAME this script started
+# still answers (the function READY); one that does not answer is stopped.
+running() {
+  local name=$1 ready=$2 addr=$3 pid
+  pid=$(pid_of "$name")
+  [[ -n $pid ]] || return 1
+  if $ready; then
+    log "$name already running on $addr (pid $pid)"
+    return 0
+  fi
+  log "$name (pid $pid) does not answer; restarting it"
+  stop "$name"
+  return 1
+}
+
+# await NAME READY ADDR LOG...: wait until the NAME just started answers
+# (READY); if it exits first, or TIMEOUT passes, show the LOGs and fail.
+await() {
+  local name=$1 ready=$2 addr=$3 deadline=$((SECONDS + TIMEOUT))
+  shift 3
+  until $ready; do
+    # Not pid_of: the child may not have exec'd the server yet.
+    if ! kill -0 "$(<"$STATE/$name.pid")" 2>/dev/null; then
+      tail_logs "$@"
+      die "$name exited during startup"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_logs "$@"
+      log "error: $name did not answer on $addr within ${TIMEOUT}s"
+      stop "$name"
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then
     "$@"
@@ -207,16 +243,7 @@ redis_ready() {
 }
 
 start_redis() {
-  local pid deadline
-  pid=$(pid_of redis)
-  if [[ -n $pid ]]; then
-    if redis_ready; then
-      log "redis already running on $HOST:$REDIS_PORT (pid $pid)"
-      return 0
-    fi
-    log "redis (pid $pid) does not answer; restarting it"
-    stop redis
-  fi
+  running redis redis_ready "$HOST:$REDIS_PORT" && return 0
   rm -f "$STATE/redis.pid"
   port_open "$REDIS_PORT" && die "port $HOST:$REDIS_PORT is taken by a process this script did not start; stop it or set FEATURESTORE_REDIS_PORT"
   rm -rf "$REDIS_DIR"
@@ -225,21 +252,7 @@ start_redis() {
     --daemonize no --save "" --appendonly no --protected-mode yes \
     --logfile "$REDIS_DIR/redis.log" >"$REDIS_DIR/stdout.log" 2>&1 </dev/null 9>&- &
   echo $! >"$STATE/redis.pid"
-  deadline=$((SECONDS + TIMEOUT))
-  until redis_ready; do
-    # Not pid_of: the child may not have exec'd redis-server yet.
-    if ! kill -0 "$(<"$STATE/redis.pid")" 2>/dev/null; then
-      tail_logs "$REDIS_DIR/stdout.log" "$REDIS_DIR/redis.log"
-      die "redis-server exited during startup"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail_logs "$REDIS_DIR/stdout.log" "$REDIS_DIR/redis.log"
-      log "error: redis did not answer on $HOST:$REDIS_PORT within ${TIMEOUT}s"
-      stop redis
-      exit 1
-    fi
-    sleep 0.1
-  done
+  await redis redis_ready "$HOST:$REDIS_PORT" "$REDIS_DIR/stdout.log" "$REDIS_DIR/redis.log"
   log "redis $(redis-server --version | grep -o 'v=[^ ]*' | cut -c3-) ready on $HOST:$REDIS_PORT (pid $(<"$STATE/redis.pid"))"
 }
 
@@ -320,17 +333,13 @@ kafka_answers() {
   grep -Eq 'GroupIdNotFound|does not exist' "$KAFKA_DIR/check.log"
 }
 
+kafka_ready() {
+  port_open "$KAFKA_PORT" && kafka_answers
+}
+
 start_kafka() {
-  local pid deadline cluster_id
-  pid=$(pid_of kafka)
-  if [[ -n $pid ]]; then
-    if port_open "$KAFKA_PORT" && kafka_answers; then
-      log "kafka already running on $HOST:$KAFKA_PORT (pid $pid)"
-      return 0
-    fi
-    log "kafka (pid $pid) does not answer; restarting it"
-    stop kafka
-  fi
+  local cluster_id
+  running kafka kafka_ready "$HOST:$KAFKA_PORT" && return 0
   rm -f "$STATE/kafka.pid"
   local port
   for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
@@ -358,21 +367,7 @@ start_kafka() {
   nohup java "${KAFKA_JVM_OPTS[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
     >"$KAFKA_DIR/stdout.log" 2>&1 </dev/null 9>&- &
   echo $! >"$STATE/kafka.pid"
-
-  deadline=$((SECONDS + TIMEOUT))
-  until port_open "$KAFKA_PORT" && kafka_answers; do
-    if ! kill -0 "$(<"$STATE/kafka.pid")" 2>/dev/null; then
-      tail_logs "$KAFKA_DIR/stdout.log" "$KAFKA_DIR/server.log"
-      die "kafka exited during startup"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail_logs "$KAFKA_DIR/stdout.log" "$KAFKA_DIR/server.log" "$KAFKA_DIR/check.log"
-      log "error: kafka did not answer on $HOST:$KAFKA_PORT within ${TIMEOUT}s"
-      stop kafka
-      exit 1
-    fi
-    sleep 0.5
-  done
+  await kafka kafka_ready "$HOST:$KAFKA_PORT" "$KAFKA_DIR/stdout.log" "$KAFKA_DIR/server.log" "$KAFKA_DIR/check.log"
   log "kafka $KAFKA_VERSION ready on $HOST:$KAFKA_PORT (pid $(<"$STATE/kafka.pid"), logs in $KAFKA_DIR)"
 }
 
@@ -403,16 +398,7 @@ s3_ready() {
 }
 
 start_s3() {
-  local pid deadline
-  pid=$(pid_of s3)
-  if [[ -n $pid ]]; then
-    if s3_ready; then
-      log "s3 already running on $HOST:$S3_PORT (pid $pid)"
-      return 0
-    fi
-    log "s3 (pid $pid) does not answer; restarting it"
-    stop s3
-  fi
+  running s3 s3_ready "$HOST:$S3_PORT" && return 0
   rm -f "$STATE/s3.pid"
   port_open "$S3_PORT" && die "port $HOST:$S3_PORT is taken by a process this script did not start; stop it or set FEATURESTORE_S3_PORT"
   rm -rf "$S3_DIR"
@@ -421,20 +407,7 @@ start_s3() {
   nohup "$VENV/bin/python" -m moto.server -H "$HOST" -p "$S3_PORT" \
     >"$S3_DIR/server.log" 2>&1 </dev/null 9>&- &
   echo $! >"$STATE/s3.pid"
-  deadline=$((SECONDS + TIMEOUT))
-  until s3_ready; do
-    if ! kill -0 "$(<"$STATE/s3.pid")" 2>/dev/null; then
-      tail_logs "$S3_DIR/server.log"
-      die "the S3 server exited during startup"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail_logs "$S3_DIR/server.log"
-      log "error: the S3 server did not answer on $HOST:$S3_PORT within ${TIMEOUT}s"
-      stop s3
-      exit 1
-    fi
-    sleep 0.2
-  done
+  await s3 s3_ready "$HOST:$S3_PORT" "$S3_DIR/server.log"
   log "s3 (moto) ready on $HOST:$S3_PORT, bucket $S3_BUCKET (pid $(<"$STATE/s3.pid"))"
 }
 

@@ -11,6 +11,8 @@ import (
 
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
+
+	"github.com/featurestore/featurestore/featurestore/offline"
 )
 
 // An object URL names one object of a bucket: s3://bucket/key?params, the
@@ -21,10 +23,7 @@ import (
 // whole when the upload completes.
 
 // isObjectURL tells whether s is an object URL rather than a local path.
-func isObjectURL(s string) bool {
-	scheme, _, ok := strings.Cut(s, "://")
-	return ok && scheme != "" && !strings.ContainsAny(scheme, `/\`)
-}
+func isObjectURL(s string) bool { return offline.IsURL(s) }
 
 // openObjectURL opens the bucket of an object URL and returns its key.
 func openObjectURL(ctx context.Context, s string) (*blob.Bucket, string, error) {
@@ -82,8 +81,9 @@ func downloadObject(ctx context.Context, s, local string) error {
 }
 
 // uploadObject copies the file at local to the object of an object URL; the
-// object appears whole when the upload completes, or not at all.
-func uploadObject(ctx context.Context, local, s string) (err error) {
+// object appears whole when the upload completes, or not at all
+// (offline.Bucket.Put).
+func uploadObject(ctx context.Context, local, s string) error {
 	b, key, err := openObjectURL(ctx, s)
 	if err != nil {
 		return err
@@ -94,19 +94,11 @@ func uploadObject(ctx context.Context, local, s string) (err error) {
 		return err
 	}
 	defer f.Close()
-	// Cancelling the writer's context before Close discards the upload.
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	w, err := b.NewWriter(wctx, key, &blob.WriterOptions{ContentType: "application/octet-stream"})
+	err = offline.NewBucket(b).Put(ctx, key, func(w io.Writer) error {
+		_, err := io.Copy(w, f)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("upload %s: %w", s, err)
-	}
-	if _, err := io.Copy(w, f); err != nil {
-		cancel()
-		_ = w.Close()
-		return fmt.Errorf("upload %s: %w", s, err)
-	}
-	if err := w.Close(); err != nil {
 		return fmt.Errorf("upload %s: %w", s, err)
 	}
 	return nil

@@ -158,7 +158,7 @@ func bucketOf(h uint64, level, n int) int {
 var spillSeq atomic.Int64
 
 // partitioner writes rows of one schema into n bucket files, buffering each
-// bucket's rows in builders up to flushBytes.
+// bucket's rows in builders (or rawEvents) up to flushBytes.
 type partitioner struct {
 	// rawKinds, for the events schema: the kinds of its fields. The
 	// buckets fill its columns as rawEvents (eventBatch) instead of
@@ -200,12 +200,13 @@ func newPartitioner(sm *spillMemory, dir string, schema *arrow.Schema, level, n,
 // bucket returns the writer of the bucket of a key hash.
 func (p *partitioner) bucket(h uint64) *bucketWriter {
 	bw := p.buckets[bucketOf(h, p.level, len(p.buckets))]
-	if bw.b == nil {
+	switch {
+	case bw.b != nil || bw.raw != nil:
+	case p.rawKinds != nil:
+		bw.raw = newRawEvents(p.rawKinds)
+	default:
 		bw.b = array.NewRecordBuilder(p.mem, p.schema)
 		bw.fields = bw.b.Fields()
-		if p.rawKinds != nil {
-			bw.raw = newRawEvents(p.rawKinds)
-		}
 	}
 	return bw
 }
@@ -222,7 +223,7 @@ func (bw *bucketWriter) added(rows, size int) error {
 }
 
 func (bw *bucketWriter) flush() error {
-	if bw.b == nil || bw.buffered == 0 {
+	if bw.b == nil && bw.raw == nil || bw.buffered == 0 {
 		return nil
 	}
 	var rec arrow.RecordBatch
@@ -295,8 +296,8 @@ func (p *partitioner) close() ([]spillFile, error) {
 		}
 		if bw.b != nil {
 			bw.b.Release()
-			bw.b, bw.fields, bw.raw = nil, nil, nil
 		}
+		bw.b, bw.fields, bw.raw = nil, nil, nil
 		if bw.w == nil {
 			out[i] = bw.out
 			continue

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 
@@ -22,23 +21,19 @@ import (
 // writers sharing a log rely on, and the drivers of gs:// and azblob:// are
 // not linked.
 func Open(ctx context.Context, location string) (st Storage, close func() error, err error) {
-	scheme, _, isURL := strings.Cut(location, "://")
-	if !isURL {
+	if !IsURL(location) {
 		d, err := NewDir(location)
 		if err != nil {
 			return nil, nil, err
 		}
 		return d, func() error { return nil }, nil
 	}
-	switch scheme {
+	switch scheme, _, _ := strings.Cut(location, "://"); scheme {
 	case "s3":
 	case "file":
 		return nil, nil, fmt.Errorf("offline log %s: use the directory's path instead of a file:// URL (its files are committed by rename and fsync, which file:// buckets do not do)", location)
 	default:
 		return nil, nil, fmt.Errorf("offline log %s: unsupported scheme %q: give a directory or an s3:// bucket URL", location, scheme)
-	}
-	if _, err := url.Parse(location); err != nil {
-		return nil, nil, fmt.Errorf("offline log: %w", err)
 	}
 	b, err := blob.OpenBucket(ctx, location)
 	if err != nil {
@@ -50,6 +45,13 @@ func Open(ctx context.Context, location string) (st Storage, close func() error,
 		return nil, nil, fmt.Errorf("offline log %s: %w", location, err)
 	}
 	return st, b.Close, nil
+}
+
+// IsURL tells whether location is a URL (scheme://...) rather than a local
+// path.
+func IsURL(location string) bool {
+	scheme, _, ok := strings.Cut(location, "://")
+	return ok && scheme != "" && !strings.ContainsAny(scheme, `/\`)
 }
 
 // Ping checks that a storage is reachable: a Dir's directory exists, a
