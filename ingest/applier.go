@@ -212,6 +212,26 @@ func (a *Applier) warm(ps *partitionState, msgs []kafka.Message) {
 	ps.ids.commit(ps.hw - a.lateness)
 }
 
+// isTransactionMarker tells whether m is the commit or abort marker that a
+// transactional producer's transaction leaves in each partition it wrote
+// to. Kafka stores a marker as a record of its own offset in a control
+// batch; kafka-go does not skip control batches, nor say which batches are
+// control batches, so a marker arrives as a message with the marker's key
+// and value: key = version 0 (int16) and type (int16: 0 abort, 1 commit),
+// value = version 0 (int16) and the coordinator epoch (int32), no headers.
+// Neither decoder accepts such bytes as an event (six bytes starting with
+// two zero bytes are neither a JSON object nor a protobuf message, whose
+// field numbers start at 1), so no event is ever mistaken for a marker.
+//
+// Messages of aborted transactions are not told apart: kafka-go does not
+// return the fetch response's list of aborted transactions. See
+// docs/operations.md.
+func isTransactionMarker(m kafka.Message) bool {
+	k, v := m.Key, m.Value
+	return len(k) == 4 && k[0] == 0 && k[1] == 0 && k[2] == 0 && k[3] <= 1 &&
+		len(v) == 6 && v[0] == 0 && v[1] == 0 && len(m.Headers) == 0
+}
+
 // future tells whether the event is further ahead of its message's Kafka
 // timestamp than the source allows. The timestamp, not the clock: a replay
 // decides the same. Messages without one (zero) are not checked.
@@ -281,6 +301,10 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 	ps.off.reset(len(a.offViews))
 	hw, has = ps.hw, ps.has
 	for _, m := range msgs {
+		if isTransactionMarker(m) {
+			b.markers++
+			continue
+		}
 		ev := &ps.ev
 		if err := ps.dec.Decode(m.Value, ev); err != nil {
 			de := err.(*DecodeError)
@@ -367,9 +391,8 @@ func (a *Applier) record(p int, msgs []kafka.Message, b *batch, start time.Time)
 	for _, l := range b.letters {
 		m.countEvents(a.src.Name, l.View, string(l.Reason), 1)
 	}
-	if b.dupIDs > 0 {
-		m.countEvents(a.src.Name, "", resultDuplicateID, b.dupIDs)
-	}
+	m.countEvents(a.src.Name, "", resultDuplicateID, b.dupIDs)
+	m.countEvents(a.src.Name, "", ResultTransactionMarker, b.markers)
 	applied := make([]int, len(a.views))
 	dups := make([]int, len(a.views))
 	fresh := m.freshnessOf(a.src.Name)

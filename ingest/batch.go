@@ -32,6 +32,7 @@ type batch struct {
 	updates []online.Update
 	letters []DeadLetter
 	dupIDs  int // events dropped as duplicates by event id (dedup.go)
+	markers int // transaction markers stepped over (isTransactionMarker)
 	key     []byte
 	part    []int32 // the partition, as Update.Partitions
 
@@ -93,7 +94,7 @@ func (b *batch) reset(a *Applier, p int, n int) {
 	clear(b.groupOf)
 	clear(b.groups)
 	clear(b.letters)
-	b.dupIDs = 0
+	b.dupIDs, b.markers = 0, 0
 	b.groups, b.letters = b.groups[:0], b.letters[:0]
 	b.byGroup, b.tiles, b.fields, b.firsts = b.byGroup[:0], b.tiles[:0], b.fields[:0], b.firsts[:0]
 	clear(b.updates)
