@@ -180,6 +180,9 @@ func (d *tableDecoder) decode(i int, ev *Event) *DecodeError {
 		if err != nil {
 			return reject(ReasonWrongType, "join key %q, column %q: %v", d.layout.Keys[j].Name, c.name, err)
 		}
+		if !validUTF8(v) {
+			return reject(ReasonInvalidPayload, "join key %q, column %q: the string is not valid UTF-8", d.layout.Keys[j].Name, c.name)
+		}
 		if de := checkKey(&d.layout, j, v); de != nil {
 			return de
 		}
@@ -194,10 +197,14 @@ func (d *tableDecoder) decode(i int, ev *Event) *DecodeError {
 		if err != nil {
 			return reject(ReasonWrongType, "field %q, column %q: %v", d.layout.Fields[j].Path, c.name, err)
 		}
+		if !validUTF8(v) {
+			return reject(ReasonInvalidPayload, "field %q, column %q: the string is not valid UTF-8", d.layout.Fields[j].Path, c.name)
+		}
 		ev.Fields[j] = v
 	}
 	if d.id != nil && !d.id.arr.IsNull(i) {
-		ev.ID, ev.HasID = d.id.idAt(i), true
+		ev.ID = d.id.idAt(i)
+		ev.HasID = ev.ID != "" // as the stream's decoders: an empty id is none
 	}
 	return nil
 }

@@ -74,6 +74,44 @@ func TestTableDecoderTypes(t *testing.T) {
 	}
 }
 
+// TestTableDecoderInvalidUTF8: a string key or field that is not valid
+// UTF-8 rejects its row (invalid_payload, naming the column), as the JSON
+// decoder does: stored online, it would fail every lookup of its entity.
+func TestTableDecoderInvalidUTF8(t *testing.T) {
+	_, src, l := loadSource(t, fmt.Sprintf(e2eDefs, "txns"))
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "card", Type: arrow.BinaryTypes.String}, {Name: "ts", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "amount", Type: arrow.PrimitiveTypes.Float64}, {Name: "merchant", Type: arrow.BinaryTypes.String},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	b.Field(0).(*array.StringBuilder).AppendValues([]string{"c1", "c\xff", "c1"}, nil)
+	b.Field(1).(*array.Int64Builder).AppendValues([]int64{1, 2, 3}, nil)
+	b.Field(2).(*array.Float64Builder).AppendValues([]float64{1, 2, 3}, nil)
+	b.Field(3).(*array.StringBuilder).AppendValues([]string{"café", "m", "caf\xe9"}, nil)
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	d, err := newTableDecoder("f", schema, src, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.bind(rec)
+	for i, want := range []string{
+		"",
+		`invalid_payload: join key "card_id", column "card": the string is not valid UTF-8`,
+		`invalid_payload: field "merchant", column "merchant": the string is not valid UTF-8`,
+	} {
+		var ev Event
+		got := ""
+		if de := d.decode(i, &ev); de != nil {
+			got = de.Error()
+		}
+		if got != want {
+			t.Errorf("row %d: %q, want %q", i, got, want)
+		}
+	}
+}
+
 // TestTableDecoderEventIDs: the source's event id column gives each row its
 // id, a string as it is and an integer in decimal (as a JSON number's
 // text); a null is no id; a file without the column has no ids; a column of
@@ -87,8 +125,12 @@ func TestTableDecoderEventIDs(t *testing.T) {
 		want []string // "" for no id
 	}{
 		{arrow.BinaryTypes.String, func(b array.Builder) {
-			b.(*array.StringBuilder).AppendValues([]string{"007", "a b", ""}, []bool{true, true, false})
-		}, []string{"007", "a b", ""}},
+			// An empty string is no id, as in the stream's decoders.
+			b.(*array.StringBuilder).AppendValues([]string{"007", "", ""}, []bool{true, true, false})
+		}, []string{"007", "", ""}},
+		{arrow.BinaryTypes.LargeString, func(b array.Builder) {
+			b.(*array.LargeStringBuilder).AppendValues([]string{"a b", "x", ""}, []bool{true, true, false})
+		}, []string{"a b", "x", ""}},
 		{arrow.PrimitiveTypes.Int64, func(b array.Builder) {
 			b.(*array.Int64Builder).AppendValues([]int64{7, -12, 0}, []bool{true, true, false})
 		}, []string{"7", "-12", ""}},

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
 
@@ -81,6 +82,9 @@ func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 			continue // a view that needs this key rejects the event
 		}
 		val, ok := jsonScalar(v, d.layout.Keys[i].Kind)
+		if ok && !validUTF8(val) {
+			return reject(ReasonInvalidPayload, "key %q at %q: the string is not valid UTF-8", d.layout.Keys[i].Name, d.layout.Keys[i].Path)
+		}
 		if !ok {
 			return reject(ReasonWrongType, "key %q at %q: expected %s, got %s", d.layout.Keys[i].Name, d.layout.Keys[i].Path, d.layout.Keys[i].Kind, jsonKind(v))
 		}
@@ -95,6 +99,9 @@ func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 			continue
 		}
 		val, ok := jsonScalar(v, d.layout.Fields[i].Kind)
+		if ok && !validUTF8(val) {
+			return reject(ReasonInvalidPayload, "field %q: the string is not valid UTF-8", d.layout.Fields[i].Path)
+		}
 		if !ok {
 			return reject(ReasonWrongType, "field %q: expected %s, got %s", d.layout.Fields[i].Path, d.layout.Fields[i].Kind, jsonKind(v))
 		}
@@ -104,7 +111,10 @@ func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 		if v := root.Get(d.idPath...); v != nil {
 			switch v.Type() {
 			case fastjson.TypeString:
-				ev.ID, ev.HasID = string(v.GetStringBytes()), true
+				// An empty id is no id, as in Protobuf, where an unset
+				// string reads as "".
+				ev.ID = string(v.GetStringBytes())
+				ev.HasID = ev.ID != ""
 			case fastjson.TypeNumber:
 				ev.ID, ev.HasID = string(v.MarshalTo(nil)), true
 			case fastjson.TypeNull:
@@ -117,7 +127,9 @@ func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 }
 
 // jsonScalar converts v to kind, strictly: a string is not a number, a
-// fraction is not an int64.
+// fraction is not an int64, and a double is finite (the parser takes NaN,
+// nan and inf as numbers; one of them would make every sum, mean and max
+// over its window NaN). Strings are taken as they are: validUTF8 checks them.
 func jsonScalar(v *fastjson.Value, kind featurestore.Kind) (featurestore.Value, bool) {
 	switch kind {
 	case featurestore.KindString:
@@ -132,7 +144,7 @@ func jsonScalar(v *fastjson.Value, kind featurestore.Kind) (featurestore.Value, 
 		}
 	case featurestore.KindDouble:
 		if v.Type() == fastjson.TypeNumber {
-			if f, err := v.Float64(); err == nil && !math.IsInf(f, 0) {
+			if f, err := v.Float64(); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
 				return featurestore.DoubleValue(f), true
 			}
 		}
@@ -145,6 +157,14 @@ func jsonScalar(v *fastjson.Value, kind featurestore.Kind) (featurestore.Value, 
 		}
 	}
 	return featurestore.Value{}, false
+}
+
+// validUTF8 tells whether a string value is valid UTF-8 (other values are).
+// The JSON parser does not check strings, and one invalid string stored
+// online would fail every lookup of its entity: Protobuf refuses to encode
+// it, and so do Arrow readers of the offline log. Such an event is invalid.
+func validUTF8(v featurestore.Value) bool {
+	return v.Kind() != featurestore.KindString || utf8.ValidString(v.Str())
 }
 
 // Event times must fall in years 1..9999, which keeps millisecond arithmetic

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -103,7 +104,7 @@ func (d *protoDecoder) Decode(payload []byte, ev *Event) error {
 		return reject(ReasonInvalidPayload, "invalid %s message: %v", d.md.FullName(), err)
 	}
 	tv, tfd, ok := lookup(d.msg, d.timePath)
-	if !ok {
+	if !ok || unset(d.msg, d.timePath) {
 		return reject(ReasonMissingTime, "no event time in field %q", tfd.Name())
 	}
 	var err error
@@ -112,23 +113,31 @@ func (d *protoDecoder) Decode(payload []byte, ev *Event) error {
 	}
 	for i, path := range d.keys {
 		v, fd, ok := lookup(d.msg, path)
-		if !ok {
-			continue
+		if !ok || (fd.Kind() == protoreflect.StringKind && unset(d.msg, path)) {
+			continue // a view that needs this key rejects the event
 		}
-		ev.Keys[i] = protoScalar(v, fd, d.layout.Keys[i].Kind)
-		if de := checkKey(&d.layout, i, ev.Keys[i]); de != nil {
+		val, problem := protoScalar(v, fd, d.layout.Keys[i].Kind)
+		if problem != "" {
+			return reject(protoReason(problem), "key %q in field %q: %s", d.layout.Keys[i].Name, d.layout.Keys[i].Path, problem)
+		}
+		if de := checkKey(&d.layout, i, val); de != nil {
 			return de
 		}
+		ev.Keys[i] = val
 	}
 	for i, path := range d.fields {
 		v, fd, ok := lookup(d.msg, path)
 		if !ok {
 			continue
 		}
-		ev.Fields[i] = protoScalar(v, fd, d.layout.Fields[i].Kind)
+		val, problem := protoScalar(v, fd, d.layout.Fields[i].Kind)
+		if problem != "" {
+			return reject(protoReason(problem), "field %q: %s", d.layout.Fields[i].Path, problem)
+		}
+		ev.Fields[i] = val
 	}
 	if d.idPath != nil {
-		if v, fd, ok := lookup(d.msg, d.idPath); ok {
+		if v, fd, ok := lookup(d.msg, d.idPath); ok && !unset(d.msg, d.idPath) {
 			if fd.Kind() == protoreflect.StringKind {
 				ev.ID = v.String()
 			} else {
@@ -140,39 +149,87 @@ func (d *protoDecoder) Decode(payload []byte, ev *Event) error {
 	return nil
 }
 
-// protoScalar converts a field value the registry checked to fit kind.
-func protoScalar(v protoreflect.Value, fd protoreflect.FieldDescriptor, kind featurestore.Kind) featurestore.Value {
+// unset tells whether the last field of path, one without presence (a
+// proto3 scalar), holds its zero value: proto3 cannot tell a field set to
+// zero from one never set, and the zero of an event id, an event time or a
+// string key is taken as "not set" (missing_time, no id, no key), never as
+// the id "0", the time 1970-01-01 or the entity "". An integer key of 0
+// stays 0.
+func unset(m protoreflect.Message, path []protoreflect.FieldDescriptor) bool {
+	for _, fd := range path[:len(path)-1] {
+		m = m.Get(fd).Message()
+	}
+	fd := path[len(path)-1]
+	return !fd.HasPresence() && !m.Has(fd)
+}
+
+// Problems of protoScalar, which say the reason too.
+const (
+	problemNotUTF8 = "the string is not valid UTF-8"
+)
+
+// protoReason is the rejection reason of a protoScalar problem.
+func protoReason(problem string) Reason {
+	if problem == problemNotUTF8 {
+		return ReasonInvalidPayload
+	}
+	return ReasonWrongType
+}
+
+// protoScalar converts a field value the registry checked to carry kind: a
+// string or enum to a string (an integer to its decimal text, for keys), an
+// integer or a float to a double, an integer (or, for keys, a string of
+// one) to an int64. It returns what is wrong with a value that cannot be
+// converted: a string that is not an integer, an unsigned integer above
+// int64's range, a NaN or infinite double (which would make every sum, mean
+// and max over its window NaN), a string that is not valid UTF-8 (proto2
+// fields are not checked when decoded).
+func protoScalar(v protoreflect.Value, fd protoreflect.FieldDescriptor, kind featurestore.Kind) (featurestore.Value, string) {
 	switch kind {
 	case featurestore.KindString:
 		if fd.Kind() == protoreflect.EnumKind {
 			if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
-				return featurestore.StringValue(string(ev.Name()))
+				return featurestore.StringValue(string(ev.Name())), ""
 			}
-			return featurestore.StringValue(strconv.Itoa(int(v.Enum())))
+			return featurestore.StringValue(strconv.Itoa(int(v.Enum()))), ""
 		}
-		return featurestore.StringValue(v.String())
+		s := v.String() // an integer key's value in decimal
+		if !utf8.ValidString(s) {
+			return featurestore.Value{}, problemNotUTF8
+		}
+		return featurestore.StringValue(s), ""
 	case featurestore.KindInt64:
 		switch fd.Kind() {
+		case protoreflect.StringKind:
+			i, err := strconv.ParseInt(v.String(), 10, 64)
+			if err != nil {
+				return featurestore.Value{}, fmt.Sprintf("expected an int64, got %q", v.String())
+			}
+			return featurestore.Int64Value(i), ""
 		case protoreflect.Uint32Kind, protoreflect.Uint64Kind, protoreflect.Fixed32Kind, protoreflect.Fixed64Kind:
 			u := v.Uint()
 			if u > math.MaxInt64 {
-				return featurestore.Value{} // does not fit: null
+				return featurestore.Value{}, fmt.Sprintf("%d is out of range for int64", u)
 			}
-			return featurestore.Int64Value(int64(u))
+			return featurestore.Int64Value(int64(u)), ""
 		}
-		return featurestore.Int64Value(v.Int())
+		return featurestore.Int64Value(v.Int()), ""
 	case featurestore.KindDouble:
 		switch fd.Kind() {
 		case protoreflect.DoubleKind, protoreflect.FloatKind:
-			return featurestore.DoubleValue(v.Float())
+			f := v.Float()
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				return featurestore.Value{}, fmt.Sprintf("expected a finite double, got %v", f)
+			}
+			return featurestore.DoubleValue(f), ""
 		case protoreflect.Uint32Kind, protoreflect.Uint64Kind, protoreflect.Fixed32Kind, protoreflect.Fixed64Kind:
-			return featurestore.DoubleValue(float64(v.Uint()))
+			return featurestore.DoubleValue(float64(v.Uint())), ""
 		}
-		return featurestore.DoubleValue(float64(v.Int()))
+		return featurestore.DoubleValue(float64(v.Int())), ""
 	case featurestore.KindBool:
-		return featurestore.BoolValue(v.Bool())
+		return featurestore.BoolValue(v.Bool()), ""
 	}
-	return featurestore.Value{}
+	return featurestore.Value{}, "unsupported kind " + kind.String()
 }
 
 func (d *protoDecoder) protoTime(v protoreflect.Value, fd protoreflect.FieldDescriptor) (int64, error) {
@@ -181,6 +238,9 @@ func (d *protoDecoder) protoTime(v protoreflect.Value, fd protoreflect.FieldDesc
 		m := v.Message()
 		secs := m.Get(fd.Message().Fields().ByName("seconds")).Int()
 		nanos := m.Get(fd.Message().Fields().ByName("nanos")).Int()
+		if nanos < 0 || nanos >= 1e9 {
+			return 0, errorf("timestamp nanos %d is outside [0, 999999999]", nanos)
+		}
 		if secs > maxTimeMs/1000 || secs < minTimeMs/1000 {
 			return 0, errorf("timestamp %ds is out of range", secs)
 		}

@@ -110,6 +110,16 @@ func TestDecodeJSON(t *testing.T) {
 		{"object for a bool", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"approved":{}}`, 0, nil, nil, "", ReasonWrongType},
 		{"longest key", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"bank":"` + strings.Repeat("b", featurestore.MaxKeyValueBytes) + `"}`,
 			1795687200000, []featurestore.Value{null, s(strings.Repeat("b", featurestore.MaxKeyValueBytes)), null}, []featurestore.Value{null, null, null, null}, "", ""},
+		{"NaN for a double", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"amount":NaN}`, 0, nil, nil, "", ReasonWrongType},
+		{"nan for a double", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"amount":nan}`, 0, nil, nil, "", ReasonWrongType},
+		{"infinity for a double", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"amount":1e400}`, 0, nil, nil, "", ReasonWrongType},
+		{"NaN time", "epoch_s", `{"meta":{"ts":NaN}}`, 0, nil, nil, "", ReasonBadTime},
+		{"string field not UTF-8", "rfc3339", "{\"meta\":{\"ts\":\"2026-11-26T10:00:00Z\"},\"country\":\"caf\xe9\"}", 0, nil, nil, "", ReasonInvalidPayload},
+		{"string key not UTF-8", "rfc3339", "{\"meta\":{\"ts\":\"2026-11-26T10:00:00Z\"},\"bank\":\"\xff\"}", 0, nil, nil, "", ReasonInvalidPayload},
+		{"escaped non-ASCII is UTF-8", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"country":"caf\u00e9 \ud83d\ude00"}`,
+			1795687200000, []featurestore.Value{null, null, null}, []featurestore.Value{null, null, s("café 😀"), null}, "", ""},
+		{"an empty id is no id", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"id":""}`,
+			1795687200000, []featurestore.Value{null, null, null}, []featurestore.Value{null, null, null, null}, "", ""},
 		{"key too long", "rfc3339", `{"meta":{"ts":"2026-11-26T10:00:00Z"},"bank":"` + strings.Repeat("b", featurestore.MaxKeyValueBytes+1) + `"}`, 0, nil, nil, "", ReasonKeyTooLong},
 	}
 	for _, tt := range tests {

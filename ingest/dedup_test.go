@@ -200,6 +200,9 @@ func testDedupAgainstReference(t *testing.T, r *registry.Registry, lateness int6
 				case c == 4 && len(events) > 0: // an id reused with another time
 					e = events[rng.IntN(len(events))]
 					e.time, e.bad = at-rng.Int64N(2*lateness), false
+					if e.id == "" { // an empty id is no id: every event here has one
+						e.id = "none"
+					}
 				case c == 5:
 					e = dedupEvent{bad: true}
 				default:
