@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -18,7 +19,19 @@ const (
 	HeaderTopic     = "featurestore-topic"
 	HeaderPartition = "featurestore-partition"
 	HeaderOffset    = "featurestore-offset"
+	// HeaderTruncated is set on a letter whose key or value was cut to fit
+	// the dead-letter topic: "key K value V", their sizes in the original
+	// message, in bytes. The original is still in the source topic at the
+	// letter's partition and offset.
+	HeaderTruncated = "featurestore-truncated"
 )
+
+// maxLetterBytes bounds the key and value of a letter: half of both Kafka's
+// default max.message.bytes and kafka-go's default Writer.BatchBytes
+// (1 MiB each), which leaves room for the headers. A letter larger than the
+// topic takes would fail the batch that rejected it on every retry: its
+// partition would stop for good.
+const maxLetterBytes = 512 << 10
 
 // KafkaDeadLetters writes rejected messages to a dead-letter topic.
 type KafkaDeadLetters struct {
@@ -39,28 +52,73 @@ func NewKafkaDeadLetters(brokers []string, topic string, transport kafka.RoundTr
 	}}
 }
 
-// Send implements DeadLetterSink.
+// Send implements DeadLetterSink. A letter's key and value are cut to
+// maxLetterBytes together; if the topic refuses letters as too large all
+// the same (its max.message.bytes is lower), those are sent one at a time,
+// and one refused alone goes without key and value. Cut letters carry
+// HeaderTruncated. Any other failure fails the call, to be retried.
 func (d *KafkaDeadLetters) Send(ctx context.Context, letters []DeadLetter) error {
 	msgs := make([]kafka.Message, len(letters))
 	for i, l := range letters {
-		headers := make([]kafka.Header, 0, len(l.Message.Headers)+6)
-		headers = append(headers, l.Message.Headers...)
-		headers = append(headers,
-			kafka.Header{Key: HeaderReason, Value: []byte(l.Reason)},
-			kafka.Header{Key: HeaderDetail, Value: []byte(l.Detail)},
-			kafka.Header{Key: HeaderTopic, Value: []byte(l.Message.Topic)},
-			kafka.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(l.Message.Partition))},
-			kafka.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(l.Message.Offset, 10))},
-		)
-		if l.View != "" {
-			headers = append(headers, kafka.Header{Key: HeaderView, Value: []byte(l.View)})
-		}
-		msgs[i] = kafka.Message{Key: l.Message.Key, Value: l.Message.Value, Headers: headers}
+		msgs[i] = letterMessage(l, maxLetterBytes)
 	}
-	if err := d.w.WriteMessages(ctx, msgs...); err != nil {
+	err := d.w.WriteMessages(ctx, msgs...)
+	var failed []int
+	var we kafka.WriteErrors
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &we) && len(we) == len(msgs):
+		for i, e := range we {
+			if e == nil {
+				continue
+			}
+			if !errors.Is(e, kafka.MessageSizeTooLarge) {
+				return fmt.Errorf("write %d dead letters to %s: %w", len(msgs), d.w.Topic, err)
+			}
+			failed = append(failed, i)
+		}
+	case errors.Is(err, kafka.MessageSizeTooLarge):
+		for i := range msgs {
+			failed = append(failed, i)
+		}
+	default:
 		return fmt.Errorf("write %d dead letters to %s: %w", len(msgs), d.w.Topic, err)
 	}
+	for _, i := range failed {
+		err := d.w.WriteMessages(ctx, msgs[i])
+		if errors.Is(err, kafka.MessageSizeTooLarge) || errors.As(err, &we) && len(we) == 1 && errors.Is(we[0], kafka.MessageSizeTooLarge) {
+			err = d.w.WriteMessages(ctx, letterMessage(letters[i], 0))
+		}
+		if err != nil {
+			return fmt.Errorf("write a dead letter of %s/%d@%d to %s: %w", letters[i].Message.Topic, letters[i].Message.Partition, letters[i].Message.Offset, d.w.Topic, err)
+		}
+	}
 	return nil
+}
+
+// letterMessage is the message of a letter, with its key and value cut to
+// at most limit bytes together (the key kept first).
+func letterMessage(l DeadLetter, limit int) kafka.Message {
+	headers := make([]kafka.Header, 0, len(l.Message.Headers)+7)
+	headers = append(headers, l.Message.Headers...)
+	headers = append(headers,
+		kafka.Header{Key: HeaderReason, Value: []byte(l.Reason)},
+		kafka.Header{Key: HeaderDetail, Value: []byte(l.Detail)},
+		kafka.Header{Key: HeaderTopic, Value: []byte(l.Message.Topic)},
+		kafka.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(l.Message.Partition))},
+		kafka.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(l.Message.Offset, 10))},
+	)
+	if l.View != "" {
+		headers = append(headers, kafka.Header{Key: HeaderView, Value: []byte(l.View)})
+	}
+	key, value := l.Message.Key, l.Message.Value
+	if len(key)+len(value) > limit {
+		headers = append(headers, kafka.Header{Key: HeaderTruncated, Value: fmt.Appendf(nil, "key %d value %d", len(key), len(value))})
+		key = key[:min(len(key), limit)]
+		value = value[:min(len(value), limit-len(key))]
+	}
+	return kafka.Message{Key: key, Value: value, Headers: headers}
 }
 
 // Close flushes and closes the writer.

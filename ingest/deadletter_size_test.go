@@ -1,0 +1,99 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
+)
+
+// TestDeadLettersTooLarge sends letters bigger than a real dead-letter
+// topic takes: one over maxLetterBytes to a topic of Kafka's default size
+// limit, and, to a topic with max.message.bytes at 4 KiB, one that fits and
+// two that do not. Each must arrive (with its value cut to what fits, and
+// HeaderTruncated), never fail the call: a failed letter fails its batch on
+// every retry, which would stop the partition for good.
+func TestDeadLettersTooLarge(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	big := bytes.Repeat([]byte("b"), 2<<20)
+	letter := func(off int64, value []byte) DeadLetter {
+		return DeadLetter{Message: kafka.Message{Topic: "src", Partition: 1, Offset: off, Key: []byte("k"), Value: value}, Reason: ReasonInvalidPayload, Detail: "d"}
+	}
+	type got struct {
+		offset    string
+		valueLen  int
+		truncated string
+	}
+	read := func(topic string, n int) []got {
+		rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond, MaxBytes: 4 << 20})
+		defer rd.Close()
+		var out []got
+		for range n {
+			m, err := rd.ReadMessage(ctx)
+			if err != nil {
+				t.Fatalf("read %s: %v", topic, err)
+			}
+			g := got{valueLen: len(m.Value)}
+			for _, h := range m.Headers {
+				switch h.Key {
+				case HeaderOffset:
+					g.offset = string(h.Value)
+				case HeaderTruncated:
+					g.truncated = string(h.Value)
+				}
+			}
+			out = append(out, g)
+		}
+		return out
+	}
+
+	plain := testenv.UniqueName(t, "dlq")
+	testenv.CreateTopic(t, brokers, plain, 1)
+	d := NewKafkaDeadLetters(brokers, plain, nil)
+	defer d.Close()
+	if err := d.Send(ctx, []DeadLetter{letter(1, []byte("small")), letter(2, big)}); err != nil {
+		t.Fatal(err)
+	}
+	want := []got{{"1", 5, ""}, {"2", maxLetterBytes - 1, fmt.Sprintf("key 1 value %d", len(big))}}
+	if g := read(plain, 2); fmt.Sprint(g) != fmt.Sprint(want) {
+		t.Errorf("default topic: got %v, want %v", g, want)
+	}
+
+	small := testenv.UniqueName(t, "dlq-small")
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: small, NumPartitions: 1, ReplicationFactor: 1,
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: "4096"}},
+	}}})
+	if err == nil {
+		err = resp.Errors[small]
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{small}}) })
+	ds := NewKafkaDeadLetters(brokers, small, nil)
+	defer ds.Close()
+	letters := []DeadLetter{letter(3, bytes.Repeat([]byte("m"), 10_000)), letter(4, []byte("fits")), letter(5, big)}
+	if err := ds.Send(ctx, letters); err != nil {
+		t.Fatal(err)
+	}
+	g := read(small, 3)
+	byOffset := map[string]got{}
+	for _, x := range g {
+		byOffset[x.offset] = x
+	}
+	want = []got{{"3", 0, "key 1 value 10000"}, {"4", 4, ""}, {"5", 0, fmt.Sprintf("key 1 value %d", len(big))}}
+	for _, w := range want {
+		if byOffset[w.offset] != w {
+			t.Errorf("small topic: letter of offset %s: got %+v, want %+v (all: %v)", w.offset, byOffset[w.offset], w, g)
+		}
+	}
+}
