@@ -78,7 +78,9 @@ func TestDeadLettersTooLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{small}}) })
+	t.Cleanup(func() {
+		_, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{small}})
+	})
 	ds := NewKafkaDeadLetters(brokers, small, nil)
 	defer ds.Close()
 	letters := []DeadLetter{letter(3, bytes.Repeat([]byte("m"), 10_000)), letter(4, []byte("fits")), letter(5, big)}
