@@ -75,7 +75,7 @@ merged per view. Needs no registry and no services.`,
 				}
 				defer closeSt()
 				if !dryRun {
-					n, err := offline.RemoveOrphans(ctx, st, project, grace, time.Now())
+					n, err := offline.RemoveOrphans(ctx, st, project, grace, time.Now(), log)
 					if err != nil {
 						return err
 					}

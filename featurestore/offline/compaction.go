@@ -85,6 +85,20 @@ func Compact(ctx context.Context, st Storage, project, view string, opts Compact
 			continue
 		}
 		n, err := mergeFiles(ctx, st, dir, run, out, opts.BatchRows)
+		if errors.Is(err, ErrNotExist) {
+			// Another compaction (an overlapping run of the command) may
+			// have merged these files and deleted them since the plan was
+			// made: the manifest says so. A committed file that is missing
+			// is an error.
+			gone, rerr := runGone(ctx, m, run)
+			if rerr != nil {
+				return stats, errors.Join(err, rerr)
+			}
+			if gone {
+				stats.SkippedRace++
+				continue
+			}
+		}
 		if err != nil {
 			return stats, err
 		}
@@ -123,6 +137,20 @@ func Compact(ctx context.Context, st Storage, project, view string, opts Compact
 		log.Info("compacted", "view", view, "file", out.Path, "inputs", len(run), "rows", out.Rows, "bytes", out.Bytes)
 	}
 	return stats, nil
+}
+
+// runGone re-reads the manifest and reports whether a file of run is no
+// longer committed.
+func runGone(ctx context.Context, m *manifest, run []FileInfo) (bool, error) {
+	if err := m.refresh(ctx); err != nil {
+		return false, err
+	}
+	for _, f := range run {
+		if _, ok := m.files[f.Path]; !ok {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // planRuns picks the runs to merge from files sorted as sortedFiles sorts.

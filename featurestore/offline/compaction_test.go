@@ -119,7 +119,7 @@ func TestCompactWhileWriting(t *testing.T) {
 	if _, err := Compact(ctx, st, testProject, "account_stats", CompactOptions{TargetBytes: 1 << 30}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RemoveOrphans(ctx, st, testProject, 0, w.opts.Now()); err != nil {
+	if _, err := RemoveOrphans(ctx, st, testProject, 0, w.opts.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	sortRows(want)

@@ -218,10 +218,10 @@ func TestManifestPruneAndHint(t *testing.T) {
 		objs, _ := st.List(ctx, viewDir(testProject, "v")+"/"+manifestDirName)
 		return len(objs)
 	}
-	if n, err := RemoveOrphans(ctx, st, testProject, 0, time.Now()); err != nil || n != 0 || count() != 11 {
+	if n, err := RemoveOrphans(ctx, st, testProject, 0, time.Now(), nil); err != nil || n != 0 || count() != 11 {
 		t.Fatalf("fresh entries: removed %d %v, %d left", n, err, count())
 	}
-	if n, err := RemoveOrphans(ctx, st, testProject, 0, time.Now().Add(manifestRetention+time.Hour)); err != nil || n != 7 || count() != 4 {
+	if n, err := RemoveOrphans(ctx, st, testProject, 0, time.Now().Add(manifestRetention+time.Hour), nil); err != nil || n != 7 || count() != 4 {
 		t.Fatalf("old entries: removed %d %v, %d left (want 8, 9, 10 and the hint)", n, err, count())
 	}
 	put(t, st, m.dir()+"/"+checkpointHint, "4\n") // set back by a slow writer

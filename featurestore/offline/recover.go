@@ -3,6 +3,7 @@ package offline
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path"
 	"strings"
 	"time"
@@ -13,9 +14,14 @@ import (
 // entries that a checkpoint superseded more than a day ago. Files younger than grace are
 // spared, as they may belong to a write in progress elsewhere. It lists
 // before it reads the manifests, so a file committed in between is young
-// and spared. A view whose manifest cannot be read keeps all its files.
-// It returns the number of files removed.
-func RemoveOrphans(ctx context.Context, st Storage, project string, grace time.Duration, now time.Time) (int, error) {
+// and spared. A view whose manifest cannot be read keeps all its files and
+// is skipped, so that one broken view (say of a view no longer defined)
+// does not stop the writer or compaction of the others; it is logged to log
+// (nil discards it). It returns the number of files removed.
+func RemoveOrphans(ctx context.Context, st Storage, project string, grace time.Duration, now time.Time, log *slog.Logger) (int, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if err := checkSegment("project", project); err != nil {
 		return 0, err
 	}
@@ -34,7 +40,10 @@ func RemoveOrphans(ctx context.Context, st Storage, project string, grace time.D
 	for view, list := range byView {
 		m := newManifest(st, project, view)
 		if err := m.load(ctx); err != nil {
-			return removed, fmt.Errorf("clean up %s/%s: %w", project, view, err)
+			// Whether its files are committed is unknown: keep them all.
+			// Writing to the view fails on the same error.
+			log.Warn("manifest unreadable; its files are kept", "view", viewDir(project, view), "err", err)
+			continue
 		}
 		prefix := viewDir(project, view) + "/"
 		for _, o := range list {

@@ -172,7 +172,7 @@ func OpenWriter(ctx context.Context, st Storage, project string, opts Options) (
 	opts.defaults()
 	w := &Writer{st: st, project: project, opts: opts, mem: memory.NewGoAllocator(), log: opts.Logger, metrics: opts.Metrics,
 		streams: map[streamID]*stream{}, manifests: map[string]*manifest{}}
-	n, err := RemoveOrphans(ctx, st, project, opts.OrphanGrace, opts.Now())
+	n, err := RemoveOrphans(ctx, st, project, opts.OrphanGrace, opts.Now(), opts.Logger)
 	if err != nil {
 		return nil, err
 	}
