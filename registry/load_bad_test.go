@@ -53,6 +53,10 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/filter.bad.yaml:30:16: feature view "v11": feature "a": filter[6]: value 3 (integer) does not fit field "country" of type string`,
 			`testdata/filter.bad.yaml:33:16: feature view "v11": feature "a": filter[7]: operator in needs at least one value`,
 		}},
+		{"join_keys.bad.yaml", []string{
+			`testdata/join_keys.bad.yaml:62:5: feature service "fs7": join key "id" is int64 in entity "b" of "vb:*" but string in entity "a" of "va:n" (at testdata/join_keys.bad.yaml:61:5); lookups and exports take one value per join key name, so the types must match`,
+			`testdata/join_keys.bad.yaml:86:5: feature service "fs9": join key "bank" is int64 in entity "c" of "vc:n" but string in entity "account" of "account_stats:n" (at testdata/join_keys.bad.yaml:85:5); lookups and exports take one value per join key name, so the types must match`,
+		}},
 		{"kinds.bad.yaml", []string{
 			`testdata/kinds.bad.yaml:1:7: unknown kind "Entiti" (one of Entity, Source, FeatureView, FeatureService)`,
 			`testdata/kinds.bad.yaml:4:1: missing required field "kind" (one of Entity, Source, FeatureView, FeatureService)`,

@@ -43,7 +43,8 @@ var typeIntros = map[string]string{
 	"FeatureService": "A feature service is the named set of features a model uses, so that lookups and training exports " +
 		"name one set instead of listing features. Features are listed as `view:feature`, or `view:*` for every feature " +
 		"of a view in the view's order. The list keeps its order, and no feature may appear in it twice, " +
-		"not even through `view:*`.",
+		"not even through `view:*`. Lookups and exports of a service take one value per join key name, so " +
+		"entities of one service whose join keys have the same name share that key's value, and must give it the same type.",
 	"JoinKey": "One component of an entity's key.",
 	"Kafka": "Where a source's events are read from. Set `brokers`, or name a `connection` whose brokers the process " +
 		"is given when it starts, not both; with neither, the connection named `default` is used.",
@@ -574,7 +575,7 @@ func writeValidation(p printer) {
 	rules := []string{
 		"Entities, sources, feature views and feature services have unique names in their kind; features have unique names in their view, join keys in their entity.",
 		"A feature view's `entity` and `source` must be defined, and the source's `keys` must name a field for every join key of the entity.",
-		"A feature service's references must name defined views and features, and list no feature twice, not even through `view:*`.",
+		"A feature service's references must name defined views and features, and list no feature twice, not even through `view:*`. Join keys of the same name in the entities of one service's views have the same type.",
 		"A source with `format: protobuf` needs a `protobuf` section, which `json` does not allow; the descriptor set (a path relative to the YAML file) must contain the message.",
 		"A source's `kafka` has `brokers` as `host:port` or a `connection`, not both, and a `dead_letter_topic` different from its `topic`.",
 		"A source's `fields` have the types " + code(ValueType("").enumValues()...) + "; list types are only for `last_n` features.",

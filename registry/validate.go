@@ -396,6 +396,7 @@ func (r *Registry) checkService(e *errs, s *FeatureService) {
 		}
 	}
 	seen := map[FeatureRef]Pos{}
+	keys, entities := map[string]serviceKey{}, map[*Entity]bool{}
 	s.resolved = s.resolved[:0]
 	for i, ref := range s.Features {
 		pos := s.PosOf(fmt.Sprintf("features[%d]", i))
@@ -406,6 +407,10 @@ func (r *Registry) checkService(e *errs, s *FeatureService) {
 		if v == nil {
 			e.add(pos, "%s: unknown feature view %q in %q%s", ctx, ref.View, ref.String(), nearest(ref.View, slices.Collect(maps.Keys(r.views))))
 			continue
+		}
+		if ent := r.entities[v.Entity]; ent != nil && !entities[ent] {
+			entities[ent] = true
+			checkServiceKeys(e, ctx, keys, ent, ref, pos)
 		}
 		var refs []FeatureRef
 		if ref.Feature == "*" {
@@ -429,6 +434,35 @@ func (r *Registry) checkService(e *errs, s *FeatureService) {
 			}
 			seen[x] = pos
 			s.resolved = append(s.resolved, x)
+		}
+	}
+}
+
+// serviceKey is where a feature service first met a join key name.
+type serviceKey struct {
+	entity *Entity
+	typ    KeyType
+	ref    FeatureRef
+	pos    Pos
+}
+
+// checkServiceKeys reports a join key of ent that another entity of the
+// service also has, with another type. A lookup or export of a service gives
+// each join key name one value, which every entity with a key of that name
+// takes; with two types, no value fits both, and every request would fail.
+// ent is checked at the first reference to it, ref at pos.
+func checkServiceKeys(e *errs, ctx string, keys map[string]serviceKey, ent *Entity, ref FeatureRef, pos Pos) {
+	for _, k := range ent.JoinKeys {
+		if k.Name == "" || k.Type == "" || k.failed("name", "type") {
+			continue
+		}
+		first, ok := keys[k.Name]
+		switch {
+		case !ok:
+			keys[k.Name] = serviceKey{entity: ent, typ: k.Type, ref: ref, pos: pos}
+		case first.entity != ent && first.typ != k.Type:
+			e.add(pos, "%s: join key %q is %s in entity %q of %q but %s in entity %q of %q (at %s); lookups and exports take one value per join key name, so the types must match",
+				ctx, k.Name, k.Type, ent.Name, ref.String(), first.typ, first.entity.Name, first.ref.String(), first.pos)
 		}
 	}
 }

@@ -26,6 +26,7 @@ type Option func(*config)
 
 type config struct {
 	tls      *tls.Config
+	tlsNil   bool // WithTLS(nil) was the last WithTLS
 	token    string
 	dialOpts []grpc.DialOption
 }
@@ -33,9 +34,10 @@ type config struct {
 // WithTLS makes the client connect over TLS with cfg: an empty config
 // verifies the server against the system's roots; set RootCAs for a private
 // CA and Certificates for mutual TLS. Without WithTLS the connection is
-// plaintext.
+// plaintext. A nil cfg makes Dial fail, so that a config that was never set
+// cannot quietly give a plaintext connection.
 func WithTLS(cfg *tls.Config) Option {
-	return func(c *config) { c.tls = cfg }
+	return func(c *config) { c.tls, c.tlsNil = cfg, cfg == nil }
 }
 
 // WithBearerToken sends token with every call as the metadata
@@ -62,6 +64,9 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	var cfg config
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if cfg.tlsNil {
+		return nil, fmt.Errorf("featurestore client for %s: WithTLS: nil tls.Config (use &tls.Config{} to verify the server against the system's roots, or leave WithTLS out for plaintext)", addr)
 	}
 	creds := insecure.NewCredentials()
 	if cfg.tls != nil {
@@ -94,8 +99,9 @@ func (bearer) RequireTransportSecurity() bool { return true }
 // Selector names the features of a lookup; make one with Features or
 // Service.
 type Selector struct {
-	service string
-	refs    []string
+	service   string
+	isService bool
+	refs      []string
 }
 
 // Features selects features by reference, "feature_view:feature" (or
@@ -104,15 +110,21 @@ type Selector struct {
 func Features(refs ...string) Selector { return Selector{refs: refs} }
 
 // Service selects the features of the named feature service, in the order
-// it declares them.
-func Service(name string) Selector { return Selector{service: name} }
+// it declares them. An empty name makes Lookup fail with InvalidArgument
+// before any call.
+func Service(name string) Selector { return Selector{service: name, isService: true} }
 
 // Lookup reads the features sel names for each entity, all at one read
 // time, in one call. The result has one row per entity in the order given;
 // an entity given twice is answered twice.
 func (c *Client) Lookup(ctx context.Context, sel Selector, entities ...Entity) (*Result, error) {
 	req := &pb.GetOnlineFeaturesRequest{Entities: make([]*pb.EntityKey, len(entities))}
-	if sel.service != "" {
+	if sel.isService {
+		// Sent, an empty name would read as an empty feature list, and the
+		// server would answer that no features were requested.
+		if sel.service == "" {
+			return nil, status.Error(codes.InvalidArgument, "empty feature service name")
+		}
 		req.Kind = &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: sel.service}
 	} else {
 		req.Kind = &pb.GetOnlineFeaturesRequest_Features{Features: &pb.FeatureList{Refs: sel.refs}}
@@ -124,6 +136,11 @@ func (c *Client) Lookup(ctx context.Context, sel Selector, entities ...Entity) (
 		k, err := e.entityKey()
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "entity %d: %v", i, err)
+		}
+		// Every entity has a join key. Without values, the server could not
+		// tell a Keys from a Key and would answer about positions.
+		if len(k.GetJoinKeys()) == 0 && len(k.GetJoinKeyValues()) == 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "entity %d: no join key values", i)
 		}
 		req.Entities[i] = k
 	}

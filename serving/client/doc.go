@@ -23,7 +23,8 @@
 //
 // Errors carry gRPC status codes (status.Code(err)): InvalidArgument for an
 // unknown name or a wrongly typed, missing or superfluous key, the message
-// naming it; Unavailable when the server cannot reach its online store (safe
-// to retry); DeadlineExceeded when ctx's deadline passed. Give ctx a
-// deadline: without one, the server applies its default.
+// naming it (an empty service name or an entity without join-key values is
+// rejected before any call); Unavailable when the server cannot reach its
+// online store (safe to retry); DeadlineExceeded when ctx's deadline passed.
+// Give ctx a deadline: without one, the server applies its default.
 package client

@@ -9,7 +9,8 @@ import (
 
 // An Entity is one row of a lookup: a Key or a Keys. Join-key values are Go
 // strings for string join keys and Go integers (int, int64, uint32, ...)
-// for int64 join keys.
+// for int64 join keys. Every entity has a join key, so an empty Key or Keys
+// makes Lookup fail with InvalidArgument before any call.
 type Entity interface {
 	entityKey() (*pb.EntityKey, error)
 }
