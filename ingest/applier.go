@@ -130,8 +130,10 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 			}
 			vp.keyIdx = append(vp.keyIdx, i)
 		}
-		vp.ring = online.NewViewLayout(project, v.Name, w, src.AllowedLateness.Std()).Ring
-		vp.ttl = max(w.Retention(src.AllowedLateness.Std()), v.TTL.Std())
+		vp.ring = online.NewViewLayout(project, v.Name, w, src.Reach()).Ring
+		// An event up to the future skew ahead of the clock is read once the
+		// clock reaches it: the key lives that much longer.
+		vp.ttl = max(w.Retention(src.Reach()), v.TTL.Std()+src.FutureSkew())
 		if w.HasPart(window.PartLifetime) || (w.HasPart(window.PartLastValue) && v.TTL == 0) {
 			vp.ttl = online.NoExpiry // lifetime values and last values without a TTL never expire
 		}

@@ -124,10 +124,70 @@ func readView(t *testing.T, store *online.Store, r *registry.Registry, view, key
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := online.NewViewLayout("p", view, w, src.AllowedLateness.Std())
+	l := online.NewViewLayout("p", view, w, src.Reach())
 	res, err := online.ReadViews(context.Background(), store, []online.ViewRead{{Layout: &l, Entity: featurestore.StringKey(key)}}, at)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res[0]
+}
+
+// TestFutureEventKeepsTheCurrentTiles: an event ahead of the clock, within
+// the source's max_future_skew, must not take the ring slot of a tile still
+// read, nor expire before the clock reaches it. One merchant gets events
+// from two partitions (the view's key is not the Kafka key): one at t0, and
+// one 8 minutes ahead of its Kafka timestamp, which a ring of window +
+// lateness + 2 tiles (8) put in the slot of t0's tile, whichever came
+// first (the newer tile was kept, and t0's count was lost).
+func TestFutureEventKeepsTheCurrentTiles(t *testing.T) {
+	const t0, minute = int64(1795687200000), int64(60_000)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(`
+kind: Entity
+name: merchant
+join_keys: [{name: merchant, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {merchant: merchant}
+allowed_lateness: 1m
+max_future_skew: 10m
+---
+kind: FeatureView
+name: by_merchant
+entity: merchant
+source: txns
+tile: 1m
+features: [{name: n_5m, aggregation: count, window: 5m}]
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, order := range [][]int{{0, 1}, {1, 0}} {
+		rc, store := miniStore(t)
+		a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		times := []int64{t0, t0 + 8*minute} // by partition
+		for _, p := range order {
+			m := kafka.Message{Topic: "txns", Partition: p, Offset: 0, Time: time.UnixMilli(t0),
+				Value: fmt.Appendf(nil, `{"merchant":"m","ts":%d}`, times[p])}
+			if err := a.Apply(context.Background(), "txns", p, []kafka.Message{m}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, at := range []int64{t0 + 1000, t0 + 8*minute + 1000} {
+			if got := readView(t, store, r, "by_merchant", "m", at)[0].Value.Int64(); got != 1 {
+				t.Errorf("partitions in order %v: n_5m at t0%+dms = %d, want 1", order, at-t0, got)
+			}
+		}
+		// The key outlives the window and the lateness after the future
+		// event's tile, which the clock reaches up to 10 minutes later.
+		key := online.Key{Project: "p", View: "by_merchant", Entity: featurestore.StringKey("m")}.Name()
+		if ttl := rc.PTTL(context.Background(), key).Val(); ttl < 16*time.Minute {
+			t.Errorf("partitions in order %v: the key expires in %s, before the future event leaves its window", order, ttl)
+		}
+	}
 }

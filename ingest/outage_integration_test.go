@@ -380,7 +380,7 @@ func checkAgainstReference(ctx context.Context, t *testing.T, r *registry.Regist
 	if err != nil {
 		t.Fatal(err)
 	}
-	layout := online.NewViewLayout(project, "card_txn", w, src.AllowedLateness.Std())
+	layout := online.NewViewLayout(project, "card_txn", w, src.Reach())
 	if len(accepted) == 0 {
 		t.Fatal("no accepted events")
 	}

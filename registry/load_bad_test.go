@@ -90,7 +90,7 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/source.bad.yaml:26:22: source "s13": kafka: dead_letter_topic must differ from topic "t13"`,
 			`testdata/source.bad.yaml:36:19: source "s14": protobuf: read descriptor set: open testdata/missing.pb: no such file or directory`,
 			`testdata/source.bad.yaml:52:12: source "s15": keys.card_id: empty field path`,
-			`testdata/source.bad.yaml:53:18: source "s15": max_future_skew must be positive (the default is 1h)`,
+			`testdata/source.bad.yaml:53:18: source "s15": max_future_skew must be positive (the default is 5m)`,
 			`testdata/source.bad.yaml:54:16: source "s15": dedup_max_ids must be from 1 to 100000000, got 0 (the default is 1000000)`,
 		}},
 		{"syntax.bad.yaml", []string{

@@ -77,7 +77,7 @@ type Source struct {
 	EventIDField    string               `yaml:"event_id_field" json:"event_id_field,omitempty" doc:"Field with a unique event id (a string or a number). When set, an event with the id and the event time of an earlier event of the same partition still remembered (within the allowed lateness, at most dedup_max_ids of them; in a backfill file, the dedup_max_ids rows with an id before it) is dropped as a duplicate (result duplicate_id): the same event produced twice. Redelivered Kafka messages count once either way (offset fences)."`
 	DedupMaxIDs     int                  `yaml:"dedup_max_ids" json:"dedup_max_ids,omitempty" default:"1000000" doc:"With event_id_field: the most events ingest remembers for dedup per partition, which bounds its memory (about 80 bytes plus the id each). When more events fall within the allowed lateness, the oldest remembered (by offset) are forgotten, so a copy arriving after more than this many newer events of its partition counts again. Replays and restarts decide the same either way. 1 to 100000000."`
 	AllowedLateness Duration             `yaml:"allowed_lateness" json:"allowed_lateness" default:"0s" doc:"How far behind the partition's newest event time an event may be and still be accepted."`
-	MaxFutureSkew   Duration             `yaml:"max_future_skew" json:"max_future_skew" default:"1h" doc:"How far an event's time may be ahead of its Kafka message's timestamp (for a backfill from files: of the backfill's clock) and still be accepted. A later event is rejected (reason future), so that one event from a wrong clock cannot move the partition's newest event time ahead and make the events after it late, nor be served before its time. Must be positive."`
+	MaxFutureSkew   Duration             `yaml:"max_future_skew" json:"max_future_skew" default:"5m" doc:"How far an event's time may be ahead of its Kafka message's timestamp (for a backfill from files: of the backfill's clock) and still be accepted. A later event is rejected (reason future), so that one event from a wrong clock cannot move the partition's newest event time ahead and make the events after it late. An accepted event ahead of the clock is served as soon as it is applied, though exports count it only from its event time on, and each view's ring of tiles in Redis holds this much more (memory of busy entities of views with small tiles grows with it): keep it small. Must be positive."`
 }
 
 // MaxDedupIDs returns the source's DedupMaxIDs, DefaultDedupMaxIDs when it
@@ -96,6 +96,15 @@ func (o *Source) FutureSkew() time.Duration {
 		return DefaultMaxFutureSkew.Std()
 	}
 	return o.MaxFutureSkew.Std()
+}
+
+// Reach is how far from the newest event time of a partition, and from the
+// clock, the events the source accepts can fall: its allowed lateness
+// behind, plus its future skew ahead. The online store sizes each view's
+// ring of tiles and the life of its keys with it, so that an accepted event
+// neither takes the slot of a tile still read nor expires before it is.
+func (o *Source) Reach() time.Duration {
+	return o.AllowedLateness.Std() + o.FutureSkew()
 }
 
 // Kafka says where a source's events are.

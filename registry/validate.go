@@ -23,7 +23,7 @@ const (
 	DefaultTile = Duration(time.Minute)
 	// DefaultMaxFutureSkew is how far ahead of its Kafka timestamp an event
 	// of a source that sets no max_future_skew may be.
-	DefaultMaxFutureSkew = Duration(time.Hour)
+	DefaultMaxFutureSkew = Duration(5 * time.Minute)
 	// DefaultDedupMaxIDs is how many events ingest remembers for dedup per
 	// partition when a source with an event_id_field sets no dedup_max_ids;
 	// MaxDedupMaxIDs bounds the setting.

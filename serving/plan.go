@@ -119,7 +119,7 @@ func newPlan(project string, snap *registry.Snapshot) *plan {
 			vp.err = fmt.Errorf("feature view %q: %w", v.Name, err)
 			continue
 		}
-		vp.layout = online.NewViewLayout(project, v.Name, compiled, src.AllowedLateness.Std())
+		vp.layout = online.NewViewLayout(project, v.Name, compiled, src.Reach())
 		vp.infos = compiled.Features()
 		vp.features = make(map[string]int, len(vp.infos))
 		for i, f := range vp.infos {

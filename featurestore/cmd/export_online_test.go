@@ -267,7 +267,7 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l := online.NewViewLayout(project, v, win, src.AllowedLateness.Std())
+		l := online.NewViewLayout(project, v, win, src.Reach())
 		layouts[v] = &l
 	}
 	refs := r.Service("all").Resolved()

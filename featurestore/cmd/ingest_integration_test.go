@@ -157,7 +157,7 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layout := online.NewViewLayout(project, "card_txn", wv, src.AllowedLateness.Std())
+	layout := online.NewViewLayout(project, "card_txn", wv, src.Reach())
 	var reqs []online.ViewRead
 	var cards []string
 	for card := range perCard {

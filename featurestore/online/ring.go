@@ -10,16 +10,27 @@ import (
 // Tiles live in a ring of slots: tile k of a view is kept in the field
 // t:<k mod R> of the hash, its value prefixed by the tile index. R covers
 // every tile that can still be read or written (the longest window, the
-// allowed lateness, and a margin), so a slot is only ever reused by a tile
-// whose previous occupant can no longer be read. The hash of an active
-// entity therefore holds at most R tiles: old tiles need no deletes.
+// source's reach: its allowed lateness behind and its future skew ahead,
+// and a margin), so a slot is only ever reused by a tile whose previous
+// occupant can no longer be read. The hash of an active entity therefore
+// holds at most R tiles: old tiles need no deletes.
+//
+// An event as far ahead as the future skew allows must not take the slot
+// of a tile still read: when one entity of a view gets events from several
+// partitions, one partition's event ahead of the clock lands beside
+// another's current tiles, and a slot keeps the newer of two tiles.
+// Readers find tiles by the index in their values, whatever their slots, so
+// a change of R (of the lateness or the skew) only leaves old tiles where
+// they were, read and merged as before until a newer tile takes their slot.
 
 // RingSize returns R for a view of tile size g (ms) whose longest window
-// spans maxTiles tiles, with the given allowed lateness.
-func RingSize(g int64, maxTiles int64, lateness time.Duration) int64 {
-	lateTiles := (lateness.Milliseconds() + g - 1) / g
-	// +2: the tile of the write clock and one tile of clock skew.
-	return maxTiles + lateTiles + 2
+// spans maxTiles tiles, for a source of the given reach
+// (registry.Source.Reach).
+func RingSize(g int64, maxTiles int64, reach time.Duration) int64 {
+	reachTiles := (reach.Milliseconds() + g - 1) / g
+	// +2: the tile of the write clock and one tile of clock skew between
+	// the processes.
+	return maxTiles + reachTiles + 2
 }
 
 // SlotField returns the field that holds tile k in a ring of r slots.

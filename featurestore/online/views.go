@@ -34,14 +34,14 @@ type layoutReads struct {
 	scratch          *sync.Pool // of *viewScratch
 }
 
-// NewViewLayout returns the layout of a compiled view with the source's
-// allowed lateness.
-func NewViewLayout(project, name string, v *window.View, lateness time.Duration) ViewLayout {
+// NewViewLayout returns the layout of a compiled view of a source of the
+// given reach (registry.Source.Reach).
+func NewViewLayout(project, name string, v *window.View, reach time.Duration) ViewLayout {
 	tiles := int64(0)
 	if v.Tile() > 0 {
 		tiles = v.MaxWindow() / v.Tile()
 	}
-	l := ViewLayout{Project: project, Name: name, View: v, Ring: RingSize(v.Tile(), tiles, lateness)}
+	l := ViewLayout{Project: project, Name: name, View: v, Ring: RingSize(v.Tile(), tiles, reach)}
 	l.reads = newLayoutReads(v)
 	return l
 }

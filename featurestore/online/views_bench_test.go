@@ -123,7 +123,7 @@ func benchLayouts(tb testing.TB, reg *registry.Registry, project string) []*onli
 		if err != nil {
 			tb.Fatal(err)
 		}
-		l := online.NewViewLayout(project, name, w, src.AllowedLateness.Std())
+		l := online.NewViewLayout(project, name, w, src.Reach())
 		layouts = append(layouts, &l)
 	}
 	return layouts
