@@ -219,6 +219,12 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 		if errors.Is(err, context.Canceled) {
 			return nil, status.Error(codes.Canceled, "request canceled")
 		}
+		if errors.Is(err, online.ErrCorruptState) {
+			// Not worth retrying, unlike an outage: Internal, logged as an
+			// error, naming the key.
+			s.opts.Logger.Error("online state does not decode", "err", err)
+			return nil, status.Errorf(codes.Internal, "online store: %v", err)
+		}
 		s.opts.Logger.Warn("online store read failed", "err", err)
 		return nil, status.Errorf(codes.Unavailable, "online store: %v", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/ingest"
@@ -484,6 +485,25 @@ func TestGetOnlineFeaturesBadRequests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGetOnlineFeaturesCorruptState: a hash field that does not decode is
+// Internal, naming the key, not Unavailable ("safe to retry"): retrying
+// gives the same error until the state is written again. Other entities of
+// other requests are served.
+func TestGetOnlineFeaturesCorruptState(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	defer rc.Close()
+	key := online.Key{Project: f.svc.opts.Project, View: "card_txn", Entity: featurestore.StringKey("c2")}.Name()
+	if err := rc.HSet(context.Background(), key, online.LastField, "\xff\xff\xff").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.client.GetOnlineFeatures(context.Background(), &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1"), skey("c2")}})
+	if status.Code(err) != codes.Internal || !strings.Contains(status.Convert(err).Message(), key) {
+		t.Errorf("got %v, want Internal naming %s", err, key)
+	}
+	get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1")}})
 }
 
 // TestGetOnlineFeaturesRedisDown checks that an online store that accepts

@@ -2,6 +2,7 @@ package online
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -254,12 +255,17 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		dst := b.flat[off : off+lr.features : off+lr.features]
 		off += lr.features
 		if err := b.scratchOf(lr).read(r.Layout.View, lr, kv, t, dst); err != nil {
-			return nil, fmt.Errorf("read %s: %w", b.names[i], err)
+			return nil, fmt.Errorf("read %s: %w: %w", b.names[i], ErrCorruptState, err)
 		}
 		b.out[i] = dst
 	}
 	return b.out, nil
 }
+
+// ErrCorruptState marks a read error caused by what a hash holds (a field
+// that does not decode), not by reaching Redis: trying again gives the same
+// error until the state is written again or deleted.
+var ErrCorruptState = errors.New("corrupt online state")
 
 // nameBytes estimates the length of the key names of reqs, so that they
 // are built in one allocation: the encoded entity key is 4/3 of its binary
