@@ -75,6 +75,9 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/names.bad.yaml:8:7: feature view "9lives": invalid name "9lives": use letters, digits and _, starting with a letter or _, at most 63 characters`,
 			`testdata/names.bad.yaml:12:11: feature view "9lives": feature "count:1h": invalid name "count:1h": use letters, digits and _, starting with a letter or _, at most 63 characters`,
 		}},
+		{"topic_length.bad.yaml", []string{
+			`testdata/topic_length.bad.yaml:14:9: feature view "long_offline": the topic of source "long_topic" has 190 bytes; a view logged offline takes topics of at most 180, which name its log files (set offline: false, or use a shorter topic)`,
+		}},
 		{"source.bad.yaml", []string{
 			`testdata/source.bad.yaml:3:9: source "s12": format protobuf needs a protobuf section with descriptor_set and message`,
 			`testdata/source.bad.yaml:5:10: source "s12": kafka: invalid topic name "bad topic!" (letters, digits, '.', '_' and '-', at most 249)`,

@@ -577,7 +577,7 @@ func writeValidation(p printer) {
 		"A feature view's `entity` and `source` must be defined, and the source's `keys` must name a field for every join key of the entity.",
 		"A feature service's references must name defined views and features, and list no feature twice, not even through `view:*`. Join keys of the same name in the entities of one service's views have the same type.",
 		"A source with `format: protobuf` needs a `protobuf` section, which `json` does not allow; the descriptor set (a path relative to the YAML file) must contain the message.",
-		"A source's `kafka` has `brokers` as `host:port` or a `connection`, not both, and a `dead_letter_topic` different from its `topic`.",
+		"A source's `kafka` has `brokers` as `host:port` or a `connection`, not both, and a `dead_letter_topic` different from its `topic`; a source read by a view logged offline has a topic of at most " + strconv.Itoa(MaxOfflineTopicBytes) + " bytes (it names the log's files).",
 		"A source's `fields` have the types " + code(ValueType("").enumValues()...) + "; list types are only for `last_n` features.",
 		"A feature view's `online` and `offline` are not both false.",
 		"A last value needs `field` and `type`, and takes no `window`; `type` must be the type the source declares for the field.",

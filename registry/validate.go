@@ -21,6 +21,12 @@ const (
 	MaxLastN = 1000
 	// DefaultTile is the tile size of a view that sets none.
 	DefaultTile = Duration(time.Minute)
+	// MaxOfflineTopicBytes bounds the topic of a source with offline
+	// views: the offline log names its files <topic>-<partition>-<first
+	// offset>-<last offset>.arrow (up to 57 bytes more), written through a
+	// temporary name 16 bytes longer still, and a file name has at most 255
+	// bytes on common file systems. A longer name failed every flush.
+	MaxOfflineTopicBytes = 180
 	// DefaultMaxFutureSkew is how far ahead of its Kafka timestamp an event
 	// of a source that sets no max_future_skew may be.
 	DefaultMaxFutureSkew = Duration(5 * time.Minute)
@@ -205,6 +211,10 @@ func (r *Registry) checkView(e *errs, v *FeatureView) {
 				e.add(v.PosOf("source"), "%s: source %q has no field for join key %q of entity %q (add it to the source's keys)", ctx, src.Name, k.Name, ent.Name)
 			}
 		}
+	}
+	if src != nil && v.IsOffline() && len(src.Kafka.Topic) > MaxOfflineTopicBytes && topicRE.MatchString(src.Kafka.Topic) {
+		e.add(v.PosOf("source"), "%s: the topic of source %q has %d bytes; a view logged offline takes topics of at most %d, which name its log files (set offline: false, or use a shorter topic)",
+			ctx, src.Name, len(src.Kafka.Topic), MaxOfflineTopicBytes)
 	}
 	if _, given := v.fields["tile"]; !given && v.Tile == 0 && !v.failed("tile") {
 		v.Tile = DefaultTile
