@@ -30,17 +30,29 @@ func (c *csvColumn) see(v string) {
 		c.any = true
 		c.isInt, c.isFloat, c.isBool, c.isTimeUS, c.isTimeNano = true, true, true, true, true
 	}
-	if c.isInt {
+	if c.isInt || c.isFloat {
+		// A number read as int64 or float64 must print back as written, as
+		// label columns are carried to the output unchanged: a leading zero
+		// (a zip code "00501") would be lost, and so would the digits of an
+		// integer beyond int64 if it were read as float64. Such a value
+		// makes the column utf8.
 		_, err := strconv.ParseInt(v, 10, 64)
-		c.isInt = err == nil
-	}
-	if c.isFloat && !c.isInt {
-		_, err := strconv.ParseFloat(v, 64)
-		c.isFloat = err == nil
+		switch {
+		case leadingZero(v) || errors.Is(err, strconv.ErrRange):
+			c.isInt, c.isFloat = false, false
+		case err != nil:
+			c.isInt = false
+			if c.isFloat {
+				_, err := strconv.ParseFloat(v, 64)
+				c.isFloat = err == nil
+			}
+		}
 	}
 	if c.isBool {
-		_, err := strconv.ParseBool(v)
-		c.isBool = err == nil
+		// Only the spellings the docs name: strconv.ParseBool also takes
+		// T, F, 1, 0 and TRUE, which in a label column are codes, not
+		// booleans.
+		c.isBool = v == "true" || v == "false"
 	}
 	if c.isTimeUS {
 		_, zone, err := arrow.TimestampFromStringInLocation(v, arrow.Microsecond, time.UTC)
@@ -54,10 +66,22 @@ func (c *csvColumn) see(v string) {
 	}
 }
 
+// leadingZero reports whether v is a run of digits, signed or not, that
+// starts with a zero followed by another digit ("007", "-00.5"; not "0",
+// "0.5").
+func leadingZero(v string) bool {
+	if v != "" && (v[0] == '+' || v[0] == '-') {
+		v = v[1:]
+	}
+	return len(v) > 1 && v[0] == '0' && v[1] >= '0' && v[1] <= '9'
+}
+
 // typ returns the narrowest type every value of the column parses as:
 // int64, float64, boolean, timestamp (microseconds, or nanoseconds when a
 // value needs them; with time zone UTC when every value has a zone offset,
-// without one when none has), or utf8.
+// without one when none has), or utf8. A column with a number that int64
+// or float64 would not give back as written (a leading zero, an integer
+// beyond int64) is utf8, and only true and false are booleans.
 func (c *csvColumn) typ() arrow.DataType {
 	switch {
 	case !c.any:
@@ -81,19 +105,61 @@ func (c *csvColumn) typ() arrow.DataType {
 	return arrow.BinaryTypes.String
 }
 
+// utf8BOM is the byte order mark some programs (Excel) write at the start of
+// a UTF-8 CSV file.
+const utf8BOM = "\ufeff"
+
+// csvInput returns a buffered reader of a CSV file past its byte order mark,
+// if it has one, which would otherwise become part of the first column's
+// name.
+func csvInput(fh io.Reader) (*bufio.Reader, error) {
+	br := bufio.NewReaderSize(fh, 1<<20)
+	b, err := br.Peek(len(utf8BOM))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	if string(b) == utf8BOM {
+		if _, err := br.Discard(len(utf8BOM)); err != nil {
+			return nil, err
+		}
+	}
+	return br, nil
+}
+
+// checkCSVValue returns the error parsing a non-empty CSV value as type t
+// gives, as the Arrow CSV reader parses it; nil for a type whose values are
+// not checked.
+func checkCSVValue(t arrow.DataType, v string) error {
+	if v == "" {
+		return nil // null
+	}
+	switch t.ID() {
+	case arrow.INT64:
+		_, err := strconv.ParseInt(v, 10, 64)
+		return err
+	}
+	return nil
+}
+
 // inferCSV reads a CSV file with a header row through once and decides the
 // type of each column from all its values, not from the first rows only, so
 // that reading the file with that schema cannot fail half-way. The columns
 // of fixed, their types are not inferred (join keys: a string key "007" stays
-// a string); a column without values takes its type from empty, or utf8.
-// An empty field is null. It returns the schema and the number of rows.
+// a string), but their values are checked, so that a bad one is an error
+// naming its row and column; a column without values takes its type from
+// empty, or utf8. An empty field is null, and a byte order mark before the
+// header is skipped. It returns the schema and the number of rows.
 func inferCSV(path string, fixed, empty map[string]arrow.DataType) (*arrow.Schema, int64, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer fh.Close()
-	r := stdcsv.NewReader(bufio.NewReaderSize(fh, 1<<20))
+	br, err := csvInput(fh)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	r := stdcsv.NewReader(br)
 	r.ReuseRecord = true
 	header, err := r.Read()
 	if errors.Is(err, io.EOF) {
@@ -122,9 +188,16 @@ func inferCSV(path string, fixed, empty map[string]arrow.DataType) (*arrow.Schem
 		}
 		rows++
 		for i, v := range rec {
-			if fixed[names[i]] == nil {
-				cols[i].see(v)
+			if t := fixed[names[i]]; t != nil {
+				// The Arrow reader that reads the file next reports a bad
+				// value without its row or column: check the values here,
+				// where both are known.
+				if err := checkCSVValue(t, v); err != nil {
+					return nil, 0, fmt.Errorf("%s: row %d: column %q: %w", path, rows, names[i], err)
+				}
+				continue
 			}
+			cols[i].see(v)
 		}
 	}
 	fields := make([]arrow.Field, len(names))

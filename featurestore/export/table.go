@@ -153,7 +153,12 @@ func (t *table) open(ctx context.Context) (rr recordReader, closeFn func(), err 
 		if err != nil {
 			return nil, nil, err
 		}
-		rd := csv.NewReader(bufio.NewReaderSize(fh, 1<<20), t.csvSchema, csv.WithHeader(true),
+		br, err := csvInput(fh)
+		if err != nil {
+			fh.Close()
+			return nil, nil, fmt.Errorf("%s: %w", t.path, err)
+		}
+		rd := csv.NewReader(br, t.csvSchema, csv.WithHeader(true),
 			csv.WithNullReader(true, ""), csv.WithChunk(batchRows), csv.WithAllocator(t.mem))
 		return &csvReader{Reader: rd, path: t.path}, func() { rd.Release(); fh.Close() }, nil
 	}
