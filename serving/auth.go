@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
@@ -244,8 +245,8 @@ func (a *Auth) check(ctx context.Context, method string) (context.Context, *call
 	}
 	var cert *x509.Certificate
 	if p, ok := peer.FromContext(ctx); ok {
-		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
-			cert = ti.State.VerifiedChains[0][0]
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			cert = verifiedCert(&ti.State)
 		}
 	}
 	protocol := "grpc"
@@ -328,11 +329,32 @@ func (s *authStream) SendMsg(m any) error {
 
 // HTTPMiddleware is the HTTPConfig.Middleware that goes with
 // HTTPConfig.Interceptor set to UnaryInterceptor: it adds the challenge
-// "WWW-Authenticate: Bearer" (RFC 6750) to 401 answers.
+// "WWW-Authenticate: Bearer" (RFC 6750) to 401 answers, and authenticates
+// a lookup from its headers and client certificate before its body is
+// read, so that a caller without credentials cannot make the server read
+// and parse up to the body limit (4 MiB by default) of JSON per request.
+// The interceptor then authenticates and authorizes the lookup as a gRPC
+// call.
 func (a *Auth) HTTPMiddleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(&challengeWriter{ResponseWriter: w}, r)
+		w = &challengeWriter{ResponseWriter: w}
+		if r.URL.Path == HTTPLookupPath {
+			if _, err := a.authenticate("http", r.Header.Values("Authorization"), verifiedCert(r.TLS)); err != nil {
+				WriteHTTPError(w, err)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
 	})
+}
+
+// verifiedCert returns the client certificate of a connection that TLS
+// verified, or nil.
+func verifiedCert(state *tls.ConnectionState) *x509.Certificate {
+	if state == nil || len(state.VerifiedChains) == 0 || len(state.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return state.VerifiedChains[0][0]
 }
 
 type challengeWriter struct{ http.ResponseWriter }

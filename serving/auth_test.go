@@ -318,6 +318,28 @@ func TestAuthHTTP(t *testing.T) {
 		}
 	})
 
+	t.Run("no credentials: refused before the body is read", func(t *testing.T) {
+		// A body that never ends: the answer can only come from the
+		// headers.
+		url, client := f.httpClient(t, nil)
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		req, err := http.NewRequest(http.MethodPost, url+HTTPLookupPath, pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		client.Timeout = 5 * time.Second
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("no answer before the body ended: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("status %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	})
+
 	t.Run("plaintext refused", func(t *testing.T) {
 		resp, err := (&http.Client{Timeout: 10 * time.Second}).Post(strings.Replace(f.httpURL, "https:", "http:", 1)+HTTPLookupPath, "application/json", strings.NewReader("{}"))
 		if err == nil {
