@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -93,6 +94,33 @@ type document struct {
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
+// badCharacter finds the first character that YAML refuses wherever it is:
+// a byte that is not UTF-8, a control character, or a tab in the
+// indentation of a line. The parser reports these at the line of the
+// construct around them, without a column; here the position is exact
+// (the column counts characters from 1).
+func badCharacter(data []byte) (Pos, string, bool) {
+	line, col, indent := 1, 1, true
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			return Pos{Line: line, Col: col}, fmt.Sprintf("byte 0x%02x is not UTF-8", data[i]), true
+		case r == '\n':
+			line, col, indent = line+1, 0, true
+		case r == '\t' && indent:
+			return Pos{Line: line, Col: col}, "a tab in the indentation (YAML indents with spaces)", true
+		case r != '\t' && r != '\r' && (r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == 0xfeff && i > 0):
+			return Pos{Line: line, Col: col}, fmt.Sprintf("control character U+%04X", r), true
+		case r != ' ':
+			indent = false
+		}
+		i += n
+		col++
+	}
+	return Pos{}, "", false
+}
+
 // parseFile decodes the documents of one file, recording every problem.
 func parseFile(name string, data []byte, e *errs) []document {
 	d := &decoder{file: name, errs: e}
@@ -105,12 +133,19 @@ func parseFile(name string, data []byte, e *errs) []document {
 			return out
 		}
 		if err != nil {
+			if pos, msg, ok := badCharacter(data); ok {
+				pos.File = name
+				e.add(pos, "invalid YAML: %s", msg)
+				return out
+			}
 			line, msg := 1, strings.TrimPrefix(err.Error(), "yaml: ")
 			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
 				line, _ = strconv.Atoi(m[1])
 				msg = m[2]
 			}
-			e.add(Pos{File: name, Line: line, Col: 1}, "invalid YAML: %s", msg)
+			// The parser gives the line where it noticed the problem, often
+			// the start of the construct around it, and no column.
+			e.add(Pos{File: name, Line: line, Col: 1}, "invalid YAML at or after this line: %s", msg)
 			return out
 		}
 		if len(root.Content) == 0 {

@@ -97,7 +97,7 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/source.bad.yaml:54:16: source "s15": dedup_max_ids must be from 1 to 100000000, got 0 (the default is 1000000)`,
 		}},
 		{"syntax.bad.yaml", []string{
-			`testdata/syntax.bad.yaml:4:1: invalid YAML: found unexpected end of stream`,
+			`testdata/syntax.bad.yaml:4:1: invalid YAML at or after this line: found unexpected end of stream`,
 		}},
 		{"unknown_field.bad.yaml", []string{
 			`testdata/unknown_field.bad.yaml:5:1: feature view "v1": unknown field "tilee" (did you mean "tile"?)`,
@@ -159,4 +159,21 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestYAMLCharacterPositions: characters YAML refuses anywhere are reported
+// at their exact line and column, which the parser gives only as the line
+// of the construct around them.
+func TestYAMLCharacterPositions(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"kind: Entity\nname: card\njoin_keys:\n\t- {name: id, type: string}\n", "d.yaml:4:1: invalid YAML: a tab in the indentation (YAML indents with spaces)"},
+		{"kind: Entity\nname: c\x01rd\n", "d.yaml:2:8: invalid YAML: control character U+0001"},
+		{"kind: Entity\nname: caf\xe9\n", "d.yaml:2:10: invalid YAML: byte 0xe9 is not UTF-8"},
+		{"kind: Entity\njoin_keys: [{name: id, type: string}\nname: x\n", "invalid YAML at or after this line: "},
+	} {
+		_, err := LoadFiles(map[string][]byte{"d.yaml": []byte(c.yaml)})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want %q", c.yaml, err, c.want)
+		}
+	}
 }
