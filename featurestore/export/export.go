@@ -130,6 +130,9 @@ type exporter struct {
 	// direct holds, per entity and feature column, the column written in
 	// place (directColumn), or nil; direct is nil when unused.
 	direct [][]*directColumn
+	// dicts gives an Arrow IPC file one dictionary per column; nil for
+	// other outputs.
+	dicts *dictUnifier
 }
 
 // noResult marks a row whose results are not kept in memory.
@@ -216,6 +219,15 @@ func newExporter(opts Options) (*exporter, error) {
 		return nil, err
 	}
 	x.table, x.cols = t, cols
+	// Parquet takes fewer types than Arrow: a label column it cannot hold
+	// fails now, not once every feature is computed.
+	if opts.Output == nil {
+		if f, _ := formatOf(opts.Out, opts.OutFormat, FormatParquet, FormatArrow); f == FormatParquet {
+			if err := checkParquet(opts.Entities, x.outputSchema(), x.mem); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return x, nil
 }
 
@@ -227,7 +239,13 @@ func (x *exporter) run(ctx context.Context) error {
 		x.log.Debug("export step done", "step", name, "duration", time.Since(start), "err", err)
 		return err
 	}
+	defer func() { x.dicts.release() }()
 	if err := step("partition entity rows", func() error { return x.spillRows(ctx) }); err != nil {
+		return err
+	}
+	// Before the log is read, so that dictionaries an Arrow IPC file
+	// cannot hold fail the export early.
+	if err := step("gather dictionaries", func() error { return x.gatherDictionaries(ctx) }); err != nil {
 		return err
 	}
 	for vi, vp := range x.plan.views {

@@ -198,6 +198,12 @@ func (x *exporter) outputSchema() *arrow.Schema {
 func (x *exporter) readTableAgain(ctx context.Context, fn func(arrow.RecordBatch) error) error {
 	defer x.table.dropKept(x.spillMem)
 	x.log.Debug("writing the output", "table_batches_kept", !x.table.dropped)
+	return x.readTableKept(ctx, fn)
+}
+
+// readTableKept is readTableAgain, but keeps the batches kept, for a
+// further read.
+func (x *exporter) readTableKept(ctx context.Context, fn func(arrow.RecordBatch) error) error {
 	if !x.table.dropped {
 		for _, rec := range x.table.recs {
 			if err := ctx.Err(); err != nil {
