@@ -8,6 +8,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Action is what a plan does to one object.
@@ -71,10 +73,14 @@ func Diff(old, new *Registry) *Plan {
 		old = Empty()
 	}
 	p := &Plan{}
-	diffKind(p, KindEntity, objMap(old.Entities), objMap(new.Entities))
-	diffKind(p, KindSource, objMap(old.Sources), objMap(new.Sources))
-	diffKind(p, KindFeatureView, objMap(old.Views), objMap(new.Views))
-	diffKind(p, KindFeatureService, objMap(old.Services), objMap(new.Services))
+	diffKind(p, KindEntity, objMap(old.Entities), objMap(new.Entities), nil)
+	diffKind(p, KindSource, objMap(old.Sources), objMap(new.Sources), func(name string, fields []FieldChange) []FieldChange {
+		return refineSource(old.Source(name), new.Source(name), fields)
+	})
+	diffKind(p, KindFeatureView, objMap(old.Views), objMap(new.Views), func(name string, fields []FieldChange) []FieldChange {
+		return refineView(old.View(name), new.View(name), fields)
+	})
+	diffKind(p, KindFeatureService, objMap(old.Services), objMap(new.Services), nil)
 	return p
 }
 
@@ -108,7 +114,10 @@ func objMap[T any](objs []T) map[string]map[string]any {
 	return out
 }
 
-func diffKind(p *Plan, kind string, old, new map[string]map[string]any) {
+// diffKind compares the objects of one kind. refine, when given, revises
+// the field changes of an updated object where the generic JSON diff cannot
+// tell what they mean.
+func diffKind(p *Plan, kind string, old, new map[string]map[string]any, refine func(name string, fields []FieldChange) []FieldChange) {
 	names := slices.Sorted(maps.Keys(old))
 	for n := range new {
 		if _, ok := old[n]; !ok {
@@ -127,6 +136,9 @@ func diffKind(p *Plan, kind string, old, new map[string]map[string]any) {
 		default:
 			var fields []FieldChange
 			diffValue(kind, "", o, n, &fields)
+			if len(fields) > 0 && refine != nil {
+				fields = refine(name, fields)
+			}
 			if len(fields) > 0 {
 				p.Changes = append(p.Changes, Change{Kind: kind, Name: name, Action: Update, Fields: fields})
 			}
@@ -183,17 +195,35 @@ func render(v any) string {
 }
 
 // breaking decides whether changing path (present before and/or after)
-// alters what existing features mean.
+// alters what existing features mean. refineSource and refineView revise
+// what it cannot decide from the path alone.
 func breaking(kind, path string, before, after bool) bool {
-	_ = after
 	parts := strings.Split(path, ".")
 	switch kind {
 	case KindEntity:
 		return parts[0] == "join_keys"
 	case KindSource:
 		switch parts[0] {
-		case "keys", "timestamp", "format", "protobuf":
+		case "timestamp", "format":
 			return true
+		case "keys":
+			// A new mapping gives a key to views of another entity, and
+			// one no view uses can go (removing one a view uses is a
+			// validation error); reading an existing key from another
+			// field moves every entity's state.
+			return len(parts) == 1 || before && after
+		case "kafka":
+			// The online store fences each entity's events per topic
+			// (featurestore/online), so on another topic the fences start
+			// over while the tiles stay: events already counted, from a
+			// mirror say, count again. Brokers and connections name where
+			// the topic is, not which one.
+			return len(parts) > 1 && parts[1] == "topic"
+		case "protobuf":
+			// The file's name says nothing of what it holds, and the
+			// descriptor itself is judged by refineSource, field by field.
+			// Another message is another event type.
+			return len(parts) == 1 || parts[1] == "message"
 		case "fields":
 			// A new field means nothing yet, and removing a field a
 			// feature reads is a validation error; a new type for a field
@@ -218,6 +248,145 @@ func breaking(kind, path string, before, after bool) bool {
 		}
 	}
 	return false
+}
+
+// refineView judges a feature's declared type by the type the feature
+// serves: an aggregation's type is optional and can only be its output
+// type, so declaring or dropping it changes nothing. The change still shows,
+// since the definitions, and so the version's digest, differ.
+func refineView(o, n *FeatureView, fields []FieldChange) []FieldChange {
+	for i, f := range fields {
+		rest, ok := strings.CutPrefix(f.Path, "features.")
+		if !ok {
+			continue
+		}
+		name, ok := strings.CutSuffix(rest, ".type")
+		if !ok {
+			continue
+		}
+		if of, nf := o.Feature(name), n.Feature(name); of != nil && nf != nil {
+			fields[i].Breaking = servedType(of) != servedType(nf)
+		}
+	}
+	return fields
+}
+
+// servedType is the type of a feature's value: the declared one, or an
+// aggregation's output type when none is declared.
+func servedType(f *Feature) ValueType {
+	if t := f.ValueType(); t != "" {
+		return t
+	}
+	return f.Type
+}
+
+// refineSource replaces the change of a Protobuf source's descriptor set,
+// which the generic diff sees as opaque bytes, with the changes of the
+// message's fields. Only a change of a field the source reads before and
+// after is breaking: producers add and retire other fields all the time.
+func refineSource(o, n *Source, fields []FieldChange) []FieldChange {
+	if o == nil || n == nil || o.Protobuf == nil || n.Protobuf == nil {
+		return fields
+	}
+	at := slices.IndexFunc(fields, func(f FieldChange) bool { return f.Path == "protobuf.descriptor" })
+	if at >= 0 {
+		fields[at].Old, fields[at].New = fileDigest(o.Protobuf.Descriptor), fileDigest(n.Protobuf.Descriptor)
+		fields[at].Breaking = false
+	} else {
+		at = slices.IndexFunc(fields, func(f FieldChange) bool { return f.Path == "protobuf.message" })
+	}
+	if at < 0 {
+		return fields
+	}
+	omd, oerr := o.Protobuf.MessageDescriptor()
+	nmd, nerr := n.Protobuf.MessageDescriptor()
+	if oerr != nil || nerr != nil {
+		// Not seen with validated definitions; without the fields, any
+		// change may be one of meaning.
+		fields[at].Breaking = true
+		return fields
+	}
+	// A field read only before is no longer read, and one read only after
+	// has no values yet that it could change.
+	read, nread := protoPathsRead(o), protoPathsRead(n)
+	maps.DeleteFunc(read, func(p string, _ bool) bool { return !nread[p] })
+	paths := map[string]bool{}
+	for p := range read {
+		paths[p] = true
+	}
+	for _, md := range []protoreflect.MessageDescriptor{omd, nmd} {
+		for i := range md.Fields().Len() {
+			paths[string(md.Fields().Get(i).Name())] = true
+		}
+	}
+	var changes []FieldChange
+	for _, p := range slices.Sorted(maps.Keys(paths)) {
+		a, b := describeProtoField(omd, p), describeProtoField(nmd, p)
+		if a != b {
+			changes = append(changes, FieldChange{Path: "protobuf.descriptor." + p, Old: a, New: b, Breaking: read[p]})
+		}
+	}
+	return slices.Insert(fields, at+1, changes...)
+}
+
+// protoPathsRead returns the message fields a source reads, with every
+// message field on the way to a nested one.
+func protoPathsRead(o *Source) map[string]bool {
+	out := map[string]bool{}
+	add := func(path string) {
+		if path == "" {
+			return
+		}
+		parts := strings.Split(path, ".")
+		for i := range parts {
+			out[strings.Join(parts[:i+1], ".")] = true
+		}
+	}
+	add(o.Timestamp.Field)
+	for _, p := range o.Keys {
+		add(p)
+	}
+	for p := range o.Fields {
+		add(p)
+	}
+	add(o.EventIDField)
+	return out
+}
+
+// describeProtoField renders the field at a dot-separated path of md like
+// its declaration, "optional double = 3", with what decoding depends on:
+// cardinality, kind or message type, and number. It returns "" when there
+// is no such field.
+func describeProtoField(md protoreflect.MessageDescriptor, path string) string {
+	parts := strings.Split(path, ".")
+	for i, name := range parts {
+		fd := md.Fields().ByName(protoreflect.Name(name))
+		if fd == nil {
+			return ""
+		}
+		if i == len(parts)-1 {
+			typ := fd.Kind().String()
+			switch fd.Kind() {
+			case protoreflect.MessageKind, protoreflect.GroupKind:
+				typ = string(fd.Message().FullName())
+			case protoreflect.EnumKind:
+				typ = string(fd.Enum().FullName())
+			}
+			return fmt.Sprintf("%s %s = %d", fd.Cardinality(), typ, fd.Number())
+		}
+		if fd.Message() == nil || fd.IsList() || fd.IsMap() {
+			return ""
+		}
+		md = fd.Message()
+	}
+	return ""
+}
+
+// fileDigest renders a file's contents by size and digest, the start of
+// what sha256sum prints for it.
+func fileDigest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return fmt.Sprintf("<%d bytes, sha256:%x>", len(b), sum[:8])
 }
 
 // Render writes the plan in a readable form.

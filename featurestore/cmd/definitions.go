@@ -98,10 +98,17 @@ func planCommand() *command {
 		summary: "Show what apply would change in the registry.",
 		long: `Compare the definitions in DIR with the registry version in use and print
 what would be created, changed and deleted. A change that alters what an
-existing feature means (a new window, aggregation, field, filter or type; a
-new tile, entity or source of a view; new keys or time of a source; new join
-keys of an entity) is marked [BREAKING]: apply refuses it without
---allow-breaking. Nothing is written.`,
+existing feature means is marked [BREAKING]: apply refuses it without
+--allow-breaking. Breaking are: a new window, aggregation, field, filter or
+type of a feature (declaring or dropping an aggregation's own output type is
+not); a new tile, entity or source of a view; new join keys of an entity; in
+a source, a new format, time field or encoding, field type, Protobuf message,
+or field an existing key is read from (adding or removing a key mapping is
+not); a change of a Protobuf field the source reads (number, kind,
+cardinality or message type; the plan lists the message's changed fields,
+and the others are not breaking); and a new Kafka topic, because the online
+store keeps its offset fences per topic while the tiles stay, so events
+already counted, from a mirror say, would count again. Nothing is written.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			fs.BoolVar(&exitCode, "detailed-exitcode", false, "Exit 3 when the plan has changes (0 when none), for scripts.")

@@ -1,0 +1,632 @@
+package registry
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
+)
+
+// planLines renders the plan from before to after without its summary
+// lines. The old side goes through the canonical JSON, as plan reads it
+// from the store.
+func planLines(t *testing.T, before, after *Registry) ([]string, []string) {
+	t.Helper()
+	old, err := FromJSON(before.CanonicalJSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Diff(old, after)
+	var b bytes.Buffer
+	p.Render(&b)
+	var got []string
+	for _, l := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
+		if !strings.HasPrefix(l, "Plan:") && !strings.Contains(l, "breaking change(s)") {
+			got = append(got, l)
+		}
+	}
+	return got, p.Breaking()
+}
+
+func checkPlan(t *testing.T, got, gotBreaking, want, wantBreaking []string) {
+	t.Helper()
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !slices.Equal(gotBreaking, wantBreaking) {
+		t.Errorf("breaking = %q, want %q", gotBreaking, wantBreaking)
+	}
+}
+
+// TestDiffBreaking checks which changes a plan calls breaking, on pairs of
+// definitions written out in full.
+func TestDiffBreaking(t *testing.T) {
+	tests := []struct {
+		name          string
+		before, after string
+		want          []string
+		breaking      []string
+	}{
+		{
+			name: "declaring an aggregation's output type",
+			before: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+  - {name: n_1h, aggregation: count, window: 1h}
+`,
+			after: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h, type: double}
+  - {name: n_1h, aggregation: count, window: 1h, type: int64}
+`,
+			want: []string{
+				`  ~ feature view "v"`,
+				`      + features.n_1h.type: int64`,
+				`      + features.sum_1h.type: double`,
+			},
+		},
+		{
+			name: "leaving out an aggregation's output type",
+			before: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: int64}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: mean_1h, aggregation: mean, field: amount, window: 1h, type: double}
+`,
+			after: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: int64}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: mean_1h, aggregation: mean, field: amount, window: 1h}
+`,
+			want: []string{
+				`  ~ feature view "v"`,
+				`      - features.mean_1h.type: double`,
+			},
+		},
+		{
+			name: "a declared type that differs from the old output type",
+			before: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: int64}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: x_1h, aggregation: sum, field: amount, window: 1h}
+`,
+			after: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: int64}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: x_1h, aggregation: mean, field: amount, window: 1h, type: double}
+`,
+			want: []string{
+				`  ~ feature view "v"`,
+				`      ~ features.x_1h.aggregation: sum -> mean   [BREAKING]`,
+				`      + features.x_1h.type: double   [BREAKING]`,
+			},
+			breaking: []string{`feature view "v": features.x_1h.aggregation`, `feature view "v": features.x_1h.type`},
+		},
+		{
+			name: "a key mapping for a new entity",
+			before: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+`,
+			after: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Entity
+name: merchant
+join_keys: [{name: merchant_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id, merchant_id: merchant}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+---
+kind: FeatureView
+name: m
+entity: merchant
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+`,
+			want: []string{
+				`  + entity "merchant"`,
+				`  ~ source "txns"`,
+				`      + keys.merchant_id: merchant`,
+				`  + feature view "m"`,
+			},
+		},
+		{
+			name: "an unused key mapping removed",
+			before: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id, merchant_id: merchant}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+`,
+			after: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+`,
+			want: []string{
+				`  ~ source "txns"`,
+				`      - keys.merchant_id: merchant`,
+			},
+		},
+		{
+			name: "a key read from another field",
+			before: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+`,
+			after: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card.id}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+`,
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ keys.card_id: card_id -> card.id   [BREAKING]`,
+			},
+			breaking: []string{`source "txns": keys.card_id`},
+		},
+		{
+			name: "a source moved to another topic",
+			before: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+`,
+			after: `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: eu.txns}
+timestamp: {field: ts}
+keys: {card_id: card_id}
+fields: {amount: double}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+`,
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ kafka.topic: txns -> eu.txns   [BREAKING]`,
+			},
+			breaking: []string{`source "txns": kafka.topic`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, breaking := planLines(t, mustLoad(t, tt.before), mustLoad(t, tt.after))
+			checkPlan(t, got, breaking, tt.want, tt.breaking)
+		})
+	}
+}
+
+// txnProto is the file descriptor set of the Protobuf source in
+// TestDiffProtobuf, in text form.
+const txnProto = `
+file {
+  name: "fraud/v1/txn.proto"
+  package: "fraud.v1"
+  syntax: "proto3"
+  message_type {
+    name: "Card"
+    field { name: "id" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING json_name: "id" }
+  }
+  message_type {
+    name: "CardTransaction"
+    field { name: "txn_id" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING json_name: "txnId" }
+    field { name: "card" number: 2 label: LABEL_OPTIONAL type: TYPE_MESSAGE type_name: ".fraud.v1.Card" json_name: "card" }
+    field { name: "amount" number: 3 label: LABEL_OPTIONAL type: TYPE_DOUBLE json_name: "amount" }
+    field { name: "ts_ms" number: 4 label: LABEL_OPTIONAL type: TYPE_INT64 json_name: "tsMs" }
+    field { name: "note" number: 6 label: LABEL_OPTIONAL type: TYPE_STRING json_name: "note" }
+  }
+}
+`
+
+// txnDefs reads every field of fraud.v1.CardTransaction but note.
+const txnDefs = `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+format: protobuf
+protobuf: {descriptor_set: txn.binpb, message: fraud.v1.CardTransaction}
+kafka: {topic: txns}
+timestamp: {field: ts_ms, encoding: epoch_ms}
+keys: {card_id: card.id}
+fields: {amount: double}
+event_id_field: txn_id
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+`
+
+// loadProto loads defs with the descriptor set written in text form as
+// setFile next to it, and returns the registry and the set's bytes.
+func loadProto(t *testing.T, defs, setFile, set string) (*Registry, []byte) {
+	t.Helper()
+	var fds descriptorpb.FileDescriptorSet
+	if err := prototext.Unmarshal([]byte(set), &fds); err != nil {
+		t.Fatal(err)
+	}
+	b, err := proto.Marshal(&fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, setFile)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := LoadFiles(map[string][]byte{filepath.Join(dir, "defs.yaml"): []byte(defs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, b
+}
+
+// TestDiffProtobuf checks that a new descriptor set is breaking only where
+// it changes a field the source reads, and that the plan names the field.
+func TestDiffProtobuf(t *testing.T) {
+	tests := []struct {
+		name string
+		// The definitions and descriptor set after the change; the
+		// definitions default to txnDefs, the set file to txn.binpb.
+		defs, setFile, set string
+		// {before} and {after} stand for the sets' sizes and digests.
+		want     []string
+		breaking []string
+	}{
+		{
+			name: "an unrelated field added",
+			set: strings.Replace(txnProto, `    field { name: "note"`,
+				`    field { name: "merchant" number: 5 label: LABEL_OPTIONAL type: TYPE_STRING json_name: "merchant" }
+    field { name: "note"`, 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      + protobuf.descriptor.merchant: optional string = 5`,
+			},
+		},
+		{
+			name: "an unused field removed",
+			set:  strings.Replace(txnProto, `    field { name: "note" number: 6 label: LABEL_OPTIONAL type: TYPE_STRING json_name: "note" }`+"\n", "", 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      - protobuf.descriptor.note: optional string = 6`,
+			},
+		},
+		{
+			name: "an unused field of another kind",
+			set:  strings.Replace(txnProto, `name: "note" number: 6 label: LABEL_OPTIONAL type: TYPE_STRING`, `name: "note" number: 6 label: LABEL_OPTIONAL type: TYPE_BYTES`, 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      ~ protobuf.descriptor.note: optional string = 6 -> optional bytes = 6`,
+			},
+		},
+		{
+			name: "a field read by a feature of another kind",
+			set:  strings.Replace(txnProto, `type: TYPE_DOUBLE`, `type: TYPE_FLOAT`, 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      ~ protobuf.descriptor.amount: optional double = 3 -> optional float = 3   [BREAKING]`,
+			},
+			breaking: []string{`source "txns": protobuf.descriptor.amount`},
+		},
+		{
+			name: "the time field renumbered",
+			set:  strings.Replace(txnProto, `name: "ts_ms" number: 4`, `name: "ts_ms" number: 7`, 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      ~ protobuf.descriptor.ts_ms: optional int64 = 4 -> optional int64 = 7   [BREAKING]`,
+			},
+			breaking: []string{`source "txns": protobuf.descriptor.ts_ms`},
+		},
+		{
+			name: "the event id field of another kind",
+			set:  strings.Replace(txnProto, `name: "txn_id" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING`, `name: "txn_id" number: 1 label: LABEL_OPTIONAL type: TYPE_INT64`, 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      ~ protobuf.descriptor.txn_id: optional string = 1 -> optional int64 = 1   [BREAKING]`,
+			},
+			breaking: []string{`source "txns": protobuf.descriptor.txn_id`},
+		},
+		{
+			name: "the message a key is read through replaced",
+			set: strings.Replace(strings.Replace(txnProto, `type_name: ".fraud.v1.Card"`, `type_name: ".fraud.v1.CardRef"`, 1),
+				`  message_type {
+    name: "CardTransaction"`, `  message_type {
+    name: "CardRef"
+    field { name: "id" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING json_name: "id" }
+  }
+  message_type {
+    name: "CardTransaction"`, 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      ~ protobuf.descriptor.card: optional fraud.v1.Card = 2 -> optional fraud.v1.CardRef = 2   [BREAKING]`,
+			},
+			breaking: []string{`source "txns": protobuf.descriptor.card`},
+		},
+		{
+			name: "a nested key field renumbered",
+			set:  strings.Replace(txnProto, `field { name: "id" number: 1`, `field { name: "id" number: 2`, 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      ~ protobuf.descriptor.card.id: optional string = 1 -> optional string = 2   [BREAKING]`,
+			},
+			breaking: []string{`source "txns": protobuf.descriptor.card.id`},
+		},
+		{
+			name: "a field no longer read, then removed",
+			defs: strings.Replace(txnDefs, "event_id_field: txn_id\n", "", 1),
+			set:  strings.Replace(txnProto, `    field { name: "txn_id" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING json_name: "txnId" }`+"\n", "", 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      - event_id_field: txn_id`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      - protobuf.descriptor.txn_id: optional string = 1`,
+			},
+		},
+		{
+			name: "the message renamed",
+			defs: strings.Replace(txnDefs, "message: fraud.v1.CardTransaction}", "message: fraud.v1.CardTxn}", 1),
+			set:  strings.Replace(txnProto, `name: "CardTransaction"`, `name: "CardTxn"`, 1),
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor: {before} -> {after}`,
+				`      ~ protobuf.message: fraud.v1.CardTransaction -> fraud.v1.CardTxn   [BREAKING]`,
+			},
+			breaking: []string{`source "txns": protobuf.message`},
+		},
+		{
+			name:    "the descriptor set file moved",
+			defs:    strings.Replace(txnDefs, "descriptor_set: txn.binpb", "descriptor_set: protos/txn.binpb", 1),
+			setFile: "protos/txn.binpb",
+			set:     txnProto,
+			want: []string{
+				`  ~ source "txns"`,
+				`      ~ protobuf.descriptor_set: txn.binpb -> protos/txn.binpb`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, beforeSet := loadProto(t, txnDefs, "txn.binpb", txnProto)
+			defs, setFile := tt.defs, tt.setFile
+			if defs == "" {
+				defs = txnDefs
+			}
+			if setFile == "" {
+				setFile = "txn.binpb"
+			}
+			after, afterSet := loadProto(t, defs, setFile, tt.set)
+			// What sha256sum prints for the set file, shortened.
+			digest := func(b []byte) string {
+				sum := sha256.Sum256(b)
+				return fmt.Sprintf("<%d bytes, sha256:%x>", len(b), sum[:8])
+			}
+			var want []string
+			for _, l := range tt.want {
+				l = strings.ReplaceAll(l, "{before}", digest(beforeSet))
+				l = strings.ReplaceAll(l, "{after}", digest(afterSet))
+				want = append(want, l)
+			}
+			got, breaking := planLines(t, before, after)
+			checkPlan(t, got, breaking, want, tt.breaking)
+		})
+	}
+}
