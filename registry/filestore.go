@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,17 +69,54 @@ func (s *FileStore) read(v int64) (*fileVersion, error) {
 	return &fv, nil
 }
 
-// Get returns version v.
-func (s *FileStore) Get(_ context.Context, v int64) (*Snapshot, error) {
+// Get returns version v. A version above HEAD does not exist, even if its
+// file does: a crash between writing the file and moving HEAD leaves one
+// that was never committed.
+func (s *FileStore) Get(ctx context.Context, v int64) (*Snapshot, error) {
+	head, err := s.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if v < 1 || v > head {
+		return nil, fmt.Errorf("registry version %d does not exist", v)
+	}
 	fv, err := s.read(v)
 	if err != nil {
 		return nil, err
 	}
-	r, err := FromJSON(fv.Registry)
+	return SnapshotOf(fv.Info, fv.Registry)
+}
+
+// Info returns the info of version v, without decoding its definitions.
+func (s *FileStore) Info(ctx context.Context, v int64) (VersionInfo, error) {
+	head, err := s.Head(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("registry version %d: %w", v, err)
+		return VersionInfo{}, err
 	}
-	return &Snapshot{VersionInfo: fv.Info, Registry: r}, nil
+	if v < 1 || v > head {
+		return VersionInfo{}, fmt.Errorf("registry version %d does not exist", v)
+	}
+	fv, err := s.read(v)
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	return fv.Info, nil
+}
+
+// SnapshotOf rebuilds a stored version from its info and content (the
+// canonical JSON as committed). It refuses content whose SHA-256 is not the
+// recorded digest, so that a snapshot never pairs one version's info with
+// other definitions; stores call it in Get.
+func SnapshotOf(info VersionInfo, content []byte) (*Snapshot, error) {
+	sum := sha256.Sum256(content)
+	if d := "sha256:" + hex.EncodeToString(sum[:]); d != info.Digest {
+		return nil, fmt.Errorf("registry version %d: content has digest %s, not the recorded %s", info.Version, d, info.Digest)
+	}
+	r, err := FromJSON(content)
+	if err != nil {
+		return nil, fmt.Errorf("registry version %d: %w", info.Version, err)
+	}
+	return &Snapshot{VersionInfo: info, Registry: r}, nil
 }
 
 // Versions lists every version, newest first.

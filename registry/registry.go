@@ -1,12 +1,15 @@
 package registry
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Registry is a validated, immutable set of definitions.
@@ -144,10 +147,21 @@ func (r *Registry) Digest() string {
 }
 
 // FromJSON rebuilds a registry from its canonical JSON, as stores keep it.
+// A field it does not know is an error, not dropped: a version applied by a
+// newer build may carry an attribute (a filter, say) that changes what the
+// features mean, and computing them without it would be silently wrong.
 func FromJSON(b []byte) (*Registry, error) {
 	r := &Registry{}
-	if err := json.Unmarshal(b, r); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(r); err != nil {
+		if strings.HasPrefix(err.Error(), "json: unknown field ") {
+			return nil, fmt.Errorf("registry snapshot uses fields this build does not know (upgrade featurestore to read it): %w", err)
+		}
 		return nil, fmt.Errorf("decode registry snapshot: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("decode registry snapshot: data after the definitions")
 	}
 	e := &errs{}
 	r.build(e)

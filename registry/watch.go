@@ -46,19 +46,50 @@ func NewWatcher(s Store, opts WatcherOptions) *Watcher {
 // exists.
 func (w *Watcher) Current() *Snapshot { return w.current.Load() }
 
+// InfoGetter is implemented by stores that can read a version's info without
+// its definitions. A Watcher uses it to compare the head with the version it
+// holds on each poll, cheaply.
+type InfoGetter interface {
+	// Info returns the info of version v.
+	Info(ctx context.Context, v int64) (VersionInfo, error)
+}
+
 // Load reads the store's head now. It returns whether a new version was
 // loaded.
+//
+// A version is new when its number or its digest differs from the one held,
+// not only when its number is higher: a store that lost versions (a Redis
+// failover with asynchronous replication, a restore from a backup, a dev
+// Redis started afresh) gives the next apply a number already seen, with
+// other content, and the store's head is what every process must run.
 func (w *Watcher) Load(ctx context.Context) (bool, error) {
 	head, err := w.store.Head(ctx)
 	if err != nil {
 		return false, err
 	}
-	if cur := w.current.Load(); head == 0 || (cur != nil && cur.Version >= head) {
+	if head == 0 {
 		return false, nil
+	}
+	cur := w.current.Load()
+	if ig, ok := w.store.(InfoGetter); ok && cur != nil && cur.Version == head {
+		info, err := ig.Info(ctx, head)
+		if err != nil {
+			return false, err
+		}
+		if info.Digest == cur.Digest {
+			return false, nil
+		}
 	}
 	snap, err := w.store.Get(ctx, head)
 	if err != nil {
 		return false, err
+	}
+	if cur != nil && snap.Version == cur.Version && snap.Digest == cur.Digest {
+		return false, nil
+	}
+	if cur != nil && snap.Version <= cur.Version {
+		w.log.Warn("registry version number went back; the store lost versions, loading its head",
+			"version", snap.Version, "digest", snap.Digest, "previous_version", cur.Version, "previous_digest", cur.Digest)
 	}
 	w.current.Store(snap)
 	w.log.Info("registry version loaded", "version", snap.Version, "digest", snap.Digest, "applied_by", snap.AppliedBy)
@@ -78,7 +109,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
-	failing := false
+	// The last error logged: a failure is logged when it starts and when it
+	// changes (Redis comes back but the head is a version this build cannot
+	// read), not on every poll.
+	failing := ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -90,15 +124,23 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if !failing {
-				w.log.Warn("registry watch failed; keeping the current version", "err", err)
+			if err.Error() != failing {
+				w.log.Warn("registry watch failed; keeping the current version", "version", w.currentVersion(), "err", err)
 			}
-			failing = true
+			failing = err.Error()
 			continue
 		}
-		if failing {
+		if failing != "" {
 			w.log.Info("registry watch recovered")
-			failing = false
+			failing = ""
 		}
 	}
+}
+
+// currentVersion is the number of the version held, 0 for none.
+func (w *Watcher) currentVersion() int64 {
+	if cur := w.current.Load(); cur != nil {
+		return cur.Version
+	}
+	return 0
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -69,16 +70,69 @@ type registryFlags struct {
 	redis    redisFlags
 }
 
+// defaultProject is the project a file registry keeps at the top of its
+// directory; other projects live in DIR/projects/NAME.
+const defaultProject = "default"
+
 func (r *registryFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&r.location, "registry", "redis", "Where registry versions live: redis (on --redis-addr), or file:DIR for a local directory.")
-	fs.StringVar(&r.project, "project", "default", "Project whose registry to use; projects are independent namespaces.")
+	// Both are checked as they are set, so that a bad value is wrong usage
+	// (exit 2) reported before any command reads or opens anything.
+	r.location, r.project = "redis", defaultProject
+	fs.Var(&checkedString{&r.location, checkLocation}, "registry", "Where registry versions live: redis (on --redis-addr), or file:DIR for a local directory.")
+	fs.Var(&checkedString{&r.project, redisstore.ValidProject}, "project", "Project whose registry to use; projects are independent namespaces.")
 	r.redis.register(fs)
+}
+
+// checkedString is a string flag that refuses values check refuses.
+type checkedString struct {
+	p     *string
+	check func(string) error
+}
+
+func (c *checkedString) String() string {
+	if c == nil || c.p == nil { // the flag package's zero value, for its help
+		return ""
+	}
+	return *c.p
+}
+
+func (c *checkedString) Set(s string) error {
+	if err := c.check(s); err != nil {
+		return err
+	}
+	*c.p = s
+	return nil
+}
+
+// fileDir returns the directory of a file:DIR registry location, and
+// whether the location is one.
+func fileDir(location string) (string, bool) {
+	if !strings.HasPrefix(location, "file:") {
+		return "", false
+	}
+	return strings.TrimPrefix(strings.TrimPrefix(location, "file:"), "//"), true
+}
+
+func checkLocation(location string) error {
+	if dir, ok := fileDir(location); ok {
+		if dir == "" {
+			return errors.New("file: needs a directory, like file:./registry")
+		}
+		return nil
+	}
+	if location != "redis" {
+		return errors.New("use redis or file:DIR")
+	}
+	return nil
 }
 
 // snapshot returns registry version v of the project, the current one when
 // v is 0, and closes the store: callers that only read one version keep no
 // registry connection open.
 func (r *registryFlags) snapshot(ctx context.Context, v int64) (*registry.Snapshot, error) {
+	if v < 0 {
+		return nil, fmt.Errorf("%w: --version %d: versions are numbered from 1 (0 for the current one)", errUsage, v)
+	}
 	store, closeStore, err := r.open(ctx)
 	if err != nil {
 		return nil, err
@@ -95,31 +149,38 @@ func (r *registryFlags) snapshot(ctx context.Context, v int64) (*registry.Snapsh
 	return store.Get(ctx, v)
 }
 
-// open returns the configured store; close releases it.
+// open returns the configured store; close releases it. A file registry
+// keeps the default project in DIR itself, as before projects had their
+// own, and every other project in DIR/projects/NAME, so that projects
+// sharing a directory are as independent as projects sharing a Redis.
 func (r *registryFlags) open(ctx context.Context) (registry.Store, func(), error) {
-	switch {
-	case strings.HasPrefix(r.location, "file:"):
-		dir := strings.TrimPrefix(strings.TrimPrefix(r.location, "file:"), "//")
-		if dir == "" {
-			return nil, nil, errors.New("--registry file: needs a directory, like file:./registry")
+	// The flags were checked as they were set; this guards callers that
+	// fill registryFlags some other way.
+	if err := checkLocation(r.location); err != nil {
+		return nil, nil, fmt.Errorf("%w: --registry %q: %v", errUsage, r.location, err)
+	}
+	if err := redisstore.ValidProject(r.project); err != nil {
+		return nil, nil, fmt.Errorf("%w: --project: %v", errUsage, err)
+	}
+	if dir, isFile := fileDir(r.location); isFile {
+		if r.project != defaultProject {
+			dir = filepath.Join(dir, "projects", r.project)
 		}
 		s, err := registry.OpenFileStore(dir)
 		if err != nil {
 			return nil, nil, err
 		}
 		return s, func() {}, nil
-	case r.location == "redis":
-		c := r.redis.client()
-		if err := c.Ping(ctx).Err(); err != nil {
-			c.Close()
-			return nil, nil, fmt.Errorf("registry: redis at %s does not answer: %w (start Redis, or use --registry file:DIR)", r.redis.addr, err)
-		}
-		s, err := redisstore.New(c, r.project)
-		if err != nil {
-			c.Close()
-			return nil, nil, err
-		}
-		return s, func() { c.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("--registry %q: use redis or file:DIR", r.location)
+	c := r.redis.client()
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("registry: redis at %s does not answer: %w (start Redis, or use --registry file:DIR)", r.redis.addr, err)
+	}
+	s, err := redisstore.New(c, r.project)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return s, func() { c.Close() }, nil
 }

@@ -7,11 +7,14 @@
 //	fs:{reg.P}:head       the newest version number
 //	fs:{reg.P}:snapshots  hash: version -> canonical JSON of the definitions
 //	fs:{reg.P}:info       hash: version -> JSON VersionInfo
+//	fs:{reg.P}:commits    hash: version -> random id of the Commit call that made it
 //	fs:{reg.P}:events     pub/sub channel: the version just committed
 package redisstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +28,8 @@ import (
 
 // Store is a registry.Store and registry.Notifier on Redis.
 type Store struct {
-	c                            redis.UniversalClient
-	head, snapshots, info, event string
+	c                                     redis.UniversalClient
+	head, snapshots, info, commits, event string
 }
 
 // New returns the store of the named project on c. The caller keeps
@@ -36,8 +39,13 @@ func New(c redis.UniversalClient, project string) (*Store, error) {
 		return nil, err
 	}
 	p := "fs:{reg." + project + "}:"
-	return &Store{c: c, head: p + "head", snapshots: p + "snapshots", info: p + "info", event: p + "events"}, nil
+	return &Store{c: c, head: p + "head", snapshots: p + "snapshots", info: p + "info", commits: p + "commits", event: p + "events"}, nil
 }
+
+// ValidProject reports whether p can name a project: it is part of every
+// Redis key of the project, inside the cluster hash tag, so braces, colons
+// and spaces are out.
+func ValidProject(p string) error { return validProject(p) }
 
 func validProject(p string) error {
 	if p == "" {
@@ -79,11 +87,23 @@ func (s *Store) Get(ctx context.Context, v int64) (*registry.Snapshot, error) {
 	if err := json.Unmarshal([]byte(info.Val()), &vi); err != nil {
 		return nil, fmt.Errorf("registry version %d: info: %w", v, err)
 	}
-	r, err := registry.FromJSON([]byte(snap.Val()))
-	if err != nil {
-		return nil, fmt.Errorf("registry version %d: %w", v, err)
+	return registry.SnapshotOf(vi, []byte(snap.Val()))
+}
+
+// Info returns the info of version v, without its definitions.
+func (s *Store) Info(ctx context.Context, v int64) (registry.VersionInfo, error) {
+	b, err := s.c.HGet(ctx, s.info, strconv.FormatInt(v, 10)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return registry.VersionInfo{}, fmt.Errorf("registry version %d does not exist", v)
 	}
-	return &registry.Snapshot{VersionInfo: vi, Registry: r}, nil
+	if err != nil {
+		return registry.VersionInfo{}, fmt.Errorf("read registry version %d from redis: %w", v, err)
+	}
+	var vi registry.VersionInfo
+	if err := json.Unmarshal(b, &vi); err != nil {
+		return registry.VersionInfo{}, fmt.Errorf("registry version %d: info: %w", v, err)
+	}
+	return vi, nil
 }
 
 // Versions lists every version, newest first.
@@ -105,15 +125,23 @@ func (s *Store) Versions(ctx context.Context) ([]registry.VersionInfo, error) {
 }
 
 // commitScript writes a version only if the head is still the expected one,
-// and announces it, in one atomic step.
+// and announces it, in one atomic step. It records the commit id (ARGV[4])
+// with the version, so that the same call run again finds its own commit:
+// the client retries a script whose reply was lost, and that retry sees the
+// head one past what it expected, which is success, not a conflict.
 var commitScript = redis.NewScript(`
 local head = tonumber(redis.call('GET', KEYS[1]) or '0')
-if head ~= tonumber(ARGV[1]) then
+local expected = tonumber(ARGV[1])
+if head ~= expected then
+  if head == expected + 1 and redis.call('HGET', KEYS[5], head) == ARGV[4] then
+    return {1, head}
+  end
   return {0, head}
 end
 local v = head + 1
 redis.call('HSET', KEYS[2], v, ARGV[2])
 redis.call('HSET', KEYS[3], v, ARGV[3])
+redis.call('HSET', KEYS[5], v, ARGV[4])
 redis.call('SET', KEYS[1], v)
 redis.call('PUBLISH', KEYS[4], v)
 return {1, v}
@@ -126,9 +154,15 @@ func (s *Store) Commit(ctx context.Context, expected int64, info registry.Versio
 	if err != nil {
 		return registry.VersionInfo{}, err
 	}
+	// Unique per call, so only a retry of this call matches it.
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return registry.VersionInfo{}, err
+	}
 	// The channel is passed as a key so the script declares everything it
 	// touches; it shares the hash tag, so the slot is the same.
-	res, err := commitScript.Run(ctx, s.c, []string{s.head, s.snapshots, s.info, s.event}, expected, content, ib).Int64Slice()
+	keys := []string{s.head, s.snapshots, s.info, s.event, s.commits}
+	res, err := commitScript.Run(ctx, s.c, keys, expected, content, ib, hex.EncodeToString(id)).Int64Slice()
 	if err != nil {
 		return registry.VersionInfo{}, fmt.Errorf("commit registry version to redis: %w", err)
 	}
