@@ -20,12 +20,14 @@ func (o *offlineFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.dir, "offline-dir", "", "Directory of the offline log (Arrow IPC files and their manifests), or an s3:// bucket URL.")
 }
 
-// storage opens the offline log's storage; close releases it.
+// storage opens the storage of an existing offline log (export, serve,
+// compact read one; a mistyped directory is an error, not an empty log);
+// close releases it.
 func (o *offlineFlags) storage(ctx context.Context) (st offline.Storage, close func() error, err error) {
 	if o.dir == "" {
 		return nil, nil, fmt.Errorf("%w: --offline-dir is required", errUsage)
 	}
-	return offline.Open(ctx, o.dir)
+	return offline.OpenExisting(ctx, o.dir)
 }
 
 func compactCommand() *command {

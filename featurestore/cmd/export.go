@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -181,6 +183,10 @@ progress bar when stderr is a terminal.`,
 				}
 				fmt.Fprintf(env.stdout, "wrote %d rows to %s in %s (%d events read, %d used)\n",
 					stats.Rows, out, stats.Duration.Round(1e6), stats.Events, stats.EventsUsed)
+				if empty := opts.Log.(*offlineLog).empty(); len(empty) > 0 {
+					fmt.Fprintf(env.stderr, "warning: feature views %s have nothing committed in the offline log %s (project %q): their features are null; check --offline-dir and --project\n",
+						strings.Join(empty, ", "), off.dir, reg.project)
+				}
 				return nil
 			}
 		},
@@ -192,6 +198,23 @@ progress bar when stderr is a terminal.`,
 type offlineLog struct {
 	st      offline.Storage
 	project string
+
+	mu      sync.Mutex
+	scanned map[string]bool // by view: whether its log had a commit
+}
+
+// empty returns the views scanned whose log had no commit at all, sorted.
+func (l *offlineLog) empty() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for v, found := range l.scanned {
+		if !found {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Scan reads the files of a snapshot of the view's log that may hold events
@@ -202,6 +225,12 @@ func (l *offlineLog) Scan(ctx context.Context, view string, until int64, fn func
 	if err != nil {
 		return fmt.Errorf("offline log of feature view %q: %w", view, err)
 	}
+	l.mu.Lock()
+	if l.scanned == nil {
+		l.scanned = map[string]bool{}
+	}
+	l.scanned[view] = l.scanned[view] || snap.Seq > 0
+	l.mu.Unlock()
 	err = offline.ScanMapped(ctx, l.st, snap, snap.Between(math.MinInt64, until), func(_ offline.FileInfo, rec arrow.RecordBatch) error {
 		return fn(rec)
 	})

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -194,6 +195,34 @@ func testExportCommand(t *testing.T, where string) {
 		if code != c.code || !strings.Contains(errOut, c.want) {
 			t.Errorf("export %v: exit %d, want %d with %q:\n%s", c.args, code, c.code, c.want, errOut)
 		}
+	}
+
+	// A mistyped directory is an error, and is not created: read as an
+	// empty log, it gave a training set of nulls and exit 0.
+	if where == "dir" {
+		typo := filepath.Join(dir, "ofline")
+		code, _, errOut := runCLI(t, env, "export", "--offline-dir", typo, "--entities", in, "--service", "fraud_detection_v1", "--out", out)
+		if code != 1 || !strings.Contains(errOut, "no such directory") {
+			t.Errorf("export from a missing directory: exit %d:\n%s", code, errOut)
+		}
+		if _, err := os.Stat(typo); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("export created the missing directory %s: %v", typo, err)
+		}
+	}
+	// A log with nothing committed for a view gives nulls, and says so.
+	if where == "dir" {
+		empty := filepath.Join(dir, "empty")
+		if err := os.Mkdir(empty, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := runCLI(t, env, "export", "--offline-dir", empty, "--entities", in, "--features", "card_txn:txn_count_10m,merchant_txn:txn_count_1h", "--out", out)
+		want := `warning: feature views card_txn, merchant_txn have nothing committed in the offline log ` + empty + ` (project "default")`
+		if code != 0 || !strings.Contains(errOut, want) {
+			t.Errorf("export from an empty log: exit %d, want 0 with %q:\n%s", code, want, errOut)
+		}
+	}
+	if code, _, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", in, "--service", "fraud_detection_v1", "--out", out); code != 0 || strings.Contains(errOut, "warning") {
+		t.Errorf("export: exit %d, stderr:\n%s", code, errOut)
 	}
 }
 

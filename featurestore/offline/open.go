@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -45,6 +46,26 @@ func Open(ctx context.Context, location string) (st Storage, close func() error,
 		return nil, nil, fmt.Errorf("offline log %s: %w", location, err)
 	}
 	return st, b.Close, nil
+}
+
+// OpenExisting is Open for readers of a log (export, the Flight service,
+// compaction): a directory must exist already. Open creates a missing
+// directory, as a writer starting a log must; a reader given a mistyped
+// directory would create it, read an empty log and export every feature as
+// null.
+func OpenExisting(ctx context.Context, location string) (st Storage, close func() error, err error) {
+	if !IsURL(location) {
+		fi, err := os.Stat(location)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, nil, fmt.Errorf("offline log %s: no such directory (ingest and backfill with --offline-dir create it; check the path)", location)
+		case err != nil:
+			return nil, nil, fmt.Errorf("offline log %s: %w", location, err)
+		case !fi.IsDir():
+			return nil, nil, fmt.Errorf("offline log %s: not a directory", location)
+		}
+	}
+	return Open(ctx, location)
 }
 
 // IsURL tells whether location is a URL (scheme://...) rather than a local
