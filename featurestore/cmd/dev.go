@@ -4,9 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,6 +67,12 @@ Ctrl-C.`,
 				if len(args) != 0 {
 					return fmt.Errorf("%w: dev takes no arguments", errUsage)
 				}
+				if strings.Contains(offDir, "://") {
+					// The Flight service of dev mode reads a local directory, and
+					// would read one named after the URL while ingest writes to
+					// the bucket: exports would be empty.
+					return fmt.Errorf("%w: --offline-dir %q: dev mode keeps its offline log in a local directory, not at a URL", errUsage, offDir)
+				}
 				log, err := logs.logger(env.stderr)
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
@@ -85,6 +93,9 @@ Ctrl-C.`,
 				}
 				if offDir == "" {
 					offDir = filepath.Join(dataDir, "offline")
+				}
+				if err := checkDevState(dataDir, offDir); err != nil {
+					return err
 				}
 				start := time.Now()
 				startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -142,13 +153,13 @@ Ctrl-C.`,
 				// runs. Lookups are served from the same Redis.
 				ln, err := net.Listen("tcp", grpcAddr)
 				if err != nil {
-					return fmt.Errorf("grpc listener: %w", err)
+					return listenFlagError("--grpc-addr", grpcAddr, fmt.Errorf("grpc listener: %w", err))
 				}
 				var hln, fln net.Listener
 				if httpAddr != "" {
 					if hln, err = net.Listen("tcp", httpAddr); err != nil {
 						ln.Close()
-						return fmt.Errorf("http listener: %w", err)
+						return listenFlagError("--http-addr", httpAddr, fmt.Errorf("http listener: %w", err))
 					}
 				}
 				var offStore offline.Storage
@@ -161,7 +172,7 @@ Ctrl-C.`,
 						if hln != nil {
 							hln.Close()
 						}
-						return fmt.Errorf("flight listener: %w", err)
+						return listenFlagError("--flight-addr", flightAddr, fmt.Errorf("flight listener: %w", err))
 					}
 				}
 				var wg sync.WaitGroup
@@ -254,4 +265,31 @@ Press Ctrl-C to stop.
 			}
 		},
 	}
+}
+
+// checkDevState refuses to start with an offline log but no dev Kafka state.
+// The log holds the Kafka offsets it has written up to; the topics of a new
+// Kafka state restart at offset 0, so the log would drop every new event up
+// to the old offsets as a replay, while ingest applies them online, and
+// exports would no longer match lookups. Only removing both starts afresh.
+func checkDevState(dataDir, offDir string) error {
+	if hasFiles(filepath.Join(dataDir, "kafka")) || !hasFiles(offDir) {
+		return nil
+	}
+	return fmt.Errorf("the offline log in %s holds positions in the dev Kafka topics, whose state in %s is gone; "+
+		"remove the whole data directory %s (--data-dir), and the offline log if it is elsewhere, to start afresh",
+		offDir, filepath.Join(dataDir, "kafka"), dataDir)
+}
+
+// hasFiles reports whether dir holds a file, at any depth.
+func hasFiles(dir string) bool {
+	found := false
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			found = true
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return found
 }

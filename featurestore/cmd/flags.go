@@ -1,12 +1,14 @@
 package cmd
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // envName is the environment variable that sets a flag: --redis-addr is
@@ -92,4 +94,19 @@ func usage(w io.Writer, c *command, fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(w, "  --%s  [%s]%s\n      %s\n", f.Name, envName(f.Name), def, f.Usage)
 	}
+}
+
+// listenFlagError adds to err, when it says that a listener's address is
+// taken, the flag that moves that listener: the address alone does not tell
+// which of a command's several listeners it is.
+func listenFlagError(flagName, addr string, err error) error {
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		return err
+	}
+	hint := ""
+	if flagName == "--metrics-addr" && addr == "127.0.0.1:9464" {
+		// Both default to it, so running them side by side collides.
+		hint = "; 'featurestore ingest' and 'featurestore dev' both default to " + addr
+	}
+	return fmt.Errorf("%w (another process listens on %s: stop it, or set %s to another address%s)", err, addr, flagName, hint)
 }

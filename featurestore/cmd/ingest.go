@@ -67,13 +67,12 @@ func splitList(s string) []string {
 	return out
 }
 
-// serveMetrics serves /metrics on addr until ctx ends.
 // serveMetrics serves reg's /metrics on addr until ctx ends or stop is
 // called, whichever comes first; it returns the address it listens on.
 func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (string, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", nil, fmt.Errorf("metrics listener: %w", err)
+		return "", nil, listenFlagError("--metrics-addr", addr, fmt.Errorf("metrics listener: %w", err))
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -136,7 +135,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 			fs.StringVar(&sources, "sources", "", "Comma-separated sources to ingest; empty for all.")
 			fs.StringVar(&groupPrefix, "group-prefix", "featurestore", "Prefix of the consumer group ids.")
 			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9464", "Address of the /metrics endpoint; empty to serve none.")
-			fs.IntVar(&batchSize, "batch-size", 1000, "Most messages of one partition applied together while it keeps up.")
+			fs.IntVar(&batchSize, "batch-size", 1000, "Most messages of one partition applied together while it keeps up (at least 1).")
 			fs.IntVar(&maxBatch, "max-batch-size", 50000, "Most messages of one partition applied together while it is behind (also at most 16 MiB); at most --batch-size to never grow batches.")
 			fs.DurationVar(&linger, "linger", 5*time.Millisecond, "How long a batch waits for more messages.")
 			fs.DurationVar(&session, "session-timeout", 10*time.Second, "Consumer group session timeout (at least 6s).")
@@ -154,16 +153,39 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
+				// The consumer group config turns zero into its defaults, so a
+				// zero given here would not do what it says; and Kafka refuses a
+				// session timeout below 6s, after which the group retries for ever.
+				switch {
+				case batchSize <= 0:
+					return fmt.Errorf("%w: --batch-size must be positive", errUsage)
+				case maxBatch <= 0:
+					return fmt.Errorf("%w: --max-batch-size must be positive", errUsage)
+				case linger <= 0:
+					return fmt.Errorf("%w: --linger must be positive", errUsage)
+				case session < 6*time.Second:
+					return fmt.Errorf("%w: --session-timeout %s: Kafka needs at least 6s", errUsage, session)
+				}
 				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery)
 				if err != nil {
 					return err
 				}
 				defer d.stop()
 				w, rc, promReg := d.watcher, d.rc, d.prom
+				named := splitList(sources)
+				if snap := w.Current(); snap != nil {
+					if missing := missingSources(named, snap.Registry); len(missing) > 0 {
+						return fmt.Errorf("%w: --sources: registry version %d of project %q has no source %s; it has %s",
+							errUsage, snap.Version, reg.project, quoteList(missing), sourceNames(snap.Registry))
+					}
+				}
+				if len(named) > 0 {
+					go warnDroppedSources(ctx, w, named, watchEvery, log)
+				}
 				return runIngest(ctx, offlineDir, promReg, log, w, ingest.ServiceConfig{
 					Project:     reg.project,
 					Brokers:     resolve,
-					Sources:     splitList(sources),
+					Sources:     named,
 					GroupPrefix: groupPrefix,
 					Group:       ingest.GroupConfig{BatchSize: batchSize, MaxBatchSize: maxBatch, Linger: linger, SessionTimeout: session},
 					Store:       online.New(rc, online.Options{}),
@@ -173,6 +195,64 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				})
 			}
 		},
+	}
+}
+
+// missingSources returns the names in named that r has no source of.
+func missingSources(named []string, r *registry.Registry) []string {
+	var out []string
+	for _, n := range named {
+		if r.Source(n) == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// sourceNames lists r's sources for an error message.
+func sourceNames(r *registry.Registry) string {
+	var names []string
+	for _, s := range r.Sources {
+		names = append(names, s.Name)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return quoteList(names)
+}
+
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = fmt.Sprintf("%q", n)
+	}
+	return strings.Join(q, ", ")
+}
+
+// warnDroppedSources logs a warning for each registry version the watcher
+// loads that lacks a source named in --sources: ingest then no longer
+// consumes it, which is right for a removed source but silent otherwise.
+// It looks at the watcher's current version every interval until ctx ends;
+// the watcher loads a new version at most that often.
+func warnDroppedSources(ctx context.Context, w *registry.Watcher, named []string, interval time.Duration, log *slog.Logger) {
+	last := w.Current()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		snap := w.Current()
+		if snap == nil || snap == last {
+			continue
+		}
+		last = snap
+		if missing := missingSources(named, snap.Registry); len(missing) > 0 {
+			log.Warn("registry version has no source named in --sources; it is not ingested",
+				"registry_version", snap.Version, "sources", missing, "existing", sourceNames(snap.Registry))
+		}
 	}
 }
 

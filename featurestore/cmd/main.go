@@ -65,9 +65,19 @@ func Main(args []string, stdout, stderr io.Writer) int {
 }
 
 func run(args []string, stdout, stderr io.Writer, getenv lookupEnv) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	return runContext(ctx, args, stdout, stderr, getenv)
+}
+
+// signalContext returns a context that ends at the first SIGTERM or Ctrl-C,
+// which starts a graceful stop. It then stops catching them, so that the
+// default handling is back: a second one kills the process when that stop
+// is stuck.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }
 
 // runContext runs the command in args until it finishes or ctx ends.

@@ -175,7 +175,7 @@ func (r *registryFlags) open(ctx context.Context) (registry.Store, func(), error
 	c := r.redis.client()
 	if err := c.Ping(ctx).Err(); err != nil {
 		c.Close()
-		return nil, nil, fmt.Errorf("registry: redis at %s does not answer: %w (start Redis, or use --registry file:DIR)", r.redis.addr, err)
+		return nil, nil, fmt.Errorf("registry: redis at %s does not answer: %w (start Redis, or `featurestore dev` and keep it running, or use --registry file:DIR)", r.redis.addr, err)
 	}
 	s, err := redisstore.New(c, r.project)
 	if err != nil {

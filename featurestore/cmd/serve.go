@@ -100,6 +100,10 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				if defaultDeadline <= 0 {
 					return fmt.Errorf("%w: --default-deadline must be positive", errUsage)
 				}
+				if shutdownTimeout < 0 {
+					// A negative drain time would cut calls off at once.
+					return fmt.Errorf("%w: --shutdown-timeout must not be negative", errUsage)
+				}
 				if httpMaxBody <= 0 {
 					return fmt.Errorf("%w: --http-max-body-bytes must be positive", errUsage)
 				}
@@ -158,7 +162,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 					Logger:          log,
 				})
 				ping := func(ctx context.Context) error { return rc.Ping(ctx).Err() }
-				servers := []func(context.Context) error{serving.NewServer(svc, serving.ServerConfig{
+				servers := []func(context.Context) error{listensOn("--grpc-addr", grpcAddr, serving.NewServer(svc, serving.ServerConfig{
 					Addr:                 grpcAddr,
 					MaxConcurrentStreams: uint32(maxStreams),
 					ShutdownTimeout:      shutdownTimeout,
@@ -166,7 +170,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 					Auth:                 auth,
 					Ready:                svc.Ready(ping),
 					Logger:               log,
-				}).Run}
+				}).Run)}
 				if httpAddr != "" {
 					hc := serving.HTTPConfig{
 						Addr:            httpAddr,
@@ -181,7 +185,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 					if auth != nil {
 						hc.Interceptor, hc.Middleware = auth.UnaryInterceptor(), auth.HTTPMiddleware
 					}
-					servers = append(servers, serving.NewHTTPServer(svc, hc).Run)
+					servers = append(servers, listensOn("--http-addr", httpAddr, serving.NewHTTPServer(svc, hc).Run))
 				}
 				switch {
 				case flightAddr == "":
@@ -210,12 +214,18 @@ tokens; docs/operations.md, Security, has an example policy).`,
 						Logger:          log,
 						Ping:            func(ctx context.Context) error { return offline.Ping(ctx, st) },
 					}
-					servers = append(servers, serving.NewFlightServer(fc).Run)
+					servers = append(servers, listensOn("--flight-addr", flightAddr, serving.NewFlightServer(fc).Run))
 				}
 				return runAll(ctx, servers...)
 			}
 		},
 	}
+}
+
+// listensOn returns run, with a taken address in its error explained by the
+// flag that sets it.
+func listensOn(flagName, addr string, run func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error { return listenFlagError(flagName, addr, run(ctx)) }
 }
 
 // runAll runs every fn until ctx ends or one of them fails, which stops the

@@ -790,7 +790,7 @@ func TestStartUnreadableDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Start(ctx, Options{DataDir: dir})
-	want := "start kafka stand-in from data directory " + filepath.Join(dir, "kafka") + " (remove it to start afresh): loading persisted state: parsing topics.json"
+	want := "start kafka stand-in from data directory " + filepath.Join(dir, "kafka") + " (remove the whole data directory " + dir + ", not only its kafka directory, to start afresh): loading persisted state: parsing topics.json"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Start on a damaged data directory: %v, want an error containing %q", err, want)
 	}

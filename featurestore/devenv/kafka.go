@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -47,8 +48,11 @@ func startKafka(addr, dataDir string, log *slog.Logger) (*kafkaStandIn, error) {
 		}
 		if dataDir != "" {
 			// Unreadable state (another kfake version's format, a
-			// damaged file) is not repaired by retrying.
-			return nil, fmt.Errorf("start kafka stand-in from data directory %s (remove it to start afresh): %w", dataDir, err)
+			// damaged file) is not repaired by retrying. Removing only the
+			// Kafka state is not enough: the offline log next to it holds
+			// offsets in these topics, which a new state restarts at 0.
+			return nil, fmt.Errorf("start kafka stand-in from data directory %s (remove the whole data directory %s, not only its kafka directory, to start afresh): %w",
+				dataDir, filepath.Dir(dataDir), err)
 		}
 		return nil, fmt.Errorf("start kafka stand-in: %w", err)
 	}
