@@ -63,7 +63,9 @@ func RunService(ctx context.Context, cfg ServiceConfig, w *registry.Watcher) err
 		log.Info("ingest running", "registry_version", snap.Version, "sources", started)
 		// Wait for a new version or the end.
 		for runCtx.Err() == nil {
-			if cur := w.Current(); cur != nil && cur.Version != snap.Version {
+			// Another snapshot, not only a higher number: a store that lost
+			// versions reuses numbers (registry.Watcher.Load).
+			if cur := w.Current(); cur != nil && cur != snap {
 				log.Info("registry version changed; restarting ingest", "from", snap.Version, "to", cur.Version)
 				break
 			}
@@ -79,6 +81,17 @@ func RunService(ctx context.Context, cfg ServiceConfig, w *registry.Watcher) err
 
 func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, snap *registry.Snapshot, log *slog.Logger) ([]string, error) {
 	var started []string
+	// A source selected by name that this version lacks is not ingested:
+	// right for a removed source, but say so.
+	var missing []string
+	for _, n := range cfg.Sources {
+		if snap.Registry.Source(n) == nil {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		log.Warn("registry version has no source named in --sources; it is not ingested", "registry_version", snap.Version, "sources", missing)
+	}
 	for _, src := range snap.Registry.Sources {
 		if len(cfg.Sources) > 0 && !contains(cfg.Sources, src.Name) {
 			continue

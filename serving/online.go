@@ -88,21 +88,23 @@ func NewOnlineService(regs Snapshots, store *online.Store, opts OnlineOptions) *
 		scratch: sync.Pool{New: func() any { return new(scratch) }}}
 }
 
-// planFor returns the plan of snap, building it on first use.
+// planFor returns the plan of snap, building it on first use. Plans are
+// told apart by snapshot, not by version number: a store that lost
+// versions reuses numbers (registry.Watcher.Load).
 func (s *OnlineService) planFor(snap *registry.Snapshot) *plan {
-	if p := s.plan.Load(); p != nil && p.version == snap.Version {
+	if p := s.plan.Load(); p != nil && p.snap == snap {
 		return p
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p := s.plan.Load(); p != nil && p.version == snap.Version {
+	if p := s.plan.Load(); p != nil && p.snap == snap {
 		return p
 	}
 	start := time.Now()
 	p := newPlan(s.opts.Project, snap)
-	// Keep the newest plan: a request that started on an older version
-	// still uses the plan it built, but does not replace a newer one.
-	if cur := s.plan.Load(); cur == nil || cur.version < p.version {
+	// Keep the current version's plan: a request that started on an older
+	// version still uses the plan it built, but does not replace it.
+	if s.regs.Current() == snap {
 		s.plan.Store(p)
 	}
 	s.opts.Logger.Info("serving plan built", "version", p.version, "views", len(p.views), "duration", time.Since(start))

@@ -18,6 +18,7 @@ import (
 // plan is what one registry version needs at request time, computed once
 // per version so that requests only look names up.
 type plan struct {
+	snap     *registry.Snapshot // the version planned
 	version  int64
 	views    map[string]*viewPlan
 	services map[string]*selection
@@ -88,6 +89,7 @@ type selection struct {
 func newPlan(project string, snap *registry.Snapshot) *plan {
 	r := snap.Registry
 	p := &plan{
+		snap:        snap,
 		version:     snap.Version,
 		views:       make(map[string]*viewPlan, len(r.Views)),
 		services:    make(map[string]*selection, len(r.Services)),

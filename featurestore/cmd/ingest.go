@@ -179,9 +179,6 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 							errUsage, snap.Version, reg.project, quoteList(missing), sourceNames(snap.Registry))
 					}
 				}
-				if len(named) > 0 {
-					go warnDroppedSources(ctx, w, named, watchEvery, log)
-				}
 				return runIngest(ctx, offlineDir, promReg, log, w, ingest.ServiceConfig{
 					Project:     reg.project,
 					Brokers:     resolve,
@@ -227,33 +224,6 @@ func quoteList(names []string) string {
 		q[i] = fmt.Sprintf("%q", n)
 	}
 	return strings.Join(q, ", ")
-}
-
-// warnDroppedSources logs a warning for each registry version the watcher
-// loads that lacks a source named in --sources: ingest then no longer
-// consumes it, which is right for a removed source but silent otherwise.
-// It looks at the watcher's current version every interval until ctx ends;
-// the watcher loads a new version at most that often.
-func warnDroppedSources(ctx context.Context, w *registry.Watcher, named []string, interval time.Duration, log *slog.Logger) {
-	last := w.Current()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		snap := w.Current()
-		if snap == nil || snap == last {
-			continue
-		}
-		last = snap
-		if missing := missingSources(named, snap.Registry); len(missing) > 0 {
-			log.Warn("registry version has no source named in --sources; it is not ingested",
-				"registry_version", snap.Version, "sources", missing, "existing", sourceNames(snap.Registry))
-		}
-	}
 }
 
 // runIngest runs the ingest service, with an offline log in dir unless dir
