@@ -46,18 +46,8 @@ func checkPlan(t *testing.T, got, gotBreaking, want, wantBreaking []string) {
 	}
 }
 
-// TestDiffBreaking checks which changes a plan calls breaking, on pairs of
-// definitions written out in full.
-func TestDiffBreaking(t *testing.T) {
-	tests := []struct {
-		name          string
-		before, after string
-		want          []string
-		breaking      []string
-	}{
-		{
-			name: "declaring an aggregation's output type",
-			before: `
+// breakingBase is the definitions TestDiffBreaking's cases edit.
+const breakingBase = `
 kind: Entity
 name: card
 join_keys: [{name: card_id, type: string}]
@@ -76,27 +66,41 @@ source: txns
 features:
   - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
   - {name: n_1h, aggregation: count, window: 1h}
-`,
-			after: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: double}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h, type: double}
-  - {name: n_1h, aggregation: count, window: 1h, type: int64}
-`,
+`
+
+// edit returns breakingBase with each pair of old and new strings replaced.
+func edit(t *testing.T, pairs ...string) string {
+	t.Helper()
+	s := breakingBase
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if !strings.Contains(s, pairs[i]) {
+			t.Fatalf("%q is not in the definitions", pairs[i])
+		}
+		s = strings.Replace(s, pairs[i], pairs[i+1], 1)
+	}
+	return s
+}
+
+// TestDiffBreaking checks which changes a plan calls breaking, on pairs of
+// definitions that differ by the edits given.
+func TestDiffBreaking(t *testing.T) {
+	typed := []string{
+		"window: 1h}\n  - {name: n_1h", "window: 1h, type: double}\n  - {name: n_1h",
+		"{name: n_1h, aggregation: count, window: 1h}", "{name: n_1h, aggregation: count, window: 1h, type: int64}",
+	}
+	merchant := []string{
+		"---\nkind: Source", "---\nkind: Entity\nname: merchant\njoin_keys: [{name: merchant_id, type: string}]\n---\nkind: Source",
+		"keys: {card_id: card_id}", "keys: {card_id: card_id, merchant_id: merchant}",
+	}
+	tests := []struct {
+		name          string
+		before, after []string // edits of breakingBase
+		want          []string
+		breaking      []string
+	}{
+		{
+			name:  "declaring an aggregation's output type",
+			after: typed,
 			want: []string{
 				`  ~ feature view "v"`,
 				`      + features.n_1h.type: int64`,
@@ -104,90 +108,18 @@ features:
 			},
 		},
 		{
-			name: "leaving out an aggregation's output type",
-			before: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: int64}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: mean_1h, aggregation: mean, field: amount, window: 1h, type: double}
-`,
-			after: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: int64}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: mean_1h, aggregation: mean, field: amount, window: 1h}
-`,
+			name:   "leaving out an aggregation's output type",
+			before: []string{"fields: {amount: double}", "fields: {amount: int64}", "{name: sum_1h, aggregation: sum, field: amount, window: 1h}", "{name: mean_1h, aggregation: mean, field: amount, window: 1h, type: double}"},
+			after:  []string{"fields: {amount: double}", "fields: {amount: int64}", "{name: sum_1h, aggregation: sum, field: amount, window: 1h}", "{name: mean_1h, aggregation: mean, field: amount, window: 1h}"},
 			want: []string{
 				`  ~ feature view "v"`,
 				`      - features.mean_1h.type: double`,
 			},
 		},
 		{
-			name: "a declared type that differs from the old output type",
-			before: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: int64}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: x_1h, aggregation: sum, field: amount, window: 1h}
-`,
-			after: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: int64}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: x_1h, aggregation: mean, field: amount, window: 1h, type: double}
-`,
+			name:   "a declared type that differs from the old output type",
+			before: []string{"fields: {amount: double}", "fields: {amount: int64}", "{name: sum_1h, aggregation: sum,", "{name: x_1h, aggregation: sum,"},
+			after:  []string{"fields: {amount: double}", "fields: {amount: int64}", "{name: sum_1h, aggregation: sum, field: amount, window: 1h}", "{name: x_1h, aggregation: mean, field: amount, window: 1h, type: double}"},
 			want: []string{
 				`  ~ feature view "v"`,
 				`      ~ features.x_1h.aggregation: sum -> mean   [BREAKING]`,
@@ -197,55 +129,8 @@ features:
 		},
 		{
 			name: "a key mapping for a new entity",
-			before: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: double}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
-`,
-			after: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Entity
-name: merchant
-join_keys: [{name: merchant_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id, merchant_id: merchant}
-fields: {amount: double}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
----
-kind: FeatureView
-name: m
-entity: merchant
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
-`,
+			after: append(slices.Clone(merchant), "{name: n_1h, aggregation: count, window: 1h}\n",
+				"{name: n_1h, aggregation: count, window: 1h}\n---\nkind: FeatureView\nname: m\nentity: merchant\nsource: txns\nfeatures:\n  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}\n"),
 			want: []string{
 				`  + entity "merchant"`,
 				`  ~ source "txns"`,
@@ -254,90 +139,16 @@ features:
 			},
 		},
 		{
-			name: "an unused key mapping removed",
-			before: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id, merchant_id: merchant}
-fields: {amount: double}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
-`,
-			after: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: double}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
-`,
+			name:   "an unused key mapping removed",
+			before: merchant[2:],
 			want: []string{
 				`  ~ source "txns"`,
 				`      - keys.merchant_id: merchant`,
 			},
 		},
 		{
-			name: "a key read from another field",
-			before: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: double}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
-`,
-			after: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card.id}
-fields: {amount: double}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
-`,
+			name:  "a key read from another field",
+			after: []string{"keys: {card_id: card_id}", "keys: {card_id: card.id}"},
 			want: []string{
 				`  ~ source "txns"`,
 				`      ~ keys.card_id: card_id -> card.id   [BREAKING]`,
@@ -345,45 +156,8 @@ features:
 			breaking: []string{`source "txns": keys.card_id`},
 		},
 		{
-			name: "a source moved to another topic",
-			before: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: double}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
-`,
-			after: `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: eu.txns}
-timestamp: {field: ts}
-keys: {card_id: card_id}
-fields: {amount: double}
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features:
-  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
-`,
+			name:  "a source moved to another topic",
+			after: []string{"kafka: {topic: txns}", "kafka: {topic: eu.txns}"},
 			want: []string{
 				`  ~ source "txns"`,
 				`      ~ kafka.topic: txns -> eu.txns   [BREAKING]`,
@@ -393,7 +167,7 @@ features:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, breaking := planLines(t, mustLoad(t, tt.before), mustLoad(t, tt.after))
+			got, breaking := planLines(t, mustLoad(t, edit(t, tt.before...)), mustLoad(t, edit(t, tt.after...)))
 			checkPlan(t, got, breaking, tt.want, tt.breaking)
 		})
 	}
