@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -55,6 +56,7 @@ type viewPlan struct {
 	win    *window.View
 	keyIdx []int // per entity join key: its index in Layout.Keys
 	ring   int64
+	rings  []byte // ring in decimal, the value of online.RingField
 	ttl    time.Duration
 }
 
@@ -131,6 +133,7 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 			vp.keyIdx = append(vp.keyIdx, i)
 		}
 		vp.ring = online.NewViewLayout(project, v.Name, w, src.Reach()).Ring
+		vp.rings = strconv.AppendInt(nil, vp.ring, 10)
 		// An event up to the future skew ahead of the clock is read once the
 		// clock reaches it: the key lives that much longer.
 		vp.ttl = max(w.Retention(src.Reach()), v.TTL.Std()+src.FutureSkew())

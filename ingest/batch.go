@@ -220,6 +220,9 @@ func (b *batch) arrange(a *Applier) {
 		if w.HasPart(window.PartLastValue) {
 			b.fields = append(b.fields, online.LastField)
 		}
+		if w.HasPart(window.PartWindow) {
+			b.fields = append(b.fields, online.RingField)
+		}
 		g.tiles = b.tiles[nt:len(b.tiles):len(b.tiles)]
 		g.fields = b.fields[nf:len(b.fields):len(b.fields)]
 	}
@@ -279,12 +282,33 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 	}
 	if !st.Blind {
 		g.merged = true
-		g.blindable = b.blindable(g, st)
+		g.blindable = b.blindable(g, vp, st)
 	}
 	if g.fresh == 0 {
 		return online.Write{}, nil
 	}
 	sets := len(b.sets)
+	fields := st.Fields
+	var moved []online.Field
+	var deletes []string
+	if w.HasPart(window.PartWindow) {
+		// The hash's tiles are in another ring (the view's longest window,
+		// the source's lateness or future skew changed) or in none
+		// recorded: a tile written to its slot in this ring could take the
+		// slot of a tile still read, or be dropped for one.
+		if stored := fields[len(fields)-1]; !st.Blind && st.Version > 0 && string(stored) != string(vp.rings) {
+			if st.Tiles == nil {
+				return online.Write{}, online.ErrNeedTiles
+			}
+			var err error
+			if fields, moved, deletes, err = relayout(g, vp, st); err != nil {
+				return online.Write{}, fmt.Errorf("lay out the tiles of %s again: %w", g.entity, err)
+			}
+		}
+		if string(fields[len(fields)-1]) != string(vp.rings) {
+			b.sets = append(b.sets, online.Field{Name: online.RingField, Value: vp.rings})
+		}
+	}
 	j := 0 // events of the current tile start here
 	for i, k := range g.tiles {
 		end := j
@@ -295,7 +319,7 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 		j = end
 		ts := vs.tile
 		ts.Reset(k)
-		if v := st.Fields[i]; v != nil {
+		if v := fields[i]; v != nil {
 			sk, blob, err := online.DecodeSlot(v)
 			if err != nil {
 				return online.Write{}, fmt.Errorf("tile slot %s of %s: %w", g.fields[i], g.entity, err)
@@ -329,7 +353,7 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 	if vs.life != nil {
 		ls := vs.life
 		ls.Reset()
-		if v := st.Fields[at]; v != nil {
+		if v := fields[at]; v != nil {
 			if err := ls.UnmarshalBinary(v); err != nil {
 				return online.Write{}, err
 			}
@@ -347,7 +371,7 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 	if vs.last != nil {
 		lv := vs.last
 		lv.Reset()
-		if v := st.Fields[at]; v != nil {
+		if v := fields[at]; v != nil {
 			if err := lv.UnmarshalBinary(v); err != nil {
 				return online.Write{}, err
 			}
@@ -361,22 +385,91 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 		b.enc = lv.AppendBinary(b.enc)
 		b.sets = append(b.sets, online.Field{Name: online.LastField, Value: b.enc[start:len(b.enc):len(b.enc)]})
 	}
+	// The tiles the events did not change go to their new slots too.
+	for _, m := range moved {
+		if !slices.ContainsFunc(b.sets[sets:], func(f online.Field) bool { return f.Name == m.Name }) {
+			b.sets = append(b.sets, m)
+		}
+	}
 	fences := len(b.fences)
 	b.fences = append(b.fences, online.Fence{Partition: b.part[0], Offset: last})
 	return online.Write{
+		Delete: deletes,
 		Set:    b.sets[sets:len(b.sets):len(b.sets)],
 		Fences: b.fences[fences:len(b.fences):len(b.fences)],
 		TTL:    vp.ttl,
 	}, nil
 }
 
+// relayout lays the hash's tiles (st.Tiles) out in the view's ring: the
+// copies of one tile that writes of another ring left in two slots are
+// merged (each holds events the other does not), each tile goes to its
+// slot, and of two tiles for one slot the newer stays, as in any write (the
+// ring spans every tile still read or written, so the older is not). It
+// returns the update's fields with the values of the tiles' slots in the
+// new layout, every tile in its new slot, and the tile fields to delete.
+func relayout(g *group, vp *viewPlan, st online.State) (fields [][]byte, moved []online.Field, deletes []string, err error) {
+	w := vp.win
+	byTile := map[int64]*window.TileState{}
+	for _, f := range st.Tiles {
+		k, blob, err := online.DecodeSlot(f.Value)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("tile slot %s: %w", f.Name, err)
+		}
+		ts := w.NewTileState(k)
+		if err := ts.UnmarshalBinary(blob); err != nil {
+			return nil, nil, nil, fmt.Errorf("tile slot %s: %w", f.Name, err)
+		}
+		if cur, ok := byTile[k]; ok {
+			if err := cur.Merge(ts); err != nil {
+				return nil, nil, nil, fmt.Errorf("tile slot %s: %w", f.Name, err)
+			}
+		} else {
+			byTile[k] = ts
+		}
+	}
+	slot := map[string]*window.TileState{}
+	for k, ts := range byTile {
+		name := online.SlotField(k, vp.ring)
+		if cur, ok := slot[name]; !ok || cur.Index() < k {
+			slot[name] = ts
+		}
+	}
+	for name, ts := range slot {
+		v := online.AppendSlot(nil, ts.Index(), nil)
+		moved = append(moved, online.Field{Name: name, Value: ts.AppendBinary(v)})
+	}
+	slices.SortFunc(moved, func(a, b online.Field) int { return cmp.Compare(a.Name, b.Name) })
+	for _, f := range st.Tiles {
+		if _, ok := slot[f.Name]; !ok {
+			deletes = append(deletes, f.Name)
+		}
+	}
+	fields = slices.Clone(st.Fields)
+	for i := range g.tiles {
+		fields[i] = nil
+		if j := slices.IndexFunc(moved, func(f online.Field) bool { return f.Name == g.fields[i] }); j >= 0 {
+			fields[i] = moved[j].Value
+		}
+	}
+	return fields, moved, deletes, nil
+}
+
 // blindable reports whether a blind write of group g would have gone through
 // on the stored state st: the conditions of online.Update.Blind.
-func (b *batch) blindable(g *group, st online.State) bool {
+func (b *batch) blindable(g *group, vp *viewPlan, st online.State) bool {
 	if st.Fences[0] >= g.first {
 		return false
 	}
-	for i, v := range st.Fields {
+	fields := st.Fields
+	if vp.win.HasPart(window.PartWindow) {
+		r := fields[len(fields)-1]
+		if string(r) != string(vp.rings) && (r != nil || st.Version > 0) {
+			return false // another ring, or none recorded
+		}
+		fields = fields[:len(fields)-1]
+	}
+	for i, v := range fields {
 		if v == nil {
 			continue
 		}

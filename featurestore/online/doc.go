@@ -41,6 +41,8 @@
 //	                     R covers every tile still readable or writable, so
 //	                     an active entity holds at most R tiles and old
 //	                     tiles need no deletes
+//	r                    the number of slots R of the ring the tiles are in,
+//	                     decimal (views with windows)
 //	l                    the state of the view's lifetime aggregates
 //	x                    the view's last values
 //
@@ -55,11 +57,14 @@
 //
 //  1. Read. One pipeline of HMGET, one per hash: v, the fences of the
 //     partitions the batch has events from, and the fields the merge needs
-//     (the tiles the events fall in, l, x). A hash with no v is version 0.
+//     (the tiles the events fall in, r, l, x). A hash with no v is version 0.
 //  2. Merge, in Go (Update.Merge): drop the events at or below their
 //     partition's fence, fold the rest into the blobs, and return the fields
-//     to set, the tiles to delete (those no window can read again), the new
-//     fences and the TTL. Nothing left to write means the batch was a replay.
+//     to set, the fields to delete, the new fences and the TTL. Nothing
+//     left to write means the batch was a replay. A hash whose r is not the
+//     writer's ring (ring.go) needs every tile: the merge returns
+//     ErrNeedTiles, and the hash goes back to step 1, read with HGETALL
+//     this time, so that the write lays its tiles out in the new ring.
 //  3. Write. One pipeline of writeScript calls (EVALSHA, with EVAL when the
 //     node lacks the script), one per hash, each with that hash as its only
 //     key, so it is valid on Redis Cluster. The script writes nothing unless
@@ -74,8 +79,9 @@
 // which writes it only if the hash holds none of the update's events (every
 // stored fence below the update's lowest offset of that partition) and none
 // of the fields it sets, except tile slots holding another tile (an older
-// one is overwritten, a newer one kept). Otherwise it writes nothing and
-// returns the fields an HMGET would have, and the update goes on to step 2.
+// one is overwritten, a newer one kept) and r holding the write's ring.
+// Otherwise it writes nothing and returns the fields an HMGET would have,
+// and the update goes on to step 2.
 // Either way the conditions are checked and the write made in one script, so
 // a blind write is exactly what the merge with the stored state would have
 // written; ingest catching up on a backlog, where most writes start new

@@ -69,6 +69,10 @@ const (
 	LifetimeField = "l"
 	// LastField holds the view's last values.
 	LastField = "x"
+	// RingField holds the number of slots of the ring the hash's tiles are
+	// laid out in (see SlotField), decimal: a writer whose ring differs
+	// lays the tiles out again before it writes one (ErrNeedTiles).
+	RingField = "r"
 
 	tilePrefix  = "t:"
 	fencePrefix = "f:"

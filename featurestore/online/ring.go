@@ -19,9 +19,14 @@ import (
 // of a tile still read: when one entity of a view gets events from several
 // partitions, one partition's event ahead of the clock lands beside
 // another's current tiles, and a slot keeps the newer of two tiles.
-// Readers find tiles by the index in their values, whatever their slots, so
-// a change of R (of the lateness or the skew) only leaves old tiles where
-// they were, read and merged as before until a newer tile takes their slot.
+// Readers find tiles by the index in their values, whatever their slots.
+// Writers must not: after a change of R (of the longest window, the
+// lateness or the skew) a tile's slot in the new ring can hold a tile of
+// the old one that is still read, which a write would overwrite, or a newer
+// one, for which it would drop its events. So each hash records its R in
+// RingField; a writer that finds another R there (or none, in a hash that
+// exists) asks for every tile (ErrNeedTiles) and lays them out in its ring
+// in the same write, and a blind write is refused on such a hash.
 
 // RingSize returns R for a view of tile size g (ms) whose longest window
 // spans maxTiles tiles, for a source of the given reach

@@ -92,7 +92,10 @@ const fenceBackPrefix = "FENCEBACK"
 // A write is made only if every stored fence is below the lowest offset of
 // the update's events of its partition and every field to set is absent or a
 // tile slot holding another tile: an older tile is overwritten, a newer one
-// is kept and its field left out of the write. The reply has one element
+// is kept and its field left out of the write. A write that sets RingField
+// needs the hash to hold the same value there, or not to exist: the tiles of
+// a hash laid out in a ring of another size, or before the ring was
+// recorded, are no guide to which slot holds what. The reply has one element
 // per hash: the new version (>= 1), as writeScript returns, when it wrote;
 // else, having written nothing, the values of the nr fields, as HMGET would
 // return them, so that the caller can merge and write with writeScript
@@ -138,9 +141,15 @@ local function blind(key, s, e)
   for j = 1, ns do
     local ri, val = tonumber(ARGV[at + 1]), ARGV[at + 2]
     local old = cur[ri]
+    local name = ARGV[s + 4 + ri]
     local keep = true
-    if old then
-      local name = ARGV[s + 4 + ri]
+    if name == 'r' then
+      -- The ring: the same one, or a new hash.
+      if old ~= val and (old or cur[1]) then
+        return cur
+      end
+      keep = not old
+    elseif old then
       if string.sub(name, 1, 2) ~= 't:' then
         return cur
       end

@@ -117,7 +117,9 @@ type Update struct {
 	//   - the hash holds none of the update's events: the stored fence of
 	//     each partition is below the update's lowest offset in it (First);
 	//   - every field to set is absent, or is a tile slot (see SlotField)
-	//     holding another tile than the write's value for it.
+	//     holding another tile than the write's value for it;
+	//   - if the write sets RingField, the hash holds the same value there,
+	//     or does not exist.
 	//
 	// A slot holding an older tile is overwritten, and one holding a newer
 	// tile is left as it is (the write's tile can no longer be read). When a
@@ -138,6 +140,12 @@ type Update struct {
 	First []int64
 }
 
+// ErrNeedTiles is returned by a Merge that needs every tile of the hash,
+// not only the fields of its update: to lay the tiles out again in a ring
+// of another size (RingField). Apply then reads the whole hash and calls
+// Merge again with its tile slots in State.Tiles.
+var ErrNeedTiles = errors.New("the merge needs every tile of the hash")
+
 // State is the stored state of a hash, as an Update asked for it. It is
 // valid during the call of Merge only; its byte slices must not be modified.
 type State struct {
@@ -151,6 +159,9 @@ type State struct {
 	// Blind is true when nothing was read: Apply assumes the empty state
 	// for a blind write (Update.Blind).
 	Blind bool
+	// Tiles are every tile slot of the hash (fields named t:...), when the
+	// Merge asked for them with ErrNeedTiles; nil otherwise.
+	Tiles []Field
 }
 
 // Write is what a Merge asks Apply to write.
@@ -236,6 +247,7 @@ type op struct {
 	args  []any // of the script call: argsOf, then its ARGV
 	cmd   *redis.Cmd
 	blind bool // args are those of a blind write
+	tiles bool // its Merge needs every tile: read the whole hash
 }
 
 // maxBlindArgs bounds the arguments of a blind write; larger updates read
@@ -333,9 +345,14 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 	}
 	for attempt := 1; len(pending) > 0; attempt++ {
 		slab = newArgSlab(len(pending))
-		writes := pending[:0:0]
+		writes, reread := pending[:0:0], pending[:0:0]
 		for _, o := range pending {
 			w, err := o.u.Merge(o.state)
+			if errors.Is(err, ErrNeedTiles) && !o.tiles {
+				o.tiles = true
+				reread = append(reread, o)
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("apply online state: merge %s: %w", o.name, err)
 			}
@@ -354,20 +371,24 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 		if err != nil {
 			return err
 		}
-		if len(conflicts) == 0 {
+		if len(conflicts) > 0 {
+			if attempt >= s.maxAttempts {
+				return fmt.Errorf("apply online state: %d of %d keys, first %s, still conflicting after %d attempts: %w",
+					len(conflicts), len(updates), conflicts[0].name, attempt, ErrConflict)
+			}
+			if err := pause(ctx, attempt); err != nil {
+				return fmt.Errorf("apply online state: %d keys left to write: %w", len(conflicts), err)
+			}
+		}
+		// Updates whose Merge asked for every tile go on to the next round
+		// without a pause: nothing conflicted.
+		pending = append(conflicts, reread...)
+		if len(pending) == 0 {
 			return nil
 		}
-		if attempt >= s.maxAttempts {
-			return fmt.Errorf("apply online state: %d of %d keys, first %s, still conflicting after %d attempts: %w",
-				len(conflicts), len(updates), conflicts[0].name, attempt, ErrConflict)
-		}
-		if err := pause(ctx, attempt); err != nil {
-			return fmt.Errorf("apply online state: %d keys left to write: %w", len(conflicts), err)
-		}
-		if err := s.readStates(ctx, conflicts); err != nil {
+		if err := s.readStates(ctx, pending); err != nil {
 			return err
 		}
-		pending = conflicts
 	}
 	return nil
 }
@@ -726,21 +747,50 @@ func (sl *stateSlabs) parse(o *op, vals []any) error {
 	return nil
 }
 
-// readStates reads the state of every op in one pipeline.
+// readStates reads the state of every op in one pipeline: HMGET of the
+// fields it reads, or HGETALL when its Merge needs every tile.
 func (s *Store) readStates(ctx context.Context, ops []*op) error {
 	pipe := s.c.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(ops))
+	all := make([]*redis.MapStringStringCmd, len(ops))
 	for i, o := range ops {
-		cmds[i] = pipe.HMGet(ctx, o.name, o.read...)
+		if o.tiles {
+			all[i] = pipe.HGetAll(ctx, o.name)
+		} else {
+			cmds[i] = pipe.HMGet(ctx, o.name, o.read...)
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("apply online state: read %d keys from redis: %w", len(ops), err)
 	}
 	st := newStateSlabs(ops)
 	for i, o := range ops {
-		if err := st.parse(o, cmds[i].Val()); err != nil {
+		var vals []any
+		var tiles []Field
+		if !o.tiles {
+			vals = cmds[i].Val()
+		} else {
+			// The fields read, as HMGET would have returned them, and the
+			// tile slots.
+			m := all[i].Val()
+			vals = make([]any, len(o.read))
+			for j, f := range o.read {
+				if v, ok := m[f]; ok {
+					vals[j] = v
+				}
+			}
+			tiles = []Field{} // not nil: read
+			for f, v := range m {
+				if strings.HasPrefix(f, tilePrefix) {
+					tiles = append(tiles, Field{Name: f, Value: bytesOf(v)})
+				}
+			}
+			slices.SortFunc(tiles, func(a, b Field) int { return strings.Compare(a.Name, b.Name) })
+		}
+		if err := st.parse(o, vals); err != nil {
 			return err
 		}
+		o.state.Tiles = tiles
 	}
 	return nil
 }
