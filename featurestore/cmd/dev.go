@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -175,6 +176,11 @@ Ctrl-C.`,
 						return listenFlagError("--flight-addr", flightAddr, fmt.Errorf("flight listener: %w", err))
 					}
 				}
+				// Ingest is what dev mode shows: if it fails, everything
+				// stops and the command fails with its error, rather than
+				// serving lookups that no event will change any more.
+				ctx, stopAll := context.WithCancelCause(ctx)
+				defer stopAll(nil)
 				var wg sync.WaitGroup
 				wg.Add(2)
 				go func() { defer wg.Done(); _ = w.Run(ctx) }()
@@ -190,8 +196,8 @@ Ctrl-C.`,
 						Metrics:     ingest.NewMetrics(promReg),
 						Logger:      log,
 					})
-					if err != nil {
-						log.Error("ingest failed", "err", err)
+					if err != nil && ctx.Err() == nil {
+						stopAll(&devIngestError{err})
 					}
 				}()
 				svc := serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
@@ -205,9 +211,11 @@ Ctrl-C.`,
 						log.Error("serving failed", "err", err)
 					}
 				}()
-				httpURL := "(off)"
+				httpURL, curlHint := "(off)", ""
 				if hln != nil {
 					httpURL = "http://" + hln.Addr().String()
+					curlHint = `  curl -s -H 'Content-Type: application/json' -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' ` +
+						httpURL + "/v1/features:get\n"
 					hs := serving.NewHTTPServer(svc, serving.HTTPConfig{Listener: hln, Ping: ping, Logger: log})
 					wg.Add(1)
 					go func() {
@@ -255,17 +263,25 @@ Try, from another terminal:
   featurestore versions
   featurestore plan %s
   grpcurl -plaintext -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' %s featurestore.v1.OnlineService/GetOnlineFeatures
-  curl -s -H 'Content-Type: application/json' -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' %s/v1/features:get
-
+%s
 Press Ctrl-C to stop.
-`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, offAbs, ln.Addr(), httpURL, flightURL, generated, defs, ln.Addr(), httpURL)
+`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, offAbs, ln.Addr(), httpURL, flightURL, generated, defs, ln.Addr(), curlHint)
 				<-ctx.Done()
 				fmt.Fprintln(env.stdout, "Stopping.")
+				if err, ok := errors.AsType[*devIngestError](context.Cause(ctx)); ok {
+					return err
+				}
 				return nil
 			}
 		},
 	}
 }
+
+// devIngestError is dev mode's ingest failing: it stops dev mode.
+type devIngestError struct{ err error }
+
+func (e *devIngestError) Error() string { return "ingest failed, dev mode stopped: " + e.err.Error() }
+func (e *devIngestError) Unwrap() error { return e.err }
 
 // checkDevState refuses to start with an offline log but no dev Kafka state.
 // The log holds the Kafka offsets it has written up to; the topics of a new

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -168,5 +170,29 @@ func TestDevPortInUse(t *testing.T) {
 		"--http-addr", "", "--flight-addr", "", "--log-level", "warn"}, &out, &errOut, envMap(nil))
 	if code == 0 || !strings.Contains(errOut.String(), "grpc listener") {
 		t.Fatalf("dev on a port in use: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+}
+
+// TestDevIngestFailureStops: when dev mode's ingest fails (here its
+// offline log cannot be made: a file stands where its directory would be),
+// dev stops and exits with the error, rather than serving lookups that no
+// event will ever change under a banner that says ingest runs.
+func TestDevIngestFailureStops(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "file")
+	if err := os.WriteFile(blocker, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errOut syncBuffer
+	code := runContext(ctx, []string{"dev", "--data-dir", filepath.Join(dir, "data"), "--offline-dir", filepath.Join(blocker, "offline"),
+		"--definitions", "../../examples", "--kafka-listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0", "--metrics-addr", "",
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "", "--flight-addr", "", "--generate-rate", "0", "--log-level", "warn"}, &out, &errOut, envMap(nil))
+	if ctx.Err() != nil {
+		t.Fatalf("dev kept running after its ingest failed\n%s%s", out.String(), errOut.String())
+	}
+	if code != 1 || !strings.Contains(errOut.String(), "ingest") || !strings.Contains(errOut.String(), "offline") {
+		t.Fatalf("dev with an offline log it cannot make: exit %d, want 1 and an error naming ingest's offline log\n%s%s", code, out.String(), errOut.String())
 	}
 }
