@@ -50,6 +50,10 @@ const (
 	httpReadTimeout       = 30 * time.Second
 	httpWriteTimeout      = 30 * time.Second
 	httpIdleTimeout       = 2 * time.Minute
+	// httpMaxLookupTimeout caps what HTTPTimeoutHeader may ask for: a
+	// lookup running past the write timeout would lose its connection
+	// instead of answering 503 UNAVAILABLE.
+	httpMaxLookupTimeout = httpWriteTimeout - time.Second
 )
 
 // httpLookupMethod is the method label of HTTP lookups in the serving
@@ -222,7 +226,8 @@ func (s *HTTPServer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	w.Write(*buf)
 }
 
-// withTimeout gives r the deadline its HTTPTimeoutHeader asks for.
+// withTimeout gives r the deadline its HTTPTimeoutHeader asks for, at most
+// httpMaxLookupTimeout.
 func withTimeout(r *http.Request) (*http.Request, context.CancelFunc, error) {
 	v := r.Header.Get(HTTPTimeoutHeader)
 	if v == "" {
@@ -232,7 +237,7 @@ func withTimeout(r *http.Request) (*http.Request, context.CancelFunc, error) {
 	if err != nil || d <= 0 {
 		return r, func() {}, status.Errorf(codes.InvalidArgument, "%s: %q is not a positive duration such as 250ms or 2s", HTTPTimeoutHeader, v)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), d)
+	ctx, cancel := context.WithTimeout(r.Context(), min(d, httpMaxLookupTimeout))
 	return r.WithContext(ctx), cancel, nil
 }
 

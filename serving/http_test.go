@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strconv"
 	"strings"
@@ -679,3 +680,30 @@ type discardResponse struct {
 func (d *discardResponse) Header() http.Header         { return d.h }
 func (d *discardResponse) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardResponse) WriteHeader(s int)           { d.status = s }
+
+// TestHTTPTimeoutHeaderCapped: a timeout asked for beyond the server's
+// write timeout is cut to just under it, so that a lookup still running
+// then answers 503 rather than losing its connection; shorter ones stand.
+func TestHTTPTimeoutHeaderCapped(t *testing.T) {
+	for _, c := range []struct {
+		header string
+		want   time.Duration
+	}{
+		{"250ms", 250 * time.Millisecond},
+		{"29s", 29 * time.Second},
+		{"1h", httpWriteTimeout - time.Second},
+	} {
+		r := httptest.NewRequest(http.MethodPost, HTTPLookupPath, nil)
+		r.Header.Set(HTTPTimeoutHeader, c.header)
+		start := time.Now()
+		r, cancel, err := withTimeout(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline, ok := r.Context().Deadline()
+		cancel()
+		if got := deadline.Sub(start); !ok || got < c.want || got > c.want+time.Second {
+			t.Errorf("%s: %s: deadline in %s, want %s", HTTPTimeoutHeader, c.header, got, c.want)
+		}
+	}
+}
