@@ -166,7 +166,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, ctx, path string, rec ma
 		return true
 	}
 	if reflect.PointerTo(t).Implements(textUnmarshalerType) {
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		// A duration of 0 may be written bare: YAML reads it as an integer.
+		bareZero := t == durationType && n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" && n.Value == "0"
+		if !bareZero && (n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str") {
 			d.fail(n, where, "expected %s, got %s", expected(t), describeNode(n))
 			return false
 		}

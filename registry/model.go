@@ -112,7 +112,7 @@ type Kafka struct {
 	meta            `json:"-"`
 	Topic           string   `yaml:"topic" json:"topic" required:"true" doc:"Topic to consume."`
 	Brokers         []string `yaml:"brokers" json:"brokers,omitempty" doc:"Bootstrap brokers (host:port). Leave empty to use a named connection."`
-	Connection      string   `yaml:"connection" json:"connection,omitempty" default:"default" doc:"Named connection, resolved to brokers by the process that reads the source, so that one set of definitions serves several environments. Ignored when brokers is set."`
+	Connection      string   `yaml:"connection" json:"connection,omitempty" default:"default" doc:"Named connection, resolved to brokers by the process that reads the source, so that one set of definitions serves several environments. Not allowed together with brokers."`
 	DeadLetterTopic string   `yaml:"dead_letter_topic" json:"dead_letter_topic,omitempty" doc:"Topic that receives events that cannot be used, with the reason and original position in headers."`
 }
 

@@ -314,7 +314,11 @@ func typeSchema(t reflect.Type) map[string]any {
 			map[string]any{"type": "array", "items": map[string]any{"type": scalarTypes}},
 		}}
 	case durationType:
-		return map[string]any{"type": "string", "pattern": durationPattern}
+		// A bare 0 is an integer to YAML, and accepted.
+		return map[string]any{"anyOf": []any{
+			map[string]any{"type": "string", "pattern": durationPattern},
+			map[string]any{"const": 0},
+		}}
 	case windowType:
 		return map[string]any{"type": "string", "pattern": windowPattern}
 	case featureRefType:

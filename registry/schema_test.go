@@ -262,7 +262,7 @@ func TestSchemaAgreesWithLoader(t *testing.T) {
 		{view("tile: 1m\n", ""), true},
 		{view("tile: 60\n", ""), false},
 		{view("tile: \"60\"\n", ""), false},
-		{view("ttl: 0\n", ""), false},
+		{view("ttl: 0\n", ""), true},
 		{view("ttl: \"0\"\n", ""), true},
 		{view("online: yes\n", ""), false},
 		{view("online: false\n", ""), true},
@@ -310,7 +310,8 @@ func TestSchemaAgreesWithLoader(t *testing.T) {
 		{source("", "fields: {tags: string_list}\n"), false},
 		{source("", "fields: {9lives: string}\n"), false},
 		{source("", "format: avro\n"), false},
-		{source("", "allowed_lateness: 0\n"), false},
+		{source("", "allowed_lateness: 0\n"), true},
+		{source("", "allowed_lateness: 1\n"), false},
 		{source("", "allowed_lateness: \"0\"\n"), true},
 		{strings.Replace(source("", ""), "{card_id: card_id}", "{card-id: card_id}", 1), false},
 		{strings.Replace(source("", ""), "{field: ts}", "{field: ts, encoding: epoch_ns}", 1), false},
@@ -457,7 +458,7 @@ func TestSchemaCoversDecoder(t *testing.T) {
 		want            any
 	}{
 		{"FeatureView", "tile", "default", DefaultTile.String()},
-		{"FeatureView", "tile", "pattern", durationPattern},
+
 		{"FeatureView", "online", "default", true},
 		{"FeatureView", "online", "type", "boolean"},
 		{"Feature", "precision", "default", float64(DefaultPrecision)},
@@ -471,6 +472,11 @@ func TestSchemaCoversDecoder(t *testing.T) {
 		if got := prop(tt.typ, tt.field)[tt.key]; got != tt.want {
 			t.Errorf("%s.%s: %s is %v, want %v", tt.typ, tt.field, tt.key, got, tt.want)
 		}
+	}
+	// Durations: a string of the pattern, or a bare 0.
+	if got := fmt.Sprint(prop("FeatureView", "tile")["anyOf"]); got != fmt.Sprint([]any{
+		map[string]any{"type": "string", "pattern": durationPattern}, map[string]any{"const": float64(0)}}) {
+		t.Errorf("FeatureView.tile: anyOf %s, want the duration pattern or 0", got)
 	}
 	if got := fmt.Sprint(prop("Feature", "type")["enum"]); !strings.Contains(got, "double_list") {
 		t.Errorf("Feature.type enum %s lacks the list types last_n features declare", got)
