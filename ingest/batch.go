@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
@@ -401,58 +402,85 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 	}, nil
 }
 
-// relayout lays the hash's tiles (st.Tiles) out in the view's ring: the
-// copies of one tile that writes of another ring left in two slots are
-// merged (each holds events the other does not), each tile goes to its
-// slot, and of two tiles for one slot the newer stays, as in any write (the
-// ring spans every tile still read or written, so the older is not). It
-// returns the update's fields with the values of the tiles' slots in the
-// new layout, every tile in its new slot, and the tile fields to delete.
+// relayout lays the hash's tiles (st.Tiles) out in the view's ring. Slot
+// values move as they are, not decoded and encoded again: a process of
+// other definitions (during a rolling registry change) may have written
+// features this view lacks, whose state must stay. Of two tiles for one
+// slot the newer stays, as in any write: the ring spans every tile still
+// read or written by this view. Two copies of one tile, which writes before
+// rings were recorded could leave in two slots, are merged (each holds
+// events the other lacks). It returns the update's fields with the values
+// of the tiles' slots in the new layout, the slots whose values change,
+// and the tile fields to delete.
 func relayout(g *group, vp *viewPlan, st online.State) (fields [][]byte, moved []online.Field, deletes []string, err error) {
-	w := vp.win
-	byTile := map[int64]*window.TileState{}
+	type tile struct {
+		k     int64
+		value []byte
+	}
+	tiles := make([]tile, 0, len(st.Tiles))
+	at := map[int64]int{} // tile index: its place in tiles
 	for _, f := range st.Tiles {
-		k, blob, err := online.DecodeSlot(f.Value)
+		k, _, err := online.DecodeSlot(f.Value)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("tile slot %s: %w", f.Name, err)
 		}
-		ts := w.NewTileState(k)
-		if err := ts.UnmarshalBinary(blob); err != nil {
+		i, ok := at[k]
+		if !ok {
+			at[k] = len(tiles)
+			tiles = append(tiles, tile{k, f.Value})
+			continue
+		}
+		merged, err := mergeSlots(vp.win, k, tiles[i].value, f.Value)
+		if err != nil {
 			return nil, nil, nil, fmt.Errorf("tile slot %s: %w", f.Name, err)
 		}
-		if cur, ok := byTile[k]; ok {
-			if err := cur.Merge(ts); err != nil {
-				return nil, nil, nil, fmt.Errorf("tile slot %s: %w", f.Name, err)
-			}
-		} else {
-			byTile[k] = ts
+		tiles[i].value = merged
+	}
+	slices.SortFunc(tiles, func(a, b tile) int { return cmp.Compare(b.k, a.k) }) // newest first
+	placed := map[string][]byte{}
+	for _, t := range tiles {
+		if name := online.SlotField(t.k, vp.ring); placed[name] == nil {
+			placed[name] = t.value
 		}
 	}
-	slot := map[string]*window.TileState{}
-	for k, ts := range byTile {
-		name := online.SlotField(k, vp.ring)
-		if cur, ok := slot[name]; !ok || cur.Index() < k {
-			slot[name] = ts
-		}
-	}
-	for name, ts := range slot {
-		v := online.AppendSlot(nil, ts.Index(), nil)
-		moved = append(moved, online.Field{Name: name, Value: ts.AppendBinary(v)})
-	}
-	slices.SortFunc(moved, func(a, b online.Field) int { return cmp.Compare(a.Name, b.Name) })
+	stored := map[string][]byte{}
 	for _, f := range st.Tiles {
-		if _, ok := slot[f.Name]; !ok {
+		stored[f.Name] = f.Value
+		if placed[f.Name] == nil {
 			deletes = append(deletes, f.Name)
 		}
 	}
-	fields = slices.Clone(st.Fields)
-	for i := range g.tiles {
-		fields[i] = nil
-		if j := slices.IndexFunc(moved, func(f online.Field) bool { return f.Name == g.fields[i] }); j >= 0 {
-			fields[i] = moved[j].Value
+	for name, v := range placed {
+		if !bytes.Equal(stored[name], v) {
+			moved = append(moved, online.Field{Name: name, Value: slices.Clone(v)})
 		}
 	}
+	slices.SortFunc(moved, func(a, b online.Field) int { return cmp.Compare(a.Name, b.Name) })
+	fields = slices.Clone(st.Fields)
+	for i := range g.tiles {
+		fields[i] = placed[g.fields[i]]
+	}
 	return fields, moved, deletes, nil
+}
+
+// mergeSlots merges two slot values of tile k, decoded with view w: two
+// copies of one tile, which only writes made before rings were recorded
+// can leave.
+func mergeSlots(w *window.View, k int64, a, b []byte) ([]byte, error) {
+	ta, tb := w.NewTileState(k), w.NewTileState(k)
+	for i, v := range [][]byte{a, b} {
+		_, blob, err := online.DecodeSlot(v)
+		if err != nil {
+			return nil, err
+		}
+		if err := []*window.TileState{ta, tb}[i].UnmarshalBinary(blob); err != nil {
+			return nil, err
+		}
+	}
+	if err := ta.Merge(tb); err != nil {
+		return nil, err
+	}
+	return ta.AppendBinary(online.AppendSlot(nil, k, nil)), nil
 }
 
 // blindable reports whether a blind write of group g would have gone through

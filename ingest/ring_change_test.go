@@ -22,6 +22,15 @@ import (
 // (window + lateness + future skew + 2 tiles).
 func ringDefs(t *testing.T, long bool) *registry.Registry {
 	t.Helper()
+	if long {
+		return ringDefsWith(t, "  - {name: n_60m, aggregation: count, window: 60m}\n")
+	}
+	return ringDefsWith(t, "")
+}
+
+// ringDefsWith is ringDefs's view with the features in extra added.
+func ringDefsWith(t *testing.T, extra string) *registry.Registry {
+	t.Helper()
 	defs := `
 kind: Entity
 name: card
@@ -44,9 +53,7 @@ features:
   - {name: n_10m, aggregation: count, window: 10m}
   - {name: amount_30m, field: amount, aggregation: sum, window: 30m}
 `
-	if long {
-		defs += "  - {name: n_60m, aggregation: count, window: 60m}\n"
-	}
+	defs += extra
 	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(defs)})
 	if err != nil {
 		t.Fatal(err)
@@ -161,5 +168,115 @@ func TestRingChangeKeepsReadableTiles(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestRingChangeKeepsOtherFeatures: during a rolling registry change, a
+// process whose view lacks a feature (here the max over 60 minutes the new
+// definitions add, which also grows the ring) lays out a hash written by
+// the new definitions. Moving the tiles must keep the state of every
+// feature, its own or not: the slot values move as they are. Before, they
+// were decoded with the writer's view and encoded again, which dropped the
+// new feature's state from every tile of the hash.
+func TestRingChangeKeepsOtherFeatures(t *testing.T) {
+	const t0, minute = int64(1795687200000), int64(60_000)
+	rc, store := miniStore(t)
+	newer := ringDefsWith(t, "  - {name: max_60m, field: amount, aggregation: max, window: 60m}\n")
+	older := ringDefs(t, false)
+	msg := func(p int, off, m, amount int64) []kafka.Message {
+		ts := t0 + m*minute
+		return []kafka.Message{{Topic: "txns", Partition: p, Offset: off, Time: time.UnixMilli(ts),
+			Value: fmt.Appendf(nil, `{"card":"c","ts":%d,"amount":%d}`, ts, amount)}}
+	}
+	a, err := NewApplier("p", newer, newer.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range int64(40) {
+		amount := int64(1)
+		if m == 20 {
+			amount = 1000
+		}
+		if err := a.Apply(context.Background(), "txns", 1, msg(1, m, m, amount)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := NewApplier("p", older, older.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Apply(context.Background(), "txns", 0, msg(0, 0, 40, 1)); err != nil {
+		t.Fatal(err)
+	}
+	res := readView(t, store, newer, "v", "c", t0+41*minute-1)
+	if got := res[2]; got.Status != window.StatusPresent || got.Value.Int64() != 1000 {
+		t.Errorf("max_60m after the older process's write: %v %v, want 1000", got.Status, got.Value)
+	}
+	if got := res[0].Value.Int64(); got != 10 {
+		t.Errorf("n_10m = %d, want 10", got)
+	}
+}
+
+// TestRelayoutMergesCopies: a hash without a recorded ring can hold two
+// copies of one tile, each with events the other lacks (writes of another
+// ring started a new copy where the slot held another tile). Laying the
+// hash out keeps the events of both.
+func TestRelayoutMergesCopies(t *testing.T) {
+	const t0, minute = int64(1795687200000), int64(60_000)
+	r := ringDefs(t, false)
+	ctx := context.Background()
+	msgs := func(from, to int64, m int64) []kafka.Message {
+		var out []kafka.Message
+		for off := from; off < to; off++ {
+			ts := t0 + m*minute + off
+			out = append(out, kafka.Message{Topic: "txns", Offset: off, Time: time.UnixMilli(ts),
+				Value: fmt.Appendf(nil, `{"card":"c","ts":%d,"amount":1}`, ts)})
+		}
+		return out
+	}
+	key := online.Key{Project: "p", View: "v", Entity: featurestore.StringKey("c")}.Name()
+	// One copy of tile 5 with offsets 0 and 1, the other with 2 to 4, each
+	// written to a store of its own.
+	var copies []string
+	for _, span := range [][2]int64{{0, 2}, {2, 5}} {
+		rc, store := miniStore(t)
+		a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Apply(ctx, "txns", 0, msgs(span[0], span[1], 5)); err != nil {
+			t.Fatal(err)
+		}
+		for f, v := range rc.HGetAll(ctx, key).Val() {
+			if strings.HasPrefix(f, "t:") {
+				copies = append(copies, v)
+			}
+		}
+	}
+	if len(copies) != 2 {
+		t.Fatalf("%d tile copies, want 2", len(copies))
+	}
+	rc, store := miniStore(t)
+	if err := rc.HSet(ctx, key, online.VersionField, "2", online.FenceField("txns", 0), "4", "t:1", copies[0], "t:2", copies[1]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, "txns", 0, msgs(5, 6, 6)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readView(t, store, r, "v", "c", t0+7*minute-1)[0].Value.Int64(); got != 6 {
+		t.Errorf("n_10m = %d, want 6: the events of both copies and the new one", got)
+	}
+	tiles := 0
+	for f := range rc.HGetAll(ctx, key).Val() {
+		if strings.HasPrefix(f, "t:") {
+			tiles++
+		}
+	}
+	if tiles != 2 {
+		t.Errorf("%d tile slots after the relayout, want 2 (tiles 5 and 6)", tiles)
 	}
 }

@@ -343,7 +343,10 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 	if err != nil {
 		return err
 	}
-	for attempt := 1; len(pending) > 0; attempt++ {
+	// attempt counts the rounds that conflicted: a round that only reads
+	// the tiles a Merge asked for (ErrNeedTiles) is not one.
+	attempt := 1
+	for len(pending) > 0 {
 		slab = newArgSlab(len(pending))
 		writes, reread := pending[:0:0], pending[:0:0]
 		for _, o := range pending {
@@ -379,6 +382,7 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 			if err := pause(ctx, attempt); err != nil {
 				return fmt.Errorf("apply online state: %d keys left to write: %w", len(conflicts), err)
 			}
+			attempt++
 		}
 		// Updates whose Merge asked for every tile go on to the next round
 		// without a pause: nothing conflicted.
