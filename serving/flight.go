@@ -34,8 +34,9 @@ import (
 
 // Defaults of FlightConfig.
 const (
-	DefaultFlightMaxExports     = 2
-	DefaultFlightMaxUploadBytes = 1 << 30
+	DefaultFlightMaxExports        = 2
+	DefaultFlightMaxUploadBytes    = 1 << 30
+	DefaultFlightUploadIdleTimeout = time.Minute
 )
 
 // flightExchangeMethod is the full gRPC name of Arrow Flight's DoExchange,
@@ -79,13 +80,21 @@ type FlightConfig struct {
 	Registry Snapshots
 	// Log reads the project's offline log.
 	Log export.Log
-	// MaxExports bounds the exports running at once, uploads included; a
-	// call beyond it gets RESOURCE_EXHAUSTED at once.
+	// MaxExports bounds the exports running at once, uploads included. A
+	// call takes its place once its first message is read and the caller
+	// authorized, so that a call that sends nothing holds none; a call
+	// beyond the bound then gets RESOURCE_EXHAUSTED at once.
 	// DefaultFlightMaxExports when zero.
 	MaxExports int
 	// MaxUploadBytes bounds the entity table one call may send (its Arrow
 	// IPC messages); DefaultFlightMaxUploadBytes when zero.
 	MaxUploadBytes int64
+	// UploadIdleTimeout bounds the wait for each message of the upload,
+	// the first one included: a client that sends nothing for this long
+	// gets DEADLINE_EXCEEDED, so that an idle or stalled call cannot keep
+	// an export's resources. The download is not bounded: a training loop
+	// may consume it slowly. DefaultFlightUploadIdleTimeout when zero.
+	UploadIdleTimeout time.Duration
 	// Memory is the memory budget of one export (export.Options.Memory);
 	// export.DefaultMemory when zero.
 	Memory int64
@@ -131,10 +140,12 @@ type FlightConfig struct {
 // Errors are gRPC statuses: INVALID_ARGUMENT for a bad command, an unknown
 // feature, a missing or mistyped column or a bad row; RESOURCE_EXHAUSTED
 // when the entity table exceeds MaxUploadBytes or MaxExports are running;
-// UNAUTHENTICATED and PERMISSION_DENIED under Auth; UNAVAILABLE before a
-// registry version is loaded; CANCELLED when the client goes away, which
-// stops the export. The entity table and the spill files are kept in a
-// temporary directory for the call and removed when it ends.
+// DEADLINE_EXCEEDED when the client sends no message of its upload for
+// UploadIdleTimeout; UNAUTHENTICATED and PERMISSION_DENIED under Auth;
+// UNAVAILABLE before a registry version is loaded; CANCELLED when the
+// client goes away, which stops the export. The entity table and the spill
+// files are kept in a temporary directory for the call and removed when it
+// ends.
 type FlightServer struct {
 	flight.BaseFlightServer
 
@@ -156,6 +167,9 @@ func NewFlightServer(cfg FlightConfig) *FlightServer {
 	}
 	if cfg.MaxUploadBytes <= 0 {
 		cfg.MaxUploadBytes = DefaultFlightMaxUploadBytes
+	}
+	if cfg.UploadIdleTimeout <= 0 {
+		cfg.UploadIdleTimeout = DefaultFlightUploadIdleTimeout
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
@@ -195,7 +209,7 @@ func (s *FlightServer) Run(ctx context.Context) error {
 	(&healthWatch{hs: s.health, services: []string{FlightServiceName}, ready: s.ready,
 		interval: s.cfg.HealthInterval, log: s.cfg.Logger, name: "flight"}).start(watchCtx)
 	s.cfg.Logger.Info("flight listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "auth", s.cfg.Auth != nil,
-		"max_exports", s.cfg.MaxExports, "max_upload_bytes", s.cfg.MaxUploadBytes)
+		"max_exports", s.cfg.MaxExports, "max_upload_bytes", s.cfg.MaxUploadBytes, "upload_idle_timeout", s.cfg.UploadIdleTimeout)
 	return serveUntilDone(ctx, s.grpc, ln, s.health, s.cfg.ShutdownTimeout, s.cfg.Logger, "flight", "cancelling exports")
 }
 
@@ -226,19 +240,24 @@ type exchange struct {
 func (s *FlightServer) DoExchange(stream flight.FlightService_DoExchangeServer) error {
 	start := time.Now()
 	var x exchange
+	err := s.exchange(stream, &x)
+	s.done(&x, start, err)
+	return err
+}
+
+// acquire takes one of the MaxExports slots, or fails with
+// RESOURCE_EXHAUSTED at once; release gives it back.
+func (s *FlightServer) acquire() (release func(), err error) {
 	select {
 	case s.slots <- struct{}{}:
 	default:
-		err := status.Errorf(codes.ResourceExhausted, "%d exports are running, as many as the server runs at once; retry later", cap(s.slots))
-		s.done(&x, start, err)
-		return err
+		return nil, status.Errorf(codes.ResourceExhausted, "%d exports are running, as many as the server runs at once; retry later", cap(s.slots))
 	}
 	s.cfg.Metrics.running(1)
-	err := s.exchange(stream, &x)
-	s.cfg.Metrics.running(-1)
-	<-s.slots
-	s.done(&x, start, err)
-	return err
+	return func() {
+		s.cfg.Metrics.running(-1)
+		<-s.slots
+	}, nil
 }
 
 func (s *FlightServer) done(x *exchange, start time.Time, err error) {
@@ -259,7 +278,7 @@ func (s *FlightServer) done(x *exchange, start time.Time, err error) {
 func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x *exchange) error {
 	ctx := stream.Context()
 	x.principal, _ = PrincipalFromContext(ctx)
-	up := &upload{stream: stream, max: s.cfg.MaxUploadBytes}
+	up := &upload{stream: stream, max: s.cfg.MaxUploadBytes, idle: s.cfg.UploadIdleTimeout}
 	defer func() { x.uploadBytes = up.n }()
 	// The first message carries the descriptor and the entity table's
 	// schema; nothing more is read before the command is checked.
@@ -309,6 +328,14 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 	if _, err := export.Check(opts, rdr.Schema()); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	// Only a call that sent a valid command and schema, for views its
+	// caller may read, takes a slot: any authenticated principal can open
+	// calls, and ones that never send must not starve the exports.
+	release, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
 
 	dir, err := os.MkdirTemp(s.cfg.TempDir, "featurestore-flight-")
 	if err != nil {
@@ -354,17 +381,52 @@ func parseFlightCommand(d *flight.FlightDescriptor) (*FlightCommand, error) {
 }
 
 // upload reads the messages of the call, counting their bytes against the
-// bound.
+// bound, and waiting at most idle for each.
 type upload struct {
 	stream flight.FlightService_DoExchangeServer
 	n, max int64
+	idle   time.Duration
+	// timedOut is set once a message did not come in time: the stream's
+	// Recv may still be running, and must not be called again.
+	timedOut error
 }
 
-// errUploadTooLarge ends an upload larger than its bound.
-var errUploadTooLarge = errors.New("entity table too large")
+var (
+	// errUploadTooLarge ends an upload larger than its bound.
+	errUploadTooLarge = errors.New("entity table too large")
+	// errUploadIdle ends an upload whose client sent nothing for the idle
+	// timeout.
+	errUploadIdle = errors.New("no message of the upload")
+)
+
+type received struct {
+	fd  *flight.FlightData
+	err error
+}
 
 func (u *upload) Recv() (*flight.FlightData, error) {
-	fd, err := u.stream.Recv()
+	if u.timedOut != nil {
+		return nil, u.timedOut
+	}
+	// The stream's Recv takes no deadline, and the call's context lives as
+	// long as the connection, which keepalive pings hold open. So it runs
+	// on its own goroutine; after a timeout the handler returns, gRPC
+	// cancels the stream, and that Recv returns and the goroutine ends.
+	got := make(chan received, 1)
+	go func() {
+		fd, err := u.stream.Recv()
+		got <- received{fd, err}
+	}()
+	timer := time.NewTimer(u.idle)
+	defer timer.Stop()
+	var r received
+	select {
+	case r = <-got:
+	case <-timer.C:
+		u.timedOut = fmt.Errorf("%w for %v, the upload idle timeout (--flight-upload-idle-timeout): send the command and the entity table without pausing", errUploadIdle, u.idle)
+		return nil, u.timedOut
+	}
+	fd, err := r.fd, r.err
 	if err != nil {
 		return nil, err
 	}
@@ -382,6 +444,8 @@ func (s *FlightServer) uploadStatus(ctx context.Context, err error) error {
 		return status.FromContextError(ctx.Err()).Err()
 	case errors.Is(err, errUploadTooLarge):
 		return status.Errorf(codes.ResourceExhausted, "%v", err)
+	case errors.Is(err, errUploadIdle):
+		return status.Errorf(codes.DeadlineExceeded, "%v", err)
 	}
 	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
 		return st.Err()

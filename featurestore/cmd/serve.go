@@ -31,6 +31,7 @@ func serveCommand() *command {
 		flightAddr      string
 		flightExports   int
 		flightUpload    int64
+		flightIdle      time.Duration
 		flightMemory    string
 		flightParallel  int
 		flightTempDir   string
@@ -62,7 +63,8 @@ table as an Arrow stream, and receives the training set that 'featurestore
 export' would write, as an Arrow stream (docs/flight.md has a Python
 example). At most --flight-max-exports run at once, each
 within --flight-export-memory; uploads and spill files go to
---flight-temp-dir and are removed when the call ends.
+--flight-temp-dir and are removed when the call ends. A call whose upload
+sends nothing for --flight-upload-idle-timeout is ended.
 
 With --tls-cert and --tls-key the server speaks TLS only; --tls-client-ca
 also requires client certificates. With --auth-policy every call except
@@ -87,6 +89,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			fs.StringVar(&flightAddr, "flight-addr", "127.0.0.1:8815", "Address of the Arrow Flight training export service, host:port; empty to serve none. Needs --offline-dir.")
 			fs.IntVar(&flightExports, "flight-max-exports", serving.DefaultFlightMaxExports, "Most Flight exports running at once; more are refused with RESOURCE_EXHAUSTED.")
 			fs.Int64Var(&flightUpload, "flight-max-upload-bytes", serving.DefaultFlightMaxUploadBytes, "Largest entity table one Flight export may send, in bytes of Arrow IPC messages; a larger one is refused with RESOURCE_EXHAUSTED.")
+			fs.DurationVar(&flightIdle, "flight-upload-idle-timeout", serving.DefaultFlightUploadIdleTimeout, "Longest wait for each message of a Flight export's upload, the first one included; a client that sends nothing for this long is cut off with DEADLINE_EXCEEDED. The download is not bounded: a training loop may read it slowly.")
 			fs.StringVar(&flightMemory, "flight-export-memory", "1GiB", "About how much memory one Flight export may hold at once, like 512MiB or 4GiB.")
 			fs.IntVar(&flightParallel, "flight-parallelism", 0, "Partitions one Flight export computes at once; 0 for the number of CPUs.")
 			fs.StringVar(&flightTempDir, "flight-temp-dir", "", "Directory for the entity tables and spill files of Flight exports; empty for the system's temporary directory.")
@@ -120,6 +123,9 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				}
 				if flightUpload <= 0 {
 					return fmt.Errorf("%w: --flight-max-upload-bytes must be positive", errUsage)
+				}
+				if flightIdle <= 0 {
+					return fmt.Errorf("%w: --flight-upload-idle-timeout must be positive", errUsage)
 				}
 				if flightParallel < 0 {
 					return fmt.Errorf("%w: --flight-parallelism must not be negative", errUsage)
@@ -198,21 +204,22 @@ tokens; docs/operations.md, Security, has an example policy).`,
 					}
 					defer closeSt()
 					fc := serving.FlightConfig{
-						Addr:            flightAddr,
-						Project:         reg.project,
-						Registry:        w,
-						Log:             &offlineLog{st: st, project: reg.project},
-						MaxExports:      flightExports,
-						MaxUploadBytes:  flightUpload,
-						Memory:          flightMem,
-						Parallelism:     flightParallel,
-						TempDir:         flightTempDir,
-						ShutdownTimeout: shutdownTimeout,
-						TLS:             tlsConfig,
-						Auth:            auth,
-						Metrics:         serving.NewFlightMetrics(promReg),
-						Logger:          log,
-						Ping:            func(ctx context.Context) error { return offline.Ping(ctx, st) },
+						Addr:              flightAddr,
+						Project:           reg.project,
+						Registry:          w,
+						Log:               &offlineLog{st: st, project: reg.project},
+						MaxExports:        flightExports,
+						MaxUploadBytes:    flightUpload,
+						UploadIdleTimeout: flightIdle,
+						Memory:            flightMem,
+						Parallelism:       flightParallel,
+						TempDir:           flightTempDir,
+						ShutdownTimeout:   shutdownTimeout,
+						TLS:               tlsConfig,
+						Auth:              auth,
+						Metrics:           serving.NewFlightMetrics(promReg),
+						Logger:            log,
+						Ping:              func(ctx context.Context) error { return offline.Ping(ctx, st) },
 					}
 					servers = append(servers, listensOn("--flight-addr", flightAddr, serving.NewFlightServer(fc).Run))
 				}

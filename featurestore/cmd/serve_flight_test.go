@@ -257,6 +257,7 @@ func TestServeFlightUsage(t *testing.T) {
 		{[]string{"--flight-addr", "127.0.0.1:8815"}, "--flight-addr needs --offline-dir"},
 		{[]string{"--flight-max-exports", "0"}, "--flight-max-exports must be positive"},
 		{[]string{"--flight-max-upload-bytes", "-1"}, "--flight-max-upload-bytes must be positive"},
+		{[]string{"--flight-upload-idle-timeout", "0"}, "--flight-upload-idle-timeout must be positive"},
 		{[]string{"--flight-parallelism", "-1"}, "--flight-parallelism must not be negative"},
 		{[]string{"--flight-export-memory", "lots"}, `--flight-export-memory: "lots" is not a positive size like 512MiB`},
 	} {
