@@ -74,6 +74,11 @@ Ctrl-C.`,
 					// the bucket: exports would be empty.
 					return fmt.Errorf("%w: --offline-dir %q: dev mode keeps its offline log in a local directory, not at a URL", errUsage, offDir)
 				}
+				for _, l := range []struct{ flag, what, addr string }{{"--kafka-listen", "kafka", kafkaAddr}, {"--redis-listen", "redis", redisAddr}} {
+					if _, err := devenv.LoopbackAddr(l.what, l.addr, ""); err != nil {
+						return fmt.Errorf("%w: %s: %v", errUsage, l.flag, err)
+					}
+				}
 				log, err := logs.logger(env.stderr)
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
@@ -245,6 +250,15 @@ Ctrl-C.`,
 					go func() { defer wg.Done(); generateTransactions(ctx, de.KafkaBrokers(), src.Kafka.Topic, rate, log) }()
 					generated = fmt.Sprintf("%d card transactions/s into %s", rate, src.Kafka.Topic)
 				}
+				// The registry commands' flags, where dev's Redis or project
+				// are not their defaults.
+				regFlags := ""
+				if a := de.RedisAddr(); a != "127.0.0.1:6379" {
+					regFlags += " --redis-addr " + a
+				}
+				if project != "default" {
+					regFlags += " --project " + project
+				}
 				abs, _ := filepath.Abs(dataDir)
 				offAbs, _ := filepath.Abs(offDir)
 				fmt.Fprintf(env.stdout, `featurestore dev is running.
@@ -260,12 +274,12 @@ Ctrl-C.`,
   Event generator:      %s
 
 Try, from another terminal:
-  featurestore versions
-  featurestore plan %s
+  featurestore versions%s
+  featurestore plan%s %s
   grpcurl -plaintext -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' %s featurestore.v1.OnlineService/GetOnlineFeatures
 %s
 Press Ctrl-C to stop.
-`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, offAbs, ln.Addr(), httpURL, flightURL, generated, defs, ln.Addr(), curlHint)
+`, de.KafkaBrokers()[0], len(topics), abs, de.RedisAddr(), version, project, defs, summary(r), metricsURL, offAbs, ln.Addr(), httpURL, flightURL, generated, regFlags, regFlags, defs, ln.Addr(), curlHint)
 				<-ctx.Done()
 				fmt.Fprintln(env.stdout, "Stopping.")
 				if err, ok := errors.AsType[*devIngestError](context.Cause(ctx)); ok {

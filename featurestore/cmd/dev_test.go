@@ -70,6 +70,10 @@ func TestDev(t *testing.T) {
 		if !strings.Contains(out.String(), "version 1 of project \"default\"") || !strings.Contains(out.String(), "topics: 2") {
 			t.Errorf("round %d: unexpected banner:\n%s", round, out.String())
 		}
+		// The hint to list versions reaches dev's Redis, not the default one.
+		if !strings.Contains(out.String(), "featurestore versions --redis-addr "+redisAddr+"\n") {
+			t.Errorf("round %d: the banner's versions hint lacks --redis-addr %s:\n%s", round, redisAddr, out.String())
+		}
 		code, vout, verr := runCLI(t, nil, "versions", "--redis-addr", redisAddr)
 		if code != 0 || !strings.Contains(vout, "dev mode start") {
 			t.Errorf("round %d: versions against dev mode: exit %d\n%s%s", round, code, vout, verr)
@@ -194,5 +198,16 @@ func TestDevIngestFailureStops(t *testing.T) {
 	}
 	if code != 1 || !strings.Contains(errOut.String(), "ingest") || !strings.Contains(errOut.String(), "offline") {
 		t.Fatalf("dev with an offline log it cannot make: exit %d, want 1 and an error naming ingest's offline log\n%s%s", code, out.String(), errOut.String())
+	}
+}
+
+// TestDevNotLoopback: the dev stand-ins listen on loopback only; another
+// address is a usage error (exit 2) naming its flag, before anything starts.
+func TestDevNotLoopback(t *testing.T) {
+	for _, flag := range []string{"--kafka-listen", "--redis-listen"} {
+		code, out, errOut := runCLI(t, nil, "dev", "--data-dir", t.TempDir(), "--definitions", "../../examples", flag, "0.0.0.0:0")
+		if code != 2 || !strings.Contains(errOut, flag) || !strings.Contains(errOut, "loopback") {
+			t.Errorf("dev %s 0.0.0.0:0: exit %d, want 2 and an error naming the flag\n%s%s", flag, code, out, errOut)
+		}
 	}
 }

@@ -81,11 +81,11 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kafkaAddr, err := loopbackAddr("kafka", opts.KafkaAddr, DefaultKafkaAddr)
+	kafkaAddr, err := LoopbackAddr("kafka", opts.KafkaAddr, DefaultKafkaAddr)
 	if err != nil {
 		return nil, err
 	}
-	redisAddr, err := loopbackAddr("redis", opts.RedisAddr, DefaultRedisAddr)
+	redisAddr, err := LoopbackAddr("redis", opts.RedisAddr, DefaultRedisAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -167,10 +167,10 @@ func (e *Env) Close() error {
 	return e.closeErr
 }
 
-// loopbackAddr checks that addr is host:port with a loopback host. Only
+// LoopbackAddr checks that addr is host:port with a loopback host. Only
 // loopback: the stand-ins have no authentication, and kfake advertises the
 // address it listens on, so 0.0.0.0 would be handed to clients as a broker.
-func loopbackAddr(what, addr, def string) (string, error) {
+func LoopbackAddr(what, addr, def string) (string, error) {
 	if addr == "" {
 		return def, nil
 	}
