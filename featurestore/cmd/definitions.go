@@ -67,8 +67,8 @@ func validateCommand() *command {
 		name:    "validate",
 		usage:   "validate DIR",
 		summary: "Check feature definitions without applying them.",
-		long: `Load every *.yaml file in DIR and check the definitions: unknown fields,
-wrong types, dangling references, duplicate names, windows that are not
+		long: `Load every *.yaml and *.yml file in DIR and check the definitions:
+unknown fields, wrong types, dangling references, duplicate names, windows that are not
 multiples of the tile, aggregations over fields they cannot take. Every error
 is printed as file:line:col: message. Exits 1 if there is any error, 0 if
 none. Needs no registry and no services.`,
