@@ -99,6 +99,11 @@ type partitionState struct {
 	ids               dedupSet
 	warming           bool
 	warmUntil, warmed int64
+	// The saved position this partition expects to find before it applies
+	// a batch (checkPosition): the one Resume loaded or Apply saved last.
+	// known is false until then.
+	known, saved bool
+	savedAt      int64
 }
 
 // NewApplier compiles the online views of source src in registry r.
@@ -168,10 +173,11 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	if err != nil {
 		return 0, err
 	}
+	ps := a.partition(p)
+	ps.known, ps.saved, ps.savedAt = true, ok, pos.Offset
 	if pos, ok, err = a.resumeOffline(ctx, topic, p, pos, ok); err != nil {
 		return 0, err
 	}
-	ps := a.partition(p)
 	ps.ids.reset(a.src.MaxDedupIDs())
 	ps.warming = false
 	if !ok {
@@ -185,6 +191,37 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 		return pos.DedupFrom, nil
 	}
 	return pos.Offset + 1, nil
+}
+
+// checkPosition makes sure the saved position is the one the partition
+// expects before a batch is applied. Redis that lost state (a restart
+// without persistence, a failover to a replica that lags) has an older
+// position or none, and older fences: a batch applied on top of it would set
+// the fences of its keys past the events lost, and the replay from what
+// Redis holds would skip them as applied. So the partition is resumed
+// instead, from what Redis holds now. A newer position means another
+// consumer applied the partition meanwhile: resuming takes it up from
+// there.
+func (a *Applier) checkPosition(ctx context.Context, ps *partitionState, p int) error {
+	if !ps.known {
+		return nil // applied without Resume: nothing to expect
+	}
+	cur, ok, err := a.pos.Offset(ctx, a.src.Name, p)
+	if err != nil {
+		return err
+	}
+	if ok == ps.saved && (!ok || cur == ps.savedAt) {
+		return nil
+	}
+	ps.known = false
+	if !ok || ps.saved && cur < ps.savedAt {
+		a.log.Error("the saved position of the partition went back: Redis lost state (a restart without persistence, or a failover to a replica that lags); replaying from what it holds",
+			"source", a.src.Name, "partition", p, "expected_offset", ps.savedAt, "found", ok, "found_offset", cur)
+		return fmt.Errorf("%s/%d: the saved position went back from offset %d: %w", a.src.Name, p, ps.savedAt, ErrResumePartition)
+	}
+	a.log.Warn("the saved position of the partition moved on: another consumer applied it; resuming from there",
+		"source", a.src.Name, "partition", p, "found_offset", cur)
+	return fmt.Errorf("%s/%d: the saved position moved on to offset %d: %w", a.src.Name, p, cur, ErrResumePartition)
 }
 
 // rebuildUntil returns the offset up to which the partition, just resumed,
@@ -266,6 +303,9 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 			return nil
 		}
 	}
+	if err := a.checkPosition(ctx, ps, p); err != nil {
+		return err
+	}
 	b := &ps.b
 	hw, has := a.prepare(ps, topic, p, msgs)
 	defer ps.ids.discard() // what a failed batch would have remembered
@@ -287,6 +327,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	if err := a.pos.Save(ctx, a.src.Name, p, pos); err != nil {
 		return err
 	}
+	ps.known, ps.saved, ps.savedAt = true, true, pos.Offset
 	ps.hw, ps.has = hw, has
 	if a.dedup {
 		forgot := ps.ids.commit(hw - a.lateness)

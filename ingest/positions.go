@@ -73,6 +73,21 @@ func (p *Positions) Load(ctx context.Context, source string, partition int) (pos
 	return pos, true, nil
 }
 
+// Offset returns the partition's saved offset; ok is false when none is.
+func (p *Positions) Offset(ctx context.Context, source string, partition int) (offset int64, ok bool, err error) {
+	v, err := p.c.HGet(ctx, p.key(source, partition), "offset").Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	}
+	if err == nil {
+		offset, err = strconv.ParseInt(v, 10, 64)
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
+	}
+	return offset, true, nil
+}
+
 // saveScript moves a position forward only: a worker that lost its
 // partition in a rebalance cannot move it back.
 var saveScript = redis.NewScript(`
