@@ -173,6 +173,11 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	if err != nil {
 		return 0, err
 	}
+	if ok && pos.Topic != "" && pos.Topic != topic {
+		a.log.Info("the source's topic changed: the partition starts the new topic at its earliest offset",
+			"source", a.src.Name, "partition", p, "topic", topic, "old_topic", pos.Topic, "old_offset", pos.Offset)
+		pos, ok = Position{}, false
+	}
 	ps := a.partition(p)
 	ps.known, ps.saved, ps.savedAt = true, ok, pos.Offset
 	if pos, ok, err = a.resumeOffline(ctx, topic, p, pos, ok); err != nil {
@@ -202,11 +207,11 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 // instead, from what Redis holds now. A newer position means another
 // consumer applied the partition meanwhile: resuming takes it up from
 // there.
-func (a *Applier) checkPosition(ctx context.Context, ps *partitionState, p int) error {
+func (a *Applier) checkPosition(ctx context.Context, ps *partitionState, topic string, p int) error {
 	if !ps.known {
 		return nil // applied without Resume: nothing to expect
 	}
-	cur, ok, err := a.pos.Offset(ctx, a.src.Name, p)
+	cur, ok, err := a.pos.Offset(ctx, a.src.Name, topic, p)
 	if err != nil {
 		return err
 	}
@@ -303,7 +308,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 			return nil
 		}
 	}
-	if err := a.checkPosition(ctx, ps, p); err != nil {
+	if err := a.checkPosition(ctx, ps, topic, p); err != nil {
 		return err
 	}
 	b := &ps.b
@@ -321,6 +326,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		}
 	}
 	pos := a.position(ps, msgs, hw, has)
+	pos.Topic = topic
 	if err := a.appendOffline(ctx, ps, topic, p, msgs, pos); err != nil {
 		return err
 	}

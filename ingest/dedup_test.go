@@ -320,7 +320,7 @@ func TestDedupPositionSavesRebuildOffset(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	if want := (Position{Offset: 3, HW: t0 + 100_000, HasHW: true, DedupFrom: 1, HasDedup: true}); got != want {
+	if want := (Position{Offset: 3, HW: t0 + 100_000, HasHW: true, DedupFrom: 1, HasDedup: true, Topic: "txns"}); got != want {
 		t.Fatalf("position %+v, want %+v", got, want)
 	}
 	mfs, err := reg.Gather()

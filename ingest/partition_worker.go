@@ -3,7 +3,9 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +20,9 @@ type partitionWorker struct {
 	h         PartitionHandler
 	gen       *kafka.Generation
 	partition int
+	// pastEndLogged is when readerError last logged the stall of a
+	// position past the partition's end.
+	pastEndLogged time.Time
 }
 
 // run reads until genCtx ends (rebalance or shutdown). Batches are applied
@@ -56,16 +61,14 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 	readCtx, stopReading := context.WithCancel(genCtx)
 	defer stopReading()
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:   w.cfg.Brokers,
-		Dialer:    w.cfg.Dialer,
-		Topic:     topic,
-		Partition: w.partition,
-		MinBytes:  1,
-		MaxBytes:  16 << 20,
-		MaxWait:   100 * time.Millisecond,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			w.log.Debug("kafka reader", "detail", msg)
-		}),
+		Brokers:     w.cfg.Brokers,
+		Dialer:      w.cfg.Dialer,
+		Topic:       topic,
+		Partition:   w.partition,
+		MinBytes:    1,
+		MaxBytes:    16 << 20,
+		MaxWait:     100 * time.Millisecond,
+		ErrorLogger: kafka.LoggerFunc(w.readerError),
 	})
 	defer r.Close()
 	if err := r.SetOffset(next); err != nil {
@@ -132,6 +135,40 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 		}
 		next = batch[len(batch)-1].Offset + 1
 		committed.Store(next)
+	}
+}
+
+// readerError logs what kafka-go's reader reports through its error logger.
+// Most of it is retried connection trouble (debug), but two messages say the
+// partition's log no longer holds the position: reading past its last
+// offset, which kafka-go retries forever, means the topic was deleted and
+// recreated (or its log lost), and the per-key fences of the old offsets
+// would take the new events for replays, so the partition stays stalled
+// until an operator acts (docs/operations.md); reading before its first
+// offset means retention deleted events before ingest read them, and
+// kafka-go skips them. Both are logged at error level, the stall at most
+// once a minute.
+func (w *partitionWorker) readerError(msg string, args ...any) {
+	detail := fmt.Sprintf(msg, args...)
+	outOfRange := false
+	for _, a := range args {
+		if err, ok := a.(error); ok && errors.Is(err, kafka.OffsetOutOfRange) {
+			outOfRange = true
+		}
+	}
+	switch {
+	// Past the end when the reader starts (kafka-go seeks to the first
+	// offset kept by itself when a position is before it), or later.
+	case outOfRange && strings.Contains(msg, "initializing the kafka reader"), strings.Contains(msg, "reading passed the last offset"):
+		if now := time.Now(); now.Sub(w.pastEndLogged) >= time.Minute {
+			w.pastEndLogged = now
+			w.log.Error("the position to read from is past the partition's end: the topic was deleted and recreated, or its log lost; "+
+				"the partition stays stalled (docs/operations.md: a recreated topic)", "detail", detail)
+		}
+	case strings.Contains(msg, "reading before the first offset"):
+		w.log.Error("events were deleted by the topic's retention before ingest read them; kafka-go skips to the first offset kept", "detail", detail)
+	default:
+		w.log.Debug("kafka reader", "detail", detail)
 	}
 }
 

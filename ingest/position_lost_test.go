@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/registry"
 )
 
 // TestPositionLostResumes: when Redis loses its state while ingest runs (a
@@ -83,5 +86,71 @@ func TestPositionLostResumes(t *testing.T) {
 				t.Errorf("n_10m = %d, want 20: every event once", got)
 			}
 		})
+	}
+}
+
+// TestTopicChangeStartsAtTheBeginning: a source moved to another topic (a
+// breaking change plan allows with --allow-breaking) starts the new topic
+// at its earliest offset. Positions are saved per source and partition;
+// before they recorded their topic, the new topic was resumed at the old
+// topic's offsets, and its first events were skipped.
+func TestTopicChangeStartsAtTheBeginning(t *testing.T) {
+	ctx := context.Background()
+	rc, store := miniStore(t)
+	defs := func(topic string) *registry.Registry {
+		r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(strings.ReplaceAll(`
+kind: Entity
+name: card
+join_keys: [{name: card, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: TOPIC}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card: card}
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features: [{name: n, aggregation: count, window: lifetime}]
+`, "TOPIC", topic))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	const t0 = int64(1795687200000)
+	msgs := func(topic string, n int64) []kafka.Message {
+		var out []kafka.Message
+		for off := range n {
+			out = append(out, kafka.Message{Topic: topic, Offset: off, Time: time.UnixMilli(t0 + off),
+				Value: fmt.Appendf(nil, `{"card":"c","ts":%d}`, t0+off)})
+		}
+		return out
+	}
+	for i, topic := range []string{"old", "new"} {
+		r := defs(topic)
+		a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := a.Resume(ctx, topic, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next != kafka.FirstOffset {
+			t.Fatalf("topic %s: resumes at %d, want the earliest offset", topic, next)
+		}
+		if err := a.Apply(ctx, topic, 0, msgs(topic, 10)); err != nil {
+			t.Fatal(err)
+		}
+		if got := readView(t, store, r, "v", "c", t0+time.Hour.Milliseconds())[0].Value.Int64(); got != int64(10*(i+1)) {
+			t.Errorf("after topic %s: n = %d, want %d", topic, got, 10*(i+1))
+		}
+		// And the new topic's position moves on from its own offsets.
+		if next, err := a.Resume(ctx, topic, 0); err != nil || next != 10 {
+			t.Errorf("topic %s: resumes at %d (%v), want 10", topic, next, err)
+		}
 	}
 }

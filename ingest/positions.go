@@ -18,7 +18,10 @@ import (
 //
 // Key, per project, source and partition (one slot each):
 //
-//	fs:{pos.<project>.<source>.<partition>}  hash: offset, hw, dedup
+//	fs:{pos.<project>.<source>.<partition>}  hash: offset, hw, dedup, topic
+//
+// The topic is the one the offset is in: a source moved to another topic
+// starts that topic at its earliest offset, not at the old one's offsets.
 type Positions struct {
 	c       redis.UniversalClient
 	project string
@@ -40,6 +43,9 @@ type Position struct {
 	// does not dedup, or did not when the position was saved.
 	DedupFrom int64
 	HasDedup  bool
+	// Topic is the topic Offset is in; empty in positions saved before
+	// positions recorded it, taken to be the source's.
+	Topic string
 }
 
 func (p *Positions) key(source string, partition int) string {
@@ -48,7 +54,7 @@ func (p *Positions) key(source string, partition int) string {
 
 // Load returns the partition's position; ok is false when none was saved.
 func (p *Positions) Load(ctx context.Context, source string, partition int) (pos Position, ok bool, err error) {
-	vals, err := p.c.HMGet(ctx, p.key(source, partition), "offset", "hw", "dedup").Result()
+	vals, err := p.c.HMGet(ctx, p.key(source, partition), "offset", "hw", "dedup", "topic").Result()
 	if err != nil {
 		return Position{}, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
 	}
@@ -70,30 +76,34 @@ func (p *Positions) Load(ctx context.Context, source string, partition int) (pos
 		}
 		pos.HasDedup = true
 	}
+	pos.Topic, _ = vals[3].(string)
 	return pos, true, nil
 }
 
-// Offset returns the partition's saved offset; ok is false when none is.
-func (p *Positions) Offset(ctx context.Context, source string, partition int) (offset int64, ok bool, err error) {
-	v, err := p.c.HGet(ctx, p.key(source, partition), "offset").Result()
-	if errors.Is(err, redis.Nil) {
+// Offset returns the partition's saved offset in topic; ok is false when
+// none is, or the saved one is in another topic.
+func (p *Positions) Offset(ctx context.Context, source, topic string, partition int) (offset int64, ok bool, err error) {
+	vals, err := p.c.HMGet(ctx, p.key(source, partition), "offset", "topic").Result()
+	if err != nil {
+		return 0, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
+	}
+	v, isStr := vals[0].(string)
+	if t, _ := vals[1].(string); !isStr || t != "" && t != topic {
 		return 0, false, nil
 	}
-	if err == nil {
-		offset, err = strconv.ParseInt(v, 10, 64)
-	}
-	if err != nil {
+	if offset, err = strconv.ParseInt(v, 10, 64); err != nil {
 		return 0, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
 	}
 	return offset, true, nil
 }
 
-// saveScript moves a position forward only: a worker that lost its
-// partition in a rebalance cannot move it back.
+// saveScript moves a position forward only, within its topic: a worker
+// that lost its partition in a rebalance cannot move it back. A position in
+// another topic is replaced.
 var saveScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'offset')
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'offset', ARGV[1])
+local cur = redis.call('HMGET', KEYS[1], 'offset', 'topic')
+if cur[1] and (not cur[2] or cur[2] == ARGV[4]) and tonumber(cur[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'topic', ARGV[4])
 for i, f in ipairs({'hw', 'dedup'}) do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], f)
@@ -114,7 +124,7 @@ func (p *Positions) Save(ctx context.Context, source string, partition int, pos 
 	if pos.HasDedup {
 		dedup = strconv.FormatInt(pos.DedupFrom, 10)
 	}
-	err := saveScript.Run(ctx, p.c, []string{p.key(source, partition)}, pos.Offset, hw, dedup).Err()
+	err := saveScript.Run(ctx, p.c, []string{p.key(source, partition)}, pos.Offset, hw, dedup, pos.Topic).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("save position of %s/%d: %w", source, partition, err)
 	}

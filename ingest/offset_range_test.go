@@ -1,0 +1,61 @@
+package ingest
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logRecords keeps the messages of the records logged at level or above.
+type logRecords struct {
+	mu    sync.Mutex
+	level slog.Level
+	msgs  []string
+}
+
+func (l *logRecords) Enabled(_ context.Context, lv slog.Level) bool { return lv >= l.level }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r.Message)
+	return nil
+}
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecords) WithGroup(string) slog.Handler      { return l }
+
+func (l *logRecords) has(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range l.msgs {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestResumePastTheEnd: a saved position past the partition's end (the
+// topic was deleted and recreated, or its log lost) stalls the partition,
+// since the fences of the old offsets would take the new events for
+// replays; that must be said at error level, not retried in silence (kafka-go
+// logs it through its error logger, which went to debug).
+func TestResumePastTheEnd(t *testing.T) { forEachKafka(t, testResumePastTheEnd) }
+
+func testResumePastTheEnd(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := "past-end-" + strings.ReplaceAll(t.Name(), "/", "-")
+	brokers := kafkaFor(t, topic, 1)
+	produce(t, brokers, topic, 10)
+	h := newFencedHandler()
+	h.fence[0] = 999 // resumes at 1000, past the 10 messages
+	logs := &logRecords{level: slog.LevelError}
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100, SessionTimeout: 6 * time.Second,
+		Logger: slog.New(logs)}
+	stop := runGroupAsync(t, cfg, h)
+	defer stop()
+	waitFor(t, "an error about the position past the end", 30*time.Second, func() bool {
+		return logs.has("past the partition's end")
+	})
+}
