@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -104,6 +105,13 @@ type partitionState struct {
 	// known is false until then.
 	known, saved bool
 	savedAt      int64
+	// done is the last offset of a batch whose Redis writes and dead
+	// letters went through (hasDone): the partition worker retries a batch
+	// whole when a later step fails (the offline log, the position), and
+	// the retry must not send those letters again, nor count those events
+	// again (as duplicates of themselves).
+	hasDone bool
+	done    int64
 }
 
 // NewApplier compiles the online views of source src in registry r.
@@ -320,10 +328,23 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		}
 	}
 	b.learn()
-	if len(b.letters) > 0 && a.dlq != nil {
-		if err := a.dlq.Send(ctx, b.letters); err != nil {
-			return fmt.Errorf("dead-letter %d messages of %s/%d: %w", len(b.letters), topic, p, err)
+	// What an earlier attempt at this batch already did, and counted.
+	after := int64(-1)
+	if ps.hasDone && msgs[0].Offset <= ps.done {
+		after = ps.done
+	}
+	letters := b.letters
+	if after >= 0 {
+		letters = slices.DeleteFunc(slices.Clone(letters), func(l DeadLetter) bool { return l.Message.Offset <= after })
+	}
+	if len(letters) > 0 && a.dlq != nil {
+		if err := a.dlq.Send(ctx, letters); err != nil {
+			return fmt.Errorf("dead-letter %d messages of %s/%d: %w", len(letters), topic, p, err)
 		}
+	}
+	if last := msgs[len(msgs)-1].Offset; !ps.hasDone || last > ps.done {
+		a.recordEvents(b, letters, after)
+		ps.hasDone, ps.done = true, last
 	}
 	pos := a.position(ps, msgs, hw, has)
 	pos.Topic = topic
@@ -339,7 +360,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		forgot := ps.ids.commit(hw - a.lateness)
 		a.metrics.setDedupIDs(a.src.Name, p, ps.ids.len(), forgot)
 	}
-	a.record(p, msgs, b, start)
+	a.recordBatch(p, msgs, start)
 	return nil
 }
 
@@ -431,30 +452,46 @@ func (a *Applier) position(ps *partitionState, msgs []kafka.Message, hw int64, h
 }
 
 // record updates the metrics after a batch was applied.
-func (a *Applier) record(p int, msgs []kafka.Message, b *batch, start time.Time) {
+func (a *Applier) recordBatch(p int, msgs []kafka.Message, start time.Time) {
+	m := a.metrics
+	if m == nil {
+		return
+	}
+	m.observeBatch(a.src.Name, time.Since(start).Seconds())
+	last := msgs[len(msgs)-1]
+	m.setLag(a.src.Name, p, last.HighWaterMark-last.Offset-1)
+}
+
+// recordEvents counts the events of a batch whose Redis writes went
+// through, and the dead letters sent, leaving out the events at or below
+// offset after (-1 for none), which an earlier attempt at the batch
+// counted.
+func (a *Applier) recordEvents(b *batch, letters []DeadLetter, after int64) {
 	m := a.metrics
 	if m == nil {
 		return
 	}
 	now := time.Now()
-	m.observeBatch(a.src.Name, now.Sub(start).Seconds())
-	last := msgs[len(msgs)-1]
-	m.setLag(a.src.Name, p, last.HighWaterMark-last.Offset-1)
-	for _, l := range b.letters {
+	for _, l := range letters {
 		m.countEvents(a.src.Name, l.View, string(l.Reason), 1)
 	}
-	m.countEvents(a.src.Name, "", resultDuplicateID, b.dupIDs)
-	m.countEvents(a.src.Name, "", ResultTransactionMarker, b.markers)
+	if after < 0 {
+		m.countEvents(a.src.Name, "", resultDuplicateID, b.dupIDs)
+		m.countEvents(a.src.Name, "", ResultTransactionMarker, b.markers)
+	}
 	applied := make([]int, len(a.views))
 	dups := make([]int, len(a.views))
 	fresh := m.freshnessOf(a.src.Name)
 	for i := range b.groups {
 		g := &b.groups[i]
-		applied[g.view] += int(g.fresh)
-		dups[g.view] += int(g.n - g.fresh)
 		for _, e := range b.byGroup[g.start : g.start+g.n] {
-			if e.Offset > g.fence {
+			switch {
+			case e.Offset <= after:
+			case e.Offset > g.fence:
+				applied[g.view]++
 				fresh.Observe(now.Sub(time.UnixMilli(e.Time)).Seconds())
+			default:
+				dups[g.view]++
 			}
 		}
 	}
