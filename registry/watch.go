@@ -20,6 +20,9 @@ type Watcher struct {
 	log      *slog.Logger
 	current  atomic.Pointer[Snapshot]
 	onChange func(*Snapshot)
+	// headGone is set while the store holds no version though one was
+	// loaded, so that it is logged once.
+	headGone atomic.Bool
 }
 
 // WatcherOptions configures a Watcher.
@@ -67,10 +70,18 @@ func (w *Watcher) Load(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	cur := w.current.Load()
 	if head == 0 {
+		// The store holds no version, though one was loaded: it lost its
+		// registry (a Redis restart without persistence, a flush). The
+		// version held stays; said once, until a version is back.
+		if cur != nil && !w.headGone.Swap(true) {
+			w.log.Warn("the registry store holds no version any more: it lost its registry; keeping the version loaded until one is applied again",
+				"version", cur.Version, "digest", cur.Digest)
+		}
 		return false, nil
 	}
-	cur := w.current.Load()
+	w.headGone.Store(false)
 	if ig, ok := w.store.(InfoGetter); ok && cur != nil && cur.Version == head {
 		info, err := ig.Info(ctx, head)
 		if err != nil {

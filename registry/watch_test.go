@@ -82,6 +82,40 @@ func TestWatcherReloadsReusedVersionNumber(t *testing.T) {
 	}
 }
 
+// A store that lost its whole registry (a Redis restart without
+// persistence, a flush) has no head: the watcher keeps its version, and
+// says so once, not on every poll, nor never.
+func TestWatcherWarnsWhenTheRegistryIsGone(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := registry.OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry.Apply(ctx, s, storetest.Defs(t, "1h"), registry.ApplyOptions{By: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	w := registry.NewWatcher(s, registry.WatcherOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if ok, err := w.Load(ctx); !ok || err != nil {
+		t.Fatalf("first load: %v, %v", ok, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "HEAD"), []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if ok, err := w.Load(ctx); ok || err != nil {
+			t.Fatalf("load of an empty store: %v, %v; want no change", ok, err)
+		}
+	}
+	if got := w.Current(); got == nil || got.Version != 1 {
+		t.Fatalf("watcher holds %v, want version 1 still", got)
+	}
+	if n := strings.Count(logs.String(), "holds no version any more"); n != 1 {
+		t.Fatalf("%d warnings of the lost registry, want 1:\n%s", n, logs.String())
+	}
+}
+
 // A version written by a newer build with a field this build does not know
 // must not load without it: the watcher keeps serving what it has and says
 // why.
