@@ -474,11 +474,20 @@ func (w *Writer) flushLocked(ctx context.Context, view string, ss []*stream, rea
 	start := time.Now()
 	defer func() {
 		w.metrics.flushed(reason, time.Since(start).Seconds(), err)
+		// A failure is logged when it starts, and its end; the retries
+		// between (every second while a disk is full, say) at debug level.
+		failing := true
 		for _, st := range ss {
+			failing = failing && st.failed
 			st.failed = err != nil
 		}
-		if err != nil {
-			w.log.Warn("offline flush failed; rows stay buffered", "view", view, "reason", reason, "err", err)
+		switch {
+		case err != nil && !failing:
+			w.log.Warn("offline flush failed; rows stay buffered, retrying", "view", view, "reason", reason, "err", err)
+		case err != nil:
+			w.log.Debug("offline flush failed again; rows stay buffered", "view", view, "reason", reason, "err", err)
+		case failing:
+			w.log.Info("offline flush succeeded after failures", "view", view, "reason", reason)
 		}
 	}()
 	m, err := w.manifest(ctx, view)

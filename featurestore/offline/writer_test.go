@@ -1,10 +1,13 @@
 package offline
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -508,4 +511,36 @@ func snapFiles(t *testing.T, st Storage) []FileInfo {
 		t.Fatal(err)
 	}
 	return snap.Files
+}
+
+// TestFlushFailureLoggedOnce: a flush that keeps failing (a full disk) is
+// retried every second; its failure is logged at warn level when it
+// starts, and its end at info, not every retry.
+func TestFlushFailureLoggedOnce(t *testing.T) {
+	ctx := context.Background()
+	dir, _ := NewDir(t.TempDir())
+	st := &failingCreate{Storage: dir}
+	var logs bytes.Buffer
+	w, err := OpenWriter(ctx, st, testProject, Options{FlushRows: 1000,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, w, testSchema(t, "account_stats"), genEvents(rand.New(rand.NewPCG(5, 6)), 40, 2, 0, t0), 40)
+	st.fail = true
+	for range 5 {
+		if err := w.Flush(ctx); err == nil {
+			t.Fatal("flush succeeded with failing commits")
+		}
+	}
+	st.fail = false
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
+		t.Errorf("%d warnings for 5 failed flushes, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "succeeded after failures") {
+		t.Errorf("no line for the recovery:\n%s", logs.String())
+	}
 }
