@@ -20,6 +20,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionalphapb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
 )
@@ -243,20 +244,17 @@ func (a *Auth) check(ctx context.Context, method string) (context.Context, *call
 	if acc == accessOpen {
 		return ctx, nil, acc, nil
 	}
-	var cert *x509.Certificate
-	if p, ok := peer.FromContext(ctx); ok {
-		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
-			cert = verifiedCert(&ti.State)
-		}
-	}
 	protocol := "grpc"
 	if ctx.Value(http.ServerContextKey) != nil {
 		// A lookup over HTTP that HTTPServer runs through the interceptor.
 		protocol = "http"
 	}
-	c, err := a.authenticate(protocol, metadata.ValueFromIncomingContext(ctx, "authorization"), cert)
-	if err != nil {
-		return nil, nil, acc, err
+	c, ok := ctx.Value(tappedKey{}).(*caller)
+	if !ok {
+		var err error
+		if c, err = a.authenticateCall(ctx, protocol); err != nil {
+			return nil, nil, acc, err
+		}
 	}
 	if acc == accessDenied {
 		a.denied.WithLabelValues(protocol, reasonMethod).Inc()
@@ -264,6 +262,43 @@ func (a *Auth) check(ctx context.Context, method string) (context.Context, *call
 		return nil, nil, acc, status.Errorf(codes.PermissionDenied, "method %s is not allowed when authentication is on", method)
 	}
 	return context.WithValue(ctx, callerKey{}, c), c, acc, nil
+}
+
+// authenticateCall authenticates a call from the authorization metadata of
+// ctx and the verified client certificate of its connection, if any.
+func (a *Auth) authenticateCall(ctx context.Context, protocol string) (*caller, error) {
+	var cert *x509.Certificate
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			cert = verifiedCert(&ti.State)
+		}
+	}
+	return a.authenticate(protocol, metadata.ValueFromIncomingContext(ctx, "authorization"), cert)
+}
+
+// tappedKey keeps the caller that tapHandle authenticated in the call's
+// context, so that the interceptor does not hash its token again.
+type tappedKey struct{}
+
+// tapHandle is the grpc.InTapHandle of a server behind Auth: it
+// authenticates a call from its headers and its connection, as soon as its
+// headers arrive, and refuses it with UNAUTHENTICATED before any message is
+// read. gRPC decodes a unary request before interceptors run, so without it
+// a caller with no credentials could make the server receive and decode up
+// to the message limit per call, as many calls at a time as a connection
+// may hold. It runs on the connection's reading goroutine, which
+// authentication does not block: a token's hash, and the policy file looked
+// at most once per ReloadInterval. Which methods a principal may call is
+// still the interceptors' to decide; health checks pass.
+func (a *Auth) tapHandle(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if methodAccess[info.FullMethodName] == accessOpen {
+		return ctx, nil
+	}
+	c, err := a.authenticateCall(ctx, "grpc")
+	if err != nil {
+		return ctx, err
+	}
+	return context.WithValue(ctx, tappedKey{}, c), nil
 }
 
 // UnaryInterceptor returns the interceptor that enforces the policy on

@@ -51,6 +51,19 @@ const (
 	flightSendBytes = 2 << 20
 )
 
+// flightMaxMessageBytes bounds one message a call sends, far below the
+// upload's bound: gRPC holds a message whole before the handler sees it,
+// and the first one is read before the call's views are authorized and
+// before it takes an export slot. A record batch of the upload must fit;
+// pyarrow writers send one batch per message, of max_chunksize rows.
+const flightMaxMessageBytes = 64 << 20
+
+// flightMaxConcurrentStreams bounds the calls in flight on one connection:
+// a training job runs a few exports at most (more than MaxExports are
+// refused anyway) and a few health checks, while every call, even an open
+// health watch, holds a goroutine and buffers on the server.
+const flightMaxConcurrentStreams = 32
+
 // FlightCommand is the JSON command of the FlightDescriptor that starts a
 // training export: what to export for the entity table that follows.
 type FlightCommand struct {
@@ -139,7 +152,8 @@ type FlightConfig struct {
 //
 // Errors are gRPC statuses: INVALID_ARGUMENT for a bad command, an unknown
 // feature, a missing or mistyped column or a bad row; RESOURCE_EXHAUSTED
-// when the entity table exceeds MaxUploadBytes or MaxExports are running;
+// when the entity table exceeds MaxUploadBytes, one message (a record
+// batch) exceeds 64 MiB, or MaxExports are running;
 // DEADLINE_EXCEEDED when the client sends no message of its upload for
 // UploadIdleTimeout; UNAUTHENTICATED and PERMISSION_DENIED under Auth;
 // UNAVAILABLE before a registry version is loaded; CANCELLED when the
@@ -182,9 +196,10 @@ func NewFlightServer(cfg FlightConfig) *FlightServer {
 	}
 	s := &FlightServer{cfg: cfg, slots: make(chan struct{}, cfg.MaxExports), mem: memory.NewGoAllocator()}
 	opts := append(serverOptions(cfg.TLS, cfg.Auth),
-		// One message is one record batch of the upload, which the upload's
-		// bound covers; the sent batches are cut to flightSendRows rows.
-		grpc.MaxRecvMsgSize(int(min(cfg.MaxUploadBytes+1<<20, math.MaxInt32))),
+		// One message is one record batch of the upload; the sent batches
+		// are cut to flightSendRows rows.
+		grpc.MaxRecvMsgSize(int(min(cfg.MaxUploadBytes+1<<20, flightMaxMessageBytes))),
+		grpc.MaxConcurrentStreams(flightMaxConcurrentStreams),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 	)
 	s.grpc = grpc.NewServer(opts...)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"mime"
 	"net"
@@ -154,7 +155,7 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
 		IdleTimeout:       httpIdleTimeout,
-		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
+		ErrorLog:          httpErrorLog(s.cfg.Logger),
 	}
 	scheme := "http"
 	if s.cfg.TLS != nil {
@@ -185,6 +186,42 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 	<-errc
 	s.cfg.Logger.Info("http server stopped", "duration", time.Since(start))
 	return nil
+}
+
+// clientCaused are the prefixes of the lines net/http logs about a single
+// connection that its client can cause at will: a failed TLS handshake (no
+// client certificate under mutual TLS, bytes that are not TLS), a broken
+// HTTP/2 preface or connection. They go to debug level, as failed
+// authentication does, so that anyone who can connect cannot flood the log.
+var clientCaused = []string{
+	"http: TLS handshake error",
+	"http2: server: error reading preface",
+	"http2: server connection error",
+	"http2: server closing client connection",
+	"http2: received GOAWAY",
+	"timeout waiting for SETTINGS frames",
+	"timeout waiting for PING response",
+}
+
+// httpErrorLog returns the http.Server.ErrorLog that writes to logger: lines
+// a client can cause at debug level, the others (a failed Accept, a panic
+// in a handler) at warn level.
+func httpErrorLog(logger *slog.Logger) *log.Logger {
+	return log.New(httpErrorWriter{logger}, "", 0)
+}
+
+type httpErrorWriter struct{ log *slog.Logger }
+
+func (w httpErrorWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSuffix(string(p), "\n")
+	for _, prefix := range clientCaused {
+		if strings.HasPrefix(line, prefix) {
+			w.log.Debug("http connection failed", "err", line)
+			return len(p), nil
+		}
+	}
+	w.log.Warn("http server error", "err", line)
+	return len(p), nil
 }
 
 // serveLookup answers one lookup. Requests that never reach the service

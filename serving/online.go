@@ -67,6 +67,9 @@ type OnlineService struct {
 	plan atomic.Pointer[plan]
 
 	scratch sync.Pool // of *scratch
+
+	pingMu   sync.Mutex // guards pingFail
+	pingFail string     // the online store's last ping error, "" after a success
 }
 
 // NewOnlineService returns the service reading store with the definitions
@@ -122,14 +125,29 @@ func (s *OnlineService) Ready(ping func(ctx context.Context) error) func(ctx con
 }
 
 // ready is Ready's check, returning the registry version it found.
+//
+// Health checks are open to anyone, so the error says what is missing but
+// not why: a ping error names the store's address. The reason is logged
+// instead, when it changes rather than at every probe.
 func (s *OnlineService) ready(ctx context.Context, ping func(ctx context.Context) error) (*registry.Snapshot, error) {
 	snap := s.regs.Current()
 	if snap == nil {
 		return nil, status.Error(codes.Unavailable, "no registry version loaded yet")
 	}
 	if ping != nil {
-		if err := ping(ctx); err != nil {
-			return nil, status.Errorf(codes.Unavailable, "online store: %v", err)
+		err := ping(ctx)
+		s.pingMu.Lock()
+		switch {
+		case err != nil && err.Error() != s.pingFail:
+			s.pingFail = err.Error()
+			s.opts.Logger.Warn("online store unreachable", "err", err)
+		case err == nil && s.pingFail != "":
+			s.pingFail = ""
+			s.opts.Logger.Info("online store reachable again")
+		}
+		s.pingMu.Unlock()
+		if err != nil {
+			return nil, status.Error(codes.Unavailable, "online store: unreachable")
 		}
 	}
 	return snap, nil

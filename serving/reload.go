@@ -21,9 +21,13 @@ const DefaultReloadInterval = time.Second
 //
 // Changes are found by content, not by modification time or inode: a
 // certificate copied over with its old timestamp, or a Kubernetes secret
-// swapped through a symbolic link, is seen all the same. Content that fails
-// to parse leaves the current value in place and is reported once, until the
-// content changes again (a file caught half-written parses on the next look).
+// swapped through a symbolic link, is seen all the same. Changed content is
+// parsed only once two looks, an interval apart, read the same bytes: a file
+// written in place can be read cut short, and cut short it may still parse
+// (a policy list cut just before "_sandbox" grants another view), so content
+// that has not settled is never put in force. Content that fails to parse
+// leaves the current value in place and is reported once, until the content
+// changes again.
 type reloader[T any] struct {
 	paths    []string
 	interval time.Duration
@@ -35,8 +39,9 @@ type reloader[T any] struct {
 	cur  atomic.Pointer[T]
 	next atomic.Int64 // Unix nanoseconds of the next look
 
-	mu   sync.Mutex // one look at a time
-	last string     // digest of the content, or the read error, last acted on
+	mu      sync.Mutex // one look at a time
+	last    string     // digest of the content, or the read error, last acted on
+	pending string     // digest of changed content seen once, not yet acted on
 }
 
 // newReloader reads and parses the files once; an error there is returned,
@@ -70,29 +75,48 @@ func (r *reloader[T]) get() *T {
 	return r.cur.Load()
 }
 
-// check reads the files and parses them if their content changed.
+// check reads the files and parses them if their content changed and has
+// stayed the same since the previous look.
 func (r *reloader[T]) check() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	data, digest, err := r.read()
-	if err != nil {
-		if msg := "error: " + err.Error(); msg != r.last {
-			r.last = msg
-			r.reloaded(nil, err)
+	// At most two reads, so that files rewritten without pause cannot keep
+	// a look going.
+	for range 2 {
+		start := time.Now()
+		data, digest, err := r.read()
+		if err != nil {
+			r.pending = ""
+			if msg := "error: " + err.Error(); msg != r.last {
+				r.last = msg
+				r.reloaded(nil, err)
+			}
+			return
 		}
+		if digest == r.last {
+			r.pending = ""
+			return
+		}
+		if digest != r.pending {
+			r.pending = digest
+			// The next look confirms it. An interval shorter than a read
+			// (tests look at every use) has passed already: look again now.
+			if time.Since(start) < r.interval {
+				return
+			}
+			continue
+		}
+		r.pending = ""
+		r.last = digest
+		v, err := r.parse(data)
+		if err != nil {
+			r.reloaded(nil, err)
+			return
+		}
+		r.cur.Store(v)
+		r.reloaded(v, nil)
 		return
 	}
-	if digest == r.last {
-		return
-	}
-	r.last = digest
-	v, err := r.parse(data)
-	if err != nil {
-		r.reloaded(nil, err)
-		return
-	}
-	r.cur.Store(v)
-	r.reloaded(v, nil)
 }
 
 // read returns the content of every file and one digest of them all.

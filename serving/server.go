@@ -22,9 +22,14 @@ import (
 // Defaults of ServerConfig.
 const (
 	DefaultMaxConcurrentStreams = 1024
-	DefaultMaxRecvMsgSize       = 16 << 20
-	DefaultMaxSendMsgSize       = 64 << 20
-	DefaultShutdownTimeout      = 10 * time.Second
+	// DefaultMaxRecvMsgSize is the largest lookup an HTTP body may carry
+	// (DefaultMaxBodyBytes): a request of DefaultMaxEntities entities of
+	// composite keys takes well under a tenth of it, and the server holds
+	// and decodes a request whole, up to this size, for every call in
+	// flight.
+	DefaultMaxRecvMsgSize  = 4 << 20
+	DefaultMaxSendMsgSize  = 64 << 20
+	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultHealthInterval is how often Run checks ServerConfig.Ready.
 	DefaultHealthInterval = 2 * time.Second
 )
@@ -114,7 +119,8 @@ func NewServer(svc pb.OnlineServiceServer, cfg ServerConfig) *Server {
 }
 
 // serverOptions are the options the gRPC and Flight servers share:
-// keepalive enforcement, TLS when tlsCfg is set, and auth's interceptors.
+// keepalive enforcement, TLS when tlsCfg is set, and auth's tap handle and
+// interceptors.
 func serverOptions(tlsCfg *tls.Config, auth *Auth) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -124,6 +130,7 @@ func serverOptions(tlsCfg *tls.Config, auth *Auth) []grpc.ServerOption {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
 	if auth != nil {
+		opts = append(opts, grpc.InTapHandle(auth.tapHandle))
 		opts = append(opts, grpc.ChainUnaryInterceptor(auth.UnaryInterceptor()), grpc.ChainStreamInterceptor(auth.StreamInterceptor()))
 	}
 	return opts

@@ -33,11 +33,12 @@ type TLSOptions struct {
 // files that may be replaced while the server runs (certificate rotation).
 //
 // The files are looked at during TLS handshakes, at most once per
-// ReloadInterval, and read again when their content changed; the next
-// handshakes use what they hold. Connections already open keep the
-// certificates they were made with. New content that does not load (a key
-// that does not match the certificate, a file caught half-written) is logged
-// and counted, and the previous certificates stay in use. Session tickets are
+// ReloadInterval, and read again when their content changed and has stayed
+// the same for one more look; the next handshakes use what they hold.
+// Connections already open keep the certificates they were made with. New
+// content that does not load (a key that does not match the certificate, a
+// certificate expired or not yet valid) is logged and counted, and the
+// previous certificates stay in use. Session tickets are
 // off, so every connection is verified in full against the current client
 // CAs: a CA taken out of the file admits no new connection.
 type ServerTLS struct {
@@ -112,6 +113,18 @@ func (s *ServerTLS) parse(data [][]byte) (*tls.Config, error) {
 	cert, err := tls.X509KeyPair(data[0], data[1])
 	if err != nil {
 		return nil, fmt.Errorf("tls certificate %s and key %s: %w", s.opts.CertFile, s.opts.KeyFile, err)
+	}
+	// At start (s.files not set yet) there is no previous pair to keep, and
+	// a server that starts is easier to mend than one that does not: observe
+	// warns. On reload an
+	// expired or not yet valid certificate would replace one that clients
+	// accept, so it is refused like a pair that does not match.
+	if leaf := cert.Leaf; leaf != nil && s.files != nil {
+		if now := time.Now(); now.After(leaf.NotAfter) {
+			return nil, fmt.Errorf("tls certificate %s: expired at %s", s.opts.CertFile, leaf.NotAfter.Format(time.RFC3339))
+		} else if now.Before(leaf.NotBefore) {
+			return nil, fmt.Errorf("tls certificate %s: not valid before %s", s.opts.CertFile, leaf.NotBefore.Format(time.RFC3339))
+		}
 	}
 	c := &tls.Config{
 		MinVersion:             tls.VersionTLS12,
