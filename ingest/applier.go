@@ -177,14 +177,9 @@ func (a *Applier) partition(p int) *partitionState {
 // Resume implements PartitionHandler: the saved position, or the start;
 // with an offline log, the smallest of it and the offline views' positions.
 func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error) {
-	pos, ok, err := a.pos.Load(ctx, a.src.Name, p)
+	pos, ok, err := a.pos.Load(ctx, a.src.Name, topic, p)
 	if err != nil {
 		return 0, err
-	}
-	if ok && pos.Topic != "" && pos.Topic != topic {
-		a.log.Info("the source's topic changed: the partition starts the new topic at its earliest offset",
-			"source", a.src.Name, "partition", p, "topic", topic, "old_topic", pos.Topic, "old_offset", pos.Offset)
-		pos, ok = Position{}, false
 	}
 	ps := a.partition(p)
 	ps.known, ps.saved, ps.savedAt = true, ok, pos.Offset
@@ -319,8 +314,14 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	if err := a.checkPosition(ctx, ps, topic, p); err != nil {
 		return err
 	}
+	// What an earlier attempt at this batch already did, and counted: the
+	// dead letters sent and the events counted up to offset after.
+	after := int64(-1)
+	if ps.hasDone && msgs[0].Offset <= ps.done {
+		after = ps.done
+	}
 	b := &ps.b
-	hw, has := a.prepare(ps, topic, p, msgs)
+	hw, has := a.prepare(ps, topic, p, msgs, after)
 	defer ps.ids.discard() // what a failed batch would have remembered
 	for i := 0; i < len(b.updates); i += applyChunk {
 		if err := a.store.Apply(ctx, b.updates[i:min(i+applyChunk, len(b.updates))]); err != nil {
@@ -328,11 +329,6 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		}
 	}
 	b.learn()
-	// What an earlier attempt at this batch already did, and counted.
-	after := int64(-1)
-	if ps.hasDone && msgs[0].Offset <= ps.done {
-		after = ps.done
-	}
 	letters := b.letters
 	if after >= 0 {
 		letters = slices.DeleteFunc(slices.Clone(letters), func(l DeadLetter) bool { return l.Message.Offset <= after })
@@ -347,14 +343,16 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		ps.hasDone, ps.done = true, last
 	}
 	pos := a.position(ps, msgs, hw, has)
-	pos.Topic = topic
 	if err := a.appendOffline(ctx, ps, topic, p, msgs, pos); err != nil {
 		return err
 	}
-	if err := a.pos.Save(ctx, a.src.Name, p, pos); err != nil {
+	stored, err := a.pos.Save(ctx, a.src.Name, topic, p, pos)
+	if err != nil {
 		return err
 	}
-	ps.known, ps.saved, ps.savedAt = true, true, pos.Offset
+	// What is stored, which stays ahead of pos while the partition is read
+	// again from an earlier offset to fill the offline log.
+	ps.known, ps.saved, ps.savedAt = true, true, stored
 	ps.hw, ps.has = hw, has
 	if a.dedup {
 		forgot := ps.ids.commit(hw - a.lateness)
@@ -368,14 +366,16 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 // late, routes the rest to the (view, entity) groups they feed and makes
 // the groups' updates (ps.b.updates). It returns the high water after the
 // batch. Nothing of it is kept unless the batch is applied.
-func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.Message) (hw int64, has bool) {
+func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.Message, after int64) (hw int64, has bool) {
 	b := &ps.b
 	b.reset(a, p, len(msgs))
 	ps.off.reset(len(a.offViews))
 	hw, has = ps.hw, ps.has
 	for _, m := range msgs {
 		if isTransactionMarker(m) {
-			b.markers++
+			if m.Offset > after {
+				b.markers++
+			}
 			continue
 		}
 		ev := &ps.ev
@@ -409,7 +409,9 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 			dup := ps.ids.has(k)
 			ps.ids.add(k, m.Offset)
 			if dup {
-				b.dupIDs++
+				if m.Offset > after {
+					b.dupIDs++
+				}
 				continue
 			}
 		}
@@ -465,7 +467,8 @@ func (a *Applier) recordBatch(p int, msgs []kafka.Message, start time.Time) {
 // recordEvents counts the events of a batch whose Redis writes went
 // through, and the dead letters sent, leaving out the events at or below
 // offset after (-1 for none), which an earlier attempt at the batch
-// counted.
+// counted (prepare left those out of the duplicates by id and the
+// transaction markers already).
 func (a *Applier) recordEvents(b *batch, letters []DeadLetter, after int64) {
 	m := a.metrics
 	if m == nil {
@@ -475,10 +478,8 @@ func (a *Applier) recordEvents(b *batch, letters []DeadLetter, after int64) {
 	for _, l := range letters {
 		m.countEvents(a.src.Name, l.View, string(l.Reason), 1)
 	}
-	if after < 0 {
-		m.countEvents(a.src.Name, "", resultDuplicateID, b.dupIDs)
-		m.countEvents(a.src.Name, "", ResultTransactionMarker, b.markers)
-	}
+	m.countEvents(a.src.Name, "", resultDuplicateID, b.dupIDs)
+	m.countEvents(a.src.Name, "", ResultTransactionMarker, b.markers)
 	applied := make([]int, len(a.views))
 	dups := make([]int, len(a.views))
 	fresh := m.freshnessOf(a.src.Name)

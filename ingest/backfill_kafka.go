@@ -205,7 +205,9 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, a *Applier, topic s
 	if err := r.SetOffset(next); err != nil {
 		return 0, err
 	}
-	var n int64
+	// n counts the messages of batches applied; inBatch those of the batch
+	// in hand, which a failed Apply (to be read again) does not add.
+	var n, inBatch int64
 	batch := make([]kafka.Message, 0, cfg.BatchSize)
 	for {
 		m, err := r.FetchMessage(ctx)
@@ -220,13 +222,14 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, a *Applier, topic s
 		}
 		batch = append(batch, m)
 		if m.Offset > rebuild {
-			n++
+			inBatch++
 		}
 		last := m.Offset == end[1]-1
 		if len(batch) == cfg.BatchSize || last {
 			if err := a.Apply(ctx, topic, p, batch); err != nil {
 				return n, err
 			}
+			n, inBatch = n+inBatch, 0
 			batch = batch[:0]
 			report(m.Offset+1-end[0], last)
 		}
@@ -238,6 +241,7 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, a *Applier, topic s
 		if err := a.Apply(ctx, topic, p, batch); err != nil {
 			return n, err
 		}
+		n += inBatch
 	}
 	report(end[1]-end[0], true)
 	return n, nil

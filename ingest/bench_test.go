@@ -118,7 +118,7 @@ func BenchmarkIngestThroughput(b *testing.B) {
 
 		start := time.Now()
 		stop := startIngest(b, brokers, topic, project, h)
-		err = waitApplied(pos, data.ends, benchIngestTimeout)
+		err = waitApplied(pos, topic, data.ends, benchIngestTimeout)
 		took := time.Since(start)
 
 		b.StopTimer()
@@ -245,7 +245,7 @@ func BenchmarkIngestFreshness(b *testing.B) {
 			polls.Go(func() {
 				last := int64(-1)
 				for {
-					got, ok, err := pos.Load(pollCtx, benchSource, p)
+					got, ok, err := pos.Load(pollCtx, benchSource, topic, p)
 					at := time.Now()
 					if err == nil && ok && got.Offset > last {
 						seen[p] = append(seen[p], seenPos{got.Offset, at})

@@ -385,7 +385,7 @@ func aggregateAll(b *testing.B, brokers []string, topic string, ends []int64, a 
 // aggregateBatch is Applier.Apply without the store: the updates are
 // merged with the empty state, as blind writes are, and not written.
 func aggregateBatch(a *Applier, ps *partitionState, topic string, p int, msgs []kafka.Message) error {
-	hw, has := a.prepare(ps, topic, p, msgs)
+	hw, has := a.prepare(ps, topic, p, msgs, -1)
 	var fields [][]byte
 	for i := range ps.b.updates {
 		u := &ps.b.updates[i]
@@ -502,12 +502,12 @@ func startIngest(b *testing.B, brokers []string, topic, group string, h Partitio
 	return stop
 }
 
-// applied returns how many messages of the topic the positions say are
+// applied returns how many messages of topic the positions say are
 // applied.
-func applied(ctx context.Context, pos *Positions, ends []int64) (int64, error) {
+func applied(ctx context.Context, pos *Positions, topic string, ends []int64) (int64, error) {
 	var n int64
 	for p := range ends {
-		got, ok, err := pos.Load(ctx, benchSource, p)
+		got, ok, err := pos.Load(ctx, benchSource, topic, p)
 		if err != nil {
 			return 0, err
 		}
@@ -518,9 +518,9 @@ func applied(ctx context.Context, pos *Positions, ends []int64) (int64, error) {
 	return n, nil
 }
 
-// waitApplied polls the positions until every message up to ends is
+// waitApplied polls the positions of topic until every message up to ends is
 // applied, for at most d.
-func waitApplied(pos *Positions, ends []int64, d time.Duration) error {
+func waitApplied(pos *Positions, topic string, ends []int64, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var want int64
@@ -528,7 +528,7 @@ func waitApplied(pos *Positions, ends []int64, d time.Duration) error {
 		want += e
 	}
 	for {
-		n, err := applied(ctx, pos, ends)
+		n, err := applied(ctx, pos, topic, ends)
 		if err == nil && n >= want {
 			return nil
 		}

@@ -316,11 +316,11 @@ func TestDedupPositionSavesRebuildOffset(t *testing.T) {
 	if err := a.Apply(ctx, "txns", 0, msgs); err != nil {
 		t.Fatal(err)
 	}
-	got, ok, err := pos.Load(ctx, "txns", 0)
+	got, ok, err := pos.Load(ctx, "txns", "txns", 0)
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	if want := (Position{Offset: 3, HW: t0 + 100_000, HasHW: true, DedupFrom: 1, HasDedup: true, Topic: "txns"}); got != want {
+	if want := (Position{Offset: 3, HW: t0 + 100_000, HasHW: true, DedupFrom: 1, HasDedup: true}); got != want {
 		t.Fatalf("position %+v, want %+v", got, want)
 	}
 	mfs, err := reg.Gather()

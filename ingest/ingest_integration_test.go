@@ -166,7 +166,7 @@ func TestIngestEndToEnd(t *testing.T) {
 	applied := func() int64 {
 		var total int64
 		for p := range 3 {
-			if got, ok, _ := pos.Load(ctx, src.Name, p); ok {
+			if got, ok, _ := pos.Load(ctx, src.Name, topic, p); ok {
 				total += got.Offset + 1
 			}
 		}
@@ -184,7 +184,7 @@ func TestIngestEndToEnd(t *testing.T) {
 	// were lost: the next process replays them from the start, and the
 	// per-key fences must make every replayed event a no-op.
 	for p := range 2 {
-		if err := rc.Del(ctx, "fs:{pos."+project+"."+src.Name+"."+fmt.Sprint(p)+"}").Err(); err != nil {
+		if err := rc.Del(ctx, pos.key(src.Name, topic, p)).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -174,7 +174,7 @@ func (a *Applier) resumeOffline(ctx context.Context, topic string, p int, pos Po
 		if !has && a.pos != nil {
 			// The mark is set only if there is none: the first process to
 			// resume the partition for the view fixes where its log starts.
-			mark, fromStart, err := a.pos.markOfflineStart(ctx, a.src.Name, p, ov.schema.View, pos, ok)
+			mark, fromStart, err := a.pos.markOfflineStart(ctx, a.src.Name, topic, p, ov.schema.View, pos, ok)
 			if err != nil {
 				return Position{}, false, err
 			}

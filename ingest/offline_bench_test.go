@@ -67,7 +67,7 @@ func BenchmarkIngestOfflineLog(b *testing.B) {
 		cpu0, ok0 := processCPU()
 		start := time.Now()
 		stop := startIngest(b, brokers, topic, project, newBenchHandler(a))
-		err = waitApplied(pos, data.ends, benchIngestTimeout)
+		err = waitApplied(pos, topic, data.ends, benchIngestTimeout)
 		if err == nil && w != nil {
 			err = w.Close(ctx)
 		}

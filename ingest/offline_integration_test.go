@@ -233,7 +233,7 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 	applied := func() int64 {
 		var total int64
 		for p := range 3 {
-			if got, ok, _ := pos.Load(ctx, src.Name, p); ok {
+			if got, ok, _ := pos.Load(ctx, src.Name, topic, p); ok {
 				total += got.Offset + 1
 			}
 		}
@@ -268,7 +268,7 @@ func TestIngestOfflineLogEffectivelyOnce(t *testing.T) {
 	part := applied()
 	behind := 0
 	for p := range 3 {
-		on, _, _ := pos.Load(ctx, src.Name, p)
+		on, _, _ := pos.Load(ctx, src.Name, topic, p)
 		snap, err := offline.ReadSnapshot(ctx, st, project, "card_txn")
 		if err != nil {
 			t.Fatal(err)

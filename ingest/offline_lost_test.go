@@ -98,3 +98,61 @@ func TestOfflineLogTakenOver(t *testing.T) {
 		}
 	}
 }
+
+// TestOfflineCatchUpDoesNotResume: after a crash that lost rows the
+// offline log had buffered, a partition resumes from the log's position,
+// behind the online one, and reads again up to it. Those batches' saves
+// keep the stored, higher, position; the partition must then not take the
+// position for one another consumer moved on (a resume per batch).
+func TestOfflineCatchUpDoesNotResume(t *testing.T) {
+	const t0 = int64(1795687200000)
+	ctx := context.Background()
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, store := miniStore(t)
+	pos := NewPositions(rc, "p")
+	dir, err := offline.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []kafka.Message
+	for i := range 200 {
+		msgs = append(msgs, kafka.Message{Topic: "txns", Offset: int64(i),
+			Value: fmt.Appendf(nil, `{"card":"c%d","id":"e%d","ts":%d,"amount":1}`, i%7, i, t0+int64(i)*1000)})
+	}
+	newApplier := func() *Applier {
+		w, err := offline.OpenWriter(ctx, dir, "p", offline.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.SetOffline(w, r); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a := newApplier()
+	if _, err := a.Resume(ctx, "txns", 0); err != nil {
+		t.Fatal(err)
+	}
+	for from := 0; from < 200; from += 10 {
+		if err := a.Apply(ctx, "txns", 0, msgs[from:from+10]); err != nil { // never flushed: lost
+			t.Fatal(err)
+		}
+	}
+	b := newApplier()
+	next, err := b.Resume(ctx, "txns", 0)
+	if err != nil || next != kafka.FirstOffset {
+		t.Fatalf("resumes at %d, %v: want the start, where the log starts", next, err)
+	}
+	for from := 0; from < 200; from += 10 {
+		if err := b.Apply(ctx, "txns", 0, msgs[from:from+10]); err != nil {
+			t.Fatalf("batch at %d while the log catches up: %v", from, err)
+		}
+	}
+}

@@ -22,8 +22,8 @@ import (
 // markOfflineStart sets the start mark of view's log on the partition to
 // pos (or the partition's start, when !ok) unless one is set, and returns
 // the mark in force: fromStart, or the position the log starts after.
-func (p *Positions) markOfflineStart(ctx context.Context, source string, partition int, view string, pos Position, ok bool) (mark Position, fromStart bool, err error) {
-	key, field := p.key(source, partition), "offline."+view
+func (p *Positions) markOfflineStart(ctx context.Context, source, topic string, partition int, view string, pos Position, ok bool) (mark Position, fromStart bool, err error) {
+	key, field := p.key(source, topic, partition), "offline."+view
 	val := "start"
 	if ok {
 		val = strconv.FormatInt(pos.Offset, 10) + ","

@@ -247,7 +247,7 @@ func TestIngestRedisOutage(t *testing.T) {
 	applied := func() int64 {
 		var total int64
 		for p := range partitions {
-			if got, ok, _ := pos.Load(ctx, src.Name, p); ok {
+			if got, ok, _ := pos.Load(ctx, src.Name, topic, p); ok {
 				total += got.Offset + 1
 			}
 		}

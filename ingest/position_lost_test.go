@@ -89,16 +89,10 @@ func TestPositionLostResumes(t *testing.T) {
 	}
 }
 
-// TestTopicChangeStartsAtTheBeginning: a source moved to another topic (a
-// breaking change plan allows with --allow-breaking) starts the new topic
-// at its earliest offset. Positions are saved per source and partition;
-// before they recorded their topic, the new topic was resumed at the old
-// topic's offsets, and its first events were skipped.
-func TestTopicChangeStartsAtTheBeginning(t *testing.T) {
-	ctx := context.Background()
-	rc, store := miniStore(t)
-	defs := func(topic string) *registry.Registry {
-		r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(strings.ReplaceAll(`
+// topicDefs is a source on topic with a lifetime count.
+func topicDefs(t *testing.T, topic string) *registry.Registry {
+	t.Helper()
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(strings.ReplaceAll(`
 kind: Entity
 name: card
 join_keys: [{name: card, type: string}]
@@ -115,22 +109,68 @@ entity: card
 source: txns
 features: [{name: n, aggregation: count, window: lifetime}]
 `, "TOPIC", topic))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// topicMsgs are n events of card c on topic, offsets from..from+n-1.
+func topicMsgs(topic string, from, n int64) []kafka.Message {
+	const t0 = int64(1795687200000)
+	var out []kafka.Message
+	for off := from; off < from+n; off++ {
+		out = append(out, kafka.Message{Topic: topic, Offset: off, Time: time.UnixMilli(t0 + off),
+			Value: fmt.Appendf(nil, `{"card":"c","ts":%d}`, t0+off)})
+	}
+	return out
+}
+
+// TestRollingTopicChange: while processes on the old and the new
+// definitions both run, one reading the old topic and one the new, neither
+// resets the other's position. Positions of one source and partition were
+// one key whatever the topic, and each save of one made the other resume
+// its topic from the start.
+func TestRollingTopicChange(t *testing.T) {
+	ctx := context.Background()
+	rc, store := miniStore(t)
+	appliers := map[string]*Applier{}
+	for _, topic := range []string{"old", "new"} {
+		r := topicDefs(t, topic)
+		a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return r
-	}
-	const t0 = int64(1795687200000)
-	msgs := func(topic string, n int64) []kafka.Message {
-		var out []kafka.Message
-		for off := range n {
-			out = append(out, kafka.Message{Topic: topic, Offset: off, Time: time.UnixMilli(t0 + off),
-				Value: fmt.Appendf(nil, `{"card":"c","ts":%d}`, t0+off)})
+		if _, err := a.Resume(ctx, topic, 0); err != nil {
+			t.Fatal(err)
 		}
-		return out
+		appliers[topic] = a
 	}
+	for round := range int64(3) {
+		for _, topic := range []string{"old", "new"} {
+			if err := appliers[topic].Apply(ctx, topic, 0, topicMsgs(topic, 10*round, 10)); err != nil {
+				t.Fatalf("round %d, topic %s: %v", round, topic, err)
+			}
+		}
+	}
+	for _, topic := range []string{"old", "new"} {
+		if next, err := appliers[topic].Resume(ctx, topic, 0); err != nil || next != 30 {
+			t.Errorf("topic %s resumes at %d (%v), want 30", topic, next, err)
+		}
+	}
+}
+
+// TestTopicChangeStartsAtTheBeginning: a source moved to another topic (a
+// breaking change plan allows with --allow-breaking) starts the new topic
+// at its earliest offset: positions are kept per topic. Before, the new
+// topic was resumed at the old topic's offsets, and its first events were
+// skipped.
+func TestTopicChangeStartsAtTheBeginning(t *testing.T) {
+	const t0 = int64(1795687200000)
+	ctx := context.Background()
+	rc, store := miniStore(t)
 	for i, topic := range []string{"old", "new"} {
-		r := defs(topic)
+		r := topicDefs(t, topic)
 		a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -142,7 +182,7 @@ features: [{name: n, aggregation: count, window: lifetime}]
 		if next != kafka.FirstOffset {
 			t.Fatalf("topic %s: resumes at %d, want the earliest offset", topic, next)
 		}
-		if err := a.Apply(ctx, topic, 0, msgs(topic, 10)); err != nil {
+		if err := a.Apply(ctx, topic, 0, topicMsgs(topic, 0, 10)); err != nil {
 			t.Fatal(err)
 		}
 		if got := readView(t, store, r, "v", "c", t0+time.Hour.Milliseconds())[0].Value.Int64(); got != int64(10*(i+1)) {

@@ -16,12 +16,17 @@ import (
 // decisions (dedup.go), so that a replay accepts exactly the events the
 // first pass accepted.
 //
-// Key, per project, source and partition (one slot each):
+// Key, per project, source, topic and partition (one slot each):
 //
-//	fs:{pos.<project>.<source>.<partition>}  hash: offset, hw, dedup, topic
+//	fs:{pos.<project>.<source>/<topic>/<partition>}  hash: offset, hw, dedup,
+//	                                                 offline.<view> marks
 //
-// The topic is the one the offset is in: a source moved to another topic
-// starts that topic at its earliest offset, not at the old one's offsets.
+// The topic is part of the key because offsets mean something in one topic
+// only: a source moved to another topic starts that one at its earliest
+// offset, and while processes on the old and the new definitions both run
+// (a rolling change) neither resets the other's position. Topic names hold
+// no '/', source names no '.' and project names neither (a Kafka replay's
+// project, <project>.backfill, one '.'), so keys cannot collide.
 type Positions struct {
 	c       redis.UniversalClient
 	project string
@@ -43,18 +48,16 @@ type Position struct {
 	// does not dedup, or did not when the position was saved.
 	DedupFrom int64
 	HasDedup  bool
-	// Topic is the topic Offset is in; empty in positions saved before
-	// positions recorded it, taken to be the source's.
-	Topic string
 }
 
-func (p *Positions) key(source string, partition int) string {
-	return "fs:{pos." + p.project + "." + source + "." + strconv.Itoa(partition) + "}"
+func (p *Positions) key(source, topic string, partition int) string {
+	return "fs:{pos." + p.project + "." + source + "/" + topic + "/" + strconv.Itoa(partition) + "}"
 }
 
-// Load returns the partition's position; ok is false when none was saved.
-func (p *Positions) Load(ctx context.Context, source string, partition int) (pos Position, ok bool, err error) {
-	vals, err := p.c.HMGet(ctx, p.key(source, partition), "offset", "hw", "dedup", "topic").Result()
+// Load returns the position of the source's partition of topic; ok is
+// false when none was saved.
+func (p *Positions) Load(ctx context.Context, source, topic string, partition int) (pos Position, ok bool, err error) {
+	vals, err := p.c.HMGet(ctx, p.key(source, topic, partition), "offset", "hw", "dedup").Result()
 	if err != nil {
 		return Position{}, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
 	}
@@ -76,34 +79,32 @@ func (p *Positions) Load(ctx context.Context, source string, partition int) (pos
 		}
 		pos.HasDedup = true
 	}
-	pos.Topic, _ = vals[3].(string)
 	return pos, true, nil
 }
 
-// Offset returns the partition's saved offset in topic; ok is false when
-// none is, or the saved one is in another topic.
+// Offset returns the saved offset of the source's partition of topic; ok
+// is false when none is.
 func (p *Positions) Offset(ctx context.Context, source, topic string, partition int) (offset int64, ok bool, err error) {
-	vals, err := p.c.HMGet(ctx, p.key(source, partition), "offset", "topic").Result()
-	if err != nil {
-		return 0, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
-	}
-	v, isStr := vals[0].(string)
-	if t, _ := vals[1].(string); !isStr || t != "" && t != topic {
+	v, err := p.c.HGet(ctx, p.key(source, topic, partition), "offset").Result()
+	if errors.Is(err, redis.Nil) {
 		return 0, false, nil
 	}
-	if offset, err = strconv.ParseInt(v, 10, 64); err != nil {
+	if err == nil {
+		offset, err = strconv.ParseInt(v, 10, 64)
+	}
+	if err != nil {
 		return 0, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
 	}
 	return offset, true, nil
 }
 
-// saveScript moves a position forward only, within its topic: a worker
-// that lost its partition in a rebalance cannot move it back. A position in
-// another topic is replaced.
+// saveScript moves a position forward only: a worker that lost its
+// partition in a rebalance cannot move it back. It returns the offset
+// stored after it ran.
 var saveScript = redis.NewScript(`
-local cur = redis.call('HMGET', KEYS[1], 'offset', 'topic')
-if cur[1] and (not cur[2] or cur[2] == ARGV[4]) and tonumber(cur[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'offset', ARGV[1], 'topic', ARGV[4])
+local cur = redis.call('HGET', KEYS[1], 'offset')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return cur end
+redis.call('HSET', KEYS[1], 'offset', ARGV[1])
 for i, f in ipairs({'hw', 'dedup'}) do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], f)
@@ -111,11 +112,14 @@ for i, f in ipairs({'hw', 'dedup'}) do
     redis.call('HSET', KEYS[1], f, ARGV[i + 1])
   end
 end
-return 1
+return ARGV[1]
 `)
 
-// Save records a position if it is ahead of the stored one.
-func (p *Positions) Save(ctx context.Context, source string, partition int, pos Position) error {
+// Save records a position if it is ahead of the stored one, and returns
+// the offset stored then: pos's, or the stored one ahead of it (a
+// partition read again from an earlier offset to fill the offline log, or
+// another consumer ahead).
+func (p *Positions) Save(ctx context.Context, source, topic string, partition int, pos Position) (stored int64, err error) {
 	hw := ""
 	if pos.HasHW {
 		hw = strconv.FormatInt(pos.HW, 10)
@@ -124,9 +128,12 @@ func (p *Positions) Save(ctx context.Context, source string, partition int, pos 
 	if pos.HasDedup {
 		dedup = strconv.FormatInt(pos.DedupFrom, 10)
 	}
-	err := saveScript.Run(ctx, p.c, []string{p.key(source, partition)}, pos.Offset, hw, dedup, pos.Topic).Err()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("save position of %s/%d: %w", source, partition, err)
+	v, err := saveScript.Run(ctx, p.c, []string{p.key(source, topic, partition)}, pos.Offset, hw, dedup).Text()
+	if err == nil {
+		stored, err = strconv.ParseInt(v, 10, 64)
 	}
-	return nil
+	if err != nil {
+		return 0, fmt.Errorf("save position of %s/%d: %w", source, partition, err)
+	}
+	return stored, nil
 }

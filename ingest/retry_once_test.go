@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/registry"
 )
 
 // failScripts fails the next n script calls (EVAL, EVALSHA) of a client:
@@ -87,5 +89,54 @@ func TestRetriedBatchLettersAndCountsOnce(t *testing.T) {
 		if got := testutil.ToFloat64(a.metrics.events.WithLabelValues("txns", c.view, c.result)); got != c.want {
 			t.Errorf("events view=%q result=%s: %v, want %v", c.view, c.result, got, c.want)
 		}
+	}
+}
+
+// TestDuplicatesCountedAfterResume: a batch read again from an earlier
+// offset (here after Redis lost state) counts the duplicates by event id
+// and the transaction markers past what the earlier attempt counted; they
+// were left out whole.
+func TestDuplicatesCountedAfterResume(t *testing.T) {
+	const t0 = int64(1795687200000)
+	ctx := context.Background()
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, store := miniStore(t)
+	a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetMetrics(NewMetrics(prometheus.NewRegistry()))
+	var msgs []kafka.Message
+	for i := range 20 {
+		id := i
+		if i >= 15 {
+			id = i - 5 // 15..19 repeat the ids of 10..14
+		}
+		msgs = append(msgs, kafka.Message{Topic: "txns", Offset: int64(i),
+			Value: fmt.Appendf(nil, `{"card":"c","id":"e%d","ts":%d,"amount":1}`, id, t0+int64(id)*1000)})
+	}
+	if _, err := a.Resume(ctx, "txns", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, "txns", 0, msgs[:10]); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, "txns", 0, msgs[10:]); !errors.Is(err, ErrResumePartition) {
+		t.Fatalf("after Redis lost state: %v, want ErrResumePartition", err)
+	}
+	if _, err := a.Resume(ctx, "txns", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, "txns", 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(a.metrics.events.WithLabelValues("txns", "", resultDuplicateID)); got != 5 {
+		t.Errorf("duplicates by id counted: %v, want 5", got)
 	}
 }

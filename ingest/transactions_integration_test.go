@@ -100,7 +100,7 @@ func TestTransactionalTopic(t *testing.T) {
 	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 40, SessionTimeout: 6 * time.Second}
 	applied := func() bool {
 		for p := range partitions {
-			got, ok, _ := pos.Load(ctx, src.Name, p)
+			got, ok, _ := pos.Load(ctx, src.Name, topic, p)
 			// A partition ends with a marker: the last position is the
 			// last event's, or the marker's.
 			if !ok || got.Offset < ends[p]-2 {
@@ -123,7 +123,7 @@ func TestTransactionalTopic(t *testing.T) {
 		stop := runGroupAsync(t, cfg, &stopAt{Applier: a, cutoff: cutoff})
 		waitFor(t, "ingest progress", 60*time.Second, func() bool {
 			if run == 0 {
-				got, ok, _ := pos.Load(ctx, src.Name, 0)
+				got, ok, _ := pos.Load(ctx, src.Name, topic, 0)
 				return ok && got.Offset >= cutoff-2
 			}
 			return applied()

@@ -85,7 +85,7 @@ func TestDev(t *testing.T) {
 		for {
 			n := int64(0)
 			for p := range 3 {
-				if got, ok, _ := pos.Load(ctx, "card_transactions", p); ok {
+				if got, ok, _ := pos.Load(ctx, "card_transactions", "card_transactions", p); ok {
 					n += got.Offset + 1
 				}
 			}

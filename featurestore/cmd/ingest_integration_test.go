@@ -103,7 +103,7 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	applied := func() int64 {
 		var n int64
 		for p := range 3 {
-			if got, ok, _ := pos.Load(ctx, "card_transactions", p); ok {
+			if got, ok, _ := pos.Load(ctx, "card_transactions", topic, p); ok {
 				n += got.Offset + 1
 			}
 		}

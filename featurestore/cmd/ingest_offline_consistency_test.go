@@ -183,7 +183,7 @@ func testKafkaIngestOnlineEqualsExport(t *testing.T, where string) {
 	applied := func() int64 {
 		var n int64
 		for p := range 3 {
-			if pos, ok, _ := positions.Load(ctx, src.Name, p); ok {
+			if pos, ok, _ := positions.Load(ctx, src.Name, topic, p); ok {
 				n += pos.Offset + 1
 			}
 		}

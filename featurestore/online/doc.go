@@ -24,7 +24,7 @@
 // tag: every view of an entity hashes to the same slot (Key.Slot), so one node
 // holds all of an entity's state. The registry's keys, fs:{reg.<project>}:...,
 // cannot collide with these: an encoded entity key has no '.'. Ingest
-// positions, fs:{pos.<project>.<source>.<partition>}, cannot either.
+// positions, fs:{pos.<project>.<source>/<topic>/<partition>}, cannot either.
 //
 // # Fields
 //
