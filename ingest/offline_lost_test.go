@@ -12,32 +12,28 @@ import (
 	"github.com/featurestore/featurestore/registry"
 )
 
-// TestOfflineLogTakenOver: the new owner B of a partition resumes it while
-// the old owner A, still running, holds rows of it; A commits them after B
-// resumed, so B's log stream is lost. B's next batch then asks for the
-// partition to be resumed again (ErrResumePartition) instead of dropping
-// rows until B's next rebalance; resumed from the log's new position, B
-// logs every event once.
-func TestOfflineLogTakenOver(t *testing.T) {
+// offlineFixture is a dedup source with an offline log in a directory of
+// the test's own: 200 events of partition 0 (seven cards, one a second),
+// and a maker of appliers that share the online store, the positions and
+// the directory, each with a writer of its own (a process).
+func offlineFixture(t *testing.T) (msgs []kafka.Message, dir *offline.Dir, r *registry.Registry, newApplier func() (*Applier, *offline.Writer)) {
+	t.Helper()
 	const t0 = int64(1795687200000)
-	ctx := context.Background()
 	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rc, store := miniStore(t)
 	pos := NewPositions(rc, "p")
-	dir, err := offline.NewDir(t.TempDir())
-	if err != nil {
+	if dir, err = offline.NewDir(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
-	var msgs []kafka.Message
 	for i := range 200 {
 		msgs = append(msgs, kafka.Message{Topic: "txns", Offset: int64(i),
 			Value: fmt.Appendf(nil, `{"card":"c%d","id":"e%d","ts":%d,"amount":1}`, i%7, i, t0+int64(i)*1000)})
 	}
-	newApplier := func() (*Applier, *offline.Writer) {
-		w, err := offline.OpenWriter(ctx, dir, "p", offline.Options{})
+	return msgs, dir, r, func() (*Applier, *offline.Writer) {
+		w, err := offline.OpenWriter(context.Background(), dir, "p", offline.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,6 +46,17 @@ func TestOfflineLogTakenOver(t *testing.T) {
 		}
 		return a, w
 	}
+}
+
+// TestOfflineLogTakenOver: the new owner B of a partition resumes it while
+// the old owner A, still running, holds rows of it; A commits them after B
+// resumed, so B's log stream is lost. B's next batch then asks for the
+// partition to be resumed again (ErrResumePartition) instead of dropping
+// rows until B's next rebalance; resumed from the log's new position, B
+// logs every event once.
+func TestOfflineLogTakenOver(t *testing.T) {
+	ctx := context.Background()
+	msgs, dir, r, newApplier := offlineFixture(t)
 	apply := func(a *Applier, from, to int) error { return a.Apply(ctx, "txns", 0, msgs[from:to]) }
 
 	a, wa := newApplier()
@@ -105,38 +112,9 @@ func TestOfflineLogTakenOver(t *testing.T) {
 // keep the stored, higher, position; the partition must then not take the
 // position for one another consumer moved on (a resume per batch).
 func TestOfflineCatchUpDoesNotResume(t *testing.T) {
-	const t0 = int64(1795687200000)
 	ctx := context.Background()
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, store := miniStore(t)
-	pos := NewPositions(rc, "p")
-	dir, err := offline.NewDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs []kafka.Message
-	for i := range 200 {
-		msgs = append(msgs, kafka.Message{Topic: "txns", Offset: int64(i),
-			Value: fmt.Appendf(nil, `{"card":"c%d","id":"e%d","ts":%d,"amount":1}`, i%7, i, t0+int64(i)*1000)})
-	}
-	newApplier := func() *Applier {
-		w, err := offline.OpenWriter(ctx, dir, "p", offline.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := a.SetOffline(w, r); err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	a := newApplier()
+	msgs, _, _, newApplier := offlineFixture(t)
+	a, _ := newApplier()
 	if _, err := a.Resume(ctx, "txns", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +123,7 @@ func TestOfflineCatchUpDoesNotResume(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b := newApplier()
+	b, _ := newApplier()
 	next, err := b.Resume(ctx, "txns", 0)
 	if err != nil || next != kafka.FirstOffset {
 		t.Fatalf("resumes at %d, %v: want the start, where the log starts", next, err)
