@@ -113,6 +113,9 @@ a cleared store), and replaying again adds nothing. Do not replay with
 				}
 				rc := reg.redis.client()
 				defer rc.Close()
+				if err := reg.redis.checkMode(ctx, rc); err != nil {
+					return err
+				}
 				cfg := ingest.BackfillConfig{
 					Project:   reg.project,
 					Registry:  snap.Registry,

@@ -32,6 +32,11 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 		return nil, err
 	}
 	d := &daemon{rc: reg.redis.client(), prom: newRegistry()}
+	if err := reg.redis.checkMode(ctx, d.rc); err != nil {
+		d.rc.Close()
+		closeStore()
+		return nil, err
+	}
 	stopMetrics := func() {}
 	if metricsAddr != "" {
 		addr, stop, err := serveMetrics(ctx, metricsAddr, d.prom, log)

@@ -29,7 +29,7 @@ type redisFlags struct {
 
 func (r *redisFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.addr, "redis-addr", "127.0.0.1:6379", "Redis address host:port; several, comma-separated, for Redis Cluster seeds.")
-	fs.BoolVar(&r.cluster, "redis-cluster", false, "Talk to Redis Cluster (implied by several addresses).")
+	fs.BoolVar(&r.cluster, "redis-cluster", false, "Talk to Redis Cluster (implied by several addresses); one node's address without it is refused at start.")
 	fs.StringVar(&r.username, "redis-username", "", "Redis ACL user name.")
 	fs.StringVar(&r.password, "redis-password", "", "Redis password (prefer the environment variable to the flag).")
 	fs.IntVar(&r.db, "redis-db", 0, "Redis database number (standalone only).")
@@ -61,6 +61,24 @@ func (r *redisFlags) client() redis.UniversalClient {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	return redis.NewUniversalClient(opts)
+}
+
+// checkMode refuses a standalone client of a Redis that is a node of a
+// Redis Cluster (one seed address without --redis-cluster): the node
+// answers for its own slots only, so every key of another node would fail
+// with MOVED, a lookup or a write at a time.
+func (r *redisFlags) checkMode(ctx context.Context, c redis.UniversalClient) error {
+	if _, standalone := c.(*redis.Client); !standalone {
+		return nil
+	}
+	info, err := c.Info(ctx, "cluster").Result()
+	if err != nil {
+		return nil // not reachable: what uses the client says so
+	}
+	if strings.Contains(info, "cluster_enabled:1") {
+		return fmt.Errorf("the Redis at %s is a node of a Redis Cluster: pass --redis-cluster (or the nodes' addresses, comma-separated)", r.addr)
+	}
+	return nil
 }
 
 // registryFlags say where the registry is.
@@ -176,6 +194,10 @@ func (r *registryFlags) open(ctx context.Context) (registry.Store, func(), error
 	if err := c.Ping(ctx).Err(); err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("registry: redis at %s does not answer: %w (start Redis, or `featurestore dev` and keep it running, or use --registry file:DIR)", r.redis.addr, err)
+	}
+	if err := r.redis.checkMode(ctx, c); err != nil {
+		c.Close()
+		return nil, nil, err
 	}
 	s, err := redisstore.New(c, r.project)
 	if err != nil {
