@@ -453,7 +453,8 @@ func (a *Applier) position(ps *partitionState, msgs []kafka.Message, hw int64, h
 	return pos
 }
 
-// record updates the metrics after a batch was applied.
+// recordBatch records, once a batch is applied, how long it took and the
+// partition's lag.
 func (a *Applier) recordBatch(p int, msgs []kafka.Message, start time.Time) {
 	m := a.metrics
 	if m == nil {
