@@ -157,6 +157,9 @@ func (a *Auth) reloaded(pol *policy, err error) {
 type caller struct {
 	p        *principal
 	protocol string
+	// pol is the policy p was found in: a call whose message arrives
+	// after the policy changed is authenticated again (tapHandle).
+	pol *policy
 	// authorized is set by Authorize. The service calls it on the goroutine
 	// of the call, before the interceptor reads it.
 	authorized bool
@@ -201,7 +204,7 @@ func (a *Auth) authenticate(protocol string, authz []string, cert *x509.Certific
 	default:
 		return nil, a.unauthenticated(protocol, reasonMissing, "authentication required: send authorization: Bearer <token>, or a client certificate")
 	}
-	return &caller{p: p, protocol: protocol}, nil
+	return &caller{p: p, protocol: protocol, pol: pol}, nil
 }
 
 func (a *Auth) unauthenticated(protocol, reason, msg string) error {
@@ -249,8 +252,11 @@ func (a *Auth) check(ctx context.Context, method string) (context.Context, *call
 		// A lookup over HTTP that HTTPServer runs through the interceptor.
 		protocol = "http"
 	}
+	// The caller the tap found from the call's headers, unless the policy
+	// changed since (the client chooses when it sends the message after
+	// its headers: a token revoked meanwhile must not be honoured).
 	c, ok := ctx.Value(tappedKey{}).(*caller)
-	if !ok {
+	if !ok || c.pol != a.policy.get() {
 		var err error
 		if c, err = a.authenticateCall(ctx, protocol); err != nil {
 			return nil, nil, acc, err

@@ -500,3 +500,35 @@ func BenchmarkAuth(b *testing.B) {
 		})
 	}
 }
+
+// TestAuthRevokedBetweenHeadersAndMessage: a call is authenticated from its
+// headers before its message is read, and the client chooses when it sends
+// the message; a token revoked in between must not be honoured for it.
+func TestAuthRevokedBetweenHeadersAndMessage(t *testing.T) {
+	f := newAuthFixture(t)
+	conn := f.conn(t, nil)
+	ctx, cancel := context.WithTimeout(withAuthorization(context.Background(), "Bearer tok-scorer"), 5*time.Second)
+	defer cancel()
+	desc := &grpc.StreamDesc{StreamName: "GetOnlineFeatures"}
+	s, err := conn.NewStream(ctx, desc, "/featurestore.v1.OnlineService/GetOnlineFeatures")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the headers reach the server, which authenticates them
+	replaceFile(t, f.policyFile, []byte(authPolicy(f.project, "scorer")))
+	// Another call looks at the policy file and loads the change.
+	if err := lookup(withAuthorization(context.Background(), "Bearer tok-scorer"), conn); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a new call with the revoked token: %v", err)
+	}
+	req := &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("c1")}}
+	if err := s.SendMsg(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	var resp pb.GetOnlineFeaturesResponse
+	if err := s.RecvMsg(&resp); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("the message sent after the token was revoked: %v, want UNAUTHENTICATED", err)
+	}
+}

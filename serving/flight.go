@@ -56,7 +56,7 @@ const (
 // and the first one is read before the call's views are authorized and
 // before it takes an export slot. A record batch of the upload must fit;
 // pyarrow writers send one batch per message, of max_chunksize rows.
-const flightMaxMessageBytes = 64 << 20
+const flightMaxMessageBytes = 256 << 20
 
 // flightMaxConcurrentStreams bounds the calls in flight on one connection:
 // a training job runs a few exports at most (more than MaxExports are
@@ -153,7 +153,7 @@ type FlightConfig struct {
 // Errors are gRPC statuses: INVALID_ARGUMENT for a bad command, an unknown
 // feature, a missing or mistyped column or a bad row; RESOURCE_EXHAUSTED
 // when the entity table exceeds MaxUploadBytes, one message (a record
-// batch) exceeds 64 MiB, or MaxExports are running;
+// batch) exceeds 256 MiB, or MaxExports are running;
 // DEADLINE_EXCEEDED when the client sends no message of its upload for
 // UploadIdleTimeout; UNAUTHENTICATED and PERMISSION_DENIED under Auth;
 // UNAVAILABLE before a registry version is loaded; CANCELLED when the

@@ -54,15 +54,15 @@ func TestPreauthLookup(t *testing.T) {
 		// was decoded first would get INTERNAL, one that was read first and
 		// is over the limit RESOURCE_EXHAUSTED.
 		{name: "no credentials", body: 3 << 20, code: codes.Unauthenticated, msg: missing},
-		{name: "no credentials, over the limit", body: DefaultMaxBodyBytes + 1, code: codes.Unauthenticated, msg: missing},
+		{name: "no credentials, over the limit", body: DefaultMaxRecvMsgSize + 1, code: codes.Unauthenticated, msg: missing},
 		{name: "unknown token", authz: "Bearer tok-nobody", body: 3 << 20, code: codes.Unauthenticated, msg: "invalid credentials"},
 		{name: "certificate of no principal", cert: &certSpec{cn: "stranger"}, body: 3 << 20, code: codes.Unauthenticated,
 			msg: "the client certificate identifies no principal"},
 		// Authenticated calls get their body decoded, by token or by
-		// certificate alike, up to the limit of an HTTP lookup's body.
+		// certificate alike, up to the message limit.
 		{name: "valid token", authz: "Bearer tok-nogrants", body: 3 << 20, code: codes.Internal, msg: "unmarshal"},
 		{name: "certificate of a principal", cert: &certSpec{cn: "pairs"}, body: 3 << 20, code: codes.Internal, msg: "unmarshal"},
-		{name: "valid token, over the limit", authz: "Bearer tok-admin", body: DefaultMaxBodyBytes + 1, code: codes.ResourceExhausted,
+		{name: "valid token, over the limit", authz: "Bearer tok-admin", body: DefaultMaxRecvMsgSize + 1, code: codes.ResourceExhausted,
 			msg: "larger than max"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

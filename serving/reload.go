@@ -2,6 +2,7 @@ package serving
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -22,12 +23,14 @@ const DefaultReloadInterval = time.Second
 // Changes are found by content, not by modification time or inode: a
 // certificate copied over with its old timestamp, or a Kubernetes secret
 // swapped through a symbolic link, is seen all the same. Changed content is
-// parsed only once two looks, an interval apart, read the same bytes: a file
+// parsed only once it has settled: the files were last modified an interval
+// ago or more, or two looks an interval apart read the same bytes. A file
 // written in place can be read cut short, and cut short it may still parse
 // (a policy list cut just before "_sandbox" grants another view), so content
-// that has not settled is never put in force. Content that fails to parse
+// still being written is not put in force. Content that fails to parse
 // leaves the current value in place and is reported once, until the content
-// changes again.
+// changes again; content that will parse later (errNotYet) is parsed again
+// at every look.
 type reloader[T any] struct {
 	paths    []string
 	interval time.Duration
@@ -42,6 +45,7 @@ type reloader[T any] struct {
 	mu      sync.Mutex // one look at a time
 	last    string     // digest of the content, or the read error, last acted on
 	pending string     // digest of changed content seen once, not yet acted on
+	notYet  string     // digest of content that parsed with errNotYet, reported
 }
 
 // newReloader reads and parses the files once; an error there is returned,
@@ -51,7 +55,7 @@ func newReloader[T any](paths []string, interval time.Duration, parse func([][]b
 		interval = DefaultReloadInterval
 	}
 	r := &reloader[T]{paths: paths, interval: interval, parse: parse, reloaded: reloaded}
-	data, digest, err := r.read()
+	data, digest, _, err := r.read()
 	if err != nil {
 		return nil, err
 	}
@@ -75,8 +79,15 @@ func (r *reloader[T]) get() *T {
 	return r.cur.Load()
 }
 
+// errNotYet, wrapped in a parse error, says that the content will parse
+// later (a certificate not valid yet): it is parsed again at every look,
+// and reported once, instead of being set aside until it changes.
+var errNotYet = errors.New("not yet usable")
+
 // check reads the files and parses them if their content changed and has
-// stayed the same since the previous look.
+// settled: it read the same on the previous look, or the files were last
+// modified an interval ago or more (looks happen only on use, so after a
+// quiet spell a change made long ago is applied at the first look).
 func (r *reloader[T]) check() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -84,7 +95,7 @@ func (r *reloader[T]) check() {
 	// a look going.
 	for range 2 {
 		start := time.Now()
-		data, digest, err := r.read()
+		data, digest, modified, err := r.read()
 		if err != nil {
 			r.pending = ""
 			if msg := "error: " + err.Error(); msg != r.last {
@@ -97,7 +108,7 @@ func (r *reloader[T]) check() {
 			r.pending = ""
 			return
 		}
-		if digest != r.pending {
+		if digest != r.pending && start.Sub(modified) < r.interval {
 			r.pending = digest
 			// The next look confirms it. An interval shorter than a read
 			// (tests look at every use) has passed already: look again now.
@@ -107,8 +118,15 @@ func (r *reloader[T]) check() {
 			continue
 		}
 		r.pending = ""
-		r.last = digest
 		v, err := r.parse(data)
+		if errors.Is(err, errNotYet) {
+			if r.notYet != digest {
+				r.notYet = digest
+				r.reloaded(nil, err)
+			}
+			return
+		}
+		r.last, r.notYet = digest, ""
 		if err != nil {
 			r.reloaded(nil, err)
 			return
@@ -119,18 +137,27 @@ func (r *reloader[T]) check() {
 	}
 }
 
-// read returns the content of every file and one digest of them all.
-func (r *reloader[T]) read() ([][]byte, string, error) {
-	data := make([][]byte, len(r.paths))
+// read returns the content of every file, one digest of them all, and the
+// latest modification time of the files.
+func (r *reloader[T]) read() (data [][]byte, digest string, modified time.Time, err error) {
+	data = make([][]byte, len(r.paths))
 	h := sha256.New()
 	for i, p := range r.paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return nil, "", err
+			return nil, "", time.Time{}, err
 		}
 		data[i] = b
 		fmt.Fprintf(h, "%d:", len(b))
 		h.Write(b)
+		// After the read: a file written meanwhile counts as modified now.
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, "", time.Time{}, err
+		}
+		if fi.ModTime().After(modified) {
+			modified = fi.ModTime()
+		}
 	}
-	return data, fmt.Sprintf("%x", h.Sum(nil)), nil
+	return data, fmt.Sprintf("%x", h.Sum(nil)), modified, nil
 }

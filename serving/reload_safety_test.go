@@ -168,7 +168,8 @@ func writePolicy(t *testing.T, path, data string) {
 // TestPolicyHalfWrittenNeverInForce writes the policy file in place in two
 // steps, the first cut short just before "_sandbox" so that it still parses
 // and grants card_txn instead of card_txn_sandbox. The cut content must
-// never be in force; the whole one must be within two reload intervals.
+// never be in force; the whole one must be at the first look an interval
+// after it was written.
 func TestPolicyHalfWrittenNeverInForce(t *testing.T) {
 	const interval = 100 * time.Millisecond
 	path := filepath.Join(t.TempDir(), "policy.yaml")
@@ -182,10 +183,9 @@ func TestPolicyHalfWrittenNeverInForce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// look lets the interval pass, so that the next use of the policy
-	// looks at the file, and returns the views tester may read.
-	look := func() []string {
-		time.Sleep(interval + interval/2)
+	// views returns the views tester may read, by a use of the policy
+	// (which looks at the file when the interval has passed).
+	views := func() []string {
 		p := auth.policy.get().byToken("tok")
 		var views []string
 		for _, v := range []string{"merchant_txn", "card_txn", "card_txn_sandbox"} {
@@ -195,25 +195,24 @@ func TestPolicyHalfWrittenNeverInForce(t *testing.T) {
 		}
 		return views
 	}
+	wait := func() { time.Sleep(interval + interval/2) } // the next use looks
 
 	whole := policyOf("card_txn_sandbox")
 	cut := whole[:strings.Index(whole, "_sandbox")]
 	if _, err := parsePolicy(path, []byte(cut)); err != nil {
 		t.Fatalf("the cut policy does not parse, so the test shows nothing: %v", err)
 	}
+	// A look while the writer is at the cut: the file was modified just
+	// now, so the cut content waits for a second look.
+	wait()
 	writePolicy(t, path, cut)
-	if got := look(); fmt.Sprint(got) != "[merchant_txn]" {
-		t.Fatalf("after one look at the cut file: views %v, want the previous [merchant_txn]", got)
+	if got := views(); fmt.Sprint(got) != "[merchant_txn]" {
+		t.Fatalf("after a look at the cut file: views %v, want the previous [merchant_txn]", got)
 	}
 	writePolicy(t, path, whole)
-	var got []string
-	for range 2 {
-		if got = look(); fmt.Sprint(got) != "[merchant_txn]" && fmt.Sprint(got) != "[card_txn_sandbox]" {
-			t.Fatalf("views %v while the file was completed", got)
-		}
-	}
-	if fmt.Sprint(got) != "[card_txn_sandbox]" {
-		t.Errorf("two looks after the file was completed: views %v, want [card_txn_sandbox]", got)
+	wait()
+	if got := views(); fmt.Sprint(got) != "[card_txn_sandbox]" {
+		t.Errorf("a look an interval after the file was completed: views %v, want [card_txn_sandbox]", got)
 	}
 	if n := counter(t, reg, "featurestore_serving_auth_policy_reloads_total", map[string]string{"result": "ok"}); n != 1 {
 		t.Errorf("ok reloads %v, want 1 (the completed file only)", n)
@@ -328,5 +327,62 @@ func TestHealthHidesStoreAddress(t *testing.T) {
 	}
 	if l := rec.matching("10.20.30.40"); len(l) != 1 {
 		t.Errorf("log lines with the store's address: %v, want one", l)
+	}
+}
+
+// TestTLSReloadWaitsForNotBefore: a certificate not valid yet (issued by a
+// clock a little ahead) is refused, and served as soon as it is valid,
+// without the files changing again; before, it was set aside for good and
+// the old certificate served until it expired.
+func TestTLSReloadWaitsForNotBefore(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, "server CA")
+	certFile, keyFile := tlsFiles(t, dir, ca)
+	reg := prometheus.NewRegistry()
+	st, err := NewServerTLS(TLSOptions{CertFile: certFile, KeyFile: keyFile, ReloadInterval: time.Nanosecond, Registerer: reg, Logger: slog.New(&logRecorder{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.Config("http/1.1")
+	served := func() *x509.Certificate {
+		c, err := cfg.GetConfigForClient(&tls.ClientHelloInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Certificates[0].Leaf
+	}
+	old := served()
+	validFrom := time.Now().Add(time.Second)
+	cert, key := issueValid(t, ca, validFrom, validFrom.Add(24*time.Hour))
+	replaceFile(t, keyFile, key)
+	replaceFile(t, certFile, cert)
+	if got := served(); got.SerialNumber.Cmp(old.SerialNumber) != 0 {
+		t.Fatalf("serving a certificate valid from %v at %v", got.NotBefore, time.Now())
+	}
+	time.Sleep(time.Until(validFrom) + 100*time.Millisecond)
+	if got := served(); got.SerialNumber.Cmp(old.SerialNumber) == 0 {
+		t.Errorf("still serving the old certificate once the new one is valid")
+	}
+}
+
+// TestPolicyChangeAppliedAfterQuietSpell: the policy file is looked at only
+// when used; a change written long before the first use after a quiet
+// spell (the file settled) is in force at that use, not one interval later.
+func TestPolicyChangeAppliedAfterQuietSpell(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	policyOf := func(token string) string {
+		return "principals:\n  - name: tester\n    token_sha256: [" + hashToken(token) + "]\n" +
+			"    grants:\n      - project: payments\n        views: [merchant_txn]\n"
+	}
+	writePolicy(t, path, policyOf("tok"))
+	auth, err := NewAuth(AuthOptions{PolicyFile: path, ReloadInterval: interval, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePolicy(t, path, policyOf("tok-new")) // revokes "tok"
+	time.Sleep(3 * interval)
+	if p := auth.policy.get().byToken("tok"); p != nil {
+		t.Error("the revoked token is still honoured at the first use after the change settled")
 	}
 }

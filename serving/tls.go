@@ -123,7 +123,9 @@ func (s *ServerTLS) parse(data [][]byte) (*tls.Config, error) {
 		if now := time.Now(); now.After(leaf.NotAfter) {
 			return nil, fmt.Errorf("tls certificate %s: expired at %s", s.opts.CertFile, leaf.NotAfter.Format(time.RFC3339))
 		} else if now.Before(leaf.NotBefore) {
-			return nil, fmt.Errorf("tls certificate %s: not valid before %s", s.opts.CertFile, leaf.NotBefore.Format(time.RFC3339))
+			// Valid soon (a certificate issued by a clock a little ahead):
+			// tried again at every look until it is.
+			return nil, fmt.Errorf("tls certificate %s: not valid before %s: %w", s.opts.CertFile, leaf.NotBefore.Format(time.RFC3339), errNotYet)
 		}
 	}
 	c := &tls.Config{
