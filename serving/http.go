@@ -230,7 +230,7 @@ func (w httpErrorWriter) Write(p []byte) (int, error) {
 func (s *HTTPServer) serveLookup(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	var req *pb.GetOnlineFeaturesRequest
-	r, cancel, err := withTimeout(r)
+	r, cancel, err := withTimeout(r, s.svc.opts.DefaultDeadline)
 	defer cancel()
 	if err == nil {
 		req, err = s.decode(w, r)
@@ -264,11 +264,16 @@ func (s *HTTPServer) serveLookup(w http.ResponseWriter, r *http.Request) {
 }
 
 // withTimeout gives r the deadline its HTTPTimeoutHeader asks for, at most
-// httpMaxLookupTimeout.
-func withTimeout(r *http.Request) (*http.Request, context.CancelFunc, error) {
+// httpMaxLookupTimeout; without the header, the lookup's default deadline
+// def applies, cut to httpMaxLookupTimeout too.
+func withTimeout(r *http.Request, def time.Duration) (*http.Request, context.CancelFunc, error) {
 	v := r.Header.Get(HTTPTimeoutHeader)
 	if v == "" {
-		return r, func() {}, nil
+		if def <= httpMaxLookupTimeout {
+			return r, func() {}, nil // the lookup applies it
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), httpMaxLookupTimeout)
+		return r.WithContext(ctx), cancel, nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {

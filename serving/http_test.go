@@ -696,7 +696,7 @@ func TestHTTPTimeoutHeaderCapped(t *testing.T) {
 		r := httptest.NewRequest(http.MethodPost, HTTPLookupPath, nil)
 		r.Header.Set(HTTPTimeoutHeader, c.header)
 		start := time.Now()
-		r, cancel, err := withTimeout(r)
+		r, cancel, err := withTimeout(r, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -705,5 +705,29 @@ func TestHTTPTimeoutHeaderCapped(t *testing.T) {
 		if got := deadline.Sub(start); !ok || got < c.want || got > c.want+time.Second {
 			t.Errorf("%s: %s: deadline in %s, want %s", HTTPTimeoutHeader, c.header, got, c.want)
 		}
+	}
+}
+
+// TestHTTPDefaultDeadlineCapped: without the header, a server default
+// deadline beyond the write timeout is cut to just under it as well;
+// a shorter one is left to the lookup.
+func TestHTTPDefaultDeadlineCapped(t *testing.T) {
+	r := httptest.NewRequest(http.MethodPost, HTTPLookupPath, nil)
+	r2, cancel, err := withTimeout(r, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, ok := r2.Context().Deadline(); ok {
+		t.Error("a default deadline of 1s: withTimeout set one; the lookup applies it")
+	}
+	start := time.Now()
+	r2, cancel, err = withTimeout(r, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	if d, ok := r2.Context().Deadline(); !ok || d.Sub(start) > httpMaxLookupTimeout+time.Second {
+		t.Errorf("a default deadline of 1h: deadline %v (set %v), want %s", d.Sub(start), ok, httpMaxLookupTimeout)
 	}
 }
