@@ -329,7 +329,9 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 		Logger:      s.cfg.Logger.With("flight_principal", x.principal),
 	}
 	// Resolve the features, then authorize, before the schema is checked:
-	// a principal learns nothing of views it may not read.
+	// a principal learns nothing of the columns or rows of views it may not
+	// read. Names are validated first, so it can tell whether a view or
+	// feature name exists (docs/operations.md, Security).
 	views, err := export.Check(opts, nil)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
