@@ -214,10 +214,11 @@ func (a *Applier) checkPosition(ctx context.Context, ps *partitionState, topic s
 	if !ps.known {
 		return nil // applied without Resume: nothing to expect
 	}
-	cur, ok, err := a.pos.Offset(ctx, a.src.Name, topic, p)
+	pos, ok, err := a.pos.Load(ctx, a.src.Name, topic, p)
 	if err != nil {
 		return err
 	}
+	cur := pos.Offset
 	if ok == ps.saved && (!ok || cur == ps.savedAt) {
 		return nil
 	}

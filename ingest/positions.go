@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -80,22 +79,6 @@ func (p *Positions) Load(ctx context.Context, source, topic string, partition in
 		pos.HasDedup = true
 	}
 	return pos, true, nil
-}
-
-// Offset returns the saved offset of the source's partition of topic; ok
-// is false when none is.
-func (p *Positions) Offset(ctx context.Context, source, topic string, partition int) (offset int64, ok bool, err error) {
-	v, err := p.c.HGet(ctx, p.key(source, topic, partition), "offset").Result()
-	if errors.Is(err, redis.Nil) {
-		return 0, false, nil
-	}
-	if err == nil {
-		offset, err = strconv.ParseInt(v, 10, 64)
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
-	}
-	return offset, true, nil
 }
 
 // saveScript moves a position forward only: a worker that lost its

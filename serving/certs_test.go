@@ -65,6 +65,8 @@ type certSpec struct {
 	uris   []string
 	ips    []net.IP
 	client bool // for client authentication, else for a server
+	// The validity; zero: from an hour ago to a day from now.
+	notBefore, notAfter time.Time
 }
 
 // issue returns a leaf certificate and key, PEM encoded, signed by ca.
@@ -79,10 +81,16 @@ func (ca *testCA) issue(t testing.TB, s certSpec) (certPEM, keyPEM []byte) {
 		Subject:      pkix.Name{CommonName: s.cn},
 		DNSNames:     s.dns,
 		IPAddresses:  s.ips,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotBefore:    s.notBefore,
+		NotAfter:     s.notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if s.notBefore.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+	}
+	if s.notAfter.IsZero() {
+		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
 	}
 	if s.client {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}

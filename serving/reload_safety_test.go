@@ -2,13 +2,8 @@ package serving
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -219,33 +214,26 @@ func TestPolicyHalfWrittenNeverInForce(t *testing.T) {
 	}
 }
 
+// certServedBy returns a function giving the certificate st serves to a
+// new connection now (looking at its files first, as a handshake does).
+func certServedBy(t *testing.T, st *ServerTLS) func() *x509.Certificate {
+	cfg := st.Config("http/1.1")
+	return func() *x509.Certificate {
+		c, err := cfg.GetConfigForClient(&tls.ClientHelloInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Certificates[0].Leaf
+	}
+}
+
 // issueValid returns a server certificate and key signed by ca, valid from
 // notBefore to notAfter.
 func issueValid(t *testing.T, ca *testCA, notBefore, notAfter time.Time) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: serverSpec.cn},
-		DNSNames:     serverSpec.dns,
-		IPAddresses:  serverSpec.ips,
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	spec := serverSpec
+	spec.notBefore, spec.notAfter = notBefore, notAfter
+	return ca.issue(t, spec)
 }
 
 // TestTLSReloadRefusesInvalidCertificate rotates to a certificate that
@@ -261,14 +249,7 @@ func TestTLSReloadRefusesInvalidCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := st.Config("http/1.1")
-	served := func() *x509.Certificate {
-		c, err := cfg.GetConfigForClient(&tls.ClientHelloInfo{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.Certificates[0].Leaf
-	}
+	served := certServedBy(t, st)
 	good := served()
 	day := 24 * time.Hour
 	for i, c := range []struct {
@@ -343,14 +324,7 @@ func TestTLSReloadWaitsForNotBefore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := st.Config("http/1.1")
-	served := func() *x509.Certificate {
-		c, err := cfg.GetConfigForClient(&tls.ClientHelloInfo{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.Certificates[0].Leaf
-	}
+	served := certServedBy(t, st)
 	old := served()
 	validFrom := time.Now().Add(time.Second)
 	cert, key := issueValid(t, ca, validFrom, validFrom.Add(24*time.Hour))
