@@ -105,6 +105,11 @@ type partitionState struct {
 	// known is false until then.
 	known, saved bool
 	savedAt      int64
+	// lost is the offset of a save that failed: its reply may be what was
+	// lost (a connection cut after Redis ran it), so finding it stored is
+	// this partition's own save, not another consumer's.
+	hasLost bool
+	lost    int64
 	// done is the last offset of a batch whose Redis writes and dead
 	// letters went through (hasDone): the partition worker retries a batch
 	// whole when a later step fails (the offline log, the position), and
@@ -183,6 +188,7 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	}
 	ps := a.partition(p)
 	ps.known, ps.saved, ps.savedAt = true, ok, pos.Offset
+	ps.hasLost = false
 	if pos, ok, err = a.resumeOffline(ctx, topic, p, pos, ok); err != nil {
 		return 0, err
 	}
@@ -219,6 +225,10 @@ func (a *Applier) checkPosition(ctx context.Context, ps *partitionState, topic s
 		return err
 	}
 	cur := pos.Offset
+	if ok && ps.hasLost && cur == ps.lost && (!ps.saved || cur > ps.savedAt) {
+		ps.saved, ps.savedAt = true, cur // the failed save went through
+	}
+	ps.hasLost = false
 	if ok == ps.saved && (!ok || cur == ps.savedAt) {
 		return nil
 	}
@@ -349,6 +359,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	}
 	stored, err := a.pos.Save(ctx, a.src.Name, topic, p, pos)
 	if err != nil {
+		ps.hasLost, ps.lost = true, pos.Offset
 		return err
 	}
 	// What is stored, which stays ahead of pos while the partition is read

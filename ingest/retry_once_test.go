@@ -17,13 +17,22 @@ import (
 )
 
 // failScripts fails the next n script calls (EVAL, EVALSHA) of a client:
-// the saves of positions.
-type failScripts struct{ n atomic.Int32 }
+// the saves of positions. With ran, each runs in Redis first, as when the
+// connection is cut before the reply comes.
+type failScripts struct {
+	n   atomic.Int32
+	ran bool
+}
 
 func (h *failScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *failScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if n := cmd.Name(); (n == "evalsha" || n == "eval") && h.n.Add(-1) >= 0 {
+			if h.ran {
+				if err := next(ctx, cmd); err != nil {
+					return err
+				}
+			}
 			return errors.New("injected failure")
 		}
 		return next(ctx, cmd)
@@ -31,6 +40,26 @@ func (h *failScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (h *failScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// failingSaves returns an applier of ringDefs' source, with metrics, whose
+// position saves go through fail; partition 0 of "txns" is resumed.
+func failingSaves(t *testing.T, fail *failScripts, sink DeadLetterSink) *Applier {
+	t.Helper()
+	rc, store := miniStore(t)
+	posClient := redis.NewClient(&redis.Options{Addr: rc.Options().Addr})
+	t.Cleanup(func() { posClient.Close() })
+	posClient.AddHook(fail)
+	r := ringDefs(t, false)
+	a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(posClient, "p"), sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetMetrics(NewMetrics(prometheus.NewRegistry()))
+	if _, err := a.Resume(context.Background(), "txns", 0); err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 // TestRetriedBatchLettersAndCountsOnce: a batch whose Redis writes and dead
@@ -41,22 +70,9 @@ func (h *failScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 func TestRetriedBatchLettersAndCountsOnce(t *testing.T) {
 	const t0 = int64(1795687200000)
 	ctx := context.Background()
-	rc, store := miniStore(t)
-	posClient := redis.NewClient(&redis.Options{Addr: rc.Options().Addr})
-	t.Cleanup(func() { posClient.Close() })
 	fail := &failScripts{}
-	posClient.AddHook(fail)
-	r := ringDefs(t, false)
 	sink := &memSink{}
-	a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(posClient, "p"), sink, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	a.SetMetrics(NewMetrics(reg))
-	if _, err := a.Resume(ctx, "txns", 0); err != nil {
-		t.Fatal(err)
-	}
+	a := failingSaves(t, fail, sink)
 	var msgs []kafka.Message
 	for off := range int64(10) {
 		v := fmt.Appendf(nil, `{"card":"c","ts":%d,"amount":1}`, t0+off)
@@ -138,5 +154,38 @@ func TestDuplicatesCountedAfterResume(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(a.metrics.events.WithLabelValues("txns", "", resultDuplicateID)); got != 5 {
 		t.Errorf("duplicates by id counted: %v, want 5", got)
+	}
+}
+
+// TestPositionSaveReplyLost: a position save that Redis ran but whose reply
+// was lost (the connection cut) fails the batch; the retry finds the
+// partition's own position stored and must apply the batch again as it
+// was, not take it for another consumer's and resume the partition.
+func TestPositionSaveReplyLost(t *testing.T) {
+	const t0 = int64(1795687200000)
+	ctx := context.Background()
+	lose := &failScripts{ran: true}
+	a := failingSaves(t, lose, &memSink{})
+	var msgs []kafka.Message
+	for off := range int64(20) {
+		msgs = append(msgs, kafka.Message{Topic: "txns", Offset: off, Time: time.UnixMilli(t0 + off),
+			Value: fmt.Appendf(nil, `{"card":"c","ts":%d,"amount":1}`, t0+off)})
+	}
+	if err := a.Apply(ctx, "txns", 0, msgs[:10]); err != nil {
+		t.Fatal(err)
+	}
+	lose.n.Store(1)
+	if err := a.Apply(ctx, "txns", 0, msgs[10:]); err == nil {
+		t.Fatal("the batch whose save reply was lost succeeded")
+	}
+	if err := a.Apply(ctx, "txns", 0, msgs[10:]); err != nil {
+		t.Fatalf("retry of the batch whose save went through: %v", err)
+	}
+	if err := a.Apply(ctx, "txns", 0, append([]kafka.Message(nil), kafka.Message{Topic: "txns", Offset: 20,
+		Time: time.UnixMilli(t0 + 20), Value: fmt.Appendf(nil, `{"card":"c","ts":%d,"amount":1}`, t0+20)})); err != nil {
+		t.Fatalf("next batch: %v", err)
+	}
+	if got := testutil.ToFloat64(a.metrics.events.WithLabelValues("txns", "v", ResultApplied)); got != 21 {
+		t.Errorf("applied events counted: %v, want 21", got)
 	}
 }
