@@ -62,6 +62,73 @@ func TestCommitReplyLost(t *testing.T) {
 	}
 }
 
+// retryAfterOther runs the next script call, then calls other, then runs
+// the call again: go-redis's retry of a script whose reply was lost, with
+// another applier's commit landing in between.
+type retryAfterOther struct {
+	armed atomic.Bool
+	other func()
+}
+
+func (h *retryAfterOther) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *retryAfterOther) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "evalsha" || !h.armed.Swap(false) {
+			return next(ctx, cmd)
+		}
+		if err := next(ctx, cmd); err != nil {
+			return err
+		}
+		h.other()
+		return next(ctx, cmd)
+	}
+}
+func (h *retryAfterOther) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestCommitRetriedAfterAnotherCommit: the retry of a commit whose reply was
+// lost comes after another applier committed on top of it. Version 2 is
+// still this call's commit, and must be reported so, not as a conflict.
+func TestCommitRetriedAfterAnotherCommit(t *testing.T) {
+	ctx := context.Background()
+	project := projectFor(t)
+	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	c2 := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	t.Cleanup(func() { c.Close(); c2.Close() })
+	s, err := redisstore.New(c, project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := redisstore.New(c2, project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry.Apply(ctx, s, storetest.Defs(t, "1h"), registry.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var otherErr error
+	h := &retryAfterOther{other: func() {
+		_, otherErr = registry.Apply(ctx, s2, storetest.Defs(t, "3h"), registry.ApplyOptions{AllowBreaking: true})
+	}}
+	c.AddHook(h)
+	h.armed.Store(true)
+	r2 := storetest.Defs(t, "2h")
+	res, err := registry.Apply(ctx, s, r2, registry.ApplyOptions{AllowBreaking: true})
+	if otherErr != nil {
+		t.Fatalf("the other apply: %v", otherErr)
+	}
+	if err != nil {
+		t.Fatalf("apply whose retry came after another commit: %v; want version 2 reported as applied", err)
+	}
+	if res.To.Version != 2 || res.To.Digest != r2.Digest() {
+		t.Fatalf("apply reported %+v", res.To)
+	}
+	if snap, err := registry.Current(ctx, s); err != nil || snap.Version != 3 {
+		t.Fatalf("current after both applies: %+v, %v; want version 3", snap, err)
+	}
+}
+
 // replyDropper forwards TCP connections to Redis. Armed, it swallows the
 // reply to the next script call (EVALSHA) and cuts that connection, as a network that fails
 // after the command reached Redis does.

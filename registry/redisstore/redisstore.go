@@ -127,14 +127,15 @@ func (s *Store) Versions(ctx context.Context) ([]registry.VersionInfo, error) {
 // commitScript writes a version only if the head is still the expected one,
 // and announces it, in one atomic step. It records the commit id (ARGV[4])
 // with the version, so that the same call run again finds its own commit:
-// the client retries a script whose reply was lost, and that retry sees the
-// head one past what it expected, which is success, not a conflict.
+// the client retries a script whose reply was lost, and that retry finds
+// version expected+1 committed with its id, which is success, not a
+// conflict, even if other commits came on top of it meanwhile.
 var commitScript = redis.NewScript(`
 local head = tonumber(redis.call('GET', KEYS[1]) or '0')
 local expected = tonumber(ARGV[1])
 if head ~= expected then
-  if head == expected + 1 and redis.call('HGET', KEYS[5], head) == ARGV[4] then
-    return {1, head}
+  if head > expected and redis.call('HGET', KEYS[5], expected + 1) == ARGV[4] then
+    return {1, expected + 1}
   end
   return {0, head}
 end
