@@ -2,6 +2,7 @@ package offline
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"sync"
@@ -129,4 +130,36 @@ func TestCompactWhileWriting(t *testing.T) {
 		t.Fatalf("read %d rows, want %d: %v", len(got), len(want), firstDiff(got, want))
 	}
 	checkClean(t, st)
+}
+
+// TestCompactCommitThatLanded: a compaction whose manifest entry landed
+// though its create reported an error (a timeout, or ErrExist from the
+// storage client's retry) merged: it must say so, and delete the files it
+// replaced, not fail or report the run as taken by another compaction.
+func TestCompactCommitThatLanded(t *testing.T) {
+	for _, retried := range []bool{false, true} {
+		t.Run(fmt.Sprintf("retried=%v", retried), func(t *testing.T) {
+			ctx := context.Background()
+			dir, _ := NewDir(t.TempDir())
+			st := &lyingCreate{Storage: dir, retried: retried}
+			s := testSchema(t, "account_stats")
+			w, _ := OpenWriter(ctx, st, testProject, Options{FlushRows: 9, BatchRows: 4})
+			want := appendAll(t, w, s, genEvents(rand.New(rand.NewPCG(31, 32)), 100, 0, 0, t0), 9)
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			sortRows(want)
+			before, _ := ReadSnapshot(ctx, st, testProject, "account_stats")
+			st.lie = true
+			stats, err := Compact(ctx, st, testProject, "account_stats", CompactOptions{TargetBytes: 1 << 30, BatchRows: 50})
+			st.lie = false
+			if err != nil || stats.Merges == 0 || stats.SkippedRace != 0 || stats.FilesIn != len(before.Files) {
+				t.Fatalf("compaction whose commits landed: %+v, %v; %d files before", stats, err, len(before.Files))
+			}
+			if got := readRows(t, st); !reflect.DeepEqual(got, want) {
+				t.Fatalf("rows differ after compaction: %v", firstDiff(got, want))
+			}
+			checkClean(t, st)
+		})
+	}
 }

@@ -478,7 +478,14 @@ func (m *manifest) commit(ctx context.Context, prepare func() (*entry, error)) (
 		if e.Seq-m.base >= checkpointEvery {
 			out = m.checkpoint(e)
 		}
-		err = m.st.Create(ctx, manifestEntryName(m.project, m.view, out.Seq), encodeEntry(out))
+		name, data := manifestEntryName(m.project, m.view, out.Seq), encodeEntry(out)
+		err = m.st.Create(ctx, name, data)
+		if err != nil && m.landed(ctx, name, data) {
+			// The create landed though it reported an error: its reply was
+			// lost, or the storage client retried it after it landed and the
+			// retry found the object (ErrExist). The entry is this commit.
+			err = nil
+		}
 		if errors.Is(err, ErrExist) {
 			m.conflicts++
 			if err := m.refresh(ctx); err != nil {
@@ -507,6 +514,14 @@ func (m *manifest) commit(ctx context.Context, prepare func() (*entry, error)) (
 		return e, nil
 	}
 	return nil, fmt.Errorf("manifest of %s/%s: gave up after %d conflicting commits", m.project, m.view, maxCommitAttempts)
+}
+
+// landed reports whether the object name holds exactly data: a create
+// that reported an error went through all the same. An entry of the same
+// bytes written by another writer commits the same files and positions.
+func (m *manifest) landed(ctx context.Context, name string, data []byte) bool {
+	got, err := readAll(ctx, m.st, name)
+	return err == nil && bytes.Equal(got, data)
 }
 
 // position returns the committed position of a partition.

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -462,18 +464,44 @@ func slicesSortByOffset(b Batch) {
 }
 
 // lyingCreate commits manifest entries but reports a failure, as a timeout
-// after the write landed does.
+// after the write landed does; with retried, the failure is ErrExist, as
+// when the storage client retried the create after it landed. With
+// unreadable, the entries it lied about cannot be read back either (the
+// storage went away right after).
 type lyingCreate struct {
 	Storage
-	lie bool
+	lie, retried, unreadable bool
+	mu                       sync.Mutex
+	hidden                   map[string]bool
 }
 
 func (l *lyingCreate) Create(ctx context.Context, name string, data []byte) error {
 	err := l.Storage.Create(ctx, name, data)
 	if err == nil && l.lie {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.unreadable {
+			if l.hidden == nil {
+				l.hidden = map[string]bool{}
+			}
+			l.hidden[name] = true
+		}
+		if l.retried {
+			return l.Storage.Create(ctx, name, data)
+		}
 		return errors.New("injected timeout")
 	}
 	return err
+}
+
+func (l *lyingCreate) Open(ctx context.Context, name string) (Object, error) {
+	l.mu.Lock()
+	hidden := l.lie && l.hidden[name]
+	l.mu.Unlock()
+	if hidden {
+		return nil, errors.New("injected: storage unreachable")
+	}
+	return l.Storage.Open(ctx, name)
 }
 
 // TestCommitErrorThatLanded: a commit reported as failed but made is
@@ -482,7 +510,7 @@ func (l *lyingCreate) Create(ctx context.Context, name string, data []byte) erro
 func TestCommitErrorThatLanded(t *testing.T) {
 	ctx := context.Background()
 	dir, _ := NewDir(t.TempDir())
-	st := &lyingCreate{Storage: dir}
+	st := &lyingCreate{Storage: dir, unreadable: true}
 	s := testSchema(t, "account_stats")
 	evs := genEvents(rand.New(rand.NewPCG(17, 18)), 60, 0, 0, t0)
 	w, _ := OpenWriter(ctx, st, testProject, Options{})
@@ -501,6 +529,43 @@ func TestCommitErrorThatLanded(t *testing.T) {
 	sortRows(want)
 	if got := readRows(t, st); !reflect.DeepEqual(got, want) {
 		t.Fatalf("read %d rows, want %d: %v", len(got), len(want), firstDiff(got, want))
+	}
+}
+
+// TestCommitThatLandedReadBack: a manifest entry whose create reported an
+// error but landed, found by reading it back: after a timeout, or when the
+// storage client retried the create after it landed and the retry found
+// the object (ErrExist), which was taken for another writer's commit: the
+// buffered rows were dropped as lost (though committed), and the next
+// append failed with ErrStreamLost.
+func TestCommitThatLandedReadBack(t *testing.T) {
+	for _, retried := range []bool{false, true} {
+		t.Run(fmt.Sprintf("retried=%v", retried), func(t *testing.T) {
+			ctx := context.Background()
+			dir, _ := NewDir(t.TempDir())
+			st := &lyingCreate{Storage: dir, retried: retried}
+			var logs bytes.Buffer
+			w, _ := OpenWriter(ctx, st, testProject, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			s := testSchema(t, "account_stats")
+			evs := genEvents(rand.New(rand.NewPCG(17, 18)), 60, 0, 0, t0)
+			want := appendAll(t, w, s, evs[:30], 10)
+			st.lie = true
+			if err := w.Flush(ctx); err != nil {
+				t.Fatalf("flush whose commit landed: %v", err)
+			}
+			st.lie = false
+			want = append(want, appendAll(t, w, s, evs[30:], 10)...) // fails on ErrStreamLost
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(logs.String(), "another writer") {
+				t.Errorf("the writer's own commit taken for another's:\n%s", logs.String())
+			}
+			sortRows(want)
+			if got := readRows(t, st); !reflect.DeepEqual(got, want) {
+				t.Fatalf("read %d rows, want %d: %v", len(got), len(want), firstDiff(got, want))
+			}
+		})
 	}
 }
 
