@@ -117,6 +117,9 @@ type partitionState struct {
 	// again (as duplicates of themselves).
 	hasDone bool
 	done    int64
+	// carry is what a batch whose writes failed saw of its fences, for the
+	// next attempt at it (batchCarry).
+	carry batchCarry
 }
 
 // NewApplier compiles the online views of source src in registry r.
@@ -334,8 +337,10 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	b := &ps.b
 	hw, has := a.prepare(ps, topic, p, msgs, after)
 	defer ps.ids.discard() // what a failed batch would have remembered
+	b.restore(&ps.carry, msgs[0].Offset, msgs[len(msgs)-1].Offset)
 	for i := 0; i < len(b.updates); i += applyChunk {
 		if err := a.store.Apply(ctx, b.updates[i:min(i+applyChunk, len(b.updates))]); err != nil {
+			b.keep(&ps.carry, msgs[0].Offset, msgs[len(msgs)-1].Offset, i+applyChunk)
 			return fmt.Errorf("apply %s/%d@%d..%d: %w", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
 		}
 	}
@@ -498,10 +503,11 @@ func (a *Applier) recordEvents(b *batch, letters []DeadLetter, after int64) {
 	fresh := m.freshnessOf(a.src.Name)
 	for i := range b.groups {
 		g := &b.groups[i]
+		above := g.appliedAbove()
 		for _, e := range b.byGroup[g.start : g.start+g.n] {
 			switch {
 			case e.Offset <= after:
-			case e.Offset > g.fence:
+			case e.Offset > above:
 				applied[g.view]++
 				fresh.Observe(now.Sub(time.UnixMilli(e.Time)).Seconds())
 			default:

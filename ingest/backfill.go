@@ -126,8 +126,9 @@ func (f *Backfiller) Apply(ctx context.Context, topic string, partition int32, e
 	b.learn()
 	for i := range b.groups {
 		g := &b.groups[i]
-		res.Applied += int64(g.fresh)
-		res.Duplicates += int64(g.n - g.fresh)
+		n := b.applied(g)
+		res.Applied += int64(n)
+		res.Duplicates += int64(int(g.n) - n)
 	}
 	return res, nil
 }

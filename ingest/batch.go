@@ -66,6 +66,82 @@ type group struct {
 	// Whether a blind write would have gone through, judged from the state
 	// read (when merged).
 	blindable bool
+	// The stored fence before the batch wrote anything (seen): the first a
+	// merge that read the hash found, in this attempt or an earlier attempt
+	// at the same batch (batchCarry). Events above it are the batch's
+	// even when the last merge finds them fenced: a write of the batch
+	// whose reply was lost landed, and the client or the partition worker
+	// tried again. The metrics count them applied, not duplicate.
+	before int64
+	seen   bool
+}
+
+// appliedAbove returns the fence above which the group's events were
+// applied by its batch.
+func (g *group) appliedAbove() int64 {
+	if g.seen {
+		return g.before
+	}
+	return g.fence // written blind: nothing read
+}
+
+// batchCarry keeps what a failed attempt at a batch saw of its groups'
+// fences, for the next attempt at the same batch: the partition worker
+// tries a failed batch again as it was, and prepare makes the same groups
+// from it.
+type batchCarry struct {
+	first, last int64
+	fences      map[string]int64 // by the batch's group key (batch.groupOf)
+}
+
+// keep records the fences the groups of the batch (its first and last
+// offsets) saw before their writes, of the groups of the first upTo updates: those whose writes were sent. A
+// group written blind, without a read, saw none: it is kept as unfenced,
+// since a blind write goes through only where the hash holds none of its
+// events.
+func (b *batch) keep(c *batchCarry, first, last int64, upTo int) {
+	c.first, c.last = first, last
+	if c.fences == nil {
+		c.fences = map[string]int64{}
+	}
+	clear(c.fences)
+	for k, gi := range b.groupOf {
+		g := &b.groups[gi]
+		switch {
+		case int(gi) >= upTo:
+		case g.seen:
+			c.fences[k] = g.before
+		case g.blind:
+			c.fences[k] = online.NoOffset
+		}
+	}
+}
+
+// restore gives the batch's groups the fences an earlier attempt at the
+// same batch (its first and last offsets) kept, and forgets them.
+func (b *batch) restore(c *batchCarry, first, last int64) {
+	if len(c.fences) == 0 {
+		return
+	}
+	if c.first == first && c.last == last {
+		for k, gi := range b.groupOf {
+			if f, ok := c.fences[k]; ok {
+				b.groups[gi].before, b.groups[gi].seen = f, true
+			}
+		}
+	}
+	clear(c.fences)
+}
+
+// applied returns how many of the group's events its batch applied.
+func (b *batch) applied(g *group) int {
+	above, n := g.appliedAbove(), 0
+	for _, e := range b.byGroup[g.start : g.start+g.n] {
+		if e.Offset > above {
+			n++
+		}
+	}
+	return n
 }
 
 // viewScratch holds what a batch reuses per view: states to merge into, and
@@ -284,6 +360,9 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 	if !st.Blind {
 		g.merged = true
 		g.blindable = b.blindable(g, vp, st)
+		if !g.seen {
+			g.before, g.seen = fence, true
+		}
 	}
 	if g.fresh == 0 {
 		return online.Write{}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/registry"
 )
 
@@ -40,6 +42,29 @@ func (h *failScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (h *failScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// losePipes lets skip pipelines of script calls (EVAL, EVALSHA: the online
+// store's writes) through, then makes the next n run in Redis but fail, as
+// when the connection is cut before the replies come.
+type losePipes struct{ skip, n atomic.Int32 }
+
+func (h *losePipes) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *losePipes) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *losePipes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "evalsha" || c.Name() == "eval" }) {
+			return next(ctx, cmds)
+		}
+		if err := next(ctx, cmds); err != nil || h.skip.Add(-1) >= 0 || h.n.Add(-1) < 0 {
+			return err // an error: nothing ran (NOSCRIPT), or a real one
+		}
+		err := errors.New("injected: connection cut after the pipeline ran")
+		for _, c := range cmds {
+			c.SetErr(err)
+		}
+		return err
+	}
 }
 
 // failingSaves returns an applier of ringDefs' source, with metrics, whose
@@ -187,5 +212,84 @@ func TestPositionSaveReplyLost(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(a.metrics.events.WithLabelValues("txns", "v", ResultApplied)); got != 21 {
 		t.Errorf("applied events counted: %v, want 21", got)
+	}
+}
+
+// TestOnlineWriteReplyLost: a batch whose online writes landed but whose
+// replies were lost is tried again; the retry finds its events fenced, by
+// the batch itself. They were applied once, and are counted applied, not
+// duplicate: whether the lost write was blind (a new tile) or checked the
+// version (a tile already stored), and whichever of the batch's pipelines
+// lost its reply.
+func TestOnlineWriteReplyLost(t *testing.T) {
+	const t0 = int64(1795687200000)
+	for _, c := range []struct {
+		name string
+		skip int32 // script pipelines of the batch that keep their replies
+		tile int64 // the tile of the batch's events, in minutes after the first batch's
+	}{
+		{"blind write", 0, 2},         // a new tile: written blind, no read
+		{"refused blind write", 0, 0}, // the same tile: refused, nothing written
+		{"write after a read", 1, 0},  // then read, merged and written
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			rc, _ := miniStore(t)
+			storeClient := redis.NewClient(&redis.Options{Addr: rc.Options().Addr, MaxRetries: -1})
+			t.Cleanup(func() { storeClient.Close() })
+			lose := &losePipes{}
+			storeClient.AddHook(lose)
+			r := ringDefs(t, false)
+			a, err := NewApplier("p", r, r.Source("txns"), online.New(storeClient, online.Options{}), NewPositions(rc, "p"), &memSink{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.SetMetrics(NewMetrics(prometheus.NewRegistry()))
+			if _, err := a.Resume(ctx, "txns", 0); err != nil {
+				t.Fatal(err)
+			}
+			var msgs []kafka.Message
+			for off := range int64(30) {
+				ts := t0 + off
+				if off >= 10 {
+					ts += c.tile * 60000
+				}
+				msgs = append(msgs, kafka.Message{Topic: "txns", Offset: off, Time: time.UnixMilli(ts),
+					Value: fmt.Appendf(nil, `{"card":"c","ts":%d,"amount":1}`, ts)})
+			}
+			if err := a.Apply(ctx, "txns", 0, msgs[:10]); err != nil {
+				t.Fatal(err)
+			}
+			lose.skip.Store(c.skip)
+			lose.n.Store(1)
+			failed := 0
+			for {
+				err := a.Apply(ctx, "txns", 0, msgs[10:20])
+				if err == nil {
+					break
+				}
+				if failed++; failed > 3 {
+					t.Fatalf("batch still failing: %v", err)
+				}
+			}
+			if lose.n.Load() >= 0 {
+				t.Fatal("no pipeline lost its reply")
+			}
+			if failed == 0 {
+				t.Fatal("the batch whose reply was lost did not fail")
+			}
+			if err := a.Apply(ctx, "txns", 0, msgs[20:]); err != nil {
+				t.Fatal(err)
+			}
+			applied := testutil.ToFloat64(a.metrics.events.WithLabelValues("txns", "v", ResultApplied))
+			dups := testutil.ToFloat64(a.metrics.events.WithLabelValues("txns", "v", ResultDuplicate))
+			if applied != 30 || dups != 0 {
+				t.Errorf("counted %v applied and %v duplicate, want 30 and 0", applied, dups)
+			}
+			res := readView(t, online.New(rc, online.Options{}), r, "v", "c", msgs[29].Time.UnixMilli())
+			if n, sum := res[0].Value.Int64(), res[1].Value.Int64(); n != 30 || sum != 30 {
+				t.Errorf("after the retries: n_10m %d, amount_30m %d, want 30 and 30", n, sum)
+			}
+		})
 	}
 }
