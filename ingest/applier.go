@@ -192,6 +192,7 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	ps := a.partition(p)
 	ps.known, ps.saved, ps.savedAt = true, ok, pos.Offset
 	ps.hasLost = false
+	clear(ps.carry.fences) // another consumer may have applied the partition since
 	if pos, ok, err = a.resumeOffline(ctx, topic, p, pos, ok); err != nil {
 		return 0, err
 	}
@@ -340,7 +341,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	b.restore(&ps.carry, msgs[0].Offset, msgs[len(msgs)-1].Offset)
 	for i := 0; i < len(b.updates); i += applyChunk {
 		if err := a.store.Apply(ctx, b.updates[i:min(i+applyChunk, len(b.updates))]); err != nil {
-			b.keep(&ps.carry, msgs[0].Offset, msgs[len(msgs)-1].Offset, i+applyChunk)
+			b.keep(&ps.carry, msgs[0].Offset, msgs[len(msgs)-1].Offset, i)
 			return fmt.Errorf("apply %s/%d@%d..%d: %w", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
 		}
 	}

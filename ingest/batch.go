@@ -95,23 +95,24 @@ type batchCarry struct {
 }
 
 // keep records the fences the groups of the batch (its first and last
-// offsets) saw before their writes, of the groups of the first upTo updates: those whose writes were sent. A
-// group written blind, without a read, saw none: it is kept as unfenced,
-// since a blind write goes through only where the hash holds none of its
-// events.
-func (b *batch) keep(c *batchCarry, first, last int64, upTo int) {
+// offsets) saw before their writes: those read in this attempt or carried
+// from an earlier one. The groups of the first written updates, whose
+// Store.Apply succeeded, are all known: one not read was written blind,
+// which goes through only where the hash holds none of its events. A blind
+// write whose Store.Apply failed may have been refused (a replay) or never
+// sent, and is not kept: if it landed but lost its reply, its events count
+// duplicate, the lesser mistake.
+func (b *batch) keep(c *batchCarry, first, last int64, written int) {
 	c.first, c.last = first, last
 	if c.fences == nil {
 		c.fences = map[string]int64{}
 	}
 	clear(c.fences)
 	for k, gi := range b.groupOf {
-		g := &b.groups[gi]
-		switch {
-		case int(gi) >= upTo:
+		switch g := &b.groups[gi]; {
 		case g.seen:
 			c.fences[k] = g.before
-		case g.blind:
+		case int(gi) < written:
 			c.fences[k] = online.NoOffset
 		}
 	}
