@@ -104,7 +104,7 @@ func letterMessage(l DeadLetter, limit int) kafka.Message {
 	headers = append(headers, l.Message.Headers...)
 	headers = append(headers,
 		kafka.Header{Key: HeaderReason, Value: []byte(l.Reason)},
-		kafka.Header{Key: HeaderDetail, Value: []byte(l.Detail)},
+		kafka.Header{Key: HeaderDetail, Value: []byte(capDetail(l.Detail))},
 		kafka.Header{Key: HeaderTopic, Value: []byte(l.Message.Topic)},
 		kafka.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(l.Message.Partition))},
 		kafka.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(l.Message.Offset, 10))},

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 
@@ -58,11 +60,16 @@ func TestDeadLettersTooLarge(t *testing.T) {
 	testenv.CreateTopic(t, brokers, plain, 1)
 	d := NewKafkaDeadLetters(brokers, plain, nil)
 	defer d.Close()
-	if err := d.Send(ctx, []DeadLetter{letter(1, []byte("small")), letter(2, big)}); err != nil {
+	// A rejection whose detail quotes a large field whole: a bad time of
+	// 300 KB, each byte quoted as four.
+	payload := `{"ts":"` + strings.Repeat("\xff", 300<<10) + `"}`
+	long := letter(6, []byte(payload))
+	long.Detail = fmt.Sprintf("not RFC 3339: %q", strings.Repeat("\xff", 300<<10))
+	if err := d.Send(ctx, []DeadLetter{letter(1, []byte("small")), letter(2, big), long}); err != nil {
 		t.Fatal(err)
 	}
-	want := []got{{"1", 5, ""}, {"2", maxLetterBytes - 1, fmt.Sprintf("key 1 value %d", len(big))}}
-	if g := read(plain, 2); fmt.Sprint(g) != fmt.Sprint(want) {
+	want := []got{{"1", 5, ""}, {"2", maxLetterBytes - 1, fmt.Sprintf("key 1 value %d", len(big))}, {"6", len(payload), ""}}
+	if g := read(plain, 3); fmt.Sprint(g) != fmt.Sprint(want) {
 		t.Errorf("default topic: got %v, want %v", g, want)
 	}
 
@@ -97,5 +104,22 @@ func TestDeadLettersTooLarge(t *testing.T) {
 		if byOffset[w.offset] != w {
 			t.Errorf("small topic: letter of offset %s: got %+v, want %+v (all: %v)", w.offset, byOffset[w.offset], w, g)
 		}
+	}
+}
+
+// TestRejectionDetailCapped: a rejection quoting a large field keeps a
+// detail of at most maxDetailBytes, cut at a character boundary, saying how
+// long it was.
+func TestRejectionDetailCapped(t *testing.T) {
+	field := strings.Repeat("é", 2000) // 2 bytes each: a cut may fall inside one
+	de := reject(ReasonBadTime, "not RFC 3339: %s", field)
+	full := "not RFC 3339: " + field
+	if len(de.Detail) > maxDetailBytes+32 || !utf8.ValidString(de.Detail) ||
+		!strings.HasPrefix(full, strings.TrimSuffix(de.Detail, fmt.Sprintf("... (%d bytes)", len(full)))) ||
+		!strings.HasSuffix(de.Detail, fmt.Sprintf("... (%d bytes)", len(full))) {
+		t.Errorf("detail of %d bytes: %q", len(de.Detail), de.Detail)
+	}
+	if short := reject(ReasonBadTime, "not RFC 3339: %q", "x"); short.Detail != `not RFC 3339: "x"` {
+		t.Errorf("short detail changed: %q", short.Detail)
 	}
 }

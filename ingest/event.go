@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/registry"
@@ -42,7 +43,27 @@ type DecodeError struct {
 func (e *DecodeError) Error() string { return string(e.Reason) + ": " + e.Detail }
 
 func reject(r Reason, format string, args ...any) *DecodeError {
-	return &DecodeError{Reason: r, Detail: fmt.Sprintf(format, args...)}
+	return &DecodeError{Reason: r, Detail: capDetail(fmt.Sprintf(format, args...))}
+}
+
+// maxDetailBytes bounds the detail of a rejection. It goes into a dead
+// letter's header, which is never cut: a detail quoting a field of a large
+// message whole made the letter larger than the topic takes even without
+// its key and value, and its batch failed on every retry, stopping the
+// partition.
+const maxDetailBytes = 1024
+
+// capDetail cuts a detail longer than maxDetailBytes at a character
+// boundary, saying how long it was.
+func capDetail(s string) string {
+	if len(s) <= maxDetailBytes {
+		return s
+	}
+	cut := maxDetailBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("... (%d bytes)", len(s))
 }
 
 // KeySpec is one entity key field a source provides.
