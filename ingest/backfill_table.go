@@ -40,6 +40,31 @@ type tableColumn struct {
 	idx  int
 	kind featurestore.Kind // the declared kind; KindNull for the event time
 	arr  arrow.Array       // of the current batch
+	// dict is arr when it is dictionary-encoded and its dictionary holds
+	// a null (pyarrow's dictionary_encode(null_encoding="encode")), nil
+	// otherwise: a row whose valid index points to a null value is null.
+	dict     *array.Dictionary
+	dictVals arrow.Array // dict's dictionary
+}
+
+// setArr makes the column read a, the column of the current batch. Whether
+// a's dictionary holds a null is checked here, once per batch, so that
+// isNull costs nothing more for the other columns.
+func (c *tableColumn) setArr(a arrow.Array) {
+	c.arr, c.dict, c.dictVals = a, nil, nil
+	if d, ok := a.(*array.Dictionary); ok && d.Dictionary().NullN() > 0 {
+		c.dict, c.dictVals = d, d.Dictionary()
+	}
+}
+
+// isNull reports whether row i is null: its value (or dictionary index) is
+// null, or, dictionary-encoded, the dictionary value its index points to
+// is.
+func (c *tableColumn) isNull(i int) bool {
+	if c.arr.IsNull(i) {
+		return true
+	}
+	return c.dict != nil && c.dictVals.IsNull(c.dict.GetValueIndex(i))
 }
 
 // newTableDecoder checks that schema has a usable column for every declared
@@ -147,15 +172,15 @@ func isIntType(id arrow.Type) bool {
 
 // bind makes the decoder read rec's columns.
 func (d *tableDecoder) bind(rec arrow.RecordBatch) {
-	d.time.arr = rec.Column(d.time.idx)
+	d.time.setArr(rec.Column(d.time.idx))
 	for i := range d.keys {
-		d.keys[i].arr = rec.Column(d.keys[i].idx)
+		d.keys[i].setArr(rec.Column(d.keys[i].idx))
 	}
 	for i := range d.fields {
-		d.fields[i].arr = rec.Column(d.fields[i].idx)
+		d.fields[i].setArr(rec.Column(d.fields[i].idx))
 	}
 	if d.id != nil {
-		d.id.arr = rec.Column(d.id.idx)
+		d.id.setArr(rec.Column(d.id.idx))
 	}
 }
 
@@ -163,7 +188,7 @@ func (d *tableDecoder) bind(rec arrow.RecordBatch) {
 // ev outlives the batch.
 func (d *tableDecoder) decode(i int, ev *Event) *DecodeError {
 	ev.reset(&d.layout)
-	if d.time.arr.IsNull(i) {
+	if d.time.isNull(i) {
 		return reject(ReasonMissingTime, "column %q: no event time", d.time.name)
 	}
 	ms, err := d.timeAt(i)
@@ -173,7 +198,7 @@ func (d *tableDecoder) decode(i int, ev *Event) *DecodeError {
 	ev.Time = ms
 	for j := range d.keys {
 		c := &d.keys[j]
-		if c.arr.IsNull(i) {
+		if c.isNull(i) {
 			continue // a view that needs this key rejects the event
 		}
 		v, err := c.valueAt(i)
@@ -190,7 +215,7 @@ func (d *tableDecoder) decode(i int, ev *Event) *DecodeError {
 	}
 	for j := range d.fields {
 		c := &d.fields[j]
-		if c.arr.IsNull(i) {
+		if c.isNull(i) {
 			continue
 		}
 		v, err := c.valueAt(i)
@@ -202,7 +227,7 @@ func (d *tableDecoder) decode(i int, ev *Event) *DecodeError {
 		}
 		ev.Fields[j] = v
 	}
-	if d.id != nil && !d.id.arr.IsNull(i) {
+	if d.id != nil && !d.id.isNull(i) {
 		ev.ID = d.id.idAt(i)
 		ev.HasID = ev.ID != "" // as the stream's decoders: an empty id is none
 	}
@@ -355,7 +380,9 @@ func (c *tableColumn) valueAt(i int) (featurestore.Value, error) {
 	return featurestore.Value{}, errorf("unsupported kind %s", c.kind)
 }
 
-// dictText returns the text of row i of a dictionary-encoded text column.
+// dictText returns the text of row i of a dictionary-encoded text column,
+// whose row is not null (tableColumn.isNull: neither its index nor the
+// dictionary value it points to).
 func dictText(a *array.Dictionary, i int) string {
 	j := a.GetValueIndex(i)
 	switch d := a.Dictionary().(type) {

@@ -134,24 +134,15 @@ func writeBackfillFile(t testing.TB, dir string, format export.Format, rows []ba
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
+	if format == export.FormatArrow {
+		writeArrowFile(t, path, rec)
+		return path
+	}
 	fh, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fh.Close()
-	if format == export.FormatArrow {
-		w, err := ipc.NewFileWriter(fh, ipc.WithSchema(schema))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Write(rec); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
 	tbl := array.NewTableFromRecords(schema, []arrow.RecordBatch{rec})
 	defer tbl.Release()
 	if err := pqarrow.WriteTable(tbl, fh, 1000, nil, pqarrow.DefaultWriterProps()); err != nil {
@@ -168,6 +159,29 @@ type backfillEnv struct {
 	store   *online.Store
 	st      offline.Storage
 	now     int64
+}
+
+// writeArrowFile writes rec as the Arrow IPC file path.
+func writeArrowFile(t testing.TB, path string, rec arrow.RecordBatch) {
+	t.Helper()
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	w, err := ipc.NewFileWriter(fh, ipc.WithSchema(rec.Schema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fh.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func newBackfillEnv(t testing.TB, now int64) *backfillEnv {
