@@ -3,10 +3,12 @@ package ingest
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -27,7 +29,22 @@ type protoDecoder struct {
 	timeEnc  registry.TimeEncoding
 	idPath   []protoreflect.FieldDescriptor
 	unmarsh  proto.UnmarshalOptions
+	// read are the numbers of the top message's fields the decoder reads
+	// (or reads a field of); nested are the messages below it that it reads
+	// a field of (a path's message fields on the way, a
+	// google.protobuf.Timestamp), with theirs. Only these are checked for a
+	// wire type other than the declared one: a field the decoder never
+	// reads cannot make an event wrong.
+	read   []protowire.Number
+	nested []nestedRead
+	// unknown is the buffer the unknown fields of the top message are
+	// read into, kept from event to event.
+	unknown []byte
 }
+
+// maxKeptUnknown is the largest unknown-field buffer a decoder keeps for
+// the next event.
+const maxKeptUnknown = 64 << 10
 
 func newProtoDecoder(src *registry.Source, l Layout, _ string) (*protoDecoder, error) {
 	if src.Protobuf == nil {
@@ -37,8 +54,12 @@ func newProtoDecoder(src *registry.Source, l Layout, _ string) (*protoDecoder, e
 	if err != nil {
 		return nil, fmt.Errorf("source %q: %w", src.Name, err)
 	}
+	// Unknown fields are kept, to tell a declared field that arrived with
+	// another wire type (which the library keeps as unknown, reading the
+	// field as its zero) from an undeclared one. Merge, as Decode resets
+	// the message itself and sets its unknown-field buffer.
 	d := &protoDecoder{md: md, msg: dynamicpb.NewMessage(md), layout: l, timeEnc: src.Timestamp.Encoding,
-		unmarsh: proto.UnmarshalOptions{DiscardUnknown: true}}
+		unmarsh: proto.UnmarshalOptions{Merge: true}}
 	compile := func(path string) ([]protoreflect.FieldDescriptor, error) {
 		var out []protoreflect.FieldDescriptor
 		m := md
@@ -77,7 +98,58 @@ func newProtoDecoder(src *registry.Source, l Layout, _ string) (*protoDecoder, e
 			return nil, err
 		}
 	}
+	nested := map[string]int{}
+	for _, path := range append(append([][]protoreflect.FieldDescriptor{d.timePath, d.idPath}, d.keys...), d.fields...) {
+		if len(path) == 0 {
+			continue
+		}
+		if !slices.Contains(d.read, path[0].Number()) {
+			d.read = append(d.read, path[0].Number())
+		}
+		for i, fd := range path {
+			if fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() {
+				break
+			}
+			name := fieldPath(path[:i+1])
+			j, ok := nested[name]
+			if !ok {
+				j = len(d.nested)
+				nested[name] = j
+				d.nested = append(d.nested, nestedRead{path: path[:i+1]})
+			}
+			n := &d.nested[j]
+			if i+1 == len(path) {
+				// A message read whole (a google.protobuf.Timestamp).
+				for k, fs := 0, fd.Message().Fields(); k < fs.Len(); k++ {
+					if num := fs.Get(k).Number(); !slices.Contains(n.read, num) {
+						n.read = append(n.read, num)
+					}
+				}
+			} else if num := path[i+1].Number(); !slices.Contains(n.read, num) {
+				n.read = append(n.read, num)
+			}
+		}
+	}
 	return d, nil
+}
+
+// nestedRead is a message below the top one that the decoder reads fields
+// of: its path, and the numbers of the fields read.
+type nestedRead struct {
+	path []protoreflect.FieldDescriptor
+	read []protowire.Number
+}
+
+// fieldPath is the dot-separated path of the field at the end of path.
+func fieldPath(path []protoreflect.FieldDescriptor) string {
+	var b strings.Builder
+	for i, fd := range path {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(string(fd.Name()))
+	}
+	return b.String()
 }
 
 // lookup follows path in m; ok is false when a field on the way, or the
@@ -100,8 +172,22 @@ func lookup(m protoreflect.Message, path []protoreflect.FieldDescriptor) (protor
 func (d *protoDecoder) Decode(payload []byte, ev *Event) error {
 	ev.reset(&d.layout)
 	d.msg.Reset()
+	d.msg.SetUnknown(d.unknown[:0])
 	if err := d.unmarsh.Unmarshal(payload, d.msg); err != nil {
 		return reject(ReasonInvalidPayload, "invalid %s message: %v", d.md.FullName(), err)
+	}
+	if u := d.msg.GetUnknown(); len(u) > 0 {
+		if cap(u) <= maxKeptUnknown {
+			d.unknown = u[:0]
+		}
+		if de := checkUnknown(d.msg, nil, d.read); de != nil {
+			return de
+		}
+	}
+	for _, n := range d.nested {
+		if de := checkNested(d.msg, n); de != nil {
+			return de
+		}
 	}
 	tv, tfd, ok := lookup(d.msg, d.timePath)
 	if !ok || unset(d.msg, d.timePath) {
@@ -147,6 +233,73 @@ func (d *protoDecoder) Decode(payload []byte, ev *Event) error {
 		}
 	}
 	return nil
+}
+
+// checkNested checks the unknown fields of the message n.path in m, if it
+// is set.
+func checkNested(m protoreflect.Message, n nestedRead) *DecodeError {
+	for _, fd := range n.path {
+		if !m.Has(fd) {
+			return nil
+		}
+		m = m.Get(fd).Message()
+	}
+	if len(m.GetUnknown()) == 0 {
+		return nil
+	}
+	return checkUnknown(m, n.path, n.read)
+}
+
+// checkUnknown rejects m, the message at path, if one of its unknown fields
+// has the number of a field it declares and the decoder reads (read): the
+// field arrived with a wire type
+// other than its declaration's (a double as a varint, an int64 as bytes),
+// and Protobuf kept it as unknown and reads the declared field as its zero
+// (or its earlier value). Undeclared numbers, of fields of a newer schema,
+// are ignored. Repeated scalars, packed or not, never arrive as unknown.
+func checkUnknown(m protoreflect.Message, path []protoreflect.FieldDescriptor, read []protowire.Number) *DecodeError {
+	fields := m.Descriptor().Fields()
+	for b := m.GetUnknown(); len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return reject(ReasonInvalidPayload, "invalid %s message: %v", m.Descriptor().FullName(), protowire.ParseError(n))
+		}
+		b = b[n:]
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return reject(ReasonInvalidPayload, "invalid %s message: %v", m.Descriptor().FullName(), protowire.ParseError(n))
+		}
+		b = b[n:]
+		fd := fields.ByNumber(num)
+		if fd == nil || !slices.Contains(read, num) {
+			continue
+		}
+		declared := fd.Kind().String()
+		switch {
+		case fd.IsMap():
+			declared = "map"
+		case fd.IsList():
+			declared = "repeated " + declared
+		}
+		return reject(ReasonWrongType, "field %q (number %d) is declared %s but arrived as %s",
+			fieldPath(append(path[:len(path):len(path)], fd)), num, declared, wireTypeName(typ))
+	}
+	return nil
+}
+
+func wireTypeName(t protowire.Type) string {
+	switch t {
+	case protowire.VarintType:
+		return "a varint"
+	case protowire.Fixed64Type:
+		return "a fixed64"
+	case protowire.BytesType:
+		return "length-delimited bytes"
+	case protowire.StartGroupType:
+		return "a group"
+	case protowire.Fixed32Type:
+		return "a fixed32"
+	}
+	return fmt.Sprintf("wire type %d", t)
 }
 
 // unset tells whether the last field of path, one without presence (a
