@@ -547,15 +547,21 @@ func relayout(g *group, vp *viewPlan, st online.State) (fields [][]byte, moved [
 // copies of one tile, which only writes made before rings were recorded
 // can leave.
 func mergeSlots(w *window.View, k int64, a, b []byte) ([]byte, error) {
-	ta, tb := w.NewTileState(k), w.NewTileState(k)
-	for i, v := range [][]byte{a, b} {
+	decode := func(v []byte) (*window.TileState, error) {
 		_, blob, err := online.DecodeSlot(v)
 		if err != nil {
 			return nil, err
 		}
-		if err := []*window.TileState{ta, tb}[i].UnmarshalBinary(blob); err != nil {
-			return nil, err
-		}
+		ts := w.NewTileState(k)
+		return ts, ts.UnmarshalBinary(blob)
+	}
+	ta, err := decode(a)
+	if err != nil {
+		return nil, err
+	}
+	tb, err := decode(b)
+	if err != nil {
+		return nil, err
 	}
 	if err := ta.Merge(tb); err != nil {
 		return nil, err
