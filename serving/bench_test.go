@@ -3,6 +3,7 @@ package serving
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,29 +34,48 @@ func BenchmarkGetOnlineFeatures(b *testing.B) {
 	clk := newClock(20 * time.Minute)
 	svc := NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: project, Now: clk.now})
 	features := refs(append(append([]string{}, cardTxnAll...), "card_more:mean_1h", "card_more:n_10m", "card_more:merchants", "card_more:n_5m")...)
-	for _, n := range []int{1, 100} {
-		b.Run(fmt.Sprintf("entities=%d", n), func(b *testing.B) {
-			req := &pb.GetOnlineFeaturesRequest{Kind: features}
+	for _, layout := range []pb.ResponseLayout{pb.ResponseLayout_RESPONSE_LAYOUT_ROWS, pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS} {
+		for _, n := range []int{1, 100} {
+			name := fmt.Sprintf("layout=%s/entities=%d", strings.ToLower(strings.TrimPrefix(layout.String(), "RESPONSE_LAYOUT_")), n)
+			req := &pb.GetOnlineFeaturesRequest{Kind: features, Layout: layout}
 			for i := range n {
 				req.Entities = append(req.Entities, skey(fmt.Sprintf("c%d", i)))
 			}
-			ctx := context.Background()
 			var buf []byte
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := svc.GetOnlineFeatures(ctx, req)
-				if err != nil {
-					b.Fatal(err)
+			b.Run(name, func(b *testing.B) {
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					resp, err := svc.GetOnlineFeatures(ctx, req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf[:0], resp); err != nil {
+						b.Fatal(err)
+					}
 				}
-				if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf[:0], resp); err != nil {
-					b.Fatal(err)
+				var got pb.GetOnlineFeaturesResponse
+				err := proto.Unmarshal(buf, &got)
+				ok := len(got.Results) == n && len(got.Results[0].GetValues()) == 10
+				if layout == pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS {
+					ok = len(got.Columns) == 10 && len(got.Columns[0].GetStatuses()) == n
 				}
-			}
-			var got pb.GetOnlineFeaturesResponse
-			if err := proto.Unmarshal(buf, &got); err != nil || len(got.Results) != n || len(got.Results[0].Values) != 10 {
-				b.Fatalf("response of %d bytes: %v", len(buf), err)
-			}
-			b.ReportMetric(float64(len(buf)), "resp-B")
-		})
+				if err != nil || !ok {
+					b.Fatalf("response of %d bytes: %v", len(buf), err)
+				}
+				b.ReportMetric(float64(len(buf)), "resp-B")
+			})
+			// What a Go client pays to decode the response with the
+			// generated code.
+			b.Run(name+"/decode", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					var got pb.GetOnlineFeaturesResponse
+					if err := proto.Unmarshal(buf, &got); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }

@@ -74,12 +74,49 @@ func clientLookup(t *testing.T, c *client.Client, sel client.Selector, entities 
 	return res
 }
 
+// TestClient checks the client against the server, as it asks (by
+// columns) and as an older server answers it (by rows): the same values.
 func TestClient(t *testing.T) {
 	f := newFixture(t, OnlineOptions{})
-	c := dialClient(t, serveGRPC(t, f.svc))
+	addr := serveGRPC(t, f.svc)
+	// The client asks by columns for several entities, by rows for one; a
+	// server that knows no layouts ignores the field and answers by rows.
+	// Each layout is forced here, so that every accessor is checked on both.
+	for _, layout := range []pb.ResponseLayout{pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS, pb.ResponseLayout_RESPONSE_LAYOUT_UNSPECIFIED} {
+		t.Run(layout.String(), func(t *testing.T) {
+			force := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				if r, ok := req.(*pb.GetOnlineFeaturesRequest); ok {
+					r.Layout = layout
+				}
+				return invoker(ctx, method, req, reply, cc, opts...)
+			}
+			testClient(t, f, dialClient(t, addr, client.WithDialOptions(grpc.WithUnaryInterceptor(force))), layout)
+		})
+	}
+	t.Run("as the client asks", func(t *testing.T) {
+		c := dialClient(t, addr)
+		for n, columns := range map[int]bool{1: false, 3: true} {
+			keys := make([]client.Entity, n)
+			for i := range keys {
+				keys[i] = client.Key{"c1"}
+			}
+			res := clientLookup(t, c, client.Features(cardTxnAll...), keys...)
+			if got := len(res.Proto().GetColumns()) > 0; got != columns || res.Len() != n {
+				t.Errorf("%d entities: by columns %v, want %v; %d rows", n, got, columns, res.Len())
+			}
+			if got := clientRows(res)[n-1]; fmt.Sprint(got) != `[PRESENT 3 PRESENT 5 PRESENT 5 PRESENT 3 NULL_VALUE PRESENT 5]` {
+				t.Errorf("%d entities: %q", n, got)
+			}
+		}
+	})
+}
 
+func testClient(t *testing.T, f *fixture, c *client.Client, layout pb.ResponseLayout) {
 	t.Run("statuses, order, duplicates", func(t *testing.T) {
 		res := clientLookup(t, c, client.Features(cardTxnAll...), client.Key{"c2"}, client.Key{"nobody"}, client.Key{"c1"}, client.Key{"c2"})
+		if byColumns := len(res.Proto().GetColumns()) > 0; byColumns != (layout == pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS) {
+			t.Fatalf("answered by columns: %v, want layout %v", byColumns, layout)
+		}
 		if !slices.Equal(res.Features(), cardTxnAll) {
 			t.Errorf("features %q", res.Features())
 		}

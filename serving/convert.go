@@ -80,3 +80,26 @@ func setTime(dst *timestamppb.Timestamp, ms int64) {
 	}
 	dst.Seconds, dst.Nanos = s, int32(m)*1e6
 }
+
+// valueType is the API's type of values of kind k.
+func valueType(k featurestore.Kind) pb.ValueType {
+	switch k {
+	case featurestore.KindString:
+		return pb.ValueType_VALUE_TYPE_STRING
+	case featurestore.KindInt64:
+		return pb.ValueType_VALUE_TYPE_INT64
+	case featurestore.KindDouble:
+		return pb.ValueType_VALUE_TYPE_DOUBLE
+	case featurestore.KindBool:
+		return pb.ValueType_VALUE_TYPE_BOOL
+	case featurestore.KindStringList:
+		return pb.ValueType_VALUE_TYPE_STRING_LIST
+	case featurestore.KindInt64List:
+		return pb.ValueType_VALUE_TYPE_INT64_LIST
+	case featurestore.KindDoubleList:
+		return pb.ValueType_VALUE_TYPE_DOUBLE_LIST
+	case featurestore.KindBoolList:
+		return pb.ValueType_VALUE_TYPE_BOOL_LIST
+	}
+	return pb.ValueType_VALUE_TYPE_UNSPECIFIED
+}

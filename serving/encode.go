@@ -26,6 +26,7 @@ const (
 	respResults         = 2
 	respReadTime        = 3
 	respRegistryVersion = 4
+	respColumns         = 5
 
 	resultValues = 1
 
@@ -50,6 +51,17 @@ const (
 	valBoolList   = 13
 
 	listVal = 1
+
+	colType         = 1
+	colStatuses     = 2
+	colStrings      = 3
+	colInt64s       = 4
+	colDoubles      = 5
+	colBools        = 6
+	colLists        = 7
+	colHasEventTime = 8
+	colEventTimes   = 9
+	colWindow       = 10
 )
 
 // encodedResponse returns an empty response message that marshals to b.
@@ -101,11 +113,7 @@ func encodeResponse(sc *scratch, req *pb.GetOnlineFeaturesRequest, sel *selectio
 		total += 1 + protowire.SizeBytes(row)
 	}
 	sec, nanos := now.Unix(), int32(now.Nanosecond())
-	readTime := wireTSSize(sec, nanos)
-	total += 1 + protowire.SizeBytes(readTime)
-	if version != 0 {
-		total += 1 + protowire.SizeVarint(uint64(version))
-	}
+	total += wireTailSize(sec, nanos, version)
 
 	b := make([]byte, 0, total)
 	b = append(b, sel.namesWire...)
@@ -116,14 +124,215 @@ func encodeResponse(sc *scratch, req *pb.GetOnlineFeaturesRequest, sel *selectio
 			b = e.appendCell(b, i, c)
 		}
 	}
+	b = appendWireTail(b, sec, nanos, version)
+	return encodedResponse(b)
+}
+
+// wireTailSize is the size of the fields appendWireTail writes.
+func wireTailSize(sec int64, nanos int32, version int64) int {
+	n := 1 + protowire.SizeBytes(wireTSSize(sec, nanos))
+	if version != 0 {
+		n += 1 + protowire.SizeVarint(uint64(version))
+	}
+	return n
+}
+
+// appendWireTail appends the response's read time and registry version.
+func appendWireTail(b []byte, sec int64, nanos int32, version int64) []byte {
 	b = protowire.AppendTag(b, respReadTime, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(readTime))
+	b = protowire.AppendVarint(b, uint64(wireTSSize(sec, nanos)))
 	b = appendWireTS(b, sec, nanos)
 	if version != 0 {
 		b = protowire.AppendTag(b, respRegistryVersion, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(version))
 	}
+	return b
+}
+
+// encodeColumns is encodeResponse for RESPONSE_LAYOUT_COLUMNS: one
+// FeatureColumn per feature, each field one packed run over the entities
+// (strings and lists, which protobuf does not pack, one element each).
+func encodeColumns(sc *scratch, req *pb.GetOnlineFeaturesRequest, sel *selection, vals [][]window.FeatureValue, version int64, now time.Time) *pb.GetOnlineFeaturesResponse {
+	e := encoder{meta: req.IncludeMetadata == nil || *req.IncludeMetadata, sel: sel, vals: vals}
+	ne, nc := len(req.GetEntities()), len(sel.cols)
+	// Per column: the column's size, its values' packed size, its event
+	// times' packed size.
+	e.sizes = growInts(sc.sizes, 3*nc)
+	sc.sizes = e.sizes
+	sec, nanos := now.Unix(), int32(now.Nanosecond())
+	total := len(sel.namesWire) + wireTailSize(sec, nanos, version)
+	for c := range sel.cols {
+		n, packed, times := e.columnSize(ne, c)
+		e.sizes[3*c], e.sizes[3*c+1], e.sizes[3*c+2] = n, packed, times
+		total += 1 + protowire.SizeBytes(n)
+	}
+	b := make([]byte, 0, total)
+	b = append(b, sel.namesWire...)
+	b = appendWireTail(b, sec, nanos, version)
+	for c := range sel.cols {
+		b = e.appendColumn(b, ne, c)
+	}
 	return encodedResponse(b)
+}
+
+// columnValue returns the value of entity i in column c when it is present
+// and of the column's kind (it always is), and false otherwise: the column
+// then holds its kind's zero value.
+func (e *encoder) columnValue(i, c int) (featurestore.Value, bool) {
+	fv := e.value(i, c)
+	if fv.Status != window.StatusPresent || fv.Value.Kind() != e.sel.cols[c].kind {
+		return featurestore.Value{}, false
+	}
+	return fv.Value, true
+}
+
+// columnSize returns the size of the FeatureColumn of column c, the size of
+// its packed values (scalar numbers and bools) and that of its packed event
+// times.
+func (e *encoder) columnSize(ne, c int) (n, packed, times int) {
+	col := &e.sel.cols[c]
+	n = 1 + protowire.SizeVarint(uint64(valueType(col.kind)))
+	n += 1 + protowire.SizeBytes(ne) // statuses: each below 128
+	switch col.kind {
+	case featurestore.KindString:
+		for i := range ne {
+			v, ok := e.columnValue(i, c)
+			l := 0
+			if ok {
+				l = len(v.Str())
+			}
+			n += 1 + protowire.SizeBytes(l)
+		}
+	case featurestore.KindInt64:
+		for i := range ne {
+			v, ok := e.columnValue(i, c)
+			if ok {
+				packed += protowire.SizeVarint(uint64(v.Int64()))
+			} else {
+				packed++
+			}
+		}
+	case featurestore.KindDouble:
+		packed = ne * protowire.SizeFixed64()
+	case featurestore.KindBool:
+		packed = ne
+	default: // lists
+		for i := range ne {
+			l := 0
+			if v, ok := e.columnValue(i, c); ok {
+				l = wireValueSize(v)
+			}
+			n += 1 + protowire.SizeBytes(l)
+		}
+	}
+	if packed > 0 {
+		n += 1 + protowire.SizeBytes(packed)
+	}
+	if e.meta {
+		n += 1 + protowire.SizeBytes(ne) // has_event_time
+		for i := range ne {
+			fv := e.value(i, c)
+			if fv.HasEventTime {
+				times += protowire.SizeVarint(uint64(fv.EventTime))
+			} else {
+				times++
+			}
+		}
+		n += 1 + protowire.SizeBytes(times)
+		if col.windowed {
+			n += 1 + protowire.SizeBytes(wireIntervalSize(e.value(0, c).Covered))
+		}
+	}
+	return n, packed, times
+}
+
+// appendColumn appends column c as a FeatureColumn, field 5 of the
+// response, with the sizes columnSize gave.
+func (e *encoder) appendColumn(b []byte, ne, c int) []byte {
+	col := &e.sel.cols[c]
+	b = protowire.AppendTag(b, respColumns, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(e.sizes[3*c]))
+	b = protowire.AppendTag(b, colType, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(valueType(col.kind)))
+	b = protowire.AppendTag(b, colStatuses, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(ne))
+	for i := range ne {
+		b = append(b, byte(e.value(i, c).Status))
+	}
+	packed := e.sizes[3*c+1]
+	switch col.kind {
+	case featurestore.KindString:
+		for i := range ne {
+			v, ok := e.columnValue(i, c)
+			s := ""
+			if ok {
+				s = v.Str()
+			}
+			b = protowire.AppendTag(b, colStrings, protowire.BytesType)
+			b = protowire.AppendString(b, s)
+		}
+	case featurestore.KindInt64:
+		b = protowire.AppendTag(b, colInt64s, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(packed))
+		for i := range ne {
+			var x int64
+			if v, ok := e.columnValue(i, c); ok {
+				x = v.Int64()
+			}
+			b = protowire.AppendVarint(b, uint64(x))
+		}
+	case featurestore.KindDouble:
+		b = protowire.AppendTag(b, colDoubles, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(packed))
+		for i := range ne {
+			var x float64
+			if v, ok := e.columnValue(i, c); ok {
+				x = v.Double()
+			}
+			b = protowire.AppendFixed64(b, math.Float64bits(x))
+		}
+	case featurestore.KindBool:
+		b = protowire.AppendTag(b, colBools, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(packed))
+		for i := range ne {
+			v, ok := e.columnValue(i, c)
+			b = append(b, byte(protowire.EncodeBool(ok && v.Bool())))
+		}
+	default:
+		for i := range ne {
+			b = protowire.AppendTag(b, colLists, protowire.BytesType)
+			v, ok := e.columnValue(i, c)
+			if !ok {
+				b = protowire.AppendVarint(b, 0)
+				continue
+			}
+			b = protowire.AppendVarint(b, uint64(wireValueSize(v)))
+			b = appendWireValue(b, v)
+		}
+	}
+	if e.meta {
+		b = protowire.AppendTag(b, colHasEventTime, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(ne))
+		for i := range ne {
+			b = append(b, byte(protowire.EncodeBool(e.value(i, c).HasEventTime)))
+		}
+		b = protowire.AppendTag(b, colEventTimes, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(e.sizes[3*c+2]))
+		for i := range ne {
+			var t int64
+			if fv := e.value(i, c); fv.HasEventTime {
+				t = fv.EventTime
+			}
+			b = protowire.AppendVarint(b, uint64(t))
+		}
+		if col.windowed {
+			cov := e.value(0, c).Covered
+			b = protowire.AppendTag(b, colWindow, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(wireIntervalSize(cov)))
+			b = appendWireInterval(b, cov)
+		}
+	}
+	return b
 }
 
 func (e *encoder) value(i, c int) *window.FeatureValue {

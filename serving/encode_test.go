@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/window"
@@ -95,16 +96,136 @@ func TestEncodeResponse(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if !bytes.Equal(got, want) {
-						var g, w pb.GetOnlineFeaturesResponse
-						_ = proto.Unmarshal(got, &g)
-						_ = proto.Unmarshal(want, &w)
-						t.Fatalf("encoded %d bytes, protobuf %d\ngot  %v\nwant %v", len(got), len(want), &g, &w)
+					checkSameBytes(t, got, want)
+					want, err = proto.Marshal(fillColumns(req, sel, vals, tc.version, now))
+					if err != nil {
+						t.Fatal(err)
 					}
+					got, err = proto.Marshal(encodeColumns(&scratch{}, req, sel, vals, tc.version, now))
+					if err != nil {
+						t.Fatal(err)
+					}
+					checkSameBytes(t, got, want)
 				})
 			}
 		}
 	}
+}
+
+func checkSameBytes(t *testing.T, got, want []byte) {
+	t.Helper()
+	if !bytes.Equal(got, want) {
+		var g, w pb.GetOnlineFeaturesResponse
+		_ = proto.Unmarshal(got, &g)
+		_ = proto.Unmarshal(want, &w)
+		t.Fatalf("encoded %d bytes, protobuf %d\ngot  %v\nwant %v", len(got), len(want), &g, &w)
+	}
+}
+
+// TestColumnsMatchRows checks that a response by columns holds what the
+// response by rows holds, value by value, decoded from the wire as a
+// client does.
+func TestColumnsMatchRows(t *testing.T) {
+	snap := loadSnapshot(t, 1, encodeDefs)
+	p := newPlan("p", snap)
+	sel, err := p.parseRefs([]string{"win:*", "last:*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 200 {
+		ne := 1 + rng.IntN(30)
+		req := &pb.GetOnlineFeaturesRequest{}
+		if round%3 == 0 {
+			req.IncludeMetadata = proto.Bool(false)
+		}
+		for range ne {
+			req.Entities = append(req.Entities, skey("c"))
+		}
+		vals := randomValues(rng, sel, ne)
+		// Every entity is read at one time, so a column covers one interval.
+		for i := range ne {
+			for j := range sel.views {
+				for f := range vals[i*len(sel.views)+j] {
+					vals[i*len(sel.views)+j][f].Covered = vals[j][f].Covered
+				}
+			}
+		}
+		now := time.UnixMilli(rng.Int64N(4e12) - 1e12)
+		var rows, cols pb.GetOnlineFeaturesResponse
+		for _, x := range []struct {
+			resp *pb.GetOnlineFeaturesResponse
+			into *pb.GetOnlineFeaturesResponse
+		}{{encodeResponse(&scratch{}, req, sel, vals, 5, now), &rows}, {encodeColumns(&scratch{}, req, sel, vals, 5, now), &cols}} {
+			b, err := proto.Marshal(x.resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := proto.Unmarshal(b, x.into); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(cols.GetResults()) != 0 || len(cols.GetColumns()) != len(sel.cols) || !proto.Equal(cols.GetReadTime(), rows.GetReadTime()) ||
+			cols.GetRegistryVersion() != 5 || fmt.Sprint(cols.GetFeatureNames()) != fmt.Sprint(rows.GetFeatureNames()) {
+			t.Fatalf("round %d: columns response %v", round, &cols)
+		}
+		for c, col := range cols.GetColumns() {
+			for i := range ne {
+				if got, want := columnCell(t, col, i), rows.GetResults()[i].GetValues()[c]; !proto.Equal(got, want) {
+					t.Fatalf("round %d: entity %d, %s: columns give %v, rows %v", round, i, sel.names[c], got, want)
+				}
+			}
+		}
+	}
+}
+
+// columnCell rebuilds the FeatureValue of entity i from a column, as a
+// client of the columns layout reads it.
+func columnCell(t *testing.T, col *pb.FeatureColumn, i int) *pb.FeatureValue {
+	t.Helper()
+	fv := &pb.FeatureValue{Status: col.GetStatuses()[i]}
+	if fv.Status == pb.FeatureStatus_FEATURE_STATUS_PRESENT {
+		switch col.GetType() {
+		case pb.ValueType_VALUE_TYPE_STRING:
+			fv.Value = &pb.Value{Kind: &pb.Value_StringVal{StringVal: col.GetStringValues()[i]}}
+		case pb.ValueType_VALUE_TYPE_INT64:
+			fv.Value = &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: col.GetInt64Values()[i]}}
+		case pb.ValueType_VALUE_TYPE_DOUBLE:
+			fv.Value = &pb.Value{Kind: &pb.Value_DoubleVal{DoubleVal: col.GetDoubleValues()[i]}}
+		case pb.ValueType_VALUE_TYPE_BOOL:
+			fv.Value = &pb.Value{Kind: &pb.Value_BoolVal{BoolVal: col.GetBoolValues()[i]}}
+		default:
+			fv.Value = col.GetListValues()[i]
+		}
+	} else {
+		// Absent values hold their type's zero.
+		zero := true
+		switch col.GetType() {
+		case pb.ValueType_VALUE_TYPE_STRING:
+			zero = col.GetStringValues()[i] == ""
+		case pb.ValueType_VALUE_TYPE_INT64:
+			zero = col.GetInt64Values()[i] == 0
+		case pb.ValueType_VALUE_TYPE_DOUBLE:
+			zero = math.Float64bits(col.GetDoubleValues()[i]) == 0
+		case pb.ValueType_VALUE_TYPE_BOOL:
+			zero = !col.GetBoolValues()[i]
+		default:
+			zero = col.GetListValues()[i].GetKind() == nil
+		}
+		if !zero {
+			t.Fatalf("entity %d: %v is absent but holds a value: %v", i, fv.Status, col)
+		}
+	}
+	if len(col.GetHasEventTime()) > 0 {
+		if col.GetHasEventTime()[i] {
+			ms := col.GetEventTimesUnixMs()[i]
+			fv.EventTime = timestamppb.New(time.UnixMilli(ms))
+		} else if col.GetEventTimesUnixMs()[i] != 0 {
+			t.Fatalf("entity %d: no event time, but %d", i, col.GetEventTimesUnixMs()[i])
+		}
+	}
+	fv.Window = col.GetWindow()
+	return fv
 }
 
 // randomValues returns read results for the selection's views, as

@@ -29,29 +29,15 @@ func appendResponseJSON(b []byte, resp *pb.GetOnlineFeaturesResponse) ([]byte, e
 	o := jsonObject{b: append(b, '{')}
 	if names := resp.GetFeatureNames(); len(names) > 0 {
 		o.key("feature_names")
-		o.b = append(o.b, '[')
-		for i, name := range names {
-			if i > 0 {
-				o.b = append(o.b, ',')
-			}
-			if o.b, err = appendJSONString(o.b, name); err != nil {
-				return nil, err
-			}
+		if o.b, err = appendJSONArray(o.b, names, appendJSONString); err != nil {
+			return nil, err
 		}
-		o.b = append(o.b, ']')
 	}
 	if results := resp.GetResults(); len(results) > 0 {
 		o.key("results")
-		o.b = append(o.b, '[')
-		for i, r := range results {
-			if i > 0 {
-				o.b = append(o.b, ',')
-			}
-			if o.b, err = appendEntityResult(o.b, r); err != nil {
-				return nil, err
-			}
+		if o.b, err = appendJSONArray(o.b, results, appendEntityResult); err != nil {
+			return nil, err
 		}
-		o.b = append(o.b, ']')
 	}
 	if t := resp.GetReadTime(); t != nil {
 		o.key("read_time")
@@ -62,6 +48,14 @@ func appendResponseJSON(b []byte, resp *pb.GetOnlineFeaturesResponse) ([]byte, e
 	if v := resp.GetRegistryVersion(); v != 0 {
 		o.key("registry_version")
 		o.b = appendJSONInt64(o.b, v)
+	}
+	// protojson writes fields in declaration order, which here is also
+	// field number order.
+	if cols := resp.GetColumns(); len(cols) > 0 {
+		o.key("columns")
+		if o.b, err = appendJSONArray(o.b, cols, appendFeatureColumn); err != nil {
+			return nil, err
+		}
 	}
 	return append(o.b, '}'), nil
 }
@@ -87,16 +81,9 @@ func appendEntityResult(b []byte, r *pb.EntityResult) ([]byte, error) {
 	o := jsonObject{b: append(b, '{')}
 	if vals := r.GetValues(); len(vals) > 0 {
 		o.key("values")
-		o.b = append(o.b, '[')
-		for i, fv := range vals {
-			if i > 0 {
-				o.b = append(o.b, ',')
-			}
-			if o.b, err = appendFeatureValue(o.b, fv); err != nil {
-				return nil, err
-			}
+		if o.b, err = appendJSONArray(o.b, vals, appendFeatureValue); err != nil {
+			return nil, err
 		}
-		o.b = append(o.b, ']')
 	}
 	return append(o.b, '}'), nil
 }
@@ -112,13 +99,7 @@ func appendFeatureValue(b []byte, fv *pb.FeatureValue) ([]byte, error) {
 	}
 	if s := fv.GetStatus(); s != 0 {
 		o.key("status")
-		if name, ok := pb.FeatureStatus_name[int32(s)]; ok {
-			o.b = append(o.b, '"')
-			o.b = append(o.b, name...)
-			o.b = append(o.b, '"')
-		} else {
-			o.b = strconv.AppendInt(o.b, int64(s), 10)
-		}
+		o.b = appendJSONEnum(o.b, int32(s), pb.FeatureStatus_name)
 	}
 	if t := fv.GetEventTime(); t != nil {
 		o.key("event_time")
@@ -128,20 +109,81 @@ func appendFeatureValue(b []byte, fv *pb.FeatureValue) ([]byte, error) {
 	}
 	if w := fv.GetWindow(); w != nil {
 		o.key("window")
-		wo := jsonObject{b: append(o.b, '{')}
-		if t := w.GetStart(); t != nil {
-			wo.key("start")
-			if wo.b, err = appendJSONTime(wo.b, t); err != nil {
-				return nil, err
-			}
+		if o.b, err = appendInterval(o.b, w); err != nil {
+			return nil, err
 		}
-		if t := w.GetEnd(); t != nil {
-			wo.key("end")
-			if wo.b, err = appendJSONTime(wo.b, t); err != nil {
-				return nil, err
-			}
+	}
+	return append(o.b, '}'), nil
+}
+
+// appendFeatureColumn writes the arrays as they are, whatever type says:
+// like protojson it mirrors the message and does not check it.
+func appendFeatureColumn(b []byte, c *pb.FeatureColumn) ([]byte, error) {
+	var err error
+	o := jsonObject{b: append(b, '{')}
+	if t := c.GetType(); t != 0 {
+		o.key("type")
+		o.b = appendJSONEnum(o.b, int32(t), pb.ValueType_name)
+	}
+	if s := c.GetStatuses(); len(s) > 0 {
+		o.key("statuses")
+		o.b, _ = appendJSONArray(o.b, s, appendJSONFeatureStatus)
+	}
+	if v := c.GetStringValues(); len(v) > 0 {
+		o.key("string_values")
+		if o.b, err = appendJSONArray(o.b, v, appendJSONString); err != nil {
+			return nil, err
 		}
-		o.b = append(wo.b, '}')
+	}
+	if v := c.GetInt64Values(); len(v) > 0 {
+		o.key("int64_values")
+		o.b, _ = appendJSONArray(o.b, v, appendJSONInt64Elem)
+	}
+	if v := c.GetDoubleValues(); len(v) > 0 {
+		o.key("double_values")
+		o.b, _ = appendJSONArray(o.b, v, appendJSONDoubleElem)
+	}
+	if v := c.GetBoolValues(); len(v) > 0 {
+		o.key("bool_values")
+		o.b, _ = appendJSONArray(o.b, v, appendJSONBoolElem)
+	}
+	if v := c.GetListValues(); len(v) > 0 {
+		o.key("list_values")
+		if o.b, err = appendJSONArray(o.b, v, appendValue); err != nil {
+			return nil, err
+		}
+	}
+	if v := c.GetHasEventTime(); len(v) > 0 {
+		o.key("has_event_time")
+		o.b, _ = appendJSONArray(o.b, v, appendJSONBoolElem)
+	}
+	if v := c.GetEventTimesUnixMs(); len(v) > 0 {
+		o.key("event_times_unix_ms")
+		o.b, _ = appendJSONArray(o.b, v, appendJSONInt64Elem)
+	}
+	if w := c.GetWindow(); w != nil {
+		o.key("window")
+		if o.b, err = appendInterval(o.b, w); err != nil {
+			return nil, err
+		}
+	}
+	return append(o.b, '}'), nil
+}
+
+func appendInterval(b []byte, w *pb.Interval) ([]byte, error) {
+	var err error
+	o := jsonObject{b: append(b, '{')}
+	if t := w.GetStart(); t != nil {
+		o.key("start")
+		if o.b, err = appendJSONTime(o.b, t); err != nil {
+			return nil, err
+		}
+	}
+	if t := w.GetEnd(); t != nil {
+		o.key("end")
+		if o.b, err = appendJSONTime(o.b, t); err != nil {
+			return nil, err
+		}
 	}
 	return append(o.b, '}'), nil
 }
@@ -171,13 +213,13 @@ func appendValue(b []byte, v *pb.Value) ([]byte, error) {
 		}
 	case *pb.Value_Int64ListVal:
 		b = append(b, `"int64_list_val":`...)
-		b, _ = appendList(b, k.Int64ListVal.GetVal(), func(b []byte, x int64) ([]byte, error) { return appendJSONInt64(b, x), nil })
+		b, _ = appendList(b, k.Int64ListVal.GetVal(), appendJSONInt64Elem)
 	case *pb.Value_DoubleListVal:
 		b = append(b, `"double_list_val":`...)
-		b, _ = appendList(b, k.DoubleListVal.GetVal(), func(b []byte, x float64) ([]byte, error) { return appendJSONDouble(b, x), nil })
+		b, _ = appendList(b, k.DoubleListVal.GetVal(), appendJSONDoubleElem)
 	case *pb.Value_BoolListVal:
 		b = append(b, `"bool_list_val":`...)
-		b, _ = appendList(b, k.BoolListVal.GetVal(), func(b []byte, x bool) ([]byte, error) { return strconv.AppendBool(b, x), nil })
+		b, _ = appendList(b, k.BoolListVal.GetVal(), appendJSONBoolElem)
 	}
 	return append(b, '}'), nil
 }
@@ -188,7 +230,17 @@ func appendList[T any](b []byte, vals []T, elem func([]byte, T) ([]byte, error))
 	if len(vals) == 0 {
 		return append(b, '{', '}'), nil
 	}
-	b = append(b, `{"val":[`...)
+	b, err := appendJSONArray(append(b, `{"val":`...), vals, elem)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONArray appends vals as a JSON array, each element written by
+// elem.
+func appendJSONArray[T any](b []byte, vals []T, elem func([]byte, T) ([]byte, error)) ([]byte, error) {
+	b = append(b, '[')
 	var err error
 	for i, x := range vals {
 		if i > 0 {
@@ -198,8 +250,32 @@ func appendList[T any](b []byte, vals []T, elem func([]byte, T) ([]byte, error))
 			return nil, err
 		}
 	}
-	return append(b, ']', '}'), nil
+	return append(b, ']'), nil
 }
+
+// appendJSONEnum appends an enum value by its name, or by its number when
+// it has none (a value from a newer schema), as protojson does.
+func appendJSONEnum(b []byte, n int32, names map[int32]string) []byte {
+	name, ok := names[n]
+	if !ok {
+		return strconv.AppendInt(b, int64(n), 10)
+	}
+	b = append(b, '"')
+	b = append(b, name...)
+	return append(b, '"')
+}
+
+// Element writers for appendJSONArray, which cannot fail.
+
+func appendJSONFeatureStatus(b []byte, s pb.FeatureStatus) ([]byte, error) {
+	return appendJSONEnum(b, int32(s), pb.FeatureStatus_name), nil
+}
+
+func appendJSONInt64Elem(b []byte, n int64) ([]byte, error) { return appendJSONInt64(b, n), nil }
+
+func appendJSONDoubleElem(b []byte, x float64) ([]byte, error) { return appendJSONDouble(b, x), nil }
+
+func appendJSONBoolElem(b []byte, x bool) ([]byte, error) { return strconv.AppendBool(b, x), nil }
 
 // appendJSONInt64 appends an int64 as the mapping wants it: a decimal
 // string, since JSON numbers lose precision past 2^53 in many readers.

@@ -6,7 +6,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -16,7 +18,8 @@ import (
 
 // checkResponseJSON compares appendResponseJSON with protojson, the
 // reference: both fail, or both give the same JSON value (numbers compared
-// as written).
+// as written) and, white space aside, the same bytes, so field order and
+// string escapes match too.
 func checkResponseJSON(t *testing.T, resp *pb.GetOnlineFeaturesResponse) {
 	t.Helper()
 	got, gotErr := appendResponseJSON(nil, resp)
@@ -38,6 +41,18 @@ func checkResponseJSON(t *testing.T, resp *pb.GetOnlineFeaturesResponse) {
 	}
 	if g, w := decode(got), decode(want); !reflect.DeepEqual(g, w) {
 		t.Fatalf("JSON differs from protojson's:\n got %s\nwant %s", got, want)
+	}
+	// protojson adds white space at random; json.Compact removes it and
+	// changes nothing else.
+	var g, w bytes.Buffer
+	if err := json.Compact(&g, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Compact(&w, want); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(g.Bytes(), w.Bytes()) {
+		t.Fatalf("JSON is written differently from protojson's:\n got %s\nwant %s", got, want)
 	}
 }
 
@@ -146,6 +161,67 @@ func randomResponse(rng *rand.Rand) *pb.GetOnlineFeaturesResponse {
 	if pick(2) == 0 {
 		resp.RegistryVersion = i64()
 	}
+	// Columns of random shape, not only the consistent ones the server
+	// makes: the encoder mirrors whatever the message holds. Type and
+	// statuses include numbers with no name; a nil column or list value is
+	// written as {}, as protojson does.
+	for range pick(4) {
+		if pick(10) == 0 {
+			resp.Columns = append(resp.Columns, nil)
+			continue
+		}
+		n := pick(5)
+		some := func() int { // n elements, or sometimes none or a few
+			if pick(3) == 0 {
+				return pick(3)
+			}
+			return n
+		}
+		c := &pb.FeatureColumn{Type: pb.ValueType(pick(16) - 1)}
+		for range some() {
+			c.Statuses = append(c.Statuses, pb.FeatureStatus(pick(7)-1))
+		}
+		if pick(3) == 0 {
+			for range some() {
+				c.StringValues = append(c.StringValues, str())
+			}
+		}
+		if pick(3) == 0 {
+			for range some() {
+				c.Int64Values = append(c.Int64Values, i64())
+			}
+		}
+		if pick(3) == 0 {
+			for range some() {
+				c.DoubleValues = append(c.DoubleValues, dbl())
+			}
+		}
+		if pick(3) == 0 {
+			for range some() {
+				c.BoolValues = append(c.BoolValues, pick(2) == 0)
+			}
+		}
+		if pick(3) == 0 {
+			for range some() {
+				c.ListValues = append(c.ListValues, value())
+			}
+		}
+		if pick(2) == 0 {
+			for range some() {
+				has := pick(2) == 0
+				c.HasEventTime = append(c.HasEventTime, has)
+				ms := int64(0)
+				if has {
+					ms = i64()
+				}
+				c.EventTimesUnixMs = append(c.EventTimesUnixMs, ms)
+			}
+		}
+		if pick(2) == 0 {
+			c.Window = &pb.Interval{Start: ts(), End: ts()}
+		}
+		resp.Columns = append(resp.Columns, c)
+	}
 	return resp
 }
 
@@ -157,9 +233,17 @@ func TestResponseJSON(t *testing.T) {
 	// Every special value on its own, so none depends on the draw.
 	for _, s := range jsonTestStrings {
 		checkResponseJSON(t, &pb.GetOnlineFeaturesResponse{FeatureNames: []string{s}})
+		checkResponseJSON(t, &pb.GetOnlineFeaturesResponse{Columns: []*pb.FeatureColumn{{StringValues: []string{s}}}})
 	}
 	for _, x := range jsonTestDoubles {
 		checkResponseJSON(t, &pb.GetOnlineFeaturesResponse{Results: []*pb.EntityResult{{Values: []*pb.FeatureValue{{Value: dval(x)}}}}})
+		checkResponseJSON(t, &pb.GetOnlineFeaturesResponse{Columns: []*pb.FeatureColumn{{DoubleValues: []float64{x}}}})
+	}
+	for _, n := range jsonTestInts {
+		checkResponseJSON(t, &pb.GetOnlineFeaturesResponse{Columns: []*pb.FeatureColumn{{Int64Values: []int64{n}, EventTimesUnixMs: []int64{n}}}})
+	}
+	for typ := range int32(16) {
+		checkResponseJSON(t, &pb.GetOnlineFeaturesResponse{Columns: []*pb.FeatureColumn{{Type: pb.ValueType(typ - 1), Statuses: []pb.FeatureStatus{pb.FeatureStatus(typ - 1)}}}})
 	}
 	for _, secs := range jsonTestSeconds {
 		for _, nanos := range jsonTestNanos {
@@ -184,6 +268,90 @@ func FuzzResponseJSON(f *testing.F) {
 			}}},
 			ReadTime:        ts,
 			RegistryVersion: n,
+			Columns: []*pb.FeatureColumn{{
+				Type:             pb.ValueType(st),
+				Statuses:         []pb.FeatureStatus{pb.FeatureStatus(st), pb.FeatureStatus_FEATURE_STATUS_PRESENT},
+				StringValues:     []string{name, s},
+				Int64Values:      []int64{n, secs},
+				DoubleValues:     []float64{x, -x},
+				BoolValues:       []bool{st > 0, st <= 0},
+				ListValues:       []*pb.Value{sval(s), {}},
+				HasEventTime:     []bool{true, false},
+				EventTimesUnixMs: []int64{secs, 0},
+				Window:           &pb.Interval{Start: ts},
+			}},
 		})
 	})
+}
+
+// columnsResponse is a response of entities × features in
+// RESPONSE_LAYOUT_COLUMNS, a double feature with event times and a window.
+func columnsResponse(entities, features int) *pb.GetOnlineFeaturesResponse {
+	resp := &pb.GetOnlineFeaturesResponse{ReadTime: timestamppb.New(time.Unix(1795680000, 0)), RegistryVersion: 7}
+	for j := range features {
+		resp.FeatureNames = append(resp.FeatureNames, "card_txn:amount_sum_1h_"+strconv.Itoa(j))
+		c := &pb.FeatureColumn{
+			Type:   pb.ValueType_VALUE_TYPE_DOUBLE,
+			Window: &pb.Interval{Start: timestamppb.New(time.Unix(1795676400, 0)), End: timestamppb.New(time.Unix(1795680000, 0))},
+		}
+		for i := range entities {
+			c.Statuses = append(c.Statuses, pb.FeatureStatus_FEATURE_STATUS_PRESENT)
+			c.DoubleValues = append(c.DoubleValues, float64(i)*1.25)
+			c.HasEventTime = append(c.HasEventTime, true)
+			c.EventTimesUnixMs = append(c.EventTimesUnixMs, 1795679999000+int64(i))
+		}
+		resp.Columns = append(resp.Columns, c)
+	}
+	return resp
+}
+
+func TestResponseJSONAllocs(t *testing.T) {
+	resp := columnsResponse(10, 3)
+	resp.Columns = append(resp.Columns, &pb.FeatureColumn{
+		Type:         pb.ValueType_VALUE_TYPE_STRING_LIST,
+		Statuses:     []pb.FeatureStatus{pb.FeatureStatus_FEATURE_STATUS_PRESENT, 99},
+		StringValues: []string{"a", "b"},
+		ListValues:   []*pb.Value{{Kind: &pb.Value_StringListVal{StringListVal: &pb.StringList{Val: []string{"x"}}}}, {}},
+	})
+	resp.Results = []*pb.EntityResult{{Values: []*pb.FeatureValue{{Value: dval(1), Status: pb.FeatureStatus_FEATURE_STATUS_PRESENT, EventTime: resp.ReadTime}}}}
+	checkResponseJSON(t, resp)
+	b, err := appendResponseJSON(nil, resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { b, _ = appendResponseJSON(b[:0], resp) }); n != 0 {
+		t.Errorf("appendResponseJSON made %v allocations into a large enough buffer, want 0", n)
+	}
+}
+
+// BenchmarkResponseJSON encodes the same 100 entities × 10 features in
+// either layout.
+func BenchmarkResponseJSON(b *testing.B) {
+	cols := columnsResponse(100, 10)
+	rows := &pb.GetOnlineFeaturesResponse{FeatureNames: cols.FeatureNames, ReadTime: cols.ReadTime, RegistryVersion: cols.RegistryVersion}
+	for i := range 100 {
+		r := &pb.EntityResult{}
+		for _, c := range cols.Columns {
+			r.Values = append(r.Values, &pb.FeatureValue{
+				Value:     dval(c.DoubleValues[i]),
+				Status:    c.Statuses[i],
+				EventTime: timestamppb.New(time.UnixMilli(c.EventTimesUnixMs[i])),
+				Window:    c.Window,
+			})
+		}
+		rows.Results = append(rows.Results, r)
+	}
+	for _, bc := range []struct {
+		name string
+		resp *pb.GetOnlineFeaturesResponse
+	}{{"layout=rows", rows}, {"layout=columns", cols}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			buf, _ := appendResponseJSON(nil, bc.resp)
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				buf, _ = appendResponseJSON(buf[:0], bc.resp)
+			}
+		})
+	}
 }

@@ -171,6 +171,8 @@ func TestHTTPMatchesGRPC(t *testing.T) {
 		{"composite keys", &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:*"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{sval("u1"), ival(42)}}, {JoinKeyValues: []*pb.Value{sval("u2"), ival(42)}}}}},
 		{"named keys of two entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "pair_txn:*"), Entities: []*pb.EntityKey{named("c1", "u1", 42), named("c2", "u1", 43)}}},
 		{"no metadata", &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1")}, IncludeMetadata: proto.Bool(false)}},
+		{"by columns", &pb.GetOnlineFeaturesRequest{Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "fraud"}, Entities: []*pb.EntityKey{skey("c2"), skey("nobody"), skey("c1")}, Layout: pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS}},
+		{"by columns, no metadata", &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1"), skey("c2")}, IncludeMetadata: proto.Bool(false), Layout: pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			want := get(t, grpcClient, c.req)
@@ -197,23 +199,14 @@ func TestHTTPJSONForm(t *testing.T) {
 	url := serveHTTP(t, f.svc, HTTPConfig{})
 	// int64 join keys may be JSON numbers or strings; both field name
 	// spellings are accepted.
-	r := post(t, nil, url, "application/json; charset=utf-8", strings.NewReader(`{
+	checkJSONForm(t, url, `{
 		"features": {"refs": ["pair_txn:n_1h", "pair_txn:last_amount"]},
 		"entities": [
 			{"join_key_values": [{"string_val": "u1"}, {"int64_val": 42}]},
 			{"joinKeyValues": [{"stringVal": "u1"}, {"int64Val": "43"}]},
 			{"join_keys": {"user_id": {"string_val": "u9"}, "merchant_id": {"int64_val": 1}}}
 		]
-	}`))
-	if r.status != http.StatusOK {
-		t.Fatalf("status %d: %s", r.status, r.body)
-	}
-	var got any
-	if err := json.Unmarshal(r.body, &got); err != nil {
-		t.Fatal(err)
-	}
-	var want any
-	if err := json.Unmarshal([]byte(`{
+	}`, `{
 		"feature_names": ["pair_txn:n_1h", "pair_txn:last_amount"],
 		"results": [
 			{"values": [
@@ -231,12 +224,59 @@ func TestHTTPJSONForm(t *testing.T) {
 		],
 		"read_time": "2026-11-26T08:21:00Z",
 		"registry_version": "1"
-	}`), &want); err != nil {
+	}`)
+}
+
+// checkJSONForm posts the JSON request and compares the JSON response with
+// want, as values (white space and key order aside).
+func checkJSONForm(t *testing.T, url, request, want string) {
+	t.Helper()
+	r := post(t, nil, url, "application/json; charset=utf-8", strings.NewReader(request))
+	if r.status != http.StatusOK {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	var got, wantV any
+	if err := json.Unmarshal(r.body, &got); err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("response\n got %s\nwant %v", r.body, want)
+	if err := json.Unmarshal([]byte(want), &wantV); err != nil {
+		t.Fatal(err)
 	}
+	if !reflect.DeepEqual(got, wantV) {
+		t.Errorf("response\n got %s\nwant %s", r.body, want)
+	}
+}
+
+// TestHTTPJSONColumns checks the JSON text of a response by columns.
+func TestHTTPJSONColumns(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	url := serveHTTP(t, f.svc, HTTPConfig{})
+	checkJSONForm(t, url, `{
+		"features": {"refs": ["pair_txn:n_1h", "pair_txn:last_amount"]},
+		"entities": [
+			{"join_key_values": [{"string_val": "u1"}, {"int64_val": 42}]},
+			{"join_key_values": [{"string_val": "u1"}, {"int64_val": 43}]},
+			{"join_key_values": [{"string_val": "u9"}, {"int64_val": 1}]}
+		],
+		"layout": "RESPONSE_LAYOUT_COLUMNS"
+	}`, `{
+		"feature_names": ["pair_txn:n_1h", "pair_txn:last_amount"],
+		"read_time": "2026-11-26T08:21:00Z",
+		"registry_version": "1",
+		"columns": [
+			{"type": "VALUE_TYPE_INT64",
+			 "statuses": ["FEATURE_STATUS_PRESENT", "FEATURE_STATUS_PRESENT", "FEATURE_STATUS_PRESENT"],
+			 "int64_values": ["2", "1", "0"],
+			 "has_event_time": [true, true, false],
+			 "event_times_unix_ms": ["1795680240000", "1795680180000", "0"],
+			 "window": {"start": "2026-11-26T07:22:00Z", "end": "2026-11-26T08:21:00.001Z"}},
+			{"type": "VALUE_TYPE_DOUBLE",
+			 "statuses": ["FEATURE_STATUS_PRESENT", "FEATURE_STATUS_PRESENT", "FEATURE_STATUS_NOT_FOUND"],
+			 "double_values": [5, 4, 0],
+			 "has_event_time": [true, true, false],
+			 "event_times_unix_ms": ["1795680240000", "1795680180000", "0"]}
+		]
+	}`)
 }
 
 func TestHTTPErrors(t *testing.T) {

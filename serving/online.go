@@ -211,6 +211,14 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 		// No feature is computed at request time yet, so every name is unused.
 		return nil, status.Errorf(codes.InvalidArgument, "request_context %q is used by no requested feature", name)
 	}
+	columns := false
+	switch l := req.GetLayout(); l {
+	case pb.ResponseLayout_RESPONSE_LAYOUT_UNSPECIFIED, pb.ResponseLayout_RESPONSE_LAYOUT_ROWS:
+	case pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS:
+		columns = true
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "unknown layout %d", l)
+	}
 	ents := req.GetEntities()
 	switch {
 	case len(ents) == 0:
@@ -248,8 +256,13 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 		s.opts.Logger.Warn("online store read failed", "err", err)
 		return nil, status.Errorf(codes.Unavailable, "online store: %v", err)
 	}
-	if encode {
+	switch {
+	case encode && columns:
+		return encodeColumns(sc, req, sel, vals, p.version, now), nil
+	case encode:
 		return encodeResponse(sc, req, sel, vals, p.version, now), nil
+	case columns:
+		return fillColumns(req, sel, vals, p.version, now), nil
 	}
 	return fill(req, sel, vals, p.version, now), nil
 }
@@ -414,6 +427,76 @@ func fill(req *pb.GetOnlineFeaturesRequest, sel *selection, vals [][]window.Feat
 	h.readTime.Seconds, h.readTime.Nanos = now.Unix(), int32(now.Nanosecond())
 	h.resp.FeatureNames = sel.names
 	h.resp.Results = resultPtrs
+	h.resp.ReadTime = &h.readTime
+	h.resp.RegistryVersion = version
+	return &h.resp
+}
+
+// fillColumns is fill for RESPONSE_LAYOUT_COLUMNS.
+func fillColumns(req *pb.GetOnlineFeaturesRequest, sel *selection, vals [][]window.FeatureValue, version int64, now time.Time) *pb.GetOnlineFeaturesResponse {
+	meta := req.IncludeMetadata == nil || *req.IncludeMetadata
+	ne, nv := len(req.GetEntities()), len(sel.views)
+	cols := make([]pb.FeatureColumn, len(sel.cols))
+	h := &head{}
+	h.resp.Columns = make([]*pb.FeatureColumn, len(sel.cols))
+	for c, col := range sel.cols {
+		out := &cols[c]
+		h.resp.Columns[c] = out
+		out.Type = valueType(col.kind)
+		out.Statuses = make([]pb.FeatureStatus, ne)
+		if meta {
+			out.HasEventTime = make([]bool, ne)
+			out.EventTimesUnixMs = make([]int64, ne)
+		}
+		switch col.kind {
+		case featurestore.KindString:
+			out.StringValues = make([]string, ne)
+		case featurestore.KindInt64:
+			out.Int64Values = make([]int64, ne)
+		case featurestore.KindDouble:
+			out.DoubleValues = make([]float64, ne)
+		case featurestore.KindBool:
+			out.BoolValues = make([]bool, ne)
+		default:
+			out.ListValues = make([]*pb.Value, ne)
+		}
+		for i := range ne {
+			fv := &vals[i*nv+col.vidx][col.index]
+			out.Statuses[i] = pb.FeatureStatus(fv.Status)
+			present := fv.Status == window.StatusPresent && fv.Value.Kind() == col.kind
+			switch col.kind {
+			case featurestore.KindString:
+				if present {
+					out.StringValues[i] = fv.Value.Str()
+				}
+			case featurestore.KindInt64:
+				if present {
+					out.Int64Values[i] = fv.Value.Int64()
+				}
+			case featurestore.KindDouble:
+				if present {
+					out.DoubleValues[i] = fv.Value.Double()
+				}
+			case featurestore.KindBool:
+				out.BoolValues[i] = present && fv.Value.Bool()
+			default:
+				cl := &cell{}
+				if present {
+					cl.setValue(fv.Value)
+				}
+				out.ListValues[i] = &cl.value
+			}
+			if meta && fv.HasEventTime {
+				out.HasEventTime[i], out.EventTimesUnixMs[i] = true, fv.EventTime
+			}
+		}
+		if meta && col.windowed {
+			var sp span
+			out.Window = sp.interval(vals[col.vidx][col.index].Covered)
+		}
+	}
+	h.readTime.Seconds, h.readTime.Nanos = now.Unix(), int32(now.Nanosecond())
+	h.resp.FeatureNames = sel.names
 	h.resp.ReadTime = &h.readTime
 	h.resp.RegistryVersion = version
 	return &h.resp

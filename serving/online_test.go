@@ -481,6 +481,7 @@ func TestGetOnlineFeaturesBadRequests(t *testing.T) {
 		{"double key", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{dval(1)}}}}, `got double`},
 		{"key too long", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey(strings.Repeat("c", 1025))}}, `entity 0: join key "card_id" (position 0) of entity "card": a string of 1025 bytes, more than the 1024 a join key value may have`},
 		{"request context", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: c1, RequestContext: map[string]*pb.Value{"amount": dval(1)}}, `request_context "amount" is used by no requested feature`},
+		{"unknown layout", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: c1, Layout: 7}, "unknown layout 7"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := f.client.GetOnlineFeatures(context.Background(), c.req)

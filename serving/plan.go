@@ -64,6 +64,7 @@ type column struct {
 	index    int // index of the feature in the view's read result
 	name     string
 	windowed bool // a windowed aggregation, whose responses carry the interval covered
+	kind     featurestore.Kind
 }
 
 // selection is a resolved set of features: the columns in response order and
@@ -259,7 +260,7 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 			sel.windowed++
 		}
 		sel.names = append(sel.names, name)
-		sel.cols = append(sel.cols, column{view: vp, vidx: vi, index: i, name: name, windowed: windowed})
+		sel.cols = append(sel.cols, column{view: vp, vidx: vi, index: i, name: name, windowed: windowed, kind: vp.infos[i].Kind})
 	}
 	for _, vp := range sel.views {
 		sel.viewNames = append(sel.viewNames, vp.name)

@@ -45,11 +45,19 @@ func (s Status) String() string {
 // times. The typed accessors return the value and true when the value is
 // present and of that type, and the zero value and false otherwise.
 type Value struct {
-	fv *pb.FeatureValue
+	fv *pb.FeatureValue // in a response by rows
+	// In a response by columns: element i of col.
+	col *pb.FeatureColumn
+	i   int
 }
 
 // Status tells whether the value is present, and if not, why.
-func (v Value) Status() Status { return Status(v.fv.GetStatus()) }
+func (v Value) Status() Status {
+	if v.col != nil {
+		return Status(v.col.GetStatuses()[v.i])
+	}
+	return Status(v.fv.GetStatus())
+}
 
 // Present reports whether the value is set (StatusPresent).
 func (v Value) Present() bool { return v.kind() != nil }
@@ -57,6 +65,18 @@ func (v Value) Present() bool { return v.kind() != nil }
 // Any returns the value as a Go value: string, int64, float64, bool,
 // []string, []int64, []float64 or []bool; nil when it is not present.
 func (v Value) Any() any {
+	if v.col != nil && v.Status() == StatusPresent {
+		switch v.col.GetType() {
+		case pb.ValueType_VALUE_TYPE_STRING:
+			return v.col.GetStringValues()[v.i]
+		case pb.ValueType_VALUE_TYPE_INT64:
+			return v.col.GetInt64Values()[v.i]
+		case pb.ValueType_VALUE_TYPE_DOUBLE:
+			return v.col.GetDoubleValues()[v.i]
+		case pb.ValueType_VALUE_TYPE_BOOL:
+			return v.col.GetBoolValues()[v.i]
+		}
+	}
 	switch k := v.kind().(type) {
 	case *pb.Value_StringVal:
 		return k.StringVal
@@ -80,6 +100,12 @@ func (v Value) Any() any {
 
 // Int64Val returns the value of an int64 feature (counts, for example).
 func (v Value) Int64Val() (int64, bool) {
+	if v.col != nil {
+		if v.colPresent(pb.ValueType_VALUE_TYPE_INT64) {
+			return v.col.GetInt64Values()[v.i], true
+		}
+		return 0, false
+	}
 	if k, ok := v.kind().(*pb.Value_Int64Val); ok {
 		return k.Int64Val, true
 	}
@@ -89,6 +115,12 @@ func (v Value) Int64Val() (int64, bool) {
 // DoubleVal returns the value of a double feature (sums and means of
 // doubles, for example).
 func (v Value) DoubleVal() (float64, bool) {
+	if v.col != nil {
+		if v.colPresent(pb.ValueType_VALUE_TYPE_DOUBLE) {
+			return v.col.GetDoubleValues()[v.i], true
+		}
+		return 0, false
+	}
 	if k, ok := v.kind().(*pb.Value_DoubleVal); ok {
 		return k.DoubleVal, true
 	}
@@ -97,6 +129,12 @@ func (v Value) DoubleVal() (float64, bool) {
 
 // StringVal returns the value of a string feature.
 func (v Value) StringVal() (string, bool) {
+	if v.col != nil {
+		if v.colPresent(pb.ValueType_VALUE_TYPE_STRING) {
+			return v.col.GetStringValues()[v.i], true
+		}
+		return "", false
+	}
 	if k, ok := v.kind().(*pb.Value_StringVal); ok {
 		return k.StringVal, true
 	}
@@ -105,6 +143,12 @@ func (v Value) StringVal() (string, bool) {
 
 // BoolVal returns the value of a bool feature.
 func (v Value) BoolVal() (bool, bool) {
+	if v.col != nil {
+		if v.colPresent(pb.ValueType_VALUE_TYPE_BOOL) {
+			return v.col.GetBoolValues()[v.i], true
+		}
+		return false, false
+	}
 	if k, ok := v.kind().(*pb.Value_BoolVal); ok {
 		return k.BoolVal, true
 	}
@@ -147,10 +191,24 @@ func (v Value) BoolListVal() ([]bool, bool) {
 	return nil, false
 }
 
-// kind is the wire value when present, else nil.
+// colPresent reports whether the value, in a response by columns, is
+// present and of type t.
+func (v Value) colPresent(t pb.ValueType) bool {
+	return v.col.GetType() == t && v.col.GetStatuses()[v.i] == pb.FeatureStatus_FEATURE_STATUS_PRESENT
+}
+
+// kind is the wire value when present, else nil; in a response by columns,
+// that of a list only (the scalar accessors and Any read scalars there).
 func (v Value) kind() any {
 	if v.Status() != StatusPresent {
 		return nil
+	}
+	if c := v.col; c != nil {
+		switch c.GetType() {
+		case pb.ValueType_VALUE_TYPE_STRING_LIST, pb.ValueType_VALUE_TYPE_INT64_LIST, pb.ValueType_VALUE_TYPE_DOUBLE_LIST, pb.ValueType_VALUE_TYPE_BOOL_LIST:
+			return c.GetListValues()[v.i].GetKind()
+		}
+		return nil // scalars: read by the accessors
 	}
 	return v.fv.GetValue().GetKind()
 }
@@ -160,6 +218,12 @@ func (v Value) kind() any {
 // aggregation, the greatest among the events aggregated. ok is false when
 // no event is involved.
 func (v Value) EventTime() (t time.Time, ok bool) {
+	if c := v.col; c != nil {
+		if len(c.GetHasEventTime()) == 0 || !c.GetHasEventTime()[v.i] {
+			return time.Time{}, false
+		}
+		return time.UnixMilli(c.GetEventTimesUnixMs()[v.i]).UTC(), true
+	}
 	ts := v.fv.GetEventTime()
 	if ts == nil {
 		return time.Time{}, false
@@ -173,6 +237,9 @@ func (v Value) EventTime() (t time.Time, ok bool) {
 // aggregations.
 func (v Value) Window() (start, end time.Time, ok bool) {
 	w := v.fv.GetWindow()
+	if v.col != nil {
+		w = v.col.GetWindow()
+	}
 	if w == nil {
 		return time.Time{}, time.Time{}, false
 	}

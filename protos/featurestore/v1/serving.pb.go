@@ -24,6 +24,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ResponseLayout says how a GetOnlineFeaturesResponse holds its values.
+type ResponseLayout int32
+
+const (
+	// Not set: RESPONSE_LAYOUT_ROWS.
+	ResponseLayout_RESPONSE_LAYOUT_UNSPECIFIED ResponseLayout = 0
+	// One EntityResult per entity, one FeatureValue message per value.
+	ResponseLayout_RESPONSE_LAYOUT_ROWS ResponseLayout = 1
+	// One FeatureColumn per feature, the values of all entities in arrays.
+	ResponseLayout_RESPONSE_LAYOUT_COLUMNS ResponseLayout = 2
+)
+
+// Enum value maps for ResponseLayout.
+var (
+	ResponseLayout_name = map[int32]string{
+		0: "RESPONSE_LAYOUT_UNSPECIFIED",
+		1: "RESPONSE_LAYOUT_ROWS",
+		2: "RESPONSE_LAYOUT_COLUMNS",
+	}
+	ResponseLayout_value = map[string]int32{
+		"RESPONSE_LAYOUT_UNSPECIFIED": 0,
+		"RESPONSE_LAYOUT_ROWS":        1,
+		"RESPONSE_LAYOUT_COLUMNS":     2,
+	}
+)
+
+func (x ResponseLayout) Enum() *ResponseLayout {
+	p := new(ResponseLayout)
+	*p = x
+	return p
+}
+
+func (x ResponseLayout) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResponseLayout) Descriptor() protoreflect.EnumDescriptor {
+	return file_featurestore_v1_serving_proto_enumTypes[0].Descriptor()
+}
+
+func (ResponseLayout) Type() protoreflect.EnumType {
+	return &file_featurestore_v1_serving_proto_enumTypes[0]
+}
+
+func (x ResponseLayout) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResponseLayout.Descriptor instead.
+func (ResponseLayout) EnumDescriptor() ([]byte, []int) {
+	return file_featurestore_v1_serving_proto_rawDescGZIP(), []int{0}
+}
+
 // FeatureStatus tells whether a FeatureValue holds a value, and if not, why.
 //
 // Only FEATURE_STATUS_PRESENT carries a value. The other statuses explain its
@@ -82,11 +135,11 @@ func (x FeatureStatus) String() string {
 }
 
 func (FeatureStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_featurestore_v1_serving_proto_enumTypes[0].Descriptor()
+	return file_featurestore_v1_serving_proto_enumTypes[1].Descriptor()
 }
 
 func (FeatureStatus) Type() protoreflect.EnumType {
-	return &file_featurestore_v1_serving_proto_enumTypes[0]
+	return &file_featurestore_v1_serving_proto_enumTypes[1]
 }
 
 func (x FeatureStatus) Number() protoreflect.EnumNumber {
@@ -95,7 +148,7 @@ func (x FeatureStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FeatureStatus.Descriptor instead.
 func (FeatureStatus) EnumDescriptor() ([]byte, []int) {
-	return file_featurestore_v1_serving_proto_rawDescGZIP(), []int{0}
+	return file_featurestore_v1_serving_proto_rawDescGZIP(), []int{1}
 }
 
 // GetOnlineFeaturesRequest names the features to read and the entities to read
@@ -123,8 +176,15 @@ type GetOnlineFeaturesRequest struct {
 	// means true. Set it to false to shrink large responses when only values and
 	// statuses are needed; FeatureValue.status is always filled.
 	IncludeMetadata *bool `protobuf:"varint,5,opt,name=include_metadata,json=includeMetadata,proto3,oneof" json:"include_metadata,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How the response holds the values. Unset or RESPONSE_LAYOUT_ROWS: in
+	// GetOnlineFeaturesResponse.results, one EntityResult per entity.
+	// RESPONSE_LAYOUT_COLUMNS: in GetOnlineFeaturesResponse.columns, one
+	// FeatureColumn per feature holding every entity's value in packed arrays,
+	// which costs server and client far less to encode and decode when a
+	// request has many entities. The values and statuses are the same.
+	Layout        ResponseLayout `protobuf:"varint,6,opt,name=layout,proto3,enum=featurestore.v1.ResponseLayout" json:"layout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetOnlineFeaturesRequest) Reset() {
@@ -203,6 +263,13 @@ func (x *GetOnlineFeaturesRequest) GetIncludeMetadata() bool {
 	return false
 }
 
+func (x *GetOnlineFeaturesRequest) GetLayout() ResponseLayout {
+	if x != nil {
+		return x.Layout
+	}
+	return ResponseLayout_RESPONSE_LAYOUT_UNSPECIFIED
+}
+
 type isGetOnlineFeaturesRequest_Kind interface {
 	isGetOnlineFeaturesRequest_Kind()
 }
@@ -271,7 +338,9 @@ func (x *FeatureList) GetRefs() []string {
 
 // GetOnlineFeaturesResponse holds one value per (entity, feature) pair, as a
 // dense matrix: results[i].values[j] is feature feature_names[j] of entity
-// entities[i] of the request.
+// entities[i] of the request. With RESPONSE_LAYOUT_COLUMNS, results is empty
+// and the matrix is held by column instead: element i of each array of
+// columns[j] belongs to feature feature_names[j] of entity entities[i].
 type GetOnlineFeaturesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The features returned, as "feature_view:feature", in request order (or in
@@ -287,8 +356,11 @@ type GetOnlineFeaturesResponse struct {
 	// The registry version whose definitions resolved the names, types and
 	// windows of this response (see RegistryService).
 	RegistryVersion int64 `protobuf:"varint,4,opt,name=registry_version,json=registryVersion,proto3" json:"registry_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// With RESPONSE_LAYOUT_COLUMNS: one column per feature, in the order of
+	// feature_names. Empty otherwise.
+	Columns       []*FeatureColumn `protobuf:"bytes,5,rep,name=columns,proto3" json:"columns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetOnlineFeaturesResponse) Reset() {
@@ -347,6 +419,13 @@ func (x *GetOnlineFeaturesResponse) GetRegistryVersion() int64 {
 		return x.RegistryVersion
 	}
 	return 0
+}
+
+func (x *GetOnlineFeaturesResponse) GetColumns() []*FeatureColumn {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
 }
 
 // EntityResult holds the feature values of one entity.
@@ -480,6 +559,146 @@ func (x *FeatureValue) GetWindow() *Interval {
 	return nil
 }
 
+// FeatureColumn holds one feature for every entity of a request, as the
+// FeatureValue messages of RESPONSE_LAYOUT_ROWS would, in arrays with one
+// element per entity, in request order.
+type FeatureColumn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The feature's declared type: it names the one values array in use.
+	Type ValueType `protobuf:"varint,1,opt,name=type,proto3,enum=featurestore.v1.ValueType" json:"type,omitempty"`
+	// The status of each entity's value.
+	Statuses []FeatureStatus `protobuf:"varint,2,rep,packed,name=statuses,proto3,enum=featurestore.v1.FeatureStatus" json:"statuses,omitempty"`
+	// The values of a VALUE_TYPE_STRING feature, one per entity; "" where the
+	// status is not FEATURE_STATUS_PRESENT. Empty for other types.
+	StringValues []string `protobuf:"bytes,3,rep,name=string_values,json=stringValues,proto3" json:"string_values,omitempty"`
+	// The values of a VALUE_TYPE_INT64 feature, one per entity; 0 where the
+	// status is not FEATURE_STATUS_PRESENT. Empty for other types.
+	Int64Values []int64 `protobuf:"varint,4,rep,packed,name=int64_values,json=int64Values,proto3" json:"int64_values,omitempty"`
+	// The values of a VALUE_TYPE_DOUBLE feature, one per entity; 0 where the
+	// status is not FEATURE_STATUS_PRESENT. Empty for other types.
+	DoubleValues []float64 `protobuf:"fixed64,5,rep,packed,name=double_values,json=doubleValues,proto3" json:"double_values,omitempty"`
+	// The values of a VALUE_TYPE_BOOL feature, one per entity; false where the
+	// status is not FEATURE_STATUS_PRESENT. Empty for other types.
+	BoolValues []bool `protobuf:"varint,6,rep,packed,name=bool_values,json=boolValues,proto3" json:"bool_values,omitempty"`
+	// The values of a list feature, one per entity; a Value with no kind set
+	// where the status is not FEATURE_STATUS_PRESENT. Empty for scalar types.
+	ListValues []*Value `protobuf:"bytes,7,rep,name=list_values,json=listValues,proto3" json:"list_values,omitempty"`
+	// Whether each entity's value has an event time (FeatureValue.event_time
+	// set). Empty when the request set include_metadata to false.
+	HasEventTime []bool `protobuf:"varint,8,rep,packed,name=has_event_time,json=hasEventTime,proto3" json:"has_event_time,omitempty"`
+	// The event time of each entity's value (see FeatureValue.event_time), in
+	// milliseconds since the Unix epoch; 0 where has_event_time is false. Empty
+	// when the request set include_metadata to false.
+	EventTimesUnixMs []int64 `protobuf:"varint,9,rep,packed,name=event_times_unix_ms,json=eventTimesUnixMs,proto3" json:"event_times_unix_ms,omitempty"`
+	// For a windowed feature, the interval of event time its values aggregate
+	// (see FeatureValue.window): the same for every entity, since all are read
+	// at read_time. Unset for other features, and when the request set
+	// include_metadata to false.
+	Window        *Interval `protobuf:"bytes,10,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureColumn) Reset() {
+	*x = FeatureColumn{}
+	mi := &file_featurestore_v1_serving_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureColumn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureColumn) ProtoMessage() {}
+
+func (x *FeatureColumn) ProtoReflect() protoreflect.Message {
+	mi := &file_featurestore_v1_serving_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureColumn.ProtoReflect.Descriptor instead.
+func (*FeatureColumn) Descriptor() ([]byte, []int) {
+	return file_featurestore_v1_serving_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *FeatureColumn) GetType() ValueType {
+	if x != nil {
+		return x.Type
+	}
+	return ValueType_VALUE_TYPE_UNSPECIFIED
+}
+
+func (x *FeatureColumn) GetStatuses() []FeatureStatus {
+	if x != nil {
+		return x.Statuses
+	}
+	return nil
+}
+
+func (x *FeatureColumn) GetStringValues() []string {
+	if x != nil {
+		return x.StringValues
+	}
+	return nil
+}
+
+func (x *FeatureColumn) GetInt64Values() []int64 {
+	if x != nil {
+		return x.Int64Values
+	}
+	return nil
+}
+
+func (x *FeatureColumn) GetDoubleValues() []float64 {
+	if x != nil {
+		return x.DoubleValues
+	}
+	return nil
+}
+
+func (x *FeatureColumn) GetBoolValues() []bool {
+	if x != nil {
+		return x.BoolValues
+	}
+	return nil
+}
+
+func (x *FeatureColumn) GetListValues() []*Value {
+	if x != nil {
+		return x.ListValues
+	}
+	return nil
+}
+
+func (x *FeatureColumn) GetHasEventTime() []bool {
+	if x != nil {
+		return x.HasEventTime
+	}
+	return nil
+}
+
+func (x *FeatureColumn) GetEventTimesUnixMs() []int64 {
+	if x != nil {
+		return x.EventTimesUnixMs
+	}
+	return nil
+}
+
+func (x *FeatureColumn) GetWindow() *Interval {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
 // Interval is a half-open interval of time, [start, end): start is included,
 // end is excluded.
 type Interval struct {
@@ -494,7 +713,7 @@ type Interval struct {
 
 func (x *Interval) Reset() {
 	*x = Interval{}
-	mi := &file_featurestore_v1_serving_proto_msgTypes[5]
+	mi := &file_featurestore_v1_serving_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +725,7 @@ func (x *Interval) String() string {
 func (*Interval) ProtoMessage() {}
 
 func (x *Interval) ProtoReflect() protoreflect.Message {
-	mi := &file_featurestore_v1_serving_proto_msgTypes[5]
+	mi := &file_featurestore_v1_serving_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +738,7 @@ func (x *Interval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interval.ProtoReflect.Descriptor instead.
 func (*Interval) Descriptor() ([]byte, []int) {
-	return file_featurestore_v1_serving_proto_rawDescGZIP(), []int{5}
+	return file_featurestore_v1_serving_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Interval) GetStart() *timestamppb.Timestamp {
@@ -540,25 +759,27 @@ var File_featurestore_v1_serving_proto protoreflect.FileDescriptor
 
 const file_featurestore_v1_serving_proto_rawDesc = "" +
 	"\n" +
-	"\x1dfeaturestore/v1/serving.proto\x12\x0ffeaturestore.v1\x1a\x1bfeaturestore/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x03\n" +
+	"\x1dfeaturestore/v1/serving.proto\x12\x0ffeaturestore.v1\x1a\x1bfeaturestore/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x04\n" +
 	"\x18GetOnlineFeaturesRequest\x12)\n" +
 	"\x0ffeature_service\x18\x01 \x01(\tH\x00R\x0efeatureService\x12:\n" +
 	"\bfeatures\x18\x02 \x01(\v2\x1c.featurestore.v1.FeatureListH\x00R\bfeatures\x126\n" +
 	"\bentities\x18\x03 \x03(\v2\x1a.featurestore.v1.EntityKeyR\bentities\x12f\n" +
 	"\x0frequest_context\x18\x04 \x03(\v2=.featurestore.v1.GetOnlineFeaturesRequest.RequestContextEntryR\x0erequestContext\x12.\n" +
-	"\x10include_metadata\x18\x05 \x01(\bH\x01R\x0fincludeMetadata\x88\x01\x01\x1aY\n" +
+	"\x10include_metadata\x18\x05 \x01(\bH\x01R\x0fincludeMetadata\x88\x01\x01\x127\n" +
+	"\x06layout\x18\x06 \x01(\x0e2\x1f.featurestore.v1.ResponseLayoutR\x06layout\x1aY\n" +
 	"\x13RequestContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
 	"\x05value\x18\x02 \x01(\v2\x16.featurestore.v1.ValueR\x05value:\x028\x01B\x06\n" +
 	"\x04kindB\x13\n" +
 	"\x11_include_metadata\"!\n" +
 	"\vFeatureList\x12\x12\n" +
-	"\x04refs\x18\x01 \x03(\tR\x04refs\"\xdd\x01\n" +
+	"\x04refs\x18\x01 \x03(\tR\x04refs\"\x97\x02\n" +
 	"\x19GetOnlineFeaturesResponse\x12#\n" +
 	"\rfeature_names\x18\x01 \x03(\tR\ffeatureNames\x127\n" +
 	"\aresults\x18\x02 \x03(\v2\x1d.featurestore.v1.EntityResultR\aresults\x127\n" +
 	"\tread_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\breadTime\x12)\n" +
-	"\x10registry_version\x18\x04 \x01(\x03R\x0fregistryVersion\"E\n" +
+	"\x10registry_version\x18\x04 \x01(\x03R\x0fregistryVersion\x128\n" +
+	"\acolumns\x18\x05 \x03(\v2\x1e.featurestore.v1.FeatureColumnR\acolumns\"E\n" +
 	"\fEntityResult\x125\n" +
 	"\x06values\x18\x01 \x03(\v2\x1d.featurestore.v1.FeatureValueR\x06values\"\xe2\x01\n" +
 	"\fFeatureValue\x12,\n" +
@@ -566,10 +787,28 @@ const file_featurestore_v1_serving_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\x0e2\x1e.featurestore.v1.FeatureStatusR\x06status\x129\n" +
 	"\n" +
 	"event_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x121\n" +
-	"\x06window\x18\x04 \x01(\v2\x19.featurestore.v1.IntervalR\x06window\"j\n" +
+	"\x06window\x18\x04 \x01(\v2\x19.featurestore.v1.IntervalR\x06window\"\xca\x03\n" +
+	"\rFeatureColumn\x12.\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x1a.featurestore.v1.ValueTypeR\x04type\x12:\n" +
+	"\bstatuses\x18\x02 \x03(\x0e2\x1e.featurestore.v1.FeatureStatusR\bstatuses\x12#\n" +
+	"\rstring_values\x18\x03 \x03(\tR\fstringValues\x12!\n" +
+	"\fint64_values\x18\x04 \x03(\x03R\vint64Values\x12#\n" +
+	"\rdouble_values\x18\x05 \x03(\x01R\fdoubleValues\x12\x1f\n" +
+	"\vbool_values\x18\x06 \x03(\bR\n" +
+	"boolValues\x127\n" +
+	"\vlist_values\x18\a \x03(\v2\x16.featurestore.v1.ValueR\n" +
+	"listValues\x12$\n" +
+	"\x0ehas_event_time\x18\b \x03(\bR\fhasEventTime\x12-\n" +
+	"\x13event_times_unix_ms\x18\t \x03(\x03R\x10eventTimesUnixMs\x121\n" +
+	"\x06window\x18\n" +
+	" \x01(\v2\x19.featurestore.v1.IntervalR\x06window\"j\n" +
 	"\bInterval\x120\n" +
 	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
-	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end*\xa4\x01\n" +
+	"\x03end\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03end*h\n" +
+	"\x0eResponseLayout\x12\x1f\n" +
+	"\x1bRESPONSE_LAYOUT_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14RESPONSE_LAYOUT_ROWS\x10\x01\x12\x1b\n" +
+	"\x17RESPONSE_LAYOUT_COLUMNS\x10\x02*\xa4\x01\n" +
 	"\rFeatureStatus\x12\x1e\n" +
 	"\x1aFEATURE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16FEATURE_STATUS_PRESENT\x10\x01\x12\x1c\n" +
@@ -591,42 +830,51 @@ func file_featurestore_v1_serving_proto_rawDescGZIP() []byte {
 	return file_featurestore_v1_serving_proto_rawDescData
 }
 
-var file_featurestore_v1_serving_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_featurestore_v1_serving_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_featurestore_v1_serving_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_featurestore_v1_serving_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_featurestore_v1_serving_proto_goTypes = []any{
-	(FeatureStatus)(0),                // 0: featurestore.v1.FeatureStatus
-	(*GetOnlineFeaturesRequest)(nil),  // 1: featurestore.v1.GetOnlineFeaturesRequest
-	(*FeatureList)(nil),               // 2: featurestore.v1.FeatureList
-	(*GetOnlineFeaturesResponse)(nil), // 3: featurestore.v1.GetOnlineFeaturesResponse
-	(*EntityResult)(nil),              // 4: featurestore.v1.EntityResult
-	(*FeatureValue)(nil),              // 5: featurestore.v1.FeatureValue
-	(*Interval)(nil),                  // 6: featurestore.v1.Interval
-	nil,                               // 7: featurestore.v1.GetOnlineFeaturesRequest.RequestContextEntry
-	(*EntityKey)(nil),                 // 8: featurestore.v1.EntityKey
-	(*timestamppb.Timestamp)(nil),     // 9: google.protobuf.Timestamp
-	(*Value)(nil),                     // 10: featurestore.v1.Value
+	(ResponseLayout)(0),               // 0: featurestore.v1.ResponseLayout
+	(FeatureStatus)(0),                // 1: featurestore.v1.FeatureStatus
+	(*GetOnlineFeaturesRequest)(nil),  // 2: featurestore.v1.GetOnlineFeaturesRequest
+	(*FeatureList)(nil),               // 3: featurestore.v1.FeatureList
+	(*GetOnlineFeaturesResponse)(nil), // 4: featurestore.v1.GetOnlineFeaturesResponse
+	(*EntityResult)(nil),              // 5: featurestore.v1.EntityResult
+	(*FeatureValue)(nil),              // 6: featurestore.v1.FeatureValue
+	(*FeatureColumn)(nil),             // 7: featurestore.v1.FeatureColumn
+	(*Interval)(nil),                  // 8: featurestore.v1.Interval
+	nil,                               // 9: featurestore.v1.GetOnlineFeaturesRequest.RequestContextEntry
+	(*EntityKey)(nil),                 // 10: featurestore.v1.EntityKey
+	(*timestamppb.Timestamp)(nil),     // 11: google.protobuf.Timestamp
+	(*Value)(nil),                     // 12: featurestore.v1.Value
+	(ValueType)(0),                    // 13: featurestore.v1.ValueType
 }
 var file_featurestore_v1_serving_proto_depIdxs = []int32{
-	2,  // 0: featurestore.v1.GetOnlineFeaturesRequest.features:type_name -> featurestore.v1.FeatureList
-	8,  // 1: featurestore.v1.GetOnlineFeaturesRequest.entities:type_name -> featurestore.v1.EntityKey
-	7,  // 2: featurestore.v1.GetOnlineFeaturesRequest.request_context:type_name -> featurestore.v1.GetOnlineFeaturesRequest.RequestContextEntry
-	4,  // 3: featurestore.v1.GetOnlineFeaturesResponse.results:type_name -> featurestore.v1.EntityResult
-	9,  // 4: featurestore.v1.GetOnlineFeaturesResponse.read_time:type_name -> google.protobuf.Timestamp
-	5,  // 5: featurestore.v1.EntityResult.values:type_name -> featurestore.v1.FeatureValue
-	10, // 6: featurestore.v1.FeatureValue.value:type_name -> featurestore.v1.Value
-	0,  // 7: featurestore.v1.FeatureValue.status:type_name -> featurestore.v1.FeatureStatus
-	9,  // 8: featurestore.v1.FeatureValue.event_time:type_name -> google.protobuf.Timestamp
-	6,  // 9: featurestore.v1.FeatureValue.window:type_name -> featurestore.v1.Interval
-	9,  // 10: featurestore.v1.Interval.start:type_name -> google.protobuf.Timestamp
-	9,  // 11: featurestore.v1.Interval.end:type_name -> google.protobuf.Timestamp
-	10, // 12: featurestore.v1.GetOnlineFeaturesRequest.RequestContextEntry.value:type_name -> featurestore.v1.Value
-	1,  // 13: featurestore.v1.OnlineService.GetOnlineFeatures:input_type -> featurestore.v1.GetOnlineFeaturesRequest
-	3,  // 14: featurestore.v1.OnlineService.GetOnlineFeatures:output_type -> featurestore.v1.GetOnlineFeaturesResponse
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	3,  // 0: featurestore.v1.GetOnlineFeaturesRequest.features:type_name -> featurestore.v1.FeatureList
+	10, // 1: featurestore.v1.GetOnlineFeaturesRequest.entities:type_name -> featurestore.v1.EntityKey
+	9,  // 2: featurestore.v1.GetOnlineFeaturesRequest.request_context:type_name -> featurestore.v1.GetOnlineFeaturesRequest.RequestContextEntry
+	0,  // 3: featurestore.v1.GetOnlineFeaturesRequest.layout:type_name -> featurestore.v1.ResponseLayout
+	5,  // 4: featurestore.v1.GetOnlineFeaturesResponse.results:type_name -> featurestore.v1.EntityResult
+	11, // 5: featurestore.v1.GetOnlineFeaturesResponse.read_time:type_name -> google.protobuf.Timestamp
+	7,  // 6: featurestore.v1.GetOnlineFeaturesResponse.columns:type_name -> featurestore.v1.FeatureColumn
+	6,  // 7: featurestore.v1.EntityResult.values:type_name -> featurestore.v1.FeatureValue
+	12, // 8: featurestore.v1.FeatureValue.value:type_name -> featurestore.v1.Value
+	1,  // 9: featurestore.v1.FeatureValue.status:type_name -> featurestore.v1.FeatureStatus
+	11, // 10: featurestore.v1.FeatureValue.event_time:type_name -> google.protobuf.Timestamp
+	8,  // 11: featurestore.v1.FeatureValue.window:type_name -> featurestore.v1.Interval
+	13, // 12: featurestore.v1.FeatureColumn.type:type_name -> featurestore.v1.ValueType
+	1,  // 13: featurestore.v1.FeatureColumn.statuses:type_name -> featurestore.v1.FeatureStatus
+	12, // 14: featurestore.v1.FeatureColumn.list_values:type_name -> featurestore.v1.Value
+	8,  // 15: featurestore.v1.FeatureColumn.window:type_name -> featurestore.v1.Interval
+	11, // 16: featurestore.v1.Interval.start:type_name -> google.protobuf.Timestamp
+	11, // 17: featurestore.v1.Interval.end:type_name -> google.protobuf.Timestamp
+	12, // 18: featurestore.v1.GetOnlineFeaturesRequest.RequestContextEntry.value:type_name -> featurestore.v1.Value
+	2,  // 19: featurestore.v1.OnlineService.GetOnlineFeatures:input_type -> featurestore.v1.GetOnlineFeaturesRequest
+	4,  // 20: featurestore.v1.OnlineService.GetOnlineFeatures:output_type -> featurestore.v1.GetOnlineFeaturesResponse
+	20, // [20:21] is the sub-list for method output_type
+	19, // [19:20] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_featurestore_v1_serving_proto_init() }
@@ -644,8 +892,8 @@ func file_featurestore_v1_serving_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_featurestore_v1_serving_proto_rawDesc), len(file_featurestore_v1_serving_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   7,
+			NumEnums:      2,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -117,9 +117,10 @@ type grpcClient struct {
 	vals []*pb.Value_StringVal
 }
 
-func newGRPCClient(c pb.OnlineServiceClient, ids []string, n int, service string) *grpcClient {
+func newGRPCClient(c pb.OnlineServiceClient, ids []string, n int, service string, layout pb.ResponseLayout) *grpcClient {
 	g := &grpcClient{c: c, ids: ids, req: &pb.GetOnlineFeaturesRequest{
-		Kind: &pb.GetOnlineFeaturesRequest_Features{Features: &pb.FeatureList{Refs: features}},
+		Kind:   &pb.GetOnlineFeaturesRequest_Features{Features: &pb.FeatureList{Refs: features}},
+		Layout: layout,
 	}}
 	if service != "" {
 		g.req.Kind = &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: service}
@@ -141,6 +142,19 @@ func (g *grpcClient) lookup(ctx context.Context, entities []int) (int, error) {
 	resp, err := g.c.GetOnlineFeatures(ctx, g.req)
 	if err != nil {
 		return 0, err
+	}
+	if g.req.Layout == pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS {
+		// txn_count_2h counts the entity's events: 0 means no data.
+		if len(resp.Columns) != len(features) || len(resp.Columns[1].Int64Values) != len(entities) {
+			return 0, fmt.Errorf("%d columns for %d features, %d entities", len(resp.Columns), len(features), len(entities))
+		}
+		hits := 0
+		for _, n := range resp.Columns[1].Int64Values {
+			if n > 0 {
+				hits++
+			}
+		}
+		return hits, nil
 	}
 	if len(resp.Results) != len(entities) {
 		return 0, fmt.Errorf("%d results for %d entities", len(resp.Results), len(entities))

@@ -79,6 +79,7 @@ type config struct {
 	window     int
 	cpuProfile string
 	service    string
+	layout     string
 	health     bool
 }
 
@@ -111,6 +112,7 @@ func main() {
 	fs.StringVar(&cfg.serverAddr, "server-addr", "", "Load a server already listening at this address (such as one under a profiler) instead of starting the binary.")
 	fs.IntVar(&cfg.serverPID, "server-pid", 0, "With -server-addr: the server's process, for its CPU time.")
 	fs.StringVar(&cfg.service, "service", "", "Ask for the features by this feature service (loadbench_lookup has the same 10) instead of by a list of references.")
+	fs.StringVar(&cfg.layout, "layout", "client", "Response layout the lookups ask for: client (as the Go client asks: columns for several entities, rows for one), columns, or rows (one message per value).")
 	fs.BoolVar(&cfg.health, "health", true, "Also measure gRPC health checks at the same concurrency: what gRPC alone costs.")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "Write a CPU profile of the load generator to this file.")
 	fs.IntVar(&cfg.window, "grpc-window", 0, "The client's HTTP/2 window size in bytes; 0 for gRPC's default, which adapts it with BDP pings.")
@@ -140,6 +142,22 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "loadbench: "+format+"\n", args...)
 }
 
+// responseLayout is the layout -layout names for lookups of n entities.
+func (c config) responseLayout(n int) (pb.ResponseLayout, error) {
+	switch c.layout {
+	case "client":
+		if n > 1 {
+			return pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS, nil
+		}
+		return pb.ResponseLayout_RESPONSE_LAYOUT_ROWS, nil
+	case "columns":
+		return pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS, nil
+	case "rows":
+		return pb.ResponseLayout_RESPONSE_LAYOUT_ROWS, nil
+	}
+	return 0, fmt.Errorf("-layout %q: want client, columns or rows", c.layout)
+}
+
 func parseRows(spec string) ([]row, error) {
 	var out []row
 	for s := range strings.SplitSeq(spec, ",") {
@@ -163,6 +181,9 @@ func parseRows(spec string) ([]row, error) {
 func benchmark(ctx context.Context, cfg config, w io.Writer) error {
 	rows, err := parseRows(cfg.rows)
 	if err != nil {
+		return err
+	}
+	if _, err := cfg.responseLayout(1); err != nil {
 		return err
 	}
 	if cfg.workDir == "" {
@@ -233,8 +254,8 @@ func benchmark(ctx context.Context, cfg config, w io.Writer) error {
 	meter := &cpuMeter{serverPID: pid, redisPID: redisPID}
 
 	info := rc.Info(ctx, "server", "memory").Val()
-	fmt.Fprintf(w, "# serving load benchmark: %d entities, data written %s ago; lookups of %d features: %s\n",
-		cfg.entities, time.Since(populatedAt).Round(time.Second), len(features), joinFeatures())
+	fmt.Fprintf(w, "# serving load benchmark: %d entities, data written %s ago; lookups of %d features (responses by %s): %s\n",
+		cfg.entities, time.Since(populatedAt).Round(time.Second), len(features), cfg.layout, joinFeatures())
 	fmt.Fprintf(w, "# redis %s at %s (%s), pid %d; server pid %d; %d CPUs; load generator GOMAXPROCS=%d, %s\n",
 		infoField(info, "redis_version"), cfg.redisAddr, infoField(info, "used_memory_human"), meter.redisPID, pid,
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
@@ -289,7 +310,8 @@ func benchRow(ctx context.Context, cfg config, w io.Writer, r row, conns []*grpc
 	healthClients := make([]client, r.conc)
 	for i := range r.conc {
 		conn := conns[i%len(conns)]
-		grpcClients[i] = newGRPCClient(pb.NewOnlineServiceClient(conn), ids, r.entities, cfg.service)
+		layout, _ := cfg.responseLayout(r.entities) // checked by benchmark
+		grpcClients[i] = newGRPCClient(pb.NewOnlineServiceClient(conn), ids, r.entities, cfg.service, layout)
 		rawClients[i] = &rawClient{rc: rc, project: cfg.project, ids: ids, views: views}
 		healthClients[i] = healthClient{healthpb.NewHealthClient(conn)}
 	}
