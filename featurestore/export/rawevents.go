@@ -150,9 +150,13 @@ func (f *rawField) array() arrow.Array {
 func (r *rawEvents) len() int { return len(r.times) }
 
 // arrays returns the columns of the events added, and starts a new batch
-// with room for as many.
+// with room for as many and an eighth more: a bucket's batches hold about
+// as many events, give or take the bucket's share of the log batch after
+// which it is flushed, and a batch that outgrows its room is copied into
+// twice as much, which it then keeps.
 func (r *rawEvents) arrays() []arrow.Array {
 	n := r.len()
+	room := func(n int) int { return n + n/8 }
 	cols := []arrow.Array{
 		array.NewBinaryData(array.NewData(arrow.BinaryTypes.Binary, n,
 			[]*memory.Buffer{nil, memory.NewBufferBytes(sliceBytes(r.keyEnds)), memory.NewBufferBytes(r.keys)}, nil, 0, 0)),
@@ -166,23 +170,23 @@ func (r *rawEvents) arrays() []arrow.Array {
 		cols = append(cols, f.array())
 		// The arrays own the slices now; the next batch starts with room
 		// for as many values.
-		g := rawField{kind: f.kind, valid: make([]byte, 0, len(f.valid))}
+		g := rawField{kind: f.kind, valid: make([]byte, 0, room(len(f.valid)))}
 		switch f.kind {
 		case featurestore.KindString:
-			g.ends, g.data = append(make([]int32, 0, n+1), 0), make([]byte, 0, len(f.data))
+			g.ends, g.data = append(make([]int32, 0, room(n)+1), 0), make([]byte, 0, room(len(f.data)))
 		case featurestore.KindBool:
-			g.bits = make([]byte, 0, len(f.bits))
+			g.bits = make([]byte, 0, room(len(f.bits)))
 		default:
-			g.words = make([]int64, 0, n)
+			g.words = make([]int64, 0, room(n))
 		}
 		fields[j] = g
 	}
 	*r = rawEvents{
-		keyEnds: append(make([]int32, 0, n+1), 0),
-		keys:    make([]byte, 0, len(r.keys)),
-		times:   make([]int64, 0, n),
-		parts:   make([]int32, 0, n),
-		offs:    make([]int64, 0, n),
+		keyEnds: append(make([]int32, 0, room(n)+1), 0),
+		keys:    make([]byte, 0, room(len(r.keys))),
+		times:   make([]int64, 0, room(n)),
+		parts:   make([]int32, 0, room(n)),
+		offs:    make([]int64, 0, room(n)),
 		fields:  fields,
 	}
 	return cols

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"math/bits"
 	"slices"
 	"strings"
@@ -99,62 +100,74 @@ func sortRows(rows []rowRef) {
 	})
 }
 
-// sortKeysSharingHash sorts events sorted by key hash and order key by the
-// keys' bytes and order key instead, if two keys among them share a hash.
-// It reports whether none did: each hash then names one key.
-func sortKeysSharingHash(evs []evRef) (unique bool) {
-	if oneKeyPerHash(evs, func(e *evRef) keyRef { return e.key }) {
-		return true
-	}
+// sortEventsByKey sorts events by key bytes and order key: the order when
+// two keys among them share a hash. Their keys are in keys.
+func sortEventsByKey(evs []evRef, keys []keyRef) {
 	slices.SortFunc(evs, func(a, b evRef) int {
-		if c := a.key.compare(b.key); c != 0 {
+		if c := keys[a.key].compare(keys[b.key]); c != 0 {
 			return c
 		}
 		return evCompare(&a, &b)
 	})
-	return false
 }
 
 // eventRefs returns the references of the events of spilled batches,
-// sorted as sortEvents sorts them. It distributes them by the top bits of
+// sorted by key hash and order key, or by key bytes and order key if two
+// keys share a hash (unique false). It distributes them by the top bits of
 // their key hash as it makes them (a counting pass over the hashes, then
 // each reference written straight to its bucket's place), which keeps
 // their order within a bucket: the order the log was scanned in, in which
 // a key's events mostly come in time order already, as Kafka partitions
 // hold them, so that sorting a bucket is mostly merging a few runs.
-func eventRefs(batches []evBatch, n int) (evs []evRef, unique bool) {
+//
+// Keys are interned in kt as the batches are read in order, which finds
+// keys sharing a hash while each key's bytes are in the cache, not by
+// comparing each sorted event's key with the one before it, a cache miss
+// each; unique is false if any keys of kt share a hash.
+//
+// Field inline (an index in the batches' fields, or -1), an int64 or
+// double one, is copied into the references (evRef.val) while the batches
+// are read in order, so that the sweep, which visits events in key order,
+// does not read it from its batch at random.
+func eventRefs(batches []evBatch, n int, inline int, kt *keyTable) (evs []evRef, unique bool) {
 	nbits := 0
 	if n >= radixMin {
 		nbits = hashBucketBits(n)
 	}
-	shift := uint(64 - nbits) // 64: one bucket
-	hashes := make([]uint64, 0, n)
+	shift := uint(64 - nbits)   // 64: one bucket
+	refs := make([]int32, 0, n) // per event, its key in kt.keys
 	end := make([]int, 1<<nbits+1)
 	for _, b := range batches {
 		keys := b.rec.Column(evKey).(*array.Binary)
 		for i := range int(b.rec.NumRows()) {
-			h := sortHash(keys.Value(i))
-			hashes = append(hashes, h)
-			end[h>>shift+1]++
+			key := keys.Value(i)
+			k := kt.add(sortHash(key), key)
+			refs = append(refs, k)
+			end[kt.keys[k].h>>shift+1]++
 		}
 	}
 	for b := 1; b < len(end); b++ {
 		end[b] += end[b-1]
 	}
 	next := slices.Clone(end[:len(end)-1])
-	evs = make([]evRef, len(hashes))
+	evs = make([]evRef, len(refs))
 	k := 0
 	for bi, b := range batches {
-		keys := b.rec.Column(evKey).(*array.Binary)
 		times := b.rec.Column(evTime).(*array.Int64).Int64Values()
 		parts := b.rec.Column(evPartition).(*array.Int32).Int32Values()
 		offs := b.rec.Column(evOffset).(*array.Int64).Int64Values()
+		vals, valid := inlineValues(b, inline)
 		for i := range times {
-			h := hashes[k]
+			key := refs[k]
 			k++
+			h := kt.keys[key].h
 			d := h >> shift
-			evs[next[d]] = evRef{key: keyRef{h: h, s: keys.ValueString(i)}, time: times[i], off: offs[i], part: parts[i], rec: int32(bi), i: int32(i)}
+			e := &evs[next[d]]
 			next[d]++
+			*e = evRef{h: h, key: key, time: times[i], off: offs[i], part: parts[i], rec: int32(bi), i: int32(i)}
+			if vals != nil {
+				e.val, e.valid = uint64(vals[i]), valid == nil || valid.IsValid(i)
+			}
 		}
 	}
 	var tmp []evRef
@@ -165,7 +178,93 @@ func eventRefs(batches []evBatch, n int) (evs []evRef, unique bool) {
 		}
 		start = e
 	}
-	return evs, sortKeysSharingHash(evs)
+	if kt.shared {
+		sortEventsByKey(evs, kt.keys)
+		return evs, false
+	}
+	return evs, true
+}
+
+// inlineValues returns the values of field j of a batch as int64 (a
+// double's bits), and the field's array if it has nulls; nil values if j
+// is -1 or the field is not int64 or double.
+func inlineValues(b evBatch, j int) (vals []int64, valid arrow.Array) {
+	if j < 0 {
+		return nil, nil
+	}
+	switch a := b.fields[j].(type) {
+	case *array.Int64:
+		vals = a.Int64Values()
+	case *array.Float64:
+		f := a.Float64Values()
+		vals = unsafe.Slice((*int64)(unsafe.Pointer(unsafe.SliceData(f))), len(f))
+	default:
+		return nil, nil
+	}
+	if b.fields[j].NullN() > 0 {
+		valid = b.fields[j]
+	}
+	return vals, valid
+}
+
+// keyTable interns a group's keys: the first key added with a hash is
+// kept, and a later key with that hash and the same bytes gets its index
+// and string, so that the rows and events of a key refer to one copy of
+// its bytes (rows by their string, events by the index) and compare equal
+// by their pointers. A key with the hash of another is kept apart, and
+// shared records that it happened.
+type keyTable struct {
+	keys   []keyRef // the keys added, and the keys sharing a hash, each once
+	slots  []int32  // open addressing by hash: 1 + an index in keys, or 0
+	n      int      // keys in slots
+	shift  uint     // 64 - log2(len(slots))
+	shared bool     // two keys added have one hash
+}
+
+// add adds a key of hash h, and returns its index in t.keys. The key's
+// string refers to key's bytes if it is new.
+func (t *keyTable) add(h uint64, key []byte) int32 {
+	if 2*(t.n+1) > len(t.slots) {
+		t.grow()
+	}
+	mask := len(t.slots) - 1
+	for i := int((h * 0x9e3779b97f4a7c15) >> t.shift); ; i = (i + 1) & mask {
+		k := t.slots[i]
+		if k == 0 {
+			t.keys = append(t.keys, keyRef{h: h, s: unsafe.String(unsafe.SliceData(key), len(key))})
+			t.slots[i] = int32(len(t.keys))
+			t.n++
+			return int32(len(t.keys) - 1)
+		}
+		if r := &t.keys[k-1]; r.h == h {
+			if r.s == string(key) {
+				return k - 1
+			}
+			t.shared = true
+			t.keys = append(t.keys, keyRef{h: h, s: unsafe.String(unsafe.SliceData(key), len(key))})
+			return int32(len(t.keys) - 1)
+		}
+	}
+}
+
+// grow doubles the slots (from 1024) and places the keys again: those in
+// slots come before any key sharing their hash, which stays out.
+func (t *keyTable) grow() {
+	size := max(2*len(t.slots), 1024)
+	t.slots = make([]int32, size)
+	t.shift = uint(64 - bits.Len(uint(size-1)))
+	mask := size - 1
+	for k, r := range t.keys {
+		for i := int((r.h * 0x9e3779b97f4a7c15) >> t.shift); ; i = (i + 1) & mask {
+			if t.slots[i] == 0 {
+				t.slots[i] = int32(k + 1)
+				break
+			}
+			if t.keys[t.slots[i]-1].h == r.h {
+				break // a key sharing the hash of one in slots
+			}
+		}
+	}
 }
 
 // maxRuns is the most ascending runs sortEvRuns merges; more go to the
@@ -216,8 +315,8 @@ func runEnd(xs []evRef, i int) int {
 
 // evLess orders events by key hash and order key.
 func evLess(a, b *evRef) bool {
-	if a.key.h != b.key.h {
-		return a.key.h < b.key.h
+	if a.h != b.h {
+		return a.h < b.h
 	}
 	if a.time != b.time {
 		return a.time < b.time
@@ -230,7 +329,7 @@ func evLess(a, b *evRef) bool {
 
 // evCompare is evLess as a comparison.
 func evCompare(a, b *evRef) int {
-	return cmp.Or(cmp.Compare(a.key.h, b.key.h), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
+	return cmp.Or(cmp.Compare(a.h, b.h), cmp.Compare(a.time, b.time), cmp.Compare(a.part, b.part), cmp.Compare(a.off, b.off))
 }
 
 // sortEvRefs sorts events by evLess: a quicksort (median of three, Hoare
@@ -362,15 +461,22 @@ type rowRef struct {
 	row int64
 }
 
-// evRef is an event in a group: its key and order key, and where its
-// fields are (batch and index).
+// evRef is an event in a group: its key (hash, and index in the group's
+// keyTable) and order key, where its fields are (batch and index), and the
+// value of the field the sweep reads inline (viewSweep.inline): its int64
+// value or double's bits, and whether it is not null. 56 bytes and no
+// pointer: the references are moved and sorted without write barriers,
+// and the collector does not scan them.
 type evRef struct {
-	key  keyRef
-	time int64
-	off  int64
-	part int32
-	rec  int32
-	i    int32
+	h     uint64
+	time  int64
+	off   int64
+	val   uint64
+	key   int32
+	part  int32
+	rec   int32
+	i     int32
+	valid bool
 }
 
 const (
@@ -390,7 +496,8 @@ type viewSweep struct {
 	v       *window.View
 	rd      *window.Reader
 	evs     []evRef
-	unique  bool // each key hash of evs names one key
+	keys    []keyRef // of evs (evRef.key)
+	unique  bool     // each key hash of evs names one key
 	batches []evBatch
 	pos     int // first event of the current key
 	cur     int // next event to add
@@ -405,29 +512,51 @@ type viewSweep struct {
 	// so only the newest of the events added for a read goes to them.
 	newestOnly, lastFromNewest bool
 	// each lists the fields (indexes in vp.fields) read for every event
-	// added; lastOnly those read, with lastFromNewest, for the newest
-	// event of a read only: fields no aggregation reads.
+	// added, but inline; lastOnly those read, with lastFromNewest, for the
+	// newest event of a read only: fields no aggregation reads.
 	each, lastOnly []int
-	tiles          []*window.TileState // ascending tile index; none before the oldest a read still needs
-	free           []*window.TileState
-	life           *window.LifetimeState
-	last           *window.LastValues
+	// inline is the field (an index in vp.fields) read for every event
+	// added from its reference (evRef.val), not its batch: the first
+	// int64 or double field of those, or -1.
+	inline     int
+	inlineKind featurestore.Kind
+	tiles      []*window.TileState // ascending tile index; none before the oldest a read still needs
+	free       []*window.TileState
+	life       *window.LifetimeState
+	last       *window.LastValues
 }
 
 func newViewSweep(vp *viewPlan) *viewSweep {
 	v := vp.win
 	s := &viewSweep{vp: vp, v: v, rd: v.NewReader(), hasTiles: v.HasPart(window.PartWindow), newestOnly: v.NewestOnly(), lastFromNewest: v.LastValuesFromNewest(),
 		life: v.NewLifetimeState(), last: v.NewLastValues(),
-		ev: window.Event{Fields: make([]featurestore.Value, len(v.Fields()))}}
+		ev: window.Event{Fields: make([]featurestore.Value, len(v.Fields()))}, inline: -1}
 	agg := v.FieldsAggregated()
 	for j, fi := range vp.fieldIdx {
-		if s.lastFromNewest && !agg[fi] {
+		k := vp.fields[j].Kind
+		switch {
+		case s.lastFromNewest && !agg[fi]:
 			s.lastOnly = append(s.lastOnly, j)
-		} else {
+		case s.inline < 0 && (k == featurestore.KindInt64 || k == featurestore.KindDouble):
+			s.inline, s.inlineKind = j, k
+		default:
 			s.each = append(s.each, j)
 		}
 	}
 	return s
+}
+
+// readInline sets the inline field of s.ev to that of event e.
+func (s *viewSweep) readInline(e *evRef) {
+	var v featurestore.Value
+	switch {
+	case !e.valid:
+	case s.inlineKind == featurestore.KindDouble:
+		v = featurestore.DoubleValue(math.Float64frombits(e.val))
+	default:
+		v = featurestore.Int64Value(int64(e.val))
+	}
+	s.ev.Fields[s.vp.fieldIdx[s.inline]] = v
 }
 
 // readFields sets the fields js of s.ev to those of event e.
@@ -446,21 +575,21 @@ func (s *viewSweep) startKey(key keyRef) {
 		// events with the key's hash are another key's if their first is.
 		// Rows of keys sharing a hash come sorted by their bytes, so the
 		// events stay where they are for the next row key.
-		for s.pos < len(s.evs) && s.evs[s.pos].key.h < key.h {
+		for s.pos < len(s.evs) && s.evs[s.pos].h < key.h {
 			s.pos++
 		}
 		s.end = s.pos
-		if s.pos < len(s.evs) && s.evs[s.pos].key.h == key.h && s.evs[s.pos].key.s == key.s {
-			for s.end < len(s.evs) && s.evs[s.end].key.h == key.h {
+		if s.pos < len(s.evs) && s.evs[s.pos].h == key.h && s.keys[s.evs[s.pos].key].s == key.s {
+			for s.end < len(s.evs) && s.evs[s.end].h == key.h {
 				s.end++
 			}
 		}
 	} else {
-		for s.pos < len(s.evs) && s.evs[s.pos].key.compare(key) < 0 {
+		for s.pos < len(s.evs) && s.keys[s.evs[s.pos].key].compare(key) < 0 {
 			s.pos++
 		}
 		s.end = s.pos
-		for s.end < len(s.evs) && s.evs[s.end].key == key {
+		for s.end < len(s.evs) && s.keys[s.evs[s.end].key] == key {
 			s.end++
 		}
 	}
@@ -494,6 +623,9 @@ func (s *viewSweep) readAt(t int64) error {
 		e := &s.evs[s.cur]
 		s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
 		s.readFields(e, s.each)
+		if s.inline >= 0 {
+			s.readInline(e)
+		}
 		if s.hasTiles {
 			// A tile before need.First is read neither now nor by a later
 			// row of the key: skip it.
@@ -566,6 +698,11 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 			r.Release()
 		}
 	}()
+	// The rows' and the events' keys, interned, so that comparing a row's
+	// key with another row's or an event's finds them equal by their
+	// pointers, not by reading their bytes. An event's key may refer to a
+	// row's batch or another view's: all stay until the sweep is done.
+	var kt keyTable
 	rows := make([]rowRef, 0, g.rowCount())
 	for _, f := range g.rows {
 		err := readSpill(f, x.mem, func(rec arrow.RecordBatch) error {
@@ -575,7 +712,8 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 			ts := rec.Column(1).(*array.Int64).Int64Values()
 			nums := rec.Column(2).(*array.Int64).Int64Values()
 			for i := range ts {
-				rows = append(rows, rowRef{key: newKeyRef(keys.ValueString(i)), t: ts[i], row: nums[i]})
+				key := keys.Value(i)
+				rows = append(rows, rowRef{key: kt.keys[kt.add(sortHash(key), key)], t: ts[i], row: nums[i]})
 			}
 			return nil
 		})
@@ -612,7 +750,10 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 				return spillFile{}, err
 			}
 		}
-		s.evs, s.unique = eventRefs(s.batches, int(n))
+		s.evs, s.unique = eventRefs(s.batches, int(n), s.inline, &kt)
+	}
+	for _, s := range sweeps {
+		s.keys = kt.keys
 	}
 
 	direct := make([]*directColumn, len(e.columns))
