@@ -139,6 +139,11 @@ func testClient(t *testing.T, f *fixture, c *client.Client, layout pb.ResponseLa
 		if n, ok := res.Get(0, "card_txn:n_1h").Int64Val(); !ok || n != 3 {
 			t.Errorf("n_1h Int64Val %d %v", n, ok)
 		}
+		for _, name := range []string{"card_txn:n_1h", "card_txn:sum_10m"} {
+			if v := res.Get(0, name); !v.Present() || v.Status() != client.StatusPresent {
+				t.Errorf("%s: present %v, status %v", name, v.Present(), v.Status())
+			}
+		}
 		sum := res.Get(0, "card_txn:sum_10m")
 		if x, ok := sum.DoubleVal(); !ok || x != 5 {
 			t.Errorf("sum_10m DoubleVal %v %v", x, ok)

@@ -27,7 +27,11 @@ type group struct {
 }
 
 // memory returns about how many bytes computing the group holds at once:
-// the spilled batches, the sort references, and the results.
+// the spilled batches, the sort references, the key table, and the
+// results. Events are spilled only for keys the table's Bloom filter
+// holds, so the group's distinct keys are about as many as its rows: the
+// key table is counted per row (keyBytes), and its index per event (4
+// bytes, while the references are made).
 func (g *group) memory() int64 {
 	var n int64
 	rowBytes := int64(8)
@@ -35,11 +39,11 @@ func (g *group) memory() int64 {
 		rowBytes += int64(sizeOfKind(c.kind))
 	}
 	for _, f := range g.rows {
-		n += f.bytes + f.rows*(rowRefSize+2*rowBytes)
+		n += f.bytes + f.rows*(rowRefSize+keyBytes+2*rowBytes)
 	}
 	for _, fs := range g.events {
 		for _, f := range fs {
-			n += f.bytes + f.rows*evRefSize
+			n += f.bytes + f.rows*(evRefSize+4)
 		}
 	}
 	return n
@@ -212,9 +216,11 @@ func inlineValues(b evBatch, j int) (vals []int64, valid arrow.Array) {
 // and string, so that the rows and events of a key refer to one copy of
 // its bytes (rows by their string, events by the index) and compare equal
 // by their pointers. A key with the hash of another is kept apart, and
-// shared records that it happened.
+// shared records that it happened: it is added again at each occurrence
+// (24 bytes each), which only keys whose 64-bit hashes collide within a
+// group pay.
 type keyTable struct {
-	keys   []keyRef // the keys added, and the keys sharing a hash, each once
+	keys   []keyRef // the keys added once, and each occurrence of a key sharing another's hash
 	slots  []int32  // open addressing by hash: 1 + an index in keys, or 0
 	n      int      // keys in slots
 	shift  uint     // 64 - log2(len(slots))
@@ -482,6 +488,9 @@ type evRef struct {
 const (
 	rowRefSize = 48
 	evRefSize  = 56
+	// keyBytes is what keyTable holds per distinct key: its keyRef (24
+	// bytes) and two to four slots, and the slack of the keys slice.
+	keyBytes = 48
 )
 
 // evBatch is a spilled events batch with its columns typed.

@@ -60,7 +60,15 @@ func (v Value) Status() Status {
 }
 
 // Present reports whether the value is set (StatusPresent).
-func (v Value) Present() bool { return v.kind() != nil }
+func (v Value) Present() bool {
+	if c := v.col; c != nil && v.Status() == StatusPresent {
+		switch c.GetType() {
+		case pb.ValueType_VALUE_TYPE_STRING, pb.ValueType_VALUE_TYPE_INT64, pb.ValueType_VALUE_TYPE_DOUBLE, pb.ValueType_VALUE_TYPE_BOOL:
+			return true
+		}
+	}
+	return v.kind() != nil
+}
 
 // Any returns the value as a Go value: string, int64, float64, bool,
 // []string, []int64, []float64 or []bool; nil when it is not present.
