@@ -91,7 +91,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			fs.Int64Var(&flightUpload, "flight-max-upload-bytes", serving.DefaultFlightMaxUploadBytes, "Largest entity table one Flight export may send, in bytes of Arrow IPC messages; a larger one is refused with RESOURCE_EXHAUSTED.")
 			fs.DurationVar(&flightIdle, "flight-upload-idle-timeout", serving.DefaultFlightUploadIdleTimeout, "Longest wait for each message of a Flight export's upload, the first one included; a client that sends nothing for this long is cut off with DEADLINE_EXCEEDED. The download is not bounded: a training loop may read it slowly.")
 			fs.StringVar(&flightMemory, "flight-export-memory", "1GiB", "About how much memory one Flight export may hold at once, like 512MiB or 4GiB.")
-			fs.IntVar(&flightParallel, "flight-parallelism", 0, "Partitions one Flight export computes at once; 0 for the number of CPUs.")
+			fs.IntVar(&flightParallel, "flight-parallelism", 0, "Partitions one Flight export computes at once; 0 for GOMAXPROCS (the CPUs the process may use).")
 			fs.StringVar(&flightTempDir, "flight-temp-dir", "", "Directory for the entity tables and spill files of Flight exports; empty for the system's temporary directory.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
