@@ -17,8 +17,9 @@ import (
 // the server's CPU for a lookup of 100 entities. The bytes go to gRPC as the
 // unknown fields of an empty GetOnlineFeaturesResponse, which proto.Marshal
 // writes out as they are; a client decodes the very message that fill
-// builds (encode_test.go checks that they agree). The JSON endpoint, whose
-// encoder does not write unknown fields, uses fill.
+// builds (fillColumns for a response by columns; encode_test.go checks that
+// they agree). The JSON endpoint, whose encoder does not write unknown
+// fields, uses fill and fillColumns.
 
 // Field numbers of serving.proto and types.proto.
 const (
