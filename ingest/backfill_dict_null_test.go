@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/featurestore/featurestore/featurestore/export"
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 // In the rows of dictNullCols, dictNullValue is a row whose (valid) index
@@ -102,7 +103,7 @@ func writeDictNullFile(t *testing.T, dir string, dict bool) string {
 	rec := array.NewRecordBatch(schema, cols, int64(len(dictNullCols[0].rows)))
 	defer rec.Release()
 	path := filepath.Join(dir, fmt.Sprintf("dict_%v.arrow", dict))
-	writeArrowFile(t, path, rec)
+	testenv.WriteArrowFile(t, path, rec.Schema(), rec)
 	return path
 }
 

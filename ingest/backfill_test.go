@@ -15,7 +15,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/redis/go-redis/v9"
@@ -135,7 +134,7 @@ func writeBackfillFile(t testing.TB, dir string, format export.Format, rows []ba
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 	if format == export.FormatArrow {
-		writeArrowFile(t, path, rec)
+		testenv.WriteArrowFile(t, path, schema, rec)
 		return path
 	}
 	fh, err := os.Create(path)
@@ -159,29 +158,6 @@ type backfillEnv struct {
 	store   *online.Store
 	st      offline.Storage
 	now     int64
-}
-
-// writeArrowFile writes rec as the Arrow IPC file path.
-func writeArrowFile(t testing.TB, path string, rec arrow.RecordBatch) {
-	t.Helper()
-	fh, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	w, err := ipc.NewFileWriter(fh, ipc.WithSchema(rec.Schema()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Write(rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := fh.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func newBackfillEnv(t testing.TB, now int64) *backfillEnv {
@@ -351,16 +327,7 @@ func (e *backfillEnv) checkExport(ctx context.Context, t *testing.T, accepted []
 	rec := b.NewRecordBatch()
 	b.Release()
 	in := filepath.Join(dir, "entities.arrow")
-	fh, err := os.Create(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := ipc.NewFileWriter(fh, ipc.WithSchema(schema))
-	if err := w.Write(rec); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	fh.Close()
+	testenv.WriteArrowFile(t, in, schema, rec)
 	rec.Release()
 	out := filepath.Join(dir, "out.arrow")
 	features := []string{"card_txn:n_1h", "card_txn:sum_10m", "card_txn:merchants_1h", "card_txn:n_lifetime", "card_txn:last_merchant", "card_recent:n_10m"}
@@ -584,13 +551,7 @@ func TestBackfillFileErrors(t *testing.T) {
 	b.Field(3).(*array.StringBuilder).Append("m")
 	rec := b.NewRecordBatch()
 	path := filepath.Join(dir, "bool_time.arrow")
-	fh, _ := os.Create(path)
-	w, _ := ipc.NewFileWriter(fh, ipc.WithSchema(schema))
-	if err := w.Write(rec); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	fh.Close()
+	testenv.WriteArrowFile(t, path, schema, rec)
 	_, _, err := e.run(ctx, t, []string{path}, BackfillConfig{})
 	if want := `column "ts" (event time of source "txns") has type bool, which cannot hold event time (epoch_ms)`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("got %v, want %s", err, want)

@@ -36,6 +36,7 @@ import (
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/export"
 	"github.com/featurestore/featurestore/featurestore/offline"
+	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/featurestore/window"
 )
 
@@ -307,23 +308,9 @@ func (f *flightFixture) fileExport(t *testing.T, cmd FlightCommand, table arrow.
 	t.Helper()
 	dir := t.TempDir()
 	in, out := filepath.Join(dir, "in.arrow"), filepath.Join(dir, "out.arrow")
-	fh, err := os.Create(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := ipc.NewFileWriter(fh, ipc.WithSchema(table.Schema()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Write(table); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	fh.Close()
+	testenv.WriteArrowFile(t, in, table.Schema(), table)
 	snap := f.snaps.Current()
-	_, err = export.Run(context.Background(), export.Options{
+	_, err := export.Run(context.Background(), export.Options{
 		Registry: snap.Registry, Log: f.log, Service: cmd.FeatureService, Features: cmd.Features,
 		KeyColumns: cmd.KeyColumns, TimestampColumn: cmd.TimestampColumn, Entities: in, Out: out,
 		Metadata: map[string]string{"featurestore.project": f.project, "featurestore.registry_version": fmt.Sprint(snap.Version)},
@@ -332,7 +319,7 @@ func (f *flightFixture) fileExport(t *testing.T, cmd FlightCommand, table arrow.
 	if err != nil {
 		t.Fatal(err)
 	}
-	fh, err = os.Open(out)
+	fh, err := os.Open(out)
 	if err != nil {
 		t.Fatal(err)
 	}

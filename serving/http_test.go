@@ -191,15 +191,16 @@ func TestHTTPMatchesGRPC(t *testing.T) {
 	}
 }
 
-// TestHTTPJSONForm checks the JSON text itself for a request written by
+// TestHTTPJSONForm checks the JSON text itself for requests written by
 // hand, as with curl: proto field names, enum names, int64 as strings, RFC
-// 3339 times.
+// 3339 times; by rows and by columns.
 func TestHTTPJSONForm(t *testing.T) {
 	f := newFixture(t, OnlineOptions{})
 	url := serveHTTP(t, f.svc, HTTPConfig{})
 	// int64 join keys may be JSON numbers or strings; both field name
 	// spellings are accepted.
-	checkJSONForm(t, url, `{
+	t.Run("rows", func(t *testing.T) {
+		checkJSONForm(t, url, `{
 		"features": {"refs": ["pair_txn:n_1h", "pair_txn:last_amount"]},
 		"entities": [
 			{"join_key_values": [{"string_val": "u1"}, {"int64_val": 42}]},
@@ -225,33 +226,9 @@ func TestHTTPJSONForm(t *testing.T) {
 		"read_time": "2026-11-26T08:21:00Z",
 		"registry_version": "1"
 	}`)
-}
-
-// checkJSONForm posts the JSON request and compares the JSON response with
-// want, as values (white space and key order aside).
-func checkJSONForm(t *testing.T, url, request, want string) {
-	t.Helper()
-	r := post(t, nil, url, "application/json; charset=utf-8", strings.NewReader(request))
-	if r.status != http.StatusOK {
-		t.Fatalf("status %d: %s", r.status, r.body)
-	}
-	var got, wantV any
-	if err := json.Unmarshal(r.body, &got); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal([]byte(want), &wantV); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, wantV) {
-		t.Errorf("response\n got %s\nwant %s", r.body, want)
-	}
-}
-
-// TestHTTPJSONColumns checks the JSON text of a response by columns.
-func TestHTTPJSONColumns(t *testing.T) {
-	f := newFixture(t, OnlineOptions{})
-	url := serveHTTP(t, f.svc, HTTPConfig{})
-	checkJSONForm(t, url, `{
+	})
+	t.Run("columns", func(t *testing.T) {
+		checkJSONForm(t, url, `{
 		"features": {"refs": ["pair_txn:n_1h", "pair_txn:last_amount"]},
 		"entities": [
 			{"join_key_values": [{"string_val": "u1"}, {"int64_val": 42}]},
@@ -277,6 +254,27 @@ func TestHTTPJSONColumns(t *testing.T) {
 			 "event_times_unix_ms": ["1795680240000", "1795680180000", "0"]}
 		]
 	}`)
+	})
+}
+
+// checkJSONForm posts the JSON request and compares the JSON response with
+// want, as values (white space and key order aside).
+func checkJSONForm(t *testing.T, url, request, want string) {
+	t.Helper()
+	r := post(t, nil, url, "application/json; charset=utf-8", strings.NewReader(request))
+	if r.status != http.StatusOK {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	var got, wantV any
+	if err := json.Unmarshal(r.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(want), &wantV); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, wantV) {
+		t.Errorf("response\n got %s\nwant %s", r.body, want)
+	}
 }
 
 func TestHTTPErrors(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/registry"
 )
 
@@ -177,28 +178,16 @@ func (tt *testTable) writeArrow(t testing.TB, path string, batch int) {
 	t.Helper()
 	rec := tt.record(t)
 	defer rec.Release()
-	fh, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	w, err := ipc.NewFileWriter(fh, ipc.WithSchema(rec.Schema()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var slices []arrow.RecordBatch // one empty batch for an empty table
 	for start := int64(0); start < rec.NumRows() || start == 0; start += int64(batch) {
 		s := rec.NewSlice(start, min(start+int64(batch), rec.NumRows()))
-		if err := w.Write(s); err != nil {
-			t.Fatal(err)
-		}
-		s.Release()
+		defer s.Release()
+		slices = append(slices, s)
 		if rec.NumRows() == 0 {
 			break
 		}
 	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	testenv.WriteArrowFile(t, path, rec.Schema(), slices...)
 }
 
 func (tt *testTable) writeParquet(t testing.TB, path string) {
