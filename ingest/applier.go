@@ -166,6 +166,15 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 	return a, nil
 }
 
+// abortCounter is told of the records of aborted transactions that the
+// partition reader dropped; the Applier counts them as events with the
+// result aborted_transaction.
+type abortCounter interface{ countAborted(n int) }
+
+func (a *Applier) countAborted(n int) {
+	a.metrics.countEvents(a.src.Name, "", ResultAbortedTransaction, n)
+}
+
 // SetMetrics makes the applier record its metrics in m.
 func (a *Applier) SetMetrics(m *Metrics) { a.metrics = m }
 
@@ -288,9 +297,8 @@ func (a *Applier) warm(ps *partitionState, msgs []kafka.Message) {
 // two zero bytes are neither a JSON object nor a protobuf message, whose
 // field numbers start at 1), so no event is ever mistaken for a marker.
 //
-// Messages of aborted transactions are not told apart: kafka-go does not
-// return the fetch response's list of aborted transactions. See
-// docs/operations.md.
+// The records of aborted transactions never reach the applier: the
+// partition reader drops them (partitionReader).
 func isTransactionMarker(m kafka.Message) bool {
 	k, v := m.Key, m.Value
 	return len(k) == 4 && k[0] == 0 && k[1] == 0 && k[2] == 0 && k[3] <= 1 &&

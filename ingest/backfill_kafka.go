@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -111,18 +111,20 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 	if err := a.SetOffline(cfg.Offline, cfg.Registry); err != nil {
 		return res, err
 	}
-	ends, err := partitionEnds(ctx, cfg.Dialer, cfg.Brokers, topic)
+	tr := newTransport(cfg.Dialer)
+	defer tr.CloseIdleConnections()
+	ends, err := partitionEnds(ctx, tr, cfg.Brokers, topic)
 	if err != nil {
 		return res, err
 	}
 	for p := range len(ends) {
-		n, err := replayPartition(ctx, &cfg, a, topic, p, ends[p])
+		n, err := replayPartition(ctx, &cfg, tr, a, topic, p, ends[p])
 		// Another writer committed the partition's offline log meanwhile
 		// (an ingest process replaying the same positions): resume again,
 		// a few times at most.
 		for retries := 0; errors.Is(err, ErrResumePartition) && retries < 5; retries++ {
 			var more int64
-			more, err = replayPartition(ctx, &cfg, a, topic, p, ends[p])
+			more, err = replayPartition(ctx, &cfg, tr, a, topic, p, ends[p])
 			n += more
 		}
 		res.Messages[p] = n
@@ -138,46 +140,44 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 	return res, nil
 }
 
-// partitionEnds returns the first and the next offset of each partition of
-// topic, read from its leader.
-func partitionEnds(ctx context.Context, d *kafka.Dialer, brokers []string, topic string) ([][2]int64, error) {
-	var conn *kafka.Conn
-	var err error
-	for _, b := range brokers {
-		if conn, err = d.DialContext(ctx, "tcp", b); err == nil {
-			break
-		}
-	}
-	if conn == nil {
+// replayFetchRetries is how many failed fetches in a row a replay retries.
+const replayFetchRetries = 5
+
+// partitionEnds returns, for each partition of topic, its first kept
+// offset and its last stable offset: every record before it is decided
+// (committed, aborted, or not transactional), so that a replay never waits
+// for a transaction still open.
+func partitionEnds(ctx context.Context, tr kafka.RoundTripper, brokers []string, topic string) ([][2]int64, error) {
+	addr := kafka.TCP(brokers...)
+	md, err := (&kafka.Client{Addr: addr, Transport: tr}).Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
 		return nil, fmt.Errorf("kafka at %v: %w", brokers, err)
 	}
-	parts, err := conn.ReadPartitions(topic)
-	conn.Close()
-	if err != nil {
-		return nil, fmt.Errorf("partitions of topic %s: %w", topic, err)
-	}
-	ends := make([][2]int64, len(parts))
-	for _, pi := range parts {
-		if pi.Topic != topic || pi.ID < 0 || pi.ID >= len(parts) {
+	var parts []int
+	for _, t := range md.Topics {
+		if t.Name != topic {
 			continue
 		}
-		lc, err := d.DialLeader(ctx, "tcp", net.JoinHostPort(pi.Leader.Host, strconv.Itoa(pi.Leader.Port)), topic, pi.ID)
-		if err != nil {
-			return nil, fmt.Errorf("leader of %s/%d: %w", topic, pi.ID, err)
+		if t.Error != nil {
+			return nil, fmt.Errorf("partitions of topic %s: %w", topic, t.Error)
 		}
-		first, last, err := lc.ReadOffsets()
-		lc.Close()
-		if err != nil {
-			return nil, fmt.Errorf("offsets of %s/%d: %w", topic, pi.ID, err)
+		for _, p := range t.Partitions {
+			parts = append(parts, p.ID)
 		}
-		ends[pi.ID] = [2]int64{first, last}
 	}
-	return ends, nil
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("partitions of topic %s: %w", topic, kafka.UnknownTopicOrPartition)
+	}
+	slices.Sort(parts)
+	if parts[len(parts)-1] != len(parts)-1 {
+		return nil, fmt.Errorf("partitions of topic %s: ids %v are not 0 to %d", topic, parts, len(parts)-1)
+	}
+	return listEnds(ctx, tr, addr, topic, parts, kafka.ReadCommitted)
 }
 
 // replayPartition applies partition p from where the replay stands to the
 // offset before end[1].
-func replayPartition(ctx context.Context, cfg *ReplayConfig, a *Applier, topic string, p int, end [2]int64) (int64, error) {
+func replayPartition(ctx context.Context, cfg *ReplayConfig, tr kafka.RoundTripper, a *Applier, topic string, p int, end [2]int64) (int64, error) {
 	next, err := a.Resume(ctx, topic, p)
 	if err != nil {
 		return 0, err
@@ -199,50 +199,50 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, a *Applier, topic s
 		report(end[1]-end[0], true)
 		return 0, nil
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: cfg.Brokers, Topic: topic, Partition: p, Dialer: cfg.Dialer,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond})
-	defer r.Close()
-	if err := r.SetOffset(next); err != nil {
-		return 0, err
-	}
+	r := &partitionReader{tr: tr, addr: kafka.TCP(cfg.Brokers...), topic: topic, partition: p,
+		maxBytes: readerFetchBytes, maxWait: 500 * time.Millisecond, log: cfg.Logger.With("partition", p)}
+	r.onAborted = a.countAborted
+	r.setOffset(next)
 	// n counts the messages of batches applied; inBatch those of the batch
 	// in hand, which a failed Apply (to be read again) does not add.
 	var n, inBatch int64
 	batch := make([]kafka.Message, 0, cfg.BatchSize)
+	failures := 0
 	for {
-		m, err := r.FetchMessage(ctx)
+		m, ok, err := r.readBefore(ctx, end[1])
 		if err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return n, err
 			}
+			// A leader moving or a connection dropped: try again a few
+			// times, as ingest's readers do, before giving up.
+			if failures++; failures <= replayFetchRetries {
+				cfg.Logger.Warn("replay fetch failed; retrying", "partition", p, "err", err, "attempt", failures)
+				if !sleep(ctx, time.Duration(failures)*time.Second) {
+					return n, ctx.Err()
+				}
+				continue
+			}
 			return n, fmt.Errorf("read %s: %w", name, err)
 		}
-		if m.Offset >= end[1] {
-			break // written after the replay started: ingest's to apply
+		failures = 0
+		if ok {
+			batch = append(batch, m)
+			if m.Offset > rebuild {
+				inBatch++
+			}
 		}
-		batch = append(batch, m)
-		if m.Offset > rebuild {
-			inBatch++
-		}
-		last := m.Offset == end[1]-1
-		if len(batch) == cfg.BatchSize || last {
+		if len(batch) > 0 && (len(batch) == cfg.BatchSize || !ok) {
 			if err := a.Apply(ctx, topic, p, batch); err != nil {
 				return n, err
 			}
 			n, inBatch = n+inBatch, 0
+			report(batch[len(batch)-1].Offset+1-end[0], false)
 			batch = batch[:0]
-			report(m.Offset+1-end[0], last)
 		}
-		if last {
+		if !ok {
+			report(end[1]-end[0], true)
 			return n, nil
 		}
 	}
-	if len(batch) > 0 {
-		if err := a.Apply(ctx, topic, p, batch); err != nil {
-			return n, err
-		}
-		n += inBatch
-	}
-	report(end[1]-end[0], true)
-	return n, nil
 }

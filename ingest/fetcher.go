@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -21,7 +22,7 @@ import (
 type fetcher struct {
 	cfg *GroupConfig
 	log *slog.Logger
-	r   *kafka.Reader
+	r   messageReader
 
 	mu      sync.Mutex
 	pending []kafka.Message
@@ -34,7 +35,12 @@ type fetcher struct {
 	space   chan struct{} // signalled when pending was taken
 }
 
-func newFetcher(cfg *GroupConfig, log *slog.Logger, r *kafka.Reader) *fetcher {
+// messageReader reads a partition's messages in offset order.
+type messageReader interface {
+	FetchMessage(ctx context.Context) (kafka.Message, error)
+}
+
+func newFetcher(cfg *GroupConfig, log *slog.Logger, r messageReader) *fetcher {
 	return &fetcher{cfg: cfg, log: log, r: r, ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
 }
 
@@ -66,6 +72,7 @@ func (f *fetcher) run(ctx context.Context) {
 		f.mu.Unlock()
 		signal(f.ready)
 	}()
+	backoff := f.cfg.RetryMin
 	for {
 		f.mu.Lock()
 		full := f.full()
@@ -83,12 +90,20 @@ func (f *fetcher) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			f.log.Warn("fetch failed", "err", err)
-			if !sleep(ctx, f.cfg.RetryMin) {
+			// A position past the partition's end was logged by the
+			// reader, at most once a minute.
+			level := slog.LevelWarn
+			if errors.Is(err, kafka.OffsetOutOfRange) {
+				level = slog.LevelDebug
+			}
+			f.log.Log(ctx, level, "fetch failed", "err", err, "retry_in", backoff)
+			if !sleep(ctx, backoff) {
 				return
 			}
+			backoff = min(2*backoff, f.cfg.RetryMax)
 			continue
 		}
+		backoff = f.cfg.RetryMin
 		f.mu.Lock()
 		if len(f.pending) == 0 {
 			f.since = time.Now()

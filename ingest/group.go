@@ -131,6 +131,10 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 		return fmt.Errorf("join consumer group %s: %w", cfg.GroupID, err)
 	}
 	defer closeBounded(group, cfg.ShutdownTimeout, log)
+	// The partitions' readers share one transport (a pool of connections
+	// per broker).
+	tr := newTransport(cfg.Dialer)
+	defer tr.CloseIdleConnections()
 
 	backoff := cfg.RetryMin
 	for {
@@ -165,7 +169,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 				defer cancel()
 				stop := context.AfterFunc(ctx, cancel)
 				defer stop()
-				w := &partitionWorker{cfg: &cfg, log: log.With("partition", a.ID), h: h, gen: gen, partition: a.ID}
+				w := &partitionWorker{cfg: &cfg, log: log.With("partition", a.ID), h: h, gen: gen, tr: tr, partition: a.ID}
 				w.run(ctx, genCtx)
 			})
 		}

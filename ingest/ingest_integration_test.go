@@ -47,6 +47,23 @@ features:
   - {name: last_merchant, field: merchant, type: string}
 `
 
+// e2eTopic creates a topic of its own with the given partitions on the
+// real Kafka, and returns the brokers, a client of the real Redis (closed
+// when the test ends), the topic, and the e2eDefs registry reading it.
+func e2eTopic(t *testing.T, prefix string, partitions int) (brokers []string, rc *redis.Client, topic string, r *registry.Registry) {
+	t.Helper()
+	brokers = testenv.KafkaBrokers(t)
+	rc = redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rc.Close() })
+	topic = testenv.UniqueName(t, prefix)
+	testenv.CreateTopic(t, brokers, topic, partitions)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, e2eDefs, topic)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return brokers, rc, topic, r
+}
+
 type memSink struct {
 	mu      sync.Mutex
 	letters []DeadLetter
@@ -99,15 +116,7 @@ type rawEvent struct {
 // read back at many times with a brute-force reference over the accepted
 // events.
 func TestIngestEndToEnd(t *testing.T) {
-	brokers := testenv.KafkaBrokers(t)
-	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
-	defer rc.Close()
-	topic := testenv.UniqueName(t, "txns")
-	testenv.CreateTopic(t, brokers, topic, 3)
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, e2eDefs, topic)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	brokers, rc, topic, r := e2eTopic(t, "txns", 3)
 	src := r.Source("txns")
 
 	// Events over two hours, produced out of order within a few minutes,

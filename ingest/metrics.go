@@ -25,6 +25,9 @@ const (
 	// transactional producers, which take an offset of the partition but
 	// hold no event (isTransactionMarker).
 	ResultTransactionMarker = "transaction_marker"
+	// ResultAbortedTransaction counts the records of aborted transactions,
+	// which the partition reader drops (partitionReader).
+	ResultAbortedTransaction = "aborted_transaction"
 )
 
 // NewMetrics registers ingest's metrics with reg.
@@ -32,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "featurestore_ingest_events_total",
-			Help: "Events by source, feature view and result: applied, duplicate (a replay), duplicate_id (dropped by event id), transaction_marker (a transactional producer's commit or abort marker, no event), or the rejection reason (invalid_payload, missing_time, bad_time, wrong_type, missing_key, key_too_long, late, future). Whole events have view=\"\".",
+			Help: "Events by source, feature view and result: applied, duplicate (a replay), duplicate_id (dropped by event id), transaction_marker (a transactional producer's commit or abort marker, no event), aborted_transaction (a record of an aborted transaction, dropped), or the rejection reason (invalid_payload, missing_time, bad_time, wrong_type, missing_key, key_too_long, late, future). Whole events have view=\"\".",
 		}, []string{"source", "view", "result"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "featurestore_ingest_consumer_lag_messages",

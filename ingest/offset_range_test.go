@@ -7,6 +7,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // logRecords keeps the messages of the records logged at level or above.
@@ -58,4 +62,54 @@ func testResumePastTheEnd(t *testing.T, kafkaFor func(t *testing.T, topic string
 	waitFor(t, "an error about the position past the end", 30*time.Second, func() bool {
 		return logs.has("past the partition's end")
 	})
+}
+
+// TestResumeBeforeTheFirstOffset: a saved position that retention has
+// deleted (the partition's first kept offset is past it) is logged at
+// error level with how many events were lost, and reading goes on from the
+// first offset kept, applying every event from there once.
+func TestResumeBeforeTheFirstOffset(t *testing.T) { forEachKafka(t, testResumeBeforeTheFirstOffset) }
+
+func testResumeBeforeTheFirstOffset(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := "before-first-" + strings.ReplaceAll(t.Name(), "/", "-")
+	brokers := kafkaFor(t, topic, 1)
+	produce(t, brokers, topic, 20)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	rp.Partition, rp.Offset = 0, 8
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 10_000
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode); err != nil {
+		t.Fatalf("delete records: %v", err)
+	}
+	h := newFencedHandler()
+	h.fence[0] = 2 // resumes at 3, which retention deleted
+	logs := &logRecords{level: slog.LevelError}
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100, SessionTimeout: 6 * time.Second,
+		Logger: slog.New(logs)}
+	stop := runGroupAsync(t, cfg, h)
+	waitFor(t, "the events kept applied", 30*time.Second, func() bool { return h.total() == 12 })
+	stop()
+	if !logs.has("deleted by the topic's retention") {
+		t.Errorf("no error logged about the deleted events; logged: %q", logs.msgs)
+	}
+	for off := int64(8); off < 20; off++ {
+		if n := h.applied[[2]int64{0, off}]; n != 1 {
+			t.Errorf("offset %d applied %d times", off, n)
+		}
+	}
 }

@@ -3,9 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,10 +17,8 @@ type partitionWorker struct {
 	log       *slog.Logger
 	h         PartitionHandler
 	gen       *kafka.Generation
+	tr        kafka.RoundTripper // the group's, shared by its partitions
 	partition int
-	// pastEndLogged is when readerError last logged the stall of a
-	// position past the partition's end.
-	pastEndLogged time.Time
 }
 
 // run reads until genCtx ends (rebalance or shutdown). Batches are applied
@@ -60,21 +56,12 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 	topic := w.cfg.Topic
 	readCtx, stopReading := context.WithCancel(genCtx)
 	defer stopReading()
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:     w.cfg.Brokers,
-		Dialer:      w.cfg.Dialer,
-		Topic:       topic,
-		Partition:   w.partition,
-		MinBytes:    1,
-		MaxBytes:    16 << 20,
-		MaxWait:     100 * time.Millisecond,
-		ErrorLogger: kafka.LoggerFunc(w.readerError),
-	})
-	defer r.Close()
-	if err := r.SetOffset(next); err != nil {
-		w.log.Error("set reader offset failed", "offset", next, "err", err)
-		return false
+	r := &partitionReader{tr: w.tr, addr: kafka.TCP(w.cfg.Brokers...), topic: topic, partition: w.partition,
+		maxBytes: readerFetchBytes, maxWait: 100 * time.Millisecond, log: w.log}
+	if c, ok := w.h.(abortCounter); ok {
+		r.onAborted = c.countAborted
 	}
+	r.setOffset(next)
 	w.log.Info("partition started", "offset", next)
 	// Kafka's committed offset is a hint only (for tools and lag metrics;
 	// resuming reads the positions in Redis), so it is committed in the
@@ -135,40 +122,6 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 		}
 		next = batch[len(batch)-1].Offset + 1
 		committed.Store(next)
-	}
-}
-
-// readerError logs what kafka-go's reader reports through its error logger.
-// Most of it is retried connection trouble (debug), but two messages say the
-// partition's log no longer holds the position: reading past its last
-// offset, which kafka-go retries forever, means the topic was deleted and
-// recreated (or its log lost), and the per-key fences of the old offsets
-// would take the new events for replays, so the partition stays stalled
-// until an operator acts (docs/operations.md); reading before its first
-// offset means retention deleted events before ingest read them, and
-// kafka-go skips them. Both are logged at error level, the stall at most
-// once a minute.
-func (w *partitionWorker) readerError(msg string, args ...any) {
-	detail := fmt.Sprintf(msg, args...)
-	outOfRange := false
-	for _, a := range args {
-		if err, ok := a.(error); ok && errors.Is(err, kafka.OffsetOutOfRange) {
-			outOfRange = true
-		}
-	}
-	switch {
-	// Past the end when the reader starts (kafka-go seeks to the first
-	// offset kept by itself when a position is before it), or later.
-	case outOfRange && strings.Contains(msg, "initializing the kafka reader"), strings.Contains(msg, "reading passed the last offset"):
-		if now := time.Now(); now.Sub(w.pastEndLogged) >= time.Minute {
-			w.pastEndLogged = now
-			w.log.Error("the position to read from is past the partition's end: the topic was deleted and recreated, or its log lost; "+
-				"the partition stays stalled (docs/operations.md: a recreated topic)", "detail", detail)
-		}
-	case strings.Contains(msg, "reading before the first offset"):
-		w.log.Error("events were deleted by the topic's retention before ingest read them; kafka-go skips to the first offset kept", "detail", detail)
-	default:
-		w.log.Debug("kafka reader", "detail", detail)
 	}
 }
 

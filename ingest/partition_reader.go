@@ -1,0 +1,390 @@
+package ingest
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/fetch"
+)
+
+// isolationReadCommitted is the Fetch API's isolation level that returns
+// only the records of decided transactions (below the last stable offset),
+// with the list of the aborted ones among them.
+const isolationReadCommitted = 1
+
+// readerFetchBytes bounds what one fetch returns (unless its first record
+// batch is larger: Kafka then returns that batch whole). A fetch's records
+// are all decoded into messages at once, so it bounds the memory a reader
+// holds beside its fetcher's batches; at 100 bytes an event it is 10,000
+// events, which keeps the round trips per event negligible.
+const readerFetchBytes = 1 << 20
+
+// partitionReader reads one partition through Kafka's Fetch API at the
+// read_committed isolation level and drops the records of aborted
+// transactions, as Kafka's own consumers do; kafka-go's Reader reads
+// uncommitted records, and at read_committed still hands over the records
+// of aborted transactions, since it drops the fetch response's list of
+// them. A record of a transaction still open is not returned until the
+// transaction commits; one of a transaction that aborts, never.
+//
+// Transaction markers (the control records a transaction leaves in each
+// partition it wrote to) are handed over as messages, as kafka-go's Reader
+// hands them over: they take an offset, and the applier counts them and
+// moves its position past them (isTransactionMarker).
+type partitionReader struct {
+	tr        kafka.RoundTripper
+	addr      net.Addr
+	topic     string
+	partition int
+	maxBytes  int
+	maxWait   time.Duration
+	log       *slog.Logger
+	// onAborted, if set, is told how many records of aborted transactions
+	// each fetch dropped.
+	onAborted func(n int)
+
+	offset int64           // the next offset to fetch
+	msgs   []kafka.Message // fetched and not yet returned
+	pos    int             // next of msgs to return
+	// pastEndLogged is when the stall of a position past the partition's
+	// end was last logged.
+	pastEndLogged time.Time
+}
+
+// newTransport returns the transport the readers of a group share; d, if
+// set, gives its TLS, SASL and dialing.
+func newTransport(d *kafka.Dialer) *kafka.Transport {
+	t := &kafka.Transport{DialTimeout: 10 * time.Second}
+	if d != nil {
+		t.TLS, t.SASL, t.ClientID = d.TLS, d.SASLMechanism, d.ClientID
+		if d.Timeout > 0 {
+			t.DialTimeout = d.Timeout
+		}
+		if d.DialFunc != nil {
+			t.Dial = d.DialFunc
+		}
+	}
+	return t
+}
+
+// setOffset makes the reader read from offset next, which may be
+// kafka.FirstOffset (the partition's first kept offset) or
+// kafka.LastOffset (its end), found by the next fetch.
+func (r *partitionReader) setOffset(next int64) {
+	r.msgs, r.pos, r.offset = r.msgs[:0], 0, next
+}
+
+// resolve turns r.offset from kafka.FirstOffset or kafka.LastOffset into
+// an offset.
+func (r *partitionReader) resolve(ctx context.Context) error {
+	first, last, err := r.bounds(ctx)
+	if err != nil {
+		return err
+	}
+	switch r.offset {
+	case kafka.FirstOffset:
+		r.offset = first
+	case kafka.LastOffset:
+		r.offset = last
+	default:
+		return fmt.Errorf("offset %d is neither an offset nor FirstOffset or LastOffset", r.offset)
+	}
+	return nil
+}
+
+// FetchMessage returns the next message, fetching when none is left. It
+// returns an error when ctx ends or a fetch fails; the caller may call it
+// again (the reader then fetches from where it stopped).
+func (r *partitionReader) FetchMessage(ctx context.Context) (kafka.Message, error) {
+	m, _, err := r.readBefore(ctx, math.MaxInt64)
+	return m, err
+}
+
+// readBefore returns the next message if its offset is before end, and
+// false once every offset before end has been read: offsets the reader
+// skipped (records of aborted transactions) count as read.
+func (r *partitionReader) readBefore(ctx context.Context, end int64) (kafka.Message, bool, error) {
+	for r.pos >= len(r.msgs) {
+		if r.offset >= end {
+			return kafka.Message{}, false, nil
+		}
+		if err := r.fetch(ctx); err != nil {
+			return kafka.Message{}, false, err
+		}
+	}
+	m := r.msgs[r.pos]
+	if m.Offset >= end {
+		return kafka.Message{}, false, nil
+	}
+	r.msgs[r.pos] = kafka.Message{} // the caller owns its bytes now
+	r.pos++
+	return m, true, nil
+}
+
+// fetch fetches from r.offset into r.msgs, which may stay empty (nothing
+// new within maxWait, or only records of aborted transactions).
+func (r *partitionReader) fetch(ctx context.Context) error {
+	r.msgs, r.pos = r.msgs[:0], 0
+	if r.offset < 0 {
+		if err := r.resolve(ctx); err != nil {
+			return err
+		}
+	}
+	res, err := r.tr.RoundTrip(ctx, r.addr, &fetch.Request{
+		ReplicaID:      -1,
+		MaxWaitTime:    int32(r.maxWait / time.Millisecond),
+		MinBytes:       1,
+		MaxBytes:       int32(r.maxBytes),
+		IsolationLevel: isolationReadCommitted,
+		SessionID:      -1,
+		SessionEpoch:   -1,
+		Topics: []fetch.RequestTopic{{Topic: r.topic, Partitions: []fetch.RequestPartition{{
+			Partition: int32(r.partition), CurrentLeaderEpoch: -1, FetchOffset: r.offset, LogStartOffset: -1,
+			PartitionMaxBytes: int32(r.maxBytes),
+		}}}},
+	})
+	if err != nil {
+		return fmt.Errorf("fetch %s/%d at offset %d: %w", r.topic, r.partition, r.offset, err)
+	}
+	resp, ok := res.(*fetch.Response)
+	if !ok {
+		return fmt.Errorf("fetch %s/%d: unexpected response %T", r.topic, r.partition, res)
+	}
+	if resp.ErrorCode != 0 {
+		return fmt.Errorf("fetch %s/%d: %w", r.topic, r.partition, kafka.Error(resp.ErrorCode))
+	}
+	var p *fetch.ResponsePartition
+	for i := range resp.Topics {
+		for j := range resp.Topics[i].Partitions {
+			if q := &resp.Topics[i].Partitions[j]; resp.Topics[i].Topic == r.topic && int(q.Partition) == r.partition {
+				p = q
+			}
+		}
+	}
+	if p == nil {
+		return fmt.Errorf("fetch %s/%d: the response has no such partition", r.topic, r.partition)
+	}
+	if p.ErrorCode != 0 {
+		err := kafka.Error(p.ErrorCode)
+		if errors.Is(err, kafka.OffsetOutOfRange) {
+			return r.outOfRange(ctx)
+		}
+		return fmt.Errorf("fetch %s/%d at offset %d: %w", r.topic, r.partition, r.offset, err)
+	}
+	if p.RecordSet.Records == nil {
+		return nil
+	}
+	aborted, err := r.collect(p.RecordSet.Records, p.AbortedTransactions, p.HighWatermark)
+	if aborted > 0 && r.onAborted != nil {
+		r.onAborted(aborted)
+	}
+	return err
+}
+
+// collect appends the records of rs from r.offset on to r.msgs and moves
+// r.offset past every record it saw, skipping the records of the aborted
+// transactions txns (those the broker lists for the range fetched), and
+// returns how many it skipped.
+//
+// A transaction's records are aborted when its producer wrote them at or
+// after the transaction's first offset, up to the producer's abort marker:
+// batches are taken in offset order, the aborted transactions by first
+// offset, and a producer is aborting from the first of its transactional
+// batches at or after an aborted first offset until its abort marker
+// (Kafka's consumer does the same).
+func (r *partitionReader) collect(rs protocol.RecordReader, txns []fetch.ResponseTransaction, hw int64) (aborted int, err error) {
+	var batches []protocol.RecordReader
+	if s, ok := rs.(*protocol.RecordStream); ok {
+		batches = s.Records
+	} else {
+		batches = []protocol.RecordReader{rs}
+	}
+	// The broker lists them in offset order; sort anyway, it is short.
+	pending := slices.SortedFunc(slices.Values(txns), func(a, b fetch.ResponseTransaction) int {
+		return cmp.Compare(a.FirstOffset, b.FirstOffset)
+	})
+	var aborting map[int64]bool
+	for _, b := range batches {
+		switch b := b.(type) {
+		case *protocol.ControlBatch:
+			if err := r.each(b, func(rec *protocol.Record) error {
+				key, err := r.add(rec, hw, true)
+				if isAbortKey(key) {
+					delete(aborting, b.ProducerID) // an abort marker ends its transaction
+				}
+				return err
+			}); err != nil {
+				return aborted, err
+			}
+		case *protocol.RecordBatch:
+			if b.Attributes.Transactional() {
+				for len(pending) > 0 && pending[0].FirstOffset <= b.BaseOffset {
+					if aborting == nil {
+						aborting = map[int64]bool{}
+					}
+					aborting[pending[0].ProducerID] = true
+					pending = pending[1:]
+				}
+			}
+			if b.Attributes.Transactional() && aborting[b.ProducerID] {
+				if err := r.each(b, func(rec *protocol.Record) error {
+					if rec.Offset >= r.offset {
+						aborted++
+						r.offset = rec.Offset + 1
+					}
+					return nil
+				}); err != nil {
+					return aborted, err
+				}
+				continue
+			}
+			if err := r.each(b, func(rec *protocol.Record) error { _, err := r.add(rec, hw, false); return err }); err != nil {
+				return aborted, err
+			}
+		default: // message sets of magic 0 and 1: no transactions
+			if err := r.each(b, func(rec *protocol.Record) error { _, err := r.add(rec, hw, false); return err }); err != nil {
+				return aborted, err
+			}
+		}
+	}
+	return aborted, nil
+}
+
+// each calls fn with each record of a batch.
+func (r *partitionReader) each(b protocol.RecordReader, fn func(*protocol.Record) error) error {
+	for {
+		rec, err := b.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("fetch %s/%d: read records: %w", r.topic, r.partition, err)
+		}
+		err = fn(rec)
+		closeBytes(rec.Key)
+		closeBytes(rec.Value)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func closeBytes(b protocol.Bytes) {
+	if b != nil {
+		b.Close()
+	}
+}
+
+// add appends rec as a message if it is at or after r.offset (a fetch
+// starts at the batch holding the offset asked for), and returns its key
+// either way. A marker's headers are dropped, as kafka-go's Reader drops
+// them.
+func (r *partitionReader) add(rec *protocol.Record, hw int64, marker bool) ([]byte, error) {
+	key, err := protocol.ReadAll(rec.Key)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s/%d: read the key at offset %d: %w", r.topic, r.partition, rec.Offset, err)
+	}
+	if rec.Offset < r.offset {
+		return key, nil
+	}
+	value, err := protocol.ReadAll(rec.Value)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s/%d: read the value at offset %d: %w", r.topic, r.partition, rec.Offset, err)
+	}
+	m := kafka.Message{Topic: r.topic, Partition: r.partition, Offset: rec.Offset, HighWaterMark: hw,
+		Key: key, Value: value, Time: rec.Time}
+	if !marker && len(rec.Headers) > 0 {
+		m.Headers = make([]kafka.Header, len(rec.Headers))
+		for i, h := range rec.Headers {
+			m.Headers[i] = kafka.Header(h)
+		}
+	}
+	r.msgs = append(r.msgs, m)
+	r.offset = rec.Offset + 1
+	return key, nil
+}
+
+// isAbortKey tells whether a control record's key is an abort marker's:
+// version 0 (int16), type 0 (int16: 0 abort, 1 commit).
+func isAbortKey(k []byte) bool {
+	return len(k) == 4 && k[0] == 0 && k[1] == 0 && k[2] == 0 && k[3] == 0
+}
+
+// outOfRange handles a fetch refused for an offset the partition's log
+// does not hold. Before its first offset, retention deleted events before
+// ingest read them: that is logged, and reading goes on from the first
+// offset kept. Past its end, the topic was deleted and recreated (or its
+// log lost), and the per-key fences of the old offsets would take the new
+// events for replays: the partition stays stalled until an operator acts
+// (docs/operations.md), which is logged at most once a minute.
+func (r *partitionReader) outOfRange(ctx context.Context) error {
+	first, last, err := r.bounds(ctx)
+	if err != nil {
+		return fmt.Errorf("fetch %s/%d: offset %d out of range: %w", r.topic, r.partition, r.offset, err)
+	}
+	if r.offset < first {
+		r.log.Error("events were deleted by the topic's retention before ingest read them; reading goes on from the first offset kept",
+			"offset", r.offset, "first_offset", first, "lost", first-r.offset)
+		r.offset = first
+		return nil
+	}
+	if now := time.Now(); now.Sub(r.pastEndLogged) >= time.Minute {
+		r.pastEndLogged = now
+		r.log.Error("the position to read from is past the partition's end: the topic was deleted and recreated, or its log lost; "+
+			"the partition stays stalled (docs/operations.md: a recreated topic)", "offset", r.offset, "end_offset", last)
+	}
+	return fmt.Errorf("fetch %s/%d: offset %d is past the partition's end %d: %w", r.topic, r.partition, r.offset, last, kafka.OffsetOutOfRange)
+}
+
+// bounds returns the partition's first kept offset and its end.
+func (r *partitionReader) bounds(ctx context.Context) (first, last int64, err error) {
+	ends, err := listEnds(ctx, r.tr, r.addr, r.topic, []int{r.partition}, kafka.ReadUncommitted)
+	if err != nil {
+		return 0, 0, err
+	}
+	return ends[0][0], ends[0][1], nil
+}
+
+// listEnds returns the first kept offset and the end of each of the
+// partitions of topic: the end of the log (the high watermark) at
+// kafka.ReadUncommitted, or the last stable offset at kafka.ReadCommitted
+// (the first offset of a transaction still open, before which every record
+// is decided).
+func listEnds(ctx context.Context, tr kafka.RoundTripper, addr net.Addr, topic string, parts []int, iso kafka.IsolationLevel) ([][2]int64, error) {
+	c := &kafka.Client{Addr: addr, Transport: tr}
+	var reqs []kafka.OffsetRequest
+	for _, p := range parts {
+		reqs = append(reqs, kafka.FirstOffsetOf(p), kafka.LastOffsetOf(p))
+	}
+	resp, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}, IsolationLevel: iso})
+	if err != nil {
+		return nil, fmt.Errorf("list offsets of %s: %w", topic, err)
+	}
+	ends := make([][2]int64, len(parts))
+	for i, p := range parts {
+		found := false
+		for _, po := range resp.Topics[topic] {
+			if po.Partition != p {
+				continue
+			}
+			if po.Error != nil {
+				return nil, fmt.Errorf("list offsets of %s/%d: %w", topic, p, po.Error)
+			}
+			ends[i], found = [2]int64{po.FirstOffset, po.LastOffset}, true
+		}
+		if !found {
+			return nil, fmt.Errorf("list offsets of %s/%d: no such partition in the response", topic, p)
+		}
+	}
+	return ends, nil
+}
