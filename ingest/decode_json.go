@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -90,6 +91,9 @@ func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 	if d.escapes && !d.escapesOK(tv) {
 		return reject(ReasonInvalidPayload, "event time at %q: %s", strings.Join(d.timePath, "."), errBadEscape)
 	}
+	if !d.numberOK(tv) {
+		return reject(ReasonInvalidPayload, "event time at %q: %s", strings.Join(d.timePath, "."), d.badNumber(tv))
+	}
 	if tv == nil || tv.Type() == fastjson.TypeNull {
 		return reject(ReasonMissingTime, "no event time at %q", strings.Join(d.timePath, "."))
 	}
@@ -100,6 +104,9 @@ func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 		v := root.Get(path...)
 		if d.escapes && !d.escapesOK(v) {
 			return reject(ReasonInvalidPayload, "key %q at %q: %s", d.layout.Keys[i].Name, d.layout.Keys[i].Path, errBadEscape)
+		}
+		if !d.numberOK(v) {
+			return reject(ReasonInvalidPayload, "key %q at %q: %s", d.layout.Keys[i].Name, d.layout.Keys[i].Path, d.badNumber(v))
 		}
 		if v == nil || v.Type() == fastjson.TypeNull {
 			continue // a view that needs this key rejects the event
@@ -121,6 +128,9 @@ func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 		if d.escapes && !d.escapesOK(v) {
 			return reject(ReasonInvalidPayload, "field %q: %s", d.layout.Fields[i].Path, errBadEscape)
 		}
+		if !d.numberOK(v) {
+			return reject(ReasonInvalidPayload, "field %q: %s", d.layout.Fields[i].Path, d.badNumber(v))
+		}
 		if v == nil || v.Type() == fastjson.TypeNull {
 			continue
 		}
@@ -137,6 +147,9 @@ func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 		if v := root.Get(d.idPath...); v != nil {
 			if d.escapes && !d.escapesOK(v) {
 				return reject(ReasonInvalidPayload, "event id at %q: %s", strings.Join(d.idPath, "."), errBadEscape)
+			}
+			if !d.numberOK(v) {
+				return reject(ReasonInvalidPayload, "event id at %q: %s", strings.Join(d.idPath, "."), d.badNumber(v))
 			}
 			switch v.Type() {
 			case fastjson.TypeString:
@@ -245,6 +258,64 @@ func hex4(s []byte) (rune, bool) {
 		r = r<<4 | rune(c)
 	}
 	return r, true
+}
+
+// numberOK tells whether v, if it is a number, is written as JSON writes
+// numbers: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?. The parser takes
+// more: leading zeros (05, which other readers of the same topic take as
+// an error, or as octal), a leading '+' or '.', a trailing '.' or 'e'.
+// NaN and infinities are left to the type checks, which refuse them as
+// wrong_type (docs/operations.md).
+func (d *jsonDecoder) numberOK(v *fastjson.Value) bool {
+	if v == nil || v.Type() != fastjson.TypeNumber {
+		return true
+	}
+	return jsonNumber(d.numberText(v))
+}
+
+// badNumber says why the number v is not one (numberOK false).
+func (d *jsonDecoder) badNumber(v *fastjson.Value) string {
+	return fmt.Sprintf("%s is not a JSON number", d.numberText(v))
+}
+
+// jsonNumber tells whether s follows JSON's number grammar (RFC 8259,
+// section 6), or names NaN or an infinity (see numberOK).
+func jsonNumber(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i - start
+	}
+	switch {
+	case i < len(s) && (s[i] == 'n' || s[i] == 'N' || s[i] == 'i' || s[i] == 'I'):
+		return true
+	case i < len(s) && s[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
 }
 
 // numberText returns the raw text of the number v, in the scratch buffer:

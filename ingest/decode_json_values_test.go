@@ -457,3 +457,34 @@ func BenchmarkDecodeJSONNumbers(b *testing.B) {
 	dec := newTestJSONDecoder(b, "epoch_s")
 	benchDecode(b, dec, []byte(`{"meta":{"ts":1795687200.123},"account_no":42,"amount":1.25e-3,"qty":3,"approved":true,"merchant":"m-9","channel":"online"}`))
 }
+
+// TestJSONNumberGrammar compares jsonNumber with encoding/json's validator
+// on every string of up to 5 characters over the characters of numbers,
+// and on random longer ones.
+func TestJSONNumberGrammar(t *testing.T) {
+	const alphabet = "0123456789.-+eE"
+	check := func(s string) {
+		if got, want := jsonNumber(s), json.Valid([]byte(s)); got != want {
+			t.Errorf("jsonNumber(%q) = %v, encoding/json says %v", s, got, want)
+		}
+	}
+	var gen func(prefix string, n int)
+	gen = func(prefix string, n int) {
+		check(prefix)
+		if n == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(prefix+string(c), n-1)
+		}
+	}
+	gen("", 5)
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 200_000 {
+		b := make([]byte, 6+r.IntN(10))
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		check(string(b))
+	}
+}
