@@ -29,6 +29,10 @@ const isolationReadCommitted = 1
 // events, which keeps the round trips per event negligible.
 const readerFetchBytes = 1 << 20
 
+// fetchTimeout bounds a fetch beyond the time the broker may wait for
+// records.
+const fetchTimeout = 30 * time.Second
+
 // partitionReader reads one partition through Kafka's Fetch API at the
 // read_committed isolation level and drops the records of aborted
 // transactions, as Kafka's own consumers do; kafka-go's Reader reads
@@ -140,6 +144,10 @@ func (r *partitionReader) fetch(ctx context.Context) error {
 			return err
 		}
 	}
+	// A broker that stops answering without closing the connection fails
+	// the fetch after a while, instead of stalling the partition for good.
+	ctx, cancel := context.WithTimeout(ctx, r.maxWait+fetchTimeout)
+	defer cancel()
 	res, err := r.tr.RoundTrip(ctx, r.addr, &fetch.Request{
 		ReplicaID:      -1,
 		MaxWaitTime:    int32(r.maxWait / time.Millisecond),
