@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/registry"
@@ -110,7 +112,11 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		var dlq DeadLetterSink
 		var closeDLQ func() error
 		if t := src.Kafka.DeadLetterTopic; t != "" {
-			k := NewKafkaDeadLetters(brokers, t, nil)
+			var tr kafka.RoundTripper // kafka-go's default: plain TCP
+			if cfg.Group.Dialer != nil {
+				tr = newTransport(cfg.Group.Dialer)
+			}
+			k := NewKafkaDeadLetters(brokers, t, tr)
 			dlq, closeDLQ = k, k.Close
 		}
 		slog := log.With("source", src.Name)

@@ -176,8 +176,12 @@ a cleared store), and replaying again adds nothing. Do not replay with
 					if err != nil {
 						return err
 					}
+					dialer, err := kafka.security.dialer()
+					if err != nil {
+						return fmt.Errorf("%w: %v", errUsage, err)
+					}
 					res, err := ingest.Replay(ctx, ingest.ReplayConfig{
-						Project: reg.project, Registry: snap.Registry, Source: src, Brokers: brokers,
+						Project: reg.project, Registry: snap.Registry, Source: src, Brokers: brokers, Dialer: dialer,
 						Store: cfg.Store, Positions: ingest.NewPositions(rc, reg.project+".backfill"), Offline: cfg.Offline,
 						BatchSize: batchSize, DeadLetters: cfg.DeadLetters, Progress: cfg.Progress, Logger: log,
 					})

@@ -26,11 +26,13 @@ import (
 type kafkaFlags struct {
 	brokers     string
 	connections string
+	security    kafkaSecurity
 }
 
 func (k *kafkaFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.brokers, "kafka-brokers", "127.0.0.1:9092", "Bootstrap brokers (comma-separated host:port) of the Kafka connection named default.")
 	fs.StringVar(&k.connections, "kafka-connections", "", "Other named Kafka connections, as name=host:port,host:port;name2=host:port.")
+	k.security.register(fs)
 }
 
 // resolver returns how a source's brokers are found.
@@ -153,6 +155,10 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
+				dialer, err := kafka.security.dialer()
+				if err != nil {
+					return fmt.Errorf("%w: %v", errUsage, err)
+				}
 				// The consumer group config turns zero into its defaults, so a
 				// zero given here would not do what it says; and Kafka refuses a
 				// session timeout below 6s, after which the group retries for ever.
@@ -184,7 +190,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 					Brokers:     resolve,
 					Sources:     named,
 					GroupPrefix: groupPrefix,
-					Group:       ingest.GroupConfig{BatchSize: batchSize, MaxBatchSize: maxBatch, Linger: linger, SessionTimeout: session},
+					Group:       ingest.GroupConfig{BatchSize: batchSize, MaxBatchSize: maxBatch, Linger: linger, SessionTimeout: session, Dialer: dialer},
 					Store:       online.New(rc, online.Options{}),
 					Positions:   ingest.NewPositions(rc, reg.project),
 					Metrics:     ingest.NewMetrics(promReg),
