@@ -111,7 +111,10 @@ a cleared store), and replaying again adds nothing. Do not replay with
 				if src == nil {
 					return fmt.Errorf("registry version %d has no source %q", snap.Version, source)
 				}
-				rc := reg.redis.client()
+				rc, err := reg.redis.client()
+				if err != nil {
+					return err
+				}
 				defer rc.Close()
 				if err := reg.redis.checkMode(ctx, rc); err != nil {
 					return err

@@ -31,7 +31,12 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{rc: reg.redis.client(), prom: newRegistry()}
+	rc, err := reg.redis.client()
+	if err != nil {
+		closeStore()
+		return nil, err
+	}
+	d := &daemon{rc: rc, prom: newRegistry()}
 	if err := reg.redis.checkMode(ctx, d.rc); err != nil {
 		d.rc.Close()
 		closeStore()

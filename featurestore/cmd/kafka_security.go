@@ -1,8 +1,6 @@
 package cmd
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,18 +18,14 @@ import (
 // authentication. The same settings apply to every Kafka connection.
 type kafkaSecurity struct {
 	tls                    bool
-	tlsCA, tlsCert, tlsKey string
+	tlsFiles               tlsClientFiles
 	mechanism, username    string
 	password, passwordFile string
-	tlsServerName          string
 }
 
 func (k *kafkaSecurity) register(fs *flag.FlagSet) {
 	fs.BoolVar(&k.tls, "kafka-tls", false, "Connect to Kafka over TLS (implied by the other --kafka-tls flags), checking the brokers' certificates against the system's roots or --kafka-tls-ca.")
-	fs.StringVar(&k.tlsCA, "kafka-tls-ca", "", "CA certificates (PEM) the Kafka brokers' certificates must chain to, instead of the system's roots.")
-	fs.StringVar(&k.tlsCert, "kafka-tls-cert", "", "Client certificate chain (PEM) for Kafka brokers that require mutual TLS; with --kafka-tls-key.")
-	fs.StringVar(&k.tlsKey, "kafka-tls-key", "", "Private key (PEM) of --kafka-tls-cert.")
-	fs.StringVar(&k.tlsServerName, "kafka-tls-server-name", "", "Name the Kafka brokers' certificates must carry, when it is not the host name they are reached by.")
+	k.tlsFiles.register(fs, "kafka", "Kafka brokers")
 	fs.StringVar(&k.mechanism, "kafka-sasl-mechanism", "", "SASL mechanism to authenticate to Kafka with: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none.")
 	fs.StringVar(&k.username, "kafka-sasl-username", "", "SASL user name.")
 	fs.StringVar(&k.password, "kafka-sasl-password", "", "SASL password (prefer the environment variable or --kafka-sasl-password-file to the flag).")
@@ -41,45 +35,18 @@ func (k *kafkaSecurity) register(fs *flag.FlagSet) {
 // dialer returns the dialer of Kafka connections, or nil for plain TCP
 // without authentication. Errors name the flag at fault.
 func (k *kafkaSecurity) dialer() (*kafka.Dialer, error) {
-	useTLS := k.tls || k.tlsCA != "" || k.tlsCert != "" || k.tlsKey != "" || k.tlsServerName != ""
+	useTLS := k.tls || k.tlsFiles.given()
 	mech, err := k.sasl()
 	if err != nil || (!useTLS && mech == nil) {
 		return nil, err
 	}
 	d := &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, SASLMechanism: mech}
 	if useTLS {
-		if d.TLS, err = k.tlsConfig(); err != nil {
+		if d.TLS, err = k.tlsFiles.config(); err != nil {
 			return nil, err
 		}
 	}
 	return d, nil
-}
-
-func (k *kafkaSecurity) tlsConfig() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: k.tlsServerName}
-	if k.tlsCA != "" {
-		pem, err := os.ReadFile(k.tlsCA)
-		if err != nil {
-			return nil, fmt.Errorf("--kafka-tls-ca: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--kafka-tls-ca: %s holds no PEM certificate", k.tlsCA)
-		}
-	}
-	switch {
-	case k.tlsCert != "" && k.tlsKey != "":
-		cert, err := tls.LoadX509KeyPair(k.tlsCert, k.tlsKey)
-		if err != nil {
-			return nil, fmt.Errorf("--kafka-tls-cert and --kafka-tls-key: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	case k.tlsCert != "":
-		return nil, errors.New("--kafka-tls-cert needs --kafka-tls-key")
-	case k.tlsKey != "":
-		return nil, errors.New("--kafka-tls-key needs --kafka-tls-cert")
-	}
-	return cfg, nil
 }
 
 // sasl returns the SASL mechanism, or nil for none.

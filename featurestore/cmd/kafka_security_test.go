@@ -44,8 +44,8 @@ func TestKafkaSecurityFlags(t *testing.T) {
 	}{
 		{"nothing", kafkaSecurity{}, "nil", ""},
 		{"TLS with the system's roots", kafkaSecurity{tls: true}, "tls", ""},
-		{"TLS by its CA", kafkaSecurity{tlsCA: pki.caFile}, "tls", ""},
-		{"mutual TLS", kafkaSecurity{tlsCA: pki.caFile, tlsCert: pki.certFile, tlsKey: pki.keyFile}, "tls", ""},
+		{"TLS by its CA", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", ca: pki.caFile}}, "tls", ""},
+		{"mutual TLS", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", ca: pki.caFile, cert: pki.certFile, key: pki.keyFile}}, "tls", ""},
 		{"PLAIN", kafkaSecurity{mechanism: "plain", username: "u", password: "p"}, "plain", ""},
 		{"SCRAM over TLS, password from a file", kafkaSecurity{tls: true, mechanism: "SCRAM-SHA-512", username: "u", passwordFile: pwFile}, "tls+scram", ""},
 		{"SCRAM-SHA-256", kafkaSecurity{mechanism: "SCRAM-SHA-256", username: "u", password: "p"}, "scram", ""},
@@ -55,11 +55,11 @@ func TestKafkaSecurityFlags(t *testing.T) {
 		{"user without mechanism", kafkaSecurity{username: "u", password: "p"}, "", "needs --kafka-sasl-mechanism"},
 		{"two passwords", kafkaSecurity{mechanism: "PLAIN", username: "u", password: "p", passwordFile: pwFile}, "", "not both"},
 		{"missing password file", kafkaSecurity{mechanism: "PLAIN", username: "u", passwordFile: filepath.Join(dir, "none")}, "", "--kafka-sasl-password-file"},
-		{"CA not PEM", kafkaSecurity{tlsCA: notPEM}, "", "--kafka-tls-ca: " + notPEM + " holds no PEM certificate"},
-		{"missing CA", kafkaSecurity{tlsCA: filepath.Join(dir, "none")}, "", "--kafka-tls-ca"},
-		{"certificate without key", kafkaSecurity{tlsCert: pki.certFile}, "", "--kafka-tls-cert needs --kafka-tls-key"},
-		{"key without certificate", kafkaSecurity{tlsKey: pki.keyFile}, "", "--kafka-tls-key needs --kafka-tls-cert"},
-		{"key of another certificate", kafkaSecurity{tlsCert: pki.caFile, tlsKey: pki.keyFile}, "", "--kafka-tls-cert and --kafka-tls-key"},
+		{"CA not PEM", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", ca: notPEM}}, "", "--kafka-tls-ca: " + notPEM + " holds no PEM certificate"},
+		{"missing CA", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", ca: filepath.Join(dir, "none")}}, "", "--kafka-tls-ca"},
+		{"certificate without key", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", cert: pki.certFile}}, "", "--kafka-tls-cert needs --kafka-tls-key"},
+		{"key without certificate", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", key: pki.keyFile}}, "", "--kafka-tls-key needs --kafka-tls-cert"},
+		{"key of another certificate", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", cert: pki.caFile, key: pki.keyFile}}, "", "--kafka-tls-cert and --kafka-tls-key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,10 +78,10 @@ func TestKafkaSecurityFlags(t *testing.T) {
 				var parts []string
 				if d.TLS != nil {
 					parts = append(parts, "tls")
-					if tt.k.tlsCA != "" && d.TLS.RootCAs == nil {
+					if tt.k.tlsFiles.ca != "" && d.TLS.RootCAs == nil {
 						t.Error("no roots from --kafka-tls-ca")
 					}
-					if len(d.TLS.Certificates) != map[bool]int{true: 1}[tt.k.tlsCert != ""] {
+					if len(d.TLS.Certificates) != map[bool]int{true: 1}[tt.k.tlsFiles.cert != ""] {
 						t.Errorf("%d client certificates", len(d.TLS.Certificates))
 					}
 				}

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +23,7 @@ type redisFlags struct {
 	password string
 	db       int
 	tls      bool
+	tlsFiles tlsClientFiles
 	timeout  time.Duration
 }
 
@@ -33,11 +33,14 @@ func (r *redisFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.username, "redis-username", "", "Redis ACL user name.")
 	fs.StringVar(&r.password, "redis-password", "", "Redis password (prefer the environment variable to the flag).")
 	fs.IntVar(&r.db, "redis-db", 0, "Redis database number (standalone only).")
-	fs.BoolVar(&r.tls, "redis-tls", false, "Connect to Redis over TLS.")
+	fs.BoolVar(&r.tls, "redis-tls", false, "Connect to Redis over TLS (implied by the other --redis-tls flags), checking the servers' certificates against the system's roots or --redis-tls-ca.")
+	r.tlsFiles.register(fs, "redis", "Redis servers")
 	fs.DurationVar(&r.timeout, "redis-timeout", 2*time.Second, "Dial, read and write timeout of Redis commands.")
 }
 
-func (r *redisFlags) client() redis.UniversalClient {
+// client returns the Redis client; an error (a usage error) names the flag
+// at fault.
+func (r *redisFlags) client() (redis.UniversalClient, error) {
 	addrs := strings.Split(r.addr, ",")
 	for i := range addrs {
 		addrs[i] = strings.TrimSpace(addrs[i])
@@ -57,10 +60,14 @@ func (r *redisFlags) client() redis.UniversalClient {
 		// allocations and no push-notification checks.
 		Protocol: 2,
 	}
-	if r.tls {
-		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if r.tls || r.tlsFiles.given() {
+		cfg, err := r.tlsFiles.config()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		opts.TLSConfig = cfg
 	}
-	return redis.NewUniversalClient(opts)
+	return redis.NewUniversalClient(opts), nil
 }
 
 // checkMode refuses a standalone client of a Redis that is a node of a
@@ -190,7 +197,10 @@ func (r *registryFlags) open(ctx context.Context) (registry.Store, func(), error
 		}
 		return s, func() {}, nil
 	}
-	c := r.redis.client()
+	c, err := r.redis.client()
+	if err != nil {
+		return nil, nil, err
+	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("registry: redis at %s does not answer: %w (start Redis, or `featurestore dev` and keep it running, or use --registry file:DIR)", r.redis.addr, err)

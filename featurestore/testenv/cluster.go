@@ -15,6 +15,73 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// redisServer returns the path of the redis-server binary that
+// .ci/services.sh installs; without it the test skips, or fails where
+// RequireServices is true.
+func redisServer(t testing.TB, what string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if RequireServices() {
+			t.Fatalf("redis-server is not on PATH; it is needed for %s (%s): %v", what, hint, err)
+		}
+		t.Skipf("redis-server is not on PATH; skipping %s: %v", what, err)
+	}
+	return bin
+}
+
+// startRedis starts a redis-server with args, without persistence, its
+// working directory and log in dir; it stops when the test ends, and its
+// log, named by label, is shown if the test failed.
+func startRedis(t testing.TB, bin, dir, label string, args ...string) {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(dir, "redis.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append(args, "--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no")...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			if b, err := os.ReadFile(logf.Name()); err == nil {
+				t.Logf("log of %s:\n%s", label, b)
+			}
+		}
+	})
+}
+
+// RedisTLS starts a redis-server that speaks TLS only, on a free loopback
+// port, with the server certificate and key of the given PEM files, and
+// that requires client certificates chaining to caFile. It returns its
+// address once it accepts connections, and stops when the test ends.
+func RedisTLS(t testing.TB, certFile, keyFile, caFile string) string {
+	t.Helper()
+	bin := redisServer(t, "the Redis TLS test")
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	startRedis(t, bin, dir, "the TLS redis-server "+addr, "--bind", "127.0.0.1", "--port", "0", "--tls-port", strconv.Itoa(port),
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile, "--tls-auth-clients", "yes")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := waitFor(ctx, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("the TLS redis-server at %s does not accept connections: %v", addr, err)
+	}
+	return addr
+}
+
 // RedisCluster starts a Redis Cluster of the given number of masters (no
 // replicas) from the redis-server binary that .ci/services.sh installs, on
 // free loopback ports, waits until every node agrees the cluster is ready,
@@ -28,13 +95,7 @@ func RedisCluster(t testing.TB, nodes int) []string {
 	if testing.Short() {
 		t.Skip("-short: not starting a Redis Cluster")
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if RequireServices() {
-			t.Fatalf("redis-server is not on PATH; it is needed for the Redis Cluster test (%s): %v", hint, err)
-		}
-		t.Skipf("redis-server is not on PATH; skipping the Redis Cluster test: %v", err)
-	}
+	bin := redisServer(t, "the Redis Cluster test")
 	dir := t.TempDir()
 	addrs := make([]string, nodes)
 	for i := range nodes {
@@ -44,28 +105,8 @@ func RedisCluster(t testing.TB, nodes int) []string {
 		if err := os.Mkdir(nodeDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		logf, err := os.Create(filepath.Join(nodeDir, "redis.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin,
-			"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--protected-mode", "no",
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(nodeDir, "nodes.conf"),
-			"--dir", nodeDir, "--save", "", "--appendonly", "no", "--daemonize", "no")
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start %s: %v", bin, err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			logf.Close()
-			if t.Failed() {
-				if b, err := os.ReadFile(logf.Name()); err == nil {
-					t.Logf("log of node %s:\n%s", addrs[i], b)
-				}
-			}
-		})
+		startRedis(t, bin, nodeDir, "node "+addrs[i], "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--protected-mode", "no",
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(nodeDir, "nodes.conf"))
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
