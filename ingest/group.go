@@ -69,7 +69,11 @@ type GroupConfig struct {
 	RetryMin, RetryMax time.Duration
 	// Dialer, if set, is used for all broker connections (TLS, SASL).
 	Dialer *kafka.Dialer
-	Logger *slog.Logger
+	// OnGroup, if set, is told true when the process enters a generation
+	// of the group (with or without partitions), and false when joining
+	// one fails or RunGroup returns.
+	OnGroup func(in bool)
+	Logger  *slog.Logger
 }
 
 func (c *GroupConfig) defaults() {
@@ -136,6 +140,12 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	tr := newTransport(cfg.Dialer)
 	defer tr.CloseIdleConnections()
 
+	inGroup := func(in bool) {
+		if cfg.OnGroup != nil {
+			cfg.OnGroup(in)
+		}
+	}
+	defer inGroup(false)
 	backoff := cfg.RetryMin
 	for {
 		gen, err := group.Next(ctx)
@@ -143,6 +153,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 			return nil
 		}
 		if err != nil {
+			inGroup(false)
 			// Next retries by itself; errors here are transient more
 			// often than not. Wait, then ask again.
 			log.Warn("consumer group generation failed", "err", err, "retry_in", backoff)
@@ -153,6 +164,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 			continue
 		}
 		backoff = cfg.RetryMin
+		inGroup(true)
 		var parts []int
 		for _, a := range gen.Assignments[cfg.Topic] {
 			parts = append(parts, a.ID)

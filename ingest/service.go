@@ -34,6 +34,8 @@ type ServiceConfig struct {
 	Offline *offline.Writer
 	Metrics *Metrics
 	Logger  *slog.Logger
+	// Readiness, if set, is kept up to date with the sources running.
+	Readiness *Readiness
 }
 
 // RunService ingests every selected source of the registry version the
@@ -56,6 +58,7 @@ func RunService(ctx context.Context, cfg ServiceConfig, w *registry.Watcher) err
 		}
 		runCtx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
+		cfg.Readiness.start(snap.Version)
 		started, err := startSources(runCtx, &wg, cfg, snap, log)
 		if err != nil {
 			cancel()
@@ -76,6 +79,7 @@ func RunService(ctx context.Context, cfg ServiceConfig, w *registry.Watcher) err
 		t := time.Now()
 		cancel()
 		wg.Wait()
+		cfg.Readiness.stop()
 		log.Info("ingest stopped", "registry_version", snap.Version, "duration", time.Since(t))
 	}
 	return nil
@@ -131,6 +135,7 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		gc := cfg.Group
 		gc.Brokers, gc.Topic, gc.Logger = brokers, src.Kafka.Topic, slog
 		gc.GroupID = cfg.GroupPrefix + "." + cfg.Project + "." + src.Name
+		gc.OnGroup = cfg.Readiness.source(src.Name)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

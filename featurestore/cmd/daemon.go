@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,10 +24,11 @@ type daemon struct {
 }
 
 // startDaemon opens the registry, loads its current version, starts the
-// watcher and the metrics endpoint (unless metricsAddr is empty). Call stop
+// watcher and the metrics endpoint (unless metricsAddr is empty), which also
+// serves the routes that routes, if set, returns for the daemon. Call stop
 // when done: it stops the watcher and the metrics endpoint and closes the
 // clients, in reverse order.
-func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metricsAddr string, watchEvery time.Duration) (*daemon, error) {
+func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metricsAddr string, watchEvery time.Duration, routes func(*daemon) map[string]http.Handler) (*daemon, error) {
 	store, closeStore, err := reg.open(ctx)
 	if err != nil {
 		return nil, err
@@ -44,7 +46,11 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 	}
 	stopMetrics := func() {}
 	if metricsAddr != "" {
-		addr, stop, err := serveMetrics(ctx, metricsAddr, d.prom, log)
+		var extra map[string]http.Handler
+		if routes != nil {
+			extra = routes(d)
+		}
+		addr, stop, err := serveMetrics(ctx, metricsAddr, d.prom, log, extra)
 		if err != nil {
 			d.rc.Close()
 			closeStore()

@@ -144,7 +144,7 @@ Ctrl-C.`,
 				promReg := newRegistry()
 				metricsURL := "(off)"
 				if metrics != "" {
-					addr, stop, err := serveMetrics(ctx, metrics, promReg, log)
+					addr, stop, err := serveMetrics(ctx, metrics, promReg, log, nil)
 					if err != nil {
 						return err
 					}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
@@ -69,15 +70,19 @@ func splitList(s string) []string {
 	return out
 }
 
-// serveMetrics serves reg's /metrics on addr until ctx ends or stop is
-// called, whichever comes first; it returns the address it listens on.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (string, func(), error) {
+// serveMetrics serves reg's /metrics, and routes, on addr until ctx ends
+// or stop is called, whichever comes first; it returns the address it
+// listens on.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger, routes map[string]http.Handler) (string, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, listenFlagError("--metrics-addr", addr, fmt.Errorf("metrics listener: %w", err))
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	for path, h := range routes {
+		mux.Handle(path, h)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -91,6 +96,37 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	})
 	context.AfterFunc(ctx, stop)
 	return ln.Addr().String(), stop, nil
+}
+
+// ingestProbes returns the liveness and readiness endpoints of an ingest
+// process: /healthz answers 200 while the process serves HTTP; /readyz
+// answers 200 when ready says so and Redis answers a PING within a second,
+// else 503, the body saying why in either case.
+func ingestProbes(ready *ingest.Readiness, rc redis.UniversalClient) map[string]http.Handler {
+	text := func(w http.ResponseWriter, code int, body string) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(code)
+		fmt.Fprintln(w, body)
+	}
+	return map[string]http.Handler{
+		"GET /healthz": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { text(w, http.StatusOK, "ok") }),
+		"GET /readyz": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ok, why := ready.Ready()
+			if ok {
+				ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+				defer cancel()
+				if err := rc.Ping(ctx).Err(); err != nil {
+					ok, why = false, "redis does not answer: "+err.Error()
+				}
+			}
+			code := http.StatusOK
+			if !ok {
+				code = http.StatusServiceUnavailable
+			}
+			text(w, code, why)
+		}),
+	}
 }
 
 func newRegistry() *prometheus.Registry {
@@ -172,7 +208,10 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				case session < 6*time.Second:
 					return fmt.Errorf("%w: --session-timeout %s: Kafka needs at least 6s", errUsage, session)
 				}
-				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery)
+				ready := &ingest.Readiness{}
+				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery, func(d *daemon) map[string]http.Handler {
+					return ingestProbes(ready, d.rc)
+				})
 				if err != nil {
 					return err
 				}
@@ -195,6 +234,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 					Positions:   ingest.NewPositions(rc, reg.project),
 					Metrics:     ingest.NewMetrics(promReg),
 					Logger:      log,
+					Readiness:   ready,
 				})
 			}
 		},

@@ -138,7 +138,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
-				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery)
+				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery, nil)
 				if err != nil {
 					return err
 				}

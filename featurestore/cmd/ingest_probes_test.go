@@ -1,0 +1,101 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
+)
+
+// TestIngestProbes runs 'featurestore ingest' in process and reads its
+// /healthz and /readyz: live from the start; not ready while Kafka cannot
+// be reached (the source is not in its consumer group), nor while Redis
+// does not answer; ready with both.
+func TestIngestProbes(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	redisAddr := testenv.RedisAddr(t)
+	topic := testenv.UniqueName(t, "txns")
+	testenv.CreateTopic(t, brokers, topic, 2)
+	defs := copyDir(t, "../../examples")
+	edit(t, filepath.Join(defs, "sources.yaml"), "topic: card_transactions", "topic: "+topic)
+	regDir := t.TempDir()
+	base := map[string]string{"FEATURESTORE_REGISTRY": "file:" + regDir, "FEATURESTORE_PROJECT": testenv.UniqueName(t, "p"),
+		"FEATURESTORE_LOG_LEVEL": "error"}
+	if code, out, errOut := runCLI(t, base, "apply", defs); code != 0 {
+		t.Fatalf("apply: %s%s", out, errOut)
+	}
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	get := func(addr, path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	for _, tt := range []struct {
+		name, kafka, redis string
+		code               int
+		says               string
+	}{
+		{"kafka unreachable", "127.0.0.1:1", redisAddr, http.StatusServiceUnavailable, "not in their consumer group yet: card_transactions"},
+		{"redis unreachable", strings.Join(brokers, ","), "127.0.0.1:1", http.StatusServiceUnavailable, "redis does not answer"},
+		{"ready", strings.Join(brokers, ","), redisAddr, http.StatusOK, "every source in its consumer group (1)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			metrics := free()
+			env := map[string]string{"FEATURESTORE_KAFKA_BROKERS": tt.kafka, "FEATURESTORE_REDIS_ADDR": tt.redis,
+				"FEATURESTORE_METRICS_ADDR": metrics, "FEATURESTORE_SESSION_TIMEOUT": "6s"}
+			maps.Copy(env, base)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			var errOut bytes.Buffer
+			go func() {
+				defer close(done)
+				runContext(ctx, []string{"ingest"}, io.Discard, &errOut, envMap(env))
+			}()
+			defer func() { cancel(); <-done }()
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				if code, body := get(metrics, "/healthz"); code == http.StatusOK && body == "ok" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("/healthz never answered 200\n%s", errOut.String())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			// Ready takes the group's join; not ready must stay so.
+			var code int
+			var body string
+			for time.Now().Before(deadline) {
+				if code, body = get(metrics, "/readyz"); code == tt.code && strings.Contains(body, tt.says) && (code == http.StatusOK || time.Until(deadline) < 25*time.Second) {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if code != tt.code || !strings.Contains(body, tt.says) {
+				t.Errorf("/readyz: %d %q, want %d saying %q\n%s", code, body, tt.code, tt.says, errOut.String())
+			}
+			if code, _ := get(metrics, "/metrics"); code != http.StatusOK {
+				t.Errorf("/metrics: %d", code)
+			}
+		})
+	}
+}

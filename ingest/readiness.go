@@ -1,0 +1,85 @@
+package ingest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Readiness tells whether the ingest service does its work: a registry
+// version is running, and each source it ingests is in its consumer group
+// (entered a generation, with or without partitions, and has not failed to
+// join one since). RunService keeps it up to date when ServiceConfig
+// names it; a readiness probe reads it. The zero value is not ready.
+type Readiness struct {
+	mu      sync.Mutex
+	running bool
+	version int64
+	runs    int             // counts start calls
+	inGroup map[string]bool // per source started
+}
+
+// start records that the sources of a registry version start.
+func (r *Readiness) start(version int64) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.running, r.version, r.inGroup = true, version, map[string]bool{}
+	r.runs++
+}
+
+// stop records that the running version's sources stopped.
+func (r *Readiness) stop() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.running, r.inGroup = false, nil
+}
+
+// source records a source started, not yet in its group, and returns the
+// function that records whether it is (GroupConfig.OnGroup).
+func (r *Readiness) source(name string) func(in bool) {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inGroup[name] = false
+	run := r.runs
+	return func(in bool) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		// A group of a version that stopped changes nothing.
+		if r.running && r.runs == run {
+			r.inGroup[name] = in
+		}
+	}
+}
+
+// Ready reports whether the service is ready, and says why or why not.
+func (r *Readiness) Ready() (bool, string) {
+	if r == nil {
+		return false, "ingest has not started"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.running {
+		return false, "no registry version running yet"
+	}
+	var out []string
+	for name, in := range r.inGroup {
+		if !in {
+			out = append(out, name)
+		}
+	}
+	if len(out) > 0 {
+		slices.Sort(out)
+		return false, fmt.Sprintf("registry version %d: not in their consumer group yet: %s", r.version, strings.Join(out, ", "))
+	}
+	return true, fmt.Sprintf("registry version %d: every source in its consumer group (%d)", r.version, len(r.inGroup))
+}
