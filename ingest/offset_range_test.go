@@ -1,13 +1,16 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -111,5 +114,50 @@ func testResumeBeforeTheFirstOffset(t *testing.T, kafkaFor func(t *testing.T, to
 		if n := h.applied[[2]int64{0, off}]; n != 1 {
 			t.Errorf("offset %d applied %d times", off, n)
 		}
+	}
+}
+
+// TestPartitionReaderCompression: the partition reader decodes batches of
+// every compression codec a producer may use, with keys, values, headers
+// and times intact.
+func TestPartitionReaderCompression(t *testing.T) { forEachKafka(t, testPartitionReaderCompression) }
+
+func testPartitionReaderCompression(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	for _, codec := range []kafka.Compression{0, kafka.Gzip, kafka.Snappy, kafka.Lz4, kafka.Zstd} {
+		t.Run(fmt.Sprint(codec), func(t *testing.T) {
+			topic := "compressed-" + strings.ReplaceAll(t.Name(), "/", "-")
+			brokers := kafkaFor(t, topic, 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Compression: codec, RequiredAcks: kafka.RequireAll, BatchSize: 50, BatchTimeout: time.Millisecond}
+			var want []kafka.Message
+			at := time.UnixMilli(1795687200123)
+			for i := range 120 {
+				want = append(want, kafka.Message{Key: fmt.Appendf(nil, "k%d", i), Value: bytes.Repeat(fmt.Appendf(nil, "v%d,", i), 20),
+					Headers: []kafka.Header{{Key: "h", Value: fmt.Appendf(nil, "%d", i)}}, Time: at.Add(time.Duration(i) * time.Millisecond)})
+			}
+			if err := w.WriteMessages(ctx, want...); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			tr := newTransport(nil)
+			defer tr.CloseIdleConnections()
+			r := &partitionReader{tr: tr, addr: kafka.TCP(brokers...), topic: topic, maxBytes: 4 << 10, maxWait: 100 * time.Millisecond,
+				log: slog.New(slog.DiscardHandler)}
+			r.setOffset(kafka.FirstOffset)
+			for i, w := range want {
+				m, ok, err := r.readBefore(ctx, int64(len(want)))
+				if err != nil || !ok {
+					t.Fatalf("message %d: %v %v", i, ok, err)
+				}
+				if m.Offset != int64(i) || !bytes.Equal(m.Key, w.Key) || !bytes.Equal(m.Value, w.Value) || !m.Time.Equal(w.Time) ||
+					len(m.Headers) != 1 || m.Headers[0].Key != "h" || !bytes.Equal(m.Headers[0].Value, w.Headers[0].Value) {
+					t.Fatalf("message %d: got offset %d key %q value %q headers %v time %v", i, m.Offset, m.Key, m.Value, m.Headers, m.Time)
+				}
+			}
+			if _, ok, err := r.readBefore(ctx, int64(len(want))); ok || err != nil {
+				t.Fatalf("read past the end: %v %v", ok, err)
+			}
+		})
 	}
 }

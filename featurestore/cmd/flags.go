@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // envName is the environment variable that sets a flag: --redis-addr is
@@ -67,13 +70,28 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", l.level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	var log *slog.Logger
 	switch l.format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		log = slog.New(slog.NewTextHandler(w, opts))
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		log = slog.New(slog.NewJSONHandler(w, opts))
+	default:
+		return nil, fmt.Errorf("--log-format %q: use text or json", l.format)
 	}
-	return nil, fmt.Errorf("--log-format %q: use text or json", l.format)
+	// go-redis logs a few things of its own (a pool that cannot dial, say),
+	// by default as plain lines on stderr: through the process's logger
+	// they keep its format. The setting is the process's (one command per
+	// process).
+	redis.SetLogger(redisLogger{log})
+	return log, nil
+}
+
+// redisLogger passes go-redis's own messages to a logger, at warn level.
+type redisLogger struct{ log *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }
 
 // usage prints a command's help: what it does, its flags and their

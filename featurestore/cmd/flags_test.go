@@ -1,9 +1,15 @@
 package cmd
 
 import (
+	"context"
+	"encoding/json"
 	"flag"
 	"io"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestParseFlagsEnvironment(t *testing.T) {
@@ -32,3 +38,30 @@ func TestParseFlagsEnvironment(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisClientLogs: go-redis's own messages (here, a pool that cannot
+// dial) come out through the command's logger, in its format, not as plain
+// lines on stderr.
+func TestRedisClientLogs(t *testing.T) {
+	var buf syncBuffer
+	l := logFlags{level: "warn", format: "json"}
+	if _, err := l.logger(&buf); err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer rc.Close()
+	for i := 0; i < 20 && buf.String() == ""; i++ {
+		_ = rc.Ping(context.Background()).Err()
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) == 0 || lines[0] == "" {
+		t.Fatal("go-redis logged nothing")
+	}
+	for _, line := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] != "redis client" || rec["level"] != "WARN" {
+			t.Errorf("not a JSON record of the command's logger: %q (%v)", line, err)
+		}
+	}
+}
+
