@@ -64,4 +64,3 @@ func TestRedisClientLogs(t *testing.T) {
 		}
 	}
 }
-
