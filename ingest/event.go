@@ -180,11 +180,24 @@ type Decoder interface {
 // NewDecoder returns a decoder for the source's format. Relative descriptor
 // set paths are resolved against baseDir.
 func NewDecoder(src *registry.Source, l Layout, baseDir string) (Decoder, error) {
+	var d Decoder
 	switch src.Format {
 	case registry.FormatJSON, "":
-		return newJSONDecoder(src, l), nil
+		d = newJSONDecoder(src, l)
 	case registry.FormatProtobuf:
-		return newProtoDecoder(src, l, baseDir)
+		pd, err := newProtoDecoder(src, l, baseDir)
+		if err != nil {
+			return nil, err
+		}
+		d = pd
+	default:
+		return nil, fmt.Errorf("source %q: unknown format %q", src.Name, src.Format)
 	}
-	return nil, fmt.Errorf("source %q: unknown format %q", src.Name, src.Format)
+	switch src.Framing {
+	case "", registry.FramingNone:
+		return d, nil
+	case registry.FramingConfluent:
+		return newConfluentDecoder(src, d)
+	}
+	return nil, fmt.Errorf("source %q: unknown framing %q", src.Name, src.Framing)
 }

@@ -70,6 +70,7 @@ type Source struct {
 	Description     string               `yaml:"description" json:"description,omitempty" doc:"What the events are."`
 	Kafka           Kafka                `yaml:"kafka" json:"kafka" required:"true" doc:"Where the events are read from."`
 	Format          Format               `yaml:"format" json:"format" default:"json" doc:"Encoding of the event payload."`
+	Framing         Framing              `yaml:"framing" json:"framing,omitempty" default:"none" doc:"What surrounds the encoding in each Kafka message: none, or confluent, the Confluent Schema Registry wire format that Confluent's serializers write (a zero byte, the 4-byte schema id, for Protobuf the message indexes, then the encoding). The schema id is not looked up: format, and for Protobuf the declared message, decode every event, and the message indexes must name the declared message in its file. A message without the frame, or naming another message, is rejected as invalid_payload."`
 	Protobuf        *Protobuf            `yaml:"protobuf" json:"protobuf,omitempty" doc:"How to decode Protobuf events; required when format is protobuf."`
 	Timestamp       Timestamp            `yaml:"timestamp" json:"timestamp" required:"true" doc:"Which field carries the event time, and how."`
 	Keys            map[string]string    `yaml:"keys" json:"keys" required:"true" doc:"Maps each join key the source provides to the event field that carries it (dot-separated path for nested fields)."`

@@ -155,6 +155,29 @@ func (f *Format) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// Framing is what surrounds a source's event encoding in a Kafka message.
+type Framing string
+
+// The framings.
+const (
+	FramingNone Framing = "none"
+	// FramingConfluent is the Confluent Schema Registry wire format: a zero
+	// byte, the schema id (4 bytes, big-endian), for Protobuf the message
+	// indexes, then the encoding.
+	FramingConfluent Framing = "confluent"
+)
+
+func (Framing) enumValues() []string { return []string{"none", "confluent"} }
+
+// UnmarshalText accepts none and confluent.
+func (f *Framing) UnmarshalText(b []byte) error {
+	if err := checkEnum("framing", string(b), f.enumValues()); err != nil {
+		return err
+	}
+	*f = Framing(b)
+	return nil
+}
+
 // TimeEncoding is how an event carries its event time.
 type TimeEncoding string
 

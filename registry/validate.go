@@ -91,6 +91,11 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 			e.add(o.PosOf("name"), "%s: %v", ctx, err)
 		}
 	}
+	if o.Framing == FramingNone {
+		// Stored as unset, so that writing the default out changes no
+		// digest (definitions from before framing existed set none).
+		o.Framing = ""
+	}
 	if o.Format == "" {
 		o.Format = FormatJSON
 	}
