@@ -111,7 +111,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 	if err := a.SetOffline(cfg.Offline, cfg.Registry); err != nil {
 		return res, err
 	}
-	tr := newTransport(cfg.Dialer)
+	tr := newTransport(cfg.Dialer, topic)
 	defer tr.CloseIdleConnections()
 	ends, err := partitionEnds(ctx, tr, cfg.Brokers, topic)
 	if err != nil {

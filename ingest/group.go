@@ -137,7 +137,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	defer closeBounded(group, cfg.ShutdownTimeout, log)
 	// The partitions' readers share one transport (a pool of connections
 	// per broker).
-	tr := newTransport(cfg.Dialer)
+	tr := newTransport(cfg.Dialer, cfg.Topic)
 	defer tr.CloseIdleConnections()
 
 	inGroup := func(in bool) {

@@ -66,9 +66,12 @@ type partitionReader struct {
 }
 
 // newTransport returns the transport the readers of a group share; d, if
-// set, gives its TLS, SASL and dialing.
-func newTransport(d *kafka.Dialer) *kafka.Transport {
-	t := &kafka.Transport{DialTimeout: 10 * time.Second}
+// set, gives its TLS, SASL and dialing. Its metadata cache holds the given
+// topics only (all when none is given), so that a cluster of many topics
+// does not cost every group a metadata request of all of them every few
+// seconds.
+func newTransport(d *kafka.Dialer, topics ...string) *kafka.Transport {
+	t := &kafka.Transport{DialTimeout: 10 * time.Second, MetadataTopics: topics}
 	if d != nil {
 		t.TLS, t.SASL, t.ClientID = d.TLS, d.SASLMechanism, d.ClientID
 		if d.Timeout > 0 {
