@@ -59,10 +59,10 @@ func (d *confluentDecoder) Decode(payload []byte, ev *Event) error {
 	if d.indexes != nil {
 		idx, rest, err := d.readIndexes(body)
 		if err != nil {
-				return reject(ReasonInvalidPayload, "Confluent wire format (framing confluent): %v", err)
+			return reject(ReasonInvalidPayload, "Confluent wire format (framing confluent): %v", err)
 		}
 		if !slices.Equal(idx, d.indexes) {
-				return reject(ReasonInvalidPayload, "Confluent wire format (framing confluent): schema %d, message indexes %v name another message than %s (%v)",
+			return reject(ReasonInvalidPayload, "Confluent wire format (framing confluent): schema %d, message indexes %v name another message than %s (%v)",
 				binary.BigEndian.Uint32(payload[1:confluentHeader]), idx, d.message, d.indexes)
 		}
 		body = rest

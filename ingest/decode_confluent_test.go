@@ -52,9 +52,9 @@ func TestDecodeConfluentJSON(t *testing.T) {
 		t.Fatalf("decoded %+v", ev)
 	}
 	for name, payload := range map[string][]byte{
-		"no frame":      event,
-		"short":         {0, 0, 0},
-		"magic byte 1":  append([]byte{1, 0, 0, 0, 42}, event...),
+		"no frame":       event,
+		"short":          {0, 0, 0},
+		"magic byte 1":   append([]byte{1, 0, 0, 0, 42}, event...),
 		"frame, no body": confluentFrame(42, nil, nil),
 	} {
 		var de *DecodeError
