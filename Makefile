@@ -60,7 +60,7 @@ test-unit:
 lint: fmt-check vet staticcheck
 
 fmt-check:
-	@files=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$files" ]; then echo "gofmt needed: $$files" >&2; exit 1; fi
+	@files=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); if [ -n "$$files" ]; then echo "gofmt needed: $$files" >&2; exit 1; fi
 
 vet:
 	$(GO) vet $(PKGS)
