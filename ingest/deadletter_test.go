@@ -3,7 +3,9 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +99,45 @@ features: [{name: n, aggregation: count, window: 1h}]
 		if c.reason == ReasonMissingKey && h[HeaderView] != "by_account" {
 			t.Errorf("missing key: view header %q", h[HeaderView])
 		}
+	}
+}
+
+// TestDeadLettersCloseTheirTransport: a sink made with a dialer (TLS,
+// SASL) has a transport of its own, made per registry version; closing the
+// sink must close it, or each version leaves its connections and metadata
+// goroutine behind.
+func TestDeadLettersCloseTheirTransport(t *testing.T) {
+	topic := "dlq-close-" + strings.ReplaceAll(t.Name(), "/", "-")
+	brokers := startKafka(t, topic, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	round := func() {
+		sink, closeSink := deadLetters(brokers, topic, &kafka.Dialer{Timeout: 5 * time.Second})
+		if err := sink.Send(ctx, []DeadLetter{{Message: kafka.Message{Topic: "src", Value: []byte("x")}, Reason: ReasonInvalidPayload, Detail: "test"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := closeSink(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round() // the first round starts what stays for the process (kfake's, the runtime's)
+	settle := func() int {
+		var n int
+		for range 50 {
+			time.Sleep(20 * time.Millisecond)
+			if m := runtime.NumGoroutine(); m == n {
+				break
+			} else {
+				n = m
+			}
+		}
+		return n
+	}
+	before := settle()
+	for range 3 {
+		round()
+	}
+	if after := settle(); after > before+1 {
+		t.Errorf("%d goroutines before 3 sinks were made and closed, %d after", before, after)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -159,5 +161,88 @@ func testPartitionReaderCompression(t *testing.T, kafkaFor func(t *testing.T, to
 				t.Fatalf("read past the end: %v %v", ok, err)
 			}
 		})
+	}
+}
+
+// TestAbortMarkerAfterFetchStart: a fetch that starts after an aborted
+// transaction's records but before its marker (the broker still lists
+// the transaction) must not take the producer's next, committed
+// transaction for aborted. Small fetches and incompressible values put
+// the fetch boundaries between them.
+func TestAbortMarkerAfterFetchStart(t *testing.T) { forEachKafka(t, testAbortMarkerAfterFetchStart) }
+
+func testAbortMarkerAfterFetchStart(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := "abort-marker-" + strings.ReplaceAll(t.Name(), "/", "-")
+	brokers := kafkaFor(t, topic, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tx, plain := kgoClient(t, brokers, topic, kgo.TransactionalID(topic+"-tx")), kgoClient(t, brokers, topic)
+	produce := func(cl *kgo.Client, v string) int64 {
+		t.Helper()
+		rec, err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).First()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec.Offset
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	noise := func() string {
+		var b strings.Builder
+		for b.Len() < 1000 {
+			fmt.Fprintf(&b, "%016x", rng.Uint64())
+		}
+		return b.String()
+	}
+	var want []string
+	if err := tx.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	produce(tx, "aborted-1")
+	produce(tx, "aborted-2")
+	for i := range 20 {
+		v := fmt.Sprintf("plain-%02d-", i) + noise()
+		produce(plain, v)
+		want = append(want, v)
+	}
+	if err := tx.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		v := fmt.Sprintf("committed-%d", i)
+		produce(tx, v)
+		want = append(want, v)
+	}
+	if err := tx.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	end := produce(plain, "last") + 1
+	want = append(want, "last")
+
+	tr := newTransport(nil, topic)
+	defer tr.CloseIdleConnections()
+	r := &partitionReader{tr: tr, addr: kafka.TCP(brokers...), topic: topic, maxBytes: 8 << 10, maxWait: 100 * time.Millisecond,
+		log: slog.New(slog.DiscardHandler)}
+	r.setOffset(kafka.FirstOffset)
+	var got []string
+	for {
+		m, ok, err := r.readBefore(ctx, end)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		if !isTransactionMarker(m) {
+			got = append(got, string(m.Value[:min(len(m.Value), 11)]))
+		}
+	}
+	for i := range want {
+		want[i] = want[i][:min(len(want[i]), 11)]
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("read %q,\nwant %q", got, want)
 	}
 }

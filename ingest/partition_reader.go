@@ -29,6 +29,9 @@ const isolationReadCommitted = 1
 // events, which keeps the round trips per event negligible.
 const readerFetchBytes = 1 << 20
 
+// maxFetchBytes bounds a fetch grown to get past a batch (see fetch).
+const maxFetchBytes = 64 << 20
+
 // fetchTimeout bounds a fetch beyond the time the broker may wait for
 // records.
 const fetchTimeout = 30 * time.Second
@@ -63,6 +66,9 @@ type partitionReader struct {
 	// pastEndLogged is when the stall of a position past the partition's
 	// end was last logged.
 	pastEndLogged time.Time
+	// grow doubles the bytes of the next fetch so many times: a fetch came
+	// back without progress (see fetch).
+	grow uint
 }
 
 // newTransport returns the transport the readers of a group share; d, if
@@ -152,16 +158,19 @@ func (r *partitionReader) fetch(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.maxWait+fetchTimeout)
 	defer cancel()
 	res, err := r.tr.RoundTrip(ctx, r.addr, &fetch.Request{
-		ReplicaID:      -1,
-		MaxWaitTime:    int32(r.maxWait / time.Millisecond),
-		MinBytes:       1,
-		MaxBytes:       int32(r.maxBytes),
+		ReplicaID:   -1,
+		MaxWaitTime: int32(r.maxWait / time.Millisecond),
+		MinBytes:    1,
+		// Twice the partition's bytes, so that the partition's limit is the
+		// one reached: a broker stopping at the request's limit may leave
+		// the aborted transactions out (kfake, dev mode's broker, does).
+		MaxBytes:       int32(2 * r.fetchBytes()),
 		IsolationLevel: isolationReadCommitted,
 		SessionID:      -1,
 		SessionEpoch:   -1,
 		Topics: []fetch.RequestTopic{{Topic: r.topic, Partitions: []fetch.RequestPartition{{
 			Partition: int32(r.partition), CurrentLeaderEpoch: -1, FetchOffset: r.offset, LogStartOffset: -1,
-			PartitionMaxBytes: int32(r.maxBytes),
+			PartitionMaxBytes: int32(r.fetchBytes()),
 		}}}},
 	})
 	if err != nil {
@@ -195,25 +204,56 @@ func (r *partitionReader) fetch(ctx context.Context) error {
 	if p.RecordSet.Records == nil {
 		return nil
 	}
-	aborted, err := r.collect(p.RecordSet.Records, p.AbortedTransactions, p.HighWatermark)
+	start := r.offset
+	aborted, nextBatch, err := r.collect(p.RecordSet.Records, p.AbortedTransactions, p.HighWatermark)
 	if aborted > 0 && r.onAborted != nil {
 		r.onAborted(aborted)
 	}
-	return err
+	if err != nil || r.offset > start {
+		r.grow = 0
+		return err
+	}
+	// Batches came back but none held a record at or after the offset: the
+	// records from it to the end of its batch were removed by compaction
+	// (a compacted batch keeps its offsets, even with no record left, and a
+	// fetch at one of its removed offsets returns it again). The next batch
+	// starts past them; when none came whole within the fetch's bytes, ask
+	// for more; when none came within the most bytes, there is none before
+	// the last stable offset, which is where reading goes on.
+	switch {
+	case nextBatch > start:
+		r.offset, r.grow = nextBatch, 0
+	case r.fetchBytes() < maxFetchBytes:
+		r.grow++
+	case p.LastStableOffset > start:
+		r.offset, r.grow = p.LastStableOffset, 0
+	default:
+		return fmt.Errorf("fetch %s/%d at offset %d: batches without a record at or after it, and none after it", r.topic, r.partition, start)
+	}
+	return nil
+}
+
+// fetchBytes is the partition's bytes of the next fetch.
+func (r *partitionReader) fetchBytes() int {
+	return min(r.maxBytes<<r.grow, maxFetchBytes)
 }
 
 // collect appends the records of rs from r.offset on to r.msgs and moves
 // r.offset past every record it saw, skipping the records of the aborted
 // transactions txns (those the broker lists for the range fetched), and
-// returns how many it skipped.
+// returns how many it skipped, and the lowest base offset of a batch that
+// starts after the offset the fetch asked for (-1 if none).
 //
 // A transaction's records are aborted when its producer wrote them at or
 // after the transaction's first offset, up to the producer's abort marker:
 // batches are taken in offset order, the aborted transactions by first
 // offset, and a producer is aborting from the first of its transactional
-// batches at or after an aborted first offset until its abort marker
-// (Kafka's consumer does the same).
-func (r *partitionReader) collect(rs protocol.RecordReader, txns []fetch.ResponseTransaction, hw int64) (aborted int, err error) {
+// batches (data or control) at or after an aborted first offset until its
+// abort marker, as in Kafka's consumer. Control batches count, so that the
+// marker of a transaction whose records all came before the fetch offset
+// ends it, rather than leaving it listed for the producer's next, committed
+// transaction.
+func (r *partitionReader) collect(rs protocol.RecordReader, txns []fetch.ResponseTransaction, hw int64) (aborted int, nextBatch int64, err error) {
 	var batches []protocol.RecordReader
 	if s, ok := rs.(*protocol.RecordStream); ok {
 		batches = s.Records
@@ -225,9 +265,24 @@ func (r *partitionReader) collect(rs protocol.RecordReader, txns []fetch.Respons
 		return cmp.Compare(a.FirstOffset, b.FirstOffset)
 	})
 	var aborting map[int64]bool
+	abortFrom := func(base int64) {
+		for len(pending) > 0 && pending[0].FirstOffset <= base {
+			if aborting == nil {
+				aborting = map[int64]bool{}
+			}
+			aborting[pending[0].ProducerID] = true
+			pending = pending[1:]
+		}
+	}
+	start := r.offset
+	nextBatch = -1
 	for _, b := range batches {
+		if o, ok := b.(interface{ Offset() int64 }); ok && o.Offset() > start && (nextBatch < 0 || o.Offset() < nextBatch) {
+			nextBatch = o.Offset()
+		}
 		switch b := b.(type) {
 		case *protocol.ControlBatch:
+			abortFrom(b.BaseOffset)
 			if err := r.each(b, func(rec *protocol.Record) error {
 				key, err := r.add(rec, hw, true)
 				if isAbortKey(key) {
@@ -235,17 +290,11 @@ func (r *partitionReader) collect(rs protocol.RecordReader, txns []fetch.Respons
 				}
 				return err
 			}); err != nil {
-				return aborted, err
+				return aborted, nextBatch, err
 			}
 		case *protocol.RecordBatch:
 			if b.Attributes.Transactional() {
-				for len(pending) > 0 && pending[0].FirstOffset <= b.BaseOffset {
-					if aborting == nil {
-						aborting = map[int64]bool{}
-					}
-					aborting[pending[0].ProducerID] = true
-					pending = pending[1:]
-				}
+				abortFrom(b.BaseOffset)
 			}
 			if b.Attributes.Transactional() && aborting[b.ProducerID] {
 				if err := r.each(b, func(rec *protocol.Record) error {
@@ -255,20 +304,20 @@ func (r *partitionReader) collect(rs protocol.RecordReader, txns []fetch.Respons
 					}
 					return nil
 				}); err != nil {
-					return aborted, err
+					return aborted, nextBatch, err
 				}
 				continue
 			}
 			if err := r.each(b, func(rec *protocol.Record) error { _, err := r.add(rec, hw, false); return err }); err != nil {
-				return aborted, err
+				return aborted, nextBatch, err
 			}
 		default: // message sets of magic 0 and 1: no transactions
 			if err := r.each(b, func(rec *protocol.Record) error { _, err := r.add(rec, hw, false); return err }); err != nil {
-				return aborted, err
+				return aborted, nextBatch, err
 			}
 		}
 	}
-	return aborted, nil
+	return aborted, nextBatch, nil
 }
 
 // each calls fn with each record of a batch.
@@ -342,6 +391,10 @@ func (r *partitionReader) outOfRange(ctx context.Context) error {
 	first, last, err := r.bounds(ctx)
 	if err != nil {
 		return fmt.Errorf("fetch %s/%d: offset %d out of range: %w", r.topic, r.partition, r.offset, err)
+	}
+	if first <= r.offset && r.offset <= last {
+		// The log holds it after all: a leader that changed meanwhile, say.
+		return fmt.Errorf("fetch %s/%d: offset %d refused as out of range, though the log holds %d to %d: %w", r.topic, r.partition, r.offset, first, last, kafka.OffsetOutOfRange)
 	}
 	if r.offset < first {
 		r.log.Error("events were deleted by the topic's retention before ingest read them; reading goes on from the first offset kept",

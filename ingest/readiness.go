@@ -14,7 +14,8 @@ import (
 // names it; a readiness probe reads it. The zero value is not ready.
 type Readiness struct {
 	mu      sync.Mutex
-	running bool
+	running bool // the sources of a version are starting or running
+	started bool // and all of them were started (see started)
 	version int64
 	runs    int             // counts start calls
 	inGroup map[string]bool // per source started
@@ -27,8 +28,19 @@ func (r *Readiness) start(version int64) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.running, r.version, r.inGroup = true, version, map[string]bool{}
+	r.running, r.started, r.version, r.inGroup = true, false, version, map[string]bool{}
 	r.runs++
+}
+
+// allStarted records that every source of the version was started: until
+// then, a version whose first sources are in their groups is not ready.
+func (r *Readiness) allStarted() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.started = r.running
 }
 
 // stop records that the running version's sources stopped.
@@ -38,7 +50,7 @@ func (r *Readiness) stop() {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.running, r.inGroup = false, nil
+	r.running, r.started, r.inGroup = false, false, nil
 }
 
 // source records a source started, not yet in its group, and returns the
@@ -70,6 +82,9 @@ func (r *Readiness) Ready() (bool, string) {
 	defer r.mu.Unlock()
 	if !r.running {
 		return false, "no registry version running yet"
+	}
+	if !r.started {
+		return false, fmt.Sprintf("registry version %d: starting its sources", r.version)
 	}
 	var out []string
 	for name, in := range r.inGroup {

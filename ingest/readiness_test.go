@@ -22,10 +22,12 @@ func TestReadiness(t *testing.T) {
 	}
 	check(false, "no registry version running yet")
 	r.start(3)
-	check(true, "registry version 3: every source in its consumer group (0)")
-	a, b := r.source("a"), r.source("b")
-	check(false, "registry version 3: not in their consumer group yet: a, b")
-	a(true)
+	check(false, "registry version 3: starting its sources")
+	a := r.source("a")
+	a(true) // in its group before the next source started
+	check(false, "registry version 3: starting its sources")
+	b := r.source("b")
+	r.allStarted()
 	check(false, "not in their consumer group yet: b")
 	b(true)
 	check(true, "registry version 3: every source in its consumer group (2)")
@@ -35,6 +37,7 @@ func TestReadiness(t *testing.T) {
 	check(false, "no registry version running yet")
 	r.start(4)
 	c := r.source("a")
+	r.allStarted()
 	a(true) // of version 3
 	check(false, "registry version 4: not in their consumer group yet: a")
 	c(true)

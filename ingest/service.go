@@ -65,6 +65,7 @@ func RunService(ctx context.Context, cfg ServiceConfig, w *registry.Watcher) err
 			wg.Wait()
 			return err
 		}
+		cfg.Readiness.allStarted()
 		log.Info("ingest running", "registry_version", snap.Version, "sources", started)
 		// Wait for a new version or the end.
 		for runCtx.Err() == nil {
@@ -116,12 +117,7 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		var dlq DeadLetterSink
 		var closeDLQ func() error
 		if t := src.Kafka.DeadLetterTopic; t != "" {
-			var tr kafka.RoundTripper // kafka-go's default: plain TCP
-			if cfg.Group.Dialer != nil {
-				tr = newTransport(cfg.Group.Dialer)
-			}
-			k := NewKafkaDeadLetters(brokers, t, tr)
-			dlq, closeDLQ = k, k.Close
+			dlq, closeDLQ = deadLetters(brokers, t, cfg.Group.Dialer)
 		}
 		slog := log.With("source", src.Name)
 		a, err := NewApplier(cfg.Project, snap.Registry, src, cfg.Store, cfg.Positions, dlq, slog)
@@ -149,6 +145,24 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		started = append(started, src.Name)
 	}
 	return started, nil
+}
+
+// deadLetters returns the dead-letter sink of a source and the function
+// that closes it. With a dialer, its transport is one of its own (TLS,
+// SASL), which the writer does not close: closing the sink closes it too,
+// since a sink is made per registry version.
+func deadLetters(brokers []string, topic string, d *kafka.Dialer) (DeadLetterSink, func() error) {
+	if d == nil {
+		k := NewKafkaDeadLetters(brokers, topic, nil) // kafka-go's default transport: plain TCP
+		return k, k.Close
+	}
+	tr := newTransport(d)
+	k := NewKafkaDeadLetters(brokers, topic, tr)
+	return k, func() error {
+		err := k.Close()
+		tr.CloseIdleConnections()
+		return err
+	}
 }
 
 func contains(list []string, s string) bool {

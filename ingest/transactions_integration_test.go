@@ -146,18 +146,9 @@ func TestAbortedTransactions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	client := func(opts ...kgo.Opt) *kgo.Client {
-		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic),
-			kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cl.Close)
-		return cl
-	}
-	txA := client(kgo.TransactionalID(topic + "-a"))
-	txB := client(kgo.TransactionalID(topic + "-b"))
-	plain := client()
+	txA := kgoClient(t, brokers, topic, kgo.TransactionalID(topic+"-a"))
+	txB := kgoClient(t, brokers, topic, kgo.TransactionalID(topic+"-b"))
+	plain := kgoClient(t, brokers, topic)
 
 	rng := rand.New(rand.NewPCG(5, 6))
 	t0 := time.Now().Add(-time.Hour).UnixMilli()
@@ -318,4 +309,17 @@ func TestAbortedTransactions(t *testing.T) {
 	}
 	t.Logf("%d events applied, %d records of aborted transactions dropped", len(accepted), aborted)
 	checkAgainstReference(ctx, t, r, src, store, project, accepted, rng)
+}
+
+// kgoClient returns a franz-go client producing to topic, to the
+// partition each record names, closed when the test ends.
+func kgoClient(t *testing.T, brokers []string, topic string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
 }
