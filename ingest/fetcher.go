@@ -22,7 +22,7 @@ import (
 type fetcher struct {
 	cfg *GroupConfig
 	log *slog.Logger
-	r   messageReader
+	r   *partitionReader
 
 	mu      sync.Mutex
 	pending []kafka.Message
@@ -35,12 +35,7 @@ type fetcher struct {
 	space   chan struct{} // signalled when pending was taken
 }
 
-// messageReader reads a partition's messages in offset order.
-type messageReader interface {
-	FetchMessage(ctx context.Context) (kafka.Message, error)
-}
-
-func newFetcher(cfg *GroupConfig, log *slog.Logger, r messageReader) *fetcher {
+func newFetcher(cfg *GroupConfig, log *slog.Logger, r *partitionReader) *fetcher {
 	return &fetcher{cfg: cfg, log: log, r: r, ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
 }
 

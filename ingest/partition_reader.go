@@ -280,41 +280,34 @@ func (r *partitionReader) collect(rs protocol.RecordReader, txns []fetch.Respons
 		if o, ok := b.(interface{ Offset() int64 }); ok && o.Offset() > start && (nextBatch < 0 || o.Offset() < nextBatch) {
 			nextBatch = o.Offset()
 		}
+		// A record is handed over, or, of an aborted transaction, skipped.
+		visit := func(rec *protocol.Record) error { _, err := r.add(rec, hw, false); return err }
 		switch b := b.(type) {
 		case *protocol.ControlBatch:
 			abortFrom(b.BaseOffset)
-			if err := r.each(b, func(rec *protocol.Record) error {
+			visit = func(rec *protocol.Record) error {
 				key, err := r.add(rec, hw, true)
 				if isAbortKey(key) {
 					delete(aborting, b.ProducerID) // an abort marker ends its transaction
 				}
 				return err
-			}); err != nil {
-				return aborted, nextBatch, err
 			}
 		case *protocol.RecordBatch:
 			if b.Attributes.Transactional() {
 				abortFrom(b.BaseOffset)
-			}
-			if b.Attributes.Transactional() && aborting[b.ProducerID] {
-				if err := r.each(b, func(rec *protocol.Record) error {
-					if rec.Offset >= r.offset {
-						aborted++
-						r.offset = rec.Offset + 1
+				if aborting[b.ProducerID] {
+					visit = func(rec *protocol.Record) error {
+						if rec.Offset >= r.offset {
+							aborted++
+							r.offset = rec.Offset + 1
+						}
+						return nil
 					}
-					return nil
-				}); err != nil {
-					return aborted, nextBatch, err
 				}
-				continue
 			}
-			if err := r.each(b, func(rec *protocol.Record) error { _, err := r.add(rec, hw, false); return err }); err != nil {
-				return aborted, nextBatch, err
-			}
-		default: // message sets of magic 0 and 1: no transactions
-			if err := r.each(b, func(rec *protocol.Record) error { _, err := r.add(rec, hw, false); return err }); err != nil {
-				return aborted, nextBatch, err
-			}
+		} // message sets of magic 0 and 1 have no transactions
+		if err := r.each(b, visit); err != nil {
+			return aborted, nextBatch, err
 		}
 	}
 	return aborted, nextBatch, nil

@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +15,24 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdo
 	var out, errOut bytes.Buffer
 	code = runContext(context.Background(), args, &out, &errOut, envMap(env))
 	return code, out.String(), errOut.String()
+}
+
+// startCommand runs a long-running command (ingest, serve) in-process in
+// the background until stop is called, which returns what it wrote to
+// standard error.
+func startCommand(ctx context.Context, env map[string]string, args ...string) (stop func() string) {
+	ctx, cancel := context.WithCancel(ctx)
+	var errOut syncBuffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runContext(ctx, args, io.Discard, &errOut, envMap(env))
+	}()
+	return func() string {
+		cancel()
+		<-done
+		return errOut.String()
+	}
 }
 
 func TestValidate(t *testing.T) {

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -171,23 +170,8 @@ func TestIngestOverTLSAndSASL(t *testing.T) {
 		}
 		return n
 	}
-	run := func(env map[string]string, args ...string) (stop func() string) {
-		runCtx, cancel := context.WithCancel(ctx)
-		var errOut bytes.Buffer
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runContext(runCtx, args, &bytes.Buffer{}, &errOut, envMap(env))
-		}()
-		return func() string {
-			cancel()
-			<-done
-			return errOut.String()
-		}
-	}
-
 	// Without the flags: nothing is applied.
-	stop := run(env, "ingest", "--session-timeout", "6s")
+	stop := startCommand(ctx, env, "ingest", "--session-timeout", "6s")
 	time.Sleep(2 * time.Second)
 	if errOut := stop(); applied(ingest.NewPositions(rc, project)) != 0 {
 		t.Fatalf("ingest applied events without TLS and SASL\n%s", errOut)
@@ -204,7 +188,7 @@ func TestIngestOverTLSAndSASL(t *testing.T) {
 	} {
 		wrong := maps.Clone(secured)
 		wrong[bad.key] = bad.value
-		stop := run(wrong, "ingest", "--session-timeout", "6s")
+		stop := startCommand(ctx, wrong, "ingest", "--session-timeout", "6s")
 		time.Sleep(2 * time.Second)
 		errOut := stop()
 		if applied(ingest.NewPositions(rc, project)) != 0 {
@@ -215,7 +199,7 @@ func TestIngestOverTLSAndSASL(t *testing.T) {
 		}
 	}
 
-	stop = run(secured, "ingest", "--session-timeout", "6s")
+	stop = startCommand(ctx, secured, "ingest", "--session-timeout", "6s")
 	for applied(ingest.NewPositions(rc, project)) < int64(len(msgs)) {
 		if ctx.Err() != nil {
 			t.Fatalf("timed out: %d of %d applied\n%s", applied(ingest.NewPositions(rc, project)), len(msgs), stop())
