@@ -165,6 +165,15 @@ func authCases(project string) []authCase {
 	denied := func(principal, view string) string {
 		return fmt.Sprintf("principal %q may not read feature view %q of project %q", principal, view, project)
 	}
+	serviceDenied := func(principal, service string) string {
+		return fmt.Sprintf("principal %q may not read feature service %q of project %q", principal, service, project)
+	}
+	lookup := func(entities []*pb.EntityKey, refList ...string) *pb.GetOnlineFeaturesRequest {
+		return &pb.GetOnlineFeaturesRequest{Kind: refs(refList...), Entities: entities}
+	}
+	service := func(name string) *pb.GetOnlineFeaturesRequest {
+		return &pb.GetOnlineFeaturesRequest{Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: name}, Entities: card}
+	}
 	return []authCase{
 		{name: "no credentials", req: cardTxn, code: codes.Unauthenticated, msg: missing, reason: reasonMissing},
 		{name: "unknown token", authz: []string{"Bearer tok-nobody"}, req: cardTxn, code: codes.Unauthenticated, msg: invalid, reason: reasonInvalidToken},
@@ -176,7 +185,8 @@ func authCases(project string) []authCase {
 		{name: "second token of a principal", authz: []string{"Bearer tok-scorer-old"}, req: cardTxn},
 		{name: "scheme in any case", authz: []string{"bearer   tok-scorer"}, req: cardTxn},
 		{name: "view not granted", authz: []string{"Bearer tok-scorer"}, req: cardMore, code: codes.PermissionDenied, msg: denied("scorer", "card_more"), reason: reasonNotGranted},
-		{name: "service spanning a view not granted", authz: []string{"Bearer tok-scorer"}, req: fraud, code: codes.PermissionDenied, msg: denied("scorer", "card_more"), reason: reasonNotGranted},
+		// A service's views are not named: they are as private as the views.
+		{name: "service spanning a view not granted", authz: []string{"Bearer tok-scorer"}, req: fraud, code: codes.PermissionDenied, msg: serviceDenied("scorer", "fraud"), reason: reasonNotGranted},
 		{name: "views granted in another project", authz: []string{"Bearer tok-elsewhere"}, req: cardTxn, code: codes.PermissionDenied, msg: denied("elsewhere", "card_txn"), reason: reasonNotGranted},
 		{name: "no grants", authz: []string{"Bearer tok-nogrants"}, req: cardTxn, code: codes.PermissionDenied, msg: denied("nogrants", "card_txn"), reason: reasonNotGranted},
 		{name: "every view of every project", authz: []string{"Bearer tok-admin"}, req: fraud},
@@ -187,9 +197,18 @@ func authCases(project string) []authCase {
 		{name: "certificate of no principal", cert: &certSpec{cn: "stranger", uris: []string{"spiffe://test/stranger"}}, req: pairs, code: codes.Unauthenticated, msg: "the client certificate identifies no principal", reason: reasonUnknownCert},
 		{name: "token decides over certificate", cert: &certSpec{cn: "pairs"}, authz: []string{"Bearer tok-scorer"}, req: pairs, code: codes.PermissionDenied, msg: denied("scorer", "pair_txn"), reason: reasonNotGranted},
 		{name: "wrong token over a valid certificate", cert: &certSpec{cn: "pairs"}, authz: []string{"Bearer tok-nobody"}, req: pairs, code: codes.Unauthenticated, msg: invalid, reason: reasonInvalidToken},
-		// Validation comes first, for the principals it concerns.
-		{name: "unknown view, authenticated", authz: []string{"Bearer tok-scorer"}, req: &pb.GetOnlineFeaturesRequest{Kind: refs("nope:x"), Entities: card}, code: codes.InvalidArgument, msg: `unknown feature view "nope" in "nope:x"`},
-		{name: "unknown view, unauthenticated", req: &pb.GetOnlineFeaturesRequest{Kind: refs("nope:x"), Entities: card}, code: codes.Unauthenticated, msg: missing, reason: reasonMissing},
+		// Names cannot be probed: a request naming what its principal may
+		// not read is denied the same whether the names exist or not, and
+		// told what is wrong with it only where it names what it may read.
+		{name: "unknown view, not granted", authz: []string{"Bearer tok-scorer"}, req: lookup(card, "nope:x"), code: codes.PermissionDenied, msg: denied("scorer", "nope"), reason: reasonNotGranted},
+		{name: "unknown view beside a granted one", authz: []string{"Bearer tok-scorer"}, req: lookup(card, "card_txn:n_1h", "nope:x"), code: codes.PermissionDenied, msg: denied("scorer", "nope"), reason: reasonNotGranted},
+		{name: "unknown feature of a view not granted", authz: []string{"Bearer tok-scorer"}, req: lookup(card, "card_more:nope"), code: codes.PermissionDenied, msg: denied("scorer", "card_more"), reason: reasonNotGranted},
+		{name: "unknown feature of a granted view", authz: []string{"Bearer tok-scorer"}, req: lookup(card, "card_txn:nope"), code: codes.InvalidArgument, msg: `unknown feature "nope" in feature view "card_txn"`},
+		{name: "bad reference to a granted view", authz: []string{"Bearer tok-scorer"}, req: lookup(card, "card_txn:n_1h", "card_txn:n_1h"), code: codes.InvalidArgument, msg: `feature "card_txn:n_1h" requested more than once`},
+		{name: "unknown view, every view granted", authz: []string{"Bearer tok-admin"}, req: lookup(card, "nope:x"), code: codes.InvalidArgument, msg: `unknown feature view "nope" in "nope:x"`},
+		{name: "unknown service, not every view granted", authz: []string{"Bearer tok-scorer"}, req: service("nope"), code: codes.PermissionDenied, msg: serviceDenied("scorer", "nope"), reason: reasonNotGranted},
+		{name: "unknown service, every view granted", authz: []string{"Bearer tok-admin"}, req: service("nope"), code: codes.InvalidArgument, msg: `unknown feature service "nope"`},
+		{name: "unknown view, unauthenticated", req: lookup(card, "nope:x"), code: codes.Unauthenticated, msg: missing, reason: reasonMissing},
 	}
 }
 

@@ -330,15 +330,23 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 	}
 	// Resolve the features, then authorize, before the schema is checked:
 	// a principal learns nothing of the columns or rows of views it may not
-	// read. Names are validated first, so it can tell whether a view or
-	// feature name exists (docs/operations.md, Security).
+	// read, nor whether a name it may not read exists (unresolved).
+	var authorize authorizeFunc
+	if s.cfg.Auth != nil {
+		authorize = s.cfg.Auth.Authorize
+	}
 	views, err := export.Check(opts, nil)
 	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return unresolved(ctx, authorize, s.cfg.Project, snap.Registry, cmd.FeatureService, cmd.Features, err)
 	}
 	x.views = views
-	if s.cfg.Auth != nil {
-		if err := s.cfg.Auth.Authorize(ctx, s.cfg.Project, views); err != nil {
+	if authorize != nil {
+		if cmd.FeatureService != "" {
+			err = authorizeService(ctx, authorize, s.cfg.Project, cmd.FeatureService, views)
+		} else {
+			err = authorize(ctx, s.cfg.Project, views)
+		}
+		if err != nil {
 			return err
 		}
 	}

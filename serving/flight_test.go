@@ -683,6 +683,14 @@ func TestFlightAuth(t *testing.T) {
 		{name: "wrong token", authz: "Bearer tok-nobody", cmd: keyed("card_txn:n_1h"), code: codes.Unauthenticated, msg: "invalid credentials"},
 		{name: "granted", authz: "Bearer tok-scorer", cmd: keyed("card_txn:n_1h", "card_txn:last_merchant"), code: codes.OK},
 		{name: "one view not granted", authz: "Bearer tok-scorer", cmd: FlightCommand{FeatureService: "fraud", TimestampColumn: "ts", KeyColumns: map[string]string{"card_id": "card"}},
+			code: codes.PermissionDenied, msg: `principal "scorer" may not read feature service "fraud" of project "p"`},
+		{name: "unknown service", authz: "Bearer tok-scorer", cmd: FlightCommand{FeatureService: "nope", TimestampColumn: "ts", KeyColumns: map[string]string{"card_id": "card"}},
+			code: codes.PermissionDenied, msg: `principal "scorer" may not read feature service "nope" of project "p"`},
+		{name: "unknown service, every view granted", authz: "Bearer tok-admin", cmd: FlightCommand{FeatureService: "nope", TimestampColumn: "ts"},
+			code: codes.InvalidArgument, msg: `unknown feature service "nope"`},
+		{name: "unknown view", authz: "Bearer tok-scorer", cmd: keyed("nope:x"),
+			code: codes.PermissionDenied, msg: `principal "scorer" may not read feature view "nope" of project "p"`},
+		{name: "unknown feature of a view not granted", authz: "Bearer tok-scorer", cmd: keyed("card_more:nope"),
 			code: codes.PermissionDenied, msg: `principal "scorer" may not read feature view "card_more" of project "p"`},
 		{name: "no grants", authz: "Bearer tok-nogrants", cmd: keyed("card_txn:n_1h"), code: codes.PermissionDenied,
 			msg: `principal "nogrants" may not read feature view "card_txn" of project "p"`},
@@ -719,8 +727,8 @@ func TestFlightAuth(t *testing.T) {
 			}
 		})
 	}
-	if n := counter(t, reg, "featurestore_serving_auth_denied_total", map[string]string{"protocol": "grpc", "reason": reasonNotGranted}); n != 5 {
-		t.Errorf("denials for views not granted: %v, want 5", n)
+	if n := counter(t, reg, "featurestore_serving_auth_denied_total", map[string]string{"protocol": "grpc", "reason": reasonNotGranted}); n != 8 {
+		t.Errorf("denials for views not granted: %v, want 8", n)
 	}
 }
 

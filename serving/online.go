@@ -191,19 +191,26 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 
 	var sel *selection
 	var err error
+	service := ""
 	switch k := req.GetKind().(type) {
 	case *pb.GetOnlineFeaturesRequest_FeatureService:
-		sel, err = p.service(k.FeatureService)
+		service = k.FeatureService
+		sel, err = p.service(service)
 	case *pb.GetOnlineFeaturesRequest_Features:
 		sel, err = p.parseRefs(k.Features.GetRefs())
 	default:
 		err = errors.New("set feature_service or features")
 	}
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, unresolved(ctx, s.opts.Authorize, s.opts.Project, snap.Registry, service, req.GetFeatures().GetRefs(), err)
 	}
 	if authorize := s.opts.Authorize; authorize != nil {
-		if err := authorize(ctx, s.opts.Project, sel.viewNames); err != nil {
+		if service != "" {
+			err = authorizeService(ctx, authorize, s.opts.Project, service, sel.viewNames)
+		} else {
+			err = authorize(ctx, s.opts.Project, sel.viewNames)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
