@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -57,6 +58,15 @@ const (
 // before it takes an export slot. A record batch of the upload must fit;
 // pyarrow writers send one batch per message, of max_chunksize rows.
 const flightMaxMessageBytes = 256 << 20
+
+// flightCallsPerExport is how many calls one principal may have open at
+// once per export slot (MaxExports): each may hold a message of up to
+// flightMaxMessageBytes, the first one read before its views are
+// authorized, so any authenticated principal could otherwise make the
+// server hold that much per call, over as many calls and connections as it
+// opens. Twice the slots leaves a principal room for its exports and as
+// many calls sending their table or waiting for a slot.
+const flightCallsPerExport = 2
 
 // flightMaxConcurrentStreams bounds the calls in flight on one connection:
 // a training job runs a few exports at most (more than MaxExports are
@@ -153,7 +163,8 @@ type FlightConfig struct {
 // Errors are gRPC statuses: INVALID_ARGUMENT for a bad command, an unknown
 // feature, a missing or mistyped column or a bad row; RESOURCE_EXHAUSTED
 // when the entity table exceeds MaxUploadBytes, one message (a record
-// batch) exceeds 256 MiB, or MaxExports are running;
+// batch) exceeds 256 MiB, MaxExports are running, or the principal has
+// flightCallsPerExport times MaxExports calls open;
 // DEADLINE_EXCEEDED when the client sends no message of its upload for
 // UploadIdleTimeout; UNAUTHENTICATED and PERMISSION_DENIED under Auth;
 // UNAVAILABLE before a registry version is loaded; CANCELLED when the
@@ -168,6 +179,9 @@ type FlightServer struct {
 	health *health.Server
 	slots  chan struct{}
 	mem    memory.Allocator
+
+	callsMu sync.Mutex
+	calls   map[string]int // open DoExchange calls by principal ("" without auth)
 }
 
 // FlightServiceName is the Arrow Flight service's name, which gRPC health
@@ -194,7 +208,7 @@ func NewFlightServer(cfg FlightConfig) *FlightServer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &FlightServer{cfg: cfg, slots: make(chan struct{}, cfg.MaxExports), mem: memory.NewGoAllocator()}
+	s := &FlightServer{cfg: cfg, slots: make(chan struct{}, cfg.MaxExports), mem: memory.NewGoAllocator(), calls: map[string]int{}}
 	opts := append(serverOptions(cfg.TLS, cfg.Auth),
 		// One message is one record batch of the upload; the sent batches
 		// are cut to flightSendRows rows.
@@ -290,9 +304,38 @@ func (s *FlightServer) done(x *exchange, start time.Time, err error) {
 	}
 }
 
+// openCall counts a call of principal, or fails with RESOURCE_EXHAUSTED
+// if the principal has as many open as it may (flightCallsPerExport);
+// closeCall ends it.
+func (s *FlightServer) openCall(principal string) (closeCall func(), err error) {
+	limit := flightCallsPerExport * s.cfg.MaxExports
+	s.callsMu.Lock()
+	defer s.callsMu.Unlock()
+	if s.calls[principal] >= limit {
+		who := "calls are open"
+		if principal != "" {
+			who = fmt.Sprintf("calls of principal %q are open", principal)
+		}
+		return nil, status.Errorf(codes.ResourceExhausted, "%d %s, as many as one principal may have (twice --flight-max-exports); retry once one ends", limit, who)
+	}
+	s.calls[principal]++
+	return func() {
+		s.callsMu.Lock()
+		defer s.callsMu.Unlock()
+		if s.calls[principal]--; s.calls[principal] == 0 {
+			delete(s.calls, principal)
+		}
+	}, nil
+}
+
 func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x *exchange) error {
 	ctx := stream.Context()
 	x.principal, _ = PrincipalFromContext(ctx)
+	closeCall, err := s.openCall(x.principal)
+	if err != nil {
+		return err
+	}
+	defer closeCall()
 	up := &upload{stream: stream, max: s.cfg.MaxUploadBytes, idle: s.cfg.UploadIdleTimeout}
 	defer func() { x.uploadBytes = up.n }()
 	// The first message carries the descriptor and the entity table's

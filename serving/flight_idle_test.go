@@ -142,3 +142,62 @@ func TestFlightIdleUploadTimesOut(t *testing.T) {
 		t.Errorf("exports DeadlineExceeded: %v, want 2", n)
 	}
 }
+
+// TestFlightCallsPerPrincipal: a principal may have twice MaxExports calls
+// open, idle ones included, so that it cannot make the server hold a
+// message of up to 256 MiB in as many calls as it opens; once calls end,
+// more are taken.
+func TestFlightCallsPerPrincipal(t *testing.T) {
+	f := newFlightFixture(t)
+	reg := prometheus.NewRegistry()
+	addr := f.serve(t, FlightConfig{MaxExports: 1, UploadIdleTimeout: testIdleTimeout, Metrics: NewFlightMetrics(reg)})
+	start := time.Now()
+	idle := []flight.FlightService_DoExchangeClient{openExchange(t, addr), openExchange(t, addr)}
+	time.Sleep(testIdleTimeout / 3) // for the calls' headers to arrive
+
+	table := entityTable(t, 100, 13)
+	defer table.Release()
+	call := flightCall{addr: addr, desc: cmdDescriptor(t, mixedCommand), schema: table.Schema(), batches: []arrow.RecordBatch{table}}
+	_, err := call.do(context.Background(), t)
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted ||
+		st.Message() != "2 calls are open, as many as one principal may have (twice --flight-max-exports); retry once one ends" {
+		t.Errorf("a third call: %v, want ResourceExhausted", err)
+	}
+	for _, stream := range idle {
+		checkIdleEnd(t, stream, start)
+	}
+	if _, err := call.do(context.Background(), t); err != nil {
+		t.Errorf("a call once the idle ones ended: %v", err)
+	}
+}
+
+// TestFlightCallsCountedPerPrincipal: the calls of one principal do not
+// count against another's.
+func TestFlightCallsCountedPerPrincipal(t *testing.T) {
+	s := NewFlightServer(FlightConfig{MaxExports: 1})
+	var closers []func()
+	for range 2 {
+		c, err := s.openCall("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closers = append(closers, c)
+	}
+	if _, err := s.openCall("a"); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), `principal "a"`) {
+		t.Errorf("a third call of a: %v", err)
+	}
+	c, err := s.openCall("b")
+	if err != nil {
+		t.Fatalf("a call of b: %v", err)
+	}
+	c()
+	closers[0]()
+	if c, err = s.openCall("a"); err != nil {
+		t.Fatalf("a call of a once one ended: %v", err)
+	}
+	c()
+	closers[1]()
+	if len(s.calls) != 0 {
+		t.Errorf("calls left counted: %v", s.calls)
+	}
+}

@@ -61,8 +61,8 @@ sends a command descriptor (JSON: {"feature_service": NAME} or {"features":
 [REFS]}, optionally "timestamp_column" and "key_columns") and the entity
 table as an Arrow stream, and receives the training set that 'featurestore
 export' would write, as an Arrow stream (docs/flight.md has a Python
-example). At most --flight-max-exports run at once, each
-within --flight-export-memory; uploads and spill files go to
+example). At most --flight-max-exports run at once (a principal may have
+twice as many calls open), each within --flight-export-memory; uploads and spill files go to
 --flight-temp-dir and are removed when the call ends. A call whose upload
 sends nothing for --flight-upload-idle-timeout is ended.
 
@@ -87,7 +87,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
 			off.register(fs)
 			fs.StringVar(&flightAddr, "flight-addr", "127.0.0.1:8815", "Address of the Arrow Flight training export service, host:port; empty to serve none. Needs --offline-dir.")
-			fs.IntVar(&flightExports, "flight-max-exports", serving.DefaultFlightMaxExports, "Most Flight exports running at once; more are refused with RESOURCE_EXHAUSTED.")
+			fs.IntVar(&flightExports, "flight-max-exports", serving.DefaultFlightMaxExports, "Most Flight exports running at once; more are refused with RESOURCE_EXHAUSTED. One principal may have twice as many calls open.")
 			fs.Int64Var(&flightUpload, "flight-max-upload-bytes", serving.DefaultFlightMaxUploadBytes, "Largest entity table one Flight export may send, in bytes of Arrow IPC messages; a larger one is refused with RESOURCE_EXHAUSTED.")
 			fs.DurationVar(&flightIdle, "flight-upload-idle-timeout", serving.DefaultFlightUploadIdleTimeout, "Longest wait for each message of a Flight export's upload, the first one included; a client that sends nothing for this long is cut off with DEADLINE_EXCEEDED. The download is not bounded: a training loop may read it slowly.")
 			fs.StringVar(&flightMemory, "flight-export-memory", "1GiB", "About how much memory one Flight export may hold at once, like 512MiB or 4GiB.")
