@@ -97,7 +97,7 @@ def main():
             errors.append(expect_error(
                 "a view not granted",
                 lambda: training_set(client, entities, {"feature_service": args.feature_service}, args.other_token),
-                flight.FlightUnauthorizedError, 'may not read feature view "merchant_txn"'))
+                flight.FlightUnauthorizedError, f'may not read feature service "{args.feature_service}"'))
         summary.append("errors as " + ", ".join(errors))
     print("; ".join(summary))
 
