@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
+	"github.com/featurestore/featurestore/featurestore/reload"
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
 )
 
@@ -70,7 +71,7 @@ type AuthOptions struct {
 // HTTPMiddleware: HTTP lookups then get the same decisions, as 401 and 403.
 type Auth struct {
 	opts    AuthOptions
-	policy  *reloader[policy]
+	policy  *reload.Value[policy]
 	denied  *prometheus.CounterVec
 	reloads *prometheus.CounterVec
 }
@@ -124,7 +125,7 @@ func NewAuth(opts AuthOptions) (*Auth, error) {
 		}, []string{"result"}),
 	}
 	parse := func(data [][]byte) (*policy, error) { return parsePolicy(opts.PolicyFile, data[0]) }
-	pol, err := newReloader([]string{opts.PolicyFile}, opts.ReloadInterval, parse, a.reloaded)
+	pol, err := reload.New([]string{opts.PolicyFile}, opts.ReloadInterval, parse, a.reloaded)
 	if err != nil {
 		return nil, fmt.Errorf("auth policy: %w", err)
 	}
@@ -139,7 +140,7 @@ func NewAuth(opts AuthOptions) (*Auth, error) {
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(a.denied, a.reloads)
 	}
-	a.opts.Logger.Info("auth policy loaded", "file", opts.PolicyFile, "principals", len(pol.cur.Load().principals))
+	a.opts.Logger.Info("auth policy loaded", "file", opts.PolicyFile, "principals", len(pol.Current().principals))
 	return a, nil
 }
 
@@ -182,7 +183,7 @@ func PrincipalFromContext(ctx context.Context) (string, bool) {
 // is an UNAUTHENTICATED status that tells no more than needed: every wrong
 // token gets the same message.
 func (a *Auth) authenticate(protocol string, authz []string, cert *x509.Certificate) (*caller, error) {
-	pol := a.policy.get()
+	pol := a.policy.Get()
 	var p *principal
 	switch {
 	case len(authz) > 1:
@@ -256,7 +257,7 @@ func (a *Auth) check(ctx context.Context, method string) (context.Context, *call
 	// changed since (the client chooses when it sends the message after
 	// its headers: a token revoked meanwhile must not be honoured).
 	c, ok := ctx.Value(tappedKey{}).(*caller)
-	if !ok || c.pol != a.policy.get() {
+	if !ok || c.pol != a.policy.Get() {
 		var err error
 		if c, err = a.authenticateCall(ctx, protocol); err != nil {
 			return nil, nil, acc, err

@@ -181,7 +181,7 @@ func TestPolicyHalfWrittenNeverInForce(t *testing.T) {
 	// views returns the views tester may read, by a use of the policy
 	// (which looks at the file when the interval has passed).
 	views := func() []string {
-		p := auth.policy.get().byToken("tok")
+		p := auth.policy.Get().byToken("tok")
 		var views []string
 		for _, v := range []string{"merchant_txn", "card_txn", "card_txn_sandbox"} {
 			if p != nil && p.allowed("payments", v) {
@@ -356,7 +356,7 @@ func TestPolicyChangeAppliedAfterQuietSpell(t *testing.T) {
 	}
 	writePolicy(t, path, policyOf("tok-new")) // revokes "tok"
 	time.Sleep(3 * interval)
-	if p := auth.policy.get().byToken("tok"); p != nil {
+	if p := auth.policy.Get().byToken("tok"); p != nil {
 		t.Error("the revoked token is still honoured at the first use after the change settled")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/featurestore/featurestore/featurestore/reload"
 )
 
 // TLSOptions configures ServerTLS.
@@ -29,6 +31,10 @@ type TLSOptions struct {
 	Logger     *slog.Logger
 }
 
+// DefaultReloadInterval is how often the TLS and auth policy files are looked
+// at for changes when no other interval is set.
+const DefaultReloadInterval = reload.DefaultInterval
+
 // ServerTLS is the server side of TLS, with certificate, key and client CA
 // files that may be replaced while the server runs (certificate rotation).
 //
@@ -43,7 +49,7 @@ type TLSOptions struct {
 // CAs: a CA taken out of the file admits no new connection.
 type ServerTLS struct {
 	opts    TLSOptions
-	files   *reloader[tls.Config]
+	files   *reload.Value[tls.Config]
 	reloads *prometheus.CounterVec
 	expiry  prometheus.Gauge
 }
@@ -71,7 +77,7 @@ func NewServerTLS(opts TLSOptions) (*ServerTLS, error) {
 	if opts.ClientCAFile != "" {
 		paths = append(paths, opts.ClientCAFile)
 	}
-	files, err := newReloader(paths, opts.ReloadInterval, s.parse, s.reloaded)
+	files, err := reload.New(paths, opts.ReloadInterval, s.parse, s.reloaded)
 	if err != nil {
 		if errors.As(err, new(*fs.PathError)) {
 			err = fmt.Errorf("tls: %w", err)
@@ -79,7 +85,7 @@ func NewServerTLS(opts TLSOptions) (*ServerTLS, error) {
 		return nil, err
 	}
 	s.files = files
-	s.observe(files.cur.Load())
+	s.observe(files.Current())
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(s.reloads, s.expiry)
 	}
@@ -92,7 +98,7 @@ func NewServerTLS(opts TLSOptions) (*ServerTLS, error) {
 // gRPC server adds h2 itself; an HTTP server wants "h2" and "http/1.1".
 func (s *ServerTLS) Config(nextProtos ...string) *tls.Config {
 	forClient := func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		c := s.files.get().Clone()
+		c := s.files.Get().Clone()
 		c.NextProtos = append(c.NextProtos, nextProtos...)
 		return c, nil
 	}
@@ -125,7 +131,7 @@ func (s *ServerTLS) parse(data [][]byte) (*tls.Config, error) {
 		} else if now.Before(leaf.NotBefore) {
 			// Valid soon (a certificate issued by a clock a little ahead):
 			// tried again at every look until it is.
-			return nil, fmt.Errorf("tls certificate %s: not valid before %s: %w", s.opts.CertFile, leaf.NotBefore.Format(time.RFC3339), errNotYet)
+			return nil, fmt.Errorf("tls certificate %s: not valid before %s: %w", s.opts.CertFile, leaf.NotBefore.Format(time.RFC3339), reload.ErrNotYet)
 		}
 	}
 	c := &tls.Config{

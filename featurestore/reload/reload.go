@@ -1,4 +1,7 @@
-package serving
+// Package reload keeps values parsed from files that may be replaced while
+// a process runs (certificates, keys, passwords, policies), and parses them
+// again when their content changes.
+package reload
 
 import (
 	"crypto/sha256"
@@ -10,11 +13,11 @@ import (
 	"time"
 )
 
-// DefaultReloadInterval is how often the TLS and auth policy files are looked
-// at for changes when no other interval is set.
-const DefaultReloadInterval = time.Second
+// DefaultInterval is how often the files are looked at for changes when no
+// other interval is set.
+const DefaultInterval = time.Second
 
-// reloader keeps the value parsed from a few files and parses them again when
+// Value keeps the value parsed from a few files and parses them again when
 // their content changes. It looks at the files at most once per interval, from
 // the goroutine that asks for the value while the others keep using the
 // current one, so that hot paths (each request, each TLS handshake) can ask
@@ -29,9 +32,9 @@ const DefaultReloadInterval = time.Second
 // (a policy list cut just before "_sandbox" grants another view), so content
 // still being written is not put in force. Content that fails to parse
 // leaves the current value in place and is reported once, until the content
-// changes again; content that will parse later (errNotYet) is parsed again
+// changes again; content that will parse later (ErrNotYet) is parsed again
 // at every look.
-type reloader[T any] struct {
+type Value[T any] struct {
 	paths    []string
 	interval time.Duration
 	parse    func(data [][]byte) (*T, error)
@@ -45,16 +48,20 @@ type reloader[T any] struct {
 	mu      sync.Mutex // one look at a time
 	last    string     // digest of the content, or the read error, last acted on
 	pending string     // digest of changed content seen once, not yet acted on
-	notYet  string     // digest of content that parsed with errNotYet, reported
+	notYet  string     // digest of content that parsed with ErrNotYet, reported
 }
 
-// newReloader reads and parses the files once; an error there is returned,
-// not retried.
-func newReloader[T any](paths []string, interval time.Duration, parse func([][]byte) (*T, error), reloaded func(*T, error)) (*reloader[T], error) {
+// New reads and parses the files once; an error there is returned, not
+// retried. reloaded, if not nil, is called after each attempt to parse
+// changed content, with the new value or the error.
+func New[T any](paths []string, interval time.Duration, parse func([][]byte) (*T, error), reloaded func(*T, error)) (*Value[T], error) {
 	if interval <= 0 {
-		interval = DefaultReloadInterval
+		interval = DefaultInterval
 	}
-	r := &reloader[T]{paths: paths, interval: interval, parse: parse, reloaded: reloaded}
+	if reloaded == nil {
+		reloaded = func(*T, error) {}
+	}
+	r := &Value[T]{paths: paths, interval: interval, parse: parse, reloaded: reloaded}
 	data, digest, _, err := r.read()
 	if err != nil {
 		return nil, err
@@ -69,9 +76,9 @@ func newReloader[T any](paths []string, interval time.Duration, parse func([][]b
 	return r, nil
 }
 
-// get returns the current value, first looking at the files if the interval
-// has passed.
-func (r *reloader[T]) get() *T {
+// Get returns the current value, first looking at the files if the
+// interval has passed.
+func (r *Value[T]) Get() *T {
 	now := time.Now().UnixNano()
 	if n := r.next.Load(); now >= n && r.next.CompareAndSwap(n, now+int64(r.interval)) {
 		r.check()
@@ -79,16 +86,19 @@ func (r *reloader[T]) get() *T {
 	return r.cur.Load()
 }
 
-// errNotYet, wrapped in a parse error, says that the content will parse
+// Current returns the current value without looking at the files.
+func (r *Value[T]) Current() *T { return r.cur.Load() }
+
+// ErrNotYet, wrapped in a parse error, says that the content will parse
 // later (a certificate not valid yet): it is parsed again at every look,
 // and reported once, instead of being set aside until it changes.
-var errNotYet = errors.New("not yet usable")
+var ErrNotYet = errors.New("not yet usable")
 
 // check reads the files and parses them if their content changed and has
 // settled: it read the same on the previous look, or the files were last
 // modified an interval ago or more (looks happen only on use, so after a
 // quiet spell a change made long ago is applied at the first look).
-func (r *reloader[T]) check() {
+func (r *Value[T]) check() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// At most two reads, so that files rewritten without pause cannot keep
@@ -119,7 +129,7 @@ func (r *reloader[T]) check() {
 		}
 		r.pending = ""
 		v, err := r.parse(data)
-		if errors.Is(err, errNotYet) {
+		if errors.Is(err, ErrNotYet) {
 			if r.notYet != digest {
 				r.notYet = digest
 				r.reloaded(nil, err)
@@ -139,7 +149,7 @@ func (r *reloader[T]) check() {
 
 // read returns the content of every file, one digest of them all, and the
 // latest modification time of the files.
-func (r *reloader[T]) read() (data [][]byte, digest string, modified time.Time, err error) {
+func (r *Value[T]) read() (data [][]byte, digest string, modified time.Time, err error) {
 	data = make([][]byte, len(r.paths))
 	h := sha256.New()
 	for i, p := range r.paths {
