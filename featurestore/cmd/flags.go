@@ -84,6 +84,7 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	// they keep its format. The setting is the process's (one command per
 	// process).
 	redis.SetLogger(redisLogger{log})
+	reloadLog.Store(log)
 	return log, nil
 }
 

@@ -1,10 +1,10 @@
 package cmd
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -12,6 +12,8 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/featurestore/featurestore/featurestore/reload"
 )
 
 // kafkaSecurity says how connections to Kafka are secured: TLS, and SASL
@@ -21,6 +23,9 @@ type kafkaSecurity struct {
 	tlsFiles               tlsClientFiles
 	mechanism, username    string
 	password, passwordFile string
+	// interval is how often the password file is looked at for changes;
+	// reload.DefaultInterval when zero.
+	interval time.Duration
 }
 
 func (k *kafkaSecurity) register(fs *flag.FlagSet) {
@@ -29,7 +34,7 @@ func (k *kafkaSecurity) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.mechanism, "kafka-sasl-mechanism", "", "SASL mechanism to authenticate to Kafka with: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none.")
 	fs.StringVar(&k.username, "kafka-sasl-username", "", "SASL user name.")
 	fs.StringVar(&k.password, "kafka-sasl-password", "", "SASL password (prefer the environment variable or --kafka-sasl-password-file to the flag).")
-	fs.StringVar(&k.passwordFile, "kafka-sasl-password-file", "", "File holding the SASL password (a trailing newline is ignored).")
+	fs.StringVar(&k.passwordFile, "kafka-sasl-password-file", "", "File holding the SASL password (a trailing newline is ignored); read again when it changes.")
 }
 
 // dialer returns the dialer of Kafka connections, or nil for plain TCP
@@ -42,9 +47,13 @@ func (k *kafkaSecurity) dialer() (*kafka.Dialer, error) {
 	}
 	d := &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, SASLMechanism: mech}
 	if useTLS {
-		if d.TLS, err = k.tlsFiles.config(); err != nil {
+		// TLS by a dialer of its own, whose files are read again when
+		// they change: kafka-go's Dialer.TLS is fixed.
+		td, err := k.tlsFiles.dialer(d.Timeout)
+		if err != nil {
 			return nil, err
 		}
+		d.DialFunc = td.DialContext
 	}
 	return d, nil
 }
@@ -55,12 +64,20 @@ func (k *kafkaSecurity) sasl() (sasl.Mechanism, error) {
 		return nil, errors.New("give --kafka-sasl-password or --kafka-sasl-password-file, not both")
 	}
 	password := k.password
+	var file *reload.Value[string]
 	if k.passwordFile != "" {
-		b, err := os.ReadFile(k.passwordFile)
+		var err error
+		file, err = reload.New([]string{k.passwordFile}, k.interval, func(data [][]byte) (*string, error) {
+			pw := strings.TrimRight(string(data[0]), "\r\n")
+			if pw == "" {
+				return nil, fmt.Errorf("--kafka-sasl-password-file: %s is empty", k.passwordFile)
+			}
+			return &pw, nil
+		}, logReloaded[string]("--kafka-sasl-password-file"))
 		if err != nil {
-			return nil, fmt.Errorf("--kafka-sasl-password-file: %w", err)
+			return nil, namingFlag("--kafka-sasl-password-file", err)
 		}
-		password = strings.TrimRight(string(b), "\r\n")
+		password = *file.Current()
 	}
 	name := strings.ToUpper(strings.TrimSpace(k.mechanism))
 	if name == "" {
@@ -72,19 +89,50 @@ func (k *kafkaSecurity) sasl() (sasl.Mechanism, error) {
 	if k.username == "" || password == "" {
 		return nil, fmt.Errorf("--kafka-sasl-mechanism %s needs --kafka-sasl-username and a password", name)
 	}
+	var mechanism func(password string) (sasl.Mechanism, error)
 	switch name {
 	case "PLAIN":
-		return plain.Mechanism{Username: k.username, Password: password}, nil
+		mechanism = func(password string) (sasl.Mechanism, error) {
+			return plain.Mechanism{Username: k.username, Password: password}, nil
+		}
 	case "SCRAM-SHA-256", "SCRAM-SHA-512":
 		algo := scram.SHA256
 		if name == "SCRAM-SHA-512" {
 			algo = scram.SHA512
 		}
-		m, err := scram.Mechanism(algo, k.username, password)
-		if err != nil {
-			return nil, fmt.Errorf("--kafka-sasl-mechanism %s: %w", name, err)
+		mechanism = func(password string) (sasl.Mechanism, error) {
+			m, err := scram.Mechanism(algo, k.username, password)
+			if err != nil {
+				return nil, fmt.Errorf("--kafka-sasl-mechanism %s: %w", name, err)
+			}
+			return m, nil
 		}
-		return m, nil
+	default:
+		return nil, fmt.Errorf("--kafka-sasl-mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", k.mechanism)
 	}
-	return nil, fmt.Errorf("--kafka-sasl-mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", k.mechanism)
+	m, err := mechanism(password)
+	if err != nil || file == nil {
+		return m, err
+	}
+	return &fileSASL{name: name, password: file, mechanism: mechanism}, nil
+}
+
+// fileSASL is a SASL mechanism whose password is read from its file again
+// when the file changes: each new connection authenticates with the
+// password the file holds then, so that a rotated password needs no
+// restart.
+type fileSASL struct {
+	name      string
+	password  *reload.Value[string]
+	mechanism func(password string) (sasl.Mechanism, error)
+}
+
+func (m *fileSASL) Name() string { return m.name }
+
+func (m *fileSASL) Start(ctx context.Context) (sasl.StateMachine, []byte, error) {
+	mech, err := m.mechanism(*m.password.Get())
+	if err != nil {
+		return nil, nil, err
+	}
+	return mech.Start(ctx)
 }

@@ -54,6 +54,7 @@ func TestKafkaSecurityFlags(t *testing.T) {
 		{"user without mechanism", kafkaSecurity{username: "u", password: "p"}, "", "needs --kafka-sasl-mechanism"},
 		{"two passwords", kafkaSecurity{mechanism: "PLAIN", username: "u", password: "p", passwordFile: pwFile}, "", "not both"},
 		{"missing password file", kafkaSecurity{mechanism: "PLAIN", username: "u", passwordFile: filepath.Join(dir, "none")}, "", "--kafka-sasl-password-file"},
+		{"empty password file", kafkaSecurity{mechanism: "PLAIN", username: "u", passwordFile: write("empty", "\n")}, "", "--kafka-sasl-password-file: " + filepath.Join(dir, "empty") + " is empty"},
 		{"CA not PEM", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", ca: notPEM}}, "", "--kafka-tls-ca: " + notPEM + " holds no PEM certificate"},
 		{"missing CA", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", ca: filepath.Join(dir, "none")}}, "", "--kafka-tls-ca"},
 		{"certificate without key", kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", cert: pki.certFile}}, "", "--kafka-tls-cert needs --kafka-tls-key"},
@@ -75,20 +76,36 @@ func TestKafkaSecurityFlags(t *testing.T) {
 			got := "nil"
 			if d != nil {
 				var parts []string
-				if d.TLS != nil {
+				if d.DialFunc != nil {
 					parts = append(parts, "tls")
-					if tt.k.tlsFiles.ca != "" && d.TLS.RootCAs == nil {
+					td, err := tt.k.tlsFiles.dialer(time.Second)
+					if err != nil {
+						t.Fatal(err)
+					}
+					c := td.config("127.0.0.1")
+					if tt.k.tlsFiles.ca != "" && c.RootCAs == nil {
 						t.Error("no roots from --kafka-tls-ca")
 					}
-					if len(d.TLS.Certificates) != map[bool]int{true: 1}[tt.k.tlsFiles.cert != ""] {
-						t.Errorf("%d client certificates", len(d.TLS.Certificates))
+					if len(c.Certificates) != map[bool]int{true: 1}[tt.k.tlsFiles.cert != ""] {
+						t.Errorf("%d client certificates", len(c.Certificates))
 					}
+					if c.ServerName != "127.0.0.1" || c.MinVersion != tls.VersionTLS12 {
+						t.Errorf("server name %q, version %x", c.ServerName, c.MinVersion)
+					}
+				}
+				if d.TLS != nil {
+					t.Error("TLS set on the dialer: its files could not be read again")
 				}
 				switch m := d.SASLMechanism.(type) {
 				case plain.Mechanism:
 					parts = append(parts, "plain")
 					if m.Username != "u" || m.Password != "p" {
 						t.Errorf("PLAIN credentials %q/%q", m.Username, m.Password)
+					}
+				case *fileSASL:
+					parts = append(parts, "scram")
+					if m.Name() != strings.ToUpper(tt.k.mechanism) || *m.password.Current() != "from-file" {
+						t.Errorf("mechanism %s, password %q", m.Name(), *m.password.Current())
 					}
 				case nil:
 				default:
@@ -236,5 +253,57 @@ func TestIngestOverTLSAndSASL(t *testing.T) {
 	}
 	if got := applied(ingest.NewPositions(rc, project+".backfill")); got != int64(len(msgs)) {
 		t.Errorf("backfill applied up to %d messages, want %d\n%s%s", got, len(msgs), out, errOut)
+	}
+}
+
+// TestKafkaCredentialsRotate: the SASL password file and the TLS files of
+// the Kafka dialer are read again when they change: each new connection to
+// a broker that speaks TLS only and requires SCRAM-SHA-512 authenticates
+// with what they hold then.
+func TestKafkaCredentialsRotate(t *testing.T) {
+	pki := newTestPKI(t)
+	serverCert, err := tls.LoadX509KeyPair(pki.certFile, pki.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "ingest", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	broker := cluster.ListenAddrs()[0]
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "password")
+	replaceTestFile(t, pwFile, []byte("old-password\n"))
+	k := kafkaSecurity{tlsFiles: tlsClientFiles{service: "kafka", ca: pki.caFile, interval: 10 * time.Millisecond},
+		mechanism: "SCRAM-SHA-512", username: "ingest", passwordFile: pwFile, interval: 10 * time.Millisecond}
+	d, err := k.dialer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dial := func() error {
+		conn, err := d.DialContext(ctx, "tcp", broker)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_, err = conn.ReadPartitions()
+		return err
+	}
+	if err := dial(); err == nil || !strings.Contains(err.Error(), "SASL Authentication failed") {
+		t.Fatalf("with the old password: %v", err)
+	}
+	replaceTestFile(t, pwFile, []byte("s3cret\n"))
+	if err := eventually(dial); err != nil {
+		t.Fatalf("once the file holds the password: %v", err)
+	}
+	// An empty file does not load: the password stays.
+	replaceTestFile(t, pwFile, nil)
+	time.Sleep(100 * time.Millisecond)
+	if err := dial(); err != nil {
+		t.Fatalf("after the file was emptied: %v", err)
 	}
 }

@@ -1,12 +1,18 @@
 package cmd
 
 import (
+	"bufio"
+	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
 )
@@ -67,5 +73,120 @@ func TestRedisTLS(t *testing.T) {
 				t.Errorf("exit %d, want %d saying %q\n%s%s", code, tt.code, tt.says, out, errOut)
 			}
 		})
+	}
+}
+
+// writeKeyPair writes a certificate and its key as PEM files.
+func writeKeyPair(t *testing.T, cert tls.Certificate, certFile, keyFile string) {
+	t.Helper()
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaceTestFile(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}))
+	replaceTestFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}))
+}
+
+// replaceTestFile replaces a file's content by a rename, as a secret
+// mounted by Kubernetes or a certificate renewal replaces it.
+func replaceTestFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually calls f until it returns nil, for at most 10 seconds, and
+// returns its last error.
+func eventually(f func() error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTLSClientFilesRotate: the CA and client certificate files of a TLS
+// client are read again when they change, and each new connection uses
+// what they hold then, against a real redis-server that requires client
+// certificates; content that does not load leaves the previous in use.
+func TestTLSClientFilesRotate(t *testing.T) {
+	pki, other := newTestPKI(t), newTestPKI(t)
+	addr := testenv.RedisTLS(t, pki.certFile, pki.keyFile, pki.caFile)
+	dir := t.TempDir()
+	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	caPEM := func(p *testPKI) []byte {
+		b, err := os.ReadFile(p.caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// To begin with, the CA of another PKI: the server's certificate does
+	// not chain to it.
+	replaceTestFile(t, caFile, caPEM(other))
+	writeKeyPair(t, pki.client, certFile, keyFile)
+	f := tlsClientFiles{service: "redis", ca: caFile, cert: certFile, key: keyFile, interval: 10 * time.Millisecond}
+	d, err := f.dialer(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ping := func() error {
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+			return err
+		}
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != "+PONG\r\n" {
+			return fmt.Errorf("reply %q", line)
+		}
+		return nil
+	}
+	if err := ping(); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Fatalf("with another CA: %v", err)
+	}
+	replaceTestFile(t, caFile, caPEM(pki))
+	if err := eventually(ping); err != nil {
+		t.Fatalf("once the CA file holds the server's CA: %v", err)
+	}
+	// A client certificate of another CA: the server refuses it.
+	writeKeyPair(t, other.client, certFile, keyFile)
+	if err := eventually(func() error {
+		if ping() == nil {
+			return errors.New("still accepted")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("with a client certificate the server does not trust: %v", err)
+	}
+	// A key that does not match the certificate: the previous pair stays,
+	// and the server still refuses it.
+	key, _ := os.ReadFile(keyFile)
+	writeKeyPair(t, pki.client, certFile, keyFile)
+	replaceTestFile(t, keyFile, key)
+	time.Sleep(100 * time.Millisecond)
+	if err := ping(); err == nil {
+		t.Fatal("a certificate with the key of another was put in use")
+	}
+	writeKeyPair(t, pki.client, certFile, keyFile)
+	if err := eventually(ping); err != nil {
+		t.Fatalf("once the pair is right again: %v", err)
 	}
 }

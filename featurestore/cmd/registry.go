@@ -61,11 +61,13 @@ func (r *redisFlags) client() (redis.UniversalClient, error) {
 		Protocol: 2,
 	}
 	if r.tls || r.tlsFiles.given() {
-		cfg, err := r.tlsFiles.config()
+		// TLS by a dialer of its own, whose files are read again when
+		// they change: go-redis's TLSConfig is fixed.
+		td, err := r.tlsFiles.dialer(r.timeout)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errUsage, err)
 		}
-		opts.TLSConfig = cfg
+		opts.Dialer = td.DialContext
 	}
 	return redis.NewUniversalClient(opts), nil
 }
