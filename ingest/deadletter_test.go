@@ -6,11 +6,14 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/testenv"
@@ -139,5 +142,46 @@ func TestDeadLettersCloseTheirTransport(t *testing.T) {
 	}
 	if after := settle(); after > before+1 {
 		t.Errorf("%d goroutines before 3 sinks were made and closed, %d after", before, after)
+	}
+}
+
+// TestDeadLettersAskMetadataOfTheirTopic: a dead-letter sink, with a
+// dialer or without, asks the brokers for the metadata of its topic alone,
+// never of every topic of the cluster, which kafka-go's default transport
+// does every few seconds.
+func TestDeadLettersAskMetadataOfTheirTopic(t *testing.T) {
+	topic := "dlq-metadata"
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic, "other-a", "other-b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	var mu sync.Mutex
+	var requests, everyTopic int
+	cluster.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		mu.Lock()
+		defer mu.Unlock()
+		requests++
+		if req.(*kmsg.MetadataRequest).Topics == nil {
+			everyTopic++
+		}
+		return nil, nil, false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, d := range []*kafka.Dialer{nil, {Timeout: 5 * time.Second}} {
+		sink, closeSink := deadLetters(cluster.ListenAddrs(), topic, d)
+		if err := sink.Send(ctx, []DeadLetter{{Message: kafka.Message{Topic: "src", Value: []byte("x")}, Reason: ReasonInvalidPayload, Detail: "test"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := closeSink(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if requests == 0 || everyTopic > 0 {
+		t.Errorf("%d metadata requests, %d of them of every topic; want some, none of every topic", requests, everyTopic)
 	}
 }

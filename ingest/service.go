@@ -148,15 +148,13 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 }
 
 // deadLetters returns the dead-letter sink of a source and the function
-// that closes it. With a dialer, its transport is one of its own (TLS,
-// SASL), which the writer does not close: closing the sink closes it too,
+// that closes it. Its transport is one of its own, with the dialer's TLS
+// and SASL if any, whose metadata is of the topic alone (kafka-go's
+// default transport asks for every topic of the cluster every few
+// seconds). The writer does not close it: closing the sink closes it too,
 // since a sink is made per registry version.
 func deadLetters(brokers []string, topic string, d *kafka.Dialer) (DeadLetterSink, func() error) {
-	if d == nil {
-		k := NewKafkaDeadLetters(brokers, topic, nil) // kafka-go's default transport: plain TCP
-		return k, k.Close
-	}
-	tr := newTransport(d)
+	tr := newTransport(d, topic)
 	k := NewKafkaDeadLetters(brokers, topic, tr)
 	return k, func() error {
 		err := k.Close()
