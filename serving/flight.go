@@ -383,15 +383,8 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 		return unresolved(ctx, authorize, s.cfg.Project, snap.Registry, cmd.FeatureService, cmd.Features, err)
 	}
 	x.views = views
-	if authorize != nil {
-		if cmd.FeatureService != "" {
-			err = authorizeService(ctx, authorize, s.cfg.Project, cmd.FeatureService, views)
-		} else {
-			err = authorize(ctx, s.cfg.Project, views)
-		}
-		if err != nil {
-			return err
-		}
+	if err := authorizeViews(ctx, authorize, s.cfg.Project, cmd.FeatureService, views); err != nil {
+		return err
 	}
 	if _, err := export.Check(opts, rdr.Schema()); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())

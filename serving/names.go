@@ -26,30 +26,30 @@ type authorizeFunc func(ctx context.Context, project string, views []string) err
 // granted gets, the same whether it exists or not.
 func unresolved(ctx context.Context, authorize authorizeFunc, project string, reg *registry.Registry, service string, refs []string, err error) error {
 	if authorize != nil {
-		var aerr error
+		views := refViews(refs)
 		if service != "" {
-			views := make([]string, 0, len(reg.Views))
+			views = make([]string, 0, len(reg.Views))
 			for _, v := range reg.Views {
 				views = append(views, v.Name)
 			}
-			aerr = authorizeService(ctx, authorize, project, service, views)
-		} else {
-			aerr = authorize(ctx, project, refViews(refs))
 		}
-		if aerr != nil {
+		if aerr := authorizeViews(ctx, authorize, project, service, views); aerr != nil {
 			return aerr
 		}
 	}
 	return status.Error(codes.InvalidArgument, err.Error())
 }
 
-// authorizeService authorizes the views of a feature service; a refusal
-// names the service, not a view: which views a service spans is as private
-// as the views, and an unknown service is refused the same way
-// (unresolved).
-func authorizeService(ctx context.Context, authorize authorizeFunc, project, service string, views []string) error {
+// authorizeViews authorizes the views a request reads (nothing to do when
+// authorize is nil). For a feature service (service set), a refusal names
+// the service, not a view: which views a service spans is as private as
+// the views, and an unknown service is refused the same way (unresolved).
+func authorizeViews(ctx context.Context, authorize authorizeFunc, project, service string, views []string) error {
+	if authorize == nil {
+		return nil
+	}
 	err := authorize(ctx, project, views)
-	if status.Code(err) != codes.PermissionDenied {
+	if service == "" || status.Code(err) != codes.PermissionDenied {
 		return err
 	}
 	principal, _ := PrincipalFromContext(ctx)

@@ -204,15 +204,8 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 	if err != nil {
 		return nil, unresolved(ctx, s.opts.Authorize, s.opts.Project, snap.Registry, service, req.GetFeatures().GetRefs(), err)
 	}
-	if authorize := s.opts.Authorize; authorize != nil {
-		if service != "" {
-			err = authorizeService(ctx, authorize, s.opts.Project, service, sel.viewNames)
-		} else {
-			err = authorize(ctx, s.opts.Project, sel.viewNames)
-		}
-		if err != nil {
-			return nil, err
-		}
+	if err := authorizeViews(ctx, s.opts.Authorize, s.opts.Project, service, sel.viewNames); err != nil {
+		return nil, err
 	}
 	for name := range req.GetRequestContext() {
 		// No feature is computed at request time yet, so every name is unused.

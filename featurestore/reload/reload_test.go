@@ -62,6 +62,20 @@ func settle(t *testing.T, v *Value[string], want string) {
 	}
 }
 
+// stays checks that v is still want after several looks at its changed
+// files, what saying what they hold.
+func stays(t *testing.T, v *Value[string], want, what string) {
+	t.Helper()
+	time.Sleep(20 * time.Millisecond)
+	for range 5 {
+		v.Get()
+		time.Sleep(3 * time.Millisecond)
+	}
+	if *v.Get() != want {
+		t.Errorf("%s was put in force: %q", what, *v.Get())
+	}
+}
+
 // TestValue: a changed file is parsed again once its content settles;
 // content that does not parse leaves the value and is reported once;
 // content that parses later is tried at every look; a missing file at
@@ -92,26 +106,12 @@ func TestValue(t *testing.T) {
 	settle(t, v, "two")
 
 	write(t, path, "bad")
-	time.Sleep(20 * time.Millisecond)
-	for range 5 {
-		v.Get()
-		time.Sleep(3 * time.Millisecond)
-	}
-	if *v.Get() != "two" {
-		t.Errorf("content that does not parse was put in force: %q", *v.Get())
-	}
+	stays(t, v, "two", "content that does not parse")
 	write(t, path, "three")
 	settle(t, v, "three")
 
 	write(t, path, "later")
-	time.Sleep(20 * time.Millisecond)
-	for range 5 {
-		v.Get()
-		time.Sleep(3 * time.Millisecond)
-	}
-	if *v.Get() != "three" {
-		t.Errorf("content not usable yet was put in force: %q", *v.Get())
-	}
+	stays(t, v, "three", "content not usable yet")
 	os.Remove(path)
 	time.Sleep(10 * time.Millisecond)
 	v.Get()
