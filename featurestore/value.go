@@ -164,7 +164,9 @@ func (v Value) Str() string {
 
 // Int64 returns the value of an int64 Value. It panics on other kinds.
 func (v Value) Int64() int64 {
-	if v.any != any(KindInt64) {
+	// A type assertion compares the type word inline; comparing v.any
+	// with any(KindInt64) calls the runtime.
+	if k, ok := v.any.(Kind); !ok || k != KindInt64 {
 		v.mustBe(KindInt64)
 	}
 	return int64(v.num)
@@ -172,7 +174,7 @@ func (v Value) Int64() int64 {
 
 // Double returns the value of a double Value. It panics on other kinds.
 func (v Value) Double() float64 {
-	if v.any != any(KindDouble) {
+	if k, ok := v.any.(Kind); !ok || k != KindDouble {
 		v.mustBe(KindDouble)
 	}
 	return math.Float64frombits(v.num)
@@ -180,7 +182,7 @@ func (v Value) Double() float64 {
 
 // Bool returns the value of a bool Value. It panics on other kinds.
 func (v Value) Bool() bool {
-	if v.any != any(KindBool) {
+	if k, ok := v.any.(Kind); !ok || k != KindBool {
 		v.mustBe(KindBool)
 	}
 	return v.num != 0
