@@ -78,7 +78,7 @@ progress bar when stderr is a terminal.`,
 			})
 			fs.StringVar(&service, "service", "", "Feature service whose features to export.")
 			fs.StringVar(&features, "features", "", "Comma-separated feature references view:feature, or view:* for every feature of a view.")
-			fs.StringVar(&out, "out", "", "Output file: Parquet (.parquet) or Arrow IPC (.arrow, .feather), written under a temporary name and renamed when complete; or an s3://BUCKET/KEY object URL, uploaded when complete.")
+			fs.StringVar(&out, "out", "", "Output file: Parquet (.parquet), Arrow IPC file (.arrow, .feather) or Arrow IPC stream (.arrows), written under a temporary name and renamed when complete; or an s3://BUCKET/KEY object URL, uploaded when complete.")
 			fs.StringVar(&format, "format", "auto", "Format of the output: auto (from the extension), parquet or arrow.")
 			fs.StringVar(&memory, "memory", "1GiB", "About how much memory the export may hold at once, like 512MiB or 4GiB.")
 			fs.IntVar(&parallelism, "parallelism", 0, "Partitions computed at once; 0 for GOMAXPROCS (the CPUs the process may use).")

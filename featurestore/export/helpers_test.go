@@ -234,6 +234,27 @@ func readTable(t testing.TB, path string) arrow.Table {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if filepath.Ext(path) == ".arrows" {
+		// The stream format: no file magic, read in order.
+		if bytes.HasPrefix(data, []byte("ARROW1")) {
+			t.Fatalf("%s is in the IPC file format, want the stream format", path)
+		}
+		r, err := ipc.NewReader(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Release()
+		var recs []arrow.RecordBatch
+		for r.Next() {
+			rec := r.RecordBatch()
+			rec.Retain()
+			recs = append(recs, rec)
+		}
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return array.NewTableFromRecords(r.Schema(), recs)
+	}
 	r, err := ipc.NewFileReader(bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)

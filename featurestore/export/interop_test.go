@@ -76,7 +76,7 @@ type interopTable struct {
 // interopExpectations is what interop.py checks.
 type interopExpectations struct {
 	Offline  map[string]*interopTable `json:"offline"`  // by view
-	Training map[string]*interopTable `json:"training"` // by format: arrow, parquet
+	Training map[string]*interopTable `json:"training"` // by format: arrow (IPC file), arrows (IPC stream), parquet
 }
 
 // arrowTypeOf names a feature's column type in Arrow's notation.
@@ -88,9 +88,9 @@ func arrowTypeOf(vt registry.ValueType) string {
 }
 
 // TestPythonInterop writes a random scenario's events through the offline
-// writer and exports a training set from them, as Arrow IPC and as
-// Parquet; then testdata/interop.py reads the committed offline files (the
-// manifest's list) and both training sets with pyarrow, polars and DuckDB,
+// writer and exports a training set from them, as an Arrow IPC file, an
+// Arrow IPC stream and Parquet; then testdata/interop.py reads the
+// committed offline files (the manifest's list) and the training sets with pyarrow, polars and DuckDB,
 // and checks column names, types, time zones, nullability, metadata and
 // every value against what this test expects: the events it wrote, and
 // the brute-force reference's features (reference_test.go).
@@ -247,7 +247,7 @@ func TestPythonInterop(t *testing.T) {
 	for i, row := range s.rows {
 		rows[i] = append(slices.Clone(row), want[i]...)
 	}
-	for _, format := range []string{"arrow", "parquet"} {
+	for _, format := range []string{"arrow", "arrows", "parquet"} {
 		out := filepath.Join(dir, "train."+format)
 		if _, err := Run(ctx, Options{Registry: r, Log: &dirLog{st: st, project: project}, Service: "all",
 			Entities: in, Out: out, Metadata: md, Memory: 4 << 20, TempDir: dir}); err != nil {
@@ -270,7 +270,7 @@ func TestPythonInterop(t *testing.T) {
 		t.Fatalf("interop.py: %v\n%s", err, out)
 	}
 	t.Logf("interop.py: %s", strings.TrimSpace(string(out)))
-	if !strings.Contains(string(out), fmt.Sprintf("training sets: 2 files, %d rows each", len(s.rows))) {
+	if !strings.Contains(string(out), fmt.Sprintf("training sets: 3 files, %d rows each", len(s.rows))) {
 		t.Errorf("interop.py did not report the training sets it checked:\n%s", out)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -62,7 +63,7 @@ type sink struct {
 	path, tmp string
 	fh        *os.File
 	bw        *bufio.Writer
-	ipcw      *ipc.FileWriter
+	ipcw      ipcWriter
 	pqw       *pqarrow.FileWriter
 	mem       memory.Allocator
 	// dicts makes the dictionaries of an Arrow IPC file's columns one per
@@ -70,6 +71,19 @@ type sink struct {
 	dicts *dictUnifier
 	done  bool
 }
+
+// ipcWriter is an Arrow IPC writer: of the file format, or of the stream
+// format for a path ending in .arrows.
+type ipcWriter interface {
+	Write(rec arrow.RecordBatch) error
+	Close() error
+}
+
+// isStreamPath reports whether an Arrow IPC output at path is written in
+// the stream format: its extension is .arrows, which names that format
+// (pyarrow.ipc.open_stream, polars.read_ipc_stream); every other name gets
+// the file format.
+func isStreamPath(path string) bool { return strings.EqualFold(filepath.Ext(path), ".arrows") }
 
 // parquetProperties are the output's Parquet writer's properties.
 func parquetProperties(mem memory.Allocator) (*parquet.WriterProperties, pqarrow.ArrowWriterProperties) {
@@ -112,8 +126,14 @@ func createSink(path string, format Format, schema *arrow.Schema, mem memory.All
 		props, arrowProps := parquetProperties(mem)
 		s.pqw, err = pqarrow.NewFileWriter(schema, s.bw, props, arrowProps)
 	default:
+		// The stream takes the file's one dictionary per column too, so
+		// that either is read the same way.
 		s.dicts = dicts
-		s.ipcw, err = ipc.NewFileWriter(s.bw, ipc.WithSchema(schema), ipc.WithAllocator(mem))
+		if isStreamPath(path) {
+			s.ipcw = ipc.NewWriter(s.bw, ipc.WithSchema(schema), ipc.WithAllocator(mem))
+		} else {
+			s.ipcw, err = ipc.NewFileWriter(s.bw, ipc.WithSchema(schema), ipc.WithAllocator(mem))
+		}
 	}
 	if err != nil {
 		fh.Close()

@@ -228,7 +228,7 @@ func TestDictionaryLabelsCarried(t *testing.T) {
 			dir := t.TempDir()
 			in := filepath.Join(dir, "rows.arrows")
 			dt.writeStream(t, rng, in)
-			for _, out := range []string{"out.arrow", "out.parquet"} {
+			for _, out := range []string{"out.arrow", "out.arrows", "out.parquet"} {
 				t.Run(fmt.Sprintf("%s/%d/%s", tc.name, seed, out), func(t *testing.T) {
 					outPath := filepath.Join(dir, out)
 					if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:n_5m"},

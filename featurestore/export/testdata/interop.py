@@ -204,9 +204,15 @@ def main():
                 if kv.get(k) != v:
                     fail(f"{where} (duckdb): key-value metadata {k}={kv.get(k)!r}, want {v!r}")
         else:
-            table = read_arrow_files([path])
+            if fmt == "arrows":  # the IPC stream format
+                with open(path, "rb") as fh:
+                    table = ipc.open_stream(fh).read_all()
+                polars_table = pl.read_ipc_stream(path)
+            else:
+                table = read_arrow_files([path])
+                polars_table = pl.read_ipc(path)
             check_pyarrow(where, table, t)
-            check_polars(where, pl.read_ipc(path), t)
+            check_polars(where, polars_table, t)
             con.register("training_set", table)
             check_duckdb(where, con, "training_set", t)
             con.unregister("training_set")
