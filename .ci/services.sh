@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Real services for the integration tests (DESIGN.md section 8): a redis-server
 # from Debian's packages, a single-node KRaft Apache Kafka broker whose jars
-# come from Maven Central, and an S3-compatible server (moto, from PyPI) for
-# the offline log in object storage. Nothing is assumed to be installed or running: `up`
-# installs what is missing, starts both on 127.0.0.1 and waits until they
-# answer; `down` stops exactly the processes `up` started (by recorded PID).
+# come from Maven Central, an S3-compatible server (moto, from PyPI) and a
+# Google Cloud Storage emulator (fake-gcs-server, built with `go install` from
+# the Go module proxy) for the offline log in object storage. Nothing is
+# assumed to be installed or running: `up` installs what is missing, starts
+# them on 127.0.0.1 and waits until they answer; `down` stops exactly the
+# processes `up` started (by recorded PID).
 #
 #   .ci/services.sh up       install if needed, start, wait until ready
 #   .ci/services.sh down     stop what `up` started
@@ -18,6 +20,7 @@
 #   FEATURESTORE_KAFKA_PORT             default 19092
 #   FEATURESTORE_KAFKA_CONTROLLER_PORT  default 19093
 #   FEATURESTORE_S3_PORT                default 19900
+#   FEATURESTORE_GCS_PORT               default 19910
 #   FEATURESTORE_KAFKA_VERSION          default 4.1.1 (4.0.1 or newer: kafka-go
 #                                       needs JoinGroup v1, dropped in 4.0.0)
 #   FEATURESTORE_SERVICES_TIMEOUT       seconds `up` waits for each service (default 180)
@@ -33,8 +36,11 @@ REDIS_PORT=${FEATURESTORE_REDIS_PORT:-16379}
 KAFKA_PORT=${FEATURESTORE_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${FEATURESTORE_KAFKA_CONTROLLER_PORT:-19093}
 S3_PORT=${FEATURESTORE_S3_PORT:-19900}
-# The bucket `up` creates for the tests, which use a prefix each.
+GCS_PORT=${FEATURESTORE_GCS_PORT:-19910}
+# The buckets `up` creates for the tests, which use a prefix each.
 S3_BUCKET=featurestore-test
+GCS_BUCKET=featurestore-test
+FAKE_GCS_VERSION=v1.56.1
 TIMEOUT=${FEATURESTORE_SERVICES_TIMEOUT:-180}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,6 +55,8 @@ VENV=$CACHE/python/$(sha256sum "$REQUIREMENTS" | cut -c1-12)
 REDIS_DIR=$STATE/redis
 KAFKA_DIR=$STATE/kafka
 S3_DIR=$STATE/s3
+GCS_DIR=$STATE/gcs
+FAKE_GCS=$CACHE/fake-gcs-server-$FAKE_GCS_VERSION/fake-gcs-server
 
 KAFKA_JVM_OPTS=(
   -Xms128m -Xmx512m
@@ -86,6 +94,7 @@ pid_of() {
     redis) pattern="redis-server.*[: ]$REDIS_PORT( |$)" ;;
     kafka) pattern="kafka\.Kafka.*$KAFKA_DIR/server\.properties" ;;
     s3) pattern="moto\.server .*-p $S3_PORT( |$)" ;;
+    gcs) pattern="fake-gcs-server .*-port $GCS_PORT( |$)" ;;
   esac
   if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -Eq "$pattern"; then
     echo "$pid"
@@ -204,9 +213,25 @@ install_missing() {
   ((rc == 0)) || die "apt-get install ${pkgs[*]} failed (exit $rc)"
 }
 
+# with_retries WHAT LOG CMD...: run CMD (a download) up to three times, its
+# output in LOG, backing off; shows LOG and fails if the third run fails.
+with_retries() {
+  local what=$1 out=$2 attempt
+  shift 2
+  for attempt in 1 2 3; do
+    "$@" >"$out" 2>&1 && return 0
+    if ((attempt == 3)); then
+      tail_logs "$out"
+      return 1
+    fi
+    log "$what failed (attempt $attempt); retrying"
+    sleep $((attempt * 5))
+  done
+}
+
 # fetch_kafka: broker jars into $KAFKA_LIBS via Maven, once per version and pom.
 fetch_kafka() {
-  local pom=$ROOT/.ci/kafka/pom.xml stamp want tmp attempt
+  local pom=$ROOT/.ci/kafka/pom.xml stamp want tmp
   stamp=$KAFKA_HOME/.complete
   want="$KAFKA_VERSION $(sha256sum "$pom" | cut -d' ' -f1)"
   if [[ -f $stamp && $(<"$stamp") == "$want" ]]; then
@@ -215,21 +240,13 @@ fetch_kafka() {
   log "fetching Kafka $KAFKA_VERSION jars with Maven into $KAFKA_LIBS"
   mkdir -p "$CACHE"
   tmp=$(mktemp -d "$CACHE/.kafka-$KAFKA_VERSION.XXXXXX")
-  for attempt in 1 2 3; do
-    if mvn -B -q -Dstyle.color=never -f "$pom" \
-      -Dkafka.version="$KAFKA_VERSION" \
-      dependency:copy-dependencies -DincludeScope=runtime \
-      -DoutputDirectory="$tmp/libs" >"$tmp/mvn.log" 2>&1; then
-      break
-    fi
-    if ((attempt == 3)); then
-      tail_logs "$tmp/mvn.log"
-      rm -rf "$tmp"
-      die "mvn could not fetch Kafka $KAFKA_VERSION"
-    fi
-    log "mvn failed (attempt $attempt); retrying"
-    sleep $((attempt * 5))
-  done
+  if ! with_retries mvn "$tmp/mvn.log" mvn -B -q -Dstyle.color=never -f "$pom" \
+    -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$tmp/libs"; then
+    rm -rf "$tmp"
+    die "mvn could not fetch Kafka $KAFKA_VERSION"
+  fi
   [[ -n $(compgen -G "$tmp/libs/kafka_2.13-*.jar") ]] || die "no kafka_2.13 jar in $tmp/libs"
   echo "$want" >"$tmp/.complete"
   rm -rf "$KAFKA_HOME"
@@ -411,6 +428,54 @@ start_s3() {
   log "s3 (moto) ready on $HOST:$S3_PORT, bucket $S3_BUCKET (pid $(<"$STATE/s3.pid"))"
 }
 
+# ---------------------------------------------------------------- gcs
+
+# fetch_fake_gcs: the emulator's binary, built once per version with the Go
+# toolchain the tests use (the module comes from the Go module proxy).
+fetch_fake_gcs() {
+  local tmp
+  [[ -x $FAKE_GCS ]] && return 0
+  command -v go >/dev/null || die "go not found: it builds fake-gcs-server"
+  log "building fake-gcs-server $FAKE_GCS_VERSION with go install (a minute or two, once)"
+  mkdir -p "$CACHE"
+  tmp=$(mktemp -d "$CACHE/.fake-gcs-server.XXXXXX")
+  if ! (cd "$tmp" && GOBIN="$tmp" GOFLAGS= with_retries "go install" "$tmp/go.log" \
+    go install "github.com/fsouza/fake-gcs-server@$FAKE_GCS_VERSION"); then
+    rm -rf "$tmp"
+    die "go install fake-gcs-server@$FAKE_GCS_VERSION failed"
+  fi
+  mkdir -p "$(dirname "$FAKE_GCS")"
+  mv "$tmp/fake-gcs-server" "$FAKE_GCS"
+  rm -rf "$tmp"
+}
+
+# gcs_ready: the emulator answers, and the tests' bucket exists (POST creates
+# it; 409 when it exists already).
+gcs_ready() {
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    -d "{\"name\":\"$GCS_BUCKET\"}" "http://$HOST:$GCS_PORT/storage/v1/b" 2>/dev/null) || return 1
+  [[ $code == 200 || $code == 409 ]]
+}
+
+start_gcs() {
+  running gcs gcs_ready "$HOST:$GCS_PORT" && return 0
+  rm -f "$STATE/gcs.pid"
+  port_open "$GCS_PORT" && die "port $HOST:$GCS_PORT is taken by a process this script did not start; stop it or set FEATURESTORE_GCS_PORT"
+  fetch_fake_gcs
+  rm -rf "$GCS_DIR"
+  mkdir -p "$GCS_DIR"
+  # In memory: a fresh emulator holds nothing from an earlier run. The
+  # client reads objects at http://HOST:PORT/BUCKET/KEY, which the emulator
+  # serves only for its public host.
+  nohup "$FAKE_GCS" -scheme http -host "$HOST" -port "$GCS_PORT" \
+    -public-host "$HOST:$GCS_PORT" -external-url "http://$HOST:$GCS_PORT" \
+    -backend memory -log-level warn >"$GCS_DIR/server.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$STATE/gcs.pid"
+  await gcs gcs_ready "$HOST:$GCS_PORT" "$GCS_DIR/server.log"
+  log "gcs (fake-gcs-server $FAKE_GCS_VERSION) ready on $HOST:$GCS_PORT, bucket $GCS_BUCKET (pid $(<"$STATE/gcs.pid"))"
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -424,11 +489,13 @@ cmd_up() {
   start_kafka
   python_env
   start_s3
+  start_gcs
   trap - EXIT
   log "up in $((SECONDS - start))s; state in $STATE"
 }
 
 cmd_down() {
+  stop gcs
   stop s3
   stop kafka
   stop redis
@@ -439,11 +506,12 @@ cmd_env() {
   echo "FEATURESTORE_TEST_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
   echo "FEATURESTORE_TEST_PYTHON=$VENV/bin/python"
   echo "FEATURESTORE_TEST_S3_ENDPOINT=http://$HOST:$S3_PORT"
+  echo "FEATURESTORE_TEST_GCS_ENDPOINT=http://$HOST:$GCS_PORT"
 }
 
 cmd_status() {
   local name pid rc=0
-  for name in redis kafka s3; do
+  for name in redis kafka s3 gcs; do
     pid=$(pid_of "$name")
     if [[ -n $pid ]]; then
       echo "$name: running (pid $pid)"

@@ -118,14 +118,20 @@ func TestBackfillFromKafka(t *testing.T) {
 	}
 }
 
-// TestBackfillCommandS3 backfills a CSV file that is an object of an S3
-// bucket (the test S3 server) into real Redis and an offline log in the
-// same bucket: the summary and the dead letters name the object URL, and a
-// second run reads nothing.
-func TestBackfillCommandS3(t *testing.T) {
+// TestBackfillCommandBucket backfills a CSV file that is an object of an
+// S3 bucket (the test S3 server), then of a GCS bucket (the emulator), into
+// real Redis and an offline log in the same bucket: the summary and the
+// dead letters name the object URL, and a second run reads nothing.
+func TestBackfillCommandBucket(t *testing.T) {
+	for _, where := range []string{"s3", "gs"} {
+		t.Run(where, func(t *testing.T) { testBackfillCommandBucket(t, where) })
+	}
+}
+
+func testBackfillCommandBucket(t *testing.T, where string) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	bucket := testenv.S3URL(t)
+	bucket := offlineLocation(t, where, dir)
 	env := backfillCLIEnv(t, dir)
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second).Format(time.RFC3339)
 	local := filepath.Join(dir, "history.csv")

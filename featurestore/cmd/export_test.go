@@ -16,7 +16,6 @@ import (
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/offline"
-	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/featurestore/window"
 	"github.com/featurestore/featurestore/registry"
 )
@@ -25,9 +24,11 @@ import (
 // example fraud service for rows of a CSV file, and checks values worked
 // out by hand: nothing before the first event, windows, last values, a card
 // without events. The log is in a directory, then in an S3 bucket (the
-// test S3 server), given to --offline-dir as an s3:// URL.
+// test S3 server) and in a GCS bucket (the emulator), given to
+// --offline-dir as an s3:// or gs:// URL; with a bucket, the entity table
+// and the training set are objects of it too.
 func TestExportCommand(t *testing.T) {
-	for _, where := range []string{"dir", "s3"} {
+	for _, where := range []string{"dir", "s3", "gs"} {
 		t.Run(where, func(t *testing.T) { testExportCommand(t, where) })
 	}
 }
@@ -43,10 +44,7 @@ func testExportCommand(t *testing.T, where string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logDir := filepath.Join(dir, "offline")
-	if where == "s3" {
-		logDir = testenv.S3URL(t)
-	}
+	logDir := offlineLocation(t, where, dir)
 	st, closeSt, err := offline.Open(ctx, logDir)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +104,7 @@ func testExportCommand(t *testing.T, where string) {
 	}
 	out := filepath.Join(dir, "train.parquet")
 	entities, dest := in, out
-	if where == "s3" {
+	if where != "dir" {
 		// The entity table and the training set as objects of the bucket.
 		entities, dest = objectURL(t, logDir, "rows.csv"), objectURL(t, logDir, "train.parquet")
 		if err := uploadObject(ctx, in, entities); err != nil {
@@ -117,7 +115,7 @@ func testExportCommand(t *testing.T, where string) {
 	if code != 0 || !strings.Contains(stdout, "wrote 4 rows to "+dest) {
 		t.Fatalf("export: exit %d\n%s%s", code, stdout, errOut)
 	}
-	if where == "s3" {
+	if where != "dir" {
 		if err := downloadObject(ctx, dest, out); err != nil {
 			t.Fatal(err)
 		}
@@ -243,7 +241,7 @@ func TestParseBytes(t *testing.T) {
 }
 
 // objectURL returns the object URL of name under the prefix of the bucket
-// URL bucket (testenv.S3URL's form).
+// URL bucket (testenv.S3URL's and GCSURL's form).
 func objectURL(t *testing.T, bucket, name string) string {
 	t.Helper()
 	u, err := url.Parse(bucket)

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 func copyDir(t *testing.T, src string) string {
@@ -41,4 +43,19 @@ func edit(t *testing.T, path, old, new string) {
 	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// offlineLocation returns where a test keeps its offline log: a directory
+// under dir (where is "dir"), or a prefix of its own in the bucket of the
+// test S3 server ("s3") or of the GCS emulator ("gs"), as --offline-dir
+// takes it.
+func offlineLocation(t *testing.T, where, dir string) string {
+	t.Helper()
+	switch where {
+	case "s3":
+		return testenv.S3URL(t)
+	case "gs":
+		return testenv.GCSURL(t)
+	}
+	return filepath.Join(dir, "offline")
 }

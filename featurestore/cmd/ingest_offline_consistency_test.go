@@ -43,9 +43,9 @@ func (f fixedSnapshot) Current() *registry.Snapshot { return f.s }
 // computes the same (entity, time) rows from the offline log: every value
 // must equal the online one and every null stand where the online status
 // is not present. The offline log is in a directory, then in an S3 bucket
-// (the test S3 server).
+// (the test S3 server), then in a GCS bucket (the emulator).
 func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
-	for _, where := range []string{"dir", "s3"} {
+	for _, where := range []string{"dir", "s3", "gs"} {
 		t.Run(where, func(t *testing.T) { testKafkaIngestOnlineEqualsExport(t, where) })
 	}
 }
@@ -79,10 +79,7 @@ func testKafkaIngestOnlineEqualsExport(t *testing.T, where string) {
 	src := r.Source("txns")
 	store := online.New(rc, online.Options{})
 	positions := ingest.NewPositions(rc, project)
-	logDir := filepath.Join(dir, "offline")
-	if where == "s3" {
-		logDir = testenv.S3URL(t)
-	}
+	logDir := offlineLocation(t, where, dir)
 	st, closeSt, err := offline.Open(ctx, logDir)
 	if err != nil {
 		t.Fatal(err)

@@ -152,13 +152,14 @@ func writeEntityParquet(t *testing.T, path string, rows int) {
 // 'featurestore export' wrote to a file for the same table, and that
 // pyarrow surfaces the server's errors.
 func TestServeFlightPython(t *testing.T) {
-	for _, where := range []string{"dir", "s3"} {
+	for _, where := range []string{"dir", "s3", "gs"} {
 		t.Run(where, func(t *testing.T) { testServeFlightPython(t, where) })
 	}
 }
 
 // testServeFlightPython is TestServeFlightPython with the offline log in a
-// directory or (where is "s3") in a bucket of the test S3 server.
+// directory, or (where is "s3" or "gs") in a bucket of the test S3 server
+// or of the GCS emulator.
 func testServeFlightPython(t *testing.T, where string) {
 	py := testenv.Python(t)
 	dir := t.TempDir()
@@ -176,10 +177,7 @@ func testServeFlightPython(t *testing.T, where string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logDir := filepath.Join(dir, "offline")
-	if where == "s3" {
-		logDir = testenv.S3URL(t)
-	}
+	logDir := offlineLocation(t, where, dir)
 	writeExampleLog(t, logDir, project, r, 3000)
 	labels := filepath.Join(dir, "labels.parquet")
 	writeEntityParquet(t, labels, 5000)

@@ -116,15 +116,22 @@ func storages(t *testing.T) map[string]func(t *testing.T) Storage {
 		},
 		// A real S3 protocol server (moto, from .ci/services.sh), through
 		// Open and the s3blob driver the binary links.
-		"s3": func(t *testing.T) Storage {
-			st, closeSt, err := Open(context.Background(), testenv.S3URL(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { closeSt() })
-			return st
-		},
+		"s3": func(t *testing.T) Storage { return openURL(t, testenv.S3URL(t)) },
+		// The Google Cloud Storage emulator (fake-gcs-server, from
+		// .ci/services.sh), through Open and the gcsblob driver.
+		"gcs": func(t *testing.T) Storage { return openURL(t, testenv.GCSURL(t)) },
 	}
+}
+
+// openURL opens the storage of a bucket URL, closed when the test ends.
+func openURL(t *testing.T, u string) Storage {
+	t.Helper()
+	st, closeSt, err := Open(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeSt() })
+	return st
 }
 
 // genEvent is a generated accepted event: what ingest hands to Append, and

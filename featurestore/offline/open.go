@@ -5,22 +5,26 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"strings"
 
+	"golang.org/x/oauth2/google"
+
 	"gocloud.dev/blob"
-	_ "gocloud.dev/blob/s3blob" // s3:// bucket URLs
+	_ "gocloud.dev/blob/gcsblob" // gs:// bucket URLs
+	_ "gocloud.dev/blob/s3blob"  // s3:// bucket URLs
 )
 
 // Open opens the storage of an offline log at location: a local directory
-// (Dir), or an S3 bucket URL, s3://bucket?region=...&prefix=path/ (Bucket;
-// AWS S3 and S3-compatible stores with an endpoint= parameter, see
+// (Dir), an S3 bucket URL, s3://bucket?region=...&prefix=path/ (AWS S3 and
+// S3-compatible stores with an endpoint= parameter), or a Google Cloud
+// Storage bucket URL, gs://bucket?prefix=path/ (Bucket; see
 // docs/operations.md), checked reachable. Close releases it.
 //
 // Other bucket URL schemes are refused: file:// (fileblob) and mem://
 // (memblob) do not make Create exclusive across processes, which several
-// writers sharing a log rely on, and the drivers of gs:// and azblob:// are
-// not linked.
+// writers sharing a log rely on, and the driver of azblob:// is not linked.
 func Open(ctx context.Context, location string) (st Storage, close func() error, err error) {
 	if !IsURL(location) {
 		d, err := NewDir(location)
@@ -29,14 +33,7 @@ func Open(ctx context.Context, location string) (st Storage, close func() error,
 		}
 		return d, func() error { return nil }, nil
 	}
-	switch scheme, _, _ := strings.Cut(location, "://"); scheme {
-	case "s3":
-	case "file":
-		return nil, nil, fmt.Errorf("offline log %s: use the directory's path instead of a file:// URL (its files are committed by rename and fsync, which file:// buckets do not do)", location)
-	default:
-		return nil, nil, fmt.Errorf("offline log %s: unsupported scheme %q: give a directory or an s3:// bucket URL", location, scheme)
-	}
-	b, err := blob.OpenBucket(ctx, location)
+	b, err := OpenBucketURL(ctx, location)
 	if err != nil {
 		return nil, nil, fmt.Errorf("offline log %s: %w", location, err)
 	}
@@ -46,6 +43,50 @@ func Open(ctx context.Context, location string) (st Storage, close func() error,
 		return nil, nil, fmt.Errorf("offline log %s: %w", location, err)
 	}
 	return st, b.Close, nil
+}
+
+// OpenBucketURL opens the bucket of a URL of a linked scheme: s3:// or
+// gs://, with gocloud.dev/blob's parameters; a gs:// URL must have
+// credentials to use (see gcsCredentials). The export's object URLs open
+// their buckets through it too.
+func OpenBucketURL(ctx context.Context, bucketURL string) (*blob.Bucket, error) {
+	switch scheme, _, _ := strings.Cut(bucketURL, "://"); scheme {
+	case "s3":
+	case "gs":
+		if err := gcsCredentials(ctx, bucketURL); err != nil {
+			return nil, err
+		}
+	case "file":
+		return nil, errors.New("use the directory's path instead of a file:// URL (its files are committed by rename and fsync, which file:// buckets do not do)")
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q: give a directory, or an s3:// or gs:// bucket URL", scheme)
+	}
+	return blob.OpenBucket(ctx, bucketURL)
+}
+
+// gcsCredentials checks that a gs:// bucket URL has credentials to use:
+// Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+// application-default login, or the service account of GCE, GKE or Cloud
+// Run), unless the URL says otherwise (anonymous, access_id or
+// private_key_path) or STORAGE_EMULATOR_HOST points at an emulator. The
+// driver goes on without credentials when it finds none, printing a
+// warning to stdout, and the first request then fails with a message
+// about a private key.
+func gcsCredentials(ctx context.Context, location string) error {
+	if os.Getenv("STORAGE_EMULATOR_HOST") != "" || os.Getenv("STORAGE_EMULATOR_HOST_GRPC") != "" {
+		return nil
+	}
+	if u, err := url.Parse(location); err == nil {
+		q := u.Query()
+		if q.Has("anonymous") || q.Has("access_id") || q.Has("private_key_path") {
+			return nil
+		}
+	}
+	if _, err := google.FindDefaultCredentials(ctx, "https://www.googleapis.com/auth/devstorage.read_write"); err != nil {
+		return fmt.Errorf("no Google Cloud credentials (%w): set GOOGLE_APPLICATION_CREDENTIALS to a service account key file, "+
+			"run `gcloud auth application-default login`, or run as a service account on GCE, GKE or Cloud Run", err)
+	}
+	return nil
 }
 
 // OpenExisting is Open for readers of a log (export, the Flight service,

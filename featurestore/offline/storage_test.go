@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -106,9 +107,10 @@ func TestStorageConformance(t *testing.T) {
 	}
 }
 
-// TestOpenLocations: Open takes a directory or an s3:// URL, refuses other
-// schemes with a message saying what to give, and checks that a bucket is
-// there.
+// TestOpenLocations: Open takes a directory, an s3:// or a gs:// URL,
+// refuses other schemes with a message saying what to give, refuses a gs://
+// URL without credentials saying how to give them, and checks that a
+// bucket is there.
 func TestOpenLocations(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -130,27 +132,39 @@ func TestOpenLocations(t *testing.T) {
 	}
 	closeSt()
 	for loc, want := range map[string]string{
-		"gs://bucket/logs":    `unsupported scheme "gs": give a directory or an s3:// bucket URL`,
+		"azblob://container":  `unsupported scheme "azblob": give a directory, or an s3:// or gs:// bucket URL`,
 		"file:///var/offline": "use the directory's path instead of a file:// URL",
 	} {
 		if _, _, err := Open(ctx, loc); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Open(%q): %v, want %q", loc, err, want)
 		}
 	}
-	u := testenv.S3URL(t)
-	missing := strings.Replace(u, "s3://"+testenv.S3Bucket+"?", "s3://no-such-bucket?", 1)
-	if _, _, err := Open(ctx, missing); err == nil || !strings.Contains(err.Error(), "does not exist or is not accessible") {
-		t.Errorf("Open of a missing bucket: %v", err)
-	}
-	st, closeSt, err = Open(ctx, u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeSt()
-	if _, ok := st.(*Bucket); !ok {
-		t.Errorf("Open(s3 URL) = %T, want a Bucket", st)
-	}
-	if err := Ping(ctx, st); err != nil {
-		t.Errorf("Ping of the bucket: %v", err)
+	t.Run("gs without credentials", func(t *testing.T) {
+		t.Setenv("STORAGE_EMULATOR_HOST", "")
+		t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(t.TempDir(), "missing.json"))
+		want := "no Google Cloud credentials"
+		if _, _, err := Open(ctx, "gs://bucket?prefix=logs/"); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "GOOGLE_APPLICATION_CREDENTIALS") {
+			t.Errorf("Open: %v, want %q and how to give them", err, want)
+		}
+	})
+	for _, c := range []struct{ scheme, url, bucket string }{
+		{"s3", testenv.S3URL(t), testenv.S3Bucket},
+		{"gs", testenv.GCSURL(t), testenv.GCSBucket},
+	} {
+		missing := strings.Replace(c.url, c.scheme+"://"+c.bucket+"?", c.scheme+"://no-such-bucket?", 1)
+		if _, _, err := Open(ctx, missing); err == nil || !strings.Contains(err.Error(), "does not exist or is not accessible") {
+			t.Errorf("Open of a missing %s bucket: %v", c.scheme, err)
+		}
+		st, closeSt, err := Open(ctx, c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeSt()
+		if _, ok := st.(*Bucket); !ok {
+			t.Errorf("Open(%s URL) = %T, want a Bucket", c.scheme, st)
+		}
+		if err := Ping(ctx, st); err != nil {
+			t.Errorf("Ping of the %s bucket: %v", c.scheme, err)
+		}
 	}
 }

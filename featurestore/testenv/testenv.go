@@ -1,13 +1,15 @@
 // Package testenv connects integration tests to the real Redis, Kafka,
-// Python (with pyarrow, polars and duckdb) and S3-compatible server that
-// `make test` provides (.ci/services.sh, DESIGN.md section 8).
+// Python (with pyarrow, polars and duckdb), S3-compatible server and Google
+// Cloud Storage emulator that `make test` provides (.ci/services.sh,
+// DESIGN.md section 8).
 //
-// They are found through four environment variables:
+// They are found through five environment variables:
 //
 //	FEATURESTORE_TEST_REDIS_ADDR=127.0.0.1:16379
 //	FEATURESTORE_TEST_KAFKA_BROKERS=127.0.0.1:19092[,host:port...]
 //	FEATURESTORE_TEST_PYTHON=~/.cache/featurestore/python/<hash>/bin/python
 //	FEATURESTORE_TEST_S3_ENDPOINT=http://127.0.0.1:19900
+//	FEATURESTORE_TEST_GCS_ENDPOINT=http://127.0.0.1:19910
 //
 // When a variable is unset, a test that asks for the service is skipped on a
 // developer's machine and fails in CI (CI=true or FEATURESTORE_REQUIRE_SERVICES=1),
@@ -53,16 +55,21 @@ const (
 	RequireServicesEnv = "FEATURESTORE_REQUIRE_SERVICES"
 	PythonEnv          = "FEATURESTORE_TEST_PYTHON"
 	S3EndpointEnv      = "FEATURESTORE_TEST_S3_ENDPOINT"
+	GCSEndpointEnv     = "FEATURESTORE_TEST_GCS_ENDPOINT"
 )
 
-// S3Bucket is the bucket .ci/services.sh makes on the test S3 server.
-const S3Bucket = "featurestore-test"
+// S3Bucket is the bucket .ci/services.sh makes on the test S3 server, and
+// GCSBucket the one it makes on the GCS emulator.
+const (
+	S3Bucket  = "featurestore-test"
+	GCSBucket = "featurestore-test"
+)
 
 // dialTimeout bounds each check that a service answers.
 const dialTimeout = 5 * time.Second
 
 // hint tells the reader of a skip or failure how to get the services.
-const hint = "run `make test` (starts Redis, Kafka and an S3 server via .ci/services.sh), or `make services-up` and export the output of `.ci/services.sh env`"
+const hint = "run `make test` (starts Redis, Kafka, an S3 server and a GCS emulator via .ci/services.sh), or `make services-up` and export the output of `.ci/services.sh env`"
 
 // answered remembers services that already answered in this test binary, so
 // that only the first test per address pays for the check.
@@ -132,16 +139,9 @@ func KafkaBrokers(t testing.TB) []string {
 // (see the package doc) and fails it when the server does not answer.
 func S3URL(t testing.TB) string {
 	t.Helper()
-	endpoint := strings.TrimRight(strings.TrimSpace(os.Getenv(S3EndpointEnv)), "/")
+	endpoint := bucketEndpoint(t, S3EndpointEnv, "S3-compatible server", S3Bucket, func(e string) string { return e + "/" + S3Bucket + "?max-keys=1" })
 	if endpoint == "" {
-		missing(t, S3EndpointEnv, "an S3-compatible server")
 		return ""
-	}
-	if _, ok := answered.Load("s3|" + endpoint); !ok {
-		if err := pingS3(endpoint + "/" + S3Bucket); err != nil {
-			t.Fatalf("%s=%s is set but bucket %s does not answer there: %v; %s", S3EndpointEnv, endpoint, S3Bucket, err, hint)
-		}
-		answered.Store("s3|"+endpoint, struct{}{})
 	}
 	// The test server takes any credentials; without them the AWS SDK
 	// would look for some, as far as the instance metadata service.
@@ -153,17 +153,58 @@ func S3URL(t testing.TB) string {
 	return "s3://" + S3Bucket + "?" + q.Encode()
 }
 
-// pingS3 lists at most one object of a bucket, unsigned (the test server
-// allows it).
-func pingS3(bucketURL string) error {
+// GCSURL returns a gs:// bucket URL (gocloud.dev/blob's form, which
+// offline.Open takes) of a prefix of the test's own in GCSBucket on the
+// Google Cloud Storage emulator at FEATURESTORE_TEST_GCS_ENDPOINT, after
+// checking that the bucket answers, and points the GCS client at the
+// emulator for the test (STORAGE_EMULATOR_HOST, which processes the test
+// starts inherit). It skips or fails the test when the variable is unset
+// (see the package doc) and fails it when the emulator does not answer.
+func GCSURL(t testing.TB) string {
+	t.Helper()
+	endpoint := bucketEndpoint(t, GCSEndpointEnv, "Google Cloud Storage emulator (fake-gcs-server)", GCSBucket,
+		func(e string) string { return e + "/storage/v1/b/" + GCSBucket + "/o?maxResults=1" })
+	if endpoint == "" {
+		return ""
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		t.Fatalf("%s=%s: want http://host:port", GCSEndpointEnv, endpoint)
+	}
+	t.Setenv("STORAGE_EMULATOR_HOST", u.Host)
+	return "gs://" + GCSBucket + "?" + url.Values{"prefix": {UniqueName(t, "") + "/"}}.Encode()
+}
+
+// bucketEndpoint returns the http:// endpoint of the object store named by
+// the variable env, after checking once per endpoint that a GET of
+// listURL(endpoint), an unsigned listing of at most one object of bucket
+// (the test servers allow it), answers; "" if the test is skipped.
+func bucketEndpoint(t testing.TB, env, service, bucket string, listURL func(endpoint string) string) string {
+	t.Helper()
+	endpoint := strings.TrimRight(strings.TrimSpace(os.Getenv(env)), "/")
+	if endpoint == "" {
+		missing(t, env, service)
+		return ""
+	}
+	if _, ok := answered.Load(env + "|" + endpoint); !ok {
+		if err := pingHTTP(listURL(endpoint)); err != nil {
+			t.Fatalf("%s=%s is set but bucket %s does not answer there: %v; %s", env, endpoint, bucket, err, hint)
+		}
+		answered.Store(env+"|"+endpoint, struct{}{})
+	}
+	return endpoint
+}
+
+// pingHTTP answers whether a GET of u is 200 OK.
+func pingHTTP(u string) error {
 	c := http.Client{Timeout: dialTimeout}
-	resp, err := c.Get(bucketURL + "?max-keys=1")
+	resp, err := c.Get(u)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", bucketURL, resp.Status)
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
 	return nil
 }
