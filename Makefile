@@ -1,7 +1,7 @@
 # Build, test and lint entry points. CI runs .ci/run, which calls these.
 #
 #   make build        the featurestore binary into bin/
-#   make test         start Redis, Kafka, S3, GCS (.ci/services.sh), go test -race ./..., stop them
+#   make test         start Redis, Kafka, S3, GCS, Azure (.ci/services.sh), go test -race ./..., stop them
 #   make test-unit    go test -short ./..., no services (integration tests skip, even with CI=true)
 #   make lint         gofmt check, go vet, staticcheck
 #   make proto        regenerate protobuf code (protos/generate.sh)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Real services for the integration tests (DESIGN.md section 8): a redis-server
 # from Debian's packages, a single-node KRaft Apache Kafka broker whose jars
-# come from Maven Central, an S3-compatible server (moto, from PyPI) and a
-# Google Cloud Storage emulator (fake-gcs-server, built with `go install` from
-# the Go module proxy) for the offline log in object storage. Nothing is
+# come from Maven Central, an S3-compatible server (moto, from PyPI), a Google
+# Cloud Storage emulator (fake-gcs-server, built with `go install` from the Go
+# module proxy) and an Azure Blob Storage emulator (Azurite, from npm) for the
+# offline log in object storage. Nothing is
 # assumed to be installed or running: `up` installs what is missing, starts
 # them on 127.0.0.1 and waits until they answer; `down` stops exactly the
 # processes `up` started (by recorded PID).
@@ -21,6 +22,7 @@
 #   FEATURESTORE_KAFKA_CONTROLLER_PORT  default 19093
 #   FEATURESTORE_S3_PORT                default 19900
 #   FEATURESTORE_GCS_PORT               default 19910
+#   FEATURESTORE_AZURE_PORT             default 19920
 #   FEATURESTORE_KAFKA_VERSION          default 4.1.1 (4.0.1 or newer: kafka-go
 #                                       needs JoinGroup v1, dropped in 4.0.0)
 #   FEATURESTORE_SERVICES_TIMEOUT       seconds `up` waits for each service (default 180)
@@ -37,10 +39,12 @@ KAFKA_PORT=${FEATURESTORE_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${FEATURESTORE_KAFKA_CONTROLLER_PORT:-19093}
 S3_PORT=${FEATURESTORE_S3_PORT:-19900}
 GCS_PORT=${FEATURESTORE_GCS_PORT:-19910}
+AZURE_PORT=${FEATURESTORE_AZURE_PORT:-19920}
 # The buckets `up` creates for the tests, which use a prefix each.
 S3_BUCKET=featurestore-test
 GCS_BUCKET=featurestore-test
 FAKE_GCS_VERSION=v1.56.1
+AZURITE_VERSION=3.37.0
 TIMEOUT=${FEATURESTORE_SERVICES_TIMEOUT:-180}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,6 +61,8 @@ KAFKA_DIR=$STATE/kafka
 S3_DIR=$STATE/s3
 GCS_DIR=$STATE/gcs
 FAKE_GCS=$CACHE/fake-gcs-server-$FAKE_GCS_VERSION/fake-gcs-server
+AZURE_DIR=$STATE/azure
+AZURITE_HOME=$CACHE/azurite-$AZURITE_VERSION
 
 KAFKA_JVM_OPTS=(
   -Xms128m -Xmx512m
@@ -95,6 +101,7 @@ pid_of() {
     kafka) pattern="kafka\.Kafka.*$KAFKA_DIR/server\.properties" ;;
     s3) pattern="moto\.server .*-p $S3_PORT( |$)" ;;
     gcs) pattern="fake-gcs-server .*-port $GCS_PORT( |$)" ;;
+    azure) pattern="azurite/dist/src/blob/main\.js .*--blobPort $AZURE_PORT( |$)" ;;
   esac
   if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -Eq "$pattern"; then
     echo "$pid"
@@ -192,6 +199,8 @@ install_missing() {
   command -v timeout >/dev/null || pkgs+=(coreutils)
   command -v curl >/dev/null || pkgs+=(curl)
   command -v python3 >/dev/null || pkgs+=(python3)
+  command -v node >/dev/null || pkgs+=(nodejs)
+  command -v npm >/dev/null || pkgs+=(npm)
   python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
   ((${#pkgs[@]})) || return 0
   command -v apt-get >/dev/null || die "missing ${pkgs[*]} and no apt-get to install them"
@@ -476,6 +485,47 @@ start_gcs() {
   log "gcs (fake-gcs-server $FAKE_GCS_VERSION) ready on $HOST:$GCS_PORT, bucket $GCS_BUCKET (pid $(<"$STATE/gcs.pid"))"
 }
 
+# ---------------------------------------------------------------- azure
+
+# fetch_azurite: the emulator from npm, installed once per version.
+fetch_azurite() {
+  local tmp
+  [[ -f $AZURITE_HOME/.complete ]] && return 0
+  log "installing Azurite $AZURITE_VERSION with npm (a minute or two, once)"
+  mkdir -p "$CACHE"
+  tmp=$(mktemp -d "$CACHE/.azurite.XXXXXX")
+  if ! with_retries "npm install" "$tmp/npm.log" npm install --prefix "$tmp" --no-audit --no-fund \
+    --loglevel=error "azurite@$AZURITE_VERSION"; then
+    rm -rf "$tmp"
+    die "npm install azurite@$AZURITE_VERSION failed"
+  fi
+  touch "$tmp/.complete"
+  rm -rf "$AZURITE_HOME"
+  mv "$tmp" "$AZURITE_HOME"
+}
+
+# azure_ready: the emulator answers (a listing without credentials is
+# refused, 403: the answer we wait for). The tests make their container.
+azure_ready() {
+  [[ $(curl -s -o /dev/null -w '%{http_code}' "http://$HOST:$AZURE_PORT/devstoreaccount1?comp=list" 2>/dev/null) == 403 ]]
+}
+
+start_azure() {
+  running azure azure_ready "$HOST:$AZURE_PORT" && return 0
+  rm -f "$STATE/azure.pid"
+  port_open "$AZURE_PORT" && die "port $HOST:$AZURE_PORT is taken by a process this script did not start; stop it or set FEATURESTORE_AZURE_PORT"
+  fetch_azurite
+  rm -rf "$AZURE_DIR"
+  mkdir -p "$AZURE_DIR"
+  # In memory: a fresh emulator holds nothing from an earlier run.
+  nohup node "$AZURITE_HOME/node_modules/azurite/dist/src/blob/main.js" --blobHost "$HOST" --blobPort "$AZURE_PORT" \
+    --inMemoryPersistence --skipApiVersionCheck --silent \
+    >"$AZURE_DIR/server.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$STATE/azure.pid"
+  await azure azure_ready "$HOST:$AZURE_PORT" "$AZURE_DIR/server.log"
+  log "azure (Azurite $AZURITE_VERSION) ready on $HOST:$AZURE_PORT (pid $(<"$STATE/azure.pid"))"
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -490,11 +540,13 @@ cmd_up() {
   python_env
   start_s3
   start_gcs
+  start_azure
   trap - EXIT
   log "up in $((SECONDS - start))s; state in $STATE"
 }
 
 cmd_down() {
+  stop azure
   stop gcs
   stop s3
   stop kafka
@@ -507,11 +559,12 @@ cmd_env() {
   echo "FEATURESTORE_TEST_PYTHON=$VENV/bin/python"
   echo "FEATURESTORE_TEST_S3_ENDPOINT=http://$HOST:$S3_PORT"
   echo "FEATURESTORE_TEST_GCS_ENDPOINT=http://$HOST:$GCS_PORT"
+  echo "FEATURESTORE_TEST_AZURE_ENDPOINT=http://$HOST:$AZURE_PORT"
 }
 
 cmd_status() {
   local name pid rc=0
-  for name in redis kafka s3 gcs; do
+  for name in redis kafka s3 gcs azure; do
     pid=$(pid_of "$name")
     if [[ -n $pid ]]; then
       echo "$name: running (pid $pid)"

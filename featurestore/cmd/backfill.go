@@ -44,8 +44,9 @@ through the same routing, tiles and fenced writes as ingest. A file has one
 column per path the source declares (its timestamp field, key fields and
 fields, named as in the definition; other columns are ignored), typed as
 the source declares them; CSV values are parsed row by row. A FILE may be an
-object URL, s3://BUCKET/KEY?params or gs://BUCKET/KEY?params (the parameters
-of the offline log's bucket URLs), downloaded to a temporary directory first.
+object URL, s3://BUCKET/KEY?params, gs://BUCKET/KEY?params or
+azblob://CONTAINER/KEY?params (the parameters of the offline log's bucket
+URLs), downloaded to a temporary directory first.
 
 Effectively once: each file is a pseudo-topic backfill.<hash of its
 contents> whose offsets are its row numbers, so an interrupted backfill run
@@ -76,7 +77,7 @@ a cleared store), and replaying again adds nothing. Do not replay with
 			fs.Int64Var(&version, "registry-version", 0, "Registry version whose definitions to use; 0 for the current one.")
 			fs.StringVar(&source, "source", "", "Source whose events the files hold.")
 			fs.StringVar(&format, "format", "auto", "Format of the files: auto (from each extension), parquet, csv or arrow.")
-			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to, or an s3:// or gs:// bucket URL; empty to write none.")
+			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to, or an s3://, gs:// or azblob:// bucket URL; empty to write none.")
 			fs.StringVar(&deadLetters, "dead-letters", "", "File the rejected rows are appended to, as JSON lines; empty to count them only.")
 			fs.IntVar(&chunkRows, "chunk-rows", 16384, "Rows applied together.")
 			kafka.register(fs)

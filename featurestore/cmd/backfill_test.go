@@ -119,11 +119,12 @@ func TestBackfillFromKafka(t *testing.T) {
 }
 
 // TestBackfillCommandBucket backfills a CSV file that is an object of an
-// S3 bucket (the test S3 server), then of a GCS bucket (the emulator), into
+// S3 bucket (the test S3 server), then of GCS and Azure buckets (the
+// emulators), into
 // real Redis and an offline log in the same bucket: the summary and the
 // dead letters name the object URL, and a second run reads nothing.
 func TestBackfillCommandBucket(t *testing.T) {
-	for _, where := range []string{"s3", "gs"} {
+	for _, where := range []string{"s3", "gs", "azblob"} {
 		t.Run(where, func(t *testing.T) { testBackfillCommandBucket(t, where) })
 	}
 }

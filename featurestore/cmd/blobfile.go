@@ -15,8 +15,9 @@ import (
 	"github.com/featurestore/featurestore/featurestore/offline"
 )
 
-// An object URL names one object of a bucket: s3://bucket/key?params or
-// gs://bucket/key?params, the bucket URL's parameters (region, endpoint, ...; docs/operations.md) with
+// An object URL names one object of a bucket: s3://bucket/key?params,
+// gs://bucket/key?params or azblob://container/key?params, the bucket
+// URL's parameters (region, endpoint, ...; docs/operations.md) with
 // the object's key as the path. The export reads its entity table from one
 // and writes its training set to one, through a local file in its temporary
 // directory: the table readers need random access, and the object appears
@@ -31,8 +32,8 @@ func openObjectURL(ctx context.Context, s string) (*blob.Bucket, string, error) 
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", s, err)
 	}
-	if u.Scheme != "s3" && u.Scheme != "gs" {
-		return nil, "", fmt.Errorf("%s: unsupported scheme %q: give a local path, or an s3:// or gs:// object URL", s, u.Scheme)
+	if u.Scheme != "s3" && u.Scheme != "gs" && u.Scheme != "azblob" {
+		return nil, "", fmt.Errorf("%s: unsupported scheme %q: give a local path, or an s3://, gs:// or azblob:// object URL", s, u.Scheme)
 	}
 	key := strings.TrimPrefix(u.Path, "/")
 	if u.Host == "" || key == "" || strings.HasSuffix(key, "/") {

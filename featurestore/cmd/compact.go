@@ -17,7 +17,7 @@ type offlineFlags struct {
 }
 
 func (o *offlineFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.dir, "offline-dir", "", "Directory of the offline log (Arrow IPC files and their manifests), or an s3:// or gs:// bucket URL.")
+	fs.StringVar(&o.dir, "offline-dir", "", "Directory of the offline log (Arrow IPC files and their manifests), or an s3://, gs:// or azblob:// bucket URL.")
 }
 
 // storage opens the storage of an existing offline log (export, serve,

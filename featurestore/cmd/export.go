@@ -63,7 +63,7 @@ progress bar when stderr is a terminal.`,
 			off.register(fs)
 			logs.register(fs)
 			fs.Int64Var(&version, "registry-version", 0, "Registry version whose definitions to use; 0 for the current one.")
-			fs.StringVar(&entities, "entities", "", "Entity table file: Parquet (.parquet), CSV (.csv, with a header row) or Arrow IPC (.arrow, .arrows, .feather); or an s3://BUCKET/KEY or gs://BUCKET/KEY object URL.")
+			fs.StringVar(&entities, "entities", "", "Entity table file: Parquet (.parquet), CSV (.csv, with a header row) or Arrow IPC (.arrow, .arrows, .feather); or an s3://, gs:// or azblob:// object URL (SCHEME://BUCKET/KEY).")
 			fs.StringVar(&entitiesFormat, "entities-format", "auto", "Format of the entity table: auto (from the extension), parquet, csv or arrow.")
 			fs.StringVar(&tsColumn, "timestamp-column", export.DefaultTimestampColumn, "Entity table column with each row's time: a timestamp, or int64 milliseconds since the Unix epoch.")
 			fs.Func("key-column", "Entity table column of a join key whose name differs, as join_key=column; repeat or separate with commas.", func(s string) error {
@@ -78,7 +78,7 @@ progress bar when stderr is a terminal.`,
 			})
 			fs.StringVar(&service, "service", "", "Feature service whose features to export.")
 			fs.StringVar(&features, "features", "", "Comma-separated feature references view:feature, or view:* for every feature of a view.")
-			fs.StringVar(&out, "out", "", "Output file: Parquet (.parquet), Arrow IPC file (.arrow, .feather) or Arrow IPC stream (.arrows), written under a temporary name and renamed when complete; or an s3://BUCKET/KEY or gs://BUCKET/KEY object URL, uploaded when complete.")
+			fs.StringVar(&out, "out", "", "Output file: Parquet (.parquet), Arrow IPC file (.arrow, .feather) or Arrow IPC stream (.arrows), written under a temporary name and renamed when complete; or an s3://, gs:// or azblob:// object URL (SCHEME://BUCKET/KEY), uploaded when complete.")
 			fs.StringVar(&format, "format", "auto", "Format of the output: auto (from the extension), parquet or arrow.")
 			fs.StringVar(&memory, "memory", "1GiB", "About how much memory the export may hold at once, like 512MiB or 4GiB.")
 			fs.IntVar(&parallelism, "parallelism", 0, "Partitions computed at once; 0 for GOMAXPROCS (the CPUs the process may use).")

@@ -24,11 +24,11 @@ import (
 // example fraud service for rows of a CSV file, and checks values worked
 // out by hand: nothing before the first event, windows, last values, a card
 // without events. The log is in a directory, then in an S3 bucket (the
-// test S3 server) and in a GCS bucket (the emulator), given to
-// --offline-dir as an s3:// or gs:// URL; with a bucket, the entity table
-// and the training set are objects of it too.
+// test S3 server) and in GCS and Azure buckets (the emulators), given to
+// --offline-dir as an s3://, gs:// or azblob:// URL; with a bucket, the
+// entity table and the training set are objects of it too.
 func TestExportCommand(t *testing.T) {
-	for _, where := range []string{"dir", "s3", "gs"} {
+	for _, where := range []string{"dir", "s3", "gs", "azblob"} {
 		t.Run(where, func(t *testing.T) { testExportCommand(t, where) })
 	}
 }
@@ -241,7 +241,7 @@ func TestParseBytes(t *testing.T) {
 }
 
 // objectURL returns the object URL of name under the prefix of the bucket
-// URL bucket (testenv.S3URL's and GCSURL's form).
+// URL bucket (the form of testenv.S3URL, GCSURL and AzureURL).
 func objectURL(t *testing.T, bucket, name string) string {
 	t.Helper()
 	u, err := url.Parse(bucket)

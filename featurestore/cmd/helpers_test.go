@@ -47,8 +47,8 @@ func edit(t *testing.T, path, old, new string) {
 
 // offlineLocation returns where a test keeps its offline log: a directory
 // under dir (where is "dir"), or a prefix of its own in the bucket of the
-// test S3 server ("s3") or of the GCS emulator ("gs"), as --offline-dir
-// takes it.
+// test S3 server ("s3"), of the GCS emulator ("gs") or of the Azure
+// emulator ("azblob"), as --offline-dir takes it.
 func offlineLocation(t *testing.T, where, dir string) string {
 	t.Helper()
 	switch where {
@@ -56,6 +56,8 @@ func offlineLocation(t *testing.T, where, dir string) string {
 		return testenv.S3URL(t)
 	case "gs":
 		return testenv.GCSURL(t)
+	case "azblob":
+		return testenv.AzureURL(t)
 	}
 	return filepath.Join(dir, "offline")
 }

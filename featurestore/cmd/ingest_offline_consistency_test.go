@@ -43,9 +43,9 @@ func (f fixedSnapshot) Current() *registry.Snapshot { return f.s }
 // computes the same (entity, time) rows from the offline log: every value
 // must equal the online one and every null stand where the online status
 // is not present. The offline log is in a directory, then in an S3 bucket
-// (the test S3 server), then in a GCS bucket (the emulator).
+// (the test S3 server), then in GCS and Azure buckets (the emulators).
 func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
-	for _, where := range []string{"dir", "s3", "gs"} {
+	for _, where := range []string{"dir", "s3", "gs", "azblob"} {
 		t.Run(where, func(t *testing.T) { testKafkaIngestOnlineEqualsExport(t, where) })
 	}
 }

@@ -152,14 +152,14 @@ func writeEntityParquet(t *testing.T, path string, rows int) {
 // 'featurestore export' wrote to a file for the same table, and that
 // pyarrow surfaces the server's errors.
 func TestServeFlightPython(t *testing.T) {
-	for _, where := range []string{"dir", "s3", "gs"} {
+	for _, where := range []string{"dir", "s3", "gs", "azblob"} {
 		t.Run(where, func(t *testing.T) { testServeFlightPython(t, where) })
 	}
 }
 
 // testServeFlightPython is TestServeFlightPython with the offline log in a
-// directory, or (where is "s3" or "gs") in a bucket of the test S3 server
-// or of the GCS emulator.
+// directory, or (where is "s3", "gs" or "azblob") in a bucket of the test
+// S3 server or of the GCS or Azure emulator.
 func testServeFlightPython(t *testing.T, where string) {
 	py := testenv.Python(t)
 	dir := t.TempDir()

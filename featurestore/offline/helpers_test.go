@@ -120,6 +120,9 @@ func storages(t *testing.T) map[string]func(t *testing.T) Storage {
 		// The Google Cloud Storage emulator (fake-gcs-server, from
 		// .ci/services.sh), through Open and the gcsblob driver.
 		"gcs": func(t *testing.T) Storage { return openURL(t, testenv.GCSURL(t)) },
+		// The Azure Blob Storage emulator (Azurite, from .ci/services.sh),
+		// through Open and the azureblob driver.
+		"azure": func(t *testing.T) Storage { return openURL(t, testenv.AzureURL(t)) },
 	}
 }
 

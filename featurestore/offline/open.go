@@ -12,19 +12,21 @@ import (
 	"golang.org/x/oauth2/google"
 
 	"gocloud.dev/blob"
-	_ "gocloud.dev/blob/gcsblob" // gs:// bucket URLs
-	_ "gocloud.dev/blob/s3blob"  // s3:// bucket URLs
+	_ "gocloud.dev/blob/azureblob" // azblob:// bucket URLs
+	_ "gocloud.dev/blob/gcsblob"   // gs:// bucket URLs
+	_ "gocloud.dev/blob/s3blob"    // s3:// bucket URLs
 )
 
 // Open opens the storage of an offline log at location: a local directory
 // (Dir), an S3 bucket URL, s3://bucket?region=...&prefix=path/ (AWS S3 and
-// S3-compatible stores with an endpoint= parameter), or a Google Cloud
-// Storage bucket URL, gs://bucket?prefix=path/ (Bucket; see
-// docs/operations.md), checked reachable. Close releases it.
+// S3-compatible stores with an endpoint= parameter), a Google Cloud Storage
+// bucket URL, gs://bucket?prefix=path/, or an Azure Blob Storage container
+// URL, azblob://container?prefix=path/ (Bucket; see docs/operations.md),
+// checked reachable. Close releases it.
 //
 // Other bucket URL schemes are refused: file:// (fileblob) and mem://
 // (memblob) do not make Create exclusive across processes, which several
-// writers sharing a log rely on, and the driver of azblob:// is not linked.
+// writers sharing a log rely on.
 func Open(ctx context.Context, location string) (st Storage, close func() error, err error) {
 	if !IsURL(location) {
 		d, err := NewDir(location)
@@ -45,10 +47,11 @@ func Open(ctx context.Context, location string) (st Storage, close func() error,
 	return st, b.Close, nil
 }
 
-// OpenBucketURL opens the bucket of a URL of a linked scheme: s3:// or
-// gs://, with gocloud.dev/blob's parameters; a gs:// URL must have
-// credentials to use (see gcsCredentials). The export's object URLs open
-// their buckets through it too.
+// OpenBucketURL opens the bucket of a URL of a linked scheme: s3://, gs://
+// or azblob://, with gocloud.dev/blob's parameters; a gs:// URL must have
+// credentials to use (see gcsCredentials), an azblob:// one a storage
+// account (azureAccount). The export's object URLs open their buckets
+// through it too.
 func OpenBucketURL(ctx context.Context, bucketURL string) (*blob.Bucket, error) {
 	switch scheme, _, _ := strings.Cut(bucketURL, "://"); scheme {
 	case "s3":
@@ -56,10 +59,14 @@ func OpenBucketURL(ctx context.Context, bucketURL string) (*blob.Bucket, error) 
 		if err := gcsCredentials(ctx, bucketURL); err != nil {
 			return nil, err
 		}
+	case "azblob":
+		if err := azureAccount(bucketURL); err != nil {
+			return nil, err
+		}
 	case "file":
 		return nil, errors.New("use the directory's path instead of a file:// URL (its files are committed by rename and fsync, which file:// buckets do not do)")
 	default:
-		return nil, fmt.Errorf("unsupported scheme %q: give a directory, or an s3:// or gs:// bucket URL", scheme)
+		return nil, fmt.Errorf("unsupported scheme %q: give a directory, or an s3://, gs:// or azblob:// bucket URL", scheme)
 	}
 	return blob.OpenBucket(ctx, bucketURL)
 }
@@ -87,6 +94,26 @@ func gcsCredentials(ctx context.Context, location string) error {
 			"run `gcloud auth application-default login`, or run as a service account on GCE, GKE or Cloud Run", err)
 	}
 	return nil
+}
+
+// azureAccount checks that an azblob:// URL names its storage account:
+// AZURE_STORAGE_ACCOUNT, a connection string
+// (AZURE_STORAGE_CONNECTION_STRING), or the URL's storage_account
+// parameter. Without one the driver would address no account and fail
+// with a message about the URL. Credentials are the driver's:
+// AZURE_STORAGE_KEY, a connection string, AZURE_STORAGE_SAS_TOKEN, or else
+// Azure's DefaultAzureCredential (workload or managed identity, the Azure
+// CLI's login), whose error lists what it tried.
+func azureAccount(location string) error {
+	if os.Getenv("AZURE_STORAGE_ACCOUNT") != "" || os.Getenv("AZURE_STORAGE_CONNECTION_STRING") != "" ||
+		os.Getenv("AZURE_STORAGEBLOB_CONNECTIONSTRING") != "" {
+		return nil
+	}
+	if u, err := url.Parse(location); err == nil && u.Query().Get("storage_account") != "" {
+		return nil
+	}
+	return errors.New("no Azure storage account: set AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY, " +
+		"AZURE_STORAGE_SAS_TOKEN or an Azure identity) or AZURE_STORAGE_CONNECTION_STRING, or add storage_account= to the URL")
 }
 
 // OpenExisting is Open for readers of a log (export, the Flight service,

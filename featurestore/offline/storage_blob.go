@@ -1,6 +1,7 @@
 package offline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,20 +40,38 @@ func (b *Bucket) Put(ctx context.Context, name string, write func(io.Writer) err
 	if err := checkName(name); err != nil {
 		return err
 	}
-	// Cancelling the writer's context before Close discards the object.
+	// The object is uploaded from a pipe that write fills: the driver's
+	// Upload reads until the pipe ends, and commits the object only then.
+	// A failed write cancels the upload's context and ends the pipe with
+	// its error, which discards the object. (Writing to the driver's own
+	// writer instead ends, on an aborted write, in a nil dereference in the
+	// Azure driver's Close.)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := b.b.NewWriter(wctx, name, &blob.WriterOptions{ContentType: "application/octet-stream"})
-	if err != nil {
-		return blobErr("write", name, err)
-	}
-	if err := write(w); err != nil {
+	pr, pw := io.Pipe()
+	uploaded := make(chan error, 1)
+	go func() {
+		err := b.b.Upload(wctx, name, pr, &blob.WriterOptions{ContentType: "application/octet-stream"})
+		// A driver that stops reading early leaves write blocked on the
+		// pipe: make it fail.
+		if err != nil {
+			pr.CloseWithError(err)
+		} else {
+			pr.CloseWithError(io.ErrClosedPipe)
+		}
+		uploaded <- err
+	}()
+	if err := write(pw); err != nil {
 		cancel()
-		_ = w.Close()
+		pw.CloseWithError(err)
+		if uerr := <-uploaded; uerr != nil && !errors.Is(uerr, err) && !errors.Is(uerr, context.Canceled) {
+			return blobErr("write", name, uerr)
+		}
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	failpoint("put:written")
-	if err := w.Close(); err != nil {
+	pw.Close()
+	if err := <-uploaded; err != nil {
 		return blobErr("write", name, err)
 	}
 	failpoint("put:done")
@@ -64,7 +83,8 @@ func (b *Bucket) Create(ctx context.Context, name string, data []byte) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	err := b.b.WriteAll(ctx, name, data, &blob.WriterOptions{ContentType: "application/json", IfNotExist: true})
+	// Upload rather than WriteAll: see Put.
+	err := b.b.Upload(ctx, name, bytes.NewReader(data), &blob.WriterOptions{ContentType: "application/json", IfNotExist: true})
 	if err != nil {
 		return blobErr("create", name, err)
 	}

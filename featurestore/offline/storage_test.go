@@ -107,10 +107,10 @@ func TestStorageConformance(t *testing.T) {
 	}
 }
 
-// TestOpenLocations: Open takes a directory, an s3:// or a gs:// URL,
-// refuses other schemes with a message saying what to give, refuses a gs://
-// URL without credentials saying how to give them, and checks that a
-// bucket is there.
+// TestOpenLocations: Open takes a directory, an s3://, gs:// or azblob://
+// URL, refuses other schemes with a message saying what to give, refuses a
+// gs:// URL without credentials and an azblob:// one without an account
+// saying how to give them, and checks that a bucket is there.
 func TestOpenLocations(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -132,7 +132,7 @@ func TestOpenLocations(t *testing.T) {
 	}
 	closeSt()
 	for loc, want := range map[string]string{
-		"azblob://container":  `unsupported scheme "azblob": give a directory, or an s3:// or gs:// bucket URL`,
+		"mem://logs":          `unsupported scheme "mem": give a directory, or an s3://, gs:// or azblob:// bucket URL`,
 		"file:///var/offline": "use the directory's path instead of a file:// URL",
 	} {
 		if _, _, err := Open(ctx, loc); err == nil || !strings.Contains(err.Error(), want) {
@@ -147,9 +147,19 @@ func TestOpenLocations(t *testing.T) {
 			t.Errorf("Open: %v, want %q and how to give them", err, want)
 		}
 	})
+	t.Run("azblob without an account", func(t *testing.T) {
+		for _, k := range []string{"AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGEBLOB_CONNECTIONSTRING"} {
+			t.Setenv(k, "")
+		}
+		want := "no Azure storage account"
+		if _, _, err := Open(ctx, "azblob://container?prefix=logs/"); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "AZURE_STORAGE_ACCOUNT") {
+			t.Errorf("Open: %v, want %q and how to give one", err, want)
+		}
+	})
 	for _, c := range []struct{ scheme, url, bucket string }{
 		{"s3", testenv.S3URL(t), testenv.S3Bucket},
 		{"gs", testenv.GCSURL(t), testenv.GCSBucket},
+		{"azblob", testenv.AzureURL(t), testenv.AzureContainer},
 	} {
 		missing := strings.Replace(c.url, c.scheme+"://"+c.bucket+"?", c.scheme+"://no-such-bucket?", 1)
 		if _, _, err := Open(ctx, missing); err == nil || !strings.Contains(err.Error(), "does not exist or is not accessible") {

@@ -1,15 +1,16 @@
 // Package testenv connects integration tests to the real Redis, Kafka,
-// Python (with pyarrow, polars and duckdb), S3-compatible server and Google
-// Cloud Storage emulator that `make test` provides (.ci/services.sh,
-// DESIGN.md section 8).
+// Python (with pyarrow, polars and duckdb), S3-compatible server, Google
+// Cloud Storage emulator and Azure Blob Storage emulator that `make test`
+// provides (.ci/services.sh, DESIGN.md section 8).
 //
-// They are found through five environment variables:
+// They are found through six environment variables:
 //
 //	FEATURESTORE_TEST_REDIS_ADDR=127.0.0.1:16379
 //	FEATURESTORE_TEST_KAFKA_BROKERS=127.0.0.1:19092[,host:port...]
 //	FEATURESTORE_TEST_PYTHON=~/.cache/featurestore/python/<hash>/bin/python
 //	FEATURESTORE_TEST_S3_ENDPOINT=http://127.0.0.1:19900
 //	FEATURESTORE_TEST_GCS_ENDPOINT=http://127.0.0.1:19910
+//	FEATURESTORE_TEST_AZURE_ENDPOINT=http://127.0.0.1:19920
 //
 // When a variable is unset, a test that asks for the service is skipped on a
 // developer's machine and fails in CI (CI=true or FEATURESTORE_REQUIRE_SERVICES=1),
@@ -45,6 +46,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -56,6 +59,7 @@ const (
 	PythonEnv          = "FEATURESTORE_TEST_PYTHON"
 	S3EndpointEnv      = "FEATURESTORE_TEST_S3_ENDPOINT"
 	GCSEndpointEnv     = "FEATURESTORE_TEST_GCS_ENDPOINT"
+	AzureEndpointEnv   = "FEATURESTORE_TEST_AZURE_ENDPOINT"
 )
 
 // S3Bucket is the bucket .ci/services.sh makes on the test S3 server, and
@@ -65,11 +69,19 @@ const (
 	GCSBucket = "featurestore-test"
 )
 
+// AzureContainer is the container AzureURL makes on the Azure emulator, in
+// Azurite's well-known development account.
+const (
+	AzureContainer = "featurestore-test"
+	azuriteAccount = "devstoreaccount1"
+	azuriteKey     = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
 // dialTimeout bounds each check that a service answers.
 const dialTimeout = 5 * time.Second
 
 // hint tells the reader of a skip or failure how to get the services.
-const hint = "run `make test` (starts Redis, Kafka, an S3 server and a GCS emulator via .ci/services.sh), or `make services-up` and export the output of `.ci/services.sh env`"
+const hint = "run `make test` (starts Redis, Kafka, an S3 server and GCS and Azure emulators via .ci/services.sh), or `make services-up` and export the output of `.ci/services.sh env`"
 
 // answered remembers services that already answered in this test binary, so
 // that only the first test per address pays for the check.
@@ -173,6 +185,60 @@ func GCSURL(t testing.TB) string {
 	}
 	t.Setenv("STORAGE_EMULATOR_HOST", u.Host)
 	return "gs://" + GCSBucket + "?" + url.Values{"prefix": {UniqueName(t, "") + "/"}}.Encode()
+}
+
+// AzureURL returns an azblob:// container URL (gocloud.dev/blob's form,
+// which offline.Open takes) of a prefix of the test's own in AzureContainer
+// on the Azure Blob Storage emulator (Azurite) at
+// FEATURESTORE_TEST_AZURE_ENDPOINT, after making the container if it is
+// not there, and sets for the test the emulator's account and key
+// (AZURE_STORAGE_ACCOUNT, AZURE_STORAGE_KEY, which processes the test
+// starts inherit). It skips or fails the test when the variable is unset
+// (see the package doc) and fails it when the emulator does not answer.
+func AzureURL(t testing.TB) string {
+	t.Helper()
+	endpoint := strings.TrimRight(strings.TrimSpace(os.Getenv(AzureEndpointEnv)), "/")
+	if endpoint == "" {
+		missing(t, AzureEndpointEnv, "Azure Blob Storage emulator (Azurite)")
+		return ""
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		t.Fatalf("%s=%s: want http://host:port", AzureEndpointEnv, endpoint)
+	}
+	if _, ok := answered.Load("azure|" + endpoint); !ok {
+		if err := makeAzureContainer(endpoint); err != nil {
+			t.Fatalf("%s=%s is set but container %s cannot be made there: %v; %s", AzureEndpointEnv, endpoint, AzureContainer, err, hint)
+		}
+		answered.Store("azure|"+endpoint, struct{}{})
+	}
+	// The driver reads these once per process, at its first bucket;
+	// every test sets the same.
+	for k, v := range map[string]string{"AZURE_STORAGE_ACCOUNT": azuriteAccount, "AZURE_STORAGE_KEY": azuriteKey,
+		"AZURE_STORAGE_SAS_TOKEN": "", "AZURE_STORAGE_CONNECTION_STRING": "", "AZURE_STORAGEBLOB_CONNECTIONSTRING": ""} {
+		t.Setenv(k, v)
+	}
+	q := url.Values{"protocol": {"http"}, "domain": {u.Host}, "localemu": {"true"}, "prefix": {UniqueName(t, "") + "/"}}
+	return "azblob://" + AzureContainer + "?" + q.Encode()
+}
+
+// makeAzureContainer creates AzureContainer on the emulator at endpoint,
+// unless it exists.
+func makeAzureContainer(endpoint string) error {
+	cred, err := container.NewSharedKeyCredential(azuriteAccount, azuriteKey)
+	if err != nil {
+		return err
+	}
+	c, err := container.NewClientWithSharedKeyCredential(endpoint+"/"+azuriteAccount+"/"+AzureContainer, cred, nil)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*dialTimeout)
+	defer cancel()
+	if _, err := c.Create(ctx, nil); err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+		return err
+	}
+	return nil
 }
 
 // bucketEndpoint returns the http:// endpoint of the object store named by
