@@ -44,7 +44,9 @@ AZURE_PORT=${FEATURESTORE_AZURE_PORT:-19920}
 S3_BUCKET=featurestore-test
 GCS_BUCKET=featurestore-test
 FAKE_GCS_VERSION=v1.56.1
-AZURITE_VERSION=3.37.0
+# 3.35.0: the newest Azurite whose package runs on Debian 12's Node.js 18
+# (3.36 wants Node 21, 3.37 Node 22).
+AZURITE_VERSION=3.35.0
 TIMEOUT=${FEATURESTORE_SERVICES_TIMEOUT:-180}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -9,12 +9,11 @@ import (
 	"os"
 	"strings"
 
-	"golang.org/x/oauth2/google"
-
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/azureblob" // azblob:// bucket URLs
 	_ "gocloud.dev/blob/gcsblob"   // gs:// bucket URLs
 	_ "gocloud.dev/blob/s3blob"    // s3:// bucket URLs
+	"golang.org/x/oauth2/google"
 )
 
 // Open opens the storage of an offline log at location: a local directory
