@@ -55,6 +55,7 @@ test:
 # Without the services' variables and outside CI mode, integration tests skip.
 test-unit:
 	env -u CI -u FEATURESTORE_REQUIRE_SERVICES -u FEATURESTORE_TEST_REDIS_ADDR -u FEATURESTORE_TEST_KAFKA_BROKERS -u FEATURESTORE_TEST_PYTHON \
+		-u FEATURESTORE_TEST_S3_ENDPOINT -u FEATURESTORE_TEST_GCS_ENDPOINT -u FEATURESTORE_TEST_AZURE_ENDPOINT \
 		$(GO) test -short -count=1 $(TEST_FLAGS) $(PKGS)
 
 lint: fmt-check vet staticcheck

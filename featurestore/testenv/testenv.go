@@ -151,8 +151,9 @@ func KafkaBrokers(t testing.TB) []string {
 // (see the package doc) and fails it when the server does not answer.
 func S3URL(t testing.TB) string {
 	t.Helper()
-	endpoint := bucketEndpoint(t, S3EndpointEnv, "S3-compatible server", S3Bucket, func(e string) string { return e + "/" + S3Bucket + "?max-keys=1" })
-	if endpoint == "" {
+	endpoint := bucketEndpoint(t, S3EndpointEnv, "S3-compatible server", S3Bucket,
+		func(e string) error { return pingHTTP(e + "/" + S3Bucket + "?max-keys=1") })
+	if endpoint == nil {
 		return ""
 	}
 	// The test server takes any credentials; without them the AWS SDK
@@ -161,7 +162,7 @@ func S3URL(t testing.TB) string {
 		"AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull} {
 		t.Setenv(k, v)
 	}
-	q := url.Values{"endpoint": {endpoint}, "region": {"us-east-1"}, "use_path_style": {"true"}, "prefix": {UniqueName(t, "") + "/"}}
+	q := url.Values{"endpoint": {endpoint.String()}, "region": {"us-east-1"}, "use_path_style": {"true"}, "prefix": {UniqueName(t, "") + "/"}}
 	return "s3://" + S3Bucket + "?" + q.Encode()
 }
 
@@ -175,15 +176,11 @@ func S3URL(t testing.TB) string {
 func GCSURL(t testing.TB) string {
 	t.Helper()
 	endpoint := bucketEndpoint(t, GCSEndpointEnv, "Google Cloud Storage emulator (fake-gcs-server)", GCSBucket,
-		func(e string) string { return e + "/storage/v1/b/" + GCSBucket + "/o?maxResults=1" })
-	if endpoint == "" {
+		func(e string) error { return pingHTTP(e + "/storage/v1/b/" + GCSBucket + "/o?maxResults=1") })
+	if endpoint == nil {
 		return ""
 	}
-	u, err := url.Parse(endpoint)
-	if err != nil || u.Host == "" {
-		t.Fatalf("%s=%s: want http://host:port", GCSEndpointEnv, endpoint)
-	}
-	t.Setenv("STORAGE_EMULATOR_HOST", u.Host)
+	t.Setenv("STORAGE_EMULATOR_HOST", endpoint.Host)
 	return "gs://" + GCSBucket + "?" + url.Values{"prefix": {UniqueName(t, "") + "/"}}.Encode()
 }
 
@@ -197,20 +194,9 @@ func GCSURL(t testing.TB) string {
 // (see the package doc) and fails it when the emulator does not answer.
 func AzureURL(t testing.TB) string {
 	t.Helper()
-	endpoint := strings.TrimRight(strings.TrimSpace(os.Getenv(AzureEndpointEnv)), "/")
-	if endpoint == "" {
-		missing(t, AzureEndpointEnv, "Azure Blob Storage emulator (Azurite)")
+	endpoint := bucketEndpoint(t, AzureEndpointEnv, "Azure Blob Storage emulator (Azurite)", AzureContainer, makeAzureContainer)
+	if endpoint == nil {
 		return ""
-	}
-	u, err := url.Parse(endpoint)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		t.Fatalf("%s=%s: want http://host:port", AzureEndpointEnv, endpoint)
-	}
-	if _, ok := answered.Load("azure|" + endpoint); !ok {
-		if err := makeAzureContainer(endpoint); err != nil {
-			t.Fatalf("%s=%s is set but container %s cannot be made there: %v; %s", AzureEndpointEnv, endpoint, AzureContainer, err, hint)
-		}
-		answered.Store("azure|"+endpoint, struct{}{})
 	}
 	// The driver reads these once per process, at its first bucket;
 	// every test sets the same.
@@ -218,7 +204,7 @@ func AzureURL(t testing.TB) string {
 		"AZURE_STORAGE_SAS_TOKEN": "", "AZURE_STORAGE_CONNECTION_STRING": "", "AZURE_STORAGEBLOB_CONNECTIONSTRING": ""} {
 		t.Setenv(k, v)
 	}
-	q := url.Values{"protocol": {"http"}, "domain": {u.Host}, "localemu": {"true"}, "prefix": {UniqueName(t, "") + "/"}}
+	q := url.Values{"protocol": {"http"}, "domain": {endpoint.Host}, "localemu": {"true"}, "prefix": {UniqueName(t, "") + "/"}}
 	return "azblob://" + AzureContainer + "?" + q.Encode()
 }
 
@@ -241,24 +227,28 @@ func makeAzureContainer(endpoint string) error {
 	return nil
 }
 
-// bucketEndpoint returns the http:// endpoint of the object store named by
-// the variable env, after checking once per endpoint that a GET of
-// listURL(endpoint), an unsigned listing of at most one object of bucket
-// (the test servers allow it), answers; "" if the test is skipped.
-func bucketEndpoint(t testing.TB, env, service, bucket string, listURL func(endpoint string) string) string {
+// bucketEndpoint returns the http://host:port endpoint of the object store
+// named by the variable env, after checking once per endpoint that
+// check(endpoint) passes: that bucket answers (or is made); nil if the test
+// is skipped.
+func bucketEndpoint(t testing.TB, env, service, bucket string, check func(endpoint string) error) *url.URL {
 	t.Helper()
 	endpoint := strings.TrimRight(strings.TrimSpace(os.Getenv(env)), "/")
 	if endpoint == "" {
 		missing(t, env, service)
-		return ""
+		return nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		t.Fatalf("%s=%s: want http://host:port", env, endpoint)
 	}
 	if _, ok := answered.Load(env + "|" + endpoint); !ok {
-		if err := pingHTTP(listURL(endpoint)); err != nil {
+		if err := check(endpoint); err != nil {
 			t.Fatalf("%s=%s is set but bucket %s does not answer there: %v; %s", env, endpoint, bucket, err, hint)
 		}
 		answered.Store(env+"|"+endpoint, struct{}{})
 	}
-	return endpoint
+	return u
 }
 
 // pingHTTP answers whether a GET of u is 200 OK.
