@@ -19,14 +19,15 @@ import (
 
 // kindTypes maps each document kind to the struct it decodes into.
 var kindTypes = map[string]reflect.Type{
-	KindEntity:         reflect.TypeFor[Entity](),
-	KindSource:         reflect.TypeFor[Source](),
-	KindFeatureView:    reflect.TypeFor[FeatureView](),
-	KindFeatureService: reflect.TypeFor[FeatureService](),
+	KindEntity:              reflect.TypeFor[Entity](),
+	KindSource:              reflect.TypeFor[Source](),
+	KindFeatureView:         reflect.TypeFor[FeatureView](),
+	KindFeatureService:      reflect.TypeFor[FeatureService](),
+	KindOnDemandFeatureView: reflect.TypeFor[OnDemandFeatureView](),
 }
 
 // kindOrder is the order kinds are listed in messages, plans and the schema.
-var kindOrder = []string{KindEntity, KindSource, KindFeatureView, KindFeatureService}
+var kindOrder = []string{KindEntity, KindSource, KindFeatureView, KindOnDemandFeatureView, KindFeatureService}
 
 // LoadDir reads every *.yaml and *.yml file directly in dir, decodes and
 // validates the definitions, and returns the Registry. When anything is wrong
@@ -197,6 +198,8 @@ func kindLabel(kind string) string {
 		return "feature view"
 	case KindFeatureService:
 		return "feature service"
+	case KindOnDemandFeatureView:
+		return "on-demand feature view"
 	}
 	return kind
 }

@@ -58,8 +58,8 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/join_keys.bad.yaml:86:5: feature service "fs9": join key "bank" is int64 in entity "c" of "vc:n" but string in entity "account" of "account_stats:n" (at testdata/join_keys.bad.yaml:85:5); lookups and exports take one value per join key name, so the types must match`,
 		}},
 		{"kinds.bad.yaml", []string{
-			`testdata/kinds.bad.yaml:1:7: unknown kind "Entiti" (one of Entity, Source, FeatureView, FeatureService)`,
-			`testdata/kinds.bad.yaml:4:1: missing required field "kind" (one of Entity, Source, FeatureView, FeatureService)`,
+			`testdata/kinds.bad.yaml:1:7: unknown kind "Entiti" (one of Entity, Source, FeatureView, OnDemandFeatureView, FeatureService)`,
+			`testdata/kinds.bad.yaml:4:1: missing required field "kind" (one of Entity, Source, FeatureView, OnDemandFeatureView, FeatureService)`,
 			`testdata/kinds.bad.yaml:6:1: expected a definition (a mapping with a kind), got a list`,
 		}},
 		{"missing_required.bad.yaml", []string{
@@ -98,6 +98,23 @@ func TestLoadBadFiles(t *testing.T) {
 		}},
 		{"syntax.bad.yaml", []string{
 			`testdata/syntax.bad.yaml:4:1: invalid YAML at or after this line: found unexpected end of stream`,
+		}},
+		{"on_demand.bad.yaml", []string{
+			`testdata/on_demand.bad.yaml:5:6: on-demand feature view "risk": input "m": feature view "card_stats" has no feature "n_2h" (did you mean "n_1h"?)`,
+			`testdata/on_demand.bad.yaml:6:6: on-demand feature view "risk": input "o": unknown feature view "other"`,
+			`testdata/on_demand.bad.yaml:7:6: on-demand feature view "risk": input "p": name one feature, not "card_stats:*"`,
+			`testdata/on_demand.bad.yaml:8:8: on-demand feature view "risk": input "len": "len" is a word of the expression language`,
+			`testdata/on_demand.bad.yaml:11:6: on-demand feature view "risk": request field "n": an input has the same name`,
+			`testdata/on_demand.bad.yaml:12:7: on-demand feature view "risk": request field "xs": type double_list: use string, int64, double or bool`,
+			`testdata/on_demand.bad.yaml:17:11: on-demand feature view "risk": feature "a" defined twice (first at testdata/on_demand.bad.yaml:14:11)`,
+			`testdata/on_demand.bad.yaml:18:11: on-demand feature view "risk": feature "a": type string_list: use string, int64, double or bool`,
+			`testdata/on_demand.bad.yaml:22:7: on-demand feature view "card_stats": a feature view has the same name (at testdata/base/base.yaml:33:7); references view:feature must name one`,
+			`testdata/on_demand.bad.yaml:23:1: on-demand feature view "card_stats": field "inputs" must not be empty`,
+			`testdata/on_demand.bad.yaml:38:17: on-demand feature view "risk2": feature "b": expression: unknown name amout (1:5)`,
+			`testdata/on_demand.bad.yaml:41:17: on-demand feature view "risk2": feature "c": expression: expression gives float64 values, not int64`,
+			`testdata/on_demand.bad.yaml:44:17: on-demand feature view "risk2": feature "d": expression: unknown name now (1:1)`,
+			`testdata/on_demand.bad.yaml:50:5: feature service "svc": feature view "risk2" has no feature "zz" (did you mean "b"?)`,
+			`testdata/on_demand.bad.yaml:51:5: feature service "svc": unknown feature view "risk3" in "risk3:*" (did you mean "risk"?)`,
 		}},
 		{"unknown_field.bad.yaml", []string{
 			`testdata/unknown_field.bad.yaml:5:1: feature view "v1": unknown field "tilee" (did you mean "tile"?)`,

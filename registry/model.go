@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/featurestore/featurestore/featurestore/derive"
 )
 
 // The definition kinds, as written in a document's "kind" field.
@@ -12,6 +14,8 @@ const (
 	KindSource         = "Source"
 	KindFeatureView    = "FeatureView"
 	KindFeatureService = "FeatureService"
+	// KindOnDemandFeatureView is written OnDemandFeatureView.
+	KindOnDemandFeatureView = "OnDemandFeatureView"
 )
 
 // meta records where an object and each of its fields were defined. It is
@@ -202,6 +206,61 @@ type Condition struct {
 	Op    Op      `yaml:"op" json:"op" required:"true" doc:"Comparison."`
 	Value Literal `yaml:"value" json:"value" required:"true" doc:"Value to compare with, of the field's type; a list for in and not_in."`
 }
+
+// OnDemandFeatureView is a group of features computed when they are asked
+// for, by an expression over stored features (its inputs) and values the
+// request supplies (its request fields). Nothing of it is stored: serving
+// computes it at each lookup, export at each row, with the same code
+// (package derive).
+type OnDemandFeatureView struct {
+	meta          `json:"-"`
+	Name          string                `yaml:"name" json:"name" required:"true" doc:"Unique name of the view, among feature views too; features are referenced as view:feature."`
+	Description   string                `yaml:"description" json:"description,omitempty" doc:"What the features describe."`
+	Inputs        map[string]FeatureRef `yaml:"inputs" json:"inputs" required:"true" doc:"The stored features the expressions read, each under the variable name the expressions use: name: view:feature, of a feature view (not of another on-demand view). A lookup reads them for the entities of their views, so a request for the view's features names the join keys of every entity they come from."`
+	RequestFields map[string]ValueType  `yaml:"request_fields" json:"request_fields,omitempty" doc:"Values each lookup supplies, with their types (string, int64, double or bool), under the variable names the expressions use: in a gRPC or HTTP lookup, the request's request_context (for all its entities); in an export, the entity table's columns of these names (one value per row)."`
+	Owner         string                `yaml:"owner" json:"owner,omitempty" doc:"Who answers for the view (a team or an address)."`
+	Tags          map[string]string     `yaml:"tags" json:"tags,omitempty" doc:"Free-form labels."`
+	Features      []*OnDemandFeature    `yaml:"features" json:"features" required:"true" doc:"The features of the view."`
+
+	vars []OnDemandVar
+}
+
+// OnDemandVar is a variable of an on-demand view's expressions: an input
+// (Input set) or a request field.
+type OnDemandVar struct {
+	Name  string
+	Type  ValueType
+	Input *FeatureRef
+}
+
+// Vars returns the variables of the view's expressions: its inputs, then
+// its request fields, each sorted by name. Compiled expressions index
+// their values in this order.
+func (v *OnDemandFeatureView) Vars() []OnDemandVar { return v.vars }
+
+// Feature returns the named feature of the view, or nil.
+func (v *OnDemandFeatureView) Feature(name string) *OnDemandFeature {
+	for _, f := range v.Features {
+		if f.Name == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// OnDemandFeature is one feature of an on-demand view: an expression.
+type OnDemandFeature struct {
+	meta        `json:"-"`
+	Name        string    `yaml:"name" json:"name" required:"true" doc:"Name of the feature, unique in its view."`
+	Description string    `yaml:"description" json:"description,omitempty" doc:"What the feature means."`
+	Type        ValueType `yaml:"type" json:"type" required:"true" doc:"Type of the feature's value: string, int64, double or bool. An int64 expression may give a double feature."`
+	Expression  string    `yaml:"expression" json:"expression" required:"true" doc:"How the value is computed, in the expr language over the view's inputs and request fields; see [On-demand expressions](#on-demand-expressions). The value is null when a variable the expression uses is null (a stored feature with no value, say), and when the run fails."`
+
+	expr *derive.Expr
+}
+
+// Expr returns the compiled expression, over the view's Vars.
+func (f *OnDemandFeature) Expr() *derive.Expr { return f.expr }
 
 // FeatureService is the named set of features a model uses.
 type FeatureService struct {

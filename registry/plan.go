@@ -80,6 +80,7 @@ func Diff(old, new *Registry) *Plan {
 	diffKind(p, KindFeatureView, objMap(old.Views), objMap(new.Views), func(name string, fields []FieldChange) []FieldChange {
 		return refineView(old.View(name), new.View(name), fields)
 	})
+	diffKind(p, KindOnDemandFeatureView, objMap(old.OnDemandViews), objMap(new.OnDemandViews), nil)
 	diffKind(p, KindFeatureService, objMap(old.Services), objMap(new.Services), nil)
 	return p
 }

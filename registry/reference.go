@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"fmt"
+	"github.com/featurestore/featurestore/featurestore/derive"
 	"math"
 	"reflect"
 	"regexp"
@@ -18,12 +19,13 @@ import (
 // typeTitles names the nested object types in headings; kinds are titled
 // by their kind.
 var typeTitles = map[string]string{
-	"JoinKey":   "Join key",
-	"Kafka":     "Kafka",
-	"Protobuf":  "Protobuf",
-	"Timestamp": "Timestamp",
-	"Feature":   "Feature",
-	"Condition": "Filter condition",
+	"JoinKey":         "Join key",
+	"Kafka":           "Kafka",
+	"Protobuf":        "Protobuf",
+	"Timestamp":       "Timestamp",
+	"Feature":         "Feature",
+	"Condition":       "Filter condition",
+	"OnDemandFeature": "On-demand feature",
 }
 
 // typeIntros says what each kind and nested object is for.
@@ -45,7 +47,17 @@ var typeIntros = map[string]string{
 		"of a view in the view's order. The list keeps its order, and no feature may appear in it twice, " +
 		"not even through `view:*`. Lookups and exports of a service take one value per join key name, so " +
 		"entities of one service whose join keys have the same name share that key's value, and must give it the same type.",
-	"JoinKey": "One component of an entity's key.",
+	"OnDemandFeatureView": "An on-demand feature view is a group of features computed when they are asked for, by " +
+		"expressions over stored features of feature views (its `inputs`) and values the request supplies (its " +
+		"`request_fields`): the amount of the transaction being scored against the card's mean amount, say. Nothing " +
+		"of it is stored. A lookup reads the inputs with the features it asks for, in the same Redis round trip, and " +
+		"computes the expressions; an export computes them at each row from the inputs as they were at the row's " +
+		"timestamp and the row's own columns, with the same code, so an exported value is the one a lookup at that " +
+		"time was served. Its features are referenced as `view:feature` like those of feature views, and may be " +
+		"listed in feature services. A lookup of them names the join keys of every entity its inputs come from, and " +
+		"gives each request field in its `request_context`; see [On-demand expressions](#on-demand-expressions).",
+	"OnDemandFeature": "One feature of an on-demand view: an expression and the type of its value.",
+	"JoinKey":         "One component of an entity's key.",
 	"Kafka": "Where a source's events are read from. Set `brokers`, or name a `connection` whose brokers the process " +
 		"is given when it starts, not both; with neither, the connection named `default` is used.",
 	"Protobuf": "How to decode the events of a source with `format: protobuf`: required for that format, and not " +
@@ -120,6 +132,22 @@ features:
     field: country
     type: string
 `,
+	KindOnDemandFeatureView: `kind: OnDemandFeatureView
+name: txn_risk
+description: The transaction being scored, against the card's history.
+inputs:
+  count_1h: card_txn:txn_count_1h
+  sum_1d: card_txn:amount_sum_1d
+request_fields:
+  amount: double
+features:
+  - name: amount_share_1d
+    type: double
+    expression: amount / (sum_1d + amount)
+  - name: burst
+    type: bool
+    expression: count_1h >= 10 && amount > 500
+`,
 	KindFeatureService: `kind: FeatureService
 name: fraud_detection_v1
 description: Features of the card-not-present fraud model.
@@ -128,6 +156,7 @@ features:
   - card_txn:amount_sum_1d
   - card_txn:declined_count_1h
   - card_txn:last_country
+  - txn_risk:amount_share_1d
 `,
 }
 
@@ -338,7 +367,7 @@ func ReferenceMarkdown() []byte {
 			p("  - %s\n", typeLink(t))
 		}
 	}
-	for _, s := range []string{"Names", "Durations and windows", "Aggregations", "Filters", "Time and order", "Validation"} {
+	for _, s := range []string{"Names", "Durations and windows", "Aggregations", "Filters", "On-demand expressions", "Time and order", "Validation"} {
 		p("- [%s](#%s)\n", s, anchor(s))
 	}
 	p("\n")
@@ -388,6 +417,7 @@ func ReferenceMarkdown() []byte {
 	writeDurations(p)
 	writeAggregations(p)
 	writeFilters(p)
+	writeExpressions(p)
 	writeValidation(p)
 	return append(bytes.TrimRight(b.Bytes(), "\n"), '\n')
 }
@@ -398,7 +428,9 @@ func writeNames(p printer) {
 	p("## Names\n\n")
 	p("Names use letters, digits and `_`, start with a letter or `_`, and have at most 63 characters (`%s`). "+
 		"They are case-sensitive. Entities, sources, feature views and feature services each have names unique "+
-		"among their kind; feature names are unique in their view, and join key names in their entity. "+
+		"among their kind, and on-demand feature views among feature views too; feature names are unique in their view, "+
+		"and join key names in their entity. The variables of an on-demand view (the names of its `inputs` and "+
+		"`request_fields`) are names that are not words of the expression language, unique among the view's variables. "+
 		"Names are taken by %s.\n\n", nameRE, andList(ruleUsers(nameRE)))
 	p("Field paths name event fields: names of letters, digits and `_` that do not start with a digit, joined by "+
 		"`.` for nested fields, like `card.id` (`%s`). Field paths are taken by %s; "+
@@ -505,6 +537,30 @@ func outputWords(a Aggregation, in []ValueType) string {
 	return strings.Join(pairs, ", ")
 }
 
+func writeExpressions(p printer) {
+	p("## On-demand expressions\n\n")
+	p("An on-demand feature's `expression` is written in the [expr language](https://expr-lang.org/docs/language-definition) " +
+		"(`github.com/expr-lang/expr`), over variables named by the view's `inputs` and `request_fields`:\n\n")
+	p("- arithmetic `+ - * / %% **` (`/` always divides as doubles), comparisons `== != < <= > >=`, `and`/`&&`, " +
+		"`or`/`||`, `not`/`!`, the conditional `a ? b : c`, `in` (`country in ['FR', 'DE']`), string `+`, " +
+		"`contains`, `startsWith`, `endsWith`, `matches`, and list indexing `xs[0]`;\n")
+	p("- the functions %s.\n\n", code(derive.Functions...))
+	p("Variables have the types of their features and request fields: int64, double, string, bool, and lists of " +
+		"these for `last_n` inputs (`sum(last_amounts)`). The expression is checked when the definitions are loaded: " +
+		"an unknown variable or function, a type mismatch, or a value of another type than the feature's `type` is " +
+		"an error then, not at a lookup. An int64 expression may give a `double` feature. Nothing in an expression " +
+		"can read the clock, the environment or a file: the same inputs always give the same value, online and in " +
+		"exports.\n\n")
+	p("Nulls: when a variable the expression uses is null (an input with no value, such as a last value never " +
+		"seen or expired, or a mean over no events; an export row's null request field), the feature is null and the " +
+		"expression is not run; a lookup gives it the status of that input (not found, expired or null, in that " +
+		"order of precedence). Counts and sums over no events are 0, not null. When a run fails (an integer `%%` by " +
+		"zero, a string index out of range, a list too large), the value is null (status null) and the failure is " +
+		"counted (`featurestore_on_demand_errors_total` in serving; a warning at the end of an export). A double " +
+		"division by zero gives an infinity, not a failure: guard it (`n > 0 ? sum / n : 0.0`) when a model cannot " +
+		"take one.\n\n")
+}
+
 func writeFilters(p printer) {
 	p("## Filters\n\n")
 	p("A feature's `filter` is a list of conditions; an event counts towards the feature only when it meets " +
@@ -573,7 +629,8 @@ func writeValidation(p printer) {
 	p("| Name length | 63 characters |\n")
 	p("| Kafka topic name length | 249 characters |\n\n")
 	rules := []string{
-		"Entities, sources, feature views and feature services have unique names in their kind; features have unique names in their view, join keys in their entity.",
+		"Entities, sources, feature views and feature services have unique names in their kind, on-demand feature views among feature views too; features have unique names in their view, join keys in their entity.",
+		"An on-demand feature view has at least one input, each naming one feature of a feature view; request fields and features are string, int64, double or bool; each expression compiles over the view's variables and gives a value of its feature's type.",
 		"A feature view's `entity` and `source` must be defined, and the source's `keys` must name a field for every join key of the entity.",
 		"A feature service's references must name defined views and features, and list no feature twice, not even through `view:*`. Join keys of the same name in the entities of one service's views have the same type.",
 		"A source with `format: protobuf` needs a `protobuf` section, which `json` does not allow; the descriptor set (a path relative to the YAML file) must contain the message.",

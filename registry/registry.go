@@ -18,11 +18,15 @@ type Registry struct {
 	Sources  []*Source         `json:"sources"`
 	Views    []*FeatureView    `json:"feature_views"`
 	Services []*FeatureService `json:"feature_services"`
+	// OnDemandViews is left out of the JSON when empty, so that registries
+	// without any keep the digests they had before the kind existed.
+	OnDemandViews []*OnDemandFeatureView `json:"on_demand_feature_views,omitempty"`
 
-	entities map[string]*Entity
-	sources  map[string]*Source
-	views    map[string]*FeatureView
-	services map[string]*FeatureService
+	entities      map[string]*Entity
+	sources       map[string]*Source
+	views         map[string]*FeatureView
+	services      map[string]*FeatureService
+	onDemandViews map[string]*OnDemandFeatureView
 }
 
 // Entity returns the named entity, or nil.
@@ -33,6 +37,9 @@ func (r *Registry) Source(name string) *Source { return r.sources[name] }
 
 // View returns the named feature view, or nil.
 func (r *Registry) View(name string) *FeatureView { return r.views[name] }
+
+// OnDemandView returns the named on-demand feature view, or nil.
+func (r *Registry) OnDemandView(name string) *OnDemandFeatureView { return r.onDemandViews[name] }
 
 // Service returns the named feature service, or nil.
 func (r *Registry) Service(name string) *FeatureService { return r.services[name] }
@@ -48,27 +55,47 @@ func (r *Registry) ViewsOfSource(source string) []*FeatureView {
 	return out
 }
 
-// ResolveRefs expands references (view:feature or view:*) into features in
-// order, and reports an unknown view or feature by name.
+// ResolveRefs expands references (view:feature or view:*, of feature views
+// and on-demand feature views) into features in order, and reports an
+// unknown view or feature by name.
 func (r *Registry) ResolveRefs(refs []FeatureRef) ([]FeatureRef, error) {
 	var out []FeatureRef
 	for _, ref := range refs {
-		v := r.views[ref.View]
-		if v == nil {
+		names, ok := r.featureNames(ref.View)
+		if !ok {
 			return nil, fmt.Errorf("unknown feature view %q in %q", ref.View, ref.String())
 		}
 		if ref.Feature == "*" {
-			for _, f := range v.Features {
-				out = append(out, FeatureRef{View: v.Name, Feature: f.Name})
+			for _, f := range names {
+				out = append(out, FeatureRef{View: ref.View, Feature: f})
 			}
 			continue
 		}
-		if v.Feature(ref.Feature) == nil {
+		if !slices.Contains(names, ref.Feature) {
 			return nil, fmt.Errorf("unknown feature %q in feature view %q", ref.Feature, ref.View)
 		}
 		out = append(out, ref)
 	}
 	return out, nil
+}
+
+// featureNames returns the names of the features of the named feature view
+// or on-demand feature view, in order, and whether there is one.
+func (r *Registry) featureNames(view string) ([]string, bool) {
+	var names []string
+	if v := r.views[view]; v != nil {
+		for _, f := range v.Features {
+			names = append(names, f.Name)
+		}
+		return names, true
+	}
+	if v := r.onDemandViews[view]; v != nil {
+		for _, f := range v.Features {
+			names = append(names, f.Name)
+		}
+		return names, true
+	}
+	return nil, false
 }
 
 func (r *Registry) add(kind string, obj any) {
@@ -81,6 +108,8 @@ func (r *Registry) add(kind string, obj any) {
 		r.Views = append(r.Views, o)
 	case *FeatureService:
 		r.Services = append(r.Services, o)
+	case *OnDemandFeatureView:
+		r.OnDemandViews = append(r.OnDemandViews, o)
 	default:
 		panic("registry: unknown kind " + kind)
 	}
@@ -115,6 +144,7 @@ func (r *Registry) build(e *errs) {
 	r.sources = index(e, KindSource, r.Sources, func(o *Source) string { return o.Name })
 	r.views = index(e, KindFeatureView, r.Views, func(o *FeatureView) string { return o.Name })
 	r.services = index(e, KindFeatureService, r.Services, func(o *FeatureService) string { return o.Name })
+	r.onDemandViews = index(e, KindOnDemandFeatureView, r.OnDemandViews, func(o *OnDemandFeatureView) string { return o.Name })
 	for _, o := range r.Entities {
 		r.checkEntity(e, o)
 	}
@@ -123,6 +153,9 @@ func (r *Registry) build(e *errs) {
 	}
 	for _, o := range r.Views {
 		r.checkView(e, o)
+	}
+	for _, o := range r.OnDemandViews {
+		r.checkOnDemandView(e, o)
 	}
 	for _, o := range r.Services {
 		r.checkService(e, o)

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/derive"
 )
 
 // Limits that protect the online store and lookups from definitions that
@@ -418,25 +421,24 @@ func (r *Registry) checkService(e *errs, s *FeatureService) {
 		if ref.View == "" {
 			continue // failed to decode; reported
 		}
-		v := r.views[ref.View]
-		if v == nil {
-			e.add(pos, "%s: unknown feature view %q in %q%s", ctx, ref.View, ref.String(), nearest(ref.View, slices.Collect(maps.Keys(r.views))))
+		names, ok := r.featureNames(ref.View)
+		if !ok {
+			known := slices.Concat(slices.Collect(maps.Keys(r.views)), slices.Collect(maps.Keys(r.onDemandViews)))
+			e.add(pos, "%s: unknown feature view %q in %q%s", ctx, ref.View, ref.String(), nearest(ref.View, known))
 			continue
 		}
-		if ent := r.entities[v.Entity]; ent != nil && !entities[ent] {
-			entities[ent] = true
-			checkServiceKeys(e, ctx, keys, ent, ref, pos)
+		for _, ent := range r.refEntities(ref.View) {
+			if !entities[ent] {
+				entities[ent] = true
+				checkServiceKeys(e, ctx, keys, ent, ref, pos)
+			}
 		}
 		var refs []FeatureRef
 		if ref.Feature == "*" {
-			for _, f := range v.Features {
-				refs = append(refs, FeatureRef{View: v.Name, Feature: f.Name})
+			for _, f := range names {
+				refs = append(refs, FeatureRef{View: ref.View, Feature: f})
 			}
-		} else if v.Feature(ref.Feature) == nil {
-			names := make([]string, len(v.Features))
-			for j, f := range v.Features {
-				names[j] = f.Name
-			}
+		} else if !slices.Contains(names, ref.Feature) {
 			e.add(pos, "%s: feature view %q has no feature %q%s", ctx, ref.View, ref.Feature, nearest(ref.Feature, names))
 			continue
 		} else {
@@ -479,5 +481,178 @@ func checkServiceKeys(e *errs, ctx string, keys map[string]serviceKey, ent *Enti
 			e.add(pos, "%s: join key %q is %s in entity %q of %q but %s in entity %q of %q (at %s); lookups and exports take one value per join key name, so the types must match",
 				ctx, k.Name, k.Type, ent.Name, ref.String(), first.typ, first.entity.Name, first.ref.String(), first.pos)
 		}
+	}
+}
+
+// refEntities returns the entities a lookup of the named view's features
+// is keyed by: a feature view's entity, or those of an on-demand view's
+// inputs, in the order of its variables.
+func (r *Registry) refEntities(view string) []*Entity {
+	if v := r.views[view]; v != nil {
+		if ent := r.entities[v.Entity]; ent != nil {
+			return []*Entity{ent}
+		}
+		return nil
+	}
+	var out []*Entity
+	if v := r.onDemandViews[view]; v != nil {
+		for _, x := range v.vars {
+			if x.Input == nil {
+				continue
+			}
+			if iv := r.views[x.Input.View]; iv != nil {
+				if ent := r.entities[iv.Entity]; ent != nil && !slices.Contains(out, ent) {
+					out = append(out, ent)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// exprKeywords are words of the expr language that cannot name variables.
+var exprKeywords = []string{"in", "not", "and", "or", "matches", "contains", "startsWith", "endsWith", "let", "nil", "true", "false", "if", "else"}
+
+// checkVarName reports a variable name of an on-demand view that is not a
+// name or is a word of the expression language.
+func checkVarName(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if slices.Contains(exprKeywords, name) || slices.Contains(derive.Functions, name) {
+		return fmt.Errorf("%q is a word of the expression language", name)
+	}
+	return nil
+}
+
+// Kind returns the kind of the values of type t, KindNull for no type.
+func (t ValueType) Kind() featurestore.Kind {
+	switch t {
+	case TypeString:
+		return featurestore.KindString
+	case TypeInt64:
+		return featurestore.KindInt64
+	case TypeDouble:
+		return featurestore.KindDouble
+	case TypeBool:
+		return featurestore.KindBool
+	case TypeStringList:
+		return featurestore.KindStringList
+	case TypeInt64List:
+		return featurestore.KindInt64List
+	case TypeDoubleList:
+		return featurestore.KindDoubleList
+	case TypeBoolList:
+		return featurestore.KindBoolList
+	}
+	return featurestore.KindNull
+}
+
+// onDemandTypes are the types of request fields and on-demand features.
+var onDemandTypes = []ValueType{TypeString, TypeInt64, TypeDouble, TypeBool}
+
+func (r *Registry) checkOnDemandView(e *errs, v *OnDemandFeatureView) {
+	ctx := fmt.Sprintf("on-demand feature view %q", v.Name)
+	if !v.failed("name") {
+		if err := checkName(v.Name); err != nil {
+			e.add(v.PosOf("name"), "%s: %v", ctx, err)
+		}
+		if fv := r.views[v.Name]; fv != nil {
+			e.add(v.PosOf("name"), "%s: a feature view has the same name (at %s); references view:feature must name one", ctx, fv.PosOf("name"))
+		}
+	}
+	v.vars = v.vars[:0]
+	varsOK := !v.failed("inputs", "request_fields")
+	if len(v.Inputs) == 0 && !v.failed("inputs") {
+		e.add(v.PosOf("inputs"), "%s: inputs: at least one stored feature is needed (its view's entity is what the features are looked up by)", ctx)
+		varsOK = false
+	}
+	for _, name := range slices.Sorted(maps.Keys(v.Inputs)) {
+		ref := v.Inputs[name]
+		pos := v.PosOf("inputs." + name)
+		if err := checkVarName(name); err != nil {
+			e.add(pos, "%s: input %q: %v", ctx, name, err)
+			varsOK = false
+		}
+		fv := r.views[ref.View]
+		var f *Feature
+		switch {
+		case ref.View == "":
+			varsOK = false // failed to decode; reported
+			continue
+		case fv == nil && r.onDemandViews[ref.View] != nil:
+			e.add(pos, "%s: input %q: %q is an on-demand feature view; inputs are features of feature views", ctx, name, ref.View)
+		case fv == nil:
+			e.add(pos, "%s: input %q: unknown feature view %q%s", ctx, name, ref.View, nearest(ref.View, slices.Collect(maps.Keys(r.views))))
+		case ref.Feature == "*":
+			e.add(pos, "%s: input %q: name one feature, not %q", ctx, name, ref.String())
+		default:
+			if f = fv.Feature(ref.Feature); f == nil {
+				names := make([]string, len(fv.Features))
+				for j, g := range fv.Features {
+					names[j] = g.Name
+				}
+				e.add(pos, "%s: input %q: feature view %q has no feature %q%s", ctx, name, ref.View, ref.Feature, nearest(ref.Feature, names))
+			}
+		}
+		if f == nil || f.ValueType() == "" {
+			varsOK = false
+			continue
+		}
+		v.vars = append(v.vars, OnDemandVar{Name: name, Type: f.ValueType(), Input: &ref})
+	}
+	for _, name := range slices.Sorted(maps.Keys(v.RequestFields)) {
+		typ := v.RequestFields[name]
+		pos := v.PosOf("request_fields." + name)
+		if err := checkVarName(name); err != nil {
+			e.add(pos, "%s: request field %q: %v", ctx, name, err)
+			varsOK = false
+		}
+		if _, dup := v.Inputs[name]; dup {
+			e.add(pos, "%s: request field %q: an input has the same name", ctx, name)
+			varsOK = false
+		}
+		if !slices.Contains(onDemandTypes, typ) {
+			e.add(pos, "%s: request field %q: type %s: use string, int64, double or bool", ctx, name, typ)
+			varsOK = false
+			continue
+		}
+		v.vars = append(v.vars, OnDemandVar{Name: name, Type: typ})
+	}
+	if len(v.Features) == 0 && !v.failed("features") {
+		e.add(v.PosOf("features"), "%s: no features", ctx)
+	}
+	vars := make([]derive.Var, len(v.vars))
+	for i, x := range v.vars {
+		vars[i] = derive.Var{Name: x.Name, Kind: x.Type.Kind()}
+	}
+	seen := map[string]Pos{}
+	for _, f := range v.Features {
+		fctx := fmt.Sprintf("%s: feature %q", ctx, f.Name)
+		if f.Name != "" && !f.failed("name") {
+			if err := checkName(f.Name); err != nil {
+				e.add(f.PosOf("name"), "%s: %v", fctx, err)
+			}
+			if first, dup := seen[f.Name]; dup {
+				e.add(f.PosOf("name"), "%s: feature %q defined twice (first at %s)", ctx, f.Name, first)
+			}
+			seen[f.Name] = f.PosOf("name")
+		}
+		if f.failed("type", "expression") || f.Type == "" {
+			continue
+		}
+		if !slices.Contains(onDemandTypes, f.Type) {
+			e.add(f.PosOf("type"), "%s: type %s: use string, int64, double or bool", fctx, f.Type)
+			continue
+		}
+		if !varsOK {
+			continue // the variables are reported; the expression would fail for them
+		}
+		x, err := derive.Compile(f.Expression, vars, f.Type.Kind())
+		if err != nil {
+			e.add(f.PosOf("expression"), "%s: expression: %v", fctx, err)
+			continue
+		}
+		f.expr = x
 	}
 }

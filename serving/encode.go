@@ -338,7 +338,7 @@ func (e *encoder) appendColumn(b []byte, ne, c int) []byte {
 
 func (e *encoder) value(i, c int) *window.FeatureValue {
 	col := &e.sel.cols[c]
-	return &e.vals[i*len(e.sel.views)+col.vidx][col.index]
+	return &e.vals[i*e.sel.width+col.vidx][col.index]
 }
 
 // cellSize returns the size of the FeatureValue of entity i, column c.

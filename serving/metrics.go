@@ -8,6 +8,7 @@ import (
 type Metrics struct {
 	duration *prometheus.HistogramVec
 	entities prometheus.Histogram
+	odErrors *prometheus.CounterVec
 }
 
 // NewMetrics registers the serving metrics with reg.
@@ -24,6 +25,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 4, 7),
 		}),
 	}
-	reg.MustRegister(m.duration, m.entities)
+	m.odErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "featurestore_on_demand_errors_total",
+		Help: "On-demand feature values served null because their expression failed, by view and feature.",
+	}, []string{"view", "feature"})
+	reg.MustRegister(m.duration, m.entities, m.odErrors)
 	return m
+}
+
+// onDemandError counts a failed run of an on-demand feature's expression.
+func (m *Metrics) onDemandError(view, feature string) {
+	if m != nil {
+		m.odErrors.WithLabelValues(view, feature).Inc()
+	}
 }

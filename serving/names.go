@@ -28,8 +28,11 @@ func unresolved(ctx context.Context, authorize authorizeFunc, project string, re
 	if authorize != nil {
 		views := refViews(refs)
 		if service != "" {
-			views = make([]string, 0, len(reg.Views))
+			views = make([]string, 0, len(reg.Views)+len(reg.OnDemandViews))
 			for _, v := range reg.Views {
+				views = append(views, v.Name)
+			}
+			for _, v := range reg.OnDemandViews {
 				views = append(views, v.Name)
 			}
 		}

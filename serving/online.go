@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/derive"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/window"
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
@@ -207,9 +208,9 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 	if err := authorizeViews(ctx, s.opts.Authorize, s.opts.Project, service, sel.viewNames); err != nil {
 		return nil, err
 	}
-	for name := range req.GetRequestContext() {
-		// No feature is computed at request time yet, so every name is unused.
-		return nil, status.Errorf(codes.InvalidArgument, "request_context %q is used by no requested feature", name)
+	reqVals, err := sel.requestValues(req.GetRequestContext())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	columns := false
 	switch l := req.GetLayout(); l {
@@ -256,6 +257,9 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 		s.opts.Logger.Warn("online store read failed", "err", err)
 		return nil, status.Errorf(codes.Unavailable, "online store: %v", err)
 	}
+	if len(sel.ods) > 0 {
+		vals = sel.computeODs(sc, vals, len(ents), reqVals, s.opts.Metrics)
+	}
 	switch {
 	case encode && columns:
 		return encodeColumns(sc, req, sel, vals, p.version, now), nil
@@ -273,7 +277,9 @@ type scratch struct {
 	keys        []featurestore.EntityKey
 	reads       []online.ViewRead
 	buf         online.ReadBuffer
-	sizes, rows []int // of encodeResponse
+	sizes, rows []int                // of encodeResponse
+	ev          derive.Evaluator     // of on-demand features
+	odVals      []featurestore.Value // an on-demand view's variables
 }
 
 // release returns a request's scratch to the pool, keeping no key alive.
@@ -385,11 +391,11 @@ type head struct {
 	readTime timestamppb.Timestamp
 }
 
-// fill builds the response: values[i*len(views)+j] holds view j's features
-// for entity i.
+// fill builds the response: values[i*sel.width+j] holds view j's features
+// for entity i (stored views, then on-demand ones).
 func fill(req *pb.GetOnlineFeaturesRequest, sel *selection, vals [][]window.FeatureValue, version int64, now time.Time) *pb.GetOnlineFeaturesResponse {
 	meta := req.IncludeMetadata == nil || *req.IncludeMetadata
-	ne, nc, nv := len(req.GetEntities()), len(sel.cols), len(sel.views)
+	ne, nc, nv := len(req.GetEntities()), len(sel.cols), sel.width
 	results := make([]pb.EntityResult, ne)
 	resultPtrs := make([]*pb.EntityResult, ne)
 	cells := make([]cell, ne*nc)
@@ -435,7 +441,7 @@ func fill(req *pb.GetOnlineFeaturesRequest, sel *selection, vals [][]window.Feat
 // fillColumns is fill for RESPONSE_LAYOUT_COLUMNS.
 func fillColumns(req *pb.GetOnlineFeaturesRequest, sel *selection, vals [][]window.FeatureValue, version int64, now time.Time) *pb.GetOnlineFeaturesResponse {
 	meta := req.IncludeMetadata == nil || *req.IncludeMetadata
-	ne, nv := len(req.GetEntities()), len(sel.views)
+	ne, nv := len(req.GetEntities()), sel.width
 	cols := make([]pb.FeatureColumn, len(sel.cols))
 	h := &head{}
 	h.resp.Columns = make([]*pb.FeatureColumn, len(sel.cols))

@@ -87,9 +87,28 @@ features:
   - {name: n_1h, aggregation: count, window: 1h}
   - {name: last_amount, field: amount, type: double}
 ---
+kind: OnDemandFeatureView
+name: txn_risk
+inputs:
+  sum_10m: card_txn:sum_10m
+  last_amount: card_txn:last_amount
+  last_merchant: card_txn:last_merchant
+  mean_1h: card_more:mean_1h
+request_fields: {amount: double, merchant: string}
+features:
+  - {name: share_10m, type: double, expression: "amount / (sum_10m + amount)"}
+  - {name: over_mean, type: double, expression: "amount / mean_1h"}
+  - {name: same_merchant, type: bool, expression: "merchant == last_merchant"}
+  - {name: jump, type: double, expression: "amount - last_amount"}
+  - {name: mod, type: int64, expression: "7 % int(amount)"}
+---
 kind: FeatureService
 name: fraud
 features: [card_txn:n_1h, card_more:*, card_txn:last_merchant]
+---
+kind: FeatureService
+name: risk
+features: [txn_risk:share_10m, card_txn:n_1h, txn_risk:same_merchant]
 `
 
 // t0 is the start of the test's event times, on a tile boundary.
@@ -246,6 +265,8 @@ func show(v *pb.FeatureValue) string {
 		return fmt.Sprintf("%s %q", st, k.StringVal)
 	case *pb.Value_StringListVal:
 		return fmt.Sprintf("%s %q", st, k.StringListVal.GetVal())
+	case *pb.Value_BoolVal:
+		return fmt.Sprintf("%s %v", st, k.BoolVal)
 	}
 	return st + " ?"
 }

@@ -21,6 +21,7 @@ type plan struct {
 	snap     *registry.Snapshot // the version planned
 	version  int64
 	views    map[string]*viewPlan
+	ods      map[string]*odPlan // on-demand feature views
 	services map[string]*selection
 	// errs holds the services that could not be planned, by name, with why.
 	serviceErrs map[string]error
@@ -59,9 +60,9 @@ type viewPlan struct {
 
 // column is one requested feature.
 type column struct {
-	view     *viewPlan
-	vidx     int // index of view in selection.views
-	index    int // index of the feature in the view's read result
+	view     *viewPlan // nil for an on-demand feature
+	vidx     int       // index of its view's results: in selection.views, or len(views)+k for selection.ods[k]
+	index    int       // index of the feature in the view's read result
 	name     string
 	windowed bool // a windowed aggregation, whose responses carry the interval covered
 	kind     featurestore.Kind
@@ -76,9 +77,15 @@ type selection struct {
 	eidx     map[*viewPlan]int
 	names    []string
 	cols     []column
-	views    []*viewPlan
-	// viewNames are the names of views, for authorization; viewEntity[j] is
-	// eidx[views[j]].
+	views    []*viewPlan // the stored views read: those requested, and those on-demand features read
+	// ods are the on-demand views of the requested features; their
+	// results follow the stored views' (computeODs), width per entity in
+	// all.
+	ods           []*selOD
+	width         int
+	requestFields map[string]requestField // used by the requested on-demand features
+	// viewNames are the names of views, for authorization: the stored
+	// views', then the on-demand views'; viewEntity[j] is eidx[views[j]].
 	viewNames  []string
 	viewEntity []int
 	windowed   int    // columns that are windowed
@@ -93,6 +100,7 @@ func newPlan(project string, snap *registry.Snapshot) *plan {
 		snap:        snap,
 		version:     snap.Version,
 		views:       make(map[string]*viewPlan, len(r.Views)),
+		ods:         make(map[string]*odPlan, len(r.OnDemandViews)),
 		services:    make(map[string]*selection, len(r.Services)),
 		serviceErrs: map[string]error{},
 	}
@@ -128,6 +136,9 @@ func newPlan(project string, snap *registry.Snapshot) *plan {
 		for i, f := range vp.infos {
 			vp.features[f.Name] = i
 		}
+	}
+	for _, od := range r.OnDemandViews {
+		p.ods[od.Name] = newODPlan(od, p.views)
 	}
 	for _, s := range r.Services {
 		sel, err := p.selectRefs(s.Resolved())
@@ -201,14 +212,23 @@ func (p *plan) resolveRefs(refs []string) (*selection, error) {
 		if !ok || view == "" || feature == "" || strings.Contains(feature, ":") {
 			return nil, fmt.Errorf("invalid feature reference %q: expected view:feature", s)
 		}
+		if od := p.ods[view]; od != nil && feature == "*" {
+			if od.err != nil {
+				return nil, od.err
+			}
+			for _, f := range od.feats {
+				out = append(out, registry.FeatureRef{View: view, Feature: f.Name})
+			}
+			continue
+		}
 		vp := p.views[view]
-		if vp == nil {
+		if vp == nil && p.ods[view] == nil {
 			return nil, fmt.Errorf("unknown feature view %q in %q", view, s)
 		}
-		if vp.err != nil {
+		if vp != nil && vp.err != nil {
 			return nil, vp.err
 		}
-		if feature == "*" {
+		if vp != nil && feature == "*" {
 			for _, f := range vp.infos {
 				out = append(out, registry.FeatureRef{View: view, Feature: f.Name})
 			}
@@ -226,22 +246,7 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 	sel := &selection{names: make([]string, 0, len(refs)), cols: make([]column, 0, len(refs)), eidx: map[*viewPlan]int{}}
 	seen := make(map[registry.FeatureRef]bool, len(refs))
 	vidx := map[*viewPlan]int{}
-	for _, ref := range refs {
-		vp := p.views[ref.View]
-		if vp == nil {
-			return nil, fmt.Errorf("unknown feature view %q in %q", ref.View, ref.String())
-		}
-		if vp.err != nil {
-			return nil, vp.err
-		}
-		i, ok := vp.features[ref.Feature]
-		if !ok {
-			return nil, fmt.Errorf("unknown feature %q in feature view %q", ref.Feature, ref.View)
-		}
-		if seen[ref] {
-			return nil, fmt.Errorf("feature %q requested more than once", ref.String())
-		}
-		seen[ref] = true
+	addView := func(vp *viewPlan) int {
 		vi, ok := vidx[vp]
 		if !ok {
 			vi = len(sel.views)
@@ -254,7 +259,50 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 			}
 			sel.eidx[vp] = ei
 		}
+		return vi
+	}
+	for _, ref := range refs {
+		if seen[ref] {
+			return nil, fmt.Errorf("feature %q requested more than once", ref.String())
+		}
+		seen[ref] = true
 		name := ref.String()
+		if od := p.ods[ref.View]; od != nil {
+			if od.err != nil {
+				return nil, od.err
+			}
+			i, ok := od.features[ref.Feature]
+			if !ok {
+				return nil, fmt.Errorf("unknown feature %q in on-demand feature view %q", ref.Feature, ref.View)
+			}
+			k := sel.addOD(od, addView)
+			sel.ods[k].feats = append(sel.ods[k].feats, i)
+			for _, v := range od.feats[i].Expr().Uses() {
+				if x := od.vars[v]; x.view == nil {
+					if sel.requestFields == nil {
+						sel.requestFields = map[string]requestField{}
+					}
+					if _, ok := sel.requestFields[x.name]; !ok {
+						sel.requestFields[x.name] = requestField{kind: x.kind, feature: name}
+					}
+				}
+			}
+			sel.names = append(sel.names, name)
+			sel.cols = append(sel.cols, column{vidx: k, index: i, name: name, kind: od.kinds[i]})
+			continue
+		}
+		vp := p.views[ref.View]
+		if vp == nil {
+			return nil, fmt.Errorf("unknown feature view %q in %q", ref.View, ref.String())
+		}
+		if vp.err != nil {
+			return nil, vp.err
+		}
+		i, ok := vp.features[ref.Feature]
+		if !ok {
+			return nil, fmt.Errorf("unknown feature %q in feature view %q", ref.Feature, ref.View)
+		}
+		vi := addView(vp)
 		windowed := vp.infos[i].Part == window.PartWindow
 		if windowed {
 			sel.windowed++
@@ -262,9 +310,19 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 		sel.names = append(sel.names, name)
 		sel.cols = append(sel.cols, column{view: vp, vidx: vi, index: i, name: name, windowed: windowed, kind: vp.infos[i].Kind})
 	}
+	// On-demand views' results follow the stored views'.
+	for c := range sel.cols {
+		if sel.cols[c].view == nil {
+			sel.cols[c].vidx += len(sel.views)
+		}
+	}
+	sel.width = len(sel.views) + len(sel.ods)
 	for _, vp := range sel.views {
 		sel.viewNames = append(sel.viewNames, vp.name)
 		sel.viewEntity = append(sel.viewEntity, sel.eidx[vp])
+	}
+	for _, s := range sel.ods {
+		sel.viewNames = append(sel.viewNames, s.od.name)
 	}
 	sel.namesWire = appendWireNames(nil, sel.names)
 	return sel, nil

@@ -49,10 +49,17 @@ func summary(r *registry.Registry) string {
 	for _, v := range r.Views {
 		features += len(v.Features)
 	}
-	return fmt.Sprintf("%s, %s, %s (%s), %s",
+	out := fmt.Sprintf("%s, %s, %s (%s), ",
 		plural(len(r.Entities), "entity", "entities"), plural(len(r.Sources), "source", "sources"),
-		plural(len(r.Views), "feature view", "feature views"), plural(features, "feature", "features"),
-		plural(len(r.Services), "feature service", "feature services"))
+		plural(len(r.Views), "feature view", "feature views"), plural(features, "feature", "features"))
+	if n := len(r.OnDemandViews); n > 0 {
+		od := 0
+		for _, v := range r.OnDemandViews {
+			od += len(v.Features)
+		}
+		out += fmt.Sprintf("%s (%s), ", plural(n, "on-demand feature view", "on-demand feature views"), plural(od, "feature", "features"))
+	}
+	return out + plural(len(r.Services), "feature service", "feature services")
 }
 
 func plural(n int, one, many string) string {

@@ -3,6 +3,7 @@ package export
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -21,7 +22,10 @@ type entityColumns struct {
 	tsName  string // its name
 	keys    [][]int
 	keyName [][]string // column names, per entity and join key
-	plan    *plan
+	// fields are the columns of the request fields of on-demand features,
+	// by name; nil when none is requested.
+	fields map[string]int
+	plan   *plan
 }
 
 // DefaultTimestampColumn is the entity table's timestamp column unless
@@ -44,6 +48,11 @@ func keyColumnTypes(p *plan, keyColumns map[string]string) map[string]arrow.Data
 			} else {
 				types[name] = arrow.BinaryTypes.String
 			}
+		}
+	}
+	for name, k := range p.requestFields {
+		if _, ok := types[name]; !ok {
+			types[name] = arrowType(k)
 		}
 	}
 	return types
@@ -113,10 +122,27 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 		return nil, fmt.Errorf("%s: timestamp column %q has type %s; want a timestamp, or int64 milliseconds since the Unix epoch", path, tsColumn, t)
 	}
 	ec.ts, ec.tsName = is[0], tsColumn
-	for _, c := range p.columns {
+	for _, c := range p.outputs {
 		if len(schema.FieldIndices(c.name)) > 0 {
 			return nil, fmt.Errorf("%s: column %q has the name of a requested feature; rename it", path, c.name)
 		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.requestFields)) {
+		k := p.requestFields[name]
+		is := schema.FieldIndices(name)
+		switch {
+		case len(is) == 0:
+			return nil, fmt.Errorf("%s: no column %q for the request field of on-demand features (columns: %s)", path, name, have())
+		case len(is) > 1:
+			return nil, fmt.Errorf("%s: column %q appears %d times", path, name, len(is))
+		}
+		if t := schema.Field(is[0]).Type; !requestTypeOK(t, k) {
+			return nil, fmt.Errorf("%s: column %q (request field, %s) has type %s", path, name, k, t)
+		}
+		if ec.fields == nil {
+			ec.fields = map[string]int{}
+		}
+		ec.fields[name] = is[0]
 	}
 	return ec, nil
 }
@@ -211,26 +237,31 @@ func (k *keyReader) key(dst []byte, i int) (key []byte, null int) {
 			dst = appendStringPart(dst, s)
 			continue
 		}
-		var v int64
-		switch a := c.(type) {
-		case *array.Int64:
-			v = a.Value(i)
-		case *array.Int32:
-			v = int64(a.Value(i))
-		case *array.Int16:
-			v = int64(a.Value(i))
-		case *array.Int8:
-			v = int64(a.Value(i))
-		case *array.Uint32:
-			v = int64(a.Value(i))
-		case *array.Uint16:
-			v = int64(a.Value(i))
-		case *array.Uint8:
-			v = int64(a.Value(i))
-		}
-		dst = appendInt64Part(dst, v)
+		dst = appendInt64Part(dst, intAt(c, i))
 	}
 	return dst, -1
+}
+
+// intAt returns value i of an integer column of a type keyTypeOK takes for
+// int64 keys (0 for other types).
+func intAt(a arrow.Array, i int) int64 {
+	switch a := a.(type) {
+	case *array.Int64:
+		return a.Value(i)
+	case *array.Int32:
+		return int64(a.Value(i))
+	case *array.Int16:
+		return int64(a.Value(i))
+	case *array.Int8:
+		return int64(a.Value(i))
+	case *array.Uint32:
+		return int64(a.Value(i))
+	case *array.Uint16:
+		return int64(a.Value(i))
+	case *array.Uint8:
+		return int64(a.Value(i))
+	}
+	return 0
 }
 
 // A spill key is the binary form of featurestore.EntityKey (so

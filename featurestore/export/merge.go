@@ -10,6 +10,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/featurestore/featurestore/featurestore/derive"
 )
 
 // resultStream reads one group's results file, in row order.
@@ -175,7 +177,7 @@ type arrowBuilder = array.Builder
 func (x *exporter) outputSchema() *arrow.Schema {
 	in := x.table.schema
 	fields := append([]arrow.Field(nil), in.Fields()...)
-	for _, c := range x.plan.columns {
+	for _, c := range x.plan.outputs {
 		fields = append(fields, arrow.Field{Name: c.name, Type: arrowType(c.kind), Nullable: true})
 	}
 	md := map[string]string{}
@@ -282,6 +284,9 @@ func (x *exporter) write(ctx context.Context) error {
 	// The batches are made (gathered) in one goroutine and written in
 	// another, so that gathering a batch overlaps writing the one before.
 	batches := make(chan arrow.RecordBatch, 1)
+	onlyStored := x.plan.onlyStored()
+	var ev derive.Evaluator // used by the goroutine that gathers
+	defer warnFailed(x.log, x.plan.outputs)
 	g, gctx := newWorkGroup(ctx)
 	g.Go(func() error {
 		defer close(batches)
@@ -300,6 +305,9 @@ func (x *exporter) write(ctx context.Context) error {
 				} else {
 					cols = append(cols, b.NewArray())
 				}
+			}
+			if !onlyStored {
+				cols = x.onDemandColumns(&ev, cols, rec, n)
 			}
 			batch := array.NewRecordBatch(schema, cols, int64(n))
 			for _, a := range cols[rec.NumCols():] {

@@ -16,7 +16,28 @@ import (
 type plan struct {
 	entities []*entityPlan
 	views    []*viewPlan
-	columns  []*column
+	// columns are the stored features computed: those requested, then
+	// those that requested on-demand features read (not written out).
+	columns []*column
+	// outputs are the output's feature columns, in request order.
+	outputs []outColumn
+	// requestFields are the request fields of the on-demand features
+	// requested, which the entity table must have as columns, by name.
+	requestFields map[string]featurestore.Kind
+}
+
+// onlyStored reports whether the output's feature columns are the stored
+// columns, in order: no on-demand feature is requested.
+func (p *plan) onlyStored() bool {
+	if len(p.outputs) != len(p.columns) {
+		return false
+	}
+	for i, o := range p.outputs {
+		if o.stored != i {
+			return false
+		}
+	}
+	return true
 }
 
 // entityPlan is one entity of the selected views.
@@ -89,13 +110,19 @@ func newPlan(r *registry.Registry, service string, refs []string) (*plan, error)
 	}
 	p := &plan{}
 	seen := map[registry.FeatureRef]bool{}
-	byView := map[string][]registry.FeatureRef{}
-	var viewOrder []string
 	for _, ref := range resolved {
 		if seen[ref] {
 			return nil, fmt.Errorf("feature %q requested more than once", ref.String())
 		}
 		seen[ref] = true
+	}
+	stored, buildOutputs, err := planOnDemand(r, resolved)
+	if err != nil {
+		return nil, err
+	}
+	byView := map[string][]registry.FeatureRef{}
+	var viewOrder []string
+	for _, ref := range stored {
 		v := r.View(ref.View)
 		if v == nil {
 			return nil, fmt.Errorf("unknown feature view %q in %q", ref.View, ref.String())
@@ -117,12 +144,20 @@ func newPlan(r *registry.Registry, service string, refs []string) (*plan, error)
 		}
 		views[name] = vp
 	}
-	for _, ref := range resolved {
+	byRef := make(map[registry.FeatureRef]int, len(stored))
+	for _, ref := range stored {
 		vp := views[ref.View]
 		i := vp.win.FeatureIndex(ref.Feature)
 		c := &column{name: ref.String(), kind: vp.win.Features()[i].Kind, view: vp, feature: i, index: len(p.columns)}
+		byRef[ref] = c.index
 		p.columns = append(p.columns, c)
 		vp.columns = append(vp.columns, c)
+	}
+	p.outputs, p.requestFields = buildOutputs(byRef)
+	for i := range p.outputs {
+		if o := &p.outputs[i]; o.od == nil {
+			o.kind = p.columns[o.stored].kind
+		}
 	}
 	for _, e := range p.entities {
 		for _, vp := range e.views {

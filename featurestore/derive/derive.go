@@ -1,0 +1,263 @@
+// Package derive computes on-demand features: expressions over stored
+// features and request fields, evaluated when a value is asked for. Serving
+// evaluates them at lookup time, export for each row of an entity table,
+// with this package's code, so that an on-demand feature is exported as it
+// is served.
+//
+// An expression is written in the expr language (github.com/expr-lang/expr):
+// arithmetic, comparisons, and/or/not, the conditional a ? b : c, string
+// and list operations, and the functions listed in Functions. Its variables
+// are typed (int64, double, string, bool, or a list of these), so that a
+// misspelt name or a type mismatch fails when the definition is loaded, not
+// at a lookup. Nothing in it can read the clock or the environment: the same
+// inputs always give the same value.
+//
+// Nulls: when a variable that the expression uses is null (a stored feature
+// with no value, a null request field), the result is null and the
+// expression is not run. A run that fails (a string index out of range, an
+// integer modulo by zero, the memory budget exceeded) gives an error, which
+// callers turn into a null and count.
+package derive
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/vm"
+
+	"github.com/featurestore/featurestore/featurestore"
+)
+
+// Var is a variable an expression may use.
+type Var struct {
+	Name string
+	Kind featurestore.Kind
+}
+
+// Functions are the functions an expression may call: expr's builtins that
+// depend on nothing but their arguments, and log, log1p, exp and sqrt.
+var Functions = []string{
+	"abs", "ceil", "floor", "round", "max", "min", "int", "float", "string",
+	"len", "trim", "trimPrefix", "trimSuffix", "upper", "lower", "split",
+	"replace", "join", "indexOf", "lastIndexOf", "hasPrefix", "hasSuffix",
+	"all", "none", "any", "one", "filter", "map", "count", "sum", "mean",
+	"median", "first", "last", "take", "reverse", "sort", "uniq", "concat",
+	"log", "log1p", "exp", "sqrt",
+}
+
+// maxNodes bounds the size of an expression.
+const maxNodes = 1000
+
+// memoryBudget bounds what one run may allocate, in expr's units (about
+// one per element of a list it makes), so that a request value cannot make
+// a run use unbounded memory.
+const memoryBudget = 100_000
+
+// Expr is a compiled expression. It is safe for concurrent use.
+type Expr struct {
+	src  string
+	prog *vm.Program
+	vars []Var
+	uses []int // indexes in vars of the variables the expression uses
+	out  featurestore.Kind
+}
+
+// Source returns the expression's text.
+func (e *Expr) Source() string { return e.src }
+
+// Uses returns the indexes in the compiled variables of those the
+// expression uses, in increasing order.
+func (e *Expr) Uses() []int { return e.uses }
+
+// Kind returns the kind of the expression's values.
+func (e *Expr) Kind() featurestore.Kind { return e.out }
+
+// mathFunctions are the functions this package adds to expr's builtins.
+var mathFunctions = []expr.Option{
+	expr.Function("log", func(p ...any) (any, error) { return math.Log(p[0].(float64)), nil }, new(func(float64) float64)),
+	expr.Function("log1p", func(p ...any) (any, error) { return math.Log1p(p[0].(float64)), nil }, new(func(float64) float64)),
+	expr.Function("exp", func(p ...any) (any, error) { return math.Exp(p[0].(float64)), nil }, new(func(float64) float64)),
+	expr.Function("sqrt", func(p ...any) (any, error) { return math.Sqrt(p[0].(float64)), nil }, new(func(float64) float64)),
+}
+
+// Compile compiles src over vars, for values of kind out (string, int64,
+// double or bool). An int64 expression may be given where out is double.
+func Compile(src string, vars []Var, out featurestore.Kind) (*Expr, error) {
+	if strings.TrimSpace(src) == "" {
+		return nil, errors.New("empty expression")
+	}
+	env := make(map[string]any, len(vars))
+	for _, v := range vars {
+		sample, err := zero(v.Kind)
+		if err != nil {
+			return nil, fmt.Errorf("variable %q: %w", v.Name, err)
+		}
+		env[v.Name] = sample
+	}
+	opts := []expr.Option{expr.Env(env), expr.MaxNodes(maxNodes), expr.DisableAllBuiltins()}
+	for _, f := range Functions {
+		if !isMath(f) {
+			opts = append(opts, expr.EnableBuiltin(f))
+		}
+	}
+	opts = append(opts, mathFunctions...)
+	switch out {
+	case featurestore.KindInt64, featurestore.KindDouble, featurestore.KindBool, featurestore.KindString:
+	default:
+		return nil, fmt.Errorf("an expression cannot give %s values: use string, int64, double or bool", out)
+	}
+	prog, err := expr.Compile(src, opts...)
+	if err != nil {
+		return nil, errors.New(oneLine(err.Error()))
+	}
+	if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Interface && !fits(t.Kind(), out) {
+		return nil, fmt.Errorf("expression gives %s values, not %s", t, out)
+	}
+	e := &Expr{src: src, prog: prog, vars: slices.Clone(vars), out: out}
+	used := map[string]bool{}
+	root := prog.Node()
+	ast.Walk(&root, identifiers(used))
+	for i, v := range vars {
+		if used[v.Name] {
+			e.uses = append(e.uses, i)
+		}
+	}
+	return e, nil
+}
+
+func isMath(name string) bool {
+	switch name {
+	case "log", "log1p", "exp", "sqrt":
+		return true
+	}
+	return false
+}
+
+// identifiers is an ast.Visitor that records identifier names.
+type identifiers map[string]bool
+
+func (m identifiers) Visit(node *ast.Node) {
+	if n, ok := (*node).(*ast.IdentifierNode); ok {
+		m[n.Value] = true
+	}
+}
+
+// oneLine keeps the first line of expr's error and its position: expr adds
+// the source and a caret on lines of their own.
+func oneLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
+}
+
+// zero returns a value of the Go type that variables of kind k have.
+func zero(k featurestore.Kind) (any, error) {
+	switch k {
+	case featurestore.KindString:
+		return "", nil
+	case featurestore.KindInt64:
+		return int64(0), nil
+	case featurestore.KindDouble:
+		return float64(0), nil
+	case featurestore.KindBool:
+		return false, nil
+	case featurestore.KindStringList:
+		return []string(nil), nil
+	case featurestore.KindInt64List:
+		return []int64(nil), nil
+	case featurestore.KindDoubleList:
+		return []float64(nil), nil
+	case featurestore.KindBoolList:
+		return []bool(nil), nil
+	}
+	return nil, fmt.Errorf("no variables of kind %s", k)
+}
+
+// Evaluator runs expressions. It reuses its memory from run to run, so it
+// must not be used by two goroutines at once; keep one per goroutine.
+type Evaluator struct {
+	vm  vm.VM
+	env map[string]any
+}
+
+// Eval computes e with the variables' values in vals (indexed as the
+// variables e was compiled with). It returns a null value when a variable
+// that e uses is null, and an error when the run fails.
+func (ev *Evaluator) Eval(e *Expr, vals []featurestore.Value) (featurestore.Value, error) {
+	if ev.env == nil {
+		ev.env = make(map[string]any, len(e.vars))
+	}
+	clear(ev.env)
+	for _, i := range e.uses {
+		v := vals[i]
+		if v.IsNull() {
+			return featurestore.Value{}, nil
+		}
+		if v.Kind() != e.vars[i].Kind {
+			return featurestore.Value{}, fmt.Errorf("variable %q is %s, not %s", e.vars[i].Name, v.Kind(), e.vars[i].Kind)
+		}
+		ev.env[e.vars[i].Name] = v.Any()
+	}
+	ev.vm.MemoryBudget = memoryBudget
+	res, err := ev.vm.Run(e.prog, ev.env)
+	if err != nil {
+		return featurestore.Value{}, errors.New(oneLine(err.Error()))
+	}
+	return result(res, e.out)
+}
+
+// fits reports whether values of Go kind k make values of kind out:
+// integers make int64 and double values.
+func fits(k reflect.Kind, out featurestore.Kind) bool {
+	switch k {
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Int16, reflect.Int8,
+		reflect.Uint, reflect.Uint64, reflect.Uint32, reflect.Uint16, reflect.Uint8:
+		return out == featurestore.KindInt64 || out == featurestore.KindDouble
+	case reflect.Float64, reflect.Float32:
+		return out == featurestore.KindDouble
+	case reflect.Bool:
+		return out == featurestore.KindBool
+	case reflect.String:
+		return out == featurestore.KindString
+	}
+	return false
+}
+
+// result converts what the program returned to a value of kind out.
+func result(res any, out featurestore.Kind) (featurestore.Value, error) {
+	if res == nil {
+		return featurestore.Value{}, nil
+	}
+	rv := reflect.ValueOf(res)
+	if !fits(rv.Kind(), out) {
+		return featurestore.Value{}, fmt.Errorf("expression gave %T, not %s", res, out)
+	}
+	switch out {
+	case featurestore.KindInt64:
+		if rv.CanInt() {
+			return featurestore.Int64Value(rv.Int()), nil
+		}
+		if u := rv.Uint(); u <= math.MaxInt64 {
+			return featurestore.Int64Value(int64(u)), nil
+		}
+	case featurestore.KindDouble:
+		switch {
+		case rv.CanFloat():
+			return featurestore.DoubleValue(rv.Float()), nil
+		case rv.CanInt():
+			return featurestore.DoubleValue(float64(rv.Int())), nil
+		default:
+			return featurestore.DoubleValue(float64(rv.Uint())), nil
+		}
+	case featurestore.KindBool:
+		return featurestore.BoolValue(rv.Bool()), nil
+	case featurestore.KindString:
+		return featurestore.StringValue(rv.String()), nil
+	}
+	return featurestore.Value{}, fmt.Errorf("expression gave %T, not %s", res, out)
+}

@@ -1,0 +1,147 @@
+package derive
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/featurestore/featurestore/featurestore"
+)
+
+var testVars = []Var{
+	{Name: "amount", Kind: featurestore.KindDouble},
+	{Name: "mean_1d", Kind: featurestore.KindDouble},
+	{Name: "n_1h", Kind: featurestore.KindInt64},
+	{Name: "country", Kind: featurestore.KindString},
+	{Name: "approved", Kind: featurestore.KindBool},
+	{Name: "last_amounts", Kind: featurestore.KindDoubleList},
+}
+
+func TestEval(t *testing.T) {
+	vals := []featurestore.Value{
+		featurestore.DoubleValue(150),
+		featurestore.DoubleValue(60),
+		featurestore.Int64Value(7),
+		featurestore.StringValue("FR"),
+		featurestore.BoolValue(false),
+		featurestore.DoubleListValue([]float64{1, 2, 3.5}),
+	}
+	cases := []struct {
+		src  string
+		out  featurestore.Kind
+		want featurestore.Value
+	}{
+		{"amount / mean_1d", featurestore.KindDouble, featurestore.DoubleValue(2.5)},
+		{"n_1h + 1", featurestore.KindInt64, featurestore.Int64Value(8)},
+		{"n_1h * 2", featurestore.KindDouble, featurestore.DoubleValue(14)}, // an int64 expression where double is declared
+		{"n_1h / 2", featurestore.KindDouble, featurestore.DoubleValue(3.5)},
+		{"amount > 100 && !approved", featurestore.KindBool, featurestore.BoolValue(true)},
+		{"country in ['FR', 'DE'] ? 'eu' : 'other'", featurestore.KindString, featurestore.StringValue("eu")},
+		{"lower(country) + '-' + string(n_1h)", featurestore.KindString, featurestore.StringValue("fr-7")},
+		{"log(amount)", featurestore.KindDouble, featurestore.DoubleValue(math.Log(150))},
+		{"sqrt(mean_1d) + exp(0.0) + log1p(0.0)", featurestore.KindDouble, featurestore.DoubleValue(math.Sqrt(60) + 1)},
+		{"sum(last_amounts)", featurestore.KindDouble, featurestore.DoubleValue(6.5)},
+		{"len(last_amounts)", featurestore.KindInt64, featurestore.Int64Value(3)},
+		{"max(amount, mean_1d)", featurestore.KindDouble, featurestore.DoubleValue(150)},
+		{"amount / 0", featurestore.KindDouble, featurestore.DoubleValue(math.Inf(1))},
+	}
+	var ev Evaluator
+	for _, c := range cases {
+		e, err := Compile(c.src, testVars, c.out)
+		if err != nil {
+			t.Errorf("%s: %v", c.src, err)
+			continue
+		}
+		got, err := ev.Eval(e, vals)
+		if err != nil {
+			t.Errorf("%s: %v", c.src, err)
+			continue
+		}
+		if !got.Equal(c.want) {
+			t.Errorf("%s = %v, want %v", c.src, got, c.want)
+		}
+	}
+}
+
+// A null variable the expression uses makes the result null without a
+// run; a null variable it does not use changes nothing.
+func TestEvalNulls(t *testing.T) {
+	e, err := Compile("amount / mean_1d", testVars, featurestore.KindDouble)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Uses(); len(got) != 2 || got[0] != 0 || got[1] != 1 {
+		t.Fatalf("Uses = %v, want [0 1]", got)
+	}
+	vals := make([]featurestore.Value, len(testVars))
+	vals[0] = featurestore.DoubleValue(3)
+	var ev Evaluator
+	got, err := ev.Eval(e, vals)
+	if err != nil || !got.IsNull() {
+		t.Fatalf("with mean_1d null: %v, %v; want null", got, err)
+	}
+	vals[1] = featurestore.DoubleValue(2) // the others stay null, unused
+	got, err = ev.Eval(e, vals)
+	if err != nil || !got.Equal(featurestore.DoubleValue(1.5)) {
+		t.Fatalf("got %v, %v; want 1.5", got, err)
+	}
+}
+
+func TestEvalErrors(t *testing.T) {
+	vals := []featurestore.Value{
+		featurestore.DoubleValue(1), featurestore.DoubleValue(1), featurestore.Int64Value(0),
+		featurestore.StringValue(""), featurestore.BoolValue(true), featurestore.DoubleListValue(nil),
+	}
+	var ev Evaluator
+	for _, src := range []string{"7 % n_1h", "int(country)"} {
+		e, err := Compile(src, testVars, featurestore.KindInt64)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if got, err := ev.Eval(e, vals); err == nil {
+			t.Errorf("%s = %v, want an error", src, got)
+		}
+	}
+	// A run may not build lists beyond the memory budget, whatever a
+	// request value says.
+	e, err := Compile("len(1..n_1h)", testVars, featurestore.KindInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals[2] = featurestore.Int64Value(1 << 40)
+	if got, err := ev.Eval(e, vals); err == nil {
+		t.Errorf("len(1..2^40) = %v, want an error", got)
+	}
+	// The wrong kind of value for a variable is an error, not a panic.
+	vals[2] = featurestore.StringValue("7")
+	if _, err := ev.Eval(e, vals); err == nil || !strings.Contains(err.Error(), `"n_1h"`) {
+		t.Errorf("string for n_1h: %v, want an error naming it", err)
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	cases := []struct {
+		src  string
+		out  featurestore.Kind
+		want string
+	}{
+		{"", featurestore.KindDouble, "empty"},
+		{"amount / mean_7d", featurestore.KindDouble, "mean_7d"},
+		{"country + 1", featurestore.KindString, "mismatched types"},
+		{"amount", featurestore.KindInt64, "int64"},
+		{"amount > 1", featurestore.KindDouble, "gives bool values"},
+		{"now()", featurestore.KindInt64, "now"},
+		{"date('2020-01-01')", featurestore.KindInt64, "date"},
+		{"repeat('a', 3)", featurestore.KindString, "repeat"},
+		{"amount", featurestore.KindDoubleList, "cannot give double_list"},
+	}
+	for _, c := range cases {
+		_, err := Compile(c.src, testVars, c.out)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Compile(%q, %s) = %v, want an error with %q", c.src, c.out, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("Compile(%q): error on several lines: %q", c.src, err)
+		}
+	}
+}

@@ -1,0 +1,259 @@
+package export
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/derive"
+	"github.com/featurestore/featurestore/featurestore/window"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// This file computes on-demand features, when the output is written: each
+// batch's stored feature columns are gathered as for any export (with the
+// stored features that on-demand ones read and that were not requested,
+// which are not written), then each on-demand column is computed row by
+// row from them and from the row's request-field columns of the entity
+// table, by package derive, as serving computes it at a lookup.
+
+// outColumn is one feature column of the output, in request order: a stored
+// feature's column of plan.columns, or an on-demand feature.
+type outColumn struct {
+	name   string
+	kind   featurestore.Kind
+	stored int // index in plan.columns, -1 for an on-demand feature
+	od     *odColumn
+}
+
+// odColumn is an on-demand feature of the output.
+type odColumn struct {
+	view, feature string
+	expr          *derive.Expr
+	// vars are where each variable of the view comes from, in the order of
+	// its Vars: a stored column, or a request field of the entity table.
+	vars []odSource
+	// failed counts the rows whose run failed, and first is the first
+	// failure, for the warning at the end.
+	failed int64
+	first  error
+}
+
+// odSource is where a variable of an on-demand feature comes from.
+type odSource struct {
+	name   string
+	kind   featurestore.Kind
+	column int // index in plan.columns; -1 for a request field
+}
+
+// planOnDemand expands the on-demand references among resolved into the
+// stored references they read, and returns the stored references to
+// compute (those requested, in order, then the others the on-demand ones
+// read) and a function that builds the outputs once the plan's columns
+// exist, by stored reference.
+func planOnDemand(r *registry.Registry, resolved []registry.FeatureRef) (stored []registry.FeatureRef, build func(cols map[registry.FeatureRef]int) ([]outColumn, map[string]featurestore.Kind), err error) {
+	isOD := func(ref registry.FeatureRef) bool { return r.OnDemandView(ref.View) != nil && r.View(ref.View) == nil }
+	requested := map[registry.FeatureRef]bool{}
+	for _, ref := range resolved {
+		if !isOD(ref) {
+			stored = append(stored, ref)
+			requested[ref] = true
+		}
+	}
+	for _, ref := range resolved {
+		if !isOD(ref) {
+			continue
+		}
+		v := r.OnDemandView(ref.View)
+		f := v.Feature(ref.Feature)
+		if f == nil {
+			return nil, nil, fmt.Errorf("unknown feature %q in on-demand feature view %q", ref.Feature, ref.View)
+		}
+		for _, i := range f.Expr().Uses() {
+			if in := v.Vars()[i].Input; in != nil && !requested[*in] {
+				requested[*in] = true
+				stored = append(stored, *in)
+			}
+		}
+	}
+	build = func(cols map[registry.FeatureRef]int) ([]outColumn, map[string]featurestore.Kind) {
+		var outs []outColumn
+		fields := map[string]featurestore.Kind{}
+		for _, ref := range resolved {
+			if !isOD(ref) {
+				outs = append(outs, outColumn{name: ref.String(), stored: cols[ref]})
+				continue
+			}
+			v := r.OnDemandView(ref.View)
+			f := v.Feature(ref.Feature)
+			c := &odColumn{view: v.Name, feature: f.Name, expr: f.Expr()}
+			uses := map[int]bool{}
+			for _, i := range f.Expr().Uses() {
+				uses[i] = true
+			}
+			for i, x := range v.Vars() {
+				src := odSource{name: x.Name, kind: x.Type.Kind(), column: -1}
+				switch {
+				case x.Input != nil && uses[i]:
+					src.column = cols[*x.Input]
+				case x.Input == nil && uses[i]:
+					fields[x.Name] = src.kind
+				}
+				c.vars = append(c.vars, src)
+			}
+			outs = append(outs, outColumn{name: ref.String(), kind: f.Expr().Kind(), stored: -1, od: c})
+		}
+		return outs, fields
+	}
+	return stored, build, nil
+}
+
+// requestTypeOK reports whether an entity table column of type t can hold
+// a request field of kind k: integers for int64 (and double) fields,
+// floating point for double ones.
+func requestTypeOK(t arrow.DataType, k featurestore.Kind) bool {
+	switch t.ID() {
+	case arrow.STRING, arrow.LARGE_STRING:
+		return k == featurestore.KindString
+	case arrow.BOOL:
+		return k == featurestore.KindBool
+	case arrow.FLOAT32, arrow.FLOAT64:
+		return k == featurestore.KindDouble
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32:
+		return k == featurestore.KindInt64 || k == featurestore.KindDouble
+	}
+	return false
+}
+
+// requestAt returns row i of a request-field column as a value of kind k,
+// null where the cell is.
+func requestAt(a arrow.Array, k featurestore.Kind, i int) featurestore.Value {
+	if a.IsNull(i) {
+		return featurestore.Value{}
+	}
+	switch c := a.(type) {
+	case *array.String:
+		return featurestore.StringValue(c.Value(i))
+	case *array.LargeString:
+		return featurestore.StringValue(c.Value(i))
+	case *array.Boolean:
+		return featurestore.BoolValue(c.Value(i))
+	case *array.Float64:
+		return featurestore.DoubleValue(c.Value(i))
+	case *array.Float32:
+		return featurestore.DoubleValue(float64(c.Value(i)))
+	}
+	n := intAt(a, i) // an integer type, as requestTypeOK checked
+	if k == featurestore.KindDouble {
+		return featurestore.DoubleValue(float64(n))
+	}
+	return featurestore.Int64Value(n)
+}
+
+// featureAt returns row i of a feature column of kind k, null where the
+// feature has no value.
+func featureAt(a arrow.Array, k featurestore.Kind, i int) featurestore.Value {
+	if !k.IsList() {
+		return valueAt(a, k, i)
+	}
+	if a.IsNull(i) {
+		return featurestore.Value{}
+	}
+	l := a.(*array.List)
+	start, end := l.ValueOffsets(i)
+	switch vs := l.ListValues().(type) {
+	case *array.String:
+		out := make([]string, 0, end-start)
+		for j := start; j < end; j++ {
+			out = append(out, vs.Value(int(j)))
+		}
+		return featurestore.StringListValue(out)
+	case *array.Int64:
+		return featurestore.Int64ListValue(append([]int64(nil), vs.Int64Values()[start:end]...))
+	case *array.Float64:
+		return featurestore.DoubleListValue(append([]float64(nil), vs.Float64Values()[start:end]...))
+	case *array.Boolean:
+		out := make([]bool, 0, end-start)
+		for j := start; j < end; j++ {
+			out = append(out, vs.Value(int(j)))
+		}
+		return featurestore.BoolListValue(out)
+	}
+	panic(fmt.Sprintf("export: list of %s", l.ListValues().DataType()))
+}
+
+// compute returns the column of c for the n rows of a batch: stored are
+// the batch's stored feature columns (by plan.columns), and table the
+// entity table's batch, whose request-field columns are at fields.
+func (c *odColumn) compute(mem memory.Allocator, ev *derive.Evaluator, stored []arrow.Array, kinds []featurestore.Kind, table arrow.RecordBatch, fields map[string]int, n int) arrow.Array {
+	b := array.NewBuilder(mem, arrowType(c.expr.Kind()))
+	defer b.Release()
+	b.Reserve(n)
+	vals := make([]featurestore.Value, len(c.vars))
+	for i := range n {
+		clear(vals)
+		for v, src := range c.vars {
+			switch {
+			case src.column >= 0:
+				vals[v] = featureAt(stored[src.column], kinds[src.column], i)
+			case fields != nil:
+				if t, ok := fields[src.name]; ok {
+					vals[v] = requestAt(table.Column(t), src.kind, i)
+				}
+			}
+		}
+		val, err := ev.Eval(c.expr, vals)
+		if err != nil {
+			if c.failed == 0 {
+				c.first = err
+			}
+			c.failed++
+		}
+		if err != nil || val.IsNull() {
+			b.AppendNull()
+			continue
+		}
+		appendFeature(b, val.Kind(), &window.FeatureValue{Status: window.StatusPresent, Value: val})
+	}
+	return b.NewArray()
+}
+
+// warnFailed logs, for each on-demand feature whose expression failed on
+// some rows, how many and the first failure.
+func warnFailed(log *slog.Logger, outs []outColumn) {
+	for _, o := range outs {
+		if o.od != nil && o.od.failed > 0 {
+			log.Warn("on-demand feature null where its expression failed", "feature", o.name, "rows", o.od.failed, "first_error", o.od.first.Error())
+		}
+	}
+}
+
+// onDemandColumns turns a batch's columns, the entity table's then the
+// stored features' (plan.columns), into the output's: the entity table's,
+// then the outputs in request order, with the on-demand ones computed. It
+// releases the stored columns that are not written.
+func (x *exporter) onDemandColumns(ev *derive.Evaluator, cols []arrow.Array, table arrow.RecordBatch, n int) []arrow.Array {
+	nt := int(table.NumCols())
+	stored := cols[nt:]
+	kinds := make([]featurestore.Kind, len(x.plan.columns))
+	for i, c := range x.plan.columns {
+		kinds[i] = c.kind
+	}
+	out := append(make([]arrow.Array, 0, nt+len(x.plan.outputs)), cols[:nt]...)
+	for _, o := range x.plan.outputs {
+		if o.od == nil {
+			stored[o.stored].Retain()
+			out = append(out, stored[o.stored])
+			continue
+		}
+		out = append(out, o.od.compute(x.mem, ev, stored, kinds, table, x.cols.fields, n))
+	}
+	for _, a := range stored {
+		a.Release()
+	}
+	return out
+}

@@ -1,0 +1,146 @@
+package export
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/featurestore/featurestore/registry"
+)
+
+const onDemandDefs = `
+---
+kind: OnDemandFeatureView
+name: risk
+inputs:
+  s10: by_user:amount_sum_10m
+  m10: by_user:amount_mean_10m
+  last_amount: user_last:amount
+  cat: by_user:cat
+  shop_n: by_shop:n_2m
+request_fields: {price: double, tag: string}
+features:
+  - {name: share, type: double, expression: "price / (s10 + price)"}
+  - {name: over_mean, type: double, expression: "price / m10"}
+  - {name: same_cat, type: bool, expression: "tag == cat"}
+  - {name: jump, type: double, expression: "price - last_amount"}
+  - {name: busy, type: int64, expression: "shop_n * 10 + len(tag)"}
+`
+
+// TestExportOnDemand exports on-demand features, whose inputs are not
+// requested, and compares each row with the expressions worked out in Go
+// from the brute-force reference's values of the inputs at that row and
+// the row's request columns (price, some of them null, given as int64 in
+// half the rows; tag).
+func TestExportOnDemand(t *testing.T) {
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(testDefs + onDemandDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	s := randomScenario(rng, 2000, 1500)
+	inputs := []registry.FeatureRef{{View: "by_user", Feature: "amount_sum_10m"}, {View: "by_user", Feature: "amount_mean_10m"},
+		{View: "user_last", Feature: "amount"}, {View: "by_user", Feature: "cat"}, {View: "by_shop", Feature: "n_2m"}}
+	in := s.expected(r, inputs)
+	for _, asInt := range []bool{false, true} {
+		name := "double price"
+		if asInt {
+			name = "int64 price"
+		}
+		t.Run(name, func(t *testing.T) {
+			ts := &scenario{events: s.events, rows: make([][]any, len(s.rows))}
+			priceType := arrow.DataType(arrow.PrimitiveTypes.Float64)
+			if asInt {
+				priceType = arrow.PrimitiveTypes.Int64
+			}
+			ts.fields = append([]arrow.Field{{Name: "price", Type: priceType, Nullable: true}, {Name: "tag", Type: arrow.BinaryTypes.String, Nullable: true}}, s.fields...)
+			prices := make([]any, len(s.rows))
+			for i, row := range s.rows {
+				var price, tag any
+				if rng.IntN(10) > 0 {
+					if asInt {
+						price = int64(rng.IntN(200))
+					} else {
+						price = float64(rng.IntN(20000)) / 100
+					}
+				}
+				if rng.IntN(10) > 0 {
+					tag = []string{"a", "b", "c", ""}[rng.IntN(4)]
+				}
+				prices[i] = price
+				ts.rows[i] = append([]any{price, tag}, row...)
+			}
+			refs := []registry.FeatureRef{{View: "risk", Feature: "share"}, {View: "by_user", Feature: "n_5m"},
+				{View: "risk", Feature: "over_mean"}, {View: "risk", Feature: "same_cat"}, {View: "risk", Feature: "jump"}, {View: "risk", Feature: "busy"}}
+			stored := s.expected(r, refs[1:2])
+			want := make([][]any, len(ts.rows))
+			for i := range ts.rows {
+				var price float64
+				hasPrice := prices[i] != nil
+				switch p := prices[i].(type) {
+				case float64:
+					price = p
+				case int64:
+					price = float64(p)
+				}
+				tag, hasTag := ts.rows[i][1].(string)
+				sum, mean, last, cat, shopN := in[i][0], in[i][1], in[i][2], in[i][3], in[i][4]
+				row := []any{nil, stored[i][0], nil, nil, nil, nil}
+				if hasPrice {
+					row[0] = price / (sum.(float64) + price)
+					if mean != nil {
+						row[2] = price / mean.(float64)
+					}
+					if last != nil {
+						row[4] = price - last.(float64)
+					}
+				}
+				if hasTag && cat != nil {
+					row[3] = tag == cat.(string)
+				}
+				if hasTag {
+					row[5] = shopN.(int64)*10 + int64(len(tag))
+				}
+				want[i] = row
+			}
+			dir := t.TempDir()
+			path := filepath.Join(dir, "rows.arrow")
+			(&testTable{fields: ts.fields, rows: ts.rows}).writeArrow(t, path, 400)
+			out := filepath.Join(dir, "out.arrow")
+			strs := make([]string, len(refs))
+			for i, ref := range refs {
+				strs[i] = ref.String()
+			}
+			if _, err := Run(context.Background(), Options{Registry: r, Log: s.log(t, rng, r), Features: strs, Entities: path, Out: out, TempDir: dir, Parallelism: 2}); err != nil {
+				t.Fatal(err)
+			}
+			checkOutput(t, out, ts, refs, want)
+		})
+	}
+
+	t.Run("entity table errors", func(t *testing.T) {
+		dir := t.TempDir()
+		for _, c := range []struct {
+			fields []arrow.Field
+			row    []any
+			want   string
+		}{
+			{nil, nil, `no column "price" for the request field of on-demand features`},
+			{[]arrow.Field{{Name: "price", Type: arrow.BinaryTypes.String}}, []any{"1"}, `column "price" (request field, double) has type utf8`},
+		} {
+			tt := &testTable{fields: append(slices.Clone(c.fields), s.fields...)}
+			tt.rows = [][]any{append(slices.Clone(c.row), s.rows[0]...)}
+			path := filepath.Join(dir, "rows.arrow")
+			tt.writeArrow(t, path, 10)
+			_, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, Features: []string{"risk:share"}, Entities: path, Out: filepath.Join(dir, "out.arrow"), TempDir: dir})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v, want an error with %q", err, c.want)
+			}
+		}
+	})
+}

@@ -1,0 +1,246 @@
+package serving
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/window"
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// This file is where on-demand features are computed at lookup time: after
+// the stored views of a request are read, each on-demand view of the
+// selection gets a slot in the read results (after the stored views'), with
+// its features computed from its inputs' results and the request's
+// request_context, by package derive, as export computes them.
+
+// odPlan is an on-demand feature view as lookups compute it.
+type odPlan struct {
+	name     string
+	vars     []odVar
+	feats    []*registry.OnDemandFeature
+	kinds    []featurestore.Kind
+	features map[string]int // feature name to its index in feats
+	// err is set when the view cannot be served (an input's view cannot);
+	// requesting it fails with err.
+	err error
+}
+
+// odVar is a variable of an on-demand view: a stored feature (view set) or
+// a request field.
+type odVar struct {
+	name  string
+	kind  featurestore.Kind
+	view  *viewPlan
+	index int // of the feature in view's read result
+}
+
+func newODPlan(od *registry.OnDemandFeatureView, views map[string]*viewPlan) *odPlan {
+	p := &odPlan{name: od.Name, features: make(map[string]int, len(od.Features))}
+	for i, f := range od.Features {
+		p.feats = append(p.feats, f)
+		p.kinds = append(p.kinds, f.Expr().Kind())
+		p.features[f.Name] = i
+	}
+	for _, v := range od.Vars() {
+		x := odVar{name: v.Name, kind: v.Type.Kind()}
+		if v.Input != nil {
+			vp := views[v.Input.View]
+			if vp.err != nil {
+				p.err = fmt.Errorf("on-demand feature view %q: input %q: %w", od.Name, v.Name, vp.err)
+				return p
+			}
+			x.view, x.index = vp, vp.features[v.Input.Feature]
+		}
+		p.vars = append(p.vars, x)
+	}
+	return p
+}
+
+// selOD is an on-demand view of a selection.
+type selOD struct {
+	od *odPlan
+	// views[v] is the index in selection.views of the view of variable v,
+	// -1 for a request field.
+	views []int
+	// feats are the indexes of the requested features in od.feats.
+	feats []int
+}
+
+// addOD adds the on-demand view of a requested feature to the selection,
+// once, with the stored views its inputs read, and returns its index in
+// sel.ods.
+func (sel *selection) addOD(od *odPlan, addView func(*viewPlan) int) int {
+	for k, s := range sel.ods {
+		if s.od == od {
+			return k
+		}
+	}
+	s := &selOD{od: od}
+	for _, v := range od.vars {
+		j := -1
+		if v.view != nil {
+			j = addView(v.view)
+		}
+		s.views = append(s.views, j)
+	}
+	sel.ods = append(sel.ods, s)
+	return len(sel.ods) - 1
+}
+
+// requestValues checks a request's request_context against the request
+// fields that the selection's on-demand features use, and returns their
+// values by name.
+func (sel *selection) requestValues(ctx map[string]*pb.Value) (map[string]featurestore.Value, error) {
+	for name := range ctx {
+		if _, ok := sel.requestFields[name]; !ok {
+			return nil, fmt.Errorf("request_context %q is used by no requested feature", name)
+		}
+	}
+	if len(sel.requestFields) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]featurestore.Value, len(sel.requestFields))
+	for name, rf := range sel.requestFields {
+		v, ok := ctx[name]
+		if !ok {
+			return nil, fmt.Errorf("request_context has no %q, which %s uses", name, rf.feature)
+		}
+		val, err := requestValue(v, rf.kind)
+		if err != nil {
+			return nil, fmt.Errorf("request_context %q: %w", name, err)
+		}
+		out[name] = val
+	}
+	return out, nil
+}
+
+// requestField is a request field the selection uses: its kind, and a
+// feature that uses it, for messages.
+type requestField struct {
+	kind    featurestore.Kind
+	feature string
+}
+
+// requestValue converts a request_context value to a value of kind want.
+// An int64 is taken for a double field; a value with no kind is null.
+func requestValue(v *pb.Value, want featurestore.Kind) (featurestore.Value, error) {
+	switch k := v.GetKind().(type) {
+	case nil:
+		return featurestore.Value{}, nil
+	case *pb.Value_StringVal:
+		if want == featurestore.KindString {
+			return featurestore.StringValue(k.StringVal), nil
+		}
+	case *pb.Value_Int64Val:
+		switch want {
+		case featurestore.KindInt64:
+			return featurestore.Int64Value(k.Int64Val), nil
+		case featurestore.KindDouble:
+			return featurestore.DoubleValue(float64(k.Int64Val)), nil
+		}
+	case *pb.Value_DoubleVal:
+		if want == featurestore.KindDouble {
+			return featurestore.DoubleValue(k.DoubleVal), nil
+		}
+	case *pb.Value_BoolVal:
+		if want == featurestore.KindBool {
+			return featurestore.BoolValue(k.BoolVal), nil
+		}
+	}
+	return featurestore.Value{}, fmt.Errorf("want a %s value, got %s", want, valueKindName(v))
+}
+
+// computeODs returns the read results of ne entities with the selection's
+// on-demand views computed: vals holds the stored views' results,
+// len(sel.views) per entity; the result holds sel.width per entity, the
+// on-demand views' after the stored ones.
+func (sel *selection) computeODs(sc *scratch, vals [][]window.FeatureValue, ne int, req map[string]featurestore.Value, m *Metrics) [][]window.FeatureValue {
+	nv, w := len(sel.views), sel.width
+	all := make([][]window.FeatureValue, ne*w)
+	per := 0
+	for _, s := range sel.ods {
+		per += len(s.od.feats)
+	}
+	out := make([]window.FeatureValue, ne*per)
+	for i := range ne {
+		copy(all[i*w:i*w+nv], vals[i*nv:(i+1)*nv])
+		for k, s := range sel.ods {
+			res := out[:len(s.od.feats):len(s.od.feats)]
+			out = out[len(s.od.feats):]
+			s.compute(sc, res, vals[i*nv:(i+1)*nv], req, m)
+			all[i*w+nv+k] = res
+		}
+	}
+	return all
+}
+
+// compute fills res, by feature of the on-demand view, with the requested
+// features for one entity, whose stored views' results are views.
+func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window.FeatureValue, req map[string]featurestore.Value, m *Metrics) {
+	od := s.od
+	sc.odVals = slices.Grow(sc.odVals[:0], len(od.vars))[:len(od.vars)]
+	clear(sc.odVals)
+	for v, x := range od.vars {
+		if x.view == nil {
+			sc.odVals[v] = req[x.name]
+			continue
+		}
+		fv := &views[s.views[v]][x.index]
+		if fv.Status == window.StatusPresent {
+			sc.odVals[v] = fv.Value
+		}
+	}
+	for _, fi := range s.feats {
+		f := od.feats[fi]
+		e := f.Expr()
+		// An input without a value gives its status: not found before
+		// expired before null.
+		st := window.StatusPresent
+		for _, v := range e.Uses() {
+			x := od.vars[v]
+			if x.view == nil {
+				if sc.odVals[v].IsNull() && st == window.StatusPresent {
+					st = window.StatusNull
+				}
+				continue
+			}
+			st = worse(st, views[s.views[v]][x.index].Status)
+		}
+		if st != window.StatusPresent {
+			res[fi] = window.FeatureValue{Status: st}
+			continue
+		}
+		val, err := sc.ev.Eval(e, sc.odVals)
+		if err != nil {
+			m.onDemandError(od.name, f.Name)
+		}
+		if err != nil || val.IsNull() {
+			res[fi] = window.FeatureValue{Status: window.StatusNull}
+			continue
+		}
+		res[fi] = window.FeatureValue{Status: window.StatusPresent, Value: val}
+	}
+}
+
+// worse returns the status an on-demand feature takes from two of its
+// inputs' statuses: not found over expired over null over present.
+func worse(a, b window.Status) window.Status {
+	rank := func(s window.Status) int {
+		switch s {
+		case window.StatusNotFound:
+			return 3
+		case window.StatusExpired:
+			return 2
+		case window.StatusNull:
+			return 1
+		}
+		return 0
+	}
+	if rank(b) > rank(a) {
+		return b
+	}
+	return a
+}
