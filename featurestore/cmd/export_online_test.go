@@ -93,9 +93,25 @@ features:
   - {name: n_3m, aggregation: count, window: 3m}
   - {name: ok_last_3m, aggregation: last, field: ok, window: 3m}
 ---
+kind: OnDemandFeatureView
+name: risk
+inputs: {s10: by_user:amount_sum_10m, m10: by_user:amount_mean_10m, last_amount: by_user:amount, shop_cat: by_shop:cat, n3: by_account:n_3m}
+request_fields: {price: double, tag: string}
+features:
+  - {name: share, type: double, expression: "price / (s10 + price)"}
+  - {name: over_mean, type: double, expression: "price / m10"}
+  - {name: jump, type: double, expression: "price - last_amount"}
+  - {name: same_cat, type: bool, expression: "tag == shop_cat"}
+  - {name: n3_tag, type: int64, expression: "n3 * 100 + len(tag)"}
+  - {name: mod, type: int64, expression: "7 % int(price)"}
+---
 kind: FeatureService
 name: all
 features: [by_user:*, by_shop:*, by_account:*]
+---
+kind: FeatureService
+name: with_risk
+features: [by_user:*, risk:*, by_shop:*, by_account:*]
 `
 
 // TestExportEqualsOnlineLookups is the consistency proof in one process:

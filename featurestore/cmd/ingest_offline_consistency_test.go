@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -42,7 +43,9 @@ func (f fixedSnapshot) Current() *registry.Snapshot { return f.s }
 // what serving would have answered then. Finally 'featurestore export'
 // computes the same (entity, time) rows from the offline log: every value
 // must equal the online one and every null stand where the online status
-// is not present. The offline log is in a directory, then in an S3 bucket
+// is not present. The lookups ask for on-demand features too (feature
+// service with_risk), with request values that the entity table then
+// carries as columns. The offline log is in a directory, then in an S3 bucket
 // (the test S3 server), then in GCS and Azure buckets (the emulators).
 func TestKafkaIngestOnlineEqualsExport(t *testing.T) {
 	for _, where := range []string{"dir", "s3", "gs", "azblob"} {
@@ -197,6 +200,8 @@ func testKafkaIngestOnlineEqualsExport(t *testing.T, where string) {
 		bank    string
 		account int64
 		t       int64
+		price   float64 // request fields of the on-demand features
+		tag     string
 	}
 	var rows []row
 	var want [][]any
@@ -235,16 +240,21 @@ func testKafkaIngestOnlineEqualsExport(t *testing.T, where string) {
 		for range 125 {
 			ts := maxTime[k] + rng.Int64N(end-maxTime[k]+1)
 			rw := row{user: append(users, "none")[rng.IntN(len(users)+1)], shop: rng.Int64N(5) - 1,
-				bank: []string{"b0", "b1"}[rng.IntN(2)], account: rng.Int64N(3), t: ts}
+				bank: []string{"b0", "b1"}[rng.IntN(2)], account: rng.Int64N(3), t: ts,
+				price: float64(rng.IntN(5000)) / 100, tag: []string{"a", "b", "c", "dd"}[rng.IntN(4)]} // not "": an empty CSV field is null
 			clock.Store(ts)
 			resp, err := svc.GetOnlineFeatures(ctx, &pb.GetOnlineFeaturesRequest{
-				Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "all"},
+				Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "with_risk"},
 				Entities: []*pb.EntityKey{{JoinKeys: map[string]*pb.Value{
 					"user_id":    {Kind: &pb.Value_StringVal{StringVal: rw.user}},
 					"shop_id":    {Kind: &pb.Value_Int64Val{Int64Val: rw.shop}},
 					"bank":       {Kind: &pb.Value_StringVal{StringVal: rw.bank}},
 					"account_no": {Kind: &pb.Value_Int64Val{Int64Val: rw.account}},
 				}}},
+				RequestContext: map[string]*pb.Value{
+					"price": {Kind: &pb.Value_DoubleVal{DoubleVal: rw.price}},
+					"tag":   {Kind: &pb.Value_StringVal{StringVal: rw.tag}},
+				},
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -275,16 +285,16 @@ func testKafkaIngestOnlineEqualsExport(t *testing.T, where string) {
 	}
 
 	var csv strings.Builder
-	csv.WriteString("user_id,shop_id,bank,account_no,event_timestamp,row\n")
+	csv.WriteString("user_id,shop_id,bank,account_no,event_timestamp,row,price,tag\n")
 	for i, rw := range rows {
-		fmt.Fprintf(&csv, "%s,%d,%s,%d,%d,%d\n", rw.user, rw.shop, rw.bank, rw.account, rw.t, i)
+		fmt.Fprintf(&csv, "%s,%d,%s,%d,%d,%d,%s,%q\n", rw.user, rw.shop, rw.bank, rw.account, rw.t, i, strconv.FormatFloat(rw.price, 'g', -1, 64), rw.tag)
 	}
 	in := filepath.Join(dir, "rows.csv")
 	if err := os.WriteFile(in, []byte(csv.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "train.parquet")
-	code, stdout, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", in, "--service", "all", "--out", out)
+	code, stdout, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", in, "--service", "with_risk", "--out", out)
 	if code != 0 {
 		t.Fatalf("export: exit %d\n%s%s", code, stdout, errOut)
 	}
