@@ -134,6 +134,27 @@ func testClient(t *testing.T, f *fixture, c *client.Client, layout pb.ResponseLa
 		}
 	})
 
+	t.Run("on-demand features with request values", func(t *testing.T) {
+		sel := client.Features("card_txn:n_1h", "txn_risk:jump", "txn_risk:same_merchant").WithRequest(map[string]any{"amount": 12, "merchant": "m3"})
+		res := clientLookup(t, c, sel, client.Key{"c2"}, client.Key{"c1"})
+		want := [][]string{{"PRESENT 1", "PRESENT 5", "PRESENT true"}, {"PRESENT 3", "PRESENT 7", "NULL_VALUE"}}
+		if got := clientRows(res); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("values:\n got %q\nwant %q", got, want)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for req, msg := range map[string]string{"[]int": "request values are strings, bools, numbers or nil", "missing": `request_context has no "merchant"`} {
+			values := map[string]any{"amount": 1.5}
+			if req == "[]int" {
+				values["merchant"] = []int{1}
+			}
+			_, err := c.Lookup(ctx, sel.WithRequest(values), client.Key{"c1"})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), msg) {
+				t.Errorf("%s: %v, want InvalidArgument with %q", req, err, msg)
+			}
+		}
+	})
+
 	t.Run("typed accessors and times", func(t *testing.T) {
 		res := clientLookup(t, c, client.Features(cardTxnAll...), client.Key{"c1"})
 		if n, ok := res.Get(0, "card_txn:n_1h").Int64Val(); !ok || n != 3 {

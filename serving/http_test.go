@@ -173,6 +173,8 @@ func TestHTTPMatchesGRPC(t *testing.T) {
 		{"no metadata", &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1")}, IncludeMetadata: proto.Bool(false)}},
 		{"by columns", &pb.GetOnlineFeaturesRequest{Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "fraud"}, Entities: []*pb.EntityKey{skey("c2"), skey("nobody"), skey("c1")}, Layout: pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS}},
 		{"by columns, no metadata", &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1"), skey("c2")}, IncludeMetadata: proto.Bool(false), Layout: pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS}},
+		{"on-demand features", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:*", "card_txn:n_1h"), Entities: []*pb.EntityKey{skey("c1"), skey("c2"), skey("nobody")},
+			RequestContext: map[string]*pb.Value{"amount": dval(10), "merchant": sval("m3")}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			want := get(t, grpcClient, c.req)

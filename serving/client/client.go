@@ -102,6 +102,18 @@ type Selector struct {
 	service   string
 	isService bool
 	refs      []string
+	request   map[string]any
+}
+
+// WithRequest returns sel with request values: the request fields that
+// on-demand features compute with (the amount of the transaction being
+// scored, say), by name, for every entity of the lookup. A value is a
+// string, a bool, a float64 or float32, an integer type (which fits an
+// int64), or nil for null. A name that no selected feature uses fails the
+// lookup with InvalidArgument, as a missing one does.
+func (sel Selector) WithRequest(values map[string]any) Selector {
+	sel.request = values
+	return sel
 }
 
 // Features selects features by reference, "feature_view:feature" (or
@@ -133,6 +145,16 @@ func (c *Client) Lookup(ctx context.Context, sel Selector, entities ...Entity) (
 		req.Kind = &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: sel.service}
 	} else {
 		req.Kind = &pb.GetOnlineFeaturesRequest_Features{Features: &pb.FeatureList{Refs: sel.refs}}
+	}
+	if len(sel.request) > 0 {
+		req.RequestContext = make(map[string]*pb.Value, len(sel.request))
+		for name, v := range sel.request {
+			pv, err := requestValue(v)
+			if err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "request value %q: %v", name, err)
+			}
+			req.RequestContext[name] = pv
+		}
 	}
 	for i, e := range entities {
 		if e == nil {

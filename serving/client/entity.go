@@ -3,6 +3,7 @@ package client
 import (
 	"fmt"
 	"math"
+	"reflect"
 
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
 )
@@ -86,4 +87,25 @@ func keyValue(v any) (*pb.Value, error) {
 		return nil, fmt.Errorf("a %T; join keys are strings or integers", v)
 	}
 	return &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: n}}, nil
+}
+
+// requestValue converts a Go request value to its wire form: what keyValue
+// takes, and doubles, bools and nil.
+func requestValue(v any) (*pb.Value, error) {
+	switch x := v.(type) {
+	case nil:
+		return &pb.Value{}, nil
+	case bool:
+		return &pb.Value{Kind: &pb.Value_BoolVal{BoolVal: x}}, nil
+	case float64:
+		return &pb.Value{Kind: &pb.Value_DoubleVal{DoubleVal: x}}, nil
+	case float32:
+		return &pb.Value{Kind: &pb.Value_DoubleVal{DoubleVal: float64(x)}}, nil
+	case string:
+		return keyValue(v)
+	}
+	if rv := reflect.ValueOf(v); !rv.CanInt() && !rv.CanUint() {
+		return nil, fmt.Errorf("a %T; request values are strings, bools, numbers or nil", v)
+	}
+	return keyValue(v)
 }
