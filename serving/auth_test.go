@@ -55,7 +55,11 @@ principals:
     certificates: [{uri: "spiffe://test/pairs"}, {cn: pairs}]
     grants:
       - {project: %s, views: [pair_txn]}
-`, hashToken("tok-scorer-old"), token("scorer"), project, hashToken("tok-admin"), hashToken("tok-elsewhere"), hashToken("tok-nogrants"), project)
+  - name: risk
+    token_sha256: [%s]
+    grants:
+      - {project: %s, views: [txn_risk, card_txn]}
+`, hashToken("tok-scorer-old"), token("scorer"), project, hashToken("tok-admin"), hashToken("tok-elsewhere"), hashToken("tok-nogrants"), project, hashToken("tok-risk"), project)
 }
 
 // authFixture serves one service behind one Auth twice: over TLS, where
@@ -209,7 +213,18 @@ func authCases(project string) []authCase {
 		{name: "unknown service, not every view granted", authz: []string{"Bearer tok-scorer"}, req: service("nope"), code: codes.PermissionDenied, msg: serviceDenied("scorer", "nope"), reason: reasonNotGranted},
 		{name: "unknown service, every view granted", authz: []string{"Bearer tok-admin"}, req: service("nope"), code: codes.InvalidArgument, msg: `unknown feature service "nope"`},
 		{name: "unknown view, unauthenticated", req: lookup(card, "nope:x"), code: codes.Unauthenticated, msg: missing, reason: reasonMissing},
+		// An on-demand feature needs its view granted, and the views of
+		// the inputs its expression reads.
+		{name: "on-demand feature and the view it reads", authz: []string{"Bearer tok-risk"}, req: withAmount(lookup(card, "txn_risk:jump"))},
+		{name: "on-demand feature reading a view not granted", authz: []string{"Bearer tok-risk"}, req: withAmount(lookup(card, "txn_risk:over_mean")), code: codes.PermissionDenied, msg: denied("risk", "card_more"), reason: reasonNotGranted},
+		{name: "on-demand view not granted", authz: []string{"Bearer tok-scorer"}, req: withAmount(lookup(card, "txn_risk:jump")), code: codes.PermissionDenied, msg: denied("scorer", "txn_risk"), reason: reasonNotGranted},
 	}
+}
+
+// withAmount adds the request field amount to req, for on-demand features.
+func withAmount(req *pb.GetOnlineFeaturesRequest) *pb.GetOnlineFeaturesRequest {
+	req.RequestContext = map[string]*pb.Value{"amount": dval(10)}
+	return req
 }
 
 // checkDenials compares the denial counters of protocol with the number of

@@ -63,31 +63,34 @@ func newODPlan(od *registry.OnDemandFeatureView, views map[string]*viewPlan) *od
 type selOD struct {
 	od *odPlan
 	// views[v] is the index in selection.views of the view of variable v,
-	// -1 for a request field.
+	// -1 for a request field and for an input no requested feature uses.
 	views []int
 	// feats are the indexes of the requested features in od.feats.
 	feats []int
 }
 
 // addOD adds the on-demand view of a requested feature to the selection,
-// once, with the stored views its inputs read, and returns its index in
-// sel.ods.
-func (sel *selection) addOD(od *odPlan, addView func(*viewPlan) int) int {
-	for k, s := range sel.ods {
-		if s.od == od {
-			return k
+// once, and the feature with the stored views its expression reads (only
+// those: a lookup reads, and must be granted, no view that no requested
+// feature uses), and returns the view's index in sel.ods.
+func (sel *selection) addOD(od *odPlan, feature int, addView func(*viewPlan) int) int {
+	k := slices.IndexFunc(sel.ods, func(s *selOD) bool { return s.od == od })
+	if k < 0 {
+		s := &selOD{od: od, views: make([]int, len(od.vars))}
+		for v := range s.views {
+			s.views[v] = -1
+		}
+		k = len(sel.ods)
+		sel.ods = append(sel.ods, s)
+	}
+	s := sel.ods[k]
+	s.feats = append(s.feats, feature)
+	for _, v := range od.feats[feature].Expr().Uses() {
+		if x := od.vars[v]; x.view != nil && s.views[v] < 0 {
+			s.views[v] = addView(x.view)
 		}
 	}
-	s := &selOD{od: od}
-	for _, v := range od.vars {
-		j := -1
-		if v.view != nil {
-			j = addView(v.view)
-		}
-		s.views = append(s.views, j)
-	}
-	sel.ods = append(sel.ods, s)
-	return len(sel.ods) - 1
+	return k
 }
 
 // requestValues checks a request's request_context against the request
@@ -187,6 +190,9 @@ func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window
 		if x.view == nil {
 			sc.odVals[v] = req[x.name]
 			continue
+		}
+		if s.views[v] < 0 {
+			continue // not read: no requested feature uses it
 		}
 		fv := &views[s.views[v]][x.index]
 		if fv.Status == window.StatusPresent {

@@ -275,8 +275,7 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 			if !ok {
 				return nil, fmt.Errorf("unknown feature %q in on-demand feature view %q", ref.Feature, ref.View)
 			}
-			k := sel.addOD(od, addView)
-			sel.ods[k].feats = append(sel.ods[k].feats, i)
+			k := sel.addOD(od, i, addView)
 			for _, v := range od.feats[i].Expr().Uses() {
 				if x := od.vars[v]; x.view == nil {
 					if sel.requestFields == nil {

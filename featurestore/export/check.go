@@ -2,6 +2,7 @@ package export
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
 )
@@ -10,7 +11,9 @@ import (
 // opts.Registry and, when schema is not nil, checks an entity table of that
 // schema against them, with KeyColumns and TimestampColumn, as Run does
 // before it reads anything. It returns the names of the feature views the
-// export reads, in request order, or the error Run would give: an unknown
+// export reads, in request order (and those the requested on-demand
+// features read), then those of the on-demand feature views requested, or
+// the error Run would give: an unknown
 // feature service, view or feature, a view not kept offline, a missing join
 // key or timestamp column, a column of the wrong type.
 //
@@ -37,9 +40,14 @@ func Check(opts Options, schema *arrow.Schema) ([]string, error) {
 			return nil, err
 		}
 	}
-	views := make([]string, len(p.views))
-	for i, vp := range p.views {
-		views[i] = vp.name
+	views := make([]string, 0, len(p.views))
+	for _, vp := range p.views {
+		views = append(views, vp.name)
+	}
+	for _, o := range p.outputs {
+		if o.od != nil && !slices.Contains(views, o.od.view) {
+			views = append(views, o.od.view)
+		}
 	}
 	return views, nil
 }

@@ -116,7 +116,12 @@ func TestExportOnDemand(t *testing.T) {
 			for i, ref := range refs {
 				strs[i] = ref.String()
 			}
-			if _, err := Run(context.Background(), Options{Registry: r, Log: s.log(t, rng, r), Features: strs, Entities: path, Out: out, TempDir: dir, Parallelism: 2}); err != nil {
+			opts := Options{Registry: r, Log: s.log(t, rng, r), Features: strs, Entities: path, Out: out, TempDir: dir, Parallelism: 2}
+			// What a server authorizes: the views read, then the on-demand ones.
+			if views, err := Check(opts, nil); err != nil || !slices.Equal(views, []string{"by_user", "user_last", "by_shop", "risk"}) {
+				t.Errorf("Check: %q, %v", views, err)
+			}
+			if _, err := Run(context.Background(), opts); err != nil {
 				t.Fatal(err)
 			}
 			checkOutput(t, out, ts, refs, want)
