@@ -54,7 +54,8 @@ var (
 func nearest(name string, known []string) string {
 	best, bestDist := "", max(2, len(name)/3)+1
 	for _, k := range known {
-		if d := editDistance(name, k); d < bestDist {
+		// Ties go to the first name in order: known often comes from a map.
+		if d := editDistance(name, k); d < bestDist || (d == bestDist && best != "" && k < best) {
 			best, bestDist = k, d
 		}
 	}
