@@ -58,6 +58,9 @@ func TestCanonicalJSONRoundTrip(t *testing.T) {
 	if back.View("card_txn").Feature("last_amounts").ValueType() != TypeDoubleList {
 		t.Error("derived types must be rebuilt from JSON")
 	}
+	if od := back.OnDemandView("txn_risk"); od == nil || od.Feature("burst").Expr() == nil || len(od.Vars()) != 6 {
+		t.Error("on-demand expressions must be compiled again from JSON")
+	}
 }
 
 // The canonical form must not depend on how the definitions are spread over

@@ -68,6 +68,9 @@ func TestDiff(t *testing.T) {
 			return strings.Replace(s, "  - {name: last_country", "  - {name: max_1h, aggregation: max, field: amount, window: 1h}\n  - {name: last_country", 1) +
 				"---\nkind: FeatureService\nname: svc2\nfeatures: [v:max_1h]\n"
 		}, []string{`  ~ feature view "v"`, `      ~ feature order: sum_1h, last_country -> sum_1h, max_1h, last_country`, `      + features.max_1h: {"aggregation":"max","field":"amount","name":"max_1h","window":"1h"}`, `  + feature service "svc2"`}, 0},
+		{"on-demand view added", func(s string) string {
+			return s + "---\nkind: OnDemandFeatureView\nname: od\ninputs: {s: v:sum_1h}\nrequest_fields: {x: double}\nfeatures: [{name: r, type: double, expression: x / s}]\n"
+		}, []string{`  + on-demand feature view "od"`}, 0},
 		{"deleted service", func(s string) string {
 			return s[:strings.Index(s, "---\nkind: FeatureService")]
 		}, []string{`  - feature service "svc"`}, 0},
