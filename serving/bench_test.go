@@ -79,3 +79,54 @@ func BenchmarkGetOnlineFeatures(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOnDemand measures what on-demand features add to a lookup: the
+// 5 features of txn_risk against a lookup of the 4 stored features they
+// read, for 1 entity (by rows) and 100 (by columns), against real Redis.
+func BenchmarkOnDemand(b *testing.B) {
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(b), ContextTimeoutEnabled: true, Protocol: 2})
+	defer rc.Close()
+	project := testenv.UniqueName(b, "serving")
+	snap := loadSnapshot(b, 1, testDefs)
+	var events []string
+	for i := range 1000 {
+		events = append(events, fmt.Sprintf(`{"card":"c%d","ts":%d,"amount":%d,"merchant":"m%d"}`, i%100, at(time.Duration(i)*time.Second), i+1, i%7))
+	}
+	ingestEvents(b, rc, project, snap.Registry, "txns", events)
+	snaps := &staticSnapshots{}
+	snaps.p.Store(snap)
+	svc := NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: project, Now: newClock(20 * time.Minute).now})
+	ctx := map[string]*pb.Value{"amount": dval(125), "merchant": sval("m3")}
+	for _, c := range []struct {
+		name string
+		kind *pb.GetOnlineFeaturesRequest_Features
+		ctx  map[string]*pb.Value
+	}{
+		{"stored inputs", refs("card_txn:sum_10m", "card_txn:last_amount", "card_txn:last_merchant", "card_more:mean_1h"), nil},
+		{"on-demand", refs("txn_risk:*"), ctx},
+	} {
+		for _, n := range []int{1, 100} {
+			layout := pb.ResponseLayout_RESPONSE_LAYOUT_ROWS
+			if n > 1 {
+				layout = pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS
+			}
+			req := &pb.GetOnlineFeaturesRequest{Kind: c.kind, Layout: layout, RequestContext: c.ctx}
+			for i := range n {
+				req.Entities = append(req.Entities, skey(fmt.Sprintf("c%d", i)))
+			}
+			b.Run(fmt.Sprintf("%s/entities=%d", c.name, n), func(b *testing.B) {
+				b.ReportAllocs()
+				var buf []byte
+				for b.Loop() {
+					resp, err := svc.GetOnlineFeatures(context.Background(), req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf[:0], resp); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
