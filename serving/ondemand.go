@@ -106,7 +106,8 @@ func (sel *selection) requestValues(ctx map[string]*pb.Value) (map[string]featur
 		return nil, nil
 	}
 	out := make(map[string]featurestore.Value, len(sel.requestFields))
-	for name, rf := range sel.requestFields {
+	for _, name := range sel.requestNames {
+		rf := sel.requestFields[name]
 		v, ok := ctx[name]
 		if !ok {
 			return nil, fmt.Errorf("request_context has no %q, which %s uses", name, rf.feature)

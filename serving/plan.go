@@ -84,6 +84,7 @@ type selection struct {
 	ods           []*selOD
 	width         int
 	requestFields map[string]requestField // used by the requested on-demand features
+	requestNames  []string                // their names, sorted
 	// viewNames are the names of views, for authorization: the stored
 	// views', then the on-demand views'; viewEntity[j] is eidx[views[j]].
 	viewNames  []string
@@ -316,6 +317,7 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 		}
 	}
 	sel.width = len(sel.views) + len(sel.ods)
+	sel.requestNames = slices.Sorted(maps.Keys(sel.requestFields))
 	for _, vp := range sel.views {
 		sel.viewNames = append(sel.viewNames, vp.name)
 		sel.viewEntity = append(sel.viewEntity, sel.eidx[vp])

@@ -57,7 +57,7 @@ testdata/broken/views.yaml:10:13: feature view "card_txn": feature "amount_sum_1
 func TestPlanApplyPlan(t *testing.T) {
 	env := map[string]string{"FEATURESTORE_REGISTRY": "file:" + t.TempDir()}
 	code, out, errOut := runCLI(t, env, "plan", "../../examples")
-	if code != 0 || !strings.Contains(out, "against an empty registry") || !strings.Contains(out, "Plan: 7 to create, 0 to change, 0 to delete.") {
+	if code != 0 || !strings.Contains(out, "against an empty registry") || !strings.Contains(out, "Plan: 9 to create, 0 to change, 0 to delete.") {
 		t.Fatalf("first plan: exit %d\n%s%s", code, out, errOut)
 	}
 	code, out, errOut = runCLI(t, env, "apply", "--message", "first", "../../examples")
