@@ -141,8 +141,19 @@ func testClient(t *testing.T, f *fixture, c *client.Client, layout pb.ResponseLa
 		if got := clientRows(res); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("values:\n got %q\nwant %q", got, want)
 		}
+		// Rows with values of their own, over the lookup's.
+		res = clientLookup(t, c, sel, client.WithRequest(client.Key{"c2"}, map[string]any{"amount": 20.5}), client.Key{"c1"},
+			client.WithRequest(client.Key{"c1"}, map[string]any{"merchant": "m2", "amount": int64(2)}))
+		want = [][]string{{"PRESENT 1", "PRESENT 13.5", "PRESENT true"}, {"PRESENT 3", "PRESENT 7", "NULL_VALUE"}, {"PRESENT 3", "PRESENT -3", "NULL_VALUE"}}
+		if got := clientRows(res); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("values with rows' own:\n got %q\nwant %q", got, want)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		if _, err := c.Lookup(ctx, sel, client.WithRequest(client.Key{"c1"}, map[string]any{"amount": struct{}{}})); status.Code(err) != codes.InvalidArgument ||
+			!strings.Contains(err.Error(), `entity 0: request value "amount": a struct {}`) {
+			t.Errorf("a struct as a row's value: %v", err)
+		}
 		for req, msg := range map[string]string{"[]int": "request values are strings, bools, numbers or nil", "missing": `request_context has no "merchant"`} {
 			values := map[string]any{"amount": 1.5}
 			if req == "[]int" {

@@ -67,6 +67,10 @@ type selOD struct {
 	views []int
 	// feats are the indexes of the requested features in od.feats.
 	feats []int
+	// reqs[v] is the index in selection.requestNames of the request field
+	// of variable v; -1 for an input and a field no requested feature
+	// uses.
+	reqs []int
 }
 
 // addOD adds the on-demand view of a requested feature to the selection,
@@ -93,32 +97,72 @@ func (sel *selection) addOD(od *odPlan, feature int, addView func(*viewPlan) int
 	return k
 }
 
-// requestValues checks a request's request_context against the request
-// fields that the selection's on-demand features use, and returns their
-// values by name.
-func (sel *selection) requestValues(ctx map[string]*pb.Value) (map[string]featurestore.Value, error) {
-	for name := range ctx {
-		if _, ok := sel.requestFields[name]; !ok {
-			return nil, fmt.Errorf("request_context %q is used by no requested feature", name)
+// requestValues checks the request values of a lookup (its
+// request_context, and each row's) against the request fields that the
+// selection's on-demand features use, and returns their values by row: row
+// i's value of requestNames[j] is at vals[i*stride+j], where stride is 0
+// when no row gives values of its own (every row takes the request's).
+func (sel *selection) requestValues(req *pb.GetOnlineFeaturesRequest) (vals []featurestore.Value, stride int, err error) {
+	// unused returns the first name of ctx in order that no requested
+	// feature uses, "" if none.
+	unused := func(ctx map[string]*pb.Value) string {
+		first := ""
+		for name := range ctx {
+			if _, ok := sel.requestFields[name]; !ok && (first == "" || name < first) {
+				first = name
+			}
 		}
+		return first
+	}
+	if name := unused(req.GetRequestContext()); name != "" {
+		return nil, 0, fmt.Errorf("request_context %q is used by no requested feature", name)
+	}
+	perRow := false
+	for i, e := range req.GetEntities() {
+		if name := unused(e.GetRequestContext()); name != "" {
+			return nil, 0, fmt.Errorf("entity %d: request_context %q is used by no requested feature", i, name)
+		}
+		perRow = perRow || len(e.GetRequestContext()) > 0
 	}
 	if len(sel.requestFields) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
-	out := make(map[string]featurestore.Value, len(sel.requestFields))
-	for _, name := range sel.requestNames {
+	// value returns the value of field j for a row whose own values are
+	// row (nil for the request's only).
+	value := func(row map[string]*pb.Value, j int) (featurestore.Value, error) {
+		name := sel.requestNames[j]
 		rf := sel.requestFields[name]
-		v, ok := ctx[name]
+		v, ok := row[name]
 		if !ok {
-			return nil, fmt.Errorf("request_context has no %q, which %s uses", name, rf.feature)
+			if v, ok = req.GetRequestContext()[name]; !ok {
+				return featurestore.Value{}, fmt.Errorf("request_context has no %q, which %s uses", name, rf.feature)
+			}
 		}
 		val, err := requestValue(v, rf.kind)
 		if err != nil {
-			return nil, fmt.Errorf("request_context %q: %w", name, err)
+			return featurestore.Value{}, fmt.Errorf("request_context %q: %w", name, err)
 		}
-		out[name] = val
+		return val, nil
 	}
-	return out, nil
+	nf := len(sel.requestNames)
+	if !perRow {
+		vals = make([]featurestore.Value, nf)
+		for j := range nf {
+			if vals[j], err = value(nil, j); err != nil {
+				return nil, 0, err
+			}
+		}
+		return vals, 0, nil
+	}
+	vals = make([]featurestore.Value, len(req.GetEntities())*nf)
+	for i, e := range req.GetEntities() {
+		for j := range nf {
+			if vals[i*nf+j], err = value(e.GetRequestContext(), j); err != nil {
+				return nil, 0, fmt.Errorf("entity %d: %w", i, err)
+			}
+		}
+	}
+	return vals, nf, nil
 }
 
 // requestField is a request field the selection uses: its kind, and a
@@ -161,7 +205,7 @@ func requestValue(v *pb.Value, want featurestore.Kind) (featurestore.Value, erro
 // on-demand views computed: vals holds the stored views' results,
 // len(sel.views) per entity; the result holds sel.width per entity, the
 // on-demand views' after the stored ones.
-func (sel *selection) computeODs(sc *scratch, vals [][]window.FeatureValue, ne int, req map[string]featurestore.Value, m *Metrics) [][]window.FeatureValue {
+func (sel *selection) computeODs(sc *scratch, vals [][]window.FeatureValue, ne int, req []featurestore.Value, stride int, m *Metrics) [][]window.FeatureValue {
 	nv, w := len(sel.views), sel.width
 	all := make([][]window.FeatureValue, ne*w)
 	per := 0
@@ -174,7 +218,7 @@ func (sel *selection) computeODs(sc *scratch, vals [][]window.FeatureValue, ne i
 		for k, s := range sel.ods {
 			res := out[:len(s.od.feats):len(s.od.feats)]
 			out = out[len(s.od.feats):]
-			s.compute(sc, res, vals[i*nv:(i+1)*nv], req, m)
+			s.compute(sc, res, vals[i*nv:(i+1)*nv], req[i*stride:], m)
 			all[i*w+nv+k] = res
 		}
 	}
@@ -182,14 +226,17 @@ func (sel *selection) computeODs(sc *scratch, vals [][]window.FeatureValue, ne i
 }
 
 // compute fills res, by feature of the on-demand view, with the requested
-// features for one entity, whose stored views' results are views.
-func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window.FeatureValue, req map[string]featurestore.Value, m *Metrics) {
+// features for one entity, whose stored views' results are views and
+// request values req (by selection.requestNames).
+func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window.FeatureValue, req []featurestore.Value, m *Metrics) {
 	od := s.od
 	sc.odVals = slices.Grow(sc.odVals[:0], len(od.vars))[:len(od.vars)]
 	clear(sc.odVals)
 	for v, x := range od.vars {
 		if x.view == nil {
-			sc.odVals[v] = req[x.name]
+			if s.reqs[v] >= 0 {
+				sc.odVals[v] = req[s.reqs[v]]
+			}
 			continue
 		}
 		if s.views[v] < 0 {

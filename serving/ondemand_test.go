@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -45,7 +46,8 @@ func columnRows(resp *pb.GetOnlineFeaturesResponse) [][]string {
 // last_amount 7, last_merchant m3, mean_1h 7; nobody has no events), in
 // both layouts.
 func TestOnDemandFeatures(t *testing.T) {
-	f := newFixture(t, OnlineOptions{})
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, OnlineOptions{Metrics: NewMetrics(reg)})
 	f.clock.set(21 * time.Minute)
 	ctx10 := map[string]*pb.Value{"amount": dval(10), "merchant": sval("m3")}
 	all := []string{"txn_risk:share_10m", "txn_risk:over_mean", "txn_risk:same_merchant", "txn_risk:jump", "txn_risk:mod"}
@@ -87,6 +89,39 @@ func TestOnDemandFeatures(t *testing.T) {
 		checkRows(t, resp, [][]string{{"PRESENT 3", g(7)}})
 	})
 
+	t.Run("request values per row", func(t *testing.T) {
+		row := func(card string, ctx map[string]*pb.Value) *pb.EntityKey {
+			k := skey(card)
+			k.RequestContext = ctx
+			return k
+		}
+		resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{
+			Kind: refs("txn_risk:jump", "txn_risk:same_merchant"),
+			Entities: []*pb.EntityKey{row("c1", nil), row("c2", map[string]*pb.Value{"amount": dval(20)}),
+				row("c2", map[string]*pb.Value{"merchant": sval("m1"), "amount": ival(1)})},
+			RequestContext: map[string]*pb.Value{"amount": dval(10), "merchant": sval("m3")},
+			Layout:         pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS,
+		})
+		want := [][]string{{g(10 - 5), "NULL_VALUE"}, {g(20 - 7), "PRESENT true"}, {g(1 - 7), "PRESENT false"}}
+		if got := columnRows(resp); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("values:\n got %q\nwant %q", got, want)
+		}
+		for _, c := range []struct {
+			ents []*pb.EntityKey
+			ctx  map[string]*pb.Value
+			want string
+		}{
+			{[]*pb.EntityKey{row("c1", map[string]*pb.Value{"amount": dval(1)}), row("c2", nil)}, nil, `entity 1: request_context has no "amount", which txn_risk:jump uses`},
+			{[]*pb.EntityKey{row("c1", map[string]*pb.Value{"amount": dval(1), "zz": dval(1)})}, nil, `entity 0: request_context "zz" is used by no requested feature`},
+			{[]*pb.EntityKey{row("c1", map[string]*pb.Value{"amount": sval("1")})}, nil, `entity 0: request_context "amount": want a double value, got string`},
+		} {
+			_, err := f.client.GetOnlineFeatures(t.Context(), &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:jump"), Entities: c.ents, RequestContext: c.ctx})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), c.want) {
+				t.Errorf("%v: %v, want InvalidArgument with %q", c.ents, err, c.want)
+			}
+		}
+	})
+
 	t.Run("a failed run is null and counted", func(t *testing.T) {
 		resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{
 			Kind:           refs("txn_risk:mod", "txn_risk:jump"),
@@ -94,6 +129,9 @@ func TestOnDemandFeatures(t *testing.T) {
 			RequestContext: map[string]*pb.Value{"amount": dval(0.5)}, // 7 % 0
 		})
 		checkRows(t, resp, [][]string{{"NULL_VALUE", g(0.5 - 5)}})
+		if n := counter(t, reg, "featurestore_on_demand_errors_total", map[string]string{"view": "txn_risk", "feature": "mod"}); n != 1 {
+			t.Errorf("errors counted: %v, want 1", n)
+		}
 	})
 
 	t.Run("bad request context", func(t *testing.T) {

@@ -208,10 +208,6 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 	if err := authorizeViews(ctx, s.opts.Authorize, s.opts.Project, service, sel.viewNames); err != nil {
 		return nil, err
 	}
-	reqVals, err := sel.requestValues(req.GetRequestContext())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
 	columns := false
 	switch l := req.GetLayout(); l {
 	case pb.ResponseLayout_RESPONSE_LAYOUT_UNSPECIFIED, pb.ResponseLayout_RESPONSE_LAYOUT_ROWS:
@@ -226,6 +222,10 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 		return nil, status.Error(codes.InvalidArgument, "no entities requested")
 	case len(ents) > s.opts.MaxEntities:
 		return nil, status.Errorf(codes.InvalidArgument, "%d entities requested, more than the %d allowed per request", len(ents), s.opts.MaxEntities)
+	}
+	reqVals, reqStride, err := sel.requestValues(req)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	sc := s.scratch.Get().(*scratch)
 	defer s.release(sc)
@@ -258,7 +258,7 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 		return nil, status.Errorf(codes.Unavailable, "online store: %v", err)
 	}
 	if len(sel.ods) > 0 {
-		vals = sel.computeODs(sc, vals, len(ents), reqVals, s.opts.Metrics)
+		vals = sel.computeODs(sc, vals, len(ents), reqVals, reqStride, s.opts.Metrics)
 	}
 	switch {
 	case encode && columns:

@@ -318,6 +318,17 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 	}
 	sel.width = len(sel.views) + len(sel.ods)
 	sel.requestNames = slices.Sorted(maps.Keys(sel.requestFields))
+	for _, s := range sel.ods {
+		s.reqs = make([]int, len(s.od.vars))
+		for v, x := range s.od.vars {
+			s.reqs[v] = -1
+			if x.view == nil {
+				if j, ok := slices.BinarySearch(sel.requestNames, x.name); ok {
+					s.reqs[v] = j
+				}
+			}
+		}
+	}
 	for _, vp := range sel.views {
 		sel.viewNames = append(sel.viewNames, vp.name)
 		sel.viewEntity = append(sel.viewEntity, sel.eidx[vp])

@@ -146,15 +146,9 @@ func (c *Client) Lookup(ctx context.Context, sel Selector, entities ...Entity) (
 	} else {
 		req.Kind = &pb.GetOnlineFeaturesRequest_Features{Features: &pb.FeatureList{Refs: sel.refs}}
 	}
-	if len(sel.request) > 0 {
-		req.RequestContext = make(map[string]*pb.Value, len(sel.request))
-		for name, v := range sel.request {
-			pv, err := requestValue(v)
-			if err != nil {
-				return nil, status.Errorf(codes.InvalidArgument, "request value %q: %v", name, err)
-			}
-			req.RequestContext[name] = pv
-		}
+	var err error
+	if req.RequestContext, err = requestContext(sel.request); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	for i, e := range entities {
 		if e == nil {

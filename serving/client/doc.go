@@ -21,6 +21,15 @@
 // it comes from and, for windowed features, the interval of event time its
 // window covered.
 //
+// On-demand features are computed from stored features and values of the
+// request: give them with Selector.WithRequest for every row, or
+// WithRequest for one row (which takes precedence):
+//
+//	sel := client.Service("fraud_detection_v2").WithRequest(map[string]any{"country": "FR"})
+//	res, err := c.Lookup(ctx, sel,
+//		client.WithRequest(client.Keys{"card_id": "card-0001", "merchant_id": "m-001"}, map[string]any{"amount": 250.0}),
+//		client.WithRequest(client.Keys{"card_id": "card-0002", "merchant_id": "m-007"}, map[string]any{"amount": 12.5}))
+//
 // Errors carry gRPC status codes (status.Code(err)): InvalidArgument for an
 // unknown name or a wrongly typed, missing or superfluous key, the message
 // naming it (an empty service name or an entity without join-key values is

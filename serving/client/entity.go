@@ -8,7 +8,8 @@ import (
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
 )
 
-// An Entity is one row of a lookup: a Key or a Keys. Join-key values are Go
+// An Entity is one row of a lookup: a Key or a Keys, or one of them with
+// request values of its own (WithRequest). Join-key values are Go
 // strings for string join keys and Go integers (int, int64, uint32, ...)
 // for int64 join keys. Every entity has a join key, so an empty Key or Keys
 // makes Lookup fail with InvalidArgument before any call.
@@ -108,4 +109,47 @@ func requestValue(v any) (*pb.Value, error) {
 		return nil, fmt.Errorf("a %T; request values are strings, bools, numbers or nil", v)
 	}
 	return keyValue(v)
+}
+
+// WithRequest returns entity e with request values of its own, for
+// on-demand features: in a lookup of many transactions at once, the amount
+// of each. They take precedence over the lookup's (Selector.WithRequest).
+// Values are as Selector.WithRequest takes them.
+func WithRequest(e Entity, values map[string]any) Entity {
+	return rowWithRequest{e: e, values: values}
+}
+
+type rowWithRequest struct {
+	e      Entity
+	values map[string]any
+}
+
+func (r rowWithRequest) entityKey() (*pb.EntityKey, error) {
+	if r.e == nil {
+		return nil, fmt.Errorf("nil")
+	}
+	k, err := r.e.entityKey()
+	if err != nil {
+		return nil, err
+	}
+	if k.RequestContext, err = requestContext(r.values); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// requestContext converts request values to their wire form, nil for none.
+func requestContext(values map[string]any) (map[string]*pb.Value, error) {
+	if len(values) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]*pb.Value, len(values))
+	for name, v := range values {
+		pv, err := requestValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("request value %q: %w", name, err)
+		}
+		out[name] = pv
+	}
+	return out, nil
 }

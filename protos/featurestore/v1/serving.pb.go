@@ -168,9 +168,11 @@ type GetOnlineFeaturesRequest struct {
 	Entities []*EntityKey `protobuf:"bytes,3,rep,name=entities,proto3" json:"entities,omitempty"`
 	// Request-time values that are not stored, such as the amount of the
 	// transaction being scored, keyed by request field name, for features
-	// computed at request time. They apply to all entities of the request. A
-	// name that no requested feature uses is rejected with INVALID_ARGUMENT, so
-	// that a typo cannot go unnoticed.
+	// computed at request time (on-demand feature views). They apply to all
+	// entities of the request; EntityKey.request_context gives values of one
+	// row, which take precedence. A name that no requested feature uses is
+	// rejected with INVALID_ARGUMENT, so that a typo cannot go unnoticed, and so
+	// is a request field that a requested feature uses and a row lacks.
 	RequestContext map[string]*Value `protobuf:"bytes,4,rep,name=request_context,json=requestContext,proto3" json:"request_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Whether to fill FeatureValue.event_time and FeatureValue.window. Unset
 	// means true. Set it to false to shrink large responses when only values and

@@ -504,14 +504,21 @@ func (x *BoolList) GetVal() []bool {
 // its join key's declared scalar type; join keys are never lists. A missing,
 // unused or wrongly typed key is rejected with INVALID_ARGUMENT naming the
 // row, the join key and the entity.
+//
+// request_context gives request values of this row alone, for features
+// computed at request time (on-demand feature views): in a lookup of many
+// transactions at once, the amount of each. A name given both here and in
+// GetOnlineFeaturesRequest.request_context takes this row's value.
 type EntityKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The join-key values, in the entity's declared join-key order.
 	JoinKeyValues []*Value `protobuf:"bytes,1,rep,name=join_key_values,json=joinKeyValues,proto3" json:"join_key_values,omitempty"`
 	// The join-key values by join key name.
-	JoinKeys      map[string]*Value `protobuf:"bytes,2,rep,name=join_keys,json=joinKeys,proto3" json:"join_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	JoinKeys map[string]*Value `protobuf:"bytes,2,rep,name=join_keys,json=joinKeys,proto3" json:"join_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Request values of this row, by request field name.
+	RequestContext map[string]*Value `protobuf:"bytes,3,rep,name=request_context,json=requestContext,proto3" json:"request_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EntityKey) Reset() {
@@ -558,6 +565,13 @@ func (x *EntityKey) GetJoinKeys() map[string]*Value {
 	return nil
 }
 
+func (x *EntityKey) GetRequestContext() map[string]*Value {
+	if x != nil {
+		return x.RequestContext
+	}
+	return nil
+}
+
 var File_featurestore_v1_types_proto protoreflect.FileDescriptor
 
 const file_featurestore_v1_types_proto_rawDesc = "" +
@@ -585,11 +599,15 @@ const file_featurestore_v1_types_proto_rawDesc = "" +
 	"DoubleList\x12\x10\n" +
 	"\x03val\x18\x01 \x03(\x01R\x03val\"\x1c\n" +
 	"\bBoolList\x12\x10\n" +
-	"\x03val\x18\x01 \x03(\bR\x03val\"\xe7\x01\n" +
+	"\x03val\x18\x01 \x03(\bR\x03val\"\x9b\x03\n" +
 	"\tEntityKey\x12>\n" +
 	"\x0fjoin_key_values\x18\x01 \x03(\v2\x16.featurestore.v1.ValueR\rjoinKeyValues\x12E\n" +
-	"\tjoin_keys\x18\x02 \x03(\v2(.featurestore.v1.EntityKey.JoinKeysEntryR\bjoinKeys\x1aS\n" +
+	"\tjoin_keys\x18\x02 \x03(\v2(.featurestore.v1.EntityKey.JoinKeysEntryR\bjoinKeys\x12W\n" +
+	"\x0frequest_context\x18\x03 \x03(\v2..featurestore.v1.EntityKey.RequestContextEntryR\x0erequestContext\x1aS\n" +
 	"\rJoinKeysEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
+	"\x05value\x18\x02 \x01(\v2\x16.featurestore.v1.ValueR\x05value:\x028\x01\x1aY\n" +
+	"\x13RequestContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
 	"\x05value\x18\x02 \x01(\v2\x16.featurestore.v1.ValueR\x05value:\x028\x01*\xed\x01\n" +
 	"\tValueType\x12\x1a\n" +
@@ -617,7 +635,7 @@ func file_featurestore_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_featurestore_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_featurestore_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_featurestore_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_featurestore_v1_types_proto_goTypes = []any{
 	(ValueType)(0),     // 0: featurestore.v1.ValueType
 	(*Value)(nil),      // 1: featurestore.v1.Value
@@ -627,6 +645,7 @@ var file_featurestore_v1_types_proto_goTypes = []any{
 	(*BoolList)(nil),   // 5: featurestore.v1.BoolList
 	(*EntityKey)(nil),  // 6: featurestore.v1.EntityKey
 	nil,                // 7: featurestore.v1.EntityKey.JoinKeysEntry
+	nil,                // 8: featurestore.v1.EntityKey.RequestContextEntry
 }
 var file_featurestore_v1_types_proto_depIdxs = []int32{
 	2, // 0: featurestore.v1.Value.string_list_val:type_name -> featurestore.v1.StringList
@@ -635,12 +654,14 @@ var file_featurestore_v1_types_proto_depIdxs = []int32{
 	5, // 3: featurestore.v1.Value.bool_list_val:type_name -> featurestore.v1.BoolList
 	1, // 4: featurestore.v1.EntityKey.join_key_values:type_name -> featurestore.v1.Value
 	7, // 5: featurestore.v1.EntityKey.join_keys:type_name -> featurestore.v1.EntityKey.JoinKeysEntry
-	1, // 6: featurestore.v1.EntityKey.JoinKeysEntry.value:type_name -> featurestore.v1.Value
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	8, // 6: featurestore.v1.EntityKey.request_context:type_name -> featurestore.v1.EntityKey.RequestContextEntry
+	1, // 7: featurestore.v1.EntityKey.JoinKeysEntry.value:type_name -> featurestore.v1.Value
+	1, // 8: featurestore.v1.EntityKey.RequestContextEntry.value:type_name -> featurestore.v1.Value
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_featurestore_v1_types_proto_init() }
@@ -664,7 +685,7 @@ func file_featurestore_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_featurestore_v1_types_proto_rawDesc), len(file_featurestore_v1_types_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
