@@ -556,7 +556,7 @@ func writeExpressions(p printer) {
 		"expression is not run; a lookup gives it the status of that input (not found, expired or null, in that " +
 		"order of precedence). Counts and sums over no events are 0, not null. When a run fails (an integer `%%` by " +
 		"zero, a string index out of range, a list too large), the value is null (status null) and the failure is " +
-		"counted (`featurestore_on_demand_errors_total` in serving; a warning at the end of an export). A double " +
+		"counted (`featurestore_serving_on_demand_errors_total` in serving; a warning at the end of an export). A double " +
 		"division by zero gives an infinity, not a failure: guard it (`n > 0 ? sum / n : 0.0`) when a model cannot " +
 		"take one.\n\n")
 }

@@ -73,6 +73,17 @@ func TestOnDemandFeatures(t *testing.T) {
 		}
 	}
 
+	// Four lookups of three cards: values by view and status, and the
+	// online store's reads.
+	for st, want := range map[string]float64{"present": 44, "not_found": 12, "null": 4, "expired": 0} {
+		if n := counter(t, reg, "featurestore_serving_values_total", map[string]string{"view": "txn_risk", "status": st}); n != want {
+			t.Errorf("txn_risk values %s: %v, want %v", st, n, want)
+		}
+	}
+	if n := histogramCount(t, reg, "featurestore_serving_redis_duration_seconds", map[string]string{"result": "ok"}); n != 4 {
+		t.Errorf("online store reads observed: %d, want 4", n)
+	}
+
 	t.Run("mixed with stored features and by service", func(t *testing.T) {
 		resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{
 			Kind:           &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "risk"},
@@ -129,7 +140,7 @@ func TestOnDemandFeatures(t *testing.T) {
 			RequestContext: map[string]*pb.Value{"amount": dval(0.5)}, // 7 % 0
 		})
 		checkRows(t, resp, [][]string{{"NULL_VALUE", g(0.5 - 5)}})
-		if n := counter(t, reg, "featurestore_on_demand_errors_total", map[string]string{"view": "txn_risk", "feature": "mod"}); n != 1 {
+		if n := counter(t, reg, "featurestore_serving_on_demand_errors_total", map[string]string{"view": "txn_risk", "feature": "mod"}); n != 1 {
 			t.Errorf("errors counted: %v, want 1", n)
 		}
 	})

@@ -243,7 +243,9 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 	}
 	now := s.opts.Now()
 	t := now.UnixMilli()
+	readStart := time.Now()
 	vals, err := sc.buf.ReadViews(ctx, s.store, sc.reads, t)
+	s.opts.Metrics.readDone(time.Since(readStart), err)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return nil, status.Error(codes.Canceled, "request canceled")
@@ -260,6 +262,7 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 	if len(sel.ods) > 0 {
 		vals = sel.computeODs(sc, vals, len(ents), reqVals, reqStride, s.opts.Metrics)
 	}
+	s.opts.Metrics.countValues(sel, vals, len(ents))
 	switch {
 	case encode && columns:
 		return encodeColumns(sc, req, sel, vals, p.version, now), nil

@@ -89,8 +89,12 @@ type selection struct {
 	// views', then the on-demand views'; viewEntity[j] is eidx[views[j]].
 	viewNames  []string
 	viewEntity []int
-	windowed   int    // columns that are windowed
-	namesWire  []byte // names, as field 1 of an encoded response
+	// colViews are the distinct views of the columns, stored or on-demand,
+	// and colView[c] is the index in colViews of column c's, for metrics.
+	colViews  []string
+	colView   []int
+	windowed  int    // columns that are windowed
+	namesWire []byte // names, as field 1 of an encoded response
 }
 
 // newPlan compiles every view of a snapshot. A view that fails does not fail
@@ -335,6 +339,15 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 	}
 	for _, s := range sel.ods {
 		sel.viewNames = append(sel.viewNames, s.od.name)
+	}
+	for _, col := range sel.cols {
+		view, _, _ := strings.Cut(col.name, ":")
+		i := slices.Index(sel.colViews, view)
+		if i < 0 {
+			i = len(sel.colViews)
+			sel.colViews = append(sel.colViews, view)
+		}
+		sel.colView = append(sel.colView, i)
 	}
 	sel.namesWire = appendWireNames(nil, sel.names)
 	return sel, nil

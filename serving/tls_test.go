@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -105,6 +106,20 @@ func servedCert(t testing.TB, addr string, cfg *tls.Config) *x509.Certificate {
 // reg, 0 if it has none.
 func counter(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
+	return metric(t, reg, name, labels).GetCounter().GetValue()
+}
+
+// histogramCount returns the sample count of the histogram name with the
+// given labels in reg, 0 if it has none.
+func histogramCount(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) uint64 {
+	t.Helper()
+	return metric(t, reg, name, labels).GetHistogram().GetSampleCount()
+}
+
+// metric returns the metric name with the given labels in reg, nil if it
+// has none.
+func metric(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) *dto.Metric {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -120,10 +135,10 @@ func counter(t testing.TB, reg *prometheus.Registry, name string, labels map[str
 					continue metrics
 				}
 			}
-			return m.GetCounter().GetValue()
+			return m
 		}
 	}
-	return 0
+	return nil
 }
 
 func TestTLS(t *testing.T) {
