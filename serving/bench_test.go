@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
@@ -16,7 +17,8 @@ import (
 )
 
 // BenchmarkGetOnlineFeatures measures the handler against real Redis: 10
-// features from 2 views, for 1 and for 100 entities, each response encoded
+// features from 2 views, for 1 and for 100 entities, with the metrics on as
+// featurestore serve has them, each response encoded
 // into a reused buffer as gRPC's codec does.
 func BenchmarkGetOnlineFeatures(b *testing.B) {
 	// RESP2, as featurestore serve's client.
@@ -32,7 +34,7 @@ func BenchmarkGetOnlineFeatures(b *testing.B) {
 	snaps := &staticSnapshots{}
 	snaps.p.Store(snap)
 	clk := newClock(20 * time.Minute)
-	svc := NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: project, Now: clk.now})
+	svc := NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: project, Now: clk.now, Metrics: NewMetrics(prometheus.NewRegistry())})
 	features := refs(append(append([]string{}, cardTxnAll...), "card_more:mean_1h", "card_more:n_10m", "card_more:merchants", "card_more:n_5m")...)
 	for _, layout := range []pb.ResponseLayout{pb.ResponseLayout_RESPONSE_LAYOUT_ROWS, pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS} {
 		for _, n := range []int{1, 100} {
