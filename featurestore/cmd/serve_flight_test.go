@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -111,6 +112,9 @@ func writeEntityParquet(t *testing.T, path string, rows int) {
 		{Name: "merchant_id", Type: arrow.BinaryTypes.String},
 		{Name: "event_timestamp", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
 		{Name: "label", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+		// The request fields of the examples' on-demand features.
+		{Name: "amount", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+		{Name: "country", Type: arrow.BinaryTypes.String, Nullable: true},
 	}, nil)
 	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
 	defer b.Release()
@@ -125,6 +129,8 @@ func writeEntityParquet(t *testing.T, path string, rows int) {
 		} else {
 			b.Field(3).(*array.Float64Builder).Append(float64(rng.IntN(2)))
 		}
+		b.Field(4).(*array.Float64Builder).Append(float64(rng.IntN(100000)) / 100)
+		b.Field(5).(*array.StringBuilder).Append([]string{"FR", "DE", "US"}[rng.IntN(3)])
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
@@ -150,7 +156,8 @@ func writeEntityParquet(t *testing.T, path string, rows int) {
 // training job with pyarrow.flight, get the training set of a Parquet
 // label table over Flight; the script checks that it equals what
 // 'featurestore export' wrote to a file for the same table, and that
-// pyarrow surfaces the server's errors.
+// pyarrow surfaces the server's errors. The service, fraud_detection_v2,
+// includes on-demand features, computed from the table's request columns.
 func TestServeFlightPython(t *testing.T) {
 	for _, where := range []string{"dir", "s3", "gs", "azblob"} {
 		t.Run(where, func(t *testing.T) { testServeFlightPython(t, where) })
@@ -183,14 +190,26 @@ func testServeFlightPython(t *testing.T, where string) {
 	writeEntityParquet(t, labels, 5000)
 	fileExport := filepath.Join(dir, "train.arrow")
 	if code, out, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", labels,
-		"--service", "fraud_detection_v1", "--out", fileExport); code != 0 {
+		"--service", "fraud_detection_v2", "--out", fileExport); code != 0 {
 		t.Fatalf("export: exit %d\n%s%s", code, out, errOut)
+	}
+	// The examples' service includes on-demand features, computed from the
+	// table's amount and country: some must have values.
+	if code, out, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", labels,
+		"--features", "txn_risk:*", "--out", filepath.Join(dir, "risk.parquet")); code != 0 {
+		t.Fatalf("export: exit %d\n%s%s", code, out, errOut)
+	}
+	risk := readParquetCells(t, filepath.Join(dir, "risk.parquet"))
+	for _, name := range []string{"txn_risk:amount_over_card_max_1d", "txn_risk:country_changed"} {
+		if nonNull := slices.IndexFunc(risk[name], func(v any) bool { return v != nil }); nonNull < 0 {
+			t.Errorf("%s: null in every row", name)
+		}
 	}
 	policy := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policy, []byte(fmt.Sprintf(`principals:
   - name: trainer
     token_sha256: [%s]
-    grants: [{project: %s, views: [card_txn, merchant_txn]}]
+    grants: [{project: %s, views: [card_txn, merchant_txn, txn_risk]}]
   - name: cards-only
     token_sha256: [%s]
     grants: [{project: %s, views: [card_txn]}]
@@ -227,7 +246,7 @@ func testServeFlightPython(t *testing.T, where string) {
 
 	cmd := exec.Command(py, filepath.Join("testdata", "flight_export.py"), "--location", "grpc://"+flightAddr,
 		"--token", "tok-trainer", "--other-token", "tok-cards", "--entities", labels, "--expected", fileExport,
-		"--feature-service", "fraud_detection_v1")
+		"--feature-service", "fraud_detection_v2")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("flight_export.py: %v\n%s\nserve:\n%s", err, out, stderr.String())
