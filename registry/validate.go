@@ -511,6 +511,10 @@ func (r *Registry) refEntities(view string) []*Entity {
 	return out
 }
 
+// unknownNameRE finds the name in the expression compiler's error for an
+// unknown variable or function.
+var unknownNameRE = regexp.MustCompile(`^unknown name ([A-Za-z_][A-Za-z0-9_]*)`)
+
 // exprKeywords are words of the expr language that cannot name variables.
 var exprKeywords = []string{"in", "not", "and", "or", "matches", "contains", "startsWith", "endsWith", "let", "nil", "true", "false", "if", "else"}
 
@@ -651,7 +655,17 @@ func (r *Registry) checkOnDemandView(e *errs, v *OnDemandFeatureView) {
 		}
 		x, err := derive.Compile(f.Expression, vars, f.Type.Kind())
 		if err != nil {
-			e.add(f.PosOf("expression"), "%s: expression: %v", fctx, err)
+			hint := ""
+			if m := unknownNameRE.FindStringSubmatch(err.Error()); m != nil && derive.IsWithheld(m[1]) {
+				hint = fmt.Sprintf(" (%s is not among the functions expressions may call: the same inputs must always give the same value)", m[1])
+			} else if m != nil {
+				names := slices.Clone(derive.Functions)
+				for _, x := range v.vars {
+					names = append(names, x.Name)
+				}
+				hint = nearest(m[1], names)
+			}
+			e.add(f.PosOf("expression"), "%s: expression: %v%s", fctx, err, hint)
 			continue
 		}
 		f.expr = x

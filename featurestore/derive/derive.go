@@ -29,6 +29,7 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -49,6 +50,14 @@ var Functions = []string{
 	"all", "none", "any", "one", "filter", "map", "count", "sum", "mean",
 	"median", "first", "last", "take", "reverse", "sort", "uniq", "concat",
 	"log", "log1p", "exp", "sqrt",
+}
+
+// IsWithheld reports whether name is a function of the expr language that
+// expressions may not call (now, date, repeat, toJSON...): one that reads
+// the clock, or that a deterministic feature has no use for.
+func IsWithheld(name string) bool {
+	_, ok := builtin.Index[name]
+	return ok && !slices.Contains(Functions, name)
 }
 
 // maxNodes bounds the size of an expression.
