@@ -213,12 +213,17 @@ func (sel *selection) computeODs(sc *scratch, vals [][]window.FeatureValue, ne i
 		per += len(s.od.feats)
 	}
 	out := make([]window.FeatureValue, ne*per)
+	// Request values go into interfaces once, not once per feature and row.
+	reqAny := make([]any, len(req))
+	for j, v := range req {
+		reqAny[j] = v.Any()
+	}
 	for i := range ne {
 		copy(all[i*w:i*w+nv], vals[i*nv:(i+1)*nv])
 		for k, s := range sel.ods {
 			res := out[:len(s.od.feats):len(s.od.feats)]
 			out = out[len(s.od.feats):]
-			s.compute(sc, res, vals[i*nv:(i+1)*nv], req[i*stride:], m)
+			s.compute(sc, res, vals[i*nv:(i+1)*nv], reqAny[i*stride:], m)
 			all[i*w+nv+k] = res
 		}
 	}
@@ -227,9 +232,10 @@ func (sel *selection) computeODs(sc *scratch, vals [][]window.FeatureValue, ne i
 
 // compute fills res, by feature of the on-demand view, with the requested
 // features for one entity, whose stored views' results are views and
-// request values req (by selection.requestNames).
-func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window.FeatureValue, req []featurestore.Value, m *Metrics) {
+// request values req (by selection.requestNames, nil for null).
+func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window.FeatureValue, req []any, m *Metrics) {
 	od := s.od
+	// Each value goes into an interface once for all the view's features.
 	sc.odVals = slices.Grow(sc.odVals[:0], len(od.vars))[:len(od.vars)]
 	clear(sc.odVals)
 	for v, x := range od.vars {
@@ -244,7 +250,7 @@ func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window
 		}
 		fv := &views[s.views[v]][x.index]
 		if fv.Status == window.StatusPresent {
-			sc.odVals[v] = fv.Value
+			sc.odVals[v] = fv.Value.Any()
 		}
 	}
 	for _, fi := range s.feats {
@@ -256,7 +262,7 @@ func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window
 		for _, v := range e.Uses() {
 			x := od.vars[v]
 			if x.view == nil {
-				if sc.odVals[v].IsNull() && st == window.StatusPresent {
+				if sc.odVals[v] == nil && st == window.StatusPresent {
 					st = window.StatusNull
 				}
 				continue
@@ -267,7 +273,7 @@ func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window
 			res[fi] = window.FeatureValue{Status: st}
 			continue
 		}
-		val, err := sc.ev.Eval(e, sc.odVals)
+		val, err := sc.ev.EvalBoxed(e, sc.odVals)
 		if err != nil {
 			m.onDemandError(od.name, f.Name)
 		}

@@ -280,9 +280,9 @@ type scratch struct {
 	keys        []featurestore.EntityKey
 	reads       []online.ViewRead
 	buf         online.ReadBuffer
-	sizes, rows []int                // of encodeResponse
-	ev          derive.Evaluator     // of on-demand features
-	odVals      []featurestore.Value // an on-demand view's variables
+	sizes, rows []int            // of encodeResponse
+	ev          derive.Evaluator // of on-demand features
+	odVals      []any            // an on-demand view's variables, as Value.Any gives them
 }
 
 // release returns a request's scratch to the pool, keeping no key alive.

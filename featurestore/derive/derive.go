@@ -190,27 +190,41 @@ func zero(k featurestore.Kind) (any, error) {
 // Evaluator runs expressions. It reuses its memory from run to run, so it
 // must not be used by two goroutines at once; keep one per goroutine.
 type Evaluator struct {
-	vm  vm.VM
-	env map[string]any
+	vm    vm.VM
+	env   map[string]any
+	boxed []any
 }
 
 // Eval computes e with the variables' values in vals (indexed as the
 // variables e was compiled with). It returns a null value when a variable
 // that e uses is null, and an error when the run fails.
 func (ev *Evaluator) Eval(e *Expr, vals []featurestore.Value) (featurestore.Value, error) {
+	ev.boxed = slices.Grow(ev.boxed[:0], len(vals))[:len(vals)]
+	clear(ev.boxed)
+	for _, i := range e.uses {
+		ev.boxed[i] = vals[i].Any()
+	}
+	return ev.EvalBoxed(e, ev.boxed)
+}
+
+// EvalBoxed is Eval with the values as Value.Any gives them (nil for
+// null), so that a caller evaluating several expressions over the same
+// values converts each once: a number or a string put in an interface is
+// an allocation.
+func (ev *Evaluator) EvalBoxed(e *Expr, vals []any) (featurestore.Value, error) {
 	if ev.env == nil {
 		ev.env = make(map[string]any, len(e.vars))
 	}
 	clear(ev.env)
 	for _, i := range e.uses {
 		v := vals[i]
-		if v.IsNull() {
+		if v == nil {
 			return featurestore.Value{}, nil
 		}
-		if v.Kind() != e.vars[i].Kind {
-			return featurestore.Value{}, fmt.Errorf("variable %q is %s, not %s", e.vars[i].Name, v.Kind(), e.vars[i].Kind)
+		if !isKind(v, e.vars[i].Kind) {
+			return featurestore.Value{}, fmt.Errorf("variable %q is %T, not %s", e.vars[i].Name, v, e.vars[i].Kind)
 		}
-		ev.env[e.vars[i].Name] = v.Any()
+		ev.env[e.vars[i].Name] = v
 	}
 	ev.vm.MemoryBudget = memoryBudget
 	res, err := ev.vm.Run(e.prog, ev.env)
@@ -218,6 +232,29 @@ func (ev *Evaluator) Eval(e *Expr, vals []featurestore.Value) (featurestore.Valu
 		return featurestore.Value{}, errors.New(oneLine(err.Error()))
 	}
 	return result(res, e.out)
+}
+
+// isKind reports whether v, as Value.Any gives values, is of kind k.
+func isKind(v any, k featurestore.Kind) bool {
+	switch v.(type) {
+	case string:
+		return k == featurestore.KindString
+	case int64:
+		return k == featurestore.KindInt64
+	case float64:
+		return k == featurestore.KindDouble
+	case bool:
+		return k == featurestore.KindBool
+	case []string:
+		return k == featurestore.KindStringList
+	case []int64:
+		return k == featurestore.KindInt64List
+	case []float64:
+		return k == featurestore.KindDoubleList
+	case []bool:
+		return k == featurestore.KindBoolList
+	}
+	return false
 }
 
 // fits reports whether values of Go kind k make values of kind out:
