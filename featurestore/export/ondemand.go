@@ -74,7 +74,11 @@ func planOnDemand(r *registry.Registry, resolved []registry.FeatureRef) (stored 
 			return nil, nil, fmt.Errorf("unknown feature %q in on-demand feature view %q", ref.Feature, ref.View)
 		}
 		for _, i := range f.Expr().Uses() {
-			if in := v.Vars()[i].Input; in != nil && !requested[*in] {
+			in := v.Vars()[i].Input
+			if in != nil && !r.View(in.View).IsOffline() {
+				return nil, nil, fmt.Errorf("on-demand feature %q reads %q, whose feature view is not kept offline (offline: false): it cannot be exported", ref.String(), in.String())
+			}
+			if in != nil && !requested[*in] {
 				requested[*in] = true
 				stored = append(stored, *in)
 			}

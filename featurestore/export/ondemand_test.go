@@ -30,6 +30,12 @@ features:
   - {name: same_cat, type: bool, expression: "tag == cat"}
   - {name: jump, type: double, expression: "price - last_amount"}
   - {name: busy, type: int64, expression: "shop_n * 10 + len(tag)"}
+---
+kind: OnDemandFeatureView
+name: risk_online
+inputs: {n: not_offline:n}
+features:
+  - {name: twice, type: int64, expression: "n * 2"}
 `
 
 // TestExportOnDemand exports on-demand features, whose inputs are not
@@ -127,6 +133,13 @@ func TestExportOnDemand(t *testing.T) {
 			checkOutput(t, out, ts, refs, want)
 		})
 	}
+
+	t.Run("input not kept offline", func(t *testing.T) {
+		_, err := Check(Options{Registry: r, Features: []string{"risk_online:twice"}}, nil)
+		if want := `on-demand feature "risk_online:twice" reads "not_offline:n", whose feature view is not kept offline`; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want an error with %q", err, want)
+		}
+	})
 
 	t.Run("entity table errors", func(t *testing.T) {
 		dir := t.TempDir()
