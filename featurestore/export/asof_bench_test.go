@@ -75,6 +75,14 @@ features:
   - {name: amount_sum_7d, aggregation: sum, field: amount, window: 7d}
   - {name: amount, field: amount, type: double}
   - {name: cat, field: cat, type: string}
+---
+kind: OnDemandFeatureView
+name: activity_ratios
+inputs: {n_1h: activity:n_1h, n_1d: activity:n_1d, amount: activity:amount, mean_1d: activity:amount_mean_1d, max_1d: activity:amount_max_1d}
+features:
+  - {name: share_1h, type: double, expression: "n_1d > 0 ? n_1h / n_1d : 0.0"}
+  - {name: last_over_mean, type: double, expression: "amount / mean_1d"}
+  - {name: last_is_max, type: bool, expression: "amount == max_1d"}
 `
 
 const (
@@ -479,6 +487,9 @@ func BenchmarkExportVsDuckDB(b *testing.B) {
 	}{
 		{"all", []string{"activity:*"}},
 		{"last-values", []string{"activity:amount", "activity:cat"}},
+		// The same with 3 on-demand features computed from 5 of them: what
+		// the expressions cost at each row.
+		{"all+on-demand", []string{"activity:*", "activity_ratios:*"}},
 	} {
 		name := fmt.Sprintf("events=%d/entities=%d/rows=%d/features=%s", size.events, size.entities, size.rows, sel.name)
 		b.Run(name, func(b *testing.B) { benchAsof(b, py, dir, size, sel.features) })

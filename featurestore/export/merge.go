@@ -285,7 +285,7 @@ func (x *exporter) write(ctx context.Context) error {
 	// another, so that gathering a batch overlaps writing the one before.
 	batches := make(chan arrow.RecordBatch, 1)
 	onlyStored := x.plan.onlyStored()
-	var ev derive.Evaluator // used by the goroutine that gathers
+	evs := make([]derive.Evaluator, len(x.plan.outputs)) // of on-demand outputs, one each
 	defer warnFailed(x.log, x.plan.outputs)
 	g, gctx := newWorkGroup(ctx)
 	g.Go(func() error {
@@ -307,7 +307,7 @@ func (x *exporter) write(ctx context.Context) error {
 				}
 			}
 			if !onlyStored {
-				cols = x.onDemandColumns(&ev, cols, rec, n)
+				cols = x.onDemandColumns(evs, cols, rec, n)
 			}
 			batch := array.NewRecordBatch(schema, cols, int64(n))
 			for _, a := range cols[rec.NumCols():] {

@@ -1,6 +1,7 @@
 package export
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
@@ -238,26 +239,33 @@ func warnFailed(log *slog.Logger, outs []outColumn) {
 
 // onDemandColumns turns a batch's columns, the entity table's then the
 // stored features' (plan.columns), into the output's: the entity table's,
-// then the outputs in request order, with the on-demand ones computed. It
-// releases the stored columns that are not written.
-func (x *exporter) onDemandColumns(ev *derive.Evaluator, cols []arrow.Array, table arrow.RecordBatch, n int) []arrow.Array {
+// then the outputs in request order, with the on-demand ones computed, in
+// parallel (evs holds an evaluator per output). It releases the stored
+// columns that are not written.
+func (x *exporter) onDemandColumns(evs []derive.Evaluator, cols []arrow.Array, table arrow.RecordBatch, n int) []arrow.Array {
 	nt := int(table.NumCols())
 	stored := cols[nt:]
 	kinds := make([]featurestore.Kind, len(x.plan.columns))
 	for i, c := range x.plan.columns {
 		kinds[i] = c.kind
 	}
-	out := append(make([]arrow.Array, 0, nt+len(x.plan.outputs)), cols[:nt]...)
-	for _, o := range x.plan.outputs {
+	outs := make([]arrow.Array, len(x.plan.outputs))
+	var ods []int
+	for i, o := range x.plan.outputs {
 		if o.od == nil {
 			stored[o.stored].Retain()
-			out = append(out, stored[o.stored])
-			continue
+			outs[i] = stored[o.stored]
+		} else {
+			ods = append(ods, i)
 		}
-		out = append(out, o.od.compute(x.mem, ev, stored, kinds, table, x.cols.fields, n))
 	}
+	_ = forEach(context.Background(), len(ods), x.workers, func(_ context.Context, k int) error {
+		i := ods[k]
+		outs[i] = x.plan.outputs[i].od.compute(x.mem, &evs[i], stored, kinds, table, x.cols.fields, n)
+		return nil
+	})
 	for _, a := range stored {
 		a.Release()
 	}
-	return out
+	return append(cols[:nt:nt], outs...)
 }
