@@ -41,24 +41,33 @@ features:
 // TestExportOnDemand exports on-demand features, whose inputs are not
 // requested, and compares each row with the expressions worked out in Go
 // from the brute-force reference's values of the inputs at that row and
-// the row's request columns (price, some of them null, given as int64 in
-// half the rows; tag).
+// the row's request columns (price, some of them null, as double or as
+// int64; tag), in memory and with a budget so small that the stored
+// columns go through spill and results files.
 func TestExportOnDemand(t *testing.T) {
 	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(testDefs + onDemandDefs)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(5, 6))
-	s := randomScenario(rng, 2000, 1500)
 	inputs := []registry.FeatureRef{{View: "by_user", Feature: "amount_sum_10m"}, {View: "by_user", Feature: "amount_mean_10m"},
 		{View: "user_last", Feature: "amount"}, {View: "by_user", Feature: "cat"}, {View: "by_shop", Feature: "n_2m"}}
-	in := s.expected(r, inputs)
-	for _, asInt := range []bool{false, true} {
-		name := "double price"
-		if asInt {
-			name = "int64 price"
-		}
-		t.Run(name, func(t *testing.T) {
+	for k, c := range []struct {
+		name         string
+		asInt        bool
+		events, rows int
+		memory       int64
+	}{
+		{"double price", false, 2000, 1500, 0},
+		{"int64 price", true, 2000, 1500, 0},
+		// Too many rows for the index of results in memory: the stored
+		// columns come back through the results files and the merge.
+		{"tiny budget, many rows", false, 1000, 17000, 1 << 20},
+	} {
+		rng := rand.New(rand.NewPCG(5, uint64(k)))
+		s := randomScenario(rng, c.events, c.rows)
+		in := s.expected(r, inputs)
+		asInt := c.asInt
+		t.Run(c.name, func(t *testing.T) {
 			ts := &scenario{events: s.events, rows: make([][]any, len(s.rows))}
 			priceType := arrow.DataType(arrow.PrimitiveTypes.Float64)
 			if asInt {
@@ -122,13 +131,17 @@ func TestExportOnDemand(t *testing.T) {
 			for i, ref := range refs {
 				strs[i] = ref.String()
 			}
-			opts := Options{Registry: r, Log: s.log(t, rng, r), Features: strs, Entities: path, Out: out, TempDir: dir, Parallelism: 2}
+			opts := Options{Registry: r, Log: s.log(t, rng, r), Features: strs, Entities: path, Out: out, TempDir: dir, Parallelism: 2, Memory: c.memory}
 			// What a server authorizes: the views read, then the on-demand ones.
 			if views, err := Check(opts, nil); err != nil || !slices.Equal(views, []string{"by_user", "user_last", "by_shop", "risk"}) {
 				t.Errorf("Check: %q, %v", views, err)
 			}
-			if _, err := Run(context.Background(), opts); err != nil {
+			st, err := Run(context.Background(), opts)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if c.memory > 0 && st.Spilled == 0 {
+				t.Errorf("a budget of %d bytes spilled nothing", c.memory)
 			}
 			checkOutput(t, out, ts, refs, want)
 		})
@@ -142,6 +155,7 @@ func TestExportOnDemand(t *testing.T) {
 	})
 
 	t.Run("entity table errors", func(t *testing.T) {
+		s0 := randomScenario(rand.New(rand.NewPCG(1, 2)), 10, 1)
 		dir := t.TempDir()
 		for _, c := range []struct {
 			fields []arrow.Field
@@ -151,8 +165,8 @@ func TestExportOnDemand(t *testing.T) {
 			{nil, nil, `no column "price" for the request field of on-demand features`},
 			{[]arrow.Field{{Name: "price", Type: arrow.BinaryTypes.String}}, []any{"1"}, `column "price" (request field, double) has type utf8`},
 		} {
-			tt := &testTable{fields: append(slices.Clone(c.fields), s.fields...)}
-			tt.rows = [][]any{append(slices.Clone(c.row), s.rows[0]...)}
+			tt := &testTable{fields: append(slices.Clone(c.fields), s0.fields...)}
+			tt.rows = [][]any{append(slices.Clone(c.row), s0.rows[0]...)}
 			path := filepath.Join(dir, "rows.arrow")
 			tt.writeArrow(t, path, 10)
 			_, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, Features: []string{"risk:share"}, Entities: path, Out: filepath.Join(dir, "out.arrow"), TempDir: dir})
