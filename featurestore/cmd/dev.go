@@ -221,6 +221,11 @@ Ctrl-C.`,
 					httpURL = "http://" + hln.Addr().String()
 					curlHint = `  curl -s -H 'Content-Type: application/json' -d '{"feature_service":"fraud_detection_v1","entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}}}]}' ` +
 						httpURL + "/v1/features:get\n"
+					if r.OnDemandView("txn_risk") != nil {
+						// The examples' on-demand features, with the request's values.
+						curlHint += `  curl -s -H 'Content-Type: application/json' -d '{"features":{"refs":["txn_risk:*"]},"entities":[{"join_keys":{"card_id":{"string_val":"card-0001"},"merchant_id":{"string_val":"m-001"}},"request_context":{"amount":{"double_val":250},"country":{"string_val":"FR"}}}]}' ` +
+							httpURL + "/v1/features:get\n"
+					}
 					hs := serving.NewHTTPServer(svc, serving.HTTPConfig{Listener: hln, Ping: ping, Logger: log})
 					wg.Add(1)
 					go func() {

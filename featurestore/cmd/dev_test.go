@@ -133,6 +133,20 @@ func TestDev(t *testing.T) {
 		if err := protojson.Unmarshal(body, &hres); hresp.StatusCode != http.StatusOK || err != nil || len(hres.GetResults()) != 1 || len(hres.GetResults()[0].GetValues()) != 10 {
 			t.Fatalf("round %d: HTTP lookup against dev mode: %d %v\n%s", round, hresp.StatusCode, err, body)
 		}
+		// The banner's second example: the on-demand features.
+		curls := regexp.MustCompile(`curl -s -H 'Content-Type: application/json' -d '(.*)' (\S+)`).FindAllStringSubmatch(out.String(), -1)
+		if len(curls) != 2 {
+			t.Fatalf("round %d: %d curl examples in the banner, want 2:\n%s", round, len(curls), out.String())
+		}
+		hresp, err = http.Post(curls[1][2], "application/json", strings.NewReader(curls[1][1]))
+		if err != nil {
+			t.Fatalf("round %d: HTTP lookup: %v", round, err)
+		}
+		body, _ = io.ReadAll(hresp.Body)
+		hresp.Body.Close()
+		if err := protojson.Unmarshal(body, &hres); hresp.StatusCode != http.StatusOK || err != nil || len(hres.GetResults()) != 1 || len(hres.GetResults()[0].GetValues()) != 4 {
+			t.Fatalf("round %d: on-demand HTTP lookup against dev mode: %d %v\n%s", round, hresp.StatusCode, err, body)
+		}
 		if hresp, err := http.Get(strings.TrimSuffix(curl[2], "/v1/features:get") + "/healthz"); err != nil || hresp.StatusCode != http.StatusOK {
 			t.Fatalf("round %d: /healthz of dev mode: %v %v", round, hresp, err)
 		} else {
