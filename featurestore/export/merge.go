@@ -10,8 +10,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-
-	"github.com/featurestore/featurestore/featurestore/derive"
 )
 
 // resultStream reads one group's results file, in row order.
@@ -285,7 +283,6 @@ func (x *exporter) write(ctx context.Context) error {
 	// another, so that gathering a batch overlaps writing the one before.
 	batches := make(chan arrow.RecordBatch, 1)
 	onlyStored := x.plan.onlyStored()
-	evs := make([]derive.Evaluator, len(x.plan.outputs)) // of on-demand outputs, one each
 	defer warnFailed(x.log, x.plan.outputs)
 	g, gctx := newWorkGroup(ctx)
 	g.Go(func() error {
@@ -307,7 +304,7 @@ func (x *exporter) write(ctx context.Context) error {
 				}
 			}
 			if !onlyStored {
-				cols = x.onDemandColumns(evs, cols, rec, n)
+				cols = x.onDemandColumns(cols, rec, n)
 			}
 			batch := array.NewRecordBatch(schema, cols, int64(n))
 			for _, a := range cols[rec.NumCols():] {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -39,7 +40,9 @@ type odColumn struct {
 	// its Vars: a stored column, or a request field of the entity table.
 	vars []odSource
 	// failed counts the rows whose run failed, and first is the first
-	// failure, for the warning at the end.
+	// failure, for the warning at the end; under mu, as ranges of rows
+	// are computed at once.
+	mu     sync.Mutex
 	failed int64
 	first  error
 }
@@ -191,32 +194,42 @@ func featureAt(a arrow.Array, k featurestore.Kind, i int) featurestore.Value {
 	panic(fmt.Sprintf("export: list of %s", l.ListValues().DataType()))
 }
 
-// compute returns the column of c for the n rows of a batch: stored are
-// the batch's stored feature columns (by plan.columns), and table the
-// entity table's batch, whose request-field columns are at fields.
-func (c *odColumn) compute(mem memory.Allocator, ev *derive.Evaluator, stored []arrow.Array, kinds []featurestore.Kind, table arrow.RecordBatch, fields map[string]int, n int) arrow.Array {
+// compute returns the column of c for rows [lo, hi) of a batch: stored
+// are the batch's stored feature columns (by plan.columns), and table the
+// entity table's batch, whose request-field columns are at fields. It may
+// run for several ranges of one batch at once.
+func (c *odColumn) compute(mem memory.Allocator, ev *derive.Evaluator, stored []arrow.Array, kinds []featurestore.Kind, table arrow.RecordBatch, fields map[string]int, lo, hi int) arrow.Array {
 	b := array.NewBuilder(mem, arrowType(c.expr.Kind()))
 	defer b.Release()
-	b.Reserve(n)
+	b.Reserve(hi - lo)
+	// The columns of the variables the expression uses, found once.
+	type source struct {
+		v     int
+		col   arrow.Array
+		kind  featurestore.Kind
+		field bool // a request field, not a stored feature
+	}
+	var srcs []source
+	for _, v := range c.expr.Uses() {
+		switch src := c.vars[v]; {
+		case src.column >= 0:
+			srcs = append(srcs, source{v: v, col: stored[src.column], kind: kinds[src.column]})
+		default:
+			srcs = append(srcs, source{v: v, col: table.Column(fields[src.name]), kind: src.kind, field: true})
+		}
+	}
 	vals := make([]featurestore.Value, len(c.vars))
-	for i := range n {
-		clear(vals)
-		for v, src := range c.vars {
-			switch {
-			case src.column >= 0:
-				vals[v] = featureAt(stored[src.column], kinds[src.column], i)
-			case fields != nil:
-				if t, ok := fields[src.name]; ok {
-					vals[v] = requestAt(table.Column(t), src.kind, i)
-				}
+	for i := lo; i < hi; i++ {
+		for _, s := range srcs {
+			if s.field {
+				vals[s.v] = requestAt(s.col, s.kind, i)
+			} else {
+				vals[s.v] = featureAt(s.col, s.kind, i)
 			}
 		}
 		val, err := ev.Eval(c.expr, vals)
 		if err != nil {
-			if c.failed == 0 {
-				c.first = err
-			}
-			c.failed++
+			c.fail(err)
 		}
 		if err != nil || val.IsNull() {
 			b.AppendNull()
@@ -225,6 +238,16 @@ func (c *odColumn) compute(mem memory.Allocator, ev *derive.Evaluator, stored []
 		appendFeature(b, val.Kind(), &window.FeatureValue{Status: window.StatusPresent, Value: val})
 	}
 	return b.NewArray()
+}
+
+// fail counts a row whose run failed, keeping the first error.
+func (c *odColumn) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed == 0 {
+		c.first = err
+	}
+	c.failed++
 }
 
 // warnFailed logs, for each on-demand feature whose expression failed on
@@ -237,12 +260,15 @@ func warnFailed(log *slog.Logger, outs []outColumn) {
 	}
 }
 
+// odChunkRows is the most rows of one on-demand column a worker computes
+// at a time (a variable for tests).
+var odChunkRows = 16384
+
 // onDemandColumns turns a batch's columns, the entity table's then the
 // stored features' (plan.columns), into the output's: the entity table's,
-// then the outputs in request order, with the on-demand ones computed, in
-// parallel (evs holds an evaluator per output). It releases the stored
-// columns that are not written.
-func (x *exporter) onDemandColumns(evs []derive.Evaluator, cols []arrow.Array, table arrow.RecordBatch, n int) []arrow.Array {
+// then the outputs in request order, with the on-demand ones computed in
+// parallel. It releases the stored columns that are not written.
+func (x *exporter) onDemandColumns(cols []arrow.Array, table arrow.RecordBatch, n int) []arrow.Array {
 	nt := int(table.NumCols())
 	stored := cols[nt:]
 	kinds := make([]featurestore.Kind, len(x.plan.columns))
@@ -250,20 +276,45 @@ func (x *exporter) onDemandColumns(evs []derive.Evaluator, cols []arrow.Array, t
 		kinds[i] = c.kind
 	}
 	outs := make([]arrow.Array, len(x.plan.outputs))
-	var ods []int
+	// Tasks of up to odChunkRows rows of one on-demand column, so that
+	// every worker computes even when there is only one.
+	type task struct{ out, lo, hi int }
+	var tasks []task
 	for i, o := range x.plan.outputs {
 		if o.od == nil {
 			stored[o.stored].Retain()
 			outs[i] = stored[o.stored]
-		} else {
-			ods = append(ods, i)
+			continue
+		}
+		for lo := 0; lo < n; lo += odChunkRows {
+			tasks = append(tasks, task{i, lo, min(lo+odChunkRows, n)})
 		}
 	}
-	_ = forEach(context.Background(), len(ods), x.workers, func(_ context.Context, k int) error {
-		i := ods[k]
-		outs[i] = x.plan.outputs[i].od.compute(x.mem, &evs[i], stored, kinds, table, x.cols.fields, n)
+	parts := make([]arrow.Array, len(tasks))
+	_ = forEach(context.Background(), len(tasks), x.workers, func(_ context.Context, k int) error {
+		tk := tasks[k]
+		var ev derive.Evaluator
+		parts[k] = x.plan.outputs[tk.out].od.compute(x.mem, &ev, stored, kinds, table, x.cols.fields, tk.lo, tk.hi)
 		return nil
 	})
+	for k := 0; k < len(tasks); {
+		i, j := tasks[k].out, k
+		for j < len(tasks) && tasks[j].out == i {
+			j++
+		}
+		if j-k == 1 {
+			outs[i] = parts[k]
+		} else {
+			var err error
+			if outs[i], err = array.Concatenate(parts[k:j], x.mem); err != nil {
+				panic(fmt.Sprintf("export: concatenate on-demand column: %v", err)) // same types, so never
+			}
+			for _, a := range parts[k:j] {
+				a.Release()
+			}
+		}
+		k = j
+	}
 	for _, a := range stored {
 		a.Release()
 	}
