@@ -215,7 +215,11 @@ func (c *odColumn) compute(mem memory.Allocator, ev *derive.Evaluator, stored []
 		case src.column >= 0:
 			srcs = append(srcs, source{v: v, col: stored[src.column], kind: kinds[src.column]})
 		default:
-			srcs = append(srcs, source{v: v, col: table.Column(fields[src.name]), kind: src.kind, field: true})
+			t, ok := fields[src.name]
+			if !ok {
+				panic(fmt.Sprintf("export: no column for request field %q", src.name)) // findEntityColumns found them all
+			}
+			srcs = append(srcs, source{v: v, col: table.Column(t), kind: src.kind, field: true})
 		}
 	}
 	vals := make([]featurestore.Value, len(c.vars))
