@@ -13,6 +13,8 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	entities prometheus.Histogram
 	redis    *prometheus.HistogramVec
+	redisOK  prometheus.Observer // redis's ok and error series, looked up once
+	redisErr prometheus.Observer
 	values   *prometheus.CounterVec
 	odErrors *prometheus.CounterVec
 }
@@ -44,6 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "featurestore_serving_on_demand_errors_total",
 		Help: "On-demand feature values served null because their expression failed, by view and feature.",
 	}, []string{"view", "feature"})
+	m.redisOK, m.redisErr = m.redis.WithLabelValues("ok"), m.redis.WithLabelValues("error")
 	reg.MustRegister(m.duration, m.entities, m.redis, m.values, m.odErrors)
 	return m
 }
@@ -60,11 +63,11 @@ func (m *Metrics) readDone(d time.Duration, err error) {
 	if m == nil {
 		return
 	}
-	result := "ok"
 	if err != nil {
-		result = "error"
+		m.redisErr.Observe(d.Seconds())
+		return
 	}
-	m.redis.WithLabelValues(result).Observe(d.Seconds())
+	m.redisOK.Observe(d.Seconds())
 }
 
 // statusLabels are the status label values of featurestore_serving_values_total,
@@ -82,7 +85,12 @@ func (m *Metrics) countValues(sel *selection, vals [][]window.FeatureValue, ne i
 	if m == nil {
 		return
 	}
-	counts := make([][len(statusLabels)]int, len(sel.colViews))
+	var buf [8][len(statusLabels)]int // on the stack for up to 8 views
+	counts := buf[:0]
+	if len(sel.colViews) > len(buf) {
+		counts = make([][len(statusLabels)]int, 0, len(sel.colViews))
+	}
+	counts = counts[:len(sel.colViews)]
 	for c, col := range sel.cols {
 		n := &counts[sel.colView[c]]
 		for i := range ne {
@@ -91,11 +99,31 @@ func (m *Metrics) countValues(sel *selection, vals [][]window.FeatureValue, ne i
 			}
 		}
 	}
+	cs := sel.valueCounters.Load()
+	if cs == nil || cs.m != m {
+		// Looked up once per selection (and Metrics), not per request.
+		cs = &valueCounters{m: m, by: make([][len(statusLabels)]prometheus.Counter, len(sel.colViews))}
+		for v, view := range sel.colViews {
+			for st, label := range statusLabels {
+				if label != "" {
+					cs.by[v][st] = m.values.WithLabelValues(view, label)
+				}
+			}
+		}
+		sel.valueCounters.Store(cs)
+	}
 	for v, n := range counts {
 		for st, k := range n {
 			if k > 0 {
-				m.values.WithLabelValues(sel.colViews[v], statusLabels[st]).Add(float64(k))
+				cs.by[v][st].Add(float64(k))
 			}
 		}
 	}
+}
+
+// valueCounters are the series of featurestore_serving_values_total of a
+// selection's views, by view (selection.colViews) and status.
+type valueCounters struct {
+	m  *Metrics
+	by [][len(statusLabels)]prometheus.Counter
 }

@@ -91,10 +91,11 @@ type selection struct {
 	viewEntity []int
 	// colViews are the distinct views of the columns, stored or on-demand,
 	// and colView[c] is the index in colViews of column c's, for metrics.
-	colViews  []string
-	colView   []int
-	windowed  int    // columns that are windowed
-	namesWire []byte // names, as field 1 of an encoded response
+	colViews      []string
+	colView       []int
+	valueCounters atomic.Pointer[valueCounters] // made on first use
+	windowed      int                           // columns that are windowed
+	namesWire     []byte                        // names, as field 1 of an encoded response
 }
 
 // newPlan compiles every view of a snapshot. A view that fails does not fail
