@@ -122,23 +122,9 @@ func NewLayout(r *registry.Registry, src *registry.Source) (Layout, error) {
 		}
 	}
 	for _, path := range slices.Sorted(maps.Keys(src.Fields)) {
-		l.Fields = append(l.Fields, FieldSpec{Path: path, Kind: kindOf(src.Fields[path])})
+		l.Fields = append(l.Fields, FieldSpec{Path: path, Kind: src.Fields[path].Kind()})
 	}
 	return l, nil
-}
-
-func kindOf(t registry.ValueType) featurestore.Kind {
-	switch t {
-	case registry.TypeString:
-		return featurestore.KindString
-	case registry.TypeInt64:
-		return featurestore.KindInt64
-	case registry.TypeDouble:
-		return featurestore.KindDouble
-	case registry.TypeBool:
-		return featurestore.KindBool
-	}
-	return featurestore.KindNull
 }
 
 // Event is a decoded event. Keys and Fields follow the source's Layout; a

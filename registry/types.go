@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/featurestore/featurestore/featurestore"
 )
 
 // enum is implemented by the string types whose values come from a fixed set;
@@ -52,6 +54,31 @@ func (t *ValueType) UnmarshalText(b []byte) error {
 
 // ListOf returns the list type whose elements are t.
 func (t ValueType) ListOf() ValueType { return t + "_list" }
+
+// Kind returns the kind of the values of type t, KindNull for no type: the
+// one mapping of types to kinds, which ingest, the window engine and
+// on-demand expressions use.
+func (t ValueType) Kind() featurestore.Kind {
+	switch t {
+	case TypeString:
+		return featurestore.KindString
+	case TypeInt64:
+		return featurestore.KindInt64
+	case TypeDouble:
+		return featurestore.KindDouble
+	case TypeBool:
+		return featurestore.KindBool
+	case TypeStringList:
+		return featurestore.KindStringList
+	case TypeInt64List:
+		return featurestore.KindInt64List
+	case TypeDoubleList:
+		return featurestore.KindDoubleList
+	case TypeBoolList:
+		return featurestore.KindBoolList
+	}
+	return featurestore.KindNull
+}
 
 // Numeric reports whether arithmetic aggregations accept the type.
 func (t ValueType) Numeric() bool { return t == TypeInt64 || t == TypeDouble }

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/derive"
 )
 
@@ -528,29 +527,6 @@ func checkVarName(name string) error {
 		return fmt.Errorf("%q is a word of the expression language", name)
 	}
 	return nil
-}
-
-// Kind returns the kind of the values of type t, KindNull for no type.
-func (t ValueType) Kind() featurestore.Kind {
-	switch t {
-	case TypeString:
-		return featurestore.KindString
-	case TypeInt64:
-		return featurestore.KindInt64
-	case TypeDouble:
-		return featurestore.KindDouble
-	case TypeBool:
-		return featurestore.KindBool
-	case TypeStringList:
-		return featurestore.KindStringList
-	case TypeInt64List:
-		return featurestore.KindInt64List
-	case TypeDoubleList:
-		return featurestore.KindDoubleList
-	case TypeBoolList:
-		return featurestore.KindBoolList
-	}
-	return featurestore.KindNull
 }
 
 // onDemandTypes are the types of request fields and on-demand features.

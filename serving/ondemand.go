@@ -21,7 +21,6 @@ type odPlan struct {
 	name     string
 	vars     []odVar
 	feats    []*registry.OnDemandFeature
-	kinds    []featurestore.Kind
 	features map[string]int // feature name to its index in feats
 	// err is set when the view cannot be served (an input's view cannot);
 	// requesting it fails with err.
@@ -41,7 +40,6 @@ func newODPlan(od *registry.OnDemandFeatureView, views map[string]*viewPlan) *od
 	p := &odPlan{name: od.Name, features: make(map[string]int, len(od.Features))}
 	for i, f := range od.Features {
 		p.feats = append(p.feats, f)
-		p.kinds = append(p.kinds, f.Expr().Kind())
 		p.features[f.Name] = i
 	}
 	for _, v := range od.Vars() {

@@ -293,7 +293,7 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 				}
 			}
 			sel.names = append(sel.names, name)
-			sel.cols = append(sel.cols, column{vidx: k, index: i, name: name, kind: od.kinds[i]})
+			sel.cols = append(sel.cols, column{vidx: k, index: i, name: name, kind: od.feats[i].Expr().Kind()})
 			continue
 		}
 		vp := p.views[ref.View]

@@ -70,15 +70,11 @@ const memoryBudget = 100_000
 
 // Expr is a compiled expression. It is safe for concurrent use.
 type Expr struct {
-	src  string
 	prog *vm.Program
 	vars []Var
 	uses []int // indexes in vars of the variables the expression uses
 	out  featurestore.Kind
 }
-
-// Source returns the expression's text.
-func (e *Expr) Source() string { return e.src }
 
 // Uses returns the indexes in the compiled variables of those the
 // expression uses, in increasing order.
@@ -128,7 +124,7 @@ func Compile(src string, vars []Var, out featurestore.Kind) (*Expr, error) {
 	if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Interface && !fits(t.Kind(), out) {
 		return nil, fmt.Errorf("expression gives %s values, not %s", t, out)
 	}
-	e := &Expr{src: src, prog: prog, vars: slices.Clone(vars), out: out}
+	e := &Expr{prog: prog, vars: slices.Clone(vars), out: out}
 	used := map[string]bool{}
 	root := prog.Node()
 	ast.Walk(&root, identifiers(used))

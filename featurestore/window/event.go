@@ -45,8 +45,8 @@ type Field struct {
 func SourceFields(src *registry.Source) ([]Field, error) {
 	fields := make([]Field, 0, len(src.Fields))
 	for _, name := range slices.Sorted(maps.Keys(src.Fields)) {
-		k, ok := KindOf(src.Fields[name])
-		if !ok || k.IsList() {
+		k := src.Fields[name].Kind()
+		if k == featurestore.KindNull || k.IsList() {
 			return nil, fmt.Errorf("source %q: field %q: unsupported type %q", src.Name, name, src.Fields[name])
 		}
 		fields = append(fields, Field{Name: name, Kind: k})
@@ -68,27 +68,4 @@ func fieldIndex(fields []Field, name string) int {
 		return -1
 	}
 	return i
-}
-
-// KindOf returns the value kind of a registry value type.
-func KindOf(t registry.ValueType) (featurestore.Kind, bool) {
-	switch t {
-	case registry.TypeString:
-		return featurestore.KindString, true
-	case registry.TypeInt64:
-		return featurestore.KindInt64, true
-	case registry.TypeDouble:
-		return featurestore.KindDouble, true
-	case registry.TypeBool:
-		return featurestore.KindBool, true
-	case registry.TypeStringList:
-		return featurestore.KindStringList, true
-	case registry.TypeInt64List:
-		return featurestore.KindInt64List, true
-	case registry.TypeDoubleList:
-		return featurestore.KindDoubleList, true
-	case registry.TypeBoolList:
-		return featurestore.KindBoolList, true
-	}
-	return featurestore.KindNull, false
 }
