@@ -290,7 +290,8 @@ func (x *exporter) onDemandColumns(cols []arrow.Array, table arrow.RecordBatch, 
 			outs[i] = stored[o.stored]
 			continue
 		}
-		for lo := 0; lo < n; lo += odChunkRows {
+		// A batch of no rows still needs its (empty) column.
+		for lo := 0; lo < n || lo == 0; lo += odChunkRows {
 			tasks = append(tasks, task{i, lo, min(lo+odChunkRows, n)})
 		}
 	}

@@ -153,6 +153,22 @@ func TestExportOnDemand(t *testing.T) {
 		})
 	}
 
+	// An empty batch (here the only one) still gets its on-demand columns.
+	t.Run("empty entity table", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(5, 9))
+		s := randomScenario(rng, 50, 0)
+		ts := &scenario{fields: append([]arrow.Field{{Name: "price", Type: arrow.PrimitiveTypes.Float64, Nullable: true}}, s.fields...)}
+		dir := t.TempDir()
+		path := filepath.Join(dir, "rows.arrow")
+		(&testTable{fields: ts.fields}).writeArrow(t, path, 400)
+		out := filepath.Join(dir, "out.arrow")
+		refs := []registry.FeatureRef{{View: "risk", Feature: "share"}, {View: "by_user", Feature: "n_5m"}}
+		if _, err := Run(context.Background(), Options{Registry: r, Log: s.log(t, rng, r), Features: []string{"risk:share", "by_user:n_5m"}, Entities: path, Out: out, TempDir: dir, Parallelism: 2}); err != nil {
+			t.Fatal(err)
+		}
+		checkOutput(t, out, ts, refs, nil)
+	})
+
 	t.Run("input not kept offline", func(t *testing.T) {
 		_, err := Check(Options{Registry: r, Features: []string{"risk_online:twice"}}, nil)
 		if want := `on-demand feature "risk_online:twice" reads "not_offline:n", whose feature view is not kept offline`; err == nil || !strings.Contains(err.Error(), want) {
