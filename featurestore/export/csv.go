@@ -128,15 +128,25 @@ func csvInput(fh io.Reader) (*bufio.Reader, error) {
 
 // checkCSVValue returns the error parsing a non-empty CSV value as type t
 // gives, as the Arrow CSV reader parses it; nil for a type whose values are
-// not checked.
+// not checked. A boolean is `true` or `false` only, as when a column's type
+// is inferred: the Arrow reader would also take 1, T or TRUE.
 func checkCSVValue(t arrow.DataType, v string) error {
 	if v == "" {
 		return nil // null
 	}
 	switch t.ID() {
 	case arrow.INT64:
-		_, err := strconv.ParseInt(v, 10, 64)
-		return err
+		if _, err := strconv.ParseInt(v, 10, 64); err != nil {
+			return fmt.Errorf("%q is not an int64", v)
+		}
+	case arrow.FLOAT64:
+		if _, err := strconv.ParseFloat(v, 64); err != nil {
+			return fmt.Errorf("%q is not a double", v)
+		}
+	case arrow.BOOL:
+		if v != "true" && v != "false" {
+			return fmt.Errorf("%q is not a bool (true or false)", v)
+		}
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/featurestore/featurestore/registry"
 )
 
 // TestCSVInferredTypes checks the type inferred for a CSV column from its
@@ -158,17 +160,25 @@ func TestCSVByteOrderMark(t *testing.T) {
 // column's type is an error naming the file, the row (counted from 1, the
 // header not counted) and the column.
 func TestCSVBadValues(t *testing.T) {
-	r := testRegistry(t)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(testDefs + onDemandDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	cases := []struct {
-		name, csv, want string
+		name, feature, csv, want string
 	}{
-		{"not an integer", "shop_id,event_timestamp\n4,2026-11-26T10:00:00Z\nx12,2026-11-26T10:00:00Z\n",
-			`rows.csv: row 2: column "shop_id": strconv.ParseInt: parsing "x12": invalid syntax`},
-		{"beyond int64", "event_timestamp,shop_id\n2026-11-26T10:00:00Z,12345678901234567891\n",
-			`rows.csv: row 1: column "shop_id": strconv.ParseInt: parsing "12345678901234567891": value out of range`},
-		{"quoted newline", "note,shop_id,event_timestamp\n\"a\nb\",4,2026-11-26T10:00:00Z\nc,4.5,2026-11-26T10:00:00Z\n",
-			`rows.csv: row 2: column "shop_id": strconv.ParseInt: parsing "4.5": invalid syntax`},
+		{"not an integer", "by_shop:n_2m", "shop_id,event_timestamp\n4,2026-11-26T10:00:00Z\nx12,2026-11-26T10:00:00Z\n",
+			`rows.csv: row 2: column "shop_id": "x12" is not an int64`},
+		{"beyond int64", "by_shop:n_2m", "event_timestamp,shop_id\n2026-11-26T10:00:00Z,12345678901234567891\n",
+			`rows.csv: row 1: column "shop_id": "12345678901234567891" is not an int64`},
+		{"quoted newline", "by_shop:n_2m", "note,shop_id,event_timestamp\n\"a\nb\",4,2026-11-26T10:00:00Z\nc,4.5,2026-11-26T10:00:00Z\n",
+			`rows.csv: row 2: column "shop_id": "4.5" is not an int64`},
+		// Request fields of on-demand features have their field's type.
+		{"not a double", "risk:share", "user_id,shop_id,price,event_timestamp\nu1,4,2.5,2026-11-26T10:00:00Z\nu1,4,abc,2026-11-26T10:00:00Z\n",
+			`rows.csv: row 2: column "price": "abc" is not a double`},
+		{"not a bool", "shop_flag:flagged", "shop_id,urgent,event_timestamp\n4,true,2026-11-26T10:00:00Z\n4,1,2026-11-26T10:00:00Z\n",
+			`rows.csv: row 2: column "urgent": "1" is not a bool (true or false)`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -177,7 +187,7 @@ func TestCSVBadValues(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := filepath.Join(dir, "out.arrow")
-			_, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, Features: []string{"by_shop:n_2m"}, Entities: in, Out: out, TempDir: dir})
+			_, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, Features: []string{c.feature}, Entities: in, Out: out, TempDir: dir})
 			if err == nil {
 				t.Fatalf("no error, want %q", c.want)
 			}

@@ -36,6 +36,13 @@ name: risk_online
 inputs: {n: not_offline:n}
 features:
   - {name: twice, type: int64, expression: "n * 2"}
+---
+kind: OnDemandFeatureView
+name: shop_flag
+inputs: {n: by_shop:n_2m}
+request_fields: {urgent: bool}
+features:
+  - {name: flagged, type: int64, expression: "urgent ? n : 0"}
 `
 
 // TestExportOnDemand exports on-demand features, whose inputs are not
