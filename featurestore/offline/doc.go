@@ -34,8 +34,8 @@
 //	             sorted by field path and named by it
 //
 // A definition change that alters the columns starts files with the new
-// schema; readers match columns by name (EventDecoder), and a field a file
-// lacks reads as null.
+// schema; readers match columns by name, and a field a file lacks reads as
+// null.
 //
 // # Commit protocol
 //

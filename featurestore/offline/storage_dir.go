@@ -43,8 +43,9 @@ func (d *Dir) Root() string { return d.root }
 func (d *Dir) path(name string) string { return filepath.Join(d.root, filepath.FromSlash(name)) }
 
 // mkdirs creates the directory of name and its missing parents, fsyncing
-// each new one into its parent so that a file renamed into it survives a
-// crash.
+// each into its parent so that a file renamed into it survives a crash:
+// also one that exists, once per process, since the process that made it
+// may have crashed before its parent was synced.
 func (d *Dir) mkdirs(dir string) error {
 	if dir == "." || dir == "" {
 		return nil
@@ -56,21 +57,23 @@ func (d *Dir) mkdirs(dir string) error {
 		return err
 	}
 	p := d.path(dir)
-	err := os.Mkdir(p, 0o755)
-	switch {
-	case err == nil:
-		if err := syncDir(filepath.Dir(p)); err != nil {
-			return err
-		}
-	case errors.Is(err, fs.ErrExist):
-	default:
+	if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
 		return err
 	}
 	d.dirs.Store(dir, true)
 	return nil
 }
 
+// syncedDir, when set (by tests), is called with each directory synced.
+var syncedDir func(dir string)
+
 func syncDir(dir string) error {
+	if syncedDir != nil {
+		syncedDir(dir)
+	}
 	f, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -178,3 +178,50 @@ func TestOpenLocations(t *testing.T) {
 		}
 	}
 }
+
+// TestDirSyncsExistingDirectories checks that a file put into a directory
+// that already exists (made by a process that may have crashed before
+// syncing it into its parent) syncs that directory into its parent, and
+// its parents into theirs, once per process.
+func TestDirSyncsExistingDirectories(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "view=a", "date=2026-11-27"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	syncedDir = func(dir string) { synced = append(synced, dir) }
+	defer func() { syncedDir = nil }()
+	d, err := NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(name string) {
+		t.Helper()
+		if err := d.Put(context.Background(), name, func(w io.Writer) error { _, err := io.WriteString(w, "x"); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("view=a/date=2026-11-27/f1.arrow")
+	dirs := func() map[string]int {
+		n := map[string]int{}
+		for _, s := range synced {
+			n[s]++
+		}
+		return n
+	}
+	// The file's directory into the view's, the view's into the root; and
+	// the file's directory again for the rename.
+	got := dirs()
+	if got[root] != 1 || got[filepath.Join(root, "view=a")] != 1 {
+		t.Errorf("synced %v, want the root and view=a once each", synced)
+	}
+	before := got[filepath.Join(root, "view=a", "date=2026-11-27")]
+	put("view=a/date=2026-11-27/f2.arrow")
+	got = dirs()
+	if got[root] != 1 || got[filepath.Join(root, "view=a")] != 1 {
+		t.Errorf("after a second file, synced %v: the parents again", synced)
+	}
+	if got[filepath.Join(root, "view=a", "date=2026-11-27")] <= before {
+		t.Errorf("the second file's rename did not sync its directory: %v", synced)
+	}
+}
