@@ -305,6 +305,10 @@ func TestHTTPErrors(t *testing.T) {
 		{"unknown view", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"features": {"refs": ["nope:x"]}, "entities": [{"join_key_values": [{"string_val": "c1"}]}]}`), 400, "INVALID_ARGUMENT", `unknown feature view "nope"`},
 		{"key type", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"features": {"refs": ["card_txn:n_1h"]}, "entities": [{"join_key_values": [{"int64_val": 1}]}]}`), 400, "INVALID_ARGUMENT", `join key "card_id" (position 0) of entity "card": want a string value, got int64`},
 		{"too many entities", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"feature_service": "fraud", "entities": [{}, {}, {}, {}]}`), 400, "INVALID_ARGUMENT", "4 entities requested, more than the 3 allowed"},
+		// txn_risk:mod reads no stored view; its keys are still checked.
+		{"on-demand key type", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"features": {"refs": ["txn_risk:mod"]}, "request_context": {"amount": {"double_val": 3}}, "entities": [{"join_key_values": [{"int64_val": 1}]}]}`), 400, "INVALID_ARGUMENT", `join key "card_id" (position 0) of entity "card": want a string value, got int64`},
+		{"on-demand arity", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"features": {"refs": ["txn_risk:mod"]}, "request_context": {"amount": {"double_val": 3}}, "entities": [{"join_key_values": [{"string_val": "a"}, {"string_val": "b"}]}]}`), 400, "INVALID_ARGUMENT", `entity 0: entity "card" has 1 join keys [card_id], got 2 values`},
+		{"on-demand empty key", http.MethodPost, HTTPLookupPath, "application/json", strings.NewReader(`{"features": {"refs": ["txn_risk:mod"]}, "request_context": {"amount": {"double_val": 3}}, "entities": [{}]}`), 400, "INVALID_ARGUMENT", `entity 0: entity "card" has 1 join keys [card_id], got 0 values`},
 		{"unknown path", http.MethodPost, "/v1/features", "application/json", strings.NewReader(ok), 404, "NOT_FOUND", "no route /v1/features: lookups are POST /v1/features:get"},
 		{"health by POST", http.MethodPost, HTTPHealthPath, "", nil, 405, "UNIMPLEMENTED", "method POST not allowed: /healthz takes GET"},
 		{"timeout not a duration", http.MethodPost, HTTPLookupPath + "#timeout=soon", "application/json", strings.NewReader(ok), 400, "INVALID_ARGUMENT", `X-Featurestore-Timeout: "soon" is not a positive duration`},
@@ -341,7 +345,7 @@ func TestHTTPErrors(t *testing.T) {
 	want := map[string]uint64{
 		"POST /v1/features:get OK":                1,
 		"POST /v1/features:get Unimplemented":     1,
-		"POST /v1/features:get InvalidArgument":   12,
+		"POST /v1/features:get InvalidArgument":   15,
 		"POST /v1/features:get ResourceExhausted": 2,
 		"POST /v1/features:get Unavailable":       1,
 	}

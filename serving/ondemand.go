@@ -75,12 +75,20 @@ type selOD struct {
 // once, and the feature with the stored views its expression reads (only
 // those: a lookup reads, and must be granted, no view that no requested
 // feature uses), and returns the view's index in sel.ods.
+//
+// The entities of all the view's inputs join the selection's, read or not:
+// they are what the view's features are looked up by (registry's
+// OnDemandFeatureView.Inputs), so every row must give their keys, checked
+// like any other, even when the requested features use request fields only.
 func (sel *selection) addOD(od *odPlan, feature int, addView func(*viewPlan) int) int {
 	k := slices.IndexFunc(sel.ods, func(s *selOD) bool { return s.od == od })
 	if k < 0 {
 		s := &selOD{od: od, views: make([]int, len(od.vars))}
-		for v := range s.views {
+		for v, x := range od.vars {
 			s.views[v] = -1
+			if x.view != nil {
+				sel.addEntity(x.view.entity)
+			}
 		}
 		k = len(sel.ods)
 		sel.ods = append(sel.ods, s)

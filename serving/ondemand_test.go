@@ -98,6 +98,14 @@ func TestOnDemandFeatures(t *testing.T) {
 			RequestContext: map[string]*pb.Value{"amount": ival(12)}, // an int64 for a double
 		})
 		checkRows(t, resp, [][]string{{"PRESENT 3", g(7)}})
+		// A feature that reads no stored view takes the keys of its
+		// view's inputs' entity all the same, positional or named.
+		resp = get(t, f.client, &pb.GetOnlineFeaturesRequest{
+			Kind:           refs("txn_risk:mod"),
+			Entities:       []*pb.EntityKey{skey("c1"), {JoinKeys: map[string]*pb.Value{"card_id": sval("nobody")}}},
+			RequestContext: map[string]*pb.Value{"amount": dval(3)},
+		})
+		checkRows(t, resp, [][]string{{"PRESENT 1"}, {"PRESENT 1"}})
 	})
 
 	t.Run("request values per row", func(t *testing.T) {

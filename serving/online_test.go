@@ -475,6 +475,7 @@ func TestGetOnlineFeatures(t *testing.T) {
 func TestGetOnlineFeaturesBadRequests(t *testing.T) {
 	f := newFixture(t, OnlineOptions{MaxEntities: 5})
 	c1 := []*pb.EntityKey{skey("c1")}
+	amount3 := map[string]*pb.Value{"amount": dval(3)}
 	for _, c := range []struct {
 		name string
 		req  *pb.GetOnlineFeaturesRequest
@@ -503,6 +504,12 @@ func TestGetOnlineFeaturesBadRequests(t *testing.T) {
 		{"key too long", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey(strings.Repeat("c", 1025))}}, `entity 0: join key "card_id" (position 0) of entity "card": a string of 1025 bytes, more than the 1024 a join key value may have`},
 		{"request context", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: c1, RequestContext: map[string]*pb.Value{"amount": dval(1)}}, `request_context "amount" is used by no requested feature`},
 		{"unknown layout", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: c1, Layout: 7}, "unknown layout 7"},
+		// txn_risk:mod reads no stored view, only the request field amount:
+		// its keys are still those of txn_risk's inputs' entity, card.
+		{"on-demand without stored reads, key type", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:mod"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{ival(1)}}}, RequestContext: amount3}, `entity 0: join key "card_id" (position 0) of entity "card": want a string value, got int64`},
+		{"on-demand without stored reads, arity", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:mod"), Entities: []*pb.EntityKey{skey("a", "b", "c")}, RequestContext: amount3}, `entity 0: entity "card" has 1 join keys [card_id], got 3 values`},
+		{"on-demand without stored reads, empty key", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:mod"), Entities: []*pb.EntityKey{{}}, RequestContext: amount3}, `entity 0: entity "card" has 1 join keys [card_id], got 0 values`},
+		{"on-demand without stored reads, named key unused", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:mod"), Entities: []*pb.EntityKey{{JoinKeys: map[string]*pb.Value{"card_id": sval("c1"), "shop": sval("s")}}}, RequestContext: amount3}, `entity 0: join key "shop" belongs to no entity of the requested features`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := f.client.GetOnlineFeatures(context.Background(), c.req)

@@ -98,6 +98,17 @@ type selection struct {
 	namesWire     []byte                        // names, as field 1 of an encoded response
 }
 
+// addEntity adds an entity to the selection's, once, and returns its index
+// in sel.entities.
+func (sel *selection) addEntity(e *entityPlan) int {
+	ei := slices.Index(sel.entities, e)
+	if ei < 0 {
+		ei = len(sel.entities)
+		sel.entities = append(sel.entities, e)
+	}
+	return ei
+}
+
 // newPlan compiles every view of a snapshot. A view that fails does not fail
 // the plan: only requests for it do.
 func newPlan(project string, snap *registry.Snapshot) *plan {
@@ -258,12 +269,7 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 			vi = len(sel.views)
 			vidx[vp] = vi
 			sel.views = append(sel.views, vp)
-			ei := slices.Index(sel.entities, vp.entity)
-			if ei < 0 {
-				ei = len(sel.entities)
-				sel.entities = append(sel.entities, vp.entity)
-			}
-			sel.eidx[vp] = ei
+			sel.eidx[vp] = sel.addEntity(vp.entity)
 		}
 		return vi
 	}
