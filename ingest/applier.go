@@ -191,6 +191,18 @@ func (a *Applier) partition(p int) *partitionState {
 	return ps
 }
 
+// forget drops the state of partition p: the events remembered for dedup
+// (up to dedup_max_ids), the batch buffers grown to the largest batch and
+// the last batch's dead letters with their messages. Kept, they would add up
+// over every partition the process ever owned until the next registry
+// version, not the ones it owns. A partition taken again starts from a new
+// state, which Resume fills from Redis, as for a new owner.
+func (a *Applier) forget(p int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.parts, p)
+}
+
 // Resume implements PartitionHandler: the saved position, or the start;
 // with an offline log, the smallest of it and the offline views' positions.
 func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error) {

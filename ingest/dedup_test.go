@@ -73,6 +73,19 @@ type dedupEvent struct {
 	bad      bool // does not decode: dead-lettered, so that a failing sink fails its batch
 }
 
+// dedupMessages returns the messages of events, at offsets 0 on.
+func dedupMessages(events []dedupEvent) []kafka.Message {
+	msgs := make([]kafka.Message, len(events))
+	for i, e := range events {
+		v := fmt.Appendf(nil, `{"card":%q,"id":%q,"ts":%d,"amount":%d}`, e.card, e.id, e.time, e.amount)
+		if e.bad {
+			v = []byte(`{"card":`)
+		}
+		msgs[i] = kafka.Message{Topic: "txns", Offset: int64(i), Value: v}
+	}
+	return msgs
+}
+
 // dedupReference applies the semantics directly, in offset order: an event
 // older than the high water minus the lateness is late; one whose (id,
 // time) an accepted event had is a duplicate; the rest are accepted. It
@@ -210,14 +223,7 @@ func testDedupAgainstReference(t *testing.T, r *registry.Registry, lateness int6
 				}
 				events = append(events, e)
 			}
-			msgs := make([]kafka.Message, len(events))
-			for i, e := range events {
-				v := fmt.Appendf(nil, `{"card":%q,"id":%q,"ts":%d,"amount":%d}`, e.card, e.id, e.time, e.amount)
-				if e.bad {
-					v = []byte(`{"card":`)
-				}
-				msgs[i] = kafka.Message{Topic: "txns", Offset: int64(i), Value: v}
-			}
+			msgs := dedupMessages(events)
 
 			rc, store := miniStore(t)
 			sink := &flakySink{}

@@ -197,12 +197,14 @@ type partitionReleaser interface {
 	Release(ctx context.Context, topic string, partition int) error
 }
 
-// Release commits what the offline log buffered of the partition, so that
-// the partition's next owner resumes from it. Were it left buffered, this
-// process would commit it later by age, after the next owner resumed from
-// the older position, and the log would take the next owner's rows for a
-// lost race and drop them.
+// Release drops what the applier keeps of the partition (forget) and
+// commits what the offline log buffered of it, so that the partition's next
+// owner resumes from it. Were it left buffered, this process would commit
+// it later by age, after the next owner resumed from the older position,
+// and the log would take the next owner's rows for a lost race and drop
+// them.
 func (a *Applier) Release(ctx context.Context, topic string, p int) error {
+	a.forget(p)
 	if a.offline == nil {
 		return nil
 	}
