@@ -26,8 +26,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/featurestore/featurestore/featurestore/export"
@@ -176,7 +174,7 @@ type FlightServer struct {
 
 	cfg    FlightConfig
 	grpc   *grpc.Server
-	health *health.Server
+	health *healthServer
 	slots  chan struct{}
 	mem    memory.Allocator
 
@@ -218,8 +216,7 @@ func NewFlightServer(cfg FlightConfig) *FlightServer {
 	)
 	s.grpc = grpc.NewServer(opts...)
 	flight.RegisterFlightServiceServer(s.grpc, s)
-	s.health = health.NewServer()
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.health = registerHealth(s.grpc)
 	return s
 }
 

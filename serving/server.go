@@ -11,8 +11,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
@@ -75,7 +73,7 @@ type ServerConfig struct {
 type Server struct {
 	cfg    ServerConfig
 	grpc   *grpc.Server
-	health *health.Server
+	health *healthServer
 }
 
 // NewServer returns a server of svc; start it with Run.
@@ -111,8 +109,7 @@ func NewServer(svc pb.OnlineServiceServer, cfg ServerConfig) *Server {
 	)
 	gs := grpc.NewServer(opts...)
 	pb.RegisterOnlineServiceServer(gs, svc)
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
+	hs := registerHealth(gs)
 	reflection.Register(gs)
 	return &Server{cfg: cfg, grpc: gs, health: hs}
 }
@@ -155,9 +152,10 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // serveUntilDone serves g on ln until ctx ends, then stops it gracefully:
-// health turns NOT_SERVING, calls in flight get up to timeout to finish,
-// and the rest are cut off. name and cutOff word its log lines.
-func serveUntilDone(ctx context.Context, g *grpc.Server, ln net.Listener, h *health.Server, timeout time.Duration, log *slog.Logger, name, cutOff string) error {
+// health turns NOT_SERVING and its Watch streams end, calls in flight get
+// up to timeout to finish, and the rest are cut off. name and cutOff word
+// its log lines.
+func serveUntilDone(ctx context.Context, g *grpc.Server, ln net.Listener, h *healthServer, timeout time.Duration, log *slog.Logger, name, cutOff string) error {
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(ln) }()
 	select {
