@@ -268,18 +268,23 @@ func (s *HTTPServer) serveLookup(w http.ResponseWriter, r *http.Request) {
 // def applies, cut to httpMaxLookupTimeout too.
 func withTimeout(r *http.Request, def time.Duration) (*http.Request, context.CancelFunc, error) {
 	v := r.Header.Get(HTTPTimeoutHeader)
-	if v == "" {
-		if def <= httpMaxLookupTimeout {
-			return r, func() {}, nil // the lookup applies it
+	if v == "" && def <= httpMaxLookupTimeout {
+		return r, func() {}, nil // the lookup applies it
+	}
+	d := def
+	if v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil || d <= 0 {
+			return r, func() {}, status.Errorf(codes.InvalidArgument, "%s: %q is not a positive duration such as 250ms or 2s", HTTPTimeoutHeader, v)
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), httpMaxLookupTimeout)
+	}
+	if d > httpMaxLookupTimeout {
+		// The server's cap ends the lookup, not the client's deadline: an
+		// online store that has not answered by then is UNAVAILABLE.
+		ctx, cancel := context.WithTimeoutCause(r.Context(), httpMaxLookupTimeout, errServerDeadline)
 		return r.WithContext(ctx), cancel, nil
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return r, func() {}, status.Errorf(codes.InvalidArgument, "%s: %q is not a positive duration such as 250ms or 2s", HTTPTimeoutHeader, v)
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), min(d, httpMaxLookupTimeout))
+	ctx, cancel := context.WithTimeout(r.Context(), d)
 	return r.WithContext(ctx), cancel, nil
 }
 

@@ -313,7 +313,8 @@ func TestHTTPErrors(t *testing.T) {
 		{"health by POST", http.MethodPost, HTTPHealthPath, "", nil, 405, "UNIMPLEMENTED", "method POST not allowed: /healthz takes GET"},
 		{"timeout not a duration", http.MethodPost, HTTPLookupPath + "#timeout=soon", "application/json", strings.NewReader(ok), 400, "INVALID_ARGUMENT", `X-Featurestore-Timeout: "soon" is not a positive duration`},
 		{"timeout not positive", http.MethodPost, HTTPLookupPath + "#timeout=-1s", "application/json", strings.NewReader(ok), 400, "INVALID_ARGUMENT", `X-Featurestore-Timeout: "-1s" is not a positive duration`},
-		{"timeout passed", http.MethodPost, HTTPLookupPath + "#timeout=1ns", "application/json", strings.NewReader(ok), 503, "UNAVAILABLE", "context deadline exceeded"},
+		// The client's deadline passed: not an outage.
+		{"timeout passed", http.MethodPost, HTTPLookupPath + "#timeout=1ns", "application/json", strings.NewReader(ok), 504, "DEADLINE_EXCEEDED", "deadline passed"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			req, err := http.NewRequest(c.method, url+c.path, c.body)
@@ -347,7 +348,7 @@ func TestHTTPErrors(t *testing.T) {
 		"POST /v1/features:get Unimplemented":     1,
 		"POST /v1/features:get InvalidArgument":   15,
 		"POST /v1/features:get ResourceExhausted": 2,
-		"POST /v1/features:get Unavailable":       1,
+		"POST /v1/features:get DeadlineExceeded":  1,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("request duration counts by method/code %v, want %v", got, want)
@@ -436,17 +437,7 @@ func TestHTTPStatusCodes(t *testing.T) {
 // registry version yet, and when Redis refuses connections or never answers
 // (at the default deadline, not a hang).
 func TestHTTPUnavailable(t *testing.T) {
-	silent := listen(t)
-	defer silent.Close()
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // hold the connection open, never answer
-		}
-	}()
+	silent := silentServer(t)
 	closed := listen(t)
 	refused := closed.Addr().String()
 	closed.Close()
@@ -459,7 +450,7 @@ func TestHTTPUnavailable(t *testing.T) {
 	}{
 		{"no registry version", testenv.RedisAddr(t), true, "no registry version loaded yet"},
 		{"redis refuses", refused, false, "online store: "},
-		{"redis silent", silent.Addr().String(), false, "online store: "},
+		{"redis silent", silent, false, "online store: "},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rc := redis.NewClient(&redis.Options{Addr: c.redisAddr, ContextTimeoutEnabled: true, MaxRetries: -1})

@@ -13,8 +13,8 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	entities prometheus.Histogram
 	redis    *prometheus.HistogramVec
-	redisOK  prometheus.Observer // redis's ok and error series, looked up once
-	redisErr prometheus.Observer
+	// redis's series by readResult, looked up once.
+	redisBy  [len(readResults)]prometheus.Observer
 	values   *prometheus.CounterVec
 	odErrors *prometheus.CounterVec
 }
@@ -35,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.redis = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "featurestore_serving_redis_duration_seconds",
-		Help:    "Duration of the online store read of a lookup (one round trip), by result: ok or error.",
+		Help:    "Duration of the online store read of a lookup (one round trip), by result: ok, error, or canceled (the caller's deadline passed or it cancelled first).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	}, []string{"result"})
 	m.values = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -46,7 +46,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "featurestore_serving_on_demand_errors_total",
 		Help: "On-demand feature values served null because their expression failed, by view and feature.",
 	}, []string{"view", "feature"})
-	m.redisOK, m.redisErr = m.redis.WithLabelValues("ok"), m.redis.WithLabelValues("error")
+	for r, label := range readResults {
+		m.redisBy[r] = m.redis.WithLabelValues(label)
+	}
 	reg.MustRegister(m.duration, m.entities, m.redis, m.values, m.odErrors)
 	return m
 }
@@ -58,16 +60,26 @@ func (m *Metrics) onDemandError(view, feature string) {
 	}
 }
 
+// readResult is how a lookup's online store read ended.
+type readResult int
+
+const (
+	readOK readResult = iota
+	readError
+	// readCanceled: the caller gave up (its deadline passed, or it
+	// cancelled) before the read ended; not a failure of the store.
+	readCanceled
+)
+
+// readResults are the result label values of
+// featurestore_serving_redis_duration_seconds, by readResult.
+var readResults = [...]string{readOK: "ok", readError: "error", readCanceled: "canceled"}
+
 // readDone records the duration of a lookup's online store read.
-func (m *Metrics) readDone(d time.Duration, err error) {
-	if m == nil {
-		return
+func (m *Metrics) readDone(d time.Duration, r readResult) {
+	if m != nil {
+		m.redisBy[r].Observe(d.Seconds())
 	}
-	if err != nil {
-		m.redisErr.Observe(d.Seconds())
-		return
-	}
-	m.redisOK.Observe(d.Seconds())
 }
 
 // statusLabels are the status label values of featurestore_serving_values_total,

@@ -181,7 +181,7 @@ func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnline
 func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesRequest, encode bool) (*pb.GetOnlineFeaturesResponse, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.opts.DefaultDeadline)
+		ctx, cancel = context.WithTimeoutCause(ctx, s.opts.DefaultDeadline, errServerDeadline)
 		defer cancel()
 	}
 	snap := s.regs.Current()
@@ -245,20 +245,10 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 	t := now.UnixMilli()
 	readStart := time.Now()
 	vals, err := sc.buf.ReadViews(ctx, s.store, sc.reads, t)
-	s.opts.Metrics.readDone(time.Since(readStart), err)
 	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return nil, status.Error(codes.Canceled, "request canceled")
-		}
-		if errors.Is(err, online.ErrCorruptState) {
-			// Not worth retrying, unlike an outage: Internal, logged as an
-			// error, naming the key.
-			s.opts.Logger.Error("online state does not decode", "err", err)
-			return nil, status.Errorf(codes.Internal, "online store: %v", err)
-		}
-		s.opts.Logger.Warn("online store read failed", "err", err)
-		return nil, status.Errorf(codes.Unavailable, "online store: %v", err)
+		return nil, s.readFailed(ctx, err, time.Since(readStart))
 	}
+	s.opts.Metrics.readDone(time.Since(readStart), readOK)
 	if len(sel.ods) > 0 {
 		vals = sel.computeODs(sc, vals, len(ents), reqVals, reqStride, s.opts.Metrics)
 	}
@@ -272,6 +262,40 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 		return fillColumns(req, sel, vals, p.version, now), nil
 	}
 	return fill(req, sel, vals, p.version, now), nil
+}
+
+// errServerDeadline is the cause of a lookup's context ending at a deadline
+// the server set (DefaultDeadline, when the caller set none), rather than at
+// the caller's own.
+var errServerDeadline = errors.New("the server's deadline for the lookup passed")
+
+// readFailed returns the status of a lookup whose online store read took d
+// and failed with err, and records it.
+//
+// A caller that gave up first (its deadline passed, or it cancelled) is
+// told so, DEADLINE_EXCEEDED or CANCELLED, and that is no failure of the
+// store: logged at debug, counted as canceled, so that clients with tight
+// deadlines do not look like an outage. The server's own deadline passing
+// is one: the store did not answer in time, UNAVAILABLE as when it cannot
+// be reached, safe to retry.
+func (s *OnlineService) readFailed(ctx context.Context, err error, d time.Duration) error {
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errServerDeadline) {
+		s.opts.Metrics.readDone(d, readCanceled)
+		s.opts.Logger.Debug("online store read abandoned by the caller", "err", err)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return status.Error(codes.DeadlineExceeded, "the call's deadline passed before the online store answered")
+		}
+		return status.Error(codes.Canceled, "request canceled")
+	}
+	s.opts.Metrics.readDone(d, readError)
+	if errors.Is(err, online.ErrCorruptState) {
+		// Not worth retrying, unlike an outage: Internal, logged as an
+		// error, naming the key.
+		s.opts.Logger.Error("online state does not decode", "err", err)
+		return status.Errorf(codes.Internal, "online store: %v", err)
+	}
+	s.opts.Logger.Warn("online store read failed", "err", err)
+	return status.Errorf(codes.Unavailable, "online store: %v", err)
 }
 
 // scratch is what a request reuses from the requests before it: its keys,

@@ -3,6 +3,7 @@ package serving
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"google.golang.org/grpc"
@@ -543,20 +545,6 @@ func TestGetOnlineFeaturesCorruptState(t *testing.T) {
 // connections but never answers fails the call with UNAVAILABLE at the
 // server's default deadline, and one that refuses connections at once.
 func TestGetOnlineFeaturesRedisDown(t *testing.T) {
-	black, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer black.Close()
-	go func() {
-		for {
-			c, err := black.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // hold the connection open, never answer
-		}
-	}()
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -564,7 +552,7 @@ func TestGetOnlineFeaturesRedisDown(t *testing.T) {
 	refused := closed.Addr().String()
 	closed.Close()
 
-	for _, c := range []struct{ name, addr string }{{"silent", black.Addr().String()}, {"refused", refused}} {
+	for _, c := range []struct{ name, addr string }{{"silent", silentServer(t)}, {"refused", refused}} {
 		t.Run(c.name, func(t *testing.T) {
 			rc := redis.NewClient(&redis.Options{Addr: c.addr, ContextTimeoutEnabled: true, MaxRetries: -1})
 			defer rc.Close()
@@ -579,6 +567,96 @@ func TestGetOnlineFeaturesRedisDown(t *testing.T) {
 			}
 			if took > 2*time.Second {
 				t.Errorf("took %v, want about the 300ms default deadline", took)
+			}
+		})
+	}
+}
+
+// silentServer returns the address of a server that accepts connections
+// and never answers, until the test ends.
+func silentServer(t testing.TB) string {
+	t.Helper()
+	ln := listen(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold the connection open, never answer
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestGetOnlineFeaturesCallerGaveUp: a lookup whose caller's deadline
+// passed, or whose caller cancelled, is DEADLINE_EXCEEDED or CANCELLED,
+// whether Redis answers or hangs; it is not an online store failure: not
+// logged as a warning, not counted as a read error. Only the server's
+// default deadline (the caller set none) passing before Redis answers is
+// UNAVAILABLE, as an outage.
+func TestGetOnlineFeaturesCallerGaveUp(t *testing.T) {
+	silent := silentServer(t)
+	past := func() (context.Context, context.CancelFunc) {
+		return context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	}
+	cancelled := func() (context.Context, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return ctx, cancel
+	}
+	soon := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 100*time.Millisecond)
+	}
+	none := func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }
+	for _, c := range []struct {
+		name, redis string
+		ctx         func() (context.Context, context.CancelFunc)
+		code        codes.Code
+		failure     bool // an online store failure: warned and counted
+	}{
+		{"deadline passed, redis up", testenv.RedisAddr(t), past, codes.DeadlineExceeded, false},
+		{"cancelled, redis up", testenv.RedisAddr(t), cancelled, codes.Canceled, false},
+		{"deadline passes, redis silent", silent, soon, codes.DeadlineExceeded, false},
+		{"default deadline passes, redis silent", silent, none, codes.Unavailable, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rc := redis.NewClient(&redis.Options{Addr: c.redis, ContextTimeoutEnabled: true, MaxRetries: -1})
+			defer rc.Close()
+			snaps := &staticSnapshots{}
+			snaps.p.Store(loadSnapshot(t, 1, testDefs))
+			reg, rec := prometheus.NewRegistry(), &logRecorder{}
+			svc := NewOnlineService(snaps, online.New(rc, online.Options{}), OnlineOptions{Project: testenv.UniqueName(t, "gaveup"),
+				DefaultDeadline: 300 * time.Millisecond, Metrics: NewMetrics(reg), Logger: slog.New(rec)})
+			ctx, cancel := c.ctx()
+			defer cancel()
+			begin := time.Now()
+			_, err := svc.GetOnlineFeatures(ctx, &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("c1")}})
+			if status.Code(err) != c.code {
+				t.Errorf("got %v, want %v", err, c.code)
+			}
+			if took := time.Since(begin); took > 2*time.Second {
+				t.Errorf("took %v", took)
+			}
+			failures := 0
+			if c.failure {
+				failures = 1
+			}
+			if n := histogramCount(t, reg, "featurestore_serving_redis_duration_seconds", map[string]string{"result": "error"}); n != uint64(failures) {
+				t.Errorf("online store read errors counted: %d, want %d", n, failures)
+			}
+			if n := histogramCount(t, reg, "featurestore_serving_redis_duration_seconds", map[string]string{"result": "canceled"}); n != uint64(1-failures) {
+				t.Errorf("online store reads counted as canceled: %d, want %d", n, 1-failures)
+			}
+			warned := 0
+			for _, l := range rec.matching("online store") {
+				if l.level >= slog.LevelWarn {
+					warned++
+				}
+			}
+			if warned != failures {
+				t.Errorf("online store warnings: %d, want %d: %v", warned, failures, rec.lines)
 			}
 		})
 	}

@@ -39,9 +39,12 @@ type OnlineServiceClient interface {
 	//     features from views of different entities; an entity key of the wrong
 	//     arity or type; more entities than the server allows per request. The
 	//     message names the culprit.
-	//   - UNAVAILABLE: the online store cannot be reached; safe to retry.
-	//   - DEADLINE_EXCEEDED: the call's deadline passed. Clients should always
-	//     set a deadline.
+	//   - UNAVAILABLE: the online store cannot be reached, or did not answer
+	//     within the server's default deadline (a call that sets no deadline
+	//     gets one); safe to retry.
+	//   - DEADLINE_EXCEEDED: the call's own deadline passed before the answer.
+	//     Clients should always set a deadline.
+	//   - CANCELLED: the client cancelled the call.
 	//
 	// A missing or expired value is not an error: it is reported per value by
 	// FeatureValue.status, and the call succeeds.
@@ -81,9 +84,12 @@ type OnlineServiceServer interface {
 	//     features from views of different entities; an entity key of the wrong
 	//     arity or type; more entities than the server allows per request. The
 	//     message names the culprit.
-	//   - UNAVAILABLE: the online store cannot be reached; safe to retry.
-	//   - DEADLINE_EXCEEDED: the call's deadline passed. Clients should always
-	//     set a deadline.
+	//   - UNAVAILABLE: the online store cannot be reached, or did not answer
+	//     within the server's default deadline (a call that sets no deadline
+	//     gets one); safe to retry.
+	//   - DEADLINE_EXCEEDED: the call's own deadline passed before the answer.
+	//     Clients should always set a deadline.
+	//   - CANCELLED: the client cancelled the call.
 	//
 	// A missing or expired value is not an error: it is reported per value by
 	// FeatureValue.status, and the call succeeds.
