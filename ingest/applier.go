@@ -191,7 +191,8 @@ func (a *Applier) partition(p int) *partitionState {
 	return ps
 }
 
-// forget drops the state of partition p: the events remembered for dedup
+// forget drops the state of partition p, and its lag and dedup series (the
+// partition's next owner exports its own): the events remembered for dedup
 // (up to dedup_max_ids), the batch buffers grown to the largest batch and
 // the last batch's dead letters with their messages. Kept, they would add up
 // over every partition the process ever owned until the next registry
@@ -199,8 +200,9 @@ func (a *Applier) partition(p int) *partitionState {
 // state, which Resume fills from Redis, as for a new owner.
 func (a *Applier) forget(p int) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	delete(a.parts, p)
+	a.mu.Unlock()
+	a.metrics.forgetPartition(a.src.Name, p)
 }
 
 // Resume implements PartitionHandler: the saved position, or the start;
@@ -219,6 +221,9 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	}
 	ps.ids.reset(a.src.MaxDedupIDs())
 	ps.warming = false
+	if a.dedup {
+		a.metrics.setDedupIDs(a.src.Name, p, 0, 0) // until rebuilt (warm)
+	}
 	if !ok {
 		ps.hw, ps.has = 0, false
 		return kafka.FirstOffset, nil
@@ -283,7 +288,7 @@ func (a *Applier) rebuildUntil(p int) int64 {
 // with an id and is not too far ahead of its timestamp, each once (a batch
 // retried after a failure brings them again). It applies and rejects
 // nothing.
-func (a *Applier) warm(ps *partitionState, msgs []kafka.Message) {
+func (a *Applier) warm(ps *partitionState, p int, msgs []kafka.Message) {
 	for _, m := range msgs {
 		if m.Offset <= ps.warmed {
 			continue
@@ -296,6 +301,7 @@ func (a *Applier) warm(ps *partitionState, msgs []kafka.Message) {
 		ps.ids.add(dedupKey{ev.ID, ev.Time}, m.Offset)
 	}
 	ps.ids.commit(ps.hw - a.lateness)
+	a.metrics.setDedupIDs(a.src.Name, p, ps.ids.len(), 0) // what the cap forgets here was counted before
 }
 
 // isTransactionMarker tells whether m is the commit or abort marker that a
@@ -340,7 +346,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 			n++
 		}
 		if n > 0 {
-			a.warm(ps, msgs[:n])
+			a.warm(ps, p, msgs[:n])
 		}
 		if msgs = msgs[n:]; len(msgs) == 0 {
 			return nil
@@ -396,7 +402,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		forgot := ps.ids.commit(hw - a.lateness)
 		a.metrics.setDedupIDs(a.src.Name, p, ps.ids.len(), forgot)
 	}
-	a.recordBatch(p, msgs, start)
+	a.recordBatch(start)
 	return nil
 }
 
@@ -491,17 +497,13 @@ func (a *Applier) position(ps *partitionState, msgs []kafka.Message, hw int64, h
 	return pos
 }
 
-// recordBatch records, once a batch is applied, how long it took and the
-// partition's lag.
-func (a *Applier) recordBatch(p int, msgs []kafka.Message, start time.Time) {
-	m := a.metrics
-	if m == nil {
-		return
-	}
-	m.observeBatch(a.src.Name, time.Since(start).Seconds())
-	last := msgs[len(msgs)-1]
-	m.setLag(a.src.Name, p, last.HighWaterMark-last.Offset-1)
+// recordBatch records, once a batch is applied, how long it took.
+func (a *Applier) recordBatch(start time.Time) {
+	a.metrics.observeBatch(a.src.Name, time.Since(start).Seconds())
 }
+
+// recordLag implements lagRecorder.
+func (a *Applier) recordLag(p int, lag int64) { a.metrics.setLag(a.src.Name, p, lag) }
 
 // recordEvents counts the events of a batch whose Redis writes went
 // through, and the dead letters sent, leaving out the events at or below

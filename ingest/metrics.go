@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"source", "view", "result"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "featurestore_ingest_consumer_lag_messages",
-			Help: "Messages in the partition after the last one applied.",
+			Help: "Messages in the partition from the next one to apply to its end; kept up to date while batches fail or the partition is stalled, and deleted when the partition is released.",
 		}, []string{"source", "partition"}),
 		dedupIDs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "featurestore_ingest_dedup_ids",
@@ -78,6 +78,16 @@ func (m *Metrics) setDedupIDs(source string, partition int, n, forgot int) {
 		if forgot > 0 {
 			m.dedupCap.WithLabelValues(source).Add(float64(forgot))
 		}
+	}
+}
+
+// forgetPartition deletes the series of a partition that the process
+// released.
+func (m *Metrics) forgetPartition(source string, partition int) {
+	if m != nil {
+		p := strconv.Itoa(partition)
+		m.lag.DeleteLabelValues(source, p)
+		m.dedupIDs.DeleteLabelValues(source, p)
 	}
 }
 

@@ -59,6 +59,9 @@ type partitionReader struct {
 	// onAborted, if set, is told how many records of aborted transactions
 	// each fetch dropped.
 	onAborted func(n int)
+	// onEnd, if set, is told the partition's end (its high watermark) each
+	// time a fetch or a list of offsets returns it.
+	onEnd func(end int64)
 
 	offset int64           // the next offset to fetch
 	msgs   []kafka.Message // fetched and not yet returned
@@ -200,6 +203,9 @@ func (r *partitionReader) fetch(ctx context.Context) error {
 			return r.outOfRange(ctx)
 		}
 		return fmt.Errorf("fetch %s/%d at offset %d: %w", r.topic, r.partition, r.offset, err)
+	}
+	if r.onEnd != nil {
+		r.onEnd(p.HighWatermark)
 	}
 	if p.RecordSet.Records == nil {
 		return nil
@@ -408,6 +414,9 @@ func (r *partitionReader) bounds(ctx context.Context) (first, last int64, err er
 	ends, err := listEnds(ctx, r.tr, r.addr, r.topic, []int{r.partition}, kafka.ReadUncommitted)
 	if err != nil {
 		return 0, 0, err
+	}
+	if r.onEnd != nil {
+		r.onEnd(ends[0][1])
 	}
 	return ends[0][0], ends[0][1], nil
 }

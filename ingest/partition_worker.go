@@ -19,6 +19,58 @@ type partitionWorker struct {
 	gen       *kafka.Generation
 	tr        kafka.RoundTripper // the group's, shared by its partitions
 	partition int
+
+	// For the consumer lag (reportLag): the next offset to apply (-1 while
+	// unknown), and the partition's end as last seen and when (Unix ns, 0
+	// for never).
+	toApply, end, endAt atomic.Int64
+}
+
+// lagRecorder is a PartitionHandler that records the consumer lag of its
+// partitions: the messages from the next offset to apply to the partition's
+// end. The partition worker reports it after each batch applied, once a
+// second while the partition reads or retries a batch, and while it retries
+// a resume. Release (partitionReleaser) comes after the last report.
+type lagRecorder interface {
+	recordLag(partition int, lag int64)
+}
+
+// endStale is how old the partition's end the reader saw last may be when a
+// lag is reported once a second: an older one is asked of Kafka. The reader
+// fetches every 100ms or sooner while it reads; it stops while the next
+// batch is full, as when batches fail (Redis down), when the partition is
+// stalled, and between a resume that failed and the next.
+const endStale = 5 * time.Second
+
+// sawEnd records the partition's end, as a fetch or a list of offsets
+// returned it.
+func (w *partitionWorker) sawEnd(end int64) {
+	w.end.Store(end)
+	w.endAt.Store(time.Now().UnixNano())
+}
+
+// reportLag reports the partition's lag to the handler, if it records lags
+// and the next offset to apply is known; with refresh, from an end asked of
+// Kafka if the one last seen is older than endStale.
+func (w *partitionWorker) reportLag(ctx context.Context, refresh bool) {
+	lr, ok := w.h.(lagRecorder)
+	next := w.toApply.Load()
+	if !ok || next < 0 {
+		return
+	}
+	if refresh && time.Since(time.Unix(0, w.endAt.Load())) > endStale {
+		ctx, cancel := context.WithTimeout(ctx, endStale)
+		ends, err := listEnds(ctx, w.tr, kafka.TCP(w.cfg.Brokers...), w.cfg.Topic, []int{w.partition}, kafka.ReadUncommitted)
+		cancel()
+		if err == nil {
+			w.sawEnd(ends[0][1])
+		} else if ctx.Err() == nil {
+			w.log.Debug("list the partition's end for its lag failed", "err", err)
+		}
+	}
+	if w.endAt.Load() != 0 {
+		lr.recordLag(w.partition, w.end.Load()-next)
+	}
 }
 
 // run reads until genCtx ends (rebalance or shutdown). Batches are applied
@@ -26,6 +78,7 @@ type partitionWorker struct {
 // rather than stopping halfway.
 func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 	topic := w.cfg.Topic
+	w.toApply.Store(-1)
 	next, ok := w.resume(genCtx)
 	if !ok {
 		return
@@ -61,7 +114,11 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 	if c, ok := w.h.(abortCounter); ok {
 		r.onAborted = c.countAborted
 	}
+	r.onEnd = w.sawEnd
 	r.setOffset(next)
+	if next >= 0 {
+		w.toApply.Store(next)
+	}
 	w.log.Info("partition started", "offset", next)
 	// Kafka's committed offset is a hint only (for tools and lag metrics;
 	// resuming reads the positions in Redis), so it is committed in the
@@ -83,6 +140,7 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 				return
 			case <-t.C:
 			}
+			w.reportLag(commitCtx, true)
 			if n := committed.Load(); n > last {
 				if err := w.gen.CommitOffsets(map[string]map[int]int64{topic: {w.partition: n}}); err != nil {
 					if genCtx.Err() == nil {
@@ -114,6 +172,7 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 			w.log.Info("partition stopped", "next_offset", next)
 			return false
 		}
+		w.toApply.Store(batch[0].Offset)
 		switch w.apply(procCtx, genCtx, batch) {
 		case applyStopped:
 			return false
@@ -122,6 +181,8 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 		}
 		next = batch[len(batch)-1].Offset + 1
 		committed.Store(next)
+		w.toApply.Store(next)
+		w.reportLag(readCtx, false)
 	}
 }
 
@@ -137,6 +198,7 @@ func (w *partitionWorker) resume(ctx context.Context) (int64, bool) {
 			return 0, false
 		}
 		w.log.Warn("resume position unavailable; retrying", "err", err, "retry_in", backoff)
+		w.reportLag(ctx, true) // from where the partition stopped, if it ran
 		if !sleep(ctx, backoff) {
 			return 0, false
 		}

@@ -1,0 +1,102 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// TestConsumerLagWhileRedisIsDown: the consumer lag gauge follows the
+// partition's end while batches fail (Redis down), also once the next batch
+// is full and the partition reads no more, rather than keeping the value of
+// the last batch applied; when the partition is released its series, and
+// that of the events remembered for dedup, are deleted, so that a process
+// does not export the lag of partitions another process owns now.
+func TestConsumerLagWhileRedisIsDown(t *testing.T) {
+	const t0 = int64(1795687200000)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := testenv.UniqueName(t, "txns")
+	brokers := startKafka(t, topic, 1)
+	mr := miniredis.RunT(t)
+	rc := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { rc.Close() })
+	pos := NewPositions(rc, "p")
+	a, err := NewApplier("p", r, r.Source("txns"), online.New(rc, online.Options{}), pos, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	a.SetMetrics(NewMetrics(reg))
+
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	defer w.Close()
+	sent := 0
+	send := func(n int) {
+		t.Helper()
+		msgs := make([]kafka.Message, n)
+		for i := range msgs {
+			msgs[i] = kafka.Message{Value: fmt.Appendf(nil, `{"card":"c","id":"e%d","ts":%d,"amount":1}`, sent, t0+int64(sent))}
+			sent++
+		}
+		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lag := func() float64 { return testutil.ToFloat64(a.metrics.lag.WithLabelValues("txns", "0")) }
+	series := func() int {
+		return testutil.CollectAndCount(a.metrics.lag) + testutil.CollectAndCount(a.metrics.dedupIDs)
+	}
+
+	// Batches of at most 50: while Redis is down the next batch is full
+	// after 50 messages, and the partition stops reading.
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 50, MaxBatchSize: 50,
+		SessionTimeout: 6 * time.Second, RetryMax: 200 * time.Millisecond}
+	send(10)
+	stop := runGroupAsync(t, cfg, a)
+	waitFor(t, "the first events applied", 30*time.Second, func() bool {
+		p, ok, err := pos.Load(context.Background(), "txns", topic, 0)
+		return err == nil && ok && p.Offset == 9
+	})
+	if got := lag(); got != 0 {
+		t.Fatalf("lag %v after every message was applied, want 0", got)
+	}
+
+	mr.Close() // Redis down: every batch fails from here on
+	waitLag := func(want float64) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for lag() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("lag %v while Redis is down and %v messages wait, want %v", lag(), want, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	send(300)
+	waitLag(300)
+	// The reader fetched the first 300 (one fetch), and stopped with the
+	// next batch full: the end of the partition is asked of Kafka.
+	send(200)
+	waitLag(500)
+	if n := series(); n != 2 {
+		t.Fatalf("%d lag and dedup series while the partition runs, want 2", n)
+	}
+	stop()
+	if n := series(); n != 0 {
+		t.Errorf("%d lag and dedup series after the partition was released, want 0", n)
+	}
+}
