@@ -5,14 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 )
 
 // Dead-letter header names. The original message's key and value are kept
-// as they were; the headers say where it came from and why it was refused.
+// as they were, and its headers but those starting with featurestore- (a
+// letter's own, when a letter is rejected again); the headers say where it
+// came from and why it was refused.
 const (
+	headerPrefix = "featurestore-"
+
 	HeaderReason    = "featurestore-reason"
 	HeaderDetail    = "featurestore-detail"
 	HeaderView      = "featurestore-view"
@@ -101,7 +106,13 @@ func (d *KafkaDeadLetters) Send(ctx context.Context, letters []DeadLetter) error
 // at most limit bytes together (the key kept first).
 func letterMessage(l DeadLetter, limit int) kafka.Message {
 	headers := make([]kafka.Header, 0, len(l.Message.Headers)+7)
-	headers = append(headers, l.Message.Headers...)
+	for _, h := range l.Message.Headers {
+		// A letter re-driven into a source and rejected again: the headers
+		// of its first rejection would be read for this one's.
+		if !strings.HasPrefix(h.Key, headerPrefix) {
+			headers = append(headers, h)
+		}
+	}
 	headers = append(headers,
 		kafka.Header{Key: HeaderReason, Value: []byte(l.Reason)},
 		kafka.Header{Key: HeaderDetail, Value: []byte(capDetail(l.Detail))},

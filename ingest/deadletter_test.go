@@ -185,3 +185,25 @@ func TestDeadLettersAskMetadataOfTheirTopic(t *testing.T) {
 		t.Errorf("%d metadata requests, %d of them of every topic; want some, none of every topic", requests, everyTopic)
 	}
 }
+
+// TestDeadLetterOfADeadLetter: a letter sent back to its source (re-driven)
+// and rejected again keeps the headers of the original message, but not
+// the featurestore-* headers of the first rejection: the letter carries one
+// reason, one position and so on, those of the last rejection.
+func TestDeadLetterOfADeadLetter(t *testing.T) {
+	first := letterMessage(DeadLetter{Message: kafka.Message{Topic: "src", Partition: 1, Offset: 7, Value: []byte("x"),
+		Headers: []kafka.Header{{Key: "trace-id", Value: []byte("t1")}}}, Reason: ReasonLate, View: "v", Detail: "too late"}, maxLetterBytes)
+	first.Headers = append(first.Headers, kafka.Header{Key: HeaderTruncated, Value: []byte("key 0 value 1")})
+	// Re-driven into topic src2 and rejected there again.
+	again := letterMessage(DeadLetter{Message: kafka.Message{Topic: "src2", Partition: 0, Offset: 3, Value: first.Value,
+		Headers: append(first.Headers, kafka.Header{Key: "retry", Value: []byte("1")})}, Reason: ReasonInvalidPayload, Detail: "bad"}, maxLetterBytes)
+	var got []string
+	for _, h := range again.Headers {
+		got = append(got, h.Key+"="+string(h.Value))
+	}
+	want := []string{"trace-id=t1", "retry=1", HeaderReason + "=invalid_payload", HeaderDetail + "=bad",
+		HeaderTopic + "=src2", HeaderPartition + "=0", HeaderOffset + "=3"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("headers\n%q\nwant\n%q", got, want)
+	}
+}
