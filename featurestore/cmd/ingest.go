@@ -217,6 +217,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				}
 				defer d.stop()
 				w, rc, promReg := d.watcher, d.rc, d.prom
+				promReg.MustRegister(online.NewPoolCollector(rc))
 				named := splitList(sources)
 				if snap := w.Current(); snap != nil {
 					if missing := missingSources(named, snap.Registry); len(missing) > 0 {

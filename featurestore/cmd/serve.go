@@ -144,6 +144,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				}
 				defer d.stop()
 				w, rc, promReg := d.watcher, d.rc, d.prom
+				promReg.MustRegister(online.NewPoolCollector(rc))
 				serverTLS, auth, err := sec.build(promReg, log)
 				if err != nil {
 					return err

@@ -3,7 +3,10 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -19,14 +22,16 @@ import (
 )
 
 // TestServe applies the examples to a file registry, runs 'featurestore
-// serve' in-process against real Redis, looks features up over gRPC, and
-// stops it as SIGTERM would. The project is new, so its online state is empty.
+// serve' in-process against real Redis, looks features up over gRPC, reads
+// its metrics, and stops it as SIGTERM would. The project is new, so its
+// online state is empty.
 func TestServe(t *testing.T) {
+	metrics := freeAddr(t)
 	env := map[string]string{
 		"FEATURESTORE_REGISTRY":     "file:" + t.TempDir(),
 		"FEATURESTORE_REDIS_ADDR":   testenv.RedisAddr(t),
 		"FEATURESTORE_PROJECT":      testenv.UniqueName(t, "serve"),
-		"FEATURESTORE_METRICS_ADDR": "",
+		"FEATURESTORE_METRICS_ADDR": metrics,
 	}
 	if code, out, errOut := runCLI(t, env, "apply", "../../examples"); code != 0 {
 		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
@@ -85,6 +90,19 @@ func TestServe(t *testing.T) {
 	})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "more than the 2 allowed") {
 		t.Errorf("3 entities with --max-entities 2: %v", err)
+	}
+	// The online store client's pool: the lookup's read, a pipeline, took
+	// a connection of the pipeline pool.
+	mresp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, want := range []string{`(?m)^featurestore_redis_pool_misses_total\{pool="pipeline"\} [1-9]`, `(?m)^featurestore_redis_pool_timeouts_total\{pool="main"\} 0$`} {
+		if !regexp.MustCompile(want).Match(body) {
+			t.Errorf("/metrics has no %s", want)
+		}
 	}
 	cancel()
 	select {

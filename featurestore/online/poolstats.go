@@ -1,0 +1,85 @@
+package online
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// PoolStatser is a Redis client whose connection pool statistics can be
+// read: redis.Client and redis.ClusterClient (any redis.UniversalClient)
+// are.
+type PoolStatser interface {
+	PoolStats() *redis.PoolStats
+}
+
+// NewPoolCollector returns a Prometheus collector of c's connection pool
+// statistics, read at each scrape (DESIGN.md section 5: watch the pool's
+// timeouts). A pool exhausted under load (timeouts, waits) then tells apart
+// from a Redis outage, which both fail requests at their deadline.
+//
+// go-redis keeps two pools, labelled pool: "main", for single commands,
+// and "pipeline", a smaller one (PipelinePoolSize, 10 by default) for
+// pipelines, which is how the store reads and writes. A pipeline that finds
+// the pipeline pool busy takes a connection of the main pool without waiting,
+// so waits and timeouts show in the main pool. On Redis Cluster the values
+// are the sums over the nodes' pools.
+//
+// go-redis counts in 32 bits: a counter starts again from 0 after 2^32, which
+// rate() takes for a restart.
+func NewPoolCollector(c PoolStatser) prometheus.Collector {
+	return &poolCollector{c: c}
+}
+
+type poolCollector struct {
+	c PoolStatser
+}
+
+// poolMetric is one statistic of a pool.
+type poolMetric struct {
+	desc  *prometheus.Desc
+	typ   prometheus.ValueType
+	value func(s *redis.PoolStats) float64
+}
+
+func newPoolMetric(name, help string, typ prometheus.ValueType, value func(s *redis.PoolStats) float64) poolMetric {
+	return poolMetric{prometheus.NewDesc("featurestore_redis_pool_"+name, help, []string{"pool"}, nil), typ, value}
+}
+
+var poolMetrics = []poolMetric{
+	newPoolMetric("hits_total", "Connections taken from a Redis client's pool that were idle in it, by pool (main, pipeline).",
+		prometheus.CounterValue, func(s *redis.PoolStats) float64 { return float64(s.Hits) }),
+	newPoolMetric("misses_total", "Connections taken from a Redis client's pool that had to be dialled, none being idle, by pool.",
+		prometheus.CounterValue, func(s *redis.PoolStats) float64 { return float64(s.Misses) }),
+	newPoolMetric("timeouts_total", "Waits for a connection of a Redis client's pool, all in use, that timed out (the command failed), by pool.",
+		prometheus.CounterValue, func(s *redis.PoolStats) float64 { return float64(s.Timeouts) }),
+	newPoolMetric("waits_total", "Waits for a connection of a Redis client's pool, all in use, that got one (timeouts_total counts the others), by pool.",
+		prometheus.CounterValue, func(s *redis.PoolStats) float64 { return float64(s.WaitCount) }),
+	newPoolMetric("wait_seconds_total", "Time spent in the waits of waits_total, by pool.",
+		prometheus.CounterValue, func(s *redis.PoolStats) float64 { return float64(s.WaitDurationNs) / 1e9 }),
+	newPoolMetric("stale_connections_total", "Connections of a Redis client's pool closed as stale (idle too long, or broken), by pool.",
+		prometheus.CounterValue, func(s *redis.PoolStats) float64 { return float64(s.StaleConns) }),
+	newPoolMetric("connections", "Connections open in a Redis client's pool, idle or in use, by pool.",
+		prometheus.GaugeValue, func(s *redis.PoolStats) float64 { return float64(s.TotalConns) }),
+	newPoolMetric("idle_connections", "Idle connections in a Redis client's pool, by pool.",
+		prometheus.GaugeValue, func(s *redis.PoolStats) float64 { return float64(s.IdleConns) }),
+}
+
+func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range poolMetrics {
+		ch <- m.desc
+	}
+}
+
+func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	main := p.c.PoolStats()
+	// A client without a pipeline pool (PipelinePoolSize < 0) reports its
+	// as zeros, so that the series do not come and go.
+	pipeline := &redis.PoolStats{}
+	if main.PipelineStats != nil {
+		pipeline = (*redis.PoolStats)(main.PipelineStats)
+	}
+	for _, m := range poolMetrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.value(main), "main")
+		ch <- prometheus.MustNewConstMetric(m.desc, m.typ, m.value(pipeline), "pipeline")
+	}
+}

@@ -1,0 +1,118 @@
+package online
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
+)
+
+// gatherPool gathers reg and returns the value of each metric by name and
+// pool label, "name pool".
+func gatherPool(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			pool := ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "pool" {
+					pool = l.GetValue()
+				}
+			}
+			v := m.GetCounter().GetValue()
+			if m.Gauge != nil {
+				v = m.GetGauge().GetValue()
+			}
+			out[mf.GetName()+" "+pool] = v
+		}
+	}
+	return out
+}
+
+// TestPoolCollector reads the pool statistics of standalone and cluster
+// clients of real Redis at scrape time: commands count in the main pool,
+// pipelines (every read and write of the store) in the pipeline pool.
+func TestPoolCollector(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		addrs func(t *testing.T) []string
+	}{
+		{"standalone", func(t *testing.T) []string { return []string{testenv.RedisAddr(t)} }},
+		{"cluster", func(t *testing.T) []string { return testenv.RedisCluster(t, 3) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := testContext(t)
+			rc := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: c.addrs(t), IsClusterMode: c.name == "cluster", ContextTimeoutEnabled: true})
+			defer rc.Close()
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(NewPoolCollector(rc))
+			// Before any command every series is there, at 0.
+			before := gatherPool(t, reg)
+			for _, name := range []string{"hits_total", "misses_total", "timeouts_total", "waits_total", "wait_seconds_total", "stale_connections_total", "connections", "idle_connections"} {
+				for _, pool := range []string{"main", "pipeline"} {
+					if _, ok := before["featurestore_redis_pool_"+name+" "+pool]; !ok {
+						t.Errorf("no featurestore_redis_pool_%s{pool=%q}: %v", name, pool, before)
+					}
+				}
+			}
+			for range 3 {
+				if err := rc.Set(ctx, "poolstats{x}", "1", time.Minute).Err(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error {
+					p.Get(ctx, "poolstats{x}")
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := gatherPool(t, reg)
+			for _, pool := range []string{"main", "pipeline"} {
+				if n := got["featurestore_redis_pool_hits_total "+pool] + got["featurestore_redis_pool_misses_total "+pool]; n < 3 {
+					t.Errorf("%s pool: %v connections taken, want at least 3: %v", pool, n, got)
+				}
+				if got["featurestore_redis_pool_connections "+pool] < 1 || got["featurestore_redis_pool_idle_connections "+pool] < 1 {
+					t.Errorf("%s pool: no open idle connection: %v", pool, got)
+				}
+			}
+		})
+	}
+
+	t.Run("exhausted", func(t *testing.T) {
+		// One connection, held: the next command waits PoolTimeout for
+		// it and fails, a timeout; one that gets it while waiting is a
+		// wait.
+		ctx := testContext(t)
+		rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), PoolSize: 1, PoolTimeout: 500 * time.Millisecond, MaxRetries: -1})
+		defer rc.Close()
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(NewPoolCollector(rc))
+		held := rc.Conn()
+		if err := held.Ping(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rc.Ping(ctx).Err(); !errors.Is(err, redis.ErrPoolTimeout) {
+			t.Fatalf("ping with the pool exhausted: %v, want a pool timeout", err)
+		}
+		go func() {
+			time.Sleep(20 * time.Millisecond)
+			held.Close()
+		}()
+		if err := rc.Ping(ctx).Err(); err != nil {
+			t.Fatalf("ping once the connection is back: %v", err)
+		}
+		got := gatherPool(t, reg)
+		if got["featurestore_redis_pool_timeouts_total main"] != 1 || got["featurestore_redis_pool_waits_total main"] != 1 || got["featurestore_redis_pool_wait_seconds_total main"] <= 0 {
+			t.Errorf("want 1 timeout and 1 wait in the main pool: %v", got)
+		}
+	})
+}
