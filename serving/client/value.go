@@ -240,9 +240,10 @@ func (v Value) EventTime() (t time.Time, ok bool) {
 }
 
 // Window returns, for a windowed feature, the interval of event time its
-// value aggregates: an event with event time e counts if and only if
-// start <= e < end. ok is false for last-value features and lifetime
-// aggregations.
+// value aggregates: the events with event time e, start <= e < end, plus
+// those stamped ahead of the read time in its tile, which a source's
+// max_future_skew admits (FeatureValue.window in serving.proto). ok is false
+// for last-value features and lifetime aggregations.
 func (v Value) Window() (start, end time.Time, ok bool) {
 	w := v.fv.GetWindow()
 	if v.col != nil {

@@ -162,9 +162,11 @@ type GetOnlineFeaturesRequest struct {
 	//	*GetOnlineFeaturesRequest_FeatureService
 	//	*GetOnlineFeaturesRequest_Features
 	Kind isGetOnlineFeaturesRequest_Kind `protobuf_oneof:"kind"`
-	// The entities to read, each keyed by the join keys of the one entity that
-	// all requested feature views share. The response has one EntityResult per
-	// key, in this order; duplicate keys are allowed and answered each time.
+	// The entities to read, one row each, keyed by the join keys of every
+	// entity the requested features belong to (for an on-demand feature, the
+	// entities of all its view's inputs): positionally when there is one such
+	// entity, by name otherwise (EntityKey). The response has one EntityResult
+	// per row, in this order; duplicate rows are allowed and answered each time.
 	Entities []*EntityKey `protobuf:"bytes,3,rep,name=entities,proto3" json:"entities,omitempty"`
 	// Request-time values that are not stored, such as the amount of the
 	// transaction being scored, keyed by request field name, for features
@@ -492,12 +494,16 @@ type FeatureValue struct {
 	// request set include_metadata to false.
 	EventTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
 	// For a windowed feature, the interval of event time that the value
-	// aggregates: an event with event time e contributes if and only if
-	// window.start <= e < window.end. Tiles are aligned to the Unix epoch, so the
-	// interval can be shorter than the feature's nominal window by up to one
-	// tile. Set for every windowed feature, whatever its status, unless the
-	// request set include_metadata to false; unset for last-value features and
-	// lifetime aggregations.
+	// aggregates: the events with event time e, window.start <= e < window.end,
+	// where end is just after the read time. Tiles are aligned to the Unix
+	// epoch, so the interval can be shorter than the feature's nominal window by
+	// up to one tile. One exception: an event stamped ahead of the read time but
+	// in the read time's tile (a source's max_future_skew, 5 minutes by
+	// default, lets events be ahead of their message's timestamp) counts
+	// already, although it falls after end; an export counts it only from its
+	// event time on. Set for every windowed feature, whatever its status, unless
+	// the request set include_metadata to false; unset for last-value features
+	// and lifetime aggregations.
 	Window        *Interval `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

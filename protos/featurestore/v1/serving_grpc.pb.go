@@ -36,9 +36,11 @@ type OnlineServiceClient interface {
 	//
 	// Errors (gRPC status codes):
 	//   - INVALID_ARGUMENT: an unknown feature service, feature view or feature;
-	//     features from views of different entities; an entity key of the wrong
-	//     arity or type; more entities than the server allows per request. The
-	//     message names the culprit.
+	//     an entity key of the wrong arity or type, a missing or unused named
+	//     join key, or positional keys (join_key_values) for features of several
+	//     entities (see EntityKey); a missing, unused or mistyped request
+	//     value; more entities than the server allows per request. The message
+	//     names the culprit.
 	//   - UNAVAILABLE: the online store cannot be reached, or did not answer
 	//     within the server's default deadline (a call that sets no deadline
 	//     gets one); safe to retry.
@@ -81,9 +83,11 @@ type OnlineServiceServer interface {
 	//
 	// Errors (gRPC status codes):
 	//   - INVALID_ARGUMENT: an unknown feature service, feature view or feature;
-	//     features from views of different entities; an entity key of the wrong
-	//     arity or type; more entities than the server allows per request. The
-	//     message names the culprit.
+	//     an entity key of the wrong arity or type, a missing or unused named
+	//     join key, or positional keys (join_key_values) for features of several
+	//     entities (see EntityKey); a missing, unused or mistyped request
+	//     value; more entities than the server allows per request. The message
+	//     names the culprit.
 	//   - UNAVAILABLE: the online store cannot be reached, or did not answer
 	//     within the server's default deadline (a call that sets no deadline
 	//     gets one); safe to retry.

@@ -500,7 +500,8 @@ func (x *BoolList) GetVal() []bool {
 // key, in the order the entity declares its join keys in the registry. The
 // named form serves any request, and is required when the features belong to
 // several entities (a card's and a merchant's features for one transaction):
-// it names every join key of every entity the features need. Each value has
+// it names every join key of every entity the features need (for an on-demand
+// feature, the entities of all its view's inputs, read or not). Each value has
 // its join key's declared scalar type; join keys are never lists. A missing,
 // unused or wrongly typed key is rejected with INVALID_ARGUMENT naming the
 // row, the join key and the entity.
