@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/featurestore/featurestore/featurestore/offline"
@@ -82,7 +83,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9465", "Address of the /metrics endpoint; empty to serve none.")
 			fs.IntVar(&maxEntities, "max-entities", serving.DefaultMaxEntities, "Most entities one request may ask for.")
 			fs.DurationVar(&defaultDeadline, "default-deadline", serving.DefaultDefaultDeadline, "Deadline of a request whose client set none.")
-			fs.UintVar(&maxStreams, "max-concurrent-streams", serving.DefaultMaxConcurrentStreams, "Most calls in flight on one client connection.")
+			fs.UintVar(&maxStreams, "max-concurrent-streams", serving.DefaultMaxConcurrentStreams, "Most calls in flight on one client connection, 1 to 4294967295.")
 			fs.DurationVar(&shutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "How long calls in flight may take to finish at shutdown.")
 			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
 			off.register(fs)
@@ -102,6 +103,11 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				}
 				if defaultDeadline <= 0 {
 					return fmt.Errorf("%w: --default-deadline must be positive", errUsage)
+				}
+				if maxStreams == 0 || maxStreams > math.MaxUint32 {
+					// gRPC takes a uint32, and 0 for its default: neither a
+					// wrapped value nor 0 may stand for 1024 unsaid.
+					return fmt.Errorf("%w: --max-concurrent-streams must be between 1 and %d", errUsage, uint32(math.MaxUint32))
 				}
 				if shutdownTimeout < 0 {
 					// A negative drain time would cut calls off at once.

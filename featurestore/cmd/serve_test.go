@@ -116,13 +116,24 @@ func TestServe(t *testing.T) {
 }
 
 func TestServeUsage(t *testing.T) {
-	for _, args := range [][]string{
-		{"serve", "extra"},
-		{"serve", "--max-entities", "0"},
-		{"serve", "--default-deadline", "0s"},
+	for _, c := range []struct {
+		args []string
+		want string // in standard error
+	}{
+		{[]string{"serve", "extra"}, "serve takes no arguments"},
+		{[]string{"serve", "--max-entities", "0"}, "--max-entities must be positive"},
+		{[]string{"serve", "--default-deadline", "0s"}, "--default-deadline must be positive"},
+		// Not wrapped to 0, then taken for the default.
+		{[]string{"serve", "--max-concurrent-streams", "4294967296"}, "--max-concurrent-streams must be between 1 and 4294967295"},
+		{[]string{"serve", "--max-concurrent-streams", "0"}, "--max-concurrent-streams must be between 1 and 4294967295"},
 	} {
-		if code, _, errOut := runCLI(t, nil, args...); code != 2 {
-			t.Errorf("%q: exit %d, want 2\n%s", args, code, errOut)
+		// A bounded wait: a serve that wrongly starts stops there.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var errOut bytes.Buffer
+		code := runContext(ctx, c.args, io.Discard, &errOut, envMap(map[string]string{"FEATURESTORE_METRICS_ADDR": ""}))
+		cancel()
+		if code != 2 || !strings.Contains(errOut.String(), c.want) {
+			t.Errorf("%q: exit %d, want 2 saying %q\n%s", c.args, code, c.want, errOut.String())
 		}
 	}
 }
