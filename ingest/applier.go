@@ -306,21 +306,16 @@ func (a *Applier) warm(ps *partitionState, p int, msgs []kafka.Message) {
 
 // isTransactionMarker tells whether m is the commit or abort marker that a
 // transactional producer's transaction leaves in each partition it wrote
-// to. Kafka stores a marker as a record of its own offset in a control
-// batch; kafka-go does not skip control batches, nor say which batches are
-// control batches, so a marker arrives as a message with the marker's key
-// and value: key = version 0 (int16) and type (int16: 0 abort, 1 commit),
-// value = version 0 (int16) and the coordinator epoch (int32), no headers.
-// Neither decoder accepts such bytes as an event (six bytes starting with
-// two zero bytes are neither a JSON object nor a protobuf message, whose
-// field numbers start at 1), so no event is ever mistaken for a marker.
+// to: a record of its own offset in a control batch, which the partition
+// reader hands over marked (controlRecord) since it takes an offset. Only
+// the reader knows a record's batch: a plain record with a marker's bytes
+// is an event that does not decode, and is dead-lettered.
 //
 // The records of aborted transactions never reach the applier: the
 // partition reader drops them (partitionReader).
 func isTransactionMarker(m kafka.Message) bool {
-	k, v := m.Key, m.Value
-	return len(k) == 4 && k[0] == 0 && k[1] == 0 && k[2] == 0 && k[3] <= 1 &&
-		len(v) == 6 && v[0] == 0 && v[1] == 0 && len(m.Headers) == 0
+	_, ok := m.WriterData.(controlRecord)
+	return ok
 }
 
 // future tells whether the event is further ahead of its message's Kafka

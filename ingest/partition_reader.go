@@ -47,7 +47,9 @@ const fetchTimeout = 30 * time.Second
 // Transaction markers (the control records a transaction leaves in each
 // partition it wrote to) are handed over as messages, as kafka-go's Reader
 // hands them over: they take an offset, and the applier counts them and
-// moves its position past them (isTransactionMarker).
+// moves its position past them. Unlike kafka-go's Reader, the reader marks
+// them (controlRecord), so that the applier tells them by their batch, not
+// by their bytes (isTransactionMarker).
 type partitionReader struct {
 	tr        kafka.RoundTripper
 	addr      net.Addr
@@ -344,6 +346,12 @@ func closeBytes(b protocol.Bytes) {
 	}
 }
 
+// controlRecord is the WriterData of a message that the reader took from a
+// control batch: a transaction marker. WriterData is the one field of
+// kafka.Message free for a reader's own use (kafka-go's Writer alone reads
+// it, and a dead letter is a new message).
+type controlRecord struct{}
+
 // add appends rec as a message if it is at or after r.offset (a fetch
 // starts at the batch holding the offset asked for), and returns its key
 // either way. A marker's headers are dropped, as kafka-go's Reader drops
@@ -362,6 +370,9 @@ func (r *partitionReader) add(rec *protocol.Record, hw int64, marker bool) ([]by
 	}
 	m := kafka.Message{Topic: r.topic, Partition: r.partition, Offset: rec.Offset, HighWaterMark: hw,
 		Key: key, Value: value, Time: rec.Time}
+	if marker {
+		m.WriterData = controlRecord{}
+	}
 	if !marker && len(rec.Headers) > 0 {
 		m.Headers = make([]kafka.Header, len(rec.Headers))
 		for i, h := range rec.Headers {

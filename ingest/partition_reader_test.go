@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/fetch"
@@ -73,6 +75,13 @@ func marker(pid, offset int64, commit bool) *protocol.ControlBatch {
 		Records: protocol.NewRecordReader(rec)}
 }
 
+// lookalike is a batch of one plain record at offset with the key and
+// value of a commit marker.
+func lookalike(offset int64) *protocol.RecordBatch {
+	rec := protocol.Record{Offset: offset, Key: protocol.NewBytes([]byte{0, 0, 0, 1}), Value: protocol.NewBytes([]byte{0, 0, 0, 0, 0, 0})}
+	return &protocol.RecordBatch{BaseOffset: offset, ProducerID: 1, Records: protocol.NewRecordReader(rec)}
+}
+
 // TestPartitionReaderFetches reads crafted fetch responses: which records
 // of aborted transactions are dropped (Kafka's rules, with fetches that
 // start inside or after a transaction), and how the reader gets past
@@ -84,6 +93,7 @@ func TestPartitionReaderFetches(t *testing.T) {
 		responses []func() *fetch.Response
 		end       int64   // read offsets before end
 		want      []int64 // offsets handed over
+		markers   []int64 // those of them handed over as transaction markers
 		aborted   int
 		fetchedAt []int64 // offsets of the fetches
 		bytes     []int32 // their bytes, if checked
@@ -92,19 +102,26 @@ func TestPartitionReaderFetches(t *testing.T) {
 			name: "aborted within the fetch, then a committed transaction of the same producer", start: 10,
 			responses: []func() *fetch.Response{response(16, [][2]int64{{8, 10}},
 				data(8, true, 10, 10, 11), data(13, false, 12, 12), marker(8, 13, false), data(8, true, 14, 14), marker(8, 15, true))},
-			end: 16, want: []int64{12, 13, 14, 15}, aborted: 2,
+			end: 16, want: []int64{12, 13, 14, 15}, markers: []int64{13, 15}, aborted: 2,
+		},
+		{
+			// A plain record with a marker's bytes, key 0 1 and value six
+			// bytes from 0 0, is a record, not a marker.
+			name: "a record that looks like a marker", start: 3,
+			responses: []func() *fetch.Response{response(5, nil, lookalike(3), marker(7, 4, true))},
+			end:       5, want: []int64{3, 4}, markers: []int64{4},
 		},
 		{
 			name: "the fetch starts after the aborted records, before their marker", start: 16,
 			responses: []func() *fetch.Response{response(28, [][2]int64{{8, 0}},
 				data(13, false, 16, 16, 17), marker(8, 22, false), data(8, true, 23, 23, 24, 25), marker(8, 26, true), data(13, false, 27, 27))},
-			end: 28, want: []int64{16, 17, 22, 23, 24, 25, 26, 27},
+			end: 28, want: []int64{16, 17, 22, 23, 24, 25, 26, 27}, markers: []int64{22, 26},
 		},
 		{
 			name: "two producers interleaved, one aborts", start: 10,
 			responses: []func() *fetch.Response{response(15, [][2]int64{{8, 10}},
 				data(8, true, 10, 10), data(9, true, 11, 11), data(8, true, 12, 12), marker(9, 13, true), marker(8, 14, false))},
-			end: 15, want: []int64{11, 13, 14}, aborted: 2,
+			end: 15, want: []int64{11, 13, 14}, markers: []int64{13, 14}, aborted: 2,
 		},
 		{
 			name: "only aborted records, then the marker in the next fetch", start: 10,
@@ -112,7 +129,7 @@ func TestPartitionReaderFetches(t *testing.T) {
 				response(13, [][2]int64{{8, 10}}, data(8, true, 10, 10, 11)),
 				response(13, [][2]int64{{8, 10}}, marker(8, 12, false)),
 			},
-			end: 13, want: []int64{12}, aborted: 2, fetchedAt: []int64{10, 12},
+			end: 13, want: []int64{12}, markers: []int64{12}, aborted: 2, fetchedAt: []int64{10, 12},
 		},
 		{
 			name: "a compacted batch, the next one in the same fetch", start: 5,
@@ -146,7 +163,7 @@ func TestPartitionReaderFetches(t *testing.T) {
 			r.setOffset(tt.start)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			var got []int64
+			var got, markers []int64
 			for {
 				m, ok, err := r.readBefore(ctx, tt.end)
 				if err != nil {
@@ -156,9 +173,15 @@ func TestPartitionReaderFetches(t *testing.T) {
 					break
 				}
 				got = append(got, m.Offset)
+				if isTransactionMarker(m) {
+					markers = append(markers, m.Offset)
+				}
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("offsets %v, want %v", got, tt.want)
+			}
+			if !slices.Equal(markers, tt.markers) {
+				t.Errorf("markers at %v, want %v", markers, tt.markers)
 			}
 			if aborted != tt.aborted {
 				t.Errorf("%d aborted records, want %d", aborted, tt.aborted)
@@ -173,5 +196,40 @@ func TestPartitionReaderFetches(t *testing.T) {
 				t.Errorf("%d responses left", len(f.responses))
 			}
 		})
+	}
+}
+
+// TestRecordWithMarkerBytesIsDeadLettered: the applier takes for a
+// transaction marker what the partition reader says is one (a control
+// record), not a message that has a marker's bytes: a plain record with
+// them does not decode and is dead-lettered, not counted and skipped.
+func TestRecordWithMarkerBytesIsDeadLettered(t *testing.T) {
+	sink := &memSink{}
+	a, _, _ := dedupApplier(t, sink)
+	a.SetMetrics(NewMetrics(prometheus.NewRegistry()))
+	f := &fakeFetches{responses: []func() *fetch.Response{response(2, nil, lookalike(0), marker(7, 1, true))}}
+	pr := &partitionReader{tr: f, topic: "t", maxBytes: 1 << 20, maxWait: time.Millisecond, log: slog.New(slog.DiscardHandler)}
+	pr.setOffset(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var msgs []kafka.Message
+	for {
+		m, ok, err := pr.readBefore(ctx, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		msgs = append(msgs, m)
+	}
+	if err := a.Apply(ctx, "t", 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if len(sink.letters) != 1 || sink.letters[0].Message.Offset != 0 || sink.letters[0].Reason != ReasonInvalidPayload {
+		t.Errorf("dead letters %+v, want offset 0 as %s", sink.letters, ReasonInvalidPayload)
+	}
+	if got := testutil.ToFloat64(a.metrics.events.WithLabelValues("txns", "", ResultTransactionMarker)); got != 1 {
+		t.Errorf("%v transaction markers counted, want 1 (offset 1)", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/registry"
 )
 
@@ -19,16 +20,8 @@ import (
 // of the reference.
 func TestReleaseFreesPartitionState(t *testing.T) {
 	const t0 = int64(1795687200000)
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, store := miniStore(t)
 	sink := &flakySink{}
-	a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), sink, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, r, store := dedupApplier(t, sink)
 	ctx := context.Background()
 	// 3,000 events 10ms apart (all within the 1m lateness, so all
 	// remembered), every 100th one a payload that does not decode; then,
@@ -97,4 +90,20 @@ func TestReleaseFreesPartitionState(t *testing.T) {
 	if len(sink.letters) != 0 {
 		t.Errorf("%d dead letters sent again after the release, want none (the rebuild only rebuilds)", len(sink.letters))
 	}
+}
+
+// dedupApplier returns an applier of source txns of dedupDefs, on a
+// miniredis of the test's own, with the dead-letter sink given.
+func dedupApplier(t *testing.T, sink DeadLetterSink) (*Applier, *registry.Registry, *online.Store) {
+	t.Helper()
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, store := miniStore(t)
+	a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, r, store
 }
