@@ -320,7 +320,10 @@ func isTransactionMarker(m kafka.Message) bool {
 
 // future tells whether the event is further ahead of its message's Kafka
 // timestamp than the source allows. The timestamp, not the clock: a replay
-// decides the same. Messages without one (zero) are not checked.
+// decides the same. Messages without one (zero) are not checked. The
+// timestamp is the producer's CreateTime even on a topic of LogAppendTime:
+// kafka-go's record batch decoder drops the batch's max timestamp, where
+// the broker's append time is (docs/operations.md: a poisoned partition).
 func (a *Applier) future(m kafka.Message, ev *Event) bool {
 	return !m.Time.IsZero() && ev.Time > m.Time.UnixMilli()+a.skew
 }

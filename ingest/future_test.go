@@ -40,29 +40,7 @@ func TestFutureEventCannotPoisonThePartition(t *testing.T) {
 		{name: "no timestamps", stamped: false, wantCount: 1, want: []Reason{ReasonLate, ReasonLate}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			defs := `
-kind: Entity
-name: card
-join_keys: [{name: card, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts, encoding: epoch_ms}
-keys: {card: card}
-allowed_lateness: 1m
-`
-			if c.skew != "" {
-				defs += "max_future_skew: " + c.skew + "\n"
-			}
-			defs += `---
-kind: FeatureView
-name: n
-entity: card
-source: txns
-features: [{name: n_1d, aggregation: count, window: 1d}]
-`
-			r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(defs)})
+			r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(futureDefs(c.skew))})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -102,6 +80,34 @@ features: [{name: n_1d, aggregation: count, window: 1d}]
 			}
 		})
 	}
+}
+
+// futureDefs are the definitions of the future-event tests: source txns,
+// with a lateness of 1m and the max_future_skew given ("" for the
+// default), and view n counting its events over 1d.
+func futureDefs(skew string) string {
+	defs := `
+kind: Entity
+name: card
+join_keys: [{name: card, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card: card}
+allowed_lateness: 1m
+`
+	if skew != "" {
+		defs += "max_future_skew: " + skew + "\n"
+	}
+	return defs + `---
+kind: FeatureView
+name: n
+entity: card
+source: txns
+features: [{name: n_1d, aggregation: count, window: 1d}]
+`
 }
 
 // miniStore returns a client of a miniredis of the test's own, and the
@@ -189,5 +195,76 @@ features: [{name: n_5m, aggregation: count, window: 5m}]
 		if ttl := rc.PTTL(context.Background(), key).Val(); ttl < 16*time.Minute {
 			t.Errorf("partitions in order %v: the key expires in %s, before the future event leaves its window", order, ttl)
 		}
+	}
+}
+
+// TestResetPoisonedHighWater: the recovery docs/operations.md gives for a
+// partition whose high-water mark an event with a wrong time moved far
+// ahead. The check against the Kafka timestamp cannot catch an event whose
+// producer stamped the message with the same wrong time (CreateTime, which
+// is what ingest reads even on a topic of LogAppendTime); the events after
+// it are then late, restarts included, until the hw field of the
+// partition's position is deleted while ingest is stopped. The next event
+// then sets the high-water mark afresh.
+func TestResetPoisonedHighWater(t *testing.T) {
+	const t0 = int64(1795687200000)
+	const y2100 = int64(4102444800000)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(futureDefs(""))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, store := miniStore(t)
+	sink := &memSink{}
+	ctx := context.Background()
+	// start is a (re)started ingest process: a new applier, resumed.
+	start := func() *Applier {
+		a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), sink, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Resume(ctx, "txns", 0); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	msg := func(off, ts int64) kafka.Message {
+		return kafka.Message{Topic: "txns", Offset: off, Time: time.UnixMilli(ts), Value: fmt.Appendf(nil, `{"card":"c","ts":%d}`, ts)}
+	}
+	apply := func(a *Applier, msgs ...kafka.Message) []Reason {
+		t.Helper()
+		sink.letters = nil
+		if err := a.Apply(ctx, "txns", 0, msgs); err != nil {
+			t.Fatal(err)
+		}
+		var got []Reason
+		for _, l := range sink.letters {
+			got = append(got, l.Reason)
+		}
+		return got
+	}
+	// Offset 1 is stamped, message and event alike, in 2100.
+	a := start()
+	if got := apply(a, msg(0, t0), msg(1, y2100), msg(2, t0+1000), msg(3, t0+2000)); fmt.Sprint(got) != "[late late]" {
+		t.Fatalf("rejected %v, want [late late]: the partition is not poisoned", got)
+	}
+	if got := apply(start(), msg(4, t0+3000)); fmt.Sprint(got) != "[late]" {
+		t.Fatalf("after a restart rejected %v, want [late]", got)
+	}
+	// The recovery, ingest stopped: delete the hw field of the position.
+	if err := rc.HDel(ctx, "fs:{pos.p.txns/txns/0}", "hw").Err(); err != nil {
+		t.Fatal(err)
+	}
+	a = start()
+	if got := apply(a, msg(5, t0+4000), msg(6, t0+5000)); len(got) != 0 {
+		t.Fatalf("after the reset rejected %v, want nothing", got)
+	}
+	// The late check works again, from the new high-water mark.
+	if got := apply(a, msg(7, t0+5000-2*60_000)); fmt.Sprint(got) != "[late]" {
+		t.Fatalf("an event 2m behind rejected %v, want [late]", got)
+	}
+	// Offsets 0, 5 and 6 count; offset 1 is in a tile the read does not
+	// reach yet.
+	if got := readView(t, store, r, "n", "c", t0+10*60_000)[0].Value.Int64(); got != 3 {
+		t.Errorf("n_1d = %d, want 3", got)
 	}
 }
