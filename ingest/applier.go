@@ -245,7 +245,9 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 // Redis holds would skip them as applied. So the partition is resumed
 // instead, from what Redis holds now. A newer position means another
 // consumer applied the partition meanwhile: resuming takes it up from
-// there.
+// there. On Redis Cluster this sees only what the shard of the position
+// lost: a failover of a shard of entity hashes that loses their last
+// writes goes unseen, and loses those events (docs/operations.md).
 func (a *Applier) checkPosition(ctx context.Context, ps *partitionState, topic string, p int) error {
 	if !ps.known {
 		return nil // applied without Resume: nothing to expect
