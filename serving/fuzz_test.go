@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -54,6 +55,31 @@ func FuzzValidate(f *testing.F) {
 		}
 		if k, _ := featurestore.NewEntityKey(parts...); k != keys[0] {
 			t.Fatal("key does not round-trip")
+		}
+	})
+}
+
+// FuzzJSONNull: nullValues keeps valid JSON valid and changes nothing but
+// nulls, each into "{}  ".
+func FuzzJSONNull(f *testing.F) {
+	f.Add(`{"request_context": {"a": null}, "entities": [{"join_key_values": [null, {"string_val": "null"}], "join_keys": {"k": null}}]}`)
+	f.Add(`{"request_context": null, "x": [null, {"join_keys": [null]}], "requestContext": {"a": {"b": null}}}`)
+	f.Add(`[null, "null", {"joinKeys": {"null": null}}]`)
+	f.Add(`{"join_keys": {"a": nul`)
+	f.Fuzz(func(t *testing.T, s string) {
+		b := []byte(s)
+		nullValues(b)
+		if json.Valid([]byte(s)) && !json.Valid(b) {
+			t.Fatalf("%s became invalid: %s", s, b)
+		}
+		for i := 0; i < len(b); i++ {
+			if strings.HasPrefix(s[i:], "null") && string(b[i:i+4]) == "{}  " {
+				i += 3
+				continue
+			}
+			if b[i] != s[i] {
+				t.Fatalf("%s: byte %d changed: %s", s, i, b)
+			}
 		}
 	})
 }

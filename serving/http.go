@@ -326,7 +326,10 @@ func (s *HTTPServer) decode(w http.ResponseWriter, r *http.Request) (*pb.GetOnli
 	}
 	req := &pb.GetOnlineFeaturesRequest{}
 	if err := jsonIn.Unmarshal(buf.Bytes(), req); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "malformed GetOnlineFeaturesRequest: %s", protoErrorText(err))
+		// A null Value, which protojson refuses, is gRPC's empty Value.
+		if !nullValues(buf.Bytes()) || jsonIn.Unmarshal(buf.Bytes(), req) != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "malformed GetOnlineFeaturesRequest: %s", protoErrorText(err))
+		}
 	}
 	return req, nil
 }

@@ -259,6 +259,50 @@ func TestHTTPJSONForm(t *testing.T) {
 	})
 }
 
+// TestHTTPJSONNull: a JSON null where a request holds a Value (a request
+// value, a join-key value) is the empty Value gRPC takes there: a null
+// request value, and a join key with no value, refused as over gRPC.
+// protojson alone refuses null there (a syntax error).
+func TestHTTPJSONNull(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	url := serveHTTP(t, f.svc, HTTPConfig{})
+	want := get(t, f.client, &pb.GetOnlineFeaturesRequest{
+		Kind:           refs("txn_risk:jump", "txn_risk:same_merchant"),
+		Entities:       []*pb.EntityKey{rowKey("c2", map[string]*pb.Value{"merchant": {}}), rowKey("c2", nil)},
+		RequestContext: map[string]*pb.Value{"amount": {}, "merchant": sval("m3")},
+	})
+	checkRows(t, want, [][]string{{"NULL_VALUE", "NULL_VALUE"}, {"NULL_VALUE", "PRESENT true"}})
+	r := post(t, nil, url, "application/json", strings.NewReader(`{
+		"features": {"refs": ["txn_risk:jump", "txn_risk:same_merchant"]},
+		"request_context": {"amount": null, "merchant": {"string_val": "m3"}},
+		"entities": [
+			{"join_key_values": [{"string_val": "c2"}], "requestContext": {"merchant": null}},
+			{"join_key_values": [{"string_val": "c2"}]}
+		]}`))
+	if r.status != http.StatusOK {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	got := &pb.GetOnlineFeaturesResponse{}
+	if err := protojson.Unmarshal(r.body, got); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("HTTP response differs from gRPC's:\n http %v\n grpc %v", got, want)
+	}
+
+	for _, c := range []struct{ body, message string }{
+		{`{"features": {"refs": ["card_txn:n_1h"]}, "entities": [{"join_key_values": [null]}]}`, `entity 0: join key "card_id" (position 0) of entity "card": want a string value, got no value`},
+		{`{"features": {"refs": ["card_txn:n_1h"]}, "entities": [{"join_keys": {"card_id": null}}]}`, `entity 0: join key "card_id" of entity "card": want a string value, got no value`},
+		// Elsewhere null stays what protojson makes of it.
+		{`{"features": {"refs": [null]}, "entities": [{"join_key_values": [{"string_val": "c1"}]}]}`, `malformed GetOnlineFeaturesRequest: `},
+	} {
+		r := post(t, nil, url, "application/json", strings.NewReader(c.body))
+		if code, msg := errorBody(t, r); r.status != 400 || code != "INVALID_ARGUMENT" || !strings.Contains(msg, c.message) {
+			t.Errorf("%s: got %d %s %q, want 400 INVALID_ARGUMENT %q", c.body, r.status, code, msg, c.message)
+		}
+	}
+}
+
 // checkJSONForm posts the JSON request and compares the JSON response with
 // want, as values (white space and key order aside).
 func checkJSONForm(t *testing.T, url, request, want string) {

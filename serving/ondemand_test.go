@@ -109,11 +109,7 @@ func TestOnDemandFeatures(t *testing.T) {
 	})
 
 	t.Run("request values per row", func(t *testing.T) {
-		row := func(card string, ctx map[string]*pb.Value) *pb.EntityKey {
-			k := skey(card)
-			k.RequestContext = ctx
-			return k
-		}
+		row := rowKey
 		resp := get(t, f.client, &pb.GetOnlineFeaturesRequest{
 			Kind: refs("txn_risk:jump", "txn_risk:same_merchant"),
 			Entities: []*pb.EntityKey{row("c1", nil), row("c2", map[string]*pb.Value{"amount": dval(20)}),

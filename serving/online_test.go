@@ -248,6 +248,13 @@ func skey(s ...string) *pb.EntityKey {
 	return k
 }
 
+// rowKey is the row of one card with request values of its own.
+func rowKey(card string, ctx map[string]*pb.Value) *pb.EntityKey {
+	k := skey(card)
+	k.RequestContext = ctx
+	return k
+}
+
 func ival(v int64) *pb.Value   { return &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: v}} }
 func dval(v float64) *pb.Value { return &pb.Value{Kind: &pb.Value_DoubleVal{DoubleVal: v}} }
 func sval(v string) *pb.Value  { return &pb.Value{Kind: &pb.Value_StringVal{StringVal: v}} }

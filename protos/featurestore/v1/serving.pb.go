@@ -170,8 +170,9 @@ type GetOnlineFeaturesRequest struct {
 	Entities []*EntityKey `protobuf:"bytes,3,rep,name=entities,proto3" json:"entities,omitempty"`
 	// Request-time values that are not stored, such as the amount of the
 	// transaction being scored, keyed by request field name, for features
-	// computed at request time (on-demand feature views). They apply to all
-	// entities of the request; EntityKey.request_context gives values of one
+	// computed at request time (on-demand feature views). A Value with no kind
+	// is a null request value ({} or null in the JSON of the HTTP endpoint).
+	// They apply to all entities of the request; EntityKey.request_context gives values of one
 	// row, which take precedence. A name that no requested feature uses is
 	// rejected with INVALID_ARGUMENT, so that a typo cannot go unnoticed, and so
 	// is a request field that a requested feature uses and a row lacks.
