@@ -18,6 +18,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add("pair_txn:*", "u1", int64(42), true)
 	f.Add("card_txn:n_1h,pair_txn:n_1h", "", int64(-1), true)
 	f.Add(":,::,card_txn:,:x,card_txn:*:*", "{}:*", int64(1), false)
+	f.Add("txn_risk:mod", "c1", int64(0), false) // on-demand, reads no stored view
 	f.Fuzz(func(t *testing.T, refs, s string, n int64, useInt bool) {
 		sel, err := p.parseRefs(strings.Split(refs, ","))
 		if err != nil {
@@ -27,6 +28,13 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("accepted %q with %d columns and %d names", refs, len(sel.cols), len(sel.names))
 		}
 		for _, c := range sel.cols {
+			if c.view == nil {
+				// On-demand: its view's results follow the stored views'.
+				if k := c.vidx - len(sel.views); k < 0 || k >= len(sel.ods) || c.index >= len(sel.ods[k].od.feats) {
+					t.Fatalf("inconsistent on-demand column %+v", c)
+				}
+				continue
+			}
 			if c.view.entity != sel.entities[sel.eidx[c.view]] || sel.views[c.vidx] != c.view || c.index >= len(c.view.infos) {
 				t.Fatalf("inconsistent column %+v", c)
 			}
