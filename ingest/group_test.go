@@ -326,3 +326,56 @@ func testRunGroupResumesAgain(t *testing.T, kafkaFor func(t *testing.T, topic st
 		}
 	}
 }
+
+// TestRunGroupPicksUpNewPartitions (real Kafka): partitions added to the
+// topic while the group runs are assigned and read from their start, every
+// message of the old and the new partitions applied once.
+func TestRunGroupPicksUpNewPartitions(t *testing.T) {
+	topic := testenv.UniqueName(t, "grow")
+	brokers := realKafka(t, topic, 2)
+	h := newFencedHandler()
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100, SessionTimeout: 6 * time.Second}
+	produce(t, brokers, topic, 200)
+	stop := runGroupAsync(t, cfg, h)
+	waitFor(t, "the first 200 messages", 30*time.Second, func() bool { return h.total() >= 200 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := client.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: 4}}})
+	if err == nil {
+		err = resp.Errors[topic]
+	}
+	if err != nil {
+		t.Fatalf("grow %s to 4 partitions: %v", topic, err)
+	}
+	// 50 messages to each new partition, asked for by number: a writer's
+	// metadata may not list them yet. A new partition takes a moment to
+	// get a leader.
+	for _, p := range []int{2, 3} {
+		for {
+			var recs []kafka.Record
+			for i := range 50 {
+				recs = append(recs, kafka.Record{Value: kafka.NewBytes(fmt.Appendf(nil, `{"p":%d,"i":%d}`, p, i))})
+			}
+			res, err := client.Produce(ctx, &kafka.ProduceRequest{Topic: topic, Partition: p, RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(recs...)})
+			if err == nil {
+				err = res.Error
+			}
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("produce to new partition %d: %v", p, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	end := produce(t, brokers, topic, 0) // the end offsets of the four
+	waitFor(t, "the new partitions applied", 60*time.Second, func() bool { return h.total() >= 300 })
+	stop()
+	if len(end) != 4 || end[2] != 50 || end[3] != 50 {
+		t.Fatalf("end offsets %v, want 50 in partitions 2 and 3", end)
+	}
+	h.check(t, end)
+}
