@@ -80,7 +80,9 @@ func Diff(old, new *Registry) *Plan {
 	diffKind(p, KindFeatureView, objMap(old.Views), objMap(new.Views), func(name string, fields []FieldChange) []FieldChange {
 		return refineView(old.View(name), new.View(name), fields)
 	})
-	diffKind(p, KindOnDemandFeatureView, objMap(old.OnDemandViews), objMap(new.OnDemandViews), nil)
+	diffKind(p, KindOnDemandFeatureView, objMap(old.OnDemandViews), objMap(new.OnDemandViews), func(name string, fields []FieldChange) []FieldChange {
+		return refineOnDemand(old, new, name, fields)
+	})
 	diffKind(p, KindFeatureService, objMap(old.Services), objMap(new.Services), nil)
 	return p
 }
@@ -247,8 +249,52 @@ func breaking(kind, path string, before, after bool) bool {
 			}
 			return false
 		}
+	case KindOnDemandFeatureView:
+		switch parts[0] {
+		case "features":
+			// As in a feature view; every feature has a type, so a type
+			// is never declared or dropped.
+			return len(parts) == 3 && (parts[2] == "expression" || parts[2] == "type")
+		case "inputs", "request_fields":
+			// A variable read elsewhere, of another type, or gone changes
+			// what an expression that uses it computes, even when the
+			// expression is the same (an input turned into a request field
+			// of its name). A new request field is needed by no lookup of
+			// an existing feature: serving and export ask only for the
+			// request fields the requested features use. refineOnDemand
+			// judges a new input.
+			return before
+		}
 	}
 	return false
+}
+
+// refineOnDemand judges a new input of an on-demand view: the entities of
+// all its inputs are what the view's features are looked up by, so an input
+// of an entity that no other input has makes every lookup of the existing
+// features give that entity's join keys, or fail.
+func refineOnDemand(old, new *Registry, name string, fields []FieldChange) []FieldChange {
+	o, n := old.OnDemandView(name), new.OnDemandView(name)
+	if o == nil || n == nil {
+		return fields
+	}
+	entities := map[string]bool{}
+	for _, ref := range o.Inputs {
+		if v := old.View(ref.View); v != nil {
+			entities[v.Entity] = true
+		}
+	}
+	for i, f := range fields {
+		input, ok := strings.CutPrefix(f.Path, "inputs.")
+		if !ok || f.Old != "" {
+			continue
+		}
+		ref, ok := n.Inputs[input]
+		if v := new.View(ref.View); ok && v != nil {
+			fields[i].Breaking = !entities[v.Entity]
+		}
+	}
+	return fields
 }
 
 // refineView judges a feature's declared type by the type the feature

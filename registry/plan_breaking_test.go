@@ -71,7 +71,12 @@ features:
 // edit returns breakingBase with each pair of old and new strings replaced.
 func edit(t *testing.T, pairs ...string) string {
 	t.Helper()
-	s := breakingBase
+	return editDefs(t, breakingBase, pairs...)
+}
+
+// editDefs returns s with each pair of old and new strings replaced.
+func editDefs(t *testing.T, s string, pairs ...string) string {
+	t.Helper()
 	for i := 0; i+1 < len(pairs); i += 2 {
 		if !strings.Contains(s, pairs[i]) {
 			t.Fatalf("%q is not in the definitions", pairs[i])
@@ -168,6 +173,175 @@ func TestDiffBreaking(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, breaking := planLines(t, mustLoad(t, edit(t, tt.before...)), mustLoad(t, edit(t, tt.after...)))
+			checkPlan(t, got, breaking, tt.want, tt.breaking)
+		})
+	}
+}
+
+// onDemandBase is the definitions TestDiffOnDemandBreaking's cases edit:
+// an on-demand view over features of a card view.
+const onDemandBase = breakingBase + `  - {name: max_1h, aggregation: max, field: amount, window: 1h}
+---
+kind: Entity
+name: merchant
+join_keys: [{name: merchant_id, type: string}]
+---
+kind: FeatureView
+name: m
+entity: merchant
+source: txns
+features:
+  - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
+---
+kind: OnDemandFeatureView
+name: risk
+inputs:
+  card_max: v:max_1h
+  card_n: v:n_1h
+request_fields:
+  amount: double
+features:
+  - {name: over_max, type: double, expression: amount / card_max, description: The amount against the largest.}
+  - {name: busy, type: bool, expression: card_n > 10}
+`
+
+// TestDiffOnDemandBreaking checks which changes of an on-demand view a plan
+// calls breaking.
+func TestDiffOnDemandBreaking(t *testing.T) {
+	base := strings.Replace(onDemandBase, "keys: {card_id: card_id}", "keys: {card_id: card_id, merchant_id: merchant}", 1)
+	tests := []struct {
+		name     string
+		after    []string // edits of base
+		want     []string
+		breaking []string
+	}{
+		{
+			name:  "a new expression",
+			after: []string{"expression: amount / card_max,", "expression: amount / card_max * 100,"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      ~ features.over_max.expression: amount / card_max -> amount / card_max * 100   [BREAKING]`,
+			},
+			breaking: []string{`on-demand feature view "risk": features.over_max.expression`},
+		},
+		{
+			name:  "a new type",
+			after: []string{"{name: over_max, type: double, expression: amount / card_max,", "{name: over_max, type: int64, expression: int(amount / card_max),"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      ~ features.over_max.expression: amount / card_max -> int(amount / card_max)   [BREAKING]`,
+				`      ~ features.over_max.type: double -> int64   [BREAKING]`,
+			},
+			breaking: []string{`on-demand feature view "risk": features.over_max.expression`, `on-demand feature view "risk": features.over_max.type`},
+		},
+		{
+			name:  "a new type, the same expression",
+			after: []string{"{name: busy, type: bool, expression: card_n > 10}", `{name: busy, type: string, expression: "card_n > 10 ? 'y' : 'n'"}`},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      ~ features.busy.expression: card_n > 10 -> card_n > 10 ? 'y' : 'n'   [BREAKING]`,
+				`      ~ features.busy.type: bool -> string   [BREAKING]`,
+			},
+			breaking: []string{`on-demand feature view "risk": features.busy.expression`, `on-demand feature view "risk": features.busy.type`},
+		},
+		{
+			name:  "an input read from another feature",
+			after: []string{"card_max: v:max_1h", "card_max: v:sum_1h"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      ~ inputs.card_max: v:max_1h -> v:sum_1h   [BREAKING]`,
+			},
+			breaking: []string{`on-demand feature view "risk": inputs.card_max`},
+		},
+		{
+			name:  "an input removed",
+			after: []string{"card_max: v:max_1h\n  card_n: v:n_1h", "card_max: v:max_1h", "{name: busy, type: bool, expression: card_n > 10}", "{name: busy, type: bool, expression: card_max > 10}"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      ~ features.busy.expression: card_n > 10 -> card_max > 10   [BREAKING]`,
+				`      - inputs.card_n: v:n_1h   [BREAKING]`,
+			},
+			breaking: []string{`on-demand feature view "risk": features.busy.expression`, `on-demand feature view "risk": inputs.card_n`},
+		},
+		{
+			// The expression is the same, its variable is not.
+			name:  "an input turned into a request field",
+			after: []string{"  card_n: v:n_1h\n", "", "request_fields:\n  amount: double", "request_fields:\n  amount: double\n  card_n: int64"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      - inputs.card_n: v:n_1h   [BREAKING]`,
+				`      + request_fields.card_n: int64`,
+			},
+			breaking: []string{`on-demand feature view "risk": inputs.card_n`},
+		},
+		{
+			name:  "a request field of another type",
+			after: []string{"request_fields:\n  amount: double", "request_fields:\n  amount: int64"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      ~ request_fields.amount: double -> int64   [BREAKING]`,
+			},
+			breaking: []string{`on-demand feature view "risk": request_fields.amount`},
+		},
+		{
+			name: "a request field used by an existing feature",
+			after: []string{"request_fields:\n  amount: double", "request_fields:\n  amount: double\n  limit: double",
+				"expression: card_n > 10}", "expression: card_n > limit}"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      ~ features.busy.expression: card_n > 10 -> card_n > limit   [BREAKING]`,
+				`      + request_fields.limit: double`,
+			},
+			breaking: []string{`on-demand feature view "risk": features.busy.expression`},
+		},
+		{
+			// Lookups and exports give only the request fields that the
+			// requested features use.
+			name: "a request field for a new feature",
+			after: []string{"request_fields:\n  amount: double", "request_fields:\n  amount: double\n  limit: double",
+				"expression: card_n > 10}", "expression: card_n > 10}\n  - {name: over_limit, type: bool, expression: amount > limit}"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      ~ feature order: over_max, busy -> over_max, busy, over_limit`,
+				`      + features.over_limit: {"expression":"amount \u003e limit","name":"over_limit","type":"bool"}`,
+				`      + request_fields.limit: double`,
+			},
+		},
+		{
+			name:  "an input of an entity the view has",
+			after: []string{"card_n: v:n_1h", "card_n: v:n_1h\n  card_sum: v:sum_1h"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      + inputs.card_sum: v:sum_1h`,
+			},
+		},
+		{
+			// Every lookup of the view's features must then give the
+			// merchant's join keys.
+			name:  "an input of another entity",
+			after: []string{"card_n: v:n_1h", "card_n: v:n_1h\n  merchant_sum: m:sum_1h"},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      + inputs.merchant_sum: m:sum_1h   [BREAKING]`,
+			},
+			breaking: []string{`on-demand feature view "risk": inputs.merchant_sum`},
+		},
+		{
+			// As a feature of a feature view: no existing feature means
+			// something else.
+			name:  "a feature removed, a description changed",
+			after: []string{"\n  - {name: busy, type: bool, expression: card_n > 10}", "", "description: The amount against the largest.", "description: The amount against the largest of the hour."},
+			want: []string{
+				`  ~ on-demand feature view "risk"`,
+				`      ~ feature order: over_max, busy -> over_max`,
+				`      - features.busy: {"expression":"card_n \u003e 10","name":"busy","type":"bool"}`,
+				`      ~ features.over_max.description: The amount against the largest. -> The amount against the largest of the hour.`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, breaking := planLines(t, mustLoad(t, base), mustLoad(t, editDefs(t, base, tt.after...)))
 			checkPlan(t, got, breaking, tt.want, tt.breaking)
 		})
 	}

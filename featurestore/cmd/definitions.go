@@ -113,9 +113,15 @@ a source, a new format, time field or encoding, field type, Protobuf message,
 or field an existing key is read from (adding or removing a key mapping is
 not); a change of a Protobuf field the source reads (number, kind,
 cardinality or message type; the plan lists the message's changed fields,
-and the others are not breaking); and a new Kafka topic, because the online
+and the others are not breaking); a new Kafka topic, because the online
 store keeps its offset fences per topic while the tiles stay, so events
-already counted, from a mirror say, would count again. Nothing is written.`,
+already counted, from a mirror say, would count again; and in an on-demand
+view, a new expression or type of a feature, an input that reads another
+feature or is removed, a request field of another type or removed, and a
+new input of an entity no other input has (every lookup of the view's
+features must then give its join keys). Adding or removing a whole feature,
+adding a request field (lookups give only those the requested features use)
+or an input of an entity the view has is not breaking. Nothing is written.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			fs.BoolVar(&exitCode, "detailed-exitcode", false, "Exit 3 when the plan has changes (0 when none), for scripts.")
