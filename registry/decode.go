@@ -353,8 +353,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, ctx string, skip m
 			continue
 		}
 		if isNull(resolveAlias(val)) {
-			// "description:" with nothing after it is the field left out.
-			rec[f.name] = d.pos(resolveAlias(val))
+			// "description:" with nothing after it is the field left out:
+			// not recorded, so that checks of whether a field was given
+			// apply the default. A required one is reported below.
 			continue
 		}
 		if !d.decode(val, v.Field(f.index), ctx, f.name, rec) {

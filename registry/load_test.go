@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,6 +120,63 @@ join_keys: [{name: k, type: string}]
 	}
 	if ra.Digest() != rb.Digest() {
 		t.Errorf("digests differ:\n%s\n%s", ra.CanonicalJSON(), rb.CanonicalJSON())
+	}
+}
+
+// TestNullFieldIsNotGiven checks that a field written with no value counts
+// as not given, as the YAML reference says: defaults apply, and a field
+// that only some features take is not reported.
+func TestNullFieldIsNotGiven(t *testing.T) {
+	const base = `
+kind: Entity
+name: e
+join_keys: [{name: k, type: string}]
+---
+kind: Source
+name: s
+kafka: {topic: t}
+timestamp: {field: ts}
+keys: {k: k}
+fields: {x: int64, y: string}
+---
+kind: FeatureView
+name: v
+entity: e
+source: s
+features:
+  - name: c
+    aggregation: count
+    window: 1h
+  - name: last_y
+    field: y
+    type: string
+`
+	tests := []struct{ name, old, new string }{
+		{"description", "name: v\n", "name: v\ndescription:\n"},
+		{"tile", "source: s\n", "source: s\ntile:\n"},
+		{"max_future_skew", "fields: {x: int64, y: string}\n", "fields: {x: int64, y: string}\nmax_future_skew:\n"},
+		{"dedup_max_ids", "fields: {x: int64, y: string}\n", "fields: {x: int64, y: string}\ndedup_max_ids:\n"},
+		{"window of a last-value feature", "    type: string\n", "    type: string\n    window:\n"},
+		{"precision of a last-value feature", "    type: string\n", "    type: string\n    precision:\n"},
+		{"n of a count", "    window: 1h\n", "    window: 1h\n    n:\n"},
+	}
+	want, err := LoadFiles(map[string][]byte{"defs.yaml": []byte(base)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(base, tt.old) {
+				t.Fatalf("%q is not in the definitions", tt.old)
+			}
+			got, err := LoadFiles(map[string][]byte{"defs.yaml": []byte(strings.Replace(base, tt.old, tt.new, 1))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Digest() != want.Digest() {
+				t.Errorf("definitions differ from those without the field:\n%s\n%s", got.CanonicalJSON(), want.CanonicalJSON())
+			}
+		})
 	}
 }
 
