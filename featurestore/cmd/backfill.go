@@ -63,6 +63,8 @@ declared type, fails the file before any row is loaded; a bad row (no event
 time, a value that does not parse, a missing join key) is written to
 --dead-letters as a JSON line naming the file, row and reason, and counted.
 Prints a summary per file; shows a progress bar when stderr is a terminal.
+Flags go before the files: an argument after the first file that starts
+with - is refused before anything is loaded.
 
 With --from-kafka instead of files, replay the source's topic from its
 earliest offset up to its end when the replay starts, through ingest's
@@ -84,6 +86,14 @@ a cleared store), and replaying again adds nothing. Do not replay with
 			fs.BoolVar(&fromKafka, "from-kafka", false, "Replay the source's Kafka topic from its earliest offset instead of loading files.")
 			fs.IntVar(&batchSize, "batch-size", 1000, "With --from-kafka: most messages of one partition applied together.")
 			return func(ctx context.Context, env *runEnv, files []string) error {
+				// Parsing stops at the first file: a flag after it would be
+				// taken for a file, after the files before it were loaded
+				// without the flag.
+				for _, f := range files {
+					if strings.HasPrefix(f, "-") {
+						return fmt.Errorf("%w: %q after the first file: flags go before the files (a file whose name starts with - is ./%s)", errUsage, f, f)
+					}
+				}
 				switch {
 				case len(files) == 0 && !fromKafka:
 					return fmt.Errorf("%w: give at least one file, or --from-kafka", errUsage)

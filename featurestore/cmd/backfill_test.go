@@ -72,6 +72,22 @@ func TestBackfillCommand(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, `no source "nope"`) {
 		t.Fatalf("unknown source: exit %d\n%s", code, errOut)
 	}
+
+	// A flag after a file is refused before any file is loaded: the
+	// corrected run then applies the file's rows online.
+	later := filepath.Join(dir, "later.csv")
+	if err := os.WriteFile(later, []byte("event_time,card_id,merchant_id,amount,currency,country,channel,approved,txn_id\n"+
+		at(time.Minute)+",c9,m1,7,EUR,FR,online,true,t9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runCLI(t, env, "backfill", "--source", "card_transactions", later, "--offline-dir", logDir)
+	if code != 2 || !strings.Contains(errOut, `"--offline-dir"`) || !strings.Contains(errOut, "flags go before the files") {
+		t.Fatalf("flag after a file: exit %d\n%s", code, errOut)
+	}
+	code, out, errOut = runCLI(t, env, "backfill", "--source", "card_transactions", "--offline-dir", logDir, later)
+	if code != 0 || !strings.Contains(out, later+": 1 rows read, 0 skipped as loaded before; online: 2 applied, 0 already applied") {
+		t.Fatalf("backfill after the refused one: exit %d\n%s%s", code, out, errOut)
+	}
 }
 
 // TestBackfillFromKafka replays a topic of the example source, with a
