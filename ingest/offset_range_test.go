@@ -16,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 // logRecords keeps the messages of the records logged at level or above.
@@ -244,5 +246,65 @@ func testAbortMarkerAfterFetchStart(t *testing.T, kafkaFor func(t *testing.T, to
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("read %q,\nwant %q", got, want)
+	}
+}
+
+// TestReaderTimeIsCreateTimeOnLogAppendTimeTopics (real Kafka) pins what
+// docs/operations.md says of the future-skew check: on a topic of
+// message.timestamp.type=LogAppendTime the reader still hands over the
+// producer's CreateTime, since kafka-go's record batch decoder drops the
+// batch's max timestamp, where the broker puts its append time. Should a
+// kafka-go upgrade read it, this fails: the docs and the check's comment
+// must then say so.
+func TestReaderTimeIsCreateTimeOnLogAppendTimeTopics(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.UniqueName(t, "logappend")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1,
+		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "message.timestamp.type", ConfigValue: "LogAppendTime"}}}}})
+	if err == nil {
+		err = resp.Errors[topic]
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}}) })
+	created := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte("x"), Time: created}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	tr := newTransport(nil, topic)
+	defer tr.CloseIdleConnections()
+	r := &partitionReader{tr: tr, addr: kafka.TCP(brokers...), topic: topic, maxBytes: 1 << 20, maxWait: 100 * time.Millisecond,
+		log: slog.New(slog.DiscardHandler)}
+	r.setOffset(kafka.FirstOffset)
+	m, ok, err := r.readBefore(ctx, 1)
+	if err != nil || !ok {
+		t.Fatalf("read: %v %v", ok, err)
+	}
+	if !m.Time.Equal(created) {
+		t.Errorf("message time %v, want the CreateTime %v (kafka-go now reads LogAppendTime? then update docs/operations.md)", m.Time, created)
+	}
+	// The broker did stamp it: franz-go, which reads the batch's
+	// timestamp type, sees the append time.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	fs := cl.PollRecords(ctx, 1)
+	if err := fs.Err0(); err != nil {
+		t.Fatal(err)
+	}
+	recs := fs.Records()
+	if len(recs) != 1 {
+		t.Fatalf("franz-go reads %d records, want 1", len(recs))
+	}
+	if rec := recs[0]; rec.Attrs.TimestampType() != 1 || time.Since(rec.Timestamp).Abs() > time.Hour {
+		t.Fatalf("franz-go reads the record stamped %v (type %d); want the broker's append time, type 1", rec.Timestamp, rec.Attrs.TimestampType())
 	}
 }
