@@ -35,6 +35,58 @@ var (
 type decoder struct {
 	file string
 	errs *errs
+	// aliasNodes counts the nodes the aliases of the file's documents so
+	// far expand to.
+	aliasNodes int
+}
+
+// maxAliasNodes bounds the nodes that aliases may add to one file when the
+// decoder expands them at each use. Without a bound, a few kilobytes of
+// aliases of aliases ("billion laughs") expand to millions of nodes and
+// gigabytes; no definition file comes near it.
+const maxAliasNodes = 1_000_000
+
+// aliasBomb adds the nodes the aliases in the document root expand to
+// (counting aliases within what an alias names) to the file's count, and
+// returns the alias at which the count passes maxAliasNodes, or nil. It
+// takes time linear in the document's size, not in the expansion.
+func (d *decoder) aliasBomb(root *yaml.Node) *yaml.Node {
+	sizes := map[*yaml.Node]int{}
+	var size func(n *yaml.Node) int
+	size = func(n *yaml.Node) int {
+		if n == nil {
+			return 0
+		}
+		if s, ok := sizes[n]; ok {
+			return s
+		}
+		sizes[n] = maxAliasNodes + 1 // a node that contains itself
+		s := 1
+		if n.Kind == yaml.AliasNode {
+			s = size(n.Alias)
+		}
+		for _, c := range n.Content {
+			s = min(s+size(c), maxAliasNodes+1)
+		}
+		sizes[n] = s
+		return s
+	}
+	var walk func(n *yaml.Node) *yaml.Node
+	walk = func(n *yaml.Node) *yaml.Node {
+		if n.Kind == yaml.AliasNode {
+			if d.aliasNodes = min(d.aliasNodes+size(n.Alias), maxAliasNodes+1); d.aliasNodes > maxAliasNodes {
+				return n
+			}
+			return nil
+		}
+		for _, c := range n.Content {
+			if a := walk(c); a != nil {
+				return a
+			}
+		}
+		return nil
+	}
+	return walk(root)
 }
 
 func (d *decoder) pos(n *yaml.Node) Pos { return Pos{File: d.file, Line: n.Line, Col: n.Column} }

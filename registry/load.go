@@ -152,6 +152,10 @@ func parseFile(name string, data []byte, e *errs) []document {
 		if len(root.Content) == 0 {
 			continue // an empty document, as after a trailing ---
 		}
+		if a := d.aliasBomb(root.Content[0]); a != nil {
+			d.fail(a, "", "invalid YAML: aliases expand to more than %d nodes (write the definitions out)", maxAliasNodes)
+			continue
+		}
 		n := resolveAlias(root.Content[0])
 		if isNull(n) {
 			continue

@@ -3,6 +3,7 @@ package registry
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -192,5 +193,32 @@ func TestYAMLCharacterPositions(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: got %v, want %q", c.yaml, err, c.want)
 		}
+	}
+}
+
+// TestAliasExpansionLimit: aliases that would expand a small file to
+// millions of nodes are refused at the alias where the limit is passed,
+// before the document is decoded, in bounded time and memory.
+func TestAliasExpansionLimit(t *testing.T) {
+	const n = 110 // each of n features holds n conditions of n values
+	var b strings.Builder
+	b.WriteString("kind: FeatureView\nname: v\nentity: card\nsource: txns\nfeatures:\n")
+	b.WriteString("  - &f\n    name: a\n    aggregation: count\n    window: 1h\n    filter:\n")
+	b.WriteString("      - &c {field: country, op: in, value: [" + strings.Repeat("FR, ", n-1) + "FR]}\n")
+	b.WriteString(strings.Repeat("      - *c\n", n-1))
+	b.WriteString(strings.Repeat("  - *f\n", n-1))
+	if b.Len() > 4096 {
+		t.Fatalf("the file has %d bytes; keep it small", b.Len())
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := LoadFiles(map[string][]byte{"bomb.yaml": []byte(b.String())})
+	runtime.ReadMemStats(&after)
+	want := "bomb.yaml:197:5: invalid YAML: aliases expand to more than 1000000 nodes (write the definitions out)"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 32<<20 {
+		t.Errorf("loading allocated %d MB", alloc>>20)
 	}
 }

@@ -346,8 +346,10 @@ func ReferenceMarkdown() []byte {
 		"defined in another file. Subdirectories and files whose names start with `.` are ignored.\n\n")
 	p("Every document is a mapping with a `kind` field. Fields not listed on this page are errors, and so are " +
 		"values of the wrong YAML type: `tile: 60` is a number, not a duration. A field written without a value " +
-		"(`description:`) counts as not given. The definitions are checked as a whole, and every problem is " +
-		"reported at once, with its file, line and column:\n\n")
+		"(`description:`) counts as not given. Anchors and aliases (`&f`, `*f`) may repeat a value; the aliases of " +
+		"one file may expand to %d nodes at most, so that a few kilobytes cannot expand to gigabytes. " +
+		"The definitions are checked as a whole, and every problem is " +
+		"reported at once, with its file, line and column:\n\n", maxAliasNodes)
 	p("```\n%s\n```\n\n", exampleError())
 	p("Editors check and complete definitions as they are typed with the JSON Schema " +
 		"[`registry/featurestore.schema.json`](../registry/featurestore.schema.json), generated from the same " +
