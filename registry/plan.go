@@ -31,6 +31,9 @@ type FieldChange struct {
 	// Breaking is set when the change alters what an existing feature
 	// means, so that values computed before and after it disagree.
 	Breaking bool
+	// Reason, when set, says why a breaking change is one, where the
+	// field's name does not.
+	Reason string
 }
 
 // Change is what a plan does to one object.
@@ -303,6 +306,15 @@ func refineOnDemand(old, new *Registry, name string, fields []FieldChange) []Fie
 // since the definitions, and so the version's digest, differ.
 func refineView(o, n *FeatureView, fields []FieldChange) []FieldChange {
 	for i, f := range fields {
+		if f.Path == "ttl" && largerTTL(o, n) {
+			// Ingest lets an entity's hash expire with the view's ttl,
+			// while the offline log keeps every event, so a last value
+			// within the new ttl but past the old one is found by exports
+			// and not by lookups.
+			fields[i].Breaking = true
+			fields[i].Reason = "a last value whose Redis key expired under the old ttl is missing online, not in exports, until written again"
+			continue
+		}
 		rest, ok := strings.CutPrefix(f.Path, "features.")
 		if !ok {
 			continue
@@ -316,6 +328,18 @@ func refineView(o, n *FeatureView, fields []FieldChange) []FieldChange {
 		}
 	}
 	return fields
+}
+
+// largerTTL reports whether n keeps last values that o had longer (a ttl of
+// zero keeps them for ever), for a last-value feature that both have.
+func largerTTL(o, n *FeatureView) bool {
+	if o.TTL == 0 || n.TTL != 0 && n.TTL <= o.TTL {
+		return false
+	}
+	return slices.ContainsFunc(n.Features, func(f *Feature) bool {
+		of := o.Feature(f.Name)
+		return f.IsLastValue() && of != nil && of.IsLastValue()
+	})
 }
 
 // servedType is the type of a feature's value: the declared one, or an
@@ -449,7 +473,10 @@ func (p *Plan) Render(w io.Writer) {
 		fmt.Fprintf(w, "  %s %s %q\n", sign, kindLabel(c.Kind), c.Name)
 		for _, f := range c.Fields {
 			mark := ""
-			if f.Breaking {
+			switch {
+			case f.Breaking && f.Reason != "":
+				mark = "   [BREAKING: " + f.Reason + "]"
+			case f.Breaking:
 				mark = "   [BREAKING]"
 			}
 			switch {

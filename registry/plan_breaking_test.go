@@ -97,6 +97,16 @@ func TestDiffBreaking(t *testing.T) {
 		"---\nkind: Source", "---\nkind: Entity\nname: merchant\njoin_keys: [{name: merchant_id, type: string}]\n---\nkind: Source",
 		"keys: {card_id: card_id}", "keys: {card_id: card_id, merchant_id: merchant}",
 	}
+	// A view with a last value and a ttl of a day.
+	lastValue := []string{
+		"source: txns\nfeatures:", "source: txns\nttl: 1d\nfeatures:",
+		"{name: n_1h, aggregation: count, window: 1h}", "{name: n_1h, aggregation: count, window: 1h}\n  - {name: last_amount, field: amount, type: double}",
+	}
+	ttl := func(edits []string, ttl string) []string {
+		edits = slices.Clone(edits)
+		edits[1] = strings.Replace(edits[1], "ttl: 1d\n", ttl, 1)
+		return edits
+	}
 	tests := []struct {
 		name          string
 		before, after []string // edits of breakingBase
@@ -159,6 +169,55 @@ func TestDiffBreaking(t *testing.T) {
 				`      ~ keys.card_id: card_id -> card.id   [BREAKING]`,
 			},
 			breaking: []string{`source "txns": keys.card_id`},
+		},
+		{
+			name:   "a larger ttl",
+			before: lastValue,
+			after:  ttl(lastValue, "ttl: 30d\n"),
+			want: []string{
+				`  ~ feature view "v"`,
+				`      ~ ttl: 1d -> 30d   [BREAKING: a last value whose Redis key expired under the old ttl is missing online, not in exports, until written again]`,
+			},
+			breaking: []string{`feature view "v": ttl`},
+		},
+		{
+			name:   "no ttl any more",
+			before: lastValue,
+			after:  ttl(lastValue, ""),
+			want: []string{
+				`  ~ feature view "v"`,
+				`      - ttl: 1d   [BREAKING: a last value whose Redis key expired under the old ttl is missing online, not in exports, until written again]`,
+			},
+			breaking: []string{`feature view "v": ttl`},
+		},
+		{
+			name:   "a smaller ttl",
+			before: lastValue,
+			after:  ttl(lastValue, "ttl: 1h\n"),
+			want: []string{
+				`  ~ feature view "v"`,
+				`      ~ ttl: 1d -> 1h`,
+			},
+		},
+		{
+			name:   "a ttl where there was none",
+			before: ttl(lastValue, ""),
+			after:  lastValue,
+			want: []string{
+				`  ~ feature view "v"`,
+				`      + ttl: 1d`,
+			},
+		},
+		{
+			// The ttl bounds last values only; windows end with their
+			// length.
+			name:   "a larger ttl of a view without last values",
+			before: lastValue[:2],
+			after:  ttl(lastValue[:2], "ttl: 30d\n"),
+			want: []string{
+				`  ~ feature view "v"`,
+				`      ~ ttl: 1d -> 30d`,
+			},
 		},
 		{
 			name:  "a source moved to another topic",

@@ -344,11 +344,11 @@ func ReferenceMarkdown() []byte {
 	p("A definitions directory holds any number of `*.yaml` and `*.yml` files, each with one or more documents " +
 		"separated by `---`. Which file a definition is in does not matter: a view may use an entity or a source " +
 		"defined in another file. Subdirectories and files whose names start with `.` are ignored.\n\n")
-	p("Every document is a mapping with a `kind` field. Fields not listed on this page are errors, and so are " +
-		"values of the wrong YAML type: `tile: 60` is a number, not a duration. A field written without a value " +
-		"(`description:`) counts as not given. Anchors and aliases (`&f`, `*f`) may repeat a value; the aliases of " +
-		"one file may expand to %d nodes at most, so that a few kilobytes cannot expand to gigabytes. " +
-		"The definitions are checked as a whole, and every problem is " +
+	p("Every document is a mapping with a `kind` field. Fields not listed on this page are errors, and so are "+
+		"values of the wrong YAML type: `tile: 60` is a number, not a duration. A field written without a value "+
+		"(`description:`) counts as not given. Anchors and aliases (`&f`, `*f`) may repeat a value; the aliases of "+
+		"one file may expand to %d nodes at most, so that a few kilobytes cannot expand to gigabytes. "+
+		"The definitions are checked as a whole, and every problem is "+
 		"reported at once, with its file, line and column:\n\n", maxAliasNodes)
 	p("```\n%s\n```\n\n", exampleError())
 	p("Editors check and complete definitions as they are typed with the JSON Schema " +

@@ -108,7 +108,10 @@ what would be created, changed and deleted. A change that alters what an
 existing feature means is marked [BREAKING]: apply refuses it without
 --allow-breaking. Breaking are: a new window, aggregation, field, filter or
 type of a feature (declaring or dropping an aggregation's own output type is
-not); a new tile, entity or source of a view; new join keys of an entity; in
+not); a new tile, entity or source of a view; a larger ttl of a view with
+last values, or none any more (an entity whose key expired under the old
+ttl has no last value online, while exports find one, until its next
+event); new join keys of an entity; in
 a source, a new format, time field or encoding, field type, Protobuf message,
 or field an existing key is read from (adding or removing a key mapping is
 not); a change of a Protobuf field the source reads (number, kind,
