@@ -39,7 +39,9 @@ func buildBinary(t *testing.T) string {
 // process on the example definitions against real Kafka and Redis, kills it
 // with SIGKILL mid-stream, starts two more that rebalance the partitions
 // between them mid-stream, and checks that every event is counted exactly
-// once and that malformed events reach the dead-letter topic.
+// once, copies by event id and late events not at all (the dedup state is
+// rebuilt after the kill and each rebalance), and that malformed and late
+// events reach the dead-letter topic.
 func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	redisAddr := testenv.RedisAddr(t)
@@ -60,19 +62,33 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// 3000 events for 30 cards and 10 merchants over the last hour, and 20
-	// malformed ones.
+	// 3000 events for 30 cards and 10 merchants over the last hour; among
+	// them, every 30th event from the 300th on is followed by a copy of the
+	// event 10 before it (same txn_id and time, so a duplicate by event id,
+	// within the 5m lateness) and by an event of the same card 10 minutes
+	// older than it (late); and 20 malformed ones.
 	rng := rand.New(rand.NewPCG(3, 4))
 	now := time.Now().UTC()
 	perCard := map[string]int64{}
 	var msgs []kafka.Message
+	event := func(i int, card, merchant string, amount int, ts time.Time) kafka.Message {
+		return kafka.Message{Key: []byte(card), Value: fmt.Appendf(nil,
+			`{"txn_id":"t-%d","card_id":%q,"merchant_id":%q,"amount":%d.25,"currency":"EUR","country":"FR","channel":"online","approved":true,"event_time":%q}`,
+			i, card, merchant, amount, ts.Format(time.RFC3339Nano))}
+	}
+	var valid []kafka.Message // the 3000, by index
+	dups, late := 0, 0
 	for i := range 3000 {
 		card, merchant := fmt.Sprintf("card-%d", rng.IntN(30)), fmt.Sprintf("m-%d", rng.IntN(10))
 		ts := now.Add(-time.Duration(3000-i) * time.Second)
 		perCard[card]++
-		msgs = append(msgs, kafka.Message{Key: []byte(card), Value: fmt.Appendf(nil,
-			`{"txn_id":"t-%d","card_id":%q,"merchant_id":%q,"amount":%d.25,"currency":"EUR","country":"FR","channel":"online","approved":true,"event_time":%q}`,
-			i, card, merchant, rng.IntN(500), ts.Format(time.RFC3339Nano))})
+		valid = append(valid, event(i, card, merchant, rng.IntN(500), ts))
+		msgs = append(msgs, valid[i])
+		if i >= 300 && i%30 == 0 {
+			msgs = append(msgs, valid[i-10], event(10_000+i, card, merchant, 1, ts.Add(-10*time.Minute)))
+			dups++
+			late++
+		}
 	}
 	for i := range 20 {
 		msgs = append(msgs, kafka.Message{Key: []byte("bad"), Value: fmt.Appendf(nil, `{"card_id": "x", "event_time": %d`, i)})
@@ -205,24 +221,29 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 				twice++
 			}
 		}
-		if len(seen) != len(msgs)-20 || twice > 0 {
-			t.Errorf("%s: the offline log holds %d distinct events (%d more than once), want each of the %d valid ones once", view, len(seen), twice, len(msgs)-20)
+		if len(seen) != len(valid) || twice > 0 {
+			t.Errorf("%s: the offline log holds %d distinct events (%d more than once), want each of the %d accepted ones once", view, len(seen), twice, len(valid))
 		}
 	}
 
-	// The malformed events are in the dead-letter topic, with their reason.
+	// The malformed and the late events are in the dead-letter topic, with
+	// their reason (the duplicates by event id are dropped, not letters).
 	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: dlqTopic, Partition: 0, MaxWait: 100 * time.Millisecond})
 	defer rd.Close()
-	invalid := 0
-	for invalid < 20 {
+	invalid, lateLetters := 0, 0
+	for invalid < 20 || lateLetters < late {
 		m, err := rd.ReadMessage(ctx)
 		if err != nil {
-			t.Fatalf("dead letters: %v (found %d)", err, invalid)
+			t.Fatalf("dead letters: %v (found %d invalid, %d late)", err, invalid, lateLetters)
 		}
 		for _, h := range m.Headers {
 			if h.Key == ingest.HeaderReason && string(h.Value) == string(ingest.ReasonInvalidPayload) {
 				invalid++
 			}
+			if h.Key == ingest.HeaderReason && string(h.Value) == string(ingest.ReasonLate) {
+				lateLetters++
+			}
 		}
 	}
+	t.Logf("%d duplicates by event id dropped, %d late events dead-lettered", dups, late)
 }
