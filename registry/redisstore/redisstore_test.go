@@ -1,6 +1,8 @@
 package redisstore_test
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -52,4 +54,30 @@ func projectFor(t *testing.T) string {
 	p := strings.NewReplacer("/", "-", ".", "-").Replace(testenv.UniqueName(t, "reg"))
 	projects[t] = p
 	return p
+}
+
+// TestApplyAfterHeadLost: a store whose head key was deleted, with its
+// versions still listed, refuses an apply without permission to break.
+func TestApplyAfterHeadLost(t *testing.T) {
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	defer c.Close()
+	project := projectFor(t)
+	s, err := redisstore.New(c, project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry.Apply(ctx, s, storetest.Defs(t, "1h"), registry.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Del(ctx, "fs:{reg."+project+"}:head").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = registry.Apply(ctx, s, storetest.Defs(t, "2h"), registry.ApplyOptions{})
+	if !errors.Is(err, registry.ErrBreaking) || !strings.Contains(err.Error(), "no head") {
+		t.Fatalf("apply after the head was lost: %v, want ErrBreaking", err)
+	}
+	if res, err := registry.Apply(ctx, s, storetest.Defs(t, "2h"), registry.ApplyOptions{AllowBreaking: true}); err != nil || res.To.Version != 1 {
+		t.Fatalf("allowed apply: %+v, %v", res, err)
+	}
 }
