@@ -29,7 +29,8 @@ var kindTypes = map[string]reflect.Type{
 // kindOrder is the order kinds are listed in messages, plans and the schema.
 var kindOrder = []string{KindEntity, KindSource, KindFeatureView, KindOnDemandFeatureView, KindFeatureService}
 
-// LoadDir reads every *.yaml and *.yml file directly in dir, decodes and
+// LoadDir reads every *.yaml and *.yml file directly in dir (the extension
+// in any case) but those whose names start with a dot, decodes and
 // validates the definitions, and returns the Registry. When anything is wrong
 // it returns no Registry and an ErrorList with every problem found.
 func LoadDir(dir string) (*Registry, error) {
@@ -40,7 +41,9 @@ func LoadDir(dir string) (*Registry, error) {
 	files := map[string][]byte{}
 	var names []string
 	for _, e := range entries {
-		ext := filepath.Ext(e.Name())
+		// In any case: a.YAML is a definitions file on file systems that
+		// do not tell case apart, so it is one everywhere.
+		ext := strings.ToLower(filepath.Ext(e.Name()))
 		if e.IsDir() || (ext != ".yaml" && ext != ".yml") || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
@@ -53,7 +56,7 @@ func LoadDir(dir string) (*Registry, error) {
 		names = append(names, path)
 	}
 	if len(names) == 0 {
-		return nil, fmt.Errorf("read definitions: no *.yaml files in %s", dir)
+		return nil, fmt.Errorf("read definitions: no *.yaml or *.yml files in %s", dir)
 	}
 	return load(names, files, dir)
 }

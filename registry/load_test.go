@@ -2,6 +2,8 @@ package registry
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -210,6 +212,33 @@ func TestParseDuration(t *testing.T) {
 				t.Errorf("%q renders as %q, which parses to %v, %v", tt.in, got, back, err)
 			}
 		}
+	}
+}
+
+// TestLoadDirExtensions: the extensions .yaml and .yml are matched in any
+// case, as on file systems that do not tell case apart; others are skipped.
+func TestLoadDirExtensions(t *testing.T) {
+	dir := t.TempDir()
+	for name, doc := range map[string]string{
+		"a.YAML":   "kind: Entity\nname: a\njoin_keys: [{name: a_id, type: string}]\n",
+		"b.Yml":    "kind: Entity\nname: b\njoin_keys: [{name: b_id, type: string}]\n",
+		"c.yaml":   "kind: Entity\nname: c\njoin_keys: [{name: c_id, type: string}]\n",
+		"d.yaml~":  "not: loaded\n",
+		"e.json":   "{}",
+		".f.yaml":  "not: loaded\n",
+		"g.yamlx":  "not: loaded\n",
+		"h.YAML.o": "not: loaded\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Entities) != 3 {
+		t.Errorf("loaded %d entities, want 3 (a.YAML, b.Yml, c.yaml)", len(r.Entities))
 	}
 }
 

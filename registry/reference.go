@@ -341,7 +341,8 @@ func ReferenceMarkdown() []byte {
 		kinds = append(kinds, "["+k+"](#"+anchor(k)+")")
 	}
 	p("Features are declared in YAML documents of %d kinds: %s. ", len(kinds), andList(kinds))
-	p("A definitions directory holds any number of `*.yaml` and `*.yml` files, each with one or more documents " +
+	p("A definitions directory holds any number of `*.yaml` and `*.yml` files (the extension in any case: `.YAML` " +
+		"too), each with one or more documents " +
 		"separated by `---`. Which file a definition is in does not matter: a view may use an entity or a source " +
 		"defined in another file. Subdirectories and files whose names start with `.` are ignored.\n\n")
 	p("Every document is a mapping with a `kind` field. Fields not listed on this page are errors, and so are "+

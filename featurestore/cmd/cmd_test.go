@@ -44,13 +44,18 @@ func TestValidate(t *testing.T) {
 	want := `testdata/broken/entities.yaml:5:11: entity "card": join key "card_id": type: unknown join key type "uuid" (one of: string, int64)
 testdata/broken/views.yaml:4:9: feature view "card_txn": unknown source "card_transactions"
 testdata/broken/views.yaml:10:13: feature view "card_txn": feature "amount_sum_1h": window 1m30s is not a multiple of tile 1m
-3 error(s) in testdata/broken; nothing was applied.
+3 error(s) in testdata/broken.
 `
 	if code != 1 || errOut != want || out != "" {
 		t.Fatalf("validate broken: exit %d\nstdout:\n%s\nstderr:\n%s\nwant stderr:\n%s", code, out, errOut, want)
 	}
 	if code, _, _ := runCLI(t, nil, "validate"); code != 2 {
 		t.Errorf("validate without a directory: exit %d, want 2", code)
+	}
+	// Plan applies nothing either way; only apply says so.
+	code, out, errOut = runCLI(t, map[string]string{"FEATURESTORE_REGISTRY": "file:" + t.TempDir()}, "plan", "testdata/broken")
+	if code != 1 || !strings.HasSuffix(errOut, "3 error(s) in testdata/broken.\n") {
+		t.Fatalf("plan broken: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 }
 
@@ -125,6 +130,11 @@ func TestHelpAndUsage(t *testing.T) {
 	}
 	if code, _, errOut := runCLI(t, map[string]string{"FEATURESTORE_REDIS_TIMEOUT": "soon"}, "versions"); code != 2 || !strings.Contains(errOut, "FEATURESTORE_REDIS_TIMEOUT") {
 		t.Errorf("bad environment value: exit %d %s", code, errOut)
+	}
+	for _, name := range []string{"schema", "version"} {
+		if code, out, errOut := runCLI(t, nil, name, "extra"); code != 2 || out != "" || !strings.Contains(errOut, name+" takes no arguments") {
+			t.Errorf("%s with an argument: exit %d %s%s", name, code, out, errOut)
+		}
 	}
 	if code, out, _ := runCLI(t, nil); code != 0 || !strings.Contains(out, "Commands:") {
 		t.Errorf("no arguments: exit %d %s", code, out)

@@ -12,28 +12,39 @@ import (
 	"github.com/featurestore/featurestore/registry"
 )
 
-// loadDefs loads a definitions directory, printing every error to w.
+// loadDefs loads a definitions directory to apply it, printing every error
+// to w.
 func loadDefs(dir string, w io.Writer) (*registry.Registry, error) {
+	return checkDefs(dir, w, "; nothing was applied")
+}
+
+// checkDefs loads a definitions directory, printing every error to w, then
+// their count followed by note.
+func checkDefs(dir string, w io.Writer, note string) (*registry.Registry, error) {
 	r, err := registry.LoadDir(dir)
 	var list registry.ErrorList
 	if errors.As(err, &list) {
 		for _, e := range list {
 			fmt.Fprintln(w, e.Error())
 		}
-		fmt.Fprintf(w, "%d error(s) in %s; nothing was applied.\n", len(list), dir)
+		fmt.Fprintf(w, "%d error(s) in %s%s.\n", len(list), dir, note)
 		return nil, errSilent
 	}
 	return r, err
 }
 
-// defsAndStore loads the definitions directory named by args and opens the
-// registry store.
-func defsAndStore(ctx context.Context, args []string, env *runEnv, reg *registryFlags) (string, *registry.Registry, registry.Store, func(), error) {
+// defsAndStore loads the definitions directory named by args, to apply
+// them or not, and opens the registry store.
+func defsAndStore(ctx context.Context, args []string, env *runEnv, reg *registryFlags, applying bool) (string, *registry.Registry, registry.Store, func(), error) {
 	dir, err := oneArg(args, "the definitions directory")
 	if err != nil {
 		return "", nil, nil, nil, err
 	}
-	r, err := loadDefs(dir, env.stderr)
+	load := loadDefs
+	if !applying {
+		load = func(dir string, w io.Writer) (*registry.Registry, error) { return checkDefs(dir, w, "") }
+	}
+	r, err := load(dir, env.stderr)
 	if err != nil {
 		return "", nil, nil, nil, err
 	}
@@ -74,7 +85,7 @@ func validateCommand() *command {
 		name:    "validate",
 		usage:   "validate DIR",
 		summary: "Check feature definitions without applying them.",
-		long: `Load every *.yaml and *.yml file in DIR and check the definitions:
+		long: `Load every *.yaml and *.yml file in DIR (the extension in any case) and check the definitions:
 unknown fields, wrong types, dangling references, duplicate names, windows that are not
 multiples of the tile, aggregations over fields they cannot take. Every error
 is printed as file:line:col: message. Exits 1 if there is any error, 0 if
@@ -85,7 +96,7 @@ none. Needs no registry and no services.`,
 				if err != nil {
 					return err
 				}
-				r, err := loadDefs(dir, env.stderr)
+				r, err := checkDefs(dir, env.stderr, "")
 				if err != nil {
 					return err
 				}
@@ -129,7 +140,7 @@ or an input of an entity the view has is not breaking. Nothing is written.`,
 			reg.register(fs)
 			fs.BoolVar(&exitCode, "detailed-exitcode", false, "Exit 3 when the plan has changes (0 when none), for scripts.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
-				dir, r, store, closeStore, err := defsAndStore(ctx, args, env, &reg)
+				dir, r, store, closeStore, err := defsAndStore(ctx, args, env, &reg, false)
 				if err != nil {
 					return err
 				}
@@ -186,7 +197,7 @@ first, then the change.`,
 			fs.BoolVar(&allowBreaking, "allow-breaking", false, "Apply even if the plan changes what existing features mean.")
 			fs.StringVar(&message, "message", "", "A note recorded with the version (what changed and why).")
 			return func(ctx context.Context, env *runEnv, args []string) error {
-				_, r, store, closeStore, err := defsAndStore(ctx, args, env, &reg)
+				_, r, store, closeStore, err := defsAndStore(ctx, args, env, &reg, true)
 				if err != nil {
 					return err
 				}
@@ -300,7 +311,10 @@ func schemaCommand() *command {
 language server, start a file with
   # yaml-language-server: $schema=path/to/featurestore.schema.json`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
-			return func(_ context.Context, env *runEnv, _ []string) error {
+			return func(_ context.Context, env *runEnv, args []string) error {
+				if len(args) != 0 {
+					return fmt.Errorf("%w: schema takes no arguments", errUsage)
+				}
 				_, err := env.stdout.Write(registry.JSONSchema())
 				return err
 			}

@@ -164,7 +164,10 @@ func versionCommand() *command {
 		summary: "Print the build version.",
 		long:    "Print the module version and VCS revision the binary was built from.",
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
-			return func(_ context.Context, env *runEnv, _ []string) error {
+			return func(_ context.Context, env *runEnv, args []string) error {
+				if len(args) != 0 {
+					return fmt.Errorf("%w: version takes no arguments", errUsage)
+				}
 				v := "devel"
 				if bi, ok := debug.ReadBuildInfo(); ok {
 					v = bi.Main.Version
