@@ -279,6 +279,12 @@ var errServerDeadline = errors.New("the server's deadline for the lookup passed"
 // is one: the store did not answer in time, UNAVAILABLE as when it cannot
 // be reached, safe to retry.
 func (s *OnlineService) readFailed(ctx context.Context, err error, d time.Duration) error {
+	if dl, ok := ctx.Deadline(); ok && ctx.Err() == nil && !time.Now().Before(dl) {
+		// The store's client gave up at the deadline (a network deadline
+		// set from it) before the context's timer fired: wait for it, it is
+		// due, to know whose deadline it was.
+		<-ctx.Done()
+	}
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errServerDeadline) {
 		s.opts.Metrics.readDone(d, readCanceled)
 		s.opts.Logger.Debug("online store read abandoned by the caller", "err", err)
