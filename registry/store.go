@@ -107,19 +107,6 @@ func Apply(ctx context.Context, s Store, r *Registry, opts ApplyOptions) (ApplyR
 	if b := res.Plan.Breaking(); len(b) > 0 && !opts.AllowBreaking {
 		return res, fmt.Errorf("%w: %d change(s) alter what existing features mean", ErrBreaking, len(b))
 	}
-	if cur == nil && !opts.AllowBreaking {
-		// A store that lost its head (its key deleted or evicted) while
-		// versions remain: the plan compared against nothing, so it could
-		// not tell a breaking change, and Redis may hold state written
-		// under the lost version.
-		vs, err := s.Versions(ctx)
-		if err != nil {
-			return res, fmt.Errorf("read registry versions: %w", err)
-		}
-		if len(vs) > 0 {
-			return res, fmt.Errorf("%w: the store lists registry versions up to %d but has no head, so the plan compares against nothing; apply with --allow-breaking once the definitions are checked against the last version applied", ErrBreaking, vs[0].Version)
-		}
-	}
 	info := VersionInfo{
 		Version:   res.From + 1,
 		Digest:    r.Digest(),

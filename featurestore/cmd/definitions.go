@@ -187,11 +187,11 @@ applied if any definition has an error, or if the plan has breaking changes
 and --allow-breaking is not given. If another apply commits first, this one
 fails without writing: run plan again. Applying definitions equal to the
 current version changes nothing. Running processes pick the new version up
-within seconds. A registry store that lost its head (Redis restarted without
-persistence, a flush) gives the plan nothing to compare against, so it marks
-nothing breaking: apply refuses without --allow-breaking when the store
-still lists versions; when it lists none, apply the definitions last in use
-first, then the change.`,
+within seconds. A registry store that lost everything (Redis restarted
+without persistence, a flush) gives the plan nothing to compare against, so
+it marks nothing breaking: apply the definitions last in use first, then the
+change. (A Redis store that lost only its head key takes its highest version
+as the head.)`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			fs.BoolVar(&allowBreaking, "allow-breaking", false, "Apply even if the plan changes what existing features mean.")

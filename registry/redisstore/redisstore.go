@@ -5,6 +5,11 @@
 // Layout, for project P (the braces are the cluster hash tag):
 //
 //	fs:{reg.P}:head       the newest version number
+//
+// Commits only ever move the head up by one, so the head is always the
+// highest version stored: a head key lost alone (deleted, evicted) is
+// taken to be that version, by reads and commits alike, so that a plan is
+// made against the last version applied and no version is overwritten.
 //	fs:{reg.P}:snapshots  hash: version -> canonical JSON of the definitions
 //	fs:{reg.P}:info       hash: version -> JSON VersionInfo
 //	fs:{reg.P}:commits    hash: version -> random id of the Commit call that made it
@@ -63,7 +68,19 @@ func validProject(p string) error {
 func (s *Store) Head(ctx context.Context) (int64, error) {
 	v, err := s.c.Get(ctx, s.head).Int64()
 	if errors.Is(err, redis.Nil) {
-		return 0, nil
+		// A lost head key: the highest version stored (see the package
+		// documentation), 0 when there is none.
+		fields, err := s.c.HKeys(ctx, s.snapshots).Result()
+		if err != nil {
+			return 0, fmt.Errorf("read registry versions from redis: %w", err)
+		}
+		var top int64
+		for _, f := range fields {
+			if n, err := strconv.ParseInt(f, 10, 64); err == nil && n > top {
+				top = n
+			}
+		}
+		return top, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("read registry head from redis: %w", err)
@@ -130,8 +147,19 @@ func (s *Store) Versions(ctx context.Context) ([]registry.VersionInfo, error) {
 // the client retries a script whose reply was lost, and that retry finds
 // version expected+1 committed with its id, which is success, not a
 // conflict, even if other commits came on top of it meanwhile.
+//
+// A lost head key is the highest version stored, as Head reads it.
 var commitScript = redis.NewScript(`
-local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+local head = redis.call('GET', KEYS[1])
+if head then
+  head = tonumber(head)
+else
+  head = 0
+  for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
+    local n = tonumber(f)
+    if n and n > head then head = n end
+  end
+end
 local expected = tonumber(ARGV[1])
 if head ~= expected then
   if head > expected and redis.call('HGET', KEYS[5], expected + 1) == ARGV[4] then

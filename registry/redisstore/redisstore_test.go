@@ -56,8 +56,10 @@ func projectFor(t *testing.T) string {
 	return p
 }
 
-// TestApplyAfterHeadLost: a store whose head key was deleted, with its
-// versions still listed, refuses an apply without permission to break.
+// TestApplyAfterHeadLost: a store whose head key alone was deleted (or
+// evicted) takes the highest version stored as its head, so a plan is made
+// against the last version applied (a breaking change is refused), and the
+// next commit is a new version on top, not version 1 again over the first.
 func TestApplyAfterHeadLost(t *testing.T) {
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
@@ -67,17 +69,34 @@ func TestApplyAfterHeadLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := registry.Apply(ctx, s, storetest.Defs(t, "1h"), registry.ApplyOptions{}); err != nil {
-		t.Fatal(err)
+	for _, w := range []string{"1h", "2h"} {
+		if _, err := registry.Apply(ctx, s, storetest.Defs(t, w), registry.ApplyOptions{AllowBreaking: true}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := c.Del(ctx, "fs:{reg."+project+"}:head").Err(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = registry.Apply(ctx, s, storetest.Defs(t, "2h"), registry.ApplyOptions{})
-	if !errors.Is(err, registry.ErrBreaking) || !strings.Contains(err.Error(), "no head") {
-		t.Fatalf("apply after the head was lost: %v, want ErrBreaking", err)
+	if head, err := s.Head(ctx); err != nil || head != 2 {
+		t.Fatalf("head after its key was deleted: %d, %v; want 2", head, err)
 	}
-	if res, err := registry.Apply(ctx, s, storetest.Defs(t, "2h"), registry.ApplyOptions{AllowBreaking: true}); err != nil || res.To.Version != 1 {
-		t.Fatalf("allowed apply: %+v, %v", res, err)
+	res, err := registry.Apply(ctx, s, storetest.Defs(t, "3h"), registry.ApplyOptions{})
+	if !errors.Is(err, registry.ErrBreaking) || res.From != 2 {
+		t.Fatalf("apply of a breaking change: from %d, %v; want ErrBreaking against version 2", res.From, err)
+	}
+	res, err = registry.Apply(ctx, s, storetest.Defs(t, "3h"), registry.ApplyOptions{AllowBreaking: true})
+	if err != nil || res.From != 2 || res.To.Version != 3 {
+		t.Fatalf("allowed apply: from %d to %d, %v; want 2 to 3", res.From, res.To.Version, err)
+	}
+	// Version 1 is still the first definitions.
+	first, err := s.Get(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := storetest.Defs(t, "1h").Digest(); first.Digest != want {
+		t.Errorf("version 1 has digest %s, want the first apply's %s", first.Digest, want)
+	}
+	if head, err := s.Head(ctx); err != nil || head != 3 {
+		t.Errorf("head after the apply: %d, %v; want 3", head, err)
 	}
 }
