@@ -5,15 +5,15 @@
 // Layout, for project P (the braces are the cluster hash tag):
 //
 //	fs:{reg.P}:head       the newest version number
+//	fs:{reg.P}:snapshots  hash: version -> canonical JSON of the definitions
+//	fs:{reg.P}:info       hash: version -> JSON VersionInfo
+//	fs:{reg.P}:commits    hash: version -> random id of the Commit call that made it
+//	fs:{reg.P}:events     pub/sub channel: the version just committed
 //
 // Commits only ever move the head up by one, so the head is always the
 // highest version stored: a head key lost alone (deleted, evicted) is
 // taken to be that version, by reads and commits alike, so that a plan is
 // made against the last version applied and no version is overwritten.
-//	fs:{reg.P}:snapshots  hash: version -> canonical JSON of the definitions
-//	fs:{reg.P}:info       hash: version -> JSON VersionInfo
-//	fs:{reg.P}:commits    hash: version -> random id of the Commit call that made it
-//	fs:{reg.P}:events     pub/sub channel: the version just committed
 package redisstore
 
 import (
