@@ -44,7 +44,7 @@ func (d *Dir) path(name string) string { return filepath.Join(d.root, filepath.F
 
 // mkdirs creates the directory of name and its missing parents, fsyncing
 // each into its parent so that a file renamed into it survives a crash:
-// also one that exists, once per process, since the process that made it
+// also one that exists, once per Dir, since the process that made it
 // may have crashed before its parent was synced.
 func (d *Dir) mkdirs(dir string) error {
 	if dir == "." || dir == "" {

@@ -182,7 +182,7 @@ func TestOpenLocations(t *testing.T) {
 // TestDirSyncsExistingDirectories checks that a file put into a directory
 // that already exists (made by a process that may have crashed before
 // syncing it into its parent) syncs that directory into its parent, and
-// its parents into theirs, once per process.
+// its parents into theirs, once per Dir.
 func TestDirSyncsExistingDirectories(t *testing.T) {
 	root := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(root, "view=a", "date=2026-11-27"), 0o755); err != nil {
