@@ -54,6 +54,11 @@ func nullValues(b []byte) bool {
 		}
 		switch tok {
 		case json.Delim('{'), json.Delim('['):
+			// An object or array in a holder is one of its Values, whose
+			// own fields hold no Values: its nulls are protojson's.
+			if valueHolders[top.name] {
+				name = ""
+			}
 			stack = append(stack, frame{object: tok == json.Delim('{'), name: name, wantKey: true})
 			continue
 		case json.Delim('}'), json.Delim(']'):
