@@ -103,8 +103,10 @@ func TestPoolCollector(t *testing.T) {
 		if err := rc.Ping(ctx).Err(); !errors.Is(err, redis.ErrPoolTimeout) {
 			t.Fatalf("ping with the pool exhausted: %v, want a pool timeout", err)
 		}
+		// Give the connection back once the next Ping waits for it, not
+		// after a sleep that a loaded machine can outlast.
 		go func() {
-			time.Sleep(20 * time.Millisecond)
+			waitPending(t, rc, 1)
 			held.Close()
 		}()
 		if err := rc.Ping(ctx).Err(); err != nil {
@@ -115,4 +117,15 @@ func TestPoolCollector(t *testing.T) {
 			t.Errorf("want 1 timeout and 1 wait in the main pool: %v", got)
 		}
 	})
+}
+
+// waitPending waits until n requests wait for a connection of rc's main pool;
+// it gives up, with an error, after 5 s.
+func waitPending(t *testing.T, rc *redis.Client, n uint32) {
+	for deadline := time.Now().Add(5 * time.Second); rc.PoolStats().PendingRequests != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("%d requests waiting for a connection, want %d", rc.PoolStats().PendingRequests, n)
+			return
+		}
+	}
 }
