@@ -79,13 +79,11 @@ func (w *partitionWorker) reportLag(ctx context.Context, refresh bool) {
 func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 	topic := w.cfg.Topic
 	w.toApply.Store(-1)
-	next, ok := w.resume(genCtx)
-	if !ok {
-		return
-	}
 	if r, isReleaser := w.h.(partitionReleaser); isReleaser {
 		// Before the generation ends, so before the partition's next owner
-		// resumes it (the group waits for this function to return).
+		// resumes it (the group waits for this function to return). Also
+		// when no resume succeeded: a failed one may have taken state of
+		// the partition.
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(procCtx), w.cfg.ShutdownTimeout)
 			defer cancel()
@@ -93,6 +91,10 @@ func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 				w.log.Warn("partition release failed", "err", err)
 			}
 		}()
+	}
+	next, ok := w.resume(genCtx)
+	if !ok {
+		return
 	}
 	for w.read(procCtx, genCtx, next) {
 		if next, ok = w.resume(genCtx); !ok {
