@@ -56,7 +56,42 @@ func TestConsumerLagWhileRedisIsDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lag := func() float64 { return testutil.ToFloat64(a.metrics.lag.WithLabelValues("txns", "0")) }
+	// lag reads the partition's gauge from the registry, -1 if it has no
+	// series: asking the GaugeVec would create the series at 0.
+	lag := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "featurestore_ingest_consumer_lag_messages" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["source"] == "txns" && labels["partition"] == "0" {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+		return -1
+	}
+	// The lag is reported after the batch's position is saved, and a
+	// report once a second may come in between: wait for it to settle.
+	waitLag := func(want float64, while string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for lag() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("lag %v %s, want %v", lag(), while, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	series := func() int {
 		return testutil.CollectAndCount(a.metrics.lag) + testutil.CollectAndCount(a.metrics.dedupIDs)
 	}
@@ -71,27 +106,15 @@ func TestConsumerLagWhileRedisIsDown(t *testing.T) {
 		p, ok, err := pos.Load(context.Background(), "txns", topic, 0)
 		return err == nil && ok && p.Offset == 9
 	})
-	if got := lag(); got != 0 {
-		t.Fatalf("lag %v after every message was applied, want 0", got)
-	}
+	waitLag(0, "after every message was applied")
 
 	mr.Close() // Redis down: every batch fails from here on
-	waitLag := func(want float64) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for lag() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("lag %v while Redis is down and %v messages wait, want %v", lag(), want, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	send(300)
-	waitLag(300)
+	waitLag(300, "while Redis is down and 300 messages wait")
 	// The reader fetched the first 300 (one fetch), and stopped with the
 	// next batch full: the end of the partition is asked of Kafka.
 	send(200)
-	waitLag(500)
+	waitLag(500, "while Redis is down and 500 messages wait")
 	if n := series(); n != 2 {
 		t.Fatalf("%d lag and dedup series while the partition runs, want 2", n)
 	}
