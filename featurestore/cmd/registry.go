@@ -38,6 +38,10 @@ func (r *redisFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.timeout, "redis-timeout", 2*time.Second, "Dial, read and write timeout of Redis commands.")
 }
 
+// redisPoolTimeout bounds a Redis command's wait for a connection of the
+// client's pool, all in use: below serve's default deadline.
+const redisPoolTimeout = 250 * time.Millisecond
+
 // client returns the Redis client; an error (a usage error) names the flag
 // at fault.
 func (r *redisFlags) client() (redis.UniversalClient, error) {
@@ -54,7 +58,15 @@ func (r *redisFlags) client() (redis.UniversalClient, error) {
 		ReadTimeout:           r.timeout,
 		WriteTimeout:          r.timeout,
 		ContextTimeoutEnabled: true,
-		IsClusterMode:         r.cluster || len(addrs) > 1,
+		// A wait for a connection, all in use, that the command's context
+		// ends is counted nowhere by go-redis; one that PoolTimeout ends is
+		// a pool timeout (featurestore_redis_pool_timeouts_total), retried
+		// like other errors while the deadline allows. go-redis's
+		// default, ReadTimeout+1s, outlasts every lookup (1s by default),
+		// so a lookup behind an exhausted pool would fail uncounted. A
+		// connection not free within this is a pool too small anyway.
+		PoolTimeout:   redisPoolTimeout,
+		IsClusterMode: r.cluster || len(addrs) > 1,
 		// RESP2: nothing here needs RESP3's types, and go-redis reads
 		// RESP2 replies (HGETALL's flat array above all) with fewer
 		// allocations and no push-notification checks.

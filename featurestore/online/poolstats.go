@@ -22,7 +22,12 @@ type PoolStatser interface {
 // pipelines, which is how the store reads and writes. A pipeline that finds
 // the pipeline pool busy takes a connection of the main pool without waiting,
 // so waits and timeouts show in the main pool. On Redis Cluster the values
-// are the sums over the nodes' pools.
+// are the sums over the nodes' pools, but for pending_requests, which
+// go-redis does not sum (0).
+//
+// A wait that the command's context ends, before PoolTimeout, is neither a
+// timeout nor a wait to go-redis: pending_requests, the requests waiting at
+// the scrape, is what shows a pool exhausted for shorter deadlines.
 //
 // go-redis counts in 32 bits: a counter starts again from 0 after 2^32, which
 // rate() takes for a restart.
@@ -56,6 +61,8 @@ var poolMetrics = []poolMetric{
 		prometheus.CounterValue, func(s *redis.PoolStats) float64 { return float64(s.WaitCount) }),
 	newPoolMetric("wait_seconds_total", "Time spent in the waits of waits_total, by pool.",
 		prometheus.CounterValue, func(s *redis.PoolStats) float64 { return float64(s.WaitDurationNs) / 1e9 }),
+	newPoolMetric("pending_requests", "Requests getting a connection of a Redis client's pool now, waiting for one (all in use) or dialling one, by pool; always 0 on Redis Cluster.",
+		prometheus.GaugeValue, func(s *redis.PoolStats) float64 { return float64(s.PendingRequests) }),
 	newPoolMetric("stale_connections_total", "Connections of a Redis client's pool closed as stale (idle too long, or broken), by pool.",
 		prometheus.CounterValue, func(s *redis.PoolStats) float64 { return float64(s.StaleConns) }),
 	newPoolMetric("connections", "Connections open in a Redis client's pool, idle or in use, by pool.",

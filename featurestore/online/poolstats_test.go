@@ -1,6 +1,7 @@
 package online
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -57,7 +58,7 @@ func TestPoolCollector(t *testing.T) {
 			reg.MustRegister(NewPoolCollector(rc))
 			// Before any command every series is there, at 0.
 			before := gatherPool(t, reg)
-			for _, name := range []string{"hits_total", "misses_total", "timeouts_total", "waits_total", "wait_seconds_total", "stale_connections_total", "connections", "idle_connections"} {
+			for _, name := range []string{"hits_total", "misses_total", "timeouts_total", "waits_total", "wait_seconds_total", "pending_requests", "stale_connections_total", "connections", "idle_connections"} {
 				for _, pool := range []string{"main", "pipeline"} {
 					if _, ok := before["featurestore_redis_pool_"+name+" "+pool]; !ok {
 						t.Errorf("no featurestore_redis_pool_%s{pool=%q}: %v", name, pool, before)
@@ -115,6 +116,37 @@ func TestPoolCollector(t *testing.T) {
 		got := gatherPool(t, reg)
 		if got["featurestore_redis_pool_timeouts_total main"] != 1 || got["featurestore_redis_pool_waits_total main"] != 1 || got["featurestore_redis_pool_wait_seconds_total main"] <= 0 {
 			t.Errorf("want 1 timeout and 1 wait in the main pool: %v", got)
+		}
+	})
+
+	t.Run("wait ended by the context", func(t *testing.T) {
+		// A wait that the command's context ends before PoolTimeout (a
+		// lookup's deadline) is neither a timeout nor a wait to go-redis:
+		// only pending_requests shows it, while it waits.
+		ctx := testContext(t)
+		rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), PoolSize: 1, PoolTimeout: time.Minute, MaxRetries: -1})
+		defer rc.Close()
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(NewPoolCollector(rc))
+		held := rc.Conn()
+		defer held.Close()
+		if err := held.Ping(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		lookup, cancel := context.WithCancel(ctx)
+		ended := make(chan error)
+		go func() { ended <- rc.Ping(lookup).Err() }()
+		waitPending(t, rc, 1)
+		if got := gatherPool(t, reg); got["featurestore_redis_pool_pending_requests main"] != 1 {
+			t.Errorf("a command waiting: want 1 pending request in the main pool: %v", got)
+		}
+		cancel()
+		if err := <-ended; !errors.Is(err, context.Canceled) {
+			t.Fatalf("ping whose context ended while it waited: %v", err)
+		}
+		got := gatherPool(t, reg)
+		if got["featurestore_redis_pool_pending_requests main"] != 0 || got["featurestore_redis_pool_timeouts_total main"] != 0 || got["featurestore_redis_pool_waits_total main"] != 0 {
+			t.Errorf("the wait ended: want no pending request, timeout or wait: %v", got)
 		}
 	})
 }
