@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,9 @@ type partitionWorker struct {
 	// unknown), and the partition's end as last seen and when (Unix ns, 0
 	// for never).
 	toApply, end, endAt atomic.Int64
+	// lagMu orders the reports of the read loop and of the ticker, so that
+	// the last lag recorded is from the latest next offset to apply.
+	lagMu sync.Mutex
 }
 
 // lagRecorder is a PartitionHandler that records the consumer lag of its
@@ -54,8 +58,7 @@ func (w *partitionWorker) sawEnd(end int64) {
 // Kafka if the one last seen is older than endStale.
 func (w *partitionWorker) reportLag(ctx context.Context, refresh bool) {
 	lr, ok := w.h.(lagRecorder)
-	next := w.toApply.Load()
-	if !ok || next < 0 {
+	if !ok || w.toApply.Load() < 0 {
 		return
 	}
 	if refresh && time.Since(time.Unix(0, w.endAt.Load())) > endStale {
@@ -68,7 +71,11 @@ func (w *partitionWorker) reportLag(ctx context.Context, refresh bool) {
 			w.log.Debug("list the partition's end for its lag failed", "err", err)
 		}
 	}
-	if w.endAt.Load() != 0 {
+	// The next offset to apply is read after the refresh, which may take
+	// endStale while batches are applied and reported.
+	w.lagMu.Lock()
+	defer w.lagMu.Unlock()
+	if next := w.toApply.Load(); next >= 0 && w.endAt.Load() != 0 {
 		lr.recordLag(w.partition, w.end.Load()-next)
 	}
 }

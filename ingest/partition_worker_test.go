@@ -3,6 +3,8 @@ package ingest
 import (
 	"context"
 	"errors"
+	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,5 +59,69 @@ func TestPartitionReleasedWhenResumeNeverSucceeded(t *testing.T) {
 	}
 	if n := h.released.Load(); n != 1 {
 		t.Errorf("released %d times after the generation ended in a failing resume, want 1", n)
+	}
+}
+
+// lagRecords is a PartitionHandler that records the lags reported to it.
+type lagRecords struct {
+	failingResume
+	mu   sync.Mutex
+	lags []int64
+}
+
+func (h *lagRecords) recordLag(_ int, lag int64) {
+	h.mu.Lock()
+	h.lags = append(h.lags, lag)
+	h.mu.Unlock()
+}
+
+// TestLagNotOverwrittenByStaleReport: a report that asks Kafka for the
+// partition's end, which may take seconds, records the lag from the next
+// offset to apply as it is when the answer came, not from the one before
+// the batches applied meanwhile (reported by then).
+func TestLagNotOverwrittenByStaleReport(t *testing.T) {
+	// A broker that takes connections and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	asked := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			asked <- c
+		}
+	}()
+	cfg := GroupConfig{Brokers: []string{ln.Addr().String()}, Topic: "txns"}
+	cfg.defaults()
+	h := &lagRecords{}
+	w := &partitionWorker{cfg: &cfg, log: cfg.Logger, h: h, tr: newTransport(nil, "txns"), partition: 0}
+	w.toApply.Store(0)
+	w.end.Store(100)
+	w.endAt.Store(time.Now().Add(-time.Minute).UnixNano()) // stale: the ticker's report asks Kafka
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ticked := make(chan struct{})
+	go func() {
+		defer close(ticked)
+		w.reportLag(ctx, true)
+	}()
+	select {
+	case c := <-asked:
+		defer c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the report did not ask the broker for the partition's end")
+	}
+	// Meanwhile the read loop applies every message up to the end.
+	w.toApply.Store(100)
+	w.reportLag(ctx, false)
+	cancel() // the ticker's list of the end fails
+	<-ticked
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.lags) == 0 || h.lags[len(h.lags)-1] != 0 {
+		t.Errorf("lags recorded %v, want the last 0: every message up to the end was applied", h.lags)
 	}
 }
