@@ -33,8 +33,9 @@ type partitionWorker struct {
 // lagRecorder is a PartitionHandler that records the consumer lag of its
 // partitions: the messages from the next offset to apply to the partition's
 // end. The partition worker reports it after each batch applied, once a
-// second while the partition reads or retries a batch, and while it retries
-// a resume. Release (partitionReleaser) comes after the last report.
+// second while the partition reads or retries a batch, and after each
+// failed resume (whose retries back off up to RetryMax). Release
+// (partitionReleaser) comes after the last report.
 type lagRecorder interface {
 	recordLag(partition int, lag int64)
 }
