@@ -1,6 +1,9 @@
 package online
 
 import (
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -31,12 +34,60 @@ type PoolStatser interface {
 //
 // go-redis counts in 32 bits: a counter starts again from 0 after 2^32, which
 // rate() takes for a restart.
+//
+// A scrape waits at most a second for the statistics: ClusterClient.PoolStats
+// loads the cluster's slots, with no deadline, while it has none (Redis
+// Cluster unreachable since the start). The scrape then goes without the
+// series. On Redis Cluster a summed counter also falls when a node leaves
+// the cluster's state, which rate() takes for a restart.
 func NewPoolCollector(c PoolStatser) prometheus.Collector {
-	return &poolCollector{c: c}
+	return newPoolCollector(c, time.Second)
+}
+
+func newPoolCollector(c PoolStatser, timeout time.Duration) *poolCollector {
+	return &poolCollector{c: c, timeout: timeout}
 }
 
 type poolCollector struct {
-	c PoolStatser
+	c       PoolStatser
+	timeout time.Duration
+
+	mu      sync.Mutex
+	reading *poolRead // in flight, if any
+}
+
+// poolRead is one call of PoolStats; stats is set when done is closed.
+type poolRead struct {
+	done  chan struct{}
+	stats *redis.PoolStats
+}
+
+// read returns the pool statistics, or nil if they take longer than
+// p.timeout. A read that runs late goes on, and the scrapes until it ends
+// wait for it rather than start another.
+func (p *poolCollector) read() *redis.PoolStats {
+	p.mu.Lock()
+	r := p.reading
+	if r == nil {
+		r = &poolRead{done: make(chan struct{})}
+		p.reading = r
+		go func() {
+			r.stats = p.c.PoolStats()
+			p.mu.Lock()
+			p.reading = nil
+			p.mu.Unlock()
+			close(r.done)
+		}()
+	}
+	p.mu.Unlock()
+	t := time.NewTimer(p.timeout)
+	defer t.Stop()
+	select {
+	case <-r.done:
+		return r.stats
+	case <-t.C:
+		return nil
+	}
 }
 
 // poolMetric is one statistic of a pool.
@@ -78,7 +129,10 @@ func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	main := p.c.PoolStats()
+	main := p.read()
+	if main == nil {
+		return
+	}
 	// A client without a pipeline pool (PipelinePoolSize < 0) reports its
 	// as zeros, so that the series do not come and go.
 	pipeline := &redis.PoolStats{}

@@ -3,10 +3,12 @@ package online
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
@@ -158,6 +160,69 @@ func waitPending(t *testing.T, rc *redis.Client, n uint32) {
 		if time.Now().After(deadline) {
 			t.Errorf("%d requests waiting for a connection, want %d", rc.PoolStats().PendingRequests, n)
 			return
+		}
+	}
+}
+
+// slowStats is a PoolStatser whose PoolStats blocks until release is closed,
+// as ClusterClient's does while it loads the cluster's slots.
+type slowStats struct {
+	release chan struct{}
+	calls   atomic.Int32
+}
+
+func (s *slowStats) PoolStats() *redis.PoolStats {
+	s.calls.Add(1)
+	<-s.release
+	return &redis.PoolStats{Hits: 7}
+}
+
+// TestPoolCollectorSlowStats: a scrape does not wait on statistics that take
+// longer than the collector's timeout; it goes without them, and the scrapes
+// until the late read ends do not start another.
+func TestPoolCollectorSlowStats(t *testing.T) {
+	s := &slowStats{release: make(chan struct{})}
+	released := false
+	defer func() {
+		if !released {
+			close(s.release)
+		}
+	}()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newPoolCollector(s, 20*time.Millisecond))
+	gather := func() []*dto.MetricFamily {
+		done := make(chan []*dto.MetricFamily, 1)
+		go func() {
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Error(err)
+			}
+			done <- mfs
+		}()
+		select {
+		case mfs := <-done:
+			return mfs
+		case <-time.After(5 * time.Second):
+			t.Fatal("the scrape waits on the pool statistics")
+			return nil
+		}
+	}
+	for range 2 {
+		if mfs := gather(); len(mfs) != 0 {
+			t.Errorf("statistics not read in time: want no series, got %v", mfs)
+		}
+	}
+	if n := s.calls.Load(); n != 1 {
+		t.Errorf("PoolStats called %d times while the first call ran, want 1", n)
+	}
+	close(s.release)
+	released = true
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if got := gatherPool(t, reg); got["featurestore_redis_pool_hits_total main"] == 7 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no statistics once PoolStats returns")
 		}
 	}
 }
