@@ -2,6 +2,7 @@ package serving
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -68,8 +69,9 @@ func FuzzValidate(f *testing.F) {
 }
 
 // FuzzJSONNull: nullValues keeps valid JSON valid and changes nothing but
-// nulls, each into "{}  ".
+// nulls, each into "{}  ", exactly the direct elements of holders (refNulls).
 func FuzzJSONNull(f *testing.F) {
+	f.Add(`{"join_key_values":[null,{"string_val":null}],"join_keys":{"a":{"join_keys":{"b":null}}}}`)
 	f.Add(`{"request_context": {"a": null}, "entities": [{"join_key_values": [null, {"string_val": "null"}], "join_keys": {"k": null}}]}`)
 	f.Add(`{"request_context": null, "x": [null, {"join_keys": [null]}], "requestContext": {"a": {"b": null}}}`)
 	f.Add(`[null, "null", {"joinKeys": {"null": null}}]`)
@@ -89,5 +91,37 @@ func FuzzJSONNull(f *testing.F) {
 				t.Fatalf("%s: byte %d changed: %s", s, i, b)
 			}
 		}
+		var in, got any
+		if json.Unmarshal([]byte(s), &in) != nil || json.Unmarshal(b, &got) != nil {
+			return
+		}
+		if want := refNulls(in, false); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s became %s, want the nulls of %v", s, b, want)
+		}
 	})
+}
+
+// refNulls is nullValues over decoded JSON: it makes each null that is a
+// direct element of a holder (holder tells whether v is one) an empty object.
+func refNulls(v any, holder bool) any {
+	elem := func(e any, name string) any {
+		if holder {
+			if e == nil {
+				return map[string]any{}
+			}
+			return refNulls(e, false)
+		}
+		return refNulls(e, valueHolders[name])
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = elem(e, k)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = elem(e, "")
+		}
+	}
+	return v
 }
