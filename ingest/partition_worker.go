@@ -28,6 +28,14 @@ type partitionWorker struct {
 	// lagMu orders the reports of the read loop and of the ticker, so that
 	// the last lag recorded is from the latest next offset to apply.
 	lagMu sync.Mutex
+	// After a failed list of the partition's end, the next is not tried
+	// before endRetryAt, the wait doubling from endRetryMin to endRetryMax:
+	// partitions stalled while Kafka does not answer (each asks for its
+	// own end) then ask it seldom. Only the reports that refresh touch
+	// them, and those never run at once (the ticker's goroutine, and the
+	// resumes between reads).
+	endRetryAt   time.Time
+	endRetryWait time.Duration
 }
 
 // lagRecorder is a PartitionHandler that records the consumer lag of its
@@ -47,6 +55,12 @@ type lagRecorder interface {
 // stalled, and between a resume that failed and the next.
 const endStale = 5 * time.Second
 
+// The backoff of the lists of a partition's end after one failed.
+const (
+	endRetryMin = 2 * time.Second
+	endRetryMax = 30 * time.Second
+)
+
 // sawEnd records the partition's end, as a fetch or a list of offsets
 // returned it.
 func (w *partitionWorker) sawEnd(end int64) {
@@ -62,15 +76,8 @@ func (w *partitionWorker) reportLag(ctx context.Context, refresh bool) {
 	if !ok || w.toApply.Load() < 0 {
 		return
 	}
-	if refresh && time.Since(time.Unix(0, w.endAt.Load())) > endStale {
-		ctx, cancel := context.WithTimeout(ctx, endStale)
-		ends, err := listEnds(ctx, w.tr, kafka.TCP(w.cfg.Brokers...), w.cfg.Topic, []int{w.partition}, kafka.ReadUncommitted)
-		cancel()
-		if err == nil {
-			w.sawEnd(ends[0][1])
-		} else if ctx.Err() == nil {
-			w.log.Debug("list the partition's end for its lag failed", "err", err)
-		}
+	if refresh && time.Since(time.Unix(0, w.endAt.Load())) > endStale && !time.Now().Before(w.endRetryAt) {
+		w.refreshEnd(ctx)
 	}
 	// The next offset to apply is read after the refresh, which may take
 	// endStale while batches are applied and reported.
@@ -78,6 +85,24 @@ func (w *partitionWorker) reportLag(ctx context.Context, refresh bool) {
 	defer w.lagMu.Unlock()
 	if next := w.toApply.Load(); next >= 0 && w.endAt.Load() != 0 {
 		lr.recordLag(w.partition, w.end.Load()-next)
+	}
+}
+
+// refreshEnd asks Kafka for the partition's end; after a failure, the
+// next refresh waits (endRetryAt).
+func (w *partitionWorker) refreshEnd(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, endStale)
+	defer cancel()
+	ends, err := listEnds(ctx, w.tr, kafka.TCP(w.cfg.Brokers...), w.cfg.Topic, []int{w.partition}, kafka.ReadUncommitted)
+	if err == nil {
+		w.sawEnd(ends[0][1])
+		w.endRetryWait = 0
+		return
+	}
+	w.endRetryWait = min(max(2*w.endRetryWait, endRetryMin), endRetryMax)
+	w.endRetryAt = time.Now().Add(w.endRetryWait)
+	if ctx.Err() == nil {
+		w.log.Debug("list the partition's end for its lag failed", "err", err, "retry_in", w.endRetryWait)
 	}
 }
 
@@ -150,16 +175,18 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 				return
 			case <-t.C:
 			}
-			w.reportLag(commitCtx, true)
+			// The commit first: the report may wait for Kafka to list
+			// the partition's end.
 			if n := committed.Load(); n > last {
 				if err := w.gen.CommitOffsets(map[string]map[int]int64{topic: {w.partition: n}}); err != nil {
 					if genCtx.Err() == nil {
 						w.log.Debug("commit offsets failed", "err", err)
 					}
-					continue
+				} else {
+					last = n
 				}
-				last = n
 			}
+			w.reportLag(commitCtx, true)
 		}
 	}()
 	defer func() { stopCommits(); <-commitDone }()

@@ -75,6 +75,20 @@ func (h *lagRecords) recordLag(_ int, lag int64) {
 	h.mu.Unlock()
 }
 
+// staleEndWorker returns a worker of a partition of the broker at addr,
+// with the next offset to apply 0 and an end of 100 seen too long ago: a
+// report that may refresh asks the broker.
+func staleEndWorker(addr net.Addr) (*partitionWorker, *lagRecords) {
+	cfg := GroupConfig{Brokers: []string{addr.String()}, Topic: "txns"}
+	cfg.defaults()
+	h := &lagRecords{}
+	w := &partitionWorker{cfg: &cfg, log: cfg.Logger, h: h, tr: newTransport(nil, "txns"), partition: 0}
+	w.toApply.Store(0)
+	w.end.Store(100)
+	w.endAt.Store(time.Now().Add(-time.Minute).UnixNano())
+	return w, h
+}
+
 // TestLagNotOverwrittenByStaleReport: a report that asks Kafka for the
 // partition's end, which may take seconds, records the lag from the next
 // offset to apply as it is when the answer came, not from the one before
@@ -92,13 +106,7 @@ func TestLagNotOverwrittenByStaleReport(t *testing.T) {
 			asked <- c
 		}
 	}()
-	cfg := GroupConfig{Brokers: []string{ln.Addr().String()}, Topic: "txns"}
-	cfg.defaults()
-	h := &lagRecords{}
-	w := &partitionWorker{cfg: &cfg, log: cfg.Logger, h: h, tr: newTransport(nil, "txns"), partition: 0}
-	w.toApply.Store(0)
-	w.end.Store(100)
-	w.endAt.Store(time.Now().Add(-time.Minute).UnixNano()) // stale: the ticker's report asks Kafka
+	w, h := staleEndWorker(ln.Addr()) // the ticker's report asks Kafka
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -123,5 +131,49 @@ func TestLagNotOverwrittenByStaleReport(t *testing.T) {
 	defer h.mu.Unlock()
 	if len(h.lags) == 0 || h.lags[len(h.lags)-1] != 0 {
 		t.Errorf("lags recorded %v, want the last 0: every message up to the end was applied", h.lags)
+	}
+}
+
+// TestLagEndRefreshBacksOff: after Kafka failed to list the partition's
+// end, the reports once a second do not ask again each time, but after a
+// growing wait.
+func TestLagEndRefreshBacksOff(t *testing.T) {
+	// A broker that hangs up on every connection.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			c.Close()
+		}
+	}()
+	w, h := staleEndWorker(ln.Addr())
+
+	w.reportLag(context.Background(), true)
+	first := conns.Load()
+	if first == 0 {
+		t.Fatal("the report did not ask the broker for the partition's end")
+	}
+	for range 5 {
+		w.reportLag(context.Background(), true)
+	}
+	if n := conns.Load(); n != first {
+		t.Errorf("%d connections to the broker after 5 more reports right after a failed list of the end, want %d", n, first)
+	}
+	if w.endRetryWait != endRetryMin {
+		t.Errorf("wait after one failure %v, want %v", w.endRetryWait, endRetryMin)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.lags) != 6 || h.lags[5] != 100 {
+		t.Errorf("lags recorded %v, want 6 of 100 from the last end seen", h.lags)
 	}
 }
