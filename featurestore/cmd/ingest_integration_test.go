@@ -1,12 +1,15 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,7 +42,8 @@ func buildBinary(t *testing.T) string {
 // process on the example definitions against real Kafka and Redis, kills it
 // with SIGKILL mid-stream, starts two more that rebalance the partitions
 // between them mid-stream, and checks that every event is counted exactly
-// once, copies by event id and late events not at all (the dedup state is
+// once (the lifetime count, and every exact feature of the view against a
+// brute-force reference), copies by event id and late events not at all (the dedup state is
 // rebuilt after the kill and each rebalance), and that malformed and late
 // events reach the dead-letter topic.
 func TestIngestProcessKilledAndRestarted(t *testing.T) {
@@ -70,6 +74,7 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	now := time.Now().UTC()
 	perCard := map[string]int64{}
+	accepted := map[string][]refTxn{} // the accepted events of each card
 	var msgs []kafka.Message
 	event := func(i int, card, merchant string, amount int, ts time.Time) kafka.Message {
 		return kafka.Message{Key: []byte(card), Value: fmt.Appendf(nil,
@@ -82,7 +87,9 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 		card, merchant := fmt.Sprintf("card-%d", rng.IntN(30)), fmt.Sprintf("m-%d", rng.IntN(10))
 		ts := now.Add(-time.Duration(3000-i) * time.Second)
 		perCard[card]++
-		valid = append(valid, event(i, card, merchant, rng.IntN(500), ts))
+		amount := rng.IntN(500)
+		accepted[card] = append(accepted[card], refTxn{ts.UnixMilli(), float64(amount) + 0.25})
+		valid = append(valid, event(i, card, merchant, amount, ts))
 		msgs = append(msgs, valid[i])
 		if i >= 300 && i%30 == 0 {
 			msgs = append(msgs, valid[i-10], event(10_000+i, card, merchant, 1, ts.Add(-10*time.Minute)))
@@ -166,7 +173,9 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	}
 	t.Logf("killed after %d of %d messages; two new processes shared the rest", killedAt, len(msgs))
 
-	// Every event counted once: lifetime counts per card.
+	// Every event counted once: lifetime counts per card, and the exact
+	// features of the view against a brute-force reference of the accepted
+	// events.
 	store := online.New(rc, online.Options{})
 	src := r.Source("card_transactions")
 	wv, err := window.Compile(r.View("card_txn"), src)
@@ -180,7 +189,8 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 		cards = append(cards, card)
 		reqs = append(reqs, online.ViewRead{Layout: &layout, Entity: featurestore.StringKey(card)})
 	}
-	res, err := online.ReadViews(ctx, store, reqs, time.Now().UnixMilli())
+	readAt := time.Now().UnixMilli()
+	res, err := online.ReadViews(ctx, store, reqs, readAt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,6 +198,16 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	for i, card := range cards {
 		if got := res[i][life].Value; !got.Equal(featurestore.Int64Value(perCard[card])) {
 			t.Errorf("card %s: lifetime count %v, want %d", card, got, perCard[card])
+		}
+		for name, want := range cardTxnReference(accepted[card], readAt) {
+			got := res[i][wv.FeatureIndex(name)].Value
+			if name == "amount_stddev_1d" {
+				if math.Abs(got.Double()-want.Double()) > 1e-9*want.Double() {
+					t.Errorf("card %s: %s = %v, want %v", card, name, got, want)
+				}
+			} else if !got.Equal(want) {
+				t.Errorf("card %s: %s = %v, want %v", card, name, got, want)
+			}
 		}
 	}
 
@@ -246,4 +266,70 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 		}
 	}
 	t.Logf("%d duplicates by event id dropped, %d late events dead-lettered", dups, late)
+}
+
+// refTxn is an accepted event of TestIngestProcessKilledAndRestarted.
+type refTxn struct {
+	time   int64 // Unix ms
+	amount float64
+}
+
+// cardTxnReference computes the exact features of the example view card_txn
+// (1-minute tiles) at time t from a card's accepted events, directly from
+// DESIGN's definition: a window of W covers the tiles floor(t/g)-W/g+1 ..
+// floor(t/g), events at or before t. Every event of the test is approved,
+// online, in FR, with an amount below 1000.
+func cardTxnReference(evs []refTxn, t int64) map[string]featurestore.Value {
+	const g = int64(time.Minute / time.Millisecond)
+	in := func(w time.Duration) []refTxn {
+		from := t - t%g - (w.Milliseconds()/g-1)*g
+		var sel []refTxn
+		for _, e := range evs {
+			if e.time >= from && e.time <= t {
+				sel = append(sel, e)
+			}
+		}
+		return sel
+	}
+	sum := func(sel []refTxn) float64 {
+		s := 0.0 // exact: multiples of 0.25 far below 2^53
+		for _, e := range sel {
+			s += e.amount
+		}
+		return s
+	}
+	want := map[string]featurestore.Value{}
+	for _, w := range []struct {
+		suffix string
+		d      time.Duration
+	}{{"10m", 10 * time.Minute}, {"1h", time.Hour}, {"1d", 24 * time.Hour}} {
+		sel := in(w.d)
+		want["txn_count_"+w.suffix] = featurestore.Int64Value(int64(len(sel)))
+		want["amount_sum_"+w.suffix] = featurestore.DoubleValue(sum(sel))
+	}
+	day := in(24 * time.Hour)
+	want["declined_count_1h"] = featurestore.Int64Value(0)
+	want["large_online_count_1d"] = featurestore.Int64Value(0)
+	if len(day) > 0 {
+		newest := slices.Clone(day)
+		slices.SortFunc(newest, func(a, b refTxn) int { return cmp.Compare(b.time, a.time) })
+		max, last := newest[0].amount, []float64{}
+		for i, e := range newest {
+			max = math.Max(max, e.amount)
+			if i < 5 {
+				last = append(last, e.amount)
+			}
+		}
+		want["amount_max_1d"] = featurestore.DoubleValue(max)
+		want["last_amounts"] = featurestore.DoubleListValue(last)
+		// Population standard deviation, from exact integer sums of 4x.
+		var n, s, q int64
+		for _, e := range day {
+			x := int64(4 * e.amount)
+			n, s, q = n+1, s+x, q+x*x
+		}
+		want["amount_stddev_1d"] = featurestore.DoubleValue(math.Sqrt(float64(n*q-s*s)) / float64(4*n))
+		want["last_country"] = featurestore.StringValue("FR")
+	}
+	return want
 }
