@@ -325,6 +325,11 @@ func (s *FlightServer) openCall(principal string) (closeCall func(), err error) 
 	}, nil
 }
 
+// MetaWarning is the key of the training set's schema metadata that says
+// why some of its feature columns hold no values of events, when the server
+// knows: their views' offline logs have nothing committed.
+const MetaWarning = "featurestore.warning"
+
 func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x *exchange) error {
 	ctx := stream.Context()
 	x.principal, _ = PrincipalFromContext(ctx)
@@ -405,6 +410,18 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 		return s.uploadStatus(ctx, err)
 	}
 	opts.Entities, opts.EntitiesFormat, opts.TempDir = table, export.FormatArrow, dir
+	// A view with nothing committed (a wrong --project or --offline-dir,
+	// most often) gives the features of no events: the caller reads why in
+	// the schema's metadata, the operator in the log.
+	empty, err := export.Uncommitted(ctx, opts)
+	if err != nil {
+		return exportStatus(ctx, err, table)
+	}
+	if len(empty) > 0 {
+		warning := fmt.Sprintf("feature views %s have nothing committed in the offline log of project %q: their features are those of no events (null, counts 0)", strings.Join(empty, ", "), s.cfg.Project)
+		opts.Metadata[MetaWarning] = warning
+		opts.Logger.Warn("flight export of views with an empty offline log", "views", empty)
+	}
 	out := &flightOutput{stream: stream, mem: s.mem}
 	opts.Output = out
 	x.stats, err = export.Run(ctx, opts)

@@ -66,6 +66,12 @@ func (l *storeLog) Scan(ctx context.Context, view string, _ int64, fn func(arrow
 	return offline.Scan(ctx, l.st, snap, snap.Files, func(_ offline.FileInfo, rec arrow.RecordBatch) error { return fn(rec) })
 }
 
+// Committed implements export.LogCommits.
+func (l *storeLog) Committed(ctx context.Context, view string) (bool, error) {
+	snap, err := offline.ReadSnapshot(ctx, l.st, l.project, view)
+	return snap.Seq > 0, err
+}
+
 // flightFixture is an offline log written through the real writer, and
 // what the Flight tests export from it.
 type flightFixture struct {
@@ -468,6 +474,34 @@ func checkEmpty(t *testing.T, dir string) {
 
 // TestFlightErrors checks that bad calls get a status whose code and
 // message name the problem, and leave no file behind.
+// TestFlightExportEmptyLog: views whose offline log has nothing committed
+// (here: the log of another project) give the features of no events (null
+// last values, counts of 0), and the schema's
+// metadata says why; a log with commits gives no warning (TestFlightExport
+// compares the metadata with the file export's).
+func TestFlightExportEmptyLog(t *testing.T) {
+	f := newFlightFixture(t)
+	addr := f.serve(t, FlightConfig{TempDir: t.TempDir(), Log: &storeLog{st: f.log.st, project: "elsewhere"}})
+	table := entityTable(t, 100, 1)
+	defer table.Release()
+	got, err := flightCall{addr: addr, desc: cmdDescriptor(t, mixedCommand), schema: table.Schema(),
+		batches: []arrow.RecordBatch{table}}.do(context.Background(), t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("feature views card_more, card_txn, pair_txn have nothing committed in the offline log of project %q: their features are those of no events (null, counts 0)", f.project)
+	if v, _ := got[0].Schema().Metadata().GetValue(MetaWarning); v != want {
+		t.Errorf("schema metadata %s = %q, want %q", MetaWarning, v, want)
+	}
+	for _, rec := range got {
+		for _, name := range []string{"card_txn:last_merchant", "pair_txn:last_amount"} {
+			if c := rec.Column(rec.Schema().FieldIndices(name)[0]); c.NullN() != c.Len() {
+				t.Errorf("column %s has values from an empty log", name)
+			}
+		}
+	}
+}
+
 func TestFlightErrors(t *testing.T) {
 	f := newFlightFixture(t)
 	tmp := t.TempDir()

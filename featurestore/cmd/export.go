@@ -9,10 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -172,6 +170,14 @@ progress bar when stderr is a terminal.`,
 						opts.Out = filepath.Join(dir, "out-"+objectBase(out))
 					}
 				}
+				empty, err := export.Uncommitted(ctx, opts)
+				if err != nil {
+					return err
+				}
+				if len(empty) > 0 {
+					fmt.Fprintf(env.stderr, "warning: feature views %s have nothing committed in the offline log %s (project %q): their features are those of no events (null, counts 0); check --offline-dir and --project\n",
+						strings.Join(empty, ", "), off.dir, reg.project)
+				}
 				stats, err := export.Run(ctx, opts)
 				if err != nil {
 					return err
@@ -183,10 +189,6 @@ progress bar when stderr is a terminal.`,
 				}
 				fmt.Fprintf(env.stdout, "wrote %d rows to %s in %s (%d events read, %d used)\n",
 					stats.Rows, out, stats.Duration.Round(1e6), stats.Events, stats.EventsUsed)
-				if empty := opts.Log.(*offlineLog).empty(); len(empty) > 0 {
-					fmt.Fprintf(env.stderr, "warning: feature views %s have nothing committed in the offline log %s (project %q): their features are null; check --offline-dir and --project\n",
-						strings.Join(empty, ", "), off.dir, reg.project)
-				}
 				return nil
 			}
 		},
@@ -198,23 +200,15 @@ progress bar when stderr is a terminal.`,
 type offlineLog struct {
 	st      offline.Storage
 	project string
-
-	mu      sync.Mutex
-	scanned map[string]bool // by view: whether its log had a commit
 }
 
-// empty returns the views scanned whose log had no commit at all, sorted.
-func (l *offlineLog) empty() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for v, found := range l.scanned {
-		if !found {
-			out = append(out, v)
-		}
+// Committed implements export.LogCommits.
+func (l *offlineLog) Committed(ctx context.Context, view string) (bool, error) {
+	snap, err := offline.ReadSnapshot(ctx, l.st, l.project, view)
+	if err != nil {
+		return false, err
 	}
-	slices.Sort(out)
-	return out
+	return snap.Seq > 0, nil
 }
 
 // Scan reads the files of a snapshot of the view's log that may hold events
@@ -225,12 +219,6 @@ func (l *offlineLog) Scan(ctx context.Context, view string, until int64, fn func
 	if err != nil {
 		return fmt.Errorf("offline log of feature view %q: %w", view, err)
 	}
-	l.mu.Lock()
-	if l.scanned == nil {
-		l.scanned = map[string]bool{}
-	}
-	l.scanned[view] = l.scanned[view] || snap.Seq > 0
-	l.mu.Unlock()
 	err = offline.ScanMapped(ctx, l.st, snap, snap.Between(math.MinInt64, until), func(_ offline.FileInfo, rec arrow.RecordBatch) error {
 		return fn(rec)
 	})

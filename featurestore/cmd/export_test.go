@@ -207,7 +207,8 @@ func testExportCommand(t *testing.T, where string) {
 			t.Errorf("export created the missing directory %s: %v", typo, err)
 		}
 	}
-	// A log with nothing committed for a view gives nulls, and says so.
+	// A log with nothing committed for a view gives the features of no
+	// events, and says so.
 	if where == "dir" {
 		empty := filepath.Join(dir, "empty")
 		if err := os.Mkdir(empty, 0o755); err != nil {

@@ -3,6 +3,8 @@ package export
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
 )
@@ -57,6 +59,40 @@ const scanAttempts = 5
 type LogSizer interface {
 	// Size returns about how many bytes Scan of the view reads.
 	Size(ctx context.Context, view string) (int64, error)
+}
+
+// LogCommits is implemented by logs that know whether anything was ever
+// committed to a view's log; see Uncommitted.
+type LogCommits interface {
+	// Committed tells whether the view's log has a commit.
+	Committed(ctx context.Context, view string) (bool, error)
+}
+
+// Uncommitted returns, sorted, the stored feature views that the export of
+// opts reads and whose log has nothing committed, so that their features
+// can only be null: most often a wrong project or log location. It returns
+// nil when opts.Log is not a LogCommits.
+func Uncommitted(ctx context.Context, opts Options) ([]string, error) {
+	lc, ok := opts.Log.(LogCommits)
+	if !ok || opts.Registry == nil {
+		return nil, nil
+	}
+	p, err := newPlan(opts.Registry, opts.Service, opts.Features)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, vp := range p.views {
+		ok, err := lc.Committed(ctx, vp.name)
+		if err != nil {
+			return nil, fmt.Errorf("offline log of feature view %q: %w", vp.name, err)
+		}
+		if !ok {
+			out = append(out, vp.name)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // Column names and metadata keys of the offline log's schema.
