@@ -30,6 +30,11 @@ func (o *offlineFlags) storage(ctx context.Context) (st offline.Storage, close f
 	return offline.OpenExisting(ctx, o.dir)
 }
 
+// minOrphanGrace is the least --orphan-grace of compact: ingest's own
+// grace at start, longer than a writer takes from writing its files to
+// committing them.
+const minOrphanGrace = 10 * time.Minute
+
 func compactCommand() *command {
 	var (
 		off     offlineFlags
@@ -58,7 +63,7 @@ merged per view. Needs no registry and no services.`,
 			fs.StringVar(&project, "project", "default", "Project whose offline log to compact.")
 			fs.StringVar(&views, "view", "", "Comma-separated feature views to compact; empty for every view with a log.")
 			fs.Int64Var(&target, "target-bytes", 256<<20, "Size merged files grow to at most; files this large are left alone.")
-			fs.DurationVar(&grace, "orphan-grace", time.Hour, "Age below which unreferenced files are kept, as they may belong to a write in progress.")
+			fs.DurationVar(&grace, "orphan-grace", time.Hour, "Age below which unreferenced files are kept, as they may belong to a write in progress; at least 10m.")
 			fs.BoolVar(&dryRun, "dry-run", false, "Print what would be merged, and change nothing.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
@@ -66,6 +71,9 @@ merged per view. Needs no registry and no services.`,
 				}
 				if target <= 0 {
 					return fmt.Errorf("%w: --target-bytes must be positive", errUsage)
+				}
+				if grace < minOrphanGrace {
+					return fmt.Errorf("%w: --orphan-grace %s is below %s: a younger unreferenced file may be one that ingest or backfill wrote and is about to commit, and deleting it would leave a committed file missing", errUsage, grace, minOrphanGrace)
 				}
 				log, err := logs.logger(env.stderr)
 				if err != nil {

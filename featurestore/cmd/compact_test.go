@@ -52,4 +52,11 @@ func TestCompactCommand(t *testing.T) {
 	if code, _, errOut := runCLI(t, nil, "compact"); code != 2 || !strings.Contains(errOut, "--offline-dir is required") {
 		t.Fatalf("without --offline-dir: exit %d: %s", code, errOut)
 	}
+	// A grace shorter than a writer's write-to-commit could delete the
+	// files of a commit in progress.
+	for _, grace := range []string{"0s", "-1h0m0s", "9m59s"} {
+		if code, _, errOut := runCLI(t, nil, "compact", "--offline-dir", dir, "--orphan-grace", grace); code != 2 || !strings.Contains(errOut, "--orphan-grace "+grace+" is below 10m0s") {
+			t.Errorf("--orphan-grace %s: exit %d: %s", grace, code, errOut)
+		}
+	}
 }
