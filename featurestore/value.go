@@ -103,23 +103,42 @@ func BoolValue(v bool) Value {
 	return Value{num: n, any: KindBool}
 }
 
+// listOf returns s, or an empty list that is not nil if s is nil, so that
+// a list Value's elements are never nil: expressions (featurestore/derive)
+// tell a nil slice from an empty one (xs == nil, xs ?? ys), and the same
+// list must give the same result however it was built. It allocates nothing.
+func listOf[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
 // StringListValue returns a string list Value that refers to s.
+// A nil s is the empty list (see listOf).
 func StringListValue(s []string) Value {
+	s = listOf(s)
 	return Value{num: uint64(len(s)), any: stringListPtr(unsafe.SliceData(s))}
 }
 
 // Int64ListValue returns an int64 list Value that refers to s.
+// A nil s is the empty list (see listOf).
 func Int64ListValue(s []int64) Value {
+	s = listOf(s)
 	return Value{num: uint64(len(s)), any: int64ListPtr(unsafe.SliceData(s))}
 }
 
 // DoubleListValue returns a double list Value that refers to s.
+// A nil s is the empty list (see listOf).
 func DoubleListValue(s []float64) Value {
+	s = listOf(s)
 	return Value{num: uint64(len(s)), any: doubleListPtr(unsafe.SliceData(s))}
 }
 
 // BoolListValue returns a bool list Value that refers to s.
+// A nil s is the empty list (see listOf).
 func BoolListValue(s []bool) Value {
+	s = listOf(s)
 	return Value{num: uint64(len(s)), any: boolListPtr(unsafe.SliceData(s))}
 }
 

@@ -69,6 +69,8 @@ features:
   - {name: cat_distinct_1h, aggregation: count_distinct, field: cat, window: 1h}
   - {name: cat_last_10m, aggregation: last, field: cat, window: 10m}
   - {name: cat_last3_10m, aggregation: last_n, field: cat, n: 3, window: 10m}
+  - {name: qty_last3_10m, aggregation: last_n, field: qty, n: 3, window: 10m}
+  - {name: amount_last2_10m, aggregation: last_n, field: amount, n: 2, window: 10m}
   - {name: qty_life, aggregation: sum, field: qty, window: lifetime}
   - {name: amount, field: amount, type: double}
   - {name: ok, field: ok, type: bool}
@@ -95,7 +97,8 @@ features:
 ---
 kind: OnDemandFeatureView
 name: risk
-inputs: {s10: by_user:amount_sum_10m, m10: by_user:amount_mean_10m, last_amount: by_user:amount, shop_cat: by_shop:cat, n3: by_account:n_3m}
+inputs: {s10: by_user:amount_sum_10m, m10: by_user:amount_mean_10m, last_amount: by_user:amount, shop_cat: by_shop:cat, n3: by_account:n_3m,
+  qs: by_user:qty_last3_10m, as: by_user:amount_last2_10m}
 request_fields: {price: double, tag: string}
 features:
   - {name: share, type: double, expression: "price / (s10 + price)"}
@@ -104,6 +107,7 @@ features:
   - {name: same_cat, type: bool, expression: "tag == shop_cat"}
   - {name: n3_tag, type: int64, expression: "n3 * 100 + len(tag)"}
   - {name: mod, type: int64, expression: "7 % int(price)"}
+  - {name: lists, type: int64, expression: "len(qs ?? [1, 2]) * 10 + len(as ?? [1.5])"}
 ---
 kind: FeatureService
 name: all

@@ -87,6 +87,46 @@ func TestEvalNulls(t *testing.T) {
 	}
 }
 
+// An empty list is one value, however it was built: the export makes a
+// last_n over no events from an Arrow column (nil), serving from the window
+// state (empty), and expr tells nil from empty (xs == nil, xs ?? ys).
+func TestEvalEmptyLists(t *testing.T) {
+	vars := []Var{
+		{Name: "s", Kind: featurestore.KindStringList},
+		{Name: "i", Kind: featurestore.KindInt64List},
+		{Name: "d", Kind: featurestore.KindDoubleList},
+		{Name: "b", Kind: featurestore.KindBoolList},
+	}
+	built := map[string][]featurestore.Value{
+		"nil": {featurestore.StringListValue(nil), featurestore.Int64ListValue(nil),
+			featurestore.DoubleListValue(nil), featurestore.BoolListValue(nil)},
+		"empty": {featurestore.StringListValue([]string{}), featurestore.Int64ListValue([]int64{}),
+			featurestore.DoubleListValue([]float64{}), featurestore.BoolListValue([]bool{})},
+	}
+	var ev Evaluator
+	for _, name := range []string{"s", "i", "d", "b"} {
+		for _, c := range []struct {
+			src  string
+			out  featurestore.Kind
+			want featurestore.Value
+		}{
+			{name + " == nil", featurestore.KindBool, featurestore.BoolValue(false)},
+			{"len(" + name + " ?? [1, 2])", featurestore.KindInt64, featurestore.Int64Value(0)},
+		} {
+			e, err := Compile(c.src, vars, c.out)
+			if err != nil {
+				t.Fatalf("%s: %v", c.src, err)
+			}
+			for how, vals := range built {
+				got, err := ev.Eval(e, vals)
+				if err != nil || !got.Equal(c.want) {
+					t.Errorf("%s with lists built %s: %v, %v; want %v", c.src, how, got, err, c.want)
+				}
+			}
+		}
+	}
+}
+
 func TestEvalErrors(t *testing.T) {
 	vals := []featurestore.Value{
 		featurestore.DoubleValue(1), featurestore.DoubleValue(1), featurestore.Int64Value(0),
