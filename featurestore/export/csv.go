@@ -76,6 +76,12 @@ func leadingZero(v string) bool {
 	return len(v) > 1 && v[0] == '0' && v[1] >= '0' && v[1] <= '9'
 }
 
+// mixedTimes reports whether every value is a time, some with a zone offset
+// and some without: Arrow reads such a column as utf8 only.
+func (c *csvColumn) mixedTimes() bool {
+	return (c.isTimeUS || c.isTimeNano) && c.zoned && c.naive
+}
+
 // typ returns the narrowest type every value of the column parses as:
 // int64, float64, boolean, timestamp (microseconds, or nanoseconds when a
 // value needs them; with time zone UTC when every value has a zone offset,
@@ -217,6 +223,10 @@ func inferCSV(path string, fixed, empty map[string]arrow.DataType) (*arrow.Schem
 		case t != nil:
 		case !cols[i].any && empty[n] != nil:
 			t = empty[n]
+		case empty[n] != nil && cols[i].mixedTimes():
+			// The timestamp column (the one empty types): read as utf8,
+			// it would fail with a message that does not say why.
+			return nil, 0, fmt.Errorf("%s: column %q mixes times with a zone offset and times without one: give every time an offset (2026-11-26T10:00:00Z) or none (2026-11-26 10:00:00, read as UTC)", path, n)
 		default:
 			t = cols[i].typ()
 		}

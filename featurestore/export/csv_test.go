@@ -179,6 +179,8 @@ func TestCSVBadValues(t *testing.T) {
 			`rows.csv: row 2: column "price": "abc" is not a double`},
 		{"not a bool", "shop_flag:flagged", "shop_id,urgent,event_timestamp\n4,true,2026-11-26T10:00:00Z\n4,1,2026-11-26T10:00:00Z\n",
 			`rows.csv: row 2: column "urgent": "1" is not a bool (true or false)`},
+		{"times with and without an offset", "by_shop:n_2m", "shop_id,event_timestamp\n4,2026-11-26T10:00:00Z\n4,2026-11-26 10:00:00\n",
+			`rows.csv: column "event_timestamp" mixes times with a zone offset and times without one: give every time an offset (2026-11-26T10:00:00Z) or none (2026-11-26 10:00:00, read as UTC)`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
