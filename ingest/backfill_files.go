@@ -61,6 +61,11 @@ type BackfillConfig struct {
 	// DeadLetters receives every rejected row, or use of a row by a view;
 	// nil counts them only.
 	DeadLetters func(BackfillLetter) error
+	// SyncDeadLetters, when not nil, makes the letters handed to DeadLetters
+	// so far durable. It is called before the offline log may commit the
+	// rows they were rejected from: a run resumed after a crash does not
+	// read those rows again, so their letters would be lost.
+	SyncDeadLetters func() error
 	// Progress is called after each record batch of a file, and once at
 	// its end with Final set.
 	Progress func(BackfillProgress)
@@ -177,6 +182,16 @@ func Backfill(ctx context.Context, cfg BackfillConfig, files []string) ([]Backfi
 			"rejected", res.Rejected, "missing_key", res.MissingKey, "duplicate_ids", res.DuplicateIDs)
 	}
 	return out, nil
+}
+
+func (cfg *BackfillConfig) syncDeadLetters() error {
+	if cfg.SyncDeadLetters == nil {
+		return nil
+	}
+	if err := cfg.SyncDeadLetters(); err != nil {
+		return fmt.Errorf("dead letters: %w", err)
+	}
+	return nil
 }
 
 // BackfillTopic returns the pseudo-topic of a file: its rows' positions.
@@ -331,7 +346,9 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 		err = c.flush(ctx)
 	}
 	if err == nil && cfg.Offline != nil {
-		err = cfg.Offline.Flush(ctx)
+		if err = cfg.syncDeadLetters(); err == nil {
+			err = cfg.Offline.Flush(ctx)
+		}
 	}
 	if err != nil {
 		return res, err
@@ -403,6 +420,9 @@ func (c *backfillChunk) flush(ctx context.Context) error {
 				return err
 			}
 			b.Entities = ents
+			if err := c.cfg.syncDeadLetters(); err != nil {
+				return err
+			}
 			if err := c.cfg.Offline.Append(ctx, v.schema, b); err != nil {
 				return fmt.Errorf("%s: offline log of %s: %w", c.path, v.schema.View, err)
 			}

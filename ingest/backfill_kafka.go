@@ -49,6 +49,11 @@ type ReplayConfig struct {
 	// DeadLetters receives the rejected messages, as letters naming the
 	// topic, partition and offset; nil counts them only.
 	DeadLetters func(BackfillLetter) error
+	// SyncDeadLetters, when not nil, makes the letters handed to DeadLetters
+	// so far durable. It is called before the replay's position or the offline
+	// log may pass the messages they were rejected from: a run resumed after a crash does not
+	// read those messages again, so their letters would be lost.
+	SyncDeadLetters func() error
 	// Progress is called after each batch, per partition (File names the
 	// topic and partition), and at the end with Final set.
 	Progress func(BackfillProgress)
@@ -68,6 +73,7 @@ type ReplayResult struct {
 type replaySink struct {
 	mu       sync.Mutex
 	fn       func(BackfillLetter) error
+	sync     func() error
 	rejected map[Reason]int64
 }
 
@@ -83,6 +89,13 @@ func (s *replaySink) Send(_ context.Context, letters []DeadLetter) error {
 		if err := s.fn(BackfillLetter{File: "kafka:" + m.Topic + "/" + strconv.Itoa(m.Partition), Offset: m.Offset,
 			Reason: l.Reason, View: l.View, Detail: l.Detail}); err != nil {
 			return err
+		}
+	}
+	// Send returns once the letters are durable: the applier then applies
+	// the batch and saves its position.
+	if s.sync != nil && s.fn != nil {
+		if err := s.sync(); err != nil {
+			return fmt.Errorf("dead letters: %w", err)
 		}
 	}
 	return nil
@@ -102,7 +115,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 	}
 	topic := cfg.Source.Kafka.Topic
 	res := ReplayResult{Topic: topic, Messages: map[int]int64{}}
-	sink := &replaySink{fn: cfg.DeadLetters, rejected: map[Reason]int64{}}
+	sink := &replaySink{fn: cfg.DeadLetters, sync: cfg.SyncDeadLetters, rejected: map[Reason]int64{}}
 	res.Rejected = sink.rejected
 	a, err := NewApplier(cfg.Project, cfg.Registry, cfg.Source, cfg.Store, cfg.Positions, sink, cfg.Logger)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -508,6 +509,61 @@ func TestBackfillInterrupted(t *testing.T) {
 	n := e.checkOnline(ctx, t, accepted, rng)
 	m := e.checkExport(ctx, t, accepted, t0, rng)
 	t.Logf("last run %+v; %d online and %d exported values equal the reference", r, n, m)
+}
+
+// commitWatch is a Storage that calls before ahead of each manifest entry it
+// creates: ahead of each commit of the offline log.
+type commitWatch struct {
+	offline.Storage
+	before func()
+}
+
+func (s *commitWatch) Create(ctx context.Context, name string, data []byte) error {
+	if strings.Contains(name, "/_manifest/") {
+		s.before()
+	}
+	return s.Storage.Create(ctx, name, data)
+}
+
+// TestBackfillSyncsDeadLettersBeforeCommits: a run resumed after a crash
+// reads no row the offline log committed, so the letters of those rows must
+// be durable (SyncDeadLetters) before the commit: every commit finds none
+// unsynced.
+func TestBackfillSyncsDeadLettersBeforeCommits(t *testing.T) {
+	ctx := context.Background()
+	rows, _, maxT := backfillRows(11, 4000, true)
+	path := writeBackfillFile(t, t.TempDir(), export.FormatCSV, rows)
+	e := newBackfillEnv(t, maxT+5*60*1000)
+	unsynced, letters, commits := 0, 0, 0
+	e.st = &commitWatch{Storage: e.st, before: func() {
+		commits++
+		if unsynced > 0 {
+			t.Errorf("commit %d: %d dead letters not synced", commits, unsynced)
+		}
+	}}
+	_, _, err := e.run(ctx, t, []string{path}, BackfillConfig{ChunkRows: 300,
+		DeadLetters:     func(BackfillLetter) error { unsynced++; letters++; return nil },
+		SyncDeadLetters: func() error { unsynced = 0; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if commits < 3 || letters == 0 {
+		t.Fatalf("%d commits, %d letters: the test needs several of each", commits, letters)
+	}
+}
+
+// TestReplaySinkSyncs: a replay's letters are durable once Send returns,
+// before the applier applies the batch and saves its position.
+func TestReplaySinkSyncs(t *testing.T) {
+	var got []string
+	s := &replaySink{rejected: map[Reason]int64{},
+		fn:   func(l BackfillLetter) error { got = append(got, "letter "+l.File); return nil },
+		sync: func() error { got = append(got, "sync"); return nil }}
+	err := s.Send(context.Background(), []DeadLetter{{Message: kafka.Message{Topic: "t", Partition: 1}, Reason: ReasonLate},
+		{Message: kafka.Message{Topic: "t", Partition: 2}, Reason: ReasonLate}})
+	if want := []string{"letter kafka:t/1", "letter kafka:t/2", "sync"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("Send: %v, %q; want %q", err, got, want)
+	}
 }
 
 // TestBackfillFileErrors checks that a file that cannot be read as the

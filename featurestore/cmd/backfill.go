@@ -152,14 +152,16 @@ a cleared store), and replaying again adds nothing. Do not replay with
 				var letters int64
 				var examples []ingest.BackfillLetter
 				var dlq *bufio.Writer
+				var dlqFile *os.File
 				if deadLetters != "" {
 					fh, err := os.OpenFile(deadLetters, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 					if err != nil {
 						return fmt.Errorf("dead letters: %w", err)
 					}
 					defer fh.Close()
-					dlq = bufio.NewWriter(fh)
+					dlq, dlqFile = bufio.NewWriter(fh), fh
 				}
+				unsynced := false // letters written since the last sync
 				enc := json.NewEncoder(dlq)
 				cfg.DeadLetters = func(l ingest.BackfillLetter) error {
 					letters++
@@ -172,6 +174,22 @@ a cleared store), and replaying again adds nothing. Do not replay with
 					if err := enc.Encode(l); err != nil {
 						return fmt.Errorf("dead letters: %w", err)
 					}
+					unsynced = true
+					return nil
+				}
+				// Before the offline log commits rows, their letters are on
+				// disk: a run resumed after a crash does not read them again.
+				cfg.SyncDeadLetters = func() error {
+					if !unsynced {
+						return nil
+					}
+					if err := dlq.Flush(); err != nil {
+						return err
+					}
+					if err := dlqFile.Sync(); err != nil {
+						return err
+					}
+					unsynced = false
 					return nil
 				}
 				if isTerminal(env.stderr) {
@@ -197,7 +215,7 @@ a cleared store), and replaying again adds nothing. Do not replay with
 					res, err := ingest.Replay(ctx, ingest.ReplayConfig{
 						Project: reg.project, Registry: snap.Registry, Source: src, Brokers: brokers, Dialer: dialer,
 						Store: cfg.Store, Positions: ingest.NewPositions(rc, reg.project+".backfill"), Offline: cfg.Offline,
-						BatchSize: batchSize, DeadLetters: cfg.DeadLetters, Progress: cfg.Progress, Logger: log,
+						BatchSize: batchSize, DeadLetters: cfg.DeadLetters, SyncDeadLetters: cfg.SyncDeadLetters, Progress: cfg.Progress, Logger: log,
 					})
 					if dlq != nil {
 						if ferr := dlq.Flush(); ferr != nil && err == nil {
