@@ -42,10 +42,19 @@
 // A file becomes visible only through its view's manifest, which readers
 // read instead of listing directories:
 //
-//  1. The file is written with Storage.Put: in a directory a temporary file
-//     beside the target, fsynced, renamed over the target, and the
-//     directory fsynced (new directories are fsynced into their parents);
-//     in object storage an upload, which appears whole or not at all.
+//  1. The file is written with Storage.CreateFrom, which never replaces an
+//     object: in a directory a temporary file beside the target, fsynced,
+//     hard-linked to the target, and the directory fsynced (new
+//     directories are fsynced into their parents); in object storage an
+//     upload with an if-not-exist precondition, which appears whole or not
+//     at all. Another writer may have committed the same name (the
+//     partition's new owner after a rebalance), and a committed file must
+//     hold what its entry says: a writer that finds the name taken reads
+//     the manifest again and, if the partition moved on, drops its rows as
+//     a writer that lost the partition. An uncommitted file there is used
+//     as it is if it holds the same events and is younger than half of
+//     Options.OrphanGrace, replaced once it is older than the grace, and
+//     otherwise waited for: the flush fails and is retried.
 //  2. A manifest entry numbered one past the last is created with
 //     Storage.Create, exclusively (a hard link in a directory, an
 //     if-not-exist precondition in object storage), after the same temporary
@@ -62,10 +71,10 @@
 //
 // A crash before step 2 leaves an unreferenced file, which the writer's
 // start (RemoveOrphans) deletes along with temporary files, or which the
-// replay overwrites under the same name; after it, the events are
-// committed. No visible file is ever partial, and no event is committed
-// twice: Append drops events at or below the committed (or buffered) offset
-// of their partition, as the online store's fences do.
+// replay, writing the same name, uses or replaces as above; after it, the
+// events are committed. No visible file is ever partial, and no event is
+// committed twice: Append drops events at or below the committed (or
+// buffered) offset of their partition, as the online store's fences do.
 //
 // # Resuming ingest
 //

@@ -23,6 +23,11 @@ type Storage interface {
 	// returns an error satisfying errors.Is(err, ErrExist). It is how
 	// concurrent writers agree on the order of manifest entries.
 	Create(ctx context.Context, name string, data []byte) error
+	// CreateFrom is Create with what write produces, streamed as Put
+	// streams it. The writer writes data files with it, so that a file
+	// another writer may have committed under the same (deterministic)
+	// name is never replaced.
+	CreateFrom(ctx context.Context, name string, write func(io.Writer) error) error
 	// Open opens an object for reading. A missing object is an error
 	// satisfying errors.Is(err, ErrNotExist).
 	Open(ctx context.Context, name string) (Object, error)

@@ -14,10 +14,11 @@ import (
 // Bucket is a Storage in object storage, through a gocloud.dev/blob bucket
 // (S3, GCS, Azure, or any other driver the binary links). An object appears
 // whole when its writer closes and never in part, so Put needs no temporary
-// object; Create uses the bucket's if-not-exist precondition, which the
-// driver must enforce atomically for several writers to share a log (S3,
-// GCS and Azure do; memblob does within a process; fileblob does not, as it
-// checks and renames without a lock: use Dir for a local directory).
+// object; Create and CreateFrom use the bucket's if-not-exist precondition,
+// which the driver must enforce atomically for several writers to share a
+// log (S3, GCS and Azure do; memblob does within a process; fileblob does
+// not, as it checks and renames without a lock: use Dir for a local
+// directory).
 type Bucket struct {
 	b *blob.Bucket
 }
@@ -37,6 +38,17 @@ func blobErr(op, name string, err error) error {
 
 // Put implements Storage.
 func (b *Bucket) Put(ctx context.Context, name string, write func(io.Writer) error) error {
+	return b.upload(ctx, name, write, "put", false)
+}
+
+// CreateFrom implements Storage.
+func (b *Bucket) CreateFrom(ctx context.Context, name string, write func(io.Writer) error) error {
+	return b.upload(ctx, name, write, "create", true)
+}
+
+// upload writes the object name with what write produces; with ifNotExist
+// only if name does not exist. step names its failpoints.
+func (b *Bucket) upload(ctx context.Context, name string, write func(io.Writer) error, step string, ifNotExist bool) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -51,7 +63,7 @@ func (b *Bucket) Put(ctx context.Context, name string, write func(io.Writer) err
 	pr, pw := io.Pipe()
 	uploaded := make(chan error, 1)
 	go func() {
-		err := b.b.Upload(wctx, name, pr, &blob.WriterOptions{ContentType: "application/octet-stream"})
+		err := b.b.Upload(wctx, name, pr, &blob.WriterOptions{ContentType: "application/octet-stream", IfNotExist: ifNotExist})
 		// A driver that stops reading early leaves write blocked on the
 		// pipe: make it fail.
 		if err != nil {
@@ -69,12 +81,12 @@ func (b *Bucket) Put(ctx context.Context, name string, write func(io.Writer) err
 		}
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	failpoint("put:written")
+	failpoint(step + ":written")
 	pw.Close()
 	if err := <-uploaded; err != nil {
 		return blobErr("write", name, err)
 	}
-	failpoint("put:done")
+	failpoint(step + ":done")
 	return nil
 }
 

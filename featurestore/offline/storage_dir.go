@@ -149,10 +149,15 @@ func (d *Dir) Put(ctx context.Context, name string, write func(io.Writer) error)
 
 // Create implements Storage.
 func (d *Dir) Create(ctx context.Context, name string, data []byte) error {
-	tmp, err := d.writeTemp(ctx, name, "create", func(w io.Writer) error {
+	return d.CreateFrom(ctx, name, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})
+}
+
+// CreateFrom implements Storage.
+func (d *Dir) CreateFrom(ctx context.Context, name string, write func(io.Writer) error) error {
+	tmp, err := d.writeTemp(ctx, name, "create", write)
 	if err != nil {
 		return err
 	}

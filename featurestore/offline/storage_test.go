@@ -55,6 +55,45 @@ func TestStorageConformance(t *testing.T) {
 			if got, _ := read("p/v/_manifest/1.json"); got != "first" {
 				t.Fatalf("create overwrote: %q", got)
 			}
+			// CreateFrom is exclusive too, streams objects larger than a
+			// driver's part or block, and a write that fails leaves nothing.
+			big := strings.Repeat("0123456789abcdef", 17<<20/16) // S3 and GCS: past 16 MiB, parts or chunks
+			createFrom := func(name, data string) error {
+				return st.CreateFrom(ctx, name, func(w io.Writer) error { _, err := io.WriteString(w, data); return err })
+			}
+			if err := createFrom("p/v/date=2024-01-02/b.arrow", big); err != nil {
+				t.Fatal(err)
+			}
+			if err := createFrom("p/v/date=2024-01-02/b.arrow", "other"); !errors.Is(err, ErrExist) {
+				t.Fatalf("second CreateFrom: %v, want ErrExist", err)
+			}
+			if err := createFrom("p/v/date=2024-01-02/c.arrow", "other"); err != nil {
+				t.Fatal(err)
+			}
+			if err := createFrom("p/v/date=2024-01-02/c.arrow", big); !errors.Is(err, ErrExist) {
+				t.Fatalf("CreateFrom of a large object over a small one: %v, want ErrExist", err)
+			}
+			if got, err := read("p/v/date=2024-01-02/b.arrow"); err != nil || got != big {
+				t.Fatalf("CreateFrom wrote %d bytes (%v), want %d", len(got), err, len(big))
+			}
+			if got, _ := read("p/v/date=2024-01-02/c.arrow"); got != "other" {
+				t.Fatalf("CreateFrom overwrote: %d bytes", len(got))
+			}
+			err = st.CreateFrom(ctx, "p/v/date=2024-01-02/d.arrow", func(w io.Writer) error {
+				_, _ = w.Write([]byte("partial"))
+				return errors.New("boom")
+			})
+			if err == nil || errors.Is(err, ErrExist) {
+				t.Fatalf("failed CreateFrom: %v", err)
+			}
+			if _, err := st.Open(ctx, "p/v/date=2024-01-02/d.arrow"); !errors.Is(err, ErrNotExist) {
+				t.Fatalf("open after a failed CreateFrom: %v, want ErrNotExist", err)
+			}
+			for _, n := range []string{"b", "c"} {
+				if err := st.Delete(ctx, "p/v/date=2024-01-02/"+n+".arrow"); err != nil {
+					t.Fatal(err)
+				}
+			}
 			// ReadAt past the end.
 			o, err := st.Open(ctx, "p/v/_manifest/1.json")
 			if err != nil {

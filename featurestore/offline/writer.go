@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -40,6 +39,9 @@ type Options struct {
 	// from the clean-up at start, so that a writer starting while another
 	// writes to the same storage does not delete the other's file between
 	// its write and its commit. Zero removes them all: right for one writer.
+	// A flush treats an uncommitted file under a name it writes by the same
+	// rule: older than the grace, it replaces it; younger, it waits for it
+	// unless it holds the same events (see createFile).
 	OrphanGrace time.Duration
 	// Metrics records the writer's metrics (NewMetrics registers them
 	// once per process); nil records none.
@@ -494,8 +496,10 @@ func (w *Writer) flushLocked(ctx context.Context, view string, ss []*stream, rea
 	if err != nil {
 		return err
 	}
-	// Check first that no other writer took a partition, so that a loser
-	// never writes files over the winner's committed ones.
+	// Check first whether another writer took a partition, so that a loser
+	// does not write its files for nothing. The check alone does not keep
+	// it from the winner's files, which may be committed while it writes:
+	// createFile does.
 	lost := make([]bool, len(ss))
 	curs := make([]Position, len(ss))
 	hasCur := make([]bool, len(ss))
@@ -528,13 +532,14 @@ func (w *Writer) flushLocked(ctx context.Context, view string, ss []*stream, rea
 			fb := st.files[day]
 			fb.seal()
 			p := fb.path(st.id.topic, st.id.partition)
-			var n int64
-			err := w.st.Put(ctx, viewDir(w.project, view)+"/"+p, func(out io.Writer) error {
-				cw := &countingWriter{w: out}
-				err := writeIPC(cw, w.mem, fb.s.arrow, fb.batches)
-				n = cw.n
-				return err
-			})
+			n, err := w.createFile(ctx, m, st, p, fb)
+			if errors.Is(err, errPartitionTaken) {
+				m.mu.Lock()
+				curs[i], hasCur[i] = m.position(st.id.topic, st.id.partition)
+				m.mu.Unlock()
+				lost[i] = true
+				break
+			}
 			if err != nil {
 				return fmt.Errorf("offline log of %s: %w", view, err)
 			}

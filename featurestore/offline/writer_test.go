@@ -222,8 +222,8 @@ func (f *failingCreate) Create(ctx context.Context, name string, data []byte) er
 }
 
 // TestReplayRewritesSameFile: a flush whose commit failed leaves its file
-// behind; the replay after a restart writes the same name over it, and the
-// log holds each event once.
+// behind; the replay after a restart writes the same name, finds the file
+// holding its events and commits it, and the log holds each event once.
 func TestReplayRewritesSameFile(t *testing.T) {
 	ctx := context.Background()
 	dir, _ := NewDir(t.TempDir())
