@@ -553,12 +553,17 @@ func writeExpressions(p printer) {
 		"an unknown variable or function, a type mismatch, or a value of another type than the feature's `type` is " +
 		"an error then, not at a lookup. An int64 expression may give a `double` feature. Nothing in an expression " +
 		"can read the clock, the environment or a file: the same inputs always give the same value, online and in " +
-		"exports.\n\n")
+		"exports. That holds across machines too: `exp`, `log` and `log1p` give the same bits on every platform " +
+		"(they are Go's pure-Go algorithms, written so that no compiler fuses multiply-adds, where Go's `math` " +
+		"package uses assembly that differs by CPU), and `sqrt` is correctly rounded everywhere. Not so `**` with " +
+		"an exponent that is not an integer (nor ±0.5): it is Go's `math.Pow`, whose results may differ between " +
+		"CPU architectures; write `exp(y * log(x))` where the bits must match.\n\n")
 	p("Nulls: when a variable the expression uses is null (an input with no value, such as a last value never " +
 		"seen or expired, or a mean over no events; an export row's null request field), the feature is null and the " +
 		"expression is not run; a lookup gives it the status of that input (not found, expired or null, in that " +
 		"order of precedence). Counts and sums over no events are 0, not null. When a run fails (an integer `%%` by " +
-		"zero, a string index out of range, a list too large), the value is null (status null) and the failure is " +
+		"zero, a string index out of range, a list too large, `int()` of a double that is NaN, infinite or outside " +
+		"int64's range), the value is null (status null) and the failure is " +
 		"counted (`featurestore_serving_on_demand_errors_total` in serving; a warning at the end of an export). A double " +
 		"division by zero gives an infinity, not a failure: guard it (`n > 0 ? sum / n : 0.0`) when a model cannot " +
 		"take one.\n\n")

@@ -10,13 +10,17 @@
 // are typed (int64, double, string, bool, or a list of these), so that a
 // misspelt name or a type mismatch fails when the definition is loaded, not
 // at a lookup. Nothing in it can read the clock or the environment: the same
-// inputs always give the same value.
+// inputs always give the same value, on every platform, since serving and
+// export may run on different CPUs: exp, log and log1p are computed here
+// (see math.go), not by Go's math package, and int of a double that int64
+// cannot hold fails rather than give what the platform's conversion gives.
+// (The ** operator with a fractional exponent is expr's, math.Pow.)
 //
 // Nulls: when a variable that the expression uses is null (a stored feature
 // with no value, a null request field), the result is null and the
 // expression is not run. A run that fails (a string index out of range, an
-// integer modulo by zero, the memory budget exceeded) gives an error, which
-// callers turn into a null and count.
+// integer modulo by zero, int of NaN, the memory budget exceeded) gives an
+// error, which callers turn into a null and count.
 package derive
 
 import (
@@ -30,6 +34,7 @@ import (
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/builtin"
+	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -83,12 +88,50 @@ func (e *Expr) Uses() []int { return e.uses }
 // Kind returns the kind of the expression's values.
 func (e *Expr) Kind() featurestore.Kind { return e.out }
 
-// mathFunctions are the functions this package adds to expr's builtins.
+// mathFunctions are the functions this package adds to expr's builtins or
+// puts in their place, so that they give the same bits on every platform.
 var mathFunctions = []expr.Option{
-	expr.Function("log", func(p ...any) (any, error) { return math.Log(p[0].(float64)), nil }, new(func(float64) float64)),
-	expr.Function("log1p", func(p ...any) (any, error) { return math.Log1p(p[0].(float64)), nil }, new(func(float64) float64)),
-	expr.Function("exp", func(p ...any) (any, error) { return math.Exp(p[0].(float64)), nil }, new(func(float64) float64)),
+	expr.Function("log", func(p ...any) (any, error) { return log(p[0].(float64)), nil }, new(func(float64) float64)),
+	expr.Function("log1p", func(p ...any) (any, error) { return log1p(p[0].(float64)), nil }, new(func(float64) float64)),
+	expr.Function("exp", func(p ...any) (any, error) { return exp(p[0].(float64)), nil }, new(func(float64) float64)),
+	// math.Sqrt is the same everywhere: IEEE 754 requires square roots to
+	// be correctly rounded (see math.go).
 	expr.Function("sqrt", func(p ...any) (any, error) { return math.Sqrt(p[0].(float64)), nil }, new(func(float64) float64)),
+	portableInt,
+}
+
+// portableInt replaces expr's int, whose conversion of a double is Go's,
+// which the Go spec leaves to the platform when the double is NaN, infinite
+// or out of range (amd64 gives the most negative int64 for all of these,
+// +Inf included; arm64 saturates and makes NaN 0). Here they fail the run.
+// Arguments are checked at compile time as expr's int checks them.
+func portableInt(c *conf.Config) {
+	c.Functions["int"] = &builtin.Function{
+		Name:     "int",
+		Func:     toInt,
+		Validate: builtin.Builtins[builtin.Index["int"]].Validate,
+	}
+}
+
+// toInt is expr's int, with doubles that are not in int's range (NaN and
+// the infinities included) an error.
+func toInt(p ...any) (any, error) {
+	switch x := p[0].(type) {
+	case float64:
+		return floatToInt(x)
+	case float32:
+		return floatToInt(float64(x))
+	}
+	return builtin.Int(p[0]), nil
+}
+
+func floatToInt(x float64) (any, error) {
+	// -float64(math.MinInt) is 2**63 (or 2**31), exactly; NaN fails both
+	// comparisons.
+	if !(x >= float64(math.MinInt) && x < -float64(math.MinInt)) {
+		return nil, fmt.Errorf("int(%v): out of the range of integers", x)
+	}
+	return int(x), nil
 }
 
 // Compile compiles src over vars, for values of kind out (string, int64,

@@ -38,7 +38,9 @@ func TestEval(t *testing.T) {
 		{"amount > 100 && !approved", featurestore.KindBool, featurestore.BoolValue(true)},
 		{"country in ['FR', 'DE'] ? 'eu' : 'other'", featurestore.KindString, featurestore.StringValue("eu")},
 		{"lower(country) + '-' + string(n_1h)", featurestore.KindString, featurestore.StringValue("fr-7")},
-		{"log(amount)", featurestore.KindDouble, featurestore.DoubleValue(math.Log(150))},
+		{"log(amount)", featurestore.KindDouble, featurestore.DoubleValue(5.0106352940962555)},
+		// math.Exp gives 1.9365457608120735e-08 on amd64 with FMA.
+		{"exp(-17.759774893578765)", featurestore.KindDouble, featurestore.DoubleValue(1.9365457608120732e-08)},
 		{"sqrt(mean_1d) + exp(0.0) + log1p(0.0)", featurestore.KindDouble, featurestore.DoubleValue(math.Sqrt(60) + 1)},
 		{"sum(last_amounts)", featurestore.KindDouble, featurestore.DoubleValue(6.5)},
 		{"len(last_amounts)", featurestore.KindInt64, featurestore.Int64Value(3)},
@@ -156,6 +158,63 @@ func TestEvalErrors(t *testing.T) {
 	vals[2] = featurestore.StringValue("7")
 	if _, err := ev.Eval(e, vals); err == nil || !strings.Contains(err.Error(), `"n_1h"`) {
 		t.Errorf("string for n_1h: %v, want an error naming it", err)
+	}
+}
+
+// int of a double truncates it; a double that is NaN, infinite or outside
+// int64's range is a run error, not the integer the platform's conversion
+// happens to give (on amd64, the most negative int64 for all of them).
+func TestEvalInt(t *testing.T) {
+	e, err := Compile("int(amount)", testVars, featurestore.KindInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		x    float64
+		want int64
+		err  bool
+	}{
+		{x: 2.9, want: 2},
+		{x: -2.9, want: -2},
+		{x: math.Copysign(0, -1), want: 0},
+		{x: -9223372036854775808.0, want: math.MinInt64},
+		{x: 9223372036854774784.0, want: 9223372036854774784}, // the largest double below 2**63
+		{x: 9223372036854775808.0, err: true},                 // 2**63
+		{x: -9223372036854777856.0, err: true},                // the next double below -2**63
+		{x: 1e19, err: true},
+		{x: -9.3e18, err: true},
+		{x: math.NaN(), err: true},
+		{x: math.Inf(1), err: true},
+		{x: math.Inf(-1), err: true},
+	}
+	vals := make([]featurestore.Value, len(testVars))
+	var ev Evaluator
+	for _, c := range cases {
+		vals[0] = featurestore.DoubleValue(c.x)
+		got, err := ev.Eval(e, vals)
+		switch {
+		case c.err && err == nil:
+			t.Errorf("int(%v) = %v, want an error", c.x, got)
+		case !c.err && (err != nil || !got.Equal(featurestore.Int64Value(c.want))):
+			t.Errorf("int(%v) = %v, %v; want %d", c.x, got, err, c.want)
+		}
+	}
+	// int of an integer or a string, and its type checks, are expr's.
+	for src, want := range map[string]int64{"int(n_1h)": 7, "int('12') + n_1h": 19, "int(amount / 2) * 2": 4} {
+		e, err := Compile(src, testVars, featurestore.KindInt64)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		vals := []featurestore.Value{featurestore.DoubleValue(5), {}, featurestore.Int64Value(7)}
+		vals = append(vals, make([]featurestore.Value, len(testVars)-len(vals))...)
+		if got, err := ev.Eval(e, vals); err != nil || !got.Equal(featurestore.Int64Value(want)) {
+			t.Errorf("%s = %v, %v; want %d", src, got, err, want)
+		}
+	}
+	for _, src := range []string{"int(approved)", "int(last_amounts)", "int(amount) + 'a'"} {
+		if _, err := Compile(src, testVars, featurestore.KindInt64); err == nil {
+			t.Errorf("Compile(%q) succeeded, want an error", src)
+		}
 	}
 }
 
