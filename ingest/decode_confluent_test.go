@@ -113,6 +113,7 @@ protobuf: {descriptor_set: framed.binpb, message: %s}
 kafka: {topic: txns}
 timestamp: {field: ts, encoding: epoch_ms}
 keys: {card: card}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v

@@ -82,6 +82,7 @@ timestamp: {field: applied_at}
 keys: {who: applied_by}
 fields: {version: int64, message: string}
 event_id_field: digest
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: by_applier
@@ -180,6 +181,7 @@ timestamp: {field: %s, encoding: epoch_ms}
 keys: {who: who, num: num}
 fields: {amount: double, big: int64}
 event_id_field: id
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: by_person

@@ -92,6 +92,7 @@ timestamp: {field: ts, encoding: epoch_ms}
 keys: {who: who, num: num, inner_id: inner.id}
 fields: {amount: double, inner.score: double}
 event_id_field: id
+allowed_lateness: 0s
 ---
 kind: Source
 name: stamped
@@ -100,6 +101,7 @@ protobuf: {descriptor_set: wire.binpb, message: wire.Ev}
 kafka: {topic: stamped}
 timestamp: {field: at}
 keys: {who: who}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: by_person

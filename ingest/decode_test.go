@@ -25,6 +25,7 @@ timestamp: {field: meta.ts, encoding: %s}
 keys: {card_id: card.id, bank: bank, account_no: account_no, unused: x}
 fields: {amount: double, qty: int64, country: string, approved: bool}
 event_id_field: id
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: by_card

@@ -102,6 +102,7 @@ name: txns
 kafka: {topic: TOPIC}
 timestamp: {field: ts, encoding: epoch_ms}
 keys: {card: card}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v

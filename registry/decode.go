@@ -473,10 +473,16 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
+// isEmpty reports whether a required field given holds nothing: an empty
+// string, list, map or mapping. A duration of 0s is a value (allowed_lateness:
+// 0s accepts no event out of order).
 func isEmpty(v reflect.Value) bool {
 	switch v.Kind() {
 	case reflect.Slice, reflect.Map:
 		return v.Len() == 0
+	}
+	if v.Type() == reflect.TypeFor[Duration]() {
+		return false
 	}
 	return v.IsZero()
 }

@@ -75,6 +75,7 @@ timestamp: {field: event_time}
 keys: {card_id: card.id}
 fields: {amount: double, approved: bool, ts_ms: int64}
 event_id_field: txn_id
+allowed_lateness: 0s
 `, nil},
 		{"epoch field", `
 kind: Source
@@ -84,6 +85,7 @@ protobuf: {descriptor_set: txn.binpb, message: fraud.v1.CardTransaction}
 kafka: {topic: t}
 timestamp: {field: ts_ms, encoding: epoch_ms}
 keys: {card_id: card.id}
+allowed_lateness: 0s
 `, nil},
 		{"mismatches", `
 kind: Source
@@ -94,6 +96,7 @@ kafka: {topic: t}
 timestamp: {field: ts_ms}
 keys: {card_id: card.number, merchant_id: amount.id}
 fields: {amount: string, tags: string, approved: bool, missing: int64}
+allowed_lateness: 0s
 `, []string{
 			`:7:20: source "s": timestamp: field "ts_ms" of message fraud.v1.CardTransaction is int64, not a string or google.protobuf.Timestamp`,
 			`:8:17: source "s": keys.card_id: message fraud.v1.Card has no field "number"`,
@@ -110,6 +113,7 @@ protobuf: {descriptor_set: txn.binpb, message: fraud.v1.Nope}
 kafka: {topic: t}
 timestamp: {field: ts_ms}
 keys: {card_id: card.id}
+allowed_lateness: 0s
 `, []string{`:5:28: source "s": protobuf: descriptor set txn.binpb has no message "fraud.v1.Nope"`}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -55,8 +55,8 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/filter.bad.yaml:33:16: feature view "v11": feature "a": filter[7]: operator in needs at least one value`,
 		}},
 		{"join_keys.bad.yaml", []string{
-			`testdata/join_keys.bad.yaml:62:5: feature service "fs7": join key "id" is int64 in entity "b" of "vb:*" but string in entity "a" of "va:n" (at testdata/join_keys.bad.yaml:61:5); lookups and exports take one value per join key name, so the types must match`,
-			`testdata/join_keys.bad.yaml:86:5: feature service "fs9": join key "bank" is int64 in entity "c" of "vc:n" but string in entity "account" of "account_stats:n" (at testdata/join_keys.bad.yaml:85:5); lookups and exports take one value per join key name, so the types must match`,
+			`testdata/join_keys.bad.yaml:63:5: feature service "fs7": join key "id" is int64 in entity "b" of "vb:*" but string in entity "a" of "va:n" (at testdata/join_keys.bad.yaml:62:5); lookups and exports take one value per join key name, so the types must match`,
+			`testdata/join_keys.bad.yaml:87:5: feature service "fs9": join key "bank" is int64 in entity "c" of "vc:n" but string in entity "account" of "account_stats:n" (at testdata/join_keys.bad.yaml:86:5); lookups and exports take one value per join key name, so the types must match`,
 		}},
 		{"kinds.bad.yaml", []string{
 			`testdata/kinds.bad.yaml:1:7: unknown kind "Entiti" (one of Entity, Source, FeatureView, OnDemandFeatureView, FeatureService)`,
@@ -67,6 +67,7 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/missing_required.bad.yaml:1:1: feature view "v4": missing required field "entity"`,
 			`testdata/missing_required.bad.yaml:5:5: feature view "v4": features[0]: missing required field "name"`,
 			`testdata/missing_required.bad.yaml:8:1: source "s4": missing required field "kafka"`,
+			`testdata/missing_required.bad.yaml:8:1: source "s4": missing required field "allowed_lateness"`,
 			`testdata/missing_required.bad.yaml:17:1: feature service "fs4": field "features" must not be empty`,
 		}},
 		{"names.bad.yaml", []string{
@@ -77,7 +78,7 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/names.bad.yaml:12:11: feature view "9lives": feature "count:1h": invalid name "count:1h": use letters, digits and _, starting with a letter or _, at most 63 characters`,
 		}},
 		{"topic_length.bad.yaml", []string{
-			`testdata/topic_length.bad.yaml:14:9: feature view "long_offline": the topic of source "long_topic" has 190 bytes; a view logged offline takes topics of at most 180, which name its log files (set offline: false, or use a shorter topic)`,
+			`testdata/topic_length.bad.yaml:15:9: feature view "long_offline": the topic of source "long_topic" has 190 bytes; a view logged offline takes topics of at most 180, which name its log files (set offline: false, or use a shorter topic)`,
 		}},
 		{"source.bad.yaml", []string{
 			`testdata/source.bad.yaml:3:9: source "s12": format protobuf needs a protobuf section with descriptor_set and message`,
@@ -89,13 +90,13 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/source.bad.yaml:13:12: source "s12": keys.card_id: invalid field path "card..id" (names joined by '.')`,
 			`testdata/source.bad.yaml:15:11: source "s12": fields.amount: unknown type "float" (one of: string, int64, double, bool)`,
 			`testdata/source.bad.yaml:16:9: source "s12": fields.tags: list types are not event field types`,
-			`testdata/source.bad.yaml:22:3: source "s13": protobuf is only for format protobuf`,
-			`testdata/source.bad.yaml:22:19: source "s13": protobuf: read descriptor set: open testdata/missing.pb: no such file or directory`,
-			`testdata/source.bad.yaml:26:22: source "s13": kafka: dead_letter_topic must differ from topic "t13"`,
-			`testdata/source.bad.yaml:36:19: source "s14": protobuf: read descriptor set: open testdata/missing.pb: no such file or directory`,
-			`testdata/source.bad.yaml:52:12: source "s15": keys.card_id: empty field path`,
-			`testdata/source.bad.yaml:53:18: source "s15": max_future_skew must be positive (the default is 5m)`,
-			`testdata/source.bad.yaml:54:16: source "s15": dedup_max_ids must be from 1 to 100000000, got 0 (the default is 1000000)`,
+			`testdata/source.bad.yaml:23:3: source "s13": protobuf is only for format protobuf`,
+			`testdata/source.bad.yaml:23:19: source "s13": protobuf: read descriptor set: open testdata/missing.pb: no such file or directory`,
+			`testdata/source.bad.yaml:27:22: source "s13": kafka: dead_letter_topic must differ from topic "t13"`,
+			`testdata/source.bad.yaml:38:19: source "s14": protobuf: read descriptor set: open testdata/missing.pb: no such file or directory`,
+			`testdata/source.bad.yaml:55:12: source "s15": keys.card_id: empty field path`,
+			`testdata/source.bad.yaml:56:18: source "s15": max_future_skew must be positive (the default is 5m)`,
+			`testdata/source.bad.yaml:57:16: source "s15": dedup_max_ids must be from 1 to 100000000, got 0 (the default is 1000000)`,
 		}},
 		{"syntax.bad.yaml", []string{
 			`testdata/syntax.bad.yaml:4:1: invalid YAML at or after this line: found unexpected end of stream`,
@@ -109,7 +110,7 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/on_demand.bad.yaml:12:7: on-demand feature view "risk": request field "xs": type double_list: use string, int64, double or bool`,
 			`testdata/on_demand.bad.yaml:17:11: on-demand feature view "risk": feature "a" defined twice (first at testdata/on_demand.bad.yaml:14:11)`,
 			`testdata/on_demand.bad.yaml:18:11: on-demand feature view "risk": feature "a": type string_list: use string, int64, double or bool`,
-			`testdata/on_demand.bad.yaml:22:7: on-demand feature view "card_stats": a feature view has the same name (at testdata/base/base.yaml:33:7); references view:feature must name one`,
+			`testdata/on_demand.bad.yaml:22:7: on-demand feature view "card_stats": a feature view has the same name (at testdata/base/base.yaml:34:7); references view:feature must name one`,
 			`testdata/on_demand.bad.yaml:23:1: on-demand feature view "card_stats": field "inputs" must not be empty`,
 			`testdata/on_demand.bad.yaml:38:17: on-demand feature view "risk2": feature "b": expression: unknown name amout (1:5) (did you mean "amount"?)`,
 			`testdata/on_demand.bad.yaml:41:17: on-demand feature view "risk2": feature "c": expression: expression gives float64 values, not int64`,

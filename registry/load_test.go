@@ -80,6 +80,7 @@ kafka: {topic: t}
 timestamp: {field: ts}
 keys: {k: k}
 fields: {x: int64, y: string}
+allowed_lateness: 0s
 `), "b.yaml": []byte(`
 kind: FeatureView
 name: v
@@ -140,6 +141,7 @@ kafka: {topic: t}
 timestamp: {field: ts}
 keys: {k: k}
 fields: {x: int64, y: string}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v

@@ -58,6 +58,7 @@ kafka: {topic: txns}
 timestamp: {field: ts}
 keys: {card_id: card_id}
 fields: {amount: double}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v
@@ -443,6 +444,7 @@ timestamp: {field: ts_ms, encoding: epoch_ms}
 keys: {card_id: card.id}
 fields: {amount: double}
 event_id_field: txn_id
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v

@@ -17,6 +17,7 @@ kafka: {topic: txns}
 timestamp: {field: ts}
 keys: {card_id: card_id}
 fields: {amount: double, country: string}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v

@@ -203,7 +203,7 @@ func TestSchemaRejects(t *testing.T) {
 		}},
 		{src: "kind: Source\nname: s\nkafka: {topic: t}\ntimestamp: {field: ts}\nkeys: {k: k}\nallowed_lateness: 60\n", want: []string{"/allowed_lateness"}},
 		{src: "kind: Source\nname: s\nkafka: {topic: t}\ntimestamp: {field: ts}\nkeys: {k: k}\nallowed_lateness: \"60\"\n", want: []string{"/allowed_lateness"}},
-		{src: "kind: Source\nname: s\nkafka: {topic: t}\ntimestamp: {field: ts}\nkeys: {}\n", want: []string{"/keys"}},
+		{src: "kind: Source\nname: s\nkafka: {topic: t}\ntimestamp: {field: ts}\nkeys: {}\nallowed_lateness: 0s\n", want: []string{"/keys"}},
 		{src: "kind: FeatureService\nname: s\nfeatures: [v:f]\nowner: [a, b]\n", want: []string{"/owner"}},
 		{src: "kind: Entity\nname: e\njoin_keys: [{name: k, type: string, default: x}]\n", want: []string{"/join_keys/0"}},
 		{src: "kind: entity\nname: e\njoin_keys: [{name: k, type: string}]\n", want: []string{"/kind"}},
@@ -251,6 +251,9 @@ func TestSchemaAgreesWithLoader(t *testing.T) {
 		return "kind: FeatureView\nname: v\nentity: card\nsource: txns\n" + extra + "features:\n  - " + feature + "\n"
 	}
 	source := func(kafka, extra string) string {
+		if !strings.Contains(extra, "allowed_lateness") {
+			extra += "allowed_lateness: 0s\n"
+		}
 		return "kind: Source\nname: s\nkafka: {topic: t" + kafka + "}\ntimestamp: {field: ts}\nkeys: {card_id: card_id}\n" + extra
 	}
 	long := strings.Repeat("a", 63)
@@ -506,6 +509,7 @@ kafka: {topic: txns}
 timestamp: {field: ts}
 keys: {card_id: card_id}
 fields: {country: string}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v

@@ -28,6 +28,7 @@ kafka: {topic: txns}
 timestamp: {field: ts, encoding: epoch_ms}
 keys: {card_id: card}
 fields: {amount: double, n: int64, ok: bool, merchant: string}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: win

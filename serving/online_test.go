@@ -54,6 +54,7 @@ kafka: {topic: pays}
 timestamp: {field: ts, encoding: epoch_ms}
 keys: {user_id: user, merchant_id: mid}
 fields: {amount: double}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: card_txn

@@ -63,7 +63,7 @@ func testKafkaIngestOnlineEqualsExport(t *testing.T, where string) {
 	project := strings.NewReplacer("/", "-", ".", "-").Replace(testenv.UniqueName(t, "kexport"))
 	topic := testenv.UniqueName(t, "txns")
 	testenv.CreateTopic(t, brokers, topic, 3)
-	defsText := strings.Replace(consistencyDefs, "kafka: {topic: txns}", "kafka: {topic: "+topic+"}\nallowed_lateness: 1m", 1)
+	defsText := strings.NewReplacer("kafka: {topic: txns}", "kafka: {topic: "+topic+"}", "allowed_lateness: 0s", "allowed_lateness: 1m").Replace(consistencyDefs)
 	defs := filepath.Join(dir, "defs")
 	if err := os.MkdirAll(defs, 0o755); err != nil {
 		t.Fatal(err)

@@ -59,6 +59,7 @@ kafka: {topic: events}
 timestamp: {field: ts, encoding: epoch_ms}
 keys: {user_id: user_id}
 fields: {amount: double, cat: string}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: activity

@@ -26,6 +26,7 @@ kafka: {topic: txns}
 timestamp: {field: ts, encoding: epoch_ms}
 keys: {card_id: card_id}
 fields: {amount: double, merchant: string, country: string}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: card_txn

@@ -36,6 +36,7 @@ kafka: {topic: txns}
 timestamp: {field: ts, encoding: epoch_ms}
 keys: {user_id: user_id, shop_id: shop_id, bank: bank, account_no: account_no}
 fields: {amount: double, qty: int64, cat: string, ok: bool, note: string}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: by_user

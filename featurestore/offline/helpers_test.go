@@ -41,6 +41,7 @@ kafka: {topic: payments.v1}
 timestamp: {field: ts}
 keys: {region: region, account_id: account.id, device_id: device}
 fields: {amount: double, currency: string, items: int64, approved: bool, note: string}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: account_stats

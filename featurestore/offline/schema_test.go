@@ -60,6 +60,7 @@ kafka: {topic: t}
 timestamp: {field: ts}
 keys: {offset: k}
 fields: {x: int64}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v

@@ -121,6 +121,7 @@ kafka: {topic: t}
 timestamp: {field: ts}
 keys: {id: id}
 fields: {x: int64, s: string}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v
@@ -225,6 +226,7 @@ kafka: {topic: t}
 timestamp: {field: ts}
 keys: {id: id}
 fields: {x: int64}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v

@@ -43,6 +43,7 @@ kafka: {topic: t}
 timestamp: {field: ts}
 keys: {id: id}
 fields: {x: int64, d: double, s: string, b: bool}
+allowed_lateness: 0s
 ---
 kind: FeatureView
 name: v
