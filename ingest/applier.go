@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -120,6 +121,10 @@ type partitionState struct {
 	// carry is what a batch whose writes failed saw of its fences, for the
 	// next attempt at it (batchCarry).
 	carry batchCarry
+	// rejectLogged is when logRejections last logged; rejected counts the
+	// rejections since then, by reason.
+	rejectLogged time.Time
+	rejected     map[Reason]int64
 }
 
 // NewApplier compiles the online views of source src in registry r.
@@ -383,6 +388,7 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	}
 	if last := msgs[len(msgs)-1].Offset; !ps.hasDone || last > ps.done {
 		a.recordEvents(b, letters, after)
+		a.logRejections(ps, topic, p, letters, time.Now())
 		ps.hasDone, ps.done = true, last
 	}
 	pos := a.position(ps, msgs, hw, has)
@@ -542,6 +548,42 @@ func (a *Applier) recordEvents(b *batch, letters []DeadLetter, after int64) {
 		m.countEvents(a.src.Name, vp.def.Name, ResultApplied, applied[vi])
 		m.countEvents(a.src.Name, vp.def.Name, ResultDuplicate, dups[vi])
 	}
+}
+
+// rejectLogEvery bounds the warnings of rejected events to one per partition
+// in this time.
+const rejectLogEvery = time.Minute
+
+// logRejections warns of rejected events, at most once a minute per
+// partition, with their counts by reason since the last warning and the
+// first one's detail: without a dead-letter topic the metrics are their
+// only other trace.
+func (a *Applier) logRejections(ps *partitionState, topic string, p int, letters []DeadLetter, now time.Time) {
+	if len(letters) == 0 && len(ps.rejected) == 0 {
+		return
+	}
+	if ps.rejected == nil {
+		ps.rejected = map[Reason]int64{}
+	}
+	for _, l := range letters {
+		ps.rejected[l.Reason]++
+	}
+	if now.Sub(ps.rejectLogged) < rejectLogEvery || len(letters) == 0 {
+		return
+	}
+	counts := make([]any, 0, 2*len(ps.rejected)+12)
+	for _, r := range slices.Sorted(maps.Keys(ps.rejected)) {
+		counts = append(counts, string(r), ps.rejected[r])
+	}
+	dlq := a.src.Kafka.DeadLetterTopic
+	if dlq == "" {
+		dlq = "none (counted only)"
+	}
+	l := letters[0]
+	a.log.Warn("events rejected", append(counts, "topic", topic, "partition", p, "dead_letter_topic", dlq,
+		"first_offset", l.Message.Offset, "first_reason", string(l.Reason), "first_detail", l.Detail)...)
+	ps.rejectLogged = now
+	clear(ps.rejected)
 }
 
 func fmtMs(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }

@@ -1,8 +1,10 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strconv"
 	"strings"
@@ -205,5 +207,35 @@ func TestDeadLetterOfADeadLetter(t *testing.T) {
 		HeaderTopic + "=src2", HeaderPartition + "=0", HeaderOffset + "=3"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("headers\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestLogRejections: rejected events are logged at once, then at most once
+// a minute per partition with the counts since, so that a source without a
+// dead-letter topic leaves more than a metric.
+func TestLogRejections(t *testing.T) {
+	var buf bytes.Buffer
+	a := &Applier{src: &registry.Source{Name: "txns"}, log: slog.New(slog.NewTextHandler(&buf, nil))}
+	ps := &partitionState{}
+	late := func(off int64) DeadLetter {
+		return DeadLetter{Message: kafka.Message{Offset: off}, Reason: ReasonLate, Detail: fmt.Sprintf("late %d", off)}
+	}
+	t0 := time.Unix(1_800_000_000, 0)
+	a.logRejections(ps, "txns", 2, []DeadLetter{late(7), {Message: kafka.Message{Offset: 8}, Reason: ReasonInvalidPayload}}, t0)
+	a.logRejections(ps, "txns", 2, []DeadLetter{late(9)}, t0.Add(30*time.Second))
+	a.logRejections(ps, "txns", 2, nil, t0.Add(2*time.Minute))
+	a.logRejections(ps, "txns", 2, []DeadLetter{late(12)}, t0.Add(3*time.Minute))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	want := []string{
+		`level=WARN msg="events rejected" invalid_payload=1 late=1 topic=txns partition=2 dead_letter_topic="none (counted only)" first_offset=7 first_reason=late first_detail="late 7"`,
+		`level=WARN msg="events rejected" late=2 topic=txns partition=2 dead_letter_topic="none (counted only)" first_offset=12 first_reason=late first_detail="late 12"`,
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("logged:\n%s\nwant %d lines", buf.String(), len(want))
+	}
+	for i, l := range lines {
+		if _, rest, _ := strings.Cut(l, " "); rest != want[i] { // without the time
+			t.Errorf("line %d:\n got  %s\n want %s", i, rest, want[i])
+		}
 	}
 }
