@@ -73,7 +73,13 @@ type GroupConfig struct {
 	// of the group (with or without partitions), and false when joining
 	// one fails or RunGroup returns.
 	OnGroup func(in bool)
-	Logger  *slog.Logger
+	// RequireTopics are topics besides Topic that must exist before the
+	// group is joined: the source's dead-letter topic.
+	RequireTopics []string
+	// OnMissingTopics, if set, is told which of Topic and RequireTopics
+	// RunGroup waits for, and nil once they all exist.
+	OnMissingTopics func(missing []string)
+	Logger          *slog.Logger
 }
 
 func (c *GroupConfig) defaults() {
@@ -117,6 +123,9 @@ func (c *GroupConfig) defaults() {
 func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	cfg.defaults()
 	log := cfg.Logger.With("group", cfg.GroupID, "topic", cfg.Topic)
+	if !waitForTopics(ctx, &cfg, log) {
+		return nil
+	}
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                     cfg.GroupID,
 		Brokers:                cfg.Brokers,
@@ -192,6 +201,102 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 			return nil
 		}
 	}
+}
+
+// topicCheckEvery is how often waitForTopics asks again for topics that do
+// not exist (a variable for tests); it logs at most once a minute.
+var topicCheckEvery = 5 * time.Second
+
+// waitForTopics returns once the group's topic and RequireTopics exist,
+// asking the brokers every topicCheckEvery, or false when ctx ends first.
+// Joining the group would create a missing topic (kafka-go asks for its
+// partitions with auto-creation on, and brokers create topics by default),
+// so a misspelt topic name would be created and read, empty, for ever;
+// and a missing dead-letter topic stops a partition at its first rejected
+// event where the brokers do not create topics. The check asks without
+// auto-creation. A check that fails (brokers unreachable) is retried, as a
+// group join would be.
+func waitForTopics(ctx context.Context, cfg *GroupConfig, log *slog.Logger) bool {
+	topics := append([]string{cfg.Topic}, cfg.RequireTopics...)
+	tr := newTransport(cfg.Dialer, topics...)
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: 10 * time.Second}
+	var logged time.Time
+	for {
+		missing, err := missingTopics(ctx, client, topics)
+		if err == nil && len(missing) == 0 {
+			if cfg.OnMissingTopics != nil {
+				cfg.OnMissingTopics(nil)
+			}
+			if !logged.IsZero() {
+				log.Info("topics exist now; joining the consumer group", "topics", topics)
+			}
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if time.Since(logged) >= time.Minute {
+			if err != nil {
+				err = connectError(ctx, cfg, err)
+				log.Warn("cannot tell whether the topics exist; asking again", "topics", topics, "err", err, "retry_in", topicCheckEvery)
+			} else {
+				log.Error("topics do not exist; waiting for them (ingest does not create topics: create them with the partitions and replication they need)",
+					"missing", missing, "retry_in", topicCheckEvery)
+			}
+			logged = time.Now()
+		}
+		if err == nil && cfg.OnMissingTopics != nil {
+			cfg.OnMissingTopics(missing)
+		}
+		if !sleep(ctx, topicCheckEvery) {
+			return false
+		}
+	}
+}
+
+// connectError returns why a connection to the first broker fails, when it
+// does, or else err: the client's error for a refused SASL login is an
+// unexpected EOF, where the dialer's names the failure.
+func connectError(ctx context.Context, cfg *GroupConfig, err error) error {
+	d := cfg.Dialer
+	if d == nil {
+		d = kafka.DefaultDialer
+	}
+	conn, derr := d.DialContext(ctx, "tcp", cfg.Brokers[0])
+	if derr != nil {
+		return derr
+	}
+	conn.Close()
+	return err
+}
+
+// missingTopics returns the topics the brokers do not know, asking them
+// without auto-creation.
+func missingTopics(ctx context.Context, client *kafka.Client, topics []string) ([]string, error) {
+	res, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, name := range topics {
+		found := false
+		for _, t := range res.Topics {
+			if t.Name != name {
+				continue
+			}
+			switch {
+			case t.Error == nil:
+				found = true
+			case !errors.Is(t.Error, kafka.UnknownTopicOrPartition):
+				return nil, fmt.Errorf("topic %s: %w", name, t.Error)
+			}
+		}
+		if !found {
+			missing = append(missing, name)
+		}
+	}
+	return missing, nil
 }
 
 // closeBounded closes c, giving up after d: kafka-go's Close can hang when

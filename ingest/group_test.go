@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -378,4 +379,37 @@ func TestRunGroupPicksUpNewPartitions(t *testing.T) {
 		t.Fatalf("end offsets %v, want 50 in partitions 2 and 3", end)
 	}
 	h.check(t, end)
+}
+
+// RunGroup joins no group before the topic and the required dead-letter
+// topic exist, and creates neither (joining would create a misspelt
+// topic); it joins once they are created, and says what it waits for.
+func TestRunGroupWaitsForTopics(t *testing.T) {
+	defer func(d time.Duration) { topicCheckEvery = d }(topicCheckEvery)
+	topicCheckEvery = 50 * time.Millisecond
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.UniqueName(t, "later")
+	dlq := topic + ".dlq"
+	var mu sync.Mutex
+	var missing []string
+	inGroup := false
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RequireTopics: []string{dlq}, SessionTimeout: 6 * time.Second,
+		OnMissingTopics: func(m []string) { mu.Lock(); missing = m; mu.Unlock() },
+		OnGroup:         func(in bool) { mu.Lock(); inGroup = in; mu.Unlock() }}
+	state := func() ([]string, bool) { mu.Lock(); defer mu.Unlock(); return missing, inGroup }
+	stop := runGroupAsync(t, cfg, newFencedHandler())
+	defer stop()
+	waitFor(t, "both topics reported missing", 10*time.Second, func() bool { m, _ := state(); return len(m) == 2 })
+	time.Sleep(500 * time.Millisecond) // several checks
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	if m, err := missingTopics(context.Background(), client, []string{topic, dlq}); err != nil || len(m) != 2 {
+		t.Fatalf("missing topics %q, %v: the check created a topic", m, err)
+	}
+	testenv.CreateTopic(t, brokers, topic, 2)
+	waitFor(t, "the dead-letter topic alone reported missing", 10*time.Second, func() bool { m, _ := state(); return slices.Equal(m, []string{dlq}) })
+	if _, in := state(); in {
+		t.Fatal("joined the group before the dead-letter topic exists")
+	}
+	testenv.CreateTopic(t, brokers, dlq, 1)
+	waitFor(t, "the group joined", 30*time.Second, func() bool { m, in := state(); return m == nil && in })
 }

@@ -17,8 +17,9 @@ type Readiness struct {
 	running bool // the sources of a version are starting or running
 	started bool // and all of them were started (see started)
 	version int64
-	runs    int             // counts start calls
-	inGroup map[string]bool // per source started
+	runs    int                 // counts start calls
+	inGroup map[string]bool     // per source started
+	missing map[string][]string // per source: the topics it waits for
 }
 
 // start records that the sources of a registry version start.
@@ -28,7 +29,7 @@ func (r *Readiness) start(version int64) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.running, r.started, r.version, r.inGroup = true, false, version, map[string]bool{}
+	r.running, r.started, r.version, r.inGroup, r.missing = true, false, version, map[string]bool{}, map[string][]string{}
 	r.runs++
 }
 
@@ -50,7 +51,7 @@ func (r *Readiness) stop() {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.running, r.started, r.inGroup = false, false, nil
+	r.running, r.started, r.inGroup, r.missing = false, false, nil, nil
 }
 
 // source records a source started, not yet in its group, and returns the
@@ -73,6 +74,24 @@ func (r *Readiness) source(name string) func(in bool) {
 	}
 }
 
+// topics returns the function that records which topics a started source
+// waits for (GroupConfig.OnMissingTopics).
+func (r *Readiness) topics(name string) func(missing []string) {
+	if r == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	run := r.runs
+	return func(missing []string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.running && r.runs == run {
+			r.missing[name] = slices.Clone(missing)
+		}
+	}
+}
+
 // Ready reports whether the service is ready, and says why or why not.
 func (r *Readiness) Ready() (bool, string) {
 	if r == nil {
@@ -86,11 +105,18 @@ func (r *Readiness) Ready() (bool, string) {
 	if !r.started {
 		return false, fmt.Sprintf("registry version %d: starting its sources", r.version)
 	}
-	var out []string
+	var out, topics []string
 	for name, in := range r.inGroup {
 		if !in {
 			out = append(out, name)
 		}
+		for _, t := range r.missing[name] {
+			topics = append(topics, fmt.Sprintf("%s (source %s)", t, name))
+		}
+	}
+	if len(topics) > 0 {
+		slices.Sort(topics)
+		return false, fmt.Sprintf("registry version %d: waiting for topics that do not exist: %s", r.version, strings.Join(topics, ", "))
 	}
 	if len(out) > 0 {
 		slices.Sort(out)

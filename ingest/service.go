@@ -99,6 +99,13 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 	if len(missing) > 0 {
 		log.Warn("registry version has no source named in --sources; it is not ingested", "registry_version", snap.Version, "sources", missing)
 	}
+	var unlogged []string // offline views whose events go nowhere offline
+	defer func() {
+		if len(unlogged) > 0 {
+			log.Warn("feature views are offline (the default) but ingest writes no offline log (--offline-dir): their events are not kept for training exports",
+				"registry_version", snap.Version, "views", unlogged)
+		}
+	}()
 	for _, src := range snap.Registry.Sources {
 		if len(cfg.Sources) > 0 && !contains(cfg.Sources, src.Name) {
 			continue
@@ -106,6 +113,9 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		used := false
 		for _, v := range snap.Registry.ViewsOfSource(src.Name) {
 			used = used || v.IsOnline() || (cfg.Offline != nil && v.IsOffline())
+			if cfg.Offline == nil && v.IsOffline() {
+				unlogged = append(unlogged, v.Name)
+			}
 		}
 		if !used {
 			continue
@@ -132,6 +142,10 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		gc.Brokers, gc.Topic, gc.Logger = brokers, src.Kafka.Topic, slog
 		gc.GroupID = cfg.GroupPrefix + "." + cfg.Project + "." + src.Name
 		gc.OnGroup = cfg.Readiness.source(src.Name)
+		gc.OnMissingTopics = cfg.Readiness.topics(src.Name)
+		if t := src.Kafka.DeadLetterTopic; t != "" {
+			gc.RequireTopics = []string{t}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

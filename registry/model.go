@@ -115,10 +115,10 @@ func (o *Source) Reach() time.Duration {
 // Kafka says where a source's events are.
 type Kafka struct {
 	meta            `json:"-"`
-	Topic           string   `yaml:"topic" json:"topic" required:"true" doc:"Topic to consume."`
+	Topic           string   `yaml:"topic" json:"topic" required:"true" doc:"Topic to consume. It must exist: ingest creates no topic, and waits for a missing one."`
 	Brokers         []string `yaml:"brokers" json:"brokers,omitempty" doc:"Bootstrap brokers (host:port). Leave empty to use a named connection."`
 	Connection      string   `yaml:"connection" json:"connection,omitempty" default:"default" doc:"Named connection, resolved to brokers by the process that reads the source, so that one set of definitions serves several environments. Not allowed together with brokers."`
-	DeadLetterTopic string   `yaml:"dead_letter_topic" json:"dead_letter_topic,omitempty" doc:"Topic that receives events that cannot be used, with the reason and original position in headers."`
+	DeadLetterTopic string   `yaml:"dead_letter_topic" json:"dead_letter_topic,omitempty" doc:"Topic that receives events that cannot be used, with the reason and original position in headers. It must exist, like the source's topic, before ingest reads the source."`
 }
 
 // Protobuf names the message type of Protobuf events.
