@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -88,6 +90,22 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// createTemp creates a new file in dir named prefix and a random suffix, as
+// os.CreateTemp does, but with the mode os.Create gives (0666 less the
+// umask, so usually 0644) rather than 0600: the log's files are read by
+// exports, Flight servers, compactions and notebooks that may run as other
+// users than ingest, and renamed into place as they are.
+func createTemp(dir, prefix string) (*os.File, error) {
+	for range 10000 {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
+	return nil, fmt.Errorf("create a temporary file in %s: too many names taken", dir)
+}
+
 // writeTemp writes a durable temporary file beside name and returns its path.
 func (d *Dir) writeTemp(ctx context.Context, name, step string, write func(io.Writer) error) (string, error) {
 	if err := checkName(name); err != nil {
@@ -99,7 +117,7 @@ func (d *Dir) writeTemp(ctx context.Context, name, step string, write func(io.Wr
 	if err := d.mkdirs(path.Dir(name)); err != nil {
 		return "", fmt.Errorf("create directory of %s: %w", name, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(d.path(name)), "."+path.Base(name)+tempMarker+"*")
+	f, err := createTemp(filepath.Dir(d.path(name)), "."+path.Base(name)+tempMarker)
 	if err != nil {
 		return "", fmt.Errorf("write %s: %w", name, err)
 	}
