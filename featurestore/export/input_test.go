@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -591,5 +592,36 @@ func TestTruncatedMappedLogIsAnError(t *testing.T) {
 	})
 	if !errors.Is(err, offline.ErrMappedFault) || !strings.Contains(err.Error(), name) {
 		t.Fatalf("reading a truncated mapped log: %v, want offline.ErrMappedFault naming %s", err, name)
+	}
+}
+
+// TestSecondsLikeTimes: int64 row times are Unix milliseconds; a table of
+// Unix seconds reads as 1970 and gets the features of no events. The
+// export says so; times of this century, or of a timestamp type, do not.
+func TestSecondsLikeTimes(t *testing.T) {
+	r := testRegistry(t)
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name, csv string
+		warns     bool
+	}{
+		{"seconds", "user_id,event_timestamp\nu1,1795823882\nu2,1795823000\n", true},
+		{"milliseconds", "user_id,event_timestamp\nu1,1795823882000\n", false},
+		{"timestamps", "user_id,event_timestamp\nu1,1970-01-21T18:50:23Z\n", false},
+	} {
+		in := filepath.Join(dir, c.name+".csv")
+		if err := os.WriteFile(in, []byte(c.csv), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		_, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, Features: []string{"by_user:*"}, Entities: in,
+			Out: filepath.Join(dir, c.name+".arrow"), TempDir: dir, Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `level=WARN msg="the entity table's int64 times, read as Unix milliseconds, are all before 1973: if they are Unix seconds, multiply them by 1000" column=event_timestamp latest=1970-01-21T18:50:23.882Z`
+		if got := strings.Contains(buf.String(), want); got != c.warns {
+			t.Errorf("%s: logged %q; want the warning: %v", c.name, buf.String(), c.warns)
+		}
 	}
 }

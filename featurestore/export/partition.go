@@ -7,6 +7,7 @@ import (
 	"math"
 	"runtime/debug"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -176,8 +177,16 @@ func (x *exporter) spillRows(ctx context.Context) error {
 			x.minT, x.maxT, x.hasRows = min(x.minT, w.minT), max(x.maxT, w.maxT), true
 		}
 	}
+	if x.hasRows && x.maxT < secondsLike && x.table.schema.Field(x.cols.ts).Type.ID() == arrow.INT64 {
+		x.log.Warn("the entity table's int64 times, read as Unix milliseconds, are all before 1973: if they are Unix seconds, multiply them by 1000",
+			"column", x.cols.tsName, "latest", time.UnixMilli(x.maxT).UTC().Format(time.RFC3339Nano))
+	}
 	return nil
 }
+
+// secondsLike bounds the int64 row times that look like Unix seconds read
+// as milliseconds: 10^11 ms is 1973-03-03, and 10^11 s is in the year 5138.
+const secondsLike = 100_000_000_000
 
 // collect adds the non-empty files of a partitioning to per-bucket lists.
 func (x *exporter) collect(dst [][]spillFile, files []spillFile) {
