@@ -120,7 +120,11 @@ a cleared store), and replaying again adds nothing. Do not replay with
 				}
 				src := snap.Registry.Source(source)
 				if src == nil {
-					return fmt.Errorf("registry version %d has no source %q", snap.Version, source)
+					var names []string
+					for _, s := range snap.Registry.Sources {
+						names = append(names, s.Name)
+					}
+					return fmt.Errorf("%w: registry version %d has no source %q (its sources: %s)", errUsage, snap.Version, source, strings.Join(names, ", "))
 				}
 				rc, err := reg.redis.client()
 				if err != nil {
@@ -327,7 +331,7 @@ func rejectedSummary(r ingest.BackfillResult) string {
 	}
 	sort.Strings(parts)
 	if r.MissingKey > 0 {
-		parts = append(parts, fmt.Sprintf("%d uses by a view without its join key", r.MissingKey))
+		parts = append(parts, fmt.Sprintf("%d uses by a view of a row without that view's join key", r.MissingKey))
 	}
 	if len(parts) == 0 {
 		return "none"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,8 +70,14 @@ func TestBackfillCommand(t *testing.T) {
 		t.Fatalf("second backfill: exit %d\n%s%s", code, out, errOut)
 	}
 	code, _, errOut = runCLI(t, env, "backfill", "--source", "nope", in)
-	if code != 1 || !strings.Contains(errOut, `no source "nope"`) {
+	if code != 2 || !strings.Contains(errOut, `no source "nope" (its sources: card_transactions)`) {
 		t.Fatalf("unknown source: exit %d\n%s", code, errOut)
+	}
+	unknown := maps.Clone(env)
+	unknown["FEATURESTORE_PROJECT"] = "never_applied"
+	code, _, errOut = runCLI(t, unknown, "backfill", "--source", "card_transactions", in)
+	if code != 1 || !strings.Contains(errOut, `nothing has been applied to project "never_applied" of the registry (file:`) {
+		t.Fatalf("unknown project: exit %d\n%s", code, errOut)
 	}
 
 	// A flag after a file is refused before any file is loaded: the

@@ -182,7 +182,11 @@ func (r *registryFlags) snapshot(ctx context.Context, v int64) (*registry.Snapsh
 			return nil, err
 		}
 		if v == 0 {
-			return nil, errors.New("nothing has been applied to the registry yet")
+			where := r.location
+			if where == "redis" {
+				where = "redis at " + r.redis.addr
+			}
+			return nil, fmt.Errorf("nothing has been applied to project %q of the registry (%s) yet: check --project and --registry, or run apply", r.project, where)
 		}
 	}
 	return store.Get(ctx, v)
