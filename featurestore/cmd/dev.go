@@ -83,6 +83,9 @@ Ctrl-C.`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
+				if _, err := os.Stat(defs); errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("%w: no definitions directory %q: run dev in the repository (its examples directory), or give --definitions DIR", errUsage, defs)
+				}
 				r, err := loadDefs(defs, env.stderr)
 				if err != nil {
 					return err

@@ -225,3 +225,13 @@ func TestDevNotLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestDevWithoutDefinitions: dev run outside the repository (its default
+// --definitions is the repository's examples) says what to do.
+func TestDevWithoutDefinitions(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "examples")
+	code, out, errOut := runCLI(t, nil, "dev", "--data-dir", t.TempDir(), "--definitions", missing)
+	if code != 2 || !strings.Contains(errOut, "give --definitions DIR") {
+		t.Errorf("dev without definitions: exit %d, want 2 and a hint\n%s%s", code, out, errOut)
+	}
+}
