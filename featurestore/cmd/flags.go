@@ -20,6 +20,21 @@ func envName(flagName string) string {
 	return "FEATURESTORE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// commandLineOnly are the flags no environment variable sets: --version of
+// show, as deployments often set variables named *_VERSION for other
+// things, and --allow-breaking of apply, which must be asked for each time
+// rather than left on in a CI job's environment.
+var commandLineOnly = map[string]bool{"version": true, "allow-breaking": true}
+
+// envOf returns the environment variable that sets a flag, or "" for one
+// given on the command line only.
+func envOf(flagName string) string {
+	if commandLineOnly[flagName] {
+		return ""
+	}
+	return envName(flagName)
+}
+
 // lookupEnv returns an environment variable's value and whether it is set,
 // like os.LookupEnv.
 type lookupEnv func(string) (string, bool)
@@ -44,7 +59,11 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv lookupEnv) error {
 		if given[f.Name] || err != nil {
 			return
 		}
-		if v, ok := getenv(envName(f.Name)); ok {
+		name := envOf(f.Name)
+		if name == "" {
+			return
+		}
+		if v, ok := getenv(name); ok {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = fmt.Errorf("environment variable %s=%q: %w", envName(f.Name), v, e)
 			}
@@ -105,13 +124,17 @@ func usage(w io.Writer, c *command, fs *flag.FlagSet) {
 		return
 	}
 	sort.Slice(flags, func(i, j int) bool { return flags[i].Name < flags[j].Name })
-	fmt.Fprintf(w, "\nFlags (each also read from the environment variable shown):\n")
+	fmt.Fprintf(w, "\nFlags (each also read from the environment variable shown, unless on the command line only):\n")
 	for _, f := range flags {
 		def := ""
 		if f.DefValue != "" && f.DefValue != "false" {
 			def = fmt.Sprintf(" (default %q)", f.DefValue)
 		}
-		fmt.Fprintf(w, "  --%s  [%s]%s\n      %s\n", f.Name, envName(f.Name), def, f.Usage)
+		env := envOf(f.Name)
+		if env == "" {
+			env = "command line only"
+		}
+		fmt.Fprintf(w, "  --%s  [%s]%s\n      %s\n", f.Name, env, def, f.Usage)
 	}
 }
 

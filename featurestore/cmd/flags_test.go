@@ -39,6 +39,23 @@ func TestParseFlagsEnvironment(t *testing.T) {
 	}
 }
 
+// TestCommandLineOnlyFlags: FEATURESTORE_VERSION (a name deployments use
+// for other things) does not set show's --version, nor
+// FEATURESTORE_ALLOW_BREAKING apply's --allow-breaking.
+func TestCommandLineOnlyFlags(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	version := fs.Int64("version", 0, "")
+	allow := fs.Bool("allow-breaking", false, "")
+	env := map[string]string{"FEATURESTORE_VERSION": "1.4.2", "FEATURESTORE_ALLOW_BREAKING": "true"}
+	if err := parseFlags(fs, nil, envMap(env)); err != nil || *version != 0 || *allow {
+		t.Errorf("from the environment: %v, --version %d, --allow-breaking %v; want neither set", err, *version, *allow)
+	}
+	if err := parseFlags(fs, []string{"--version", "3", "--allow-breaking"}, envMap(env)); err != nil || *version != 3 || !*allow {
+		t.Errorf("on the command line: %v, --version %d, --allow-breaking %v", err, *version, *allow)
+	}
+}
+
 // TestRedisClientLogs: go-redis's own messages (here, a pool that cannot
 // dial) come out through the command's logger, in its format, not as plain
 // lines on stderr.

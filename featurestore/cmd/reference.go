@@ -19,7 +19,10 @@ func configurationMarkdown() []byte {
 Every setting is a flag of a subcommand. Each flag can also be given as an
 environment variable: upper case, dashes as underscores, prefixed with
 ` + "`FEATURESTORE_`" + ` (` + "`--redis-addr`" + ` is ` + "`FEATURESTORE_REDIS_ADDR`" + `). A flag given
-on the command line wins over the environment. Durations are written like
+on the command line wins over the environment. Two flags are read from the
+command line only: ` + "`show --version`" + ` (deployments often set variables
+named ` + "`*_VERSION`" + ` for other things) and ` + "`apply --allow-breaking`" + ` (to be
+asked for each time, not left on in an environment). Durations are written like
 ` + "`500ms`, `2s`, `1m`" + `.
 
 `)
@@ -40,7 +43,11 @@ on the command line wins over the environment. Durations are written like
 			if def != "" {
 				def = "`" + def + "`"
 			}
-			fmt.Fprintf(&b, "| `--%s` | `%s` | %s | %s |\n", f.Name, envName(f.Name), def, strings.ReplaceAll(f.Usage, "|", `\|`))
+			env := "(command line only)"
+			if e := envOf(f.Name); e != "" {
+				env = "`" + e + "`"
+			}
+			fmt.Fprintf(&b, "| `--%s` | %s | %s | %s |\n", f.Name, env, def, strings.ReplaceAll(f.Usage, "|", `\|`))
 		}
 		b.WriteString("\n")
 	}
