@@ -20,9 +20,13 @@ type csvColumn struct {
 	isBool               bool
 	isTimeUS, isTimeNano bool
 	zoned, naive         bool // some time has a zone offset; some has none
+	// notTime is the first value that is not a time, and its row.
+	notTime    string
+	notTimeRow int64
 }
 
-func (c *csvColumn) see(v string) {
+// see records value v of row (from 1).
+func (c *csvColumn) see(v string, row int64) {
 	if v == "" {
 		return // null
 	}
@@ -63,6 +67,9 @@ func (c *csvColumn) see(v string) {
 		_, zone, err := arrow.TimestampFromStringInLocation(v, arrow.Nanosecond, time.UTC)
 		c.isTimeNano = err == nil
 		c.zoned, c.naive = c.zoned || (zone && err == nil), c.naive || (!zone && err == nil)
+	}
+	if !c.isTimeUS && !c.isTimeNano && c.notTime == "" {
+		c.notTime, c.notTimeRow = v, row
 	}
 }
 
@@ -213,7 +220,7 @@ func inferCSV(path string, fixed, empty map[string]arrow.DataType) (*arrow.Schem
 				}
 				continue
 			}
-			cols[i].see(v)
+			cols[i].see(v, rows)
 		}
 	}
 	fields := make([]arrow.Field, len(names))
@@ -229,6 +236,9 @@ func inferCSV(path string, fixed, empty map[string]arrow.DataType) (*arrow.Schem
 			return nil, 0, fmt.Errorf("%s: column %q mixes times with a zone offset and times without one: give every time an offset (2026-11-26T10:00:00Z) or none (2026-11-26 10:00:00, read as UTC)", path, n)
 		default:
 			t = cols[i].typ()
+			if empty[n] != nil && t.ID() == arrow.STRING && cols[i].notTime != "" {
+				return nil, 0, fmt.Errorf("%s: row %d: column %q: %q is not a time (like 2026-11-26T10:00:00Z or 2026-11-26 10:00:00.123), nor are all the column's values int64 Unix milliseconds", path, cols[i].notTimeRow, n, cols[i].notTime)
+			}
 		}
 		fields[i] = arrow.Field{Name: n, Type: t, Nullable: true}
 	}

@@ -179,6 +179,8 @@ func TestCSVBadValues(t *testing.T) {
 			`rows.csv: row 2: column "price": "abc" is not a double`},
 		{"not a bool", "shop_flag:flagged", "shop_id,urgent,event_timestamp\n4,true,2026-11-26T10:00:00Z\n4,1,2026-11-26T10:00:00Z\n",
 			`rows.csv: row 2: column "urgent": "1" is not a bool (true or false)`},
+		{"not a time", "by_shop:n_2m", "shop_id,event_timestamp\n4,2026-11-26T10:00:00Z\n4,11/27/2026 23:55\n",
+			`rows.csv: row 2: column "event_timestamp": "11/27/2026 23:55" is not a time (like 2026-11-26T10:00:00Z or 2026-11-26 10:00:00.123), nor are all the column's values int64 Unix milliseconds`},
 		{"times with and without an offset", "by_shop:n_2m", "shop_id,event_timestamp\n4,2026-11-26T10:00:00Z\n4,2026-11-26 10:00:00\n",
 			`rows.csv: column "event_timestamp" mixes times with a zone offset and times without one: give every time an offset (2026-11-26T10:00:00Z) or none (2026-11-26 10:00:00, read as UTC)`},
 	}
