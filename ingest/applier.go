@@ -237,9 +237,24 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	if a.dedup && pos.HasDedup && pos.HasHW && pos.DedupFrom <= pos.Offset {
 		// Read from the oldest remembered event, rebuilding (warm).
 		ps.warming, ps.warmUntil, ps.warmed = true, pos.Offset, pos.DedupFrom-1
+		a.logRereads(ps, p, pos.DedupFrom)
 		return pos.DedupFrom, nil
 	}
+	a.logRereads(ps, p, pos.Offset+1)
 	return pos.Offset + 1, nil
+}
+
+// logRereads says why a partition resumed at from reads events that Redis
+// holds already, when it does: the "partition started" line's offset would
+// otherwise look like a replay. Those events only rebuild the ids
+// remembered for dedup, or fill the offline log; the fences keep Redis as
+// it is.
+func (a *Applier) logRereads(ps *partitionState, p int, from int64) {
+	if !ps.saved || from > ps.savedAt {
+		return
+	}
+	a.log.Info("partition reads again events Redis holds, to remember their ids for dedup or to log them offline; they are not applied twice",
+		"partition", p, "read_from", from, "applied_up_to", ps.savedAt)
 }
 
 // checkPosition makes sure the saved position is the one the partition
