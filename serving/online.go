@@ -369,7 +369,12 @@ func putEntityKeys(keys []featurestore.EntityKey, ents []*pb.EntityKey, entities
 				for j, name := range ent.keys {
 					v, ok := named[name]
 					if !ok {
-						return fmt.Errorf("entity %d: no value for join key %q of entity %q", i, name, ent.name)
+						msg := fmt.Sprintf("entity %d: no value for join key %q of entity %q", i, name, ent.name)
+						// A misspelt key name is the likely cause.
+						if other := unusedKeys(named, entities); len(other) > 0 {
+							msg += fmt.Sprintf(" (the request names %q, which no entity of the requested features has)", other)
+						}
+						return errors.New(msg)
 					}
 					part, err := keyPart(v, ent.kinds[j])
 					if err != nil {
@@ -395,6 +400,23 @@ func putEntityKeys(keys []featurestore.EntityKey, ents []*pb.EntityKey, entities
 		}
 	}
 	return nil
+}
+
+// unusedKeys returns, sorted, the join key names of a request that no entity
+// of the requested features has.
+func unusedKeys[V any](named map[string]V, entities []*entityPlan) []string {
+	var out []string
+	for name := range named {
+		used := false
+		for _, ent := range entities {
+			used = used || slices.Contains(ent.keys, name)
+		}
+		if !used {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // cell is the messages of one value of a response, allocated together: a
