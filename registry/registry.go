@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -63,7 +64,9 @@ func (r *Registry) ResolveRefs(refs []FeatureRef) ([]FeatureRef, error) {
 	for _, ref := range refs {
 		names, ok := r.featureNames(ref.View)
 		if !ok {
-			return nil, fmt.Errorf("unknown feature view %q in %q", ref.View, ref.String())
+			known := slices.Collect(maps.Keys(r.views))
+			known = slices.AppendSeq(known, maps.Keys(r.onDemandViews))
+			return nil, fmt.Errorf("unknown feature view %q in %q%s", ref.View, ref.String(), Nearest(ref.View, known))
 		}
 		if ref.Feature == "*" {
 			for _, f := range names {
@@ -72,7 +75,7 @@ func (r *Registry) ResolveRefs(refs []FeatureRef) ([]FeatureRef, error) {
 			continue
 		}
 		if !slices.Contains(names, ref.Feature) {
-			return nil, fmt.Errorf("unknown feature %q in feature view %q", ref.Feature, ref.View)
+			return nil, fmt.Errorf("unknown feature %q in feature view %q%s", ref.Feature, ref.View, Nearest(ref.Feature, names))
 		}
 		out = append(out, ref)
 	}

@@ -50,7 +50,12 @@ var (
 )
 
 // nearest proposes the closest of the known names.
-func nearest(name string, known []string) string {
+func nearest(name string, known []string) string { return Nearest(name, known) }
+
+// Nearest returns " (did you mean "x"?)" for the known name x nearest to
+// name in edit distance, if one is near enough, or "": for errors that name
+// an unknown name.
+func Nearest(name string, known []string) string {
 	best, bestDist := "", max(2, len(name)/3)+1
 	for _, k := range known {
 		// Ties go to the first name in order: known often comes from a map.

@@ -494,6 +494,8 @@ func TestGetOnlineFeaturesBadRequests(t *testing.T) {
 		{"unknown service", &pb.GetOnlineFeaturesRequest{Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "nope"}, Entities: c1}, `unknown feature service "nope"`},
 		{"unknown view", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "nope:x"), Entities: c1}, `unknown feature view "nope"`},
 		{"unknown feature", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:nope"), Entities: c1}, `unknown feature "nope" in feature view "card_txn"`},
+		{"misspelt feature", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1hh"), Entities: c1}, `unknown feature "n_1hh" in feature view "card_txn" (did you mean "n_1h"?)`},
+		{"misspelt view", &pb.GetOnlineFeaturesRequest{Kind: refs("card_tx:n_1h"), Entities: c1}, `unknown feature view "card_tx" in "card_tx:n_1h" (did you mean "card_txn"?)`},
 		{"malformed ref", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn"), Entities: c1}, `invalid feature reference "card_txn"`},
 		{"repeated ref", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "card_txn:*"), Entities: c1}, `feature "card_txn:n_1h" requested more than once`},
 		{"no features", &pb.GetOnlineFeaturesRequest{Kind: refs(), Entities: c1}, "no features requested"},

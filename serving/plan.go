@@ -168,6 +168,13 @@ func newPlan(project string, snap *registry.Snapshot) *plan {
 	return p
 }
 
+// viewNames returns the names of the plan's feature views and on-demand
+// feature views, for suggestions.
+func (p *plan) viewNames() []string {
+	names := slices.Collect(maps.Keys(p.views))
+	return slices.AppendSeq(names, maps.Keys(p.ods))
+}
+
 // service returns the selection of a feature service.
 func (p *plan) service(name string) (*selection, error) {
 	if sel := p.services[name]; sel != nil {
@@ -176,7 +183,7 @@ func (p *plan) service(name string) (*selection, error) {
 	if err := p.serviceErrs[name]; err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("unknown feature service %q", name)
+	return nil, fmt.Errorf("unknown feature service %q%s", name, registry.Nearest(name, slices.Collect(maps.Keys(p.services))))
 }
 
 // parseRefs resolves "view:feature" and "view:*" references in order,
@@ -240,7 +247,7 @@ func (p *plan) resolveRefs(refs []string) (*selection, error) {
 		}
 		vp := p.views[view]
 		if vp == nil && p.ods[view] == nil {
-			return nil, fmt.Errorf("unknown feature view %q in %q", view, s)
+			return nil, fmt.Errorf("unknown feature view %q in %q%s", view, s, registry.Nearest(view, p.viewNames()))
 		}
 		if vp != nil && vp.err != nil {
 			return nil, vp.err
@@ -285,7 +292,7 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 			}
 			i, ok := od.features[ref.Feature]
 			if !ok {
-				return nil, fmt.Errorf("unknown feature %q in on-demand feature view %q", ref.Feature, ref.View)
+				return nil, fmt.Errorf("unknown feature %q in on-demand feature view %q%s", ref.Feature, ref.View, registry.Nearest(ref.Feature, slices.Collect(maps.Keys(od.features))))
 			}
 			k := sel.addOD(od, i, addView)
 			for _, v := range od.feats[i].Expr().Uses() {
@@ -304,14 +311,14 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 		}
 		vp := p.views[ref.View]
 		if vp == nil {
-			return nil, fmt.Errorf("unknown feature view %q in %q", ref.View, ref.String())
+			return nil, fmt.Errorf("unknown feature view %q in %q%s", ref.View, ref.String(), registry.Nearest(ref.View, p.viewNames()))
 		}
 		if vp.err != nil {
 			return nil, vp.err
 		}
 		i, ok := vp.features[ref.Feature]
 		if !ok {
-			return nil, fmt.Errorf("unknown feature %q in feature view %q", ref.Feature, ref.View)
+			return nil, fmt.Errorf("unknown feature %q in feature view %q%s", ref.Feature, ref.View, registry.Nearest(ref.Feature, slices.Collect(maps.Keys(vp.features))))
 		}
 		vi := addView(vp)
 		windowed := vp.infos[i].Part == window.PartWindow

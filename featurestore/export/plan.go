@@ -89,7 +89,11 @@ func newPlan(r *registry.Registry, service string, refs []string) (*plan, error)
 	case service != "":
 		s := r.Service(service)
 		if s == nil {
-			return nil, fmt.Errorf("unknown feature service %q", service)
+			var known []string
+			for _, s := range r.Services {
+				known = append(known, s.Name)
+			}
+			return nil, fmt.Errorf("unknown feature service %q%s", service, registry.Nearest(service, known))
 		}
 		resolved = s.Resolved()
 	case len(refs) == 0:
