@@ -259,6 +259,9 @@ func waitForTopics(ctx context.Context, cfg *GroupConfig, log *slog.Logger) bool
 // does, or else err: the client's error for a refused SASL login is an
 // unexpected EOF, where the dialer's names the failure.
 func connectError(ctx context.Context, cfg *GroupConfig, err error) error {
+	if len(cfg.Brokers) == 0 {
+		return err
+	}
 	d := cfg.Dialer
 	if d == nil {
 		d = kafka.DefaultDialer
