@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,11 +74,15 @@ type GroupConfig struct {
 	// of the group (with or without partitions), and false when joining
 	// one fails or RunGroup returns.
 	OnGroup func(in bool)
-	// RequireTopics are topics besides Topic that must exist before the
-	// group is joined: the source's dead-letter topic.
-	RequireTopics []string
-	// OnMissingTopics, if set, is told which of Topic and RequireTopics
-	// RunGroup waits for, and nil once they all exist.
+	// DeadLetterTopic, if set, is the source's dead-letter topic, whose
+	// absence is logged before the group is joined (see waitForTopics).
+	DeadLetterTopic string
+	// CreateTopics, if set, creates missing topics instead of waiting for
+	// them: `featurestore dev`'s in-process broker, for sources applied
+	// while it runs.
+	CreateTopics func(ctx context.Context, topics []string) error
+	// OnMissingTopics, if set, is told the topic RunGroup waits for, and
+	// nil once it exists.
 	OnMissingTopics func(missing []string)
 	Logger          *slog.Logger
 }
@@ -207,29 +212,44 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 // not exist (a variable for tests); it logs at most once a minute.
 var topicCheckEvery = 5 * time.Second
 
-// waitForTopics returns once the group's topic and RequireTopics exist,
-// asking the brokers every topicCheckEvery, or false when ctx ends first.
-// Joining the group would create a missing topic (kafka-go asks for its
-// partitions with auto-creation on, and brokers create topics by default),
-// so a misspelt topic name would be created and read, empty, for ever;
-// and a missing dead-letter topic stops a partition at its first rejected
-// event where the brokers do not create topics. The check asks without
-// auto-creation. A check that fails (brokers unreachable) is retried, as a
-// group join would be.
+// waitForTopics returns once the group's topic exists, asking the brokers
+// every topicCheckEvery, or false when ctx ends first. Joining the group
+// would create a missing topic (kafka-go asks for its partitions with
+// auto-creation on, and brokers create topics by default), so a misspelt
+// topic name would be created and read, empty, for ever. The check asks
+// without auto-creation. A check that fails (brokers unreachable) is
+// retried, as a group join would be.
+//
+// A missing dead-letter topic is logged and not waited for: brokers that
+// create topics create it at the first letter, as they always did (the
+// dead-letter writer allows it), and where they do not, the first rejected
+// event's partition stops until it exists (its warnings say why).
 func waitForTopics(ctx context.Context, cfg *GroupConfig, log *slog.Logger) bool {
-	topics := append([]string{cfg.Topic}, cfg.RequireTopics...)
-	tr := newTransport(cfg.Dialer, topics...)
-	defer tr.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: 10 * time.Second}
+	topics := []string{cfg.Topic}
+	if cfg.DeadLetterTopic != "" {
+		topics = append(topics, cfg.DeadLetterTopic)
+	}
 	var logged time.Time
 	for {
-		missing, err := missingTopics(ctx, client, topics)
-		if err == nil && len(missing) == 0 {
+		missing, err := missingTopics(ctx, cfg, topics)
+		if err == nil && len(missing) > 0 && cfg.CreateTopics != nil {
+			if err = cfg.CreateTopics(ctx, missing); err == nil {
+				log.Info("created missing topics", "topics", missing)
+				missing = nil
+			} else {
+				err = fmt.Errorf("create topics %v: %w", missing, err)
+			}
+		}
+		if err == nil && !slices.Contains(missing, cfg.Topic) {
 			if cfg.OnMissingTopics != nil {
 				cfg.OnMissingTopics(nil)
 			}
+			if len(missing) > 0 {
+				log.Warn("the dead-letter topic does not exist: brokers that create topics create it at the first rejected event; elsewhere that event's partition stops until it exists (create it with the replication it needs)",
+					"dead_letter_topic", cfg.DeadLetterTopic)
+			}
 			if !logged.IsZero() {
-				log.Info("topics exist now; joining the consumer group", "topics", topics)
+				log.Info("the topic exists now; joining the consumer group")
 			}
 			return true
 		}
@@ -239,15 +259,15 @@ func waitForTopics(ctx context.Context, cfg *GroupConfig, log *slog.Logger) bool
 		if time.Since(logged) >= time.Minute {
 			if err != nil {
 				err = connectError(ctx, cfg, err)
-				log.Warn("cannot tell whether the topics exist; asking again", "topics", topics, "err", err, "retry_in", topicCheckEvery)
+				log.Warn("cannot tell whether the topic exists; asking again", "err", err, "retry_in", topicCheckEvery)
 			} else {
-				log.Error("topics do not exist; waiting for them (ingest does not create topics: create them with the partitions and replication they need)",
-					"missing", missing, "retry_in", topicCheckEvery)
+				log.Error("the topic does not exist; waiting for it (ingest does not create topics: create it with the partitions and replication it needs)",
+					"retry_in", topicCheckEvery)
 			}
 			logged = time.Now()
 		}
 		if err == nil && cfg.OnMissingTopics != nil {
-			cfg.OnMissingTopics(missing)
+			cfg.OnMissingTopics([]string{cfg.Topic})
 		}
 		if !sleep(ctx, topicCheckEvery) {
 			return false
@@ -275,8 +295,13 @@ func connectError(ctx context.Context, cfg *GroupConfig, err error) error {
 }
 
 // missingTopics returns the topics the brokers do not know, asking them
-// without auto-creation.
-func missingTopics(ctx context.Context, client *kafka.Client, topics []string) ([]string, error) {
+// without auto-creation. Each call has a transport of its own: a
+// transport answers metadata requests from what it cached, for seconds,
+// and would not see a topic created meanwhile.
+func missingTopics(ctx context.Context, cfg *GroupConfig, topics []string) ([]string, error) {
+	tr := newTransport(cfg.Dialer, topics...)
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: 10 * time.Second}
 	res, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
 		return nil, err

@@ -381,9 +381,10 @@ func TestRunGroupPicksUpNewPartitions(t *testing.T) {
 	h.check(t, end)
 }
 
-// RunGroup joins no group before the topic and the required dead-letter
-// topic exist, and creates neither (joining would create a misspelt
-// topic); it joins once they are created, and says what it waits for.
+// RunGroup joins no group before its topic exists, and creates no topic
+// (joining would create a misspelt one); it joins once the topic is
+// created, and says what it waits for. A missing dead-letter topic is not
+// waited for (brokers that create topics create it at the first letter).
 func TestRunGroupWaitsForTopics(t *testing.T) {
 	defer func(d time.Duration) { topicCheckEvery = d }(topicCheckEvery)
 	topicCheckEvery = 50 * time.Millisecond
@@ -393,23 +394,58 @@ func TestRunGroupWaitsForTopics(t *testing.T) {
 	var mu sync.Mutex
 	var missing []string
 	inGroup := false
-	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RequireTopics: []string{dlq}, SessionTimeout: 6 * time.Second,
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, DeadLetterTopic: dlq, SessionTimeout: 6 * time.Second,
 		OnMissingTopics: func(m []string) { mu.Lock(); missing = m; mu.Unlock() },
 		OnGroup:         func(in bool) { mu.Lock(); inGroup = in; mu.Unlock() }}
 	state := func() ([]string, bool) { mu.Lock(); defer mu.Unlock(); return missing, inGroup }
 	stop := runGroupAsync(t, cfg, newFencedHandler())
 	defer stop()
-	waitFor(t, "both topics reported missing", 10*time.Second, func() bool { m, _ := state(); return len(m) == 2 })
+	waitFor(t, "the topic reported missing", 10*time.Second, func() bool { m, _ := state(); return slices.Equal(m, []string{topic}) })
 	time.Sleep(500 * time.Millisecond) // several checks
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	if m, err := missingTopics(context.Background(), client, []string{topic, dlq}); err != nil || len(m) != 2 {
+	if m, err := missingTopics(context.Background(), &cfg, []string{topic, dlq}); err != nil || len(m) != 2 {
 		t.Fatalf("missing topics %q, %v: the check created a topic", m, err)
 	}
-	testenv.CreateTopic(t, brokers, topic, 2)
-	waitFor(t, "the dead-letter topic alone reported missing", 10*time.Second, func() bool { m, _ := state(); return slices.Equal(m, []string{dlq}) })
 	if _, in := state(); in {
-		t.Fatal("joined the group before the dead-letter topic exists")
+		t.Fatal("joined the group before the topic exists")
 	}
-	testenv.CreateTopic(t, brokers, dlq, 1)
+	testenv.CreateTopic(t, brokers, topic, 2)
 	waitFor(t, "the group joined", 30*time.Second, func() bool { m, in := state(); return m == nil && in })
+	if m, err := missingTopics(context.Background(), &cfg, []string{dlq}); err != nil || len(m) != 1 {
+		t.Errorf("missing topics %q, %v: the dead-letter topic was created by the check", m, err)
+	}
+}
+
+// With CreateTopics (dev mode's broker), RunGroup creates the missing topic
+// and the dead-letter topic instead of waiting.
+func TestRunGroupCreatesTopics(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.UniqueName(t, "created")
+	var created []string
+	joined := make(chan struct{}, 1)
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, DeadLetterTopic: topic + ".dlq", SessionTimeout: 6 * time.Second,
+		CreateTopics: func(_ context.Context, topics []string) error {
+			created = append(created, topics...)
+			for _, name := range topics {
+				testenv.CreateTopic(t, brokers, name, 1)
+			}
+			return nil
+		},
+		OnGroup: func(in bool) {
+			if in {
+				select {
+				case joined <- struct{}{}:
+				default:
+				}
+			}
+		}}
+	stop := runGroupAsync(t, cfg, newFencedHandler())
+	defer stop()
+	select {
+	case <-joined:
+	case <-time.After(30 * time.Second):
+		t.Fatal("did not join the group")
+	}
+	if want := []string{topic, topic + ".dlq"}; !slices.Equal(created, want) {
+		t.Errorf("created %q, want %q", created, want)
+	}
 }

@@ -143,9 +143,7 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		gc.GroupID = cfg.GroupPrefix + "." + cfg.Project + "." + src.Name
 		gc.OnGroup = cfg.Readiness.source(src.Name)
 		gc.OnMissingTopics = cfg.Readiness.topics(src.Name)
-		if t := src.Kafka.DeadLetterTopic; t != "" {
-			gc.RequireTopics = []string{t}
-		}
+		gc.DeadLetterTopic = src.Kafka.DeadLetterTopic
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

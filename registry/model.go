@@ -118,7 +118,7 @@ type Kafka struct {
 	Topic           string   `yaml:"topic" json:"topic" required:"true" doc:"Topic to consume. It must exist: ingest creates no topic, and waits for a missing one."`
 	Brokers         []string `yaml:"brokers" json:"brokers,omitempty" doc:"Bootstrap brokers (host:port). Leave empty to use a named connection."`
 	Connection      string   `yaml:"connection" json:"connection,omitempty" default:"default" doc:"Named connection, resolved to brokers by the process that reads the source, so that one set of definitions serves several environments. Not allowed together with brokers."`
-	DeadLetterTopic string   `yaml:"dead_letter_topic" json:"dead_letter_topic,omitempty" doc:"Topic that receives events that cannot be used, with the reason and original position in headers. It must exist, like the source's topic, before ingest reads the source."`
+	DeadLetterTopic string   `yaml:"dead_letter_topic" json:"dead_letter_topic,omitempty" doc:"Topic that receives events that cannot be used, with the reason and original position in headers. Create it beforehand, with the replication it needs: ingest warns when it does not exist; brokers that create topics create it at the first letter, and elsewhere the partition of the first rejected event stops until it exists."`
 }
 
 // Protobuf names the message type of Protobuf events.

@@ -198,11 +198,19 @@ Ctrl-C.`,
 						Project:     project,
 						Brokers:     func(*registry.Source) ([]string, error) { return de.KafkaBrokers(), nil },
 						GroupPrefix: "featurestore",
-						Group:       ingest.GroupConfig{SessionTimeout: 6 * time.Second},
-						Store:       online.New(rc, online.Options{}),
-						Positions:   ingest.NewPositions(rc, project),
-						Metrics:     ingest.NewMetrics(promReg),
-						Logger:      log,
+						Group: ingest.GroupConfig{SessionTimeout: 6 * time.Second,
+							// Sources applied while dev runs get their topics.
+							CreateTopics: func(_ context.Context, topics []string) error {
+								specs := make([]devenv.TopicSpec, len(topics))
+								for i, t := range topics {
+									specs[i] = devenv.TopicSpec{Name: t}
+								}
+								return de.CreateTopics(specs)
+							}},
+						Store:     online.New(rc, online.Options{}),
+						Positions: ingest.NewPositions(rc, project),
+						Metrics:   ingest.NewMetrics(promReg),
+						Logger:    log,
 					})
 					if err != nil && ctx.Err() == nil {
 						stopAll(&devIngestError{err})

@@ -141,6 +141,17 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 // KafkaBrokers returns the bootstrap addresses of the Kafka stand-in.
 func (e *Env) KafkaBrokers() []string { return []string{e.kafka.addr} }
 
+// CreateTopics creates the topics of specs that do not exist yet, as Start
+// does with Options.Topics: for the sources of a registry version applied
+// while the environment runs.
+func (e *Env) CreateTopics(specs []TopicSpec) error {
+	topics, err := normalizeTopics(specs)
+	if err != nil {
+		return err
+	}
+	return e.kafka.createTopics(topics)
+}
+
 // RedisAddr returns the host:port of the Redis stand-in.
 func (e *Env) RedisAddr() string { return e.redis.addr }
 
