@@ -39,11 +39,13 @@ var errFileBusy = errors.New("an uncommitted file of another writer, or of an in
 //     (this writer's own failed commit, a crash before the commit), or
 //     another writer's that it has not committed yet. Older than the
 //     orphan grace it is an orphan, as RemoveOrphans has it: deleted and
-//     created again. Younger than half the grace and holding the same rows
-//     (schema, offsets and event times; ingest times may differ) it is
-//     used as it is, as this writer's own, with half the grace left for
-//     the commit. Otherwise the flush fails with errFileBusy, to be
-//     retried.
+//     created again. Holding the same rows (schema, offsets and event
+//     times; ingest times may differ) it is deleted and created again too,
+//     so that its age starts over: another process's clean-up (ingest's
+//     grace is 10 minutes) must not delete it before this writer commits
+//     it; and if another writer commits the name meanwhile, it commits the
+//     same events. Otherwise the flush fails with errFileBusy, to be
+//     retried (ingest retries; a backfill fails, to be run again).
 //
 // The delete of an orphan has the same narrow window as RemoveOrphans: a
 // writer that replaced the orphan between the listing and the delete
@@ -83,27 +85,20 @@ func (w *Writer) createFile(ctx context.Context, m *manifest, st *stream, p stri
 			continue // removed since: create it
 		}
 		age, grace := w.opts.Now().Sub(mod), w.opts.OrphanGrace
-		if grace <= 0 || age >= grace {
+		same := false
+		if grace > 0 && age < grace {
+			if _, same, err = sameRows(ctx, w.st, name, fb); err != nil {
+				return 0, fmt.Errorf("write %s: %w, written %s ago, and it cannot be compared: %v", name, errFileBusy, age.Round(time.Second), err)
+			}
+		}
+		if grace <= 0 || age >= grace || same {
 			if err := w.st.Delete(ctx, name); err != nil {
 				return 0, err
 			}
 			continue
 		}
-		var same bool
-		if age < grace/2 {
-			if n, same, err = sameRows(ctx, w.st, name, fb); err == nil && same {
-				return n, nil
-			}
-		}
-		why := "its rows differ"
-		switch {
-		case err != nil:
-			why = "it cannot be compared: " + err.Error()
-		case same:
-			why = "it holds the same rows but is too old to be committed safely"
-		}
-		return 0, fmt.Errorf("write %s: %w, written %s ago and %s; retrying until it is committed or older than the orphan grace (%s)",
-			name, errFileBusy, age.Round(time.Second), why, grace)
+		return 0, fmt.Errorf("write %s: %w, written %s ago with other rows; a flush fails until it is committed or older than the orphan grace (%s)",
+			name, errFileBusy, age.Round(time.Second), grace)
 	}
 	return 0, fmt.Errorf("write %s: the name was taken again after each removal", name)
 }

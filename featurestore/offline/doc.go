@@ -51,10 +51,10 @@
 //     partition's new owner after a rebalance), and a committed file must
 //     hold what its entry says: a writer that finds the name taken reads
 //     the manifest again and, if the partition moved on, drops its rows as
-//     a writer that lost the partition. An uncommitted file there is used
-//     as it is if it holds the same events and is younger than half of
-//     Options.OrphanGrace, replaced once it is older than the grace, and
-//     otherwise waited for: the flush fails and is retried.
+//     a writer that lost the partition. An uncommitted file there is
+//     written again if it holds the same events or is older than
+//     Options.OrphanGrace, and otherwise waited for: the flush fails and
+//     is retried.
 //  2. A manifest entry numbered one past the last is created with
 //     Storage.Create, exclusively (a hard link in a directory, an
 //     if-not-exist precondition in object storage), after the same temporary

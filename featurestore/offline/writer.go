@@ -41,7 +41,8 @@ type Options struct {
 	// its write and its commit. Zero removes them all: right for one writer.
 	// A flush treats an uncommitted file under a name it writes by the same
 	// rule: older than the grace, it replaces it; younger, it waits for it
-	// unless it holds the same events (see createFile).
+	// unless it holds the same events, and then writes it again (see
+	// createFile).
 	OrphanGrace time.Duration
 	// Metrics records the writer's metrics (NewMetrics registers them
 	// once per process); nil records none.
