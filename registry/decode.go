@@ -106,6 +106,7 @@ type fieldInfo struct {
 	required bool
 	def      string
 	doc      string
+	missing  string // added to the error of a required field left out
 }
 
 func structFields(t reflect.Type) []fieldInfo {
@@ -122,6 +123,7 @@ func structFields(t reflect.Type) []fieldInfo {
 			required: sf.Tag.Get("required") == "true",
 			def:      sf.Tag.Get("default"),
 			doc:      sf.Tag.Get("doc"),
+			missing:  sf.Tag.Get("missing"),
 		})
 	}
 	return out
@@ -420,7 +422,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, ctx string, skip m
 			continue
 		}
 		if _, given := seen[f.name]; !given {
-			d.fail(n, ctx, "missing required field %q", f.name)
+			d.fail(n, ctx, "missing required field %q%s", f.name, f.missing)
 			bad[f.name] = true
 			ok = false
 		} else if k := seen[f.name]; !bad[f.name] && isEmpty(v.Field(f.index)) {

@@ -67,7 +67,7 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/missing_required.bad.yaml:1:1: feature view "v4": missing required field "entity"`,
 			`testdata/missing_required.bad.yaml:5:5: feature view "v4": features[0]: missing required field "name"`,
 			`testdata/missing_required.bad.yaml:8:1: source "s4": missing required field "kafka"`,
-			`testdata/missing_required.bad.yaml:8:1: source "s4": missing required field "allowed_lateness"`,
+			`testdata/missing_required.bad.yaml:8:1: source "s4": missing required field "allowed_lateness" (it was 0s when left out, before it was required: write 0s to keep rejecting every event older than the newest of its partition, or the disorder of your producers, such as 5m)`,
 			`testdata/missing_required.bad.yaml:17:1: feature service "fs4": field "features" must not be empty`,
 		}},
 		{"names.bad.yaml", []string{
