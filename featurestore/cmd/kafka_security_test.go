@@ -213,7 +213,7 @@ func TestIngestOverTLSAndSASL(t *testing.T) {
 		}
 		// The first request to the brokers is the check that the topics
 		// exist, before the group is joined.
-		if !strings.Contains(errOut, "cannot tell whether the topics exist") || !strings.Contains(errOut, bad.says) {
+		if !strings.Contains(errOut, "cannot tell whether the topic exists") || !strings.Contains(errOut, bad.says) {
 			t.Errorf("with %s=%s, the warnings do not say %q:\n%s", bad.key, bad.value, bad.says, errOut)
 		}
 	}

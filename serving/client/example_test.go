@@ -116,7 +116,7 @@ func ExampleClient_Lookup_errors() {
 	_, err = c.Lookup(context.Background(), client.Features("card_txn:txn_count_1h"), client.Key{42})
 	fmt.Println(status.Code(err) == codes.InvalidArgument, status.Convert(err).Message())
 	// Output:
-	// InvalidArgument unknown feature "txn_count_1w" in feature view "card_txn"
+	// InvalidArgument unknown feature "txn_count_1w" in feature view "card_txn" (did you mean "txn_count_1d"?)
 	// true entity 0: join key "card_id" (position 0) of entity "card": want a string value, got int64
 }
 
