@@ -205,8 +205,13 @@ func (a *Applier) partition(p int) *partitionState {
 // state, which Resume fills from Redis, as for a new owner.
 func (a *Applier) forget(p int) {
 	a.mu.Lock()
+	ps := a.parts[p]
 	delete(a.parts, p)
 	a.mu.Unlock()
+	if ps != nil && len(ps.rejected) > 0 {
+		// The counts since the last events rejected line, not logged yet.
+		a.log.Warn("events rejected", a.rejectedAttrs(ps, a.src.Kafka.Topic, p)...)
+	}
 	a.metrics.forgetPartition(a.src.Name, p)
 }
 
@@ -586,19 +591,25 @@ func (a *Applier) logRejections(ps *partitionState, topic string, p int, letters
 	if now.Sub(ps.rejectLogged) < rejectLogEvery || len(letters) == 0 {
 		return
 	}
-	counts := make([]any, 0, 2*len(ps.rejected)+12)
+	l := letters[0]
+	a.log.Warn("events rejected", append(a.rejectedAttrs(ps, topic, p),
+		"first_offset", l.Message.Offset, "first_reason", string(l.Reason), "first_detail", l.Detail)...)
+	ps.rejectLogged = now
+	clear(ps.rejected)
+}
+
+// rejectedAttrs returns the attributes of an events rejected line: the
+// counts by reason, the partition and the dead-letter topic.
+func (a *Applier) rejectedAttrs(ps *partitionState, topic string, p int) []any {
+	attrs := make([]any, 0, 2*len(ps.rejected)+12)
 	for _, r := range slices.Sorted(maps.Keys(ps.rejected)) {
-		counts = append(counts, string(r), ps.rejected[r])
+		attrs = append(attrs, string(r), ps.rejected[r])
 	}
 	dlq := a.src.Kafka.DeadLetterTopic
 	if dlq == "" {
 		dlq = "none (counted only)"
 	}
-	l := letters[0]
-	a.log.Warn("events rejected", append(counts, "topic", topic, "partition", p, "dead_letter_topic", dlq,
-		"first_offset", l.Message.Offset, "first_reason", string(l.Reason), "first_detail", l.Detail)...)
-	ps.rejectLogged = now
-	clear(ps.rejected)
+	return append(attrs, "topic", topic, "partition", p, "dead_letter_topic", dlq)
 }
 
 func fmtMs(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }

@@ -215,8 +215,10 @@ func TestDeadLetterOfADeadLetter(t *testing.T) {
 // dead-letter topic leaves more than a metric.
 func TestLogRejections(t *testing.T) {
 	var buf bytes.Buffer
-	a := &Applier{src: &registry.Source{Name: "txns"}, log: slog.New(slog.NewTextHandler(&buf, nil))}
+	a := &Applier{src: &registry.Source{Name: "txns", Kafka: registry.Kafka{Topic: "txns"}}, log: slog.New(slog.NewTextHandler(&buf, nil)),
+		parts: map[int]*partitionState{}}
 	ps := &partitionState{}
+	a.parts[2] = ps
 	late := func(off int64) DeadLetter {
 		return DeadLetter{Message: kafka.Message{Offset: off}, Reason: ReasonLate, Detail: fmt.Sprintf("late %d", off)}
 	}
@@ -225,10 +227,14 @@ func TestLogRejections(t *testing.T) {
 	a.logRejections(ps, "txns", 2, []DeadLetter{late(9)}, t0.Add(30*time.Second))
 	a.logRejections(ps, "txns", 2, nil, t0.Add(2*time.Minute))
 	a.logRejections(ps, "txns", 2, []DeadLetter{late(12)}, t0.Add(3*time.Minute))
+	// Counts not logged yet are logged when the partition is released.
+	a.logRejections(ps, "txns", 2, []DeadLetter{late(13), late(14)}, t0.Add(3*time.Minute+time.Second))
+	a.forget(2)
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	want := []string{
 		`level=WARN msg="events rejected" invalid_payload=1 late=1 topic=txns partition=2 dead_letter_topic="none (counted only)" first_offset=7 first_reason=late first_detail="late 7"`,
 		`level=WARN msg="events rejected" late=2 topic=txns partition=2 dead_letter_topic="none (counted only)" first_offset=12 first_reason=late first_detail="late 12"`,
+		`level=WARN msg="events rejected" late=2 topic=txns partition=2 dead_letter_topic="none (counted only)"`,
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("logged:\n%s\nwant %d lines", buf.String(), len(want))
