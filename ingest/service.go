@@ -100,12 +100,20 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		log.Warn("registry version has no source named in --sources; it is not ingested", "registry_version", snap.Version, "sources", missing)
 	}
 	var unlogged []string // offline views whose events go nowhere offline
-	defer func() {
-		if len(unlogged) > 0 {
-			log.Warn("feature views are offline (the default) but ingest writes no offline log (--offline-dir): their events are not kept for training exports",
-				"registry_version", snap.Version, "views", unlogged)
+	for _, src := range snap.Registry.Sources {
+		if cfg.Offline != nil || len(cfg.Sources) > 0 && !contains(cfg.Sources, src.Name) {
+			continue
 		}
-	}()
+		for _, v := range snap.Registry.ViewsOfSource(src.Name) {
+			if v.IsOffline() {
+				unlogged = append(unlogged, v.Name)
+			}
+		}
+	}
+	if len(unlogged) > 0 {
+		log.Warn("feature views are offline (the default) but ingest writes no offline log (--offline-dir): their events are not kept for training exports",
+			"registry_version", snap.Version, "views", unlogged)
+	}
 	for _, src := range snap.Registry.Sources {
 		if len(cfg.Sources) > 0 && !contains(cfg.Sources, src.Name) {
 			continue
@@ -113,9 +121,6 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		used := false
 		for _, v := range snap.Registry.ViewsOfSource(src.Name) {
 			used = used || v.IsOnline() || (cfg.Offline != nil && v.IsOffline())
-			if cfg.Offline == nil && v.IsOffline() {
-				unlogged = append(unlogged, v.Name)
-			}
 		}
 		if !used {
 			continue

@@ -50,8 +50,6 @@ var (
 )
 
 // nearest proposes the closest of the known names.
-func nearest(name string, known []string) string { return Nearest(name, known) }
-
 // Nearest returns " (did you mean "x"?)" for the known name x nearest to
 // name in edit distance, if one is near enough, or "": for errors that name
 // an unknown name.
@@ -212,11 +210,11 @@ func (r *Registry) checkView(e *errs, v *FeatureView) {
 	}
 	ent := r.entities[v.Entity]
 	if ent == nil && v.Entity != "" && !v.failed("entity") {
-		e.add(v.PosOf("entity"), "%s: unknown entity %q%s", ctx, v.Entity, nearest(v.Entity, slices.Collect(maps.Keys(r.entities))))
+		e.add(v.PosOf("entity"), "%s: unknown entity %q%s", ctx, v.Entity, Nearest(v.Entity, slices.Collect(maps.Keys(r.entities))))
 	}
 	src := r.sources[v.Source]
 	if src == nil && v.Source != "" && !v.failed("source") {
-		e.add(v.PosOf("source"), "%s: unknown source %q%s", ctx, v.Source, nearest(v.Source, slices.Collect(maps.Keys(r.sources))))
+		e.add(v.PosOf("source"), "%s: unknown source %q%s", ctx, v.Source, Nearest(v.Source, slices.Collect(maps.Keys(r.sources))))
 	}
 	if ent != nil && src != nil {
 		for _, k := range ent.JoinKeys {
@@ -429,7 +427,7 @@ func (r *Registry) checkService(e *errs, s *FeatureService) {
 		names, ok := r.featureNames(ref.View)
 		if !ok {
 			known := slices.Concat(slices.Collect(maps.Keys(r.views)), slices.Collect(maps.Keys(r.onDemandViews)))
-			e.add(pos, "%s: unknown feature view %q in %q%s", ctx, ref.View, ref.String(), nearest(ref.View, known))
+			e.add(pos, "%s: unknown feature view %q in %q%s", ctx, ref.View, ref.String(), Nearest(ref.View, known))
 			continue
 		}
 		for _, ent := range r.refEntities(ref.View) {
@@ -444,7 +442,7 @@ func (r *Registry) checkService(e *errs, s *FeatureService) {
 				refs = append(refs, FeatureRef{View: ref.View, Feature: f})
 			}
 		} else if !slices.Contains(names, ref.Feature) {
-			e.add(pos, "%s: feature view %q has no feature %q%s", ctx, ref.View, ref.Feature, nearest(ref.Feature, names))
+			e.add(pos, "%s: feature view %q has no feature %q%s", ctx, ref.View, ref.Feature, Nearest(ref.Feature, names))
 			continue
 		} else {
 			refs = []FeatureRef{ref}
@@ -569,7 +567,7 @@ func (r *Registry) checkOnDemandView(e *errs, v *OnDemandFeatureView) {
 		case fv == nil && r.onDemandViews[ref.View] != nil:
 			e.add(pos, "%s: input %q: %q is an on-demand feature view; inputs are features of feature views", ctx, name, ref.View)
 		case fv == nil:
-			e.add(pos, "%s: input %q: unknown feature view %q%s", ctx, name, ref.View, nearest(ref.View, slices.Collect(maps.Keys(r.views))))
+			e.add(pos, "%s: input %q: unknown feature view %q%s", ctx, name, ref.View, Nearest(ref.View, slices.Collect(maps.Keys(r.views))))
 		case ref.Feature == "*":
 			e.add(pos, "%s: input %q: name one feature, not %q", ctx, name, ref.String())
 		default:
@@ -578,7 +576,7 @@ func (r *Registry) checkOnDemandView(e *errs, v *OnDemandFeatureView) {
 				for j, g := range fv.Features {
 					names[j] = g.Name
 				}
-				e.add(pos, "%s: input %q: feature view %q has no feature %q%s", ctx, name, ref.View, ref.Feature, nearest(ref.Feature, names))
+				e.add(pos, "%s: input %q: feature view %q has no feature %q%s", ctx, name, ref.View, ref.Feature, Nearest(ref.Feature, names))
 			}
 		}
 		if f == nil || f.ValueType() == "" {
@@ -644,7 +642,7 @@ func (r *Registry) checkOnDemandView(e *errs, v *OnDemandFeatureView) {
 				for _, x := range v.vars {
 					names = append(names, x.Name)
 				}
-				hint = nearest(m[1], names)
+				hint = Nearest(m[1], names)
 			}
 			e.add(f.PosOf("expression"), "%s: expression: %v%s", fctx, err, hint)
 			continue

@@ -87,7 +87,7 @@ func (w *Writer) createFile(ctx context.Context, m *manifest, st *stream, p stri
 		age, grace := w.opts.Now().Sub(mod), w.opts.OrphanGrace
 		same := false
 		if grace > 0 && age < grace {
-			if _, same, err = sameRows(ctx, w.st, name, fb); err != nil {
+			if same, err = sameRows(ctx, w.st, name, fb); err != nil {
 				return 0, fmt.Errorf("write %s: %w, written %s ago, and it cannot be compared: %v", name, errFileBusy, age.Round(time.Second), err)
 			}
 		}
@@ -121,15 +121,15 @@ func modTime(ctx context.Context, st Storage, name string) (time.Time, bool, err
 // sameRows reports whether the log file name holds the rows fb would write,
 // as far as a file's manifest entry describes them (the schema, and in
 // order the offsets and event times: the same events of the same
-// partition), and returns its size.
-func sameRows(ctx context.Context, st Storage, name string, fb *fileBuilder) (int64, bool, error) {
+// partition).
+func sameRows(ctx context.Context, st Storage, name string, fb *fileBuilder) (bool, error) {
 	f, err := OpenFile(ctx, st, name)
 	if err != nil {
-		return 0, false, err
+		return false, err
 	}
 	defer f.Close()
 	if schemaFingerprint(f.Schema()) != fb.s.fingerprint {
-		return 0, false, nil
+		return false, nil
 	}
 	// A cursor over fb's rows.
 	bi, ri := 0, 0
@@ -148,18 +148,18 @@ func sameRows(ctx context.Context, st Storage, name string, fb *fileBuilder) (in
 	for i := range f.NumBatches() {
 		rec, err := f.Batch(i)
 		if err != nil {
-			return 0, false, err
+			return false, err
 		}
 		same := sameBatch(rec, next)
 		rec.Release()
 		if !same {
-			return 0, false, nil
+			return false, nil
 		}
 	}
 	if _, _, more := next(); more {
-		return 0, false, nil
+		return false, nil
 	}
-	return f.o.Size(), true, nil
+	return true, nil
 }
 
 // sameBatch reports whether the offsets and event times of rec are the next
