@@ -85,6 +85,11 @@ type FlightCommand struct {
 	// KeyColumns maps a join key to the entity table column that holds it,
 	// where the names differ.
 	KeyColumns map[string]string `json:"key_columns,omitempty"`
+	// AllowEmpty exports feature views that have nothing committed in the
+	// offline log as the features of no events (null, counts 0), with a
+	// warning in the schema's metadata; without it such a call fails with
+	// FailedPrecondition.
+	AllowEmpty bool `json:"allow_empty,omitempty"`
 }
 
 // FlightConfig configures a FlightServer.
@@ -391,6 +396,26 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 	if _, err := export.Check(opts, rdr.Schema()); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	// A view with nothing committed (a wrong --project or --offline-dir
+	// of serve, most often) would give the features of no events: an
+	// error unless the command allows it, and then the caller reads why in
+	// the schema's metadata, the operator in the log.
+	empty, err := export.Uncommitted(ctx, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		return status.Errorf(codes.Unavailable, "export: %v", err)
+	}
+	if len(empty) > 0 {
+		what := fmt.Sprintf("feature views %s have nothing committed in the offline log of project %q", strings.Join(empty, ", "), s.cfg.Project)
+		if !cmd.AllowEmpty {
+			opts.Logger.Warn("flight export of views with an empty offline log refused", "views", empty)
+			return status.Errorf(codes.FailedPrecondition, "%s: their features would be those of no events; check the server's --project and --offline-dir, or that ingest has committed its log (once a minute); \"allow_empty\": true in the command exports them as null, counts 0", what)
+		}
+		opts.Metadata[MetaWarning] = what + ": their features are those of no events (null, counts 0)"
+		opts.Logger.Warn("flight export of views with an empty offline log", "views", empty)
+	}
 	// Only a call that sent a valid command and schema, for views its
 	// caller may read, takes a slot: any authenticated principal can open
 	// calls, and ones that never send must not starve the exports.
@@ -410,18 +435,6 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 		return s.uploadStatus(ctx, err)
 	}
 	opts.Entities, opts.EntitiesFormat, opts.TempDir = table, export.FormatArrow, dir
-	// A view with nothing committed (a wrong --project or --offline-dir,
-	// most often) gives the features of no events: the caller reads why in
-	// the schema's metadata, the operator in the log.
-	empty, err := export.Uncommitted(ctx, opts)
-	if err != nil {
-		return exportStatus(ctx, err, table)
-	}
-	if len(empty) > 0 {
-		warning := fmt.Sprintf("feature views %s have nothing committed in the offline log of project %q: their features are those of no events (null, counts 0)", strings.Join(empty, ", "), s.cfg.Project)
-		opts.Metadata[MetaWarning] = warning
-		opts.Logger.Warn("flight export of views with an empty offline log", "views", empty)
-	}
 	out := &flightOutput{stream: stream, mem: s.mem}
 	opts.Output = out
 	x.stats, err = export.Run(ctx, opts)

@@ -472,24 +472,33 @@ func checkEmpty(t *testing.T, dir string) {
 	}
 }
 
-// TestFlightErrors checks that bad calls get a status whose code and
-// message name the problem, and leave no file behind.
 // TestFlightExportEmptyLog: views whose offline log has nothing committed
-// (here: the log of another project) give the features of no events (null
-// last values, counts of 0), and the schema's
-// metadata says why; a log with commits gives no warning (TestFlightExport
+// (here: the log of another project) are refused with FailedPrecondition
+// naming them, unless the command says "allow_empty": then they give the
+// features of no events (null last values, counts of 0) and the schema's
+// metadata says why. A log with commits gives no warning (TestFlightExport
 // compares the metadata with the file export's).
 func TestFlightExportEmptyLog(t *testing.T) {
 	f := newFlightFixture(t)
 	addr := f.serve(t, FlightConfig{TempDir: t.TempDir(), Log: &storeLog{st: f.log.st, project: "elsewhere"}})
 	table := entityTable(t, 100, 1)
 	defer table.Release()
-	got, err := flightCall{addr: addr, desc: cmdDescriptor(t, mixedCommand), schema: table.Schema(),
+	what := fmt.Sprintf("feature views card_more, card_txn, pair_txn have nothing committed in the offline log of project %q", f.project)
+
+	_, err := flightCall{addr: addr, desc: cmdDescriptor(t, mixedCommand), schema: table.Schema(),
+		batches: []arrow.RecordBatch{table}}.do(context.Background(), t)
+	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), what) || !strings.Contains(st.Message(), `"allow_empty": true`) {
+		t.Errorf("export from an empty log: %v; want FailedPrecondition naming the views and allow_empty", err)
+	}
+
+	allow := mixedCommand
+	allow.AllowEmpty = true
+	got, err := flightCall{addr: addr, desc: cmdDescriptor(t, allow), schema: table.Schema(),
 		batches: []arrow.RecordBatch{table}}.do(context.Background(), t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("feature views card_more, card_txn, pair_txn have nothing committed in the offline log of project %q: their features are those of no events (null, counts 0)", f.project)
+	want := what + ": their features are those of no events (null, counts 0)"
 	if v, _ := got[0].Schema().Metadata().GetValue(MetaWarning); v != want {
 		t.Errorf("schema metadata %s = %q, want %q", MetaWarning, v, want)
 	}
@@ -502,6 +511,8 @@ func TestFlightExportEmptyLog(t *testing.T) {
 	}
 }
 
+// TestFlightErrors checks that bad calls get a status whose code and
+// message name the problem, and leave no file behind.
 func TestFlightErrors(t *testing.T) {
 	f := newFlightFixture(t)
 	tmp := t.TempDir()

@@ -35,6 +35,7 @@ func exportCommand() *command {
 		memory         string
 		parallelism    int
 		tempDir        string
+		allowEmpty     bool
 	)
 	return &command{
 		name:    "export",
@@ -55,7 +56,13 @@ where the online lookup would give no value (not found, expired or null).
 Memory stays near --memory whatever the input sizes: rows and events are
 partitioned by entity key into spill files under --temp-dir, computed
 --parallelism partitions at a time, and merged back in row order. Shows a
-progress bar when stderr is a terminal.`,
+progress bar when stderr is a terminal.
+
+A requested feature view with nothing committed in the offline log (a wrong
+--offline-dir or --project, most often, or a log ingest has not committed
+yet: it commits once a minute and when it stops) is an error, since its
+features would be those of no events: null, counts 0. --allow-empty exports
+them so, with a warning.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			off.register(fs)
@@ -81,6 +88,7 @@ progress bar when stderr is a terminal.`,
 			fs.StringVar(&memory, "memory", "1GiB", "About how much memory the export may hold at once, like 512MiB or 4GiB.")
 			fs.IntVar(&parallelism, "parallelism", 0, "Partitions computed at once; 0 for GOMAXPROCS (the CPUs the process may use).")
 			fs.StringVar(&tempDir, "temp-dir", "", "Directory for spill files; empty for the system's temporary directory.")
+			fs.BoolVar(&allowEmpty, "allow-empty", false, "Export feature views that have nothing committed in the offline log, as features of no events (null, counts 0), instead of failing.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				switch {
 				case len(args) != 0:
@@ -175,8 +183,11 @@ progress bar when stderr is a terminal.`,
 					return err
 				}
 				if len(empty) > 0 {
-					fmt.Fprintf(env.stderr, "warning: feature views %s have nothing committed in the offline log %s (project %q): their features are those of no events (null, counts 0); check --offline-dir and --project\n",
-						strings.Join(empty, ", "), off.dir, reg.project)
+					what := fmt.Sprintf("feature views %s have nothing committed in the offline log %s (project %q)", strings.Join(empty, ", "), off.dir, reg.project)
+					if !allowEmpty {
+						return fmt.Errorf("%s: check --offline-dir and --project; ingest commits its log once a minute and when it stops; --allow-empty exports them as features of no events (null, counts 0)", what)
+					}
+					fmt.Fprintf(env.stderr, "warning: %s: their features are those of no events (null, counts 0)\n", what)
 				}
 				stats, err := export.Run(ctx, opts)
 				if err != nil {

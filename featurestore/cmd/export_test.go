@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -207,17 +208,38 @@ func testExportCommand(t *testing.T, where string) {
 			t.Errorf("export created the missing directory %s: %v", typo, err)
 		}
 	}
-	// A log with nothing committed for a view gives the features of no
-	// events, and says so.
+	// A log with nothing committed for a requested view (a wrong
+	// --offline-dir or --project) is an error that writes nothing, unless
+	// --allow-empty: then the features are those of no events, with a
+	// warning. Before, a scheduled export wrote counts of 0 and exited 0.
 	if where == "dir" {
 		empty := filepath.Join(dir, "empty")
 		if err := os.Mkdir(empty, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		code, _, errOut := runCLI(t, env, "export", "--offline-dir", empty, "--entities", in, "--features", "card_txn:txn_count_10m,merchant_txn:txn_count_1h", "--out", out)
-		want := `warning: feature views card_txn, merchant_txn have nothing committed in the offline log ` + empty + ` (project "default")`
-		if code != 0 || !strings.Contains(errOut, want) {
-			t.Errorf("export from an empty log: exit %d, want 0 with %q:\n%s", code, want, errOut)
+		fresh := filepath.Join(dir, "never-written.parquet")
+		args := []string{"export", "--offline-dir", empty, "--entities", in, "--features", "card_txn:txn_count_10m,merchant_txn:txn_count_1h", "--out", fresh}
+		what := `feature views card_txn, merchant_txn have nothing committed in the offline log ` + empty + ` (project "default")`
+		code, _, errOut := runCLI(t, env, args...)
+		if code != 1 || !strings.Contains(errOut, what) || !strings.Contains(errOut, "--allow-empty") {
+			t.Errorf("export from an empty log: exit %d, want 1 with %q and --allow-empty:\n%s", code, what, errOut)
+		}
+		if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a failed export wrote %s: %v", fresh, err)
+		}
+		withVar := maps.Clone(env)
+		withVar["FEATURESTORE_ALLOW_EMPTY"] = "true"
+		if code, _, _ := runCLI(t, withVar, args...); code != 1 {
+			t.Errorf("FEATURESTORE_ALLOW_EMPTY allowed an empty log (exit %d); only the flag may", code)
+		}
+		code, _, errOut = runCLI(t, env, append(args, "--allow-empty")...)
+		if code != 0 || !strings.Contains(errOut, "warning: "+what+": their features are those of no events (null, counts 0)") {
+			t.Errorf("export --allow-empty from an empty log: exit %d, want 0 with the warning:\n%s", code, errOut)
+		}
+		for i, v := range readParquetCells(t, fresh)["card_txn:txn_count_10m"] {
+			if v != int64(0) {
+				t.Errorf("row %d: card_txn:txn_count_10m = %v from an empty log, want 0", i, v)
+			}
 		}
 	}
 	if code, _, errOut := runCLI(t, env, "export", "--offline-dir", logDir, "--entities", in, "--service", "fraud_detection_v1", "--out", out); code != 0 || strings.Contains(errOut, "warning") {

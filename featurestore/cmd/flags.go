@@ -22,9 +22,9 @@ func envName(flagName string) string {
 
 // commandLineOnly are the flags no environment variable sets: --version of
 // show, as deployments often set variables named *_VERSION for other
-// things, and --allow-breaking of apply, which must be asked for each time
-// rather than left on in a CI job's environment.
-var commandLineOnly = map[string]bool{"version": true, "allow-breaking": true}
+// things, and --allow-breaking of apply and --allow-empty of export, which
+// must be asked for each time rather than left on in a job's environment.
+var commandLineOnly = map[string]bool{"version": true, "allow-breaking": true, "allow-empty": true}
 
 // envOf returns the environment variable that sets a flag, or "" for one
 // given on the command line only.

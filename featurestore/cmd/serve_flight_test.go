@@ -287,7 +287,7 @@ func TestServeFlightUsage(t *testing.T) {
 
 // flightExportOne exports a feature service for one entity row (card-0001
 // at m-001, now) over Flight at addr, and returns the rows of the answer.
-func flightExportOne(ctx context.Context, addr, service string) (int64, error) {
+func flightExportOne(ctx context.Context, addr, command string) (int64, error) {
 	client, err := flight.NewClientWithMiddleware(addr, nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return 0, err
@@ -310,7 +310,7 @@ func flightExportOne(ctx context.Context, addr, service string) (int64, error) {
 		return 0, err
 	}
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(schema))
-	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte(`{"feature_service": "` + service + `"}`)})
+	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte(command)})
 	if err := w.Write(rec); err != nil {
 		return 0, err
 	}
