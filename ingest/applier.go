@@ -181,7 +181,27 @@ func (a *Applier) countAborted(n int) {
 }
 
 // SetMetrics makes the applier record its metrics in m.
-func (a *Applier) SetMetrics(m *Metrics) { a.metrics = m }
+//
+// The event counts of the source's views and rejection reasons start at 0,
+// so that an alert on their rate sees a series before the first event of
+// each kind.
+func (a *Applier) SetMetrics(m *Metrics) {
+	a.metrics = m
+	if m == nil {
+		return
+	}
+	for _, vp := range a.views {
+		for _, r := range []string{ResultApplied, ResultDuplicate, string(ReasonMissingKey)} {
+			m.events.WithLabelValues(a.src.Name, vp.def.Name, r)
+		}
+	}
+	for _, r := range []Reason{ReasonInvalidPayload, ReasonMissingTime, ReasonBadTime, ReasonWrongType, ReasonKeyTooLong, ReasonLate, ReasonFuture} {
+		m.events.WithLabelValues(a.src.Name, "", string(r))
+	}
+	if a.dedup {
+		m.events.WithLabelValues(a.src.Name, "", resultDuplicateID)
+	}
+}
 
 func (a *Applier) partition(p int) *partitionState {
 	a.mu.Lock()
