@@ -111,6 +111,10 @@ type partitionState struct {
 	// this partition's own save, not another consumer's.
 	hasLost bool
 	lost    int64
+	// record is the sum of the record at the saved position's offset, as
+	// Resume loaded it (hasRecord), for the reader to check (anchored).
+	record    uint64
+	hasRecord bool
 	// done is the last offset of a batch whose Redis writes and dead
 	// letters went through (hasDone): the partition worker retries a batch
 	// whole when a later step fails (the offline log, the position), and
@@ -244,6 +248,7 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	}
 	ps := a.partition(p)
 	ps.known, ps.saved, ps.savedAt = true, ok, pos.Offset
+	ps.record, ps.hasRecord = pos.Record, ok && pos.HasRecord
 	ps.hasLost = false
 	clear(ps.carry.fences) // another consumer may have applied the partition since
 	if pos, ok, err = a.resumeOffline(ctx, topic, p, pos, ok); err != nil {
@@ -267,6 +272,17 @@ func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error
 	}
 	a.logRereads(ps, p, pos.Offset+1)
 	return pos.Offset + 1, nil
+}
+
+// anchor implements anchored: the record at the position Resume loaded.
+func (a *Applier) anchor(p int) (offset int64, sum uint64, ok bool) {
+	a.mu.Lock()
+	ps := a.parts[p]
+	a.mu.Unlock()
+	if ps == nil || !ps.hasRecord {
+		return 0, 0, false
+	}
+	return ps.savedAt, ps.record, true
 }
 
 // logRereads says why a partition resumed at from reads events that Redis
@@ -535,8 +551,9 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 // high water hw: with dedup by event id, the offset a resume rebuilds the
 // remembered events from (dedup.go).
 func (a *Applier) position(ps *partitionState, msgs []kafka.Message, hw int64, has bool) Position {
-	last := msgs[len(msgs)-1].Offset
-	pos := Position{Offset: last, HW: hw, HasHW: has}
+	m := &msgs[len(msgs)-1]
+	last := m.Offset
+	pos := Position{Offset: last, HW: hw, HasHW: has, Record: recordSum(m.Time, m.Key, m.Value), HasRecord: true}
 	if a.dedup {
 		pos.DedupFrom, pos.HasDedup = ps.ids.from(hw-a.lateness, last+1), true
 	}

@@ -326,7 +326,9 @@ func TestDedupPositionSavesRebuildOffset(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	if want := (Position{Offset: 3, HW: t0 + 100_000, HasHW: true, DedupFrom: 1, HasDedup: true}); got != want {
+	last := msgs[len(msgs)-1]
+	if want := (Position{Offset: 3, HW: t0 + 100_000, HasHW: true, DedupFrom: 1, HasDedup: true,
+		Record: recordSum(last.Time, last.Key, last.Value), HasRecord: true}); got != want {
 		t.Fatalf("position %+v, want %+v", got, want)
 	}
 	mfs, err := reg.Gather()

@@ -3,8 +3,10 @@ package ingest
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"math"
@@ -74,6 +76,50 @@ type partitionReader struct {
 	// grow doubles the bytes of the next fetch so many times: a fetch came
 	// back without progress (see fetch).
 	grow uint
+
+	// The anchor identifies the log the reader reads: the offset and sum
+	// (recordSum) of a record of it, the last of each fetch, or the one
+	// at the position the handler saved last (expect). Before the first
+	// fetch after one failed (the topic deleted, a broker down), and before
+	// the first of all when the handler gave one, the record at its offset
+	// is fetched again and compared (checkAnchor): a topic deleted and
+	// created again under its name holds other records at the same
+	// offsets, whose events the per-key fences of the old ones would take
+	// for replays and drop.
+	anchor     int64
+	anchorSum  uint64
+	hasAnchor  bool
+	checkFirst bool
+	// replacedLogged is when a replaced log was last logged.
+	replacedLogged time.Time
+}
+
+// errLogReplaced: the record at the anchor's offset is another one than
+// the reader read there; the topic was deleted and created again.
+var errLogReplaced = errors.New("the partition's log holds another record at an offset ingest read: the topic was deleted and created again")
+
+// anchorBytes bounds the bytes of a record's value that its sum covers.
+const anchorBytes = 64 << 10
+
+// recordSum identifies a record of a partition by its time, key and value
+// (the first anchorBytes of it, and its length): two topics of one name
+// hold different records at one offset, whose times at least differ.
+func recordSum(t time.Time, key, value []byte) uint64 {
+	h := fnv.New64a()
+	var b [24]byte
+	binary.LittleEndian.PutUint64(b[0:], uint64(t.UnixMilli()))
+	binary.LittleEndian.PutUint64(b[8:], uint64(len(key)))
+	binary.LittleEndian.PutUint64(b[16:], uint64(len(value)))
+	h.Write(b[:])
+	h.Write(key)
+	h.Write(value[:min(len(value), anchorBytes)])
+	return h.Sum64()
+}
+
+// expect makes the reader check, before its first fetch, that the record
+// at offset is the one whose sum the handler saved with its position.
+func (r *partitionReader) expect(offset int64, sum uint64) {
+	r.anchor, r.anchorSum, r.hasAnchor, r.checkFirst = offset, sum, true, true
 }
 
 // newTransport returns the transport the readers of a group share; d, if
@@ -150,9 +196,27 @@ func (r *partitionReader) readBefore(ctx context.Context, end int64) (kafka.Mess
 }
 
 // fetch fetches from r.offset into r.msgs, which may stay empty (nothing
-// new within maxWait, or only records of aborted transactions).
+// new within maxWait, or only records of aborted transactions), checking
+// the anchor first when it must.
 func (r *partitionReader) fetch(ctx context.Context) error {
 	r.msgs, r.pos = r.msgs[:0], 0
+	if r.checkFirst {
+		if err := r.checkAnchor(ctx); err != nil {
+			return err
+		}
+	}
+	err := r.fetchRecords(ctx)
+	if err != nil {
+		r.checkFirst = r.hasAnchor
+	} else if n := len(r.msgs); n > 0 {
+		m := &r.msgs[n-1]
+		r.anchor, r.anchorSum, r.hasAnchor = m.Offset, recordSum(m.Time, m.Key, m.Value), true
+	}
+	return err
+}
+
+// fetchRecords fetches from r.offset into r.msgs.
+func (r *partitionReader) fetchRecords(ctx context.Context) error {
 	if r.offset < 0 {
 		if err := r.resolve(ctx); err != nil {
 			return err
@@ -178,26 +242,9 @@ func (r *partitionReader) fetch(ctx context.Context) error {
 			PartitionMaxBytes: int32(r.fetchBytes()),
 		}}}},
 	})
+	p, err := r.partitionOf(res, err, r.offset)
 	if err != nil {
-		return fmt.Errorf("fetch %s/%d at offset %d: %w", r.topic, r.partition, r.offset, err)
-	}
-	resp, ok := res.(*fetch.Response)
-	if !ok {
-		return fmt.Errorf("fetch %s/%d: unexpected response %T", r.topic, r.partition, res)
-	}
-	if resp.ErrorCode != 0 {
-		return fmt.Errorf("fetch %s/%d: %w", r.topic, r.partition, kafka.Error(resp.ErrorCode))
-	}
-	var p *fetch.ResponsePartition
-	for i := range resp.Topics {
-		for j := range resp.Topics[i].Partitions {
-			if q := &resp.Topics[i].Partitions[j]; resp.Topics[i].Topic == r.topic && int(q.Partition) == r.partition {
-				p = q
-			}
-		}
-	}
-	if p == nil {
-		return fmt.Errorf("fetch %s/%d: the response has no such partition", r.topic, r.partition)
+		return err
 	}
 	if p.ErrorCode != 0 {
 		err := kafka.Error(p.ErrorCode)
@@ -239,6 +286,29 @@ func (r *partitionReader) fetch(ctx context.Context) error {
 		return fmt.Errorf("fetch %s/%d at offset %d: batches without a record at or after it, and none after it", r.topic, r.partition, start)
 	}
 	return nil
+}
+
+// partitionOf returns the reader's partition in the response of a fetch
+// at offset, or the error of the round trip (err) or of the response.
+func (r *partitionReader) partitionOf(res protocol.Message, err error, offset int64) (*fetch.ResponsePartition, error) {
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s/%d at offset %d: %w", r.topic, r.partition, offset, err)
+	}
+	resp, ok := res.(*fetch.Response)
+	if !ok {
+		return nil, fmt.Errorf("fetch %s/%d: unexpected response %T", r.topic, r.partition, res)
+	}
+	if resp.ErrorCode != 0 {
+		return nil, fmt.Errorf("fetch %s/%d: %w", r.topic, r.partition, kafka.Error(resp.ErrorCode))
+	}
+	for i := range resp.Topics {
+		for j := range resp.Topics[i].Partitions {
+			if q := &resp.Topics[i].Partitions[j]; resp.Topics[i].Topic == r.topic && int(q.Partition) == r.partition {
+				return q, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("fetch %s/%d: the response has no such partition", r.topic, r.partition)
 }
 
 // fetchBytes is the partition's bytes of the next fetch.
@@ -412,12 +482,95 @@ func (r *partitionReader) outOfRange(ctx context.Context) error {
 		r.offset = first
 		return nil
 	}
+	return r.pastEnd(r.offset, last)
+}
+
+// pastEnd stalls the partition at an offset past its end, logged at most
+// once a minute.
+func (r *partitionReader) pastEnd(offset, end int64) error {
 	if now := time.Now(); now.Sub(r.pastEndLogged) >= time.Minute {
 		r.pastEndLogged = now
 		r.log.Error("the position to read from is past the partition's end: the topic was deleted and recreated, or its log lost; "+
-			"the partition stays stalled (docs/operations.md: a recreated topic)", "offset", r.offset, "end_offset", last)
+			"the partition stays stalled (docs/operations.md: a recreated topic)", "offset", offset, "end_offset", end)
 	}
-	return fmt.Errorf("fetch %s/%d: offset %d is past the partition's end %d: %w", r.topic, r.partition, r.offset, last, kafka.OffsetOutOfRange)
+	return fmt.Errorf("fetch %s/%d: offset %d is past the partition's end %d: %w", r.topic, r.partition, offset, end, kafka.OffsetOutOfRange)
+}
+
+// checkAnchor fetches the record at the anchor's offset and compares it
+// with the anchor. Another record there means the topic was deleted and
+// created again: the partition stays stalled until an operator acts
+// (docs/operations.md), logged at most once a minute. No record there yet
+// (the new topic is shorter) stalls it as a position past the end does;
+// none any more (retention or compaction removed it) cannot tell, and
+// reading goes on.
+func (r *partitionReader) checkAnchor(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	res, err := r.tr.RoundTrip(ctx, r.addr, &fetch.Request{
+		ReplicaID: -1, MinBytes: 1, MaxBytes: 2 * readerFetchBytes, SessionID: -1, SessionEpoch: -1,
+		Topics: []fetch.RequestTopic{{Topic: r.topic, Partitions: []fetch.RequestPartition{{
+			Partition: int32(r.partition), CurrentLeaderEpoch: -1, FetchOffset: r.anchor, LogStartOffset: -1,
+			PartitionMaxBytes: readerFetchBytes,
+		}}}},
+	})
+	p, err := r.partitionOf(res, err, r.anchor)
+	if err != nil {
+		return err
+	}
+	if p.ErrorCode != 0 {
+		if kerr := kafka.Error(p.ErrorCode); !errors.Is(kerr, kafka.OffsetOutOfRange) {
+			return fmt.Errorf("fetch %s/%d at offset %d, read before: %w", r.topic, r.partition, r.anchor, kerr)
+		}
+		first, last, err := r.bounds(ctx)
+		if err != nil {
+			return fmt.Errorf("fetch %s/%d: offset %d out of range: %w", r.topic, r.partition, r.anchor, err)
+		}
+		if r.anchor < first {
+			r.checkFirst = false // gone: retention deleted it
+			return nil
+		}
+		return r.pastEnd(r.anchor, last)
+	}
+	found, same := false, false
+	if p.RecordSet.Records != nil {
+		batches := []protocol.RecordReader{p.RecordSet.Records}
+		if s, ok := p.RecordSet.Records.(*protocol.RecordStream); ok {
+			batches = s.Records
+		}
+		for _, b := range batches {
+			err := r.each(b, func(rec *protocol.Record) error {
+				if rec.Offset != r.anchor || found {
+					return nil
+				}
+				key, err := protocol.ReadAll(rec.Key)
+				if err != nil {
+					return err
+				}
+				value, err := protocol.ReadAll(rec.Value)
+				if err != nil {
+					return err
+				}
+				found, same = true, recordSum(rec.Time, key, value) == r.anchorSum
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if !found || same {
+		// Not found: compaction removed it (or the batch holding it lies
+		// before the offset's); nothing to compare.
+		r.checkFirst = false
+		return nil
+	}
+	if now := time.Now(); now.Sub(r.replacedLogged) >= time.Minute {
+		r.replacedLogged = now
+		r.log.Error("the partition holds another record at an offset ingest read before: the topic was deleted and created again; "+
+			"the partition stays stalled, since the fences of the old offsets would take its events for replays (docs/operations.md: a recreated topic)",
+			"offset", r.anchor, "next_offset", r.offset)
+	}
+	return fmt.Errorf("fetch %s/%d: offset %d: %w", r.topic, r.partition, r.anchor, errLogReplaced)
 }
 
 // bounds returns the partition's first kept offset and its end.

@@ -38,6 +38,15 @@ type partitionWorker struct {
 	endRetryWait time.Duration
 }
 
+// anchored is a PartitionHandler that knows the record at the position its
+// Resume returned the offset after: the reader checks that the partition
+// still holds it before it reads (partitionReader.expect), so that a
+// topic deleted and created again under its name is not read as the old
+// one.
+type anchored interface {
+	anchor(partition int) (offset int64, sum uint64, ok bool)
+}
+
 // lagRecorder is a PartitionHandler that records the consumer lag of its
 // partitions: the messages from the next offset to apply to the partition's
 // end. The partition worker reports it after each batch applied, once a
@@ -151,6 +160,11 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 	}
 	r.onEnd = w.sawEnd
 	r.setOffset(next)
+	if a, ok := w.h.(anchored); ok {
+		if offset, sum, ok := a.anchor(w.partition); ok {
+			r.expect(offset, sum)
+		}
+	}
 	if next >= 0 {
 		w.toApply.Store(next)
 	}

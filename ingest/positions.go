@@ -18,7 +18,7 @@ import (
 // Key, per project, source, topic and partition (one slot each):
 //
 //	fs:{pos.<project>.<source>/<topic>/<partition>}  hash: offset, hw, dedup,
-//	                                                 offline.<view> marks
+//	                                                 rec, offline.<view> marks
 //
 // The topic is part of the key because offsets mean something in one topic
 // only: a source moved to another topic starts that one at its earliest
@@ -47,6 +47,11 @@ type Position struct {
 	// does not dedup, or did not when the position was saved.
 	DedupFrom int64
 	HasDedup  bool
+	// Record is the sum (recordSum) of the record at Offset, by which a
+	// resume tells the topic it was read from from one created again
+	// under its name. HasRecord is false for positions saved without it.
+	Record    uint64
+	HasRecord bool
 }
 
 func (p *Positions) key(source, topic string, partition int) string {
@@ -56,7 +61,7 @@ func (p *Positions) key(source, topic string, partition int) string {
 // Load returns the position of the source's partition of topic; ok is
 // false when none was saved.
 func (p *Positions) Load(ctx context.Context, source, topic string, partition int) (pos Position, ok bool, err error) {
-	vals, err := p.c.HMGet(ctx, p.key(source, topic, partition), "offset", "hw", "dedup").Result()
+	vals, err := p.c.HMGet(ctx, p.key(source, topic, partition), "offset", "hw", "dedup", "rec").Result()
 	if err != nil {
 		return Position{}, false, fmt.Errorf("load position of %s/%d: %w", source, partition, err)
 	}
@@ -78,6 +83,12 @@ func (p *Positions) Load(ctx context.Context, source, topic string, partition in
 		}
 		pos.HasDedup = true
 	}
+	if s, isStr := vals[3].(string); isStr && s != "" {
+		if pos.Record, err = strconv.ParseUint(s, 16, 64); err != nil {
+			return Position{}, false, fmt.Errorf("load position of %s/%d: rec: %w", source, partition, err)
+		}
+		pos.HasRecord = true
+	}
 	return pos, true, nil
 }
 
@@ -88,7 +99,7 @@ var saveScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'offset')
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then return cur end
 redis.call('HSET', KEYS[1], 'offset', ARGV[1])
-for i, f in ipairs({'hw', 'dedup'}) do
+for i, f in ipairs({'hw', 'dedup', 'rec'}) do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], f)
   else
@@ -111,7 +122,11 @@ func (p *Positions) Save(ctx context.Context, source, topic string, partition in
 	if pos.HasDedup {
 		dedup = strconv.FormatInt(pos.DedupFrom, 10)
 	}
-	v, err := saveScript.Run(ctx, p.c, []string{p.key(source, topic, partition)}, pos.Offset, hw, dedup).Text()
+	rec := ""
+	if pos.HasRecord {
+		rec = strconv.FormatUint(pos.Record, 16)
+	}
+	v, err := saveScript.Run(ctx, p.c, []string{p.key(source, topic, partition)}, pos.Offset, hw, dedup, rec).Text()
 	if err == nil {
 		stored, err = strconv.ParseInt(v, 10, 64)
 	}

@@ -1,0 +1,155 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/registry"
+)
+
+// TestRecreatedTopic: a topic deleted and created again under its name
+// restarts its offsets at 0, while the saved position and the per-key
+// fences keep the old ones, which would take its events for replays and
+// drop them. Ingest must tell the new topic from the old one by the record
+// at the last offset it read, whatever the new topic's length, and stall
+// the partition with an error rather than read on:
+//   - while it runs (before, the stall held only while the new topic was
+//     shorter than the old one, and reading went on silently from the old
+//     offset once it was longer);
+//   - and when it starts on a topic recreated meanwhile (before, nothing
+//     was noticed at all).
+func TestRecreatedTopic(t *testing.T) { forEachKafka(t, testRecreatedTopic) }
+
+func testRecreatedTopic(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := "recreated-" + strings.ReplaceAll(t.Name(), "/", "-")
+	brokers := kafkaFor(t, topic, 1)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(fmt.Sprintf(`
+kind: Entity
+name: card
+join_keys: [{name: card, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: %s}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card: card}
+fields: {amount: int64}
+allowed_lateness: 1h
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features: [{name: n, aggregation: count, window: lifetime}]
+`, topic))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, store := miniStore(t)
+	pos := NewPositions(rc, "p")
+	ctx := context.Background()
+	saved := func() int64 {
+		p, ok, err := pos.Load(ctx, "txns", topic, 0)
+		if err != nil || !ok {
+			return -1
+		}
+		return p.Offset
+	}
+	// The same values at the same offsets in both topics: only the
+	// records' times tell them apart, as when a producer writes again what
+	// it wrote before.
+	produceCards := func(n int) {
+		t.Helper()
+		w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll,
+			BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+		defer w.Close()
+		msgs := make([]kafka.Message, n)
+		for i := range msgs {
+			msgs[i] = kafka.Message{Value: fmt.Appendf(nil, `{"card":"c%d","ts":%d,"amount":1}`, i%3, time.Now().UnixMilli())}
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		for {
+			err := w.WriteMessages(ctx, msgs...)
+			if err == nil {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond) // the new topic's leader, not known yet
+		}
+	}
+	run := func(logs *logRecords) (stop func()) {
+		a, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, slog.New(logs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100,
+			SessionTimeout: 6 * time.Second, RetryMax: 200 * time.Millisecond, Logger: slog.New(logs)}, a)
+	}
+	const replaced = "holds another record at an offset ingest read before"
+
+	produceCards(30)
+	logs := &logRecords{level: slog.LevelError}
+	stop := run(logs)
+	waitFor(t, "the first topic applied", 30*time.Second, func() bool { return saved() == 29 })
+	time.Sleep(300 * time.Millisecond) // the reader waits in a fetch at offset 30
+
+	recreateTopic(t, brokers, topic)
+	produceCards(50)
+	waitFor(t, "an error about the recreated topic while ingest runs", 60*time.Second, func() bool { return logs.has(replaced) })
+	time.Sleep(time.Second)
+	if got := saved(); got != 29 {
+		t.Errorf("position %d after the topic was recreated with 50 records while ingest ran; want 29, the stall", got)
+	}
+	stop()
+
+	logs = &logRecords{level: slog.LevelError}
+	stop = run(logs)
+	waitFor(t, "an error about the recreated topic at start", 60*time.Second, func() bool { return logs.has(replaced) })
+	time.Sleep(time.Second)
+	stop()
+	if got := saved(); got != 29 {
+		t.Errorf("position %d after a start on the recreated topic; want 29, the stall", got)
+	}
+}
+
+// recreateTopic deletes a topic of one partition and creates it again
+// under its name, once the brokers have let go of the old one.
+func recreateTopic(t *testing.T, brokers []string, topic string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	resp, err := client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	if err == nil {
+		err = resp.Errors[topic]
+	}
+	if err != nil {
+		t.Fatalf("delete topic %s: %v", topic, err)
+	}
+	for {
+		resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{
+			Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}}})
+		if err == nil {
+			err = resp.Errors[topic]
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !errors.Is(err, kafka.TopicAlreadyExists) {
+			t.Fatalf("create topic %s again: %v", topic, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	testenv.CreateTopic(t, brokers, topic, 1) // waits for its leader
+}
