@@ -544,7 +544,8 @@ func writeExpressions(p printer) {
 	p("## On-demand expressions\n\n")
 	p("An on-demand feature's `expression` is written in the [expr language](https://expr-lang.org/docs/language-definition) " +
 		"(`github.com/expr-lang/expr`), over variables named by the view's `inputs` and `request_fields`:\n\n")
-	p("- arithmetic `+ - * / %% **` (`/` always divides as doubles), comparisons `== != < <= > >=`, `and`/`&&`, " +
+	p("- arithmetic `+ - * / %% **` (`/` always divides as doubles; `**`, also written `^`, raises to a power and " +
+		"gives a double, from integers too: `2 ** 3` is `8.0`), comparisons `== != < <= > >=`, `and`/`&&`, " +
 		"`or`/`||`, `not`/`!`, the conditional `a ? b : c`, `in` (`country in ['FR', 'DE']`), string `+`, " +
 		"`contains`, `startsWith`, `endsWith`, `matches`, and list indexing `xs[0]`;\n")
 	p("- the functions %s.\n\n", code(derive.Functions...))
@@ -553,11 +554,10 @@ func writeExpressions(p printer) {
 		"an unknown variable or function, a type mismatch, or a value of another type than the feature's `type` is " +
 		"an error then, not at a lookup. An int64 expression may give a `double` feature. Nothing in an expression " +
 		"can read the clock, the environment or a file: the same inputs always give the same value, online and in " +
-		"exports. That holds across machines too: `exp`, `log` and `log1p` give the same bits on every platform " +
-		"(they are Go's pure-Go algorithms, written so that no compiler fuses multiply-adds, where Go's `math` " +
-		"package uses assembly that differs by CPU), and `sqrt` is correctly rounded everywhere. Not so `**` with " +
-		"an exponent that is not an integer (nor ±0.5): it is Go's `math.Pow`, whose results may differ between " +
-		"CPU architectures; write `exp(y * log(x))` where the bits must match.\n\n")
+		"exports. That holds across machines too: `exp`, `log`, `log1p` and `**` give the same bits on every " +
+		"platform (they are Go's pure-Go algorithms for `math.Exp`, `math.Log`, `math.Log1p` and `math.Pow`, " +
+		"written so that no compiler fuses multiply-adds, where Go's `math` package uses assembly that differs by " +
+		"CPU), and `sqrt` is correctly rounded everywhere.\n\n")
 	p("Nulls: when a variable the expression uses is null (an input with no value, such as a last value never " +
 		"seen or expired, or a mean over no events; an export row's null request field), the feature is null and the " +
 		"expression is not run; a lookup gives it the status of that input (not found, expired or null, in that " +

@@ -11,10 +11,10 @@
 // misspelt name or a type mismatch fails when the definition is loaded, not
 // at a lookup. Nothing in it can read the clock or the environment: the same
 // inputs always give the same value, on every platform, since serving and
-// export may run on different CPUs: exp, log and log1p are computed here
-// (see math.go), not by Go's math package, and int of a double that int64
-// cannot hold fails rather than give what the platform's conversion gives.
-// (The ** operator with a fractional exponent is expr's, math.Pow.)
+// export may run on different CPUs: exp, log, log1p and the power operator
+// (** or ^) are computed here (see math.go), not by Go's math package, and
+// int of a double that int64 cannot hold fails rather than give what the
+// platform's conversion gives.
 //
 // Nulls: when a variable that the expression uses is null (a stored feature
 // with no value, a null request field), the result is null and the
@@ -36,6 +36,7 @@ import (
 	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/vm"
+	"github.com/expr-lang/expr/vm/runtime"
 
 	"github.com/featurestore/featurestore/featurestore"
 )
@@ -89,7 +90,8 @@ func (e *Expr) Uses() []int { return e.uses }
 func (e *Expr) Kind() featurestore.Kind { return e.out }
 
 // mathFunctions are the functions this package adds to expr's builtins or
-// puts in their place, so that they give the same bits on every platform.
+// puts in their place, and its power operator, so that they give the same
+// bits on every platform.
 var mathFunctions = []expr.Option{
 	expr.Function("log", func(p ...any) (any, error) { return log(p[0].(float64)), nil }, new(func(float64) float64)),
 	expr.Function("log1p", func(p ...any) (any, error) { return log1p(p[0].(float64)), nil }, new(func(float64) float64)),
@@ -98,6 +100,51 @@ var mathFunctions = []expr.Option{
 	// be correctly rounded (see math.go).
 	expr.Function("sqrt", func(p ...any) (any, error) { return math.Sqrt(p[0].(float64)), nil }, new(func(float64) float64)),
 	portableInt,
+	expr.Function(powFunction, func(p ...any) (any, error) {
+		return pow(runtime.ToFloat64(p[0]), runtime.ToFloat64(p[1])), nil
+	}, new(func(any, any) float64)),
+	expr.Patch(powOperator{}),
+}
+
+// powFunction is the name of the function that computes x ** y and x ^ y:
+// a name that is not an identifier, so that expressions cannot call it and
+// no variable can have it.
+const powFunction = "**"
+
+// powOperator is an ast.Visitor that makes every x ** y and x ^ y of an
+// expression a call of powFunction, so that it is computed by pow rather
+// than by expr, whose power operator, at run time and when it folds
+// constants at compile time, is math.Pow (see math.go). The call takes the
+// operands and gives a double, as expr's operator does: integers are
+// converted to doubles (so 2 ** 3 is the double 8, as with expr), and an
+// operand whose type is only known at run time that is not a number fails
+// the run with expr's message. Operands of other types are left to expr's
+// type check, which rejects them at compile time.
+type powOperator struct{}
+
+func (powOperator) Visit(node *ast.Node) {
+	n, ok := (*node).(*ast.BinaryNode)
+	if !ok || n.Operator != "**" && n.Operator != "^" || !maybeNumber(n.Left) || !maybeNumber(n.Right) {
+		return
+	}
+	ast.Patch(node, &ast.CallNode{
+		Callee:    &ast.IdentifierNode{Value: powFunction},
+		Arguments: []ast.Node{n.Left, n.Right},
+	})
+}
+
+// maybeNumber reports whether n's values are numbers, or of a type known
+// only at run time.
+func maybeNumber(n ast.Node) bool {
+	if n.Nature().Nil {
+		return false
+	}
+	switch n.Type().Kind() {
+	case reflect.Interface, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
 }
 
 // portableInt replaces expr's int, whose conversion of a double is Go's,

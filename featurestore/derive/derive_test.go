@@ -1,9 +1,15 @@
 package derive
 
 import (
+	"bufio"
 	"math"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/expr-lang/expr/vm"
 
 	"github.com/featurestore/featurestore/featurestore"
 )
@@ -242,5 +248,148 @@ func TestCompileErrors(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "\n") {
 			t.Errorf("Compile(%q): error on several lines: %q", c.src, err)
 		}
+	}
+}
+
+// x ** y and x ^ y are pow(x, y), bit for bit, at every input of
+// testdata/pow.golden (whose results TestPortablePowGolden checks), and
+// for constants too, which expr would fold with math.Pow when compiling:
+// math.Pow(2, 0.75) is 1.681792830507429 on amd64 with FMA, pow's is
+// 1.6817928305074292.
+func TestEvalPow(t *testing.T) {
+	vars := []Var{{Name: "x", Kind: featurestore.KindDouble}, {Name: "y", Kind: featurestore.KindDouble}}
+	var progs []*Expr
+	for _, src := range []string{"x ** y", "x ^ y"} {
+		e, err := Compile(src, vars, featurestore.KindDouble)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		progs = append(progs, e)
+	}
+	f, err := os.Open("testdata/pow.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ev Evaluator
+	n := 0
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 || fields[0] != "pow" {
+			continue
+		}
+		xb, err1 := strconv.ParseUint(fields[1], 16, 64)
+		yb, err2 := strconv.ParseUint(fields[2], 16, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("pow.golden: malformed line %q", sc.Text())
+		}
+		x, y := math.Float64frombits(xb), math.Float64frombits(yb)
+		want := pow(x, y)
+		for i, e := range progs {
+			got, err := ev.Eval(e, []featurestore.Value{featurestore.DoubleValue(x), featurestore.DoubleValue(y)})
+			if err != nil || got.Kind() != featurestore.KindDouble || math.Float64bits(got.Double()) != math.Float64bits(want) {
+				t.Fatalf("%s with x = %v, y = %v: %v, %v; want %v (%016x)", []string{"x ** y", "x ^ y"}[i], x, y, got, err,
+					want, math.Float64bits(want))
+			}
+		}
+		n++
+	}
+	if n < 2000 {
+		t.Fatalf("%d inputs in pow.golden", n)
+	}
+	for src, want := range map[string]float64{
+		"2.0 ** 0.75":              pow(2, 0.75),
+		"2 ^ 0.75":                 pow(2, 0.75),
+		"0.5 ** (1 / 3)":           pow(0.5, 1.0/3),
+		"sqrt(2) ** -1.5":          pow(math.Sqrt2, -1.5),
+		"2 ** 0.75 ** 2":           pow(2, pow(0.75, 2)),
+		"map([2.0], # ** 0.75)[0]": pow(2, 0.75),
+	} {
+		e, err := Compile(src, nil, featurestore.KindDouble)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if got, err := ev.Eval(e, nil); err != nil || !got.Equal(featurestore.DoubleValue(want)) {
+			t.Errorf("%s = %v, %v; want %v", src, got, err, want)
+		}
+	}
+}
+
+// No expression is left with expr's power operator (vm.OpExponent, which
+// is math.Pow), whatever the types of its operands: known, or known only at
+// run time.
+func TestPowOperatorReplaced(t *testing.T) {
+	vars := append(slices.Clone(testVars), Var{Name: "ns", Kind: featurestore.KindInt64List})
+	for _, src := range []string{
+		"amount ** mean_1d", "amount ^ 0.3", "n_1h ** 2", "2 ** n_1h", "2 ** 3", "2.5 ^ 1.5",
+		"(approved ? amount : 1) ** 0.5", "0.5 ** (approved ? amount : n_1h)", "mean(ns) ** 0.5",
+		"max(n_1h, amount) ** 0.5", "sum(map(last_amounts, # ** 1.5))", "last_amounts[0] ^ amount",
+		"amount ** n_1h ** 0.5", "let y = amount ** 0.5; y ** 0.5", "-amount ** 2 + (1 + n_1h) ** -0.5",
+	} {
+		e, err := Compile(src, vars, featurestore.KindDouble)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		for _, op := range e.prog.Bytecode {
+			if op == vm.OpExponent {
+				t.Errorf("%s: compiled with expr's power operator", src)
+			}
+		}
+	}
+}
+
+// The power operator's semantics other than its bits are expr's: integer
+// operands are converted to doubles and the result is always a double (2 **
+// 3 is 8.0, and cannot be an int64 feature), ** and ^ are the same operator,
+// right-associative and binding tighter than unary minus, operands that are
+// not numbers fail the type check, and one whose type is known only at run
+// time fails the run if it is not a number.
+func TestEvalPowSemantics(t *testing.T) {
+	vals := []featurestore.Value{
+		featurestore.DoubleValue(2.5), featurestore.DoubleValue(4), featurestore.Int64Value(2),
+		featurestore.StringValue("FR"), featurestore.BoolValue(true), featurestore.DoubleListValue([]float64{9}),
+	}
+	var ev Evaluator
+	for src, want := range map[string]float64{
+		"n_1h ** 3":                    8,
+		"n_1h ^ 10":                    1024,
+		"n_1h ** -1":                   0.5,
+		"n_1h ** 63":                   9223372036854775808, // 2**63: no int64 overflow
+		"0 ** -1":                      math.Inf(1),
+		"(-2) ** 3":                    -8,
+		"-2 ** 2":                      -4,  // -(2 ** 2)
+		"n_1h ** 3 ** 2":               512, // 2 ** 9
+		"(-2) ** 0.5":                  math.NaN(),
+		"mean_1d ** 0.5":               2,
+		"mean_1d ** -0.5":              0.5,
+		"9223372036854775807 ** 1":     9223372036854775808,
+		"(approved ? n_1h : 1.5) ** 2": 4,
+	} {
+		e, err := Compile(src, testVars, featurestore.KindDouble)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if got, err := ev.Eval(e, vals); err != nil || !got.Equal(featurestore.DoubleValue(want)) {
+			t.Errorf("%s = %v, %v; want %v", src, got, err, want)
+		}
+	}
+	for src, want := range map[string]string{
+		"n_1h ** 2":         "gives float64 values, not int64",
+		"country ** 2":      "invalid operation: ** (mismatched types string and int)",
+		"2 ^ approved":      "invalid operation: ^ (mismatched types int and bool)",
+		"last_amounts ** 2": "invalid operation: ** (mismatched types []float64 and int)",
+		"nil ** 2":          "invalid operation: ** (mismatched types unknown and int)",
+		"n_1h ** 2 + 'a'":   "invalid operation: + (mismatched types float64 and string)",
+	} {
+		if _, err := Compile(src, testVars, featurestore.KindInt64); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Compile(%q) = %v, want an error with %q", src, err, want)
+		}
+	}
+	e, err := Compile("(approved ? country : 1) ** 2", testVars, featurestore.KindDouble)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ev.Eval(e, vals); err == nil || !strings.Contains(err.Error(), "invalid operation: float(string)") {
+		t.Errorf("(approved ? country : 1) ** 2 = %v, %v; want the error invalid operation: float(string)", got, err)
 	}
 }

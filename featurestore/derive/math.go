@@ -2,11 +2,12 @@
 // Use of this source code is governed by a BSD-style
 // license that can be found in the LICENSE file.
 //
-// exp, expmulti, log and log1p below are Go's pure-Go math.exp,
-// math.expmulti, math.log and math.log1p (go1.26 src/math/exp.go, log.go
-// and log1p.go), with every product that feeds an addition or subtraction
-// converted to float64. The LICENSE file the notice above refers to is
-// Go's (https://go.dev/LICENSE):
+// exp, expmulti, log, log1p, pow and isOddInt below are Go's pure-Go
+// math.exp, math.expmulti, math.log, math.log1p, math.pow and
+// math.isOddInt (go1.26 src/math/exp.go, log.go, log1p.go and pow.go), with
+// every product that feeds an addition or subtraction converted to float64
+// and pow calling the exp and log here. The LICENSE file the notice above
+// refers to is Go's (https://go.dev/LICENSE):
 //
 // Copyright 2009 The Go Authors.
 //
@@ -40,24 +41,28 @@ package derive
 
 import "math"
 
-// Portable exp, log and log1p: an on-demand feature must have the same bits
-// when serving computes it and when an export does, on whatever machines
-// they run. Go's math.Exp, math.Log and math.Log1p do not promise that:
-// math.Exp is assembly on amd64 (using FMA when the CPU has it), arm64,
-// loong64 and s390x, math.Log is assembly on amd64 (which also mishandles
-// subnormal inputs, golang/go#56600) and s390x, and wherever the pure-Go
-// code runs the compiler may fuse x*y + z into one multiply-add (arm64,
-// ppc64le, s390x, riscv64, amd64 from GOAMD64=v3), which rounds once
-// instead of twice. So these are Go's pure-Go functions with every product
-// that feeds an addition or subtraction converted to float64, which the Go
-// spec says rounds it and so forbids the fusion, as in featurestore/window.
-// Their results are those of the pure-Go code where nothing is fused.
+// Portable exp, log, log1p and pow: an on-demand feature must have the same
+// bits when serving computes it and when an export does, on whatever
+// machines they run. Go's math.Exp, math.Log, math.Log1p and math.Pow do
+// not promise that: math.Exp is assembly on amd64 (using FMA when the CPU
+// has it), arm64, loong64 and s390x, math.Log is assembly on amd64 (which
+// also mishandles subnormal inputs, golang/go#56600) and s390x, math.Pow is
+// assembly on s390x and elsewhere calls math.Exp and math.Log for the
+// fractional part of the exponent, and wherever the pure-Go code runs the
+// compiler may fuse x*y + z into one multiply-add (arm64, ppc64le, s390x,
+// riscv64, amd64 from GOAMD64=v3), which rounds once instead of twice. So
+// these are Go's pure-Go functions with every product that feeds an
+// addition or subtraction converted to float64, which the Go spec says
+// rounds it and so forbids the fusion, as in featurestore/window, and pow
+// calls the exp and log below. Their results are those of the pure-Go code
+// where nothing is fused.
 //
 // sqrt needs none of this: IEEE 754 requires the square root to be
 // correctly rounded, and every Go port computes it so (math.Sqrt is an
-// instruction or a correctly rounded software square root). math.Frexp
-// and math.Ldexp, used below, are exact (Ldexp rounds once, only when the
-// result is subnormal), so any correct implementation gives the same bits.
+// instruction or a correctly rounded software square root). math.Frexp,
+// math.Ldexp and math.Modf, used below, are exact (Ldexp rounds once, only
+// when the result is subnormal), so any correct implementation gives the
+// same bits.
 
 // The original C code, the long comment, and the constants
 // below are from FreeBSD's /usr/src/lib/msun/src/e_exp.c
@@ -502,4 +507,171 @@ func log1p(x float64) float64 {
 		return f - (hfsq - float64(s*(hfsq+R)))
 	}
 	return float64(float64(k)*Ln2Hi) - ((hfsq - (float64(s*(hfsq+R)) + (float64(float64(k)*Ln2Lo) + c))) - f)
+}
+
+// isOddInt reports whether x is an odd integer, as math's isOddInt does.
+func isOddInt(x float64) bool {
+	if math.Abs(x) >= (1 << 53) {
+		// 1 << 53 is the largest exact integer in the float64 format.
+		// Any number outside this range will be truncated before the decimal point and therefore will always be
+		// an even integer.
+		// Without this check and if x overflows int64 the int64(xi) conversion below may produce incorrect results
+		// on some architectures (and does so on arm64). See issue #57465.
+		return false
+	}
+
+	xi, xf := math.Modf(x)
+	return xf == 0 && int64(xi)&1 == 1
+}
+
+// Special cases taken from FreeBSD's /usr/src/lib/msun/src/e_pow.c
+// updated by IEEE Std. 754-2008 "Section 9.2.1 Special values".
+
+// pow returns x**y, the base-x exponential of y, as math.Pow's pure-Go code
+// does with the exp and log above: it gives the results of x ** y and x ^ y
+// in expressions. Only the fractional part of y goes through exp and log;
+// the integer part is repeated squaring. Converted to float64 so that no
+// compiler fuses them, even across the inlining of exp: yf*log(x), and
+// x1*x1, which x1 += x1 may double. One difference from math.Pow:
+// pow(x, ±0.5) for x < 0 is math.NaN(), where math.Pow gives math.Sqrt's
+// NaN, whose bits depend on the CPU.
+//
+// Special cases are (in order):
+//
+//	pow(x, ±0) = 1 for any x
+//	pow(1, y) = 1 for any y
+//	pow(x, 1) = x for any x
+//	pow(NaN, y) = NaN
+//	pow(x, NaN) = NaN
+//	pow(±0, y) = ±Inf for y an odd integer < 0
+//	pow(±0, -Inf) = +Inf
+//	pow(±0, +Inf) = +0
+//	pow(±0, y) = +Inf for finite y < 0 and not an odd integer
+//	pow(±0, y) = ±0 for y an odd integer > 0
+//	pow(±0, y) = +0 for finite y > 0 and not an odd integer
+//	pow(-1, ±Inf) = 1
+//	pow(x, +Inf) = +Inf for |x| > 1
+//	pow(x, -Inf) = +0 for |x| > 1
+//	pow(x, +Inf) = +0 for |x| < 1
+//	pow(x, -Inf) = +Inf for |x| < 1
+//	pow(+Inf, y) = +Inf for y > 0
+//	pow(+Inf, y) = +0 for y < 0
+//	pow(-Inf, y) = pow(-0, -y)
+//	pow(x, y) = NaN for finite x < 0 and finite non-integer y
+func pow(x, y float64) float64 {
+	switch {
+	case y == 0 || x == 1:
+		return 1
+	case y == 1:
+		return x
+	case math.IsNaN(x) || math.IsNaN(y):
+		return math.NaN()
+	case x == 0:
+		switch {
+		case y < 0:
+			if math.Signbit(x) && isOddInt(y) {
+				return math.Inf(-1)
+			}
+			return math.Inf(1)
+		case y > 0:
+			if math.Signbit(x) && isOddInt(y) {
+				return x
+			}
+			return 0
+		}
+	case math.IsInf(y, 0):
+		switch {
+		case x == -1:
+			return 1
+		case (math.Abs(x) < 1) == math.IsInf(y, 1):
+			return 0
+		default:
+			return math.Inf(1)
+		}
+	case math.IsInf(x, 0):
+		if math.IsInf(x, -1) {
+			return pow(1/x, -y) // pow(-0, -y)
+		}
+		switch {
+		case y < 0:
+			return 0
+		case y > 0:
+			return math.Inf(1)
+		}
+	case x < 0 && (y == 0.5 || y == -0.5):
+		// Not in math.Pow, whose NaN here is math.Sqrt's, with the bits
+		// the CPU gives an invalid operation (fff8000000000000 on amd64,
+		// 7ff8000000000000 on arm64): pow's NaNs are all math.NaN().
+		return math.NaN()
+	case y == 0.5:
+		return math.Sqrt(x)
+	case y == -0.5:
+		return 1 / math.Sqrt(x)
+	}
+
+	yi, yf := math.Modf(math.Abs(y))
+	if yf != 0 && x < 0 {
+		return math.NaN()
+	}
+	if yi >= 1<<63 {
+		// yi is a large even int that will lead to overflow (or underflow to 0)
+		// for all x except -1 (x == 1 was handled earlier)
+		switch {
+		case x == -1:
+			return 1
+		case (math.Abs(x) < 1) == (y > 0):
+			return 0
+		default:
+			return math.Inf(1)
+		}
+	}
+
+	// ans = a1 * 2**ae (= 1 for now).
+	a1 := 1.0
+	ae := 0
+
+	// ans *= x**yf
+	if yf != 0 {
+		if yf > 0.5 {
+			yf--
+			yi++
+		}
+		a1 = exp(float64(yf * log(x)))
+	}
+
+	// ans *= x**yi
+	// by multiplying in successive squarings
+	// of x according to bits of yi.
+	// accumulate powers of two into exp.
+	x1, xe := math.Frexp(x)
+	for i := int64(yi); i != 0; i >>= 1 {
+		if xe < -1<<12 || 1<<12 < xe {
+			// catch xe before it overflows the left shift below
+			// Since i !=0 it has at least one bit still set, so ae will accumulate xe
+			// on at least one more iteration, ae += xe is a lower bound on ae
+			// the lower bound on ae exceeds the size of a float64 exp
+			// so the final call to Ldexp will produce under/overflow (0/Inf)
+			ae += xe
+			break
+		}
+		if i&1 == 1 {
+			a1 *= x1
+			ae += xe
+		}
+		x1 = float64(x1 * x1)
+		xe <<= 1
+		if x1 < .5 {
+			x1 += x1
+			xe--
+		}
+	}
+
+	// ans = a1*2**ae
+	// if y < 0 { ans = 1 / ans }
+	// but in the opposite order
+	if y < 0 {
+		a1 = 1 / a1
+		ae = -ae
+	}
+	return math.Ldexp(a1, ae)
 }

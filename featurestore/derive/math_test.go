@@ -96,3 +96,93 @@ func TestPortableMathSpecialCases(t *testing.T) {
 		}
 	}
 }
+
+// pow gives, bit for bit, what Go's pure-Go math.Pow gives with its exp and
+// log where nothing is fused into multiply-adds, on every platform and
+// whatever GOAMD64 or GOARM64 the binary is built for, except for the bits
+// of NaN: pow's NaNs are all math.NaN(), where math.Pow's NaN for a negative
+// base to the power ±0.5 is the CPU's (math.Sqrt's). testdata/pow.golden
+// says how its results were made; testdata/genpow/gen.sh makes it.
+func TestPortablePowGolden(t *testing.T) {
+	f, err := os.Open("testdata/pow.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n, nans := 0, 0
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		if strings.HasPrefix(sc.Text(), "#") {
+			continue
+		}
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 4 || fields[0] != "pow" {
+			t.Fatalf("pow.golden:%d: malformed line %q", line, sc.Text())
+		}
+		var bits [3]uint64
+		for i := range bits {
+			if bits[i], err = strconv.ParseUint(fields[i+1], 16, 64); err != nil {
+				t.Fatalf("pow.golden:%d: malformed line %q", line, sc.Text())
+			}
+		}
+		x, y, want := math.Float64frombits(bits[0]), math.Float64frombits(bits[1]), bits[2]
+		got := math.Float64bits(pow(x, y))
+		if math.IsNaN(math.Float64frombits(want)) {
+			want = math.Float64bits(math.NaN())
+			nans++
+		}
+		if got != want {
+			t.Errorf("pow.golden:%d: pow(%v, %v) = %v (%016x), want %v (%016x)", line, x, y,
+				math.Float64frombits(got), got, math.Float64frombits(want), want)
+		}
+		n++
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n < 2000 || nans < 100 {
+		t.Errorf("pow.golden has %d inputs, %d of them with NaN results; want at least 2000 and 100", n, nans)
+	}
+}
+
+// The special cases of pow, as math.Pow documents them, and pow's one
+// difference, the bits of the NaN of a negative base to the power ±0.5.
+func TestPortablePowSpecialCases(t *testing.T) {
+	negZero := math.Copysign(0, -1)
+	inf := math.Inf(1)
+	nan := math.NaN()
+	cases := []struct{ x, y, want float64 }{
+		{nan, 0, 1}, {inf, negZero, 1}, // pow(x, ±0) = 1 for any x
+		{1, nan, 1}, {1, -inf, 1}, // pow(1, y) = 1 for any y
+		{-inf, 1, -inf}, {negZero, 1, negZero}, // pow(x, 1) = x for any x
+		{nan, 2, nan}, {2, nan, nan},
+		{0, -3, inf}, {negZero, -3, -inf}, // odd integer < 0
+		{negZero, -inf, inf}, {negZero, inf, 0},
+		{negZero, -2, inf}, {negZero, -0.5, inf}, {0, -1e300, inf}, // finite y < 0, not an odd integer
+		{negZero, 3, negZero}, {0, 3, 0}, // odd integer > 0
+		{negZero, 2, 0}, {negZero, 0.5, 0}, {negZero, 1 << 53, 0}, // finite y > 0, not an odd integer
+		{negZero, 1<<53 - 1, negZero},
+		{-1, inf, 1}, {-1, -inf, 1},
+		{-2, inf, inf}, {2, -inf, 0}, {0.5, inf, 0}, {-0.5, -inf, inf},
+		{inf, 0.1, inf}, {inf, -0.1, 0},
+		{-inf, 3, -inf}, {-inf, 2, inf}, {-inf, -3, negZero}, {-inf, -2, 0}, // pow(-0, -y)
+		{-2, 0.3, nan}, {-inf, 0.3, inf},
+		{-1, 1 << 63, 1}, {-2, 1 << 63, inf}, {0.5, 1 << 63, 0}, {2, -(1 << 63), 0}, // |y| ≥ 2**63
+		{-2, 3, -8}, {-2, -3, -0.125}, {2, 1023, math.Ldexp(1, 1023)}, {2, 1024, inf}, {2, -1074, 5e-324}, {2, -1075, 0},
+		{4, 0.5, 2}, {4, -0.5, 0.5}, {negZero, -0.5, inf},
+		{9, 2, 81}, {10, -2, 0.01},
+	}
+	for _, c := range cases {
+		got := pow(c.x, c.y)
+		if math.Float64bits(got) != math.Float64bits(c.want) && !(math.IsNaN(got) && math.IsNaN(c.want)) {
+			t.Errorf("pow(%v, %v) = %v, want %v", c.x, c.y, got, c.want)
+		}
+	}
+	for _, x := range []float64{-2, -5e-324, -math.MaxFloat64} {
+		for _, y := range []float64{0.5, -0.5, 0.3, nan} {
+			if got := pow(x, y); math.Float64bits(got) != math.Float64bits(nan) {
+				t.Errorf("pow(%v, %v) = %v (%016x), want math.NaN() (%016x)", x, y, got, math.Float64bits(got), math.Float64bits(nan))
+			}
+		}
+	}
+}
