@@ -380,7 +380,15 @@ func result(res any, out featurestore.Kind) (featurestore.Value, error) {
 	case featurestore.KindDouble:
 		switch {
 		case rv.CanFloat():
-			return featurestore.DoubleValue(rv.Float()), nil
+			f := rv.Float()
+			if f != f {
+				// NaN's bits depend on the CPU that made it (0/0, Inf-Inf
+				// and sqrt of a negative number give the sign bit on amd64
+				// and not on arm64): one NaN for all, so that serving and
+				// an export on another platform give the same value.
+				f = math.NaN()
+			}
+			return featurestore.DoubleValue(f), nil
 		case rv.CanInt():
 			return featurestore.DoubleValue(float64(rv.Int())), nil
 		default:

@@ -393,3 +393,30 @@ func TestEvalPowSemantics(t *testing.T) {
 		t.Errorf("(approved ? country : 1) ** 2 = %v, %v; want the error invalid operation: float(string)", got, err)
 	}
 }
+
+// TestEvalNaNBits: a NaN result has the bits of math.NaN() whatever bits
+// the operation gave it, which depend on the CPU (0/0, Inf-Inf and sqrt of
+// a negative number set the sign bit on amd64 and not on arm64), so that
+// serving and an export on another platform give equal values.
+func TestEvalNaNBits(t *testing.T) {
+	vars := []Var{{Name: "x", Kind: featurestore.KindDouble}, {Name: "y", Kind: featurestore.KindDouble}}
+	var ev Evaluator
+	for _, src := range []string{"x / y", "x - x", "sqrt(-x)", "x * y"} {
+		e, err := Compile(src, vars, featurestore.KindDouble)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range [][2]float64{{0, 0}, {math.Inf(1), 0}, {1, math.Float64frombits(0xfff8000000000001)}} {
+			got, err := ev.Eval(e, []featurestore.Value{featurestore.DoubleValue(in[0]), featurestore.DoubleValue(in[1])})
+			if err != nil {
+				t.Fatalf("%s with %v: %v", src, in, err)
+			}
+			if got.IsNull() {
+				continue
+			}
+			if d := got.Double(); d != d && math.Float64bits(d) != math.Float64bits(math.NaN()) {
+				t.Errorf("%s with %v = NaN of bits %#x, want %#x", src, in, math.Float64bits(d), math.Float64bits(math.NaN()))
+			}
+		}
+	}
+}
