@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -120,7 +121,13 @@ func TestExportOnDemand(t *testing.T) {
 				sum, mean, last, cat, shopN := in[i][0], in[i][1], in[i][2], in[i][3], in[i][4]
 				row := []any{nil, stored[i][0], nil, nil, nil, nil}
 				if hasPrice {
-					row[0] = price / (sum.(float64) + price)
+					// 0/0 where both are 0: a NaN, math.NaN()'s bits
+					// whatever the CPU's division gives (derive).
+					if share := price / (sum.(float64) + price); share == share {
+						row[0] = share
+					} else {
+						row[0] = math.NaN()
+					}
 					if mean != nil {
 						row[2] = price / mean.(float64)
 					}
