@@ -24,10 +24,12 @@ const (
 	HeaderTopic     = "featurestore-topic"
 	HeaderPartition = "featurestore-partition"
 	HeaderOffset    = "featurestore-offset"
-	// HeaderTruncated is set on a letter whose key or value was cut to fit
-	// the dead-letter topic: "key K value V", their sizes in the original
-	// message, in bytes. The original is still in the source topic at the
-	// letter's partition and offset.
+	// HeaderTruncated is set on a letter whose key or value was cut, or
+	// whose original headers were left out, to fit the dead-letter topic:
+	// "key K value V", their sizes in the original message, in bytes, and
+	// " headers H", the bytes of the original headers left out, when some
+	// were. The original is still in the source topic at the letter's
+	// partition and offset.
 	HeaderTruncated = "featurestore-truncated"
 )
 
@@ -37,6 +39,12 @@ const (
 // topic takes would fail the batch that rejected it on every retry: its
 // partition would stop for good.
 const maxLetterBytes = 512 << 10
+
+// maxLetterHeaderBytes bounds the original headers a letter keeps (names
+// and values): those beyond are left out, so that a message whose headers
+// alone exceed what the topic takes (or kafka-go's 1 MiB) still makes a
+// letter. A letter the topic refuses all the same keeps none.
+const maxLetterHeaderBytes = 64 << 10
 
 // KafkaDeadLetters writes rejected messages to a dead-letter topic.
 type KafkaDeadLetters struct {
@@ -65,7 +73,7 @@ func NewKafkaDeadLetters(brokers []string, topic string, transport kafka.RoundTr
 func (d *KafkaDeadLetters) Send(ctx context.Context, letters []DeadLetter) error {
 	msgs := make([]kafka.Message, len(letters))
 	for i, l := range letters {
-		msgs[i] = letterMessage(l, maxLetterBytes)
+		msgs[i] = letterMessage(l, maxLetterBytes, maxLetterHeaderBytes)
 	}
 	err := d.w.WriteMessages(ctx, msgs...)
 	var failed []int
@@ -93,7 +101,7 @@ func (d *KafkaDeadLetters) Send(ctx context.Context, letters []DeadLetter) error
 	for _, i := range failed {
 		err := d.w.WriteMessages(ctx, msgs[i])
 		if errors.Is(err, kafka.MessageSizeTooLarge) || errors.As(err, &we) && len(we) == 1 && errors.Is(we[0], kafka.MessageSizeTooLarge) {
-			err = d.w.WriteMessages(ctx, letterMessage(letters[i], 0))
+			err = d.w.WriteMessages(ctx, letterMessage(letters[i], 0, 0))
 		}
 		if err != nil {
 			return fmt.Errorf("write a dead letter of %s/%d@%d to %s: %w", letters[i].Message.Topic, letters[i].Message.Partition, letters[i].Message.Offset, d.w.Topic, err)
@@ -103,14 +111,22 @@ func (d *KafkaDeadLetters) Send(ctx context.Context, letters []DeadLetter) error
 }
 
 // letterMessage is the message of a letter, with its key and value cut to
-// at most limit bytes together (the key kept first).
-func letterMessage(l DeadLetter, limit int) kafka.Message {
+// at most limit bytes together (the key kept first), and the original
+// headers kept in order while they take at most headerLimit bytes.
+func letterMessage(l DeadLetter, limit, headerLimit int) kafka.Message {
 	headers := make([]kafka.Header, 0, len(l.Message.Headers)+7)
+	kept, dropped := 0, 0
 	for _, h := range l.Message.Headers {
 		// A letter re-driven into a source and rejected again: the headers
 		// of its first rejection would be read for this one's.
-		if !strings.HasPrefix(h.Key, headerPrefix) {
+		if strings.HasPrefix(h.Key, headerPrefix) {
+			continue
+		}
+		if n := len(h.Key) + len(h.Value); dropped == 0 && kept+n <= headerLimit {
 			headers = append(headers, h)
+			kept += n
+		} else {
+			dropped += n
 		}
 	}
 	headers = append(headers,
@@ -124,8 +140,12 @@ func letterMessage(l DeadLetter, limit int) kafka.Message {
 		headers = append(headers, kafka.Header{Key: HeaderView, Value: []byte(l.View)})
 	}
 	key, value := l.Message.Key, l.Message.Value
-	if len(key)+len(value) > limit {
-		headers = append(headers, kafka.Header{Key: HeaderTruncated, Value: fmt.Appendf(nil, "key %d value %d", len(key), len(value))})
+	if len(key)+len(value) > limit || dropped > 0 {
+		v := fmt.Appendf(nil, "key %d value %d", len(key), len(value))
+		if dropped > 0 {
+			v = fmt.Appendf(v, " headers %d", dropped)
+		}
+		headers = append(headers, kafka.Header{Key: HeaderTruncated, Value: v})
 		key = key[:min(len(key), limit)]
 		value = value[:min(len(value), limit-len(key))]
 	}

@@ -15,9 +15,10 @@ import (
 )
 
 // TestDeadLettersTooLarge sends letters bigger than a real dead-letter
-// topic takes: one over maxLetterBytes to a topic of Kafka's default size
-// limit, and, to a topic with max.message.bytes at 4 KiB, one that fits and
-// two that do not. Each must arrive (with its value cut to what fits, and
+// topic takes: one over maxLetterBytes and one whose headers alone are
+// 1.5 MB (over kafka-go's 1 MiB, which it refuses before the broker sees
+// it) to a topic of Kafka's default size limit, and, to a topic with
+// max.message.bytes at 4 KiB, one that fits and two that do not. Each must arrive (with its value cut to what fits, and
 // HeaderTruncated), never fail the call: a failed letter fails its batch on
 // every retry, which would stop the partition for good.
 func TestDeadLettersTooLarge(t *testing.T) {
@@ -32,6 +33,7 @@ func TestDeadLettersTooLarge(t *testing.T) {
 		offset    string
 		valueLen  int
 		truncated string
+		headers   int // the original headers kept
 	}
 	read := func(topic string, n int) []got {
 		rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 100 * time.Millisecond, MaxBytes: 4 << 20})
@@ -49,6 +51,10 @@ func TestDeadLettersTooLarge(t *testing.T) {
 					g.offset = string(h.Value)
 				case HeaderTruncated:
 					g.truncated = string(h.Value)
+				default:
+					if !strings.HasPrefix(h.Key, headerPrefix) {
+						g.headers++
+					}
 				}
 			}
 			out = append(out, g)
@@ -65,11 +71,17 @@ func TestDeadLettersTooLarge(t *testing.T) {
 	payload := `{"ts":"` + strings.Repeat("\xff", 300<<10) + `"}`
 	long := letter(6, []byte(payload))
 	long.Detail = fmt.Sprintf("not RFC 3339: %q", strings.Repeat("\xff", 300<<10))
-	if err := d.Send(ctx, []DeadLetter{letter(1, []byte("small")), letter(2, big), long}); err != nil {
+	// 30 headers of 50 KB: the first keep within maxLetterHeaderBytes.
+	headed := letter(7, []byte("small"))
+	for i := range 30 {
+		headed.Message.Headers = append(headed.Message.Headers, kafka.Header{Key: fmt.Sprintf("h%02d", i), Value: bytes.Repeat([]byte("h"), 50_000)})
+	}
+	if err := d.Send(ctx, []DeadLetter{letter(1, []byte("small")), letter(2, big), long, headed}); err != nil {
 		t.Fatal(err)
 	}
-	want := []got{{"1", 5, ""}, {"2", maxLetterBytes - 1, fmt.Sprintf("key 1 value %d", len(big))}, {"6", len(payload), ""}}
-	if g := read(plain, 3); fmt.Sprint(g) != fmt.Sprint(want) {
+	want := []got{{"1", 5, "", 0}, {"2", maxLetterBytes - 1, fmt.Sprintf("key 1 value %d", len(big)), 0}, {"6", len(payload), "", 0},
+		{"7", 5, fmt.Sprintf("key 1 value 5 headers %d", 29*50_003), 1}}
+	if g := read(plain, 4); fmt.Sprint(g) != fmt.Sprint(want) {
 		t.Errorf("default topic: got %v, want %v", g, want)
 	}
 
@@ -99,7 +111,7 @@ func TestDeadLettersTooLarge(t *testing.T) {
 	for _, x := range g {
 		byOffset[x.offset] = x
 	}
-	want = []got{{"3", 0, "key 1 value 10000"}, {"4", 4, ""}, {"5", 0, fmt.Sprintf("key 1 value %d", len(big))}}
+	want = []got{{"3", 0, "key 1 value 10000", 0}, {"4", 4, "", 0}, {"5", 0, fmt.Sprintf("key 1 value %d", len(big)), 0}}
 	for _, w := range want {
 		if byOffset[w.offset] != w {
 			t.Errorf("small topic: letter of offset %s: got %+v, want %+v (all: %v)", w.offset, byOffset[w.offset], w, g)

@@ -194,11 +194,11 @@ func TestDeadLettersAskMetadataOfTheirTopic(t *testing.T) {
 // reason, one position and so on, those of the last rejection.
 func TestDeadLetterOfADeadLetter(t *testing.T) {
 	first := letterMessage(DeadLetter{Message: kafka.Message{Topic: "src", Partition: 1, Offset: 7, Value: []byte("x"),
-		Headers: []kafka.Header{{Key: "trace-id", Value: []byte("t1")}}}, Reason: ReasonLate, View: "v", Detail: "too late"}, maxLetterBytes)
+		Headers: []kafka.Header{{Key: "trace-id", Value: []byte("t1")}}}, Reason: ReasonLate, View: "v", Detail: "too late"}, maxLetterBytes, maxLetterHeaderBytes)
 	first.Headers = append(first.Headers, kafka.Header{Key: HeaderTruncated, Value: []byte("key 0 value 1")})
 	// Re-driven into topic src2 and rejected there again.
 	again := letterMessage(DeadLetter{Message: kafka.Message{Topic: "src2", Partition: 0, Offset: 3, Value: first.Value,
-		Headers: append(first.Headers, kafka.Header{Key: "retry", Value: []byte("1")})}, Reason: ReasonInvalidPayload, Detail: "bad"}, maxLetterBytes)
+		Headers: append(first.Headers, kafka.Header{Key: "retry", Value: []byte("1")})}, Reason: ReasonInvalidPayload, Detail: "bad"}, maxLetterBytes, maxLetterHeaderBytes)
 	var got []string
 	for _, h := range again.Headers {
 		got = append(got, h.Key+"="+string(h.Value))
