@@ -180,6 +180,17 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 // result aborted_transaction.
 type abortCounter interface{ countAborted(n int) }
 
+// stallRecorder is told when a partition's reader stalls until an operator
+// acts (a position past its end, a topic created again) and when it reads
+// again, and of the events retention deleted before they were read.
+type stallRecorder interface {
+	recordStalled(partition int, stalled bool)
+	countLost(partition int, n int64)
+}
+
+func (a *Applier) recordStalled(p int, stalled bool) { a.metrics.setStalled(a.src.Name, p, stalled) }
+func (a *Applier) countLost(p int, n int64)          { a.metrics.countLost(a.src.Name, p, n) }
+
 func (a *Applier) countAborted(n int) {
 	a.metrics.countEvents(a.src.Name, "", ResultAbortedTransaction, n)
 }

@@ -15,6 +15,8 @@ type Metrics struct {
 	dedupCap  *prometheus.CounterVec
 	batch     *prometheus.HistogramVec
 	freshness *prometheus.HistogramVec
+	stalled   *prometheus.GaugeVec
+	lost      *prometheus.CounterVec
 }
 
 // Event results, the values of the result label.
@@ -59,8 +61,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from an event's event time to its being applied and readable.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 20),
 		}, []string{"source"}),
+		stalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "featurestore_ingest_partition_stalled",
+			Help: "1 while the partition is stalled until an operator acts: its position is past the partition's end, or the partition holds another record where ingest read one (the topic was deleted and created again); else 0. Deleted when the partition is released.",
+		}, []string{"source", "partition"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestore_ingest_retention_lost_total",
+			Help: "Events the topic's retention deleted before ingest read them: reading went on from the first offset kept.",
+		}, []string{"source", "partition"}),
 	}
-	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness)
+	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness, m.stalled, m.lost)
 	return m
 }
 
@@ -88,6 +98,25 @@ func (m *Metrics) forgetPartition(source string, partition int) {
 		p := strconv.Itoa(partition)
 		m.lag.DeleteLabelValues(source, p)
 		m.dedupIDs.DeleteLabelValues(source, p)
+		m.stalled.DeleteLabelValues(source, p)
+	}
+}
+
+// setStalled records whether a partition is stalled.
+func (m *Metrics) setStalled(source string, partition int, stalled bool) {
+	if m != nil {
+		v := 0.0
+		if stalled {
+			v = 1
+		}
+		m.stalled.WithLabelValues(source, strconv.Itoa(partition)).Set(v)
+	}
+}
+
+// countLost counts events retention deleted before they were read.
+func (m *Metrics) countLost(source string, partition int, n int64) {
+	if m != nil && n > 0 {
+		m.lost.WithLabelValues(source, strconv.Itoa(partition)).Add(float64(n))
 	}
 }
 

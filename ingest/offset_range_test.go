@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,18 +49,30 @@ func (l *logRecords) has(s string) bool {
 	return false
 }
 
+// stallCounter is a fencedHandler that records what the partition reader
+// says of stalls and of events retention deleted (stallRecorder).
+type stallCounter struct {
+	*fencedHandler
+	stalled atomic.Bool
+	lost    atomic.Int64
+}
+
+func (s *stallCounter) recordStalled(_ int, stalled bool) { s.stalled.Store(stalled) }
+func (s *stallCounter) countLost(_ int, n int64)          { s.lost.Add(n) }
+
 // TestResumePastTheEnd: a saved position past the partition's end (the
 // topic was deleted and recreated, or its log lost) stalls the partition,
 // since the fences of the old offsets would take the new events for
 // replays; that must be said at error level, not retried in silence (kafka-go
-// logs it through its error logger, which went to debug).
+// logs it through its error logger, which went to debug), and in the
+// stalled gauge.
 func TestResumePastTheEnd(t *testing.T) { forEachKafka(t, testResumePastTheEnd) }
 
 func testResumePastTheEnd(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
 	topic := "past-end-" + strings.ReplaceAll(t.Name(), "/", "-")
 	brokers := kafkaFor(t, topic, 1)
 	produce(t, brokers, topic, 10)
-	h := newFencedHandler()
+	h := &stallCounter{fencedHandler: newFencedHandler()}
 	h.fence[0] = 999 // resumes at 1000, past the 10 messages
 	logs := &logRecords{level: slog.LevelError}
 	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100, SessionTimeout: 6 * time.Second,
@@ -69,12 +82,13 @@ func testResumePastTheEnd(t *testing.T, kafkaFor func(t *testing.T, topic string
 	waitFor(t, "an error about the position past the end", 30*time.Second, func() bool {
 		return logs.has("past the partition's end")
 	})
+	waitFor(t, "the partition recorded as stalled", 10*time.Second, h.stalled.Load)
 }
 
 // TestResumeBeforeTheFirstOffset: a saved position that retention has
 // deleted (the partition's first kept offset is past it) is logged at
-// error level with how many events were lost, and reading goes on from the
-// first offset kept, applying every event from there once.
+// error level with how many events were lost, and counted, and reading goes
+// on from the first offset kept, applying every event from there once.
 func TestResumeBeforeTheFirstOffset(t *testing.T) { forEachKafka(t, testResumeBeforeTheFirstOffset) }
 
 func testResumeBeforeTheFirstOffset(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
@@ -103,7 +117,7 @@ func testResumeBeforeTheFirstOffset(t *testing.T, kafkaFor func(t *testing.T, to
 	if err := kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode); err != nil {
 		t.Fatalf("delete records: %v", err)
 	}
-	h := newFencedHandler()
+	h := &stallCounter{fencedHandler: newFencedHandler()}
 	h.fence[0] = 2 // resumes at 3, which retention deleted
 	logs := &logRecords{level: slog.LevelError}
 	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100, SessionTimeout: 6 * time.Second,
@@ -113,6 +127,12 @@ func testResumeBeforeTheFirstOffset(t *testing.T, kafkaFor func(t *testing.T, to
 	stop()
 	if !logs.has("deleted by the topic's retention") {
 		t.Errorf("no error logged about the deleted events; logged: %q", logs.msgs)
+	}
+	if n := h.lost.Load(); n != 5 {
+		t.Errorf("%d events counted as deleted by retention, want 5 (offsets 3 to 7)", n)
+	}
+	if h.stalled.Load() {
+		t.Error("the partition recorded as stalled")
 	}
 	for off := int64(8); off < 20; off++ {
 		if n := h.applied[[2]int64{0, off}]; n != 1 {

@@ -66,6 +66,13 @@ type partitionReader struct {
 	// onEnd, if set, is told the partition's end (its high watermark) each
 	// time a fetch or a list of offsets returns it.
 	onEnd func(end int64)
+	// onStall, if set, is told when the partition stalls until an operator
+	// acts (pastEnd, a replaced log) and when a fetch succeeds again.
+	onStall func(stalled bool)
+	stalled bool
+	// onLost, if set, is told how many events retention deleted before
+	// the reader read them.
+	onLost func(n int64)
 
 	offset int64           // the next offset to fetch
 	msgs   []kafka.Message // fetched and not yet returned
@@ -206,6 +213,9 @@ func (r *partitionReader) fetch(ctx context.Context) error {
 		}
 	}
 	err := r.fetchRecords(ctx)
+	if err == nil && r.stalled {
+		r.setStalled(false)
+	}
 	if err != nil {
 		r.checkFirst = r.hasAnchor
 	} else if n := len(r.msgs); n > 0 {
@@ -479,6 +489,9 @@ func (r *partitionReader) outOfRange(ctx context.Context) error {
 	if r.offset < first {
 		r.log.Error("events were deleted by the topic's retention before ingest read them; reading goes on from the first offset kept",
 			"offset", r.offset, "first_offset", first, "lost", first-r.offset)
+		if r.onLost != nil {
+			r.onLost(first - r.offset)
+		}
 		r.offset = first
 		return nil
 	}
@@ -488,6 +501,7 @@ func (r *partitionReader) outOfRange(ctx context.Context) error {
 // pastEnd stalls the partition at an offset past its end, logged at most
 // once a minute.
 func (r *partitionReader) pastEnd(offset, end int64) error {
+	r.setStalled(true)
 	if now := time.Now(); now.Sub(r.pastEndLogged) >= time.Minute {
 		r.pastEndLogged = now
 		r.log.Error("the position to read from is past the partition's end: the topic was deleted and recreated, or its log lost; "+
@@ -564,6 +578,7 @@ func (r *partitionReader) checkAnchor(ctx context.Context) error {
 		r.checkFirst = false
 		return nil
 	}
+	r.setStalled(true)
 	if now := time.Now(); now.Sub(r.replacedLogged) >= time.Minute {
 		r.replacedLogged = now
 		r.log.Error("the partition holds another record at an offset ingest read before: the topic was deleted and created again; "+
@@ -571,6 +586,14 @@ func (r *partitionReader) checkAnchor(ctx context.Context) error {
 			"offset", r.anchor, "next_offset", r.offset)
 	}
 	return fmt.Errorf("fetch %s/%d: offset %d: %w", r.topic, r.partition, r.anchor, errLogReplaced)
+}
+
+// setStalled records whether the partition is stalled.
+func (r *partitionReader) setStalled(stalled bool) {
+	r.stalled = stalled
+	if r.onStall != nil {
+		r.onStall(stalled)
+	}
 }
 
 // bounds returns the partition's first kept offset and its end.

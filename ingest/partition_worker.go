@@ -159,6 +159,11 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 		r.onAborted = c.countAborted
 	}
 	r.onEnd = w.sawEnd
+	if s, ok := w.h.(stallRecorder); ok {
+		r.onStall = func(stalled bool) { s.recordStalled(w.partition, stalled) }
+		r.onLost = func(n int64) { s.countLost(w.partition, n) }
+		s.recordStalled(w.partition, false)
+	}
 	r.setOffset(next)
 	if a, ok := w.h.(anchored); ok {
 		if offset, sum, ok := a.anchor(w.partition); ok {

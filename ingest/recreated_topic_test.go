@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
@@ -88,11 +89,14 @@ features: [{name: n, aggregation: count, window: lifetime}]
 			time.Sleep(100 * time.Millisecond) // the new topic's leader, not known yet
 		}
 	}
+	var reg *prometheus.Registry
 	run := func(logs *logRecords) (stop func()) {
 		a, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, slog.New(logs))
 		if err != nil {
 			t.Fatal(err)
 		}
+		reg = prometheus.NewRegistry()
+		a.SetMetrics(NewMetrics(reg))
 		return runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100,
 			SessionTimeout: 6 * time.Second, RetryMax: 200 * time.Millisecond, Logger: slog.New(logs)}, a)
 	}
@@ -111,6 +115,9 @@ features: [{name: n, aggregation: count, window: lifetime}]
 	if got := saved(); got != 29 {
 		t.Errorf("position %d after the topic was recreated with 50 records while ingest ran; want 29, the stall", got)
 	}
+	if v := gaugeValue(t, reg, "featurestore_ingest_partition_stalled"); v != 1 {
+		t.Errorf("featurestore_ingest_partition_stalled %v, want 1", v)
+	}
 	stop()
 
 	logs = &logRecords{level: slog.LevelError}
@@ -121,6 +128,21 @@ features: [{name: n, aggregation: count, window: lifetime}]
 	if got := saved(); got != 29 {
 		t.Errorf("position %d after a start on the recreated topic; want 29, the stall", got)
 	}
+}
+
+// gaugeValue returns the value of the one series of a gauge in reg, or -1.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }
 
 // recreateTopic deletes a topic of one partition and creates it again
