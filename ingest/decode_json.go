@@ -75,6 +75,11 @@ func jsonKind(v *fastjson.Value) string {
 // Decode implements Decoder.
 func (d *jsonDecoder) Decode(payload []byte, ev *Event) error {
 	ev.reset(&d.layout)
+	if len(payload) == 0 {
+		// A tombstone (a null value, on a compacted or CDC topic) or an
+		// empty message: said as such, not as a parse error.
+		return reject(ReasonInvalidPayload, "no value (a tombstone or an empty message)")
+	}
 	root, err := d.p.ParseBytes(payload)
 	if err != nil {
 		return reject(ReasonInvalidPayload, "invalid JSON: %v", err)

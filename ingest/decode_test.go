@@ -193,6 +193,21 @@ func TestDecodeReusesEvent(t *testing.T) {
 	}
 }
 
+// TestDecodeTombstone: a message without a value (a tombstone of a
+// compacted or CDC topic) is rejected as such, not with the parser's
+// "cannot parse empty string".
+func TestDecodeTombstone(t *testing.T) {
+	_, src, l := loadTestSource(t, "epoch_ms")
+	dec, _ := NewDecoder(src, l, "")
+	var ev Event
+	for _, v := range [][]byte{nil, {}} {
+		var de *DecodeError
+		if err := dec.Decode(v, &ev); !errors.As(err, &de) || de.Reason != ReasonInvalidPayload || !strings.Contains(de.Detail, "tombstone") {
+			t.Errorf("Decode(%q) = %v, want invalid_payload naming a tombstone", v, err)
+		}
+	}
+}
+
 func FuzzDecodeJSON(f *testing.F) {
 	for _, s := range []string{`{"meta":{"ts":"2026-11-26T10:00:00Z"},"card":{"id":"c"},"amount":1}`, `{}`, `[`, `{"meta":{"ts":1e400}}`} {
 		f.Add([]byte(s))
