@@ -75,6 +75,7 @@ a cleared store), and replaying again adds nothing. Do not replay with
 --offline-dir while ingest appends to the same log.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
+			reg.redis.registerEviction(fs)
 			logs.register(fs)
 			fs.Int64Var(&version, "registry-version", 0, "Registry version whose definitions to use; 0 for the current one.")
 			fs.StringVar(&source, "source", "", "Source whose events the files hold.")
@@ -132,6 +133,9 @@ a cleared store), and replaying again adds nothing. Do not replay with
 				}
 				defer rc.Close()
 				if err := reg.redis.checkMode(ctx, rc); err != nil {
+					return err
+				}
+				if err := reg.redis.checkEviction(ctx, rc, log); err != nil {
 					return err
 				}
 				cfg := ingest.BackfillConfig{

@@ -44,6 +44,11 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 		closeStore()
 		return nil, err
 	}
+	if err := reg.redis.checkEviction(ctx, d.rc, log); err != nil {
+		d.rc.Close()
+		closeStore()
+		return nil, err
+	}
 	stopMetrics := func() {}
 	if metricsAddr != "" {
 		var extra map[string]http.Handler

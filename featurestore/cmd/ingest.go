@@ -168,6 +168,7 @@ picked up without a restart. Stops on SIGTERM or Ctrl-C after finishing the
 batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
+			reg.redis.registerEviction(fs)
 			logs.register(fs)
 			kafka.register(fs)
 			fs.StringVar(&sources, "sources", "", "Comma-separated sources to ingest; empty for all.")

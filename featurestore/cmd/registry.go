@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -25,6 +26,69 @@ type redisFlags struct {
 	tls      bool
 	tlsFiles tlsClientFiles
 	timeout  time.Duration
+	// eviction is set for the commands that read or write the online
+	// store (registerEviction): they check Redis's eviction policy.
+	eviction, allowEviction bool
+}
+
+// registerEviction adds --allow-redis-eviction, and makes checkEviction
+// check.
+func (r *redisFlags) registerEviction(fs *flag.FlagSet) {
+	r.eviction = true
+	fs.BoolVar(&r.allowEviction, "allow-redis-eviction", false, "Start even if Redis may evict keys when full (maxmemory set and maxmemory-policy other than noeviction), which makes lookups serve wrong features as present: for a store rebuilt from Kafka after any eviction.")
+}
+
+// checkEviction refuses a Redis (every primary of a Cluster) that may
+// evict keys when full: a maxmemory and a maxmemory-policy other than
+// noeviction. Evicted tiles and fences, positions or registry versions
+// are not an error anywhere: lookups serve the features of the events
+// left as present (zeros for an evicted entity), and ingest writes later
+// events into fresh hashes. With --allow-redis-eviction it warns instead.
+// INFO is read rather than CONFIG, which managed services refuse; a Redis
+// that does not answer is left to what uses the client.
+func (r *redisFlags) checkEviction(ctx context.Context, c redis.UniversalClient, log *slog.Logger) error {
+	if !r.eviction {
+		return nil
+	}
+	check := func(ctx context.Context, node *redis.Client) error {
+		info, err := node.Info(ctx, "memory").Result()
+		if err != nil {
+			log.Warn("cannot read the eviction policy of Redis (INFO memory)", "addr", node.Options().Addr, "err", err)
+			return nil
+		}
+		policy, maxmemory := infoField(info, "maxmemory_policy"), infoField(info, "maxmemory")
+		switch {
+		case policy == "" || policy == "noeviction":
+			return nil
+		case maxmemory == "0" || maxmemory == "":
+			log.Warn("Redis would evict keys if a maxmemory were set: set maxmemory-policy noeviction", "addr", node.Options().Addr, "maxmemory_policy", policy)
+			return nil
+		}
+		what := fmt.Sprintf("the Redis at %s evicts keys when full (maxmemory %s bytes, maxmemory-policy %s): evicted tiles, fences, positions or registry versions make lookups serve wrong features as present; set maxmemory-policy noeviction (a full Redis then refuses writes, and ingest waits)",
+			node.Options().Addr, maxmemory, policy)
+		if r.allowEviction {
+			log.Warn(what + "; starting all the same (--allow-redis-eviction)")
+			return nil
+		}
+		return fmt.Errorf("%s, or pass --allow-redis-eviction", what)
+	}
+	switch cc := c.(type) {
+	case *redis.ClusterClient:
+		return cc.ForEachMaster(ctx, check)
+	case *redis.Client:
+		return check(ctx, cc)
+	}
+	return nil
+}
+
+// infoField returns the value of a field of an INFO reply, "" if absent.
+func infoField(info, name string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func (r *redisFlags) register(fs *flag.FlagSet) {
@@ -81,8 +145,21 @@ func (r *redisFlags) client() (redis.UniversalClient, error) {
 		}
 		opts.Dialer = td.DialContext
 	}
+	if opts.IsClusterMode {
+		co := opts.Cluster()
+		// go-redis reloads the slot map on MOVED and ASK replies, and
+		// otherwise once a minute: after a primary dies, commands of its
+		// slots would dial the dead node for up to a minute after its
+		// replica took over (a refused dial triggers no reload).
+		co.ClusterStateReloadInterval = clusterStateReload
+		return redis.NewClusterClient(co), nil
+	}
 	return redis.NewUniversalClient(opts), nil
 }
+
+// clusterStateReload is how old the slot map of a Redis Cluster client
+// may get before a command reloads it (in the background).
+const clusterStateReload = 2 * time.Second
 
 // checkMode refuses a standalone client of a Redis that is a node of a
 // Redis Cluster (one seed address without --redis-cluster): the node

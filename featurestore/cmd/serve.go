@@ -75,6 +75,7 @@ policy are re-read when their files change ('featurestore token' makes
 tokens; docs/operations.md, Security, has an example policy).`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
+			reg.redis.registerEviction(fs)
 			logs.register(fs)
 			sec.register(fs)
 			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC server, host:port.")

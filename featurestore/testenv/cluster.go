@@ -56,6 +56,27 @@ func startRedis(t testing.TB, bin, dir, label string, args ...string) {
 	})
 }
 
+// RedisOwn starts a redis-server of the test's own on a free loopback port,
+// with the extra configuration args (such as "--maxmemory", "64mb"), for
+// tests that change what the shared one's other users rely on. It returns
+// its address once it answers, and stops when the test ends.
+func RedisOwn(t testing.TB, args ...string) string {
+	t.Helper()
+	bin := redisServer(t, "a test with a Redis of its own")
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	startRedis(t, bin, dir, "the redis-server "+addr, append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port)}, args...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	if err := waitFor(ctx, func() error { return c.Ping(ctx).Err() }); err != nil {
+		t.Fatalf("the redis-server at %s does not answer: %v", addr, err)
+	}
+	return addr
+}
+
 // RedisTLS starts a redis-server that speaks TLS only, on a free loopback
 // port, with the server certificate and key of the given PEM files, and
 // that requires client certificates chaining to caFile. It returns its
