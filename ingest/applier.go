@@ -188,6 +188,10 @@ type stallRecorder interface {
 	countLost(partition int, n int64)
 }
 
+// failureRecorder is told of each failed attempt to apply a batch.
+type failureRecorder interface{ recordApplyFailure(partition int) }
+
+func (a *Applier) recordApplyFailure(int)            { a.metrics.countApplyFailure(a.src.Name) }
 func (a *Applier) recordStalled(p int, stalled bool) { a.metrics.setStalled(a.src.Name, p, stalled) }
 func (a *Applier) countLost(p int, n int64)          { a.metrics.countLost(a.src.Name, p, n) }
 
@@ -216,6 +220,7 @@ func (a *Applier) SetMetrics(m *Metrics) {
 	if a.dedup {
 		m.events.WithLabelValues(a.src.Name, "", resultDuplicateID)
 	}
+	m.failures.WithLabelValues(a.src.Name)
 }
 
 func (a *Applier) partition(p int) *partitionState {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,8 +201,17 @@ func testRunGroupStopAndResume(t *testing.T, kafkaFor func(t *testing.T, topic s
 	h.check(t, more) // end offsets: all 3600 messages
 }
 
-// While the store fails, the partition pauses and retries the same batch;
-// nothing is lost when it recovers.
+// failureCounter is a fencedHandler that counts the failed attempts the
+// partition worker records (failureRecorder).
+type failureCounter struct {
+	*fencedHandler
+	failures atomic.Int64
+}
+
+func (h *failureCounter) recordApplyFailure(int) { h.failures.Add(1) }
+
+// While the store fails, the partition pauses and retries the same batch,
+// each failed attempt counted; nothing is lost when it recovers.
 func TestRunGroupRetriesFailedBatches(t *testing.T) {
 	forEachKafka(t, testRunGroupRetriesFailedBatches)
 }
@@ -209,13 +219,16 @@ func TestRunGroupRetriesFailedBatches(t *testing.T) {
 func testRunGroupRetriesFailedBatches(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
 	topic := testenv.UniqueName(t, "events")
 	brokers := kafkaFor(t, topic, 2)
-	h := newFencedHandler()
+	h := &failureCounter{fencedHandler: newFencedHandler()}
 	h.failFor = 5
 	counts := produce(t, brokers, topic, 500)
 	stop := runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, SessionTimeout: 6 * time.Second}, h)
 	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 500 })
 	stop()
 	h.check(t, counts)
+	if n := h.failures.Load(); n != 5 {
+		t.Errorf("%d failed attempts recorded, want 5", n)
+	}
 }
 
 // Two members share the partitions; when one leaves, the other takes its

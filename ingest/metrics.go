@@ -17,6 +17,7 @@ type Metrics struct {
 	freshness *prometheus.HistogramVec
 	stalled   *prometheus.GaugeVec
 	lost      *prometheus.CounterVec
+	failures  *prometheus.CounterVec
 }
 
 // Event results, the values of the result label.
@@ -70,7 +71,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Events the topic's retention deleted before ingest read them: reading went on from the first offset kept.",
 		}, []string{"source", "partition"}),
 	}
-	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness, m.stalled, m.lost)
+	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "featurestore_ingest_apply_failures_total",
+		Help: "Failed attempts to apply a batch (Redis down or full, the dead-letter topic refusing letters, a hash that does not decode): the batch is retried with backoff, and its partition waits meanwhile.",
+	}, []string{"source"})
+	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness, m.stalled, m.lost, m.failures)
 	return m
 }
 
@@ -110,6 +115,13 @@ func (m *Metrics) setStalled(source string, partition int, stalled bool) {
 			v = 1
 		}
 		m.stalled.WithLabelValues(source, strconv.Itoa(partition)).Set(v)
+	}
+}
+
+// countApplyFailure counts a failed attempt to apply a batch.
+func (m *Metrics) countApplyFailure(source string) {
+	if m != nil {
+		m.failures.WithLabelValues(source).Inc()
 	}
 }
 

@@ -288,6 +288,9 @@ func (w *partitionWorker) apply(procCtx, genCtx context.Context, batch []kafka.M
 			w.log.Warn("batch not applied; resuming the partition again", "first_offset", batch[0].Offset, "err", err)
 			return applyResume
 		}
+		if fr, ok := w.h.(failureRecorder); ok {
+			fr.recordApplyFailure(w.partition)
+		}
 		if genCtx.Err() != nil {
 			w.log.Warn("batch not applied as the partition stops; it will be read again", "first_offset", batch[0].Offset, "err", err)
 			return applyStopped
