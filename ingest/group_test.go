@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/featurestore/featurestore/featurestore/devenv"
 	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/featurestore/window"
 )
 
 // fencedHandler is an in-memory PartitionHandler that keeps, like the online
@@ -23,7 +25,8 @@ type fencedHandler struct {
 	mu      sync.Mutex
 	fence   map[int]int64
 	applied map[[2]int64]int
-	failFor int // fail this many Apply calls first (an outage)
+	failFor int   // fail this many Apply calls first (an outage)
+	failErr error // the error of those calls; "store unavailable" if nil
 	calls   int
 }
 
@@ -46,6 +49,9 @@ func (h *fencedHandler) Apply(_ context.Context, _ string, p int, msgs []kafka.M
 	h.calls++
 	if h.failFor > 0 {
 		h.failFor--
+		if h.failErr != nil {
+			return h.failErr
+		}
 		return errors.New("store unavailable")
 	}
 	for _, m := range msgs {
@@ -228,6 +234,26 @@ func testRunGroupRetriesFailedBatches(t *testing.T, kafkaFor func(t *testing.T, 
 	h.check(t, counts)
 	if n := h.failures.Load(); n != 5 {
 		t.Errorf("%d failed attempts recorded, want 5", n)
+	}
+}
+
+// TestCorruptStateLoggedAsError: a batch that fails on a hash that does not
+// decode is logged at error level, saying the partition waits for the hash
+// to be repaired: an outage's retries are warnings, but this one does not
+// end by itself.
+func TestCorruptStateLoggedAsError(t *testing.T) {
+	topic := testenv.UniqueName(t, "corrupt")
+	brokers := startKafka(t, topic, 1)
+	h := newFencedHandler()
+	h.failFor, h.failErr = 2, fmt.Errorf("apply online state: merge fs:{x}:p:v: %w: unknown version 103", window.ErrCorrupt)
+	produce(t, brokers, topic, 10)
+	logs := &logRecords{level: slog.LevelError}
+	stop := runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, Logger: slog.New(logs)}, h)
+	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 10 })
+	stop()
+	if !logs.has("does not decode") {
+		t.Errorf("no error logged about the corrupt hash; logged: %q", logs.msgs)
 	}
 }
 

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/window"
 )
 
 // partitionWorker reads one assigned partition in batches and hands them to
@@ -262,6 +265,11 @@ func (w *partitionWorker) resume(ctx context.Context) (int64, bool) {
 	}
 }
 
+// corruptState tells an error of a hash that does not decode.
+func corruptState(err error) bool {
+	return errors.Is(err, window.ErrCorrupt) || errors.Is(err, online.ErrCorruptState) || errors.Is(err, online.ErrCorruptSlot)
+}
+
 // What became of a batch handed to apply.
 const (
 	applyDone    = iota
@@ -295,7 +303,14 @@ func (w *partitionWorker) apply(procCtx, genCtx context.Context, batch []kafka.M
 			w.log.Warn("batch not applied as the partition stops; it will be read again", "first_offset", batch[0].Offset, "err", err)
 			return applyStopped
 		}
-		w.log.Warn("apply failed; retrying", "first_offset", batch[0].Offset, "messages", len(batch), "err", err, "retry_in", backoff)
+		if corruptState(err) {
+			// Not an outage: retrying changes nothing until an operator
+			// repairs the hash, and every entity of the partition waits.
+			w.log.Error("apply failed on a hash of the online store that does not decode (written by another version, or by something else); the partition waits until it is deleted or repaired (docs/operations.md)",
+				"first_offset", batch[0].Offset, "messages", len(batch), "err", err, "retry_in", backoff)
+		} else {
+			w.log.Warn("apply failed; retrying", "first_offset", batch[0].Offset, "messages", len(batch), "err", err, "retry_in", backoff)
+		}
 		if !sleep(genCtx, backoff) {
 			return applyStopped
 		}
