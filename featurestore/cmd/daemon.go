@@ -74,9 +74,17 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 	wctx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan struct{})
 	go func() { defer close(watchDone); _ = d.watcher.Run(wctx) }()
+	evictionDone := make(chan struct{})
+	go func() {
+		defer close(evictionDone)
+		if reg.redis.eviction {
+			watchEviction(wctx, d.rc, d.prom, log)
+		}
+	}()
 	d.stop = func() {
 		stopWatch()
 		<-watchDone
+		<-evictionDone
 		stopMetrics()
 		d.rc.Close()
 		closeStore()

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
@@ -82,5 +84,52 @@ func TestEvictingRedisRefused(t *testing.T) {
 	defer cc.Close()
 	if _, err := check(cc, false); err == nil || !strings.Contains(err.Error(), nodes[2]) {
 		t.Errorf("a Cluster with one evicting primary: %v, want an error naming %s", err, nodes[2])
+	}
+}
+
+// TestEvictionWatched: a Redis made to evict while ingest or serve runs
+// (CONFIG SET, after the check at start) is logged at error level, and the
+// keys it evicts counted in featurestore_redis_evicted_keys.
+func TestEvictionWatched(t *testing.T) {
+	addr := testenv.RedisOwn(t)
+	defer func(d time.Duration) { evictionCheckEvery = d }(evictionCheckEvery)
+	evictionCheckEvery = 50 * time.Millisecond
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	logs := &syncBuffer{}
+	prom := prometheus.NewRegistry()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); watchEviction(ctx, c, prom, slog.New(slog.NewTextHandler(logs, nil))) }()
+	defer func() { cancel(); <-done }()
+
+	time.Sleep(200 * time.Millisecond)
+	if s := logs.String(); s != "" {
+		t.Fatalf("logged against a Redis that does not evict: %s", s)
+	}
+	for _, kv := range [][2]string{{"maxmemory-policy", "allkeys-lru"}, {"maxmemory", "4mb"}} {
+		if err := c.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	value := strings.Repeat("v", 1024)
+	for i := range 20_000 {
+		if err := c.Set(ctx, "k"+strconv.Itoa(i), value, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "Redis evicted keys") || !strings.Contains(logs.String(), "may evict keys when full") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no error logged about the evictions:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mfs, err := prom.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "featurestore_redis_evicted_keys" || mfs[0].GetMetric()[0].GetGauge().GetValue() <= 0 {
+		t.Errorf("featurestore_redis_evicted_keys not above 0: %v", mfs)
 	}
 }

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/featurestore/featurestore/registry"
@@ -79,6 +82,77 @@ func (r *redisFlags) checkEviction(ctx context.Context, c redis.UniversalClient,
 		return check(ctx, cc)
 	}
 	return nil
+}
+
+// evictionCheckEvery is how often a running ingest or serve reads the
+// eviction policy and the evicted keys of Redis again (watchEviction).
+var evictionCheckEvery = 30 * time.Second
+
+// watchEviction reads, every evictionCheckEvery until ctx ends, Redis's
+// evicted_keys (summed over a Cluster's primaries) into the gauge
+// featurestore_redis_evicted_keys, and logs at error level when it grew
+// or when a node may evict keys it did not before (a policy or maxmemory
+// changed at run time by CONFIG SET, after the check at start).
+func watchEviction(ctx context.Context, c redis.UniversalClient, prom prometheus.Registerer, log *slog.Logger) {
+	evicted := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "featurestore_redis_evicted_keys",
+		Help: "Keys Redis evicted since it started (evicted_keys of INFO stats, summed over a Cluster's primaries), read every 30s: above 0, lookups may serve wrong features (docs/operations.md, Redis memory).",
+	})
+	prom.MustRegister(evicted)
+	var mu sync.Mutex
+	last := map[string]int64{}      // evicted_keys by node
+	evicting := map[string]string{} // node -> policy, of the nodes that may evict
+	check := func(ctx context.Context, node *redis.Client) error {
+		info, err := node.Info(ctx, "memory", "stats").Result()
+		if err != nil {
+			return nil // unreachable: what uses the client says so
+		}
+		addr := node.Options().Addr
+		n, _ := strconv.ParseInt(infoField(info, "evicted_keys"), 10, 64)
+		policy, maxmemory := infoField(info, "maxmemory_policy"), infoField(info, "maxmemory")
+		mu.Lock()
+		defer mu.Unlock()
+		if before, seen := last[addr]; n > before && (seen || n > 0) {
+			log.Error("Redis evicted keys: lookups may serve wrong features as present (docs/operations.md: Redis memory)",
+				"addr", addr, "evicted_keys", n, "since_last_check", n-before, "maxmemory_policy", policy)
+		}
+		last[addr] = n
+		may := policy != "" && policy != "noeviction" && maxmemory != "0" && maxmemory != ""
+		if may && evicting[addr] != policy {
+			log.Error("Redis may evict keys when full: set maxmemory-policy noeviction", "addr", addr, "maxmemory", maxmemory, "maxmemory_policy", policy)
+			evicting[addr] = policy
+		} else if !may {
+			delete(evicting, addr)
+		}
+		return nil
+	}
+	read := func() {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		switch cc := c.(type) {
+		case *redis.ClusterClient:
+			_ = cc.ForEachMaster(ctx, check)
+		case *redis.Client:
+			_ = check(ctx, cc)
+		}
+		var sum int64
+		mu.Lock()
+		for _, n := range last {
+			sum += n
+		}
+		mu.Unlock()
+		evicted.Set(float64(sum))
+	}
+	t := time.NewTicker(evictionCheckEvery)
+	defer t.Stop()
+	for {
+		read()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // infoField returns the value of a field of an INFO reply, "" if absent.
