@@ -569,7 +569,7 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 func (a *Applier) position(ps *partitionState, msgs []kafka.Message, hw int64, has bool) Position {
 	m := &msgs[len(msgs)-1]
 	last := m.Offset
-	pos := Position{Offset: last, HW: hw, HasHW: has, Record: recordSum(m.Time, m.Key, m.Value), HasRecord: true}
+	pos := Position{Offset: last, HW: hw, HasHW: has, Record: recordSum(m.Key, m.Value), HasRecord: true}
 	if a.dedup {
 		pos.DedupFrom, pos.HasDedup = ps.ids.from(hw-a.lateness, last+1), true
 	}

@@ -95,28 +95,7 @@ func testResumeBeforeTheFirstOffset(t *testing.T, kafkaFor func(t *testing.T, to
 	topic := "before-first-" + strings.ReplaceAll(t.Name(), "/", "-")
 	brokers := kafkaFor(t, topic, 1)
 	produce(t, brokers, topic, 20)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req := kmsg.NewPtrDeleteRecordsRequest()
-	rt := kmsg.NewDeleteRecordsRequestTopic()
-	rt.Topic = topic
-	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
-	rp.Partition, rp.Offset = 0, 8
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	req.TimeoutMillis = 10_000
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode); err != nil {
-		t.Fatalf("delete records: %v", err)
-	}
+	deleteRecords(t, brokers, topic, 8)
 	h := &stallCounter{fencedHandler: newFencedHandler()}
 	h.fence[0] = 2 // resumes at 3, which retention deleted
 	logs := &logRecords{level: slog.LevelError}
@@ -327,4 +306,59 @@ func TestReaderTimeIsCreateTimeOnLogAppendTimeTopics(t *testing.T) {
 	if rec := recs[0]; rec.Attrs.TimestampType() != 1 || time.Since(rec.Timestamp).Abs() > time.Hour {
 		t.Fatalf("franz-go reads the record stamped %v (type %d); want the broker's append time, type 1", rec.Timestamp, rec.Attrs.TimestampType())
 	}
+}
+
+// deleteRecords deletes the records of partition 0 of topic before offset,
+// as retention would.
+func deleteRecords(t *testing.T, brokers []string, topic string, offset int64) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	rp.Partition, rp.Offset = 0, offset
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 10_000
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode); err != nil {
+		t.Fatalf("delete records: %v", err)
+	}
+}
+
+// TestRetentionLostCountsFromThePosition: a partition read again from
+// before its position in Redis (to rebuild dedup ids or fill the offline
+// log) counts as lost to retention only the events after the position,
+// not those Redis has applied.
+func TestRetentionLostCountsFromThePosition(t *testing.T) {
+	forEachKafka(t, func(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+		topic := "lost-from-" + strings.ReplaceAll(t.Name(), "/", "-")
+		brokers := kafkaFor(t, topic, 1)
+		produce(t, brokers, topic, 20)
+		deleteRecords(t, brokers, topic, 8)
+		var lost int64
+		r := &partitionReader{tr: newTransport(nil, topic), addr: kafka.TCP(brokers...), topic: topic, maxBytes: 1 << 20,
+			maxWait: 100 * time.Millisecond, log: slog.New(slog.DiscardHandler), onLost: func(n int64) { lost += n }}
+		r.setOffset(3) // the dedup or offline position
+		r.expect(5, 0) // the position in Redis: offset 5, deleted since
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m, err := r.FetchMessage(ctx)
+		if err != nil || m.Offset != 8 {
+			t.Fatalf("first message %d, %v; want offset 8", m.Offset, err)
+		}
+		if lost != 2 {
+			t.Errorf("%d events counted as lost, want 2 (offsets 6 and 7; Redis has 3 to 5)", lost)
+		}
+	})
 }

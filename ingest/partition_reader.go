@@ -108,15 +108,17 @@ var errLogReplaced = errors.New("the partition's log holds another record at an 
 // anchorBytes bounds the bytes of a record's value that its sum covers.
 const anchorBytes = 64 << 10
 
-// recordSum identifies a record of a partition by its time, key and value
-// (the first anchorBytes of it, and its length): two topics of one name
-// hold different records at one offset, whose times at least differ.
-func recordSum(t time.Time, key, value []byte) uint64 {
+// recordSum identifies a record of a partition by its key and value (the
+// first anchorBytes of it, and its length). Not by its time: kafka-go reads
+// the time of a record of a LogAppendTime topic from its batch, which the
+// log cleaner rewrites on a compacted topic. Another topic of the name
+// holding a record of the same key and value at the offset is taken for
+// the same: its events up to there are those applied already.
+func recordSum(key, value []byte) uint64 {
 	h := fnv.New64a()
-	var b [24]byte
-	binary.LittleEndian.PutUint64(b[0:], uint64(t.UnixMilli()))
-	binary.LittleEndian.PutUint64(b[8:], uint64(len(key)))
-	binary.LittleEndian.PutUint64(b[16:], uint64(len(value)))
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[0:], uint64(len(key)))
+	binary.LittleEndian.PutUint64(b[8:], uint64(len(value)))
 	h.Write(b[:])
 	h.Write(key)
 	h.Write(value[:min(len(value), anchorBytes)])
@@ -220,7 +222,7 @@ func (r *partitionReader) fetch(ctx context.Context) error {
 		r.checkFirst = r.hasAnchor
 	} else if n := len(r.msgs); n > 0 {
 		m := &r.msgs[n-1]
-		r.anchor, r.anchorSum, r.hasAnchor = m.Offset, recordSum(m.Time, m.Key, m.Value), true
+		r.anchor, r.anchorSum, r.hasAnchor = m.Offset, recordSum(m.Key, m.Value), true
 	}
 	return err
 }
@@ -489,8 +491,15 @@ func (r *partitionReader) outOfRange(ctx context.Context) error {
 	if r.offset < first {
 		r.log.Error("events were deleted by the topic's retention before ingest read them; reading goes on from the first offset kept",
 			"offset", r.offset, "first_offset", first, "lost", first-r.offset)
-		if r.onLost != nil {
-			r.onLost(first - r.offset)
+		// A partition read again from before its position in Redis (for
+		// dedup ids or the offline log) lost for those only the events
+		// up to the position: Redis has them.
+		from := r.offset
+		if r.hasAnchor && r.anchor >= from {
+			from = r.anchor + 1
+		}
+		if r.onLost != nil && first > from {
+			r.onLost(first - from)
 		}
 		r.offset = first
 		return nil
@@ -564,7 +573,7 @@ func (r *partitionReader) checkAnchor(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				found, same = true, recordSum(rec.Time, key, value) == r.anchorSum
+				found, same = true, recordSum(key, value) == r.anchorSum
 				return nil
 			})
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -49,7 +50,9 @@ type Position struct {
 	HasDedup  bool
 	// Record is the sum (recordSum) of the record at Offset, by which a
 	// resume tells the topic it was read from from one created again
-	// under its name. HasRecord is false for positions saved without it.
+	// under its name. HasRecord is false for positions saved without it,
+	// or whose offset a version that does not save it moved on since (a
+	// rolling deploy): the field holds the offset it is of.
 	Record    uint64
 	HasRecord bool
 }
@@ -84,10 +87,13 @@ func (p *Positions) Load(ctx context.Context, source, topic string, partition in
 		pos.HasDedup = true
 	}
 	if s, isStr := vals[3].(string); isStr && s != "" {
-		if pos.Record, err = strconv.ParseUint(s, 16, 64); err != nil {
-			return Position{}, false, fmt.Errorf("load position of %s/%d: rec: %w", source, partition, err)
+		off, sum, found := strings.Cut(s, ":")
+		at, err1 := strconv.ParseInt(off, 10, 64)
+		rec, err2 := strconv.ParseUint(sum, 16, 64)
+		if !found || err1 != nil || err2 != nil {
+			return Position{}, false, fmt.Errorf("load position of %s/%d: rec %q: want offset:sum", source, partition, s)
 		}
-		pos.HasRecord = true
+		pos.Record, pos.HasRecord = rec, at == pos.Offset
 	}
 	return pos, true, nil
 }
@@ -124,7 +130,7 @@ func (p *Positions) Save(ctx context.Context, source, topic string, partition in
 	}
 	rec := ""
 	if pos.HasRecord {
-		rec = strconv.FormatUint(pos.Record, 16)
+		rec = strconv.FormatInt(pos.Offset, 10) + ":" + strconv.FormatUint(pos.Record, 16)
 	}
 	v, err := saveScript.Run(ctx, p.c, []string{p.key(source, topic, partition)}, pos.Offset, hw, dedup, rec).Text()
 	if err == nil {

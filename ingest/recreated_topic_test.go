@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
@@ -32,28 +33,7 @@ func TestRecreatedTopic(t *testing.T) { forEachKafka(t, testRecreatedTopic) }
 func testRecreatedTopic(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
 	topic := "recreated-" + strings.ReplaceAll(t.Name(), "/", "-")
 	brokers := kafkaFor(t, topic, 1)
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(fmt.Sprintf(`
-kind: Entity
-name: card
-join_keys: [{name: card, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: %s}
-timestamp: {field: ts, encoding: epoch_ms}
-keys: {card: card}
-fields: {amount: int64}
-allowed_lateness: 1h
----
-kind: FeatureView
-name: v
-entity: card
-source: txns
-features: [{name: n, aggregation: count, window: lifetime}]
-`, topic))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := lifetimeCountDefs(t, topic)
 	rc, store := miniStore(t)
 	pos := NewPositions(rc, "p")
 	ctx := context.Background()
@@ -64,31 +44,9 @@ features: [{name: n, aggregation: count, window: lifetime}]
 		}
 		return p.Offset
 	}
-	// The same values at the same offsets in both topics: only the
-	// records' times tell them apart, as when a producer writes again what
-	// it wrote before.
-	produceCards := func(n int) {
-		t.Helper()
-		w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll,
-			BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
-		defer w.Close()
-		msgs := make([]kafka.Message, n)
-		for i := range msgs {
-			msgs[i] = kafka.Message{Value: fmt.Appendf(nil, `{"card":"c%d","ts":%d,"amount":1}`, i%3, time.Now().UnixMilli())}
-		}
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		for {
-			err := w.WriteMessages(ctx, msgs...)
-			if err == nil {
-				return
-			}
-			if ctx.Err() != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(100 * time.Millisecond) // the new topic's leader, not known yet
-		}
-	}
+	// The same keys and kinds of values at the same offsets in both
+	// topics: only the events' times tell them apart.
+	produceCards := func(n int) { produceCards(t, brokers, topic, n) }
 	var reg *prometheus.Registry
 	run := func(logs *logRecords) (stop func()) {
 		a, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, slog.New(logs))
@@ -174,4 +132,122 @@ func recreateTopic(t *testing.T, brokers []string, topic string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	testenv.CreateTopic(t, brokers, topic, 1) // waits for its leader
+}
+
+// oldSaveScript is the position save of the versions before the record
+// sum (field rec): it moves offset, hw and dedup, and leaves rec as it was.
+var oldSaveScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'offset')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return cur end
+redis.call('HSET', KEYS[1], 'offset', ARGV[1])
+for i, f in ipairs({'hw', 'dedup'}) do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], f)
+  else
+    redis.call('HSET', KEYS[1], f, ARGV[i + 1])
+  end
+end
+return ARGV[1]
+`)
+
+// TestRollingDeployKeepsReading: in a rolling deploy (or a rollback and a
+// roll forward) a version that does not save the record sum moves the
+// position on and leaves the sum of an older offset; the next start of
+// this version must not take the record at the new offset for another
+// topic's, and stall a healthy partition for good.
+func TestRollingDeployKeepsReading(t *testing.T) { forEachKafka(t, testRollingDeployKeepsReading) }
+
+func testRollingDeployKeepsReading(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := "rolling-" + strings.ReplaceAll(t.Name(), "/", "-")
+	brokers := kafkaFor(t, topic, 1)
+	r := lifetimeCountDefs(t, topic)
+	rc, store := miniStore(t)
+	pos := NewPositions(rc, "p")
+	ctx := context.Background()
+	saved := func() int64 {
+		p, ok, err := pos.Load(ctx, "txns", topic, 0)
+		if err != nil || !ok {
+			return -1
+		}
+		return p.Offset
+	}
+	run := func(logs *logRecords) func() {
+		a, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, slog.New(logs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100,
+			SessionTimeout: 6 * time.Second, RetryMax: 200 * time.Millisecond, Logger: slog.New(logs)}, a)
+	}
+	produceCards(t, brokers, topic, 30)
+	logs := &logRecords{level: slog.LevelError}
+	stop := run(logs)
+	waitFor(t, "the first events applied", 30*time.Second, func() bool { return saved() == 29 })
+	stop()
+	produceCards(t, brokers, topic, 30)
+	// The old version applies 30 to 59 and saves its position.
+	if err := oldSaveScript.Run(ctx, rc, []string{pos.key("txns", topic, 0)}, 59, time.Now().UnixMilli(), "").Err(); err != nil {
+		t.Fatal(err)
+	}
+	produceCards(t, brokers, topic, 30)
+	logs = &logRecords{level: slog.LevelError}
+	stop = run(logs)
+	defer stop()
+	waitFor(t, "the events after the old version's applied", 30*time.Second, func() bool { return saved() == 89 })
+	if logs.has("another record") {
+		t.Errorf("a healthy partition taken for a recreated topic: %q", logs.msgs)
+	}
+}
+
+// lifetimeCountDefs is a source on topic with a view of one lifetime count.
+func lifetimeCountDefs(t *testing.T, topic string) *registry.Registry {
+	t.Helper()
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(fmt.Sprintf(`
+kind: Entity
+name: card
+join_keys: [{name: card, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: %s}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card: card}
+fields: {amount: int64}
+allowed_lateness: 1h
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+features: [{name: n, aggregation: count, window: lifetime}]
+`, topic))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// produceCards produces n events of three cards at the current time, once
+// the topic's leader is known.
+func produceCards(t *testing.T, brokers []string, topic string, n int) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll,
+		BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	defer w.Close()
+	msgs := make([]kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = kafka.Message{Value: fmt.Appendf(nil, `{"card":"c%d","ts":%d,"amount":1}`, i%3, time.Now().UnixMilli())}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		err := w.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // a new topic's leader, not known yet
+	}
 }

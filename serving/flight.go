@@ -405,7 +405,7 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 		if ctx.Err() != nil {
 			return status.FromContextError(ctx.Err()).Err()
 		}
-		return status.Errorf(codes.Unavailable, "export: %v", err)
+		return status.Errorf(codes.Internal, "export: %v", err)
 	}
 	if len(empty) > 0 {
 		what := fmt.Sprintf("feature views %s have nothing committed in the offline log of project %q", strings.Join(empty, ", "), s.cfg.Project)

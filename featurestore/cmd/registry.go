@@ -73,16 +73,28 @@ func (r *redisFlags) checkEviction(ctx context.Context, c redis.UniversalClient,
 			log.Warn(what + "; starting all the same (--allow-redis-eviction)")
 			return nil
 		}
-		return fmt.Errorf("%s, or pass --allow-redis-eviction", what)
+		return &evictionError{what + ", or pass --allow-redis-eviction"}
 	}
 	switch cc := c.(type) {
 	case *redis.ClusterClient:
-		return cc.ForEachMaster(ctx, check)
+		// Its primaries are found by asking the cluster: unreachable, that
+		// fails too, and is left to what uses the client, as above.
+		err := cc.ForEachMaster(ctx, check)
+		if _, ours := errors.AsType[*evictionError](err); err != nil && !ours {
+			log.Warn("cannot read the eviction policy of Redis Cluster", "err", err)
+			return nil
+		}
+		return err
 	case *redis.Client:
 		return check(ctx, cc)
 	}
 	return nil
 }
+
+// evictionError is checkEviction's refusal of a Redis.
+type evictionError struct{ msg string }
+
+func (e *evictionError) Error() string { return e.msg }
 
 // evictionCheckEvery is how often a running ingest or serve reads the
 // eviction policy and the evicted keys of Redis again (watchEviction).
