@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/registry"
 )
@@ -31,33 +32,11 @@ import (
 func TestRecreatedTopic(t *testing.T) { forEachKafka(t, testRecreatedTopic) }
 
 func testRecreatedTopic(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
-	topic := "recreated-" + strings.ReplaceAll(t.Name(), "/", "-")
-	brokers := kafkaFor(t, topic, 1)
-	r := lifetimeCountDefs(t, topic)
-	rc, store := miniStore(t)
-	pos := NewPositions(rc, "p")
-	ctx := context.Background()
-	saved := func() int64 {
-		p, ok, err := pos.Load(ctx, "txns", topic, 0)
-		if err != nil || !ok {
-			return -1
-		}
-		return p.Offset
-	}
+	o := newOneTopic(t, kafkaFor, "recreated")
+	brokers, topic, saved, run := o.brokers, o.topic, o.saved, o.run
 	// The same keys and kinds of values at the same offsets in both
 	// topics: only the events' times tell them apart.
 	produceCards := func(n int) { produceCards(t, brokers, topic, n) }
-	var reg *prometheus.Registry
-	run := func(logs *logRecords) (stop func()) {
-		a, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, slog.New(logs))
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg = prometheus.NewRegistry()
-		a.SetMetrics(NewMetrics(reg))
-		return runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100,
-			SessionTimeout: 6 * time.Second, RetryMax: 200 * time.Millisecond, Logger: slog.New(logs)}, a)
-	}
 	const replaced = "holds another record at an offset ingest read before"
 
 	produceCards(30)
@@ -73,7 +52,7 @@ func testRecreatedTopic(t *testing.T, kafkaFor func(t *testing.T, topic string, 
 	if got := saved(); got != 29 {
 		t.Errorf("position %d after the topic was recreated with 50 records while ingest ran; want 29, the stall", got)
 	}
-	if v := gaugeValue(t, reg, "featurestore_ingest_partition_stalled"); v != 1 {
+	if v := gaugeValue(t, o.reg, "featurestore_ingest_partition_stalled"); v != 1 {
 		t.Errorf("featurestore_ingest_partition_stalled %v, want 1", v)
 	}
 	stop()
@@ -158,27 +137,9 @@ return ARGV[1]
 func TestRollingDeployKeepsReading(t *testing.T) { forEachKafka(t, testRollingDeployKeepsReading) }
 
 func testRollingDeployKeepsReading(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
-	topic := "rolling-" + strings.ReplaceAll(t.Name(), "/", "-")
-	brokers := kafkaFor(t, topic, 1)
-	r := lifetimeCountDefs(t, topic)
-	rc, store := miniStore(t)
-	pos := NewPositions(rc, "p")
+	o := newOneTopic(t, kafkaFor, "rolling")
+	brokers, topic, saved, run, rc, pos := o.brokers, o.topic, o.saved, o.run, o.rc, o.pos
 	ctx := context.Background()
-	saved := func() int64 {
-		p, ok, err := pos.Load(ctx, "txns", topic, 0)
-		if err != nil || !ok {
-			return -1
-		}
-		return p.Offset
-	}
-	run := func(logs *logRecords) func() {
-		a, err := NewApplier("p", r, r.Source("txns"), store, pos, nil, slog.New(logs))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100,
-			SessionTimeout: 6 * time.Second, RetryMax: 200 * time.Millisecond, Logger: slog.New(logs)}, a)
-	}
 	produceCards(t, brokers, topic, 30)
 	logs := &logRecords{level: slog.LevelError}
 	stop := run(logs)
@@ -197,6 +158,48 @@ func testRollingDeployKeepsReading(t *testing.T, kafkaFor func(t *testing.T, top
 	if logs.has("another record") {
 		t.Errorf("a healthy partition taken for a recreated topic: %q", logs.msgs)
 	}
+}
+
+// oneTopic is a one-partition topic with a lifetime count over it, an
+// online store and positions in a miniredis, for the tests of a topic's
+// identity.
+type oneTopic struct {
+	t       *testing.T
+	brokers []string
+	topic   string
+	r       *registry.Registry
+	rc      *redis.Client
+	store   *online.Store
+	pos     *Positions
+	reg     *prometheus.Registry // the metrics of the last run
+}
+
+func newOneTopic(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string, name string) *oneTopic {
+	topic := name + "-" + strings.ReplaceAll(t.Name(), "/", "-")
+	brokers := kafkaFor(t, topic, 1)
+	rc, store := miniStore(t)
+	return &oneTopic{t: t, brokers: brokers, topic: topic, r: lifetimeCountDefs(t, topic), rc: rc, store: store, pos: NewPositions(rc, "p")}
+}
+
+// saved returns the saved position's offset, -1 for none.
+func (o *oneTopic) saved() int64 {
+	p, ok, err := o.pos.Load(context.Background(), "txns", o.topic, 0)
+	if err != nil || !ok {
+		return -1
+	}
+	return p.Offset
+}
+
+// run runs ingest of the topic until stop is called, logging to logs.
+func (o *oneTopic) run(logs *logRecords) (stop func()) {
+	a, err := NewApplier("p", o.r, o.r.Source("txns"), o.store, o.pos, nil, slog.New(logs))
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	o.reg = prometheus.NewRegistry()
+	a.SetMetrics(NewMetrics(o.reg))
+	return runGroupAsync(o.t, GroupConfig{Brokers: o.brokers, GroupID: o.topic, Topic: o.topic, BatchSize: 100,
+		SessionTimeout: 6 * time.Second, RetryMax: 200 * time.Millisecond, Logger: slog.New(logs)}, a)
 }
 
 // lifetimeCountDefs is a source on topic with a view of one lifetime count.
