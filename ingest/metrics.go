@@ -70,11 +70,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "featurestore_ingest_retention_lost_total",
 			Help: "Events the topic's retention deleted before ingest read them: reading went on from the first offset kept.",
 		}, []string{"source", "partition"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestore_ingest_apply_failures_total",
+			Help: "Failed attempts to apply a batch (Redis down or full, the dead-letter topic refusing letters, a hash that does not decode): the batch is retried with backoff, and its partition waits meanwhile.",
+		}, []string{"source"}),
 	}
-	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "featurestore_ingest_apply_failures_total",
-		Help: "Failed attempts to apply a batch (Redis down or full, the dead-letter topic refusing letters, a hash that does not decode): the batch is retried with backoff, and its partition waits meanwhile.",
-	}, []string{"source"})
 	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness, m.stalled, m.lost, m.failures)
 	return m
 }

@@ -344,12 +344,7 @@ func (r *partitionReader) fetchBytes() int {
 // ends it, rather than leaving it listed for the producer's next, committed
 // transaction.
 func (r *partitionReader) collect(rs protocol.RecordReader, txns []fetch.ResponseTransaction, hw int64) (aborted int, nextBatch int64, err error) {
-	var batches []protocol.RecordReader
-	if s, ok := rs.(*protocol.RecordStream); ok {
-		batches = s.Records
-	} else {
-		batches = []protocol.RecordReader{rs}
-	}
+	batches := batchesOf(rs)
 	// The broker lists them in offset order; sort anyway, it is short.
 	pending := slices.SortedFunc(slices.Values(txns), func(a, b fetch.ResponseTransaction) int {
 		return cmp.Compare(a.FirstOffset, b.FirstOffset)
@@ -401,6 +396,14 @@ func (r *partitionReader) collect(rs protocol.RecordReader, txns []fetch.Respons
 		}
 	}
 	return aborted, nextBatch, nil
+}
+
+// batchesOf returns the record batches of a fetched partition's records.
+func batchesOf(rs protocol.RecordReader) []protocol.RecordReader {
+	if s, ok := rs.(*protocol.RecordStream); ok {
+		return s.Records
+	}
+	return []protocol.RecordReader{rs}
 }
 
 // each calls fn with each record of a batch.
@@ -556,11 +559,7 @@ func (r *partitionReader) checkAnchor(ctx context.Context) error {
 	}
 	found, same := false, false
 	if p.RecordSet.Records != nil {
-		batches := []protocol.RecordReader{p.RecordSet.Records}
-		if s, ok := p.RecordSet.Records.(*protocol.RecordStream); ok {
-			batches = s.Records
-		}
-		for _, b := range batches {
+		for _, b := range batchesOf(p.RecordSet.Records) {
 			err := r.each(b, func(rec *protocol.Record) error {
 				if rec.Offset != r.anchor || found {
 					return nil

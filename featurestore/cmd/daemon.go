@@ -75,12 +75,11 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 	watchDone := make(chan struct{})
 	go func() { defer close(watchDone); _ = d.watcher.Run(wctx) }()
 	evictionDone := make(chan struct{})
-	go func() {
-		defer close(evictionDone)
-		if reg.redis.eviction {
-			watchEviction(wctx, d.rc, d.prom, log)
-		}
-	}()
+	if reg.redis.eviction {
+		go func() { defer close(evictionDone); watchEviction(wctx, d.rc, d.prom, log) }()
+	} else {
+		close(evictionDone)
+	}
 	d.stop = func() {
 		stopWatch()
 		<-watchDone

@@ -59,12 +59,11 @@ func (r *redisFlags) checkEviction(ctx context.Context, c redis.UniversalClient,
 			log.Warn("cannot read the eviction policy of Redis (INFO memory)", "addr", node.Options().Addr, "err", err)
 			return nil
 		}
-		policy, maxmemory := infoField(info, "maxmemory_policy"), infoField(info, "maxmemory")
-		switch {
-		case policy == "" || policy == "noeviction":
-			return nil
-		case maxmemory == "0" || maxmemory == "":
-			log.Warn("Redis would evict keys if a maxmemory were set: set maxmemory-policy noeviction", "addr", node.Options().Addr, "maxmemory_policy", policy)
+		policy, maxmemory, may := evictionOf(info)
+		if !may {
+			if policy != "" && policy != "noeviction" {
+				log.Warn("Redis would evict keys if a maxmemory were set: set maxmemory-policy noeviction", "addr", node.Options().Addr, "maxmemory_policy", policy)
+			}
 			return nil
 		}
 		what := fmt.Sprintf("the Redis at %s evicts keys when full (maxmemory %s bytes, maxmemory-policy %s): evicted tiles, fences, positions or registry versions make lookups serve wrong features as present; set maxmemory-policy noeviction (a full Redis then refuses writes, and ingest waits)",
@@ -75,20 +74,33 @@ func (r *redisFlags) checkEviction(ctx context.Context, c redis.UniversalClient,
 		}
 		return &evictionError{what + ", or pass --allow-redis-eviction"}
 	}
+	// A Cluster's primaries are found by asking it: unreachable, that
+	// fails too, and is left to what uses the client, as above.
+	err := forEachPrimary(ctx, c, check)
+	if _, ours := errors.AsType[*evictionError](err); err != nil && !ours {
+		log.Warn("cannot read the eviction policy of Redis Cluster", "err", err)
+		return nil
+	}
+	return err
+}
+
+// forEachPrimary calls fn with the Redis of a standalone client, or with
+// each primary of a Cluster.
+func forEachPrimary(ctx context.Context, c redis.UniversalClient, fn func(context.Context, *redis.Client) error) error {
 	switch cc := c.(type) {
 	case *redis.ClusterClient:
-		// Its primaries are found by asking the cluster: unreachable, that
-		// fails too, and is left to what uses the client, as above.
-		err := cc.ForEachMaster(ctx, check)
-		if _, ours := errors.AsType[*evictionError](err); err != nil && !ours {
-			log.Warn("cannot read the eviction policy of Redis Cluster", "err", err)
-			return nil
-		}
-		return err
+		return cc.ForEachMaster(ctx, fn)
 	case *redis.Client:
-		return check(ctx, cc)
+		return fn(ctx, cc)
 	}
 	return nil
+}
+
+// evictionOf returns the maxmemory-policy and maxmemory of an INFO memory
+// reply, and whether they let the node evict keys when full.
+func evictionOf(info string) (policy, maxmemory string, may bool) {
+	policy, maxmemory = infoField(info, "maxmemory_policy"), infoField(info, "maxmemory")
+	return policy, maxmemory, policy != "" && policy != "noeviction" && maxmemory != "0" && maxmemory != ""
 }
 
 // evictionError is checkEviction's refusal of a Redis.
@@ -121,7 +133,7 @@ func watchEviction(ctx context.Context, c redis.UniversalClient, prom prometheus
 		}
 		addr := node.Options().Addr
 		n, _ := strconv.ParseInt(infoField(info, "evicted_keys"), 10, 64)
-		policy, maxmemory := infoField(info, "maxmemory_policy"), infoField(info, "maxmemory")
+		policy, maxmemory, may := evictionOf(info)
 		mu.Lock()
 		defer mu.Unlock()
 		if before, seen := last[addr]; n > before && (seen || n > 0) {
@@ -129,7 +141,6 @@ func watchEviction(ctx context.Context, c redis.UniversalClient, prom prometheus
 				"addr", addr, "evicted_keys", n, "since_last_check", n-before, "maxmemory_policy", policy)
 		}
 		last[addr] = n
-		may := policy != "" && policy != "noeviction" && maxmemory != "0" && maxmemory != ""
 		if may && evicting[addr] != policy {
 			log.Error("Redis may evict keys when full: set maxmemory-policy noeviction", "addr", addr, "maxmemory", maxmemory, "maxmemory_policy", policy)
 			evicting[addr] = policy
@@ -141,12 +152,7 @@ func watchEviction(ctx context.Context, c redis.UniversalClient, prom prometheus
 	read := func() {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		switch cc := c.(type) {
-		case *redis.ClusterClient:
-			_ = cc.ForEachMaster(ctx, check)
-		case *redis.Client:
-			_ = check(ctx, cc)
-		}
+		_ = forEachPrimary(ctx, c, check)
 		var sum int64
 		mu.Lock()
 		for _, n := range last {
