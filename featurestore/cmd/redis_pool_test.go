@@ -2,6 +2,9 @@ package cmd
 
 import (
 	"context"
+	"errors"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,5 +43,33 @@ func TestRedisClientPoolTimeout(t *testing.T) {
 	}
 	if s := rc.PoolStats(); s.Timeouts < 1 {
 		t.Errorf("no pool timeout counted: %+v", *s)
+	}
+}
+
+// TestRedisClientRefusedFailsFast: a command of the client every command
+// builds, against a Redis that refuses connections, fails with the dial
+// error before serve's default deadline, not with the deadline's
+// "context deadline exceeded" (as it did with go-redis's 5 dials per
+// attempt), so that a lookup's UNAVAILABLE names the cause.
+func TestRedisClientRefusedFailsFast(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	for _, cluster := range []bool{false, true} {
+		r := redisFlags{addr: refused, timeout: 2 * time.Second, cluster: cluster}
+		rc, err := r.client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), serving.DefaultDefaultDeadline)
+		err = rc.Get(ctx, "refused").Err()
+		cancel()
+		if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection refused") {
+			t.Errorf("cluster %v: got %v, want the dial's connection refused", cluster, err)
+		}
 	}
 }

@@ -221,7 +221,15 @@ func (r *redisFlags) client() (redis.UniversalClient, error) {
 		// default, ReadTimeout+1s, outlasts every lookup (1s by default),
 		// so a lookup behind an exhausted pool would fail uncounted. A
 		// connection not free within this is a pool too small anyway.
-		PoolTimeout:   redisPoolTimeout,
+		PoolTimeout: redisPoolTimeout,
+		// One dial per attempt: go-redis's default, 5 dials 100ms apart
+		// inside every command attempt, times its command retries, made
+		// a lookup against a Redis that refuses connections wait out its
+		// whole deadline and fail with "context deadline exceeded", the
+		// dial error only in go-redis's log. With one, the retries of the
+		// command (MaxRetries, with backoff) still ride out a restart,
+		// and a refused connection fails in about 0.1s, saying so.
+		DialerRetries: 1,
 		IsClusterMode: r.cluster || len(addrs) > 1,
 		// RESP2: nothing here needs RESP3's types, and go-redis reads
 		// RESP2 replies (HGETALL's flat array above all) with fewer
