@@ -18,7 +18,8 @@ import (
 // The pending batch is bounded by GroupConfig.BatchSize while the partition
 // keeps up and by MaxBatchSize while it is behind, and by MaxBatchBytes
 // always; when it is full, reading waits. So a partition holds at most two
-// batches: the one being applied and the next.
+// batches: the one being applied and the next. With GroupConfig.Memory, the
+// bytes of both also count against the process's budget (see MemoryBudget).
 type fetcher struct {
 	cfg *GroupConfig
 	log *slog.Logger
@@ -33,6 +34,9 @@ type fetcher struct {
 	waiting bool          // next waits for ready
 	ready   chan struct{} // signalled when pending grows while next waits, or reading stops
 	space   chan struct{} // signalled when pending was taken
+	// Bytes taken from cfg.Memory: for the pending batch, and for the
+	// batch handed over, given back when the applier asks for the next.
+	held, applying int64
 }
 
 func newFetcher(cfg *GroupConfig, log *slog.Logger, r *partitionReader) *fetcher {
@@ -99,6 +103,10 @@ func (f *fetcher) run(ctx context.Context) {
 			continue
 		}
 		backoff = f.cfg.RetryMin
+		size := messageSize(m)
+		if !f.charge(ctx, int64(size)) {
+			return
+		}
 		f.mu.Lock()
 		if len(f.pending) == 0 {
 			f.since = time.Now()
@@ -108,7 +116,7 @@ func (f *fetcher) run(ctx context.Context) {
 			f.pending = slices.Grow(f.pending, f.limit()-len(f.pending))
 		}
 		f.pending = append(f.pending, m)
-		f.size += messageSize(m)
+		f.size += size
 		f.behind = m.HighWaterMark-m.Offset-1 >= int64(f.cfg.BatchSize)
 		wake := f.waiting
 		f.waiting = false
@@ -116,6 +124,48 @@ func (f *fetcher) run(ctx context.Context) {
 		if wake {
 			signal(f.ready)
 		}
+	}
+}
+
+// charge takes n bytes of cfg.Memory for a message about to join the
+// pending batch. While the budget is spent it waits for bytes given back
+// (by any partition, this one's when its applier asks for the next batch):
+// a partition that holds no bytes, pending or being applied, takes them
+// whether or not they fit, so that it moves on. It returns false if ctx
+// ended.
+func (f *fetcher) charge(ctx context.Context, n int64) bool {
+	b := f.cfg.Memory
+	if b == nil {
+		return true
+	}
+	for {
+		f.mu.Lock()
+		ok, freed := b.take(n, f.held == 0 && f.applying == 0)
+		if ok {
+			f.held += n
+		}
+		f.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-freed:
+		case <-f.space:
+		}
+	}
+}
+
+// release gives back the bytes of cfg.Memory the fetcher holds; once it and
+// the applier have stopped.
+func (f *fetcher) release() {
+	f.mu.Lock()
+	n := f.held + f.applying
+	f.held, f.applying = 0, 0
+	f.mu.Unlock()
+	if f.cfg.Memory != nil {
+		f.cfg.Memory.give(n)
 	}
 }
 
@@ -133,6 +183,14 @@ func (f *fetcher) next(ctx context.Context, buf []kafka.Message) ([]kafka.Messag
 			timer.Stop()
 		}
 	}()
+	// The last batch is applied: its bytes go back to the budget.
+	f.mu.Lock()
+	done := f.applying
+	f.applying = 0
+	f.mu.Unlock()
+	if f.cfg.Memory != nil {
+		f.cfg.Memory.give(done)
+	}
 	for {
 		f.mu.Lock()
 		if f.done || ctx.Err() != nil {
@@ -150,6 +208,7 @@ func (f *fetcher) next(ctx context.Context, buf []kafka.Message) ([]kafka.Messag
 			batch := f.pending
 			clear(buf) // drop references to the messages' memory
 			f.pending, f.size = buf[:0], 0
+			f.applying, f.held = f.held, 0
 			if cap(f.pending) > 4*f.cfg.BatchSize && n <= f.cfg.BatchSize {
 				f.pending = nil // caught up: let the catch-up buffer go
 			}

@@ -59,6 +59,11 @@ type GroupConfig struct {
 	// one batch, plus 256 bytes each for what holds them (default 16 MiB).
 	// A partition holds at most two batches: the one applied and the next.
 	MaxBatchBytes int
+	// Memory, if set, bounds the bytes of the batches of all partitions
+	// together, of every group sharing it (one per process); see
+	// MemoryBudget. Unset, memory under lag grows with the partitions
+	// assigned: two batches of MaxBatchBytes each.
+	Memory *MemoryBudget
 	// SessionTimeout is the group session timeout (default 10s; Kafka
 	// refuses less than 6s).
 	SessionTimeout time.Duration

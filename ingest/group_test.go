@@ -134,6 +134,14 @@ func produce(t *testing.T, brokers []string, topic string, n int) map[int]int64 
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}
+	return endOffsetsOf(t, brokers, topic)
+}
+
+// endOffsetsOf returns the end offset of each partition of topic.
+func endOffsetsOf(t *testing.T, brokers []string, topic string) map[int]int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		t.Fatal(err)

@@ -222,7 +222,7 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 		defer close(fetchDone)
 		f.run(readCtx)
 	}()
-	defer func() { stopReading(); <-fetchDone }()
+	defer func() { stopReading(); <-fetchDone; f.release() }()
 	var batch []kafka.Message
 	for {
 		var ok bool

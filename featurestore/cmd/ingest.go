@@ -149,6 +149,7 @@ func ingestCommand() *command {
 		session     time.Duration
 		watchEvery  time.Duration
 		offlineDir  string
+		bufferMem   string
 	)
 	return &command{
 		name:    "ingest",
@@ -177,6 +178,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 			fs.IntVar(&batchSize, "batch-size", 1000, "Most messages of one partition applied together while it keeps up (at least 1).")
 			fs.IntVar(&maxBatch, "max-batch-size", 50000, "Most messages of one partition applied together while it is behind (also at most 16 MiB); at most --batch-size to never grow batches.")
 			fs.DurationVar(&linger, "linger", 5*time.Millisecond, "How long a batch waits for more messages.")
+			fs.StringVar(&bufferMem, "buffer-memory", "256MiB", "Most bytes of messages all partitions of the process hold at once, read ahead and in the batches being applied (keys, values and headers, plus 256 bytes each), like 128MiB or 1GiB; each partition may go over by one message.")
 			fs.DurationVar(&session, "session-timeout", 10*time.Second, "Consumer group session timeout (at least 6s).")
 			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
 			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to, or an s3://, gs:// or azblob:// bucket URL; empty to write none.")
@@ -209,6 +211,11 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				case session < 6*time.Second:
 					return fmt.Errorf("%w: --session-timeout %s: Kafka needs at least 6s", errUsage, session)
 				}
+				bufBytes, err := parseBytes(bufferMem)
+				if err != nil || bufBytes <= 0 {
+					return fmt.Errorf("%w: --buffer-memory %q: want a positive size, like 256MiB", errUsage, bufferMem)
+				}
+				budget := ingest.NewMemoryBudget(bufBytes)
 				ready := &ingest.Readiness{}
 				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery, func(d *daemon) map[string]http.Handler {
 					return ingestProbes(ready, d.rc)
@@ -218,7 +225,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				}
 				defer d.stop()
 				w, rc, promReg := d.watcher, d.rc, d.prom
-				promReg.MustRegister(online.NewPoolCollector(rc))
+				promReg.MustRegister(online.NewPoolCollector(rc), ingest.NewBudgetCollector(budget))
 				named := splitList(sources)
 				if snap := w.Current(); snap != nil {
 					if missing := missingSources(named, snap.Registry); len(missing) > 0 {
@@ -231,7 +238,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 					Brokers:     resolve,
 					Sources:     named,
 					GroupPrefix: groupPrefix,
-					Group:       ingest.GroupConfig{BatchSize: batchSize, MaxBatchSize: maxBatch, Linger: linger, SessionTimeout: session, Dialer: dialer},
+					Group:       ingest.GroupConfig{BatchSize: batchSize, MaxBatchSize: maxBatch, Linger: linger, SessionTimeout: session, Dialer: dialer, Memory: budget},
 					Store:       online.New(rc, online.Options{}),
 					Positions:   ingest.NewPositions(rc, reg.project),
 					Metrics:     ingest.NewMetrics(promReg),
