@@ -14,12 +14,14 @@ import (
 	"github.com/featurestore/featurestore/serving"
 )
 
-// TestRedisClientPoolTimeout: with every connection of the online store's
-// client in use, a command with serve's default deadline waits out
-// PoolTimeout, counted as a pool timeout, before the deadline ends the wait,
-// which go-redis counts nowhere.
+// TestRedisClientPoolTimeout: with every connection of serve's client in
+// use, a command with serve's default deadline waits out PoolTimeout,
+// counted as a pool timeout, before the deadline ends the wait, which
+// go-redis counts nowhere. The client of ingest and backfill keeps
+// go-redis's longer default, so that partitions queueing for connections
+// while Redis is slow do not fail their batches.
 func TestRedisClientPoolTimeout(t *testing.T) {
-	r := redisFlags{addr: testenv.RedisAddr(t), timeout: 2 * time.Second}
+	r := redisFlags{addr: testenv.RedisAddr(t), timeout: 2 * time.Second, lookups: true}
 	uc, err := r.client()
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +45,16 @@ func TestRedisClientPoolTimeout(t *testing.T) {
 	}
 	if s := rc.PoolStats(); s.Timeouts < 1 {
 		t.Errorf("no pool timeout counted: %+v", *s)
+	}
+
+	r.lookups = false
+	other, err := r.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if got, want := other.(*redis.Client).Options().PoolTimeout, r.timeout+time.Second; got != want {
+		t.Errorf("pool timeout of the client of ingest and backfill %v, want go-redis's default %v", got, want)
 	}
 }
 

@@ -32,6 +32,9 @@ type redisFlags struct {
 	// eviction is set for the commands that read or write the online
 	// store (registerEviction): they check Redis's eviction policy.
 	eviction, allowEviction bool
+	// lookups is set for serve: its client's commands wait at most
+	// redisPoolTimeout for a connection (see client).
+	lookups bool
 }
 
 // registerEviction adds --allow-redis-eviction, and makes checkEviction
@@ -194,7 +197,7 @@ func (r *redisFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&r.timeout, "redis-timeout", 2*time.Second, "Dial, read and write timeout of Redis commands.")
 }
 
-// redisPoolTimeout bounds a Redis command's wait for a connection of the
+// redisPoolTimeout bounds a lookup's wait for a connection of serve's
 // client's pool, all in use: below serve's default deadline.
 const redisPoolTimeout = 250 * time.Millisecond
 
@@ -214,14 +217,6 @@ func (r *redisFlags) client() (redis.UniversalClient, error) {
 		ReadTimeout:           r.timeout,
 		WriteTimeout:          r.timeout,
 		ContextTimeoutEnabled: true,
-		// A wait for a connection, all in use, that the command's context
-		// ends is counted nowhere by go-redis; one that PoolTimeout ends is
-		// a pool timeout (featurestore_redis_pool_timeouts_total), retried
-		// like other errors while the deadline allows. go-redis's
-		// default, ReadTimeout+1s, outlasts every lookup (1s by default),
-		// so a lookup behind an exhausted pool would fail uncounted. A
-		// connection not free within this is a pool too small anyway.
-		PoolTimeout: redisPoolTimeout,
 		// One dial per attempt: go-redis's default, 5 dials 100ms apart
 		// inside every command attempt, times its command retries, made
 		// a lookup against a Redis that refuses connections wait out its
@@ -235,6 +230,20 @@ func (r *redisFlags) client() (redis.UniversalClient, error) {
 		// RESP2 replies (HGETALL's flat array above all) with fewer
 		// allocations and no push-notification checks.
 		Protocol: 2,
+	}
+	if r.lookups {
+		// A wait for a connection, all in use, that the command's context
+		// ends is counted nowhere by go-redis; one that PoolTimeout ends
+		// is a pool timeout (featurestore_redis_pool_timeouts_total),
+		// retried like other errors while the deadline allows. go-redis's
+		// default, ReadTimeout+1s, outlasts every lookup (1s by default),
+		// so a lookup behind an exhausted pool would fail uncounted. A
+		// connection not free within this is a pool too small anyway.
+		// Ingest and backfill keep go-redis's default: a process owning
+		// more partitions than the pool has connections (10 per core)
+		// queues their batches for connections while Redis is slow, and
+		// a wait of 250ms there would fail batches as if Redis were down.
+		opts.PoolTimeout = redisPoolTimeout
 	}
 	if r.tls || r.tlsFiles.given() {
 		// TLS by a dialer of its own, whose files are read again when

@@ -76,6 +76,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			reg.redis.registerEviction(fs)
+			reg.redis.lookups = true
 			logs.register(fs)
 			sec.register(fs)
 			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC server, host:port.")
