@@ -480,12 +480,14 @@ func quantile(sorted []time.Duration, f float64) time.Duration {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // startIngest runs the group with the production defaults (batches of
-// 1000, linger 5ms) until stop is called, or the benchmark ends.
+// 1000, linger 5ms, the 256 MiB memory budget of featurestore ingest's
+// --buffer-memory) until stop is called, or the benchmark ends.
 func startIngest(b *testing.B, brokers []string, topic, group string, h PartitionHandler) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- RunGroup(ctx, GroupConfig{Brokers: brokers, GroupID: group, Topic: topic, SessionTimeout: 6 * time.Second}, h)
+		done <- RunGroup(ctx, GroupConfig{Brokers: brokers, GroupID: group, Topic: topic, SessionTimeout: 6 * time.Second,
+			Memory: NewMemoryBudget(256 << 20)}, h)
 	}()
 	stop = sync.OnceFunc(func() {
 		cancel()
