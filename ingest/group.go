@@ -85,6 +85,9 @@ type GroupConfig struct {
 	// nil once it exists.
 	OnMissingTopics func(missing []string)
 	Logger          *slog.Logger
+	// health, if set, is told of the partitions that stall, whose
+	// batches fail, and that are released (Readiness.track).
+	health *partitionHealth
 }
 
 func (c *GroupConfig) defaults() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -217,7 +218,9 @@ type failureCounter struct {
 func (h *failureCounter) recordApplyFailure(int) { h.failures.Add(1) }
 
 // While the store fails, the partition pauses and retries the same batch,
-// each failed attempt counted; nothing is lost when it recovers.
+// each failed attempt counted; nothing is lost when it recovers. Failures
+// of a moment leave the service ready; failing for longer (failingAfter)
+// makes it not ready, naming the partition, until a batch is applied.
 func TestRunGroupRetriesFailedBatches(t *testing.T) {
 	forEachKafka(t, testRunGroupRetriesFailedBatches)
 }
@@ -227,14 +230,57 @@ func testRunGroupRetriesFailedBatches(t *testing.T, kafkaFor func(t *testing.T, 
 	brokers := kafkaFor(t, topic, 2)
 	h := &failureCounter{fencedHandler: newFencedHandler()}
 	h.failFor = 5
-	counts := produce(t, brokers, topic, 500)
-	stop := runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, SessionTimeout: 6 * time.Second}, h)
+	produce(t, brokers, topic, 500)
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, SessionTimeout: 6 * time.Second}
+	ready := &Readiness{failingAfter: time.Second}
+	ready.start(1)
+	ready.track("s", topic, &cfg)
+	ready.allStarted()
+	// The five failures take a fraction of failingAfter: no probe may see
+	// them.
+	var flapped atomic.Value
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for sleep(watchCtx, 5*time.Millisecond) {
+			if ok, why := ready.Ready(); !ok && strings.Contains(why, "applying a batch") {
+				flapped.Store(why)
+			}
+		}
+	}()
+	stop := sync.OnceFunc(runGroupAsync(t, cfg, h))
+	defer stop()
 	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 500 })
-	stop()
-	h.check(t, counts)
+	stopWatch()
+	<-watched
+	if why := flapped.Load(); why != nil {
+		t.Errorf("not ready during failures of a moment: %q", why)
+	}
 	if n := h.failures.Load(); n != 5 {
 		t.Errorf("%d failed attempts recorded, want 5", n)
 	}
+	if ok, why := ready.Ready(); !ok {
+		t.Errorf("not ready after the failures: %q", why)
+	}
+
+	// The store fails for longer than failingAfter.
+	h.mu.Lock()
+	h.failFor = 1 << 30
+	h.mu.Unlock()
+	counts := produce(t, brokers, topic, 100)
+	const says = "(source s): applying a batch has failed"
+	waitFor(t, "not ready saying "+says, 30*time.Second, func() bool {
+		ok, why := ready.Ready()
+		return !ok && strings.Contains(why, says) && strings.Contains(why, "topic "+topic+" partition ") && strings.HasSuffix(why, ": store unavailable")
+	})
+	h.mu.Lock()
+	h.failFor = 0
+	h.mu.Unlock()
+	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 600 })
+	waitFor(t, "ready again", 30*time.Second, func() bool { ok, _ := ready.Ready(); return ok })
+	stop()
+	h.check(t, counts)
 }
 
 // TestCorruptStateLoggedAsError: a batch that fails on a hash that does not
