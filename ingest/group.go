@@ -63,8 +63,23 @@ type GroupConfig struct {
 	// refuses less than 6s).
 	SessionTimeout time.Duration
 	// ShutdownTimeout bounds how long an in-flight batch may take to finish
-	// after the group is stopped (default 30s).
+	// after the group is stopped (default 30s): it bounds each attempt at a
+	// batch, and the release of a partition (its offline log committed).
 	ShutdownTimeout time.Duration
+	// RebalanceTimeout is how long the group coordinator waits, once a
+	// rebalance starts, for every member to join the group again. A member
+	// joins again once all its partitions stopped: each finishes the
+	// attempt at its batch in flight and is released, up to
+	// ShutdownTimeout each. A member that takes longer is expelled: its
+	// partitions go to others while it still applies their batches (the
+	// fences keep that correct, but the work is done twice), and it joins
+	// again as a new member, which starts another rebalance. The default,
+	// and the least value (a smaller one is raised to it), is twice
+	// ShutdownTimeout plus rebalanceMargin, and at least SessionTimeout:
+	// 65s with the default ShutdownTimeout. It does not delay the
+	// rebalance after a member died: that member stops heartbeating, and
+	// is expelled after SessionTimeout.
+	RebalanceTimeout time.Duration
 	// RetryMin and RetryMax bound the backoff between attempts at a batch
 	// that failed, say while Redis is down (defaults 100ms and 5s).
 	RetryMin, RetryMax time.Duration
@@ -111,6 +126,7 @@ func (c *GroupConfig) defaults() {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	c.RebalanceTimeout = max(c.RebalanceTimeout, 2*c.ShutdownTimeout+rebalanceMargin, c.SessionTimeout)
 	if c.RetryMin <= 0 {
 		c.RetryMin = 100 * time.Millisecond
 	}
@@ -134,20 +150,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	if !waitForTopics(ctx, &cfg, log) {
 		return nil
 	}
-	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                     cfg.GroupID,
-		Brokers:                cfg.Brokers,
-		Dialer:                 cfg.Dialer,
-		Topics:                 []string{cfg.Topic},
-		WatchPartitionChanges:  true,
-		PartitionWatchInterval: 5 * time.Second,
-		SessionTimeout:         cfg.SessionTimeout,
-		RebalanceTimeout:       cfg.SessionTimeout,
-		HeartbeatInterval:      cfg.SessionTimeout / 5,
-		JoinGroupBackoff:       time.Second,
-		StartOffset:            kafka.FirstOffset,
-		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka consumer group", "detail", fmt.Sprintf(msg, args...)) }),
-	})
+	group, err := kafka.NewConsumerGroup(cfg.consumerGroup(log))
 	if err != nil {
 		return fmt.Errorf("join consumer group %s: %w", cfg.GroupID, err)
 	}
@@ -208,6 +211,30 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+	}
+}
+
+// rebalanceMargin is what RebalanceTimeout allows a member beyond the
+// attempt at its batch and the release of its partitions: to stop reading
+// and committing, and to send its request to join again.
+const rebalanceMargin = 5 * time.Second
+
+// consumerGroup returns the configuration of the kafka-go consumer group
+// of a GroupConfig with its defaults.
+func (c *GroupConfig) consumerGroup(log *slog.Logger) kafka.ConsumerGroupConfig {
+	return kafka.ConsumerGroupConfig{
+		ID:                     c.GroupID,
+		Brokers:                c.Brokers,
+		Dialer:                 c.Dialer,
+		Topics:                 []string{c.Topic},
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 5 * time.Second,
+		SessionTimeout:         c.SessionTimeout,
+		RebalanceTimeout:       c.RebalanceTimeout,
+		HeartbeatInterval:      c.SessionTimeout / 5,
+		JoinGroupBackoff:       time.Second,
+		StartOffset:            kafka.FirstOffset,
+		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka consumer group", "detail", fmt.Sprintf(msg, args...)) }),
 	}
 }
 

@@ -188,6 +188,37 @@ func runGroupAsync(t *testing.T, cfg GroupConfig, h PartitionHandler) (stop func
 	}
 }
 
+// TestGroupRebalanceTimeout: the coordinator waits, in a rebalance, for
+// a member to finish the attempt at its batch in flight and release its
+// partitions (ShutdownTimeout each), not only a session timeout (before,
+// RebalanceTimeout was SessionTimeout: 10s against an attempt of up to
+// 30s); a smaller value given is raised, a larger one kept; and it is what
+// the kafka-go group is given.
+func TestGroupRebalanceTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cfg  GroupConfig
+		want time.Duration
+	}{
+		{"defaults", GroupConfig{}, 65 * time.Second},
+		{"shutdown timeout", GroupConfig{ShutdownTimeout: 10 * time.Second}, 25 * time.Second},
+		{"session timeout longer", GroupConfig{ShutdownTimeout: time.Second, SessionTimeout: 30 * time.Second}, 30 * time.Second},
+		{"too small raised", GroupConfig{RebalanceTimeout: 10 * time.Second}, 65 * time.Second},
+		{"larger kept", GroupConfig{RebalanceTimeout: 5 * time.Minute}, 5 * time.Minute},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			cfg.defaults()
+			if cfg.RebalanceTimeout != tt.want {
+				t.Errorf("RebalanceTimeout %s, want %s", cfg.RebalanceTimeout, tt.want)
+			}
+			if got := cfg.consumerGroup(cfg.Logger).RebalanceTimeout; got != tt.want {
+				t.Errorf("kafka-go's RebalanceTimeout %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
 // A stop mid-stream and a restart from the handler's fences apply every
 // message exactly once, whatever Kafka's committed offsets say.
 func TestRunGroupStopAndResume(t *testing.T) { forEachKafka(t, testRunGroupStopAndResume) }
