@@ -191,6 +191,10 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 		}
 		log.Info("partitions assigned", "generation", gen.ID, "member", gen.MemberID, "partitions", parts)
 		var wg sync.WaitGroup
+		stopped := make(chan struct{}) // closed once the partitions stopped
+		if len(parts) > 0 {
+			gen.Start(func(genCtx context.Context) { keepAlive(genCtx, &cfg, gen, tr, stopped, log) })
+		}
 		for _, a := range gen.Assignments[cfg.Topic] {
 			wg.Add(1)
 			gen.Start(func(genCtx context.Context) {
@@ -208,8 +212,52 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 		// The generation ends on a rebalance or when ctx ends; Start's
 		// functions see their context cancelled and finish their batch.
 		wg.Wait()
+		close(stopped)
 		if ctx.Err() != nil {
 			return nil
+		}
+	}
+}
+
+// keepAlive heartbeats for the member of generation gen, from the end of
+// the generation until stopped is closed: kafka-go stops heartbeating when
+// a generation ends (a rebalance starts), while the member's partitions
+// finish their batches in flight (up to ShutdownTimeout each), and the
+// coordinator expels a member that has neither heartbeated for
+// SessionTimeout nor asked to join again. Kept alive, the member has
+// RebalanceTimeout to join again. It stops when the coordinator no longer
+// knows the generation or the member (the rebalance ended without it), and
+// at once when stopped is closed while the generation goes on (ctx ended:
+// the group leaves when RunGroup returns).
+func keepAlive(genCtx context.Context, cfg *GroupConfig, gen *kafka.Generation, tr kafka.RoundTripper, stopped <-chan struct{}, log *slog.Logger) {
+	select {
+	case <-stopped:
+		return
+	case <-genCtx.Done():
+	}
+	every := cfg.SessionTimeout / 5
+	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: every}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stopped:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		res, err := client.Heartbeat(ctx, &kafka.HeartbeatRequest{GroupID: cfg.GroupID, GenerationID: gen.ID, MemberID: gen.MemberID})
+		cancel()
+		if err == nil {
+			err = res.Error
+		}
+		switch {
+		case err == nil, errors.Is(err, kafka.RebalanceInProgress):
+		case errors.Is(err, kafka.IllegalGeneration), errors.Is(err, kafka.UnknownMemberId):
+			log.Debug("heartbeats while the partitions stop end", "generation", gen.ID, "err", err)
+			return
+		default:
+			log.Debug("heartbeat while the partitions stop failed", "generation", gen.ID, "err", err)
 		}
 	}
 }

@@ -361,6 +361,86 @@ func testRunGroupRebalance(t *testing.T, kafkaFor func(t *testing.T, topic strin
 	h.check(t, counts)
 }
 
+// slowBatch is a fencedHandler whose first Apply after block is set takes
+// hold, and that records when that one ended and when each partition was
+// resumed.
+type slowBatch struct {
+	*fencedHandler
+	hold    time.Duration
+	block   atomic.Bool
+	slow    chan int // the slow Apply's partition, once it started
+	smu     sync.Mutex
+	slowEnd time.Time
+	resumed map[int]time.Time
+}
+
+func newSlowBatch(hold time.Duration) *slowBatch {
+	return &slowBatch{fencedHandler: newFencedHandler(), hold: hold, slow: make(chan int, 1), resumed: map[int]time.Time{}}
+}
+
+func (h *slowBatch) Resume(ctx context.Context, topic string, p int) (int64, error) {
+	h.smu.Lock()
+	if _, ok := h.resumed[p]; !ok {
+		h.resumed[p] = time.Now()
+	}
+	h.smu.Unlock()
+	return h.fencedHandler.Resume(ctx, topic, p)
+}
+
+func (h *slowBatch) Apply(ctx context.Context, topic string, p int, msgs []kafka.Message) error {
+	if h.block.CompareAndSwap(true, false) {
+		h.slow <- p
+		time.Sleep(h.hold)
+		h.smu.Lock()
+		h.slowEnd = time.Now()
+		h.smu.Unlock()
+	}
+	return h.fencedHandler.Apply(ctx, topic, p, msgs)
+}
+
+// TestRunGroupRebalanceWaitsForBatch: a member still applying a batch when
+// a rebalance starts keeps its partition until the batch is applied, and
+// joins again as the same member. Before, kafka-go stopped heartbeating
+// when the rebalance started and the coordinator expelled the member after
+// SessionTimeout: its partition went to another member while the batch was
+// still being applied, and it joined again as a new member, which started
+// another rebalance (keepAlive, GroupConfig.RebalanceTimeout).
+func TestRunGroupRebalanceWaitsForBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a batch held through a rebalance takes twice the session timeout")
+	}
+	topic := testenv.UniqueName(t, "events")
+	brokers := realKafka(t, topic, 2)
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 1, SessionTimeout: 6 * time.Second}
+	a, b := newSlowBatch(12*time.Second), newSlowBatch(0)
+	stopA := sync.OnceFunc(runGroupAsync(t, cfg, a))
+	defer stopA()
+	produce(t, brokers, topic, 10)
+	waitFor(t, "member A to apply", 30*time.Second, func() bool { return a.total() >= 10 })
+	a.block.Store(true)
+	produce(t, brokers, topic, 2)
+	p := <-a.slow
+	stopB := sync.OnceFunc(runGroupAsync(t, cfg, b))
+	defer stopB()
+	waitFor(t, "member B to resume a partition", 60*time.Second, func() bool {
+		b.smu.Lock()
+		defer b.smu.Unlock()
+		return len(b.resumed) > 0
+	})
+	time.Sleep(2 * time.Second) // B resumes all it was given
+	a.smu.Lock()
+	end := a.slowEnd
+	a.smu.Unlock()
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	if at, ok := b.resumed[p]; ok && (end.IsZero() || at.Before(end)) {
+		t.Errorf("partition %d resumed by member B at %s, while member A still applied its batch (until %s)", p, at.Format(time.StampMilli), end.Format(time.StampMilli))
+	}
+	if len(b.resumed) == 2 {
+		t.Errorf("member B was given both partitions: member A was expelled from the group")
+	}
+}
+
 // rewindHandler is a fencedHandler with a second store, a log with a fence
 // of its own (as the offline log has), that once loses what it held past an
 // offset: its Apply then asks for the partition to be resumed again, and
