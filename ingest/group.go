@@ -70,7 +70,8 @@ type GroupConfig struct {
 	// rebalance starts, for every member to join the group again. A member
 	// joins again once all its partitions stopped: each finishes the
 	// attempt at its batch in flight and is released, up to
-	// ShutdownTimeout each. A member that takes longer is expelled: its
+	// ShutdownTimeout each, while the member heartbeats (keepAlive). A
+	// member that takes longer is expelled: its
 	// partitions go to others while it still applies their batches (the
 	// fences keep that correct, but the work is done twice), and it joins
 	// again as a new member, which starts another rebalance. The default,
