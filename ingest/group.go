@@ -68,8 +68,24 @@ type GroupConfig struct {
 	// refuses less than 6s).
 	SessionTimeout time.Duration
 	// ShutdownTimeout bounds how long an in-flight batch may take to finish
-	// after the group is stopped (default 30s).
+	// after the group is stopped (default 30s): it bounds each attempt at a
+	// batch, and the release of a partition (its offline log committed).
 	ShutdownTimeout time.Duration
+	// RebalanceTimeout is how long the group coordinator waits, once a
+	// rebalance starts, for every member to join the group again. A member
+	// joins again once all its partitions stopped: each finishes the
+	// attempt at its batch in flight and is released, up to
+	// ShutdownTimeout each, while the member heartbeats (keepAlive). A
+	// member that takes longer is expelled: its
+	// partitions go to others while it still applies their batches (the
+	// fences keep that correct, but the work is done twice), and it joins
+	// again as a new member, which starts another rebalance. The default,
+	// and the least value (a smaller one is raised to it), is twice
+	// ShutdownTimeout plus rebalanceMargin, and at least SessionTimeout:
+	// 65s with the default ShutdownTimeout. It does not delay the
+	// rebalance after a member died: that member stops heartbeating, and
+	// is expelled after SessionTimeout.
+	RebalanceTimeout time.Duration
 	// RetryMin and RetryMax bound the backoff between attempts at a batch
 	// that failed, say while Redis is down (defaults 100ms and 5s).
 	RetryMin, RetryMax time.Duration
@@ -90,6 +106,9 @@ type GroupConfig struct {
 	// nil once it exists.
 	OnMissingTopics func(missing []string)
 	Logger          *slog.Logger
+	// health, if set, is told of the partitions that stall, whose
+	// batches fail, and that are released (Readiness.track).
+	health *partitionHealth
 }
 
 func (c *GroupConfig) defaults() {
@@ -113,6 +132,7 @@ func (c *GroupConfig) defaults() {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	c.RebalanceTimeout = max(c.RebalanceTimeout, 2*c.ShutdownTimeout+rebalanceMargin, c.SessionTimeout)
 	if c.RetryMin <= 0 {
 		c.RetryMin = 100 * time.Millisecond
 	}
@@ -136,20 +156,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	if !waitForTopics(ctx, &cfg, log) {
 		return nil
 	}
-	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                     cfg.GroupID,
-		Brokers:                cfg.Brokers,
-		Dialer:                 cfg.Dialer,
-		Topics:                 []string{cfg.Topic},
-		WatchPartitionChanges:  true,
-		PartitionWatchInterval: 5 * time.Second,
-		SessionTimeout:         cfg.SessionTimeout,
-		RebalanceTimeout:       cfg.SessionTimeout,
-		HeartbeatInterval:      cfg.SessionTimeout / 5,
-		JoinGroupBackoff:       time.Second,
-		StartOffset:            kafka.FirstOffset,
-		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka consumer group", "detail", fmt.Sprintf(msg, args...)) }),
-	})
+	group, err := kafka.NewConsumerGroup(cfg.consumerGroup(log))
 	if err != nil {
 		return fmt.Errorf("join consumer group %s: %w", cfg.GroupID, err)
 	}
@@ -190,6 +197,10 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 		}
 		log.Info("partitions assigned", "generation", gen.ID, "member", gen.MemberID, "partitions", parts)
 		var wg sync.WaitGroup
+		stopped := make(chan struct{}) // closed once the partitions stopped
+		if len(parts) > 0 {
+			gen.Start(func(genCtx context.Context) { keepAlive(genCtx, &cfg, gen, tr, stopped, log) })
+		}
 		for _, a := range gen.Assignments[cfg.Topic] {
 			wg.Add(1)
 			gen.Start(func(genCtx context.Context) {
@@ -207,9 +218,77 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 		// The generation ends on a rebalance or when ctx ends; Start's
 		// functions see their context cancelled and finish their batch.
 		wg.Wait()
+		close(stopped)
 		if ctx.Err() != nil {
 			return nil
 		}
+	}
+}
+
+// keepAlive heartbeats for the member of generation gen, from the end of
+// the generation until stopped is closed: kafka-go stops heartbeating when
+// a generation ends (a rebalance starts), while the member's partitions
+// finish their batches in flight (up to ShutdownTimeout each), and the
+// coordinator expels a member that has neither heartbeated for
+// SessionTimeout nor asked to join again. Kept alive, the member has
+// RebalanceTimeout to join again. It stops when the coordinator no longer
+// knows the generation or the member (the rebalance ended without it), and
+// at once when stopped is closed while the generation goes on (ctx ended:
+// the group leaves when RunGroup returns).
+func keepAlive(genCtx context.Context, cfg *GroupConfig, gen *kafka.Generation, tr kafka.RoundTripper, stopped <-chan struct{}, log *slog.Logger) {
+	select {
+	case <-stopped:
+		return
+	case <-genCtx.Done():
+	}
+	every := cfg.SessionTimeout / 5
+	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: every}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stopped:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		res, err := client.Heartbeat(ctx, &kafka.HeartbeatRequest{GroupID: cfg.GroupID, GenerationID: gen.ID, MemberID: gen.MemberID})
+		cancel()
+		if err == nil {
+			err = res.Error
+		}
+		switch {
+		case err == nil, errors.Is(err, kafka.RebalanceInProgress):
+		case errors.Is(err, kafka.IllegalGeneration), errors.Is(err, kafka.UnknownMemberId):
+			log.Debug("heartbeats while the partitions stop end", "generation", gen.ID, "err", err)
+			return
+		default:
+			log.Debug("heartbeat while the partitions stop failed", "generation", gen.ID, "err", err)
+		}
+	}
+}
+
+// rebalanceMargin is what RebalanceTimeout allows a member beyond the
+// attempt at its batch and the release of its partitions: to stop reading
+// and committing, and to send its request to join again.
+const rebalanceMargin = 5 * time.Second
+
+// consumerGroup returns the configuration of the kafka-go consumer group
+// of a GroupConfig with its defaults.
+func (c *GroupConfig) consumerGroup(log *slog.Logger) kafka.ConsumerGroupConfig {
+	return kafka.ConsumerGroupConfig{
+		ID:                     c.GroupID,
+		Brokers:                c.Brokers,
+		Dialer:                 c.Dialer,
+		Topics:                 []string{c.Topic},
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 5 * time.Second,
+		SessionTimeout:         c.SessionTimeout,
+		RebalanceTimeout:       c.RebalanceTimeout,
+		HeartbeatInterval:      c.SessionTimeout / 5,
+		JoinGroupBackoff:       time.Second,
+		StartOffset:            kafka.FirstOffset,
+		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka consumer group", "detail", fmt.Sprintf(msg, args...)) }),
 	}
 }
 

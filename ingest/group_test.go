@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -195,6 +196,37 @@ func runGroupAsync(t *testing.T, cfg GroupConfig, h PartitionHandler) (stop func
 	}
 }
 
+// TestGroupRebalanceTimeout: the coordinator waits, in a rebalance, for
+// a member to finish the attempt at its batch in flight and release its
+// partitions (ShutdownTimeout each), not only a session timeout (before,
+// RebalanceTimeout was SessionTimeout: 10s against an attempt of up to
+// 30s); a smaller value given is raised, a larger one kept; and it is what
+// the kafka-go group is given.
+func TestGroupRebalanceTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cfg  GroupConfig
+		want time.Duration
+	}{
+		{"defaults", GroupConfig{}, 65 * time.Second},
+		{"shutdown timeout", GroupConfig{ShutdownTimeout: 10 * time.Second}, 25 * time.Second},
+		{"session timeout longer", GroupConfig{ShutdownTimeout: time.Second, SessionTimeout: 30 * time.Second}, 30 * time.Second},
+		{"too small raised", GroupConfig{RebalanceTimeout: 10 * time.Second}, 65 * time.Second},
+		{"larger kept", GroupConfig{RebalanceTimeout: 5 * time.Minute}, 5 * time.Minute},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			cfg.defaults()
+			if cfg.RebalanceTimeout != tt.want {
+				t.Errorf("RebalanceTimeout %s, want %s", cfg.RebalanceTimeout, tt.want)
+			}
+			if got := cfg.consumerGroup(cfg.Logger).RebalanceTimeout; got != tt.want {
+				t.Errorf("kafka-go's RebalanceTimeout %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
 // A stop mid-stream and a restart from the handler's fences apply every
 // message exactly once, whatever Kafka's committed offsets say.
 func TestRunGroupStopAndResume(t *testing.T) { forEachKafka(t, testRunGroupStopAndResume) }
@@ -225,7 +257,9 @@ type failureCounter struct {
 func (h *failureCounter) recordApplyFailure(int) { h.failures.Add(1) }
 
 // While the store fails, the partition pauses and retries the same batch,
-// each failed attempt counted; nothing is lost when it recovers.
+// each failed attempt counted; nothing is lost when it recovers. Failures
+// of a moment leave the service ready; failing for longer (failingAfter)
+// makes it not ready, naming the partition, until a batch is applied.
 func TestRunGroupRetriesFailedBatches(t *testing.T) {
 	forEachKafka(t, testRunGroupRetriesFailedBatches)
 }
@@ -235,14 +269,57 @@ func testRunGroupRetriesFailedBatches(t *testing.T, kafkaFor func(t *testing.T, 
 	brokers := kafkaFor(t, topic, 2)
 	h := &failureCounter{fencedHandler: newFencedHandler()}
 	h.failFor = 5
-	counts := produce(t, brokers, topic, 500)
-	stop := runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, SessionTimeout: 6 * time.Second}, h)
+	produce(t, brokers, topic, 500)
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, SessionTimeout: 6 * time.Second}
+	ready := &Readiness{failingAfter: time.Second}
+	ready.start(1)
+	ready.track("s", topic, &cfg)
+	ready.allStarted()
+	// The five failures take a fraction of failingAfter: no probe may see
+	// them.
+	var flapped atomic.Value
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for sleep(watchCtx, 5*time.Millisecond) {
+			if ok, why := ready.Ready(); !ok && strings.Contains(why, "applying a batch") {
+				flapped.Store(why)
+			}
+		}
+	}()
+	stop := sync.OnceFunc(runGroupAsync(t, cfg, h))
+	defer stop()
 	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 500 })
-	stop()
-	h.check(t, counts)
+	stopWatch()
+	<-watched
+	if why := flapped.Load(); why != nil {
+		t.Errorf("not ready during failures of a moment: %q", why)
+	}
 	if n := h.failures.Load(); n != 5 {
 		t.Errorf("%d failed attempts recorded, want 5", n)
 	}
+	if ok, why := ready.Ready(); !ok {
+		t.Errorf("not ready after the failures: %q", why)
+	}
+
+	// The store fails for longer than failingAfter.
+	h.mu.Lock()
+	h.failFor = 1 << 30
+	h.mu.Unlock()
+	counts := produce(t, brokers, topic, 100)
+	const says = "(source s): applying a batch has failed"
+	waitFor(t, "not ready saying "+says, 30*time.Second, func() bool {
+		ok, why := ready.Ready()
+		return !ok && strings.Contains(why, says) && strings.Contains(why, "topic "+topic+" partition ") && strings.HasSuffix(why, ": store unavailable")
+	})
+	h.mu.Lock()
+	h.failFor = 0
+	h.mu.Unlock()
+	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 600 })
+	waitFor(t, "ready again", 30*time.Second, func() bool { ok, _ := ready.Ready(); return ok })
+	stop()
+	h.check(t, counts)
 }
 
 // TestCorruptStateLoggedAsError: a batch that fails on a hash that does not
@@ -290,6 +367,86 @@ func testRunGroupRebalance(t *testing.T, kafkaFor func(t *testing.T, topic strin
 	waitFor(t, "all messages", 60*time.Second, func() bool { return h.total() >= 6000 })
 	stopB()
 	h.check(t, counts)
+}
+
+// slowBatch is a fencedHandler whose first Apply after block is set takes
+// hold, and that records when that one ended and when each partition was
+// resumed.
+type slowBatch struct {
+	*fencedHandler
+	hold    time.Duration
+	block   atomic.Bool
+	slow    chan int // the slow Apply's partition, once it started
+	smu     sync.Mutex
+	slowEnd time.Time
+	resumed map[int]time.Time
+}
+
+func newSlowBatch(hold time.Duration) *slowBatch {
+	return &slowBatch{fencedHandler: newFencedHandler(), hold: hold, slow: make(chan int, 1), resumed: map[int]time.Time{}}
+}
+
+func (h *slowBatch) Resume(ctx context.Context, topic string, p int) (int64, error) {
+	h.smu.Lock()
+	if _, ok := h.resumed[p]; !ok {
+		h.resumed[p] = time.Now()
+	}
+	h.smu.Unlock()
+	return h.fencedHandler.Resume(ctx, topic, p)
+}
+
+func (h *slowBatch) Apply(ctx context.Context, topic string, p int, msgs []kafka.Message) error {
+	if h.block.CompareAndSwap(true, false) {
+		h.slow <- p
+		time.Sleep(h.hold)
+		h.smu.Lock()
+		h.slowEnd = time.Now()
+		h.smu.Unlock()
+	}
+	return h.fencedHandler.Apply(ctx, topic, p, msgs)
+}
+
+// TestRunGroupRebalanceWaitsForBatch: a member still applying a batch when
+// a rebalance starts keeps its partition until the batch is applied, and
+// joins again as the same member. Before, kafka-go stopped heartbeating
+// when the rebalance started and the coordinator expelled the member after
+// SessionTimeout: its partition went to another member while the batch was
+// still being applied, and it joined again as a new member, which started
+// another rebalance (keepAlive, GroupConfig.RebalanceTimeout).
+func TestRunGroupRebalanceWaitsForBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a batch held through a rebalance takes twice the session timeout")
+	}
+	topic := testenv.UniqueName(t, "events")
+	brokers := realKafka(t, topic, 2)
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 1, SessionTimeout: 6 * time.Second}
+	a, b := newSlowBatch(12*time.Second), newSlowBatch(0)
+	stopA := sync.OnceFunc(runGroupAsync(t, cfg, a))
+	defer stopA()
+	produce(t, brokers, topic, 10)
+	waitFor(t, "member A to apply", 30*time.Second, func() bool { return a.total() >= 10 })
+	a.block.Store(true)
+	produce(t, brokers, topic, 2)
+	p := <-a.slow
+	stopB := sync.OnceFunc(runGroupAsync(t, cfg, b))
+	defer stopB()
+	waitFor(t, "member B to resume a partition", 60*time.Second, func() bool {
+		b.smu.Lock()
+		defer b.smu.Unlock()
+		return len(b.resumed) > 0
+	})
+	time.Sleep(2 * time.Second) // B resumes all it was given
+	a.smu.Lock()
+	end := a.slowEnd
+	a.smu.Unlock()
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	if at, ok := b.resumed[p]; ok && (end.IsZero() || at.Before(end)) {
+		t.Errorf("partition %d resumed by member B at %s, while member A still applied its batch (until %s)", p, at.Format(time.StampMilli), end.Format(time.StampMilli))
+	}
+	if len(b.resumed) == 2 {
+		t.Errorf("member B was given both partitions: member A was expelled from the group")
+	}
 }
 
 // rewindHandler is a fencedHandler with a second store, a log with a fence

@@ -64,8 +64,9 @@ func (s *stallCounter) countLost(_ int, n int64)          { s.lost.Add(n) }
 // topic was deleted and recreated, or its log lost) stalls the partition,
 // since the fences of the old offsets would take the new events for
 // replays; that must be said at error level, not retried in silence (kafka-go
-// logs it through its error logger, which went to debug), and in the
-// stalled gauge.
+// logs it through its error logger, which went to debug), in the stalled
+// gauge, and in readiness (not ready, naming the partition), until the
+// partition reaches the position and reading goes on.
 func TestResumePastTheEnd(t *testing.T) { forEachKafka(t, testResumePastTheEnd) }
 
 func testResumePastTheEnd(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
@@ -77,12 +78,22 @@ func testResumePastTheEnd(t *testing.T, kafkaFor func(t *testing.T, topic string
 	logs := &logRecords{level: slog.LevelError}
 	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, BatchSize: 100, SessionTimeout: 6 * time.Second,
 		Logger: slog.New(logs)}
+	ready := &Readiness{}
+	ready.start(1)
+	ready.track("s", topic, &cfg)
+	ready.allStarted()
 	stop := runGroupAsync(t, cfg, h)
 	defer stop()
 	waitFor(t, "an error about the position past the end", 30*time.Second, func() bool {
 		return logs.has("past the partition's end")
 	})
 	waitFor(t, "the partition recorded as stalled", 10*time.Second, h.stalled.Load)
+	says := fmt.Sprintf("registry version 1: topic %s partition 0 (source s) stalled: recreated topic or lost log: position 1000 is past the partition's end 10", topic)
+	waitFor(t, "not ready saying "+says, 10*time.Second, func() bool { ok, why := ready.Ready(); return !ok && why == says })
+	produce(t, brokers, topic, 1000)
+	waitFor(t, "the messages from the position applied", 30*time.Second, func() bool { return h.total() == 10 })
+	waitFor(t, "the partition recorded as reading", 10*time.Second, func() bool { return !h.stalled.Load() })
+	waitFor(t, "ready once the partition reads again", 10*time.Second, func() bool { ok, _ := ready.Ready(); return ok })
 }
 
 // TestResumeBeforeTheFirstOffset: a saved position that retention has

@@ -66,9 +66,9 @@ type partitionReader struct {
 	// onEnd, if set, is told the partition's end (its high watermark) each
 	// time a fetch or a list of offsets returns it.
 	onEnd func(end int64)
-	// onStall, if set, is told when the partition stalls until an operator
-	// acts (pastEnd, a replaced log) and when a fetch succeeds again.
-	onStall func(stalled bool)
+	// onStall, if set, is told why the partition stalls until an operator
+	// acts (pastEnd, a replaced log), and "" when a fetch succeeds again.
+	onStall func(why string)
 	stalled bool
 	// onLost, if set, is told how many events retention deleted before
 	// the reader read them.
@@ -216,7 +216,7 @@ func (r *partitionReader) fetch(ctx context.Context) error {
 	}
 	err := r.fetchRecords(ctx)
 	if err == nil && r.stalled {
-		r.setStalled(false)
+		r.setStalled("")
 	}
 	if err != nil {
 		r.checkFirst = r.hasAnchor
@@ -513,7 +513,7 @@ func (r *partitionReader) outOfRange(ctx context.Context) error {
 // pastEnd stalls the partition at an offset past its end, logged at most
 // once a minute.
 func (r *partitionReader) pastEnd(offset, end int64) error {
-	r.setStalled(true)
+	r.setStalled(fmt.Sprintf("recreated topic or lost log: position %d is past the partition's end %d", offset, end))
 	if now := time.Now(); now.Sub(r.pastEndLogged) >= time.Minute {
 		r.pastEndLogged = now
 		r.log.Error("the position to read from is past the partition's end: the topic was deleted and recreated, or its log lost; "+
@@ -586,7 +586,7 @@ func (r *partitionReader) checkAnchor(ctx context.Context) error {
 		r.checkFirst = false
 		return nil
 	}
-	r.setStalled(true)
+	r.setStalled(fmt.Sprintf("recreated topic: offset %d holds another record than ingest read there", r.anchor))
 	if now := time.Now(); now.Sub(r.replacedLogged) >= time.Minute {
 		r.replacedLogged = now
 		r.log.Error("the partition holds another record at an offset ingest read before: the topic was deleted and created again; "+
@@ -596,11 +596,12 @@ func (r *partitionReader) checkAnchor(ctx context.Context) error {
 	return fmt.Errorf("fetch %s/%d: offset %d: %w", r.topic, r.partition, r.anchor, errLogReplaced)
 }
 
-// setStalled records whether the partition is stalled.
-func (r *partitionReader) setStalled(stalled bool) {
-	r.stalled = stalled
+// setStalled records why the partition is stalled, or with why empty that
+// it is not.
+func (r *partitionReader) setStalled(why string) {
+	r.stalled = why != ""
 	if r.onStall != nil {
-		r.onStall(stalled)
+		r.onStall(why)
 	}
 }
 

@@ -39,6 +39,9 @@ type partitionWorker struct {
 	// resumes between reads).
 	endRetryAt   time.Time
 	endRetryWait time.Duration
+	// failingSince is when the first of the attempts at applying a batch
+	// that failed in a row began; zero once one succeeded.
+	failingSince time.Time
 }
 
 // anchored is a PartitionHandler that knows the record at the position its
@@ -124,6 +127,8 @@ func (w *partitionWorker) refreshEnd(ctx context.Context) {
 func (w *partitionWorker) run(procCtx, genCtx context.Context) {
 	topic := w.cfg.Topic
 	w.toApply.Store(-1)
+	// After the release: readiness forgets the partition's state.
+	defer w.cfg.health.released(w.partition)
 	if r, isReleaser := w.h.(partitionReleaser); isReleaser {
 		// Before the generation ends, so before the partition's next owner
 		// resumes it (the group waits for this function to return). Also
@@ -162,11 +167,17 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 		r.onAborted = c.countAborted
 	}
 	r.onEnd = w.sawEnd
-	if s, ok := w.h.(stallRecorder); ok {
-		r.onStall = func(stalled bool) { s.recordStalled(w.partition, stalled) }
-		r.onLost = func(n int64) { s.countLost(w.partition, n) }
-		s.recordStalled(w.partition, false)
+	stalls, _ := w.h.(stallRecorder)
+	r.onStall = func(why string) {
+		if stalls != nil {
+			stalls.recordStalled(w.partition, why != "")
+		}
+		w.cfg.health.stalled(w.partition, why)
 	}
+	if stalls != nil {
+		r.onLost = func(n int64) { stalls.countLost(w.partition, n) }
+	}
+	r.onStall("")
 	r.setOffset(next)
 	if a, ok := w.h.(anchored); ok {
 		if offset, sum, ok := a.anchor(w.partition); ok {
@@ -286,16 +297,25 @@ const (
 func (w *partitionWorker) apply(procCtx, genCtx context.Context, batch []kafka.Message) int {
 	backoff := w.cfg.RetryMin
 	for {
+		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(procCtx), w.cfg.ShutdownTimeout)
 		err := w.h.Apply(ctx, w.cfg.Topic, w.partition, batch)
 		cancel()
 		if err == nil {
+			if !w.failingSince.IsZero() {
+				w.failingSince = time.Time{}
+				w.cfg.health.applied(w.partition)
+			}
 			return applyDone
 		}
 		if errors.Is(err, ErrResumePartition) {
 			w.log.Warn("batch not applied; resuming the partition again", "first_offset", batch[0].Offset, "err", err)
 			return applyResume
 		}
+		if w.failingSince.IsZero() {
+			w.failingSince = start
+		}
+		w.cfg.health.applyFailed(w.partition, w.failingSince, err)
 		if fr, ok := w.h.(failureRecorder); ok {
 			fr.recordApplyFailure(w.partition)
 		}

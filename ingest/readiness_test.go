@@ -3,18 +3,22 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/featurestore/featurestore/registry"
 )
 
 // TestReadiness: ready once every source of the running version is in its
-// group; a failed join makes it not ready again; callbacks of a version
-// that stopped change nothing.
+// group; a failed join makes it not ready again, as does a partition
+// stalled or failing to apply its batch for failingUnready, until it
+// recovers or is released; callbacks of a version that stopped change
+// nothing.
 func TestReadiness(t *testing.T) {
 	var nilReady *Readiness
 	if ok, why := nilReady.Ready(); ok || why != "ingest has not started" {
@@ -54,6 +58,42 @@ func TestReadiness(t *testing.T) {
 	check(false, "registry version 4: not in their consumer group yet: a")
 	c(true)
 	check(true, "registry version 4: every source in its consumer group (1)")
+
+	// A stalled partition makes it not ready until it reads again.
+	var nilHealth *partitionHealth
+	nilHealth.stalled(0, "recreated topic") // records nothing
+	h := r.partitions("a", "ta")
+	h.stalled(3, "recreated topic: offset 29 holds another record than ingest read there")
+	check(false, "registry version 4: topic ta partition 3 (source a) stalled: recreated topic: offset 29")
+	h.stalled(3, "")
+	check(true, "registry version 4: every source in its consumer group (1)")
+	// A batch failing makes it not ready once it has failed for
+	// failingUnready, not before (an outage of seconds), until a batch is
+	// applied.
+	h.applyFailed(10, time.Now(), errors.New("dial tcp: connection refused"))
+	check(true, "every source in its consumer group")
+	since := time.Now().Add(-failingUnready)
+	h.applyFailed(10, since, errors.New("OOM command not allowed when used memory > 'maxmemory'"))
+	check(false, fmt.Sprintf("registry version 4: topic ta partition 10 (source a): applying a batch has failed 2 times since %s: OOM command not allowed",
+		since.UTC().Format(time.RFC3339)))
+	h.applied(10)
+	check(true, "every source in its consumer group")
+	// Several partitions, in order; a released one (revoked) is forgotten.
+	h.applyFailed(10, since, errors.New("OOM"))
+	h.stalled(2, "recreated topic or lost log: position 30 is past the partition's end 0")
+	check(false, fmt.Sprintf("registry version 4: topic ta partition 2 (source a) stalled: recreated topic or lost log: position 30 is past the partition's end 0; "+
+		"topic ta partition 10 (source a): applying a batch has failed once since %s: OOM", since.UTC().Format(time.RFC3339)))
+	h.released(2)
+	h.released(10)
+	check(true, "every source in its consumer group")
+	// The partitions of a version that stopped change nothing.
+	r.stop()
+	r.start(5)
+	d := r.source("a")
+	r.allStarted()
+	d(true)
+	h.stalled(1, "recreated topic")
+	check(true, "registry version 5: every source in its consumer group (1)")
 }
 
 // TestStartSourcesWarnsOfUnloggedViews: views are offline by default, so

@@ -28,7 +28,9 @@ import (
 //     shorter than the old one, and reading went on silently from the old
 //     offset once it was longer);
 //   - and when it starts on a topic recreated meanwhile (before, nothing
-//     was noticed at all).
+//     was noticed at all);
+//   - and in both cases say so in its readiness, naming the topic and
+//     partition (before, /readyz said ready while the partition stalled).
 func TestRecreatedTopic(t *testing.T) { forEachKafka(t, testRecreatedTopic) }
 
 func testRecreatedTopic(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
@@ -43,6 +45,7 @@ func testRecreatedTopic(t *testing.T, kafkaFor func(t *testing.T, topic string, 
 	logs := &logRecords{level: slog.LevelError}
 	stop := run(logs)
 	waitFor(t, "the first topic applied", 30*time.Second, func() bool { return saved() == 29 })
+	o.waitReady(true, "every source in its consumer group")
 	time.Sleep(300 * time.Millisecond) // the reader waits in a fetch at offset 30
 
 	recreateTopic(t, brokers, topic)
@@ -55,11 +58,14 @@ func testRecreatedTopic(t *testing.T, kafkaFor func(t *testing.T, topic string, 
 	if v := gaugeValue(t, o.reg, "featurestore_ingest_partition_stalled"); v != 1 {
 		t.Errorf("featurestore_ingest_partition_stalled %v, want 1", v)
 	}
+	stalled := fmt.Sprintf("topic %s partition 0 (source txns) stalled: recreated topic", topic)
+	o.waitReady(false, stalled)
 	stop()
 
 	logs = &logRecords{level: slog.LevelError}
 	stop = run(logs)
 	waitFor(t, "an error about the recreated topic at start", 60*time.Second, func() bool { return logs.has(replaced) })
+	o.waitReady(false, stalled)
 	time.Sleep(time.Second)
 	stop()
 	if got := saved(); got != 29 {
@@ -155,6 +161,7 @@ func testRollingDeployKeepsReading(t *testing.T, kafkaFor func(t *testing.T, top
 	stop = run(logs)
 	defer stop()
 	waitFor(t, "the events after the old version's applied", 30*time.Second, func() bool { return saved() == 89 })
+	o.waitReady(true, "every source in its consumer group")
 	if logs.has("another record") {
 		t.Errorf("a healthy partition taken for a recreated topic: %q", logs.msgs)
 	}
@@ -172,6 +179,7 @@ type oneTopic struct {
 	store   *online.Store
 	pos     *Positions
 	reg     *prometheus.Registry // the metrics of the last run
+	ready   *Readiness           // the readiness of the last run
 }
 
 func newOneTopic(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string, name string) *oneTopic {
@@ -198,8 +206,30 @@ func (o *oneTopic) run(logs *logRecords) (stop func()) {
 	}
 	o.reg = prometheus.NewRegistry()
 	a.SetMetrics(NewMetrics(o.reg))
-	return runGroupAsync(o.t, GroupConfig{Brokers: o.brokers, GroupID: o.topic, Topic: o.topic, BatchSize: 100,
-		SessionTimeout: 6 * time.Second, RetryMax: 200 * time.Millisecond, Logger: slog.New(logs)}, a)
+	gc := GroupConfig{Brokers: o.brokers, GroupID: o.topic, Topic: o.topic, BatchSize: 100,
+		SessionTimeout: 6 * time.Second, RetryMax: 200 * time.Millisecond, Logger: slog.New(logs)}
+	o.ready = &Readiness{}
+	o.ready.start(1)
+	o.ready.track("txns", o.topic, &gc)
+	o.ready.allStarted()
+	return runGroupAsync(o.t, gc, a)
+}
+
+// waitReady waits for the last run's readiness to be ok, saying says.
+func (o *oneTopic) waitReady(ok bool, says string) {
+	o.t.Helper()
+	var got bool
+	var why string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if got, why = o.ready.Ready(); got == ok && strings.Contains(why, says) {
+			return
+		}
+		if time.Now().After(deadline) {
+			o.t.Fatalf("Ready() = %v, %q; want %v saying %q", got, why, ok, says)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // lifetimeCountDefs is a source on topic with a view of one lifetime count.

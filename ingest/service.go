@@ -146,8 +146,7 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		gc := cfg.Group
 		gc.Brokers, gc.Topic, gc.Logger = brokers, src.Kafka.Topic, slog
 		gc.GroupID = cfg.GroupPrefix + "." + cfg.Project + "." + src.Name
-		gc.OnGroup = cfg.Readiness.source(src.Name)
-		gc.OnMissingTopics = cfg.Readiness.topics(src.Name)
+		cfg.Readiness.track(src.Name, src.Kafka.Topic, &gc)
 		gc.DeadLetterTopic = src.Kafka.DeadLetterTopic
 		wg.Add(1)
 		go func() {

@@ -100,8 +100,9 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 
 // ingestProbes returns the liveness and readiness endpoints of an ingest
 // process: /healthz answers 200 while the process serves HTTP; /readyz
-// answers 200 when ready says so and Redis answers a PING within a second,
-// else 503, the body saying why in either case.
+// answers 200 when ready says so (each source in its group, no partition
+// stalled or failing to apply its batch for long) and Redis answers a PING
+// within a second, else 503, the body saying why in either case.
 func ingestProbes(ready *ingest.Readiness, rc redis.UniversalClient) map[string]http.Handler {
 	text := func(w http.ResponseWriter, code int, body string) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
