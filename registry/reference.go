@@ -560,8 +560,9 @@ func writeExpressions(p printer) {
 		"CPU), and `sqrt` is correctly rounded everywhere.\n\n")
 	p("Nulls: when a variable the expression uses is null (an input with no value, such as a last value never " +
 		"seen or expired, or a mean over no events; an export row's null request field), the feature is null and the " +
-		"expression is not run; a lookup gives it the status of that input (not found, expired or null, in that " +
-		"order of precedence). Counts and sums over no events are 0, not null. When a run fails (an integer `%%` by " +
+		"expression is not run; a lookup gives it the status of that input (error, not found, expired or null, in " +
+		"that order of precedence; error is an input whose stored state the lookup could not read, which exports " +
+		"never have). Counts and sums over no events are 0, not null. When a run fails (an integer `%%` by " +
 		"zero, a string index out of range, a list too large, `int()` of a double that is NaN, infinite or outside " +
 		"int64's range), the value is null (status null) and the failure is " +
 		"counted (`featurestore_serving_on_demand_errors_total` in serving; a warning at the end of an export). A double " +

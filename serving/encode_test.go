@@ -245,7 +245,7 @@ func randomValues(rng *rand.Rand, sel *selection, entities int) [][]window.Featu
 			fvs := make([]window.FeatureValue, len(vp.infos))
 			for i, info := range vp.infos {
 				fv := &fvs[i]
-				fv.Status = window.Status(1 + rng.IntN(4))
+				fv.Status = window.Status(1 + rng.IntN(5))
 				if fv.Status == window.StatusPresent {
 					fv.Value = randomValue(rng, info.Kind)
 				}

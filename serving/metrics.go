@@ -17,6 +17,7 @@ type Metrics struct {
 	redisBy  [len(readResults)]prometheus.Observer
 	values   *prometheus.CounterVec
 	odErrors *prometheus.CounterVec
+	corrupt  *prometheus.CounterVec
 }
 
 // NewMetrics registers the serving metrics with reg.
@@ -40,8 +41,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"result"})
 	m.values = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "featurestore_serving_values_total",
-		Help: "Feature values served, by feature view and status (present, not_found, expired, null): the not-found ratio of a view is its not_found over its total.",
+		Help: "Feature values served, by feature view and status (present, not_found, expired, null, error): the not-found ratio of a view is its not_found over its total.",
 	}, []string{"view", "status"})
+	m.corrupt = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "featurestore_serving_corrupt_state_total",
+		Help: "Reads of an entity's online state that does not decode, by stored feature view: each served its features with status error.",
+	}, []string{"view"})
 	m.odErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "featurestore_serving_on_demand_errors_total",
 		Help: "On-demand feature values served null because their expression failed, by view and feature.",
@@ -49,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for r, label := range readResults {
 		m.redisBy[r] = m.redis.WithLabelValues(label)
 	}
-	reg.MustRegister(m.duration, m.entities, m.redis, m.values, m.odErrors)
+	reg.MustRegister(m.duration, m.entities, m.redis, m.values, m.odErrors, m.corrupt)
 	return m
 }
 
@@ -57,6 +62,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) onDemandError(view, feature string) {
 	if m != nil {
 		m.odErrors.WithLabelValues(view, feature).Inc()
+	}
+}
+
+// corruptState counts a read of a view's online state that does not
+// decode.
+func (m *Metrics) corruptState(view string) {
+	if m != nil {
+		m.corrupt.WithLabelValues(view).Inc()
 	}
 }
 
@@ -89,6 +102,7 @@ var statusLabels = [...]string{
 	window.StatusNotFound: "not_found",
 	window.StatusExpired:  "expired",
 	window.StatusNull:     "null",
+	window.StatusError:    "error",
 }
 
 // countValues counts the values of a lookup by view and status: vals holds

@@ -262,8 +262,8 @@ func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window
 	for _, fi := range s.feats {
 		f := od.feats[fi]
 		e := f.Expr()
-		// An input without a value gives its status: not found before
-		// expired before null.
+		// An input without a value gives its status: error before not
+		// found before expired before null.
 		st := window.StatusPresent
 		for _, v := range e.Uses() {
 			x := od.vars[v]
@@ -292,10 +292,14 @@ func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window
 }
 
 // worse returns the status an on-demand feature takes from two of its
-// inputs' statuses: not found over expired over null over present.
+// inputs' statuses: error over not found over expired over null over
+// present. An input that could not be read (error) makes the feature
+// unknown, not missing: it is not computed as if the input had no event.
 func worse(a, b window.Status) window.Status {
 	rank := func(s window.Status) int {
 		switch s {
+		case window.StatusError:
+			return 4
 		case window.StatusNotFound:
 			return 3
 		case window.StatusExpired:

@@ -71,6 +71,8 @@ type OnlineService struct {
 
 	pingMu   sync.Mutex // guards pingFail
 	pingFail string     // the online store's last ping error, "" after a success
+
+	corruptLog corruptLog // of hashes that do not decode (corrupt.go)
 }
 
 // NewOnlineService returns the service reading store with the definitions
@@ -249,6 +251,9 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 		return nil, s.readFailed(ctx, err, time.Since(readStart))
 	}
 	s.opts.Metrics.readDone(time.Since(readStart), readOK)
+	if corrupt := sc.buf.Corrupt(); len(corrupt) > 0 {
+		s.corruptState(corrupt, sc.reads)
+	}
 	if len(sel.ods) > 0 {
 		vals = sel.computeODs(sc, vals, len(ents), reqVals, reqStride, s.opts.Metrics)
 	}
@@ -294,12 +299,6 @@ func (s *OnlineService) readFailed(ctx context.Context, err error, d time.Durati
 		return status.Error(codes.Canceled, "request canceled")
 	}
 	s.opts.Metrics.readDone(d, readError)
-	if errors.Is(err, online.ErrCorruptState) {
-		// Not worth retrying, unlike an outage: Internal, logged as an
-		// error, naming the key.
-		s.opts.Logger.Error("online state does not decode", "err", err)
-		return status.Errorf(codes.Internal, "online store: %v", err)
-	}
 	s.opts.Logger.Warn("online store read failed", "err", err)
 	return status.Errorf(codes.Unavailable, "online store: %v", err)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -29,6 +31,7 @@ import (
 	"github.com/featurestore/featurestore/ingest"
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
 	"github.com/featurestore/featurestore/registry"
+	"github.com/featurestore/featurestore/serving/client"
 )
 
 const testDefs = `
@@ -534,23 +537,128 @@ func TestGetOnlineFeaturesBadRequests(t *testing.T) {
 	}
 }
 
-// TestGetOnlineFeaturesCorruptState: a hash field that does not decode is
-// Internal, naming the key, not Unavailable ("safe to retry"): retrying
-// gives the same error until the state is written again. Other entities of
-// other requests are served.
+// TestGetOnlineFeaturesCorruptState: a hash field that does not decode
+// fails neither the lookup nor the other entities: a lookup of several
+// entities, one of whose card_txn hash is corrupt, gives the others their
+// values and that one FEATURE_STATUS_ERROR for its card_txn features (no
+// value, no event time, the window of the others) and for the on-demand
+// features using them, its card_more and other on-demand features as
+// usual, in request order, by rows and by columns, over gRPC and HTTP. Each
+// corrupt read is counted by view; the key is logged at error level once,
+// however often it is read within a minute.
 func TestGetOnlineFeaturesCorruptState(t *testing.T) {
-	f := newFixture(t, OnlineOptions{})
+	reg, rec := prometheus.NewRegistry(), &logRecorder{}
+	f := newFixture(t, OnlineOptions{Metrics: NewMetrics(reg), Logger: slog.New(rec)})
+	url := serveHTTP(t, f.svc, HTTPConfig{})
 	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
 	defer rc.Close()
 	key := online.Key{Project: f.svc.opts.Project, View: "card_txn", Entity: featurestore.StringKey("c2")}.Name()
 	if err := rc.HSet(context.Background(), key, online.LastField, "\xff\xff\xff").Err(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := f.client.GetOnlineFeatures(context.Background(), &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1"), skey("c2")}})
-	if status.Code(err) != codes.Internal || !strings.Contains(status.Convert(err).Message(), key) {
-		t.Errorf("got %v, want Internal naming %s", err, key)
+	f.clock.set(21 * time.Minute)
+	mean1 := (10.0 + 20 + 5) / 3 // c1's mean_1h
+	want := [][]string{
+		{"PRESENT 3", "PRESENT 5", "PRESENT 1", "PRESENT 5", fmt.Sprintf("PRESENT %g", 10/mean1)},
+		{"ERROR", "ERROR", "PRESENT 0", "ERROR", fmt.Sprintf("PRESENT %g", 10.0/7)},
+		{"PRESENT 0", "NOT_FOUND", "PRESENT 0", "NOT_FOUND", "NOT_FOUND"},
+		{"ERROR", "ERROR", "PRESENT 0", "ERROR", fmt.Sprintf("PRESENT %g", 10.0/7)},
 	}
-	get(t, f.client, &pb.GetOnlineFeaturesRequest{Kind: refs(cardTxnAll...), Entities: []*pb.EntityKey{skey("c1")}})
+	for _, layout := range []pb.ResponseLayout{pb.ResponseLayout_RESPONSE_LAYOUT_ROWS, pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS} {
+		t.Run(layout.String(), func(t *testing.T) {
+			req := &pb.GetOnlineFeaturesRequest{
+				Kind:           refs("card_txn:n_1h", "card_txn:last_amount", "card_more:n_10m", "txn_risk:jump", "txn_risk:over_mean"),
+				Entities:       []*pb.EntityKey{skey("c1"), skey("c2"), skey("nobody"), skey("c2")},
+				RequestContext: map[string]*pb.Value{"amount": dval(10)},
+				Layout:         layout,
+			}
+			resp := get(t, f.client, req)
+			if layout == pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS {
+				resp = columnsAsRows(t, resp, len(req.Entities))
+			}
+			checkRows(t, resp, want)
+			c1, c2 := resp.GetResults()[0].GetValues(), resp.GetResults()[1].GetValues()
+			if c2[0].GetEventTime() != nil || c2[1].GetEventTime() != nil {
+				t.Errorf("values in error have an event time: %v", c2)
+			}
+			if w := c2[0].GetWindow(); w == nil || !proto.Equal(w, c1[0].GetWindow()) {
+				t.Errorf("c2 n_1h in error covers %v, c1's %v", w, c1[0].GetWindow())
+			}
+
+			r := postProto(t, url, req)
+			if r.status != http.StatusOK || !strings.Contains(string(r.body), `"FEATURE_STATUS_ERROR"`) {
+				t.Fatalf("HTTP status %d: %s", r.status, r.body)
+			}
+			got := &pb.GetOnlineFeaturesResponse{}
+			if err := protojson.Unmarshal(r.body, got); err != nil {
+				t.Fatal(err)
+			}
+			if layout == pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS {
+				got = columnsAsRows(t, got, len(req.Entities))
+			}
+			if !proto.Equal(got, resp) {
+				t.Errorf("HTTP response differs from gRPC's:\n http %v\n grpc %v", got, resp)
+			}
+		})
+	}
+
+	// Four lookups (gRPC and HTTP, by rows and by columns), each reading
+	// c2's card_txn hash twice.
+	if n := counter(t, reg, "featurestore_serving_corrupt_state_total", map[string]string{"view": "card_txn"}); n != 8 {
+		t.Errorf("corrupt reads of card_txn counted: %v, want 8", n)
+	}
+	if n := counter(t, reg, "featurestore_serving_corrupt_state_total", map[string]string{"view": "card_more"}); n != 0 {
+		t.Errorf("corrupt reads of card_more counted: %v, want 0", n)
+	}
+	for view, n := range map[string]float64{"card_txn": 16, "txn_risk": 8, "card_more": 0} {
+		if got := counter(t, reg, "featurestore_serving_values_total", map[string]string{"view": view, "status": "error"}); got != n {
+			t.Errorf("%s values served in error: %v, want %v", view, got, n)
+		}
+	}
+	if n := counter(t, reg, "featurestore_serving_values_total", map[string]string{"view": "card_txn", "status": "not_found"}); n != 4 {
+		t.Errorf("card_txn values not found: %v, want 4 (nobody's last_amount, errors aside)", n)
+	}
+	lines := rec.matching(key)
+	if len(lines) != 1 || lines[0].level != slog.LevelError || !strings.Contains(lines[0].text, "view=card_txn") ||
+		!strings.Contains(lines[0].text, online.ErrCorruptState.Error()) {
+		t.Errorf("log lines naming %s: %v, want one error naming the view and the decode error", key, lines)
+	}
+
+	// The Go client reads the status (by columns, for several entities).
+	res := clientLookup(t, dialClient(t, serveGRPC(t, f.svc)), client.Features("card_txn:n_1h", "card_txn:last_amount", "card_more:n_10m"),
+		client.Key{"c1"}, client.Key{"c2"}, client.Key{"nobody"}, client.Key{"c2"})
+	var wantClient [][]string
+	for _, row := range want {
+		wantClient = append(wantClient, row[:3])
+	}
+	if got := clientRows(res); fmt.Sprint(got) != fmt.Sprint(wantClient) {
+		t.Errorf("client values:\n got %q\nwant %q", got, wantClient)
+	}
+	if v := res.At(1, 0); v.Status() != client.StatusError || v.Present() || v.Any() != nil {
+		t.Errorf("client: c2 n_1h %v, status %v", v, v.Status())
+	}
+}
+
+// columnsAsRows returns a response by columns of ne entities rebuilt by
+// rows, as columnCell reads each value.
+func columnsAsRows(t *testing.T, resp *pb.GetOnlineFeaturesResponse, ne int) *pb.GetOnlineFeaturesResponse {
+	t.Helper()
+	if len(resp.GetResults()) != 0 || len(resp.GetColumns()) != len(resp.GetFeatureNames()) {
+		t.Fatalf("not a response by columns: %v", resp)
+	}
+	out := &pb.GetOnlineFeaturesResponse{FeatureNames: resp.GetFeatureNames(), ReadTime: resp.GetReadTime(), RegistryVersion: resp.GetRegistryVersion()}
+	for i := range ne {
+		r := &pb.EntityResult{}
+		for _, col := range resp.GetColumns() {
+			fv := columnCell(t, col, i)
+			if fv.GetStatus() != pb.FeatureStatus_FEATURE_STATUS_PRESENT && (fv.GetValue() != nil || fv.GetEventTime() != nil) {
+				t.Errorf("entity %d: %v", i, fv)
+			}
+			r.Values = append(r.Values, fv)
+		}
+		out.Results = append(out.Results, r)
+	}
+	return out
 }
 
 // TestGetOnlineFeaturesRedisDown checks that an online store that accepts

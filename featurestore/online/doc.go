@@ -125,6 +125,10 @@
 // in parallel: one round trip per node involved, at the same time. Serving merges the tiles at request time, so windowed values
 // decay without writes.
 //
+// A hash that does not decode (ErrCorruptState) fails only its own read:
+// ReadBuffer.ReadViews gives its features window.StatusError and names it in
+// ReadBuffer.Corrupt, so that one bad entity does not fail a lookup of many.
+//
 // # Expiry
 //
 // Every write sets the hash's TTL: the longest window plus the allowed

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -126,6 +127,17 @@ type ReadBuffer struct {
 	flat    []window.FeatureValue
 	out     [][]window.FeatureValue
 	scratch []heldScratch
+	corrupt []CorruptRead // of the last ReadViews
+}
+
+// CorruptRead is a read of ReadBuffer.ReadViews whose hash does not decode.
+type CorruptRead struct {
+	// Request is the index of the read in the requests.
+	Request int
+	// Key is the name of the hash in Redis.
+	Key string
+	// Err says why the hash does not decode; it wraps ErrCorruptState.
+	Err error
 }
 
 // heldScratch is a view's scratch taken from its layout's pool for the
@@ -135,8 +147,9 @@ type heldScratch struct {
 	sc *viewScratch
 }
 
-// ReadViews is ReadViews with the buffers of b: the results are valid until
-// b's next use.
+// ReadViews is ReadViews with the buffers of b, the results valid until b's
+// next use, except that a hash that does not decode fails only its own read
+// (below).
 //
 // It reads the hash of a view with windows whole, with HGETALL, and keeps
 // the tiles of the view's longest window at t, the lifetime and the
@@ -149,7 +162,15 @@ type heldScratch struct {
 // read with an HMGET of its one or two fields, cheaper than HGETALL for
 // Redis and for the reply. An empty value reads as absent: the store never
 // writes one.
+//
+// A hash that does not decode fails only its own read, not the others: every
+// feature of that result has window.StatusError, no value and no event time
+// (windowed features keep the interval they cover), and Corrupt tells which
+// reads they are and why. Any other error (Redis unreachable, a reply of the
+// wrong shape) fails the whole call.
 func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t int64) ([][]window.FeatureValue, error) {
+	clear(b.corrupt)
+	b.corrupt = b.corrupt[:0]
 	if len(reqs) == 0 {
 		return nil, nil
 	}
@@ -254,12 +275,23 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		}
 		dst := b.flat[off : off+lr.features : off+lr.features]
 		off += lr.features
-		if err := b.scratchOf(lr).read(r.Layout.View, lr, kv, t, dst); err != nil {
-			return nil, fmt.Errorf("read %s: %w: %w", b.names[i], ErrCorruptState, err)
+		sc := b.scratchOf(lr)
+		if err := sc.read(r.Layout.View, lr, kv, t, dst); err != nil {
+			// The key name is cloned: it shares its buffer with every key
+			// of the call, which a retained CorruptRead would keep alive.
+			b.corrupt = append(b.corrupt, CorruptRead{Request: i, Key: strings.Clone(b.names[i]), Err: fmt.Errorf("%w: %w", ErrCorruptState, err)})
+			sc.readError(t, dst)
 		}
 		b.out[i] = dst
 	}
 	return b.out, nil
+}
+
+// Corrupt returns the reads of the last ReadViews whose hash does not
+// decode, in request order; empty when all decoded. It is valid until b's
+// next use.
+func (b *ReadBuffer) Corrupt() []CorruptRead {
+	return b.corrupt
 }
 
 // ErrCorruptState marks a read error caused by what a hash holds (a field

@@ -88,9 +88,18 @@ type ViewRead struct {
 // events. Results follow the requests; each holds the view's features in
 // order. Every result slice is freshly allocated; ReadBuffer.ReadViews
 // reuses its buffers instead.
+//
+// A hash that does not decode fails the call, with an error that wraps
+// ErrCorruptState and names the key: ReadBuffer.ReadViews serves the other
+// reads and reports it per read instead.
 func ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t int64) ([][]window.FeatureValue, error) {
 	var b ReadBuffer
-	return b.ReadViews(ctx, s, reqs, t)
+	res, err := b.ReadViews(ctx, s, reqs, t)
+	if err == nil && len(b.corrupt) > 0 {
+		c := b.corrupt[0]
+		return nil, fmt.Errorf("read %s: %w", c.Key, c.Err)
+	}
+	return res, err
 }
 
 // viewScratch is what decoding one view's reply reuses: a reader, and
@@ -170,4 +179,19 @@ func (sc *viewScratch) read(v *window.View, lr *layoutReads, kv []string, t int6
 	// per read), so they stay valid after the scratch is reused.
 	copy(dst, res)
 	return nil
+}
+
+// readError puts into dst the features of a read whose hash does not
+// decode: window.StatusError, no value, no event time, and the interval
+// each would cover at t, as a read of an empty hash gives it, so that a
+// windowed feature covers the same interval for every entity of a lookup.
+func (sc *viewScratch) readError(t int64, dst []window.FeatureValue) {
+	res, err := sc.rd.Read(t, nil, nil, nil)
+	for i := range dst {
+		var covered window.Interval
+		if err == nil { // no state, nothing to check: it cannot fail
+			covered = res[i].Covered
+		}
+		dst[i] = window.FeatureValue{Status: window.StatusError, Covered: covered}
+	}
 }

@@ -2,8 +2,10 @@ package online_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,4 +163,118 @@ func featureString(v window.FeatureValue) string {
 		return fmt.Sprint(v.Value.Double())
 	}
 	return fmt.Sprint(v.Value.Int64())
+}
+
+// TestReadViewsCorruptHash corrupts the windowed hash of one card and the
+// last-value hash of another, over RESP2 and RESP3: those two reads, and
+// only they, give StatusError for every feature, with no value and no event
+// time but the interval a windowed feature covers, and ReadBuffer.Corrupt
+// names their keys in request order; the package's ReadViews fails naming
+// the first; the buffer's next read reports nothing left over.
+func TestReadViewsCorruptHash(t *testing.T) {
+	addr := testenv.RedisAddr(t)
+	reg, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(benchDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	project := testenv.UniqueName(t, "readcorrupt")
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+	defer rc.Close()
+	a, err := ingest.NewApplier(project, reg, reg.Source("txns"), online.New(rc, online.Options{}), ingest.NewPositions(rc, project), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	var msgs []kafka.Message
+	for c := range 3 {
+		msgs = append(msgs, kafka.Message{Topic: "txns", Offset: int64(c), Value: fmt.Appendf(nil,
+			`{"card":"c%d","ts":%d,"amount":%d,"merchant":"m","country":"FR","approved":true}`, c, now-int64(c), c+1)})
+	}
+	if err := a.Apply(ctx, "txns", 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	layouts := benchLayouts(t, reg, project) // card_windows, card_last
+	var reqs []online.ViewRead
+	for c := range 3 {
+		for _, l := range layouts {
+			reqs = append(reqs, online.ViewRead{Layout: l, Entity: featurestore.StringKey(fmt.Sprintf("c%d", c))})
+		}
+	}
+	keyOf := func(r online.ViewRead) string {
+		return online.Key{Project: project, View: r.Layout.Name, Entity: r.Entity}.Name()
+	}
+	// c1's windows: a tile field that does not decode; c2's last values.
+	winKey, lastKey := keyOf(reqs[2]), keyOf(reqs[5])
+	fields, err := rc.HKeys(ctx, winKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tile := ""
+	for _, f := range fields {
+		if _, ok := online.ParseTileField(f); ok {
+			tile = f
+		}
+	}
+	if tile == "" {
+		t.Fatalf("%s has no tile field: %q", winKey, fields)
+	}
+	if err := rc.HSet(ctx, winKey, tile, "\xff\xff\xff").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.HSet(ctx, lastKey, online.LastField, "\xff\xff\xff").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, protocol := range []int{2, 3} {
+		t.Run(fmt.Sprintf("resp%d", protocol), func(t *testing.T) {
+			c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, Protocol: protocol})
+			defer c.Close()
+			store := online.New(c, online.Options{})
+			var buf online.ReadBuffer
+			res, err := buf.ReadViews(ctx, store, reqs, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, cr := range buf.Corrupt() {
+				if !errors.Is(cr.Err, online.ErrCorruptState) {
+					t.Errorf("read %d: error %v does not wrap ErrCorruptState", cr.Request, cr.Err)
+				}
+				got = append(got, fmt.Sprintf("%d %s", cr.Request, cr.Key))
+			}
+			if want := []string{"2 " + winKey, "5 " + lastKey}; fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("corrupt reads %q, want %q", got, want)
+			}
+			for i, vals := range res {
+				card, view := i/2, reqs[i].Layout.Name
+				for f, v := range vals {
+					if i == 2 || i == 5 {
+						if v.Status != window.StatusError || v.Value.Kind() != featurestore.KindNull || v.HasEventTime || v.EventTime != 0 {
+							t.Errorf("c%d %s feature %d: %+v, want an error and nothing else", card, view, f, v)
+						}
+					} else if v.Status != window.StatusPresent && v.Status != window.StatusNotFound {
+						t.Errorf("c%d %s feature %d: %+v", card, view, f, v)
+					}
+					if i%2 == 0 && v.Covered != res[0][f].Covered {
+						t.Errorf("c%d %s feature %d covers %+v, c0 %+v", card, view, f, v.Covered, res[0][f].Covered)
+					}
+				}
+			}
+			if got := featureString(res[4][2]); got != "3" {
+				t.Errorf("c2 windows sum_2h = %s, want 3 (its windows are not corrupt)", got)
+			}
+			if got := featureString(res[3][0]); got != "2" {
+				t.Errorf("c1 last amount = %s, want 2 (its last values are not corrupt)", got)
+			}
+
+			if _, err := buf.ReadViews(ctx, store, reqs[:2], now); err != nil || len(buf.Corrupt()) != 0 {
+				t.Errorf("healthy read after: %v, corrupt %v", err, buf.Corrupt())
+			}
+			_, err = online.ReadViews(ctx, store, reqs, now)
+			if !errors.Is(err, online.ErrCorruptState) || !strings.Contains(err.Error(), winKey) {
+				t.Errorf("package ReadViews: %v, want ErrCorruptState naming %s", err, winKey)
+			}
+		})
+	}
 }

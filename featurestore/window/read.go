@@ -25,6 +25,10 @@ const (
 	// StatusNull: the newest event of a last value has no value (null or
 	// absent) for the feature's field.
 	StatusNull Status = 4
+	// StatusError: no value: the state the value would be read from does
+	// not decode. A Reader never gives it; the online store's reads do
+	// (online.ReadBuffer.ReadViews), for every feature of the view.
+	StatusError Status = 5
 )
 
 func (s Status) String() string {
@@ -37,6 +41,8 @@ func (s Status) String() string {
 		return "expired"
 	case StatusNull:
 		return "null"
+	case StatusError:
+		return "error"
 	}
 	return fmt.Sprintf("Status(%d)", uint8(s))
 }

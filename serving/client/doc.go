@@ -17,7 +17,8 @@
 // entity; or Keys, the join keys by name, which also serves features of
 // several entities. The Result has one row per entity, in request order,
 // duplicates included, and one column per feature. Each Value carries its
-// status (a missing, expired or null value is not an error), the event time
+// status (a missing, expired or null value is not an error, nor is an
+// entity whose state the server could not read: StatusError), the event time
 // it comes from and, for windowed features, the interval of event time its
 // window covered.
 //

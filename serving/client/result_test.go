@@ -1,6 +1,7 @@
 package client
 
 import (
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -66,4 +67,21 @@ func FuzzResult(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestStatusesMatchTheProto checks that every status of the API has its
+// Status, named as the proto names it (NULL_VALUE is "null").
+func TestStatusesMatchTheProto(t *testing.T) {
+	for n, name := range pb.FeatureStatus_name {
+		want := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, "FEATURE_STATUS_"), "_", " "))
+		if want == "null value" {
+			want = "null"
+		}
+		if got := Status(n).String(); got != want {
+			t.Errorf("Status(%d) is %q, want %q (%s)", n, got, want, name)
+		}
+	}
+	if StatusError != Status(pb.FeatureStatus_FEATURE_STATUS_ERROR) {
+		t.Errorf("StatusError is %d, the proto's %d", StatusError, pb.FeatureStatus_FEATURE_STATUS_ERROR)
+	}
 }

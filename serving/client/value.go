@@ -28,12 +28,18 @@ const (
 	// StatusNull: the newest event was found, but the field feeding the
 	// feature was null or absent in it.
 	StatusNull
+	// StatusError: the server could not read this entity's state of the
+	// feature's view (it does not decode), and logged why; every feature of
+	// that view for that entity has this status, the other entities and
+	// views of the lookup their values. Looking up again gives the same
+	// until the state is written again: do not retry.
+	StatusError
 )
 
-var statusNames = [...]string{"unspecified", "present", "not found", "expired", "null"}
+var statusNames = [...]string{"unspecified", "present", "not found", "expired", "null", "error"}
 
 // String returns the status in words: "present", "not found", "expired",
-// "null" or "unspecified".
+// "null", "error" or "unspecified".
 func (s Status) String() string {
 	if s >= 0 && int(s) < len(statusNames) {
 		return statusNames[s]

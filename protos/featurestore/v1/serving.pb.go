@@ -81,7 +81,8 @@ func (ResponseLayout) EnumDescriptor() ([]byte, []int) {
 //
 // Only FEATURE_STATUS_PRESENT carries a value. The other statuses explain its
 // absence for monitoring and debugging; a model should treat them all as
-// "missing". The same events give the same statuses in training exports.
+// "missing". The same events give the same statuses in training exports,
+// except FEATURE_STATUS_ERROR, which only a lookup gives.
 type FeatureStatus int32
 
 const (
@@ -104,6 +105,16 @@ const (
 	// No value: the newest event was found and is within its TTL, but the field
 	// that feeds this feature was null or absent in it.
 	FeatureStatus_FEATURE_STATUS_NULL_VALUE FeatureStatus = 4
+	// No value, and no event time: the online state of this entity and feature
+	// view could not be read, because it does not decode (written by another
+	// version of the store, or by something else). Every feature of that view
+	// for that entity has this status, and so has an on-demand feature that
+	// uses one of them; the other entities and views of the request are
+	// served as usual. The server logs the error, naming the key, and counts
+	// it in a metric. Retrying gives the same status until the state is
+	// written again or deleted, so clients should not retry. Training exports
+	// never give it.
+	FeatureStatus_FEATURE_STATUS_ERROR FeatureStatus = 5
 )
 
 // Enum value maps for FeatureStatus.
@@ -114,6 +125,7 @@ var (
 		2: "FEATURE_STATUS_NOT_FOUND",
 		3: "FEATURE_STATUS_EXPIRED",
 		4: "FEATURE_STATUS_NULL_VALUE",
+		5: "FEATURE_STATUS_ERROR",
 	}
 	FeatureStatus_value = map[string]int32{
 		"FEATURE_STATUS_UNSPECIFIED": 0,
@@ -121,6 +133,7 @@ var (
 		"FEATURE_STATUS_NOT_FOUND":   2,
 		"FEATURE_STATUS_EXPIRED":     3,
 		"FEATURE_STATUS_NULL_VALUE":  4,
+		"FEATURE_STATUS_ERROR":       5,
 	}
 )
 
@@ -817,13 +830,14 @@ const file_featurestore_v1_serving_proto_rawDesc = "" +
 	"\x0eResponseLayout\x12\x1f\n" +
 	"\x1bRESPONSE_LAYOUT_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESPONSE_LAYOUT_ROWS\x10\x01\x12\x1b\n" +
-	"\x17RESPONSE_LAYOUT_COLUMNS\x10\x02*\xa4\x01\n" +
+	"\x17RESPONSE_LAYOUT_COLUMNS\x10\x02*\xbe\x01\n" +
 	"\rFeatureStatus\x12\x1e\n" +
 	"\x1aFEATURE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16FEATURE_STATUS_PRESENT\x10\x01\x12\x1c\n" +
 	"\x18FEATURE_STATUS_NOT_FOUND\x10\x02\x12\x1a\n" +
 	"\x16FEATURE_STATUS_EXPIRED\x10\x03\x12\x1d\n" +
-	"\x19FEATURE_STATUS_NULL_VALUE\x10\x042{\n" +
+	"\x19FEATURE_STATUS_NULL_VALUE\x10\x04\x12\x18\n" +
+	"\x14FEATURE_STATUS_ERROR\x10\x052{\n" +
 	"\rOnlineService\x12j\n" +
 	"\x11GetOnlineFeatures\x12).featurestore.v1.GetOnlineFeaturesRequest\x1a*.featurestore.v1.GetOnlineFeaturesResponseBLZJgithub.com/featurestore/featurestore/protos/featurestore/v1;featurestorev1b\x06proto3"
 

@@ -49,7 +49,9 @@ type OnlineServiceClient interface {
 	//   - CANCELLED: the client cancelled the call.
 	//
 	// A missing or expired value is not an error: it is reported per value by
-	// FeatureValue.status, and the call succeeds.
+	// FeatureValue.status, and the call succeeds. Nor is an entity whose online
+	// state does not decode: its values have FEATURE_STATUS_ERROR, and the
+	// other entities' values are returned.
 	GetOnlineFeatures(ctx context.Context, in *GetOnlineFeaturesRequest, opts ...grpc.CallOption) (*GetOnlineFeaturesResponse, error)
 }
 
@@ -96,7 +98,9 @@ type OnlineServiceServer interface {
 	//   - CANCELLED: the client cancelled the call.
 	//
 	// A missing or expired value is not an error: it is reported per value by
-	// FeatureValue.status, and the call succeeds.
+	// FeatureValue.status, and the call succeeds. Nor is an entity whose online
+	// state does not decode: its values have FEATURE_STATUS_ERROR, and the
+	// other entities' values are returned.
 	GetOnlineFeatures(context.Context, *GetOnlineFeaturesRequest) (*GetOnlineFeaturesResponse, error)
 	mustEmbedUnimplementedOnlineServiceServer()
 }
