@@ -83,75 +83,70 @@ func TestReadViewsAgainstEvents(t *testing.T) {
 		name string
 		w    int64
 	}{{"n_30m", 30 * minute}, {"n_2h", 120 * minute}, {"sum_2h", 120 * minute}, {"max_2h", 120 * minute}, {"mean_2h", 120 * minute}}
-	for _, protocol := range []int{2, 3} {
-		t.Run(fmt.Sprintf("resp%d", protocol), func(t *testing.T) {
-			c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, Protocol: protocol})
-			defer c.Close()
-			store := online.New(c, online.Options{})
-			var buf online.ReadBuffer
-			checked := 0
-			for at := newest; at < newest+150*minute; at += 1 + rng.Int64N(3*minute) {
-				res, err := buf.ReadViews(ctx, store, reqs, at)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for c := range cards + 1 {
-					win, last := res[2*c], res[2*c+1]
-					for i, w := range windows {
-						start := (at/tile - w.w/tile + 1) * tile
-						var n int64
-						var sum, mx float64
-						for _, e := range events {
-							if e.card == c && e.ts >= start && e.ts <= at {
-								n, sum = n+1, sum+e.amount
-								if n == 1 || e.amount > mx {
-									mx = e.amount
-								}
+	forEachProtocol(t, addr, func(t *testing.T, store *online.Store) {
+		var buf online.ReadBuffer
+		checked := 0
+		for at := newest; at < newest+150*minute; at += 1 + rng.Int64N(3*minute) {
+			res, err := buf.ReadViews(ctx, store, reqs, at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for c := range cards + 1 {
+				win, last := res[2*c], res[2*c+1]
+				for i, w := range windows {
+					start := (at/tile - w.w/tile + 1) * tile
+					var n int64
+					var sum, mx float64
+					for _, e := range events {
+						if e.card == c && e.ts >= start && e.ts <= at {
+							n, sum = n+1, sum+e.amount
+							if n == 1 || e.amount > mx {
+								mx = e.amount
 							}
 						}
-						got := win[i]
-						if got.Covered.Start != start || got.Covered.End != at+1 {
-							t.Fatalf("card %d %s at %d: covered %+v, want [%d, %d)", c, w.name, at, got.Covered, start, at+1)
-						}
-						var want string
-						switch {
-						case w.name[0] == 'n':
-							want = fmt.Sprint(n)
-						case w.name[:3] == "sum" && n == 0:
-							want = "0" // a sum over no events is 0
-						case n == 0:
-							want = "not found"
-						case w.name[:3] == "sum":
-							want = fmt.Sprint(sum)
-						case w.name[:3] == "max":
-							want = fmt.Sprint(mx)
-						default:
-							want = fmt.Sprint(sum / float64(n))
-						}
-						if g := featureString(got); g != want {
-							t.Fatalf("card %d %s at %d: got %s, want %s", c, w.name, at, g, want)
-						}
-						checked++
 					}
-					var newestOf *event
-					for i := range events {
-						if events[i].card == c {
-							newestOf = &events[i]
-						}
+					got := win[i]
+					if got.Covered.Start != start || got.Covered.End != at+1 {
+						t.Fatalf("card %d %s at %d: covered %+v, want [%d, %d)", c, w.name, at, got.Covered, start, at+1)
 					}
-					want := "not found"
-					if newestOf != nil {
-						want = fmt.Sprint(newestOf.amount)
+					var want string
+					switch {
+					case w.name[0] == 'n':
+						want = fmt.Sprint(n)
+					case w.name[:3] == "sum" && n == 0:
+						want = "0" // a sum over no events is 0
+					case n == 0:
+						want = "not found"
+					case w.name[:3] == "sum":
+						want = fmt.Sprint(sum)
+					case w.name[:3] == "max":
+						want = fmt.Sprint(mx)
+					default:
+						want = fmt.Sprint(sum / float64(n))
 					}
-					if g := featureString(last[0]); g != want {
-						t.Fatalf("card %d amount at %d: got %s, want %s", c, at, g, want)
+					if g := featureString(got); g != want {
+						t.Fatalf("card %d %s at %d: got %s, want %s", c, w.name, at, g, want)
 					}
 					checked++
 				}
+				var newestOf *event
+				for i := range events {
+					if events[i].card == c {
+						newestOf = &events[i]
+					}
+				}
+				want := "not found"
+				if newestOf != nil {
+					want = fmt.Sprint(newestOf.amount)
+				}
+				if g := featureString(last[0]); g != want {
+					t.Fatalf("card %d amount at %d: got %s, want %s", c, at, g, want)
+				}
+				checked++
 			}
-			t.Logf("%d values equal the events' reference", checked)
-		})
-	}
+		}
+		t.Logf("%d values equal the events' reference", checked)
+	})
 }
 
 // featureString prints a feature's value, or its status when it has none.
@@ -226,55 +221,62 @@ func TestReadViewsCorruptHash(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	forEachProtocol(t, addr, func(t *testing.T, store *online.Store) {
+		var buf online.ReadBuffer
+		res, err := buf.ReadViews(ctx, store, reqs, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, cr := range buf.Corrupt() {
+			if !errors.Is(cr.Err, online.ErrCorruptState) {
+				t.Errorf("read %d: error %v does not wrap ErrCorruptState", cr.Request, cr.Err)
+			}
+			got = append(got, fmt.Sprintf("%d %s", cr.Request, cr.Key))
+		}
+		if want := []string{"2 " + winKey, "5 " + lastKey}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("corrupt reads %q, want %q", got, want)
+		}
+		for i, vals := range res {
+			card, view := i/2, reqs[i].Layout.Name
+			for f, v := range vals {
+				if i == 2 || i == 5 {
+					if v.Status != window.StatusError || v.Value.Kind() != featurestore.KindNull || v.HasEventTime || v.EventTime != 0 {
+						t.Errorf("c%d %s feature %d: %+v, want an error and nothing else", card, view, f, v)
+					}
+				} else if v.Status != window.StatusPresent && v.Status != window.StatusNotFound {
+					t.Errorf("c%d %s feature %d: %+v", card, view, f, v)
+				}
+				if i%2 == 0 && v.Covered != res[0][f].Covered {
+					t.Errorf("c%d %s feature %d covers %+v, c0 %+v", card, view, f, v.Covered, res[0][f].Covered)
+				}
+			}
+		}
+		if got := featureString(res[4][2]); got != "3" {
+			t.Errorf("c2 windows sum_2h = %s, want 3 (its windows are not corrupt)", got)
+		}
+		if got := featureString(res[3][0]); got != "2" {
+			t.Errorf("c1 last amount = %s, want 2 (its last values are not corrupt)", got)
+		}
+
+		if _, err := buf.ReadViews(ctx, store, reqs[:2], now); err != nil || len(buf.Corrupt()) != 0 {
+			t.Errorf("healthy read after: %v, corrupt %v", err, buf.Corrupt())
+		}
+		_, err = online.ReadViews(ctx, store, reqs, now)
+		if !errors.Is(err, online.ErrCorruptState) || !strings.Contains(err.Error(), winKey) {
+			t.Errorf("package ReadViews: %v, want ErrCorruptState naming %s", err, winKey)
+		}
+	})
+}
+
+// forEachProtocol runs test against the Redis at addr over RESP2 and RESP3:
+// go-redis replies differ between them.
+func forEachProtocol(t *testing.T, addr string, test func(t *testing.T, store *online.Store)) {
 	for _, protocol := range []int{2, 3} {
 		t.Run(fmt.Sprintf("resp%d", protocol), func(t *testing.T) {
 			c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, Protocol: protocol})
 			defer c.Close()
-			store := online.New(c, online.Options{})
-			var buf online.ReadBuffer
-			res, err := buf.ReadViews(ctx, store, reqs, now)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, cr := range buf.Corrupt() {
-				if !errors.Is(cr.Err, online.ErrCorruptState) {
-					t.Errorf("read %d: error %v does not wrap ErrCorruptState", cr.Request, cr.Err)
-				}
-				got = append(got, fmt.Sprintf("%d %s", cr.Request, cr.Key))
-			}
-			if want := []string{"2 " + winKey, "5 " + lastKey}; fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("corrupt reads %q, want %q", got, want)
-			}
-			for i, vals := range res {
-				card, view := i/2, reqs[i].Layout.Name
-				for f, v := range vals {
-					if i == 2 || i == 5 {
-						if v.Status != window.StatusError || v.Value.Kind() != featurestore.KindNull || v.HasEventTime || v.EventTime != 0 {
-							t.Errorf("c%d %s feature %d: %+v, want an error and nothing else", card, view, f, v)
-						}
-					} else if v.Status != window.StatusPresent && v.Status != window.StatusNotFound {
-						t.Errorf("c%d %s feature %d: %+v", card, view, f, v)
-					}
-					if i%2 == 0 && v.Covered != res[0][f].Covered {
-						t.Errorf("c%d %s feature %d covers %+v, c0 %+v", card, view, f, v.Covered, res[0][f].Covered)
-					}
-				}
-			}
-			if got := featureString(res[4][2]); got != "3" {
-				t.Errorf("c2 windows sum_2h = %s, want 3 (its windows are not corrupt)", got)
-			}
-			if got := featureString(res[3][0]); got != "2" {
-				t.Errorf("c1 last amount = %s, want 2 (its last values are not corrupt)", got)
-			}
-
-			if _, err := buf.ReadViews(ctx, store, reqs[:2], now); err != nil || len(buf.Corrupt()) != 0 {
-				t.Errorf("healthy read after: %v, corrupt %v", err, buf.Corrupt())
-			}
-			_, err = online.ReadViews(ctx, store, reqs, now)
-			if !errors.Is(err, online.ErrCorruptState) || !strings.Contains(err.Error(), winKey) {
-				t.Errorf("package ReadViews: %v, want ErrCorruptState naming %s", err, winKey)
-			}
+			test(t, online.New(c, online.Options{}))
 		})
 	}
 }
