@@ -163,7 +163,8 @@ type heldScratch struct {
 // Redis and for the reply. An empty value reads as absent: the store never
 // writes one.
 //
-// A hash that does not decode fails only its own read, not the others: every
+// A hash that does not decode, or a key that holds no hash (WRONGTYPE),
+// fails only its own read, not the others: every
 // feature of that result has window.StatusError, no value and no event time
 // (windowed features keep the interval they cover), and Corrupt tells which
 // reads they are and why. Any other error (Redis unreachable, a reply of the
@@ -238,7 +239,7 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		b.store, b.pipe = s, s.c.Pipeline()
 	}
 	_ = b.pipe.BatchProcess(ctx, b.cmds...)
-	if _, err := b.pipe.Exec(ctx); err != nil {
+	if _, err := b.pipe.Exec(ctx); err != nil && !wrongTypeOnly(b.cmds) {
 		return nil, fmt.Errorf("read online state of %d keys from redis: %w", len(reqs), err)
 	}
 
@@ -247,6 +248,15 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 	off := 0
 	for i, r := range reqs {
 		lr := b.reads[i]
+		dst := b.flat[off : off+lr.features : off+lr.features]
+		off += lr.features
+		b.out[i] = dst
+		if err := b.cmds[i].Err(); err != nil {
+			// WRONGTYPE (wrongTypeOnly): the key holds no hash.
+			b.corrupt = append(b.corrupt, CorruptRead{Request: i, Key: strings.Clone(b.names[i]), Err: fmt.Errorf("%w: %w", ErrCorruptState, err)})
+			b.scratchOf(lr).readError(t, dst)
+			continue
+		}
 		var kv []string
 		switch cmd := b.cmds[i].(type) {
 		case *redis.MapStringStringCmd:
@@ -273,8 +283,6 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 			}
 			kv = b.kv
 		}
-		dst := b.flat[off : off+lr.features : off+lr.features]
-		off += lr.features
 		sc := b.scratchOf(lr)
 		if err := sc.read(r.Layout.View, lr, kv, t, dst); err != nil {
 			// The key name is cloned: it shares its buffer with every key
@@ -282,9 +290,26 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 			b.corrupt = append(b.corrupt, CorruptRead{Request: i, Key: strings.Clone(b.names[i]), Err: fmt.Errorf("%w: %w", ErrCorruptState, err)})
 			sc.readError(t, dst)
 		}
-		b.out[i] = dst
 	}
 	return b.out, nil
+}
+
+// wrongTypeOnly reports whether every command of cmds that failed did so
+// with Redis's WRONGTYPE reply: a key of the online store that holds no
+// hash (written by something else), which fails only its own read, as a
+// hash that does not decode does. Any other error fails the whole call.
+func wrongTypeOnly(cmds []redis.Cmder) bool {
+	found := false
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			var re redis.Error
+			if !errors.As(err, &re) || !strings.HasPrefix(re.Error(), "WRONGTYPE ") {
+				return false
+			}
+			found = true
+		}
+	}
+	return found
 }
 
 // Corrupt returns the reads of the last ReadViews whose hash does not

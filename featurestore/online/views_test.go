@@ -220,6 +220,11 @@ func TestReadViewsCorruptHash(t *testing.T) {
 	if err := rc.HSet(ctx, lastKey, online.LastField, "\xff\xff\xff").Err(); err != nil {
 		t.Fatal(err)
 	}
+	// c0's last values: not a hash at all (Redis replies WRONGTYPE).
+	stringKey := keyOf(reqs[1])
+	if err := rc.Set(ctx, stringKey, "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 
 	forEachProtocol(t, addr, func(t *testing.T, store *online.Store) {
 		var buf online.ReadBuffer
@@ -234,13 +239,13 @@ func TestReadViewsCorruptHash(t *testing.T) {
 			}
 			got = append(got, fmt.Sprintf("%d %s", cr.Request, cr.Key))
 		}
-		if want := []string{"2 " + winKey, "5 " + lastKey}; fmt.Sprint(got) != fmt.Sprint(want) {
+		if want := []string{"1 " + stringKey, "2 " + winKey, "5 " + lastKey}; fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("corrupt reads %q, want %q", got, want)
 		}
 		for i, vals := range res {
 			card, view := i/2, reqs[i].Layout.Name
 			for f, v := range vals {
-				if i == 2 || i == 5 {
+				if i == 1 || i == 2 || i == 5 {
 					if v.Status != window.StatusError || v.Value.Kind() != featurestore.KindNull || v.HasEventTime || v.EventTime != 0 {
 						t.Errorf("c%d %s feature %d: %+v, want an error and nothing else", card, view, f, v)
 					}
@@ -259,12 +264,16 @@ func TestReadViewsCorruptHash(t *testing.T) {
 			t.Errorf("c1 last amount = %s, want 2 (its last values are not corrupt)", got)
 		}
 
-		if _, err := buf.ReadViews(ctx, store, reqs[:2], now); err != nil || len(buf.Corrupt()) != 0 {
+		if _, err := buf.ReadViews(ctx, store, reqs[3:5], now); err != nil || len(buf.Corrupt()) != 0 {
 			t.Errorf("healthy read after: %v, corrupt %v", err, buf.Corrupt())
 		}
-		_, err = online.ReadViews(ctx, store, reqs, now)
+		_, err = online.ReadViews(ctx, store, reqs[2:], now)
 		if !errors.Is(err, online.ErrCorruptState) || !strings.Contains(err.Error(), winKey) {
 			t.Errorf("package ReadViews: %v, want ErrCorruptState naming %s", err, winKey)
+		}
+		_, err = online.ReadViews(ctx, store, reqs[:2], now)
+		if !errors.Is(err, online.ErrCorruptState) || !strings.Contains(err.Error(), "WRONGTYPE") {
+			t.Errorf("package ReadViews of a key holding no hash: %v, want ErrCorruptState saying WRONGTYPE", err)
 		}
 	})
 }
