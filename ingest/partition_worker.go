@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/featurestore/online"
@@ -276,9 +278,15 @@ func (w *partitionWorker) resume(ctx context.Context) (int64, bool) {
 	}
 }
 
-// corruptState tells an error of a hash that does not decode.
+// corruptState tells an error of a hash that does not decode, or of a key
+// of the online store that holds no hash (Redis's WRONGTYPE reply, from the
+// write's script: something else wrote the key).
 func corruptState(err error) bool {
-	return errors.Is(err, window.ErrCorrupt) || errors.Is(err, online.ErrCorruptState) || errors.Is(err, online.ErrCorruptSlot)
+	if errors.Is(err, window.ErrCorrupt) || errors.Is(err, online.ErrCorruptState) || errors.Is(err, online.ErrCorruptSlot) {
+		return true
+	}
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE ")
 }
 
 // What became of a batch handed to apply.
