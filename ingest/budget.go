@@ -57,9 +57,9 @@ func (b *MemoryBudget) take(n int64, force bool) (bool, <-chan struct{}) {
 	return false, b.freed
 }
 
-// give gives back n bytes taken.
+// give gives back n bytes taken; a nil budget takes and gives nothing.
 func (b *MemoryBudget) give(n int64) {
-	if n == 0 {
+	if b == nil || n == 0 {
 		return
 	}
 	b.mu.Lock()

@@ -164,9 +164,7 @@ func (f *fetcher) release() {
 	n := f.held + f.applying
 	f.held, f.applying = 0, 0
 	f.mu.Unlock()
-	if f.cfg.Memory != nil {
-		f.cfg.Memory.give(n)
-	}
+	f.cfg.Memory.give(n)
 }
 
 // next waits for the next batch and returns it; buf, the last batch, is
@@ -188,9 +186,7 @@ func (f *fetcher) next(ctx context.Context, buf []kafka.Message) ([]kafka.Messag
 	done := f.applying
 	f.applying = 0
 	f.mu.Unlock()
-	if f.cfg.Memory != nil {
-		f.cfg.Memory.give(done)
-	}
+	f.cfg.Memory.give(done)
 	for {
 		f.mu.Lock()
 		if f.done || ctx.Err() != nil {

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/featurestore/online"
@@ -282,11 +280,7 @@ func (w *partitionWorker) resume(ctx context.Context) (int64, bool) {
 // of the online store that holds no hash (Redis's WRONGTYPE reply, from the
 // write's script: something else wrote the key).
 func corruptState(err error) bool {
-	if errors.Is(err, window.ErrCorrupt) || errors.Is(err, online.ErrCorruptState) || errors.Is(err, online.ErrCorruptSlot) {
-		return true
-	}
-	var re redis.Error
-	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE ")
+	return errors.Is(err, window.ErrCorrupt) || errors.Is(err, online.ErrCorruptState) || errors.Is(err, online.ErrCorruptSlot) || online.IsWrongType(err)
 }
 
 // What became of a batch handed to apply.

@@ -22,25 +22,7 @@ import (
 func TestKeyHoldingNoHashIsCorruptState(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
 	defer rc.Close()
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(`
-kind: Entity
-name: card
-join_keys: [{name: card, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts, encoding: epoch_ms}
-keys: {card: card}
-fields: {amount: double}
-allowed_lateness: 1m
----
-kind: FeatureView
-name: by_card
-entity: card
-source: txns
-features: [{name: n, aggregation: count, window: 1h}]
-`)})
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(futureDefs(""))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,12 +32,12 @@ features: [{name: n, aggregation: count, window: 1h}]
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	key := online.Key{Project: project, View: "by_card", Entity: featurestore.StringKey("c1")}.Name()
+	key := online.Key{Project: project, View: "n", Entity: featurestore.StringKey("c1")}.Name()
 	if err := rc.Set(ctx, key, "not a hash", time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UnixMilli()
-	err = a.Apply(ctx, "txns", 0, []kafka.Message{{Topic: "txns", Offset: 0, Value: fmt.Appendf(nil, `{"card":"c1","ts":%d,"amount":1}`, now)}})
+	err = a.Apply(ctx, "txns", 0, []kafka.Message{{Topic: "txns", Offset: 0, Value: fmt.Appendf(nil, `{"card":"c1","ts":%d}`, now)}})
 	if err == nil {
 		t.Fatal("a batch writing to a key that holds a string was applied")
 	}

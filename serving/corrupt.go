@@ -37,11 +37,12 @@ func (l *corruptLog) allow(key string, now time.Time) (ok bool, suppressed int) 
 	if l.last == nil {
 		l.last = make(map[string]time.Time)
 	}
-	if at, seen := l.last[key]; seen && now.Sub(at) < corruptLogInterval {
+	at, seen := l.last[key]
+	if seen && now.Sub(at) < corruptLogInterval {
 		l.suppressed++
 		return false, 0
 	}
-	if _, seen := l.last[key]; !seen && len(l.last) >= corruptLogKeys {
+	if !seen && len(l.last) >= corruptLogKeys {
 		for k, at := range l.last {
 			if now.Sub(at) >= corruptLogInterval {
 				delete(l.last, k)

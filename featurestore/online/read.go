@@ -253,8 +253,7 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		b.out[i] = dst
 		if err := b.cmds[i].Err(); err != nil {
 			// WRONGTYPE (wrongTypeOnly): the key holds no hash.
-			b.corrupt = append(b.corrupt, CorruptRead{Request: i, Key: strings.Clone(b.names[i]), Err: fmt.Errorf("%w: %w", ErrCorruptState, err)})
-			b.scratchOf(lr).readError(t, dst)
+			b.corruptRead(i, b.scratchOf(lr), t, dst, err)
 			continue
 		}
 		var kv []string
@@ -285,31 +284,44 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		}
 		sc := b.scratchOf(lr)
 		if err := sc.read(r.Layout.View, lr, kv, t, dst); err != nil {
-			// The key name is cloned: it shares its buffer with every key
-			// of the call, which a retained CorruptRead would keep alive.
-			b.corrupt = append(b.corrupt, CorruptRead{Request: i, Key: strings.Clone(b.names[i]), Err: fmt.Errorf("%w: %w", ErrCorruptState, err)})
-			sc.readError(t, dst)
+			b.corruptRead(i, sc, t, dst, err)
 		}
 	}
 	return b.out, nil
 }
 
+// corruptRead records that read i of the last ReadViews failed on what
+// its key holds (err), and puts its features, read with sc, in dst.
+func (b *ReadBuffer) corruptRead(i int, sc *viewScratch, t int64, dst []window.FeatureValue, err error) {
+	// The key name is cloned: it shares its buffer with every key of the
+	// call, which a retained CorruptRead would keep alive.
+	b.corrupt = append(b.corrupt, CorruptRead{Request: i, Key: strings.Clone(b.names[i]), Err: fmt.Errorf("%w: %w", ErrCorruptState, err)})
+	sc.readError(t, dst)
+}
+
 // wrongTypeOnly reports whether every command of cmds that failed did so
-// with Redis's WRONGTYPE reply: a key of the online store that holds no
-// hash (written by something else), which fails only its own read, as a
-// hash that does not decode does. Any other error fails the whole call.
+// with Redis's WRONGTYPE reply (IsWrongType), which fails only its own
+// read, as a hash that does not decode does. Any other error fails the
+// whole call.
 func wrongTypeOnly(cmds []redis.Cmder) bool {
 	found := false
 	for _, c := range cmds {
 		if err := c.Err(); err != nil {
-			var re redis.Error
-			if !errors.As(err, &re) || !strings.HasPrefix(re.Error(), "WRONGTYPE ") {
+			if !IsWrongType(err) {
 				return false
 			}
 			found = true
 		}
 	}
 	return found
+}
+
+// IsWrongType reports whether err is Redis's WRONGTYPE reply: a key of the
+// online store that holds no hash, written by something else. Like a hash
+// that does not decode, trying again changes nothing until it is repaired.
+func IsWrongType(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE ")
 }
 
 // Corrupt returns the reads of the last ReadViews whose hash does not
