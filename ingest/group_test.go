@@ -29,6 +29,9 @@ type fencedHandler struct {
 	failFor int   // fail this many Apply calls first (an outage)
 	failErr error // the error of those calls; "store unavailable" if nil
 	calls   int
+	// resumeErr, if not nil, is what every Resume call returns (the
+	// positions unreadable).
+	resumeErr error
 }
 
 func newFencedHandler() *fencedHandler {
@@ -38,6 +41,9 @@ func newFencedHandler() *fencedHandler {
 func (h *fencedHandler) Resume(_ context.Context, _ string, p int) (int64, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.resumeErr != nil {
+		return 0, h.resumeErr
+	}
 	if f, ok := h.fence[p]; ok {
 		return f + 1, nil
 	}
@@ -317,6 +323,38 @@ func testRunGroupRetriesFailedBatches(t *testing.T, kafkaFor func(t *testing.T, 
 	h.failFor = 0
 	h.mu.Unlock()
 	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 600 })
+	waitFor(t, "ready again", 30*time.Second, func() bool { ok, _ := ready.Ready(); return ok })
+	stop()
+	h.check(t, counts)
+}
+
+// A partition whose resume keeps failing (its positions unreadable while
+// Redis answers PINGs: a hash that does not decode, a script refused)
+// reads nothing, so the service is not ready once it has failed for longer
+// than failingAfter, naming the partition and the error; once a resume
+// succeeds it is ready again and nothing is lost.
+func TestRunGroupResumeFailingUnready(t *testing.T) {
+	topic := testenv.UniqueName(t, "events")
+	brokers := startKafka(t, topic, 2)
+	h := newFencedHandler()
+	h.resumeErr = errors.New("positions do not decode")
+	counts := produce(t, brokers, topic, 200)
+	cfg := GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, SessionTimeout: 6 * time.Second}
+	ready := &Readiness{failingAfter: time.Second}
+	ready.start(1)
+	ready.track("s", topic, &cfg)
+	ready.allStarted()
+	stop := sync.OnceFunc(runGroupAsync(t, cfg, h))
+	defer stop()
+	const says = "(source s): resuming the partition has failed"
+	waitFor(t, "not ready saying "+says, 30*time.Second, func() bool {
+		ok, why := ready.Ready()
+		return !ok && strings.Contains(why, says) && strings.Contains(why, "topic "+topic+" partition ") && strings.HasSuffix(why, ": positions do not decode")
+	})
+	h.mu.Lock()
+	h.resumeErr = nil
+	h.mu.Unlock()
+	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 200 })
 	waitFor(t, "ready again", 30*time.Second, func() bool { ok, _ := ready.Ready(); return ok })
 	stop()
 	h.check(t, counts)

@@ -256,17 +256,27 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 	}
 }
 
-// resume asks the handler where to start, retrying while it fails.
+// resume asks the handler where to start, retrying while it fails; the
+// failures count for readiness as failed batches do.
 func (w *partitionWorker) resume(ctx context.Context) (int64, bool) {
 	backoff := w.cfg.RetryMin
+	var failingSince time.Time
 	for {
+		start := time.Now()
 		next, err := w.h.Resume(ctx, w.cfg.Topic, w.partition)
 		if err == nil {
+			if !failingSince.IsZero() {
+				w.cfg.health.succeeded(w.partition)
+			}
 			return next, true
 		}
 		if ctx.Err() != nil {
 			return 0, false
 		}
+		if failingSince.IsZero() {
+			failingSince = start
+		}
+		w.cfg.health.failed(w.partition, doingResume, failingSince, err)
 		w.log.Warn("resume position unavailable; retrying", "err", err, "retry_in", backoff)
 		w.reportLag(ctx, true) // from where the partition stopped, if it ran
 		if !sleep(ctx, backoff) {
@@ -306,7 +316,7 @@ func (w *partitionWorker) apply(procCtx, genCtx context.Context, batch []kafka.M
 		if err == nil {
 			if !w.failingSince.IsZero() {
 				w.failingSince = time.Time{}
-				w.cfg.health.applied(w.partition)
+				w.cfg.health.succeeded(w.partition)
 			}
 			return applyDone
 		}
@@ -317,7 +327,7 @@ func (w *partitionWorker) apply(procCtx, genCtx context.Context, batch []kafka.M
 		if w.failingSince.IsZero() {
 			w.failingSince = start
 		}
-		w.cfg.health.applyFailed(w.partition, w.failingSince, err)
+		w.cfg.health.failed(w.partition, doingApply, w.failingSince, err)
 		if fr, ok := w.h.(failureRecorder); ok {
 			fr.recordApplyFailure(w.partition)
 		}

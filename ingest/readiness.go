@@ -14,8 +14,8 @@ import (
 // version is running, each source it ingests is in its consumer group
 // (entered a generation, with or without partitions, and has not failed to
 // join one since), and no partition it was assigned is stalled until an
-// operator acts (a recreated topic) or has failed to apply its batch for
-// failingUnready or longer. RunService keeps it up to date when
+// operator acts (a recreated topic) or has failed to resume or to apply its
+// batch for failingUnready or longer. RunService keeps it up to date when
 // ServiceConfig names it; a readiness probe reads it. The zero value is not
 // ready.
 type Readiness struct {
@@ -52,8 +52,9 @@ type partitionKey struct {
 type partitionProblem struct {
 	topic   string
 	stalled string    // why it is stalled; empty if it is not
+	doing   string    // what the failed attempts do: "resuming the partition", "applying a batch"
 	since   time.Time // when the first failed attempt in a row began
-	fails   int       // failed attempts since the last batch applied
+	fails   int       // failed attempts since the last one that succeeded
 	err     string    // of the last failed attempt
 }
 
@@ -187,15 +188,22 @@ func (h *partitionHealth) stalled(p int, why string) {
 	h.update(p, func(s *partitionProblem) { s.stalled = why })
 }
 
-// applyFailed records a failed attempt to apply partition p's batch; since
+// What a partition's failed attempts were doing (partitionProblem.doing).
+const (
+	doingResume = "resuming the partition"
+	doingApply  = "applying a batch"
+)
+
+// failed records a failed attempt of partition p (doing says at what); since
 // is when the first of the attempts that failed in a row began.
-func (h *partitionHealth) applyFailed(p int, since time.Time, err error) {
-	h.update(p, func(s *partitionProblem) { s.since, s.err = since, err.Error(); s.fails++ })
+func (h *partitionHealth) failed(p int, doing string, since time.Time, err error) {
+	h.update(p, func(s *partitionProblem) { s.doing, s.since, s.err = doing, since, err.Error(); s.fails++ })
 }
 
-// applied records that partition p applied a batch after failed attempts.
-func (h *partitionHealth) applied(p int) {
-	h.update(p, func(s *partitionProblem) { s.since, s.fails, s.err = time.Time{}, 0, "" })
+// succeeded records that partition p resumed or applied a batch after
+// failed attempts.
+func (h *partitionHealth) succeeded(p int) {
+	h.update(p, func(s *partitionProblem) { s.doing, s.since, s.fails, s.err = "", time.Time{}, 0, "" })
 }
 
 // released records that the process let go of partition p (a rebalance,
@@ -241,7 +249,7 @@ func (r *Readiness) Ready() (bool, string) {
 }
 
 // unhealthy says what is wrong with each partition that is stalled or has
-// failed to apply its batch for failingUnready or longer, in the order of
+// failed to resume or to apply its batch for failingUnready or longer, in the order of
 // sources and partitions. r.mu is held.
 func (r *Readiness) unhealthy() []string {
 	keys := slices.SortedFunc(maps.Keys(r.parts), func(a, b partitionKey) int {
@@ -259,8 +267,8 @@ func (r *Readiness) unhealthy() []string {
 			if s.fails > 1 {
 				times = fmt.Sprintf("%d times", s.fails)
 			}
-			out = append(out, fmt.Sprintf("topic %s partition %d (source %s): applying a batch has failed %s since %s: %s",
-				s.topic, k.partition, k.source, times, s.since.UTC().Format(time.RFC3339), s.err))
+			out = append(out, fmt.Sprintf("topic %s partition %d (source %s): %s has failed %s since %s: %s",
+				s.topic, k.partition, k.source, s.doing, times, s.since.UTC().Format(time.RFC3339), s.err))
 		}
 	}
 	return out

@@ -70,16 +70,16 @@ func TestReadiness(t *testing.T) {
 	// A batch failing makes it not ready once it has failed for
 	// failingUnready, not before (an outage of seconds), until a batch is
 	// applied.
-	h.applyFailed(10, time.Now(), errors.New("dial tcp: connection refused"))
+	h.failed(10, doingApply, time.Now(), errors.New("dial tcp: connection refused"))
 	check(true, "every source in its consumer group")
 	since := time.Now().Add(-failingUnready)
-	h.applyFailed(10, since, errors.New("OOM command not allowed when used memory > 'maxmemory'"))
+	h.failed(10, doingApply, since, errors.New("OOM command not allowed when used memory > 'maxmemory'"))
 	check(false, fmt.Sprintf("registry version 4: topic ta partition 10 (source a): applying a batch has failed 2 times since %s: OOM command not allowed",
 		since.UTC().Format(time.RFC3339)))
-	h.applied(10)
+	h.succeeded(10)
 	check(true, "every source in its consumer group")
 	// Several partitions, in order; a released one (revoked) is forgotten.
-	h.applyFailed(10, since, errors.New("OOM"))
+	h.failed(10, doingApply, since, errors.New("OOM"))
 	h.stalled(2, "recreated topic or lost log: position 30 is past the partition's end 0")
 	check(false, fmt.Sprintf("registry version 4: topic ta partition 2 (source a) stalled: recreated topic or lost log: position 30 is past the partition's end 0; "+
 		"topic ta partition 10 (source a): applying a batch has failed once since %s: OOM", since.UTC().Format(time.RFC3339)))
