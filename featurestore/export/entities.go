@@ -65,6 +65,7 @@ func keyColumnTypes(p *plan, keyColumns map[string]string) map[string]arrow.Data
 // differ.
 func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns map[string]string, tsColumn string) (*entityColumns, error) {
 	ec := &entityColumns{path: path, plan: p}
+	schema, _ = withoutViews(schema) // as the table reads them
 	have := func() string {
 		names := make([]string, schema.NumFields())
 		for i, f := range schema.Fields() {
@@ -98,9 +99,12 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 			}
 			t := schema.Field(is[0]).Type
 			if !keyTypeOK(t, e.kinds[j]) {
-				want := "utf8 or large_utf8"
+				want := "utf8, large_utf8, string_view or a dictionary of them"
 				if e.kinds[j] == featurestore.KeyInt64 {
-					want = "a signed integer type, or uint8 to uint32"
+					want = "an integer type"
+					if t.ID() == arrow.FLOAT32 || t.ID() == arrow.FLOAT64 {
+						want += " (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)"
+					}
 				}
 				return nil, fmt.Errorf("%s: column %q (join key %q of entity %q, %s) has type %s; want %s", path, name, k, e.name, e.kinds[j], t, want)
 			}
@@ -147,12 +151,18 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 	return ec, nil
 }
 
+// keyTypeOK reports whether a join key column of kind k may have type t (a
+// schema without views, see withoutViews): text, plain or a dictionary,
+// for a string key; an integer type for an int64 one.
 func keyTypeOK(t arrow.DataType, k featurestore.KeyKind) bool {
 	if k == featurestore.KeyString {
+		if dt, ok := t.(*arrow.DictionaryType); ok {
+			t = dt.ValueType
+		}
 		return t.ID() == arrow.STRING || t.ID() == arrow.LARGE_STRING
 	}
 	switch t.ID() {
-	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32:
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64:
 		return true
 	}
 	return false
@@ -243,7 +253,8 @@ func (k *keyReader) key(dst []byte, i int) (key []byte, null int) {
 }
 
 // intAt returns value i of an integer column of a type keyTypeOK takes for
-// int64 keys (0 for other types).
+// int64 keys, but uint64 (plainKey makes int64 of it), or requestTypeOK for
+// int64 request fields (0 for other types).
 func intAt(a arrow.Array, i int) int64 {
 	switch a := a.(type) {
 	case *array.Int64:

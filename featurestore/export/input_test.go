@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -292,12 +293,23 @@ func TestBadInputs(t *testing.T) {
 		{name: "missing key column", opts: Options{Entities: table("a.arrow", []arrow.Field{{Name: "uid", Type: str}, {Name: "event_timestamp", Type: ts}})},
 			want: `a.arrow: no column "user_id" for join key "user_id" of entity "user" (columns: uid, event_timestamp)`},
 		{name: "wrong key type", opts: Options{Entities: table("b.arrow", []arrow.Field{{Name: "user_id", Type: i64}, {Name: "event_timestamp", Type: ts}})},
-			want: `b.arrow: column "user_id" (join key "user_id" of entity "user", string) has type int64; want utf8 or large_utf8`},
+			want: `b.arrow: column "user_id" (join key "user_id" of entity "user", string) has type int64; want utf8, large_utf8, string_view or a dictionary of them`},
 		{name: "wrong int key type", features: []string{"by_shop:n_2m"}, opts: Options{Entities: table("b2.arrow", []arrow.Field{{Name: "shop_id", Type: arrow.PrimitiveTypes.Float64}, {Name: "event_timestamp", Type: ts}})},
-			want: `b2.arrow: column "shop_id" (join key "shop_id" of entity "shop", int64) has type float64; want a signed integer type, or uint8 to uint32`},
+			want: `b2.arrow: column "shop_id" (join key "shop_id" of entity "shop", int64) has type float64; want an integer type (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)`},
+		{name: "dictionary of int keys", features: []string{"by_shop:n_2m"}, opts: Options{Entities: table("b3.arrow", []arrow.Field{{Name: "shop_id", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: i64}}, {Name: "event_timestamp", Type: ts}})},
+			want: `b3.arrow: column "shop_id" (join key "shop_id" of entity "shop", int64) has type dictionary<values=int64, indices=int8, ordered=false>; want an integer type`},
+		{name: "uint64 key beyond int64", features: []string{"by_shop:n_2m"}, opts: Options{Entities: table("b4.arrow", []arrow.Field{{Name: "shop_id", Type: arrow.PrimitiveTypes.Uint64}, {Name: "event_timestamp", Type: ts}},
+			[]any{uint64(4), int64(t0)}, []any{uint64(math.MaxInt64), int64(t0)}, []any{uint64(math.MaxInt64 + 1), int64(t0)})},
+			want: `b4.arrow: row 3: column "shop_id" (join key "shop_id" of entity "shop", int64) holds 9223372036854775808, beyond the int64 range of join keys`},
 		{name: "null key", opts: Options{Entities: table("c.arrow", []arrow.Field{{Name: "user_id", Type: str, Nullable: true}, {Name: "event_timestamp", Type: ts}},
 			[]any{"u", int64(t0)}, []any{"v", int64(t0)}, []any{nil, int64(t0)})},
 			want: `c.arrow: row 3: column "user_id" (join key "user_id" of entity "user") is null`},
+		{name: "null dictionary key", opts: Options{Entities: table("c2.arrow", []arrow.Field{{Name: "user_id", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: str}, Nullable: true}, {Name: "event_timestamp", Type: ts}},
+			[]any{"u", int64(t0)}, []any{"v", int64(t0)}, []any{"u", int64(t0)}, []any{nil, int64(t0)})},
+			want: `c2.arrow: row 4: column "user_id" (join key "user_id" of entity "user") is null`},
+		{name: "null string_view key", opts: Options{Entities: table("c3.arrow", []arrow.Field{{Name: "user_id", Type: arrow.BinaryTypes.StringView, Nullable: true}, {Name: "event_timestamp", Type: ts}},
+			[]any{"u", int64(t0)}, []any{nil, int64(t0)})},
+			want: `c3.arrow: row 2: column "user_id" (join key "user_id" of entity "user") is null`},
 		{name: "null timestamp", opts: Options{Entities: table("d.arrow", []arrow.Field{{Name: "user_id", Type: str}, {Name: "event_timestamp", Type: ts, Nullable: true}},
 			[]any{"u", int64(t0)}, []any{"v", nil})},
 			want: `d.arrow: row 2: timestamp column "event_timestamp" is null`},

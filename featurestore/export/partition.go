@@ -84,6 +84,7 @@ func (x *exporter) spillRows(ctx context.Context) error {
 		parts      []*partitioner
 		keys       keyReader
 		cols       []arrow.Array
+		plain      []arrow.Array // the columns of cols made by plainKey
 		times      []int64
 		buf        []byte
 		minT, maxT int64
@@ -126,10 +127,23 @@ func (x *exporter) spillRows(ctx context.Context) error {
 		for _, t := range times {
 			w.minT, w.maxT, w.has = min(w.minT, t), max(w.maxT, t), true
 		}
+		defer func() {
+			for _, a := range w.plain {
+				a.Release()
+			}
+			w.plain = w.plain[:0]
+		}()
 		for ei, e := range ents {
 			w.cols = w.cols[:0]
-			for _, c := range x.cols.keys[ei] {
-				w.cols = append(w.cols, rec.Column(c))
+			for j, c := range x.cols.keys[ei] {
+				col := rec.Column(c)
+				if plainKeyType(col.DataType()) {
+					if col, err = x.cols.plainKey(col, first+1, ei, j, x.mem); err != nil {
+						return err
+					}
+					w.plain = append(w.plain, col)
+				}
+				w.cols = append(w.cols, col)
 			}
 			w.keys.reset(w.cols, e.kinds)
 			part := w.parts[ei]
