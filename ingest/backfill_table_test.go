@@ -1,7 +1,10 @@
 package ingest
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -9,6 +12,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/export"
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 // TestTableDecoderTypes decodes columns of the other types a file may
@@ -177,5 +182,73 @@ func TestTableDecoderEventIDs(t *testing.T) {
 	}, nil)
 	if _, err := newTableDecoder("f", schema, src, l); err == nil || err.Error() != `f: column "id" (event id of source "txns") has type float64, which cannot hold an event id (a string or an integer)` {
 		t.Errorf("a float64 id column: %v", err)
+	}
+}
+
+// TestTableFileViews backfills from an Arrow IPC file as polars writes it:
+// text as string_view, a categorical as a dictionary of string_view. The
+// table file reads them as large_string (export.OpenTableFile), which the
+// decoder takes like any text; the values and nulls are those written.
+func TestTableFileViews(t *testing.T) {
+	_, src, l := loadSource(t, fmt.Sprintf(e2eDefs, "txns"))
+	mem := memory.DefaultAllocator
+	view := arrow.BinaryTypes.StringView
+	catType := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Uint32, ValueType: view}
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "card", Type: view, Nullable: true},
+		{Name: "ts", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
+		{Name: "amount", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+		{Name: "merchant", Type: catType, Nullable: true},
+	}, nil)
+	cb := array.NewStringViewBuilder(mem)
+	cb.AppendValues([]string{"c1", "a card id longer than twelve bytes", ""}, []bool{true, true, false})
+	tb := array.NewTimestampBuilder(mem, schema.Field(1).Type.(*arrow.TimestampType))
+	tb.AppendValues([]arrow.Timestamp{1_700_000_000_123_456, 2_000, 3_000}, nil)
+	ab := array.NewFloat64Builder(mem)
+	ab.AppendValues([]float64{1.5, 2, 3}, nil)
+	vb := array.NewStringViewBuilder(mem)
+	vb.AppendValues([]string{"m1", "m2"}, nil)
+	ib := array.NewUint32Builder(mem)
+	ib.AppendValues([]uint32{1, 0, 0}, []bool{true, true, false})
+	dictValues, indices := vb.NewArray(), ib.NewArray()
+	cols := []arrow.Array{cb.NewArray(), tb.NewArray(), ab.NewArray(), array.NewDictionaryArray(catType, indices, dictValues)}
+	rec := array.NewRecordBatch(schema, cols, 3)
+	path := filepath.Join(t.TempDir(), "polars.arrow")
+	testenv.WriteArrowFile(t, path, schema, rec)
+	rec.Release()
+	for _, a := range append(cols, dictValues, indices) {
+		a.Release()
+	}
+	for _, b := range []array.Builder{cb, tb, ab, vb, ib} {
+		b.Release()
+	}
+
+	tf, err := export.OpenTableFile(path, export.FormatAuto, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newTableDecoder(path, tf.Schema(), src, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	err = tf.Read(context.Background(), func(rec arrow.RecordBatch) error {
+		d.bind(rec)
+		for i := range int(rec.NumRows()) {
+			var ev Event
+			if de := d.decode(i, &ev); de != nil {
+				got = append(got, de.Error())
+			} else {
+				got = append(got, fmt.Sprintf("%d %v %v", ev.Time, ev.Keys, ev.Fields))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`1700000000123 ["c1"] [1.5 "m2"]`, `2 ["a card id longer than twelve bytes"] [2 "m1"]`, `3 [null] [3 null]`}
+	if !slices.Equal(got, want) {
+		t.Errorf("rows:\n got  %q\n want %q", got, want)
 	}
 }
