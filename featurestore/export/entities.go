@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 
@@ -122,6 +123,11 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 	}
 	switch t := schema.Field(is[0]).Type; t.ID() {
 	case arrow.TIMESTAMP, arrow.INT64:
+	case arrow.DATE32, arrow.DATE64:
+		// Which instant of the day? Midnight UTC would hide the day's
+		// events from a label of the day's end, and the day's end would
+		// leak them into one of its start: the user knows, not the export.
+		return nil, fmt.Errorf("%s: timestamp column %q has type %s, a day and not an instant: cast it to a timestamp of the instant up to which each row may see events (midnight UTC sees none of that day's events, the next midnight all of them)", path, tsColumn, t)
 	default:
 		return nil, fmt.Errorf("%s: timestamp column %q has type %s; want a timestamp, or int64 milliseconds since the Unix epoch", path, tsColumn, t)
 	}
@@ -169,16 +175,17 @@ func keyTypeOK(t arrow.DataType, k featurestore.KeyKind) bool {
 }
 
 // timesOf returns the timestamps of a batch's rows in Unix milliseconds,
-// rounded down; first is the number of the batch's first row in the table
-// (from 0), for messages.
-func (ec *entityColumns) timesOf(rec arrow.RecordBatch, first int64, dst []int64) ([]int64, error) {
+// rounded down, and the least and greatest of them; first is the number of
+// the batch's first row in the table (from 0), for messages. A null time,
+// or one outside the years 1 to 9999, is an error naming its row.
+func (ec *entityColumns) timesOf(rec arrow.RecordBatch, first int64, dst []int64) (times []int64, lo, hi int64, err error) {
 	col := rec.Column(ec.ts)
 	n := int(rec.NumRows())
 	dst = slices.Grow(dst[:0], n)[:n]
 	if col.NullN() > 0 {
 		for i := range n {
 			if col.IsNull(i) {
-				return nil, fmt.Errorf("%s: row %d: timestamp column %q is null", ec.path, first+int64(i)+1, ec.tsName)
+				return nil, 0, 0, fmt.Errorf("%s: row %d: timestamp column %q is null", ec.path, first+int64(i)+1, ec.tsName)
 			}
 		}
 	}
@@ -191,9 +198,32 @@ func (ec *entityColumns) timesOf(rec arrow.RecordBatch, first int64, dst []int64
 			dst[i] = toMillis(int64(v), unit)
 		}
 	default:
-		return nil, fmt.Errorf("%s: timestamp column %q has type %s", ec.path, ec.tsName, col.DataType())
+		return nil, 0, 0, fmt.Errorf("%s: timestamp column %q has type %s", ec.path, ec.tsName, col.DataType())
 	}
-	return dst, nil
+	lo, hi = math.MaxInt64, math.MinInt64
+	for _, t := range dst {
+		lo, hi = min(lo, t), max(hi, t)
+	}
+	if n > 0 && (lo < featurestore.MinTimeMs || hi > featurestore.MaxTimeMs) {
+		return nil, 0, 0, ec.timeOutOfRange(col, first, dst)
+	}
+	return dst, lo, hi, nil
+}
+
+// timeOutOfRange returns the error for the first time of ms (col's times
+// in milliseconds) outside the years 1 to 9999.
+func (ec *entityColumns) timeOutOfRange(col arrow.Array, first int64, ms []int64) error {
+	for i, t := range ms {
+		if t >= featurestore.MinTimeMs && t <= featurestore.MaxTimeMs {
+			continue
+		}
+		msg := fmt.Sprintf("%s: row %d: timestamp column %q holds", ec.path, first+int64(i)+1, ec.tsName)
+		if a, ok := col.(*array.Timestamp); ok {
+			return fmt.Errorf("%s %d %s since the Unix epoch, outside the years 1 to 9999", msg, a.Value(i), a.DataType().(*arrow.TimestampType).Unit)
+		}
+		return fmt.Errorf("%s %d ms since the Unix epoch, outside the years 1 to 9999 (int64 times are milliseconds: give finer units as a timestamp column)", msg, t)
+	}
+	return nil
 }
 
 // toMillis converts a time in unit to milliseconds, rounding down: a row at
@@ -201,6 +231,12 @@ func (ec *entityColumns) timesOf(rec arrow.RecordBatch, first int64, dst []int64
 func toMillis(v int64, unit arrow.TimeUnit) int64 {
 	switch unit {
 	case arrow.Second:
+		// Beyond the years 1 to 9999, not to wrap into them.
+		if v > featurestore.MaxTimeMs/1000 {
+			return math.MaxInt64
+		} else if v < featurestore.MinTimeMs/1000 {
+			return math.MinInt64
+		}
 		return v * 1000
 	case arrow.Microsecond:
 		return floorDiv(v, 1000)

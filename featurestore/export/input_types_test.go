@@ -2,12 +2,17 @@ package export
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/schema"
 )
 
 // TestKeyColumnTypes reads join keys of every type the tools that write
@@ -161,5 +166,97 @@ func TestViewColumns(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// writeInt96Parquet writes a Parquet file as Spark does by default: a utf8
+// user_id column and the event_timestamp column as INT96 (nanoseconds of
+// the day, then the Julian day), without the Arrow schema pyarrow stores.
+// days are days since the Unix epoch.
+func writeInt96Parquet(t *testing.T, path string, users []string, days []int64, nanos []int64) {
+	t.Helper()
+	root := schema.MustGroup(schema.NewGroupNode("spark_schema", parquet.Repetitions.Required, schema.FieldList{
+		schema.MustPrimitive(schema.NewPrimitiveNodeLogical("user_id", parquet.Repetitions.Required, schema.StringLogicalType{}, parquet.Types.ByteArray, -1, -1)),
+		schema.NewInt96Node("event_timestamp", parquet.Repetitions.Required, -1),
+	}, -1))
+	fh, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	w := file.NewParquetWriter(fh, root)
+	rg := w.AppendRowGroup()
+	cw, err := rg.NextColumn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var us []parquet.ByteArray
+	for _, u := range users {
+		us = append(us, parquet.ByteArray(u))
+	}
+	if _, err := cw.(*file.ByteArrayColumnChunkWriter).WriteBatch(us, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if cw, err = rg.NextColumn(); err != nil {
+		t.Fatal(err)
+	}
+	const julianUnixEpoch = 2_440_588
+	ts := make([]parquet.Int96, len(days))
+	for i := range days {
+		binary.LittleEndian.PutUint64(ts[i][:8], uint64(nanos[i]))
+		binary.LittleEndian.PutUint32(ts[i][8:], uint32(days[i]+julianUnixEpoch))
+	}
+	if _, err := cw.(*file.Int96ColumnChunkWriter).WriteBatch(ts, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInt96Timestamps reads row times from a Spark-style INT96 column: a
+// time within the nanosecond range of Arrow (the years 1677 to 2262) as
+// any timestamp, rounded down to the millisecond; one outside it fails,
+// naming the file and what to write instead.
+func TestInt96Timestamps(t *testing.T) {
+	r := testRegistry(t)
+	const e = t0 + 1234
+	l := &memLog{batches: map[string][]arrow.RecordBatch{
+		"by_user": {logBatch(t, r, "p", "by_user", []rawEvent{{time: e, offset: 1, keys: map[string]any{"user_id": "u"}, fields: map[string]any{"qty": int64(5)}}})},
+	}}
+	dir := t.TempDir()
+	day := int64(e / 86_400_000)
+	nanos := (int64(e) - day*86_400_000) * 1_000_000
+	in := filepath.Join(dir, "spark.parquet")
+	// At the event plus 999,999ns: sees it; a nanosecond before: does not.
+	writeInt96Parquet(t, in, []string{"u", "u"}, []int64{day, day}, []int64{nanos + 999_999, nanos - 1})
+	out := filepath.Join(dir, "out.arrow")
+	if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: in, Out: out, TempDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	tbl := readTable(t, out)
+	defer tbl.Release()
+	for i, want := range []any{int64(5), int64(0)} {
+		if got := cell(t, tbl, "by_user:qty_life", int64(i)); got != want {
+			t.Errorf("row %d: qty_life %v, want %v", i+1, got, want)
+		}
+	}
+
+	// 2300-01-01 is beyond the nanoseconds of an int64.
+	far := filepath.Join(dir, "far.parquet")
+	writeInt96Parquet(t, far, []string{"u", "u"}, []int64{day, 120_530}, []int64{0, 0})
+	_, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: far, Out: out, TempDir: dir})
+	want := far + `: read parquet: parquet INT96 timestamp at index 1: invalid: INT96 timestamp is outside the Arrow nanosecond range; an INT96 column (Spark's default for timestamps) holds only the years 1677 to 2262 here: write the column as a Parquet TIMESTAMP (in Spark, spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS)`
+	if err == nil || err.Error() != want {
+		t.Errorf("an INT96 time in 2300:\n got  %v\n want %s", err, want)
 	}
 }

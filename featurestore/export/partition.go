@@ -119,13 +119,13 @@ func (x *exporter) spillRows(ctx context.Context) error {
 	}, func(wi int, rec arrow.RecordBatch, first int64) error {
 		w := ws[wi]
 		n := int(rec.NumRows())
-		times, err := x.cols.timesOf(rec, first, w.times)
+		times, lo, hi, err := x.cols.timesOf(rec, first, w.times)
 		if err != nil {
 			return err
 		}
 		w.times = times
-		for _, t := range times {
-			w.minT, w.maxT, w.has = min(w.minT, t), max(w.maxT, t), true
+		if n > 0 {
+			w.minT, w.maxT, w.has = min(w.minT, lo), max(w.maxT, hi), true
 		}
 		defer func() {
 			for _, a := range w.plain {

@@ -161,7 +161,7 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 			pf.Close()
 			return nil, nil, fmt.Errorf("%s: read parquet: %w", t.path, err)
 		}
-		pr := &parquetReader{RecordReader: rd, rows: pf.NumRows()}
+		pr := &parquetReader{RecordReader: rd, rows: pf.NumRows(), path: t.path}
 		return pr, func() { rd.Release(); pf.Close() }, nil
 	case FormatCSV:
 		fh, err := os.Open(t.path)
@@ -209,6 +209,21 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 type parquetReader struct {
 	pqarrow.RecordReader
 	rows int64
+	path string
+}
+
+// Err names the file, and says what to do about INT96 times (Spark's
+// legacy timestamps) that arrow-go cannot read: it reads them as
+// nanoseconds, which reach only the years 1677 to 2262.
+func (r *parquetReader) Err() error {
+	err := r.RecordReader.Err()
+	if err == nil || errors.Is(err, io.EOF) {
+		return err
+	}
+	if strings.Contains(err.Error(), "INT96") {
+		return fmt.Errorf("%s: read parquet: %w; an INT96 column (Spark's default for timestamps) holds only the years 1677 to 2262 here: write the column as a Parquet TIMESTAMP (in Spark, spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS)", r.path, err)
+	}
+	return fmt.Errorf("%s: read parquet: %w", r.path, err)
 }
 
 // csvReader names the file in parse errors.
