@@ -12,6 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/apache/arrow-go/v18/parquet/schema"
 )
 
@@ -258,5 +259,90 @@ func TestInt96Timestamps(t *testing.T) {
 	want := far + `: read parquet: parquet INT96 timestamp at index 1: invalid: INT96 timestamp is outside the Arrow nanosecond range; an INT96 column (Spark's default for timestamps) holds only the years 1677 to 2262 here: write the column as a Parquet TIMESTAMP (in Spark, spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS)`
 	if err == nil || err.Error() != want {
 		t.Errorf("an INT96 time in 2300:\n got  %v\n want %s", err, want)
+	}
+}
+
+// TestParquetRowGroups reads an entity table of several row groups (as
+// DuckDB and Spark write large files), and one of no rows: the features
+// are those of each row, a bad row is counted across row groups, and an
+// empty table gives an empty output.
+func TestParquetRowGroups(t *testing.T) {
+	r := testRegistry(t)
+	l := &memLog{batches: map[string][]arrow.RecordBatch{
+		"by_user": {logBatch(t, r, "p", "by_user", []rawEvent{
+			{time: t0, offset: 1, keys: map[string]any{"user_id": "u"}, fields: map[string]any{"qty": int64(1)}},
+			{time: t0 + 10, offset: 2, keys: map[string]any{"user_id": "u"}, fields: map[string]any{"qty": int64(2)}},
+			{time: t0 + 20, offset: 3, keys: map[string]any{"user_id": "v"}, fields: map[string]any{"qty": int64(4)}},
+		})},
+	}}
+	dir := t.TempDir()
+	fields := []arrow.Field{{Name: "user_id", Type: arrow.BinaryTypes.String, Nullable: true}, {Name: "event_timestamp", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}}}
+	write := func(name string, rows [][]any) string {
+		t.Helper()
+		rec := (&testTable{fields: fields, rows: rows}).record(t)
+		defer rec.Release()
+		path := filepath.Join(dir, name)
+		fh, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fh.Close()
+		w, err := pqarrow.NewFileWriter(rec.Schema(), fh, parquet.NewWriterProperties(parquet.WithMaxRowGroupLength(2)), pqarrow.DefaultWriterProps())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	rows := [][]any{
+		{"u", int64(t0*1000 - 1)}, {"u", int64(t0 * 1000)}, // row group 1: sees nothing, then 1
+		{"u", int64((t0 + 10) * 1000)}, {"v", int64((t0 + 19) * 1000)}, // 2: 1+2, nothing
+		{"v", int64((t0 + 20) * 1000)}, // 3: 4
+	}
+	want := []any{int64(0), int64(1), int64(3), int64(0), int64(4)}
+	in := write("groups.parquet", rows)
+	pf, err := file.OpenParquetFile(in, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := pf.NumRowGroups(); n != 3 {
+		t.Fatalf("%d row groups, want 3", n)
+	}
+	pf.Close()
+	out := filepath.Join(dir, "out.parquet")
+	if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: in, Out: out, TempDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	tbl := readTable(t, out)
+	if tbl.NumRows() != int64(len(want)) {
+		t.Fatalf("%d rows out, want %d", tbl.NumRows(), len(want))
+	}
+	for i, w := range want {
+		if got := cell(t, tbl, "by_user:qty_life", int64(i)); got != w {
+			t.Errorf("row %d: qty_life %v, want %v", i+1, got, w)
+		}
+	}
+	tbl.Release()
+
+	rows[4][0] = nil
+	bad := write("null.parquet", rows)
+	_, err = Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: bad, Out: out, TempDir: dir})
+	if want := bad + `: row 5: column "user_id" (join key "user_id" of entity "user") is null`; err == nil || err.Error() != want {
+		t.Errorf("a null key in the third row group: %v, want %s", err, want)
+	}
+
+	empty := write("empty.parquet", nil)
+	if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: empty, Out: out, TempDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	tbl = readTable(t, out)
+	defer tbl.Release()
+	if tbl.NumRows() != 0 || tbl.NumCols() != 3 {
+		t.Errorf("from an empty table: %d rows, %d columns, want 0 and 3", tbl.NumRows(), tbl.NumCols())
 	}
 }
