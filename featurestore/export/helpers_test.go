@@ -363,6 +363,8 @@ func goValue(a arrow.Array, i int) any {
 	switch a := a.(type) {
 	case *array.String:
 		return a.Value(i)
+	case *array.LargeString:
+		return a.Value(i)
 	case *array.Int64:
 		return a.Value(i)
 	case *array.Float64:

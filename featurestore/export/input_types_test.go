@@ -10,10 +10,14 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/apache/arrow-go/v18/parquet/schema"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 // TestKeyColumnTypes reads join keys of every type the tools that write
@@ -344,5 +348,40 @@ func TestParquetRowGroups(t *testing.T) {
 	defer tbl.Release()
 	if tbl.NumRows() != 0 || tbl.NumCols() != 3 {
 		t.Errorf("from an empty table: %d rows, %d columns, want 0 and 3", tbl.NumRows(), tbl.NumCols())
+	}
+}
+
+// TestDictionaryNullValueKey: a dictionary whose dictionary holds a null
+// (pyarrow's dictionary_encode(null_encoding="encode")) makes a row whose
+// index points to it a null key, an error, not a key "".
+func TestDictionaryNullValueKey(t *testing.T) {
+	r := testRegistry(t)
+	mem := memory.DefaultAllocator
+	vb := array.NewStringBuilder(mem)
+	defer vb.Release()
+	vb.AppendValues([]string{"u", ""}, []bool{true, false})
+	ib := array.NewInt8Builder(mem)
+	defer ib.Release()
+	ib.AppendValues([]int8{0, 0, 1}, nil)
+	values, indices := vb.NewArray(), ib.NewArray()
+	defer values.Release()
+	defer indices.Release()
+	dt := &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: arrow.BinaryTypes.String}
+	keys := array.NewDictionaryArray(dt, indices, values)
+	defer keys.Release()
+	tb := array.NewTimestampBuilder(mem, &arrow.TimestampType{Unit: arrow.Millisecond})
+	defer tb.Release()
+	tb.AppendValues([]arrow.Timestamp{t0, t0, t0}, nil)
+	times := tb.NewArray()
+	defer times.Release()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "user_id", Type: dt, Nullable: true}, {Name: "event_timestamp", Type: times.DataType()}}, nil)
+	rec := array.NewRecordBatch(schema, []arrow.Array{keys, times}, 3)
+	defer rec.Release()
+	dir := t.TempDir()
+	in := filepath.Join(dir, "rows.arrow")
+	testenv.WriteArrowFile(t, in, schema, rec)
+	_, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, Features: []string{"by_user:n_5m"}, Entities: in, Out: filepath.Join(dir, "out.arrow"), TempDir: dir})
+	if want := in + `: row 3: column "user_id" (join key "user_id" of entity "user") is null`; err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
 	}
 }
