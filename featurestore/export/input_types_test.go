@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
@@ -116,8 +118,8 @@ func cellText(t testing.TB, tbl arrow.Table, name string, i int64) string {
 // text column string_view, binary binary_view, categoricals dictionaries
 // of string_view. Parquet cannot hold views and the export's readers do
 // not take them, so such columns are read, and carried to the output, as
-// large_string, large_binary and dictionaries of large_string, with the
-// same values, nulls included, in both output formats.
+// large_string, large_binary and dictionaries of utf8, with the same
+// values, nulls included, in both output formats.
 func TestViewColumns(t *testing.T) {
 	r := testRegistry(t)
 	l := &memLog{batches: map[string][]arrow.RecordBatch{
@@ -140,7 +142,7 @@ func TestViewColumns(t *testing.T) {
 	}}).writeArrow(t, in, 2)
 	wantTypes := map[string]arrow.DataType{
 		"user_id": arrow.BinaryTypes.LargeString, "note": arrow.BinaryTypes.LargeString, "raw": arrow.BinaryTypes.LargeBinary,
-		"cat": &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Uint32, ValueType: arrow.BinaryTypes.LargeString},
+		"cat": &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Uint32, ValueType: arrow.BinaryTypes.String},
 	}
 	want := map[string][]string{
 		"user_id":          {"u", "u", "v"},
@@ -383,5 +385,48 @@ func TestDictionaryNullValueKey(t *testing.T) {
 	_, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, Features: []string{"by_user:n_5m"}, Entities: in, Out: filepath.Join(dir, "out.arrow"), TempDir: dir})
 	if want := in + `: row 3: column "user_id" (join key "user_id" of entity "user") is null`; err == nil || err.Error() != want {
 		t.Errorf("error %v, want %s", err, want)
+	}
+}
+
+// TestViewDictionaryChanges: a categorical label as polars writes it to an
+// Arrow IPC stream, a dictionary of string_view that changes from batch to
+// batch, reaches an Arrow file output (one dictionary per column) with its
+// values.
+func TestViewDictionaryChanges(t *testing.T) {
+	r := testRegistry(t)
+	dir := t.TempDir()
+	fields := []arrow.Field{
+		{Name: "user_id", Type: arrow.BinaryTypes.String},
+		{Name: "event_timestamp", Type: &arrow.TimestampType{Unit: arrow.Millisecond}},
+		{Name: "cat", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Uint32, ValueType: arrow.BinaryTypes.StringView}, Nullable: true},
+	}
+	a := (&testTable{fields: fields, rows: [][]any{{"u", int64(t0), "x"}, {"u", int64(t0), "y"}}}).record(t)
+	defer a.Release()
+	b := (&testTable{fields: fields, rows: [][]any{{"v", int64(t0), "z"}, {"v", int64(t0), nil}, {"v", int64(t0), "x"}}}).record(t)
+	defer b.Release()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(a.Schema()))
+	for _, rec := range []arrow.RecordBatch{a, b} {
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "polars.arrows")
+	if err := os.WriteFile(in, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.arrow")
+	if _, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, Features: []string{"by_user:n_5m"}, Entities: in, Out: out, TempDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	tbl := readTable(t, out)
+	defer tbl.Release()
+	for i, want := range []string{"x", "y", "z", "(null)", "x"} {
+		if got := cellText(t, tbl, "cat", int64(i)); got != want {
+			t.Errorf("row %d: cat = %q, want %q", i+1, got, want)
+		}
 	}
 }

@@ -35,7 +35,9 @@ func withoutViews(schema *arrow.Schema) (*arrow.Schema, bool) {
 
 // unviewType returns the type of a view type's column without views:
 // string_view as large_string, binary_view as large_binary (large, so that
-// no batch is too big for its offsets), in a dictionary too.
+// no batch is too big for its offsets); a dictionary of string_view as one
+// of utf8, whose values the output's dictionary unifier can hash (see
+// dictUnifier), and are few.
 func unviewType(t arrow.DataType) (arrow.DataType, bool) {
 	switch t.ID() {
 	case arrow.STRING_VIEW:
@@ -44,8 +46,8 @@ func unviewType(t arrow.DataType) (arrow.DataType, bool) {
 		return arrow.BinaryTypes.LargeBinary, true
 	case arrow.DICTIONARY:
 		dt := t.(*arrow.DictionaryType)
-		if v, ok := unviewType(dt.ValueType); ok {
-			return &arrow.DictionaryType{IndexType: dt.IndexType, ValueType: v, Ordered: dt.Ordered}, true
+		if dt.ValueType.ID() == arrow.STRING_VIEW {
+			return &arrow.DictionaryType{IndexType: dt.IndexType, ValueType: arrow.BinaryTypes.String, Ordered: dt.Ordered}, true
 		}
 	}
 	return t, false
@@ -56,37 +58,36 @@ func unviewType(t arrow.DataType) (arrow.DataType, bool) {
 func unviewArray(a arrow.Array, mem memory.Allocator) arrow.Array {
 	switch a := a.(type) {
 	case *array.StringView:
-		b := array.NewLargeStringBuilder(mem)
-		defer b.Release()
-		b.Reserve(a.Len())
-		for i := range a.Len() {
-			if a.IsNull(i) {
-				b.AppendNull()
-			} else {
-				b.Append(a.Value(i))
-			}
-		}
-		return b.NewArray()
+		return viewValues(a, array.NewLargeStringBuilder(mem), a.Value)
 	case *array.BinaryView:
-		b := array.NewBinaryBuilder(mem, arrow.BinaryTypes.LargeBinary)
-		defer b.Release()
-		b.Reserve(a.Len())
-		for i := range a.Len() {
-			if a.IsNull(i) {
-				b.AppendNull()
-			} else {
-				b.Append(a.Value(i))
-			}
-		}
-		return b.NewArray()
+		return viewValues(a, array.NewBinaryBuilder(mem, arrow.BinaryTypes.LargeBinary), a.Value)
 	case *array.Dictionary:
-		t, _ := unviewType(a.DataType())
-		values := unviewArray(a.Dictionary(), mem)
-		defer values.Release()
-		return array.NewDictionaryArray(t, a.Indices(), values)
+		if sv, ok := a.Dictionary().(*array.StringView); ok {
+			t, _ := unviewType(a.DataType())
+			values := viewValues(sv, array.NewStringBuilder(mem), sv.Value)
+			defer values.Release()
+			return array.NewDictionaryArray(t, a.Indices(), values)
+		}
 	}
 	a.Retain()
 	return a
+}
+
+// viewValues copies the values of a view array a, got by value, into b.
+func viewValues[T string | []byte, B interface {
+	array.Builder
+	Append(T)
+}](a arrow.Array, b B, value func(int) T) arrow.Array {
+	defer b.Release()
+	b.Reserve(a.Len())
+	for i := range a.Len() {
+		if a.IsNull(i) {
+			b.AppendNull()
+		} else {
+			b.Append(value(i))
+		}
+	}
+	return b.NewArray()
 }
 
 // unviewReader reads the batches of a table with view columns (see
