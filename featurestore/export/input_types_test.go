@@ -192,7 +192,10 @@ func writeInt96Parquet(t *testing.T, path string, users []string, days []int64, 
 	}
 	defer fh.Close()
 	w := file.NewParquetWriter(fh, root)
-	rg := w.AppendRowGroup()
+	rg, err := w.AppendRowGroupChecked()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cw, err := rg.NextColumn()
 	if err != nil {
 		t.Fatal(err)
