@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
@@ -255,7 +256,10 @@ func (tt *testTable) writeArrow(t testing.TB, path string, batch int) {
 	testenv.WriteArrowFile(t, path, rec.Schema(), slices...)
 }
 
-func (tt *testTable) writeParquet(t testing.TB, path string) {
+// writeParquet writes the table as a Parquet file, with the Arrow schema
+// and the writer properties opts (parquet.WithMaxRowGroupLength for row
+// groups of fewer rows).
+func (tt *testTable) writeParquet(t testing.TB, path string, opts ...parquet.WriterProperty) {
 	t.Helper()
 	rec := tt.record(t)
 	defer rec.Release()
@@ -264,7 +268,7 @@ func (tt *testTable) writeParquet(t testing.TB, path string) {
 		t.Fatal(err)
 	}
 	defer fh.Close()
-	w, err := pqarrow.NewFileWriter(rec.Schema(), fh, nil, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	w, err := pqarrow.NewFileWriter(rec.Schema(), fh, parquet.NewWriterProperties(opts...), pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/apache/arrow-go/v18/parquet/schema"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
@@ -81,10 +80,7 @@ func TestKeyColumnTypes(t *testing.T) {
 			for _, outExt := range []string{".arrow", ".parquet"} {
 				t.Run(filepath.Base(in)+"->"+outExt, func(t *testing.T) {
 					out := filepath.Join(dir, "out"+outExt)
-					if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{feature}, Entities: in, Out: out, TempDir: dir}); err != nil {
-						t.Fatal(err)
-					}
-					tbl := readTable(t, out)
+					tbl := exportTable(t, Options{Registry: r, Log: l, Features: []string{feature}, Entities: in, Out: out, TempDir: dir})
 					defer tbl.Release()
 					for i, row := range rows {
 						if got := cell(t, tbl, feature, int64(i)); got != want[i] {
@@ -154,10 +150,7 @@ func TestViewColumns(t *testing.T) {
 	for _, out := range []string{"out.arrow", "out.parquet"} {
 		t.Run(out, func(t *testing.T) {
 			out := filepath.Join(dir, out)
-			if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: in, Out: out, TempDir: dir}); err != nil {
-				t.Fatal(err)
-			}
-			tbl := readTable(t, out)
+			tbl := exportTable(t, Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: in, Out: out, TempDir: dir})
 			defer tbl.Release()
 			for name, typ := range wantTypes {
 				f, _ := tbl.Schema().FieldsByName(name)
@@ -250,10 +243,7 @@ func TestInt96Timestamps(t *testing.T) {
 	// At the event plus 999,999ns: sees it; a nanosecond before: does not.
 	writeInt96Parquet(t, in, []string{"u", "u"}, []int64{day, day}, []int64{nanos + 999_999, nanos - 1})
 	out := filepath.Join(dir, "out.arrow")
-	if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: in, Out: out, TempDir: dir}); err != nil {
-		t.Fatal(err)
-	}
-	tbl := readTable(t, out)
+	tbl := exportTable(t, Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: in, Out: out, TempDir: dir})
 	defer tbl.Release()
 	for i, want := range []any{int64(5), int64(0)} {
 		if got := cell(t, tbl, "by_user:qty_life", int64(i)); got != want {
@@ -287,25 +277,8 @@ func TestParquetRowGroups(t *testing.T) {
 	dir := t.TempDir()
 	fields := []arrow.Field{{Name: "user_id", Type: arrow.BinaryTypes.String, Nullable: true}, {Name: "event_timestamp", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}}}
 	write := func(name string, rows [][]any) string {
-		t.Helper()
-		rec := (&testTable{fields: fields, rows: rows}).record(t)
-		defer rec.Release()
 		path := filepath.Join(dir, name)
-		fh, err := os.Create(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer fh.Close()
-		w, err := pqarrow.NewFileWriter(rec.Schema(), fh, parquet.NewWriterProperties(parquet.WithMaxRowGroupLength(2)), pqarrow.DefaultWriterProps())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Write(rec); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
+		(&testTable{fields: fields, rows: rows}).writeParquet(t, path, parquet.WithMaxRowGroupLength(2))
 		return path
 	}
 	rows := [][]any{
@@ -324,10 +297,7 @@ func TestParquetRowGroups(t *testing.T) {
 	}
 	pf.Close()
 	out := filepath.Join(dir, "out.parquet")
-	if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: in, Out: out, TempDir: dir}); err != nil {
-		t.Fatal(err)
-	}
-	tbl := readTable(t, out)
+	tbl := exportTable(t, Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: in, Out: out, TempDir: dir})
 	if tbl.NumRows() != int64(len(want)) {
 		t.Fatalf("%d rows out, want %d", tbl.NumRows(), len(want))
 	}
@@ -346,10 +316,7 @@ func TestParquetRowGroups(t *testing.T) {
 	}
 
 	empty := write("empty.parquet", nil)
-	if _, err := Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: empty, Out: out, TempDir: dir}); err != nil {
-		t.Fatal(err)
-	}
-	tbl = readTable(t, out)
+	tbl = exportTable(t, Options{Registry: r, Log: l, Features: []string{"by_user:qty_life"}, Entities: empty, Out: out, TempDir: dir})
 	defer tbl.Release()
 	if tbl.NumRows() != 0 || tbl.NumCols() != 3 {
 		t.Errorf("from an empty table: %d rows, %d columns, want 0 and 3", tbl.NumRows(), tbl.NumCols())
@@ -422,14 +389,20 @@ func TestViewDictionaryChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out.arrow")
-	if _, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, Features: []string{"by_user:n_5m"}, Entities: in, Out: out, TempDir: dir}); err != nil {
-		t.Fatal(err)
-	}
-	tbl := readTable(t, out)
+	tbl := exportTable(t, Options{Registry: r, Log: &memLog{}, Features: []string{"by_user:n_5m"}, Entities: in, Out: out, TempDir: dir})
 	defer tbl.Release()
 	for i, want := range []string{"x", "y", "z", "(null)", "x"} {
 		if got := cellText(t, tbl, "cat", int64(i)); got != want {
 			t.Errorf("row %d: cat = %q, want %q", i+1, got, want)
 		}
 	}
+}
+
+// exportTable runs an export and returns its output, read whole.
+func exportTable(t *testing.T, opts Options) arrow.Table {
+	t.Helper()
+	if _, err := Run(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	return readTable(t, opts.Out)
 }
