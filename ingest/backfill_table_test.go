@@ -252,3 +252,50 @@ func TestTableFileViews(t *testing.T) {
 		t.Errorf("rows:\n got  %q\n want %q", got, want)
 	}
 }
+
+// TestTableDecoderTypeErrors: a column of a type that cannot hold its
+// declared kind fails the file, naming file, column and type, and says
+// what to do for the types the tools write by surprise: DuckDB's HUGEINT
+// and UBIGINT (DOUBLE in Parquet) for an int64, a date for the event time.
+func TestTableDecoderTypeErrors(t *testing.T) {
+	_, src, l := loadSource(t, `
+kind: Entity
+name: shop
+join_keys: [{name: shop_id, type: int64}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts}
+keys: {shop_id: shop}
+fields: {qty: int64}
+allowed_lateness: 0s
+---
+kind: FeatureView
+name: by_shop
+entity: shop
+source: txns
+tile: 1m
+features:
+  - {name: qty_sum_1h, aggregation: sum, field: qty, window: 1h}
+`)
+	ts := arrow.FixedWidthTypes.Timestamp_us
+	for _, c := range []struct {
+		shop, ts, qty arrow.DataType
+		want          string
+	}{
+		{arrow.PrimitiveTypes.Float64, ts, arrow.PrimitiveTypes.Int64,
+			`f.parquet: column "shop" (join key shop_id of source "txns") has type float64, which cannot hold int64 (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)`},
+		{arrow.PrimitiveTypes.Int64, ts, arrow.PrimitiveTypes.Float64,
+			`f.parquet: column "qty" (field of source "txns") has type float64, which cannot hold int64 (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)`},
+		{arrow.PrimitiveTypes.Int64, arrow.FixedWidthTypes.Date32, arrow.PrimitiveTypes.Int64,
+			`f.parquet: column "ts" (event time of source "txns") has type date32, which cannot hold event time (rfc3339): a date is a day, not an instant; cast it to a timestamp`},
+		{arrow.PrimitiveTypes.Int64, ts, arrow.FixedWidthTypes.Boolean,
+			`f.parquet: column "qty" (field of source "txns") has type bool, which cannot hold int64`},
+	} {
+		schema := arrow.NewSchema([]arrow.Field{{Name: "shop", Type: c.shop}, {Name: "ts", Type: c.ts}, {Name: "qty", Type: c.qty}}, nil)
+		if _, err := newTableDecoder("f.parquet", schema, src, l); err == nil || err.Error() != c.want {
+			t.Errorf("error:\n got  %v\n want %s", err, c.want)
+		}
+	}
+}
