@@ -2,9 +2,13 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -297,5 +301,103 @@ features:
 		if _, err := newTableDecoder("f.parquet", schema, src, l); err == nil || err.Error() != c.want {
 			t.Errorf("error:\n got  %v\n want %s", err, c.want)
 		}
+	}
+}
+
+// TestPythonBackfillFiles decodes event files written by polars (Arrow IPC
+// with string_view text and a categorical, Parquet), DuckDB (Parquet) and
+// pyarrow (Spark's INT96 timestamps), as testdata/events.py writes them,
+// through the table file and the decoder backfill uses: every row must be
+// the event written, nulls included.
+func TestPythonBackfillFiles(t *testing.T) {
+	py := testenv.Python(t)
+	_, src, l := loadSource(t, fmt.Sprintf(e2eDefs, "txns"))
+	type event struct {
+		Card     any   `json:"card"`
+		TS       int64 `json:"ts"`
+		Amount   any   `json:"amount"`
+		Merchant any   `json:"merchant"`
+	}
+	var events []event
+	var want []string
+	for i := range 300 {
+		e := event{Card: fmt.Sprintf("c%d", i%7), TS: 1_795_687_200_000 + int64(i)*1_237 - 150_000, Amount: float64(i) / 4, Merchant: fmt.Sprintf("m%d", i%5)}
+		if i%11 == 0 {
+			e.Card = nil
+		}
+		if i%13 == 0 {
+			e.Amount = nil
+		}
+		if i%17 == 0 {
+			e.Merchant = nil
+		}
+		events = append(events, e)
+		str := func(v any) string {
+			if v == nil {
+				return "null"
+			}
+			if s, ok := v.(string); ok {
+				return fmt.Sprintf("%q", s)
+			}
+			return fmt.Sprint(v)
+		}
+		want = append(want, fmt.Sprintf("%d [%s] [%s %s]", e.TS, str(e.Card), str(e.Amount), str(e.Merchant)))
+	}
+	dir := t.TempDir()
+	b, err := json.Marshal(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "events.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files := filepath.Join(dir, "files")
+	if err := os.Mkdir(files, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(py, filepath.Join("testdata", "events.py"), filepath.Join(dir, "events.json"), files).CombinedOutput()
+	if err != nil {
+		t.Fatalf("events.py: %v\n%s", err, out)
+	}
+	t.Logf("events.py: %s", strings.TrimSpace(string(out)))
+	for _, name := range []string{"polars.arrow", "polars_cat.arrow", "polars.parquet", "duckdb.parquet", "int96.parquet"} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(files, name)
+			tf, err := export.OpenTableFile(path, export.FormatAuto, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := newTableDecoder(path, tf.Schema(), src, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			err = tf.Read(context.Background(), func(rec arrow.RecordBatch) error {
+				d.bind(rec)
+				for i := range int(rec.NumRows()) {
+					var ev Event
+					if de := d.decode(i, &ev); de != nil {
+						got = append(got, de.Error())
+					} else {
+						got = append(got, fmt.Sprintf("%d %v %v", ev.Time, ev.Keys, ev.Fields))
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d rows, want %d", len(got), len(want))
+			}
+			bad := 0
+			for i := range want {
+				if got[i] != want[i] {
+					if bad++; bad <= 5 {
+						t.Errorf("row %d: %s, want %s", i+1, got[i], want[i])
+					}
+				}
+			}
+		})
 	}
 }
