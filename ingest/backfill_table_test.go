@@ -18,6 +18,7 @@ import (
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/export"
 	"github.com/featurestore/featurestore/featurestore/testenv"
+	"github.com/featurestore/featurestore/registry"
 )
 
 // TestTableDecoderTypes decodes columns of the other types a file may
@@ -227,30 +228,7 @@ func TestTableFileViews(t *testing.T) {
 		b.Release()
 	}
 
-	tf, err := export.OpenTableFile(path, export.FormatAuto, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := newTableDecoder(path, tf.Schema(), src, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	err = tf.Read(context.Background(), func(rec arrow.RecordBatch) error {
-		d.bind(rec)
-		for i := range int(rec.NumRows()) {
-			var ev Event
-			if de := d.decode(i, &ev); de != nil {
-				got = append(got, de.Error())
-			} else {
-				got = append(got, fmt.Sprintf("%d %v %v", ev.Time, ev.Keys, ev.Fields))
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := decodeTableFile(t, path, src, l)
 	want := []string{`1700000000123 ["c1"] [1.5 "m2"]`, `2 ["a card id longer than twelve bytes"] [2 "m1"]`, `3 [null] [3 null]`}
 	if !slices.Equal(got, want) {
 		t.Errorf("rows:\n got  %q\n want %q", got, want)
@@ -363,30 +341,7 @@ func TestPythonBackfillFiles(t *testing.T) {
 	for _, name := range []string{"polars.arrow", "polars_cat.arrow", "polars.parquet", "duckdb.parquet", "int96.parquet"} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(files, name)
-			tf, err := export.OpenTableFile(path, export.FormatAuto, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := newTableDecoder(path, tf.Schema(), src, l)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			err = tf.Read(context.Background(), func(rec arrow.RecordBatch) error {
-				d.bind(rec)
-				for i := range int(rec.NumRows()) {
-					var ev Event
-					if de := d.decode(i, &ev); de != nil {
-						got = append(got, de.Error())
-					} else {
-						got = append(got, fmt.Sprintf("%d %v %v", ev.Time, ev.Keys, ev.Fields))
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			got := decodeTableFile(t, path, src, l)
 			if len(got) != len(want) {
 				t.Fatalf("%d rows, want %d", len(got), len(want))
 			}
@@ -400,4 +355,35 @@ func TestPythonBackfillFiles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// decodeTableFile decodes every row of a table file as backfill does, each
+// as "time keys fields" or the rejection's message.
+func decodeTableFile(t *testing.T, path string, src *registry.Source, l Layout) []string {
+	t.Helper()
+	tf, err := export.OpenTableFile(path, export.FormatAuto, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newTableDecoder(path, tf.Schema(), src, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	err = tf.Read(context.Background(), func(rec arrow.RecordBatch) error {
+		d.bind(rec)
+		for i := range int(rec.NumRows()) {
+			var ev Event
+			if de := d.decode(i, &ev); de != nil {
+				got = append(got, de.Error())
+			} else {
+				got = append(got, fmt.Sprintf("%d %v %v", ev.Time, ev.Keys, ev.Fields))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
