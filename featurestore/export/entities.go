@@ -147,7 +147,11 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 			return nil, fmt.Errorf("%s: column %q appears %d times", path, name, len(is))
 		}
 		if t := schema.Field(is[0]).Type; !requestTypeOK(t, k) {
-			return nil, fmt.Errorf("%s: column %q (request field, %s) has type %s", path, name, k, t)
+			want := requestTypes(k)
+			if t.ID() == arrow.DICTIONARY {
+				want += ", not a dictionary (a categorical): cast it to its values' type"
+			}
+			return nil, fmt.Errorf("%s: column %q (request field, %s) has type %s; want %s", path, name, k, t, want)
 		}
 		if ec.fields == nil {
 			ec.fields = map[string]int{}

@@ -205,7 +205,10 @@ func TestExportOnDemand(t *testing.T) {
 			want   string
 		}{
 			{nil, nil, `no column "price" for the request field of on-demand features`},
-			{[]arrow.Field{{Name: "price", Type: arrow.BinaryTypes.String}}, []any{"1"}, `column "price" (request field, double) has type utf8`},
+			{[]arrow.Field{{Name: "price", Type: arrow.BinaryTypes.String}}, []any{"1"}, `column "price" (request field, double) has type utf8; want float32, float64, a signed integer type, or uint8 to uint32`},
+			{[]arrow.Field{{Name: "price", Type: arrow.PrimitiveTypes.Uint64}}, []any{int64(1)}, `column "price" (request field, double) has type uint64; want float32, float64, a signed integer type, or uint8 to uint32`},
+			{[]arrow.Field{{Name: "price", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.PrimitiveTypes.Float64}}},
+				[]any{1.0}, `column "price" (request field, double) has type dictionary<values=float64, indices=int32, ordered=false>; want float32, float64, a signed integer type, or uint8 to uint32, not a dictionary (a categorical): cast it to its values' type`},
 		} {
 			tt := &testTable{fields: append(slices.Clone(c.fields), s0.fields...)}
 			tt.rows = [][]any{append(slices.Clone(c.row), s0.rows[0]...)}
