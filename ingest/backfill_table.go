@@ -91,6 +91,12 @@ func newTableDecoder(file string, schema *arrow.Schema, src *registry.Source, l 
 			if kind == featurestore.KindNull {
 				want = "event time (" + string(d.timeEnc) + ")"
 			}
+			switch {
+			case kind == featurestore.KindInt64 && t.ID() == arrow.FLOAT64:
+				want += " (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)"
+			case kind == featurestore.KindNull && (t.ID() == arrow.DATE32 || t.ID() == arrow.DATE64):
+				want += ": a date is a day, not an instant; cast it to a timestamp"
+			}
 			return tableColumn{}, fmt.Errorf("%s: column %q (%s of source %q) has type %s, which cannot hold %s", file, name, what, src.Name, t, want)
 		}
 		return c, nil

@@ -395,9 +395,9 @@ func validUTF8(v featurestore.Value) bool {
 
 // Event times must fall in years 1..9999, which keeps millisecond arithmetic
 // far from overflow.
-var (
-	minTimeMs = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	maxTimeMs = time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC).UnixMilli()
+const (
+	minTimeMs = featurestore.MinTimeMs
+	maxTimeMs = featurestore.MaxTimeMs
 )
 
 func (d *jsonDecoder) jsonTime(v *fastjson.Value) (int64, error) {

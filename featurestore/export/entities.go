@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 
@@ -65,6 +66,7 @@ func keyColumnTypes(p *plan, keyColumns map[string]string) map[string]arrow.Data
 // differ.
 func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns map[string]string, tsColumn string) (*entityColumns, error) {
 	ec := &entityColumns{path: path, plan: p}
+	schema, _ = withoutViews(schema) // as the table reads them
 	have := func() string {
 		names := make([]string, schema.NumFields())
 		for i, f := range schema.Fields() {
@@ -98,9 +100,12 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 			}
 			t := schema.Field(is[0]).Type
 			if !keyTypeOK(t, e.kinds[j]) {
-				want := "utf8 or large_utf8"
+				want := "utf8, large_utf8, string_view or a dictionary of them"
 				if e.kinds[j] == featurestore.KeyInt64 {
-					want = "a signed integer type, or uint8 to uint32"
+					want = "an integer type"
+					if t.ID() == arrow.FLOAT32 || t.ID() == arrow.FLOAT64 {
+						want += " (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)"
+					}
 				}
 				return nil, fmt.Errorf("%s: column %q (join key %q of entity %q, %s) has type %s; want %s", path, name, k, e.name, e.kinds[j], t, want)
 			}
@@ -118,6 +123,11 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 	}
 	switch t := schema.Field(is[0]).Type; t.ID() {
 	case arrow.TIMESTAMP, arrow.INT64:
+	case arrow.DATE32, arrow.DATE64:
+		// Which instant of the day? Midnight UTC would hide the day's
+		// events from a label of the day's end, and the day's end would
+		// leak them into one of its start: the user knows, not the export.
+		return nil, fmt.Errorf("%s: timestamp column %q has type %s, a day and not an instant: cast it to a timestamp of the instant up to which each row may see events (midnight UTC sees none of that day's events, the next midnight all of them)", path, tsColumn, t)
 	default:
 		return nil, fmt.Errorf("%s: timestamp column %q has type %s; want a timestamp, or int64 milliseconds since the Unix epoch", path, tsColumn, t)
 	}
@@ -137,7 +147,11 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 			return nil, fmt.Errorf("%s: column %q appears %d times", path, name, len(is))
 		}
 		if t := schema.Field(is[0]).Type; !requestTypeOK(t, k) {
-			return nil, fmt.Errorf("%s: column %q (request field, %s) has type %s", path, name, k, t)
+			want := requestTypes(k)
+			if t.ID() == arrow.DICTIONARY {
+				want += ", not a dictionary (a categorical): cast it to its values' type"
+			}
+			return nil, fmt.Errorf("%s: column %q (request field, %s) has type %s; want %s", path, name, k, t, want)
 		}
 		if ec.fields == nil {
 			ec.fields = map[string]int{}
@@ -147,28 +161,35 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 	return ec, nil
 }
 
+// keyTypeOK reports whether a join key column of kind k may have type t (a
+// schema without views, see withoutViews): text, plain or a dictionary,
+// for a string key; an integer type for an int64 one.
 func keyTypeOK(t arrow.DataType, k featurestore.KeyKind) bool {
 	if k == featurestore.KeyString {
+		if dt, ok := t.(*arrow.DictionaryType); ok {
+			t = dt.ValueType
+		}
 		return t.ID() == arrow.STRING || t.ID() == arrow.LARGE_STRING
 	}
 	switch t.ID() {
-	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32:
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64:
 		return true
 	}
 	return false
 }
 
 // timesOf returns the timestamps of a batch's rows in Unix milliseconds,
-// rounded down; first is the number of the batch's first row in the table
-// (from 0), for messages.
-func (ec *entityColumns) timesOf(rec arrow.RecordBatch, first int64, dst []int64) ([]int64, error) {
+// rounded down, and the least and greatest of them; first is the number of
+// the batch's first row in the table (from 0), for messages. A null time,
+// or one outside the years 1 to 9999, is an error naming its row.
+func (ec *entityColumns) timesOf(rec arrow.RecordBatch, first int64, dst []int64) (times []int64, lo, hi int64, err error) {
 	col := rec.Column(ec.ts)
 	n := int(rec.NumRows())
 	dst = slices.Grow(dst[:0], n)[:n]
 	if col.NullN() > 0 {
 		for i := range n {
 			if col.IsNull(i) {
-				return nil, fmt.Errorf("%s: row %d: timestamp column %q is null", ec.path, first+int64(i)+1, ec.tsName)
+				return nil, 0, 0, fmt.Errorf("%s: row %d: timestamp column %q is null", ec.path, first+int64(i)+1, ec.tsName)
 			}
 		}
 	}
@@ -181,9 +202,32 @@ func (ec *entityColumns) timesOf(rec arrow.RecordBatch, first int64, dst []int64
 			dst[i] = toMillis(int64(v), unit)
 		}
 	default:
-		return nil, fmt.Errorf("%s: timestamp column %q has type %s", ec.path, ec.tsName, col.DataType())
+		return nil, 0, 0, fmt.Errorf("%s: timestamp column %q has type %s", ec.path, ec.tsName, col.DataType())
 	}
-	return dst, nil
+	lo, hi = math.MaxInt64, math.MinInt64
+	for _, t := range dst {
+		lo, hi = min(lo, t), max(hi, t)
+	}
+	if n > 0 && (lo < featurestore.MinTimeMs || hi > featurestore.MaxTimeMs) {
+		return nil, 0, 0, ec.timeOutOfRange(col, first, dst)
+	}
+	return dst, lo, hi, nil
+}
+
+// timeOutOfRange returns the error for the first time of ms (col's times
+// in milliseconds) outside the years 1 to 9999.
+func (ec *entityColumns) timeOutOfRange(col arrow.Array, first int64, ms []int64) error {
+	for i, t := range ms {
+		if t >= featurestore.MinTimeMs && t <= featurestore.MaxTimeMs {
+			continue
+		}
+		msg := fmt.Sprintf("%s: row %d: timestamp column %q holds", ec.path, first+int64(i)+1, ec.tsName)
+		if a, ok := col.(*array.Timestamp); ok {
+			return fmt.Errorf("%s %d %s since the Unix epoch, outside the years 1 to 9999", msg, a.Value(i), a.DataType().(*arrow.TimestampType).Unit)
+		}
+		return fmt.Errorf("%s %d ms since the Unix epoch, outside the years 1 to 9999 (int64 times are milliseconds: give finer units as a timestamp column)", msg, t)
+	}
+	return nil
 }
 
 // toMillis converts a time in unit to milliseconds, rounding down: a row at
@@ -191,6 +235,12 @@ func (ec *entityColumns) timesOf(rec arrow.RecordBatch, first int64, dst []int64
 func toMillis(v int64, unit arrow.TimeUnit) int64 {
 	switch unit {
 	case arrow.Second:
+		// Beyond the years 1 to 9999, not to wrap into them.
+		if v > featurestore.MaxTimeMs/1000 {
+			return math.MaxInt64
+		} else if v < featurestore.MinTimeMs/1000 {
+			return math.MinInt64
+		}
 		return v * 1000
 	case arrow.Microsecond:
 		return floorDiv(v, 1000)
@@ -243,7 +293,8 @@ func (k *keyReader) key(dst []byte, i int) (key []byte, null int) {
 }
 
 // intAt returns value i of an integer column of a type keyTypeOK takes for
-// int64 keys (0 for other types).
+// int64 keys, but uint64 (plainKey makes int64 of it), or requestTypeOK for
+// int64 request fields (0 for other types).
 func intAt(a arrow.Array, i int) int64 {
 	switch a := a.(type) {
 	case *array.Int64:

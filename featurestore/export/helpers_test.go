@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
@@ -132,6 +133,9 @@ func logBatch(t testing.TB, r *registry.Registry, project, view string, evs []ra
 	return b.NewRecordBatch()
 }
 
+// appendAny appends v to b: a string to a text builder (plain, large or
+// view), a []byte to a binary view builder, an int64 (or a uint64) to an integer builder, days or
+// milliseconds to a date builder.
 func appendAny(t testing.TB, b array.Builder, v any) {
 	t.Helper()
 	if v == nil {
@@ -141,8 +145,36 @@ func appendAny(t testing.TB, b array.Builder, v any) {
 	switch b := b.(type) {
 	case *array.StringBuilder:
 		b.Append(v.(string))
+	case *array.LargeStringBuilder:
+		b.Append(v.(string))
+	case *array.StringViewBuilder:
+		b.Append(v.(string))
+	case *array.BinaryViewBuilder:
+		b.Append(v.([]byte))
 	case *array.Int64Builder:
 		b.Append(v.(int64))
+	case *array.Int32Builder:
+		b.Append(int32(v.(int64)))
+	case *array.Int16Builder:
+		b.Append(int16(v.(int64)))
+	case *array.Int8Builder:
+		b.Append(int8(v.(int64)))
+	case *array.Uint64Builder:
+		if u, ok := v.(uint64); ok {
+			b.Append(u)
+		} else {
+			b.Append(uint64(v.(int64)))
+		}
+	case *array.Uint32Builder:
+		b.Append(uint32(v.(int64)))
+	case *array.Uint16Builder:
+		b.Append(uint16(v.(int64)))
+	case *array.Uint8Builder:
+		b.Append(uint8(v.(int64)))
+	case *array.Date32Builder:
+		b.Append(arrow.Date32(v.(int64)))
+	case *array.Date64Builder:
+		b.Append(arrow.Date64(v.(int64)))
 	case *array.Float64Builder:
 		b.Append(v.(float64))
 	case *array.BooleanBuilder:
@@ -162,14 +194,48 @@ type testTable struct {
 
 func (tt *testTable) record(t testing.TB) arrow.RecordBatch {
 	t.Helper()
-	b := array.NewRecordBuilder(memory.DefaultAllocator, arrow.NewSchema(tt.fields, nil))
-	defer b.Release()
-	for _, row := range tt.rows {
-		for i, v := range row {
-			appendAny(t, b.Field(i), v)
+	mem := memory.DefaultAllocator
+	cols := make([]arrow.Array, len(tt.fields))
+	for i, f := range tt.fields {
+		dt, ok := f.Type.(*arrow.DictionaryType)
+		if !ok {
+			b := array.NewBuilder(mem, f.Type)
+			for _, row := range tt.rows {
+				appendAny(t, b, row[i])
+			}
+			cols[i] = b.NewArray()
+			b.Release()
+			continue
 		}
+		// By hand: arrow-go has no dictionary builder for every value
+		// type (string_view).
+		vb, ib := array.NewBuilder(mem, dt.ValueType), array.NewBuilder(mem, dt.IndexType)
+		at := map[any]int64{}
+		for _, row := range tt.rows {
+			if row[i] == nil {
+				ib.AppendNull()
+				continue
+			}
+			j, ok := at[row[i]]
+			if !ok {
+				j = int64(vb.Len())
+				at[row[i]] = j
+				appendAny(t, vb, row[i])
+			}
+			appendAny(t, ib, j)
+		}
+		values, indices := vb.NewArray(), ib.NewArray()
+		cols[i] = array.NewDictionaryArray(dt, indices, values)
+		values.Release()
+		indices.Release()
+		vb.Release()
+		ib.Release()
 	}
-	return b.NewRecordBatch()
+	rec := array.NewRecordBatch(arrow.NewSchema(tt.fields, nil), cols, int64(len(tt.rows)))
+	for _, c := range cols {
+		c.Release()
+	}
+	return rec
 }
 
 // writeArrow writes the table as an Arrow IPC file, in batches of at most
@@ -190,7 +256,10 @@ func (tt *testTable) writeArrow(t testing.TB, path string, batch int) {
 	testenv.WriteArrowFile(t, path, rec.Schema(), slices...)
 }
 
-func (tt *testTable) writeParquet(t testing.TB, path string) {
+// writeParquet writes the table as a Parquet file, with the Arrow schema
+// and the writer properties opts (parquet.WithMaxRowGroupLength for row
+// groups of fewer rows).
+func (tt *testTable) writeParquet(t testing.TB, path string, opts ...parquet.WriterProperty) {
 	t.Helper()
 	rec := tt.record(t)
 	defer rec.Release()
@@ -199,7 +268,7 @@ func (tt *testTable) writeParquet(t testing.TB, path string) {
 		t.Fatal(err)
 	}
 	defer fh.Close()
-	w, err := pqarrow.NewFileWriter(rec.Schema(), fh, nil, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	w, err := pqarrow.NewFileWriter(rec.Schema(), fh, parquet.NewWriterProperties(opts...), pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,6 +366,8 @@ func goValue(a arrow.Array, i int) any {
 	}
 	switch a := a.(type) {
 	case *array.String:
+		return a.Value(i)
+	case *array.LargeString:
 		return a.Value(i)
 	case *array.Int64:
 		return a.Value(i)

@@ -274,3 +274,99 @@ func TestPythonInterop(t *testing.T) {
 		t.Errorf("interop.py did not report the training sets it checked:\n%s", out)
 	}
 }
+
+// TestPythonEntityTables exports training sets from entity tables written
+// by polars, DuckDB and pyarrow (as pandas writes them), in the tools' own
+// types (testdata/entities.py checks that the files have them): each must
+// give every row the features of the brute-force reference and carry its
+// keys and labels to the output; the files whose meaning is not clear
+// must fail with the message that says what to do.
+func TestPythonEntityTables(t *testing.T) {
+	py := testenv.Python(t)
+	r := testRegistry(t)
+	refs := r.Service("all").Resolved()
+	rng := rand.New(rand.NewPCG(21, 22))
+	s := randomScenario(rng, 800, 300)
+	want := s.expected(r, refs)
+	log := s.log(t, rng, r)
+	dir := t.TempDir()
+	tables := filepath.Join(dir, "tables")
+	if err := os.Mkdir(tables, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := map[string]any{"rows": s.rows}
+	var cols []map[string]string
+	for _, f := range s.fields {
+		cols = append(cols, map[string]string{"name": f.Name, "type": f.Type.String()})
+	}
+	spec["columns"] = cols
+	b, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specFile := filepath.Join(dir, "rows.json")
+	if err := os.WriteFile(specFile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(py, filepath.Join("testdata", "entities.py"), specFile, tables).CombinedOutput()
+	if err != nil {
+		t.Fatalf("entities.py: %v\n%s", err, out)
+	}
+	t.Logf("entities.py: %s", strings.TrimSpace(string(out)))
+
+	export := func(in string) (string, error) {
+		out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(in), filepath.Ext(in))+"-"+filepath.Ext(in)[1:]+".parquet")
+		_, err := Run(context.Background(), Options{Registry: r, Log: log, Service: "all", Entities: in, Out: out, TempDir: dir})
+		return out, err
+	}
+	for _, name := range []string{"polars.arrow", "polars.arrows", "polars.parquet", "polars_cat.arrow", "polars_cat.parquet",
+		"polars_ns.parquet", "duckdb.parquet", "duckdb_naive.parquet", "pandas_cat.parquet", "int96.parquet"} {
+		t.Run(name, func(t *testing.T) {
+			out, err := export(filepath.Join(tables, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tbl := readTable(t, out)
+			defer tbl.Release()
+			if tbl.NumRows() != int64(len(s.rows)) {
+				t.Fatalf("%d rows out, want %d", tbl.NumRows(), len(s.rows))
+			}
+			bad := 0
+			for i, row := range s.rows {
+				for c, f := range s.fields[:len(s.fields)-1] { // the timestamp's unit is the file's
+					w := "(null)"
+					if row[c] != nil {
+						w = fmt.Sprint(row[c])
+					}
+					if got := cellText(t, tbl, f.Name, int64(i)); got != w {
+						t.Fatalf("row %d: column %q is %s, want %s", i+1, f.Name, got, w)
+					}
+				}
+				for j, ref := range refs {
+					if got := cell(t, tbl, ref.String(), int64(i)); !sameValue(got, want[i][j]) {
+						if bad++; bad <= 10 {
+							t.Errorf("row %d %v: %s = %#v, want %#v", i+1, row, ref, got, want[i][j])
+						}
+					}
+				}
+			}
+		})
+	}
+	for name, want := range map[string]string{
+		"duckdb_hugeint.parquet": `column "shop_id" (join key "shop_id" of entity "shop", int64) has type float64; want an integer type (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)`,
+		"polars_date.parquet":    `timestamp column "event_timestamp" has type date32, a day and not an instant`,
+	} {
+		if _, err := export(filepath.Join(tables, name)); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: error %v, want one naming the file and saying %s", name, err, want)
+		}
+	}
+	empty, err := export(filepath.Join(tables, "duckdb_empty.parquet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := readTable(t, empty)
+	defer tbl.Release()
+	if tbl.NumRows() != 0 || tbl.NumCols() != int64(len(s.fields)+len(refs)) {
+		t.Errorf("from DuckDB's empty table: %d rows, %d columns", tbl.NumRows(), tbl.NumCols())
+	}
+}

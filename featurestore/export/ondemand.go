@@ -137,6 +137,22 @@ func requestTypeOK(t arrow.DataType, k featurestore.Kind) bool {
 	return false
 }
 
+// requestTypes names the types requestTypeOK takes for kind k, for
+// messages.
+func requestTypes(k featurestore.Kind) string {
+	switch k {
+	case featurestore.KindString:
+		return "utf8, large_utf8 or string_view"
+	case featurestore.KindBool:
+		return "bool"
+	case featurestore.KindInt64:
+		return "a signed integer type, or uint8 to uint32"
+	case featurestore.KindDouble:
+		return "float32, float64, a signed integer type, or uint8 to uint32"
+	}
+	return "none: no column holds " + k.String()
+}
+
 // requestAt returns row i of a request-field column as a value of kind k,
 // null where the cell is.
 func requestAt(a arrow.Array, k featurestore.Kind, i int) featurestore.Value {

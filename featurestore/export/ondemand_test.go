@@ -64,14 +64,17 @@ func TestExportOnDemand(t *testing.T) {
 		asInt        bool
 		events, rows int
 		memory       int64
+		tagType      arrow.DataType // utf8 unless set
 	}{
-		{"double price", false, 2000, 1500, 0},
-		{"int64 price", true, 2000, 1500, 0},
+		{"double price", false, 2000, 1500, 0, nil},
+		{"int64 price", true, 2000, 1500, 0, nil},
+		// As polars writes text to Arrow IPC; read as large_string.
+		{"string_view tag", false, 500, 300, 0, arrow.BinaryTypes.StringView},
 		// Too many rows for the index of results in memory: the stored
 		// columns come back through the results files and the merge. The
 		// on-demand columns are computed in ranges of 97 rows (of batches
 		// of 400), concatenated.
-		{"tiny budget, many rows", false, 1000, 17000, 1 << 20},
+		{"tiny budget, many rows", false, 1000, 17000, 1 << 20, nil},
 	} {
 		if c.memory > 0 {
 			defer func(n int) { odChunkRows = n }(odChunkRows)
@@ -80,14 +83,17 @@ func TestExportOnDemand(t *testing.T) {
 		rng := rand.New(rand.NewPCG(5, uint64(k)))
 		s := randomScenario(rng, c.events, c.rows)
 		in := s.expected(r, inputs)
-		asInt := c.asInt
+		asInt, tagType := c.asInt, c.tagType
+		if tagType == nil {
+			tagType = arrow.BinaryTypes.String
+		}
 		t.Run(c.name, func(t *testing.T) {
 			ts := &scenario{events: s.events, rows: make([][]any, len(s.rows))}
 			priceType := arrow.DataType(arrow.PrimitiveTypes.Float64)
 			if asInt {
 				priceType = arrow.PrimitiveTypes.Int64
 			}
-			ts.fields = append([]arrow.Field{{Name: "price", Type: priceType, Nullable: true}, {Name: "tag", Type: arrow.BinaryTypes.String, Nullable: true}}, s.fields...)
+			ts.fields = append([]arrow.Field{{Name: "price", Type: priceType, Nullable: true}, {Name: "tag", Type: tagType, Nullable: true}}, s.fields...)
 			prices := make([]any, len(s.rows))
 			for i, row := range s.rows {
 				var price, tag any
@@ -199,7 +205,10 @@ func TestExportOnDemand(t *testing.T) {
 			want   string
 		}{
 			{nil, nil, `no column "price" for the request field of on-demand features`},
-			{[]arrow.Field{{Name: "price", Type: arrow.BinaryTypes.String}}, []any{"1"}, `column "price" (request field, double) has type utf8`},
+			{[]arrow.Field{{Name: "price", Type: arrow.BinaryTypes.String}}, []any{"1"}, `column "price" (request field, double) has type utf8; want float32, float64, a signed integer type, or uint8 to uint32`},
+			{[]arrow.Field{{Name: "price", Type: arrow.PrimitiveTypes.Uint64}}, []any{int64(1)}, `column "price" (request field, double) has type uint64; want float32, float64, a signed integer type, or uint8 to uint32`},
+			{[]arrow.Field{{Name: "price", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.PrimitiveTypes.Float64}}},
+				[]any{1.0}, `column "price" (request field, double) has type dictionary<values=float64, indices=int32, ordered=false>; want float32, float64, a signed integer type, or uint8 to uint32, not a dictionary (a categorical): cast it to its values' type`},
 		} {
 			tt := &testTable{fields: append(slices.Clone(c.fields), s0.fields...)}
 			tt.rows = [][]any{append(slices.Clone(c.row), s0.rows[0]...)}

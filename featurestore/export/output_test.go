@@ -319,8 +319,6 @@ func TestParquetUnsupportedTypes(t *testing.T) {
 		typ  arrow.DataType
 		want string
 	}{
-		{name: "sv", typ: arrow.BinaryTypes.StringView, want: `column "sv" has type string_view`},
-		{name: "bv", typ: arrow.BinaryTypes.BinaryView, want: `column "bv" has type binary_view`},
 		{name: "dur", typ: arrow.FixedWidthTypes.Duration_ms, want: `column "dur" has type duration[ms]`},
 		{name: "mdn", typ: arrow.FixedWidthTypes.MonthDayNanoInterval, want: `column "mdn" has type month_day_nano_interval`},
 		{name: "dt", typ: arrow.FixedWidthTypes.DayTimeInterval, want: `column "dt" has type day_time_interval`},

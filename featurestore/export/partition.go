@@ -84,6 +84,7 @@ func (x *exporter) spillRows(ctx context.Context) error {
 		parts      []*partitioner
 		keys       keyReader
 		cols       []arrow.Array
+		plain      []arrow.Array // the columns of cols made by plainKey
 		times      []int64
 		buf        []byte
 		minT, maxT int64
@@ -118,18 +119,31 @@ func (x *exporter) spillRows(ctx context.Context) error {
 	}, func(wi int, rec arrow.RecordBatch, first int64) error {
 		w := ws[wi]
 		n := int(rec.NumRows())
-		times, err := x.cols.timesOf(rec, first, w.times)
+		times, lo, hi, err := x.cols.timesOf(rec, first, w.times)
 		if err != nil {
 			return err
 		}
 		w.times = times
-		for _, t := range times {
-			w.minT, w.maxT, w.has = min(w.minT, t), max(w.maxT, t), true
+		if n > 0 {
+			w.minT, w.maxT, w.has = min(w.minT, lo), max(w.maxT, hi), true
 		}
+		defer func() {
+			for _, a := range w.plain {
+				a.Release()
+			}
+			w.plain = w.plain[:0]
+		}()
 		for ei, e := range ents {
 			w.cols = w.cols[:0]
-			for _, c := range x.cols.keys[ei] {
-				w.cols = append(w.cols, rec.Column(c))
+			for j, c := range x.cols.keys[ei] {
+				col := rec.Column(c)
+				if plainKeyType(col.DataType()) {
+					if col, err = x.cols.plainKey(col, first+1, ei, j, x.mem); err != nil {
+						return err
+					}
+					w.plain = append(w.plain, col)
+				}
+				w.cols = append(w.cols, col)
 			}
 			w.keys.reset(w.cols, e.kinds)
 			part := w.parts[ei]

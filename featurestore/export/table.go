@@ -79,6 +79,9 @@ type table struct {
 	// csvSchema is the schema a CSV file is read with: column types decided
 	// by a first pass over the whole file (see inferCSV).
 	csvSchema *arrow.Schema
+	// unview is set when the file has view columns, read in the types of
+	// schema (see withoutViews).
+	unview bool
 
 	// recs are the batches of the first read, kept for the second (the
 	// output) unless dropped: they did not all fit, or were released.
@@ -114,7 +117,7 @@ func openTable(path string, format Format, fixed, empty map[string]arrow.DataTyp
 		}
 		t.schema, t.csvSchema, t.rows = schema, schema, rows
 	default:
-		r, closeFn, err := t.open(context.Background())
+		r, closeFn, err := t.openFile(context.Background())
 		if err != nil {
 			return nil, err
 		}
@@ -123,13 +126,25 @@ func openTable(path string, format Format, fixed, empty map[string]arrow.DataTyp
 		if pr, ok := r.(*parquetReader); ok {
 			t.rows = pr.rows
 		}
+		t.schema, t.unview = withoutViews(t.schema)
 	}
 	return t, nil
 }
 
-// open starts reading the table from its first row; closeFn releases the
-// reader and the file.
+// open starts reading the table from its first row, in t.schema; closeFn
+// releases the reader and the file.
 func (t *table) open(ctx context.Context) (rr recordReader, closeFn func(), err error) {
+	r, closeFile, err := t.openFile(ctx)
+	if err != nil || !t.unview {
+		return r, closeFile, err
+	}
+	ur := &unviewReader{recordReader: r, schema: t.schema, mem: t.mem}
+	return ur, func() { ur.release(); closeFile() }, nil
+}
+
+// openFile starts reading the file from its first row, in the file's
+// schema.
+func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), err error) {
 	switch t.format {
 	case FormatParquet:
 		pf, err := file.OpenParquetFile(t.path, false)
@@ -146,7 +161,7 @@ func (t *table) open(ctx context.Context) (rr recordReader, closeFn func(), err 
 			pf.Close()
 			return nil, nil, fmt.Errorf("%s: read parquet: %w", t.path, err)
 		}
-		pr := &parquetReader{RecordReader: rd, rows: pf.NumRows()}
+		pr := &parquetReader{RecordReader: rd, rows: pf.NumRows(), path: t.path}
 		return pr, func() { rd.Release(); pf.Close() }, nil
 	case FormatCSV:
 		fh, err := os.Open(t.path)
@@ -194,6 +209,21 @@ func (t *table) open(ctx context.Context) (rr recordReader, closeFn func(), err 
 type parquetReader struct {
 	pqarrow.RecordReader
 	rows int64
+	path string
+}
+
+// Err names the file, and says what to do about INT96 times (Spark's
+// legacy timestamps) that arrow-go cannot read: it reads them as
+// nanoseconds, which reach only the years 1677 to 2262.
+func (r *parquetReader) Err() error {
+	err := r.RecordReader.Err()
+	if err == nil || errors.Is(err, io.EOF) {
+		return err
+	}
+	if strings.Contains(err.Error(), "INT96") {
+		return fmt.Errorf("%s: read parquet: %w; an INT96 column (Spark's default for timestamps) holds only the years 1677 to 2262 here: write the column as a Parquet TIMESTAMP (in Spark, spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS)", r.path, err)
+	}
+	return fmt.Errorf("%s: read parquet: %w", r.path, err)
 }
 
 // csvReader names the file in parse errors.
@@ -289,6 +319,7 @@ var (
 	_ recordReader = (*parquetReader)(nil)
 	_ recordReader = (*csvReader)(nil)
 	_ recordReader = (*ipcFileReader)(nil)
+	_ recordReader = (*unviewReader)(nil)
 	_ recordReader = (*ipc.Reader)(nil)
 	_ recordReader = (array.RecordReader)(nil)
 )

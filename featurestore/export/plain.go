@@ -1,0 +1,181 @@
+package export
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// This file turns columns of types that tools write but the export's
+// readers do not take into types they do, once per batch, so that the
+// per-row readers keep their few cases.
+
+// withoutViews returns schema with its view columns as the types
+// unviewArray makes of them, and whether there were any. polars writes
+// every text column of an Arrow IPC file as string_view (and categoricals
+// as dictionaries of string_view); neither the export's key reader nor the
+// Parquet writer take it.
+func withoutViews(schema *arrow.Schema) (*arrow.Schema, bool) {
+	fields := schema.Fields()
+	changed := false
+	for i, f := range fields {
+		if t, ok := unviewType(f.Type); ok {
+			fields[i].Type, changed = t, true
+		}
+	}
+	if !changed {
+		return schema, false
+	}
+	md := schema.Metadata()
+	return arrow.NewSchema(fields, &md), true
+}
+
+// unviewType returns the type of a view type's column without views:
+// string_view as large_string, binary_view as large_binary (large, so that
+// no batch is too big for its offsets); a dictionary of string_view as one
+// of utf8, whose values the output's dictionary unifier can hash (see
+// dictUnifier), and are few.
+func unviewType(t arrow.DataType) (arrow.DataType, bool) {
+	switch t.ID() {
+	case arrow.STRING_VIEW:
+		return arrow.BinaryTypes.LargeString, true
+	case arrow.BINARY_VIEW:
+		return arrow.BinaryTypes.LargeBinary, true
+	case arrow.DICTIONARY:
+		dt := t.(*arrow.DictionaryType)
+		if dt.ValueType.ID() == arrow.STRING_VIEW {
+			return &arrow.DictionaryType{IndexType: dt.IndexType, ValueType: arrow.BinaryTypes.String, Ordered: dt.Ordered}, true
+		}
+	}
+	return t, false
+}
+
+// unviewArray returns a as an array of type unviewType(a's type), with the
+// same values. The caller releases it.
+func unviewArray(a arrow.Array, mem memory.Allocator) arrow.Array {
+	switch a := a.(type) {
+	case *array.StringView:
+		return viewValues(a, array.NewLargeStringBuilder(mem), a.Value)
+	case *array.BinaryView:
+		return viewValues(a, array.NewBinaryBuilder(mem, arrow.BinaryTypes.LargeBinary), a.Value)
+	case *array.Dictionary:
+		if sv, ok := a.Dictionary().(*array.StringView); ok {
+			t, _ := unviewType(a.DataType())
+			values := viewValues(sv, array.NewStringBuilder(mem), sv.Value)
+			defer values.Release()
+			return array.NewDictionaryArray(t, a.Indices(), values)
+		}
+	}
+	a.Retain()
+	return a
+}
+
+// viewValues copies the values of a view array a, got by value, into b.
+func viewValues[T string | []byte, B interface {
+	array.Builder
+	Append(T)
+}](a arrow.Array, b B, value func(int) T) arrow.Array {
+	defer b.Release()
+	b.Reserve(a.Len())
+	for i := range a.Len() {
+		if a.IsNull(i) {
+			b.AppendNull()
+		} else {
+			b.Append(value(i))
+		}
+	}
+	return b.NewArray()
+}
+
+// unviewReader reads the batches of a table with view columns (see
+// withoutViews) in schema, their unviewed types.
+type unviewReader struct {
+	recordReader
+	schema *arrow.Schema
+	mem    memory.Allocator
+	cur    arrow.RecordBatch
+}
+
+func (r *unviewReader) Next() bool {
+	if r.cur != nil {
+		r.cur.Release()
+		r.cur = nil
+	}
+	if !r.recordReader.Next() {
+		return false
+	}
+	rec := r.recordReader.RecordBatch()
+	cols := make([]arrow.Array, rec.NumCols())
+	for i, c := range rec.Columns() {
+		cols[i] = unviewArray(c, r.mem)
+	}
+	r.cur = array.NewRecordBatch(r.schema, cols, rec.NumRows())
+	for _, c := range cols {
+		c.Release()
+	}
+	return true
+}
+
+func (r *unviewReader) RecordBatch() arrow.RecordBatch { return r.cur }
+
+func (r *unviewReader) release() {
+	if r.cur != nil {
+		r.cur.Release()
+		r.cur = nil
+	}
+}
+
+// plainKeyType reports whether a join key column of type t is read through
+// plainKey: a dictionary of text, or uint64.
+func plainKeyType(t arrow.DataType) bool {
+	return t.ID() == arrow.DICTIONARY || t.ID() == arrow.UINT64
+}
+
+// plainKey returns a join key column of a type plainKeyType reports as a
+// column keyReader reads: a dictionary of text as large_string, uint64 as
+// int64. A uint64 beyond int64 is an error naming its row (counted from
+// first, the row of a's first, from 1). The caller releases the result.
+func (ec *entityColumns) plainKey(a arrow.Array, first int64, ei, j int, mem memory.Allocator) (arrow.Array, error) {
+	switch a := a.(type) {
+	case *array.Uint64:
+		b := array.NewInt64Builder(mem)
+		defer b.Release()
+		b.Reserve(a.Len())
+		for i, v := range a.Uint64Values() {
+			if a.IsNull(i) {
+				b.AppendNull()
+				continue
+			}
+			if v > math.MaxInt64 {
+				e := ec.plan.entities[ei]
+				return nil, fmt.Errorf("%s: row %d: column %q (join key %q of entity %q, int64) holds %d, beyond the int64 range of join keys",
+					ec.path, first+int64(i), ec.keyName[ei][j], e.keys[j], e.name, v)
+			}
+			b.Append(int64(v))
+		}
+		return b.NewArray(), nil
+	case *array.Dictionary:
+		b := array.NewLargeStringBuilder(mem)
+		defer b.Release()
+		b.Reserve(a.Len())
+		values := a.Dictionary()
+		for i := range a.Len() {
+			if a.IsNull(i) || values.IsNull(a.GetValueIndex(i)) {
+				b.AppendNull()
+				continue
+			}
+			switch d := values.(type) {
+			case *array.String:
+				b.Append(d.Value(a.GetValueIndex(i)))
+			case *array.LargeString:
+				b.Append(d.Value(a.GetValueIndex(i)))
+			}
+		}
+		return b.NewArray(), nil
+	}
+	a.Retain()
+	return a, nil
+}
