@@ -1,0 +1,136 @@
+package serving
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestMetricsBeforeFirstLookup: once a registry version is planned
+// (Prepare, when it is loaded), the series of its servable views exist at
+// 0, and those of the lookups' codes and read results from the start, so
+// that an alert on the rate of corrupt reads or failed on-demand
+// expressions sees 0 rather than no data, and rate() sees the first one. A
+// version that drops a view or an on-demand feature deletes its series.
+func TestMetricsBeforeFirstLookup(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	snaps := &staticSnapshots{}
+	snaps.p.Store(loadSnapshot(t, 1, testDefs))
+	svc := NewOnlineService(snaps, nil, OnlineOptions{Project: "p", Metrics: NewMetrics(reg)})
+	svc.Prepare()
+
+	var fixed []string
+	for _, method := range []string{"GetOnlineFeatures", "POST /v1/features:get"} {
+		for _, code := range []string{"OK", "Canceled", "InvalidArgument", "DeadlineExceeded", "PermissionDenied", "ResourceExhausted", "Unavailable", "Internal"} {
+			fixed = append(fixed, "featurestore_serving_request_duration_seconds{code="+code+",method="+method+"}")
+		}
+	}
+	for _, r := range []string{"ok", "error", "canceled"} {
+		fixed = append(fixed, "featurestore_serving_redis_duration_seconds{result="+r+"}")
+	}
+	fixed = append(fixed, "featurestore_serving_request_entities{}")
+	views := func(stored []string, onDemand map[string][]string) []string {
+		var out []string
+		for _, v := range slices.Concat(stored, slices.Sorted(func(yield func(string) bool) {
+			for v := range onDemand {
+				if !yield(v) {
+					return
+				}
+			}
+		})) {
+			for _, st := range []string{"present", "not_found", "expired", "null", "error"} {
+				out = append(out, "featurestore_serving_values_total{status="+st+",view="+v+"}")
+			}
+		}
+		for _, v := range stored {
+			out = append(out, "featurestore_serving_corrupt_state_total{view="+v+"}")
+		}
+		for v, fs := range onDemand {
+			for _, f := range fs {
+				out = append(out, "featurestore_serving_on_demand_errors_total{feature="+f+",view="+v+"}")
+			}
+		}
+		return out
+	}
+	check := func(when string, want []string) {
+		t.Helper()
+		got := gatherZeros(t, reg)
+		want = slices.Concat(fixed, want)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("series %s:\n%q\nwant\n%q", when, got, want)
+		}
+	}
+	check("before the first lookup", views([]string{"card_txn", "card_more", "pair_txn"},
+		map[string][]string{"txn_risk": {"share_10m", "over_mean", "same_merchant", "jump", "mod"}}))
+
+	snaps.p.Store(loadSnapshot(t, 2, `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card_id: card}
+fields: {amount: double}
+allowed_lateness: 0s
+---
+kind: FeatureView
+name: card_txn
+entity: card
+source: txns
+tile: 1m
+features:
+  - {name: sum_10m, aggregation: sum, field: amount, window: 10m}
+---
+kind: FeatureView
+name: card_log
+entity: card
+source: txns
+online: false
+offline: true
+tile: 1m
+features:
+  - {name: n_1h, aggregation: count, window: 1h}
+---
+kind: OnDemandFeatureView
+name: txn_risk
+inputs: {sum_10m: card_txn:sum_10m}
+request_fields: {amount: double}
+features:
+  - {name: share_10m, type: double, expression: "amount / (sum_10m + amount)"}
+`))
+	svc.Prepare()
+	check("after a version without card_more, pair_txn and four on-demand features", views([]string{"card_txn"},
+		map[string][]string{"txn_risk": {"share_10m"}}))
+}
+
+// gatherZeros returns the series of reg as name{label=value,...}, sorted,
+// failing the test for one whose value is not 0.
+func gatherZeros(t *testing.T, reg *prometheus.Registry) []string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			var ls []string
+			for _, l := range s.GetLabel() {
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			name := mf.GetName() + "{" + strings.Join(ls, ",") + "}"
+			if v := s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount()); v != 0 {
+				t.Errorf("%s = %v, want 0", name, v)
+			}
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
