@@ -2,10 +2,11 @@ package serving
 
 import (
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 // TestMetricsBeforeFirstLookup: once a registry version is planned
@@ -56,7 +57,7 @@ func TestMetricsBeforeFirstLookup(t *testing.T) {
 	}
 	check := func(when string, want []string) {
 		t.Helper()
-		got := gatherZeros(t, reg)
+		got := testenv.SeriesAtZero(t, reg)
 		want = slices.Concat(fixed, want)
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
@@ -107,30 +108,4 @@ features:
 	svc.Prepare()
 	check("after a version without card_more, pair_txn and four on-demand features", views([]string{"card_txn"},
 		map[string][]string{"txn_risk": {"share_10m"}}))
-}
-
-// gatherZeros returns the series of reg as name{label=value,...}, sorted,
-// failing the test for one whose value is not 0.
-func gatherZeros(t *testing.T, reg *prometheus.Registry) []string {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, mf := range mfs {
-		for _, s := range mf.GetMetric() {
-			var ls []string
-			for _, l := range s.GetLabel() {
-				ls = append(ls, l.GetName()+"="+l.GetValue())
-			}
-			name := mf.GetName() + "{" + strings.Join(ls, ",") + "}"
-			if v := s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount()); v != 0 {
-				t.Errorf("%s = %v, want 0", name, v)
-			}
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
 }

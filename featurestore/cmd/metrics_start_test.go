@@ -16,7 +16,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
 )
@@ -121,20 +120,7 @@ func TestServeMetricsBeforeFirstLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
-		ccancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve not healthy: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitServing(t, conn, 10*time.Second, stderr.String)
 
 	var want []string
 	for _, v := range append(slices.Clone(examplesViews), "txn_risk") {
@@ -175,14 +161,7 @@ func TestServeMetricsBeforeFirstLookup(t *testing.T) {
 	waitForSeries(t, metrics, want, stderr.String)
 
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("serve: exit %d\n%s", code, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	waitStopped(t, done, stderr.String)
 }
 
 // TestIngestMetricsBeforeFirstEvent runs 'featurestore ingest' with an

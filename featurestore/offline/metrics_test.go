@@ -2,10 +2,11 @@ package offline
 
 import (
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 // TestMetricsStartAtZero: the flush reasons' series exist from the start,
@@ -15,28 +16,7 @@ import (
 func TestMetricsStartAtZero(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	series := func() []string {
-		t.Helper()
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, mf := range mfs {
-			for _, s := range mf.GetMetric() {
-				if v := s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount()); v != 0 {
-					t.Errorf("%s %v = %v, want 0", mf.GetName(), s.GetLabel(), v)
-				}
-				var ls []string
-				for _, l := range s.GetLabel() {
-					ls = append(ls, l.GetName()+"="+l.GetValue())
-				}
-				out = append(out, mf.GetName()+"{"+strings.Join(ls, ",")+"}")
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
+	series := func() []string { return testenv.SeriesAtZero(t, reg) }
 	unlabelled := []string{
 		"featurestore_offline_flush_errors_total{}",
 		"featurestore_offline_manifest_conflicts_total{}",
