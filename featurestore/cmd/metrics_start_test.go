@@ -172,12 +172,7 @@ func TestServeMetricsBeforeFirstLookup(t *testing.T) {
 // see 0 rather than no data, and count the first such event.
 func TestIngestMetricsBeforeFirstEvent(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
-	topic := testenv.UniqueName(t, "txns")
-	testenv.CreateTopic(t, brokers, topic, 2)
-	testenv.CreateTopic(t, brokers, topic+".dlq", 1)
-	defs := copyDir(t, "../../examples")
-	edit(t, filepath.Join(defs, "sources.yaml"), "topic: card_transactions", "topic: "+topic)
-	edit(t, filepath.Join(defs, "sources.yaml"), "dead_letter_topic: card_transactions.dlq", "dead_letter_topic: "+topic+".dlq")
+	defs := examplesOnNewTopic(t, brokers, 2)
 	metrics := freeAddr(t)
 	env := map[string]string{"FEATURESTORE_REGISTRY": "file:" + t.TempDir(), "FEATURESTORE_PROJECT": testenv.UniqueName(t, "p"),
 		"FEATURESTORE_KAFKA_BROKERS": strings.Join(brokers, ","), "FEATURESTORE_REDIS_ADDR": testenv.RedisAddr(t),
