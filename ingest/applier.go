@@ -213,20 +213,23 @@ func (a *Applier) SetMetrics(m *Metrics) {
 // offline (SetOffline), at 0.
 func (a *Applier) startMetrics() {
 	if a.metrics != nil {
-		a.metrics.startSource(a.src.Name, a.viewNames(false), a.viewNames(true), a.dedup)
+		a.metrics.startSource(a.src.Name, a.onlineViews(), a.offlineOnlyViews(), a.dedup)
 	}
 }
 
-// viewNames returns the names of the source's online views, or with
-// offlineOnly those of its views logged offline and not served online.
-func (a *Applier) viewNames(offlineOnly bool) []string {
+// onlineViews returns the names of the source's online views.
+func (a *Applier) onlineViews() []string {
 	var names []string
-	if !offlineOnly {
-		for _, vp := range a.views {
-			names = append(names, vp.def.Name)
-		}
-		return names
+	for _, vp := range a.views {
+		names = append(names, vp.def.Name)
 	}
+	return names
+}
+
+// offlineOnlyViews returns the names of the source's views logged offline
+// and not served online.
+func (a *Applier) offlineOnlyViews() []string {
+	var names []string
 	for _, ov := range a.offViews {
 		if !ov.online {
 			names = append(names, ov.schema.View)

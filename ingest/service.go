@@ -147,7 +147,7 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		if err := a.SetOffline(cfg.Offline, snap.Registry); err != nil {
 			return started, fmt.Errorf("source %q: %w", src.Name, err)
 		}
-		keep[src.Name] = append(a.viewNames(false), a.viewNames(true)...)
+		keep[src.Name] = append(a.onlineViews(), a.offlineOnlyViews()...)
 		for _, ov := range a.offViews {
 			offViews = append(offViews, ov.schema.View)
 		}

@@ -24,7 +24,7 @@ type daemon struct {
 	stop    func()
 
 	mu sync.Mutex // guards loaded
-	// loaded are called with each registry version the watcher loads
+	// loaded are called after each registry version the watcher loads
 	// (onLoad).
 	loaded []func()
 }

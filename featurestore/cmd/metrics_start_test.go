@@ -55,20 +55,25 @@ func scrape(addr string) (map[string]string, error) {
 	return series, nil
 }
 
-// waitForSeries scrapes addr until every series of want is there, and
-// then fails the test for each that is not 0.
-func waitForSeries(t *testing.T, addr string, want []string, logs func() string) {
+// waitForSeries scrapes addr until every series of want is there and none
+// of gone, and then fails the test for each of want that is not 0.
+func waitForSeries(t *testing.T, addr string, want, gone []string, logs func() string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got, err := scrape(addr)
-		var missing []string
+		var wrong []string
 		for _, s := range want {
 			if _, ok := got[s]; !ok {
-				missing = append(missing, s)
+				wrong = append(wrong, "missing "+s)
 			}
 		}
-		if err == nil && len(missing) == 0 {
+		for _, s := range gone {
+			if _, ok := got[s]; ok {
+				wrong = append(wrong, "still "+s)
+			}
+		}
+		if err == nil && len(wrong) == 0 {
 			for _, s := range want {
 				if got[s] != "0" {
 					t.Errorf("%s = %s before the first lookup or event, want 0", s, got[s])
@@ -77,10 +82,37 @@ func waitForSeries(t *testing.T, addr string, want []string, logs func() string)
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/metrics lacks, before the first lookup or event (%v):\n%s\n%s", err, strings.Join(missing, "\n"), logs())
+			t.Fatalf("/metrics (%v):\n%s\n%s", err, strings.Join(wrong, "\n"), logs())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// applyCardOnly applies the examples in defs without the merchant's feature
+// view, the on-demand view that reads it and the feature services, as a
+// new registry version.
+func applyCardOnly(t *testing.T, env map[string]string, defs string) {
+	t.Helper()
+	for _, f := range []string{"merchant_features.yaml", "on_demand.yaml", "services.yaml"} {
+		if err := os.Remove(filepath.Join(defs, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, out, errOut := runCLI(t, env, "apply", "--allow-breaking", defs); code != 0 {
+		t.Fatalf("apply without the merchant's view: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// split returns the series of all that name view, and the others.
+func split(all []string, view string) (of, others []string) {
+	for _, s := range all {
+		if strings.Contains(s, `view="`+view+`"`) {
+			of = append(of, s)
+		} else {
+			others = append(others, s)
+		}
+	}
+	return of, others
 }
 
 // TestServeMetricsBeforeFirstLookup runs 'featurestore serve' with TLS, an
@@ -98,7 +130,8 @@ func TestServeMetricsBeforeFirstLookup(t *testing.T) {
 		"FEATURESTORE_PROJECT":      project,
 		"FEATURESTORE_METRICS_ADDR": metrics,
 	}
-	if code, out, errOut := runCLI(t, env, "apply", "../../examples"); code != 0 {
+	defs := copyDir(t, "../../examples")
+	if code, out, errOut := runCLI(t, env, "apply", defs); code != 0 {
 		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
 	}
 	policy := filepath.Join(t.TempDir(), "policy.yaml")
@@ -158,7 +191,14 @@ func TestServeMetricsBeforeFirstLookup(t *testing.T) {
 	want = append(want, "featurestore_serving_request_entities_count", "featurestore_serving_flight_exports_in_flight",
 		"featurestore_serving_flight_export_duration_seconds_count", "featurestore_serving_flight_export_rows_total",
 		"featurestore_serving_flight_upload_bytes_total")
-	waitForSeries(t, metrics, want, stderr.String)
+	waitForSeries(t, metrics, want, nil, stderr.String)
+
+	// A version without the merchant's view and the on-demand view that
+	// reads it deletes their series.
+	applyCardOnly(t, env, defs)
+	merchant, others := split(want, "merchant_txn")
+	onDemand, others := split(others, "txn_risk")
+	waitForSeries(t, metrics, others, slices.Concat(merchant, onDemand), stderr.String)
 
 	cancel()
 	waitStopped(t, done, stderr.String)
@@ -215,5 +255,11 @@ func TestIngestMetricsBeforeFirstEvent(t *testing.T) {
 	}
 	want = append(want, "featurestore_offline_flush_errors_total", "featurestore_offline_manifest_conflicts_total",
 		"featurestore_offline_pending_rows", "featurestore_offline_pending_bytes", "featurestore_ingest_buffered_bytes")
-	waitForSeries(t, metrics, want, stop)
+	waitForSeries(t, metrics, want, nil, stop)
+
+	// A version without the merchant's view deletes its series, ingest's
+	// and the offline log's.
+	applyCardOnly(t, env, defs)
+	merchant, others := split(want, "merchant_txn")
+	waitForSeries(t, metrics, others, merchant, stop)
 }
