@@ -2,6 +2,7 @@ package serving
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,27 +68,15 @@ func TestMetricsBeforeFirstLookup(t *testing.T) {
 	check("before the first lookup", views([]string{"card_txn", "card_more", "pair_txn"},
 		map[string][]string{"txn_risk": {"share_10m", "over_mean", "same_merchant", "jump", "mod"}}))
 
-	snaps.p.Store(loadSnapshot(t, 2, `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts, encoding: epoch_ms}
-keys: {card_id: card}
-fields: {amount: double}
-allowed_lateness: 0s
----
-kind: FeatureView
-name: card_txn
-entity: card
-source: txns
-tile: 1m
-features:
-  - {name: sum_10m, aggregation: sum, field: amount, window: 10m}
----
+	// The next version keeps the card's entity, source and card_txn, adds
+	// a view that is offline only, and keeps one on-demand feature.
+	var v2 []string
+	for doc := range strings.SplitSeq(testDefs, "\n---\n") {
+		if strings.Contains(doc, "name: card\n") || strings.Contains(doc, "name: txns\n") || strings.Contains(doc, "name: card_txn\n") {
+			v2 = append(v2, doc)
+		}
+	}
+	v2 = append(v2, `
 kind: FeatureView
 name: card_log
 entity: card
@@ -95,16 +84,13 @@ source: txns
 online: false
 offline: true
 tile: 1m
-features:
-  - {name: n_1h, aggregation: count, window: 1h}
----
+features: [{name: n_1h, aggregation: count, window: 1h}]`, `
 kind: OnDemandFeatureView
 name: txn_risk
 inputs: {sum_10m: card_txn:sum_10m}
 request_fields: {amount: double}
-features:
-  - {name: share_10m, type: double, expression: "amount / (sum_10m + amount)"}
-`))
+features: [{name: share_10m, type: double, expression: "amount / (sum_10m + amount)"}]`)
+	snaps.p.Store(loadSnapshot(t, 2, strings.Join(v2, "\n---\n")))
 	svc.Prepare()
 	check("after a version without card_more, pair_txn and four on-demand features", views([]string{"card_txn"},
 		map[string][]string{"txn_risk": {"share_10m"}}))
