@@ -201,26 +201,41 @@ func (a *Applier) countAborted(n int) {
 
 // SetMetrics makes the applier record its metrics in m.
 //
-// The event counts of the source's views and rejection reasons start at 0,
+// The series of the source and its views start at 0 (Metrics.startSource),
 // so that an alert on their rate sees a series before the first event of
 // each kind.
 func (a *Applier) SetMetrics(m *Metrics) {
 	a.metrics = m
-	if m == nil {
-		return
+	a.startMetrics()
+}
+
+// startMetrics makes the series of the source and its views, online and
+// offline (SetOffline), at 0.
+func (a *Applier) startMetrics() {
+	if a.metrics != nil {
+		a.metrics.startSource(a.src.Name, a.onlineViews(), a.offlineOnlyViews(), a.dedup)
 	}
+}
+
+// onlineViews returns the names of the source's online views.
+func (a *Applier) onlineViews() []string {
+	var names []string
 	for _, vp := range a.views {
-		for _, r := range []string{ResultApplied, ResultDuplicate, string(ReasonMissingKey)} {
-			m.events.WithLabelValues(a.src.Name, vp.def.Name, r)
+		names = append(names, vp.def.Name)
+	}
+	return names
+}
+
+// offlineOnlyViews returns the names of the source's views logged offline
+// and not served online.
+func (a *Applier) offlineOnlyViews() []string {
+	var names []string
+	for _, ov := range a.offViews {
+		if !ov.online {
+			names = append(names, ov.schema.View)
 		}
 	}
-	for _, r := range []Reason{ReasonInvalidPayload, ReasonMissingTime, ReasonBadTime, ReasonWrongType, ReasonKeyTooLong, ReasonLate, ReasonFuture} {
-		m.events.WithLabelValues(a.src.Name, "", string(r))
-	}
-	if a.dedup {
-		m.events.WithLabelValues(a.src.Name, "", resultDuplicateID)
-	}
-	m.failures.WithLabelValues(a.src.Name)
+	return names
 }
 
 func (a *Applier) partition(p int) *partitionState {
@@ -258,6 +273,7 @@ func (a *Applier) forget(p int) {
 // Resume implements PartitionHandler: the saved position, or the start;
 // with an offline log, the smallest of it and the offline views' positions.
 func (a *Applier) Resume(ctx context.Context, topic string, p int) (int64, error) {
+	a.metrics.assignPartition(a.src.Name, p)
 	pos, ok, err := a.pos.Load(ctx, a.src.Name, topic, p)
 	if err != nil {
 		return 0, err

@@ -1,7 +1,9 @@
 package ingest
 
 import (
+	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,6 +20,11 @@ type Metrics struct {
 	stalled   *prometheus.GaugeVec
 	lost      *prometheus.CounterVec
 	failures  *prometheus.CounterVec
+
+	mu sync.Mutex // guards kept
+	// kept are the sources, and their views, of the registry version
+	// running (retain).
+	kept map[string][]string
 }
 
 // Event results, the values of the result label.
@@ -79,6 +86,64 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// startSource makes the series of a source at 0: an alert on the rate of
+// late or invalid events, or of failed batches, sees a series before the
+// first one, and rate() sees the first one. views are the source's online
+// views, which count applied, duplicate and missing_key events, and
+// offline are its views logged offline only, which count missing_key.
+func (m *Metrics) startSource(source string, views, offline []string, dedup bool) {
+	for _, v := range views {
+		for _, r := range []string{ResultApplied, ResultDuplicate, string(ReasonMissingKey)} {
+			m.events.WithLabelValues(source, v, r)
+		}
+	}
+	for _, v := range offline {
+		m.events.WithLabelValues(source, v, string(ReasonMissingKey))
+	}
+	for _, r := range []Reason{ReasonInvalidPayload, ReasonMissingTime, ReasonBadTime, ReasonWrongType, ReasonKeyTooLong, ReasonLate, ReasonFuture} {
+		m.events.WithLabelValues(source, "", string(r))
+	}
+	for _, r := range []string{ResultTransactionMarker, ResultAbortedTransaction} {
+		m.events.WithLabelValues(source, "", r)
+	}
+	if dedup {
+		m.events.WithLabelValues(source, "", resultDuplicateID)
+		m.dedupCap.WithLabelValues(source)
+	}
+	m.failures.WithLabelValues(source)
+	m.batch.WithLabelValues(source)
+	m.freshness.WithLabelValues(source)
+}
+
+// retain deletes the series of the sources, and of their views, that the
+// last call kept and keep, source by source, lacks: those a new registry
+// version removed or no longer ingests, so that they do not linger at
+// their last value. Their groups have stopped.
+func (m *Metrics) retain(keep map[string][]string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for src, views := range m.kept {
+		now, ok := keep[src]
+		if !ok {
+			l := prometheus.Labels{"source": src}
+			for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+				m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness, m.stalled, m.lost, m.failures} {
+				v.DeletePartialMatch(l)
+			}
+			continue
+		}
+		for _, v := range views {
+			if !slices.Contains(now, v) {
+				m.events.DeletePartialMatch(prometheus.Labels{"source": src, "view": v})
+			}
+		}
+	}
+	m.kept = keep
+}
+
 func (m *Metrics) countEvents(source, view, result string, n int) {
 	if m != nil && n > 0 {
 		m.events.WithLabelValues(source, view, result).Add(float64(n))
@@ -96,6 +161,16 @@ func (m *Metrics) setDedupIDs(source string, partition int, n, forgot int) {
 	}
 }
 
+// assignPartition makes the series of a partition the process was
+// assigned at 0 (its lag waits for the partition's end to be known).
+func (m *Metrics) assignPartition(source string, partition int) {
+	if m != nil {
+		p := strconv.Itoa(partition)
+		m.stalled.WithLabelValues(source, p)
+		m.lost.WithLabelValues(source, p)
+	}
+}
+
 // forgetPartition deletes the series of a partition that the process
 // released.
 func (m *Metrics) forgetPartition(source string, partition int) {
@@ -104,6 +179,7 @@ func (m *Metrics) forgetPartition(source string, partition int) {
 		m.lag.DeleteLabelValues(source, p)
 		m.dedupIDs.DeleteLabelValues(source, p)
 		m.stalled.DeleteLabelValues(source, p)
+		m.lost.DeleteLabelValues(source, p)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/registry"
@@ -29,12 +30,8 @@ func TestEventCountsStartAtZero(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	a.SetMetrics(NewMetrics(reg))
 	counts := func() map[string]float64 {
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
 		out := map[string]float64{}
-		for _, mf := range mfs {
+		for _, mf := range gatherOrFail(t, reg) {
 			if mf.GetName() != "featurestore_ingest_events_total" {
 				continue
 			}
@@ -57,8 +54,8 @@ func TestEventCountsStartAtZero(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	want := []string{"txns//bad_time", "txns//duplicate_id", "txns//future", "txns//invalid_payload", "txns//key_too_long",
-		"txns//late", "txns//missing_time", "txns//wrong_type", "txns/totals/applied", "txns/totals/duplicate", "txns/totals/missing_key"}
+	want := []string{"txns//aborted_transaction", "txns//bad_time", "txns//duplicate_id", "txns//future", "txns//invalid_payload", "txns//key_too_long",
+		"txns//late", "txns//missing_time", "txns//transaction_marker", "txns//wrong_type", "txns/totals/applied", "txns/totals/duplicate", "txns/totals/missing_key"}
 	if !slices.Equal(names, want) {
 		t.Errorf("series before any event:\n%q\nwant\n%q", names, want)
 	}
@@ -75,4 +72,52 @@ func TestEventCountsStartAtZero(t *testing.T) {
 	if got["txns/totals/applied"] != 1 || got["txns//invalid_payload"] != 1 || got["txns//late"] != 0 {
 		t.Errorf("after one good and one invalid event: %v", got)
 	}
+}
+
+// TestSeriesOfRemovedSourcesAndViews: a registry version that removes a
+// view, or a source, deletes their series, which would otherwise linger at
+// their last value; those of what stays keep counting.
+func TestSeriesOfRemovedSourcesAndViews(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	m.startSource("s1", []string{"a", "b"}, []string{"c"}, false)
+	m.startSource("s2", []string{"d"}, nil, true)
+	m.retain(map[string][]string{"s1": {"a", "b", "c"}, "s2": {"d"}})
+	m.countEvents("s1", "a", ResultApplied, 2)
+	m.countEvents("s1", "b", ResultApplied, 1)
+
+	m.startSource("s1", []string{"a"}, nil, false)
+	m.retain(map[string][]string{"s1": {"a"}})
+	got := map[string]bool{}
+	for _, mf := range gatherOrFail(t, reg) {
+		for _, s := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range s.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["source"] != "s1" || l["view"] == "b" || l["view"] == "c" {
+				t.Errorf("%s%v after its source or view was removed", mf.GetName(), l)
+			}
+			if mf.GetName() == "featurestore_ingest_events_total" {
+				got[l["view"]+"/"+l["result"]] = true
+				if l["view"] == "a" && l["result"] == ResultApplied && s.GetCounter().GetValue() != 2 {
+					t.Errorf("a/applied = %v, want 2 kept", s.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	for _, want := range []string{"a/applied", "a/duplicate", "a/missing_key", "/late", "/invalid_payload"} {
+		if !got[want] {
+			t.Errorf("no series s1/%s", want)
+		}
+	}
+}
+
+func gatherOrFail(t *testing.T, g prometheus.Gatherer) []*dto.MetricFamily {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mfs
 }

@@ -69,6 +69,7 @@ func (a *Applier) SetOffline(w *offline.Writer, r *registry.Registry) error {
 		}
 		a.offViews = append(a.offViews, ov)
 	}
+	a.startMetrics() // for the views logged offline only
 	return nil
 }
 

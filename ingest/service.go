@@ -114,6 +114,10 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		log.Warn("feature views are offline (the default) but ingest writes no offline log (--offline-dir): their events are not kept for training exports",
 			"registry_version", snap.Version, "views", unlogged)
 	}
+	// The series of the sources and views started, and of the views
+	// logged offline; those of the previous version's others are deleted.
+	keep := map[string][]string{}
+	var offViews []string
 	for _, src := range snap.Registry.Sources {
 		if len(cfg.Sources) > 0 && !contains(cfg.Sources, src.Name) {
 			continue
@@ -143,6 +147,10 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		if err := a.SetOffline(cfg.Offline, snap.Registry); err != nil {
 			return started, fmt.Errorf("source %q: %w", src.Name, err)
 		}
+		keep[src.Name] = append(a.onlineViews(), a.offlineOnlyViews()...)
+		for _, ov := range a.offViews {
+			offViews = append(offViews, ov.schema.View)
+		}
 		gc := cfg.Group
 		gc.Brokers, gc.Topic, gc.Logger = brokers, src.Kafka.Topic, slog
 		gc.GroupID = cfg.GroupPrefix + "." + cfg.Project + "." + src.Name
@@ -159,6 +167,10 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 			}
 		}()
 		started = append(started, src.Name)
+	}
+	cfg.Metrics.retain(keep)
+	if cfg.Offline != nil {
+		cfg.Offline.SetViews(offViews)
 	}
 	return started, nil
 }

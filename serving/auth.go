@@ -131,11 +131,14 @@ func NewAuth(opts AuthOptions) (*Auth, error) {
 	}
 	a.policy = pol
 	// Pre-create the series, so that a dashboard shows zero rather than
-	// nothing before the first denial.
+	// nothing before the first denial or reload, and rate() sees the first.
 	for _, proto := range []string{"grpc", "http"} {
-		for _, r := range []string{reasonMissing, reasonMalformed, reasonInvalidToken, reasonUnknownCert, reasonMethod, reasonNotGranted} {
+		for _, r := range []string{reasonMissing, reasonMalformed, reasonInvalidToken, reasonUnknownCert, reasonMethod, reasonNotGranted, reasonNotAuthorized} {
 			a.denied.WithLabelValues(proto, r)
 		}
+	}
+	for _, r := range reloadResults {
+		a.reloads.WithLabelValues(r)
 	}
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(a.denied, a.reloads)
@@ -146,11 +149,11 @@ func NewAuth(opts AuthOptions) (*Auth, error) {
 
 func (a *Auth) reloaded(pol *policy, err error) {
 	if err != nil {
-		a.reloads.WithLabelValues("error").Inc()
+		a.reloads.WithLabelValues(reloadError).Inc()
 		a.opts.Logger.Error("auth policy changed but does not load; the previous policy stays in force", "file", a.opts.PolicyFile, "err", err)
 		return
 	}
-	a.reloads.WithLabelValues("ok").Inc()
+	a.reloads.WithLabelValues(reloadOK).Inc()
 	a.opts.Logger.Info("auth policy reloaded", "file", a.opts.PolicyFile, "principals", len(pol.principals))
 }
 

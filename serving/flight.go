@@ -662,6 +662,11 @@ func NewFlightMetrics(reg prometheus.Registerer) *FlightMetrics {
 			Help: "Bytes of entity tables received by Flight training exports.",
 		}),
 	}
+	// Every code's series starts at 0, so that an alert on the rate of
+	// failed exports sees a series before the first one.
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		m.exports.WithLabelValues(c.String())
+	}
 	reg.MustRegister(m.exports, m.duration, m.inFlight, m.rows, m.upload)
 	return m
 }

@@ -57,9 +57,12 @@ const (
 	httpMaxLookupTimeout = httpWriteTimeout - time.Second
 )
 
-// httpLookupMethod is the method label of HTTP lookups in the serving
-// request duration histogram; gRPC lookups have "GetOnlineFeatures".
-const httpLookupMethod = "POST " + HTTPLookupPath
+// The method labels of lookups in the serving request duration histogram,
+// over gRPC and HTTP.
+const (
+	grpcLookupMethod = "GetOnlineFeatures"
+	httpLookupMethod = "POST " + HTTPLookupPath
+)
 
 // jsonIn decodes requests. Responses are written by appendResponseJSON.
 var jsonIn = protojson.UnmarshalOptions{}

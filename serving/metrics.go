@@ -1,9 +1,11 @@
 package serving
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 
 	"github.com/featurestore/featurestore/featurestore/window"
 )
@@ -18,7 +20,32 @@ type Metrics struct {
 	values   *prometheus.CounterVec
 	odErrors *prometheus.CounterVec
 	corrupt  *prometheus.CounterVec
+
+	mu sync.Mutex // guards the fields below
+	// The label values of the views' series made at 0 for the current
+	// registry version (setViews): those of views, stored or on-demand,
+	// of stored views, and of on-demand views and their features.
+	valueViews, corruptViews map[string]bool
+	odFeatures               map[[2]string]bool
 }
+
+// The result label values of the reloads of the TLS files and of the auth
+// policy.
+const (
+	reloadOK    = "ok"
+	reloadError = "error"
+)
+
+// reloadResults are the result label values of the reload counters, whose
+// series start at 0.
+var reloadResults = []string{reloadOK, reloadError}
+
+// lookupCodes are the codes a lookup answers with, whose series of
+// featurestore_serving_request_duration_seconds start at 0 for each
+// method. Other codes (UNIMPLEMENTED for an HTTP method other than POST,
+// say) add a series when first used.
+var lookupCodes = []codes.Code{codes.OK, codes.Canceled, codes.InvalidArgument, codes.DeadlineExceeded,
+	codes.PermissionDenied, codes.ResourceExhausted, codes.Unavailable, codes.Internal}
 
 // NewMetrics registers the serving metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -54,8 +81,72 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for r, label := range readResults {
 		m.redisBy[r] = m.redis.WithLabelValues(label)
 	}
+	for _, method := range []string{grpcLookupMethod, httpLookupMethod} {
+		for _, c := range lookupCodes {
+			m.duration.WithLabelValues(method, c.String())
+		}
+	}
 	reg.MustRegister(m.duration, m.entities, m.redis, m.values, m.odErrors, m.corrupt)
 	return m
+}
+
+// setViews makes the series of the views of p, the registry version's plan
+// that lookups use now, at 0: an alert on the rate of corrupt reads or of
+// failed on-demand expressions sees a series before the first one, and
+// rate() sees the first one. The series of views (and on-demand features)
+// of the version before that p lacks are deleted, so that they do not
+// linger at their last value. A view that cannot be served (not online, or
+// not compiling) has none: a lookup of it fails.
+func (m *Metrics) setViews(p *plan) {
+	if m == nil {
+		return
+	}
+	values, corrupt, ods := map[string]bool{}, map[string]bool{}, map[[2]string]bool{}
+	for name, vp := range p.views {
+		if vp.err == nil {
+			values[name], corrupt[name] = true, true
+		}
+	}
+	for name, od := range p.ods {
+		if od.err != nil {
+			continue
+		}
+		values[name] = true
+		for _, f := range od.feats {
+			ods[[2]string{name, f.Name}] = true
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for v := range m.valueViews {
+		if !values[v] {
+			m.values.DeletePartialMatch(prometheus.Labels{"view": v})
+		}
+	}
+	for v := range m.corruptViews {
+		if !corrupt[v] {
+			m.corrupt.DeleteLabelValues(v)
+		}
+	}
+	for vf := range m.odFeatures {
+		if !ods[vf] {
+			m.odErrors.DeleteLabelValues(vf[0], vf[1])
+		}
+	}
+	for v := range values {
+		for _, label := range statusLabels {
+			if label != "" {
+				m.values.WithLabelValues(v, label)
+			}
+		}
+	}
+	for v := range corrupt {
+		m.corrupt.WithLabelValues(v)
+	}
+	for vf := range ods {
+		m.odErrors.WithLabelValues(vf[0], vf[1])
+	}
+	m.valueViews, m.corruptViews, m.odFeatures = values, corrupt, ods
 }
 
 // onDemandError counts a failed run of an on-demand feature's expression.

@@ -112,9 +112,21 @@ func (s *OnlineService) planFor(snap *registry.Snapshot) *plan {
 	// version still uses the plan it built, but does not replace it.
 	if s.regs.Current() == snap {
 		s.plan.Store(p)
+		s.opts.Metrics.setViews(p)
 	}
 	s.opts.Logger.Info("serving plan built", "version", p.version, "views", len(p.views), "duration", time.Since(start))
 	return p
+}
+
+// Prepare plans the registry version current now, if not planned yet, so
+// that its first lookup does not wait for the plan, and makes the metrics'
+// series of its views at 0. Call it when a version is loaded
+// (registry.WatcherOptions.OnChange); without it, both happen at the
+// version's first lookup.
+func (s *OnlineService) Prepare() {
+	if snap := s.regs.Current(); snap != nil {
+		s.planFor(snap)
+	}
 }
 
 // Ready returns a readiness check for ServerConfig.Ready: nil once a
@@ -167,7 +179,7 @@ func (s *OnlineService) GetOnlineFeatures(ctx context.Context, req *pb.GetOnline
 	start := time.Now()
 	resp, err := s.lookup(ctx, req, true)
 	if m := s.opts.Metrics; m != nil {
-		m.duration.WithLabelValues("GetOnlineFeatures", status.Code(err).String()).Observe(time.Since(start).Seconds())
+		m.duration.WithLabelValues(grpcLookupMethod, status.Code(err).String()).Observe(time.Since(start).Seconds())
 		m.entities.Observe(float64(len(req.GetEntities())))
 	}
 	return resp, err

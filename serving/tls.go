@@ -85,6 +85,9 @@ func NewServerTLS(opts TLSOptions) (*ServerTLS, error) {
 		return nil, err
 	}
 	s.files = files
+	for _, r := range reloadResults {
+		s.reloads.WithLabelValues(r) // at 0 until the first reload
+	}
 	s.observe(files.Current())
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(s.reloads, s.expiry)
@@ -152,11 +155,11 @@ func (s *ServerTLS) parse(data [][]byte) (*tls.Config, error) {
 
 func (s *ServerTLS) reloaded(c *tls.Config, err error) {
 	if err != nil {
-		s.reloads.WithLabelValues("error").Inc()
+		s.reloads.WithLabelValues(reloadError).Inc()
 		s.opts.Logger.Error("tls files changed but do not load; still serving the previous ones", "err", err)
 		return
 	}
-	s.reloads.WithLabelValues("ok").Inc()
+	s.reloads.WithLabelValues(reloadOK).Inc()
 	s.observe(c)
 }
 

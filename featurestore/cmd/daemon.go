@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,32 @@ type daemon struct {
 	prom    *prometheus.Registry
 	watcher *registry.Watcher
 	stop    func()
+
+	mu sync.Mutex // guards loaded
+	// loaded are called after each registry version the watcher loads
+	// (onLoad).
+	loaded []func()
+}
+
+// onLoad calls fn now, if a registry version is loaded, and after each
+// version the watcher loads from now on.
+func (d *daemon) onLoad(fn func()) {
+	d.mu.Lock()
+	d.loaded = append(d.loaded, fn)
+	d.mu.Unlock()
+	if d.watcher.Current() != nil {
+		fn()
+	}
+}
+
+// versionLoaded calls the functions of onLoad.
+func (d *daemon) versionLoaded(*registry.Snapshot) {
+	d.mu.Lock()
+	fns := d.loaded
+	d.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
 }
 
 // startDaemon opens the registry, loads its current version, starts the
@@ -64,7 +91,7 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 		stopMetrics = stop
 		log.Info("metrics listening", "addr", "http://"+addr+"/metrics")
 	}
-	d.watcher = registry.NewWatcher(store, registry.WatcherOptions{Interval: watchEvery, Logger: log})
+	d.watcher = registry.NewWatcher(store, registry.WatcherOptions{Interval: watchEvery, OnChange: d.versionLoaded, Logger: log})
 	if _, err := d.watcher.Load(ctx); err != nil {
 		stopMetrics()
 		d.rc.Close()

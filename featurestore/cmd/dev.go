@@ -154,7 +154,14 @@ Ctrl-C.`,
 					defer stop()
 					metricsURL = "http://" + addr + "/metrics"
 				}
-				w := registry.NewWatcher(store, registry.WatcherOptions{Logger: log})
+				// svc is set before the watcher runs, and plans each version
+				// it loads from then on (Prepare).
+				var svc *serving.OnlineService
+				w := registry.NewWatcher(store, registry.WatcherOptions{Logger: log, OnChange: func(*registry.Snapshot) {
+					if svc != nil {
+						svc.Prepare()
+					}
+				}})
 				if _, err := w.Load(ctx); err != nil {
 					return err
 				}
@@ -189,6 +196,10 @@ Ctrl-C.`,
 				// serving lookups that no event will change any more.
 				ctx, stopAll := context.WithCancelCause(ctx)
 				defer stopAll(nil)
+				svc = serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
+					Project: project, Metrics: serving.NewMetrics(promReg), Logger: log,
+				})
+				svc.Prepare()
 				var wg sync.WaitGroup
 				wg.Add(2)
 				go func() { defer wg.Done(); _ = w.Run(ctx) }()
@@ -216,9 +227,6 @@ Ctrl-C.`,
 						stopAll(&devIngestError{err})
 					}
 				}()
-				svc := serving.NewOnlineService(w, online.New(rc, online.Options{}), serving.OnlineOptions{
-					Project: project, Metrics: serving.NewMetrics(promReg), Logger: log,
-				})
 				ping := func(ctx context.Context) error { return rc.Ping(ctx).Err() }
 				wg.Add(1)
 				go func() {

@@ -45,6 +45,20 @@ func edit(t *testing.T, path, old, new string) {
 	}
 }
 
+// examplesOnNewTopic creates a topic of partitions partitions in Kafka at
+// brokers, and one for its dead letters, and returns a copy of the examples
+// whose source reads them.
+func examplesOnNewTopic(t *testing.T, brokers []string, partitions int) string {
+	t.Helper()
+	topic := testenv.UniqueName(t, "txns")
+	testenv.CreateTopic(t, brokers, topic, partitions)
+	testenv.CreateTopic(t, brokers, topic+".dlq", 1)
+	defs := copyDir(t, "../../examples")
+	edit(t, filepath.Join(defs, "sources.yaml"), "topic: card_transactions", "topic: "+topic)
+	edit(t, filepath.Join(defs, "sources.yaml"), "dead_letter_topic: card_transactions.dlq", "dead_letter_topic: "+topic+".dlq")
+	return defs
+}
+
 // offlineLocation returns where a test keeps its offline log: a directory
 // under dir (where is "dir"), or a prefix of its own in the bucket of the
 // test S3 server ("s3"), of the GCS emulator ("gs") or of the Azure

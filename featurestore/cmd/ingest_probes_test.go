@@ -5,7 +5,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,12 +19,7 @@ import (
 func TestIngestProbes(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	redisAddr := testenv.RedisAddr(t)
-	topic := testenv.UniqueName(t, "txns")
-	testenv.CreateTopic(t, brokers, topic, 2)
-	testenv.CreateTopic(t, brokers, topic+".dlq", 1)
-	defs := copyDir(t, "../../examples")
-	edit(t, filepath.Join(defs, "sources.yaml"), "topic: card_transactions", "topic: "+topic)
-	edit(t, filepath.Join(defs, "sources.yaml"), "dead_letter_topic: card_transactions.dlq", "dead_letter_topic: "+topic+".dlq")
+	defs := examplesOnNewTopic(t, brokers, 2)
 	regDir := t.TempDir()
 	base := map[string]string{"FEATURESTORE_REGISTRY": "file:" + regDir, "FEATURESTORE_PROJECT": testenv.UniqueName(t, "p"),
 		"FEATURESTORE_LOG_LEVEL": "error"}

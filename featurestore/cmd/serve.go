@@ -176,6 +176,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 					Metrics:         serving.NewMetrics(promReg),
 					Logger:          log,
 				})
+				d.onLoad(svc.Prepare)
 				ping := func(ctx context.Context) error { return rc.Ping(ctx).Err() }
 				servers := []func(context.Context) error{listensOn("--grpc-addr", grpcAddr, serving.NewServer(svc, serving.ServerConfig{
 					Addr:                 grpcAddr,

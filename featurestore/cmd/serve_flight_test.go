@@ -21,7 +21,6 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/offline"
@@ -232,17 +231,7 @@ func testServeFlightPython(t *testing.T, where string) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		resp, err := healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
-		ccancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("flight not healthy: %v\n%s", err, stderr.String())
-		}
-	}
+	waitServing(t, conn, 15*time.Second, stderr.String)
 
 	cmd := exec.Command(py, filepath.Join("testdata", "flight_export.py"), "--location", "grpc://"+flightAddr,
 		"--token", "tok-trainer", "--other-token", "tok-cards", "--entities", labels, "--expected", fileExport,
@@ -256,14 +245,7 @@ func testServeFlightPython(t *testing.T, where string) {
 		t.Errorf("flight_export.py did not report the rows it checked:\n%s", out)
 	}
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("serve: exit %d\n%s", code, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	waitStopped(t, done, stderr.String)
 }
 
 func TestServeFlightUsage(t *testing.T) {

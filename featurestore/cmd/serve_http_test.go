@@ -142,14 +142,7 @@ func TestServeHTTP(t *testing.T) {
 				t.Errorf("body over --http-max-body-bytes: %d %s", code, b)
 			}
 			cancel()
-			select {
-			case code := <-done:
-				if code != 0 {
-					t.Errorf("serve: exit %d\n%s", code, stderr.String())
-				}
-			case <-time.After(15 * time.Second):
-				t.Fatal("serve did not stop")
-			}
+			waitStopped(t, done, stderr.String)
 			if strings.Contains(stderr.String(), "tok-scoring") {
 				t.Error("the token is in the log")
 			}

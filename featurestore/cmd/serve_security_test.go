@@ -130,20 +130,7 @@ func TestServeSecure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
-		ccancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve not healthy: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitServing(t, conn, 10*time.Second, stderr.String)
 	client := pb.NewOnlineServiceClient(conn)
 	get := func(ctx context.Context, ref, key string) error {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -173,14 +160,7 @@ func TestServeSecure(t *testing.T) {
 		t.Errorf("health check without a client certificate: %v", err)
 	}
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("serve: exit %d\n%s", code, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	waitStopped(t, done, stderr.String)
 	if strings.Contains(stderr.String(), "tok-scoring") {
 		t.Error("the token is in the log")
 	}

@@ -56,20 +56,7 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
-		ccancel()
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve not healthy: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitServing(t, conn, 10*time.Second, stderr.String)
 	client := pb.NewOnlineServiceClient(conn)
 	key := &pb.EntityKey{JoinKeyValues: []*pb.Value{{Kind: &pb.Value_StringVal{StringVal: "no-such-card"}}}}
 	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
@@ -105,14 +92,7 @@ func TestServe(t *testing.T) {
 		}
 	}
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("serve: exit %d\n%s", code, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	waitStopped(t, done, stderr.String)
 }
 
 func TestServeUsage(t *testing.T) {
@@ -135,5 +115,37 @@ func TestServeUsage(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut.String(), c.want) {
 			t.Errorf("%q: exit %d, want 2 saying %q\n%s", c.args, code, c.want, errOut.String())
 		}
+	}
+}
+
+// waitServing waits until the gRPC health service on conn says SERVING,
+// failing the test after wait with log, the server's.
+func waitServing(t *testing.T, conn *grpc.ClientConn, wait time.Duration, log func() string) {
+	t.Helper()
+	hc := healthpb.NewHealthClient(conn)
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not healthy: %v\n%s", err, log())
+		}
+	}
+}
+
+// waitStopped waits for serve, whose context was cancelled, to send its
+// exit code on done: 0 within 15 seconds, or the test fails with log.
+func waitStopped(t *testing.T, done <-chan int, log func() string) {
+	t.Helper()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve: exit %d\n%s", code, log())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
 	}
 }

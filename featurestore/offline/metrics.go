@@ -1,6 +1,9 @@
 package offline
 
 import (
+	"slices"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,6 +19,9 @@ type Metrics struct {
 	conflicts prometheus.Counter
 	pending   prometheus.Gauge
 	pendingB  prometheus.Gauge
+
+	mu    sync.Mutex // guards views
+	views []string   // those of the last setViews
 }
 
 // Flush reasons, the values of the reason label.
@@ -73,8 +79,43 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Estimated memory of the events appended and not yet committed.",
 		}),
 	}
+	// The reasons are known now: their series start at 0, and the views'
+	// when ingest names them (setViews).
+	for _, r := range []string{FlushSize, FlushAge, FlushPressure, FlushExplicit} {
+		m.flush.WithLabelValues(r)
+	}
 	reg.MustRegister(m.files, m.bytes, m.rows, m.dropped, m.flush, m.errors, m.conflicts, m.pending, m.pendingB)
 	return m
+}
+
+// setViews makes the series of views at 0, so that an alert on the rate of
+// dropped rows sees a series before the first drop, and deletes those of
+// the views of the last call that views lacks (a feature view removed from
+// the registry, or no longer offline).
+func (m *Metrics) setViews(views []string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, v := range m.views {
+		if !slices.Contains(views, v) {
+			l := prometheus.Labels{"view": v}
+			m.files.DeletePartialMatch(l)
+			m.bytes.DeletePartialMatch(l)
+			m.rows.DeletePartialMatch(l)
+			m.dropped.DeletePartialMatch(l)
+		}
+	}
+	for _, v := range views {
+		m.files.WithLabelValues(v)
+		m.bytes.WithLabelValues(v)
+		m.rows.WithLabelValues(v)
+		for _, r := range []string{DropReplay, DropLost} {
+			m.dropped.WithLabelValues(v, r)
+		}
+	}
+	m.views = slices.Clone(views)
 }
 
 func (m *Metrics) written(view string, files int, bytes, rows int64) {

@@ -672,5 +672,11 @@ func (w *Writer) Run(ctx context.Context) error {
 // Close commits everything buffered. The writer must not be used after.
 func (w *Writer) Close(ctx context.Context) error { return w.Flush(ctx) }
 
+// SetViews names the feature views the writer is given the events of: their
+// metrics' series start at 0, and those of views named by the previous call
+// but not by this one are deleted. Ingest calls it with each registry
+// version it runs.
+func (w *Writer) SetViews(views []string) { w.metrics.setViews(views) }
+
 // PendingRows returns the number of rows appended and not yet committed.
 func (w *Writer) PendingRows() int64 { return w.pendingRows.Load() }
