@@ -3,7 +3,9 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -293,11 +295,14 @@ func flightExportOne(ctx context.Context, addr, command string) (int64, error) {
 	}
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(schema))
 	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: []byte(command)})
+	// A server that refuses the call may end it before the batch is sent:
+	// the send then fails with io.EOF, and the call's status is what the
+	// stream receives.
 	if err := w.Write(rec); err != nil {
-		return 0, err
+		return 0, callStatus(stream, err)
 	}
 	if err := stream.CloseSend(); err != nil {
-		return 0, err
+		return 0, callStatus(stream, err)
 	}
 	rdr, err := flight.NewRecordReader(stream)
 	if err != nil {
@@ -309,4 +314,17 @@ func flightExportOne(ctx context.Context, addr, command string) (int64, error) {
 		rows += rdr.RecordBatch().NumRows()
 	}
 	return rows, rdr.Err()
+}
+
+// callStatus returns the status a stream ended with when sending on it
+// failed with io.EOF (the server ended the call), and err otherwise.
+func callStatus(stream flight.FlightService_DoExchangeClient, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		if _, rerr := stream.Recv(); rerr != nil {
+			return rerr
+		}
+	}
 }
