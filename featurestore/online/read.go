@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -123,6 +124,8 @@ type ReadBuffer struct {
 	names   []string
 	args    []any
 	cmds    []redis.Cmder // per request: a StringSliceCmd, or a MapStringStringCmd (HGETALL over RESP3)
+	modes   []readMode    // per request: how cmds[i] reads
+	again   []redis.Cmder // the reads asked again whole (readSlots of a hash in another ring)
 	kv      []string      // a reply as field, value, ...
 	flat    []window.FeatureValue
 	out     [][]window.FeatureValue
@@ -158,10 +161,17 @@ type heldScratch struct {
 // of the window (2h over 5m tiles: 26 fields), and the reply is shorter. A
 // hash holds a ring of tile slots sized to the longest window and the
 // allowed lateness (ring.go), so reading it whole reads a bounded number of
-// tiles the window does not need. The hash of a view without windows is
-// read with an HMGET of its one or two fields, cheaper than HGETALL for
-// Redis and for the reply. An empty value reads as absent: the store never
-// writes one.
+// tiles the window does not need. When the window read is a small part of
+// the ring (a layout from ViewLayout.Select of short windows only, or a
+// lateness much longer than the window), the hash of an entity with events
+// in every tile holds a ring of tiles the read does not need: such reads
+// ask for the ring's size and the slots of the window's tiles only, with
+// HMGET. A hash laid out in a ring of another size (the view's longest
+// window or its source's lateness changed, and no write has laid it out
+// again yet) is then read again whole, in a second round trip. The hash of
+// a view without windows is read with an HMGET of its one or two fields,
+// cheaper than HGETALL for Redis and for the reply. An empty value reads as
+// absent: the store never writes one.
 //
 // A hash that does not decode, or a key that holds no hash (WRONGTYPE),
 // fails only its own read, not the others: every
@@ -171,7 +181,7 @@ type heldScratch struct {
 // wrong shape) fails the whole call.
 func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t int64) ([][]window.FeatureValue, error) {
 	clear(b.corrupt)
-	b.corrupt = b.corrupt[:0]
+	b.corrupt, b.again = b.corrupt[:0], b.again[:0]
 	if len(reqs) == 0 {
 		return nil, nil
 	}
@@ -207,30 +217,42 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 
 	// Every command's arguments live in one slice, which must not move
 	// once commands refer to it.
-	if cap(b.args) < 4*len(reqs) {
-		b.args = make([]any, 0, 4*len(reqs))
+	nargs := 0
+	for _, lr := range b.reads[:len(reqs)] {
+		nargs += 2 + len(lr.tail)
+		if lr.mode == readSlots {
+			nargs += lr.tiles
+		}
+	}
+	if cap(b.args) < nargs {
+		b.args = make([]any, 0, nargs)
 	}
 	args := b.args[:0]
 	b.cmds = b.cmds[:0]
-	for i := range reqs {
+	b.modes = b.modes[:0]
+	for i, r := range reqs {
 		lr := b.reads[i]
 		n := len(args)
 		var cmd redis.Cmder
 		switch {
-		case lr.tiles == 0:
+		case lr.mode == readTail:
 			args = append(args, "hmget", &b.names[i])
 			args = append(args, lr.tail...)
 			cmd = redis.NewStringSliceCmd(ctx, args[n:len(args):len(args)]...)
-		case s.resp2:
-			// Under RESP2 HGETALL replies with a flat array, which a
-			// StringSliceCmd reads into one slice; under RESP3 with a map.
-			args = append(args, "hgetall", &b.names[i])
+		case lr.mode == readSlots:
+			args = append(args, "hmget", &b.names[i])
+			args = append(args, lr.tail...)
+			need := r.Layout.View.TilesNeeded(t)
+			ring := int64(len(lr.slots.boxed))
+			for k := need.First; k <= need.Last; k++ {
+				args = append(args, lr.slots.boxed[slotOf(k, ring)])
+			}
 			cmd = redis.NewStringSliceCmd(ctx, args[n:len(args):len(args)]...)
 		default:
-			args = append(args, "hgetall", &b.names[i])
-			cmd = redis.NewMapStringStringCmd(ctx, args[n:len(args):len(args)]...)
+			cmd = b.hgetall(ctx, s, &args, i)
 		}
 		b.cmds = append(b.cmds, cmd)
+		b.modes = append(b.modes, lr.mode)
 	}
 	b.args = args
 	// A pipeline holds nothing once executed, so one per buffer serves all
@@ -241,6 +263,9 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 	_ = b.pipe.BatchProcess(ctx, b.cmds...)
 	if _, err := b.pipe.Exec(ctx); err != nil && !wrongTypeOnly(b.cmds) {
 		return nil, fmt.Errorf("read online state of %d keys from redis: %w", len(reqs), err)
+	}
+	if err := b.readAgain(ctx, s); err != nil {
+		return nil, err
 	}
 
 	b.flat = grow(b.flat, nfeat)
@@ -266,21 +291,36 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 			kv = b.kv
 		case *redis.StringSliceCmd:
 			vals := cmd.Val()
-			if lr.tiles > 0 {
+			switch b.modes[i] {
+			case readAll:
 				if len(vals)%2 != 0 {
 					return nil, fmt.Errorf("read %s: HGETALL replied with %d elements, not pairs", b.names[i], len(vals))
 				}
 				kv = vals
-				break
+			case readTail:
+				if len(vals) != len(lr.names) {
+					return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), len(lr.names))
+				}
+				b.kv = b.kv[:0]
+				for j, v := range vals {
+					b.kv = append(b.kv, lr.names[j], v)
+				}
+				kv = b.kv
+			case readSlots:
+				if len(vals) != len(lr.names)+lr.tiles {
+					return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), len(lr.names)+lr.tiles)
+				}
+				b.kv = b.kv[:0]
+				for j, v := range vals[1:len(lr.names)] { // the ring was checked (readAgain)
+					b.kv = append(b.kv, lr.names[1+j], v)
+				}
+				ring := int64(len(lr.slots.names))
+				k := r.Layout.View.TilesNeeded(t).First
+				for j, v := range vals[len(lr.names):] {
+					b.kv = append(b.kv, lr.slots.names[slotOf(k+int64(j), ring)], v)
+				}
+				kv = b.kv
 			}
-			if len(vals) != len(lr.names) {
-				return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), len(lr.names))
-			}
-			b.kv = b.kv[:0]
-			for j, v := range vals {
-				b.kv = append(b.kv, lr.names[j], v)
-			}
-			kv = b.kv
 		}
 		sc := b.scratchOf(lr)
 		if err := sc.read(r.Layout.View, lr, kv, t, dst); err != nil {
@@ -288,6 +328,64 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		}
 	}
 	return b.out, nil
+}
+
+// hgetall appends to args the arguments of an HGETALL of read i's hash
+// and returns the command: a StringSliceCmd under RESP2, which replies with
+// a flat array, a MapStringStringCmd under RESP3, which replies with a map.
+func (b *ReadBuffer) hgetall(ctx context.Context, s *Store, args *[]any, i int) redis.Cmder {
+	n := len(*args)
+	*args = append(*args, "hgetall", &b.names[i])
+	a := (*args)[n:len(*args):len(*args)]
+	if s.resp2 {
+		return redis.NewStringSliceCmd(ctx, a...)
+	}
+	return redis.NewMapStringStringCmd(ctx, a...)
+}
+
+// readAgain reads whole, with HGETALL, in one more round trip, the hashes
+// that reads of slots (readSlots) found laid out in a ring of another size,
+// or in none, and replaces their commands. It costs nothing when there are
+// none.
+func (b *ReadBuffer) readAgain(ctx context.Context, s *Store) error {
+	b.again = b.again[:0]
+	var args []any
+	for i, mode := range b.modes {
+		if mode != readSlots || b.cmds[i].Err() != nil {
+			continue
+		}
+		lr := b.reads[i]
+		vals := b.cmds[i].(*redis.StringSliceCmd).Val()
+		if len(vals) == 0 || vals[0] == lr.ring {
+			continue // a reply of the wrong shape fails in ReadViews
+		}
+		if vals[0] == "" && !slices.ContainsFunc(vals, func(v string) bool { return v != "" }) {
+			continue // no hash, or none of the fields asked for
+		}
+		if args == nil {
+			args = make([]any, 0, 2*len(b.modes))
+		}
+		b.cmds[i] = b.hgetall(ctx, s, &args, i)
+		b.modes[i] = readAll
+		b.again = append(b.again, b.cmds[i])
+	}
+	if len(b.again) == 0 {
+		return nil
+	}
+	_ = b.pipe.BatchProcess(ctx, b.again...)
+	if _, err := b.pipe.Exec(ctx); err != nil && !wrongTypeOnly(b.again) {
+		return fmt.Errorf("read online state of %d keys from redis again, whole: %w", len(b.again), err)
+	}
+	return nil
+}
+
+// slotOf returns the slot of tile k in a ring of r slots.
+func slotOf(k, r int64) int64 {
+	s := k % r
+	if s < 0 {
+		s += r
+	}
+	return s
 }
 
 // corruptRead records that read i of the last ReadViews failed on what
@@ -331,6 +429,12 @@ func (b *ReadBuffer) Corrupt() []CorruptRead {
 	return b.corrupt
 }
 
+// ReadAgain returns how many hashes the last ReadViews read again whole,
+// in a second round trip, because they were laid out in a ring of another
+// size than the layout's: a view's longest window or its source's lateness
+// changed, and no write has laid the entity's tiles out again since.
+func (b *ReadBuffer) ReadAgain() int { return len(b.again) }
+
 // ErrCorruptState marks a read error caused by what a hash holds (a field
 // that does not decode), not by reaching Redis: trying again gives the same
 // error until the state is written again or deleted.
@@ -371,6 +475,7 @@ func (b *ReadBuffer) release() {
 	clear(b.args)
 	clear(b.names)
 	clear(b.cmds)
+	clear(b.again) // keeps its length, for ReadAgain
 	clear(b.kv)
 	clear(b.reads)
 }

@@ -40,11 +40,7 @@ func RingSize(g int64, maxTiles int64, reach time.Duration) int64 {
 
 // SlotField returns the field that holds tile k in a ring of r slots.
 func SlotField(k, r int64) string {
-	s := k % r
-	if s < 0 {
-		s += r
-	}
-	return tilePrefix + strconv.FormatInt(s, 10)
+	return tilePrefix + strconv.FormatInt(slotOf(k, r), 10)
 }
 
 // AppendSlot appends the slot value for tile k with the given tile blob.

@@ -3,6 +3,7 @@ package online
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -23,15 +24,67 @@ type ViewLayout struct {
 
 // layoutReads is what every read of a view shares, computed once per layout.
 type layoutReads struct {
-	// tail holds the fields of a view without windows, boxed once for
-	// HMGET: LifetimeField and LastField, those the view has; names the
-	// same as strings.
+	mode readMode
+	// tail holds the fields a read asks for with HMGET besides tiles,
+	// boxed once: RingField when the read asks for slots, then
+	// LifetimeField and LastField, those the view has; names the same as
+	// strings.
 	tail             []any
 	names            []string
 	hasLife, hasLast bool
 	tiles            int        // tiles a read merges: the longest window's
 	features         int        // features a read returns
+	slots            *slotNames // readSlots: the names of the ring's slots
+	ring             string     // readSlots: the ring in decimal, as RingField holds it
 	scratch          *sync.Pool // of *viewScratch
+}
+
+// readMode is how a read asks Redis for a view's hash.
+type readMode uint8
+
+const (
+	// readTail reads a view without windows: HMGET of its lifetime and
+	// last-value fields.
+	readTail readMode = iota
+	// readAll reads the whole hash, HGETALL: the tiles a read needs are
+	// most of the ring.
+	readAll
+	// readSlots reads the slots of the tiles a read needs with HMGET,
+	// with the ring, lifetime and last-value fields: those tiles are a
+	// small part of the ring, as for a 10-minute count of a view whose
+	// longest window is a day, when only the count is asked for.
+	readSlots
+)
+
+// slotReadShare is the largest share of the ring whose slots a read asks
+// for by name (readSlots); a read needing more reads the whole hash. Redis
+// answers an HMGET of a missing field about as fast as it skips a field in
+// HGETALL, but parses every name asked for, so naming slots pays when the
+// hash holds many tiles the read does not need: an entity with events in
+// every tile holds a whole ring.
+const slotReadShare = 4 // 1/4
+
+// slotNames are the field names of a ring's slots, boxed for HMGET.
+type slotNames struct {
+	names []string
+	boxed []any
+}
+
+// ringSlots holds the slotNames of each ring size in use, shared by every
+// layout of that ring: a ring is up to a few thousand slots.
+var ringSlots sync.Map // int64 -> *slotNames
+
+func slotsOf(ring int64) *slotNames {
+	if sn, ok := ringSlots.Load(ring); ok {
+		return sn.(*slotNames)
+	}
+	sn := &slotNames{names: make([]string, ring), boxed: make([]any, ring)}
+	for k := range ring {
+		sn.names[k] = SlotField(k, ring)
+		sn.boxed[k] = sn.names[k]
+	}
+	actual, _ := ringSlots.LoadOrStore(ring, sn)
+	return actual.(*slotNames)
 }
 
 // NewViewLayout returns the layout of a compiled view of a source of the
@@ -42,11 +95,32 @@ func NewViewLayout(project, name string, v *window.View, reach time.Duration) Vi
 		tiles = v.MaxWindow() / v.Tile()
 	}
 	l := ViewLayout{Project: project, Name: name, View: v, Ring: RingSize(v.Tile(), tiles, reach)}
-	l.reads = newLayoutReads(v)
+	l.reads = newLayoutReads(v, l.Ring)
 	return l
 }
 
-func newLayoutReads(v *window.View) *layoutReads {
+// Select returns the layout of reads of some of l's features, given by
+// their indexes in l.View.Features: the same hashes and ring, read with
+// l.View.Project(features). Its reads return results as l's do, the
+// features not selected left zero, and merge and decode only what the
+// selected features need; when those need a small part of the ring (a
+// short window of a view with a long one), a read asks Redis for the slots
+// of their tiles only, not for the whole hash. With every feature
+// selected, it returns l.
+func (l ViewLayout) Select(features []int) (ViewLayout, error) {
+	pv, err := l.View.Project(features)
+	if err != nil {
+		return ViewLayout{}, fmt.Errorf("view %q: %w", l.Name, err)
+	}
+	if pv == l.View {
+		return l, nil
+	}
+	s := ViewLayout{Project: l.Project, Name: l.Name, View: pv, Ring: l.Ring}
+	s.reads = newLayoutReads(pv, l.Ring)
+	return s, nil
+}
+
+func newLayoutReads(v *window.View, ring int64) *layoutReads {
 	r := &layoutReads{
 		hasLife:  v.HasPart(window.PartLifetime),
 		hasLast:  v.HasPart(window.PartLastValue),
@@ -54,6 +128,13 @@ func newLayoutReads(v *window.View) *layoutReads {
 	}
 	if v.HasPart(window.PartWindow) {
 		r.tiles = v.TilesNeeded(0).Len()
+		r.mode = readAll
+		if ring > 0 && int64(r.tiles)*slotReadShare <= ring {
+			r.mode = readSlots
+			r.slots = slotsOf(ring)
+			r.ring = strconv.FormatInt(ring, 10)
+			r.names = append(r.names, RingField)
+		}
 	}
 	if r.hasLife {
 		r.names = append(r.names, LifetimeField)
@@ -74,7 +155,7 @@ func (l *ViewLayout) readsOf() *layoutReads {
 	if l.reads != nil {
 		return l.reads
 	}
-	return newLayoutReads(l.View)
+	return newLayoutReads(l.View, l.Ring)
 }
 
 // ViewRead asks for every feature of one view for one entity.

@@ -104,6 +104,10 @@ func (s *stateSet) merge(o *stateSet) {
 // and its body, preceded by its length (uvarint). A decoder skips states
 // whose fingerprint it does not know: they belong to another definition.
 func (s *stateSet) appendBinary(b []byte, base int64) []byte {
+	if s.view.projected {
+		// Writing it back would drop every state the projection leaves out.
+		panic(fmt.Sprintf("window: encoding a %s state of a projection of view %q", s.part, s.view.name))
+	}
 	n := 0
 	for i := range s.slots {
 		if s.slots[i].has {

@@ -55,6 +55,9 @@ type View struct {
 	sig      [4]uint64 // identifies the layout of each part's states
 	maxTiles int64     // tiles of the longest window, 0 without windows
 	infos    []FeatureInfo
+	// projected marks a view made by Project: it holds only some states,
+	// so it reads and never encodes.
+	projected bool
 }
 
 // FeatureInfo describes one feature of a compiled view.
@@ -147,16 +150,85 @@ func Compile(v *registry.FeatureView, src *registry.Source) (*View, error) {
 		cv.maxTiles = max(cv.maxTiles, f.tiles)
 		cv.infos = append(cv.infos, f.FeatureInfo)
 	}
-	for p, defs := range cv.defs {
-		d := xxhash.New()
+	for _, defs := range cv.defs {
 		for _, def := range defs {
 			slices.SortStableFunc(def.features, func(a, b int) int { return cmp.Compare(cv.features[a].tiles, cv.features[b].tiles) })
-			_, _ = d.Write(binary.LittleEndian.AppendUint32(nil, def.fp))
 		}
-		cv.sig[p] = d.Sum64()
 	}
+	cv.sign()
 	return cv, nil
 }
+
+// sign sets the signature of each part's states, from their fingerprints in
+// order.
+func (v *View) sign() {
+	for p, defs := range v.defs {
+		d := xxhash.New()
+		for _, def := range defs {
+			_, _ = d.Write(binary.LittleEndian.AppendUint32(nil, def.fp))
+		}
+		v.sig[p] = d.Sum64()
+	}
+}
+
+// Project returns a view that reads only some of v's features, given by
+// their indexes in Features, for reads that need only those: a lookup of a
+// 10-minute count need not merge, nor decode, a day of tiles and their
+// sketches. The projection has v's Features, so results keep their indexes,
+// but only the states the given features read, and their longest window
+// (TilesNeeded, MaxWindow). Decoding a tile, lifetime or last values with it
+// skips the bodies of the other states; its Reader returns the given
+// features as v's does, from the same tiles merged in the same order, and
+// zero FeatureValues for the others.
+//
+// A projection only reads: its states lack the others' events, so encoding
+// one (AppendBinary) panics. With every feature given, Project returns v.
+func (v *View) Project(features []int) (*View, error) {
+	keep := make([]bool, len(v.features))
+	n := 0
+	for _, i := range features {
+		if i < 0 || i >= len(v.features) {
+			return nil, fmt.Errorf("project view %q: feature index %d out of range [0, %d)", v.name, i, len(v.features))
+		}
+		if !keep[i] {
+			keep[i] = true
+			n++
+		}
+	}
+	if n == len(v.features) && !v.projected {
+		return v, nil
+	}
+	pv := &View{name: v.name, tile: v.tile, ttl: v.ttl, fields: v.fields, infos: v.infos, projected: true}
+	pv.features = slices.Clone(v.features)
+	for p, defs := range v.defs {
+		pv.slotOf[p] = map[uint32]int{}
+		for _, d := range defs {
+			kept := slices.DeleteFunc(slices.Clone(d.features), func(i int) bool { return !keep[i] })
+			if len(kept) == 0 {
+				continue
+			}
+			nd := *d
+			nd.slot, nd.features = len(pv.defs[p]), kept
+			pv.slotOf[p][nd.fp] = nd.slot
+			pv.defs[p] = append(pv.defs[p], &nd)
+			for _, i := range kept {
+				pv.features[i].def = &nd
+				pv.maxTiles = max(pv.maxTiles, pv.features[i].tiles)
+			}
+		}
+	}
+	for i := range pv.features {
+		if !keep[i] {
+			pv.features[i].def = nil // read by no state of the projection
+		}
+	}
+	pv.sign()
+	return pv, nil
+}
+
+// Projected reports whether v was made by Project, and so reads only some
+// of its features.
+func (v *View) Projected() bool { return v.projected }
 
 var errNoField = errors.New("needs field")
 
