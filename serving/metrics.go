@@ -17,6 +17,7 @@ type Metrics struct {
 	redis    *prometheus.HistogramVec
 	// redis's series by readResult, looked up once.
 	redisBy  [len(readResults)]prometheus.Observer
+	again    prometheus.Counter
 	values   *prometheus.CounterVec
 	odErrors *prometheus.CounterVec
 	corrupt  *prometheus.CounterVec
@@ -66,6 +67,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "Duration of the online store read of a lookup (one round trip), by result: ok, error, or canceled (the caller's deadline passed or it cancelled first).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 	}, []string{"result"})
+	m.again = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "featurestore_serving_redis_reads_again_total",
+		Help: "Entities' hashes read again whole, in a second round trip: a lookup that asks for the tile slots of short windows only found the hash laid out in a ring of another size (the view's longest window or its source's lateness changed since the entity's last write).",
+	})
 	m.values = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "featurestore_serving_values_total",
 		Help: "Feature values served, by feature view and status (present, not_found, expired, null, error): the not-found ratio of a view is its not_found over its total.",
@@ -86,7 +91,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.duration.WithLabelValues(method, c.String())
 		}
 	}
-	reg.MustRegister(m.duration, m.entities, m.redis, m.values, m.odErrors, m.corrupt)
+	reg.MustRegister(m.duration, m.entities, m.redis, m.again, m.values, m.odErrors, m.corrupt)
 	return m
 }
 
@@ -183,6 +188,13 @@ var readResults = [...]string{readOK: "ok", readError: "error", readCanceled: "c
 func (m *Metrics) readDone(d time.Duration, r readResult) {
 	if m != nil {
 		m.redisBy[r].Observe(d.Seconds())
+	}
+}
+
+// readAgain counts n hashes read again whole (online.ReadBuffer.ReadAgain).
+func (m *Metrics) readAgain(n int) {
+	if m != nil && n > 0 {
+		m.again.Add(float64(n))
 	}
 }
 

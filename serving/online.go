@@ -251,8 +251,8 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 	nv, ne := len(sel.views), len(sel.entities)
 	sc.reads = slices.Grow(sc.reads[:0], len(ents)*nv)
 	for i := range ents {
-		for j, vp := range sel.views {
-			sc.reads = append(sc.reads, online.ViewRead{Layout: &vp.layout, Entity: sc.keys[i*ne+sel.viewEntity[j]]})
+		for j := range sel.views {
+			sc.reads = append(sc.reads, online.ViewRead{Layout: &sel.layouts[j], Entity: sc.keys[i*ne+sel.viewEntity[j]]})
 		}
 	}
 	now := s.opts.Now()
@@ -263,6 +263,7 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 		return nil, s.readFailed(ctx, err, time.Since(readStart))
 	}
 	s.opts.Metrics.readDone(time.Since(readStart), readOK)
+	s.opts.Metrics.readAgain(sc.buf.ReadAgain())
 	if corrupt := sc.buf.Corrupt(); len(corrupt) > 0 {
 		s.corruptState(corrupt, sc.reads)
 	}

@@ -78,6 +78,11 @@ type selection struct {
 	names    []string
 	cols     []column
 	views    []*viewPlan // the stored views read: those requested, and those on-demand features read
+	// layouts[j] reads views[j] for the features the selection uses of it,
+	// directly or through on-demand features (online.ViewLayout.Select):
+	// a lookup of a short window of a view with a long one reads and
+	// merges the short window's tiles only.
+	layouts []online.ViewLayout
 	// ods are the on-demand views of the requested features; their
 	// results follow the stored views' (computeODs), width per entity in
 	// all.
@@ -166,6 +171,36 @@ func newPlan(project string, snap *registry.Snapshot) *plan {
 		p.services[s.Name] = sel
 	}
 	return p
+}
+
+// selectLayouts sets sel.layouts: for each view read, its layout selecting
+// the features that the columns and the on-demand features' expressions
+// read of it, once the columns are resolved.
+func (sel *selection) selectLayouts() error {
+	used := make([][]int, len(sel.views))
+	for _, col := range sel.cols {
+		if col.view != nil {
+			used[col.vidx] = append(used[col.vidx], col.index)
+		}
+	}
+	for _, s := range sel.ods {
+		for _, f := range s.feats {
+			for _, v := range s.od.feats[f].Expr().Uses() {
+				if x := s.od.vars[v]; x.view != nil {
+					used[s.views[v]] = append(used[s.views[v]], x.index)
+				}
+			}
+		}
+	}
+	sel.layouts = make([]online.ViewLayout, len(sel.views))
+	for j, vp := range sel.views {
+		l, err := vp.layout.Select(used[j])
+		if err != nil {
+			return err
+		}
+		sel.layouts[j] = l
+	}
+	return nil
 }
 
 // viewNames returns the names of the plan's feature views and on-demand
@@ -346,6 +381,9 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 				}
 			}
 		}
+	}
+	if err := sel.selectLayouts(); err != nil {
+		return nil, err
 	}
 	for _, vp := range sel.views {
 		sel.viewNames = append(sel.viewNames, vp.name)

@@ -55,7 +55,7 @@ features:
 // source has the given lateness, events of a busy merchant (one every 20 s
 // over 26 hours: a tile in every slot of the ring) and of a quiet one, ending
 // at end, and returns the layout of the view.
-func writeSelectEvents(t *testing.T, rc *redis.Client, project, lateness string, entities []string, end int64) *online.ViewLayout {
+func writeSelectEvents(t testing.TB, rc *redis.Client, project, lateness string, entities []string, end int64) *online.ViewLayout {
 	t.Helper()
 	reg, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, selectDefs, lateness)})
 	if err != nil {
@@ -227,4 +227,48 @@ func TestReadViewsSelectCorrupt(t *testing.T) {
 			}
 		}
 	})
+}
+
+// BenchmarkReadViewsBusy reads a merchant with a tile in every slot of its
+// ring (a day of minute tiles, an event every 20 s, card sketches), one
+// entity per read as serving's lookups of one entity: every feature of the
+// view (the whole hash, as every lookup read before layouts selected
+// features), and layouts selecting the 10-minute count (the slots of its
+// ten tiles), the day count (the whole hash, no sketch decoded) and the
+// last value (two fields).
+func BenchmarkReadViewsBusy(b *testing.B) {
+	addr := testenv.RedisAddr(b)
+	project := testenv.UniqueName(b, "readbusy")
+	rc := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, Protocol: 2}) // as featurestore serve
+	defer rc.Close()
+	end := time.Now().UnixMilli() - 60_000
+	full := writeSelectEvents(b, rc, project, "10m", []string{"busy"}, end)
+	store := online.New(rc, online.Options{})
+	ctx := context.Background()
+	for _, c := range []struct {
+		name     string
+		features []int
+	}{{"all", nil}, {"n_10m", []int{0}}, {"n_1d", []int{2}}, {"amount", []int{6}}} {
+		l := *full
+		if c.features != nil {
+			var err error
+			if l, err = full.Select(c.features); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reqs := []online.ViewRead{{Layout: &l, Entity: featurestore.StringKey("busy")}}
+		b.Run(c.name, func(b *testing.B) {
+			var buf online.ReadBuffer
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := buf.ReadViews(ctx, store, reqs, end+1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if i := append(c.features, 0)[0]; res[0][i].Status != window.StatusPresent {
+					b.Fatalf("busy merchant: %+v", res[0][i])
+				}
+			}
+		})
+	}
 }
