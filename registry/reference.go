@@ -465,7 +465,8 @@ func writeDurations(p printer) {
 	p("- `lifetime` aggregates every event of the entity, however old.\n")
 	p("- Last values take no window; the view's `ttl` bounds how old a served value may be.\n\n")
 	p("The tile is a whole number of seconds, at least `1s`; it is `%s` when not given. A smaller tile makes "+
-		"windows move in smaller steps, at the cost of more tiles to keep and to merge on every read. "+
+		"windows move in smaller steps, at the cost of more tiles to keep, and to merge on every read of the "+
+		"longest window a lookup asks for of the view (a lookup of short windows only reads their tiles). "+
 		"The longest window each tile allows:\n\n", DefaultTile)
 	p("| Tile | Longest window |\n|------|----------------|\n")
 	for _, tile := range []time.Duration{time.Second, 10 * time.Second, time.Minute, 5 * time.Minute, time.Hour} {

@@ -119,11 +119,16 @@
 // skipping v and the fences: reading the whole hash costs Redis less than
 // an HMGET of every slot a window spans (no field names to parse and look
 // up, only the fields that exist in the reply), and the ring bounds what a
-// hash holds beyond the window. A view without windows is read with an
-// HMGET of l and x, those it has. Store.Read sends HMGET of given fields.
-// go-redis splits a pipeline by node on Redis Cluster and sends the parts
-// in parallel: one round trip per node involved, at the same time. Serving merges the tiles at request time, so windowed values
-// decay without writes.
+// hash holds beyond the window. A read of some of a view's features
+// (ViewLayout.Select) needs only their longest window; when its tiles are
+// at most a quarter of the ring, the read is an HMGET of r, l, x (those the
+// features need) and of those tiles' slots, and a hash whose r is another
+// ring's is read again whole with HGETALL, in a second round trip. A view
+// without windows is read with an HMGET of l and x, those it has.
+// Store.Read sends HMGET of given fields. go-redis splits a pipeline by
+// node on Redis Cluster and sends the parts in parallel: one round trip per
+// node involved, at the same time. Serving merges the tiles at request
+// time, so windowed values decay without writes.
 //
 // A hash that does not decode (ErrCorruptState) fails only its own read:
 // ReadBuffer.ReadViews gives its features window.StatusError and names it in
