@@ -18,6 +18,7 @@ type Metrics struct {
 	// redis's series by readResult, looked up once.
 	redisBy  [len(readResults)]prometheus.Observer
 	again    prometheus.Counter
+	tiles    prometheus.Histogram
 	values   *prometheus.CounterVec
 	odErrors *prometheus.CounterVec
 	corrupt  *prometheus.CounterVec
@@ -71,6 +72,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "featurestore_serving_redis_reads_again_total",
 		Help: "Entities' hashes read again whole, in a second round trip: a lookup that asks for the tile slots of short windows only found the hash laid out in a ring of another size (the view's longest window or its source's lateness changed since the entity's last write).",
 	})
+	m.tiles = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "featurestore_serving_tiles_merged",
+		Help:    "Tiles merged per read of one entity's windowed feature view: those with events in the longest window the lookup asks for of the view. Hundreds mean entities with events in most tiles of long windows, whose lookups cost more (see docs/operations.md, Redis memory).",
+		Buckets: []float64{0, 1, 4, 16, 64, 256, 1024, 4096},
+	})
 	m.values = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "featurestore_serving_values_total",
 		Help: "Feature values served, by feature view and status (present, not_found, expired, null, error): the not-found ratio of a view is its not_found over its total.",
@@ -91,7 +97,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.duration.WithLabelValues(method, c.String())
 		}
 	}
-	reg.MustRegister(m.duration, m.entities, m.redis, m.again, m.values, m.odErrors, m.corrupt)
+	reg.MustRegister(m.duration, m.entities, m.redis, m.again, m.tiles, m.values, m.odErrors, m.corrupt)
 	return m
 }
 
@@ -188,6 +194,19 @@ var readResults = [...]string{readOK: "ok", readError: "error", readCanceled: "c
 func (m *Metrics) readDone(d time.Duration, r readResult) {
 	if m != nil {
 		m.redisBy[r].Observe(d.Seconds())
+	}
+}
+
+// tilesMerged observes the tiles merged by each read of a lookup
+// (online.ReadBuffer.TilesMerged), but those without windows.
+func (m *Metrics) tilesMerged(merged []int32) {
+	if m == nil {
+		return
+	}
+	for _, n := range merged {
+		if n >= 0 {
+			m.tiles.Observe(float64(n))
+		}
 	}
 }
 

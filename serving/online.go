@@ -264,6 +264,7 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 	}
 	s.opts.Metrics.readDone(time.Since(readStart), readOK)
 	s.opts.Metrics.readAgain(sc.buf.ReadAgain())
+	s.opts.Metrics.tilesMerged(sc.buf.TilesMerged())
 	if corrupt := sc.buf.Corrupt(); len(corrupt) > 0 {
 		s.corruptState(corrupt, sc.reads)
 	}

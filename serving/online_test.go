@@ -618,6 +618,11 @@ func TestGetOnlineFeaturesCorruptState(t *testing.T) {
 	if n := counter(t, reg, "featurestore_serving_values_total", map[string]string{"view": "card_txn", "status": "not_found"}); n != 4 {
 		t.Errorf("card_txn values not found: %v, want 4 (nobody's last_amount, errors aside)", n)
 	}
+	// Tiles merged, per read of a windowed view: card_txn's of c1 and
+	// nobody (c2's fail) and card_more's of all four, in each lookup.
+	if n := histogramCount(t, reg, "featurestore_serving_tiles_merged", nil); n != 4*(2+4) {
+		t.Errorf("reads observed in featurestore_serving_tiles_merged: %d, want %d", n, 4*(2+4))
+	}
 	lines := rec.matching(key)
 	if len(lines) != 1 || lines[0].level != slog.LevelError || !strings.Contains(lines[0].text, "view=card_txn") ||
 		!strings.Contains(lines[0].text, online.ErrCorruptState.Error()) {

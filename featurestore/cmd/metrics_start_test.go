@@ -175,7 +175,7 @@ func TestServeMetricsBeforeFirstLookup(t *testing.T) {
 	for _, r := range []string{"ok", "error", "canceled"} {
 		want = append(want, fmt.Sprintf(`featurestore_serving_redis_duration_seconds_count{result=%q}`, r))
 	}
-	want = append(want, `featurestore_serving_redis_reads_again_total`)
+	want = append(want, `featurestore_serving_redis_reads_again_total`, `featurestore_serving_tiles_merged_count`)
 	for _, proto := range []string{"grpc", "http"} {
 		for _, r := range []string{"missing_credentials", "malformed_credentials", "invalid_token", "unknown_certificate", "method_not_allowed", "not_granted", "not_authorized"} {
 			want = append(want, fmt.Sprintf(`featurestore_serving_auth_denied_total{protocol=%q,reason=%q}`, proto, r))

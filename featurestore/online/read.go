@@ -126,6 +126,7 @@ type ReadBuffer struct {
 	cmds    []redis.Cmder // per request: a StringSliceCmd, or a MapStringStringCmd (HGETALL over RESP3)
 	modes   []readMode    // per request: how cmds[i] reads
 	again   []redis.Cmder // the reads asked again whole (readSlots of a hash in another ring)
+	merged  []int32       // per request of the last ReadViews: tiles merged, -1 without windows
 	kv      []string      // a reply as field, value, ...
 	flat    []window.FeatureValue
 	out     [][]window.FeatureValue
@@ -181,7 +182,7 @@ type heldScratch struct {
 // wrong shape) fails the whole call.
 func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t int64) ([][]window.FeatureValue, error) {
 	clear(b.corrupt)
-	b.corrupt, b.again = b.corrupt[:0], b.again[:0]
+	b.corrupt, b.again, b.merged = b.corrupt[:0], b.again[:0], b.merged[:0]
 	if len(reqs) == 0 {
 		return nil, nil
 	}
@@ -270,6 +271,7 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 
 	b.flat = grow(b.flat, nfeat)
 	b.out = grow(b.out, len(reqs))
+	b.merged = grow(b.merged, len(reqs))
 	off := 0
 	for i, r := range reqs {
 		lr := b.reads[i]
@@ -279,6 +281,7 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		if err := b.cmds[i].Err(); err != nil {
 			// WRONGTYPE (wrongTypeOnly): the key holds no hash.
 			b.corruptRead(i, b.scratchOf(lr), t, dst, err)
+			b.merged[i] = -1
 			continue
 		}
 		var kv []string
@@ -323,8 +326,11 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 			}
 		}
 		sc := b.scratchOf(lr)
+		b.merged[i] = -1
 		if err := sc.read(r.Layout.View, lr, kv, t, dst); err != nil {
 			b.corruptRead(i, sc, t, dst, err)
+		} else if lr.tiles > 0 {
+			b.merged[i] = int32(len(sc.used))
 		}
 	}
 	return b.out, nil
@@ -428,6 +434,12 @@ func IsWrongType(err error) bool {
 func (b *ReadBuffer) Corrupt() []CorruptRead {
 	return b.corrupt
 }
+
+// TilesMerged returns, for each read of the last ReadViews in request
+// order, the tiles it decoded and merged: those with events in the longest
+// window its layout asks for; -1 for a view without windows and for a read
+// that failed on what its key holds. It is valid until b's next use.
+func (b *ReadBuffer) TilesMerged() []int32 { return b.merged }
 
 // ReadAgain returns how many hashes the last ReadViews read again whole,
 // in a second round trip, because they were laid out in a ring of another
