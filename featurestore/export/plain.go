@@ -7,6 +7,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/featurestore/featurestore/featurestore"
 )
 
 // This file turns columns of types that tools write but the export's
@@ -135,28 +137,102 @@ func plainKeyType(t arrow.DataType) bool {
 }
 
 // plainKey returns a join key column of a type plainKeyType reports as a
-// column keyReader reads: a dictionary of text as large_string, uint64 as
-// int64. A uint64 beyond int64 is an error naming its row (counted from
-// first, the row of a's first, from 1). The caller releases the result.
+// column keyReader reads (see plainArray). A uint64 beyond int64 is an
+// error naming its row (counted from first, the row of a's first, from 1).
+// The caller releases the result.
 func (ec *entityColumns) plainKey(a arrow.Array, first int64, ei, j int, mem memory.Allocator) (arrow.Array, error) {
+	out, beyond := plainArray(a, mem)
+	if beyond >= 0 {
+		e := ec.plan.entities[ei]
+		return nil, fmt.Errorf("%s: row %d: column %q (join key %q of entity %q, int64) holds %d, beyond the int64 range of join keys",
+			ec.path, first+int64(beyond), ec.keyName[ei][j], e.keys[j], e.name, a.(*array.Uint64).Value(beyond))
+	}
+	return out, nil
+}
+
+// plainField reports whether a request-field column of type t, of a field
+// of kind k, is read through plainFields: a dictionary of text, or uint64
+// for an int64 field (requestAt reads a uint64 double field as it is).
+func plainField(t arrow.DataType, k featurestore.Kind) bool {
+	return t.ID() == arrow.DICTIONARY || t.ID() == arrow.UINT64 && k == featurestore.KindInt64
+}
+
+// checkFields returns an error naming the first row of a batch of the
+// entity table (first is the number of its first row, from 0) whose uint64
+// int64 request field is beyond int64, as plainFields would, but when the
+// table is first read, before the log is.
+func (ec *entityColumns) checkFields(rec arrow.RecordBatch, first int64) error {
+	for _, name := range ec.fieldNames {
+		a, ok := rec.Column(ec.fields[name]).(*array.Uint64)
+		if !ok || ec.plan.requestFields[name] != featurestore.KindInt64 {
+			continue
+		}
+		if i := beyondInt64(a); i >= 0 {
+			return ec.fieldBeyond(name, a, first, i)
+		}
+	}
+	return nil
+}
+
+func (ec *entityColumns) fieldBeyond(name string, a *array.Uint64, first int64, i int) error {
+	return fmt.Errorf("%s: row %d: column %q (request field, int64) holds %d, beyond the int64 range", ec.path, first+int64(i)+1, name, a.Value(i))
+}
+
+// plainFields returns the columns of a batch of the entity table with its
+// request-field columns of the types plainField reports as columns
+// requestAt reads (see plainArray); first is the number of the batch's
+// first row, from 0, for messages. The caller releases the columns.
+func (ec *entityColumns) plainFields(rec arrow.RecordBatch, first int64, mem memory.Allocator) ([]arrow.Array, error) {
+	cols := make([]arrow.Array, rec.NumCols())
+	for i, c := range rec.Columns() {
+		c.Retain()
+		cols[i] = c
+	}
+	for _, name := range ec.fieldNames {
+		i := ec.fields[name]
+		if !plainField(cols[i].DataType(), ec.plan.requestFields[name]) {
+			continue
+		}
+		out, beyond := plainArray(cols[i], mem)
+		if beyond >= 0 {
+			err := ec.fieldBeyond(name, cols[i].(*array.Uint64), first, beyond)
+			releaseAll(cols)
+			return nil, err
+		}
+		cols[i].Release()
+		cols[i] = out
+	}
+	return cols, nil
+}
+
+func releaseAll(cols []arrow.Array) {
+	for _, c := range cols {
+		c.Release()
+	}
+}
+
+// plainArray returns a, a dictionary of text or uint64, as large_string or
+// int64, with the same values (a null among a dictionary's values is a
+// null); other arrays as they are. A uint64 beyond int64 is not converted:
+// plainArray returns its index instead, else -1. The caller releases the
+// result.
+func plainArray(a arrow.Array, mem memory.Allocator) (arrow.Array, int) {
 	switch a := a.(type) {
 	case *array.Uint64:
+		if i := beyondInt64(a); i >= 0 {
+			return nil, i
+		}
 		b := array.NewInt64Builder(mem)
 		defer b.Release()
 		b.Reserve(a.Len())
 		for i, v := range a.Uint64Values() {
 			if a.IsNull(i) {
 				b.AppendNull()
-				continue
+			} else {
+				b.Append(int64(v))
 			}
-			if v > math.MaxInt64 {
-				e := ec.plan.entities[ei]
-				return nil, fmt.Errorf("%s: row %d: column %q (join key %q of entity %q, int64) holds %d, beyond the int64 range of join keys",
-					ec.path, first+int64(i), ec.keyName[ei][j], e.keys[j], e.name, v)
-			}
-			b.Append(int64(v))
 		}
-		return b.NewArray(), nil
+		return b.NewArray(), -1
 	case *array.Dictionary:
 		b := array.NewLargeStringBuilder(mem)
 		defer b.Release()
@@ -174,8 +250,18 @@ func (ec *entityColumns) plainKey(a arrow.Array, first int64, ei, j int, mem mem
 				b.Append(d.Value(a.GetValueIndex(i)))
 			}
 		}
-		return b.NewArray(), nil
+		return b.NewArray(), -1
 	}
 	a.Retain()
-	return a, nil
+	return a, -1
+}
+
+// beyondInt64 returns the index of a's first value beyond int64, or -1.
+func beyondInt64(a *array.Uint64) int {
+	for i, v := range a.Uint64Values() {
+		if v > math.MaxInt64 && a.IsValid(i) {
+			return i
+		}
+	}
+	return -1
 }
