@@ -39,7 +39,9 @@ func withoutViews(schema *arrow.Schema) (*arrow.Schema, bool) {
 // string_view as large_string, binary_view as large_binary (large, so that
 // no batch is too big for its offsets); a dictionary of string_view as one
 // of utf8, whose values the output's dictionary unifier can hash (see
-// dictUnifier), and are few.
+// dictUnifier), and are few; a list (large, fixed-size) of any of these as
+// the same list of its elements without views (polars writes lists of
+// text as lists of string_view).
 func unviewType(t arrow.DataType) (arrow.DataType, bool) {
 	switch t.ID() {
 	case arrow.STRING_VIEW:
@@ -50,6 +52,21 @@ func unviewType(t arrow.DataType) (arrow.DataType, bool) {
 		dt := t.(*arrow.DictionaryType)
 		if dt.ValueType.ID() == arrow.STRING_VIEW {
 			return &arrow.DictionaryType{IndexType: dt.IndexType, ValueType: arrow.BinaryTypes.String, Ordered: dt.Ordered}, true
+		}
+	case arrow.LIST, arrow.LARGE_LIST, arrow.FIXED_SIZE_LIST:
+		elem := t.(arrow.ListLikeType).ElemField()
+		et, ok := unviewType(elem.Type)
+		if !ok {
+			break
+		}
+		elem.Type = et
+		switch t := t.(type) {
+		case *arrow.ListType:
+			return arrow.ListOfField(elem), true
+		case *arrow.LargeListType:
+			return arrow.LargeListOfField(elem), true
+		case *arrow.FixedSizeListType:
+			return arrow.FixedSizeListOfField(t.Len(), elem), true
 		}
 	}
 	return t, false
@@ -70,6 +87,18 @@ func unviewArray(a arrow.Array, mem memory.Allocator) arrow.Array {
 			defer values.Release()
 			return array.NewDictionaryArray(t, a.Indices(), values)
 		}
+	case array.ListLike:
+		// The same offsets and validity, over the elements without views.
+		t, ok := unviewType(a.DataType())
+		if !ok {
+			break
+		}
+		values := unviewArray(a.ListValues(), mem)
+		defer values.Release()
+		d := a.Data()
+		data := array.NewData(t, d.Len(), d.Buffers(), []arrow.ArrayData{values.Data()}, d.NullN(), d.Offset())
+		defer data.Release()
+		return array.MakeFromData(data)
 	}
 	a.Retain()
 	return a
