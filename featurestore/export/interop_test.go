@@ -293,8 +293,9 @@ features:
 // types (testdata/entities.py checks that the files have them): each must
 // give every row the features of the brute-force reference, and the
 // on-demand features those of its request fields (channel, a categorical
-// in some files; items, a uint64 in some), and carry its keys, labels and
-// request fields to the output; the files whose meaning is not clear must
+// in some files; items, a uint64 in some), and carry its keys, labels
+// (tags, lists of text: of string_view from polars' Arrow IPC files) and
+// request fields to the Parquet output; the files whose meaning is not clear must
 // fail with the message that says what to do.
 func TestPythonEntityTables(t *testing.T) {
 	py := testenv.Python(t)
@@ -307,18 +308,25 @@ func TestPythonEntityTables(t *testing.T) {
 	s := randomScenario(rng, 800, 300)
 	want := s.expected(r, refs)
 	log := s.log(t, rng, r)
-	// The request fields, before the timestamp (the last column), and the
-	// on-demand features computed from them and by_user:n_5m.
+	// The request fields and a label of lists of text, before the
+	// timestamp (the last column), and the on-demand features computed
+	// from the request fields and by_user:n_5m.
 	nAt := slices.Index(refs, registry.FeatureRef{View: "by_user", Feature: "n_5m"})
 	s.fields = slices.Insert(s.fields, len(s.fields)-1,
-		arrow.Field{Name: "channel", Type: arrow.BinaryTypes.String, Nullable: true}, arrow.Field{Name: "items", Type: arrow.PrimitiveTypes.Int64, Nullable: true})
+		arrow.Field{Name: "channel", Type: arrow.BinaryTypes.String, Nullable: true}, arrow.Field{Name: "items", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		arrow.Field{Name: "tags", Type: arrow.ListOf(arrow.BinaryTypes.String), Nullable: true})
 	for i, row := range s.rows {
 		channel := []any{"web", "app", "store", "", nil}[rng.IntN(5)]
 		var items any
 		if rng.IntN(8) > 0 {
 			items = rng.Int64N(1000)
 		}
-		s.rows[i] = slices.Insert(row, len(row)-1, channel, items)
+		tags := [][]any{nil, {}, {"a"}, {"a tag longer than twelve bytes", nil, ""}}[rng.IntN(4)]
+		var tagsCell any
+		if tags != nil {
+			tagsCell = tags
+		}
+		s.rows[i] = slices.Insert(row, len(row)-1, channel, items, tagsCell)
 		n := want[i][nAt].(int64)
 		var channelN, itemsN any
 		if c, ok := channel.(string); ok {
@@ -380,8 +388,16 @@ func TestPythonEntityTables(t *testing.T) {
 			for i, row := range s.rows {
 				for c, f := range s.fields[:len(s.fields)-1] { // the timestamp's unit is the file's
 					w := "(null)"
-					if row[c] != nil {
-						w = fmt.Sprint(row[c])
+					switch v := row[c].(type) {
+					case []any: // as ValueStr gives a list
+						b, err := json.Marshal(v)
+						if err != nil {
+							t.Fatal(err)
+						}
+						w = string(b)
+					case nil:
+					default:
+						w = fmt.Sprint(v)
 					}
 					if got := cellText(t, tbl, f.Name, int64(i)); got != w {
 						t.Fatalf("row %d: column %q is %s, want %s", i+1, f.Name, got, w)

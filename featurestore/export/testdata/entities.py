@@ -5,7 +5,8 @@ Usage: entities.py ROWS.json DIR
 ROWS.json is written by TestPythonEntityTables (interop_test.go): the
 columns of an entity table (label double, user_id string, shop_id int64,
 bank string, account_no int64, the request fields channel string and items
-int64, event_timestamp as Unix ms) and its rows.
+int64, the label tags a list of strings, event_timestamp as Unix ms) and its
+rows.
 This script writes the same rows into DIR as polars, DuckDB and pyarrow (as
 pandas does) write them, each file in the tools' own defaults unless its
 name says otherwise, and checks that each file has the column types the
@@ -72,6 +73,7 @@ def main():
             "account_no": pl.Series(cols["account_no"], dtype=pl.Int64),
             "channel": pl.Series(cols["channel"], dtype=pl.String),
             "items": pl.Series(cols["items"], dtype=pl.Int64),
+            "tags": pl.Series(cols["tags"], dtype=pl.List(pl.String)),
             # polars' default unit, microseconds
             "event_timestamp": pl.Series(times, dtype=pl.Datetime("us", "UTC")),
         }
@@ -82,11 +84,14 @@ def main():
     # (large_string), in several row groups; categoricals (keys and a
     # request field) with an unsigned request field.
     df.write_ipc(p("polars.arrow"))
-    expect(p("polars.arrow"), {"user_id": "string_view", "event_timestamp": "timestamp[us, tz=UTC]"})
+    expect(
+        p("polars.arrow"),
+        {"user_id": "string_view", "tags": "large_list<item: string_view>", "event_timestamp": "timestamp[us, tz=UTC]"},
+    )
     df.write_ipc_stream(p("polars.arrows"))
-    expect(p("polars.arrows"), {"user_id": "string_view"})
+    expect(p("polars.arrows"), {"user_id": "string_view", "tags": "large_list<item: string_view>"})
     df.write_parquet(p("polars.parquet"), row_group_size=64)
-    expect(p("polars.parquet"), {"user_id": "large_string", "shop_id": "int64"})
+    expect(p("polars.parquet"), {"user_id": "large_string", "shop_id": "int64", "tags": "large_list<element: large_string>"})
     if pq.ParquetFile(p("polars.parquet")).num_row_groups < 2:
         errors.append("polars.parquet: one row group, want several")
     cat = df.with_columns(
@@ -126,7 +131,7 @@ def main():
     select = (
         "SELECT label::DOUBLE AS label, user_id::VARCHAR AS user_id, shop_id::{shop} AS shop_id, "
         "bank::VARCHAR AS bank, account_no::{account} AS account_no, channel::VARCHAR AS channel, "
-        "items::{items} AS items, event_timestamp::{ts} AS event_timestamp "
+        "items::{items} AS items, tags::VARCHAR[] AS tags, event_timestamp::{ts} AS event_timestamp "
         "FROM rows_in {where}"
     )
 
