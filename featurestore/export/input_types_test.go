@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,6 +214,32 @@ func TestUnviewSlicedLists(t *testing.T) {
 		}
 		col.Release()
 		got.Release()
+	}
+}
+
+// TestPlainUint64: plainArray reads a uint64 column as int64 from the same
+// buffers, a slice of one too; a value beyond int64 is reported by its
+// index in the slice, unless its slot is null (whatever it holds).
+func TestPlainUint64(t *testing.T) {
+	b := array.NewUint64Builder(memory.DefaultAllocator)
+	defer b.Release()
+	b.AppendValues([]uint64{math.MaxUint64, 1, math.MaxUint64, 5, math.MaxInt64 + 1}, []bool{true, true, false, true, true})
+	a := b.NewUint64Array()
+	defer a.Release()
+	s := array.NewSlice(a, 1, 4)
+	defer s.Release()
+	got, beyond := plainArray(s, memory.DefaultAllocator)
+	if beyond != -1 {
+		t.Fatalf("beyond int64 at %d, want -1", beyond)
+	}
+	defer got.Release()
+	if got.String() != "[1 (null) 5]" || got.DataType().ID() != arrow.INT64 {
+		t.Errorf("got %s %s, want int64 [1 (null) 5]", got.DataType(), got)
+	}
+	s2 := array.NewSlice(a, 2, 5)
+	defer s2.Release()
+	if _, beyond := plainArray(s2, memory.DefaultAllocator); beyond != 2 {
+		t.Errorf("beyond int64 at %d, want 2", beyond)
 	}
 }
 

@@ -186,10 +186,11 @@ func plainField(t arrow.DataType, k featurestore.Kind) bool {
 	return t.ID() == arrow.DICTIONARY || t.ID() == arrow.UINT64 && k == featurestore.KindInt64
 }
 
-// checkFields returns an error naming the first row of a batch of the
-// entity table (first is the number of its first row, from 0) whose uint64
-// int64 request field is beyond int64, as plainFields would, but when the
-// table is first read, before the log is.
+// checkFields returns the error plainFields would for a batch of the
+// entity table (first is the number of its first row, from 0): a uint64
+// column of an int64 request field holding a value beyond int64. It runs
+// when the table is first read, so that the export fails before reading
+// the log, not when writing the output.
 func (ec *entityColumns) checkFields(rec arrow.RecordBatch, first int64) error {
 	for _, name := range ec.fieldNames {
 		a, ok := rec.Column(ec.fields[name]).(*array.Uint64)
@@ -241,8 +242,8 @@ func releaseAll(cols []arrow.Array) {
 }
 
 // plainArray returns a, a dictionary of text or uint64, as large_string or
-// int64, with the same values (a null among a dictionary's values is a
-// null); other arrays as they are. A uint64 beyond int64 is not converted:
+// int64 (the same buffers), with the same values (a null among a
+// dictionary's values is a null); other arrays as they are. A uint64 beyond int64 is not converted:
 // plainArray returns its index instead, else -1. The caller releases the
 // result.
 func plainArray(a arrow.Array, mem memory.Allocator) (arrow.Array, int) {
@@ -251,17 +252,12 @@ func plainArray(a arrow.Array, mem memory.Allocator) (arrow.Array, int) {
 		if i := beyondInt64(a); i >= 0 {
 			return nil, i
 		}
-		b := array.NewInt64Builder(mem)
-		defer b.Release()
-		b.Reserve(a.Len())
-		for i, v := range a.Uint64Values() {
-			if a.IsNull(i) {
-				b.AppendNull()
-			} else {
-				b.Append(int64(v))
-			}
-		}
-		return b.NewArray(), -1
+		// Every value is within int64, where the two types share their
+		// bits: the same buffers, read as int64.
+		d := a.Data()
+		data := array.NewData(arrow.PrimitiveTypes.Int64, d.Len(), d.Buffers(), nil, d.NullN(), d.Offset())
+		defer data.Release()
+		return array.MakeFromData(data), -1
 	case *array.Dictionary:
 		b := array.NewLargeStringBuilder(mem)
 		defer b.Release()
