@@ -24,9 +24,11 @@ type entityColumns struct {
 	keys    [][]int
 	keyName [][]string // column names, per entity and join key
 	// fields are the columns of the request fields of on-demand features,
-	// by name; nil when none is requested.
-	fields map[string]int
-	plan   *plan
+	// by name; nil when none is requested. fieldNames are their names, in
+	// order.
+	fields     map[string]int
+	fieldNames []string
+	plan       *plan
 }
 
 // DefaultTimestampColumn is the entity table's timestamp column unless
@@ -148,7 +150,7 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 		}
 		if t := schema.Field(is[0]).Type; !requestTypeOK(t, k) {
 			want := requestTypes(k)
-			if t.ID() == arrow.DICTIONARY {
+			if t.ID() == arrow.DICTIONARY && k != featurestore.KindString {
 				want += ", not a dictionary (a categorical): cast it to its values' type"
 			}
 			return nil, fmt.Errorf("%s: column %q (request field, %s) has type %s; want %s", path, name, k, t, want)
@@ -157,6 +159,7 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 			ec.fields = map[string]int{}
 		}
 		ec.fields[name] = is[0]
+		ec.fieldNames = append(ec.fieldNames, name)
 	}
 	return ec, nil
 }
@@ -293,8 +296,8 @@ func (k *keyReader) key(dst []byte, i int) (key []byte, null int) {
 }
 
 // intAt returns value i of an integer column of a type keyTypeOK takes for
-// int64 keys, but uint64 (plainKey makes int64 of it), or requestTypeOK for
-// int64 request fields (0 for other types).
+// int64 keys, or requestTypeOK for int64 request fields, but uint64
+// (plainArray makes int64 of it; 0 for other types).
 func intAt(a arrow.Array, i int) int64 {
 	switch a := a.(type) {
 	case *array.Int64:

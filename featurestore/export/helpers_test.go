@@ -135,7 +135,8 @@ func logBatch(t testing.TB, r *registry.Registry, project, view string, evs []ra
 
 // appendAny appends v to b: a string to a text builder (plain, large or
 // view), a []byte to a binary view builder, an int64 (or a uint64) to an integer builder, days or
-// milliseconds to a date builder.
+// milliseconds to a date builder, a []any to a list builder (each element
+// as appendAny appends it).
 func appendAny(t testing.TB, b array.Builder, v any) {
 	t.Helper()
 	if v == nil {
@@ -181,6 +182,11 @@ func appendAny(t testing.TB, b array.Builder, v any) {
 		b.Append(v.(bool))
 	case *array.TimestampBuilder:
 		b.Append(arrow.Timestamp(v.(int64)))
+	case array.ListLikeBuilder:
+		b.Append(true)
+		for _, x := range v.([]any) {
+			appendAny(t, b.ValueBuilder(), x)
+		}
 	default:
 		t.Fatalf("append %T to %T", v, b)
 	}

@@ -275,20 +275,73 @@ func TestPythonInterop(t *testing.T) {
 	}
 }
 
+// interopDefs is an on-demand view over request fields that the tools
+// write in types of their own (categoricals, unsigned integers).
+const interopDefs = `
+---
+kind: OnDemandFeatureView
+name: by_channel
+inputs: {n: by_user:n_5m}
+request_fields: {channel: string, items: int64}
+features:
+  - {name: channel_n, type: int64, expression: "len(channel) * 100 + n"}
+  - {name: items_n, type: int64, expression: "items + n"}
+`
+
 // TestPythonEntityTables exports training sets from entity tables written
 // by polars, DuckDB and pyarrow (as pandas writes them), in the tools' own
 // types (testdata/entities.py checks that the files have them): each must
-// give every row the features of the brute-force reference and carry its
-// keys and labels to the output; the files whose meaning is not clear
-// must fail with the message that says what to do.
+// give every row the features of the brute-force reference, and the
+// on-demand features those of its request fields (channel, a categorical
+// in some files; items, a uint64 in some), and carry its keys, labels
+// (tags, lists of text: of string_view from polars' Arrow IPC files) and
+// request fields to the Parquet output; the files whose meaning is not clear must
+// fail with the message that says what to do.
 func TestPythonEntityTables(t *testing.T) {
 	py := testenv.Python(t)
-	r := testRegistry(t)
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(testDefs + interopDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	refs := r.Service("all").Resolved()
 	rng := rand.New(rand.NewPCG(21, 22))
 	s := randomScenario(rng, 800, 300)
 	want := s.expected(r, refs)
 	log := s.log(t, rng, r)
+	// The request fields and a label of lists of text, before the
+	// timestamp (the last column), and the on-demand features computed
+	// from the request fields and by_user:n_5m.
+	nAt := slices.Index(refs, registry.FeatureRef{View: "by_user", Feature: "n_5m"})
+	s.fields = slices.Insert(s.fields, len(s.fields)-1,
+		arrow.Field{Name: "channel", Type: arrow.BinaryTypes.String, Nullable: true}, arrow.Field{Name: "items", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		arrow.Field{Name: "tags", Type: arrow.ListOf(arrow.BinaryTypes.String), Nullable: true})
+	for i, row := range s.rows {
+		channel := []any{"web", "app", "store", "", nil}[rng.IntN(5)]
+		var items any
+		if rng.IntN(8) > 0 {
+			items = rng.Int64N(1000)
+		}
+		tags := [][]any{nil, {}, {"a"}, {"a tag longer than twelve bytes", nil, ""}}[rng.IntN(4)]
+		var tagsCell any
+		if tags != nil {
+			tagsCell = tags
+		}
+		s.rows[i] = slices.Insert(row, len(row)-1, channel, items, tagsCell)
+		n := want[i][nAt].(int64)
+		var channelN, itemsN any
+		if c, ok := channel.(string); ok {
+			channelN = int64(len(c))*100 + n
+		}
+		if items != nil {
+			itemsN = items.(int64) + n
+		}
+		want[i] = append(want[i], channelN, itemsN)
+	}
+	refs = append(refs, registry.FeatureRef{View: "by_channel", Feature: "channel_n"}, registry.FeatureRef{View: "by_channel", Feature: "items_n"})
+	features := make([]string, len(refs))
+	for i, ref := range refs {
+		features[i] = ref.String()
+	}
 	dir := t.TempDir()
 	tables := filepath.Join(dir, "tables")
 	if err := os.Mkdir(tables, 0o755); err != nil {
@@ -316,7 +369,7 @@ func TestPythonEntityTables(t *testing.T) {
 
 	export := func(in string) (string, error) {
 		out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(in), filepath.Ext(in))+"-"+filepath.Ext(in)[1:]+".parquet")
-		_, err := Run(context.Background(), Options{Registry: r, Log: log, Service: "all", Entities: in, Out: out, TempDir: dir})
+		_, err := Run(context.Background(), Options{Registry: r, Log: log, Features: features, Entities: in, Out: out, TempDir: dir})
 		return out, err
 	}
 	for _, name := range []string{"polars.arrow", "polars.arrows", "polars.parquet", "polars_cat.arrow", "polars_cat.parquet",
@@ -335,8 +388,16 @@ func TestPythonEntityTables(t *testing.T) {
 			for i, row := range s.rows {
 				for c, f := range s.fields[:len(s.fields)-1] { // the timestamp's unit is the file's
 					w := "(null)"
-					if row[c] != nil {
-						w = fmt.Sprint(row[c])
+					switch v := row[c].(type) {
+					case []any: // as ValueStr gives a list
+						b, err := json.Marshal(v)
+						if err != nil {
+							t.Fatal(err)
+						}
+						w = string(b)
+					case nil:
+					default:
+						w = fmt.Sprint(v)
 					}
 					if got := cellText(t, tbl, f.Name, int64(i)); got != w {
 						t.Fatalf("row %d: column %q is %s, want %s", i+1, f.Name, got, w)

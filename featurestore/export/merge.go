@@ -304,7 +304,15 @@ func (x *exporter) write(ctx context.Context) error {
 				}
 			}
 			if !onlyStored {
-				cols = x.onDemandColumns(cols, rec, n)
+				table, err := x.cols.plainFields(rec, first, x.mem)
+				if err != nil {
+					for _, a := range cols[rec.NumCols():] {
+						a.Release()
+					}
+					return err
+				}
+				cols = x.onDemandColumns(cols, table, n)
+				releaseAll(table)
 			}
 			batch := array.NewRecordBatch(schema, cols, int64(n))
 			for _, a := range cols[rec.NumCols():] {

@@ -120,18 +120,22 @@ func planOnDemand(r *registry.Registry, resolved []registry.FeatureRef) (stored 
 	return stored, build, nil
 }
 
-// requestTypeOK reports whether an entity table column of type t can hold
-// a request field of kind k: integers for int64 (and double) fields,
-// floating point for double ones.
+// requestTypeOK reports whether an entity table column of type t (a
+// schema without views, see withoutViews) can hold a request field of kind
+// k: text, plain or a dictionary, for string fields; integers for int64
+// (and double) fields, floating point for double ones.
 func requestTypeOK(t arrow.DataType, k featurestore.Kind) bool {
 	switch t.ID() {
 	case arrow.STRING, arrow.LARGE_STRING:
 		return k == featurestore.KindString
+	case arrow.DICTIONARY:
+		v := t.(*arrow.DictionaryType).ValueType.ID()
+		return k == featurestore.KindString && (v == arrow.STRING || v == arrow.LARGE_STRING)
 	case arrow.BOOL:
 		return k == featurestore.KindBool
 	case arrow.FLOAT32, arrow.FLOAT64:
 		return k == featurestore.KindDouble
-	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32:
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64:
 		return k == featurestore.KindInt64 || k == featurestore.KindDouble
 	}
 	return false
@@ -142,19 +146,20 @@ func requestTypeOK(t arrow.DataType, k featurestore.Kind) bool {
 func requestTypes(k featurestore.Kind) string {
 	switch k {
 	case featurestore.KindString:
-		return "utf8, large_utf8 or string_view"
+		return "utf8, large_utf8, string_view or a dictionary of them"
 	case featurestore.KindBool:
 		return "bool"
 	case featurestore.KindInt64:
-		return "a signed integer type, or uint8 to uint32"
+		return "an integer type"
 	case featurestore.KindDouble:
-		return "float32, float64, a signed integer type, or uint8 to uint32"
+		return "float32, float64 or an integer type"
 	}
 	return "none: no column holds " + k.String()
 }
 
 // requestAt returns row i of a request-field column as a value of kind k,
-// null where the cell is.
+// null where the cell is. The column is of a type requestTypeOK takes, but
+// those plainField reports, which plainFields converts.
 func requestAt(a arrow.Array, k featurestore.Kind, i int) featurestore.Value {
 	if a.IsNull(i) {
 		return featurestore.Value{}
@@ -169,6 +174,8 @@ func requestAt(a arrow.Array, k featurestore.Kind, i int) featurestore.Value {
 	case *array.Float64:
 		return featurestore.DoubleValue(c.Value(i))
 	case *array.Float32:
+		return featurestore.DoubleValue(float64(c.Value(i)))
+	case *array.Uint64: // of a double field: any value is a double
 		return featurestore.DoubleValue(float64(c.Value(i)))
 	}
 	n := intAt(a, i) // an integer type, as requestTypeOK checked
@@ -212,9 +219,9 @@ func featureAt(a arrow.Array, k featurestore.Kind, i int) featurestore.Value {
 
 // compute returns the column of c for rows [lo, hi) of a batch: stored
 // are the batch's stored feature columns (by plan.columns), and table the
-// entity table's batch, whose request-field columns are at fields. It may
-// run for several ranges of one batch at once.
-func (c *odColumn) compute(mem memory.Allocator, ev *derive.Evaluator, stored []arrow.Array, kinds []featurestore.Kind, table arrow.RecordBatch, fields map[string]int, lo, hi int) arrow.Array {
+// entity table's columns (see plainFields), whose request-field columns are
+// at fields. It may run for several ranges of one batch at once.
+func (c *odColumn) compute(mem memory.Allocator, ev *derive.Evaluator, stored []arrow.Array, kinds []featurestore.Kind, table []arrow.Array, fields map[string]int, lo, hi int) arrow.Array {
 	b := array.NewBuilder(mem, arrowType(c.expr.Kind()))
 	defer b.Release()
 	b.Reserve(hi - lo)
@@ -235,7 +242,7 @@ func (c *odColumn) compute(mem memory.Allocator, ev *derive.Evaluator, stored []
 			if !ok {
 				panic(fmt.Sprintf("export: no column for request field %q", src.name)) // findEntityColumns found them all
 			}
-			srcs = append(srcs, source{v: v, col: table.Column(t), kind: src.kind, field: true})
+			srcs = append(srcs, source{v: v, col: table[t], kind: src.kind, field: true})
 		}
 	}
 	vals := make([]featurestore.Value, len(c.vars))
@@ -287,9 +294,11 @@ var odChunkRows = 16384
 // onDemandColumns turns a batch's columns, the entity table's then the
 // stored features' (plan.columns), into the output's: the entity table's,
 // then the outputs in request order, with the on-demand ones computed in
-// parallel. It releases the stored columns that are not written.
-func (x *exporter) onDemandColumns(cols []arrow.Array, table arrow.RecordBatch, n int) []arrow.Array {
-	nt := int(table.NumCols())
+// parallel from table, the entity table's columns with their request
+// fields made plain (plainFields). It releases the stored columns that are
+// not written.
+func (x *exporter) onDemandColumns(cols []arrow.Array, table []arrow.Array, n int) []arrow.Array {
+	nt := len(table)
 	stored := cols[nt:]
 	kinds := make([]featurestore.Kind, len(x.plan.columns))
 	for i, c := range x.plan.columns {

@@ -124,6 +124,9 @@ func (x *exporter) spillRows(ctx context.Context) error {
 			return err
 		}
 		w.times = times
+		if err := x.cols.checkFields(rec, first); err != nil {
+			return err
+		}
 		if n > 0 {
 			w.minT, w.maxT, w.has = min(w.minT, lo), max(w.maxT, hi), true
 		}
