@@ -163,7 +163,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	// per broker).
 	tr := newTransport(cfg.Dialer, cfg.Topic)
 	defer tr.CloseIdleConnections()
-	conns := &groupConns{}
+	conns := newGroupConns()
 	gcfg := cfg.consumerGroup(log)
 	gcfg.Dialer = conns.dialer(cfg.Dialer)
 	group, err := kafka.NewConsumerGroup(gcfg)
@@ -489,8 +489,9 @@ func closeGroup(group io.Closer, member string, leave func(ctx context.Context, 
 // makes it return: leaving a generation takes a round trip or two.
 const closeGrace = 500 * time.Millisecond
 
-// leaveTimeout bounds closeGroup's request to leave the group.
-const leaveTimeout = 5 * time.Second
+// leaveTimeout bounds closeGroup's request to leave the group: a
+// coordinator that does not answer it soon will not answer the join.
+const leaveTimeout = 2 * time.Second
 
 // leaver returns a function that asks the group's coordinator to remove a
 // member from the group, through tr.
@@ -516,9 +517,18 @@ func (c *GroupConfig) leaver(tr kafka.RoundTripper) func(ctx context.Context, me
 // groupConns keeps the open connections of a consumer group, so that
 // closeGroup can close them.
 type groupConns struct {
+	// ctx ends when the connections are closed, and with it the dials in
+	// progress (a broker gone does not answer them).
+	ctx    context.Context
+	cancel context.CancelFunc
 	mu     sync.Mutex
 	conns  map[*groupConn]struct{}
 	closed bool
+}
+
+func newGroupConns() *groupConns {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &groupConns{ctx: ctx, cancel: cancel, conns: map[*groupConn]struct{}{}}
 }
 
 // errGroupConnsClosed is the error of a connection the consumer group asks
@@ -545,6 +555,9 @@ func (s *groupConns) dialer(d *kafka.Dialer) *kafka.Dialer {
 		if closed {
 			return nil, errGroupConnsClosed
 		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(s.ctx, cancel)()
 		conn, err := dial(ctx, network, address)
 		if err != nil {
 			return nil, err
@@ -556,17 +569,16 @@ func (s *groupConns) dialer(d *kafka.Dialer) *kafka.Dialer {
 			return nil, errGroupConnsClosed
 		}
 		c := &groupConn{Conn: conn, s: s}
-		if s.conns == nil {
-			s.conns = map[*groupConn]struct{}{}
-		}
 		s.conns[c] = struct{}{}
 		return c, nil
 	}
 	return &dd
 }
 
-// close closes the connections open and makes the dialer refuse new ones.
+// close closes the connections open, ends the dials in progress and
+// makes the dialer refuse new ones.
 func (s *groupConns) close() {
+	s.cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true

@@ -855,7 +855,7 @@ func testRunGroupStopDuringJoin(t *testing.T, first bool) {
 
 // TestGroupConns: the consumer group's connections are forgotten once
 // closed (a group opens new ones at each generation), and closing them
-// all interrupts a read and refuses new ones.
+// all interrupts a read, ends a dial in progress and refuses new dials.
 func TestGroupConns(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -871,7 +871,7 @@ func TestGroupConns(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	s := &groupConns{}
+	s := newGroupConns()
 	d := s.dialer(nil)
 	if d == kafka.DefaultDialer || kafka.DefaultDialer.DialFunc != nil {
 		t.Fatal("the default dialer was changed")
@@ -904,5 +904,24 @@ func TestGroupConns(t *testing.T) {
 	}
 	if _, err := d.DialFunc(context.Background(), "tcp", ln.Addr().String()); !errors.Is(err, errGroupConnsClosed) {
 		t.Errorf("dial after close: %v, want %v", err, errGroupConnsClosed)
+	}
+
+	// A dial in progress (a broker that does not answer) ends too.
+	s = newGroupConns()
+	d = s.dialer(&kafka.Dialer{DialFunc: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}})
+	dialed := make(chan error, 1)
+	go func() { _, err := d.DialFunc(context.Background(), "tcp", "192.0.2.1:9092"); dialed <- err }()
+	time.Sleep(10 * time.Millisecond)
+	s.close()
+	select {
+	case err := <-dialed:
+		if err == nil {
+			t.Error("a dial in progress succeeded once the connections were closed")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a dial in progress was not ended by closing the connections")
 	}
 }
