@@ -479,7 +479,7 @@ func closeGroup(group io.Closer, member string, leave func(ctx context.Context, 
 	}
 	conns.close()
 	if closed(d) {
-		log.Info("abandoned a join of the consumer group: the coordinator expels the member after the session timeout", "took", time.Since(start))
+		log.Info("closed the consumer group's connections: a join in progress is abandoned, its member expelled after the session timeout", "took", time.Since(start))
 		return
 	}
 	log.Warn("close consumer group timed out", "timeout", d)

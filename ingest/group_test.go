@@ -839,7 +839,7 @@ func testRunGroupStopDuringJoin(t *testing.T, first bool) {
 	// the join is abandoned.
 	want := "left the consumer group while joining it"
 	if first {
-		want = "abandoned a join of the consumer group"
+		want = "closed the consumer group's connections"
 	}
 	if !logs.has(want) {
 		logs.mu.Lock()
