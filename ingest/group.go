@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -149,22 +151,29 @@ func (c *GroupConfig) defaults() {
 // id share the topic's partitions and take over each other's partitions when
 // one leaves; partitions added to the topic are picked up. When ctx ends, the
 // batch in flight on each partition is finished (within ShutdownTimeout)
-// before RunGroup returns.
+// before RunGroup returns; a join of the group in progress is not waited
+// for (closeGroup).
 func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	cfg.defaults()
 	log := cfg.Logger.With("group", cfg.GroupID, "topic", cfg.Topic)
 	if !waitForTopics(ctx, &cfg, log) {
 		return nil
 	}
-	group, err := kafka.NewConsumerGroup(cfg.consumerGroup(log))
-	if err != nil {
-		return fmt.Errorf("join consumer group %s: %w", cfg.GroupID, err)
-	}
-	defer closeBounded(group, cfg.ShutdownTimeout, log)
 	// The partitions' readers share one transport (a pool of connections
 	// per broker).
 	tr := newTransport(cfg.Dialer, cfg.Topic)
 	defer tr.CloseIdleConnections()
+	conns := newGroupConns()
+	gcfg := cfg.consumerGroup(log)
+	gcfg.Dialer = conns.dialer(cfg.Dialer)
+	group, err := kafka.NewConsumerGroup(gcfg)
+	if err != nil {
+		return fmt.Errorf("join consumer group %s: %w", cfg.GroupID, err)
+	}
+	// The member id of the last generation, which a join of the group
+	// after it uses too.
+	var member string
+	defer func() { closeGroup(group, member, cfg.leaver(tr), conns, cfg.ShutdownTimeout, log) }()
 
 	inGroup := func(in bool) {
 		if cfg.OnGroup != nil {
@@ -190,6 +199,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 			continue
 		}
 		backoff = cfg.RetryMin
+		member = gen.MemberID
 		inGroup(true)
 		var parts []int
 		for _, a := range gen.Assignments[cfg.Topic] {
@@ -411,19 +421,192 @@ func missingTopics(ctx context.Context, cfg *GroupConfig, topics []string) ([]st
 	return missing, nil
 }
 
-// closeBounded closes c, giving up after d: kafka-go's Close can hang when
-// the broker is gone.
-func closeBounded(c interface{ Close() error }, d time.Duration, log *slog.Logger) {
+// closeGroup closes the consumer group within d. kafka-go's Close waits
+// for the group's goroutine, which cannot be interrupted while it waits
+// for the coordinator. After a rebalance ended the last generation, it
+// joins the group again, and the coordinator answers a join once every
+// member of the group joined again (or RebalanceTimeout passed): a member
+// applying a batch joins once the batch is applied and its partitions
+// released, up to ShutdownTimeout each; kafka-go then syncs, and only
+// then sees that it was closed and leaves. So a stop at that moment would
+// wait for the slowest member of the group. The join is abandoned
+// instead, which is safe: this member's partitions stopped, what they
+// applied is fenced, and a join applies nothing.
+//
+// Once Close has had closeGrace (it leaves a generation in a round trip
+// or two), closeGroup asks the coordinator to remove member, the member
+// id of the last generation, which the join uses: the coordinator answers
+// the join (an unknown member) and goes on with the rebalance without it,
+// and kafka-go returns. Should Close still wait (a first join, whose
+// member id is not known until the coordinator answers; a member id
+// kafka-go replaced after an error; a coordinator that does not answer),
+// the group's connections are closed and no more are opened: kafka-go's
+// requests fail and it returns. A member abandoned in a join is in the
+// rebalance without its process, as if it had died: the coordinator
+// expels it after SessionTimeout.
+func closeGroup(group io.Closer, member string, leave func(ctx context.Context, member string) error, conns *groupConns, d time.Duration, log *slog.Logger) {
 	done := make(chan error, 1)
-	go func() { done <- c.Close() }()
-	select {
-	case err := <-done:
-		if err != nil && !errors.Is(err, kafka.ErrGroupClosed) {
-			log.Warn("close consumer group failed", "err", err)
+	go func() { done <- group.Close() }()
+	deadline := time.Now().Add(d)
+	closed := func(within time.Duration) bool {
+		t := time.NewTimer(min(within, time.Until(deadline)))
+		defer t.Stop()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, kafka.ErrGroupClosed) {
+				log.Warn("close consumer group failed", "err", err)
+			}
+			return true
+		case <-t.C:
+			return false
 		}
-	case <-time.After(d):
-		log.Warn("close consumer group timed out", "timeout", d)
 	}
+	if closed(closeGrace) {
+		return
+	}
+	start := time.Now()
+	if member != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), min(leaveTimeout, max(time.Until(deadline), 0)))
+		err := leave(ctx, member)
+		cancel()
+		if err == nil && closed(closeGrace) {
+			log.Info("left the consumer group while joining it", "member", member, "took", time.Since(start))
+			return
+		}
+		if err != nil {
+			log.Debug("leave the consumer group while joining it failed", "member", member, "err", err)
+		}
+	}
+	conns.close()
+	if closed(d) {
+		log.Info("closed the consumer group's connections: a join in progress is abandoned, its member expelled after the session timeout", "took", time.Since(start))
+		return
+	}
+	log.Warn("close consumer group timed out", "timeout", d)
+}
+
+// closeGrace is how long closeGroup lets kafka-go's Close take before it
+// makes it return: leaving a generation takes a round trip or two.
+const closeGrace = 500 * time.Millisecond
+
+// leaveTimeout bounds closeGroup's request to leave the group: a
+// coordinator that does not answer it soon will not answer the join.
+const leaveTimeout = 2 * time.Second
+
+// leaver returns a function that asks the group's coordinator to remove a
+// member from the group, through tr.
+func (c *GroupConfig) leaver(tr kafka.RoundTripper) func(ctx context.Context, member string) error {
+	return func(ctx context.Context, member string) error {
+		client := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: tr}
+		res, err := client.LeaveGroup(ctx, &kafka.LeaveGroupRequest{GroupID: c.GroupID, Members: []kafka.LeaveGroupRequestMember{{ID: member}}})
+		if err != nil {
+			return err
+		}
+		if res.Error != nil {
+			return res.Error
+		}
+		for _, m := range res.Members {
+			if m.Error != nil {
+				return m.Error
+			}
+		}
+		return nil
+	}
+}
+
+// groupConns keeps the open connections of a consumer group, so that
+// closeGroup can close them.
+type groupConns struct {
+	// ctx ends when the connections are closed, and with it the dials in
+	// progress (a broker gone does not answer them).
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	conns  map[*groupConn]struct{}
+	closed bool
+}
+
+func newGroupConns() *groupConns {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &groupConns{ctx: ctx, cancel: cancel, conns: map[*groupConn]struct{}{}}
+}
+
+// errGroupConnsClosed is the error of a connection the consumer group asks
+// for once closeGroup closed its connections.
+var errGroupConnsClosed = errors.New("the consumer group is closed")
+
+// dialer returns a copy of d (kafka.DefaultDialer if nil) whose
+// connections s keeps.
+func (s *groupConns) dialer(d *kafka.Dialer) *kafka.Dialer {
+	if d == nil {
+		d = kafka.DefaultDialer
+	}
+	dd := *d
+	dial := d.DialFunc
+	if dial == nil {
+		// As kafka-go's dialer does without DialFunc (Happy Eyeballs is
+		// on by default).
+		dial = (&net.Dialer{LocalAddr: d.LocalAddr, FallbackDelay: d.FallbackDelay, KeepAlive: d.KeepAlive}).DialContext
+	}
+	dd.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return nil, errGroupConnsClosed
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(s.ctx, cancel)()
+		conn, err := dial(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			conn.Close()
+			return nil, errGroupConnsClosed
+		}
+		c := &groupConn{Conn: conn, s: s}
+		s.conns[c] = struct{}{}
+		return c, nil
+	}
+	return &dd
+}
+
+// close closes the connections open, ends the dials in progress and
+// makes the dialer refuse new ones.
+func (s *groupConns) close() {
+	s.cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.conns {
+		c.Conn.Close()
+	}
+	clear(s.conns)
+}
+
+// open returns how many connections are open.
+func (s *groupConns) open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// groupConn is a connection of a consumer group, which groupConns forgets
+// once closed: the group opens new ones at each generation.
+type groupConn struct {
+	net.Conn
+	s *groupConns
+}
+
+func (c *groupConn) Close() error {
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	return c.Conn.Close()
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"source", "partition"}),
 		dedupIDs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "featurestore_ingest_dedup_ids",
-			Help: "Events remembered for dedup by event id (sources with event_id_field): those within the allowed lateness, at most the source's dedup_max_ids, about 80 bytes plus the id each.",
+			Help: "Events remembered for dedup by event id (sources with event_id_field): those within the allowed lateness, at most the source's dedup_max_ids, 150 to 185 bytes of live heap plus the id each.",
 		}, []string{"source", "partition"}),
 		dedupCap: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "featurestore_ingest_dedup_forgotten_total",
