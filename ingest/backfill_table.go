@@ -93,7 +93,7 @@ func newTableDecoder(file string, schema *arrow.Schema, src *registry.Source, l 
 			}
 			switch {
 			case kind == featurestore.KindInt64 && t.ID() == arrow.FLOAT64:
-				want += " (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)"
+				want += " (DuckDB writes HUGEINT columns to Parquet as DOUBLE: cast them to BIGINT)"
 			case kind == featurestore.KindNull && (t.ID() == arrow.DATE32 || t.ID() == arrow.DATE64):
 				want += ": a date is a day, not an instant; cast it to a timestamp"
 			}

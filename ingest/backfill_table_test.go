@@ -238,7 +238,7 @@ func TestTableFileViews(t *testing.T) {
 // TestTableDecoderTypeErrors: a column of a type that cannot hold its
 // declared kind fails the file, naming file, column and type, and says
 // what to do for the types the tools write by surprise: DuckDB's HUGEINT
-// and UBIGINT (DOUBLE in Parquet) for an int64, a date for the event time.
+// (DOUBLE in Parquet) for an int64, a date for the event time.
 func TestTableDecoderTypeErrors(t *testing.T) {
 	_, src, l := loadSource(t, `
 kind: Entity
@@ -267,9 +267,9 @@ features:
 		want          string
 	}{
 		{arrow.PrimitiveTypes.Float64, ts, arrow.PrimitiveTypes.Int64,
-			`f.parquet: column "shop" (join key shop_id of source "txns") has type float64, which cannot hold int64 (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)`},
+			`f.parquet: column "shop" (join key shop_id of source "txns") has type float64, which cannot hold int64 (DuckDB writes HUGEINT columns to Parquet as DOUBLE: cast them to BIGINT)`},
 		{arrow.PrimitiveTypes.Int64, ts, arrow.PrimitiveTypes.Float64,
-			`f.parquet: column "qty" (field of source "txns") has type float64, which cannot hold int64 (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)`},
+			`f.parquet: column "qty" (field of source "txns") has type float64, which cannot hold int64 (DuckDB writes HUGEINT columns to Parquet as DOUBLE: cast them to BIGINT)`},
 		{arrow.PrimitiveTypes.Int64, arrow.FixedWidthTypes.Date32, arrow.PrimitiveTypes.Int64,
 			`f.parquet: column "ts" (event time of source "txns") has type date32, which cannot hold event time (rfc3339): a date is a day, not an instant; cast it to a timestamp`},
 		{arrow.PrimitiveTypes.Int64, ts, arrow.FixedWidthTypes.Boolean,

@@ -106,7 +106,7 @@ func findEntityColumns(path string, schema *arrow.Schema, p *plan, keyColumns ma
 				if e.kinds[j] == featurestore.KeyInt64 {
 					want = "an integer type"
 					if t.ID() == arrow.FLOAT32 || t.ID() == arrow.FLOAT64 {
-						want += " (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)"
+						want += " (DuckDB writes HUGEINT columns to Parquet as DOUBLE: cast them to BIGINT)"
 					}
 				}
 				return nil, fmt.Errorf("%s: column %q (join key %q of entity %q, %s) has type %s; want %s", path, name, k, e.name, e.kinds[j], t, want)

@@ -295,7 +295,7 @@ func TestBadInputs(t *testing.T) {
 		{name: "wrong key type", opts: Options{Entities: table("b.arrow", []arrow.Field{{Name: "user_id", Type: i64}, {Name: "event_timestamp", Type: ts}})},
 			want: `b.arrow: column "user_id" (join key "user_id" of entity "user", string) has type int64; want utf8, large_utf8, string_view or a dictionary of them`},
 		{name: "wrong int key type", features: []string{"by_shop:n_2m"}, opts: Options{Entities: table("b2.arrow", []arrow.Field{{Name: "shop_id", Type: arrow.PrimitiveTypes.Float64}, {Name: "event_timestamp", Type: ts}})},
-			want: `b2.arrow: column "shop_id" (join key "shop_id" of entity "shop", int64) has type float64; want an integer type (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)`},
+			want: `b2.arrow: column "shop_id" (join key "shop_id" of entity "shop", int64) has type float64; want an integer type (DuckDB writes HUGEINT columns to Parquet as DOUBLE: cast them to BIGINT)`},
 		{name: "dictionary of int keys", features: []string{"by_shop:n_2m"}, opts: Options{Entities: table("b3.arrow", []arrow.Field{{Name: "shop_id", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: i64}}, {Name: "event_timestamp", Type: ts}})},
 			want: `b3.arrow: column "shop_id" (join key "shop_id" of entity "shop", int64) has type dictionary<values=int64, indices=int8, ordered=false>; want an integer type`},
 		{name: "uint64 key beyond int64", features: []string{"by_shop:n_2m"}, opts: Options{Entities: table("b4.arrow", []arrow.Field{{Name: "shop_id", Type: arrow.PrimitiveTypes.Uint64}, {Name: "event_timestamp", Type: ts}},

@@ -414,7 +414,7 @@ func TestPythonEntityTables(t *testing.T) {
 		})
 	}
 	for name, want := range map[string]string{
-		"duckdb_hugeint.parquet": `column "shop_id" (join key "shop_id" of entity "shop", int64) has type float64; want an integer type (DuckDB writes HUGEINT and UBIGINT columns to Parquet as DOUBLE: cast them to BIGINT)`,
+		"duckdb_hugeint.parquet": `column "shop_id" (join key "shop_id" of entity "shop", int64) has type float64; want an integer type (DuckDB writes HUGEINT columns to Parquet as DOUBLE: cast them to BIGINT)`,
 		"polars_date.parquet":    `timestamp column "event_timestamp" has type date32, a day and not an instant`,
 	} {
 		if _, err := export(filepath.Join(tables, name)); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), name) {
