@@ -152,6 +152,7 @@ type FeatureView struct {
 	Entity      string            `yaml:"entity" json:"entity" required:"true" doc:"Name of the entity the features belong to."`
 	Source      string            `yaml:"source" json:"source" required:"true" doc:"Name of the source the features are computed from."`
 	Tile        Duration          `yaml:"tile" json:"tile" default:"1m" doc:"Tile size: windows are built from epoch-aligned tiles of this length, and every window must be a multiple of it."`
+	Rollup      Duration          `yaml:"rollup" json:"rollup,omitempty" doc:"Length of rollup tiles kept beside the tiles, a multiple of the tile at least twice as long and shorter than the longest window: a window read merges the rollup tiles it covers whole and the tiles at its two ends only, so a lookup of a day of minute tiles with a 1h rollup merges at most 142 tiles instead of 1,440. Values are the same with or without; ingest writes one more field per entity and event. Zero (the default) keeps none."`
 	TTL         Duration          `yaml:"ttl" json:"ttl,omitempty" doc:"Maximum age of a last value: older values are served and exported as expired. Zero means last values never expire."`
 	Online      *bool             `yaml:"online" json:"online" default:"true" doc:"Whether the features are kept in the online store for lookups."`
 	Offline     *bool             `yaml:"offline" json:"offline" default:"true" doc:"Whether accepted events are kept in the offline store for training exports."`
