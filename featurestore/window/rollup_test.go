@@ -79,7 +79,7 @@ func TestPropertyRollups(t *testing.T) {
 				}
 				check(t, "seed "+itoa(seed), rv, want, evs, at)
 
-				plan, rollups := read.ReadPlan(at)
+				plan, rollups := read.ReadPlan(nil, at)
 				inPlan := func(k int64) bool {
 					for _, r := range plan {
 						if r.Contains(k) {
@@ -176,12 +176,12 @@ features:
   - {name: n_1d, aggregation: count, window: 1d}
 `, "v")
 	for _, at := range []int64{0, 59_999, 60_000, 3_599_999, 3_600_000, 1_700_000_123_456, -1} {
-		plan, rollups := v.ReadPlan(at)
+		plan, rollups := v.ReadPlan(nil, at)
 		n := 0
 		for _, r := range plan {
 			n += r.Len()
 		}
-		if n > 142 || rollups.Len() > 24 {
+		if n > 142 || rollups.Len() > 24 || n+rollups.Len() > v.ReadPlanMax() {
 			t.Errorf("at %d: %d tiles in %v and %d rollup tiles", at, n, plan, rollups.Len())
 		}
 		k := v.TileOf(at)

@@ -516,44 +516,66 @@ func (v *View) split(k, n int64) (cLo, cHi int64) {
 	return -TileOf(-(k - n + 1), r), TileOf(k+1, r) - 1
 }
 
-// ReadPlan returns what ReadRollups merges at t: the tiles, as ranges in
-// increasing order without overlap, and the rollup tiles. Without rollup
-// tiles it is TilesNeeded(t) and an empty range.
-func (v *View) ReadPlan(t int64) (tiles []TileRange, rollups TileRange) {
+// ReadPlan appends to dst what ReadRollups merges at t: the tiles, as
+// ranges in increasing order without overlap, and returns them with the
+// rollup tiles. Without rollup tiles it is TilesNeeded(t) and an empty
+// range.
+func (v *View) ReadPlan(dst []TileRange, t int64) (tiles []TileRange, rollups TileRange) {
 	need := v.TilesNeeded(t)
+	rollups = TileRange{First: 1, Last: 0}
 	if v.rollup == 0 || need.Len() == 0 {
-		return []TileRange{need}, TileRange{First: 0, Last: -1}
+		return append(dst, need), rollups
 	}
 	k := need.Last
-	rollups = TileRange{First: 1, Last: 0}
-	var ranges []TileRange
 	r := v.rollup / v.tile
+	start := len(dst)
 	for _, d := range v.defs[PartWindow] {
 		for _, i := range d.features {
 			n := v.features[i].tiles
 			cLo, cHi := v.split(k, n)
 			if cLo > cHi {
-				ranges = append(ranges, TileRange{First: k - n + 1, Last: k})
+				dst = append(dst, TileRange{First: k - n + 1, Last: k})
 				continue
 			}
 			if rollups.Len() == 0 {
 				rollups = TileRange{First: cLo, Last: cHi}
 			}
 			rollups.First = min(rollups.First, cLo)
-			ranges = append(ranges, TileRange{First: k - n + 1, Last: cLo*r - 1}, TileRange{First: (cHi + 1) * r, Last: k})
+			dst = append(dst, TileRange{First: k - n + 1, Last: cLo*r - 1}, TileRange{First: (cHi + 1) * r, Last: k})
 		}
 	}
+	ranges := dst[start:]
 	slices.SortFunc(ranges, func(a, b TileRange) int { return cmp.Compare(a.First, b.First) })
+	out := ranges[:0]
 	for _, x := range ranges {
 		switch {
 		case x.Len() == 0:
-		case len(tiles) > 0 && x.First <= tiles[len(tiles)-1].Last+1:
-			tiles[len(tiles)-1].Last = max(tiles[len(tiles)-1].Last, x.Last)
+		case len(out) > 0 && x.First <= out[len(out)-1].Last+1:
+			out[len(out)-1].Last = max(out[len(out)-1].Last, x.Last)
 		default:
-			tiles = append(tiles, x)
+			out = append(out, x)
 		}
 	}
-	return tiles, rollups
+	return dst[:start+len(out)], rollups
+}
+
+// ReadPlanMax returns the most tiles and rollup tiles a ReadPlan of the
+// view holds, at any time.
+func (v *View) ReadPlanMax() int {
+	if v.rollup == 0 {
+		return v.TilesNeeded(0).Len()
+	}
+	most := 0
+	var buf []TileRange
+	for j := range v.rollup / v.tile {
+		tiles, rollups := v.ReadPlan(buf[:0], j*v.tile)
+		n := rollups.Len()
+		for _, r := range tiles {
+			n += r.Len()
+		}
+		most, buf = max(most, n), tiles
+	}
+	return most
 }
 
 // MaxWindow returns the length of the view's longest window in ms, 0 when it
