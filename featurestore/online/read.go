@@ -123,12 +123,12 @@ type ReadBuffer struct {
 	ends    []int
 	names   []string
 	args    []any
-	cmds    []redis.Cmder // per request: a StringSliceCmd, or a MapStringStringCmd (HGETALL over RESP3)
-	modes   []readMode    // per request: how cmds[i] reads
-	again   []redis.Cmder // the reads asked again whole (readSlots of a hash in another ring)
-	merged  []int32       // per request of the last ReadViews: tiles merged, -1 without windows
-	plan    []window.TileRange
-	kv      []string // a reply as field, value, ...
+	cmds    []redis.Cmder      // per request: a StringSliceCmd, or a MapStringStringCmd (HGETALL over RESP3)
+	modes   []readMode         // per request: how cmds[i] reads
+	again   []redis.Cmder      // the reads asked again whole (readSlots of a hash in another ring)
+	merged  []int32            // per request of the last ReadViews: tiles merged, -1 without windows
+	plan    []window.TileRange // the tiles of a read's plan (window.View.ReadPlan)
+	kv      []string           // a reply as field, value, ...
 	flat    []window.FeatureValue
 	out     [][]window.FeatureValue
 	scratch []heldScratch
