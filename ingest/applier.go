@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -58,8 +57,10 @@ type viewPlan struct {
 	win    *window.View
 	keyIdx []int // per entity join key: its index in Layout.Keys
 	ring   int64
-	rings  []byte // ring in decimal, the value of online.RingField
+	rings  []byte // the value of online.RingField (online.RingValue)
 	ttl    time.Duration
+	// With rollup tiles: the tiles each holds, and the slots of their ring.
+	ratio, rollupRing int64
 }
 
 // Applier applies the messages of one source to the online store and, once
@@ -163,7 +164,11 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 			vp.keyIdx = append(vp.keyIdx, i)
 		}
 		vp.ring = online.NewViewLayout(project, v.Name, w, src.Reach()).Ring
-		vp.rings = strconv.AppendInt(nil, vp.ring, 10)
+		if w.Rollup() > 0 {
+			vp.ratio = w.Rollup() / w.Tile()
+			vp.rollupRing = online.RollupRingSize(vp.ring, vp.ratio)
+		}
+		vp.rings = online.RingValue(vp.ring, vp.ratio)
 		// An event up to the future skew ahead of the clock is read once the
 		// clock reaches it: the key lives that much longer.
 		vp.ttl = max(w.Retention(src.Reach()), v.TTL.Std()+src.FutureSkew())

@@ -28,6 +28,7 @@ type batch struct {
 	groups  []group
 	byGroup []window.Event // the events of each group, sorted by tile, then offset
 	tiles   []int64        // the distinct tiles of each group, ascending
+	rollups []int64        // the distinct rollup tiles of each group, ascending
 	fields  []string       // the fields each group's update reads
 	firsts  []int64        // each group's lowest offset, for its update
 	updates []online.Update
@@ -55,6 +56,7 @@ type group struct {
 	entity   featurestore.EntityKey
 	start, n int32 // its events in batch.byGroup
 	tiles    []int64
+	rollups  []int64 // its rollup tiles; their fields follow the tiles'
 	fields   []string
 	first    int64 // the lowest offset of its events
 	blind    bool  // its update was blind
@@ -148,10 +150,13 @@ func (b *batch) applied(g *group) int {
 // viewScratch holds what a batch reuses per view: states to merge into, and
 // the names of tile slots.
 type viewScratch struct {
-	tile  *window.TileState
-	life  *window.LifetimeState
-	last  *window.LastValues
-	slots map[int64]string // slot index: field name
+	tile   *window.TileState
+	rollup *window.TileState // of a view with rollup tiles
+	// rollupSlots are the field names of the rollup ring's slots.
+	rollupSlots map[int64]string
+	life        *window.LifetimeState
+	last        *window.LastValues
+	slots       map[int64]string // slot index: field name
 	// The share of the view's writes that could go blind, estimated over
 	// the batches so far (1 to start with: a new consumer is usually
 	// catching up, when most writes start new tiles).
@@ -174,7 +179,7 @@ func (b *batch) reset(a *Applier, p int, n int) {
 	clear(b.letters)
 	b.dupIDs, b.markers = 0, 0
 	b.groups, b.letters = b.groups[:0], b.letters[:0]
-	b.byGroup, b.tiles, b.fields, b.firsts = b.byGroup[:0], b.tiles[:0], b.fields[:0], b.firsts[:0]
+	b.byGroup, b.tiles, b.rollups, b.fields, b.firsts = b.byGroup[:0], b.tiles[:0], b.rollups[:0], b.fields[:0], b.firsts[:0]
 	clear(b.updates)
 	b.updates = b.updates[:0]
 	b.enc, b.sets, b.fences = b.enc[:0], b.sets[:0], b.fences[:0]
@@ -186,6 +191,10 @@ func (b *batch) reset(a *Applier, p int, n int) {
 			w := vp.win
 			if w.HasPart(window.PartWindow) {
 				vs.tile = w.NewTileState(0)
+			}
+			if w.Rollup() > 0 {
+				vs.rollup = w.NewRollupState(0)
+				vs.rollupSlots = map[int64]string{}
 			}
 			if w.HasPart(window.PartLifetime) {
 				vs.life = w.NewLifetimeState()
@@ -283,12 +292,20 @@ func (b *batch) arrange(a *Applier) {
 			slices.SortStableFunc(evs, func(x, y window.Event) int { return cmp.Compare(w.TileOf(x.Time), w.TileOf(y.Time)) })
 		}
 		vs := &b.views[g.view]
-		nt, nf := len(b.tiles), len(b.fields)
+		nt, nr, nf := len(b.tiles), len(b.rollups), len(b.fields)
 		if w.HasPart(window.PartWindow) {
 			for j := range evs {
 				if k := w.TileOf(evs[j].Time); len(b.tiles) == nt || b.tiles[len(b.tiles)-1] != k {
 					b.tiles = append(b.tiles, k)
 					b.fields = append(b.fields, vs.slotField(k, vp.ring))
+				}
+			}
+		}
+		if vp.ratio > 0 {
+			for _, k := range b.tiles[nt:] {
+				if K := w.RollupOf(k); len(b.rollups) == nr || b.rollups[len(b.rollups)-1] != K {
+					b.rollups = append(b.rollups, K)
+					b.fields = append(b.fields, vs.rollupSlotField(K, vp.rollupRing))
 				}
 			}
 		}
@@ -302,6 +319,7 @@ func (b *batch) arrange(a *Applier) {
 			b.fields = append(b.fields, online.RingField)
 		}
 		g.tiles = b.tiles[nt:len(b.tiles):len(b.tiles)]
+		g.rollups = b.rollups[nr:len(b.rollups):len(b.rollups)]
 		g.fields = b.fields[nf:len(b.fields):len(b.fields)]
 	}
 }
@@ -317,6 +335,20 @@ func (vs *viewScratch) slotField(k, ring int64) string {
 	if !ok {
 		f = online.SlotField(k, ring)
 		vs.slots[s] = f
+	}
+	return f
+}
+
+// rollupSlotField returns the field of rollup tile K's slot, from a cache.
+func (vs *viewScratch) rollupSlotField(K, ring int64) string {
+	s := K % ring
+	if s < 0 {
+		s += ring
+	}
+	f, ok := vs.rollupSlots[s]
+	if !ok {
+		f = online.RollupSlotField(K, ring)
+		vs.rollupSlots[s] = f
 	}
 	return f
 }
@@ -430,7 +462,41 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 			b.sets = append(b.sets, online.Field{Name: g.fields[i], Value: b.enc[at:len(b.enc):len(b.enc)]})
 		}
 	}
-	at := len(g.tiles)
+	for ri, K := range g.rollups {
+		i := len(g.tiles) + ri
+		rs := vs.rollup
+		rs.Reset(K)
+		if v := fields[i]; v != nil {
+			sk, blob, err := online.DecodeSlot(v)
+			if err != nil {
+				return online.Write{}, fmt.Errorf("rollup tile slot %s of %s: %w", g.fields[i], g.entity, err)
+			}
+			if sk > K {
+				continue // the slot holds a newer rollup tile: these events can no longer be read
+			}
+			if sk == K {
+				if err := rs.UnmarshalBinary(blob); err != nil {
+					return online.Write{}, err
+				}
+			}
+		}
+		n := 0
+		for r := range evs {
+			if evs[r].Offset > fence && w.RollupOf(w.TileOf(evs[r].Time)) == K {
+				if err := rs.Add(&evs[r]); err != nil {
+					return online.Write{}, err
+				}
+				n++
+			}
+		}
+		if n > 0 {
+			at := len(b.enc)
+			b.enc = online.AppendSlot(b.enc, K, nil)
+			b.enc = rs.AppendBinary(b.enc)
+			b.sets = append(b.sets, online.Field{Name: g.fields[i], Value: b.enc[at:len(b.enc):len(b.enc)]})
+		}
+	}
+	at := len(g.tiles) + len(g.rollups)
 	if vs.life != nil {
 		ls := vs.life
 		ls.Reset()
@@ -489,17 +555,18 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 // slot the newer stays, as in any write: the ring spans every tile still
 // read or written by this view. Two copies of one tile, which writes before
 // rings were recorded could leave in two slots, are merged (each holds
-// events the other lacks). It returns the update's fields with the values
-// of the tiles' slots in the new layout, the slots whose values change,
-// and the tile fields to delete.
+// events the other lacks). The rollup tiles of a view that keeps them are
+// made again from the tiles, which hold every event of any rollup tile
+// still read (ring.go), and those of another layout deleted. It returns the
+// update's fields with the values of the tiles' slots in the new layout,
+// the slots whose values change, and the tile fields to delete.
 func relayout(g *group, vp *viewPlan, st online.State) (fields [][]byte, moved []online.Field, deletes []string, err error) {
-	type tile struct {
-		k     int64
-		value []byte
-	}
-	tiles := make([]tile, 0, len(st.Tiles))
+	tiles := make([]slotTile, 0, len(st.Tiles))
 	at := map[int64]int{} // tile index: its place in tiles
 	for _, f := range st.Tiles {
+		if online.IsRollupSlotField(f.Name) {
+			continue
+		}
 		k, _, err := online.DecodeSlot(f.Value)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("tile slot %s: %w", f.Name, err)
@@ -507,7 +574,7 @@ func relayout(g *group, vp *viewPlan, st online.State) (fields [][]byte, moved [
 		i, ok := at[k]
 		if !ok {
 			at[k] = len(tiles)
-			tiles = append(tiles, tile{k, f.Value})
+			tiles = append(tiles, slotTile{k, f.Value})
 			continue
 		}
 		merged, err := mergeSlots(vp.win, k, tiles[i].value, f.Value)
@@ -516,11 +583,16 @@ func relayout(g *group, vp *viewPlan, st online.State) (fields [][]byte, moved [
 		}
 		tiles[i].value = merged
 	}
-	slices.SortFunc(tiles, func(a, b tile) int { return cmp.Compare(b.k, a.k) }) // newest first
+	slices.SortFunc(tiles, func(a, b slotTile) int { return cmp.Compare(b.k, a.k) }) // newest first
 	placed := map[string][]byte{}
 	for _, t := range tiles {
 		if name := online.SlotField(t.k, vp.ring); placed[name] == nil {
 			placed[name] = t.value
+		}
+	}
+	if vp.ratio > 0 {
+		if err := placeRollups(vp, tiles, placed); err != nil {
+			return nil, nil, nil, err
 		}
 	}
 	stored := map[string][]byte{}
@@ -537,10 +609,54 @@ func relayout(g *group, vp *viewPlan, st online.State) (fields [][]byte, moved [
 	}
 	slices.SortFunc(moved, func(a, b online.Field) int { return cmp.Compare(a.Name, b.Name) })
 	fields = slices.Clone(st.Fields)
-	for i := range g.tiles {
+	for i := range len(g.tiles) + len(g.rollups) {
 		fields[i] = placed[g.fields[i]]
 	}
 	return fields, moved, deletes, nil
+}
+
+// slotTile is a tile slot's value and the index of the tile it holds.
+type slotTile struct {
+	k     int64
+	value []byte
+}
+
+// placeRollups makes the rollup tiles of the given tiles, one copy of each,
+// newest first, and puts their slot values in placed, by field; of two
+// rollup tiles for one slot, the newer stays.
+func placeRollups(vp *viewPlan, tiles []slotTile, placed map[string][]byte) error {
+	w := vp.win
+	var rs *window.TileState
+	flush := func() {
+		if rs == nil || rs.IsEmpty() {
+			return
+		}
+		name := online.RollupSlotField(rs.Index(), vp.rollupRing)
+		if placed[name] == nil {
+			placed[name] = rs.AppendBinary(online.AppendSlot(nil, rs.Index(), nil))
+		}
+	}
+	ts := w.NewTileState(0)
+	for _, t := range tiles {
+		k := t.k
+		_, blob, err := online.DecodeSlot(t.value)
+		if err != nil {
+			return err
+		}
+		ts.Reset(k)
+		if err := ts.UnmarshalBinary(blob); err != nil {
+			return fmt.Errorf("tile %d: %w", k, err)
+		}
+		if K := w.RollupOf(k); rs == nil || rs.Index() != K {
+			flush()
+			rs = w.NewRollupState(K)
+		}
+		if err := rs.MergeTile(ts); err != nil {
+			return err
+		}
+	}
+	flush()
+	return nil
 }
 
 // mergeSlots merges two slot values of tile k, decoded with view w: two

@@ -37,7 +37,8 @@ import (
 // Without FEATURESTORE_BENCH_EVENTS the topic holds 200,000 events, so that
 // `make bench` (-count 5, every package) takes a few minutes; with
 // FEATURESTORE_BENCH_FRESHNESS=10s the freshness benchmark produces for 10s
-// instead of 20s. Add -cpuprofile cpu.out to see where the ingest process
+// instead of 20s; with FEATURESTORE_BENCH_ROLLUP=1h the view keeps hourly
+// rollup tiles. Add -cpuprofile cpu.out to see where the ingest process
 // spends its time; Redis and Kafka are other processes, and the
 // redis-cpu-us/event metric gives Redis's share.
 //

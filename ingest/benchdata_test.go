@@ -107,8 +107,9 @@ name: %s
 entity: card
 source: %s
 tile: 1m
+%s
 features:
-`, benchSource, topic, benchView, benchSource)
+`, benchSource, topic, benchView, benchSource, benchRollup())
 	aggs := []struct{ name, agg, field string }{
 		{"n", "count", ""},
 		{"amount_sum", "sum", "amount"},
@@ -127,6 +128,15 @@ features:
 		}
 	}
 	return []byte(sb.String())
+}
+
+// benchRollup returns the view's rollup line: FEATURESTORE_BENCH_ROLLUP
+// (a duration, such as 1h) measures ingest with rollup tiles.
+func benchRollup() string {
+	if r := os.Getenv("FEATURESTORE_BENCH_ROLLUP"); r != "" {
+		return "rollup: " + r
+	}
+	return ""
 }
 
 func benchRegistry(b *testing.B, topic string) (*registry.Registry, *registry.Source) {

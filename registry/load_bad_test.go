@@ -133,6 +133,8 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/window.bad.yaml:25:13: feature view "v8": feature "f": window 30s is not a multiple of tile 1m`,
 			`testdata/window.bad.yaml:31:7: feature view "v9": tile 500ms must be a whole number of seconds, at least 1s`,
 			`testdata/window.bad.yaml:32:9: feature view "v9": online and offline are both false: the view would compute nothing`,
+			`testdata/window.bad.yaml:44:9: feature view "v10": rollup 1m30s is not a multiple of tile 1m at least twice as long`,
+			`testdata/window.bad.yaml:52:9: feature view "v11": rollup 1h is not shorter than the longest window (1h): no window would read a rollup tile`,
 		}},
 		{"wrong_types.bad.yaml", []string{
 			`testdata/wrong_types.bad.yaml:5:7: feature view "v2": tile: expected a duration like "10m", got integer 60`,

@@ -235,6 +235,20 @@ func (r *Registry) checkView(e *errs, v *FeatureView) {
 		e.add(v.PosOf("tile"), "%s: tile %s must be a whole number of seconds, at least 1s", ctx, v.Tile)
 		tileOK = false
 	}
+	if tileOK && v.Rollup != 0 && !v.failed("rollup") {
+		longest := Duration(0)
+		for _, f := range v.Features {
+			if f != nil && !f.Window.Lifetime {
+				longest = max(longest, f.Window.Length)
+			}
+		}
+		switch {
+		case v.Rollup < 2*v.Tile || v.Rollup.Std()%v.Tile.Std() != 0:
+			e.add(v.PosOf("rollup"), "%s: rollup %s is not a multiple of tile %s at least twice as long", ctx, v.Rollup, v.Tile)
+		case v.Rollup >= longest:
+			e.add(v.PosOf("rollup"), "%s: rollup %s is not shorter than the longest window (%s): no window would read a rollup tile", ctx, v.Rollup, longest)
+		}
+	}
 	if !v.IsOnline() && !v.IsOffline() {
 		e.add(v.PosOf("online"), "%s: online and offline are both false: the view would compute nothing", ctx)
 	}

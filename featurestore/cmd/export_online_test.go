@@ -58,11 +58,15 @@ name: by_user
 entity: user
 source: txns
 tile: 1m
+rollup: 10m
 ttl: 5m
 features:
   - {name: n_5m, aggregation: count, window: 5m}
   - {name: amount_sum_10m, aggregation: sum, field: amount, window: 10m}
   - {name: qty_sum_1h, aggregation: sum, field: qty, window: 1h}
+  - {name: n_20m, aggregation: count, window: 20m}
+  - {name: amount_std_30m, aggregation: stddev, field: amount, window: 30m}
+  - {name: cat_distinct_20m, aggregation: count_distinct, field: cat, window: 20m}
   - {name: amount_mean_10m, aggregation: mean, field: amount, window: 10m}
   - {name: qty_min_10m, aggregation: min, field: qty, window: 10m}
   - {name: amount_max_10m, aggregation: max, field: amount, window: 10m}

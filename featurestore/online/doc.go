@@ -41,12 +41,16 @@
 //	                     R covers every tile still readable or writable, so
 //	                     an active entity holds at most R tiles and old
 //	                     tiles need no deletes
+//	c:<slot>             a rollup tile, of a view with rollup tiles of r
+//	                     tiles each: the state of the tiles K*r to K*r+r-1,
+//	                     in slot K mod Rc of their own ring (RollupSlotField)
 //	r                    the number of slots R of the ring the tiles are in,
-//	                     decimal (views with windows)
+//	                     decimal (views with windows), followed by :r for
+//	                     a view with rollup tiles (RingValue)
 //	l                    the state of the view's lifetime aggregates
 //	x                    the view's last values
 //
-// Values of t:, l and x are compact binary blobs defined by
+// Values of t:, c:, l and x are compact binary blobs defined by
 // featurestore/window, never JSON.
 //
 // # Writing: effectively once

@@ -74,8 +74,9 @@ const (
 	// lays the tiles out again before it writes one (ErrNeedTiles).
 	RingField = "r"
 
-	tilePrefix  = "t:"
-	fencePrefix = "f:"
+	tilePrefix   = "t:"
+	rollupPrefix = "c:"
+	fencePrefix  = "f:"
 )
 
 // TileField returns the name of the field that holds tile index, the tile

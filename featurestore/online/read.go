@@ -123,11 +123,12 @@ type ReadBuffer struct {
 	ends    []int
 	names   []string
 	args    []any
-	cmds    []redis.Cmder // per request: a StringSliceCmd, or a MapStringStringCmd (HGETALL over RESP3)
-	modes   []readMode    // per request: how cmds[i] reads
-	again   []redis.Cmder // the reads asked again whole (readSlots of a hash in another ring)
-	merged  []int32       // per request of the last ReadViews: tiles merged, -1 without windows
-	kv      []string      // a reply as field, value, ...
+	cmds    []redis.Cmder      // per request: a StringSliceCmd, or a MapStringStringCmd (HGETALL over RESP3)
+	modes   []readMode         // per request: how cmds[i] reads
+	again   []redis.Cmder      // the reads asked again whole (readSlots of a hash in another ring)
+	merged  []int32            // per request of the last ReadViews: tiles merged, -1 without windows
+	plan    []window.TileRange // the tiles of a read's plan (window.View.ReadPlan)
+	kv      []string           // a reply as field, value, ...
 	flat    []window.FeatureValue
 	out     [][]window.FeatureValue
 	scratch []heldScratch
@@ -222,7 +223,7 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 	for _, lr := range b.reads[:len(reqs)] {
 		nargs += 2 + len(lr.tail)
 		if lr.mode == readSlots {
-			nargs += lr.tiles
+			nargs += lr.plan
 		}
 	}
 	if cap(b.args) < nargs {
@@ -243,10 +244,16 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		case lr.mode == readSlots:
 			args = append(args, "hmget", &b.names[i])
 			args = append(args, lr.tail...)
-			need := r.Layout.View.TilesNeeded(t)
+			tiles, rollups := r.Layout.View.ReadPlan(b.plan[:0], t)
+			b.plan = tiles
 			ring := int64(len(lr.slots.boxed))
-			for k := need.First; k <= need.Last; k++ {
-				args = append(args, lr.slots.boxed[slotOf(k, ring)])
+			for _, x := range tiles {
+				for k := x.First; k <= x.Last; k++ {
+					args = append(args, lr.slots.boxed[slotOf(k, ring)])
+				}
+			}
+			for K := rollups.First; K <= rollups.Last; K++ {
+				args = append(args, lr.rollupSlots.boxed[slotOf(K, lr.rollupRing)])
 			}
 			cmd = redis.NewStringSliceCmd(ctx, args[n:len(args):len(args)]...)
 		default:
@@ -310,17 +317,32 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 				}
 				kv = b.kv
 			case readSlots:
-				if len(vals) != len(lr.names)+lr.tiles {
-					return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), len(lr.names)+lr.tiles)
-				}
+				// The fields asked for, in order: the ring (checked by
+				// readAgain), lifetime and last values, the tiles of the
+				// plan, its rollup tiles.
 				b.kv = b.kv[:0]
-				for j, v := range vals[1:len(lr.names)] { // the ring was checked (readAgain)
-					b.kv = append(b.kv, lr.names[1+j], v)
+				for j, v := range vals[:len(lr.names)] {
+					b.kv = append(b.kv, lr.names[j], v)
 				}
-				ring := int64(len(lr.slots.names))
-				k := r.Layout.View.TilesNeeded(t).First
-				for j, v := range vals[len(lr.names):] {
-					b.kv = append(b.kv, lr.slots.names[slotOf(k+int64(j), ring)], v)
+				tiles, rollups := r.Layout.View.ReadPlan(b.plan[:0], t)
+				b.plan = tiles
+				want := len(lr.names) + rollups.Len()
+				for _, x := range tiles {
+					want += x.Len()
+				}
+				if len(vals) != want {
+					return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), want)
+				}
+				ring, at := int64(len(lr.slots.names)), len(lr.names)
+				for _, x := range tiles {
+					for k := x.First; k <= x.Last; k++ {
+						b.kv = append(b.kv, lr.slots.names[slotOf(k, ring)], vals[at])
+						at++
+					}
+				}
+				for K := rollups.First; K <= rollups.Last; K++ {
+					b.kv = append(b.kv, lr.rollupSlots.names[slotOf(K, lr.rollupRing)], vals[at])
+					at++
 				}
 				kv = b.kv
 			}
@@ -330,7 +352,7 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 		if err := sc.read(r.Layout.View, lr, kv, t, dst); err != nil {
 			b.corruptRead(i, sc, t, dst, err)
 		} else if lr.tiles > 0 {
-			b.merged[i] = int32(len(sc.used))
+			b.merged[i] = int32(len(sc.used) + len(sc.rused))
 		}
 	}
 	return b.out, nil

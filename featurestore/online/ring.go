@@ -7,6 +7,15 @@ import (
 	"time"
 )
 
+// A view with rollup tiles (window.View.Rollup, r tiles each) keeps them in
+// a second ring, in fields c:<K mod Rc>, Rc = RollupRingSize(R, r), the
+// values laid out as tile slots (AppendSlot, with the rollup tile's index).
+// RingField then holds "R:r" (RingValue), so that a change of the rollup
+// lays the hash out again like a change of R: the writer rebuilds every
+// rollup tile from the tiles, which the ring keeps for as long as a rollup
+// tile made of them can be read. A reader uses rollup tiles only from a
+// hash whose RingField is its own; from another, it merges tiles alone.
+
 // Tiles live in a ring of slots: tile k of a view is kept in the field
 // t:<k mod R> of the hash, its value prefixed by the tile index. R covers
 // every tile that can still be read or written (the longest window, the
@@ -59,4 +68,32 @@ func DecodeSlot(b []byte) (k int64, blob []byte, err error) {
 		return 0, nil, ErrCorruptSlot
 	}
 	return k, b[n:], nil
+}
+
+// RollupRingSize returns the slots of the ring of rollup tiles of r tiles
+// each beside a ring of R tiles: every rollup tile that holds a tile of the
+// ring, and a margin.
+func RollupRingSize(R, r int64) int64 { return (R+r-1)/r + 2 }
+
+// RollupSlotField returns the field that holds rollup tile K in a ring of
+// rc slots.
+func RollupSlotField(K, rc int64) string {
+	return rollupPrefix + strconv.FormatInt(slotOf(K, rc), 10)
+}
+
+// RingValue returns the value of RingField of a hash laid out in a ring of
+// R tiles and, for r > 0, rollup tiles of r tiles each.
+func RingValue(R, r int64) []byte {
+	b := strconv.AppendInt(nil, R, 10)
+	if r > 0 {
+		b = append(b, ':')
+		b = strconv.AppendInt(b, r, 10)
+	}
+	return b
+}
+
+// IsRollupSlotField reports whether a field of a hash is a rollup tile
+// slot (RollupSlotField).
+func IsRollupSlotField(name string) bool {
+	return len(name) > len(rollupPrefix) && name[:len(rollupPrefix)] == rollupPrefix
 }

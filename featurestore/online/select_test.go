@@ -22,7 +22,8 @@ import (
 
 // selectDefs is a view whose longest window (a day of minute tiles) is much
 // longer than its shortest, with a lifetime count, a sketch and a last value
-// beside its windows; lateness is the %s.
+// beside its windows; lateness is the first %s, the second a rollup or
+// nothing.
 const selectDefs = `
 kind: Entity
 name: merchant
@@ -41,6 +42,7 @@ name: merchant_pays
 entity: merchant
 source: pays
 tile: 1m
+%s
 features:
   - {name: n_10m, aggregation: count, window: 10m}
   - {name: sum_1h, aggregation: sum, field: amount, window: 1h}
@@ -55,9 +57,9 @@ features:
 // source has the given lateness, events of a busy merchant (one every 20 s
 // over 26 hours: a tile in every slot of the ring) and of a quiet one, ending
 // at end, and returns the layout of the view.
-func writeSelectEvents(t testing.TB, rc *redis.Client, project, lateness string, entities []string, end int64) *online.ViewLayout {
+func writeSelectEvents(t testing.TB, rc *redis.Client, project, lateness, rollup string, entities []string, end int64) *online.ViewLayout {
 	t.Helper()
-	reg, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, selectDefs, lateness)})
+	reg, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, selectDefs, lateness, rollup)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,8 +106,8 @@ func TestReadViewsSelect(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	defer rc.Close()
 	end := time.Now().UnixMilli() - 5*60_000
-	full := writeSelectEvents(t, rc, project, "10m", []string{"busy", "quiet"}, end)
-	other := writeSelectEvents(t, rc, project, "3h", []string{"moved"}, end)
+	full := writeSelectEvents(t, rc, project, "10m", "", []string{"busy", "quiet"}, end)
+	other := writeSelectEvents(t, rc, project, "3h", "", []string{"moved"}, end)
 	if other.Ring == full.Ring {
 		t.Fatalf("both registries lay tiles out in a ring of %d", full.Ring)
 	}
@@ -187,7 +189,7 @@ func TestReadViewsSelectCorrupt(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	defer rc.Close()
 	end := time.Now().UnixMilli() - 60_000
-	full := writeSelectEvents(t, rc, project, "10m", []string{"busy", "broken"}, end)
+	full := writeSelectEvents(t, rc, project, "10m", "", []string{"busy", "broken"}, end)
 	sel, err := full.Select([]int{0}) // n_10m
 	if err != nil {
 		t.Fatal(err)
@@ -239,20 +241,28 @@ func TestReadViewsSelectCorrupt(t *testing.T) {
 // view (the whole hash, as every lookup read before layouts selected
 // features), and layouts selecting the 10-minute count (the slots of its
 // ten tiles), the day count (the whole hash, no sketch decoded) and the
-// last value (two fields).
+// last value (two fields); and with hourly rollup tiles, every feature and
+// the day count (its rollup tiles and the tiles at the window's ends).
 func BenchmarkReadViewsBusy(b *testing.B) {
 	addr := testenv.RedisAddr(b)
 	project := testenv.UniqueName(b, "readbusy")
 	rc := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, Protocol: 2}) // as featurestore serve
 	defer rc.Close()
 	end := time.Now().UnixMilli() - 60_000
-	full := writeSelectEvents(b, rc, project, "10m", []string{"busy"}, end)
+	full := writeSelectEvents(b, rc, project, "10m", "", []string{"busy"}, end)
+	rolled := writeSelectEvents(b, rc, project+"r", "10m", "rollup: 1h", []string{"busy"}, end)
 	store := online.New(rc, online.Options{})
 	ctx := context.Background()
 	for _, c := range []struct {
 		name     string
 		features []int
-	}{{"all", nil}, {"n_10m", []int{0}}, {"n_1d", []int{2}}, {"amount", []int{6}}} {
+		rollup   bool
+	}{{"all", nil, false}, {"n_10m", []int{0}, false}, {"n_1d", []int{2}, false}, {"amount", []int{6}, false},
+		{"rollup/all", nil, true}, {"rollup/n_1d", []int{2}, true}} {
+		full := full
+		if c.rollup {
+			full = rolled
+		}
 		l := *full
 		if c.features != nil {
 			var err error

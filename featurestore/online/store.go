@@ -159,8 +159,9 @@ type State struct {
 	// Blind is true when nothing was read: Apply assumes the empty state
 	// for a blind write (Update.Blind).
 	Blind bool
-	// Tiles are every tile slot of the hash (fields named t:...), when the
-	// Merge asked for them with ErrNeedTiles; nil otherwise.
+	// Tiles are every tile slot of the hash (fields named t:...) and every
+	// rollup tile slot (c:..., see RollupSlotField), when the Merge asked
+	// for them with ErrNeedTiles; nil otherwise.
 	Tiles []Field
 }
 
@@ -785,7 +786,7 @@ func (s *Store) readStates(ctx context.Context, ops []*op) error {
 			}
 			tiles = []Field{} // not nil: read
 			for f, v := range m {
-				if strings.HasPrefix(f, tilePrefix) {
+				if strings.HasPrefix(f, tilePrefix) || strings.HasPrefix(f, rollupPrefix) {
 					tiles = append(tiles, Field{Name: f, Value: bytesOf(v)})
 				}
 			}

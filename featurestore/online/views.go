@@ -3,7 +3,6 @@ package online
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -34,9 +33,15 @@ type layoutReads struct {
 	hasLife, hasLast bool
 	tiles            int        // tiles a read merges: the longest window's
 	features         int        // features a read returns
+	ring             string     // with windows: the value of RingField of the layout's hashes
 	slots            *slotNames // readSlots: the names of the ring's slots
-	ring             string     // readSlots: the ring in decimal, as RingField holds it
-	scratch          *sync.Pool // of *viewScratch
+	// With rollup tiles (window.View.Rollup): the tiles each holds and the
+	// slots of their ring; for readSlots their names. plan is the most
+	// slots a read of slots asks for (window.View.ReadPlanMax).
+	ratio, rollupRing int64
+	rollupSlots       *slotNames
+	plan              int
+	scratch           *sync.Pool // of *viewScratch
 }
 
 // readMode is how a read asks Redis for a view's hash.
@@ -70,20 +75,31 @@ type slotNames struct {
 	boxed []any
 }
 
-// ringSlots holds the slotNames of each ring size in use, shared by every
+// ringSlots holds the slotNames of each ring in use, shared by every
 // layout of that ring: a ring is up to a few thousand slots.
-var ringSlots sync.Map // int64 -> *slotNames
+var ringSlots sync.Map // ringKey -> *slotNames
 
-func slotsOf(ring int64) *slotNames {
-	if sn, ok := ringSlots.Load(ring); ok {
+// ringKey names a ring: of tiles or of rollup tiles, and its size.
+type ringKey struct {
+	rollup bool
+	size   int64
+}
+
+func slotsOf(rollup bool, ring int64) *slotNames {
+	key := ringKey{rollup, ring}
+	if sn, ok := ringSlots.Load(key); ok {
 		return sn.(*slotNames)
 	}
 	sn := &slotNames{names: make([]string, ring), boxed: make([]any, ring)}
 	for k := range ring {
-		sn.names[k] = SlotField(k, ring)
+		if rollup {
+			sn.names[k] = RollupSlotField(k, ring)
+		} else {
+			sn.names[k] = SlotField(k, ring)
+		}
 		sn.boxed[k] = sn.names[k]
 	}
-	actual, _ := ringSlots.LoadOrStore(ring, sn)
+	actual, _ := ringSlots.LoadOrStore(key, sn)
 	return actual.(*slotNames)
 }
 
@@ -128,11 +144,19 @@ func newLayoutReads(v *window.View, ring int64) *layoutReads {
 	}
 	if v.HasPart(window.PartWindow) {
 		r.tiles = v.TilesNeeded(0).Len()
+		r.plan = v.ReadPlanMax()
 		r.mode = readAll
-		if ring > 0 && int64(r.tiles)*slotReadShare <= ring {
+		if v.Rollup() > 0 {
+			r.ratio = v.Rollup() / v.Tile()
+			r.rollupRing = RollupRingSize(ring, r.ratio)
+		}
+		r.ring = string(RingValue(ring, r.ratio))
+		if ring > 0 && int64(r.plan)*slotReadShare <= ring {
 			r.mode = readSlots
-			r.slots = slotsOf(ring)
-			r.ring = strconv.FormatInt(ring, 10)
+			r.slots = slotsOf(false, ring)
+			if r.ratio > 0 {
+				r.rollupSlots = slotsOf(true, r.rollupRing)
+			}
 			r.names = append(r.names, RingField)
 		}
 	}
@@ -192,6 +216,10 @@ type viewScratch struct {
 	used  []*window.TileState // the tiles of the current read
 	life  *window.LifetimeState
 	last  *window.LastValues
+	// Of a view with rollup tiles: decoded rollup tiles, those of the
+	// current read, and its plan.
+	rtiles, rused []*window.TileState
+	plan          []window.TileRange
 }
 
 // read decodes the reply to one view read, kv the hash's fields and values
@@ -200,10 +228,26 @@ type viewScratch struct {
 // they are in (each slot holds one tile, its index in its value), the
 // lifetime and the last values, and skips the version and the fences.
 func (sc *viewScratch) read(v *window.View, lr *layoutReads, kv []string, t int64, dst []window.FeatureValue) error {
-	sc.used = sc.used[:0]
-	var need window.TileRange
+	sc.used, sc.rused = sc.used[:0], sc.rused[:0]
+	var need, rollups window.TileRange
+	var plan []window.TileRange
 	if lr.tiles > 0 {
 		need = v.TilesNeeded(t)
+	}
+	// Rollup tiles are read from a hash laid out in the layout's rings
+	// only; from another, every tile is merged.
+	withRollups := false
+	if lr.ratio > 0 {
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i] == RingField {
+				withRollups = kv[i+1] == lr.ring
+				break
+			}
+		}
+		if withRollups {
+			sc.plan, rollups = v.ReadPlan(sc.plan[:0], t)
+			plan = sc.plan
+		}
 	}
 	var life *window.LifetimeState
 	var last *window.LastValues
@@ -221,8 +265,8 @@ func (sc *viewScratch) read(v *window.View, lr *layoutReads, kv []string, t int6
 			if err != nil {
 				return fmt.Errorf("field %s: %w", f, err)
 			}
-			if !need.Contains(k) {
-				continue // outside the window, or a tile not yet readable
+			if !need.Contains(k) || (withRollups && !inRanges(plan, k)) {
+				continue // outside the window, not read with rollups, or a tile not yet readable
 			}
 			if len(sc.used) == len(sc.tiles) {
 				sc.tiles = append(sc.tiles, v.NewTileState(k))
@@ -233,6 +277,23 @@ func (sc *viewScratch) read(v *window.View, lr *layoutReads, kv []string, t int6
 				return fmt.Errorf("field %s: %w", f, err)
 			}
 			sc.used = append(sc.used, ts)
+		case withRollups && IsRollupSlotField(f):
+			K, blob, err := DecodeSlot(bytesOf(s))
+			if err != nil {
+				return fmt.Errorf("field %s: %w", f, err)
+			}
+			if !rollups.Contains(K) {
+				continue
+			}
+			if len(sc.rused) == len(sc.rtiles) {
+				sc.rtiles = append(sc.rtiles, v.NewRollupState(K))
+			}
+			rs := sc.rtiles[len(sc.rused)]
+			rs.Reset(K)
+			if err := rs.UnmarshalBinary(blob); err != nil {
+				return fmt.Errorf("field %s: %w", f, err)
+			}
+			sc.rused = append(sc.rused, rs)
 		case f == LifetimeField && lr.hasLife:
 			if sc.life == nil {
 				sc.life = v.NewLifetimeState()
@@ -251,7 +312,13 @@ func (sc *viewScratch) read(v *window.View, lr *layoutReads, kv []string, t int6
 			last = sc.last
 		}
 	}
-	res, err := sc.rd.Read(t, sc.used, life, last)
+	var res []window.FeatureValue
+	var err error
+	if withRollups {
+		res, err = sc.rd.ReadRollups(t, sc.used, sc.rused, life, last)
+	} else {
+		res, err = sc.rd.Read(t, sc.used, life, last)
+	}
 	if err != nil {
 		return err
 	}
@@ -260,6 +327,16 @@ func (sc *viewScratch) read(v *window.View, lr *layoutReads, kv []string, t int6
 	// per read), so they stay valid after the scratch is reused.
 	copy(dst, res)
 	return nil
+}
+
+// inRanges reports whether tile k is in one of the ranges.
+func inRanges(ranges []window.TileRange, k int64) bool {
+	for _, r := range ranges {
+		if r.Contains(k) {
+			return true
+		}
+	}
+	return false
 }
 
 // readError puts into dst the features of a read whose hash does not

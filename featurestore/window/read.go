@@ -73,6 +73,12 @@ type Reader struct {
 	empty   []State      // per lifetime state, the result without state
 	present []*TileState // the given tiles a read needs, newest first
 	out     []FeatureValue
+	// With rollup tiles (ReadRollups): per windowed state, the merge of the
+	// tiles after the last whole rollup tile and the rollup tiles, and the
+	// merge of that with the tiles before the first one; the given rollup
+	// tiles a read needs, newest first.
+	base, whole []State
+	rollups     []*TileState
 }
 
 // NewReader returns a Reader for the view.
@@ -83,6 +89,11 @@ func (v *View) NewReader() *Reader {
 	}
 	for _, d := range v.defs[PartLifetime] {
 		r.empty = append(r.empty, d.newState())
+	}
+	if v.rollup > 0 {
+		for _, d := range v.defs[PartWindow] {
+			r.base, r.whole = append(r.base, d.newState()), append(r.whole, d.newState())
+		}
 	}
 	return r
 }
@@ -95,6 +106,24 @@ func (v *View) NewReader() *Reader {
 // values (see the package documentation). The result is valid until the
 // next Read; its values do not refer to the Reader's buffers.
 func (r *Reader) Read(t int64, tiles []*TileState, life *LifetimeState, last *LastValues) ([]FeatureValue, error) {
+	return r.read(t, tiles, nil, false, life, last)
+}
+
+// ReadRollups is Read from tiles and rollup tiles (NewRollupState) of a
+// view that keeps them: a window merges the rollup tiles it covers whole
+// and the tiles at its ends (ReadPlan), which gives the values Read gives
+// from every tile, bit for bit: every state merges exactly. Each rollup tile
+// must hold the events of all its tiles, and every rollup tile of
+// ReadPlan(t) with events must be given (each index at most once, in any
+// order), with the tiles of ReadPlan(t); other tiles are ignored.
+func (r *Reader) ReadRollups(t int64, tiles, rollups []*TileState, life *LifetimeState, last *LastValues) ([]FeatureValue, error) {
+	if r.view.rollup == 0 {
+		return nil, fmt.Errorf("view %q keeps no rollup tiles", r.view.name)
+	}
+	return r.read(t, tiles, rollups, true, life, last)
+}
+
+func (r *Reader) read(t int64, tiles, rollups []*TileState, useRollups bool, life *LifetimeState, last *LastValues) ([]FeatureValue, error) {
 	v := r.view
 	// Newest first: each state merges tiles back in time, and the features
 	// reading it take their results as their windows end.
@@ -121,8 +150,24 @@ func (r *Reader) Read(t int64, tiles []*TileState, life *LifetimeState, last *La
 			slices.SortFunc(r.present, newestFirst)
 		}
 	}
+	if useRollups {
+		r.rollups = r.rollups[:0]
+		for _, ts := range rollups {
+			if ts == nil {
+				continue
+			}
+			if err := v.coarse.check(&ts.set); err != nil {
+				return nil, err
+			}
+			if ts.set.view.tile != v.rollup {
+				return nil, fmt.Errorf("tile state of view %q given as a rollup tile", v.name)
+			}
+			r.rollups = append(r.rollups, ts)
+		}
+		slices.SortFunc(r.rollups, newestFirst)
+	}
 	for _, d := range v.defs[PartWindow] {
-		r.readWindows(d, t, need.Last)
+		r.readWindows(d, t, need.Last, useRollups)
 	}
 	for _, d := range v.defs[PartLifetime] {
 		sl := &slot{st: r.empty[d.slot]}
@@ -156,13 +201,21 @@ func (r *Reader) Read(t int64, tiles []*TileState, life *LifetimeState, last *La
 
 // readWindows merges the tiles of a state, newest first, and reads each
 // feature of the state when the merge reaches the start of its window.
-func (r *Reader) readWindows(d *stateDef, t, k int64) {
+// With rollups, the features whose windows cover a rollup tile whole are
+// read from rollup tiles and the tiles at their ends (readRollups).
+func (r *Reader) readWindows(d *stateDef, t, k int64, rollups bool) {
 	acc := r.scratch[d.slot]
 	acc.Reset()
 	merged := slot{st: acc}
 	next := 0 // in r.present
-	for _, i := range d.features {
+	for fi, i := range d.features {
 		f := &r.view.features[i]
+		if rollups {
+			if cLo, cHi := r.view.split(k, f.tiles); cLo <= cHi {
+				r.readRollups(d, d.features[fi:], t, k)
+				return
+			}
+		}
 		// Features come by window length, so each takes the tiles of the
 		// one before and those up to its own start.
 		for ; next < len(r.present) && k-r.present[next].index < f.tiles; next++ {
@@ -177,6 +230,55 @@ func (r *Reader) readWindows(d *stateDef, t, k int64) {
 		}
 		res := readAggregate(&merged)
 		res.Covered = Interval{Start: (k - f.tiles + 1) * r.view.tile, End: t + 1}
+		r.out[i] = res
+	}
+}
+
+// readRollups reads the features of state d, by window length, whose
+// windows each cover at least one rollup tile whole, at t in tile k. They
+// share the tiles after the last whole rollup tile and rollup tiles back
+// to each one's first (base); each adds the tiles before its first.
+func (r *Reader) readRollups(d *stateDef, features []int, t, k int64) {
+	v := r.view
+	rt := v.rollup / v.tile
+	_, cHi := v.split(k, 1)
+	base, whole := r.base[d.slot], r.whole[d.slot]
+	base.Reset()
+	based := slot{st: base}
+	add := func(acc *slot, sl *slot) {
+		if !sl.has {
+			return
+		}
+		acc.st.Merge(sl.st)
+		if !acc.has || sl.newest > acc.newest {
+			acc.has, acc.newest = true, sl.newest
+		}
+	}
+	for _, ts := range r.present {
+		if ts.index < (cHi+1)*rt {
+			break // newest first
+		}
+		add(&based, &ts.set.slots[d.slot])
+	}
+	nextRollup := 0
+	for _, i := range features {
+		f := &v.features[i]
+		cLo, _ := v.split(k, f.tiles)
+		for ; nextRollup < len(r.rollups) && r.rollups[nextRollup].index >= cLo; nextRollup++ {
+			if r.rollups[nextRollup].index <= cHi {
+				add(&based, &r.rollups[nextRollup].set.slots[d.slot])
+			}
+		}
+		whole.Reset()
+		merged := slot{st: whole}
+		add(&merged, &based)
+		first, end := k-f.tiles+1, cLo*rt // the tiles before the first rollup tile
+		at, _ := slices.BinarySearchFunc(r.present, end-1, func(ts *TileState, x int64) int { return cmp.Compare(x, ts.index) })
+		for ; at < len(r.present) && r.present[at].index >= first; at++ {
+			add(&merged, &r.present[at].set.slots[d.slot])
+		}
+		res := readAggregate(&merged)
+		res.Covered = Interval{Start: first * v.tile, End: t + 1}
 		r.out[i] = res
 	}
 }

@@ -259,6 +259,21 @@ func (t *TileState) Merge(o *TileState) error {
 	return nil
 }
 
+// MergeTile adds the events of o, the state of a tile of the view, to t,
+// the state of the rollup tile that holds it (View.NewRollupState), which
+// holds none of o's events already.
+func (t *TileState) MergeTile(o *TileState) error {
+	if err := t.set.compatible(&o.set); err != nil {
+		return err
+	}
+	g, og := t.set.view.tile, o.set.view.tile
+	if g <= og || g%og != 0 || TileOf(o.index, g/og) != t.index {
+		return fmt.Errorf("merge tile %d of %dms into tile %d of %dms: %w", o.index, og, t.index, g, ErrWrongTile)
+	}
+	t.set.merge(&o.set)
+	return nil
+}
+
 // AppendBinary appends the encoding of the tile's states; the tile index is
 // not part of it.
 func (t *TileState) AppendBinary(b []byte) []byte { return t.set.appendBinary(b, t.Start()) }

@@ -58,6 +58,11 @@ type View struct {
 	// projected marks a view made by Project: it holds only some states,
 	// so it reads and never encodes.
 	projected bool
+	// rollup is the length of the view's rollup tiles in ms, a multiple of
+	// tile, 0 for none; coarse is the view with tile rollup, which encodes
+	// and decodes them (the same states and fingerprints).
+	rollup int64
+	coarse *View
 }
 
 // FeatureInfo describes one feature of a compiled view.
@@ -156,7 +161,21 @@ func Compile(v *registry.FeatureView, src *registry.Source) (*View, error) {
 		}
 	}
 	cv.sign()
+	if v.Rollup != 0 {
+		g := v.Rollup.Std()
+		if g%tile != 0 || g < 2*tile || g.Milliseconds() >= cv.MaxWindow() {
+			return nil, fmt.Errorf("feature view %q: rollup %s is not a multiple of tile %s at least twice as long and shorter than the longest window", v.Name, v.Rollup, v.Tile)
+		}
+		cv.setRollup(g.Milliseconds())
+	}
 	return cv, nil
+}
+
+// setRollup gives v rollup tiles of g ms.
+func (v *View) setRollup(g int64) {
+	c := *v
+	c.tile, c.rollup, c.coarse = g, 0, nil
+	v.rollup, v.coarse = g, &c
 }
 
 // sign sets the signature of each part's states, from their fingerprints in
@@ -223,6 +242,9 @@ func (v *View) Project(features []int) (*View, error) {
 		}
 	}
 	pv.sign()
+	if v.rollup > 0 {
+		pv.setRollup(v.rollup)
+	}
 	return pv, nil
 }
 
@@ -465,6 +487,95 @@ func (v *View) TileOf(t int64) int64 { return TileOf(t, v.tile) }
 func (v *View) TilesNeeded(t int64) TileRange {
 	k := v.TileOf(t)
 	return TileRange{First: k - v.maxTiles + 1, Last: k}
+}
+
+// Rollup returns the length of the view's rollup tiles in ms (a multiple of
+// Tile), 0 when it keeps none. Rollup tile K holds the events of tiles
+// K*r to K*r+r-1, r = Rollup/Tile, and lets a read of a long window merge
+// one state where it would merge r (ReadRollups).
+func (v *View) Rollup() int64 { return v.rollup }
+
+// RollupOf returns the index of the rollup tile that holds tile k.
+func (v *View) RollupOf(k int64) int64 { return TileOf(k, v.rollup/v.tile) }
+
+// NewRollupState returns an empty state of rollup tile K. It panics on a
+// view without rollup tiles.
+func (v *View) NewRollupState(K int64) *TileState {
+	if v.coarse == nil {
+		panic(fmt.Sprintf("window: view %q keeps no rollup tiles", v.name))
+	}
+	return v.coarse.NewTileState(K)
+}
+
+// split returns the rollup tiles that a window of n tiles ending with tile
+// k covers whole, cLo to cHi (none when cLo > cHi). The window then merges
+// those and, of its tiles, those before cLo*r and from (cHi+1)*r on: fewer
+// than r at each end.
+func (v *View) split(k, n int64) (cLo, cHi int64) {
+	r := v.rollup / v.tile
+	return -TileOf(-(k - n + 1), r), TileOf(k+1, r) - 1
+}
+
+// ReadPlan appends to dst what ReadRollups merges at t: the tiles, as
+// ranges in increasing order without overlap, and returns them with the
+// rollup tiles. Without rollup tiles it is TilesNeeded(t) and an empty
+// range.
+func (v *View) ReadPlan(dst []TileRange, t int64) (tiles []TileRange, rollups TileRange) {
+	need := v.TilesNeeded(t)
+	rollups = TileRange{First: 1, Last: 0}
+	if v.rollup == 0 || need.Len() == 0 {
+		return append(dst, need), rollups
+	}
+	k := need.Last
+	r := v.rollup / v.tile
+	start := len(dst)
+	for _, d := range v.defs[PartWindow] {
+		for _, i := range d.features {
+			n := v.features[i].tiles
+			cLo, cHi := v.split(k, n)
+			if cLo > cHi {
+				dst = append(dst, TileRange{First: k - n + 1, Last: k})
+				continue
+			}
+			if rollups.Len() == 0 {
+				rollups = TileRange{First: cLo, Last: cHi}
+			}
+			rollups.First = min(rollups.First, cLo)
+			dst = append(dst, TileRange{First: k - n + 1, Last: cLo*r - 1}, TileRange{First: (cHi + 1) * r, Last: k})
+		}
+	}
+	ranges := dst[start:]
+	slices.SortFunc(ranges, func(a, b TileRange) int { return cmp.Compare(a.First, b.First) })
+	out := ranges[:0]
+	for _, x := range ranges {
+		switch {
+		case x.Len() == 0:
+		case len(out) > 0 && x.First <= out[len(out)-1].Last+1:
+			out[len(out)-1].Last = max(out[len(out)-1].Last, x.Last)
+		default:
+			out = append(out, x)
+		}
+	}
+	return dst[:start+len(out)], rollups
+}
+
+// ReadPlanMax returns the most tiles and rollup tiles a ReadPlan of the
+// view holds, at any time.
+func (v *View) ReadPlanMax() int {
+	if v.rollup == 0 {
+		return v.TilesNeeded(0).Len()
+	}
+	most := 0
+	var buf []TileRange
+	for j := range v.rollup / v.tile {
+		tiles, rollups := v.ReadPlan(buf[:0], j*v.tile)
+		n := rollups.Len()
+		for _, r := range tiles {
+			n += r.Len()
+		}
+		most, buf = max(most, n), tiles
+	}
+	return most
 }
 
 // MaxWindow returns the length of the view's longest window in ms, 0 when it
