@@ -181,6 +181,10 @@ func (p *plan) addView(r *registry.Registry, v *registry.FeatureView, refs []reg
 		return nil, fmt.Errorf("feature view %q: unknown source %q", v.Name, v.Source)
 	}
 	reduced := *v
+	// Rollup tiles are how the online store lays long windows out; an
+	// export merges the events themselves, and the selected features may
+	// have no window the rollup is shorter than.
+	reduced.Rollup = 0
 	reduced.Features = nil
 	for _, f := range v.Features {
 		if slices.ContainsFunc(refs, func(ref registry.FeatureRef) bool { return ref.Feature == f.Name }) {
