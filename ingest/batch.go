@@ -327,28 +327,24 @@ func (b *batch) arrange(a *Applier) {
 // slotField returns the field of tile k's slot, from a cache: field names
 // are few (one per slot of the ring) and asked for per event.
 func (vs *viewScratch) slotField(k, ring int64) string {
-	s := k % ring
-	if s < 0 {
-		s += ring
-	}
-	f, ok := vs.slots[s]
-	if !ok {
-		f = online.SlotField(k, ring)
-		vs.slots[s] = f
-	}
-	return f
+	return cachedSlotField(vs.slots, k, ring, online.SlotField)
 }
 
 // rollupSlotField returns the field of rollup tile K's slot, from a cache.
 func (vs *viewScratch) rollupSlotField(K, ring int64) string {
-	s := K % ring
+	return cachedSlotField(vs.rollupSlots, K, ring, online.RollupSlotField)
+}
+
+// cachedSlotField returns name(k, ring) from cache, by slot, adding it.
+func cachedSlotField(cache map[int64]string, k, ring int64, name func(k, ring int64) string) string {
+	s := k % ring
 	if s < 0 {
 		s += ring
 	}
-	f, ok := vs.rollupSlots[s]
+	f, ok := cache[s]
 	if !ok {
-		f = online.RollupSlotField(K, ring)
-		vs.rollupSlots[s] = f
+		f = name(k, ring)
+		cache[s] = f
 	}
 	return f
 }
@@ -428,73 +424,22 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 		for end < len(evs) && w.TileOf(evs[end].Time) == k {
 			end++
 		}
-		run := evs[j:end]
+		if err := b.mergeSlot(vs.tile, k, fields[i], g.fields[i], evs[j:end], fence); err != nil {
+			return online.Write{}, fmt.Errorf("tile slot %s of %s: %w", g.fields[i], g.entity, err)
+		}
 		j = end
-		ts := vs.tile
-		ts.Reset(k)
-		if v := fields[i]; v != nil {
-			sk, blob, err := online.DecodeSlot(v)
-			if err != nil {
-				return online.Write{}, fmt.Errorf("tile slot %s of %s: %w", g.fields[i], g.entity, err)
-			}
-			if sk > k {
-				continue // the slot holds a newer tile: these events can no longer be read
-			}
-			if sk == k {
-				if err := ts.UnmarshalBinary(blob); err != nil {
-					return online.Write{}, err
-				}
-			}
-		}
-		n := 0
-		for r := range run {
-			if run[r].Offset > fence {
-				if err := ts.Add(&run[r]); err != nil {
-					return online.Write{}, err
-				}
-				n++
-			}
-		}
-		if n > 0 {
-			at := len(b.enc)
-			b.enc = online.AppendSlot(b.enc, k, nil)
-			b.enc = ts.AppendBinary(b.enc)
-			b.sets = append(b.sets, online.Field{Name: g.fields[i], Value: b.enc[at:len(b.enc):len(b.enc)]})
-		}
 	}
+	j = 0 // events of the current rollup tile start here: the events are by tile
 	for ri, K := range g.rollups {
+		end := j
+		for end < len(evs) && w.RollupOf(w.TileOf(evs[end].Time)) == K {
+			end++
+		}
 		i := len(g.tiles) + ri
-		rs := vs.rollup
-		rs.Reset(K)
-		if v := fields[i]; v != nil {
-			sk, blob, err := online.DecodeSlot(v)
-			if err != nil {
-				return online.Write{}, fmt.Errorf("rollup tile slot %s of %s: %w", g.fields[i], g.entity, err)
-			}
-			if sk > K {
-				continue // the slot holds a newer rollup tile: these events can no longer be read
-			}
-			if sk == K {
-				if err := rs.UnmarshalBinary(blob); err != nil {
-					return online.Write{}, err
-				}
-			}
+		if err := b.mergeSlot(vs.rollup, K, fields[i], g.fields[i], evs[j:end], fence); err != nil {
+			return online.Write{}, fmt.Errorf("rollup tile slot %s of %s: %w", g.fields[i], g.entity, err)
 		}
-		n := 0
-		for r := range evs {
-			if evs[r].Offset > fence && w.RollupOf(w.TileOf(evs[r].Time)) == K {
-				if err := rs.Add(&evs[r]); err != nil {
-					return online.Write{}, err
-				}
-				n++
-			}
-		}
-		if n > 0 {
-			at := len(b.enc)
-			b.enc = online.AppendSlot(b.enc, K, nil)
-			b.enc = rs.AppendBinary(b.enc)
-			b.sets = append(b.sets, online.Field{Name: g.fields[i], Value: b.enc[at:len(b.enc):len(b.enc)]})
-		}
+		j = end
 	}
 	at := len(g.tiles) + len(g.rollups)
 	if vs.life != nil {
@@ -546,6 +491,45 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 		Fences: b.fences[fences:len(b.fences):len(b.fences)],
 		TTL:    vp.ttl,
 	}, nil
+}
+
+// mergeSlot merges the events of run above fence into the state ts of
+// tile (or rollup tile) k, stored in the slot value stored (nil when the
+// slot is empty), and adds the write of field to the batch's sets. A slot
+// holding a newer tile keeps it, and the events, which can no longer be
+// read, are dropped; no event above the fence writes nothing.
+func (b *batch) mergeSlot(ts *window.TileState, k int64, stored []byte, field string, run []window.Event, fence int64) error {
+	ts.Reset(k)
+	if stored != nil {
+		sk, blob, err := online.DecodeSlot(stored)
+		if err != nil {
+			return err
+		}
+		if sk > k {
+			return nil
+		}
+		if sk == k {
+			if err := ts.UnmarshalBinary(blob); err != nil {
+				return err
+			}
+		}
+	}
+	n := 0
+	for r := range run {
+		if run[r].Offset > fence {
+			if err := ts.Add(&run[r]); err != nil {
+				return err
+			}
+			n++
+		}
+	}
+	if n > 0 {
+		at := len(b.enc)
+		b.enc = online.AppendSlot(b.enc, k, nil)
+		b.enc = ts.AppendBinary(b.enc)
+		b.sets = append(b.sets, online.Field{Name: field, Value: b.enc[at:len(b.enc):len(b.enc)]})
+	}
+	return nil
 }
 
 // relayout lays the hash's tiles (st.Tiles) out in the view's ring. Slot
