@@ -115,6 +115,17 @@ func TestDiffBreaking(t *testing.T) {
 		breaking      []string
 	}{
 		{
+			// Rollup tiles change how the online store lays windows out,
+			// not what they mean: ingest lays each hash out again.
+			name:   "adding rollup tiles",
+			before: []string{"{name: n_1h, aggregation: count, window: 1h}", "{name: n_1h, aggregation: count, window: 1h}\n  - {name: n_1d, aggregation: count, window: 1d}"},
+			after:  []string{"{name: n_1h, aggregation: count, window: 1h}", "{name: n_1h, aggregation: count, window: 1h}\n  - {name: n_1d, aggregation: count, window: 1d}", "source: txns\nfeatures:", "source: txns\nrollup: 1h\nfeatures:"},
+			want: []string{
+				`  ~ feature view "v"`,
+				`      + rollup: 1h`,
+			},
+		},
+		{
 			name:  "declaring an aggregation's output type",
 			after: typed,
 			want: []string{
