@@ -168,9 +168,13 @@ type heldScratch struct {
 // lateness much longer than the window), the hash of an entity with events
 // in every tile holds a ring of tiles the read does not need: such reads
 // ask for the ring's size and the slots of the window's tiles only, with
-// HMGET. A hash laid out in a ring of another size (the view's longest
-// window or its source's lateness changed, and no write has laid it out
-// again yet) is then read again whole, in a second round trip. The hash of
+// HMGET. A view with rollup tiles (window.View.Rollup) is read by its
+// plan (window.View.ReadPlan): the rollup tiles its windows cover whole and
+// the tiles at their ends, by slot when the plan is a small part of the
+// ring. A hash laid out in a ring of another size (the view's longest
+// window, its source's lateness or its rollup changed, and no write has
+// laid it out again yet) is then read again whole, in a second round trip,
+// and its tiles alone are merged. The hash of
 // a view without windows is read with an HMGET of its one or two fields,
 // cheaper than HGETALL for Redis and for the reply. An empty value reads as
 // absent: the store never writes one.
@@ -458,8 +462,9 @@ func (b *ReadBuffer) Corrupt() []CorruptRead {
 }
 
 // TilesMerged returns, for each read of the last ReadViews in request
-// order, the tiles it decoded and merged: those with events in the longest
-// window its layout asks for; -1 for a view without windows and for a read
+// order, the tiles and rollup tiles it decoded and merged: those with
+// events that its plan (the longest window its layout asks for, or with
+// rollups window.View.ReadPlan) holds; -1 for a view without windows and for a read
 // that failed on what its key holds. It is valid until b's next use.
 func (b *ReadBuffer) TilesMerged() []int32 { return b.merged }
 
