@@ -107,15 +107,29 @@ func TestPoolCollector(t *testing.T) {
 			t.Fatalf("ping with the pool exhausted: %v, want a pool timeout", err)
 		}
 		// Give the connection back once the next Ping waits for it, not
-		// after a sleep that a loaded machine can outlast.
-		go func() {
-			waitPending(t, rc, 1)
-			held.Close()
-		}()
-		if err := rc.Ping(ctx).Err(); err != nil {
-			t.Fatalf("ping once the connection is back: %v", err)
+		// after a sleep that a loaded machine can outlast. go-redis counts
+		// the Ping pending just before it tries for a connection without
+		// waiting, so a connection given back in between is taken at once,
+		// no wait: then hold it and try again.
+		var got map[string]float64
+		for attempt := 1; ; attempt++ {
+			go func() {
+				waitPending(t, rc, 1)
+				time.Sleep(10 * time.Millisecond)
+				held.Close()
+			}()
+			if err := rc.Ping(ctx).Err(); err != nil {
+				t.Fatalf("ping once the connection is back: %v", err)
+			}
+			got = gatherPool(t, reg)
+			if got["featurestore_redis_pool_waits_total main"] > 0 || attempt == 5 {
+				break
+			}
+			held = rc.Conn()
+			if err := held.Ping(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
 		}
-		got := gatherPool(t, reg)
 		if got["featurestore_redis_pool_timeouts_total main"] != 1 || got["featurestore_redis_pool_waits_total main"] != 1 || got["featurestore_redis_pool_wait_seconds_total main"] <= 0 {
 			t.Errorf("want 1 timeout and 1 wait in the main pool: %v", got)
 		}
