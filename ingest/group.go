@@ -518,12 +518,12 @@ func (c *GroupConfig) leaver(tr kafka.RoundTripper) func(ctx context.Context, me
 // closeGroup can close them.
 type groupConns struct {
 	// ctx ends when the connections are closed, and with it the dials in
-	// progress (a broker gone does not answer them).
+	// progress (a broker gone does not answer them); no dial succeeds
+	// after.
 	ctx    context.Context
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	conns  map[*groupConn]struct{}
-	closed bool
 }
 
 func newGroupConns() *groupConns {
@@ -549,10 +549,7 @@ func (s *groupConns) dialer(d *kafka.Dialer) *kafka.Dialer {
 		dial = (&net.Dialer{LocalAddr: d.LocalAddr, FallbackDelay: d.FallbackDelay, KeepAlive: d.KeepAlive}).DialContext
 	}
 	dd.DialFunc = func(ctx context.Context, network, address string) (net.Conn, error) {
-		s.mu.Lock()
-		closed := s.closed
-		s.mu.Unlock()
-		if closed {
+		if s.ctx.Err() != nil {
 			return nil, errGroupConnsClosed
 		}
 		ctx, cancel := context.WithCancel(ctx)
@@ -564,7 +561,7 @@ func (s *groupConns) dialer(d *kafka.Dialer) *kafka.Dialer {
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.closed {
+		if s.ctx.Err() != nil { // close ran while this dialed
 			conn.Close()
 			return nil, errGroupConnsClosed
 		}
@@ -581,18 +578,10 @@ func (s *groupConns) close() {
 	s.cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closed = true
 	for c := range s.conns {
 		c.Conn.Close()
 	}
 	clear(s.conns)
-}
-
-// open returns how many connections are open.
-func (s *groupConns) open() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
 }
 
 // groupConn is a connection of a consumer group, which groupConns forgets

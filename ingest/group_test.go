@@ -925,3 +925,10 @@ func TestGroupConns(t *testing.T) {
 		t.Fatal("a dial in progress was not ended by closing the connections")
 	}
 }
+
+// open returns how many connections of s are open.
+func (s *groupConns) open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}

@@ -306,18 +306,14 @@ func (x *exporter) write(ctx context.Context) error {
 			if !onlyStored {
 				table, err := x.cols.plainFields(rec, first, x.mem)
 				if err != nil {
-					for _, a := range cols[rec.NumCols():] {
-						a.Release()
-					}
+					releaseAll(cols[rec.NumCols():])
 					return err
 				}
 				cols = x.onDemandColumns(cols, table, n)
 				releaseAll(table)
 			}
 			batch := array.NewRecordBatch(schema, cols, int64(n))
-			for _, a := range cols[rec.NumCols():] {
-				a.Release()
-			}
+			releaseAll(cols[rec.NumCols():])
 			first += int64(n)
 			select {
 			case batches <- batch:

@@ -144,9 +144,7 @@ func (r *unviewReader) Next() bool {
 		cols[i] = unviewArray(c, r.mem)
 	}
 	r.cur = array.NewRecordBatch(r.schema, cols, rec.NumRows())
-	for _, c := range cols {
-		c.Release()
-	}
+	releaseAll(cols)
 	return true
 }
 
@@ -235,6 +233,7 @@ func (ec *entityColumns) plainFields(rec arrow.RecordBatch, first int64, mem mem
 	return cols, nil
 }
 
+// releaseAll releases every array of cols.
 func releaseAll(cols []arrow.Array) {
 	for _, c := range cols {
 		c.Release()

@@ -231,9 +231,7 @@ func (bw *bucketWriter) flush() error {
 		n := bw.raw.len()
 		cols := bw.raw.arrays()
 		rec = array.NewRecordBatch(bw.p.schema, cols, int64(n))
-		for _, c := range cols {
-			c.Release()
-		}
+		releaseAll(cols)
 	} else {
 		rec = bw.b.NewRecordBatch()
 	}

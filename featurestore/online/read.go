@@ -311,42 +311,14 @@ func (b *ReadBuffer) ReadViews(ctx context.Context, s *Store, reqs []ViewRead, t
 					return nil, fmt.Errorf("read %s: HGETALL replied with %d elements, not pairs", b.names[i], len(vals))
 				}
 				kv = vals
-			case readTail:
-				if len(vals) != len(lr.names) {
-					return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), len(lr.names))
+			default: // HMGET (readTail, readSlots): the values of the fields named in its arguments
+				names := cmd.Args()[2:]
+				if len(vals) != len(names) {
+					return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), len(names))
 				}
 				b.kv = b.kv[:0]
 				for j, v := range vals {
-					b.kv = append(b.kv, lr.names[j], v)
-				}
-				kv = b.kv
-			case readSlots:
-				// The fields asked for, in order: the ring (checked by
-				// readAgain), lifetime and last values, the tiles of the
-				// plan, its rollup tiles.
-				b.kv = b.kv[:0]
-				for j, v := range vals[:len(lr.names)] {
-					b.kv = append(b.kv, lr.names[j], v)
-				}
-				tiles, rollups := r.Layout.View.ReadPlan(b.plan[:0], t)
-				b.plan = tiles
-				want := len(lr.names) + rollups.Len()
-				for _, x := range tiles {
-					want += x.Len()
-				}
-				if len(vals) != want {
-					return nil, fmt.Errorf("read %s: %d values for %d fields", b.names[i], len(vals), want)
-				}
-				ring, at := int64(len(lr.slots.names)), len(lr.names)
-				for _, x := range tiles {
-					for k := x.First; k <= x.Last; k++ {
-						b.kv = append(b.kv, lr.slots.names[slotOf(k, ring)], vals[at])
-						at++
-					}
-				}
-				for K := rollups.First; K <= rollups.Last; K++ {
-					b.kv = append(b.kv, lr.rollupSlots.names[slotOf(K, lr.rollupRing)], vals[at])
-					at++
+					b.kv = append(b.kv, names[j].(string), v)
 				}
 				kv = b.kv
 			}
