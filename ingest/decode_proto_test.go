@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -295,4 +296,75 @@ features: [{name: n, aggregation: count, window: 1h}]
 			}
 		}
 	}
+}
+
+// FuzzDecodeProtobuf feeds arbitrary payloads to the Protobuf decoder of a
+// source of featurestore.v1.RegistryVersion messages, bare and in the
+// Confluent wire format: whatever a topic holds, decoding gives an event
+// or a DecodeError (a dead letter with its reason), never a panic.
+func FuzzDecodeProtobuf(f *testing.F) {
+	at := timestamppb.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	for _, m := range []*featurestorev1.RegistryVersion{
+		{Version: 7, Digest: "sha256:ab", AppliedAt: at, AppliedBy: "ana@host", Message: "hello"},
+		{Version: -1, AppliedAt: &timestamppb.Timestamp{Seconds: -1, Nanos: 2_000_000_000}},
+		{},
+	} {
+		b, _ := proto.Marshal(m)
+		f.Add(b)
+		f.Add(append([]byte{0, 0, 0, 0, 1, 2, 0}, b...))
+	}
+	f.Add([]byte{0, 0, 0, 0, 1, 0x7f})
+	dir := f.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "fs.binpb"), descriptorSet(featurestorev1.File_featurestore_v1_registry_proto), 0o644); err != nil {
+		f.Fatal(err)
+	}
+	source := `
+kind: Entity
+name: applier
+join_keys: [{name: who, type: string}]
+---
+kind: Source
+name: versions
+format: protobuf
+protobuf: {descriptor_set: fs.binpb, message: featurestore.v1.RegistryVersion}
+kafka: {topic: versions}
+timestamp: {field: applied_at}
+keys: {who: applied_by}
+fields: {version: int64, message: string, digest: string}
+event_id_field: digest
+allowed_lateness: 0s
+---
+kind: FeatureView
+name: by_applier
+entity: applier
+source: versions
+features: [{name: n, aggregation: count, window: 1h}, {name: last_version, field: version, type: int64}]
+`
+	var decs []Decoder
+	for _, defs := range []string{source, strings.Replace(source, "kind: Source\n", "kind: Source\nframing: confluent\n", 1)} {
+		r, err := registry.LoadFiles(map[string][]byte{filepath.Join(dir, "defs.yaml"): []byte(defs)})
+		if err != nil {
+			f.Fatal(err)
+		}
+		src := r.Source("versions")
+		l, err := NewLayout(r, src)
+		if err != nil {
+			f.Fatal(err)
+		}
+		dec, err := NewDecoder(src, l, "")
+		if err != nil {
+			f.Fatal(err)
+		}
+		decs = append(decs, dec)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, dec := range decs {
+			var ev Event
+			err := dec.Decode(b, &ev)
+			var de *DecodeError
+			if err != nil && !errors.As(err, &de) {
+				t.Fatalf("error %v is not a DecodeError", err)
+			}
+		}
+	})
 }
