@@ -22,6 +22,7 @@ type Metrics struct {
 	values   *prometheus.CounterVec
 	odErrors *prometheus.CounterVec
 	corrupt  *prometheus.CounterVec
+	panics   prometheus.Counter
 
 	mu sync.Mutex // guards the fields below
 	// The label values of the views' series made at 0 for the current
@@ -89,6 +90,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "featurestore_serving_on_demand_errors_total",
 		Help: "On-demand feature values served null because their expression failed, by view and feature.",
 	}, []string{"view", "feature"})
+	m.panics = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "featurestore_serving_panics_total",
+		Help: "Lookups that failed with INTERNAL because answering them panicked (a bug; the server logs each with its stack).",
+	})
 	for r, label := range readResults {
 		m.redisBy[r] = m.redis.WithLabelValues(label)
 	}
@@ -97,7 +102,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.duration.WithLabelValues(method, c.String())
 		}
 	}
-	reg.MustRegister(m.duration, m.entities, m.redis, m.again, m.tiles, m.values, m.odErrors, m.corrupt)
+	reg.MustRegister(m.duration, m.entities, m.redis, m.again, m.tiles, m.values, m.odErrors, m.corrupt, m.panics)
 	return m
 }
 
@@ -169,6 +174,13 @@ func (m *Metrics) onDemandError(view, feature string) {
 
 // corruptState counts a read of a view's online state that does not
 // decode.
+// panicked counts a lookup that panicked.
+func (m *Metrics) panicked() {
+	if m != nil {
+		m.panics.Inc()
+	}
+}
+
 func (m *Metrics) corruptState(view string) {
 	if m != nil {
 		m.corrupt.WithLabelValues(view).Inc()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -191,8 +192,34 @@ func (s *OnlineService) getOnlineFeatures(ctx context.Context, req *pb.GetOnline
 	return s.lookup(ctx, req, false)
 }
 
-// lookup answers a lookup, with the response encoded if encode.
-func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesRequest, encode bool) (*pb.GetOnlineFeaturesResponse, error) {
+// lookup answers a lookup, with the response encoded if encode. A panic
+// while answering (a bug) fails this lookup alone, INTERNAL, logged with
+// its stack and counted: the calls in flight beside it go on, and the
+// lookup's scratch, whose state the panic left unknown, is not reused.
+func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesRequest, encode bool) (resp *pb.GetOnlineFeaturesResponse, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, s.panicked(req, r)
+		}
+	}()
+	sc := s.scratch.Get().(*scratch)
+	resp, err = s.answer(ctx, req, encode, sc)
+	s.release(sc)
+	return resp, err
+}
+
+// panicked logs and counts a lookup that panicked with r, and returns its
+// status.
+func (s *OnlineService) panicked(req *pb.GetOnlineFeaturesRequest, r any) error {
+	s.opts.Metrics.panicked()
+	s.opts.Logger.Error("lookup failed: panic (a bug; please report it with this line)", "panic", fmt.Sprint(r),
+		"feature_service", req.GetFeatureService(), "features", len(req.GetFeatures().GetRefs()), "entities", len(req.GetEntities()),
+		"stack", string(debug.Stack()))
+	return status.Error(codes.Internal, "internal error: the lookup failed (the server logged why)")
+}
+
+// answer answers a lookup with sc's buffers.
+func (s *OnlineService) answer(ctx context.Context, req *pb.GetOnlineFeaturesRequest, encode bool, sc *scratch) (*pb.GetOnlineFeaturesResponse, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, s.opts.DefaultDeadline, errServerDeadline)
@@ -241,8 +268,6 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	sc := s.scratch.Get().(*scratch)
-	defer s.release(sc)
 	sc.keys = slices.Grow(sc.keys[:0], len(ents)*len(sel.entities))[:len(ents)*len(sel.entities)]
 	if err := putEntityKeys(sc.keys, ents, sel.entities); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
