@@ -208,6 +208,46 @@ func TestDecodeTombstone(t *testing.T) {
 	}
 }
 
+// panicky is a decoder with a bug: it indexes out of range on an empty
+// payload.
+type panicky struct{ Decoder }
+
+func (p panicky) Decode(payload []byte, ev *Event) error {
+	_ = payload[len(payload)-1]
+	return p.Decoder.Decode(payload, ev)
+}
+
+// TestDecodePanic checks that a decoder's panic rejects the payload as
+// invalid_payload, naming the panic and where it happened, instead of
+// crashing ingest at that message at every restart; and that the decoders
+// NewDecoder returns are so guarded.
+func TestDecodePanic(t *testing.T) {
+	_, src, l := loadTestSource(t, "rfc3339")
+	dec, err := NewDecoder(src, l, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, ok := dec.(guardedDecoder)
+	if !ok {
+		t.Fatalf("NewDecoder returned a %T, not a guardedDecoder", dec)
+	}
+	g.inner = panicky{g.inner}
+	var ev Event
+	if err := g.Decode([]byte(`{"meta":{"ts":"2026-11-26T10:00:00Z"},"card":{"id":"c"},"amount":1}`), &ev); err != nil {
+		t.Fatalf("a payload the bug spares: %v", err)
+	}
+	err = g.Decode(nil, &ev)
+	var de *DecodeError
+	if !errors.As(err, &de) || de.Reason != ReasonInvalidPayload {
+		t.Fatalf("payload the decoder panics on: %v, want an invalid_payload DecodeError", err)
+	}
+	for _, s := range []string{"the decoder panicked", "index out of range", "ingest.panicky.Decode (decode_test.go:"} {
+		if !strings.Contains(de.Detail, s) {
+			t.Errorf("detail %q lacks %q", de.Detail, s)
+		}
+	}
+}
+
 func FuzzDecodeJSON(f *testing.F) {
 	for _, s := range []string{`{"meta":{"ts":"2026-11-26T10:00:00Z"},"card":{"id":"c"},"amount":1}`, `{}`, `[`, `{"meta":{"ts":1e400}}`} {
 		f.Add([]byte(s))

@@ -3,7 +3,10 @@ package ingest
 import (
 	"fmt"
 	"maps"
+	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -181,9 +184,46 @@ func NewDecoder(src *registry.Source, l Layout, baseDir string) (Decoder, error)
 	}
 	switch src.Framing {
 	case "", registry.FramingNone:
-		return d, nil
 	case registry.FramingConfluent:
-		return newConfluentDecoder(src, d)
+		cd, err := newConfluentDecoder(src, d)
+		if err != nil {
+			return nil, err
+		}
+		d = cd
+	default:
+		return nil, fmt.Errorf("source %q: unknown framing %q", src.Name, src.Framing)
 	}
-	return nil, fmt.Errorf("source %q: unknown framing %q", src.Name, src.Framing)
+	return guardedDecoder{d}, nil
+}
+
+// guardedDecoder rejects, as invalid_payload, a payload its decoder panics
+// on: a bug, but one a message could otherwise turn into a crash at every
+// restart, since the partition would resume at that message. The detail
+// names the panic and where it happened, to report.
+type guardedDecoder struct{ inner Decoder }
+
+// Decode implements Decoder.
+func (g guardedDecoder) Decode(payload []byte, ev *Event) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = reject(ReasonInvalidPayload, "the decoder panicked on this payload (a bug; please report it): %v at %s", r, panicSite())
+		}
+	}()
+	return g.inner.Decode(payload, ev)
+}
+
+// panicSite returns the function, file and line a panic being recovered
+// was raised in; call it from the deferred function that recovers.
+func panicSite() string {
+	var pcs [32]uintptr
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs[:])])
+	for {
+		f, more := frames.Next()
+		if !strings.HasPrefix(f.Function, "runtime.") {
+			return fmt.Sprintf("%s (%s:%d)", f.Function, filepath.Base(f.File), f.Line)
+		}
+		if !more {
+			return "an unknown place"
+		}
+	}
 }
