@@ -537,6 +537,12 @@ func TestFlightErrors(t *testing.T) {
 	defer nullKey.Release()
 	big := entityTable(t, 20_000, 3)
 	defer big.Release()
+	// A table whose key column's offsets go back: its buffers have the
+	// sizes the IPC reader checks, its values do not exist.
+	badKey := array.MakeFromData(array.NewData(arrow.BinaryTypes.String, 2, []*memory.Buffer{nil,
+		memory.NewBufferBytes(arrow.Int32Traits.CastToBytes([]int32{0, 5, 3})), memory.NewBufferBytes([]byte("c1c2c"))}, nil, 0, 0))
+	malformed := array.NewRecordBatch(nullKey.Schema(), []arrow.Array{badKey, nullKey.Column(1)}, 2)
+	defer malformed.Release()
 
 	for _, c := range []struct {
 		name    string
@@ -571,6 +577,8 @@ func TestFlightErrors(t *testing.T) {
 			code: codes.InvalidArgument, msg: `entity table: timestamp column "ts" has type utf8`},
 		{name: "null key", desc: cmdDescriptor(t, fraud), schema: nullKey.Schema(), batches: []arrow.RecordBatch{nullKey},
 			code: codes.InvalidArgument, msg: `entity table: row 2: column "card" (join key "card_id" of entity "card") is null`},
+		{name: "malformed batch", desc: cmdDescriptor(t, fraud), schema: malformed.Schema(), batches: []arrow.RecordBatch{malformed},
+			code: codes.InvalidArgument, msg: `entity table: record batch 1 is malformed: column "card": `},
 		{name: "upload too large", desc: cmdDescriptor(t, fraud), schema: big.Schema(), batches: []arrow.RecordBatch{big.NewSlice(0, 10_000), big.NewSlice(10_000, 20_000)},
 			code: codes.ResourceExhausted, msg: "entity table too large: more than the 65536 bytes a call may send"},
 		{name: "no registry version", addr: noRegistry, desc: cmdDescriptor(t, fraud), schema: table.Schema(),

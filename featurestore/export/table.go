@@ -192,7 +192,7 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 			fh.Close()
 			return nil, nil, fmt.Errorf("%s: read arrow file: %w", t.path, err)
 		}
-		return &ipcFileReader{r: fr}, func() { fr.Close(); fh.Close() }, nil
+		return &validReader{recordReader: &ipcFileReader{r: fr}, path: t.path}, func() { fr.Close(); fh.Close() }, nil
 	}
 	if _, err := fh.Seek(0, io.SeekStart); err != nil {
 		fh.Close()
@@ -203,7 +203,65 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 		fh.Close()
 		return nil, nil, fmt.Errorf("%s: read arrow stream: %w", t.path, err)
 	}
-	return sr, func() { sr.Release(); fh.Close() }, nil
+	return &validReader{recordReader: sr, path: t.path}, func() { sr.Release(); fh.Close() }, nil
+}
+
+// validReader checks each batch of an Arrow IPC file or stream in full
+// (offsets, sizes, UTF-8, dictionary indices, nested children) before
+// anything reads its values. The IPC readers check the buffers' sizes, not
+// what the offsets in them point to: a malformed batch would otherwise
+// panic where its values are read, crashing the process, which for an
+// export over Arrow Flight is the server with its online lookups.
+type validReader struct {
+	recordReader
+	path  string
+	batch int
+	err   error
+}
+
+func (r *validReader) Schema() *arrow.Schema {
+	return r.recordReader.(interface{ Schema() *arrow.Schema }).Schema()
+}
+
+func (r *validReader) Next() bool {
+	if r.err != nil || !r.recordReader.Next() {
+		return false
+	}
+	r.batch++
+	if err := validateBatch(r.RecordBatch()); err != nil {
+		r.err = fmt.Errorf("%s: record batch %d is malformed: %w", r.path, r.batch, err)
+		return false
+	}
+	return true
+}
+
+// validateBatch checks every column of rec in full. arrow-go's check of a
+// string column can itself panic on some malformed offsets (v18.8.0 slices
+// a value before it has seen that the offsets decrease further on), so a
+// panic is taken for what it is: the batch is malformed.
+func validateBatch(rec arrow.RecordBatch) error {
+	for i, col := range rec.Columns() {
+		if err := validateArray(col); err != nil {
+			return fmt.Errorf("column %q: %w", rec.Schema().Field(i).Name, err)
+		}
+	}
+	return nil
+}
+
+func validateArray(a arrow.Array) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	return array.ValidateFull(a)
+}
+
+func (r *validReader) Err() error {
+	if r.err != nil {
+		return r.err
+	}
+	return r.recordReader.Err()
 }
 
 type parquetReader struct {

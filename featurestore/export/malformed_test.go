@@ -1,0 +1,110 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// TestMalformedArrowInputs exports entity tables in Arrow IPC files and
+// streams whose buffers have the right sizes, so that the IPC readers take
+// them, but whose contents are malformed: string offsets that go back,
+// which arrow-go's own check panics on; strings that are not UTF-8; a
+// dictionary index beyond its dictionary; list offsets beyond the values.
+// Each is an error naming the file, batch and column, never a panic (over
+// Arrow Flight, a panic would be the server's crash).
+func TestMalformedArrowInputs(t *testing.T) {
+	r := testRegistry(t)
+	dir := t.TempDir()
+	ts := &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
+	times := func(n int) arrow.Array {
+		b := array.NewTimestampBuilder(memory.DefaultAllocator, ts)
+		defer b.Release()
+		for range n {
+			b.Append(arrow.Timestamp(t0))
+		}
+		return b.NewArray()
+	}
+	strs := func(offsets []int32, data string) arrow.Array {
+		return array.MakeFromData(array.NewData(arrow.BinaryTypes.String, len(offsets)-1,
+			[]*memory.Buffer{nil, memory.NewBufferBytes(arrow.Int32Traits.CastToBytes(offsets)), memory.NewBufferBytes([]byte(data))}, nil, 0, 0))
+	}
+	good := strs([]int32{0, 1, 2}, "uv")
+	dict := func() arrow.Array {
+		idx := array.MakeFromData(array.NewData(arrow.PrimitiveTypes.Int32, 2,
+			[]*memory.Buffer{nil, memory.NewBufferBytes(arrow.Int32Traits.CastToBytes([]int32{1, 7}))}, nil, 0, 0))
+		return array.NewDictionaryArray(&arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int32, ValueType: arrow.BinaryTypes.String}, idx, good)
+	}
+	list := func() arrow.Array {
+		child := array.MakeFromData(array.NewData(arrow.PrimitiveTypes.Int64, 1,
+			[]*memory.Buffer{nil, memory.NewBufferBytes(arrow.Int64Traits.CastToBytes([]int64{5}))}, nil, 0, 0))
+		return array.MakeFromData(array.NewData(arrow.ListOf(arrow.PrimitiveTypes.Int64), 2,
+			[]*memory.Buffer{nil, memory.NewBufferBytes(arrow.Int32Traits.CastToBytes([]int32{0, 1, 0}))}, []arrow.ArrayData{child.Data()}, 0, 0))
+	}
+	cases := []struct {
+		name   string
+		column string
+		key    arrow.Array
+		label  arrow.Array
+	}{
+		{"string offsets going back", "user_id", strs([]int32{0, 5, 3}, "abcde"), nil},
+		{"string not UTF-8", "user_id", strs([]int32{0, 1, 2}, "u\xff"), nil},
+		{"dictionary index beyond the dictionary", "user_id", dict(), nil},
+		{"label string offsets going back", "label", good, strs([]int32{0, 2, 1}, "ab")},
+		{"label list offsets going back", "label", good, list()},
+	}
+	for _, c := range cases {
+		for _, stream := range []bool{false, true} {
+			name := c.name + map[bool]string{false: " (file)", true: " (stream)"}[stream]
+			t.Run(name, func(t *testing.T) {
+				fields := []arrow.Field{{Name: "user_id", Type: c.key.DataType()}, {Name: "event_timestamp", Type: ts}}
+				cols := []arrow.Array{c.key, times(2)}
+				if c.label != nil {
+					fields = append(fields, arrow.Field{Name: "label", Type: c.label.DataType()})
+					cols = append(cols, c.label)
+				}
+				schema := arrow.NewSchema(fields, nil)
+				rec := array.NewRecordBatch(schema, cols, 2)
+				var buf bytes.Buffer
+				var err error
+				if stream {
+					w := ipc.NewWriter(&buf, ipc.WithSchema(schema))
+					if err = w.Write(rec); err == nil {
+						err = w.Close()
+					}
+				} else {
+					var w *ipc.FileWriter
+					if w, err = ipc.NewFileWriter(&buf, ipc.WithSchema(schema)); err == nil {
+						if err = w.Write(rec); err == nil {
+							err = w.Close()
+						}
+					}
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".arrow")
+				if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				out := filepath.Join(dir, "out.arrow")
+				_, err = Run(context.Background(), Options{Registry: r, Log: &memLog{}, TempDir: dir, Entities: path, Out: out, Features: []string{"by_user:n_5m"}})
+				want := filepath.Base(path) + `: record batch 1 is malformed: column "` + c.column + `": `
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("error %v, want one containing %q", err, want)
+				}
+				if _, err := os.Stat(out); err == nil {
+					t.Errorf("a failed export left %s", out)
+				}
+			})
+		}
+	}
+}
