@@ -61,15 +61,9 @@ func sourceDecoder(t *testing.T, r *registry.Registry, source string) (Layout, D
 	return l, dec
 }
 
-// TestDecodeProtobuf decodes featurestore.v1.RegistryVersion messages as
-// events: a real message type with a Timestamp, strings and an int64.
-func TestDecodeProtobuf(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "fs.binpb"), descriptorSet(featurestorev1.File_featurestore_v1_registry_proto), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defs := filepath.Join(dir, "defs.yaml")
-	r, err := registry.LoadFiles(map[string][]byte{defs: []byte(`
+// versionsDefs declare a source of featurestore.v1.RegistryVersion
+// messages, from the descriptor set fs.binpb.
+const versionsDefs = `
 kind: Entity
 name: applier
 join_keys: [{name: who, type: string}]
@@ -90,7 +84,17 @@ name: by_applier
 entity: applier
 source: versions
 features: [{name: n, aggregation: count, window: 1h}, {name: last_version, field: version, type: int64}]
-`)})
+`
+
+// TestDecodeProtobuf decodes featurestore.v1.RegistryVersion messages as
+// events: a real message type with a Timestamp, strings and an int64.
+func TestDecodeProtobuf(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "fs.binpb"), descriptorSet(featurestorev1.File_featurestore_v1_registry_proto), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defs := filepath.Join(dir, "defs.yaml")
+	r, err := registry.LoadFiles(map[string][]byte{defs: []byte(versionsDefs)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,30 +322,8 @@ func FuzzDecodeProtobuf(f *testing.F) {
 	if err := os.WriteFile(filepath.Join(dir, "fs.binpb"), descriptorSet(featurestorev1.File_featurestore_v1_registry_proto), 0o644); err != nil {
 		f.Fatal(err)
 	}
-	source := `
-kind: Entity
-name: applier
-join_keys: [{name: who, type: string}]
----
-kind: Source
-name: versions
-format: protobuf
-protobuf: {descriptor_set: fs.binpb, message: featurestore.v1.RegistryVersion}
-kafka: {topic: versions}
-timestamp: {field: applied_at}
-keys: {who: applied_by}
-fields: {version: int64, message: string, digest: string}
-event_id_field: digest
-allowed_lateness: 0s
----
-kind: FeatureView
-name: by_applier
-entity: applier
-source: versions
-features: [{name: n, aggregation: count, window: 1h}, {name: last_version, field: version, type: int64}]
-`
 	var decs []Decoder
-	for _, defs := range []string{source, strings.Replace(source, "kind: Source\n", "kind: Source\nframing: confluent\n", 1)} {
+	for _, defs := range []string{versionsDefs, strings.Replace(versionsDefs, "kind: Source\n", "kind: Source\nframing: confluent\n", 1)} {
 		r, err := registry.LoadFiles(map[string][]byte{filepath.Join(dir, "defs.yaml"): []byte(defs)})
 		if err != nil {
 			f.Fatal(err)

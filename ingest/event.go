@@ -3,10 +3,7 @@ package ingest
 import (
 	"fmt"
 	"maps"
-	"path/filepath"
-	"runtime"
 	"slices"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -206,24 +203,8 @@ type guardedDecoder struct{ inner Decoder }
 func (g guardedDecoder) Decode(payload []byte, ev *Event) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = reject(ReasonInvalidPayload, "the decoder panicked on this payload (a bug; please report it): %v at %s", r, panicSite())
+			err = reject(ReasonInvalidPayload, "the decoder panicked on this payload (a bug; please report it): %v at %s", r, featurestore.PanicSite())
 		}
 	}()
 	return g.inner.Decode(payload, ev)
-}
-
-// panicSite returns the function, file and line a panic being recovered
-// was raised in; call it from the deferred function that recovers.
-func panicSite() string {
-	var pcs [32]uintptr
-	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs[:])])
-	for {
-		f, more := frames.Next()
-		if !strings.HasPrefix(f.Function, "runtime.") {
-			return fmt.Sprintf("%s (%s:%d)", f.Function, filepath.Base(f.File), f.Line)
-		}
-		if !more {
-			return "an unknown place"
-		}
-	}
 }

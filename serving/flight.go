@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/export"
 )
 
@@ -265,15 +267,24 @@ type exchange struct {
 	uploadBytes int64
 	rows        int64
 	stats       export.Stats
+	// panicked is set when the export panicked (a bug), for the log.
+	panicked *export.PanicError
 }
 
-// DoExchange runs one training export; see FlightServer.
-func (s *FlightServer) DoExchange(stream flight.FlightService_DoExchangeServer) error {
+// DoExchange runs one training export; see FlightServer. A panic of the
+// export (a bug) fails this call alone, INTERNAL, logged with its stack:
+// the lookups the process serves go on.
+func (s *FlightServer) DoExchange(stream flight.FlightService_DoExchangeServer) (err error) {
 	start := time.Now()
 	var x exchange
-	err := s.exchange(stream, &x)
-	s.done(&x, start, err)
-	return err
+	defer func() {
+		if r := recover(); r != nil {
+			x.panicked = &export.PanicError{Value: r, Site: featurestore.PanicSite(), Stack: debug.Stack()}
+			err = status.Errorf(codes.Internal, "export: %v", x.panicked)
+		}
+		s.done(&x, start, err)
+	}()
+	return s.exchange(stream, &x)
 }
 
 // acquire takes one of the MaxExports slots, or fails with
@@ -300,6 +311,9 @@ func (s *FlightServer) done(x *exchange, start time.Time, err error) {
 	case codes.OK:
 		log.Info("flight export done", "events", x.stats.Events, "events_used", x.stats.EventsUsed, "spilled_bytes", x.stats.Spilled)
 	case codes.Internal, codes.Unknown:
+		if x.panicked != nil {
+			log = log.With("stack", string(x.panicked.Stack))
+		}
 		log.Error("flight export failed", "code", code.String(), "err", err)
 	default:
 		log.Info("flight export refused or stopped", "code", code.String(), "err", err)
@@ -438,6 +452,7 @@ func (s *FlightServer) exchange(stream flight.FlightService_DoExchangeServer, x 
 	out := &flightOutput{stream: stream, mem: s.mem}
 	opts.Output = out
 	x.stats, err = export.Run(ctx, opts)
+	errors.As(err, &x.panicked)
 	if err == nil {
 		err = out.close()
 	}

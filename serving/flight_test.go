@@ -1,6 +1,7 @@
 package serving
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -866,4 +868,42 @@ func TestFlightHealthFollowsReadiness(t *testing.T) {
 	awaitHealth(t, conn, FlightServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	down.Store(false)
 	awaitHealth(t, conn, FlightServiceName, healthpb.HealthCheckResponse_SERVING)
+}
+
+// panickingLog is a committed log whose Scan panics: a bug in the export's
+// reading, as far as the server can tell.
+type panickingLog struct{}
+
+func (panickingLog) Scan(context.Context, string, int64, func(arrow.RecordBatch) error) error {
+	panic("the log scan blew up")
+}
+
+func (panickingLog) Committed(context.Context, string) (bool, error) { return true, nil }
+
+// TestFlightExportPanic checks that an export that panics fails its call
+// alone, INTERNAL naming the panic, logged with its stack, and that the
+// server goes on serving calls.
+func TestFlightExportPanic(t *testing.T) {
+	f := newFlightFixture(t)
+	var logs bytes.Buffer
+	reg := prometheus.NewRegistry()
+	addr := f.serve(t, FlightConfig{TempDir: t.TempDir(), Log: panickingLog{}, Metrics: NewFlightMetrics(reg),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	table := entityTable(t, 100, 5)
+	defer table.Release()
+	for range 2 {
+		_, err := flightCall{addr: addr, desc: cmdDescriptor(t, mixedCommand), schema: table.Schema(), batches: []arrow.RecordBatch{table}}.do(context.Background(), t)
+		st := status.Convert(err)
+		if st.Code() != codes.Internal || !strings.Contains(st.Message(), "export failed: panic (a bug; please report it): the log scan blew up at ") {
+			t.Fatalf("export that panicked: %v", err)
+		}
+	}
+	if n := counter(t, reg, "featurestore_serving_flight_exports_total", map[string]string{"code": "Internal"}); n != 2 {
+		t.Errorf("exports counted INTERNAL: %v, want 2", n)
+	}
+	for _, s := range []string{"flight export failed", "the log scan blew up", "stack=", "flight_test.go"} {
+		if !strings.Contains(logs.String(), s) {
+			t.Errorf("log lacks %q:\n%s", s, logs.String())
+		}
+	}
 }

@@ -2,11 +2,39 @@ package export
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"sync"
+
+	"github.com/featurestore/featurestore/featurestore"
 )
 
+// PanicError is an export that failed because its code panicked: a bug,
+// turned into an error so that an export running in a server (over Arrow
+// Flight) does not take the process and its lookups down.
+type PanicError struct {
+	Value any    // what the code panicked with
+	Site  string // the function, file and line that panicked
+	Stack []byte // the goroutine's stack when it panicked
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("export failed: panic (a bug; please report it): %v at %s", e.Value, e.Site)
+}
+
+// runRecovered calls fn, turning its panic into a *PanicError.
+func runRecovered(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Site: featurestore.PanicSite(), Stack: debug.Stack()}
+		}
+	}()
+	return fn()
+}
+
 // workGroup runs functions in goroutines and keeps the first error; the
-// first error cancels the group's context.
+// first error cancels the group's context. A function's panic is its
+// error, a *PanicError.
 type workGroup struct {
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -23,7 +51,7 @@ func (g *workGroup) Go(fn func() error) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		if err := fn(); err != nil {
+		if err := runRecovered(fn); err != nil {
 			g.once.Do(func() {
 				g.err = err
 				g.cancel()

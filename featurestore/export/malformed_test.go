@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,5 +107,42 @@ func TestMalformedArrowInputs(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// panicLog is a log whose Scan panics.
+type panicLog struct{}
+
+func (panicLog) Scan(context.Context, string, int64, func(arrow.RecordBatch) error) error {
+	var m map[string]int
+	m["boom"]++ // a nil map: the kind of bug a panic is
+	return nil
+}
+
+// TestPanicIsAnError checks that a panic in an export's goroutines is its
+// error, a *PanicError naming the panic and its place with the stack,
+// rather than the end of the process (an export over Arrow Flight runs in
+// the server).
+func TestPanicIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	entities := filepath.Join(dir, "rows.arrow")
+	(&testTable{fields: []arrow.Field{{Name: "user_id", Type: arrow.BinaryTypes.String}, {Name: "event_timestamp", Type: arrow.FixedWidthTypes.Timestamp_ms}},
+		rows: [][]any{{"u", int64(t0)}}}).writeArrow(t, entities, 1)
+	out := filepath.Join(dir, "out.arrow")
+	_, err := Run(context.Background(), Options{Registry: testRegistry(t), Log: panicLog{}, TempDir: dir, Entities: entities, Out: out, Features: []string{"by_user:n_5m"}})
+	var pe *PanicError
+	if !errors.As(err, &pe) {
+		t.Fatalf("error %v, want a *PanicError", err)
+	}
+	for _, s := range []string{"export failed: panic (a bug; please report it): assignment to entry in nil map at ", "export.panicLog.Scan (malformed_test.go:"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q lacks %q", err, s)
+		}
+	}
+	if !strings.Contains(string(pe.Stack), "malformed_test.go") {
+		t.Errorf("stack lacks the panic's place:\n%s", pe.Stack)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("a failed export left %s", out)
 	}
 }
