@@ -4,18 +4,21 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
 )
 
-// Client looks features up over one gRPC connection. It is safe for
-// concurrent use.
+// Client looks features up over gRPC: one connection to each address the
+// server's name resolves to, lookups spread over them in turn. It is safe
+// for concurrent use.
 type Client struct {
 	conn *grpc.ClientConn
 	rpc  pb.OnlineServiceClient
@@ -58,8 +61,11 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 }
 
 // Dial returns a client of the server at addr (host:port, or any target
-// grpc.NewClient accepts). It does no I/O: the connection is made on the
-// first call, and made again after a failure.
+// grpc.NewClient accepts). It does no I/O: the connections are made on the
+// first call, and made again after a failure. Lookups go to every address
+// addr resolves to in turn, those failing with UNAVAILABLE are tried
+// again (see serviceConfig), and idle connections are checked with a ping
+// every 30 s, so that a server gone without a word is found out.
 func Dial(addr string, opts ...Option) (*Client, error) {
 	var cfg config
 	for _, o := range opts {
@@ -72,7 +78,8 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	if cfg.tls != nil {
 		creds = credentials.NewTLS(cfg.tls)
 	}
-	dopts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	dopts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true})}
 	if cfg.token != "" {
 		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer("Bearer "+cfg.token)))
 	}
@@ -82,6 +89,29 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	}
 	return &Client{conn: conn, rpc: pb.NewOnlineServiceClient(conn)}, nil
 }
+
+// serviceConfig is the client's gRPC service configuration:
+//
+//   - round_robin: every address the name resolves to (the replicas of a
+//     headless Kubernetes service, say) gets a connection and its share
+//     of the lookups; gRPC's default would send them all to the first.
+//   - lookups failing with UNAVAILABLE (the server could not reach its
+//     online store, had no registry version yet, or was shutting down; the
+//     connection failed) are tried again, twice at most, after 10 ms and
+//     then up to 100 ms, within the caller's deadline: lookups only read,
+//     so a retry is always safe. gRPC's retry throttling stops retrying
+//     once more than about a tenth of the calls fail, so that an outage
+//     is not multiplied by three.
+//
+// WithDialOptions(grpc.WithDefaultServiceConfig(...)) replaces it.
+const serviceConfig = `{
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "methodConfig": [{
+    "name": [{"service": "featurestore.v1.OnlineService", "method": "GetOnlineFeatures"}],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s", "backoffMultiplier": 4, "retryableStatusCodes": ["UNAVAILABLE"]}
+  }],
+  "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}
+}`
 
 // Close closes the connection; calls in flight fail with codes.Canceled.
 func (c *Client) Close() error { return c.conn.Close() }

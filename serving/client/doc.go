@@ -2,7 +2,8 @@
 // (`featurestore serve`) over gRPC.
 //
 // Dial once and share the Client; it is safe for concurrent use and keeps
-// one connection, made on the first call:
+// a connection to each address the server's name resolves to, made on the
+// first call, sending lookups to each in turn:
 //
 //	c, err := client.Dial("featurestore.internal:6566", client.WithTLS(&tls.Config{}), client.WithBearerToken(token))
 //	...
@@ -35,6 +36,7 @@
 // unknown name or a wrongly typed, missing or superfluous key, the message
 // naming it (an empty service name or an entity without join-key values is
 // rejected before any call); Unavailable when the server cannot reach its
-// online store (safe to retry); DeadlineExceeded when ctx's deadline passed.
+// online store (the client has tried twice more already, unless many calls
+// fail); DeadlineExceeded when ctx's deadline passed.
 // Give ctx a deadline: without one, the server applies its default.
 package client
