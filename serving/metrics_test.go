@@ -32,7 +32,7 @@ func TestMetricsBeforeFirstLookup(t *testing.T) {
 	for _, r := range []string{"ok", "error", "canceled"} {
 		fixed = append(fixed, "featurestore_serving_redis_duration_seconds{result="+r+"}")
 	}
-	fixed = append(fixed, "featurestore_serving_redis_reads_again_total{}", "featurestore_serving_request_entities{}", "featurestore_serving_tiles_merged{}")
+	fixed = append(fixed, "featurestore_serving_panics_total{}", "featurestore_serving_redis_reads_again_total{}", "featurestore_serving_request_entities{}", "featurestore_serving_tiles_merged{}")
 	views := func(stored []string, onDemand map[string][]string) []string {
 		var out []string
 		for _, v := range slices.Concat(stored, slices.Sorted(func(yield func(string) bool) {
