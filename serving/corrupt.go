@@ -21,17 +21,18 @@ const (
 	corruptLogKeys     = 100
 )
 
-// corruptLog decides which corrupt hashes are logged. The zero value is
-// ready to use.
-type corruptLog struct {
+// logLimiter decides which of many like lines are logged, by key: the
+// corrupt hashes by their Redis key, the panics of lookups by their place.
+// The zero value is ready to use.
+type logLimiter struct {
 	mu         sync.Mutex
 	last       map[string]time.Time // key → when it was last logged
 	suppressed int                  // lines left out since the last one logged
 }
 
-// allow reports whether the corrupt hash key is to be logged now, and if so
-// how many lines were left out before it.
-func (l *corruptLog) allow(key string, now time.Time) (ok bool, suppressed int) {
+// allow reports whether the line of key is to be logged now, and if so how
+// many lines were left out before it.
+func (l *logLimiter) allow(key string, now time.Time) (ok bool, suppressed int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.last == nil {

@@ -14,7 +14,7 @@ import (
 // corruptLogKeys keys per interval, and the first line logged after lines
 // were left out says how many.
 func TestCorruptLogBounded(t *testing.T) {
-	var l corruptLog
+	var l logLimiter
 	t0 := time.Unix(1e9, 0)
 	type step struct {
 		key        string
@@ -37,7 +37,7 @@ func TestCorruptLogBounded(t *testing.T) {
 	}
 	// Up to corruptLogKeys keys within an interval, then one more is left
 	// out until the interval passes.
-	l = corruptLog{}
+	l = logLimiter{}
 	at := t0
 	for k := range corruptLogKeys {
 		if ok, _ := l.allow(fmt.Sprint("k", k), at); !ok {

@@ -73,7 +73,8 @@ type OnlineService struct {
 	pingMu   sync.Mutex // guards pingFail
 	pingFail string     // the online store's last ping error, "" after a success
 
-	corruptLog corruptLog // of hashes that do not decode (corrupt.go)
+	corruptLog logLimiter // of hashes that do not decode (corrupt.go)
+	panicLog   logLimiter // of lookups that panicked, by place
 }
 
 // NewOnlineService returns the service reading store with the definitions
@@ -124,7 +125,18 @@ func (s *OnlineService) planFor(snap *registry.Snapshot) *plan {
 // series of its views at 0. Call it when a version is loaded
 // (registry.WatcherOptions.OnChange); without it, both happen at the
 // version's first lookup.
+//
+// A panic while planning (a bug) is logged with its stack rather than
+// ending the process from the registry watcher's goroutine: the version's
+// lookups then fail with INTERNAL, logged as any lookup that panics, until
+// a version that plans is applied.
 func (s *OnlineService) Prepare() {
+	defer func() {
+		if r := recover(); r != nil {
+			s.opts.Logger.Error("planning the registry version failed: panic (a bug; please report it with this line); its lookups fail",
+				"panic", fmt.Sprint(r), "at", featurestore.PanicSite(), "stack", string(debug.Stack()))
+		}
+	}()
 	if snap := s.regs.Current(); snap != nil {
 		s.planFor(snap)
 	}
@@ -210,11 +222,18 @@ func (s *OnlineService) lookup(ctx context.Context, req *pb.GetOnlineFeaturesReq
 
 // panicked logs and counts a lookup that panicked with r, and returns its
 // status.
+//
+// A panic that every lookup meets (a bug in planning a registry version,
+// say) would log a stack per lookup: each place is logged at most once a
+// minute, like corrupt hashes (corrupt.go); the counter counts them all.
 func (s *OnlineService) panicked(req *pb.GetOnlineFeaturesRequest, r any) error {
 	s.opts.Metrics.panicked()
-	s.opts.Logger.Error("lookup failed: panic (a bug; please report it with this line)", "panic", fmt.Sprint(r),
-		"feature_service", req.GetFeatureService(), "features", len(req.GetFeatures().GetRefs()), "entities", len(req.GetEntities()),
-		"stack", string(debug.Stack()))
+	site := featurestore.PanicSite()
+	if ok, suppressed := s.panicLog.allow(site, time.Now()); ok {
+		s.opts.Logger.Error("lookup failed: panic (a bug; please report it with this line)", "panic", fmt.Sprint(r), "at", site,
+			"feature_service", req.GetFeatureService(), "features", len(req.GetFeatures().GetRefs()), "entities", len(req.GetEntities()),
+			"suppressed", suppressed, "stack", string(debug.Stack()))
+	}
 	return status.Error(codes.Internal, "internal error: the lookup failed (the server logged why)")
 }
 
