@@ -11,6 +11,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/offline"
 	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/window"
@@ -130,6 +131,12 @@ type partitionState struct {
 	// rejections since then, by reason.
 	rejectLogged time.Time
 	rejected     map[Reason]int64
+	// at is the offset of the message prepare is taking, -1 outside its
+	// loop over the messages; poison holds the messages prepare panicked
+	// on (a bug), by offset, with the detail of their dead letter: the
+	// retry of their batch rejects them instead of taking them again.
+	at     int64
+	poison map[int64]string
 }
 
 // NewApplier compiles the online views of source src in registry r.
@@ -460,8 +467,11 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 		after = ps.done
 	}
 	b := &ps.b
-	hw, has := a.prepare(ps, topic, p, msgs, after)
 	defer ps.ids.discard() // what a failed batch would have remembered
+	hw, has, err := a.prepareGuarded(ps, topic, p, msgs, after)
+	if err != nil {
+		return err
+	}
 	b.restore(&ps.carry, msgs[0].Offset, msgs[len(msgs)-1].Offset)
 	for i := 0; i < len(b.updates); i += applyChunk {
 		if err := a.store.Apply(ctx, b.updates[i:min(i+applyChunk, len(b.updates))]); err != nil {
@@ -497,6 +507,11 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	// again from an earlier offset to fill the offline log.
 	ps.known, ps.saved, ps.savedAt = true, true, stored
 	ps.hw, ps.has = hw, has
+	for o := range ps.poison {
+		if o <= pos.Offset {
+			delete(ps.poison, o)
+		}
+	}
 	if a.dedup {
 		forgot := ps.ids.commit(hw - a.lateness)
 		a.metrics.setDedupIDs(a.src.Name, p, ps.ids.len(), forgot)
@@ -505,20 +520,52 @@ func (a *Applier) Apply(ctx context.Context, topic string, p int, msgs []kafka.M
 	return nil
 }
 
+// prepareGuarded is prepare, with a panic (a bug) turned into the batch's
+// error rather than the process's end, which would come back at every
+// restart at the same message. When the panic came while one message was
+// taken, that message is remembered as poison: the partition worker tries
+// the batch again, and this time the message goes to the dead letters
+// (invalid_payload, the detail naming the panic) and the rest is applied.
+func (a *Applier) prepareGuarded(ps *partitionState, topic string, p int, msgs []kafka.Message, after int64) (hw int64, has bool, err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		site := featurestore.PanicSite()
+		err = fmt.Errorf("prepare %s/%d@%d..%d: panic (a bug; please report it): %v at %s", topic, p, msgs[0].Offset, msgs[len(msgs)-1].Offset, r, site)
+		if ps.at >= 0 {
+			if ps.poison == nil {
+				ps.poison = map[int64]string{}
+			}
+			ps.poison[ps.at] = capDetail(fmt.Sprintf("ingest panicked on this event (a bug; please report it): %v at %s", r, site))
+			err = fmt.Errorf("%w; the batch is tried again without offset %d, which goes to the dead letters", err, ps.at)
+		}
+	}()
+	hw, has = a.prepare(ps, topic, p, msgs, after)
+	return hw, has, nil
+}
+
 // prepare decodes the messages of a batch, rejects what is malformed or
 // late, routes the rest to the (view, entity) groups they feed and makes
 // the groups' updates (ps.b.updates). It returns the high water after the
 // batch. Nothing of it is kept unless the batch is applied.
 func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.Message, after int64) (hw int64, has bool) {
 	b := &ps.b
+	ps.at = -1
 	b.reset(a, p, len(msgs))
 	ps.off.reset(len(a.offViews))
 	hw, has = ps.hw, ps.has
 	for _, m := range msgs {
+		ps.at = m.Offset
 		if isTransactionMarker(m) {
 			if m.Offset > after {
 				b.markers++
 			}
+			continue
+		}
+		if detail, ok := ps.poison[m.Offset]; ok {
+			b.letters = append(b.letters, DeadLetter{Message: m, Reason: ReasonInvalidPayload, Detail: detail})
 			continue
 		}
 		ev := &ps.ev
@@ -576,6 +623,7 @@ func (a *Applier) prepare(ps *partitionState, topic string, p int, msgs []kafka.
 			a.routeOffline(ps, m, ev, ei)
 		}
 	}
+	ps.at = -1
 	// Here each group holds the accepted events of one entity in one view,
 	// in offset order (b.uses), before they are arranged by tile: the place
 	// to hand each view's accepted events to another store.
