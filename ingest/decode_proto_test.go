@@ -47,7 +47,7 @@ func descriptorSet(fd protoreflect.FileDescriptor) []byte {
 }
 
 // sourceDecoder returns the layout and the decoder of a source of r.
-func sourceDecoder(t *testing.T, r *registry.Registry, source string) (Layout, Decoder) {
+func sourceDecoder(t testing.TB, r *registry.Registry, source string) (Layout, Decoder) {
 	t.Helper()
 	src := r.Source(source)
 	l, err := NewLayout(r, src)
@@ -328,15 +328,7 @@ func FuzzDecodeProtobuf(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		src := r.Source("versions")
-		l, err := NewLayout(r, src)
-		if err != nil {
-			f.Fatal(err)
-		}
-		dec, err := NewDecoder(src, l, "")
-		if err != nil {
-			f.Fatal(err)
-		}
+		_, dec := sourceDecoder(f, r, "versions")
 		decs = append(decs, dec)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
