@@ -612,4 +612,29 @@ func TestBackfillFileErrors(t *testing.T) {
 	if want := `column "ts" (event time of source "txns") has type bool, which cannot hold event time (epoch_ms)`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("got %v, want %s", err, want)
 	}
+	// A malformed batch: the merchant column's offsets go back, which the
+	// IPC reader takes (the buffers have the sizes it checks) and reading
+	// the values would panic on.
+	merchants := array.MakeFromData(array.NewData(arrow.BinaryTypes.String, 2, []*memory.Buffer{nil,
+		memory.NewBufferBytes(arrow.Int32Traits.CastToBytes([]int32{0, 5, 3})), memory.NewBufferBytes([]byte("m1m2m"))}, nil, 0, 0))
+	good := arrow.NewSchema([]arrow.Field{
+		{Name: "card", Type: arrow.BinaryTypes.String}, {Name: "ts", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "amount", Type: arrow.PrimitiveTypes.Float64}, {Name: "merchant", Type: arrow.BinaryTypes.String},
+	}, nil)
+	gb := array.NewRecordBuilder(memory.DefaultAllocator, good)
+	gb.Field(0).(*array.StringBuilder).AppendValues([]string{"c1", "c2"}, nil)
+	gb.Field(1).(*array.Int64Builder).AppendValues([]int64{1, 2}, nil)
+	gb.Field(2).(*array.Float64Builder).AppendValues([]float64{1, 2}, nil)
+	gb.Field(3).(*array.StringBuilder).AppendValues([]string{"m", "m"}, nil)
+	ok := gb.NewRecordBatch()
+	bad := array.NewRecordBatch(good, []arrow.Array{ok.Column(0), ok.Column(1), ok.Column(2), merchants}, 2)
+	path = filepath.Join(dir, "malformed.arrow")
+	testenv.WriteArrowFile(t, path, good, bad)
+	_, letters, err := e.run(ctx, t, []string{path}, BackfillConfig{})
+	if want := `malformed.arrow: record batch 1 is malformed: column "merchant": `; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v, want an error containing %s", err, want)
+	}
+	if len(letters) != 0 {
+		t.Errorf("letters %v", letters)
+	}
 }
