@@ -537,6 +537,13 @@ func (u *upload) Recv() (*flight.FlightData, error) {
 	if u.n > u.max {
 		return nil, fmt.Errorf("%w: more than the %d bytes a call may send", errUploadTooLarge, u.max)
 	}
+	// arrow-go trusts the sizes in the message's metadata: unchecked, a
+	// few bytes could make it allocate gigabytes, a crash of the server.
+	if len(fd.DataHeader) > 0 {
+		if err := export.CheckIPCMessage(fd.DataHeader, fd.DataBody, int64(len(fd.DataBody))); err != nil {
+			return nil, err
+		}
+	}
 	return fd, nil
 }
 

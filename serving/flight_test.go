@@ -5,11 +5,13 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -26,6 +28,7 @@ import (
 	flightgen "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	flatbuffers "github.com/google/flatbuffers/go"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -905,5 +908,54 @@ func TestFlightExportPanic(t *testing.T) {
 		if !strings.Contains(logs.String(), s) {
 			t.Errorf("log lacks %q:\n%s", s, logs.String())
 		}
+	}
+}
+
+// hugeFieldsSchema returns the metadata of a schema message (the Message
+// flatbuffer a FlightData's data header holds) of schema, with the length
+// of its fields vector made 2^31-1: arrow-go would make a slice of that
+// many fields, about 200 GB.
+func hugeFieldsSchema(t *testing.T, schema *arrow.Schema) []byte {
+	t.Helper()
+	msg := flight.SerializeSchema(schema, memory.DefaultAllocator)
+	if binary.LittleEndian.Uint32(msg) == 0xffffffff {
+		msg = msg[4:]
+	}
+	meta := bytes.Clone(msg[4 : 4+binary.LittleEndian.Uint32(msg)])
+	m := flatbuffers.Table{Bytes: meta, Pos: flatbuffers.GetUOffsetT(meta)}
+	o := flatbuffers.UOffsetT(m.Offset(8)) + m.Pos // the header: the Schema table
+	s := flatbuffers.Table{Bytes: meta, Pos: m.Indirect(o)}
+	fields := s.Vector(flatbuffers.UOffsetT(s.Offset(6))) - 4 // the fields vector's length
+	binary.LittleEndian.PutUint32(meta[fields:], math.MaxInt32)
+	return meta
+}
+
+// TestFlightMalformedMetadata sends a schema message whose fields vector
+// claims 2^31-1 fields: the call fails with INVALID_ARGUMENT before arrow-go
+// reads it (it would have tried to allocate about 200 GB, a fatal error of
+// the whole server), and the server goes on.
+func TestFlightMalformedMetadata(t *testing.T) {
+	f := newFlightFixture(t)
+	addr := f.serve(t, FlightConfig{TempDir: t.TempDir()})
+	table := entityTable(t, 10, 6)
+	defer table.Release()
+	client, err := flight.NewClientWithMiddleware(addr, nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	stream, err := client.DoExchange(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&flight.FlightData{FlightDescriptor: cmdDescriptor(t, mixedCommand), DataHeader: hugeFieldsSchema(t, table.Schema())}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "malformed Arrow IPC data: message: a vector of 2147483647 elements") {
+		t.Fatalf("malformed schema: %v", err)
+	}
+	if _, err := (flightCall{addr: addr, desc: cmdDescriptor(t, mixedCommand), schema: table.Schema(), batches: []arrow.RecordBatch{table}}).do(context.Background(), t); err != nil {
+		t.Fatalf("the next export: %v", err)
 	}
 }

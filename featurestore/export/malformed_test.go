@@ -144,3 +144,51 @@ func TestPanicIsAnError(t *testing.T) {
 		t.Errorf("a failed export left %s", out)
 	}
 }
+
+// TestCorruptArrowFiles flips each byte of a small Arrow IPC file and of a
+// stream, in turn, and reads each result as an entity table: every one is
+// read or refused with an error, none panics (arrow-go's readers panic on
+// some malformed metadata).
+func TestCorruptArrowFiles(t *testing.T) {
+	dir := t.TempDir()
+	tt := &testTable{fields: []arrow.Field{{Name: "user_id", Type: arrow.BinaryTypes.String}, {Name: "event_timestamp", Type: arrow.FixedWidthTypes.Timestamp_ms},
+		{Name: "label", Type: arrow.PrimitiveTypes.Float64, Nullable: true}},
+		rows: [][]any{{"u", int64(t0), 1.5}, {"v", int64(t0), nil}, {"w", int64(t0 + 1), 2.5}}}
+	file := filepath.Join(dir, "table.arrow")
+	tt.writeArrow(t, file, 2)
+	stream := filepath.Join(dir, "table.arrows")
+	writeArrowStream(t, tt, stream)
+	for _, path := range []string{stream, file} {
+		good, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := filepath.Join(dir, "bad"+filepath.Ext(path))
+		refused := 0
+		for i := range good {
+			for _, x := range []byte{0xff, 0x80, 0x01} {
+				b := bytes.Clone(good)
+				b[i] ^= x
+				if err := os.WriteFile(bad, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				err := func() (err error) {
+					defer func() {
+						if r := recover(); r != nil {
+							t.Errorf("%s with byte %d ^ %#x: panic: %v", filepath.Base(path), i, x, r)
+						}
+					}()
+					tf, err := OpenTableFile(bad, "", nil, memory.DefaultAllocator)
+					if err != nil {
+						return err
+					}
+					return tf.Read(context.Background(), func(arrow.RecordBatch) error { return nil })
+				}()
+				if err != nil {
+					refused++
+				}
+			}
+		}
+		t.Logf("%s: %d bytes, %d of %d variants refused", filepath.Base(path), len(good), refused, 3*len(good))
+	}
+}

@@ -177,6 +177,9 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 			csv.WithNullReader(true, ""), csv.WithChunk(batchRows), csv.WithAllocator(t.mem))
 		return &csvReader{Reader: rd, path: t.path}, func() { rd.Release(); fh.Close() }, nil
 	}
+	if err := checkIPCFile(t.path); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", t.path, err)
+	}
 	fh, err := os.Open(t.path)
 	if err != nil {
 		return nil, nil, err
@@ -187,7 +190,7 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 		return nil, nil, err
 	}
 	if bytes.Equal(magic, []byte("ARROW1")) {
-		fr, err := ipc.NewFileReader(fh, ipc.WithAllocator(t.mem))
+		fr, err := newIPCFileReader(fh, t.mem)
 		if err != nil {
 			fh.Close()
 			return nil, nil, fmt.Errorf("%s: read arrow file: %w", t.path, err)
@@ -204,6 +207,17 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 		return nil, nil, fmt.Errorf("%s: read arrow stream: %w", t.path, err)
 	}
 	return &validReader{recordReader: sr, path: t.path}, func() { sr.Release(); fh.Close() }, nil
+}
+
+// newIPCFileReader is ipc.NewFileReader, whose reading of the footer panics
+// on some malformed ones where the stream reader returns an error.
+func newIPCFileReader(fh *os.File, mem memory.Allocator) (fr *ipc.FileReader, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fr, err = nil, fmt.Errorf("%w: %v", ErrMalformedIPC, r)
+		}
+	}()
+	return ipc.NewFileReader(fh, ipc.WithAllocator(mem))
 }
 
 // validReader checks each batch of an Arrow IPC file or stream in full
