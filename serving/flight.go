@@ -31,6 +31,7 @@ import (
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/export"
+	"github.com/featurestore/featurestore/featurestore/offline"
 )
 
 // Defaults of FlightConfig.
@@ -540,7 +541,7 @@ func (u *upload) Recv() (*flight.FlightData, error) {
 	// arrow-go trusts the sizes in the message's metadata: unchecked, a
 	// few bytes could make it allocate gigabytes, a crash of the server.
 	if len(fd.DataHeader) > 0 {
-		if err := export.CheckIPCMessage(fd.DataHeader, fd.DataBody, int64(len(fd.DataBody))); err != nil {
+		if err := offline.CheckIPCMessage(fd.DataHeader, fd.DataBody, int64(len(fd.DataBody))); err != nil {
 			return nil, err
 		}
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/featurestore/featurestore/featurestore/offline"
 )
 
 // Format is the format of a table file.
@@ -177,12 +179,13 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 			csv.WithNullReader(true, ""), csv.WithChunk(batchRows), csv.WithAllocator(t.mem))
 		return &csvReader{Reader: rd, path: t.path}, func() { rd.Release(); fh.Close() }, nil
 	}
-	if err := checkIPCFile(t.path); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", t.path, err)
-	}
 	fh, err := os.Open(t.path)
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := checkIPC(fh); err != nil {
+		fh.Close()
+		return nil, nil, fmt.Errorf("%s: %w", t.path, err)
 	}
 	magic := make([]byte, 6)
 	if _, err := io.ReadFull(fh, magic); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
@@ -190,7 +193,7 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 		return nil, nil, err
 	}
 	if bytes.Equal(magic, []byte("ARROW1")) {
-		fr, err := newIPCFileReader(fh, t.mem)
+		fr, err := offline.NewIPCFileReader(fh, t.mem)
 		if err != nil {
 			fh.Close()
 			return nil, nil, fmt.Errorf("%s: read arrow file: %w", t.path, err)
@@ -209,15 +212,14 @@ func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), 
 	return &validReader{recordReader: sr, path: t.path}, func() { sr.Release(); fh.Close() }, nil
 }
 
-// newIPCFileReader is ipc.NewFileReader, whose reading of the footer panics
-// on some malformed ones where the stream reader returns an error.
-func newIPCFileReader(fh *os.File, mem memory.Allocator) (fr *ipc.FileReader, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			fr, err = nil, fmt.Errorf("%w: %v", ErrMalformedIPC, r)
-		}
-	}()
-	return ipc.NewFileReader(fh, ipc.WithAllocator(mem))
+// checkIPC checks the metadata of an Arrow IPC file or stream
+// (offline.CheckIPCFile): the entity table comes from outside.
+func checkIPC(fh *os.File) error {
+	st, err := fh.Stat()
+	if err != nil {
+		return err
+	}
+	return offline.CheckIPCFile(fh, st.Size(), true)
 }
 
 // validReader checks each batch of an Arrow IPC file or stream in full

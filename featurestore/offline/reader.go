@@ -1,6 +1,7 @@
 package offline
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -135,13 +136,41 @@ func (b *mappedBatch) Release() {
 	b.m.release()
 }
 
+// recoverIPC calls open, an arrow-go file reader's constructor, turning its
+// panics on malformed footers into errors.
+func recoverIPC(open func() (*ipc.FileReader, error)) (r *ipc.FileReader, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("%w: %v", ErrMalformedIPC, p)
+		}
+	}()
+	return open()
+}
+
+// NewIPCFileReader is ipc.NewFileReader, whose reading of a malformed
+// footer may panic: that is an error wrapping ErrMalformedIPC here. Check
+// the file first (CheckIPCFile): some footers make it allocate what they
+// claim instead.
+func NewIPCFileReader(r ipc.ReadAtSeeker, mem memory.Allocator) (*ipc.FileReader, error) {
+	return recoverIPC(func() (*ipc.FileReader, error) { return ipc.NewFileReader(r, ipc.WithAllocator(mem)) })
+}
+
 // openMapped opens the log file name through a mapping of it.
 func openMapped(ctx context.Context, mp Mapper, name string) (*File, error) {
 	data, unmap, err := mp.Map(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	r, err := ipc.NewMappedFileReader(data, ipc.WithAllocator(memory.DefaultAllocator))
+	// A damaged file must be an error, not a crash of an export or of
+	// the server running it: its metadata is checked whole, which a
+	// mapping makes cheap.
+	if err := CheckIPCFile(bytes.NewReader(data), int64(len(data)), true); err != nil {
+		unmap()
+		return nil, fmt.Errorf("open log file %s: %w", name, err)
+	}
+	r, err := recoverIPC(func() (*ipc.FileReader, error) {
+		return ipc.NewMappedFileReader(data, ipc.WithAllocator(memory.DefaultAllocator))
+	})
 	if err != nil {
 		unmap()
 		return nil, fmt.Errorf("open log file %s: %w", name, err)
@@ -162,7 +191,14 @@ func OpenFile(ctx context.Context, st Storage, name string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := ipc.NewFileReader(io.NewSectionReader(o, 0, o.Size()), ipc.WithAllocator(memory.DefaultAllocator))
+	// The footer and the sizes of the blocks it lists are checked (what
+	// arrow-go sizes its reads by); the messages are not, to spare object
+	// storage a request per batch.
+	if err := CheckIPCFile(o, o.Size(), false); err != nil {
+		o.Close()
+		return nil, fmt.Errorf("open log file %s: %w", name, err)
+	}
+	r, err := NewIPCFileReader(io.NewSectionReader(o, 0, o.Size()), memory.DefaultAllocator)
 	if err != nil {
 		o.Close()
 		return nil, fmt.Errorf("open log file %s: %w", name, err)

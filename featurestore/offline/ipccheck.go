@@ -1,4 +1,4 @@
-package export
+package offline
 
 import (
 	"encoding/binary"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 )
@@ -17,8 +16,8 @@ import (
 // decompressed into, and a child's offset may point back to its parent. So
 // a few malformed bytes make arrow-go allocate gigabytes (a fatal "out of
 // memory", which no recover catches) or recurse until the stack overflows
-// (fatal too): a crash of the export, or over Arrow Flight of the server
-// and its lookups. These checks walk what arrow-go reads of the metadata,
+// (fatal too): a crash of an export, or over Arrow Flight of the server
+// and its lookups, on an entity table sent or a log file damaged. These checks walk what arrow-go reads of the metadata,
 // before it does: every vector and string must lie in its buffer, nesting
 // is bounded, a body must fit in what holds it, and a compressed buffer
 // may not claim more than maxUncompressed bytes.
@@ -228,30 +227,21 @@ func (c *fbCheck) message(bodyLen int64) {
 	}
 }
 
-// checkIPCFile checks the metadata of every message of an Arrow IPC file
-// or stream on disk, and for a file its footer, before arrow-go reads it.
-func checkIPCFile(path string) error {
-	fh, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return err
-	}
-	size := st.Size()
+// CheckIPCFile checks the metadata of an Arrow IPC file or stream of size
+// bytes read through r, before arrow-go reads it: of a file its footer and
+// the blocks it lists, and with messages each message its blocks point to;
+// of a stream every message.
+func CheckIPCFile(r io.ReaderAt, size int64, messages bool) error {
 	var magic [6]byte
-	if _, err := fh.ReadAt(magic[:], 0); err == nil && string(magic[:]) == "ARROW1" {
-		return checkIPCFooter(fh, size)
+	if _, err := r.ReadAt(magic[:], 0); err == nil && string(magic[:]) == "ARROW1" {
+		return checkIPCFooter(r, size, messages)
 	}
 	for pos := int64(0); pos < size; {
-		meta, next, err := readIPCMeta(fh, pos, size)
+		meta, next, err := readIPCMeta(r, pos, size)
 		if err != nil || meta == nil {
 			return err
 		}
-		bodyLen := size - next
-		if err := checkIPCMessageAt(fh, meta, next, bodyLen); err != nil {
+		if err := checkIPCMessageAt(r, meta, next, size-next); err != nil {
 			return err
 		}
 		c := &fbCheck{buf: meta}
@@ -334,9 +324,10 @@ func readIPCMeta(r io.ReaderAt, pos, size int64) (meta []byte, body int64, err e
 	return meta, pos + n, nil
 }
 
-// checkIPCFooter checks the footer of an Arrow IPC file of size bytes and
-// the messages its blocks point to.
-func checkIPCFooter(r io.ReaderAt, size int64) error {
+// checkIPCFooter checks the footer of an Arrow IPC file of size bytes, the
+// bounds of the blocks it lists and, with messages, the messages they
+// point to.
+func checkIPCFooter(r io.ReaderAt, size int64, messages bool) error {
 	var tail [10]byte
 	if size < 6+8+10 {
 		return fmt.Errorf("%w: an Arrow file of %d bytes", ErrMalformedIPC, size)
@@ -376,6 +367,9 @@ func checkIPCFooter(r io.ReaderAt, size int64) error {
 		off, metaLen, bodyLen := b[0], b[1], b[2]
 		if off < 8 || metaLen <= 0 || bodyLen < 0 || off > end || metaLen > end-off || bodyLen > end-off-metaLen || metaLen > math.MaxInt32 {
 			return fmt.Errorf("%w: a block of %d+%d bytes at %d, in a file of %d", ErrMalformedIPC, metaLen, bodyLen, off, size)
+		}
+		if !messages {
+			continue
 		}
 		meta, _, err := readIPCMeta(r, off, off+metaLen)
 		if err != nil {

@@ -1,0 +1,141 @@
+package offline
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	flatbuffers "github.com/google/flatbuffers/go"
+)
+
+// logFileBytes returns an Arrow IPC file of two batches in the log's
+// version.
+func logFileBytes(t *testing.T) []byte {
+	t.Helper()
+	md := arrow.NewMetadata([]string{MetaLogVersion}, []string{LogVersion})
+	schema := arrow.NewSchema([]arrow.Field{{Name: "k", Type: arrow.BinaryTypes.String}, {Name: "x", Type: arrow.PrimitiveTypes.Int64}}, &md)
+	var buf bytes.Buffer
+	w, err := ipc.NewFileWriter(&buf, ipc.WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+		b.Field(0).(*array.StringBuilder).AppendValues([]string{"a", "b"}, nil)
+		b.Field(1).(*array.Int64Builder).AppendValues([]int64{int64(i), 2}, nil)
+		rec := b.NewRecordBatch()
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+		rec.Release()
+		b.Release()
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// withHugeFields returns file with the length of its footer schema's fields
+// vector made 2^31-1: arrow-go would make a slice of that many fields.
+func withHugeFields(t *testing.T, file []byte) []byte {
+	t.Helper()
+	file = bytes.Clone(file)
+	n := int(binary.LittleEndian.Uint32(file[len(file)-10:]))
+	start := len(file) - 10 - n
+	footer := file[start : len(file)-10]
+	f := flatbuffers.Table{Bytes: footer, Pos: flatbuffers.GetUOffsetT(footer)}
+	s := flatbuffers.Table{Bytes: footer, Pos: f.Indirect(flatbuffers.UOffsetT(f.Offset(6)) + f.Pos)}
+	fields := s.Vector(flatbuffers.UOffsetT(s.Offset(6))) - 4
+	binary.LittleEndian.PutUint32(footer[fields:], math.MaxInt32)
+	return file
+}
+
+// TestDamagedLogFile opens a log file whose footer claims 2^31-1 fields,
+// through a mapping and through storage: an error wrapping ErrMalformedIPC,
+// where arrow-go would have tried to allocate about 200 GB (a fatal error
+// of the process: ingest, an export, or the server running a Flight
+// export). The undamaged file opens both ways.
+func TestDamagedLogFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := logFileBytes(t)
+	for name, data := range map[string][]byte{"good.arrow": good, "bad.arrow": withHugeFields(t, good)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for how, open := range map[string]func() (*File, error){
+			"mapped":  func() (*File, error) { return openMapped(ctx, st, name) },
+			"storage": func() (*File, error) { return OpenFile(ctx, st, name) },
+		} {
+			f, err := open()
+			switch {
+			case name == "good.arrow" && err != nil:
+				t.Errorf("%s %s: %v", how, name, err)
+			case name == "good.arrow":
+				if f.NumBatches() != 2 {
+					t.Errorf("%s %s: %d batches", how, name, f.NumBatches())
+				}
+				f.Close()
+			case !errors.Is(err, ErrMalformedIPC):
+				t.Errorf("%s %s: %v, want an error wrapping ErrMalformedIPC", how, name, err)
+			}
+		}
+	}
+}
+
+// TestCheckIPCFileBlocks checks that a block of the footer pointing beyond
+// the file is refused without reading its messages, and that messages are
+// read and checked when asked to.
+func TestCheckIPCFileBlocks(t *testing.T) {
+	good := logFileBytes(t)
+	r := func(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+	for _, messages := range []bool{false, true} {
+		if err := CheckIPCFile(r(good), int64(len(good)), messages); err != nil {
+			t.Fatalf("good file, messages %v: %v", messages, err)
+		}
+	}
+	// The first record batch block's body length, in the footer.
+	bad := bytes.Clone(good)
+	n := int(binary.LittleEndian.Uint32(bad[len(bad)-10:]))
+	footer := bad[len(bad)-10-n : len(bad)-10]
+	f := flatbuffers.Table{Bytes: footer, Pos: flatbuffers.GetUOffsetT(footer)}
+	blocks := f.Vector(flatbuffers.UOffsetT(f.Offset(10)))
+	binary.LittleEndian.PutUint64(footer[blocks+16:], 1<<40)
+	if err := CheckIPCFile(r(bad), int64(len(bad)), false); !errors.Is(err, ErrMalformedIPC) {
+		t.Errorf("a block of 1 TiB: %v", err)
+	}
+	// The first record batch's message, whose body claims more than its
+	// block holds.
+	bad = bytes.Clone(good)
+	first := int64(binary.LittleEndian.Uint64(footer[blocks:]))
+	meta, body, err := readIPCMeta(r(bad), first, int64(len(bad)))
+	if err != nil || meta == nil {
+		t.Fatalf("first record batch: %v", err)
+	}
+	m := flatbuffers.Table{Bytes: meta, Pos: flatbuffers.GetUOffsetT(meta)}
+	if m.Offset(10) == 0 {
+		t.Fatal("the record batch's message has no body length")
+	}
+	at := int(body) - len(meta) + int(m.Pos) + int(m.Offset(10))
+	binary.LittleEndian.PutUint64(bad[at:], 1<<40)
+	if err := CheckIPCFile(r(bad), int64(len(bad)), false); err != nil {
+		t.Errorf("messages not asked for: %v", err)
+	}
+	if err := CheckIPCFile(r(bad), int64(len(bad)), true); !errors.Is(err, ErrMalformedIPC) {
+		t.Errorf("a message body of 1 TiB: %v", err)
+	}
+}
