@@ -19,7 +19,7 @@ import (
 
 // logFileBytes returns an Arrow IPC file of two batches in the log's
 // version.
-func logFileBytes(t *testing.T) []byte {
+func logFileBytes(t testing.TB) []byte {
 	t.Helper()
 	md := arrow.NewMetadata([]string{MetaLogVersion}, []string{LogVersion})
 	schema := arrow.NewSchema([]arrow.Field{{Name: "k", Type: arrow.BinaryTypes.String}, {Name: "x", Type: arrow.PrimitiveTypes.Int64}}, &md)
@@ -138,4 +138,61 @@ func TestCheckIPCFileBlocks(t *testing.T) {
 	if err := CheckIPCFile(r(bad), int64(len(bad)), true); !errors.Is(err, ErrMalformedIPC) {
 		t.Errorf("a message body of 1 TiB: %v", err)
 	}
+}
+
+// FuzzCheckIPC reads arbitrary bytes as an Arrow IPC stream or file the way
+// the export does: what CheckIPCFile accepts, arrow-go then reads without a
+// fatal error (an allocation of what the bytes claim, an endless
+// recursion); its panics, which its readers recover or we do, are fine.
+func FuzzCheckIPC(f *testing.F) {
+	file := logFileBytes(f)
+	f.Add(file)
+	var stream bytes.Buffer
+	md := arrow.NewMetadata([]string{"k"}, []string{"v"})
+	schema := arrow.NewSchema([]arrow.Field{{Name: "s", Type: arrow.BinaryTypes.String},
+		{Name: "l", Type: arrow.ListOf(arrow.PrimitiveTypes.Int32)}, {Name: "d", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: arrow.BinaryTypes.String}}}, &md)
+	w := ipc.NewWriter(&stream, ipc.WithSchema(schema))
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	b.Field(0).(*array.StringBuilder).AppendValues([]string{"a", "bc"}, nil)
+	lb := b.Field(1).(*array.ListBuilder)
+	lb.Append(true)
+	lb.ValueBuilder().(*array.Int32Builder).AppendValues([]int32{1, 2}, nil)
+	lb.AppendNull()
+	db := b.Field(2).(*array.BinaryDictionaryBuilder)
+	db.AppendString("x")
+	db.AppendString("y")
+	rec := b.NewRecordBatch()
+	if err := w.Write(rec); err != nil {
+		f.Fatal(err)
+	}
+	w.Close()
+	f.Add(stream.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if CheckIPCFile(bytes.NewReader(data), int64(len(data)), true) != nil {
+			return
+		}
+		func() {
+			defer func() { recover() }()
+			if len(data) >= 6 && string(data[:6]) == "ARROW1" {
+				fr, err := NewIPCFileReader(bytes.NewReader(data), memory.DefaultAllocator)
+				if err != nil {
+					return
+				}
+				defer fr.Close()
+				for i := range fr.NumRecords() {
+					if rec, err := fr.RecordBatchAt(i); err == nil {
+						rec.Release()
+					}
+				}
+				return
+			}
+			r, err := ipc.NewReader(bytes.NewReader(data))
+			if err != nil {
+				return
+			}
+			defer r.Release()
+			for r.Next() {
+			}
+		}()
+	})
 }
