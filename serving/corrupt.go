@@ -13,12 +13,13 @@ import (
 // featurestore_serving_corrupt_state_total and logs it at error level. The
 // log is bounded, since a corrupt key that is looked up a thousand times a
 // second would otherwise write as many lines: each key is logged at most
-// once per corruptLogInterval, and at most corruptLogKeys keys per interval;
+// once per logLimitInterval, and at most logLimitKeys keys per interval;
 // a line left out is counted, and the next line logged says how many were
-// (suppressed). The counter counts them all.
+// (suppressed). The counter counts them all. Lookups that panic are logged
+// the same way, by the place of the panic (OnlineService.panicked).
 const (
-	corruptLogInterval = time.Minute
-	corruptLogKeys     = 100
+	logLimitInterval = time.Minute
+	logLimitKeys     = 100
 )
 
 // logLimiter decides which of many like lines are logged, by key: the
@@ -39,17 +40,17 @@ func (l *logLimiter) allow(key string, now time.Time) (ok bool, suppressed int) 
 		l.last = make(map[string]time.Time)
 	}
 	at, seen := l.last[key]
-	if seen && now.Sub(at) < corruptLogInterval {
+	if seen && now.Sub(at) < logLimitInterval {
 		l.suppressed++
 		return false, 0
 	}
-	if !seen && len(l.last) >= corruptLogKeys {
+	if !seen && len(l.last) >= logLimitKeys {
 		for k, at := range l.last {
-			if now.Sub(at) >= corruptLogInterval {
+			if now.Sub(at) >= logLimitInterval {
 				delete(l.last, k)
 			}
 		}
-		if len(l.last) >= corruptLogKeys {
+		if len(l.last) >= logLimitKeys {
 			l.suppressed++
 			return false, 0
 		}

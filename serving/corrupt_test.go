@@ -11,7 +11,7 @@ import (
 )
 
 // TestCorruptLogBounded: a key is logged at most once per interval, at most
-// corruptLogKeys keys per interval, and the first line logged after lines
+// logLimitKeys keys per interval, and the first line logged after lines
 // were left out says how many.
 func TestCorruptLogBounded(t *testing.T) {
 	var l logLimiter
@@ -25,9 +25,9 @@ func TestCorruptLogBounded(t *testing.T) {
 	steps := []step{
 		{"a", 0, true, 0},
 		{"a", time.Second, false, 0},
-		{"a", corruptLogInterval - 1, false, 0},
+		{"a", logLimitInterval - 1, false, 0},
 		{"b", time.Second, true, 2},
-		{"a", corruptLogInterval, true, 0},
+		{"a", logLimitInterval, true, 0},
 	}
 	for i, s := range steps {
 		ok, n := l.allow(s.key, t0.Add(s.at))
@@ -35,23 +35,23 @@ func TestCorruptLogBounded(t *testing.T) {
 			t.Fatalf("step %d, %s at %v: allowed %v, suppressed %d; want %v, %d", i, s.key, s.at, ok, n, s.ok, s.suppressed)
 		}
 	}
-	// Up to corruptLogKeys keys within an interval, then one more is left
+	// Up to logLimitKeys keys within an interval, then one more is left
 	// out until the interval passes.
 	l = logLimiter{}
 	at := t0
-	for k := range corruptLogKeys {
+	for k := range logLimitKeys {
 		if ok, _ := l.allow(fmt.Sprint("k", k), at); !ok {
-			t.Fatalf("key %d of %d left out", k, corruptLogKeys)
+			t.Fatalf("key %d of %d left out", k, logLimitKeys)
 		}
 	}
 	if ok, _ := l.allow("one too many", at); ok {
-		t.Fatalf("key %d logged within the interval", corruptLogKeys+1)
+		t.Fatalf("key %d logged within the interval", logLimitKeys+1)
 	}
-	if ok, n := l.allow("one too many", at.Add(corruptLogInterval)); !ok || n != 1 {
+	if ok, n := l.allow("one too many", at.Add(logLimitInterval)); !ok || n != 1 {
 		t.Errorf("after the interval: allowed %v, suppressed %d; want true, 1", ok, n)
 	}
-	if len(l.last) > corruptLogKeys {
-		t.Errorf("%d keys remembered, more than %d", len(l.last), corruptLogKeys)
+	if len(l.last) > logLimitKeys {
+		t.Errorf("%d keys remembered, more than %d", len(l.last), logLimitKeys)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +28,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/export"
 	"github.com/featurestore/featurestore/featurestore/offline"
 )
@@ -275,17 +273,16 @@ type exchange struct {
 // DoExchange runs one training export; see FlightServer. A panic of the
 // export (a bug) fails this call alone, INTERNAL, logged with its stack:
 // the lookups the process serves go on.
-func (s *FlightServer) DoExchange(stream flight.FlightService_DoExchangeServer) (err error) {
+func (s *FlightServer) DoExchange(stream flight.FlightService_DoExchangeServer) error {
 	start := time.Now()
 	var x exchange
-	defer func() {
-		if r := recover(); r != nil {
-			x.panicked = &export.PanicError{Value: r, Site: featurestore.PanicSite(), Stack: debug.Stack()}
-			err = status.Errorf(codes.Internal, "export: %v", x.panicked)
-		}
-		s.done(&x, start, err)
-	}()
-	return s.exchange(stream, &x)
+	err := export.Recovered(func() error { return s.exchange(stream, &x) })
+	var pe *export.PanicError
+	if errors.As(err, &pe) {
+		x.panicked, err = pe, status.Errorf(codes.Internal, "export: %v", pe)
+	}
+	s.done(&x, start, err)
+	return err
 }
 
 // acquire takes one of the MaxExports slots, or fails with
@@ -541,7 +538,7 @@ func (u *upload) Recv() (*flight.FlightData, error) {
 	// arrow-go trusts the sizes in the message's metadata: unchecked, a
 	// few bytes could make it allocate gigabytes, a crash of the server.
 	if len(fd.DataHeader) > 0 {
-		if err := offline.CheckIPCMessage(fd.DataHeader, fd.DataBody, int64(len(fd.DataBody))); err != nil {
+		if err := offline.CheckIPCMessage(fd.DataHeader, fd.DataBody); err != nil {
 			return nil, err
 		}
 	}

@@ -172,8 +172,6 @@ func (m *Metrics) onDemandError(view, feature string) {
 	}
 }
 
-// corruptState counts a read of a view's online state that does not
-// decode.
 // panicked counts a lookup that panicked.
 func (m *Metrics) panicked() {
 	if m != nil {
@@ -181,6 +179,8 @@ func (m *Metrics) panicked() {
 	}
 }
 
+// corruptState counts a read of a view's online state that does not
+// decode.
 func (m *Metrics) corruptState(view string) {
 	if m != nil {
 		m.corrupt.WithLabelValues(view).Inc()

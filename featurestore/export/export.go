@@ -155,7 +155,7 @@ func Run(ctx context.Context, opts Options) (Stats, error) {
 	}
 	defer os.RemoveAll(dir)
 	x.dir = dir
-	err = runRecovered(func() error { return x.run(ctx) })
+	err = Recovered(func() error { return x.run(ctx) })
 	x.progress.end()
 	x.stats.Duration = time.Since(start)
 	if err != nil {

@@ -22,8 +22,8 @@ func (e *PanicError) Error() string {
 	return fmt.Sprintf("export failed: panic (a bug; please report it): %v at %s", e.Value, e.Site)
 }
 
-// runRecovered calls fn, turning its panic into a *PanicError.
-func runRecovered(fn func() error) (err error) {
+// Recovered calls fn, turning its panic into a *PanicError.
+func Recovered(fn func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Site: featurestore.PanicSite(), Stack: debug.Stack()}
@@ -51,7 +51,7 @@ func (g *workGroup) Go(fn func() error) {
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()
-		if err := runRecovered(fn); err != nil {
+		if err := Recovered(fn); err != nil {
 			g.once.Do(func() {
 				g.err = err
 				g.cancel()

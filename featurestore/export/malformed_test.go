@@ -11,8 +11,9 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 // TestMalformedArrowInputs exports entity tables in Arrow IPC files and
@@ -74,30 +75,14 @@ func TestMalformedArrowInputs(t *testing.T) {
 				}
 				schema := arrow.NewSchema(fields, nil)
 				rec := array.NewRecordBatch(schema, cols, 2)
-				var buf bytes.Buffer
-				var err error
-				if stream {
-					w := ipc.NewWriter(&buf, ipc.WithSchema(schema))
-					if err = w.Write(rec); err == nil {
-						err = w.Close()
-					}
-				} else {
-					var w *ipc.FileWriter
-					if w, err = ipc.NewFileWriter(&buf, ipc.WithSchema(schema)); err == nil {
-						if err = w.Write(rec); err == nil {
-							err = w.Close()
-						}
-					}
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
 				path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".arrow")
-				if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
+				if stream {
+					testenv.WriteArrowStream(t, path, schema, rec)
+				} else {
+					testenv.WriteArrowFile(t, path, schema, rec)
 				}
 				out := filepath.Join(dir, "out.arrow")
-				_, err = Run(context.Background(), Options{Registry: r, Log: &memLog{}, TempDir: dir, Entities: path, Out: out, Features: []string{"by_user:n_5m"}})
+				_, err := Run(context.Background(), Options{Registry: r, Log: &memLog{}, TempDir: dir, Entities: path, Out: out, Features: []string{"by_user:n_5m"}})
 				want := filepath.Base(path) + `: record batch 1 is malformed: column "` + c.column + `": `
 				if err == nil || !strings.Contains(err.Error(), want) {
 					t.Fatalf("error %v, want one containing %q", err, want)

@@ -251,6 +251,13 @@ func (r *validReader) Next() bool {
 	return true
 }
 
+func (r *validReader) Err() error {
+	if r.err != nil {
+		return r.err
+	}
+	return r.recordReader.Err()
+}
+
 // validateBatch checks every column of rec in full. arrow-go's check of a
 // string column can itself panic on some malformed offsets (v18.8.0 slices
 // a value before it has seen that the offsets decrease further on), so a
@@ -271,13 +278,6 @@ func validateArray(a arrow.Array) (err error) {
 		}
 	}()
 	return array.ValidateFull(a)
-}
-
-func (r *validReader) Err() error {
-	if r.err != nil {
-		return r.err
-	}
-	return r.recordReader.Err()
 }
 
 type parquetReader struct {

@@ -1,11 +1,11 @@
 package offline
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 )
@@ -45,8 +45,11 @@ const (
 // fbCheck walks a flatbuffer, panicking with a fbError when something lies
 // outside it; out-of-range reads of the flatbuffers runtime panic too.
 type fbCheck struct {
-	buf  []byte
-	body []byte // the message's body, when at hand: for compressed buffers
+	buf []byte
+	// body reads the message's body, from bodyAt on, when it is at hand:
+	// for what compressed buffers claim.
+	body   io.ReaderAt
+	bodyAt int64
 	// tables counts the tables visited: a table's offset may be shared by
 	// several parents (no writer does), which would make the walk, and
 	// arrow-go's, exponential in the nesting.
@@ -189,7 +192,11 @@ func (c *fbCheck) recordBatch(rb *flatbuffers.Table, bodyLen int64) {
 			c.fail("buffer %d at %d of %d bytes, beyond the body's %d", j, off, length, bodyLen)
 		}
 		if compressed && length >= 8 && c.body != nil {
-			if size := int64(binary.LittleEndian.Uint64(c.body[off:])); size > maxUncompressed {
+			var p [8]byte
+			if _, err := c.body.ReadAt(p[:], c.bodyAt+off); err != nil {
+				c.fail("buffer %d: %v", j, err)
+			}
+			if size := int64(binary.LittleEndian.Uint64(p[:])); size > maxUncompressed {
 				c.fail("compressed buffer %d claims %d bytes", j, size)
 			}
 		}
@@ -197,23 +204,30 @@ func (c *fbCheck) recordBatch(rb *flatbuffers.Table, bodyLen int64) {
 }
 
 // CheckIPCMessage checks the metadata of an Arrow IPC message (the Message
-// flatbuffer, without its length prefix) with the bytes of its body, or
-// nil and the body's length when the body is not at hand: the sizes of its
-// compressed buffers are then not checked.
-func CheckIPCMessage(meta, body []byte, bodyLen int64) error {
-	c := &fbCheck{buf: meta, body: body}
-	return c.run("message", func() { c.message(bodyLen) })
+// flatbuffer, without its length prefix) with its body.
+func CheckIPCMessage(meta, body []byte) error {
+	_, err := checkMessage(meta, bytes.NewReader(body), 0, int64(len(body)))
+	return err
 }
 
-func (c *fbCheck) message(bodyLen int64) {
+// checkMessage checks the message of metadata meta whose body of at most
+// bodyLen bytes r holds from at on, and returns the body's length.
+func checkMessage(meta []byte, r io.ReaderAt, at, bodyLen int64) (n int64, err error) {
+	c := &fbCheck{buf: meta, body: r, bodyAt: at}
+	err = c.run("message", func() { n = c.message(bodyLen) })
+	return n, err
+}
+
+func (c *fbCheck) message(bodyLen int64) int64 {
 	m := c.root()
-	if n := m.GetInt64Slot(slot(3), 0); n < 0 || n > bodyLen {
+	n := m.GetInt64Slot(slot(3), 0)
+	if n < 0 || n > bodyLen {
 		c.fail("a body of %d bytes, with %d at hand", n, bodyLen)
 	}
 	c.keyValues(m, 4)
 	h := c.sub(m, 2)
 	if h == nil {
-		return
+		return n
 	}
 	switch m.GetByteSlot(slot(1), 0) {
 	case headerSchema:
@@ -225,6 +239,7 @@ func (c *fbCheck) message(bodyLen int64) {
 			c.recordBatch(rb, bodyLen)
 		}
 	}
+	return n
 }
 
 // CheckIPCFile checks the metadata of an Arrow IPC file or stream of size
@@ -241,57 +256,13 @@ func CheckIPCFile(r io.ReaderAt, size int64, messages bool) error {
 		if err != nil || meta == nil {
 			return err
 		}
-		if err := checkIPCMessageAt(r, meta, next, size-next); err != nil {
-			return err
-		}
-		c := &fbCheck{buf: meta}
-		var n int64
-		if err := c.run("message", func() { n = c.root().GetInt64Slot(slot(3), 0) }); err != nil {
+		n, err := checkMessage(meta, r, next, size-next)
+		if err != nil {
 			return err
 		}
 		pos = next + n
 	}
 	return nil
-}
-
-// checkIPCMessageAt checks the message of metadata meta whose body starts
-// at offset at of r, with bodyLen bytes at most: reading what its compressed
-// buffers claim from the file.
-func checkIPCMessageAt(r io.ReaderAt, meta []byte, at, bodyLen int64) error {
-	if err := CheckIPCMessage(meta, nil, bodyLen); err != nil {
-		return err
-	}
-	c := &fbCheck{buf: meta}
-	return c.run("message", func() {
-		m := c.root()
-		var rb *flatbuffers.Table
-		switch m.GetByteSlot(slot(1), 0) {
-		case headerRecordBatch:
-			rb = c.sub(m, 2)
-		case headerDictionaryBatch:
-			if h := c.sub(m, 2); h != nil {
-				rb = c.sub(h, 1)
-			}
-		}
-		if rb == nil || c.sub(rb, 3) == nil {
-			return
-		}
-		start, n := c.vector(rb, 2, 16)
-		for j := range n {
-			b := c.buf[start+flatbuffers.UOffsetT(16*j):]
-			off, length := int64(binary.LittleEndian.Uint64(b)), int64(binary.LittleEndian.Uint64(b[8:]))
-			if length < 8 {
-				continue
-			}
-			var p [8]byte
-			if _, err := r.ReadAt(p[:], at+off); err != nil {
-				c.fail("buffer %d: %v", j, err)
-			}
-			if size := int64(binary.LittleEndian.Uint64(p[:])); size > maxUncompressed {
-				c.fail("compressed buffer %d claims %d bytes", j, size)
-			}
-		}
-	})
 }
 
 // readIPCMeta reads the encapsulated message metadata at pos (the
@@ -344,7 +315,10 @@ func checkIPCFooter(r io.ReaderAt, size int64, messages bool) error {
 		return err
 	}
 	c := &fbCheck{buf: footer}
-	var blocks [][3]int64
+	// The blocks: an offset, the length of the message's metadata (an
+	// int32, padded) and that of its body.
+	type block struct{ off, metaLen, bodyLen int64 }
+	var blocks []block
 	if err := c.run("footer", func() {
 		f := c.root()
 		if s := c.sub(f, 1); s != nil {
@@ -354,7 +328,7 @@ func checkIPCFooter(r io.ReaderAt, size int64, messages bool) error {
 			start, m := c.vector(f, i, 24)
 			for j := range m {
 				b := footer[start+flatbuffers.UOffsetT(24*j):]
-				blocks = append(blocks, [3]int64{int64(binary.LittleEndian.Uint64(b)), int64(int32(binary.LittleEndian.Uint32(b[8:]))),
+				blocks = append(blocks, block{int64(binary.LittleEndian.Uint64(b)), int64(int32(binary.LittleEndian.Uint32(b[8:]))),
 					int64(binary.LittleEndian.Uint64(b[16:]))})
 			}
 		}
@@ -364,21 +338,20 @@ func checkIPCFooter(r io.ReaderAt, size int64, messages bool) error {
 	}
 	end := size - 10 - n
 	for _, b := range blocks {
-		off, metaLen, bodyLen := b[0], b[1], b[2]
-		if off < 8 || metaLen <= 0 || bodyLen < 0 || off > end || metaLen > end-off || bodyLen > end-off-metaLen || metaLen > math.MaxInt32 {
-			return fmt.Errorf("%w: a block of %d+%d bytes at %d, in a file of %d", ErrMalformedIPC, metaLen, bodyLen, off, size)
+		if b.off < 8 || b.metaLen <= 0 || b.bodyLen < 0 || b.off > end || b.metaLen > end-b.off || b.bodyLen > end-b.off-b.metaLen {
+			return fmt.Errorf("%w: a block of %d+%d bytes at %d, in a file of %d", ErrMalformedIPC, b.metaLen, b.bodyLen, b.off, size)
 		}
 		if !messages {
 			continue
 		}
-		meta, _, err := readIPCMeta(r, off, off+metaLen)
+		meta, _, err := readIPCMeta(r, b.off, b.off+b.metaLen)
 		if err != nil {
 			return err
 		}
 		if meta == nil {
-			return fmt.Errorf("%w: a block at %d holds no message", ErrMalformedIPC, off)
+			return fmt.Errorf("%w: a block at %d holds no message", ErrMalformedIPC, b.off)
 		}
-		if err := checkIPCMessageAt(r, meta, off+metaLen, bodyLen); err != nil {
+		if _, err := checkMessage(meta, r, b.off+b.metaLen, b.bodyLen); err != nil {
 			return err
 		}
 	}
