@@ -1,6 +1,7 @@
 package featurestore
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -310,6 +311,57 @@ func (v Value) Equal(w Value) bool {
 		return slices.Equal(v.BoolList(), w.BoolList())
 	}
 	return false
+}
+
+// Compare orders values totally: -1, 0 or +1 as v is before, the same as
+// (Equal), or after w. Kinds order by their numbers (null first, then
+// string, int64, double, bool, and the lists); within a kind, strings
+// compare bytewise, int64s numerically, false before true, lists
+// element by element (a prefix first), and doubles by IEEE 754's total
+// order: -NaN < -Inf < ... < -0 < +0 < ... < +Inf < +NaN, NaNs by their
+// payload bits. It is the order that breaks ties between events of equal
+// order keys (see package window), so it must never change.
+func (v Value) Compare(w Value) int {
+	k := v.Kind()
+	if wk := w.Kind(); k != wk {
+		return cmp.Compare(k, wk)
+	}
+	switch k {
+	case KindString:
+		return cmp.Compare(v.Str(), w.Str())
+	case KindInt64:
+		return cmp.Compare(v.Int64(), w.Int64())
+	case KindDouble:
+		return cmp.Compare(totalOrder(v.Double()), totalOrder(w.Double()))
+	case KindBool:
+		return cmp.Compare(v.num, w.num)
+	case KindStringList:
+		return slices.Compare(v.StringList(), w.StringList())
+	case KindInt64List:
+		return slices.Compare(v.Int64List(), w.Int64List())
+	case KindDoubleList:
+		return slices.CompareFunc(v.DoubleList(), w.DoubleList(), func(a, b float64) int {
+			return cmp.Compare(totalOrder(a), totalOrder(b))
+		})
+	case KindBoolList:
+		return slices.CompareFunc(v.BoolList(), w.BoolList(), func(a, b bool) int {
+			switch {
+			case a == b:
+				return 0
+			case b:
+				return -1
+			}
+			return 1
+		})
+	}
+	return 0 // null
+}
+
+// totalOrder maps a double's bits to an int64 that orders as IEEE 754's
+// totalOrder predicate: negative numbers have every bit but the sign flipped.
+func totalOrder(f float64) int64 {
+	b := int64(math.Float64bits(f))
+	return b ^ int64(uint64(b>>63)>>1)
 }
 
 // String renders the value for people: null, a quoted string, a number,

@@ -118,6 +118,73 @@ func TestValueEqual(t *testing.T) {
 	}
 }
 
+// TestValueCompare checks Compare against a list in ascending order: every
+// pair compares as its places, and 0 exactly when Equal.
+func TestValueCompare(t *testing.T) {
+	nan := math.NaN()
+	negNaN := math.Copysign(nan, -1)
+	otherNaN := math.Float64frombits(math.Float64bits(nan) + 2)
+	ascending := []Value{
+		{},
+		StringValue(""),
+		StringValue("a"),
+		StringValue("ab"),
+		StringValue("b"),
+		StringValue("\xff"),
+		Int64Value(math.MinInt64),
+		Int64Value(-1),
+		Int64Value(0),
+		Int64Value(2),
+		Int64Value(math.MaxInt64),
+		DoubleValue(negNaN),
+		DoubleValue(math.Inf(-1)),
+		DoubleValue(-math.MaxFloat64),
+		DoubleValue(-1),
+		DoubleValue(-math.SmallestNonzeroFloat64),
+		DoubleValue(math.Copysign(0, -1)),
+		DoubleValue(0),
+		DoubleValue(math.SmallestNonzeroFloat64),
+		DoubleValue(1),
+		DoubleValue(math.MaxFloat64),
+		DoubleValue(math.Inf(1)),
+		DoubleValue(nan),
+		DoubleValue(otherNaN),
+		BoolValue(false),
+		BoolValue(true),
+		StringListValue(nil),
+		StringListValue([]string{"a"}),
+		StringListValue([]string{"a", ""}),
+		StringListValue([]string{"b"}),
+		Int64ListValue([]int64{-1}),
+		Int64ListValue([]int64{1}),
+		DoubleListValue([]float64{math.Copysign(0, -1)}),
+		DoubleListValue([]float64{0}),
+		DoubleListValue([]float64{0, nan}),
+		BoolListValue([]bool{false}),
+		BoolListValue([]bool{true}),
+		BoolListValue([]bool{true, false}),
+	}
+	if math.Float64bits(nan) >= math.Float64bits(otherNaN) {
+		t.Fatalf("otherNaN %x is not above NaN %x", math.Float64bits(otherNaN), math.Float64bits(nan))
+	}
+	for i, a := range ascending {
+		for j, b := range ascending {
+			want := 0
+			if i < j {
+				want = -1
+			} else if i > j {
+				want = 1
+			}
+			if got := a.Compare(b); got != want {
+				t.Errorf("%v.Compare(%v) = %d, want %d", a, b, got, want)
+			}
+			if eq := a.Equal(b); eq != (i == j) {
+				t.Errorf("%v.Equal(%v) = %v", a, b, eq)
+			}
+		}
+	}
+}
+
 func TestValueAccessorPanics(t *testing.T) {
 	for name, f := range map[string]func(){
 		"Str":        func() { Int64Value(1).Str() },

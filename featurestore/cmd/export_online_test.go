@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -92,6 +93,14 @@ features:
   - {name: cat, field: cat, type: string}
 ---
 kind: FeatureView
+name: shop_latest
+entity: shop
+source: txns
+features:
+  - {name: cat, field: cat, type: string}
+  - {name: qty, field: qty, type: int64}
+---
+kind: FeatureView
 name: by_account
 entity: account
 source: txns
@@ -116,7 +125,7 @@ features:
 ---
 kind: FeatureService
 name: all
-features: [by_user:*, by_shop:*, by_account:*]
+features: [by_user:*, by_shop:*, by_account:*, shop_latest:*]
 ---
 kind: FeatureService
 name: with_risk
@@ -155,9 +164,13 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 	}
 	src := r.Source("txns")
 	store := online.New(rc, online.Options{})
-	applier, err := ingest.NewApplier(project, r, src, store, ingest.NewPositions(rc, project), nil, nil)
-	if err != nil {
-		t.Fatal(err)
+	appliers := map[string]*ingest.Applier{}
+	for _, topic := range []string{"txns", "txns.backfill"} {
+		a, err := ingest.NewApplier(project, r, src, store, ingest.NewPositions(rc, project), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appliers[topic] = a
 	}
 	fields, err := window.SourceFields(src)
 	if err != nil {
@@ -173,6 +186,7 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 11))
 	users := []string{"u0", "u1", "007", "u{:*}", "u4"}
 	type event struct {
+		topic     string
 		time      int64
 		partition int32
 		offset    int64
@@ -182,23 +196,26 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 		account   int64
 		values    map[string]any
 	}
-	var evs []event
-	for range 4000 {
-		e := event{time: t0 + rng.Int64N(3_000)*1_000, partition: int32(rng.IntN(3)), user: users[rng.IntN(len(users))],
-			shop: rng.Int64N(4) - 1, bank: []string{"b0", "b1"}[rng.IntN(2)], account: rng.Int64N(2), values: map[string]any{}}
+	genValues := func() map[string]any {
+		values := map[string]any{}
 		if rng.IntN(8) > 0 {
-			e.values["amount"] = float64(rng.IntN(100_000))/100 + 0.25
+			values["amount"] = float64(rng.IntN(100_000))/100 + 0.25
 		}
 		if rng.IntN(8) > 0 {
-			e.values["qty"] = rng.Int64N(10) - 2
+			values["qty"] = rng.Int64N(10) - 2
 		}
 		if rng.IntN(6) > 0 {
-			e.values["cat"] = []string{"a", "b", "c", "d"}[rng.IntN(4)]
+			values["cat"] = []string{"a", "b", "c", "d"}[rng.IntN(4)]
 		}
 		if rng.IntN(5) > 0 {
-			e.values["ok"] = rng.IntN(2) == 0
+			values["ok"] = rng.IntN(2) == 0
 		}
-		evs = append(evs, e)
+		return values
+	}
+	var evs []event
+	for range 4000 {
+		evs = append(evs, event{topic: "txns", time: t0 + rng.Int64N(3_000)*1_000, partition: int32(rng.IntN(3)), user: users[rng.IntN(len(users))],
+			shop: rng.Int64N(4) - 1, bank: []string{"b0", "b1"}[rng.IntN(2)], account: rng.Int64N(2), values: genValues()})
 	}
 	// Event-time order; a partition's offsets follow it, so that no event
 	// is late for its partition.
@@ -208,6 +225,23 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 		evs[i].offset = next[evs[i].partition]
 		next[evs[i].partition]++
 	}
+	// Events of a second topic (as a backfill file's pseudo-topic) at the
+	// same order keys (time, partition, offset) as some of the first's, for
+	// the same keys, mostly with other values: which of two such events is
+	// the newest must not depend on the order they are applied or read in.
+	n := len(evs)
+	for i := range n {
+		if rng.IntN(5) > 0 {
+			continue
+		}
+		twin := evs[i]
+		twin.topic = "txns.backfill"
+		if rng.IntN(4) > 0 {
+			twin.values = genValues()
+		}
+		evs = append(evs, twin)
+	}
+	slices.SortStableFunc(evs, func(a, b event) int { return cmp.Compare(a.time, b.time) })
 
 	// The offline log, as ingest writes it: per view, per partition, in
 	// offset order.
@@ -220,41 +254,44 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 		t.Fatal(err)
 	}
 	viewKey := map[string]func(e event) featurestore.EntityKey{
-		"by_user": func(e event) featurestore.EntityKey { return featurestore.StringKey(e.user) },
-		"by_shop": func(e event) featurestore.EntityKey { return featurestore.Int64Key(e.shop) },
+		"by_user":     func(e event) featurestore.EntityKey { return featurestore.StringKey(e.user) },
+		"by_shop":     func(e event) featurestore.EntityKey { return featurestore.Int64Key(e.shop) },
+		"shop_latest": func(e event) featurestore.EntityKey { return featurestore.Int64Key(e.shop) },
 		"by_account": func(e event) featurestore.EntityKey {
 			k, _ := featurestore.NewEntityKey(featurestore.StringPart(e.bank), featurestore.Int64Part(e.account))
 			return k
 		},
 	}
-	views := []string{"by_user", "by_shop", "by_account"}
+	views := []string{"by_user", "by_shop", "by_account", "shop_latest"}
 	for _, v := range views {
 		s, err := offline.NewSchema(project, r, v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for p := range int32(3) {
-			for _, e := range evs {
-				if e.partition != p {
-					continue
-				}
-				vals := make([]featurestore.Value, len(fields))
-				for name, x := range e.values {
-					switch x := x.(type) {
-					case float64:
-						vals[fieldIdx(name)] = featurestore.DoubleValue(x)
-					case int64:
-						vals[fieldIdx(name)] = featurestore.Int64Value(x)
-					case string:
-						vals[fieldIdx(name)] = featurestore.StringValue(x)
-					case bool:
-						vals[fieldIdx(name)] = featurestore.BoolValue(x)
+		for _, topic := range []string{"txns", "txns.backfill"} {
+			for p := range int32(3) {
+				for _, e := range evs {
+					if e.partition != p || e.topic != topic {
+						continue
 					}
-				}
-				b := offline.Batch{Topic: "txns", Partition: p, IngestTime: e.time, End: offline.Position{Offset: e.offset, HW: e.time, HasHW: true},
-					Entities: []offline.EntityEvents{{Key: viewKey[v](e), Events: []window.Event{{Time: e.time, Partition: p, Offset: e.offset, Fields: vals}}}}}
-				if err := w.Append(ctx, s, b); err != nil {
-					t.Fatal(err)
+					vals := make([]featurestore.Value, len(fields))
+					for name, x := range e.values {
+						switch x := x.(type) {
+						case float64:
+							vals[fieldIdx(name)] = featurestore.DoubleValue(x)
+						case int64:
+							vals[fieldIdx(name)] = featurestore.Int64Value(x)
+						case string:
+							vals[fieldIdx(name)] = featurestore.StringValue(x)
+						case bool:
+							vals[fieldIdx(name)] = featurestore.BoolValue(x)
+						}
+					}
+					b := offline.Batch{Topic: topic, Partition: p, IngestTime: e.time, End: offline.Position{Offset: e.offset, HW: e.time, HasHW: true},
+						Entities: []offline.EntityEvents{{Key: viewKey[v](e), Events: []window.Event{{Time: e.time, Partition: p, Offset: e.offset, Fields: vals}}}}}
+					if err := w.Append(ctx, s, b); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 		}
@@ -299,7 +336,7 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 	// serving does: windows of 10 minutes at most (by_user) and of 2 (by_shop)
 	// read the slots of their tiles only, and must give what the whole
 	// view's read gives.
-	selected := map[string][]string{"by_user": {"n_5m", "amount_mean_10m", "cat_last3_10m", "amount"}, "by_shop": {"n_2m"}, "by_account": {"ok_last_3m"}}
+	selected := map[string][]string{"by_user": {"n_5m", "amount_mean_10m", "cat_last3_10m", "amount"}, "by_shop": {"n_2m"}, "by_account": {"ok_last_3m"}, "shop_latest": {"qty"}}
 	selLayouts := map[string]*online.ViewLayout{}
 	for v, names := range selected {
 		var idx []int
@@ -316,9 +353,13 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 	refs := r.Service("all").Resolved()
 	want := make([][]any, len(rows))
 	applied := 0
-	for _, i := range order {
+	type topicPartition struct {
+		topic     string
+		partition int32
+	}
+	for step, i := range order {
 		rw := rows[i]
-		byPart := map[int32][]kafka.Message{}
+		byPart := map[topicPartition][]kafka.Message{}
 		for ; applied < len(evs) && evs[applied].time <= rw.t; applied++ {
 			e := evs[applied]
 			m := map[string]any{"ts": e.time, "user_id": e.user, "shop_id": e.shop, "bank": e.bank, "account_no": e.account}
@@ -329,15 +370,23 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			byPart[e.partition] = append(byPart[e.partition], kafka.Message{Topic: "txns", Partition: int(e.partition), Offset: e.offset, Value: payload, HighWaterMark: e.offset + 1})
+			tp := topicPartition{e.topic, e.partition}
+			byPart[tp] = append(byPart[tp], kafka.Message{Topic: e.topic, Partition: int(e.partition), Offset: e.offset, Value: payload, HighWaterMark: e.offset + 1})
 		}
-		for p, msgs := range byPart {
-			if err := applier.Apply(ctx, "txns", int(p), msgs); err != nil {
+		// Either topic first, by turns.
+		tps := slices.SortedFunc(maps.Keys(byPart), func(a, b topicPartition) int {
+			return cmp.Or(strings.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
+		})
+		if step%2 == 1 {
+			slices.Reverse(tps)
+		}
+		for _, tp := range tps {
+			if err := appliers[tp.topic].Apply(ctx, tp.topic, int(tp.partition), byPart[tp]); err != nil {
 				t.Fatal(err)
 			}
 		}
 		acct, _ := featurestore.NewEntityKey(featurestore.StringPart(rw.bank), featurestore.Int64Part(rw.account))
-		keys := []featurestore.EntityKey{featurestore.StringKey(rw.user), featurestore.Int64Key(rw.shop), acct}
+		keys := []featurestore.EntityKey{featurestore.StringKey(rw.user), featurestore.Int64Key(rw.shop), acct, featurestore.Int64Key(rw.shop)}
 		var reqs []online.ViewRead
 		for vi, v := range views {
 			reqs = append(reqs, online.ViewRead{Layout: layouts[v], Entity: keys[vi]})

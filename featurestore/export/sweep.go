@@ -515,10 +515,11 @@ type viewSweep struct {
 	res     []window.FeatureValue
 
 	hasTiles bool
-	// newestOnly: the view's reads depend on the newest event alone (see
-	// window.View.NewestOnly), so only that event is added before a read.
+	// newestOnly: the view's reads depend on the newest events alone (see
+	// window.View.NewestOnly), so only those are added before a read: the
+	// events of the newest order key, one unless two topics share it.
 	// lastFromNewest: its last values do (window.View.LastValuesFromNewest),
-	// so only the newest of the events added for a read goes to them.
+	// so only the newest of the events added for a read go to them.
 	newestOnly, lastFromNewest bool
 	// each lists the fields (indexes in vp.fields) read for every event
 	// added, but inline; lastOnly those read, with lastFromNewest, for the
@@ -609,6 +610,21 @@ func (s *viewSweep) startKey(key keyRef) {
 	s.last.Reset()
 }
 
+// newestRun returns the first of the events in [from, to) that have the
+// order key of the last one, to-1.
+func (s *viewSweep) newestRun(from, to int) int {
+	n := &s.evs[to-1]
+	i := to - 1
+	for i > from {
+		e := &s.evs[i-1]
+		if e.time != n.time || e.part != n.part || e.off != n.off {
+			break
+		}
+		i--
+	}
+	return i
+}
+
 // readAt adds the key's events with event time <= t, in order, to the
 // states, and reads the view at t. Rows of a key come in time order, so the
 // states never hold an event after t: the condition the window Reader
@@ -619,15 +635,18 @@ func (s *viewSweep) readAt(t int64) error {
 		need = s.v.TilesNeeded(t)
 	}
 	if s.newestOnly {
-		// Skip to the newest event up to t: the events before it change
-		// no read from now on.
+		// Skip to the newest events up to t (those of the newest order
+		// key: events of two topics can share one): the events before
+		// them change no read from now on.
 		j := s.cur
 		for j < s.end && s.evs[j].time <= t {
 			j++
 		}
-		s.cur = max(s.cur, j-1)
+		if j > s.cur {
+			s.cur = s.newestRun(s.cur, j)
+		}
 	}
-	added := false
+	first := s.cur
 	for ; s.cur < s.end && s.evs[s.cur].time <= t; s.cur++ {
 		e := &s.evs[s.cur]
 		s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
@@ -653,13 +672,23 @@ func (s *viewSweep) readAt(t int64) error {
 		if !s.lastFromNewest {
 			s.last.Add(&s.ev)
 		}
-		added = true
 	}
-	if added && s.lastFromNewest {
-		// The newest event added, still in s.ev but for the fields only
-		// last values read.
+	if s.cur > first && s.lastFromNewest {
+		// The newest events added: the last, still in s.ev but for the
+		// fields only last values read, and any before it of the same
+		// order key (the values decide between those).
 		s.readFields(&s.evs[s.cur-1], s.lastOnly)
 		s.last.Add(&s.ev)
+		for i := s.newestRun(first, s.cur); i < s.cur-1; i++ {
+			e := &s.evs[i]
+			s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
+			s.readFields(e, s.each)
+			if s.inline >= 0 {
+				s.readInline(e)
+			}
+			s.readFields(e, s.lastOnly)
+			s.last.Add(&s.ev)
+		}
 	}
 	if s.hasTiles {
 		drop := 0

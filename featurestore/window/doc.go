@@ -38,8 +38,11 @@
 // A last value (a feature without aggregation) is the feature's field in the
 // newest visible event, where events are ordered by their order key
 // (event time, Kafka partition, Kafka offset): greater event time wins, ties go
-// to the greater partition, then the greater offset, so the order is total and
-// the same wherever the events are seen. With the view's TTL > 0 the value is
+// to the greater partition, then the greater offset. Events of two topics can
+// share an order key (a backfill file's rows have positions of their own);
+// between those the greater value of the feature's field wins
+// (featurestore.Value.Compare), so the order is total and the same wherever
+// and in whatever order the events are seen. With the view's TTL > 0 the value is
 // expired at t when t - e > TTL for the newest event's time e: an event exactly
 // TTL old is still served, one a millisecond older is not (the boundary is
 // inclusive). A TTL of 0 never expires. Expiry is not a fallback to an older

@@ -45,12 +45,13 @@ func compileYAML(t testing.TB, yaml, name string) (*window.View, *registry.Featu
 // test, and the same fields as plain Go values for the reference (a field
 // missing from f is absent, a nil one null).
 type rawEvent struct {
-	key  int
-	time int64
-	part int32
-	off  int64
-	f    map[string]any
-	ev   window.Event
+	key   int
+	topic int // 1 for a backfill's pseudo-topic, whose positions may equal a Kafka event's
+	time  int64
+	part  int32
+	off   int64
+	f     map[string]any
+	ev    window.Event
 }
 
 func (e *rawEvent) orderKey() window.OrderKey {
@@ -185,6 +186,16 @@ func genStream(rng *rand.Rand, v *window.View, keys, n int, base, lateness int64
 		e := &rawEvent{key: rng.Intn(keys), time: t, part: p, off: offsets[p], f: genFields(rng, specials)}
 		toEvent(v, e)
 		all = append(all, e)
+		if rng.Intn(12) == 0 {
+			// An event of another topic with the same order key: a backfilled
+			// row, whose fields may be the same or not.
+			twin := &rawEvent{key: e.key, topic: 1, time: t, part: p, off: e.off, f: genFields(rng, specials)}
+			if rng.Intn(3) == 0 {
+				twin.f = e.f
+			}
+			toEvent(v, twin)
+			all = append(all, twin)
+		}
 	}
 	// Arrival: by event time with jitter, some very late, some twice.
 	arrival := make([]int64, len(all))
@@ -206,22 +217,28 @@ func genStream(rng *rand.Rand, v *window.View, keys, n int, base, lateness int64
 		}
 	}
 	type pos struct {
-		p int32
-		o int64
+		topic int
+		p     int32
+		o     int64
+	}
+	type partition struct {
+		topic int
+		p     int32
 	}
 	seen := map[pos]bool{}
-	high := map[int32]int64{}
+	high := map[partition]int64{}
 	for _, e := range s.arrived {
-		k := pos{e.part, e.off}
+		k := pos{e.topic, e.part, e.off}
 		if seen[k] {
 			continue // duplicate dropped by the offset fence
 		}
 		seen[k] = true
-		if h, ok := high[e.part]; ok && e.time < h-lateness {
+		tp := partition{e.topic, e.part}
+		if h, ok := high[tp]; ok && e.time < h-lateness {
 			continue // rejected as late
 		}
-		if h, ok := high[e.part]; !ok || e.time > h {
-			high[e.part] = e.time
+		if h, ok := high[tp]; !ok || e.time > h {
+			high[tp] = e.time
 		}
 		s.accepted = append(s.accepted, e)
 	}

@@ -6,7 +6,7 @@ import (
 )
 
 // Last keeps the value of the newest event added: the one with the greatest
-// OrderKey. It keeps the value whatever it is, null included, so that a
+// OrderKey, and of those the greatest value (see newer). It keeps the value whatever it is, null included, so that a
 // last-value feature can tell a newest event without the field apart; the
 // aggregation last skips null values before they reach the state.
 type Last struct {
@@ -21,9 +21,9 @@ func NewLast() *Last { return &Last{} }
 // Aggregation returns registry.AggLast.
 func (l *Last) Aggregation() registry.Aggregation { return registry.AggLast }
 
-// Add keeps v if k is newer than the newest event so far.
+// Add keeps v if the event (k, v) is newer than the newest so far.
 func (l *Last) Add(v featurestore.Value, k OrderKey) {
-	if !l.has || k.After(l.key) {
+	if !l.has || newer(k, v, l.key, l.v) {
 		l.has, l.key, l.v = true, k, v
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"github.com/featurestore/featurestore/registry"
 )
 
-// LastN keeps the values of the n newest events added (greatest OrderKeys),
-// newest first. Null values, and values of another kind, are skipped.
+// LastN keeps the values of the n newest events added (greatest OrderKeys,
+// then greatest values: see newer), newest first. Null values, and values of another kind, are skipped.
 type LastN struct {
 	kind featurestore.Kind
 	n    int
@@ -39,7 +39,7 @@ func (l *LastN) Add(v featurestore.Value, k OrderKey) {
 		return
 	}
 	i := len(l.e)
-	for i > 0 && k.After(l.e[i-1].key) {
+	for i > 0 && newer(k, v, l.e[i-1].key, l.e[i-1].v) {
 		i--
 	}
 	if i >= l.n {
@@ -65,7 +65,7 @@ func (l *LastN) Merge(o State) {
 	a, b := l.e, ol.e
 	out := l.tmp[:0]
 	for len(out) < l.n && (len(a) > 0 || len(b) > 0) {
-		if len(b) == 0 || (len(a) > 0 && a[0].key.After(b[0].key)) {
+		if len(b) == 0 || (len(a) > 0 && newer(a[0].key, a[0].v, b[0].key, b[0].v)) {
 			out, a = append(out, a[0]), a[1:]
 		} else {
 			out, b = append(out, b[0]), b[1:]
@@ -167,7 +167,7 @@ func (l *LastN) decodeBody(d *decoder, base int64) {
 			d.fail("partition out of range")
 		case v.Kind() != l.kind:
 			d.fail("last_n value of kind %s, want %s", v.Kind(), l.kind)
-		case i > 0 && !l.e[i-1].key.After(k):
+		case i > 0 && newer(k, v, l.e[i-1].key, l.e[i-1].v):
 			d.fail("last_n entries out of order")
 		}
 		if d.err != nil {

@@ -67,7 +67,14 @@ func reference(rv *registry.FeatureView, f *registry.Feature, evs []*rawEvent, t
 	}
 	newestFirst := func() []*rawEvent {
 		s := slices.Clone(sel)
-		slices.SortFunc(s, func(a, b *rawEvent) int { return b.orderKey().Compare(a.orderKey()) })
+		// Newest first by order key; between events of two topics with
+		// the same key, the greater value of the feature's field first.
+		slices.SortFunc(s, func(a, b *rawEvent) int {
+			if c := b.orderKey().Compare(a.orderKey()); c != 0 {
+				return c
+			}
+			return fieldValue(b, f.Field).Compare(fieldValue(a, f.Field))
+		})
 		return s
 	}
 	present := func(v featurestore.Value) refResult {
@@ -279,6 +286,14 @@ func extreme(evs []*rawEvent, field string, isMax bool) featurestore.Value {
 		return featurestore.DoubleValue(xs[len(xs)-1])
 	}
 	return featurestore.DoubleValue(xs[0])
+}
+
+// fieldValue is the value of an event's field, null when it has none.
+func fieldValue(e *rawEvent, field string) featurestore.Value {
+	if x, ok := e.f[field]; ok && x != nil {
+		return goValue(x)
+	}
+	return featurestore.Value{}
 }
 
 func list(t registry.ValueType, evs []*rawEvent, field string) featurestore.Value {

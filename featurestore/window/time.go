@@ -1,6 +1,10 @@
 package window
 
-import "math"
+import (
+	"math"
+
+	"github.com/featurestore/featurestore/featurestore"
+)
 
 // Unbounded is the start of an interval that reaches back to the beginning
 // of time: lifetime aggregations, and last values without TTL.
@@ -87,6 +91,21 @@ func (k OrderKey) Compare(o OrderKey) int {
 
 // After reports whether k orders after o.
 func (k OrderKey) After(o OrderKey) bool { return k.Compare(o) > 0 }
+
+// newer reports whether the event of order key k and value v is newer than
+// that of ok and ov: by order key and, between events of one order key, by
+// value (featurestore.Value.Compare: the greater wins). Two events of one
+// topic never share an order key, but events of two topics can: a backfill
+// file's rows have the partition and offsets of a pseudo-topic of their own,
+// as a Kafka topic's events have theirs. The value decides between them, so
+// that the state does not depend on the order they were added in, and
+// ingest, serving and export agree.
+func newer(k OrderKey, v featurestore.Value, ok OrderKey, ov featurestore.Value) bool {
+	if c := k.Compare(ok); c != 0 {
+		return c > 0
+	}
+	return v.Compare(ov) > 0
+}
 
 func cmpInt(a, b int64) int {
 	switch {

@@ -431,10 +431,12 @@ func (v *View) FeatureIndex(name string) int {
 // stores can skip states that would always be empty.
 func (v *View) HasPart(p Part) bool { return int(p) < len(v.defs) && len(v.defs[p]) > 0 }
 
-// NewestOnly reports whether a read of the view depends on the newest event
+// NewestOnly reports whether a read of the view depends on the newest events
 // alone: its features are last values, none with a filter. Adding only the
-// newest event up to t to its LastValues (empty, or holding older events)
-// then reads at t as adding every event up to t does.
+// newest events up to t to its LastValues (empty, or holding older events)
+// then reads at t as adding every event up to t does. The newest events are
+// those of the greatest order key: one, unless events of several topics
+// share it (see Last), when the values decide and all must be added.
 func (v *View) NewestOnly() bool {
 	for p, defs := range v.defs {
 		if Part(p) != PartLastValue && len(defs) > 0 {
@@ -445,8 +447,9 @@ func (v *View) NewestOnly() bool {
 }
 
 // LastValuesFromNewest reports whether the view's LastValues depend on the
-// newest event alone: no last value has a filter. Adding only the newest
-// of a run of events to a LastValues then leaves it as adding them all.
+// newest events alone: no last value has a filter. Adding only the newest
+// of a run of events (all of the greatest order key) to a LastValues then
+// leaves it as adding them all.
 func (v *View) LastValuesFromNewest() bool {
 	for _, d := range v.defs[PartLastValue] {
 		if !d.filter.Empty() {
