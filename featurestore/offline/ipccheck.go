@@ -249,7 +249,8 @@ func (c *fbCheck) message(bodyLen int64) int64 {
 func CheckIPCFile(r io.ReaderAt, size int64, messages bool) error {
 	var magic [6]byte
 	if _, err := r.ReadAt(magic[:], 0); err == nil && string(magic[:]) == "ARROW1" {
-		return checkIPCFooter(r, size, messages)
+		_, err := checkIPCFooter(r, size, messages)
+		return err
 	}
 	for pos := int64(0); pos < size; {
 		meta, next, err := readIPCMeta(r, pos, size)
@@ -295,30 +296,33 @@ func readIPCMeta(r io.ReaderAt, pos, size int64) (meta []byte, body int64, err e
 	return meta, pos + n, nil
 }
 
+// ipcBlock is a block of an Arrow IPC file's footer: where a message starts,
+// the length of its metadata (with its prefix and padding) and of its body.
+type ipcBlock struct{ off, metaLen, bodyLen int64 }
+
 // checkIPCFooter checks the footer of an Arrow IPC file of size bytes, the
 // bounds of the blocks it lists and, with messages, the messages they
-// point to.
-func checkIPCFooter(r io.ReaderAt, size int64, messages bool) error {
+// point to. It returns the blocks, of dictionaries and record batches.
+func checkIPCFooter(r io.ReaderAt, size int64, messages bool) ([]ipcBlock, error) {
 	var tail [10]byte
 	if size < 6+8+10 {
-		return fmt.Errorf("%w: an Arrow file of %d bytes", ErrMalformedIPC, size)
+		return nil, fmt.Errorf("%w: an Arrow file of %d bytes", ErrMalformedIPC, size)
 	}
 	if _, err := r.ReadAt(tail[:], size-10); err != nil {
-		return err
+		return nil, err
 	}
 	n := int64(int32(binary.LittleEndian.Uint32(tail[:4])))
 	if string(tail[4:]) != "ARROW1" || n <= 0 || n > size-10-8 {
-		return fmt.Errorf("%w: the file's footer (%d bytes) in a file of %d", ErrMalformedIPC, n, size)
+		return nil, fmt.Errorf("%w: the file's footer (%d bytes) in a file of %d", ErrMalformedIPC, n, size)
 	}
 	footer := make([]byte, n)
 	if _, err := r.ReadAt(footer, size-10-n); err != nil {
-		return err
+		return nil, err
 	}
 	c := &fbCheck{buf: footer}
 	// The blocks: an offset, the length of the message's metadata (an
 	// int32, padded) and that of its body.
-	type block struct{ off, metaLen, bodyLen int64 }
-	var blocks []block
+	var blocks []ipcBlock
 	if err := c.run("footer", func() {
 		f := c.root()
 		if s := c.sub(f, 1); s != nil {
@@ -328,32 +332,38 @@ func checkIPCFooter(r io.ReaderAt, size int64, messages bool) error {
 			start, m := c.vector(f, i, 24)
 			for j := range m {
 				b := footer[start+flatbuffers.UOffsetT(24*j):]
-				blocks = append(blocks, block{int64(binary.LittleEndian.Uint64(b)), int64(int32(binary.LittleEndian.Uint32(b[8:]))),
+				blocks = append(blocks, ipcBlock{int64(binary.LittleEndian.Uint64(b)), int64(int32(binary.LittleEndian.Uint32(b[8:]))),
 					int64(binary.LittleEndian.Uint64(b[16:]))})
 			}
 		}
 		c.keyValues(f, 4)
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	end := size - 10 - n
 	for _, b := range blocks {
 		if b.off < 8 || b.metaLen <= 0 || b.bodyLen < 0 || b.off > end || b.metaLen > end-b.off || b.bodyLen > end-b.off-b.metaLen {
-			return fmt.Errorf("%w: a block of %d+%d bytes at %d, in a file of %d", ErrMalformedIPC, b.metaLen, b.bodyLen, b.off, size)
+			return nil, fmt.Errorf("%w: a block of %d+%d bytes at %d, in a file of %d", ErrMalformedIPC, b.metaLen, b.bodyLen, b.off, size)
 		}
 		if !messages {
 			continue
 		}
-		meta, _, err := readIPCMeta(r, b.off, b.off+b.metaLen)
-		if err != nil {
-			return err
-		}
-		if meta == nil {
-			return fmt.Errorf("%w: a block at %d holds no message", ErrMalformedIPC, b.off)
-		}
-		if _, err := checkMessage(meta, r, b.off+b.metaLen, b.bodyLen); err != nil {
-			return err
+		if err := checkBlock(r, b); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return blocks, nil
+}
+
+// checkBlock checks the message of block b of the file r.
+func checkBlock(r io.ReaderAt, b ipcBlock) error {
+	meta, _, err := readIPCMeta(r, b.off, b.off+b.metaLen)
+	if err != nil {
+		return err
+	}
+	if meta == nil {
+		return fmt.Errorf("%w: a block at %d holds no message", ErrMalformedIPC, b.off)
+	}
+	_, err = checkMessage(meta, r, b.off+b.metaLen, b.bodyLen)
+	return err
 }

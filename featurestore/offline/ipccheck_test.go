@@ -18,13 +18,13 @@ import (
 )
 
 // logFileBytes returns an Arrow IPC file of two batches in the log's
-// version.
-func logFileBytes(t testing.TB) []byte {
+// version, written with the options opts.
+func logFileBytes(t testing.TB, opts ...ipc.Option) []byte {
 	t.Helper()
 	md := arrow.NewMetadata([]string{MetaLogVersion}, []string{LogVersion})
 	schema := arrow.NewSchema([]arrow.Field{{Name: "k", Type: arrow.BinaryTypes.String}, {Name: "x", Type: arrow.PrimitiveTypes.Int64}}, &md)
 	var buf bytes.Buffer
-	w, err := ipc.NewFileWriter(&buf, ipc.WithSchema(schema))
+	w, err := ipc.NewFileWriter(&buf, append([]ipc.Option{ipc.WithSchema(schema)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,4 +195,74 @@ func FuzzCheckIPC(f *testing.F) {
 			}
 		}()
 	})
+}
+
+// withHugeBuffer returns an LZ4-compressed log file whose first record
+// batch's last buffer claims to decompress to 1 TiB (in the body: the
+// metadata and the footer are intact); arrow-go would allocate that much.
+func withHugeBuffer(t *testing.T) []byte {
+	t.Helper()
+	file := logFileBytes(t, ipc.WithLZ4())
+	n := int(binary.LittleEndian.Uint32(file[len(file)-10:]))
+	footer := file[len(file)-10-n : len(file)-10]
+	f := flatbuffers.Table{Bytes: footer, Pos: flatbuffers.GetUOffsetT(footer)}
+	blocks := f.Vector(flatbuffers.UOffsetT(f.Offset(10)))
+	first := int64(binary.LittleEndian.Uint64(footer[blocks:]))
+	meta, body, err := readIPCMeta(bytes.NewReader(file), first, int64(len(file)))
+	if err != nil || meta == nil {
+		t.Fatalf("first record batch: %v", err)
+	}
+	m := flatbuffers.Table{Bytes: meta, Pos: flatbuffers.GetUOffsetT(meta)}
+	h := flatbuffers.Table{Bytes: meta, Pos: m.Indirect(flatbuffers.UOffsetT(m.Offset(8)) + m.Pos)}
+	buffers, nb := h.Vector(flatbuffers.UOffsetT(h.Offset(8))), h.VectorLen(flatbuffers.UOffsetT(h.Offset(8)))
+	last := meta[int(buffers)+16*(nb-1):]
+	off, length := binary.LittleEndian.Uint64(last), binary.LittleEndian.Uint64(last[8:])
+	if length < 8 {
+		t.Fatalf("last buffer of %d bytes", length)
+	}
+	binary.LittleEndian.PutUint64(file[body+int64(off):], 1<<40)
+	return file
+}
+
+// TestDamagedLogBatch reads a log file whose first record batch claims a
+// buffer of 1 TiB: through a mapping, every message is checked when the
+// file is opened; through storage, when the batch is read. Either way an
+// error wrapping ErrMalformedIPC, not a fatal "out of memory", and the
+// other batch reads.
+func TestDamagedLogBatch(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := NewDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := withHugeBuffer(t)
+	if err := CheckIPCFile(bytes.NewReader(bad), int64(len(bad)), true); !errors.Is(err, ErrMalformedIPC) {
+		t.Fatalf("CheckIPCFile: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bad.arrow"), bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openMapped(ctx, st, "bad.arrow"); !errors.Is(err, ErrMalformedIPC) {
+		t.Errorf("mapped: %v, want an error wrapping ErrMalformedIPC", err)
+	}
+	f, err := OpenFile(ctx, st, "bad.arrow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if rec, err := f.Batch(0); !errors.Is(err, ErrMalformedIPC) {
+		t.Errorf("storage: batch 0: %v, want an error wrapping ErrMalformedIPC", err)
+		if err == nil {
+			rec.Release()
+		}
+	}
+	rec, err := f.Batch(1)
+	if err != nil {
+		t.Fatalf("storage: batch 1: %v", err)
+	}
+	if rec.NumRows() != 2 || rec.Column(1).(*array.Int64).Value(0) != 1 {
+		t.Errorf("storage: batch 1: %v", rec)
+	}
+	rec.Release()
 }

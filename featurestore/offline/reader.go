@@ -8,6 +8,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -191,14 +192,19 @@ func OpenFile(ctx context.Context, st Storage, name string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The footer and the sizes of the blocks it lists are checked (what
-	// arrow-go sizes its reads by); the messages are not, to spare object
-	// storage a request per batch.
-	if err := CheckIPCFile(o, o.Size(), false); err != nil {
+	// The footer and the sizes of the blocks it lists are checked here
+	// (what arrow-go sizes its reads by), each message when its batch is
+	// read (blockReader).
+	blocks, err := checkIPCFooter(o, o.Size(), false)
+	if err != nil {
 		o.Close()
 		return nil, fmt.Errorf("open log file %s: %w", name, err)
 	}
-	r, err := NewIPCFileReader(io.NewSectionReader(o, 0, o.Size()), memory.DefaultAllocator)
+	br := &blockReader{o: o, blocks: make(map[int64]ipcBlock, len(blocks))}
+	for _, b := range blocks {
+		br.blocks[b.off] = b
+	}
+	r, err := NewIPCFileReader(io.NewSectionReader(br, 0, o.Size()), memory.DefaultAllocator)
 	if err != nil {
 		o.Close()
 		return nil, fmt.Errorf("open log file %s: %w", name, err)
@@ -209,6 +215,58 @@ func OpenFile(ctx context.Context, st Storage, name string) (*File, error) {
 		return nil, fmt.Errorf("open log file %s: log version %q, want %q", name, v, LogVersion)
 	}
 	return &File{o: o, r: r}, nil
+}
+
+// blockReader is what arrow-go reads a log file from storage through. A
+// read at the start of a block of the footer reads the whole block, the
+// message's metadata and its body, in one request, and checks the message
+// (as CheckIPCMessage) before arrow-go reads it, then serves arrow-go's reads
+// of the metadata and of the body from it: a damaged message is an error
+// wrapping ErrMalformedIPC, not an allocation of what it claims, and a
+// batch costs object storage one request instead of two. Other reads (the
+// footer) go to the object.
+type blockReader struct {
+	o      io.ReaderAt
+	blocks map[int64]ipcBlock // by offset
+
+	mu  sync.Mutex
+	at  int64 // offset of buf
+	buf []byte
+}
+
+func (br *blockReader) ReadAt(p []byte, off int64) (int, error) {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	if b, ok := br.blocks[off]; ok && (br.buf == nil || br.at != off) {
+		if err := br.load(b); err != nil {
+			return 0, err
+		}
+	}
+	if br.buf != nil && off >= br.at && off+int64(len(p)) <= br.at+int64(len(br.buf)) {
+		return copy(p, br.buf[off-br.at:]), nil
+	}
+	return br.o.ReadAt(p, off)
+}
+
+// load reads block b and checks its message.
+func (br *blockReader) load(b ipcBlock) error {
+	// arrow-go copies what it reads: the buffer of the block before is
+	// free again.
+	buf := br.buf[:0]
+	br.buf = nil
+	n := b.metaLen + b.bodyLen // within the file: checkIPCFooter
+	if int64(cap(buf)) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if k, err := br.o.ReadAt(buf, b.off); int64(k) < n {
+		return fmt.Errorf("read the block at %d: %w", b.off, err)
+	}
+	if err := checkBlock(bytes.NewReader(buf), ipcBlock{off: 0, metaLen: b.metaLen, bodyLen: b.bodyLen}); err != nil {
+		return fmt.Errorf("the block at %d: %w", b.off, err)
+	}
+	br.at, br.buf = b.off, buf
+	return nil
 }
 
 // Schema returns the file's schema.
