@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -98,6 +100,24 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	return ln.Addr().String(), stop, nil
 }
 
+// pprofRoutes returns the Go runtime's profiling endpoints
+// (net/http/pprof) under /debug/pprof/, for a metrics server run with
+// --pprof: CPU and heap profiles, goroutine dumps and execution traces of
+// the process. Off by default: they show the process's internals and a
+// profile costs CPU while it runs.
+func pprofRoutes() map[string]http.Handler {
+	return map[string]http.Handler{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
+	}
+}
+
+// pprofUsage is the --pprof flag's usage.
+const pprofUsage = "Serve the Go runtime's profiles (net/http/pprof) under /debug/pprof/ on the --metrics-addr server."
+
 // ingestProbes returns the liveness and readiness endpoints of an ingest
 // process: /healthz answers 200 while the process serves HTTP; /readyz
 // answers 200 when ready says so (each source in its group, no partition
@@ -144,6 +164,7 @@ func ingestCommand() *command {
 		sources     string
 		groupPrefix string
 		metricsAddr string
+		profiles    bool
 		batchSize   int
 		maxBatch    int
 		linger      time.Duration
@@ -176,6 +197,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 			fs.StringVar(&sources, "sources", "", "Comma-separated sources to ingest; empty for all.")
 			fs.StringVar(&groupPrefix, "group-prefix", "featurestore", "Prefix of the consumer group ids.")
 			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9464", "Address of the /metrics endpoint; empty to serve none.")
+			fs.BoolVar(&profiles, "pprof", false, pprofUsage)
 			fs.IntVar(&batchSize, "batch-size", 1000, "Most messages of one partition applied together while it keeps up (at least 1).")
 			fs.IntVar(&maxBatch, "max-batch-size", 50000, "Most messages of one partition applied together while it is behind (also at most 16 MiB); at most --batch-size to never grow batches.")
 			fs.DurationVar(&linger, "linger", 5*time.Millisecond, "How long a batch waits for more messages.")
@@ -219,7 +241,11 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				budget := ingest.NewMemoryBudget(bufBytes)
 				ready := &ingest.Readiness{}
 				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery, func(d *daemon) map[string]http.Handler {
-					return ingestProbes(ready, d.rc)
+					routes := ingestProbes(ready, d.rc)
+					if profiles {
+						maps.Copy(routes, pprofRoutes())
+					}
+					return routes
 				})
 				if err != nil {
 					return err

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"io"
 	"maps"
 	"net/http"
 	"strings"
@@ -15,7 +14,8 @@ import (
 // TestIngestProbes runs 'featurestore ingest' in process and reads its
 // /healthz and /readyz: live from the start; not ready while Kafka cannot
 // be reached (the source is not in its consumer group), nor while Redis
-// does not answer; ready with both.
+// does not answer; ready with both. The runtime's profiles are served
+// beside them with --pprof only.
 func TestIngestProbes(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	redisAddr := testenv.RedisAddr(t)
@@ -27,13 +27,8 @@ func TestIngestProbes(t *testing.T) {
 		t.Fatalf("apply: %s%s", out, errOut)
 	}
 	get := func(addr, path string) (int, string) {
-		resp, err := http.Get("http://" + addr + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, strings.TrimSpace(string(b))
+		code, body := httpGet(t, "http://"+addr+path)
+		return code, strings.TrimSpace(body)
 	}
 	for _, tt := range []struct {
 		name, kafka, redis string
@@ -49,6 +44,10 @@ func TestIngestProbes(t *testing.T) {
 			env := map[string]string{"FEATURESTORE_KAFKA_BROKERS": tt.kafka, "FEATURESTORE_REDIS_ADDR": tt.redis,
 				"FEATURESTORE_METRICS_ADDR": metrics, "FEATURESTORE_SESSION_TIMEOUT": "6s"}
 			maps.Copy(env, base)
+			profiles := tt.code == http.StatusOK // --pprof in one run
+			if profiles {
+				env["FEATURESTORE_PPROF"] = "true"
+			}
 			stop := startCommand(context.Background(), env, "ingest")
 			defer stop()
 			deadline := time.Now().Add(30 * time.Second)
@@ -79,6 +78,13 @@ func TestIngestProbes(t *testing.T) {
 			}
 			if code, _ := get(metrics, "/metrics"); code != http.StatusOK {
 				t.Errorf("/metrics: %d", code)
+			}
+			code, body = get(metrics, "/debug/pprof/goroutine?debug=1")
+			switch {
+			case profiles && (code != http.StatusOK || !strings.Contains(body, "goroutine profile:")):
+				t.Errorf("/debug/pprof/goroutine with --pprof: %d %.100q", code, body)
+			case !profiles && code != http.StatusNotFound:
+				t.Errorf("/debug/pprof/goroutine without --pprof: %d", code)
 			}
 		})
 	}

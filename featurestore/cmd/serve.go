@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net/http"
 	"time"
 
 	"github.com/featurestore/featurestore/featurestore/offline"
@@ -23,6 +24,7 @@ func serveCommand() *command {
 		httpAddr        string
 		httpMaxBody     int64
 		metricsAddr     string
+		profiles        bool
 		maxEntities     int
 		defaultDeadline time.Duration
 		maxStreams      uint
@@ -83,6 +85,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:6567", "Address of the JSON-over-HTTP lookup endpoint, host:port; empty to serve none.")
 			fs.Int64Var(&httpMaxBody, "http-max-body-bytes", serving.DefaultMaxBodyBytes, "Largest HTTP lookup request body, in bytes; a larger one is refused with 413.")
 			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9465", "Address of the /metrics endpoint; empty to serve none.")
+			fs.BoolVar(&profiles, "pprof", false, pprofUsage)
 			fs.IntVar(&maxEntities, "max-entities", serving.DefaultMaxEntities, "Most entities one request may ask for.")
 			fs.DurationVar(&defaultDeadline, "default-deadline", serving.DefaultDefaultDeadline, "Deadline of a request whose client set none.")
 			fs.UintVar(&maxStreams, "max-concurrent-streams", serving.DefaultMaxConcurrentStreams, "Most calls in flight on one client connection, 1 to 4294967295.")
@@ -146,7 +149,11 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
-				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery, nil)
+				var routes func(*daemon) map[string]http.Handler
+				if profiles {
+					routes = func(*daemon) map[string]http.Handler { return pprofRoutes() }
+				}
+				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery, routes)
 				if err != nil {
 					return err
 				}

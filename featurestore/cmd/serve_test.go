@@ -27,15 +27,7 @@ import (
 // online state is empty.
 func TestServe(t *testing.T) {
 	metrics := freeAddr(t)
-	env := map[string]string{
-		"FEATURESTORE_REGISTRY":     "file:" + t.TempDir(),
-		"FEATURESTORE_REDIS_ADDR":   testenv.RedisAddr(t),
-		"FEATURESTORE_PROJECT":      testenv.UniqueName(t, "serve"),
-		"FEATURESTORE_METRICS_ADDR": metrics,
-	}
-	if code, out, errOut := runCLI(t, env, "apply", "../../examples"); code != 0 {
-		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
-	}
+	env := examplesServeEnv(t, metrics)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +83,62 @@ func TestServe(t *testing.T) {
 			t.Errorf("/metrics has no %s", want)
 		}
 	}
+	// No profiles without --pprof.
+	if code, _ := httpGet(t, "http://"+metrics+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without --pprof: %d", code)
+	}
 	cancel()
 	waitStopped(t, done, stderr.String)
+}
+
+// examplesServeEnv applies the examples to a new file registry and project,
+// and returns the environment of a serve of it against the real Redis,
+// with its metrics on metrics.
+func examplesServeEnv(t *testing.T, metrics string) map[string]string {
+	t.Helper()
+	env := map[string]string{
+		"FEATURESTORE_REGISTRY":     "file:" + t.TempDir(),
+		"FEATURESTORE_REDIS_ADDR":   testenv.RedisAddr(t),
+		"FEATURESTORE_PROJECT":      testenv.UniqueName(t, "serve"),
+		"FEATURESTORE_METRICS_ADDR": metrics,
+	}
+	if code, out, errOut := runCLI(t, env, "apply", "../../examples"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	return env
+}
+
+// TestServePprof runs 'featurestore serve --pprof': the runtime's profiles
+// on the metrics server.
+func TestServePprof(t *testing.T) {
+	metrics := freeAddr(t)
+	env := examplesServeEnv(t, metrics)
+	stop := startCommand(context.Background(), env, "serve", "--pprof", "--grpc-addr", freeAddr(t), "--http-addr", "")
+	defer stop()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := httpGet(t, "http://"+metrics+"/debug/pprof/heap?debug=1")
+		if code == http.StatusOK && strings.Contains(body, "heap profile:") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/debug/pprof/heap: %d %.200q\n%s", code, body, stop())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// httpGet returns the status and body of a GET of url; status 0 and the
+// error as the body when it fails.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func TestServeUsage(t *testing.T) {
