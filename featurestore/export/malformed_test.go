@@ -3,15 +3,18 @@ package export
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
 )
@@ -130,11 +133,11 @@ func TestPanicIsAnError(t *testing.T) {
 	}
 }
 
-// TestCorruptArrowFiles flips each byte of a small Arrow IPC file and of a
-// stream, in turn, and reads each result as an entity table: every one is
-// read or refused with an error, none panics (arrow-go's readers panic on
-// some malformed metadata).
-func TestCorruptArrowFiles(t *testing.T) {
+// TestCorruptTableFiles flips each byte of a small Arrow IPC file, of a
+// stream and of a Parquet file, in turn, and reads each result as an entity
+// table: every one is read or refused with an error, none panics
+// (arrow-go's readers panic on some malformed metadata and Parquet schemas).
+func TestCorruptTableFiles(t *testing.T) {
 	dir := t.TempDir()
 	tt := &testTable{fields: []arrow.Field{{Name: "user_id", Type: arrow.BinaryTypes.String}, {Name: "event_timestamp", Type: arrow.FixedWidthTypes.Timestamp_ms},
 		{Name: "label", Type: arrow.PrimitiveTypes.Float64, Nullable: true}},
@@ -143,7 +146,9 @@ func TestCorruptArrowFiles(t *testing.T) {
 	tt.writeArrow(t, file, 2)
 	stream := filepath.Join(dir, "table.arrows")
 	writeArrowStream(t, tt, stream)
-	for _, path := range []string{stream, file} {
+	pq := filepath.Join(dir, "table.parquet")
+	tt.writeParquet(t, pq)
+	for _, path := range []string{stream, file, pq} {
 		good, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -176,4 +181,77 @@ func TestCorruptArrowFiles(t *testing.T) {
 		}
 		t.Logf("%s: %d bytes, %d of %d variants refused", filepath.Base(path), len(good), refused, 3*len(good))
 	}
+}
+
+// TestParquetHugeColumnChunk reads a Parquet entity table whose column
+// chunks claim 40 GB each in the footer: arrow-go read a column chunk whole
+// into a slice of the size claimed (a fatal "out of memory" of the export,
+// or of a backfill). It is an error naming the file.
+func TestParquetHugeColumnChunk(t *testing.T) {
+	dir := t.TempDir()
+	tt := &testTable{fields: []arrow.Field{{Name: "user_id", Type: arrow.BinaryTypes.String}, {Name: "event_timestamp", Type: arrow.FixedWidthTypes.Timestamp_ms}},
+		rows: [][]any{{"u", int64(t0)}, {"v", int64(t0 + 1)}}}
+	path := filepath.Join(dir, "table.parquet")
+	tt.writeParquet(t, path)
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int64
+	for c := range pf.MetaData().Schema.NumColumns() {
+		cc, err := pf.MetaData().RowGroup(0).ColumnChunk(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, cc.TotalCompressedSize())
+	}
+	pf.Close()
+	// The footer is Thrift's compact encoding: an i64 is a zigzag varint,
+	// and structs are not length-prefixed, so a longer varint fits.
+	n := int(binary.LittleEndian.Uint32(good[len(good)-8:]))
+	footer := good[len(good)-8-n : len(good)-8]
+	huge := binary.AppendUvarint(nil, uint64(40<<30)<<1)
+	replaced := 0
+	for _, size := range slices.Compact(slices.Sorted(slices.Values(sizes))) {
+		// Each i64 field following the field before it (header 0x16: field
+		// delta 1, type i64) with the size: total_compressed_size, and
+		// total_uncompressed_size, equal to it in a file without
+		// compression.
+		old := append([]byte{0x16}, binary.AppendUvarint(nil, uint64(size)<<1)...)
+		for i := 0; i+len(old) <= len(footer); i++ {
+			if bytes.Equal(footer[i:i+len(old)], old) {
+				footer = slices.Concat(footer[:i+1], huge, footer[i+len(old):])
+				replaced++
+			}
+		}
+	}
+	if replaced == 0 {
+		t.Fatal("no column chunk size found in the footer")
+	}
+	bad := slices.Concat(good[:len(good)-8-n], footer, binary.LittleEndian.AppendUint32(nil, uint32(len(footer))), []byte("PAR1"))
+	if err := os.WriteFile(path, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tf, err := OpenTableFile(path, "", nil, memory.DefaultAllocator)
+	var keys []string
+	if err == nil {
+		err = tf.Read(context.Background(), func(rec arrow.RecordBatch) error {
+			for i := range int(rec.NumRows()) {
+				keys = append(keys, rec.Column(0).(*array.String).Value(i))
+			}
+			return nil
+		})
+	}
+	switch {
+	case err != nil && !strings.Contains(err.Error(), path):
+		t.Errorf("column chunks of 40 GB: %v, want an error naming the file", err)
+	case err == nil && !slices.Equal(keys, []string{"u", "v"}):
+		// The pages are intact: read through a buffer, they are read.
+		t.Errorf("column chunks of 40 GB: read keys %q", keys)
+	}
+	t.Logf("%d sizes replaced: %v", replaced, err)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/csv"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
@@ -149,22 +150,7 @@ func (t *table) open(ctx context.Context) (rr recordReader, closeFn func(), err 
 func (t *table) openFile(ctx context.Context) (rr recordReader, closeFn func(), err error) {
 	switch t.format {
 	case FormatParquet:
-		pf, err := file.OpenParquetFile(t.path, false)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: open parquet: %w", t.path, err)
-		}
-		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: batchRows}, t.mem)
-		if err != nil {
-			pf.Close()
-			return nil, nil, fmt.Errorf("%s: read parquet: %w", t.path, err)
-		}
-		rd, err := fr.GetRecordReader(ctx, nil, nil)
-		if err != nil {
-			pf.Close()
-			return nil, nil, fmt.Errorf("%s: read parquet: %w", t.path, err)
-		}
-		pr := &parquetReader{RecordReader: rd, rows: pf.NumRows(), path: t.path}
-		return pr, func() { rd.Release(); pf.Close() }, nil
+		return t.openParquet(ctx)
 	case FormatCSV:
 		fh, err := os.Open(t.path)
 		if err != nil {
@@ -280,16 +266,78 @@ func validateArray(a arrow.Array) (err error) {
 	return array.ValidateFull(a)
 }
 
+// openParquet starts reading a Parquet file. Column chunks are read
+// through a buffer (parquet.ReaderProperties.BufferedStreamEnabled), not
+// whole into a slice of the size the footer claims, which a damaged footer
+// could make any size, and arrow-go's panics on malformed files are errors.
+func (t *table) openParquet(ctx context.Context) (rr recordReader, closeFn func(), err error) {
+	props := parquet.NewReaderProperties(t.mem)
+	props.BufferedStreamEnabled = true
+	props.BufferSize = parquetBufferBytes
+	var pf *file.Reader
+	defer func() {
+		if p := recover(); p != nil {
+			if pf != nil {
+				pf.Close()
+			}
+			rr, closeFn, err = nil, nil, malformedParquet(t.path, p)
+		}
+	}()
+	pf, err = file.OpenParquetFile(t.path, false, file.WithReadProps(props))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: open parquet: %w", t.path, err)
+	}
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: batchRows}, t.mem)
+	if err != nil {
+		pf.Close()
+		return nil, nil, fmt.Errorf("%s: read parquet: %w", t.path, err)
+	}
+	rd, err := fr.GetRecordReader(ctx, nil, nil)
+	if err != nil {
+		pf.Close()
+		return nil, nil, fmt.Errorf("%s: read parquet: %w", t.path, err)
+	}
+	pr := &parquetReader{RecordReader: rd, rows: pf.NumRows(), path: t.path}
+	return pr, func() { rd.Release(); pf.Close() }, nil
+}
+
+// parquetBufferBytes is the buffer through which a Parquet column chunk is
+// read: its pages are read from it as they are decoded.
+const parquetBufferBytes = 1 << 20
+
+// malformedParquet is the error of a panic p of arrow-go's Parquet reader.
+func malformedParquet(path string, p any) error {
+	return fmt.Errorf("%s: read parquet: malformed file: %v", path, p)
+}
+
 type parquetReader struct {
 	pqarrow.RecordReader
 	rows int64
 	path string
+	err  error // a panic of Next
+}
+
+// Next is the reader's Next, whose panics on malformed pages are errors
+// (Err).
+func (r *parquetReader) Next() (ok bool) {
+	if r.err != nil {
+		return false
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			r.err, ok = malformedParquet(r.path, p), false
+		}
+	}()
+	return r.RecordReader.Next()
 }
 
 // Err names the file, and says what to do about INT96 times (Spark's
 // legacy timestamps) that arrow-go cannot read: it reads them as
 // nanoseconds, which reach only the years 1677 to 2262.
 func (r *parquetReader) Err() error {
+	if r.err != nil {
+		return r.err
+	}
 	err := r.RecordReader.Err()
 	if err == nil || errors.Is(err, io.EOF) {
 		return err
