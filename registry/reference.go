@@ -622,7 +622,11 @@ func writeFilters(p printer) {
 		"`floor(t/tile)`, with the events of those tiles whose event time is at most t; the interval a value " +
 		"covered is reported with it. Windowed values therefore fall as time passes without new events. " +
 		"The newest event is the one with the greatest event time; among events of equal time, the one " +
-		"with the greatest Kafka partition, then offset. A last-value feature (no `aggregation`) is the " +
+		"with the greatest Kafka partition, then offset; and between events of two topics at the same time, " +
+		"partition and offset (a backfill file's row and a Kafka event, say), the one whose field has the " +
+		"greater value (null first; strings bytewise; numbers by value; false before true), so that online " +
+		"lookups and exports choose the same whatever the order they were applied in. " +
+		"A last-value feature (no `aggregation`) is the " +
 		"field of the newest event, null if that event has none, and expired when older than the view's " +
 		"`ttl`; the `last` aggregation instead skips events without the field.\n\n")
 }
