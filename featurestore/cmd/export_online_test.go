@@ -33,7 +33,9 @@ import (
 	"github.com/featurestore/featurestore/registry"
 )
 
-const consistencyDefs = `
+// consistencyBase holds the entities and the source of the consistency
+// tests' definitions.
+const consistencyBase = `
 kind: Entity
 name: user
 join_keys: [{name: user_id, type: string}]
@@ -53,7 +55,9 @@ timestamp: {field: ts, encoding: epoch_ms}
 keys: {user_id: user_id, shop_id: shop_id, bank: bank, account_no: account_no}
 fields: {amount: double, qty: int64, cat: string, ok: bool}
 allowed_lateness: 0s
----
+`
+
+const consistencyDefs = consistencyBase + `---
 kind: FeatureView
 name: by_user
 entity: user
@@ -141,6 +145,117 @@ features: [by_user:*, risk:*, by_shop:*, by_account:*]
 // value must equal the online one, bit for bit, and every null stand where
 // the online status is not present.
 func TestExportEqualsOnlineLookups(t *testing.T) {
+	checkExportEqualsOnline(t, consistencyDefs, consistencyRun{seed: 11, events: 4000, rows: 500,
+		selected: map[string][]string{"by_user": {"n_5m", "amount_mean_10m", "cat_last3_10m", "amount"}, "by_shop": {"n_2m"}, "by_account": {"ok_last_3m"}, "shop_latest": {"qty"}}})
+}
+
+// TestExportEqualsOnlineRandomDefinitions runs the consistency proof for
+// feature views drawn at random: entities, tiles, rollups, TTLs,
+// aggregations over every field type, windows from one tile to lifetime,
+// filters, last values. Each seed's definitions are logged. (300 seeds
+// pass; with the export adding only the last of the events that share the
+// newest order key in a view of last values alone, seed 19 fails.)
+func TestExportEqualsOnlineRandomDefinitions(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			defs := randomDefinitions(t, rand.New(rand.NewPCG(seed, 99)))
+			t.Logf("definitions:\n%s", defs)
+			checkExportEqualsOnline(t, defs, consistencyRun{seed: 100 + seed, events: 1500, rows: 200})
+		})
+	}
+}
+
+// randomDefinitions draws one to three feature views of the consistency
+// source, and the feature service all of their features; definitions the
+// registry refuses (a rollup too long for the windows, say) are drawn again.
+func randomDefinitions(t *testing.T, rng *rand.Rand) string {
+	t.Helper()
+	pick := func(xs ...string) string { return xs[rng.IntN(len(xs))] }
+	fieldType := map[string]string{"amount": "double", "qty": "int64", "cat": "string", "ok": "bool"}
+	filterOf := func() string {
+		switch rng.IntN(6) {
+		case 0:
+			return fmt.Sprintf(`[{field: cat, op: %s, value: %s}]`, pick("eq", "ne", "gt", "le"), pick("a", "b", "c"))
+		case 1:
+			return fmt.Sprintf(`[{field: cat, op: %s, value: [a, c]}]`, pick("in", "not_in"))
+		case 2:
+			return fmt.Sprintf(`[{field: qty, op: %s, value: %d}]`, pick("gt", "ge", "lt", "eq", "ne"), rng.IntN(6)-1)
+		case 3:
+			return fmt.Sprintf(`[{field: amount, op: %s, value: %d}]`, pick("gt", "lt"), rng.IntN(1000))
+		case 4:
+			return fmt.Sprintf(`[{field: ok, op: eq, value: %v}]`, rng.IntN(2) == 0)
+		}
+		return `[{field: ok, op: ne, value: true}, {field: qty, op: ge, value: 0}]`
+	}
+	for attempt := 0; ; attempt++ {
+		var b strings.Builder
+		b.WriteString(consistencyBase)
+		var names []string
+		for v := range 1 + rng.IntN(3) {
+			name := fmt.Sprintf("v%d", v)
+			names = append(names, name)
+			tileSec := []int{30, 60, 120, 300}[rng.IntN(4)]
+			fmt.Fprintf(&b, "---\nkind: FeatureView\nname: %s\nentity: %s\nsource: txns\ntile: %ds\n", name, pick("user", "user", "shop", "account"), tileSec)
+			if rng.IntN(3) == 0 {
+				fmt.Fprintf(&b, "rollup: %ds\n", tileSec*(2+rng.IntN(4)))
+			}
+			if rng.IntN(2) == 0 {
+				fmt.Fprintf(&b, "ttl: %s\n", pick("1m", "5m", "10m", "30m", "2h"))
+			}
+			b.WriteString("features:\n")
+			for f := range 2 + rng.IntN(8) {
+				field := pick("amount", "qty", "cat", "ok")
+				window := "lifetime"
+				if rng.IntN(6) > 0 {
+					window = fmt.Sprintf("%ds", tileSec*[]int{1, 2, 3, 5, 10, 20, 40}[rng.IntN(7)])
+				}
+				var line string
+				switch agg := pick("count", "sum", "mean", "min", "max", "stddev", "last", "last_n", "count_distinct", "value", "value"); agg {
+				case "value":
+					line = fmt.Sprintf("{name: f%d, field: %s, type: %s", f, field, fieldType[field])
+				case "count":
+					line = fmt.Sprintf("{name: f%d, aggregation: count, window: %s", f, window)
+				case "sum", "mean", "min", "max", "stddev":
+					line = fmt.Sprintf("{name: f%d, aggregation: %s, field: %s, window: %s", f, agg, pick("amount", "qty"), window)
+				case "last_n":
+					line = fmt.Sprintf("{name: f%d, aggregation: last_n, field: %s, n: %d, window: %s", f, field, 1+rng.IntN(4), window)
+				case "count_distinct":
+					line = fmt.Sprintf("{name: f%d, aggregation: count_distinct, field: %s, precision: %d, window: %s", f, pick("qty", "cat", "ok"), 4+rng.IntN(11), window)
+				default:
+					line = fmt.Sprintf("{name: f%d, aggregation: %s, field: %s, window: %s", f, agg, field, window)
+				}
+				if rng.IntN(4) == 0 {
+					line += ", filter: " + filterOf()
+				}
+				fmt.Fprintf(&b, "  - %s}\n", line)
+			}
+		}
+		fmt.Fprintf(&b, "---\nkind: FeatureService\nname: all\nfeatures: [%s:*]\n", strings.Join(names, ":*, "))
+		_, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(b.String())})
+		if err == nil {
+			return b.String()
+		}
+		if attempt == 50 {
+			t.Fatalf("no valid definitions in 50 draws; the last: %v\n%s", err, b.String())
+		}
+	}
+}
+
+// consistencyRun sizes a run of checkExportEqualsOnline.
+type consistencyRun struct {
+	seed         uint64
+	events, rows int
+	// selected are features of each view also read alone, as a lookup of
+	// some features reads them; nil for every other feature of each view.
+	selected map[string][]string
+}
+
+// checkExportEqualsOnline runs the consistency proof for the definitions
+// defs: entities among user (user_id), shop (shop_id) and account (bank,
+// account_no), the source txns of consistencyDefs, and a feature service
+// all, whose features are compared.
+func checkExportEqualsOnline(t *testing.T, defsText string, run consistencyRun) {
+	t.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
 	defer rc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -151,14 +266,14 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 	if err := os.MkdirAll(defs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(defs, "defs.yaml"), []byte(consistencyDefs), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(defs, "defs.yaml"), []byte(defsText), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"FEATURESTORE_REGISTRY": "file:" + filepath.Join(dir, "registry"), "FEATURESTORE_PROJECT": project}
 	if code, out, errOut := runCLI(t, env, "apply", "--message", "consistency", defs); code != 0 {
 		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
 	}
-	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(consistencyDefs)})
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(defsText)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +298,7 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 	// Events carry every key, so that each reaches the three views; times
 	// on a one-second grid over 50 minutes, so that many are equal.
 	const t0 = 1_795_687_200_000
-	rng := rand.New(rand.NewPCG(11, 11))
+	rng := rand.New(rand.NewPCG(run.seed, run.seed))
 	users := []string{"u0", "u1", "007", "u{:*}", "u4"}
 	type event struct {
 		topic     string
@@ -213,7 +328,7 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 		return values
 	}
 	var evs []event
-	for range 4000 {
+	for range run.events {
 		evs = append(evs, event{topic: "txns", time: t0 + rng.Int64N(3_000)*1_000, partition: int32(rng.IntN(3)), user: users[rng.IntN(len(users))],
 			shop: rng.Int64N(4) - 1, bank: []string{"b0", "b1"}[rng.IntN(2)], account: rng.Int64N(2), values: genValues()})
 	}
@@ -253,16 +368,22 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	viewKey := map[string]func(e event) featurestore.EntityKey{
-		"by_user":     func(e event) featurestore.EntityKey { return featurestore.StringKey(e.user) },
-		"by_shop":     func(e event) featurestore.EntityKey { return featurestore.Int64Key(e.shop) },
-		"shop_latest": func(e event) featurestore.EntityKey { return featurestore.Int64Key(e.shop) },
-		"by_account": func(e event) featurestore.EntityKey {
+	entityKey := map[string]func(e event) featurestore.EntityKey{
+		"user": func(e event) featurestore.EntityKey { return featurestore.StringKey(e.user) },
+		"shop": func(e event) featurestore.EntityKey { return featurestore.Int64Key(e.shop) },
+		"account": func(e event) featurestore.EntityKey {
 			k, _ := featurestore.NewEntityKey(featurestore.StringPart(e.bank), featurestore.Int64Part(e.account))
 			return k
 		},
 	}
-	views := []string{"by_user", "by_shop", "by_account", "shop_latest"}
+	refs := r.Service("all").Resolved()
+	var views []string // of the service's features, in order
+	for _, ref := range refs {
+		if !slices.Contains(views, ref.View) {
+			views = append(views, ref.View)
+		}
+	}
+	viewKey := func(v string, e event) featurestore.EntityKey { return entityKey[r.View(v).Entity](e) }
 	for _, v := range views {
 		s, err := offline.NewSchema(project, r, v)
 		if err != nil {
@@ -288,7 +409,7 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 						}
 					}
 					b := offline.Batch{Topic: topic, Partition: p, IngestTime: e.time, End: offline.Position{Offset: e.offset, HW: e.time, HasHW: true},
-						Entities: []offline.EntityEvents{{Key: viewKey[v](e), Events: []window.Event{{Time: e.time, Partition: p, Offset: e.offset, Fields: vals}}}}}
+						Entities: []offline.EntityEvents{{Key: viewKey(v, e), Events: []window.Event{{Time: e.time, Partition: p, Offset: e.offset, Fields: vals}}}}}
 					if err := w.Append(ctx, s, b); err != nil {
 						t.Fatal(err)
 					}
@@ -310,7 +431,7 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 		t       int64
 	}
 	var rows []row
-	for range 500 {
+	for range run.rows {
 		ts := t0 - 60_000 + rng.Int64N(3_200_000)
 		if rng.IntN(3) == 0 {
 			ts = evs[rng.IntN(len(evs))].time + []int64{0, -1, 300_000, 300_001}[rng.IntN(4)]
@@ -336,7 +457,17 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 	// serving does: windows of 10 minutes at most (by_user) and of 2 (by_shop)
 	// read the slots of their tiles only, and must give what the whole
 	// view's read gives.
-	selected := map[string][]string{"by_user": {"n_5m", "amount_mean_10m", "cat_last3_10m", "amount"}, "by_shop": {"n_2m"}, "by_account": {"ok_last_3m"}, "shop_latest": {"qty"}}
+	selected := run.selected
+	if selected == nil {
+		selected = map[string][]string{}
+		for _, v := range views {
+			for i, f := range r.View(v).Features {
+				if i%2 == 1 {
+					selected[v] = append(selected[v], f.Name)
+				}
+			}
+		}
+	}
 	selLayouts := map[string]*online.ViewLayout{}
 	for v, names := range selected {
 		var idx []int
@@ -350,7 +481,6 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 		selLayouts[v] = &l
 	}
 	selCompared := 0
-	refs := r.Service("all").Resolved()
 	want := make([][]any, len(rows))
 	applied := 0
 	type topicPartition struct {
@@ -385,11 +515,9 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		acct, _ := featurestore.NewEntityKey(featurestore.StringPart(rw.bank), featurestore.Int64Part(rw.account))
-		keys := []featurestore.EntityKey{featurestore.StringKey(rw.user), featurestore.Int64Key(rw.shop), acct, featurestore.Int64Key(rw.shop)}
 		var reqs []online.ViewRead
-		for vi, v := range views {
-			reqs = append(reqs, online.ViewRead{Layout: layouts[v], Entity: keys[vi]})
+		for _, v := range views {
+			reqs = append(reqs, online.ViewRead{Layout: layouts[v], Entity: viewKey(v, event{user: rw.user, shop: rw.shop, bank: rw.bank, account: rw.account})})
 		}
 		vals, err := online.ReadViews(ctx, store, reqs, rw.t)
 		if err != nil {
@@ -400,7 +528,9 @@ func TestExportEqualsOnlineLookups(t *testing.T) {
 			want[i] = append(want[i], onlineCell(fv))
 		}
 		for ri := range reqs {
-			reqs[ri].Layout = selLayouts[views[ri]]
+			if l := selLayouts[views[ri]]; l != nil {
+				reqs[ri].Layout = l
+			}
 		}
 		sel, err := online.ReadViews(ctx, store, reqs, rw.t)
 		if err != nil {
