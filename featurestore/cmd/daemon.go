@@ -92,6 +92,16 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 		log.Info("metrics listening", "addr", "http://"+addr+"/metrics")
 	}
 	d.watcher = registry.NewWatcher(store, registry.WatcherOptions{Interval: watchEvery, OnChange: d.versionLoaded, Logger: log})
+	d.prom.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "featurestore_registry_version",
+		Help:        "Newest registry version of the project the process has loaded (0 before the first): processes that disagree for long are on different definitions.",
+		ConstLabels: prometheus.Labels{"project": reg.project},
+	}, func() float64 {
+		if snap := d.watcher.Current(); snap != nil {
+			return float64(snap.Version)
+		}
+		return 0
+	}))
 	if _, err := d.watcher.Load(ctx); err != nil {
 		stopMetrics()
 		d.rc.Close()

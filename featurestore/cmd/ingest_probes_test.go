@@ -76,8 +76,8 @@ func TestIngestProbes(t *testing.T) {
 			if code != tt.code || !strings.Contains(body, tt.says) {
 				t.Errorf("/readyz: %d %q, want %d saying %q\n%s", code, body, tt.code, tt.says, stop())
 			}
-			if code, _ := get(metrics, "/metrics"); code != http.StatusOK {
-				t.Errorf("/metrics: %d", code)
+			if code, body := get(metrics, "/metrics"); code != http.StatusOK || !strings.Contains(body, `featurestore_registry_version{project="`+base["FEATURESTORE_PROJECT"]+`"} 1`) {
+				t.Errorf("/metrics: %d, registry version 1 not in it", code)
 			}
 			code, body = get(metrics, "/debug/pprof/goroutine?debug=1")
 			switch {

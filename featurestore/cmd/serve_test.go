@@ -78,7 +78,8 @@ func TestServe(t *testing.T) {
 	}
 	body, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
-	for _, want := range []string{`(?m)^featurestore_redis_pool_misses_total\{pool="pipeline"\} [1-9]`, `(?m)^featurestore_redis_pool_timeouts_total\{pool="main"\} 0$`} {
+	for _, want := range []string{`(?m)^featurestore_redis_pool_misses_total\{pool="pipeline"\} [1-9]`, `(?m)^featurestore_redis_pool_timeouts_total\{pool="main"\} 0$`,
+		`(?m)^featurestore_registry_version\{project="` + regexp.QuoteMeta(env["FEATURESTORE_PROJECT"]) + `"\} 1$`} {
 		if !regexp.MustCompile(want).Match(body) {
 			t.Errorf("/metrics has no %s", want)
 		}
