@@ -570,7 +570,18 @@ func checkExportEqualsOnline(t *testing.T, defsText string, run consistencyRun) 
 	if len(some) == 0 {
 		some = append(some, refs[len(refs)-1].String())
 	}
-	for _, sel := range [][]string{{"--service", "all"}, {"--features", strings.Join(some, ",")}} {
+	// And every feature again once the log is compacted: its files merged
+	// into fewer, the same events in them.
+	compact := []string{"compact", "--offline-dir", filepath.Join(dir, "offline"), "--log-level", "warn"}
+	for _, sel := range [][]string{{"--service", "all"}, {"--features", strings.Join(some, ",")}, compact, {"--service", "all"}} {
+		if sel[0] == "compact" {
+			code, stdout, errOut := runCLI(t, env, sel...)
+			if code != 0 || !strings.Contains(stdout, "merged") {
+				t.Fatalf("compact: exit %d\n%s%s", code, stdout, errOut)
+			}
+			t.Logf("compact: %s", strings.TrimSpace(stdout))
+			continue
+		}
 		args := append([]string{"export", "--offline-dir", filepath.Join(dir, "offline"), "--entities", in,
 			"--out", out, "--memory", "2MiB", "--parallelism", "3"}, sel...)
 		code, stdout, errOut := runCLI(t, env, args...)
