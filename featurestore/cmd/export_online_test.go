@@ -140,8 +140,8 @@ features: [by_user:*, risk:*, by_shop:*, by_account:*]
 // random events go through ingest's applier into a real Redis in event-time
 // order, and each entity row is looked up online (online.ReadViews, as
 // serving reads) right after the events up to its time were applied. The
-// same events, with the same Kafka positions, are written to a real offline
-// log, and 'featurestore export' computes the rows' features from it. Every
+// appliers write the events to a real offline log as they apply them, as
+// ingest does, and 'featurestore export' computes the rows' features from it. Every
 // value must equal the online one, bit for bit, and every null stand where
 // the online status is not present.
 func TestExportEqualsOnlineLookups(t *testing.T) {
@@ -279,20 +279,25 @@ func checkExportEqualsOnline(t *testing.T, defsText string, run consistencyRun) 
 	}
 	src := r.Source("txns")
 	store := online.New(rc, online.Options{})
+	// The appliers write the offline log as ingest does, beside Redis.
+	st, err := offline.NewDir(filepath.Join(dir, "offline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := offline.OpenWriter(ctx, st, project, offline.Options{FlushRows: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
 	appliers := map[string]*ingest.Applier{}
 	for _, topic := range []string{"txns", "txns.backfill"} {
 		a, err := ingest.NewApplier(project, r, src, store, ingest.NewPositions(rc, project), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := a.SetOffline(w, r); err != nil {
+			t.Fatal(err)
+		}
 		appliers[topic] = a
-	}
-	fields, err := window.SourceFields(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fieldIdx := func(name string) int {
-		return slices.IndexFunc(fields, func(f window.Field) bool { return f.Name == name })
 	}
 
 	// Events carry every key, so that each reaches the three views; times
@@ -358,16 +363,6 @@ func checkExportEqualsOnline(t *testing.T, defsText string, run consistencyRun) 
 	}
 	slices.SortStableFunc(evs, func(a, b event) int { return cmp.Compare(a.time, b.time) })
 
-	// The offline log, as ingest writes it: per view, per partition, in
-	// offset order.
-	st, err := offline.NewDir(filepath.Join(dir, "offline"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := offline.OpenWriter(ctx, st, project, offline.Options{FlushRows: 500})
-	if err != nil {
-		t.Fatal(err)
-	}
 	entityKey := map[string]func(e event) featurestore.EntityKey{
 		"user": func(e event) featurestore.EntityKey { return featurestore.StringKey(e.user) },
 		"shop": func(e event) featurestore.EntityKey { return featurestore.Int64Key(e.shop) },
@@ -384,43 +379,6 @@ func checkExportEqualsOnline(t *testing.T, defsText string, run consistencyRun) 
 		}
 	}
 	viewKey := func(v string, e event) featurestore.EntityKey { return entityKey[r.View(v).Entity](e) }
-	for _, v := range views {
-		s, err := offline.NewSchema(project, r, v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, topic := range []string{"txns", "txns.backfill"} {
-			for p := range int32(3) {
-				for _, e := range evs {
-					if e.partition != p || e.topic != topic {
-						continue
-					}
-					vals := make([]featurestore.Value, len(fields))
-					for name, x := range e.values {
-						switch x := x.(type) {
-						case float64:
-							vals[fieldIdx(name)] = featurestore.DoubleValue(x)
-						case int64:
-							vals[fieldIdx(name)] = featurestore.Int64Value(x)
-						case string:
-							vals[fieldIdx(name)] = featurestore.StringValue(x)
-						case bool:
-							vals[fieldIdx(name)] = featurestore.BoolValue(x)
-						}
-					}
-					b := offline.Batch{Topic: topic, Partition: p, IngestTime: e.time, End: offline.Position{Offset: e.offset, HW: e.time, HasHW: true},
-						Entities: []offline.EntityEvents{{Key: viewKey(v, e), Events: []window.Event{{Time: e.time, Partition: p, Offset: e.offset, Fields: vals}}}}}
-					if err := w.Append(ctx, s, b); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-		}
-	}
-	if err := w.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-
 	// Entity rows: some before any event, some at an event's time, at a TTL
 	// boundary, for keys without events; looked up online in time order.
 	type row struct {
@@ -548,6 +506,9 @@ func checkExportEqualsOnline(t *testing.T, defsText string, run consistencyRun) 
 		}
 	}
 	t.Logf("%d values of lookups of some features equal the whole views' reads", selCompared)
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	var csv strings.Builder
 	csv.WriteString("user_id,shop_id,bank,account_no,event_timestamp,row\n")
