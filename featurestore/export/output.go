@@ -15,6 +15,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/featurestore/featurestore/featurestore/offline"
 )
 
 // parquetRowGroup is the most rows of one Parquet row group of the output.
@@ -112,15 +114,14 @@ func createSink(path string, format Format, schema *arrow.Schema, mem memory.All
 	if err != nil {
 		return nil, err
 	}
-	fh, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	// The mode a created file gets (0666 less the umask), not a temporary
+	// file's 0600 nor a fixed 0644: a umask of 077 keeps a training set
+	// private.
+	fh, err := offline.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
 	if err != nil {
 		return nil, fmt.Errorf("create output: %w", err)
 	}
 	s := &sink{path: path, tmp: fh.Name(), fh: fh, bw: bufio.NewWriterSize(fh, 1<<20), mem: mem}
-	if err := fh.Chmod(0o644); err != nil { // CreateTemp's 0600 suits no output file
-		s.abort()
-		return nil, fmt.Errorf("create output: %w", err)
-	}
 	switch f {
 	case FormatParquet:
 		props, arrowProps := parquetProperties(mem)

@@ -90,12 +90,13 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// createTemp creates a new file in dir named prefix and a random suffix, as
+// CreateTemp creates a new file in dir named prefix and a random suffix, as
 // os.CreateTemp does, but with the mode os.Create gives (0666 less the
 // umask, so usually 0644) rather than 0600: the log's files are read by
 // exports, Flight servers, compactions and notebooks that may run as other
-// users than ingest, and renamed into place as they are.
-func createTemp(dir, prefix string) (*os.File, error) {
+// users than ingest, and renamed into place as they are (and so are
+// exports' outputs). A umask such as 077 keeps them private.
+func CreateTemp(dir, prefix string) (*os.File, error) {
 	for range 10000 {
 		name := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
 		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
@@ -117,7 +118,7 @@ func (d *Dir) writeTemp(ctx context.Context, name, step string, write func(io.Wr
 	if err := d.mkdirs(path.Dir(name)); err != nil {
 		return "", fmt.Errorf("create directory of %s: %w", name, err)
 	}
-	f, err := createTemp(filepath.Dir(d.path(name)), "."+path.Base(name)+tempMarker)
+	f, err := CreateTemp(filepath.Dir(d.path(name)), "."+path.Base(name)+tempMarker)
 	if err != nil {
 		return "", fmt.Errorf("write %s: %w", name, err)
 	}
