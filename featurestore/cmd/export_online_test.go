@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,7 +31,9 @@ import (
 	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/featurestore/window"
 	"github.com/featurestore/featurestore/ingest"
+	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
 	"github.com/featurestore/featurestore/registry"
+	"github.com/featurestore/featurestore/serving"
 )
 
 // consistencyBase holds the entities and the source of the consistency
@@ -138,12 +141,14 @@ features: [by_user:*, risk:*, by_shop:*, by_account:*]
 
 // TestExportEqualsOnlineLookups is the consistency proof in one process:
 // random events go through ingest's applier into a real Redis in event-time
-// order, and each entity row is looked up online (online.ReadViews, as
-// serving reads) right after the events up to its time were applied. The
-// appliers write the events to a real offline log as they apply them, as
-// ingest does, and 'featurestore export' computes the rows' features from it. Every
-// value must equal the online one, bit for bit, and every null stand where
-// the online status is not present.
+// order, and each entity row is looked up online right after the events up
+// to its time were applied: with online.ReadViews, as serving reads, and
+// through serving.OnlineService, its clock at the row's time, the response
+// decoded from the wire as a client would. The appliers write the events to
+// a real offline log as they apply them, as ingest does, and 'featurestore
+// export' computes the rows' features from it. Every value must equal the
+// online one, bit for bit, and every null stand where the online status is
+// not present.
 func TestExportEqualsOnlineLookups(t *testing.T) {
 	checkExportEqualsOnline(t, consistencyDefs, consistencyRun{seed: 11, events: 4000, rows: 500,
 		selected: map[string][]string{"by_user": {"n_5m", "amount_mean_10m", "cat_last3_10m", "amount"}, "by_shop": {"n_2m"}, "by_account": {"ok_last_3m"}, "shop_latest": {"qty"}}})
@@ -438,7 +443,10 @@ func checkExportEqualsOnline(t *testing.T, defsText string, run consistencyRun) 
 		}
 		selLayouts[v] = &l
 	}
-	selCompared := 0
+	selCompared, servedCompared := 0, 0
+	var clock atomic.Int64
+	svc := serving.NewOnlineService(fixedSnapshot{&registry.Snapshot{VersionInfo: registry.VersionInfo{Version: 1}, Registry: r}}, store,
+		serving.OnlineOptions{Project: project, Now: func() time.Time { return time.UnixMilli(clock.Load()) }})
 	want := make([][]any, len(rows))
 	applied := 0
 	type topicPartition struct {
@@ -485,6 +493,32 @@ func checkExportEqualsOnline(t *testing.T, defsText string, run consistencyRun) 
 			fv := vals[slices.Index(views, ref.View)][layouts[ref.View].View.FeatureIndex(ref.Feature)]
 			want[i] = append(want[i], onlineCell(fv))
 		}
+		// The lookup through serving, its clock at the row's time, gives
+		// the same values, decoded from the wire as a client would.
+		clock.Store(rw.t)
+		joinKeys := map[string]*pb.Value{}
+		for _, v := range views {
+			switch r.View(v).Entity {
+			case "user":
+				joinKeys["user_id"] = &pb.Value{Kind: &pb.Value_StringVal{StringVal: rw.user}}
+			case "shop":
+				joinKeys["shop_id"] = &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: rw.shop}}
+			case "account":
+				joinKeys["bank"] = &pb.Value{Kind: &pb.Value_StringVal{StringVal: rw.bank}}
+				joinKeys["account_no"] = &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: rw.account}}
+			}
+		}
+		resp, err := svc.GetOnlineFeatures(ctx, &pb.GetOnlineFeaturesRequest{
+			Kind:     &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "all"},
+			Entities: []*pb.EntityKey{{JoinKeys: joinKeys}},
+		})
+		dec := fromWire(t, resp, err)
+		for j, fv := range dec.GetResults()[0].GetValues() {
+			if got := pbCell(fv); !sameCell(got, want[i][j]) {
+				t.Errorf("row %d %+v: %s served %#v, read %#v", i, rw, dec.GetFeatureNames()[j], got, want[i][j])
+			}
+			servedCompared++
+		}
 		for ri := range reqs {
 			if l := selLayouts[views[ri]]; l != nil {
 				reqs[ri].Layout = l
@@ -505,7 +539,7 @@ func checkExportEqualsOnline(t *testing.T, defsText string, run consistencyRun) 
 			}
 		}
 	}
-	t.Logf("%d values of lookups of some features equal the whole views' reads", selCompared)
+	t.Logf("%d values of lookups of some features equal the whole views' reads; %d served values equal them", selCompared, servedCompared)
 	if err := w.Close(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -256,18 +256,7 @@ func testKafkaIngestOnlineEqualsExport(t *testing.T, where string) {
 					"tag":   {Kind: &pb.Value_StringVal{StringVal: rw.tag}},
 				},
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The response comes encoded for the wire: decode it as a client.
-			b, err := proto.Marshal(resp)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var dec pb.GetOnlineFeaturesResponse
-			if err := proto.Unmarshal(b, &dec); err != nil {
-				t.Fatal(err)
-			}
+			dec := fromWire(t, resp, err)
 			if dec.GetReadTime().AsTime().UnixMilli() != ts {
 				t.Fatalf("read time %v, want %d", dec.GetReadTime().AsTime(), ts)
 			}
@@ -323,6 +312,24 @@ func testKafkaIngestOnlineEqualsExport(t *testing.T, where string) {
 	}
 	t.Logf("%d events through Kafka in %d stages, %d rows x %d features = %d values (%d null) compared, online lookups against the export: %d mismatches",
 		produced, stages, len(rows), len(names), values, nulls, mismatches)
+}
+
+// fromWire returns the response of a lookup, which comes encoded for the
+// wire, decoded as a client decodes it; err is the lookup's.
+func fromWire(t *testing.T, resp *pb.GetOnlineFeaturesResponse, err error) *pb.GetOnlineFeaturesResponse {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := proto.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dec pb.GetOnlineFeaturesResponse
+	if err := proto.Unmarshal(b, &dec); err != nil {
+		t.Fatal(err)
+	}
+	return &dec
 }
 
 // pbCell renders a served value as a cell of the export: nil unless
