@@ -45,18 +45,37 @@ func logFileBytes(t testing.TB, opts ...ipc.Option) []byte {
 	return buf.Bytes()
 }
 
+// fileFooter returns the footer of an Arrow IPC file as a table whose
+// bytes are the file's own: writing them changes the file.
+func fileFooter(file []byte) flatbuffers.Table {
+	n := int(binary.LittleEndian.Uint32(file[len(file)-10:]))
+	footer := file[len(file)-10-n : len(file)-10]
+	return flatbuffers.Table{Bytes: footer, Pos: flatbuffers.GetUOffsetT(footer)}
+}
+
+// firstBatch returns the first record batch block's offset in the footer f
+// of file, and the metadata of its message (the file's own bytes) with the
+// offset of the message's body.
+func firstBatch(t *testing.T, file []byte, f flatbuffers.Table) (block flatbuffers.UOffsetT, meta []byte, body int64) {
+	t.Helper()
+	block = f.Vector(flatbuffers.UOffsetT(f.Offset(10)))
+	at := int64(binary.LittleEndian.Uint64(f.Bytes[block:]))
+	meta, body, err := readIPCMeta(bytes.NewReader(file), at, int64(len(file)))
+	if err != nil || meta == nil {
+		t.Fatalf("first record batch: %v", err)
+	}
+	return block, file[body-int64(len(meta)) : body], body
+}
+
 // withHugeFields returns file with the length of its footer schema's fields
 // vector made 2^31-1: arrow-go would make a slice of that many fields.
 func withHugeFields(t *testing.T, file []byte) []byte {
 	t.Helper()
 	file = bytes.Clone(file)
-	n := int(binary.LittleEndian.Uint32(file[len(file)-10:]))
-	start := len(file) - 10 - n
-	footer := file[start : len(file)-10]
-	f := flatbuffers.Table{Bytes: footer, Pos: flatbuffers.GetUOffsetT(footer)}
-	s := flatbuffers.Table{Bytes: footer, Pos: f.Indirect(flatbuffers.UOffsetT(f.Offset(6)) + f.Pos)}
+	f := fileFooter(file)
+	s := flatbuffers.Table{Bytes: f.Bytes, Pos: f.Indirect(flatbuffers.UOffsetT(f.Offset(6)) + f.Pos)}
 	fields := s.Vector(flatbuffers.UOffsetT(s.Offset(6))) - 4
-	binary.LittleEndian.PutUint32(footer[fields:], math.MaxInt32)
+	binary.LittleEndian.PutUint32(f.Bytes[fields:], math.MaxInt32)
 	return file
 }
 
@@ -110,28 +129,21 @@ func TestCheckIPCFileBlocks(t *testing.T) {
 	}
 	// The first record batch block's body length, in the footer.
 	bad := bytes.Clone(good)
-	n := int(binary.LittleEndian.Uint32(bad[len(bad)-10:]))
-	footer := bad[len(bad)-10-n : len(bad)-10]
-	f := flatbuffers.Table{Bytes: footer, Pos: flatbuffers.GetUOffsetT(footer)}
-	blocks := f.Vector(flatbuffers.UOffsetT(f.Offset(10)))
-	binary.LittleEndian.PutUint64(footer[blocks+16:], 1<<40)
+	f := fileFooter(bad)
+	block, _, _ := firstBatch(t, bad, f)
+	binary.LittleEndian.PutUint64(f.Bytes[block+16:], 1<<40)
 	if err := CheckIPCFile(r(bad), int64(len(bad)), false); !errors.Is(err, ErrMalformedIPC) {
 		t.Errorf("a block of 1 TiB: %v", err)
 	}
 	// The first record batch's message, whose body claims more than its
 	// block holds.
 	bad = bytes.Clone(good)
-	first := int64(binary.LittleEndian.Uint64(footer[blocks:]))
-	meta, body, err := readIPCMeta(r(bad), first, int64(len(bad)))
-	if err != nil || meta == nil {
-		t.Fatalf("first record batch: %v", err)
-	}
+	_, meta, _ := firstBatch(t, bad, fileFooter(bad))
 	m := flatbuffers.Table{Bytes: meta, Pos: flatbuffers.GetUOffsetT(meta)}
 	if m.Offset(10) == 0 {
 		t.Fatal("the record batch's message has no body length")
 	}
-	at := int(body) - len(meta) + int(m.Pos) + int(m.Offset(10))
-	binary.LittleEndian.PutUint64(bad[at:], 1<<40)
+	binary.LittleEndian.PutUint64(meta[m.Pos+flatbuffers.UOffsetT(m.Offset(10)):], 1<<40)
 	if err := CheckIPCFile(r(bad), int64(len(bad)), false); err != nil {
 		t.Errorf("messages not asked for: %v", err)
 	}
@@ -203,15 +215,7 @@ func FuzzCheckIPC(f *testing.F) {
 func withHugeBuffer(t *testing.T) []byte {
 	t.Helper()
 	file := logFileBytes(t, ipc.WithLZ4())
-	n := int(binary.LittleEndian.Uint32(file[len(file)-10:]))
-	footer := file[len(file)-10-n : len(file)-10]
-	f := flatbuffers.Table{Bytes: footer, Pos: flatbuffers.GetUOffsetT(footer)}
-	blocks := f.Vector(flatbuffers.UOffsetT(f.Offset(10)))
-	first := int64(binary.LittleEndian.Uint64(footer[blocks:]))
-	meta, body, err := readIPCMeta(bytes.NewReader(file), first, int64(len(file)))
-	if err != nil || meta == nil {
-		t.Fatalf("first record batch: %v", err)
-	}
+	_, meta, body := firstBatch(t, file, fileFooter(file))
 	m := flatbuffers.Table{Bytes: meta, Pos: flatbuffers.GetUOffsetT(meta)}
 	h := flatbuffers.Table{Bytes: meta, Pos: m.Indirect(flatbuffers.UOffsetT(m.Offset(8)) + m.Pos)}
 	buffers, nb := h.Vector(flatbuffers.UOffsetT(h.Offset(8))), h.VectorLen(flatbuffers.UOffsetT(h.Offset(8)))
