@@ -73,26 +73,19 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	// older than it (late); and 20 malformed ones.
 	rng := rand.New(rand.NewPCG(3, 4))
 	now := time.Now().UTC()
-	perCard := map[string]int64{}
 	accepted := map[string][]refTxn{} // the accepted events of each card
 	var msgs []kafka.Message
-	event := func(i int, card, merchant string, amount int, ts time.Time) kafka.Message {
-		return kafka.Message{Key: []byte(card), Value: fmt.Appendf(nil,
-			`{"txn_id":"t-%d","card_id":%q,"merchant_id":%q,"amount":%d.25,"currency":"EUR","country":"FR","channel":"online","approved":true,"event_time":%q}`,
-			i, card, merchant, amount, ts.Format(time.RFC3339Nano))}
-	}
 	var valid []kafka.Message // the 3000, by index
 	dups, late := 0, 0
 	for i := range 3000 {
 		card, merchant := fmt.Sprintf("card-%d", rng.IntN(30)), fmt.Sprintf("m-%d", rng.IntN(10))
 		ts := now.Add(-time.Duration(3000-i) * time.Second)
-		perCard[card]++
 		amount := rng.IntN(500)
 		accepted[card] = append(accepted[card], refTxn{ts.UnixMilli(), float64(amount) + 0.25})
-		valid = append(valid, event(i, card, merchant, amount, ts))
+		valid = append(valid, cardEvent(i, card, merchant, amount, ts))
 		msgs = append(msgs, valid[i])
 		if i >= 300 && i%30 == 0 {
-			msgs = append(msgs, valid[i-10], event(10_000+i, card, merchant, 1, ts.Add(-10*time.Minute)))
+			msgs = append(msgs, valid[i-10], cardEvent(10_000+i, card, merchant, 1, ts.Add(-10*time.Minute)))
 			dups++
 			late++
 		}
@@ -122,16 +115,7 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	}
 	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
 	defer rc.Close()
-	pos := ingest.NewPositions(rc, project)
-	applied := func() int64 {
-		var n int64
-		for p := range 3 {
-			if got, ok, _ := pos.Load(ctx, "card_transactions", topic, p); ok {
-				n += got.Offset + 1
-			}
-		}
-		return n
-	}
+	applied := func() int64 { return appliedCount(ctx, rc, project, topic, 3) }
 	wait := func(what string, cond func() bool) {
 		t.Helper()
 		for !cond() {
@@ -175,7 +159,54 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 
 	// Every event counted once: lifetime counts per card, and the exact
 	// features of the view against a brute-force reference of the accepted
-	// events.
+	// events. Every event logged once per offline view, although the killed
+	// process lost what it had not committed: its partitions were replayed
+	// from the log's positions.
+	checkCardTxn(t, ctx, rc, r, project, accepted)
+	checkLoggedOnce(t, ctx, logDir, project, len(valid))
+
+	// The malformed and the late events are in the dead-letter topic, with
+	// their reason (the duplicates by event id are dropped, not letters).
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: dlqTopic, Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer rd.Close()
+	invalid, lateLetters := 0, 0
+	for invalid < 20 || lateLetters < late {
+		m, err := rd.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("dead letters: %v (found %d invalid, %d late)", err, invalid, lateLetters)
+		}
+		for _, h := range m.Headers {
+			if h.Key == ingest.HeaderReason && string(h.Value) == string(ingest.ReasonInvalidPayload) {
+				invalid++
+			}
+			if h.Key == ingest.HeaderReason && string(h.Value) == string(ingest.ReasonLate) {
+				lateLetters++
+			}
+		}
+	}
+	t.Logf("%d duplicates by event id dropped, %d late events dead-lettered", dups, late)
+}
+
+// appliedCount returns how many messages of the first partitions of topic
+// project's ingest has applied, by the positions it saved in Redis for the
+// example source.
+func appliedCount(ctx context.Context, rc redis.UniversalClient, project, topic string, partitions int) int64 {
+	pos := ingest.NewPositions(rc, project)
+	var n int64
+	for p := range partitions {
+		if got, ok, _ := pos.Load(ctx, "card_transactions", topic, p); ok {
+			n += got.Offset + 1
+		}
+	}
+	return n
+}
+
+// checkCardTxn checks what ingest wrote to the online store for project's
+// example view card_txn against a brute-force reference of each card's
+// accepted events: the lifetime count, and every exact feature
+// (cardTxnReference) at the present time.
+func checkCardTxn(t *testing.T, ctx context.Context, rc *redis.Client, r *registry.Registry, project string, accepted map[string][]refTxn) {
+	t.Helper()
 	store := online.New(rc, online.Options{})
 	src := r.Source("card_transactions")
 	wv, err := window.Compile(r.View("card_txn"), src)
@@ -185,7 +216,7 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	layout := online.NewViewLayout(project, "card_txn", wv, src.Reach())
 	var reqs []online.ViewRead
 	var cards []string
-	for card := range perCard {
+	for card := range accepted {
 		cards = append(cards, card)
 		reqs = append(reqs, online.ViewRead{Layout: &layout, Entity: featurestore.StringKey(card)})
 	}
@@ -196,8 +227,8 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	}
 	life := wv.FeatureIndex("lifetime_txn_count")
 	for i, card := range cards {
-		if got := res[i][life].Value; !got.Equal(featurestore.Int64Value(perCard[card])) {
-			t.Errorf("card %s: lifetime count %v, want %d", card, got, perCard[card])
+		if got, want := res[i][life].Value, len(accepted[card]); !got.Equal(featurestore.Int64Value(int64(want))) {
+			t.Errorf("card %s: lifetime count %v, want %d", card, got, want)
 		}
 		for name, want := range cardTxnReference(accepted[card], readAt) {
 			got := res[i][wv.FeatureIndex(name)].Value
@@ -210,11 +241,13 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 			}
 		}
 	}
+}
 
-	// Every event logged once per offline view, although the killed process
-	// lost what it had not committed: its partitions were replayed from the
-	// log's positions.
-	st, err := offline.NewDir(logDir)
+// checkLoggedOnce checks that the offline log in dir holds, for each of
+// project's example offline views, n distinct events, none twice.
+func checkLoggedOnce(t *testing.T, ctx context.Context, dir, project string, n int) {
+	t.Helper()
+	st, err := offline.NewDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,31 +274,18 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 				twice++
 			}
 		}
-		if len(seen) != len(valid) || twice > 0 {
-			t.Errorf("%s: the offline log holds %d distinct events (%d more than once), want each of the %d accepted ones once", view, len(seen), twice, len(valid))
+		if len(seen) != n || twice > 0 {
+			t.Errorf("%s: the offline log holds %d distinct events (%d more than once), want each of the %d accepted ones once", view, len(seen), twice, n)
 		}
 	}
+}
 
-	// The malformed and the late events are in the dead-letter topic, with
-	// their reason (the duplicates by event id are dropped, not letters).
-	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: dlqTopic, Partition: 0, MaxWait: 100 * time.Millisecond})
-	defer rd.Close()
-	invalid, lateLetters := 0, 0
-	for invalid < 20 || lateLetters < late {
-		m, err := rd.ReadMessage(ctx)
-		if err != nil {
-			t.Fatalf("dead letters: %v (found %d invalid, %d late)", err, invalid, lateLetters)
-		}
-		for _, h := range m.Headers {
-			if h.Key == ingest.HeaderReason && string(h.Value) == string(ingest.ReasonInvalidPayload) {
-				invalid++
-			}
-			if h.Key == ingest.HeaderReason && string(h.Value) == string(ingest.ReasonLate) {
-				lateLetters++
-			}
-		}
-	}
-	t.Logf("%d duplicates by event id dropped, %d late events dead-lettered", dups, late)
+// cardEvent is a card transaction of the example source, approved, online,
+// in FR, with txn_id t-<i> and an amount of amount+0.25.
+func cardEvent(i int, card, merchant string, amount int, ts time.Time) kafka.Message {
+	return kafka.Message{Key: []byte(card), Value: fmt.Appendf(nil,
+		`{"txn_id":"t-%d","card_id":%q,"merchant_id":%q,"amount":%d.25,"currency":"EUR","country":"FR","channel":"online","approved":true,"event_time":%q}`,
+		i, card, merchant, amount, ts.Format(time.RFC3339Nano))}
 }
 
 // refTxn is an accepted event of TestIngestProcessKilledAndRestarted.

@@ -3,10 +3,11 @@
 // Cloud Storage emulator and Azure Blob Storage emulator that `make test`
 // provides (.ci/services.sh, DESIGN.md section 8).
 //
-// They are found through six environment variables:
+// They are found through seven environment variables:
 //
 //	FEATURESTORE_TEST_REDIS_ADDR=127.0.0.1:16379
 //	FEATURESTORE_TEST_KAFKA_BROKERS=127.0.0.1:19092[,host:port...]
+//	FEATURESTORE_TEST_KAFKA_LIBS=~/.cache/featurestore/kafka-<version>/libs
 //	FEATURESTORE_TEST_PYTHON=~/.cache/featurestore/python/<hash>/bin/python
 //	FEATURESTORE_TEST_S3_ENDPOINT=http://127.0.0.1:19900
 //	FEATURESTORE_TEST_GCS_ENDPOINT=http://127.0.0.1:19910
