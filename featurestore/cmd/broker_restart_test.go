@@ -3,8 +3,6 @@ package cmd
 import (
 	"context"
 	"errors"
-	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,16 +44,7 @@ func TestIngestBrokerKilledAndRestarted(t *testing.T) {
 	// 11,000 events of 30 cards over the last 37 minutes, in time order:
 	// 10,000 produced before the crash, the others after it.
 	const before, total = 10_000, 11_000
-	rng := rand.New(rand.NewPCG(5, 6))
-	now := time.Now().UTC()
-	accepted := map[string][]refTxn{}
-	var msgs []kafka.Message
-	for i := range total {
-		card, amount := fmt.Sprintf("card-%d", rng.IntN(30)), rng.IntN(500)
-		ts := now.Add(-time.Duration(total-i) * 200 * time.Millisecond)
-		accepted[card] = append(accepted[card], refTxn{ts.UnixMilli(), float64(amount) + 0.25})
-		msgs = append(msgs, cardEvent(i, card, fmt.Sprintf("m-%d", rng.IntN(10)), amount, ts))
-	}
+	msgs, accepted := cardEvents(5, total, 200*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	produce(t, ctx, brokers, topic, msgs[:before])

@@ -205,7 +205,7 @@ func appliedCount(ctx context.Context, rc redis.UniversalClient, project, topic 
 // example view card_txn against a brute-force reference of each card's
 // accepted events: the lifetime count, and every exact feature
 // (cardTxnReference) at the present time.
-func checkCardTxn(t *testing.T, ctx context.Context, rc *redis.Client, r *registry.Registry, project string, accepted map[string][]refTxn) {
+func checkCardTxn(t *testing.T, ctx context.Context, rc redis.UniversalClient, r *registry.Registry, project string, accepted map[string][]refTxn) {
 	t.Helper()
 	store := online.New(rc, online.Options{})
 	src := r.Source("card_transactions")
@@ -286,6 +286,23 @@ func cardEvent(i int, card, merchant string, amount int, ts time.Time) kafka.Mes
 	return kafka.Message{Key: []byte(card), Value: fmt.Appendf(nil,
 		`{"txn_id":"t-%d","card_id":%q,"merchant_id":%q,"amount":%d.25,"currency":"EUR","country":"FR","channel":"online","approved":true,"event_time":%q}`,
 		i, card, merchant, amount, ts.Format(time.RFC3339Nano))}
+}
+
+// cardEvents returns n transactions of the example source (cardEvent),
+// of 30 cards and 10 merchants drawn from seed, one every step up to now,
+// in time order, and the accepted events of each card.
+func cardEvents(seed uint64, n int, step time.Duration) ([]kafka.Message, map[string][]refTxn) {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	now := time.Now().UTC()
+	accepted := map[string][]refTxn{}
+	var msgs []kafka.Message
+	for i := range n {
+		card, amount := fmt.Sprintf("card-%d", rng.IntN(30)), rng.IntN(500)
+		ts := now.Add(-time.Duration(n-i) * step)
+		accepted[card] = append(accepted[card], refTxn{ts.UnixMilli(), float64(amount) + 0.25})
+		msgs = append(msgs, cardEvent(i, card, fmt.Sprintf("m-%d", rng.IntN(10)), amount, ts))
+	}
+	return msgs, accepted
 }
 
 // refTxn is an accepted event of TestIngestProcessKilledAndRestarted.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,8 +33,9 @@ func redisServer(t testing.TB, what string) string {
 
 // startRedis starts a redis-server with args, without persistence, its
 // working directory and log in dir; it stops when the test ends, and its
-// log, named by label, is shown if the test failed.
-func startRedis(t testing.TB, bin, dir, label string, args ...string) {
+// log, named by label, is shown if the test failed. kill kills it with
+// SIGKILL and waits until it has exited; it may be called more than once.
+func startRedis(t testing.TB, bin, dir, label string, args ...string) (kill func()) {
 	t.Helper()
 	logf, err := os.Create(filepath.Join(dir, "redis.log"))
 	if err != nil {
@@ -44,9 +46,15 @@ func startRedis(t testing.TB, bin, dir, label string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		kill()
 		logf.Close()
 		if t.Failed() {
 			if b, err := os.ReadFile(logf.Name()); err == nil {
@@ -54,6 +62,7 @@ func startRedis(t testing.TB, bin, dir, label string, args ...string) {
 			}
 		}
 	})
+	return kill
 }
 
 // RedisOwn starts a redis-server of the test's own on a free loopback port,
@@ -113,11 +122,43 @@ func RedisTLS(t testing.TB, certFile, keyFile, caFile string) string {
 // -short: starting the nodes takes a second or two.
 func RedisCluster(t testing.TB, nodes int) []string {
 	t.Helper()
+	return startCluster(t, nodes, false).Masters
+}
+
+// ReplicatedCluster is a Redis Cluster whose masters each have a replica
+// (RedisClusterReplicated).
+type ReplicatedCluster struct {
+	// Masters are the masters' addresses, Replicas[i] that of Masters[i]'s
+	// replica.
+	Masters, Replicas []string
+	kill              map[string]func()
+}
+
+// Kill kills the node at addr with SIGKILL, as a crash would, and waits
+// until it has exited. A killed master's replica takes its slots over
+// about two seconds later (cluster-node-timeout 1s).
+func (c *ReplicatedCluster) Kill(addr string) { c.kill[addr]() }
+
+// RedisClusterReplicated is RedisCluster with a replica per master, which
+// fails over when its master has been unreachable for a second. Every
+// replica is in sync with its master when it returns.
+func RedisClusterReplicated(t testing.TB, masters int) *ReplicatedCluster {
+	t.Helper()
+	return startCluster(t, masters, true)
+}
+
+func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: not starting a Redis Cluster")
 	}
 	bin := redisServer(t, "the Redis Cluster test")
 	dir := t.TempDir()
+	nodes := masters
+	if replicated {
+		nodes *= 2
+	}
+	c := &ReplicatedCluster{kill: map[string]func(){}}
 	addrs := make([]string, nodes)
 	for i := range nodes {
 		port := freePort(t)
@@ -126,9 +167,16 @@ func RedisCluster(t testing.TB, nodes int) []string {
 		if err := os.Mkdir(nodeDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		startRedis(t, bin, nodeDir, "node "+addrs[i], "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--protected-mode", "no",
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(nodeDir, "nodes.conf"))
+		args := []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--protected-mode", "no",
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(nodeDir, "nodes.conf")}
+		if replicated {
+			// Fail over a second after a master stops answering, whatever
+			// the replica's last contact with it.
+			args = append(args, "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0")
+		}
+		c.kill[addrs[i]] = startRedis(t, bin, nodeDir, "node "+addrs[i], args...)
 	}
+	c.Masters, c.Replicas = addrs[:masters], addrs[masters:]
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -141,9 +189,11 @@ func RedisCluster(t testing.TB, nodes int) []string {
 		}
 	}
 	for i, c := range clients {
-		first, last := i*16384/nodes, (i+1)*16384/nodes-1
-		if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err(); err != nil {
-			t.Fatalf("node %s: CLUSTER ADDSLOTSRANGE %d %d: %v", addrs[i], first, last, err)
+		if i < masters {
+			first, last := i*16384/masters, (i+1)*16384/masters-1
+			if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err(); err != nil {
+				t.Fatalf("node %s: CLUSTER ADDSLOTSRANGE %d %d: %v", addrs[i], first, last, err)
+			}
 		}
 		if i > 0 {
 			host, port, _ := net.SplitHostPort(addrs[i])
@@ -152,25 +202,44 @@ func RedisCluster(t testing.TB, nodes int) []string {
 			}
 		}
 	}
-	for i, c := range clients {
+	if replicated {
+		for i := range masters {
+			id, err := clients[i].ClusterMyID(ctx).Result()
+			if err != nil {
+				t.Fatalf("node %s: CLUSTER MYID: %v", addrs[i], err)
+			}
+			replica := clients[masters+i]
+			// The replica must know its master first: MEET spreads by gossip.
+			err = waitFor(ctx, func() error { return replica.Do(ctx, "CLUSTER", "REPLICATE", id).Err() })
+			if err != nil {
+				t.Fatalf("node %s: CLUSTER REPLICATE %s: %v", c.Replicas[i], id, err)
+			}
+		}
+	}
+	for i, cl := range clients {
 		err := waitFor(ctx, func() error {
-			info, err := c.ClusterInfo(ctx).Result()
+			info, err := cl.ClusterInfo(ctx).Result()
 			if err != nil {
 				return err
 			}
 			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", nodes)) {
 				return fmt.Errorf("not ready: %s", info)
 			}
-			shards, err := c.ClusterShards(ctx).Result()
+			shards, err := cl.ClusterShards(ctx).Result()
 			if err != nil {
 				return err
 			}
 			for _, sh := range shards {
-				if len(sh.Slots) == 0 || len(sh.Nodes) == 0 {
-					return fmt.Errorf("node sees a shard without slots or nodes: %+v", sh)
+				if len(sh.Slots) == 0 || len(sh.Nodes) != nodes/masters {
+					return fmt.Errorf("node sees a shard without slots or with %d nodes: %+v", len(sh.Nodes), sh)
+				}
+				for _, n := range sh.Nodes {
+					if n.Health != "online" {
+						return fmt.Errorf("node sees node %s:%d %s", n.IP, n.Port, n.Health)
+					}
 				}
 			}
-			if len(shards) != nodes {
+			if len(shards) != masters {
 				return fmt.Errorf("node sees %d shards", len(shards))
 			}
 			return nil
@@ -179,7 +248,65 @@ func RedisCluster(t testing.TB, nodes int) []string {
 			t.Fatalf("cluster not ready at %s: %v", addrs[i], err)
 		}
 	}
-	return addrs
+	if replicated {
+		for i := range masters {
+			if err := WaitReplicated(ctx, addrs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return c
+}
+
+// WaitReplicated waits until the replica of the master at addr holds
+// every write the master had when it was called: after it, killing the
+// master loses none of them.
+func WaitReplicated(ctx context.Context, addr string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	info := func() (map[string]string, error) {
+		s, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]string{}
+		for line := range strings.Lines(s) {
+			if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+				m[k] = v
+			}
+		}
+		return m, nil
+	}
+	m, err := info()
+	if err != nil {
+		return fmt.Errorf("master %s: %w", addr, err)
+	}
+	target, err := strconv.ParseInt(m["master_repl_offset"], 10, 64)
+	if err != nil {
+		return fmt.Errorf("master %s: master_repl_offset %q", addr, m["master_repl_offset"])
+	}
+	err = waitFor(ctx, func() error {
+		m, err := info()
+		if err != nil {
+			return err
+		}
+		// slave0:ip=127.0.0.1,port=6380,state=online,offset=1234,lag=0
+		fields := map[string]string{}
+		for f := range strings.SplitSeq(m["slave0"], ",") {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				fields[k] = v
+			}
+		}
+		off, err := strconv.ParseInt(fields["offset"], 10, 64)
+		if fields["state"] != "online" || err != nil || off < target {
+			return fmt.Errorf("replica %q short of offset %d", m["slave0"], target)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("master %s: %w", addr, err)
+	}
+	return nil
 }
 
 func freePort(t testing.TB) int {
