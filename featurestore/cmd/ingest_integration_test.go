@@ -290,7 +290,8 @@ func cardEvent(i int, card, merchant string, amount int, ts time.Time) kafka.Mes
 
 // cardEvents returns n transactions of the example source (cardEvent),
 // of 30 cards and 10 merchants drawn from seed, one every step up to now,
-// in time order, and the accepted events of each card.
+// in time order, and the accepted events of each card. Their ids are
+// seed*1,000,000 + 0..n-1: other seeds give other ids.
 func cardEvents(seed uint64, n int, step time.Duration) ([]kafka.Message, map[string][]refTxn) {
 	rng := rand.New(rand.NewPCG(seed, seed+1))
 	now := time.Now().UTC()
@@ -300,7 +301,7 @@ func cardEvents(seed uint64, n int, step time.Duration) ([]kafka.Message, map[st
 		card, amount := fmt.Sprintf("card-%d", rng.IntN(30)), rng.IntN(500)
 		ts := now.Add(-time.Duration(n-i) * step)
 		accepted[card] = append(accepted[card], refTxn{ts.UnixMilli(), float64(amount) + 0.25})
-		msgs = append(msgs, cardEvent(i, card, fmt.Sprintf("m-%d", rng.IntN(10)), amount, ts))
+		msgs = append(msgs, cardEvent(int(seed)*1_000_000+i, card, fmt.Sprintf("m-%d", rng.IntN(10)), amount, ts))
 	}
 	return msgs, accepted
 }

@@ -172,13 +172,16 @@ func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster
 		if replicated {
 			// Fail over a second after a master stops answering, whatever
 			// the replica's last contact with it.
-			args = append(args, "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0")
+			// Replicas sync at once (diskless syncs wait 5 s by default
+			// for more replicas to share them).
+			args = append(args, "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
+				"--repl-diskless-sync-delay", "0")
 		}
 		c.kill[addrs[i]] = startRedis(t, bin, nodeDir, "node "+addrs[i], args...)
 	}
 	c.Masters, c.Replicas = addrs[:masters], addrs[masters:]
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	clients := make([]*redis.Client, nodes)
 	for i, a := range addrs {
