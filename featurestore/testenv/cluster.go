@@ -171,9 +171,8 @@ func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster
 			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(nodeDir, "nodes.conf")}
 		if replicated {
 			// Fail over a second after a master stops answering, whatever
-			// the replica's last contact with it.
-			// Replicas sync at once (diskless syncs wait 5 s by default
-			// for more replicas to share them).
+			// the replica's last contact with it; replicas sync at once
+			// (diskless syncs wait 5 s by default for more replicas).
 			args = append(args, "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
 				"--repl-diskless-sync-delay", "0")
 		}
@@ -191,10 +190,10 @@ func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster
 			t.Fatalf("node %s does not answer: %v", a, err)
 		}
 	}
-	for i, c := range clients {
+	for i, cl := range clients {
 		if i < masters {
 			first, last := i*16384/masters, (i+1)*16384/masters-1
-			if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err(); err != nil {
+			if err := cl.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err(); err != nil {
 				t.Fatalf("node %s: CLUSTER ADDSLOTSRANGE %d %d: %v", addrs[i], first, last, err)
 			}
 		}
