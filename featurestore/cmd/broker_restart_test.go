@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/registry"
@@ -72,19 +70,7 @@ func TestIngestBrokerKilledAndRestarted(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
 	defer rc.Close()
 	applied := func() int64 { return appliedCount(ctx, rc, project, topic, 3) }
-	// wait waits for cond, failing the test if ingest exits meanwhile.
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		for !cond() {
-			select {
-			case err := <-exited:
-				t.Fatalf("ingest exited while waiting for %s: %v", what, err)
-			case <-ctx.Done():
-				t.Fatalf("timed out waiting for %s (applied %d)", what, applied())
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}
+	wait := ingestWaiter(t, ctx, applied, exited)
 	ready := func() (int, string) {
 		code, body := httpGet(t, "http://"+metrics+"/readyz")
 		return code, strings.TrimSpace(body)
@@ -124,37 +110,4 @@ func TestIngestBrokerKilledAndRestarted(t *testing.T) {
 
 	checkCardTxn(t, ctx, rc, r, project, accepted)
 	checkLoggedOnce(t, ctx, logDir, project, len(msgs))
-}
-
-// produce writes msgs to topic, all acknowledged by every replica, retrying
-// those that failed until ctx ends (a broker just started may refuse
-// writes for a moment). A retried message that the broker had written
-// after all would be in the topic twice, which the caller's checks find.
-func produce(t *testing.T, ctx context.Context, brokers []string, topic string, msgs []kafka.Message) {
-	t.Helper()
-	// A transport of its own: kafka-go's default one keeps metadata and
-	// connections of a broker that may since have restarted.
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
-		BatchSize: 500, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
-	defer w.Close()
-	for len(msgs) > 0 {
-		err := w.WriteMessages(ctx, msgs...)
-		var failed kafka.WriteErrors
-		switch {
-		case err == nil:
-			return
-		case ctx.Err() != nil:
-			t.Fatalf("produce to %s: %v", topic, err)
-		case errors.As(err, &failed):
-			var again []kafka.Message
-			for i, e := range failed {
-				if e != nil {
-					again = append(again, msgs[i])
-				}
-			}
-			msgs = again
-		}
-		t.Logf("produce to %s: %v; retrying %d messages", topic, err, len(msgs))
-		time.Sleep(200 * time.Millisecond)
-	}
 }

@@ -60,15 +60,7 @@ func TestRedisClusterFailover(t *testing.T) {
 	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(seeds, ","), ClusterStateReloadInterval: clusterStateReload})
 	defer rc.Close()
 	applied := func() int64 { return appliedCount(ctx, rc, project, topic, 3) }
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		for !cond() {
-			if ctx.Err() != nil {
-				t.Fatalf("timed out waiting for %s (applied %d)", what, applied())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	wait := ingestWaiter(t, ctx, applied, nil)
 	// Small batches and little read ahead: the second failover comes
 	// while batches are being applied.
 	stopIngest := startCommand(ctx, env, "ingest", "--metrics-addr", "", "--session-timeout", "6s",

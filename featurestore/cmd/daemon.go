@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -52,10 +54,11 @@ func (d *daemon) versionLoaded(*registry.Snapshot) {
 
 // startDaemon opens the registry, loads its current version, starts the
 // watcher and the metrics endpoint (unless metricsAddr is empty), which also
-// serves the routes that routes, if set, returns for the daemon. Call stop
-// when done: it stops the watcher and the metrics endpoint and closes the
-// clients, in reverse order.
-func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metricsAddr string, watchEvery time.Duration, routes func(*daemon) map[string]http.Handler) (*daemon, error) {
+// serves the routes that routes, if set, returns for the daemon, and with
+// profiles the Go runtime's (pprofRoutes). Call stop when done: it stops
+// the watcher and the metrics endpoint and closes the clients, in reverse
+// order.
+func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metricsAddr string, profiles bool, watchEvery time.Duration, routes func(*daemon) map[string]http.Handler) (*daemon, error) {
 	store, closeStore, err := reg.open(ctx)
 	if err != nil {
 		return nil, err
@@ -78,9 +81,12 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 	}
 	stopMetrics := func() {}
 	if metricsAddr != "" {
-		var extra map[string]http.Handler
+		extra := map[string]http.Handler{}
 		if routes != nil {
-			extra = routes(d)
+			maps.Copy(extra, routes(d))
+		}
+		if profiles {
+			maps.Copy(extra, pprofRoutes())
 		}
 		addr, stop, err := serveMetrics(ctx, metricsAddr, d.prom, log, extra)
 		if err != nil {
@@ -127,3 +133,21 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 	}
 	return d, nil
 }
+
+// pprofRoutes returns the Go runtime's profiling endpoints
+// (net/http/pprof) under /debug/pprof/, for a metrics server run with
+// --pprof: CPU and heap profiles, goroutine dumps and execution traces of
+// the process. Off by default: they show the process's internals and a
+// profile costs CPU while it runs.
+func pprofRoutes() map[string]http.Handler {
+	return map[string]http.Handler{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
+	}
+}
+
+// pprofUsage is the --pprof flag's usage.
+const pprofUsage = "Serve the Go runtime's profiles (net/http/pprof) under /debug/pprof/ on the --metrics-addr server."

@@ -6,10 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -99,24 +97,6 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	context.AfterFunc(ctx, stop)
 	return ln.Addr().String(), stop, nil
 }
-
-// pprofRoutes returns the Go runtime's profiling endpoints
-// (net/http/pprof) under /debug/pprof/, for a metrics server run with
-// --pprof: CPU and heap profiles, goroutine dumps and execution traces of
-// the process. Off by default: they show the process's internals and a
-// profile costs CPU while it runs.
-func pprofRoutes() map[string]http.Handler {
-	return map[string]http.Handler{
-		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
-		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
-		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
-		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
-		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
-	}
-}
-
-// pprofUsage is the --pprof flag's usage.
-const pprofUsage = "Serve the Go runtime's profiles (net/http/pprof) under /debug/pprof/ on the --metrics-addr server."
 
 // ingestProbes returns the liveness and readiness endpoints of an ingest
 // process: /healthz answers 200 while the process serves HTTP; /readyz
@@ -240,12 +220,8 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				}
 				budget := ingest.NewMemoryBudget(bufBytes)
 				ready := &ingest.Readiness{}
-				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery, func(d *daemon) map[string]http.Handler {
-					routes := ingestProbes(ready, d.rc)
-					if profiles {
-						maps.Copy(routes, pprofRoutes())
-					}
-					return routes
+				d, err := startDaemon(ctx, &reg, log, metricsAddr, profiles, watchEvery, func(d *daemon) map[string]http.Handler {
+					return ingestProbes(ready, d.rc)
 				})
 				if err != nil {
 					return err

@@ -3,6 +3,7 @@ package cmd
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -116,15 +117,7 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
 	defer rc.Close()
 	applied := func() int64 { return appliedCount(ctx, rc, project, topic, 3) }
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		for !cond() {
-			if ctx.Err() != nil {
-				t.Fatalf("timed out waiting for %s (applied %d)", what, applied())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	wait := ingestWaiter(t, ctx, applied, nil)
 	first := start()
 	wait("progress", func() bool { return applied() > 300 })
 	if err := first.Process.Kill(); err != nil {
@@ -199,6 +192,25 @@ func appliedCount(ctx context.Context, rc redis.UniversalClient, project, topic 
 		}
 	}
 	return n
+}
+
+// ingestWaiter returns a function that polls cond every 20 ms until it
+// holds, and fails the test, saying what it waited for, when ctx ends (with
+// the events applied so far) or when a message arrives on exited (the
+// ingest process ended; nil for none).
+func ingestWaiter(t *testing.T, ctx context.Context, applied func() int64, exited <-chan error) func(what string, cond func() bool) {
+	return func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case err := <-exited:
+				t.Fatalf("ingest exited while waiting for %s: %v", what, err)
+			case <-ctx.Done():
+				t.Fatalf("timed out waiting for %s (applied %d)", what, applied())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // checkCardTxn checks what ingest wrote to the online store for project's
@@ -304,6 +316,39 @@ func cardEvents(seed uint64, n int, step time.Duration) ([]kafka.Message, map[st
 		msgs = append(msgs, cardEvent(int(seed)*1_000_000+i, card, fmt.Sprintf("m-%d", rng.IntN(10)), amount, ts))
 	}
 	return msgs, accepted
+}
+
+// produce writes msgs to topic, all acknowledged by every replica, retrying
+// those that failed until ctx ends (a broker just started may refuse
+// writes for a moment). A retried message that the broker had written
+// after all would be in the topic twice, which the caller's checks find.
+func produce(t *testing.T, ctx context.Context, brokers []string, topic string, msgs []kafka.Message) {
+	t.Helper()
+	// A transport of its own: kafka-go's default one keeps metadata and
+	// connections of a broker that may since have restarted.
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Hash{},
+		BatchSize: 500, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+	defer w.Close()
+	for len(msgs) > 0 {
+		err := w.WriteMessages(ctx, msgs...)
+		var failed kafka.WriteErrors
+		switch {
+		case err == nil:
+			return
+		case ctx.Err() != nil:
+			t.Fatalf("produce to %s: %v", topic, err)
+		case errors.As(err, &failed):
+			var again []kafka.Message
+			for i, e := range failed {
+				if e != nil {
+					again = append(again, msgs[i])
+				}
+			}
+			msgs = again
+		}
+		t.Logf("produce to %s: %v; retrying %d messages", topic, err, len(msgs))
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // refTxn is an accepted event of TestIngestProcessKilledAndRestarted.

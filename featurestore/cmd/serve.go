@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net/http"
 	"time"
 
 	"github.com/featurestore/featurestore/featurestore/offline"
@@ -149,11 +148,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
-				var routes func(*daemon) map[string]http.Handler
-				if profiles {
-					routes = func(*daemon) map[string]http.Handler { return pprofRoutes() }
-				}
-				d, err := startDaemon(ctx, &reg, log, metricsAddr, watchEvery, routes)
+				d, err := startDaemon(ctx, &reg, log, metricsAddr, profiles, watchEvery, nil)
 				if err != nil {
 					return err
 				}

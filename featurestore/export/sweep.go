@@ -569,6 +569,16 @@ func (s *viewSweep) readInline(e *evRef) {
 	s.ev.Fields[s.vp.fieldIdx[s.inline]] = v
 }
 
+// load sets s.ev to event e: its order key and the fields read for every
+// event added (each, and inline).
+func (s *viewSweep) load(e *evRef) {
+	s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
+	s.readFields(e, s.each)
+	if s.inline >= 0 {
+		s.readInline(e)
+	}
+}
+
 // readFields sets the fields js of s.ev to those of event e.
 func (s *viewSweep) readFields(e *evRef, js []int) {
 	b := &s.batches[e.rec]
@@ -649,11 +659,7 @@ func (s *viewSweep) readAt(t int64) error {
 	first := s.cur
 	for ; s.cur < s.end && s.evs[s.cur].time <= t; s.cur++ {
 		e := &s.evs[s.cur]
-		s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
-		s.readFields(e, s.each)
-		if s.inline >= 0 {
-			s.readInline(e)
-		}
+		s.load(e)
 		if s.hasTiles {
 			// A tile before need.First is read neither now nor by a later
 			// row of the key: skip it.
@@ -681,11 +687,7 @@ func (s *viewSweep) readAt(t int64) error {
 		s.last.Add(&s.ev)
 		for i := s.newestRun(first, s.cur); i < s.cur-1; i++ {
 			e := &s.evs[i]
-			s.ev.Time, s.ev.Partition, s.ev.Offset = e.time, e.part, e.off
-			s.readFields(e, s.each)
-			if s.inline >= 0 {
-				s.readInline(e)
-			}
+			s.load(e)
 			s.readFields(e, s.lastOnly)
 			s.last.Add(&s.ev)
 		}

@@ -6,9 +6,10 @@ import (
 )
 
 // Last keeps the value of the newest event added: the one with the greatest
-// OrderKey, and of those the greatest value (see newer). It keeps the value whatever it is, null included, so that a
-// last-value feature can tell a newest event without the field apart; the
-// aggregation last skips null values before they reach the state.
+// OrderKey, and of those the greatest value (see newer). It keeps the value
+// whatever it is, null included, so that a last-value feature can tell a
+// newest event without the field apart; the aggregation last skips null
+// values before they reach the state.
 type Last struct {
 	has bool
 	key OrderKey

@@ -8,7 +8,8 @@ import (
 )
 
 // LastN keeps the values of the n newest events added (greatest OrderKeys,
-// then greatest values: see newer), newest first. Null values, and values of another kind, are skipped.
+// then greatest values: see newer), newest first. Null values, and values
+// of another kind, are skipped.
 type LastN struct {
 	kind featurestore.Kind
 	n    int
