@@ -76,6 +76,7 @@ a cleared store), and replaying again adds nothing. Do not replay with
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			reg.redis.registerEviction(fs)
+			reg.redis.registerReplicas(fs)
 			logs.register(fs)
 			fs.Int64Var(&version, "registry-version", 0, "Registry version whose definitions to use; 0 for the current one.")
 			fs.StringVar(&source, "source", "", "Source whose events the files hold.")
@@ -127,6 +128,10 @@ a cleared store), and replaying again adds nothing. Do not replay with
 					}
 					return fmt.Errorf("%w: registry version %d has no source %q (its sources: %s)", errUsage, snap.Version, source, strings.Join(names, ", "))
 				}
+				storeOpts, err := reg.redis.storeOptions()
+				if err != nil {
+					return err
+				}
 				rc, err := reg.redis.client()
 				if err != nil {
 					return err
@@ -142,7 +147,7 @@ a cleared store), and replaying again adds nothing. Do not replay with
 					Project:   reg.project,
 					Registry:  snap.Registry,
 					Source:    src,
-					Store:     online.New(rc, online.Options{}),
+					Store:     online.New(rc, storeOpts),
 					Format:    inFormat,
 					ChunkRows: chunkRows,
 					Logger:    log,

@@ -14,9 +14,35 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/featurestore/featurestore/featurestore"
+	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/registry"
 )
+
+// clusterProject starts a Redis Cluster of 3 masters with a replica each,
+// and applies the example definitions, on a topic of their own with
+// partitions, to a project of the test's own on it. It returns the
+// registry, the project, the cluster's addresses as seeds, and the
+// environment of the commands.
+func clusterProject(t *testing.T, partitions int) (cluster *testenv.ReplicatedCluster, brokers []string, r *registry.Registry, project, seeds string, env map[string]string) {
+	t.Helper()
+	cluster = testenv.RedisClusterReplicated(t, 3)
+	brokers = testenv.KafkaBrokers(t)
+	defs := examplesOnNewTopic(t, brokers, partitions)
+	r, err := registry.LoadDir(defs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	project = strings.NewReplacer("/", "-", ".", "-").Replace(testenv.UniqueName(t, "p"))
+	seeds = strings.Join(append(append([]string{}, cluster.Masters...), cluster.Replicas...), ",")
+	env = map[string]string{"FEATURESTORE_REDIS_ADDR": seeds, "FEATURESTORE_REDIS_CLUSTER": "true", "FEATURESTORE_PROJECT": project,
+		"FEATURESTORE_KAFKA_BROKERS": strings.Join(brokers, ","), "FEATURESTORE_LOG_LEVEL": "error"}
+	if code, out, errOut := runCLI(t, env, "apply", defs); code != 0 {
+		t.Fatalf("apply: %s%s", out, errOut)
+	}
+	return cluster, brokers, r, project, seeds, env
+}
 
 // TestRedisClusterFailover runs 'featurestore ingest' and 'featurestore
 // serve' against a Redis Cluster whose masters have replicas, and kills
@@ -30,21 +56,8 @@ import (
 // ingest goes on to the end of the topic, and no card's count is more than
 // its events (a write the replica had not received may be lost).
 func TestRedisClusterFailover(t *testing.T) {
-	cluster := testenv.RedisClusterReplicated(t, 3)
-	brokers := testenv.KafkaBrokers(t)
-	defs := examplesOnNewTopic(t, brokers, 3)
-	r, err := registry.LoadDir(defs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster, brokers, r, project, seeds, env := clusterProject(t, 3)
 	topic := r.Source("card_transactions").Kafka.Topic
-	project := strings.NewReplacer("/", "-", ".", "-").Replace(testenv.UniqueName(t, "p"))
-	seeds := strings.Join(append(append([]string{}, cluster.Masters...), cluster.Replicas...), ",")
-	env := map[string]string{"FEATURESTORE_REDIS_ADDR": seeds, "FEATURESTORE_REDIS_CLUSTER": "true", "FEATURESTORE_PROJECT": project,
-		"FEATURESTORE_KAFKA_BROKERS": strings.Join(brokers, ","), "FEATURESTORE_LOG_LEVEL": "error"}
-	if code, out, errOut := runCLI(t, env, "apply", defs); code != 0 {
-		t.Fatalf("apply: %s%s", out, errOut)
-	}
 
 	// 3000 events of 30 cards over the last 50 minutes: 2000 before the
 	// failover, the others after it.
@@ -211,4 +224,175 @@ func TestRedisClusterFailover(t *testing.T) {
 		}
 	}
 	t.Logf("the second failover lost %d of %d events", lost, len(more))
+}
+
+// TestRedisClusterFailoverWaitReplicas shows what --redis-wait-replicas is
+// for. The replica of a master is paused (SIGSTOP) and its link cut while
+// ingest applies events to the master's cards, the master is killed, and
+// the replica, resumed, takes its slots over without those writes.
+// Ingest's position is on another shard.
+//
+//   - Without the flag, ingest saved the position past the lost writes, and
+//     the master's cards lose exactly the events applied while the replica
+//     was paused, for good: the online store equals the reference without
+//     them (the limit the operations page documents).
+//   - With --redis-wait-replicas 1, the batches fail until a replica
+//     acknowledges them, so the position stays behind; after the failover
+//     ingest writes them again to the new master, which has no replica
+//     until the old master is started again and syncs from it; then the
+//     position moves on and every event is counted once.
+func TestRedisClusterFailoverWaitReplicas(t *testing.T) {
+	for _, wait := range []bool{false, true} {
+		t.Run(fmt.Sprintf("wait=%v", wait), func(t *testing.T) { testFailoverWaitReplicas(t, wait) })
+	}
+}
+
+func testFailoverWaitReplicas(t *testing.T, wait bool) {
+	cluster, brokers, r, project, seeds, env := clusterProject(t, 1)
+	topic := r.Source("card_transactions").Kafka.Topic
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(seeds, ","), ClusterStateReloadInterval: clusterStateReload})
+	defer rc.Close()
+
+	// The victim: a master that holds neither the registry nor the
+	// position of the topic's one partition.
+	taken := map[string]bool{}
+	for _, k := range []string{"fs:{reg." + project + "}:head", "fs:{pos." + project + ".card_transactions/" + topic + "/0}"} {
+		m, err := rc.MasterForKey(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken[m.Options().Addr] = true
+	}
+	victim := -1
+	for i, m := range cluster.Masters {
+		if !taken[m] {
+			victim = i
+			break
+		}
+	}
+	master, replica := cluster.Node(cluster.Masters[victim]), cluster.Node(cluster.Replicas[victim])
+	onVictim := map[string]bool{}
+	for i := range 30 {
+		card := fmt.Sprintf("card-%d", i)
+		m, err := rc.MasterForKey(ctx, online.Key{Project: project, View: "card_txn", Entity: featurestore.StringKey(card)}.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		onVictim[card] = m.Options().Addr == master.Addr
+	}
+
+	// 3000 events of 30 cards: 1000 replicated, 1000 applied while the
+	// replica is paused, 1000 after the failover.
+	const phase = 1000
+	msgs, accepted := cardEvents(11, 3*phase, 100*time.Millisecond)
+	applied := func() int64 { return appliedCount(ctx, rc, project, topic, 1) }
+	waitFor := ingestWaiter(t, ctx, applied, nil)
+	args := []string{"ingest", "--metrics-addr", "", "--session-timeout", "6s"}
+	if wait {
+		args = append(args, "--redis-wait-replicas", "1", "--redis-wait-timeout", "200ms")
+	}
+	stopIngest := startCommand(ctx, env, args...)
+	defer func() {
+		if out := stopIngest(); t.Failed() {
+			t.Logf("ingest:\n%s", out)
+		}
+	}()
+	produce(t, ctx, brokers, topic, msgs[:phase])
+	waitFor("the first events applied", func() bool { return applied() == phase })
+	if err := testenv.WaitReplicated(ctx, master.Addr); err != nil {
+		t.Fatal(err)
+	}
+
+	// Paused, the replica cannot connect again when the master cuts its
+	// link: the master's writes from then on reach no replica (a paused
+	// replica alone would still receive them, in its socket's buffer).
+	replica.Pause()
+	paused := true
+	defer func() {
+		if paused {
+			replica.Resume()
+		}
+	}()
+	mc := redis.NewClient(&redis.Options{Addr: master.Addr})
+	defer mc.Close()
+	if err := mc.ClientKillByFilter(ctx, "TYPE", "replica").Err(); err != nil {
+		t.Fatalf("cut the replica's link: %v", err)
+	}
+	produce(t, ctx, brokers, topic, msgs[phase:2*phase])
+	// The victim's cards have the second events on their master.
+	victimCount := func() int64 {
+		var n int64
+		for card, on := range onVictim {
+			if on {
+				v, err := rc.HGet(ctx, online.Key{Project: project, View: "card_txn", Entity: featurestore.StringKey(card)}.Name(), "f:"+topic+":0").Int64()
+				if err == nil {
+					n = max(n, v)
+				}
+			}
+		}
+		return n
+	}
+	if wait {
+		waitFor("the second events written to the victim's master", func() bool { return victimCount() >= 2*phase-30 })
+		time.Sleep(time.Second)
+		if got := applied(); got >= 2*phase {
+			t.Fatalf("position at %d events while the replica of the cards' master is paused, want it behind %d", got, 2*phase)
+		}
+	} else {
+		waitFor("the second events applied", func() bool { return applied() == 2*phase })
+	}
+
+	master.Kill()
+	replica.Resume()
+	paused = false
+	killed := time.Now()
+	rr := redis.NewClient(&redis.Options{Addr: replica.Addr})
+	defer rr.Close()
+	waitFor("the replica to take the slots over", func() bool {
+		role, err := rr.Do(ctx, "ROLE").Slice()
+		return err == nil && len(role) > 0 && role[0] == "master"
+	})
+	t.Logf("the replica took over %v after the master died", time.Since(killed).Round(100*time.Millisecond))
+	if wait {
+		// The new master has no replica: ingest writes the batch again
+		// and waits in vain.
+		waitFor("the second events written to the new master", func() bool { return victimCount() >= 2*phase-30 })
+		time.Sleep(time.Second)
+		if got := applied(); got >= 2*phase {
+			t.Fatalf("position at %d events while the new master has no replica, want it behind %d", got, 2*phase)
+		}
+		master.Restart()
+		restarted := time.Now()
+		waitFor("the second events applied", func() bool { return applied() == 2*phase })
+		t.Logf("the second events applied %v after the old master started again, as a replica", time.Since(restarted).Round(100*time.Millisecond))
+	}
+
+	produce(t, ctx, brokers, topic, msgs[2*phase:])
+	waitFor("every event applied", func() bool { return applied() == 3*phase })
+	if wait {
+		checkCardTxn(t, ctx, rc, r, project, accepted)
+		return
+	}
+	// Without waiting: the victim's cards have every event but the second
+	// ones.
+	want := map[string][]refTxn{}
+	next := map[string]int{}
+	lost := 0
+	for i, m := range msgs {
+		card := string(m.Key)
+		ev := accepted[card][next[card]]
+		next[card]++
+		if i >= phase && i < 2*phase && onVictim[card] {
+			lost++
+			continue
+		}
+		want[card] = append(want[card], ev)
+	}
+	if lost == 0 {
+		t.Fatal("no event of the victim's cards among the second ones")
+	}
+	t.Logf("without waiting for replicas, the failover lost %d events for good", lost)
+	checkCardTxn(t, ctx, rc, r, project, want)
 }

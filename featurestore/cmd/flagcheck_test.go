@@ -59,6 +59,8 @@ func TestIngestUsage(t *testing.T) {
 		{[]string{"--batch-size", "0"}, []string{"--batch-size"}},
 		{[]string{"--max-batch-size", "-1"}, []string{"--max-batch-size"}},
 		{[]string{"--linger", "0s"}, []string{"--linger"}},
+		{[]string{"--redis-wait-replicas", "-1"}, []string{"--redis-wait-replicas -1"}},
+		{[]string{"--redis-wait-replicas", "1", "--redis-wait-timeout", "0s"}, []string{"--redis-wait-timeout 0s"}},
 	} {
 		args := append([]string{"ingest"}, c.args...)
 		code, out := runBounded(t, env, 5*time.Second, args...)

@@ -172,6 +172,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			reg.redis.registerEviction(fs)
+			reg.redis.registerReplicas(fs)
 			logs.register(fs)
 			kafka.register(fs)
 			fs.StringVar(&sources, "sources", "", "Comma-separated sources to ingest; empty for all.")
@@ -214,6 +215,10 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 				case session < 6*time.Second:
 					return fmt.Errorf("%w: --session-timeout %s: Kafka needs at least 6s", errUsage, session)
 				}
+				storeOpts, err := reg.redis.storeOptions()
+				if err != nil {
+					return err
+				}
 				bufBytes, err := parseBytes(bufferMem)
 				if err != nil || bufBytes <= 0 {
 					return fmt.Errorf("%w: --buffer-memory %q: want a positive size, like 256MiB", errUsage, bufferMem)
@@ -242,7 +247,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 					Sources:     named,
 					GroupPrefix: groupPrefix,
 					Group:       ingest.GroupConfig{BatchSize: batchSize, MaxBatchSize: maxBatch, Linger: linger, SessionTimeout: session, Dialer: dialer, Memory: budget},
-					Store:       online.New(rc, online.Options{}),
+					Store:       online.New(rc, storeOpts),
 					Positions:   ingest.NewPositions(rc, reg.project),
 					Metrics:     ingest.NewMetrics(promReg),
 					Logger:      log,

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/registry"
 	"github.com/featurestore/featurestore/registry/redisstore"
 )
@@ -35,6 +36,29 @@ type redisFlags struct {
 	// lookups is set for serve: its client's commands wait at most
 	// redisPoolTimeout for a connection (see client).
 	lookups bool
+	// replicas and replicaTimeout are the writers' --redis-wait-replicas
+	// and --redis-wait-timeout (registerReplicas).
+	replicas       int
+	replicaTimeout time.Duration
+}
+
+// registerReplicas adds --redis-wait-replicas and --redis-wait-timeout,
+// for the commands that write the online store.
+func (r *redisFlags) registerReplicas(fs *flag.FlagSet) {
+	fs.IntVar(&r.replicas, "redis-wait-replicas", 0, "Replicas of each Redis server written to (each Cluster shard's master) that must acknowledge a batch's writes (WAIT) before the batch counts as applied and its position is saved, so that a failover to one of them loses no applied event; a batch that too few acknowledge within --redis-wait-timeout fails and is tried again. 0 waits for none.")
+	fs.DurationVar(&r.replicaTimeout, "redis-wait-timeout", online.DefaultReplicaTimeout, "Longest wait of a batch for --redis-wait-replicas.")
+}
+
+// storeOptions returns the online store's options of the flags; an error
+// (a usage error) names the flag at fault.
+func (r *redisFlags) storeOptions() (online.Options, error) {
+	switch {
+	case r.replicas < 0:
+		return online.Options{}, fmt.Errorf("%w: --redis-wait-replicas %d: want 0 or more", errUsage, r.replicas)
+	case r.replicaTimeout <= 0:
+		return online.Options{}, fmt.Errorf("%w: --redis-wait-timeout %s: want a positive duration", errUsage, r.replicaTimeout)
+	}
+	return online.Options{Replicas: r.replicas, ReplicaTimeout: r.replicaTimeout}, nil
 }
 
 // registerEviction adds --allow-redis-eviction, and makes checkEviction

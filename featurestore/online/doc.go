@@ -25,6 +25,10 @@
 // holds all of an entity's state. The registry's keys, fs:{reg.<project>}:...,
 // cannot collide with these: an encoded entity key has no '.'. Ingest
 // positions, fs:{pos.<project>.<source>/<topic>/<partition>}, cannot either.
+// With Options.Replicas, Apply also writes short-lived sync keys,
+// fs:{w<n>}:sync (a minute's TTL, one per slot it waits on; replicas.go),
+// which cannot be an entity's hash (no project and view after the tag), nor
+// a registry key or a position (their tags start with "reg." and "pos.").
 //
 // # Fields
 //

@@ -40,6 +40,16 @@ type Options struct {
 	// MaxAttempts bounds how many times Apply reads, merges and writes one
 	// key whose version keeps changing under it. Default DefaultMaxAttempts.
 	MaxAttempts int
+	// Replicas, when positive, makes Apply wait until that many replicas
+	// of every Redis server its keys live on have acknowledged its writes
+	// (WAIT), at most ReplicaTimeout, and fail with ErrNotReplicated
+	// otherwise. A caller that records its progress elsewhere after Apply
+	// (ingest's positions, on another Cluster shard) then never records
+	// writes that a failover to a replica could lose.
+	Replicas int
+	// ReplicaTimeout bounds each wait for Replicas. Default
+	// DefaultReplicaTimeout.
+	ReplicaTimeout time.Duration
 }
 
 // Store keeps the online state of feature views in Redis, standalone or
@@ -48,7 +58,10 @@ type Options struct {
 type Store struct {
 	c           redis.UniversalClient
 	maxAttempts int
-	resp2       bool // c speaks RESP2: HGETALL replies are flat arrays
+	// replicas and replicaTimeout are Options.Replicas and ReplicaTimeout.
+	replicas       int
+	replicaTimeout time.Duration
+	resp2          bool // c speaks RESP2: HGETALL replies are flat arrays
 
 	writes, blind, skips, conflicts, refused atomic.Int64
 }
@@ -60,7 +73,11 @@ func New(c redis.UniversalClient, opts Options) *Store {
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
 	}
-	return &Store{c: c, maxAttempts: opts.MaxAttempts, resp2: speaksRESP2(c)}
+	if opts.ReplicaTimeout <= 0 {
+		opts.ReplicaTimeout = DefaultReplicaTimeout
+	}
+	return &Store{c: c, maxAttempts: opts.MaxAttempts, replicas: opts.Replicas, replicaTimeout: opts.ReplicaTimeout,
+		resp2: speaksRESP2(c)}
 }
 
 // speaksRESP2 tells whether c talks to Redis in RESP2 (Protocol: 2), whose
@@ -277,10 +294,21 @@ const maxBlindArgs = 2000
 // twice: the second attempt finds the version it expects gone (or, for a
 // blind write, the fence at its events) and conflicts, and the next round's
 // Merge finds its events behind the fences.
+//
+// With Options.Replicas, Apply returns once the replicas have the writes
+// too, or ErrNotReplicated; applying the same updates again waits again.
 func (s *Store) Apply(ctx context.Context, updates []Update) error {
 	if len(updates) == 0 {
 		return nil
 	}
+	if err := s.apply(ctx, updates); err != nil || s.replicas <= 0 {
+		return err
+	}
+	return s.waitReplicas(ctx, updates)
+}
+
+// apply is Apply without the wait for replicas.
+func (s *Store) apply(ctx context.Context, updates []Update) error {
 	ops := make([]op, len(updates))
 	pending := make([]*op, 0, len(updates))
 	nread, maxFences, maxFields := 0, 0, 0

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,30 +33,38 @@ func redisServer(t testing.TB, what string) string {
 	return bin
 }
 
+// RedisNode is a redis-server of the test's own.
+type RedisNode struct {
+	Addr string
+
+	mu    sync.Mutex
+	t     testing.TB
+	cmd   *exec.Cmd
+	start func() *exec.Cmd
+	label string
+}
+
 // startRedis starts a redis-server with args, without persistence, its
 // working directory and log in dir; it stops when the test ends, and its
-// log, named by label, is shown if the test failed. kill kills it with
-// SIGKILL and waits until it has exited; it may be called more than once.
-func startRedis(t testing.TB, bin, dir, label string, args ...string) (kill func()) {
+// log, named by label, is shown if the test failed.
+func startRedis(t testing.TB, bin, dir, label string, args ...string) *RedisNode {
 	t.Helper()
 	logf, err := os.Create(filepath.Join(dir, "redis.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, append(args, "--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no")...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
+	n := &RedisNode{t: t, label: label}
+	n.start = func() *exec.Cmd {
+		cmd := exec.Command(bin, append(args, "--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no")...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start %s: %v", bin, err)
+		}
+		return cmd
 	}
-	var once sync.Once
-	kill = func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
-	}
+	n.cmd = n.start()
 	t.Cleanup(func() {
-		kill()
+		n.Kill()
 		logf.Close()
 		if t.Failed() {
 			if b, err := os.ReadFile(logf.Name()); err == nil {
@@ -62,7 +72,49 @@ func startRedis(t testing.TB, bin, dir, label string, args ...string) (kill func
 			}
 		}
 	})
-	return kill
+	return n
+}
+
+// Kill kills the server with SIGKILL, as a crash would, and waits until it
+// has exited. It may be called more than once.
+func (n *RedisNode) Kill() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		_ = n.cmd.Process.Kill()
+		_ = n.cmd.Wait()
+		n.cmd = nil
+	}
+}
+
+// Restart starts a killed server again, with the same arguments and
+// directory (a Cluster node keeps its nodes.conf), and empty (no
+// persistence).
+func (n *RedisNode) Restart() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		n.t.Fatalf("restart %s: it is running", n.label)
+	}
+	n.cmd = n.start()
+}
+
+// Pause stops the server (SIGSTOP) until Resume: it holds its connections
+// and answers nothing, as a server stuck or cut off from the network.
+func (n *RedisNode) Pause() { n.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (n *RedisNode) Resume() { n.signal(syscall.SIGCONT) }
+
+func (n *RedisNode) signal(sig os.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		n.t.Fatalf("signal %s: it is not running", n.label)
+	}
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		n.t.Fatalf("signal %s: %v", n.label, err)
+	}
 }
 
 // RedisOwn starts a redis-server of the test's own on a free loopback port,
@@ -71,11 +123,19 @@ func startRedis(t testing.TB, bin, dir, label string, args ...string) (kill func
 // its address once it answers, and stops when the test ends.
 func RedisOwn(t testing.TB, args ...string) string {
 	t.Helper()
+	return RedisOwnNode(t, args...).Addr
+}
+
+// RedisOwnNode is RedisOwn, returning the server, which the test may kill,
+// pause and resume.
+func RedisOwnNode(t testing.TB, args ...string) *RedisNode {
+	t.Helper()
 	bin := redisServer(t, "a test with a Redis of its own")
 	dir := t.TempDir()
 	port := freePort(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	startRedis(t, bin, dir, "the redis-server "+addr, append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port)}, args...)...)
+	n := startRedis(t, bin, dir, "the redis-server "+addr, append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port)}, args...)...)
+	n.Addr = addr
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c := redis.NewClient(&redis.Options{Addr: addr})
@@ -83,7 +143,7 @@ func RedisOwn(t testing.TB, args ...string) string {
 	if err := waitFor(ctx, func() error { return c.Ping(ctx).Err() }); err != nil {
 		t.Fatalf("the redis-server at %s does not answer: %v", addr, err)
 	}
-	return addr
+	return n
 }
 
 // RedisTLS starts a redis-server that speaks TLS only, on a free loopback
@@ -131,13 +191,24 @@ type ReplicatedCluster struct {
 	// Masters are the masters' addresses, Replicas[i] that of Masters[i]'s
 	// replica.
 	Masters, Replicas []string
-	kill              map[string]func()
+	nodes             map[string]*RedisNode
 }
 
 // Kill kills the node at addr with SIGKILL, as a crash would, and waits
 // until it has exited. A killed master's replica takes its slots over
 // about two seconds later (cluster-node-timeout 1s).
-func (c *ReplicatedCluster) Kill(addr string) { c.kill[addr]() }
+func (c *ReplicatedCluster) Kill(addr string) { c.Node(addr).Kill() }
+
+// Node returns the node at addr, to pause, resume or restart it. A killed
+// master started again comes back empty, and as a replica of the node that
+// took its slots over.
+func (c *ReplicatedCluster) Node(addr string) *RedisNode {
+	n := c.nodes[addr]
+	if n == nil {
+		panic("testenv: no cluster node at " + addr)
+	}
+	return n
+}
 
 // RedisClusterReplicated is RedisCluster with a replica per master, which
 // fails over when its master has been unreachable for a second. Every
@@ -158,7 +229,7 @@ func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster
 	if replicated {
 		nodes *= 2
 	}
-	c := &ReplicatedCluster{kill: map[string]func(){}}
+	c := &ReplicatedCluster{nodes: map[string]*RedisNode{}}
 	addrs := make([]string, nodes)
 	for i := range nodes {
 		port := freePort(t)
@@ -176,7 +247,8 @@ func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster
 			args = append(args, "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
 				"--repl-diskless-sync-delay", "0")
 		}
-		c.kill[addrs[i]] = startRedis(t, bin, nodeDir, "node "+addrs[i], args...)
+		c.nodes[addrs[i]] = startRedis(t, bin, nodeDir, "node "+addrs[i], args...)
+		c.nodes[addrs[i]].Addr = addrs[i]
 	}
 	c.Masters, c.Replicas = addrs[:masters], addrs[masters:]
 
@@ -262,48 +334,31 @@ func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster
 
 // WaitReplicated waits until the replica of the master at addr holds
 // every write the master had when it was called: after it, killing the
-// master loses none of them.
+// master loses none of them. It asks the master itself (WAIT, after a
+// write of its own on the same connection): a replica listed as online
+// may not yet receive writes, for up to a second after a full sync.
 func WaitReplicated(ctx context.Context, addr string) error {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
-	info := func() (map[string]string, error) {
-		s, err := c.Info(ctx, "replication").Result()
-		if err != nil {
-			return nil, err
+	conn := c.Conn()
+	defer conn.Close()
+	// A key of one of the master's slots, in a Cluster: others are MOVED.
+	written := false
+	for n := 0; !written; n++ {
+		err := conn.Set(ctx, "testenv:replicated:"+strconv.Itoa(n), "1", time.Minute).Err()
+		switch {
+		case err == nil:
+			written = true
+		case !strings.HasPrefix(err.Error(), "MOVED ") || n > 1000:
+			return fmt.Errorf("master %s: write: %w", addr, err)
 		}
-		m := map[string]string{}
-		for line := range strings.Lines(s) {
-			if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
-				m[k] = v
-			}
-		}
-		return m, nil
 	}
-	m, err := info()
-	if err != nil {
-		return fmt.Errorf("master %s: %w", addr, err)
-	}
-	target, err := strconv.ParseInt(m["master_repl_offset"], 10, 64)
-	if err != nil {
-		return fmt.Errorf("master %s: master_repl_offset %q", addr, m["master_repl_offset"])
-	}
-	err = waitFor(ctx, func() error {
-		m, err := info()
-		if err != nil {
-			return err
+	err := waitFor(ctx, func() error {
+		n, err := conn.Wait(ctx, 1, time.Second).Result()
+		if err == nil && n < 1 {
+			err = errors.New("the replica has not acknowledged the write")
 		}
-		// slave0:ip=127.0.0.1,port=6380,state=online,offset=1234,lag=0
-		fields := map[string]string{}
-		for f := range strings.SplitSeq(m["slave0"], ",") {
-			if k, v, ok := strings.Cut(f, "="); ok {
-				fields[k] = v
-			}
-		}
-		off, err := strconv.ParseInt(fields["offset"], 10, 64)
-		if fields["state"] != "online" || err != nil || off < target {
-			return fmt.Errorf("replica %q short of offset %d", m["slave0"], target)
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("master %s: %w", addr, err)
