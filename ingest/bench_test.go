@@ -12,7 +12,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/featurestore/featurestore/featurestore/online"
 	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
@@ -38,7 +37,8 @@ import (
 // `make bench` (-count 5, every package) takes a few minutes; with
 // FEATURESTORE_BENCH_FRESHNESS=10s the freshness benchmark produces for 10s
 // instead of 20s; with FEATURESTORE_BENCH_ROLLUP=1h the view keeps hourly
-// rollup tiles. Add -cpuprofile cpu.out to see where the ingest process
+// rollup tiles; with FEATURESTORE_BENCH_WAIT_REPLICAS=1 every batch waits
+// for a replica of the Redis (give it one). Add -cpuprofile cpu.out to see where the ingest process
 // spends its time; Redis and Kafka are other processes, and the
 // redis-cpu-us/event metric gives Redis's share.
 //
@@ -79,7 +79,7 @@ func BenchmarkIngestThroughput(b *testing.B) {
 	data := produceHistory(b, brokers, topic, n)
 	b.Logf("produced %d events of %d cards to %d partitions in %s (%.0f events/s)",
 		data.total, data.entities, benchPartitions, data.produce.Round(time.Millisecond), float64(data.total)/data.produce.Seconds())
-	store := online.New(rc, online.Options{})
+	store := benchStore(b, rc)
 	ctx := context.Background()
 
 	var readTook, aggTook, ingestTook, joinTook time.Duration
@@ -203,7 +203,7 @@ func BenchmarkIngestFreshness(b *testing.B) {
 	brokers := testenv.KafkaBrokers(b)
 	rc := benchRedis(b)
 	d := benchFreshness(b)
-	store := online.New(rc, online.Options{})
+	store := benchStore(b, rc)
 	ctx := context.Background()
 
 	var lat []time.Duration

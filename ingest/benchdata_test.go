@@ -33,6 +33,10 @@ import (
 const (
 	benchEventsEnv    = "FEATURESTORE_BENCH_EVENTS"    // events in the throughput topic
 	benchFreshnessEnv = "FEATURESTORE_BENCH_FRESHNESS" // how long the freshness benchmark produces, a Go duration
+	// Replicas every batch waits for (online.Options.Replicas, ingest's
+	// --redis-wait-replicas); FEATURESTORE_TEST_REDIS_ADDR must then be a
+	// Redis with that many replicas.
+	benchWaitReplicasEnv = "FEATURESTORE_BENCH_WAIT_REPLICAS"
 )
 
 const (
@@ -553,6 +557,20 @@ func waitApplied(pos *Positions, topic string, ends []int64, d time.Duration) er
 }
 
 // benchRedis is the client of the benchmarks, as the binary makes it.
+// benchStore returns the online store of the benchmarks on rc, waiting
+// for the replicas benchWaitReplicasEnv asks for.
+func benchStore(b *testing.B, rc *redis.Client) *online.Store {
+	var opts online.Options
+	if s := os.Getenv(benchWaitReplicasEnv); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			b.Fatalf("%s=%q: want a number of replicas", benchWaitReplicasEnv, s)
+		}
+		opts.Replicas = n
+	}
+	return online.New(rc, opts)
+}
+
 func benchRedis(b *testing.B) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(b), ContextTimeoutEnabled: true})
 	b.Cleanup(func() { c.Close() })
