@@ -109,7 +109,7 @@ func TestIngestProcessKilledAndRestarted(t *testing.T) {
 		cmd.Env = append(os.Environ(), "FEATURESTORE_REDIS_ADDR="+redisAddr, "FEATURESTORE_PROJECT="+project,
 			"FEATURESTORE_KAFKA_BROKERS="+strings.Join(brokers, ","), "FEATURESTORE_OFFLINE_DIR="+logDir)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Start(); err != nil {
+		if err := testenv.StartTied(cmd); err != nil {
 			t.Fatal(err)
 		}
 		return cmd

@@ -33,7 +33,7 @@ func TestSecondProcessSeesNewVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	watch.Stderr = os.Stderr
-	if err := watch.Start(); err != nil {
+	if err := testenv.StartTied(watch); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {

@@ -57,7 +57,7 @@ func startRedis(t testing.TB, bin, dir, label string, args ...string) *RedisNode
 	n.start = func() *exec.Cmd {
 		cmd := exec.Command(bin, append(args, "--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no")...)
 		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
+		if err := StartTied(cmd); err != nil {
 			t.Fatalf("start %s: %v", bin, err)
 		}
 		return cmd

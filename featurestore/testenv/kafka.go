@@ -89,7 +89,7 @@ func (k *Kafka) Start() {
 	}
 	cmd := k.java("kafka.Kafka", filepath.Join(k.dir, "server.properties"))
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	if err := StartTied(cmd); err != nil {
 		out.Close()
 		k.t.Fatalf("start a Kafka broker of the test's own: %v", err)
 	}
