@@ -290,61 +290,14 @@ kafka_java() {
   java "${KAFKA_JVM_OPTS[@]}" -cp "$KAFKA_LIBS/*" "$@"
 }
 
+# The broker's configuration is featurestore/testenv's, which the brokers of
+# the tests' own use too (testenv.KafkaOwn); fill in its placeholders.
 write_kafka_config() {
-  cat >"$KAFKA_DIR/server.properties" <<EOF
-# Single-node KRaft broker+controller for integration tests; written by .ci/services.sh.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
-inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$KAFKA_DIR/data
-
-# Tests create topics explicitly (testenv.CreateTopic) or rely on auto creation.
-auto.create.topics.enable=true
-delete.topic.enable=true
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-auto.leader.rebalance.enable=false
-
-# One node: every internal topic has one replica and few partitions.
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=3
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-share.coordinator.state.topic.num.partitions=3
-
-# Groups form at once and tests may use short sessions.
-group.initial.rebalance.delay.ms=0
-group.min.session.timeout.ms=1000
-
-# Small footprint on a 2-core machine.
-num.network.threads=2
-num.io.threads=4
-num.recovery.threads.per.data.dir=1
-background.threads=4
-log.cleaner.threads=1
-log.cleaner.dedupe.buffer.size=8388608
-EOF
-  cat >"$KAFKA_DIR/log4j2.properties" <<EOF
-status = warn
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = $KAFKA_DIR/server.log
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = file
-logger.state.name = state.change.logger
-logger.state.level = WARN
-EOF
+  local t="$ROOT/featurestore/testenv"
+  sed -e "s|@HOST@|$HOST|g" -e "s|@PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+    -e "s|@DATA@|$KAFKA_DIR/data|g" -e "s|@AUTO_CREATE_TOPICS@|true|g" \
+    "$t/kafka-server.properties" >"$KAFKA_DIR/server.properties"
+  sed -e "s|@LOG@|$KAFKA_DIR/server.log|g" "$t/kafka-log4j2.properties" >"$KAFKA_DIR/log4j2.properties"
 }
 
 # kafka_answers: a real round trip, not only an open port. Describing a group

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -142,48 +143,21 @@ func (k *Kafka) java(args ...string) *exec.Cmd {
 	}, args...)...)
 }
 
+// The configuration of the test brokers, the shared one's (.ci/services.sh)
+// and those of the tests' own, with @NAME@ placeholders.
+var (
+	//go:embed kafka-server.properties
+	kafkaServerProperties string
+	//go:embed kafka-log4j2.properties
+	kafkaLog4j2Properties string
+)
+
 // configure writes the broker's configuration: that of .ci/services.sh's
-// broker, on other ports and directories.
+// broker, on other ports and directories, creating no topic by itself.
 func (k *Kafka) configure(port, controller int) error {
-	props := fmt.Sprintf(`process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:%[2]d
-listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d
-advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d
-inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=%[3]s
-auto.create.topics.enable=false
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=3
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-share.coordinator.state.topic.num.partitions=3
-group.initial.rebalance.delay.ms=0
-group.min.session.timeout.ms=1000
-num.network.threads=2
-num.io.threads=4
-num.recovery.threads.per.data.dir=1
-background.threads=4
-log.cleaner.threads=1
-log.cleaner.dedupe.buffer.size=8388608
-`, port, controller, filepath.Join(k.dir, "data"))
-	log4j := fmt.Sprintf(`status = warn
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = %s
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%%d] %%p %%m (%%c)%%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = file
-`, filepath.Join(k.dir, "server.log"))
+	props := strings.NewReplacer("@HOST@", "127.0.0.1", "@PORT@", strconv.Itoa(port), "@CONTROLLER_PORT@", strconv.Itoa(controller),
+		"@DATA@", filepath.Join(k.dir, "data"), "@AUTO_CREATE_TOPICS@", "false").Replace(kafkaServerProperties)
+	log4j := strings.ReplaceAll(kafkaLog4j2Properties, "@LOG@", filepath.Join(k.dir, "server.log"))
 	if err := os.WriteFile(filepath.Join(k.dir, "server.properties"), []byte(props), 0o644); err != nil {
 		return err
 	}
