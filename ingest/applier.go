@@ -352,7 +352,9 @@ func (a *Applier) logRereads(ps *partitionState, p int, from int64) {
 // consumer applied the partition meanwhile: resuming takes it up from
 // there. On Redis Cluster this sees only what the shard of the position
 // lost: a failover of a shard of entity hashes that loses their last
-// writes goes unseen, and loses those events (docs/operations.md).
+// writes goes unseen, and loses those events (docs/operations.md), unless
+// the store waits for replicas (online.Options.Replicas) before the
+// position is saved.
 func (a *Applier) checkPosition(ctx context.Context, ps *partitionState, topic string, p int) error {
 	if !ps.known {
 		return nil // applied without Resume: nothing to expect

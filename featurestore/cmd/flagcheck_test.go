@@ -61,6 +61,8 @@ func TestIngestUsage(t *testing.T) {
 		{[]string{"--linger", "0s"}, []string{"--linger"}},
 		{[]string{"--redis-wait-replicas", "-1"}, []string{"--redis-wait-replicas -1"}},
 		{[]string{"--redis-wait-replicas", "1", "--redis-wait-timeout", "0s"}, []string{"--redis-wait-timeout 0s"}},
+		{[]string{"--redis-sentinel-password", "secret"}, []string{"--redis-sentinel-master"}},
+		{[]string{"--redis-sentinel-master", "m", "--redis-cluster"}, []string{"--redis-sentinel-master and --redis-cluster"}},
 	} {
 		args := append([]string{"ingest"}, c.args...)
 		code, out := runBounded(t, env, 5*time.Second, args...)

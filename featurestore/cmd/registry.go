@@ -30,6 +30,10 @@ type redisFlags struct {
 	tls      bool
 	tlsFiles tlsClientFiles
 	timeout  time.Duration
+
+	// sentinelMaster names the master Sentinel monitors: addr then lists
+	// the Sentinels.
+	sentinelMaster, sentinelUsername, sentinelPassword string
 	// eviction is set for the commands that read or write the online
 	// store (registerEviction): they check Redis's eviction policy.
 	eviction, allowEviction bool
@@ -216,6 +220,9 @@ func (r *redisFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.username, "redis-username", "", "Redis ACL user name.")
 	fs.StringVar(&r.password, "redis-password", "", "Redis password (prefer the environment variable to the flag).")
 	fs.IntVar(&r.db, "redis-db", 0, "Redis database number (standalone only).")
+	fs.StringVar(&r.sentinelMaster, "redis-sentinel-master", "", "Name of the master that Redis Sentinel monitors: --redis-addr then lists the Sentinels (comma-separated), which the commands ask for the master's address, again after each failover.")
+	fs.StringVar(&r.sentinelUsername, "redis-sentinel-username", "", "ACL user name of the Sentinels, when they require one.")
+	fs.StringVar(&r.sentinelPassword, "redis-sentinel-password", "", "Password of the Sentinels, when they require one (prefer the environment variable to the flag); --redis-password is the master's.")
 	fs.BoolVar(&r.tls, "redis-tls", false, "Connect to Redis over TLS (implied by the other --redis-tls flags), checking the servers' certificates against the system's roots or --redis-tls-ca.")
 	r.tlsFiles.register(fs, "redis", "Redis servers")
 	fs.DurationVar(&r.timeout, "redis-timeout", 2*time.Second, "Dial, read and write timeout of Redis commands.")
@@ -249,11 +256,19 @@ func (r *redisFlags) client() (redis.UniversalClient, error) {
 		// command (MaxRetries, with backoff) still ride out a restart,
 		// and a refused connection fails in about 0.1s, saying so.
 		DialerRetries: 1,
-		IsClusterMode: r.cluster || len(addrs) > 1,
+		IsClusterMode: r.sentinelMaster == "" && (r.cluster || len(addrs) > 1),
 		// RESP2: nothing here needs RESP3's types, and go-redis reads
 		// RESP2 replies (HGETALL's flat array above all) with fewer
 		// allocations and no push-notification checks.
 		Protocol: 2,
+	}
+	if r.sentinelMaster != "" {
+		if r.cluster {
+			return nil, fmt.Errorf("%w: --redis-sentinel-master and --redis-cluster exclude each other: Sentinel monitors standalone masters", errUsage)
+		}
+		opts.MasterName, opts.SentinelUsername, opts.SentinelPassword = r.sentinelMaster, r.sentinelUsername, r.sentinelPassword
+	} else if r.sentinelUsername != "" || r.sentinelPassword != "" {
+		return nil, fmt.Errorf("%w: --redis-sentinel-username and --redis-sentinel-password need --redis-sentinel-master", errUsage)
 	}
 	if r.lookups {
 		// A wait for a connection, all in use, that the command's context
