@@ -382,6 +382,13 @@ func (a *Applier) checkPosition(ctx context.Context, ps *partitionState, topic s
 	return fmt.Errorf("%s/%d: the saved position moved on to offset %d: %w", a.src.Name, p, cur, ErrResumePartition)
 }
 
+// checkIdle implements idleChecker: checkPosition, for a partition that
+// gets no messages, so that a position lost meanwhile has its events
+// applied again without waiting for the next one.
+func (a *Applier) checkIdle(ctx context.Context, topic string, p int) error {
+	return a.checkPosition(ctx, a.partition(p), topic, p)
+}
+
 // rebuildUntil returns the offset up to which the partition, just resumed,
 // only rebuilds its dedup state (Resume returned an offset before its
 // position), or -1.

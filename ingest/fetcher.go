@@ -173,8 +173,9 @@ func (f *fetcher) release() {
 // arrived: a partition that keeps up waits at most Linger for more, and one
 // that is behind takes what gathered while the last batch was applied. It
 // returns false when ctx ends or reading stopped, with whatever is pending
-// left unapplied: the next owner of the partition reads it again.
-func (f *fetcher) next(ctx context.Context, buf []kafka.Message) ([]kafka.Message, bool) {
+// left unapplied: the next owner of the partition reads it again. When
+// idle fires while no message is pending, it returns an empty batch.
+func (f *fetcher) next(ctx context.Context, buf []kafka.Message, idle <-chan time.Time) ([]kafka.Message, bool) {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -227,6 +228,14 @@ func (f *fetcher) next(ctx context.Context, buf []kafka.Message) ([]kafka.Messag
 		case <-ctx.Done():
 		case <-f.ready:
 		case <-expired:
+		case <-idle:
+			if n == 0 {
+				f.mu.Lock()
+				f.waiting = false
+				f.mu.Unlock()
+				clear(buf) // drop references to the messages' memory
+				return buf[:0], true
+			}
 		}
 	}
 }

@@ -31,6 +31,15 @@ type PartitionHandler interface {
 	Apply(ctx context.Context, topic string, partition int, msgs []kafka.Message) error
 }
 
+// idleChecker is a PartitionHandler that can tell, while its partition
+// gets no messages, whether what it applied is still in place: an error
+// wrapping ErrResumePartition has the partition resumed again, as from
+// Apply. The runner asks every GroupConfig.idleCheck of quiet, from the
+// goroutine that calls Apply, between batches.
+type idleChecker interface {
+	checkIdle(ctx context.Context, topic string, partition int) error
+}
+
 // ErrResumePartition, wrapped in an error of PartitionHandler.Apply, says
 // that the partition must be resumed again rather than the batch retried:
 // state the handler cannot rebuild from the batch alone was taken from it
@@ -111,6 +120,10 @@ type GroupConfig struct {
 	// health, if set, is told of the partitions that stall, whose
 	// batches fail, and that are released (Readiness.track).
 	health *partitionHealth
+	// idleCheck is how long a partition waits without messages before it
+	// asks its handler (an idleChecker) whether its state is in place,
+	// and again as long as none comes (default defaultIdleCheck).
+	idleCheck time.Duration
 }
 
 func (c *GroupConfig) defaults() {
@@ -144,7 +157,16 @@ func (c *GroupConfig) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.idleCheck <= 0 {
+		c.idleCheck = defaultIdleCheck
+	}
 }
+
+// defaultIdleCheck is GroupConfig.idleCheck's default: a partition without
+// messages finds a lost position (Applier.checkPosition: Redis restarted
+// without persistence, or failed over to a replica that lagged) within
+// this, not at its next message; one HMGET per quiet partition.
+const defaultIdleCheck = 5 * time.Second
 
 // RunGroup joins the consumer group and applies every partition it is
 // assigned, until ctx ends. Several processes running it with the same group

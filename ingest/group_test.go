@@ -932,3 +932,70 @@ func (s *groupConns) open() int {
 	defer s.mu.Unlock()
 	return len(s.conns)
 }
+
+// lossHandler is a fencedHandler whose state loses, once, every message
+// of partition 0 after offset keep (Redis failed over to a replica that
+// lagged), which its idle check then reports as a position gone back.
+type lossHandler struct {
+	*fencedHandler
+	keep    int64
+	lost    bool // the loss happened
+	checked bool // an idle check saw it
+	resumes int
+}
+
+func (h *lossHandler) Resume(ctx context.Context, topic string, p int) (int64, error) {
+	h.mu.Lock()
+	h.resumes++
+	h.mu.Unlock()
+	return h.fencedHandler.Resume(ctx, topic, p)
+}
+
+// lose drops the messages of partition 0 after keep.
+func (h *lossHandler) lose() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k := range h.applied {
+		if k[0] == 0 && k[1] > h.keep {
+			delete(h.applied, k)
+		}
+	}
+	h.fence[0], h.lost = h.keep, true
+}
+
+func (h *lossHandler) checkIdle(_ context.Context, _ string, p int) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p == 0 && h.lost && !h.checked {
+		h.checked = true
+		return fmt.Errorf("the saved position went back: %w", ErrResumePartition)
+	}
+	return nil
+}
+
+// TestRunGroupIdleCheckResumes: a partition that gets no more messages
+// asks its handler, every idleCheck, whether its state is in place; one
+// that lost messages since has the partition resumed, and the lost
+// messages applied again, without waiting for a new message.
+func TestRunGroupIdleCheckResumes(t *testing.T) {
+	topic := testenv.UniqueName(t, "idle")
+	brokers := realKafka(t, topic, 2)
+	h := &lossHandler{fencedHandler: newFencedHandler(), keep: 40}
+	counts := produce(t, brokers, topic, 200)
+	stop := runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, SessionTimeout: 6 * time.Second,
+		idleCheck: 200 * time.Millisecond}, h)
+	defer stop()
+	waitFor(t, "all messages applied", 30*time.Second, func() bool { return h.total() == 200 })
+	time.Sleep(500 * time.Millisecond) // idle checks that find nothing
+	h.mu.Lock()
+	resumes := h.resumes
+	h.mu.Unlock()
+	h.lose()
+	waitFor(t, "the lost messages applied again", 30*time.Second, func() bool { return h.total() == 200 })
+	h.check(t, counts)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.checked || h.resumes != resumes+1 {
+		t.Fatalf("checked %v, %d resumes after the loss, want the idle check to resume partition 0 once", h.checked, h.resumes-resumes)
+	}
+}

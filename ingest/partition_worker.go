@@ -235,12 +235,25 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 	}()
 	defer func() { stopReading(); <-fetchDone; f.release() }()
 	var batch []kafka.Message
+	idleEvery := w.cfg.idleCheck
+	if idleEvery <= 0 {
+		idleEvery = defaultIdleCheck // a config RunGroup did not complete
+	}
+	idle := time.NewTimer(idleEvery)
+	defer idle.Stop()
 	for {
 		var ok bool
-		batch, ok = f.next(readCtx, batch)
+		batch, ok = f.next(readCtx, batch, idle.C)
 		if !ok {
 			w.log.Info("partition stopped", "next_offset", next)
 			return false
+		}
+		if len(batch) == 0 {
+			if w.checkIdle(genCtx) {
+				return true
+			}
+			idle.Reset(idleEvery)
+			continue
 		}
 		w.toApply.Store(batch[0].Offset)
 		switch w.apply(procCtx, genCtx, batch) {
@@ -253,7 +266,30 @@ func (w *partitionWorker) read(procCtx, genCtx context.Context, next int64) (res
 		committed.Store(next)
 		w.toApply.Store(next)
 		w.reportLag(readCtx, false)
+		idle.Reset(idleEvery)
 	}
+}
+
+// checkIdle asks a handler that is an idleChecker whether the partition's
+// state is still in place, after a while without messages; it tells
+// whether the partition must be resumed again. A failed check (Redis down)
+// is left to the next batch or check.
+func (w *partitionWorker) checkIdle(ctx context.Context) (resume bool) {
+	c, ok := w.h.(idleChecker)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.ShutdownTimeout)
+	defer cancel()
+	err := c.checkIdle(ctx, w.cfg.Topic, w.partition)
+	if errors.Is(err, ErrResumePartition) {
+		w.log.Warn("partition without messages resumed again", "err", err)
+		return true
+	}
+	if err != nil && ctx.Err() == nil {
+		w.log.Debug("idle check failed", "err", err)
+	}
+	return false
 }
 
 // resume asks the handler where to start, retrying while it fails; the
