@@ -38,9 +38,9 @@ import (
 // FEATURESTORE_BENCH_FRESHNESS=10s the freshness benchmark produces for 10s
 // instead of 20s; with FEATURESTORE_BENCH_ROLLUP=1h the view keeps hourly
 // rollup tiles; with FEATURESTORE_BENCH_WAIT_REPLICAS=1 every batch waits
-// for a replica of the Redis (give it one). Add -cpuprofile cpu.out to see where the ingest process
-// spends its time; Redis and Kafka are other processes, and the
-// redis-cpu-us/event metric gives Redis's share.
+// for a replica of the Redis (give it one). Add -cpuprofile cpu.out to see
+// where the ingest process spends its time; Redis and Kafka are other
+// processes, and the redis-cpu-us/event metric gives Redis's share.
 //
 // Targets on a 2-core machine: ingest-events/s >= 100000 and
 // ingest/read >= 0.5 (BenchmarkIngestThroughput), p99-ms < 100

@@ -556,7 +556,6 @@ func waitApplied(pos *Positions, topic string, ends []int64, d time.Duration) er
 	}
 }
 
-// benchRedis is the client of the benchmarks, as the binary makes it.
 // benchStore returns the online store of the benchmarks on rc, waiting
 // for the replicas benchWaitReplicasEnv asks for.
 func benchStore(b *testing.B, rc *redis.Client) *online.Store {
@@ -571,6 +570,7 @@ func benchStore(b *testing.B, rc *redis.Client) *online.Store {
 	return online.New(rc, opts)
 }
 
+// benchRedis is the client of the benchmarks, as the binary makes it.
 func benchRedis(b *testing.B) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(b), ContextTimeoutEnabled: true})
 	b.Cleanup(func() { c.Close() })
