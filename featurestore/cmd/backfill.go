@@ -143,6 +143,7 @@ a cleared store), and replaying again adds nothing. Do not replay with
 				if err := reg.redis.checkEviction(ctx, rc, log); err != nil {
 					return err
 				}
+				reg.redis.checkReplication(ctx, rc, log)
 				cfg := ingest.BackfillConfig{
 					Project:   reg.project,
 					Registry:  snap.Registry,

@@ -311,7 +311,8 @@ func testFailoverWaitReplicas(t *testing.T, wait bool) {
 	if wait {
 		args = append(args, "--redis-wait-replicas", "1", "--redis-wait-timeout", "200ms")
 	}
-	stopIngest := startCommand(ctx, env, args...)
+	env["FEATURESTORE_LOG_LEVEL"] = "warn"
+	stopIngest, ingestLog := startCommandLog(ctx, env, args...)
 	defer func() {
 		if out := stopIngest(); t.Failed() {
 			t.Logf("ingest:\n%s", out)
@@ -319,6 +320,12 @@ func testFailoverWaitReplicas(t *testing.T, wait bool) {
 	}()
 	produce(t, ctx, brokers, topic, msgs[:phase])
 	waitFor("the first events applied", func() bool { return applied() == phase })
+	// Without the flag, ingest warned at start of the replicas it does
+	// not wait for.
+	const unwaited = "the masters of the Redis Cluster have replicas that writes do not wait for"
+	if got := strings.Contains(ingestLog(), unwaited); got == wait {
+		t.Errorf("ingest warned %q: %v, want %v", unwaited, got, !wait)
+	}
 	if err := testenv.WaitReplicated(ctx, master.Addr); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,13 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdo
 // the background until stop is called, which returns what it wrote to
 // standard error.
 func startCommand(ctx context.Context, env map[string]string, args ...string) (stop func() string) {
+	stop, _ = startCommandLog(ctx, env, args...)
+	return stop
+}
+
+// startCommandLog is startCommand, also returning a function that returns
+// the command's standard error so far.
+func startCommandLog(ctx context.Context, env map[string]string, args ...string) (stop, log func() string) {
 	ctx, cancel := context.WithCancel(ctx)
 	var errOut syncBuffer
 	done := make(chan struct{})
@@ -32,7 +39,7 @@ func startCommand(ctx context.Context, env map[string]string, args ...string) (s
 		cancel()
 		<-done
 		return errOut.String()
-	}
+	}, errOut.String
 }
 
 func TestValidate(t *testing.T) {

@@ -79,6 +79,7 @@ func startDaemon(ctx context.Context, reg *registryFlags, log *slog.Logger, metr
 		closeStore()
 		return nil, err
 	}
+	reg.redis.checkReplication(ctx, d.rc, log)
 	stopMetrics := func() {}
 	if metricsAddr != "" {
 		extra := map[string]http.Handler{}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 // fileRegistryEnv applies the examples to a new file registry and returns
@@ -208,4 +210,20 @@ func TestIngestWarnsOfDroppedSource(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestIngestWarnsOfMissingReplicas: ingest waiting for a replica of a
+// Redis that has none says so at start (its batches would fail until it
+// has one).
+func TestIngestWarnsOfMissingReplicas(t *testing.T) {
+	env := fileRegistryEnv(t)
+	env["FEATURESTORE_REDIS_ADDR"] = testenv.RedisOwn(t)
+	stop, log := startCommandLog(context.Background(), env, "ingest", "--redis-wait-replicas", "1")
+	for start := time.Now(); !strings.Contains(log(), "ingest running") && time.Since(start) < 30*time.Second; {
+		time.Sleep(20 * time.Millisecond)
+	}
+	want := "Redis has fewer replicas than --redis-wait-replicas"
+	if out := stop(); !strings.Contains(out, want) || !strings.Contains(out, "replicas=0") {
+		t.Fatalf("ingest does not warn %q at start:\n%s", want, out)
+	}
 }

@@ -41,14 +41,17 @@ type redisFlags struct {
 	// redisPoolTimeout for a connection (see client).
 	lookups bool
 	// replicas and replicaTimeout are the writers' --redis-wait-replicas
-	// and --redis-wait-timeout (registerReplicas).
+	// and --redis-wait-timeout (registerReplicas); writes is set with
+	// them, and makes checkReplication check.
 	replicas       int
 	replicaTimeout time.Duration
+	writes         bool
 }
 
 // registerReplicas adds --redis-wait-replicas and --redis-wait-timeout,
 // for the commands that write the online store.
 func (r *redisFlags) registerReplicas(fs *flag.FlagSet) {
+	r.writes = true
 	fs.IntVar(&r.replicas, "redis-wait-replicas", 0, "Replicas of each Redis server written to (each Cluster shard's master) that must acknowledge a batch's writes (WAIT) before the batch counts as applied and its position is saved, so that a failover to one of them loses no applied event; a batch that too few acknowledge within --redis-wait-timeout fails and is tried again. 0 waits for none.")
 	fs.DurationVar(&r.replicaTimeout, "redis-wait-timeout", online.DefaultReplicaTimeout, "Longest wait of a batch for --redis-wait-replicas.")
 }
@@ -63,6 +66,43 @@ func (r *redisFlags) storeOptions() (online.Options, error) {
 		return online.Options{}, fmt.Errorf("%w: --redis-wait-timeout %s: want a positive duration", errUsage, r.replicaTimeout)
 	}
 	return online.Options{Replicas: r.replicas, ReplicaTimeout: r.replicaTimeout}, nil
+}
+
+// checkReplication warns, for the commands that write the online store,
+// of replicas that --redis-wait-replicas does not match: on Redis Cluster,
+// masters with replicas that ingest does not wait for (a failover to one
+// that lagged loses the last applied events for good, docs/operations.md);
+// and a primary with fewer replicas than it waits for (its batches fail
+// until it has them). A Redis that does not answer is left to what uses
+// the client.
+func (r *redisFlags) checkReplication(ctx context.Context, c redis.UniversalClient, log *slog.Logger) {
+	if !r.writes {
+		return
+	}
+	_, cluster := c.(*redis.ClusterClient)
+	var mu sync.Mutex
+	replicated := 0
+	_ = forEachPrimary(ctx, c, func(ctx context.Context, node *redis.Client) error {
+		info, err := node.Info(ctx, "replication").Result()
+		if err != nil {
+			return nil
+		}
+		n, _ := strconv.Atoi(infoField(info, "connected_slaves"))
+		if n < r.replicas {
+			log.Warn("Redis has fewer replicas than --redis-wait-replicas: batches that write to it fail until it has them",
+				"addr", node.Options().Addr, "replicas", n, "redis_wait_replicas", r.replicas)
+		}
+		if n > 0 {
+			mu.Lock()
+			replicated++
+			mu.Unlock()
+		}
+		return nil
+	})
+	if cluster && r.replicas == 0 && replicated > 0 {
+		log.Warn("the masters of the Redis Cluster have replicas that writes do not wait for: a failover to one that lagged loses the last applied events for good; pass --redis-wait-replicas 1 (docs/operations.md)",
+			"masters_with_replicas", replicated)
+	}
 }
 
 // registerEviction adds --allow-redis-eviction, and makes checkEviction
