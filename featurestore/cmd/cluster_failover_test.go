@@ -29,19 +29,53 @@ func clusterProject(t *testing.T, partitions int) (cluster *testenv.ReplicatedCl
 	t.Helper()
 	cluster = testenv.RedisClusterReplicated(t, 3)
 	brokers = testenv.KafkaBrokers(t)
+	seeds = strings.Join(append(append([]string{}, cluster.Masters...), cluster.Replicas...), ",")
+	r, project, env = applyExamples(t, brokers, partitions, map[string]string{"FEATURESTORE_REDIS_ADDR": seeds, "FEATURESTORE_REDIS_CLUSTER": "true"})
+	return cluster, brokers, r, project, seeds, env
+}
+
+// applyExamples applies the example definitions, on a topic of their own
+// with partitions, to a project of the test's own in the Redis that
+// redisEnv points the commands at. It returns the registry, the project,
+// and the environment of the commands: redisEnv's, the project's, the
+// brokers', and logs at error level.
+func applyExamples(t *testing.T, brokers []string, partitions int, redisEnv map[string]string) (r *registry.Registry, project string, env map[string]string) {
+	t.Helper()
 	defs := examplesOnNewTopic(t, brokers, partitions)
 	r, err := registry.LoadDir(defs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	project = strings.NewReplacer("/", "-", ".", "-").Replace(testenv.UniqueName(t, "p"))
-	seeds = strings.Join(append(append([]string{}, cluster.Masters...), cluster.Replicas...), ",")
-	env = map[string]string{"FEATURESTORE_REDIS_ADDR": seeds, "FEATURESTORE_REDIS_CLUSTER": "true", "FEATURESTORE_PROJECT": project,
-		"FEATURESTORE_KAFKA_BROKERS": strings.Join(brokers, ","), "FEATURESTORE_LOG_LEVEL": "error"}
+	env = maps.Clone(redisEnv)
+	env["FEATURESTORE_PROJECT"], env["FEATURESTORE_KAFKA_BROKERS"], env["FEATURESTORE_LOG_LEVEL"] = project, strings.Join(brokers, ","), "error"
 	if code, out, errOut := runCLI(t, env, "apply", defs); code != 0 {
 		t.Fatalf("apply: %s%s", out, errOut)
 	}
-	return cluster, brokers, r, project, seeds, env
+	return r, project, env
+}
+
+// firstInt64s returns the first value of each entity of an HTTP lookup's
+// response b, an int64 (a count).
+func firstInt64s(t *testing.T, b string) []int64 {
+	t.Helper()
+	var res struct {
+		Results []struct {
+			Values []struct {
+				Value struct {
+					Int64Val int64 `json:"int64_val,string"`
+				} `json:"value"`
+			} `json:"values"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(b), &res); err != nil {
+		t.Fatalf("lookup response %q: %v", b, err)
+	}
+	var n []int64
+	for _, r := range res.Results {
+		n = append(n, r.Values[0].Value.Int64Val)
+	}
+	return n
 }
 
 // startServeHTTP runs 'featurestore serve' with env until the test ends,
@@ -127,25 +161,7 @@ func TestRedisClusterFailover(t *testing.T) {
 	lookup := httpLookup(httpAddr, body)
 	// perCard returns the lifetime counts a lookup gives, by card (in
 	// cards order).
-	perCard := func(b string) []int64 {
-		var res struct {
-			Results []struct {
-				Values []struct {
-					Value struct {
-						Int64Val int64 `json:"int64_val,string"`
-					} `json:"value"`
-				} `json:"values"`
-			} `json:"results"`
-		}
-		if err := json.Unmarshal([]byte(b), &res); err != nil {
-			t.Fatalf("lookup response %q: %v", b, err)
-		}
-		var n []int64
-		for _, r := range res.Results {
-			n = append(n, r.Values[0].Value.Int64Val)
-		}
-		return n
-	}
+	perCard := func(b string) []int64 { return firstInt64s(t, b) }
 	counted := func(b string) int64 {
 		var n int64
 		for _, c := range perCard(b) {

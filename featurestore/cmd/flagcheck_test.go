@@ -90,6 +90,16 @@ func TestServeNegativeShutdownTimeout(t *testing.T) {
 	}
 }
 
+// TestServeReadReplicasNeedsReplicas: a standalone Redis has no replicas
+// the client could find.
+func TestServeReadReplicasNeedsReplicas(t *testing.T) {
+	env := fileRegistryEnv(t)
+	code, out := runBounded(t, env, 5*time.Second, "serve", "--redis-read-replicas", "--http-addr", "", "--flight-addr", "")
+	if code != 2 || !strings.Contains(out, "--redis-read-replicas needs Redis Cluster") {
+		t.Fatalf("serve --redis-read-replicas on a standalone Redis: exit %d, want 2 naming the flag\n%s", code, out)
+	}
+}
+
 // TestPortInUseNamesFlag: a taken port fails the start with an error that
 // names the flag which moves it.
 func TestPortInUseNamesFlag(t *testing.T) {

@@ -40,6 +40,8 @@ type redisFlags struct {
 	// lookups is set for serve: its client's commands wait at most
 	// redisPoolTimeout for a connection (see client).
 	lookups bool
+	// readReplicas is serve's --redis-read-replicas (registerReadReplicas).
+	readReplicas bool
 	// replicas and replicaTimeout are the writers' --redis-wait-replicas
 	// and --redis-wait-timeout (registerReplicas); writes is set with
 	// them, and makes checkReplication check.
@@ -54,6 +56,11 @@ func (r *redisFlags) registerReplicas(fs *flag.FlagSet) {
 	r.writes = true
 	fs.IntVar(&r.replicas, "redis-wait-replicas", 0, "Replicas of each Redis server written to (each Cluster shard's master) that must acknowledge a batch's writes (WAIT) before the batch counts as applied and its position is saved, so that a failover to one of them loses no applied event; a batch that too few acknowledge within --redis-wait-timeout fails and is tried again. 0 waits for none.")
 	fs.DurationVar(&r.replicaTimeout, "redis-wait-timeout", online.DefaultReplicaTimeout, "Longest wait of a batch for --redis-wait-replicas.")
+}
+
+// registerReadReplicas adds --redis-read-replicas, for serve.
+func (r *redisFlags) registerReadReplicas(fs *flag.FlagSet) {
+	fs.BoolVar(&r.readReplicas, "redis-read-replicas", false, "Spread reads over the replicas as well as the masters (Redis Cluster, or Sentinel), each read to a random node of its shard: more lookups per second from the same shards, values up to the replicas' lag (usually under a millisecond) older.")
 }
 
 // storeOptions returns the online store's options of the flags; an error
@@ -309,6 +316,15 @@ func (r *redisFlags) client() (redis.UniversalClient, error) {
 		opts.MasterName, opts.SentinelUsername, opts.SentinelPassword = r.sentinelMaster, r.sentinelUsername, r.sentinelPassword
 	} else if r.sentinelUsername != "" || r.sentinelPassword != "" {
 		return nil, fmt.Errorf("%w: --redis-sentinel-username and --redis-sentinel-password need --redis-sentinel-master", errUsage)
+	}
+	if r.readReplicas {
+		if !opts.IsClusterMode && opts.MasterName == "" {
+			return nil, fmt.Errorf("%w: --redis-read-replicas needs Redis Cluster (--redis-cluster) or Sentinel (--redis-sentinel-master), which tell where the replicas are", errUsage)
+		}
+		// go-redis sends READONLY to replicas' connections; with
+		// Sentinel it makes a client of one shard, the master and the
+		// replicas the Sentinels list.
+		opts.ReadOnly, opts.RouteRandomly = true, true
 	}
 	if r.lookups {
 		// A wait for a connection, all in use, that the command's context

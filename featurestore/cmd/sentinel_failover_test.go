@@ -3,7 +3,6 @@ package cmd
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +11,18 @@ import (
 	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/registry"
 )
+
+// sentinelProject starts a Redis master and replica behind Sentinel
+// (testenv.RedisSentinel), and applies the example definitions, on a topic
+// of their own with partitions, to a project of the test's own on it. It
+// returns the registry, the project and the environment of the commands.
+func sentinelProject(t *testing.T, partitions int) (sr *testenv.SentinelRedis, brokers []string, r *registry.Registry, project string, env map[string]string) {
+	t.Helper()
+	sr = testenv.RedisSentinel(t)
+	brokers = testenv.KafkaBrokers(t)
+	r, project, env = applyExamples(t, brokers, partitions, map[string]string{"FEATURESTORE_REDIS_ADDR": sr.Sentinel, "FEATURESTORE_REDIS_SENTINEL_MASTER": sr.Master})
+	return sr, brokers, r, project, env
+}
 
 // TestRedisSentinelFailover runs 'featurestore ingest' and 'featurestore
 // serve' against a Redis master and replica that Sentinel monitors
@@ -26,20 +37,8 @@ import (
 // (against the brute-force reference); lookups fail with 503 during the
 // failover and succeed again once the Sentinel has promoted the replica.
 func TestRedisSentinelFailover(t *testing.T) {
-	sr := testenv.RedisSentinel(t)
-	brokers := testenv.KafkaBrokers(t)
-	defs := examplesOnNewTopic(t, brokers, 2)
-	r, err := registry.LoadDir(defs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sr, brokers, r, project, env := sentinelProject(t, 2)
 	topic := r.Source("card_transactions").Kafka.Topic
-	project := strings.NewReplacer("/", "-", ".", "-").Replace(testenv.UniqueName(t, "p"))
-	env := map[string]string{"FEATURESTORE_REDIS_ADDR": sr.Sentinel, "FEATURESTORE_REDIS_SENTINEL_MASTER": sr.Master,
-		"FEATURESTORE_PROJECT": project, "FEATURESTORE_KAFKA_BROKERS": strings.Join(brokers, ","), "FEATURESTORE_LOG_LEVEL": "error"}
-	if code, out, errOut := runCLI(t, env, "apply", defs); code != 0 {
-		t.Fatalf("apply: %s%s", out, errOut)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rc := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: sr.Master, SentinelAddrs: []string{sr.Sentinel}})

@@ -78,6 +78,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			reg.register(fs)
 			reg.redis.registerEviction(fs)
 			reg.redis.lookups = true
+			reg.redis.registerReadReplicas(fs)
 			logs.register(fs)
 			sec.register(fs)
 			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC server, host:port.")
