@@ -55,6 +55,31 @@ func applyExamples(t *testing.T, brokers []string, partitions int, redisEnv map[
 	return r, project, env
 }
 
+// startIngestSmallBatches runs 'featurestore ingest' with env until the
+// test ends, with batches of 20 messages and little read ahead, so that
+// what the test does to Redis comes while batches are being applied. Its
+// log is shown if the test failed.
+func startIngestSmallBatches(t *testing.T, ctx context.Context, env map[string]string) {
+	t.Helper()
+	stop := startCommand(ctx, env, "ingest", "--metrics-addr", "", "--session-timeout", "6s",
+		"--batch-size", "20", "--max-batch-size", "20", "--buffer-memory", "32KiB")
+	t.Cleanup(func() {
+		if out := stop(); t.Failed() {
+			t.Logf("ingest:\n%s", out)
+		}
+	})
+}
+
+// lifetimeCountsBody is the body of an HTTP lookup of the example view's
+// lifetime count of each card, in order.
+func lifetimeCountsBody(cards []string) string {
+	var ents []string
+	for _, card := range cards {
+		ents = append(ents, fmt.Sprintf(`{"join_key_values":[{"string_val":%q}]}`, card))
+	}
+	return `{"features":{"refs":["card_txn:lifetime_txn_count"]},"entities":[` + strings.Join(ents, ",") + `]}`
+}
+
 // firstInt64s returns the first value of each entity of an HTTP lookup's
 // response b, an int64 (a count).
 func firstInt64s(t *testing.T, b string) []int64 {
@@ -142,23 +167,12 @@ func TestRedisClusterFailover(t *testing.T) {
 	wait := ingestWaiter(t, ctx, applied, nil)
 	// Small batches and little read ahead: the second failover comes
 	// while batches are being applied.
-	stopIngest := startCommand(ctx, env, "ingest", "--metrics-addr", "", "--session-timeout", "6s",
-		"--batch-size", "20", "--max-batch-size", "20", "--buffer-memory", "32KiB")
-	defer func() {
-		if out := stopIngest(); t.Failed() {
-			t.Logf("ingest:\n%s", out)
-		}
-	}()
+	startIngestSmallBatches(t, ctx, env)
 	httpAddr := startServeHTTP(t, ctx, env)
 
 	// A lookup of every card: the cards' hashes are on every shard.
 	cards := slices.Sorted(maps.Keys(accepted))
-	var ents []string
-	for _, card := range cards {
-		ents = append(ents, fmt.Sprintf(`{"join_key_values":[{"string_val":%q}]}`, card))
-	}
-	body := `{"features":{"refs":["card_txn:lifetime_txn_count"]},"entities":[` + strings.Join(ents, ",") + `]}`
-	lookup := httpLookup(httpAddr, body)
+	lookup := httpLookup(httpAddr, lifetimeCountsBody(cards))
 	// perCard returns the lifetime counts a lookup gives, by card (in
 	// cards order).
 	perCard := func(b string) []int64 { return firstInt64s(t, b) }

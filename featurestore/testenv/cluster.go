@@ -192,6 +192,111 @@ type ReplicatedCluster struct {
 	// replica.
 	Masters, Replicas []string
 	nodes             map[string]*RedisNode
+	// start starts a node of the cluster's configuration, not yet in it.
+	start func(testing.TB) string
+}
+
+// AddMaster starts another node, joins it to the cluster as a master
+// without slots (redis-cli --cluster add-node), and returns its address
+// once every node agrees on the cluster's configuration. Masters lists it
+// from then on.
+func (c *ReplicatedCluster) AddMaster(t testing.TB) string {
+	t.Helper()
+	addr := c.start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := redis.NewClient(&redis.Options{Addr: addr})
+	defer cl.Close()
+	if err := waitFor(ctx, func() error { return cl.Ping(ctx).Err() }); err != nil {
+		t.Fatalf("node %s does not answer: %v", addr, err)
+	}
+	redisCLI(t, "--cluster", "add-node", addr, c.Masters[0])
+	id, err := cl.ClusterMyID(ctx).Result()
+	if err != nil {
+		t.Fatalf("node %s: CLUSTER MYID: %v", addr, err)
+	}
+	// Every node must know it (by gossip), and it the slots' owners
+	// (cluster_state:ok), before slots can move to it.
+	for a, n := range c.nodes {
+		if n.cmd == nil {
+			continue
+		}
+		other := redis.NewClient(&redis.Options{Addr: a})
+		err := waitFor(ctx, func() error {
+			nodes, err := other.ClusterNodes(ctx).Result()
+			if err == nil && !strings.Contains(nodes, id) {
+				return fmt.Errorf("node %s does not know %s yet", a, addr)
+			}
+			info, err := other.ClusterInfo(ctx).Result()
+			if err == nil && !strings.Contains(info, "cluster_state:ok") {
+				return fmt.Errorf("node %s: %s", a, info)
+			}
+			return err
+		})
+		other.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := checkCluster(addr); err != nil {
+		t.Fatal(err)
+	}
+	c.Masters = append(c.Masters, addr)
+	return addr
+}
+
+// checkCluster waits, a minute at most, until redis-cli --cluster check
+// passes from the node at addr: every node agrees on the slots' owners,
+// which they learn by gossip, no slot is open, all are covered.
+func checkCluster(addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return waitFor(ctx, func() error {
+		_, err := runRedisCLI("--cluster", "check", addr)
+		return err
+	})
+}
+
+// Reshard moves n slots from the other masters to the master at to, keys
+// and all, while the cluster serves (redis-cli --cluster reshard: each slot
+// marked migrating and importing, its keys moved with MIGRATE, then given
+// to to), and returns once it is done and the cluster checks out. It may
+// run in a goroutine of its own: it reports failure as an error.
+func (c *ReplicatedCluster) Reshard(to string, n int) error {
+	cl := redis.NewClient(&redis.Options{Addr: to})
+	defer cl.Close()
+	id, err := cl.ClusterMyID(context.Background()).Result()
+	if err != nil {
+		return fmt.Errorf("node %s: CLUSTER MYID: %w", to, err)
+	}
+	if _, err := runRedisCLI("--cluster", "reshard", to, "--cluster-from", "all", "--cluster-to", id,
+		"--cluster-slots", strconv.Itoa(n), "--cluster-yes"); err != nil {
+		return err
+	}
+	return checkCluster(to)
+}
+
+// redisCLI runs redis-cli with args, and fails the test with its output
+// if it fails. It needs the redis-cli that .ci/services.sh installs.
+func redisCLI(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := runRedisCLI(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func runRedisCLI(args ...string) (string, error) {
+	bin, err := exec.LookPath("redis-cli")
+	if err != nil {
+		return "", fmt.Errorf("redis-cli is not on PATH (%s): %w", hint, err)
+	}
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("redis-cli %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
 }
 
 // Kill kills the node at addr with SIGKILL, as a crash would, and waits
@@ -230,11 +335,11 @@ func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster
 		nodes *= 2
 	}
 	c := &ReplicatedCluster{nodes: map[string]*RedisNode{}}
-	addrs := make([]string, nodes)
-	for i := range nodes {
+	c.start = func(t testing.TB) string {
+		t.Helper()
 		port := freePort(t)
-		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		nodeDir := filepath.Join(dir, strconv.Itoa(i))
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		nodeDir := filepath.Join(dir, strconv.Itoa(len(c.nodes)))
 		if err := os.Mkdir(nodeDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -247,8 +352,14 @@ func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster
 			args = append(args, "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
 				"--repl-diskless-sync-delay", "0")
 		}
-		c.nodes[addrs[i]] = startRedis(t, bin, nodeDir, "node "+addrs[i], args...)
-		c.nodes[addrs[i]].Addr = addrs[i]
+		n := startRedis(t, bin, nodeDir, "node "+addr, args...)
+		n.Addr = addr
+		c.nodes[addr] = n
+		return addr
+	}
+	addrs := make([]string, nodes)
+	for i := range nodes {
+		addrs[i] = c.start(t)
 	}
 	c.Masters, c.Replicas = addrs[:masters], addrs[masters:]
 
