@@ -375,10 +375,12 @@ func (a *Applier) checkPosition(ctx context.Context, ps *partitionState, topic s
 	if !ok || ps.saved && cur < ps.savedAt {
 		a.log.Error("the saved position of the partition went back: Redis lost state (a restart without persistence, or a failover to a replica that lags); replaying from what it holds",
 			"source", a.src.Name, "partition", p, "expected_offset", ps.savedAt, "found", ok, "found_offset", cur)
+		a.metrics.countReset(a.src.Name, resetWentBack)
 		return fmt.Errorf("%s/%d: the saved position went back from offset %d: %w", a.src.Name, p, ps.savedAt, ErrResumePartition)
 	}
 	a.log.Warn("the saved position of the partition moved on: another consumer applied it; resuming from there",
 		"source", a.src.Name, "partition", p, "found_offset", cur)
+	a.metrics.countReset(a.src.Name, resetMovedOn)
 	return fmt.Errorf("%s/%d: the saved position moved on to offset %d: %w", a.src.Name, p, cur, ErrResumePartition)
 }
 

@@ -20,6 +20,7 @@ type Metrics struct {
 	stalled   *prometheus.GaugeVec
 	lost      *prometheus.CounterVec
 	failures  *prometheus.CounterVec
+	resets    *prometheus.CounterVec
 
 	mu sync.Mutex // guards kept
 	// kept are the sources, and their views, of the registry version
@@ -81,8 +82,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "featurestore_ingest_apply_failures_total",
 			Help: "Failed attempts to apply a batch (Redis down or full, the dead-letter topic refusing letters, a hash that does not decode): the batch is retried with backoff, and its partition waits meanwhile.",
 		}, []string{"source"}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "featurestore_ingest_position_resets_total",
+			Help: "Partitions resumed because their saved position in Redis was not the one ingest saved last, by reason: went_back (Redis lost state: a restart without persistence, a failover to a replica that lagged; the events since are applied again) or moved_on (another consumer applied the partition meanwhile).",
+		}, []string{"source", "reason"}),
 	}
-	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness, m.stalled, m.lost, m.failures)
+	reg.MustRegister(m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness, m.stalled, m.lost, m.failures, m.resets)
 	return m
 }
 
@@ -111,6 +116,8 @@ func (m *Metrics) startSource(source string, views, offline []string, dedup bool
 		m.dedupCap.WithLabelValues(source)
 	}
 	m.failures.WithLabelValues(source)
+	m.resets.WithLabelValues(source, resetWentBack)
+	m.resets.WithLabelValues(source, resetMovedOn)
 	m.batch.WithLabelValues(source)
 	m.freshness.WithLabelValues(source)
 }
@@ -130,7 +137,7 @@ func (m *Metrics) retain(keep map[string][]string) {
 		if !ok {
 			l := prometheus.Labels{"source": src}
 			for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-				m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness, m.stalled, m.lost, m.failures} {
+				m.events, m.lag, m.dedupIDs, m.dedupCap, m.batch, m.freshness, m.stalled, m.lost, m.failures, m.resets} {
 				v.DeletePartialMatch(l)
 			}
 			continue
@@ -198,6 +205,20 @@ func (m *Metrics) setStalled(source string, partition int, stalled bool) {
 func (m *Metrics) countApplyFailure(source string) {
 	if m != nil {
 		m.failures.WithLabelValues(source).Inc()
+	}
+}
+
+// The reasons of featurestore_ingest_position_resets_total.
+const (
+	resetWentBack = "went_back"
+	resetMovedOn  = "moved_on"
+)
+
+// countReset counts a partition resumed for its saved position (reason
+// resetWentBack or resetMovedOn).
+func (m *Metrics) countReset(source, reason string) {
+	if m != nil {
+		m.resets.WithLabelValues(source, reason).Inc()
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/featurestore/featurestore/registry"
@@ -51,6 +53,7 @@ func TestPositionLostResumes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			a.SetMetrics(NewMetrics(prometheus.NewRegistry()))
 			if next, err := a.Resume(ctx, "txns", 0); err != nil || next != kafka.FirstOffset {
 				t.Fatalf("resume: %d, %v", next, err)
 			}
@@ -69,6 +72,9 @@ func TestPositionLostResumes(t *testing.T) {
 			err = a.Apply(ctx, "txns", 0, msgs(10, 20))
 			if !errors.Is(err, ErrResumePartition) {
 				t.Fatalf("batch after Redis lost state: %v, want ErrResumePartition", err)
+			}
+			if n := testutil.ToFloat64(a.metrics.resets.WithLabelValues("txns", resetWentBack)); n != 1 {
+				t.Errorf("position resets (went_back) counted %v, want 1", n)
 			}
 			// What the partition worker does then: resume, and read again.
 			next, err := a.Resume(ctx, "txns", 0)
