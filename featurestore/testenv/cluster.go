@@ -449,7 +449,13 @@ func startCluster(t testing.TB, masters int, replicated bool) *ReplicatedCluster
 // write of its own on the same connection): a replica listed as online
 // may not yet receive writes, for up to a second after a full sync.
 func WaitReplicated(ctx context.Context, addr string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr})
+	return waitReplicated(ctx, &redis.Options{Addr: addr})
+}
+
+// waitReplicated is WaitReplicated for the master that opts reach.
+func waitReplicated(ctx context.Context, opts *redis.Options) error {
+	addr := opts.Addr
+	c := redis.NewClient(opts)
 	defer c.Close()
 	conn := c.Conn()
 	defer conn.Close()

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -32,17 +34,62 @@ type SentinelRedis struct {
 // binary on a developer's machine.
 func RedisSentinel(t testing.TB) *SentinelRedis {
 	t.Helper()
+	return startSentinel(t, nil, nil)
+}
+
+// RedisSentinelTLS is RedisSentinel with every server speaking TLS only,
+// with the certificate and key of the given PEM files, trusting caFile:
+// clients, replication and the Sentinel's connections alike. Clients need
+// no certificate of their own.
+func RedisSentinelTLS(t testing.TB, certFile, keyFile, caFile string) *SentinelRedis {
+	t.Helper()
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("%s holds no PEM certificate", caFile)
+	}
+	return startSentinel(t, []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile,
+		"--tls-auth-clients", "no", "--tls-replication", "yes"}, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
+}
+
+// startSentinel starts the servers of RedisSentinel, on TLS ports only
+// with tlsArgs (a client's configuration tlsConf) when they are given.
+func startSentinel(t testing.TB, tlsArgs []string, tlsConf *tls.Config) *SentinelRedis {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: not starting Redis Sentinel")
 	}
 	bin := redisServer(t, "the Redis Sentinel test")
-	s := &SentinelRedis{Master: "featurestore-test"}
-	s.Primary = RedisOwnNode(t, "--repl-diskless-sync-delay", "0")
-	host, port, _ := net.SplitHostPort(s.Primary.Addr)
-	s.Replica = RedisOwnNode(t, "--repl-diskless-sync-delay", "0", "--replicaof", host, port)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := WaitReplicated(ctx, s.Primary.Addr); err != nil {
+	// listen returns the arguments of a server on port: plaintext, or
+	// TLS only.
+	listen := func(port int) []string {
+		if tlsArgs == nil {
+			return []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port)}
+		}
+		return append([]string{"--bind", "127.0.0.1", "--port", "0", "--tls-port", strconv.Itoa(port)}, tlsArgs...)
+	}
+	server := func(label string, args ...string) *RedisNode {
+		port := freePort(t)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		n := startRedis(t, bin, t.TempDir(), label+" "+addr, append(listen(port), args...)...)
+		n.Addr = addr
+		c := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: tlsConf})
+		defer c.Close()
+		if err := waitFor(ctx, func() error { return c.Ping(ctx).Err() }); err != nil {
+			t.Fatalf("%s %s does not answer: %v", label, addr, err)
+		}
+		return n
+	}
+	s := &SentinelRedis{Master: "featurestore-test"}
+	s.Primary = server("the master", "--repl-diskless-sync-delay", "0")
+	host, port, _ := net.SplitHostPort(s.Primary.Addr)
+	s.Replica = server("the replica", "--repl-diskless-sync-delay", "0", "--replicaof", host, port)
+	if err := waitReplicated(ctx, &redis.Options{Addr: s.Primary.Addr, TLSConfig: tlsConf}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -57,8 +104,8 @@ sentinel failover-timeout %[1]s 10000
 	}
 	sport := freePort(t)
 	s.Sentinel = net.JoinHostPort("127.0.0.1", strconv.Itoa(sport))
-	startRedis(t, bin, dir, "the Sentinel "+s.Sentinel, conf, "--sentinel", "--bind", "127.0.0.1", "--port", strconv.Itoa(sport)).Addr = s.Sentinel
-	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinel})
+	startRedis(t, bin, dir, "the Sentinel "+s.Sentinel, append([]string{conf, "--sentinel"}, listen(sport)...)...).Addr = s.Sentinel
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinel, TLSConfig: tlsConf})
 	defer sc.Close()
 	err = waitFor(ctx, func() error {
 		addr, err := sc.GetMasterAddrByName(ctx, s.Master).Result()
