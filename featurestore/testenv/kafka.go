@@ -53,11 +53,7 @@ func KafkaOwn(t testing.TB) *Kafka {
 	if err := k.configure(port, controller); err != nil {
 		t.Fatal(err)
 	}
-	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
-		t.Fatal(err)
-	}
-	format := k.java("kafka.tools.StorageTool", "format", "--cluster-id", base64.RawURLEncoding.EncodeToString(id),
+	format := k.java("kafka.tools.StorageTool", "format", "--cluster-id", kafkaClusterID(),
 		"--config", filepath.Join(k.dir, "server.properties"))
 	if out, err := format.CombinedOutput(); err != nil {
 		t.Fatalf("format the storage of a Kafka broker of the test's own: %v\n%s", err, out)
@@ -70,6 +66,20 @@ func KafkaOwn(t testing.TB) *Kafka {
 	})
 	k.Start()
 	return k
+}
+
+// kafkaClusterID returns a new KRaft cluster id: 16 random bytes in
+// URL-safe base64 without padding, as .ci/services.sh makes them, never
+// one that starts with '-', which the storage tool would read as an
+// option (one id in 64 did, failing the test that needed the broker).
+func kafkaClusterID() string {
+	for {
+		id := make([]byte, 16)
+		_, _ = rand.Read(id) // never fails (crypto/rand)
+		if s := base64.RawURLEncoding.EncodeToString(id); s[0] != '-' {
+			return s
+		}
+	}
 }
 
 // Brokers returns the broker's address, as KafkaBrokers does the shared

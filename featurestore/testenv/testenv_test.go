@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -287,5 +288,17 @@ func TestKafkaConsumerGroup(t *testing.T) {
 	}
 	if committed != total {
 		t.Errorf("committed offsets add up to %d, want %d", committed, total)
+	}
+}
+
+// TestKafkaClusterID: ids of 16 bytes in URL-safe base64, none starting
+// with '-' (which the storage tool takes for an option).
+func TestKafkaClusterID(t *testing.T) {
+	for range 2000 {
+		id := kafkaClusterID()
+		b, err := base64.RawURLEncoding.DecodeString(id)
+		if err != nil || len(b) != 16 || id[0] == '-' {
+			t.Fatalf("cluster id %q: %d bytes, %v", id, len(b), err)
+		}
 	}
 }
