@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,8 +88,7 @@ func (r *redisFlags) checkReplication(ctx context.Context, c redis.UniversalClie
 		return
 	}
 	_, cluster := c.(*redis.ClusterClient)
-	var mu sync.Mutex
-	replicated := 0
+	var replicated atomic.Int32 // primaries with replicas
 	_ = forEachPrimary(ctx, c, func(ctx context.Context, node *redis.Client) error {
 		info, err := node.Info(ctx, "replication").Result()
 		if err != nil {
@@ -100,15 +100,13 @@ func (r *redisFlags) checkReplication(ctx context.Context, c redis.UniversalClie
 				"addr", node.Options().Addr, "replicas", n, "redis_wait_replicas", r.replicas)
 		}
 		if n > 0 {
-			mu.Lock()
-			replicated++
-			mu.Unlock()
+			replicated.Add(1)
 		}
 		return nil
 	})
-	if cluster && r.replicas == 0 && replicated > 0 {
+	if cluster && r.replicas == 0 && replicated.Load() > 0 {
 		log.Warn("the masters of the Redis Cluster have replicas that writes do not wait for: a failover to one that lagged loses the last applied events for good; pass --redis-wait-replicas 1 (docs/operations.md)",
-			"masters_with_replicas", replicated)
+			"masters_with_replicas", replicated.Load())
 	}
 }
 

@@ -25,8 +25,8 @@ const DefaultReplicaTimeout = time.Second
 const replicaSyncTTL = time.Minute
 
 // waitReplicas waits until s.replicas replicas of every server that holds
-// one of updates' keys have every write that server had made: those of
-// the updates, whether this call or an earlier one wrote them (a retried
+// one of ops' keys have every write that server had made: those of the
+// updates, whether this call or an earlier one wrote them (a retried
 // batch whose first WAIT timed out finds its writes done and waits again).
 //
 // WAIT counts the acknowledgements of the calling connection's own last
@@ -36,7 +36,7 @@ const replicaSyncTTL = time.Minute
 // The servers are waited on in parallel. A Redis Cluster's servers are
 // found by the client's slot map; a key whose slot moved meanwhile fails
 // the wait with MOVED, and the caller's retry finds the new master.
-func (s *Store) waitReplicas(ctx context.Context, updates []Update) error {
+func (s *Store) waitReplicas(ctx context.Context, ops []op) error {
 	cc, isCluster := s.c.(*redis.ClusterClient)
 	if !isCluster {
 		return s.waitNode(ctx, s.c, "", 0)
@@ -47,8 +47,8 @@ func (s *Store) waitReplicas(ctx context.Context, updates []Update) error {
 	}
 	var nodes []node
 	seen := map[string]bool{}
-	for i := range updates {
-		name := updates[i].Key.Name()
+	for i := range ops {
+		name := ops[i].name
 		m, err := cc.MasterForKey(ctx, name)
 		if err != nil {
 			return fmt.Errorf("apply online state: find the master of %s to wait for its replicas: %w", name, err)

@@ -301,15 +301,16 @@ func (s *Store) Apply(ctx context.Context, updates []Update) error {
 	if len(updates) == 0 {
 		return nil
 	}
-	if err := s.apply(ctx, updates); err != nil || s.replicas <= 0 {
+	ops := make([]op, len(updates))
+	if err := s.apply(ctx, updates, ops); err != nil || s.replicas <= 0 {
 		return err
 	}
-	return s.waitReplicas(ctx, updates)
+	return s.waitReplicas(ctx, ops)
 }
 
-// apply is Apply without the wait for replicas.
-func (s *Store) apply(ctx context.Context, updates []Update) error {
-	ops := make([]op, len(updates))
+// apply is Apply without the wait for replicas, with ops[i] its working
+// state for updates[i].
+func (s *Store) apply(ctx context.Context, updates []Update, ops []op) error {
 	pending := make([]*op, 0, len(updates))
 	nread, maxFences, maxFields := 0, 0, 0
 	for i := range updates {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -75,6 +76,19 @@ func startRedis(t testing.TB, bin, dir, label string, args ...string) *RedisNode
 	return n
 }
 
+// awaitPing waits, 10 s at most, until the server answers PING, over TLS
+// with tlsConf when it is set, and fails the test otherwise.
+func (n *RedisNode) awaitPing(t testing.TB, tlsConf *tls.Config) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := redis.NewClient(&redis.Options{Addr: n.Addr, TLSConfig: tlsConf})
+	defer c.Close()
+	if err := waitFor(ctx, func() error { return c.Ping(ctx).Err() }); err != nil {
+		t.Fatalf("%s does not answer: %v", n.label, err)
+	}
+}
+
 // Kill kills the server with SIGKILL, as a crash would, and waits until it
 // has exited. It may be called more than once.
 func (n *RedisNode) Kill() {
@@ -136,13 +150,7 @@ func RedisOwnNode(t testing.TB, args ...string) *RedisNode {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	n := startRedis(t, bin, dir, "the redis-server "+addr, append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port)}, args...)...)
 	n.Addr = addr
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	if err := waitFor(ctx, func() error { return c.Ping(ctx).Err() }); err != nil {
-		t.Fatalf("the redis-server at %s does not answer: %v", addr, err)
-	}
+	n.awaitPing(t, nil)
 	return n
 }
 
@@ -203,13 +211,11 @@ type ReplicatedCluster struct {
 func (c *ReplicatedCluster) AddMaster(t testing.TB) string {
 	t.Helper()
 	addr := c.start(t)
+	c.nodes[addr].awaitPing(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cl := redis.NewClient(&redis.Options{Addr: addr})
 	defer cl.Close()
-	if err := waitFor(ctx, func() error { return cl.Ping(ctx).Err() }); err != nil {
-		t.Fatalf("node %s does not answer: %v", addr, err)
-	}
 	redisCLI(t, "--cluster", "add-node", addr, c.Masters[0])
 	id, err := cl.ClusterMyID(ctx).Result()
 	if err != nil {

@@ -78,11 +78,7 @@ func startSentinel(t testing.TB, tlsArgs []string, tlsConf *tls.Config) *Sentine
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		n := startRedis(t, bin, t.TempDir(), label+" "+addr, append(listen(port), args...)...)
 		n.Addr = addr
-		c := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: tlsConf})
-		defer c.Close()
-		if err := waitFor(ctx, func() error { return c.Ping(ctx).Err() }); err != nil {
-			t.Fatalf("%s %s does not answer: %v", label, addr, err)
-		}
+		n.awaitPing(t, tlsConf)
 		return n
 	}
 	s := &SentinelRedis{Master: "featurestore-test"}
