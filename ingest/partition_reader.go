@@ -453,8 +453,15 @@ func (r *partitionReader) add(rec *protocol.Record, hw int64, marker bool) ([]by
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s/%d: read the value at offset %d: %w", r.topic, r.partition, rec.Offset, err)
 	}
+	// A record without a timestamp (NO_TIMESTAMP, -1: old message formats,
+	// producers that send none) has the zero time, as kafka-go's Reader
+	// gives it (its makeTime); the protocol package gives 1969-12-31.
+	ts := rec.Time
+	if ts.UnixMilli() <= 0 {
+		ts = time.Time{}
+	}
 	m := kafka.Message{Topic: r.topic, Partition: r.partition, Offset: rec.Offset, HighWaterMark: hw,
-		Key: key, Value: value, Time: rec.Time}
+		Key: key, Value: value, Time: ts}
 	if marker {
 		m.WriterData = controlRecord{}
 	}
