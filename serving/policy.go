@@ -91,7 +91,7 @@ func (pol *policy) byToken(token string) *principal {
 	match := -1
 	for i := range pol.tokens {
 		h := &pol.tokens[i].sum
-		diff := sum[0] ^ h[0] | sum[1] ^ h[1] | sum[2] ^ h[2] | sum[3] ^ h[3]
+		diff := (sum[0] ^ h[0]) | (sum[1] ^ h[1]) | (sum[2] ^ h[2]) | (sum[3] ^ h[3]) // ^ and | share a precedence in Go
 		eq := subtle.ConstantTimeEq(int32(uint32(diff)|uint32(diff>>32)), 0)
 		match = subtle.ConstantTimeSelect(eq, i, match)
 	}

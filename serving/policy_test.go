@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"math/bits"
 	"net/url"
 	"os"
 	"slices"
@@ -256,5 +257,37 @@ func TestOperationsExamplePolicy(t *testing.T) {
 	}
 	if len(pol.principals) != 3 || len(pol.tokens) != 3 || len(pol.certs) != 2 {
 		t.Errorf("%d principals, %d tokens, %d certificate names", len(pol.principals), len(pol.tokens), len(pol.certs))
+	}
+}
+
+// TestTokenHashDiffersInOneWord: a token whose SHA-256 differs from a
+// listed one in one bit of its first 64-bit word does not authenticate.
+// byToken once computed sum[0]^h[0] | sum[1]^h[1] | ..., which Go reads left
+// to right (^ and | share a precedence), so the bits of the presented
+// hash's later words could mask a difference in an earlier one.
+func TestTokenHashDiffersInOneWord(t *testing.T) {
+	const token = "tok-near"
+	sum := sha256.Sum256([]byte(token))
+	w := hashWords(sum)
+	// A bit set in word 1 of the presented hash: flip it in word 0 of the
+	// listed hash.
+	bit := bits.TrailingZeros64(w[1])
+	listed := sum
+	listed[bit/8] ^= 1 << (bit % 8) // word 0 is bytes 0..7, little endian
+	if listed == sum {
+		t.Fatal("test setup: hashes equal")
+	}
+	pol, err := parsePolicy("policy.yaml", []byte(`
+principals:
+  - name: someone-else
+    token_sha256: [`+hex.EncodeToString(listed[:])+`]
+    grants:
+      - {project: payments, views: ["*"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := pol.byToken(token); p != nil {
+		t.Errorf("token whose SHA-256 %x is not in the policy authenticated as %q (policy lists %x)", sum, p.name, listed)
 	}
 }
