@@ -23,6 +23,10 @@ type csvColumn struct {
 	// notTime is the first value that is not a time, and its row.
 	notTime    string
 	notTimeRow int64
+	// day is the first time that is a day alone (2026-11-26), which Arrow
+	// reads as midnight UTC, and its row.
+	day    string
+	dayRow int64
 }
 
 // see records value v of row (from 1).
@@ -70,6 +74,11 @@ func (c *csvColumn) see(v string, row int64) {
 	}
 	if !c.isTimeUS && !c.isTimeNano && c.notTime == "" {
 		c.notTime, c.notTimeRow = v, row
+	}
+	// A time of 10 characters has no time of day (TimestampFromString
+	// takes YYYY-MM-DD and longer forms only).
+	if (c.isTimeUS || c.isTimeNano) && len(v) == len("2006-01-02") && c.day == "" {
+		c.day, c.dayRow = v, row
 	}
 }
 
@@ -230,6 +239,11 @@ func inferCSV(path string, fixed, empty map[string]arrow.DataType) (*arrow.Schem
 		case t != nil:
 		case !cols[i].any && empty[n] != nil:
 			t = empty[n]
+		case empty[n] != nil && cols[i].day != "" && (cols[i].isTimeUS || cols[i].isTimeNano):
+			// The timestamp column: a day read as its midnight UTC would
+			// hide the day's events from a label known at its end, as a
+			// date32 or date64 column would (readEntityTable refuses those).
+			return nil, 0, fmt.Errorf("%s: row %d: column %q: %q is a day and not an instant: give each row the instant up to which it may see events, such as 2026-11-26T23:59:59.999Z for a label known at the day's end (a day alone would read as midnight UTC, which sees none of that day's events)", path, cols[i].dayRow, n, cols[i].day)
 		case empty[n] != nil && cols[i].mixedTimes():
 			// The timestamp column (the one empty types): read as utf8,
 			// it would fail with a message that does not say why.

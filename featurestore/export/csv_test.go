@@ -183,6 +183,10 @@ func TestCSVBadValues(t *testing.T) {
 			`rows.csv: row 2: column "event_timestamp": "11/27/2026 23:55" is not a time (like 2026-11-26T10:00:00Z or 2026-11-26 10:00:00.123), nor are all the column's values int64 Unix milliseconds`},
 		{"times with and without an offset", "by_shop:n_2m", "shop_id,event_timestamp\n4,2026-11-26T10:00:00Z\n4,2026-11-26 10:00:00\n",
 			`rows.csv: column "event_timestamp" mixes times with a zone offset and times without one: give every time an offset (2026-11-26T10:00:00Z) or none (2026-11-26 10:00:00, read as UTC)`},
+		// A day is not an instant, as in a date32 column; a day in a label
+		// column is read as a timestamp, as before.
+		{"a day", "by_shop:n_2m", "shop_id,signup,event_timestamp\n4,2026-11-01,2026-11-26 10:00:00\n4,2026-11-02,2026-11-27\n",
+			`rows.csv: row 2: column "event_timestamp": "2026-11-27" is a day and not an instant: give each row the instant up to which it may see events, such as 2026-11-26T23:59:59.999Z for a label known at the day's end (a day alone would read as midnight UTC, which sees none of that day's events)`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
