@@ -27,6 +27,12 @@ type csvColumn struct {
 	// reads as midnight UTC, and its row.
 	day    string
 	dayRow int64
+	// timestamp marks the entity table's timestamp column; anInt and aTime
+	// are its first integer and first time, and their rows: a column of
+	// both mixes two kinds of time.
+	timestamp          bool
+	anInt, aTime       string
+	anIntRow, aTimeRow int64
 }
 
 // see records value v of row (from 1).
@@ -74,6 +80,15 @@ func (c *csvColumn) see(v string, row int64) {
 	}
 	if !c.isTimeUS && !c.isTimeNano && c.notTime == "" {
 		c.notTime, c.notTimeRow = v, row
+	}
+	if c.timestamp && (c.anInt == "" || c.aTime == "") {
+		if _, err := strconv.ParseInt(v, 10, 64); err == nil {
+			if c.anInt == "" {
+				c.anInt, c.anIntRow = v, row
+			}
+		} else if _, _, err := arrow.TimestampFromStringInLocation(v, arrow.Nanosecond, time.UTC); err == nil && c.aTime == "" {
+			c.aTime, c.aTimeRow = v, row
+		}
 	}
 	// A time of 10 characters has no time of day (TimestampFromString
 	// takes YYYY-MM-DD and longer forms only).
@@ -209,6 +224,9 @@ func inferCSV(path string, fixed, empty map[string]arrow.DataType) (*arrow.Schem
 		seen[n] = true
 	}
 	cols := make([]csvColumn, len(names))
+	for i, n := range names {
+		cols[i].timestamp = empty[n] != nil
+	}
 	var rows int64
 	for {
 		rec, err := r.Read()
@@ -250,6 +268,9 @@ func inferCSV(path string, fixed, empty map[string]arrow.DataType) (*arrow.Schem
 			return nil, 0, fmt.Errorf("%s: column %q mixes times with a zone offset and times without one: give every time an offset (2026-11-26T10:00:00Z) or none (2026-11-26 10:00:00, read as UTC)", path, n)
 		default:
 			t = cols[i].typ()
+			if c := &cols[i]; empty[n] != nil && t.ID() == arrow.STRING && c.anInt != "" && c.aTime != "" {
+				return nil, 0, fmt.Errorf("%s: column %q mixes int64 Unix milliseconds (row %d: %s) and times (row %d: %q): give every row one or the other", path, n, c.anIntRow, c.anInt, c.aTimeRow, c.aTime)
+			}
 			if empty[n] != nil && t.ID() == arrow.STRING && cols[i].notTime != "" {
 				return nil, 0, fmt.Errorf("%s: row %d: column %q: %q is not a time (like 2026-11-26T10:00:00Z or 2026-11-26 10:00:00.123), nor are all the column's values int64 Unix milliseconds", path, cols[i].notTimeRow, n, cols[i].notTime)
 			}
