@@ -246,7 +246,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, ctx, path string, rec ma
 			d.fail(n, where, "expected true or false, got %s", describeNode(n))
 			return false
 		}
-		b, _ := strconv.ParseBool(strings.ToLower(n.Value))
+		// An explicit tag (!!bool yes) passes the check above with any
+		// value.
+		b, err := strconv.ParseBool(strings.ToLower(n.Value))
+		if err != nil {
+			d.fail(n, where, "expected true or false, got %q", n.Value)
+			return false
+		}
 		v.SetBool(b)
 		return true
 	case reflect.Int, reflect.Int64:
@@ -323,6 +329,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, ctx, path string, rec ma
 				continue
 			}
 			seen[k.Value] = k
+			if rec != nil {
+				rec[keyField(path+"."+k.Value)] = d.pos(k)
+			}
 			ev := reflect.New(t.Elem()).Elem()
 			if d.decode(val, ev, ctx, path+"."+k.Value, rec) {
 				m.SetMapIndex(reflect.ValueOf(k.Value).Convert(t.Key()), ev)
@@ -370,12 +379,22 @@ func mappingName(n *yaml.Node) string {
 // decodeStruct fills the struct v from the mapping n. Keys in skip are
 // accepted and ignored (the document's kind).
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, ctx string, skip map[string]bool) bool {
-	if n.Kind != yaml.MappingNode {
-		d.fail(n, ctx, "expected a mapping, got %s", describeNode(n))
-		return false
-	}
 	t := v.Type()
 	fields := structFields(t)
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, ctx, "expected a mapping, got %s", describeNode(n))
+		// The empty object still takes part in the checks (a feature of
+		// its view, say): it is where the value was, and every field of
+		// it failed, so that no check reports it again.
+		if ps, isPS := v.Addr().Interface().(posSetter); isPS {
+			bad := make(map[string]bool, len(fields))
+			for _, f := range fields {
+				bad[f.name] = true
+			}
+			ps.setPos(d.pos(n), nil, bad)
+		}
+		return false
+	}
 	byName := make(map[string]fieldInfo, len(fields))
 	for _, f := range fields {
 		byName[f.name] = f

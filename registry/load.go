@@ -96,28 +96,45 @@ type document struct {
 	obj  any
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var (
+	yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	// unknownAnchorRE matches the parser's error for an alias of no
+	// anchor, which has no line.
+	unknownAnchorRE = regexp.MustCompile(`^yaml: unknown anchor '(.*)' referenced$`)
+	// characterErrorRE matches the parser's errors about a character that
+	// badCharacter finds too.
+	characterErrorRE = regexp.MustCompile(`tab|control character|UTF-8|cannot start any token`)
+)
 
 // badCharacter finds the first character that YAML refuses wherever it is:
 // a byte that is not UTF-8, a control character, or a tab in the
 // indentation of a line. The parser reports these at the line of the
 // construct around them, without a column; here the position is exact
 // (the column counts characters from 1).
-func badCharacter(data []byte) (Pos, string, bool) {
+//
+// It reports the first such character on line from or after it. A tab after
+// leading spaces is valid inside a block scalar, so the one it finds is
+// only the cause of a parse error on the parser's line or after it, or when
+// the parser's message is about a character.
+func badCharacter(data []byte, from int) (Pos, string, bool) {
 	line, col, indent := 1, 1, true
 	for i := 0; i < len(data); {
 		r, n := utf8.DecodeRune(data[i:])
+		msg := ""
 		switch {
 		case r == utf8.RuneError && n == 1:
-			return Pos{Line: line, Col: col}, fmt.Sprintf("byte 0x%02x is not UTF-8", data[i]), true
+			msg = fmt.Sprintf("byte 0x%02x is not UTF-8", data[i])
 		case r == '\n':
 			line, col, indent = line+1, 0, true
 		case r == '\t' && indent:
-			return Pos{Line: line, Col: col}, "a tab in the indentation (YAML indents with spaces)", true
+			msg = "a tab in the indentation (YAML indents with spaces)"
 		case r != '\t' && r != '\r' && (r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == 0xfeff && i > 0):
-			return Pos{Line: line, Col: col}, fmt.Sprintf("control character U+%04X", r), true
+			msg = fmt.Sprintf("control character U+%04X", r)
 		case r != ' ':
 			indent = false
+		}
+		if msg != "" && line >= from {
+			return Pos{Line: line, Col: col}, msg, true
 		}
 		i += n
 		col++
@@ -125,11 +142,56 @@ func badCharacter(data []byte) (Pos, string, bool) {
 	return Pos{}, "", false
 }
 
+// aliasPos finds where the alias *name is used, on line from or after it:
+// the parser reports an alias of no anchor without a position.
+func aliasPos(data []byte, name string, from int) (Pos, bool) {
+	for i, text := range strings.Split(string(data), "\n") {
+		if i+1 < from {
+			continue
+		}
+		for at := 0; ; {
+			j := strings.Index(text[at:], "*"+name)
+			if j < 0 {
+				break
+			}
+			j += at
+			end := j + 1 + len(name)
+			// A token of its own: after a space or flow indicator, and
+			// ending at one (or the end of the line).
+			before := j == 0 || strings.ContainsRune(" \t[{,:-", rune(text[j-1]))
+			after := end == len(text) || strings.ContainsRune(" \t]},\r", rune(text[end]))
+			if before && after {
+				return Pos{Line: i + 1, Col: utf8.RuneCountInString(text[:j]) + 1}, true
+			}
+			at = j + 1
+		}
+	}
+	return Pos{}, false
+}
+
+// lastLine returns the last line of the node n and what it contains, or a
+// line before it: it is a lower bound.
+func lastLine(n *yaml.Node) int {
+	last := n.Line
+	if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		// A block scalar's lines are below its indicator, at least one
+		// for each line break in its value.
+		last += strings.Count(n.Value, "\n")
+	}
+	for _, c := range n.Content {
+		last = max(last, lastLine(c))
+	}
+	return last
+}
+
 // parseFile decodes the documents of one file, recording every problem.
 func parseFile(name string, data []byte, e *errs) []document {
 	d := &decoder{file: name, errs: e}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var out []document
+	// docStart is a line at or before the start of the document being
+	// decoded: after the end of those decoded before.
+	docStart := 1
 	for {
 		var root yaml.Node
 		err := dec.Decode(&root)
@@ -137,21 +199,36 @@ func parseFile(name string, data []byte, e *errs) []document {
 			return out
 		}
 		if err != nil {
-			if pos, msg, ok := badCharacter(data); ok {
-				pos.File = name
-				e.add(pos, "invalid YAML: %s", msg)
-				return out
-			}
-			line, msg := 1, strings.TrimPrefix(err.Error(), "yaml: ")
+			line, msg := 0, strings.TrimPrefix(err.Error(), "yaml: ")
 			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
 				line, _ = strconv.Atoi(m[1])
 				msg = m[2]
 			}
+			pos, char, ok := Pos{}, "", false
+			if line > 0 {
+				pos, char, ok = badCharacter(data, line)
+			}
+			if !ok && characterErrorRE.MatchString(msg) {
+				pos, char, ok = badCharacter(data, docStart)
+			}
+			if ok {
+				pos.File = name
+				e.add(pos, "invalid YAML: %s", char)
+				return out
+			}
+			if m := unknownAnchorRE.FindStringSubmatch(err.Error()); m != nil {
+				if pos, ok := aliasPos(data, m[1], docStart); ok {
+					pos.File = name
+					e.add(pos, "invalid YAML: unknown anchor %q (an alias *%s repeats the value marked &%s before it)", m[1], m[1], m[1])
+					return out
+				}
+			}
 			// The parser gives the line where it noticed the problem, often
 			// the start of the construct around it, and no column.
-			e.add(Pos{File: name, Line: line, Col: 1}, "invalid YAML at or after this line: %s", msg)
+			e.add(Pos{File: name, Line: max(line, 1), Col: 1}, "invalid YAML at or after this line: %s", msg)
 			return out
 		}
+		docStart = max(docStart, lastLine(&root)+1)
 		if len(root.Content) == 0 {
 			continue // an empty document, as after a trailing ---
 		}

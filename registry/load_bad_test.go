@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -97,6 +99,15 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/source.bad.yaml:55:12: source "s15": keys.card_id: empty field path`,
 			`testdata/source.bad.yaml:56:18: source "s15": max_future_skew must be positive (the default is 5m)`,
 			`testdata/source.bad.yaml:57:16: source "s15": dedup_max_ids must be from 1 to 100000000, got 0 (the default is 1000000)`,
+			`testdata/source.bad.yaml:64:10: source "s16": kafka: invalid topic name "." (Kafka refuses "." and "..")`,
+			`testdata/source.bad.yaml:65:13: source "s16": kafka: invalid broker "localhost:abc": port "abc" is not a number from 1 to 65535`,
+			`testdata/source.bad.yaml:65:30: source "s16": kafka: invalid broker "localhost:99999": port "99999" is not a number from 1 to 65535`,
+			`testdata/source.bad.yaml:65:49: source "s16": kafka: invalid broker ":9092": expected host:port, with a host before the colon`,
+			`testdata/source.bad.yaml:65:58: source "s16": kafka: invalid broker "localhost:-1": port "-1" is not a number from 1 to 65535`,
+			`testdata/source.bad.yaml:66:22: source "s16": kafka: invalid topic name ".." (Kafka refuses "." and "..")`,
+			`testdata/source.bad.yaml:70:3: source "s16": keys: join key: invalid name "card-id": use letters, digits and _, starting with a letter or _, at most 63 characters`,
+			`testdata/source.bad.yaml:71:19: source "s16": allowed_lateness 366d is more than 365d`,
+			`testdata/source.bad.yaml:72:18: source "s16": max_future_skew 106751d is more than 365d`,
 		}},
 		{"syntax.bad.yaml", []string{
 			`testdata/syntax.bad.yaml:4:1: invalid YAML at or after this line: found unexpected end of stream`,
@@ -105,8 +116,8 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/on_demand.bad.yaml:5:6: on-demand feature view "risk": input "m": feature view "card_stats" has no feature "n_2h" (did you mean "n_1h"?)`,
 			`testdata/on_demand.bad.yaml:6:6: on-demand feature view "risk": input "o": unknown feature view "other"`,
 			`testdata/on_demand.bad.yaml:7:6: on-demand feature view "risk": input "p": name one feature, not "card_stats:*"`,
-			`testdata/on_demand.bad.yaml:8:8: on-demand feature view "risk": input "len": "len" is a word of the expression language`,
-			`testdata/on_demand.bad.yaml:11:6: on-demand feature view "risk": request field "n": an input has the same name`,
+			`testdata/on_demand.bad.yaml:8:3: on-demand feature view "risk": input "len": "len" is a word of the expression language`,
+			`testdata/on_demand.bad.yaml:11:3: on-demand feature view "risk": request field "n": an input has the same name`,
 			`testdata/on_demand.bad.yaml:12:7: on-demand feature view "risk": request field "xs": type double_list: use string, int64, double or bool`,
 			`testdata/on_demand.bad.yaml:17:11: on-demand feature view "risk": feature "a" defined twice (first at testdata/on_demand.bad.yaml:14:11)`,
 			`testdata/on_demand.bad.yaml:18:11: on-demand feature view "risk": feature "a": type string_list: use string, int64, double or bool`,
@@ -223,5 +234,214 @@ func TestAliasExpansionLimit(t *testing.T) {
 	}
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 32<<20 {
 		t.Errorf("loading allocated %d MB", alloc>>20)
+	}
+}
+
+// loadWithBase loads doc, as d.yaml, next to the valid base definitions.
+func loadWithBase(t *testing.T, doc string) (*Registry, error) {
+	t.Helper()
+	base := readFile(t, "testdata/base/base.yaml")
+	return LoadFiles(map[string][]byte{"testdata/base/base.yaml": base, "d.yaml": []byte(doc)})
+}
+
+func errorList(t *testing.T, err error) ErrorList {
+	t.Helper()
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("got %T %v, want an ErrorList", err, err)
+	}
+	return list
+}
+
+// TestNonMappingFeatureHasPosition: a feature list element that is not a
+// mapping (a scalar, or an empty "-") is reported at its position, and the
+// empty feature it leaves is not reported again, without a position.
+func TestNonMappingFeatureHasPosition(t *testing.T) {
+	for _, elem := range []string{"foo", "42", ""} {
+		t.Run(fmt.Sprintf("%q", elem), func(t *testing.T) {
+			doc := "kind: FeatureView\nname: v2\nentity: card\nsource: txns\nfeatures:\n  - " + elem + "\n  - {name: ok, aggregation: count, window: 1h}\n"
+			_, err := loadWithBase(t, doc)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			list := errorList(t, err)
+			for _, e := range list {
+				if e.Pos.File == "" || e.Pos.Line == 0 {
+					t.Errorf("error without a position: %q", e.Error())
+				}
+			}
+			if len(list) != 1 || list[0].Pos.Line != 6 || !strings.Contains(list[0].Msg, "expected a mapping") {
+				t.Errorf("got %v, want one error at d.yaml:6: expected a mapping", err)
+			}
+		})
+	}
+}
+
+// TestUnknownAnchorLine: the parser reports an alias of no anchor without
+// a line; the error is at the alias.
+func TestUnknownAnchorLine(t *testing.T) {
+	for _, doc := range []string{
+		"kind: Entity\nname: e2\ndescription: x\njoin_keys:\n  - name: a\n    type: string\n  - name: b\n    type: *nope\n",
+		// Text like an alias in an earlier document is not the alias.
+		"kind: Entity\nname: e1\ndescription: see *nope\njoin_keys: [{name: a, type: string}]\n---\n" +
+			"kind: Entity\nname: e2\njoin_keys: [{name: a, type: string}]\n---\nkind: Entity\nname: e3\njoin_keys: [{name: *nope, type: string}]\n",
+	} {
+		_, err := LoadFiles(map[string][]byte{"d.yaml": []byte(doc)})
+		list := errorList(t, err)
+		want := strings.Count(doc, "\n") // the failing *nope is on the last line
+		if len(list) != 1 || list[0].Pos.Line != want || !strings.Contains(list[0].Msg, `unknown anchor "nope"`) {
+			t.Errorf("%q: got %v, want one error at d.yaml:%d (where *nope is)", doc, err, want)
+		}
+	}
+}
+
+// TestTabInBlockScalarDoesNotHideSyntaxError: a tab after leading spaces
+// is valid in a block scalar, and must not be reported in place of a
+// syntax error later in the file.
+func TestTabInBlockScalarDoesNotHideSyntaxError(t *testing.T) {
+	valid := "kind: Entity\nname: e2\ndescription: |\n  first line\n  \tindented with a tab: valid in a block scalar\njoin_keys:\n  - name: a\n    type: string\n"
+	if _, err := LoadFiles(map[string][]byte{"d.yaml": []byte(valid)}); err != nil {
+		t.Fatalf("the first document alone must be valid: %v", err)
+	}
+	doc := valid + "---\nkind: Entity\nname: e3\njoin_keys: [ {name: a, type: string}\n"
+	_, err := LoadFiles(map[string][]byte{"d.yaml": []byte(doc)})
+	list := errorList(t, err)
+	if len(list) != 1 || list[0].Pos.Line < 10 || strings.Contains(list[0].Msg, "tab") {
+		t.Errorf("got %v, want the syntax error of the second document (line 12 or so), not the valid tab at 5:3", err)
+	}
+}
+
+// TestExplicitBoolTag: an explicit !!bool tag takes any value past the
+// parser; one that is not a boolean is an error, not false.
+func TestExplicitBoolTag(t *testing.T) {
+	doc := "kind: FeatureView\nname: v2\nentity: card\nsource: txns\nonline: !!bool yes\nfeatures: [{name: n, aggregation: count, window: 1h}]\n"
+	r, err := loadWithBase(t, doc)
+	if err == nil {
+		t.Fatalf("accepted, online: %v", r.View("v2").IsOnline())
+	}
+	if want := `d.yaml:5:9: feature view "v2": online: expected true or false, got "yes"`; err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}
+
+// TestMapKeyErrorsPointAtKey: errors about a map key (a join key name in a
+// source's keys, a field path in its fields, an on-demand variable name)
+// point at the key, not at its value.
+func TestMapKeyErrorsPointAtKey(t *testing.T) {
+	doc := `kind: Source
+name: s2
+kafka: {topic: t2}
+timestamp: {field: ts}
+keys:
+  card-id:       card.id
+fields:
+  bad..path:      double
+allowed_lateness: 0s
+---
+kind: OnDemandFeatureView
+name: od
+inputs:
+  not-a-var:     card_stats:n_1h
+features:
+  - name: f
+    type: int64
+    expression: "1"
+`
+	_, err := loadWithBase(t, doc)
+	n := 0
+	for _, e := range errorList(t, err) {
+		if e.Pos.File == "d.yaml" {
+			n++
+			if e.Pos.Col != 3 {
+				t.Errorf("error about a key at column %d, want 3 (where the key is): %s", e.Pos.Col, e.Error())
+			}
+		}
+	}
+	if n != 3 {
+		t.Errorf("got %v, want three errors in d.yaml", err)
+	}
+}
+
+// TestBrokerAddress: brokers are host:port, with a host and a port from 1
+// to 65535, and fail at load rather than when ingest dials them.
+func TestBrokerAddress(t *testing.T) {
+	for _, c := range []struct {
+		broker string
+		valid  bool
+	}{
+		{"localhost:9092", true},
+		{"[::1]:9092", true},
+		{"kafka-1.example.com:65535", true},
+		{"localhost:abc", false},
+		{"localhost:99999", false},
+		{"localhost:65536", false},
+		{"localhost:0", false},
+		{"localhost:-1", false},
+		{"localhost:+1", false},
+		{":9092", false},
+		{"[]:9092", false},
+		{"localhost", false},
+		{"localhost:", false},
+	} {
+		doc := "kind: Source\nname: s2\nkafka: {topic: t2, brokers: [\"" + c.broker + "\"]}\ntimestamp: {field: ts}\nkeys: {card_id: c}\nallowed_lateness: 0s\n"
+		if _, err := loadWithBase(t, doc); (err == nil) != c.valid {
+			t.Errorf("broker %q: got %v, want valid %v", c.broker, err, c.valid)
+		}
+	}
+}
+
+// TestTopicDotNames: Kafka refuses the topic names "." and ".."
+// (kafka.common.internals.Topic.validate), which topicRE matches.
+func TestTopicDotNames(t *testing.T) {
+	for _, topic := range []string{".", ".."} {
+		for _, kafka := range []string{"{topic: \"" + topic + "\"}", "{topic: t2, dead_letter_topic: \"" + topic + "\"}"} {
+			doc := "kind: Source\nname: s2\nkafka: " + kafka + "\ntimestamp: {field: ts}\nkeys: {card_id: c}\nallowed_lateness: 0s\n"
+			if _, err := loadWithBase(t, doc); err == nil {
+				t.Errorf("kafka %s accepted; Kafka refuses it", kafka)
+			}
+		}
+	}
+	doc := "kind: Source\nname: s2\nkafka: {topic: ...}\ntimestamp: {field: ts}\nkeys: {card_id: c}\nallowed_lateness: 0s\n"
+	if _, err := loadWithBase(t, doc); err != nil {
+		t.Errorf("topic ... refused: %v", err)
+	}
+}
+
+// TestSelfReferentialAlias: a node that contains an alias of itself
+// (&a [*a]) is refused by the alias limit, with a position, instead of
+// sending the decoder into endless recursion.
+func TestSelfReferentialAlias(t *testing.T) {
+	for _, doc := range []string{
+		"kind: Entity\nname: e2\njoin_keys: &a [*a]\n",
+		"kind: Entity\nname: e2\ndescription: &a {x: *a}\njoin_keys: [{name: a, type: string}]\n",
+	} {
+		_, err := LoadFiles(map[string][]byte{"d.yaml": []byte(doc)})
+		list := errorList(t, err)
+		if len(list) != 1 || list[0].Pos.Line != 3 || !strings.Contains(list[0].Msg, "aliases expand") {
+			t.Errorf("%q: got %v", doc, err)
+		}
+	}
+}
+
+// TestReachDoesNotOverflow: allowed_lateness and max_future_skew are
+// bounded, so that Source.Reach (their sum), which sizes each view's ring
+// of tiles online, cannot overflow to a negative duration.
+func TestReachDoesNotOverflow(t *testing.T) {
+	source := func(lateness, skew string) string {
+		return "kind: Source\nname: s2\nkafka: {topic: t2}\ntimestamp: {field: ts}\nkeys: {card_id: c}\nallowed_lateness: " + lateness + "\nmax_future_skew: " + skew + "\n"
+	}
+	r, err := loadWithBase(t, source("106751d", "1d"))
+	if err == nil {
+		t.Fatalf("accepted, and Reach() = %v", r.Source("s2").Reach())
+	}
+	if _, err := loadWithBase(t, source("1d", "106751d")); err == nil {
+		t.Error("max_future_skew 106751d accepted")
+	}
+	r, err = loadWithBase(t, source("365d", "365d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Source("s2").Reach(); got != 730*Day {
+		t.Errorf("Reach() = %v, want 730d", got)
 	}
 }

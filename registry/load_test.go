@@ -261,3 +261,29 @@ func BenchmarkLoadExamples(b *testing.B) {
 		}
 	}
 }
+
+// TestFromJSONNull: a null element of a list of objects in a snapshot is
+// an error, not a nil pointer that the checks dereference.
+func TestFromJSONNull(t *testing.T) {
+	for _, j := range []string{
+		`{"entities":[null]}`,
+		`{"sources":[null]}`,
+		`{"feature_views":[null]}`,
+		`{"feature_views":[{"name":"v","entity":"e","source":"s","features":[null]}]}`,
+		`{"feature_views":[{"name":"v","entity":"e","source":"s","features":[{"name":"f","aggregation":"count","window":"1h","filter":[null]}]}]}`,
+		`{"feature_services":[null]}`,
+		`{"on_demand_feature_views":[null]}`,
+		`{"on_demand_feature_views":[{"name":"o","inputs":{"a":"v:f"},"features":[null]}]}`,
+	} {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("FromJSON(%s) panics: %v", j, p)
+				}
+			}()
+			if _, err := FromJSON([]byte(j)); err == nil || !strings.Contains(err.Error(), "is null") {
+				t.Errorf("FromJSON(%s): got %v, want an error about the null", j, err)
+			}
+		}()
+	}
+}

@@ -41,6 +41,19 @@ func (m *meta) failed(fields ...string) bool {
 	return false
 }
 
+// keyField is the field map entry of the key of the map entry path, as
+// decode records it: field names have no spaces, so no value's path is one.
+func keyField(path string) string { return "key " + path }
+
+// keyPosOf returns where the key of the map entry path (keys.card_id) was
+// written, for errors about the key rather than its value.
+func (m *meta) keyPosOf(path string) Pos {
+	if p, ok := m.fields[keyField(path)]; ok {
+		return p
+	}
+	return m.PosOf(path)
+}
+
 // Pos returns where the object was defined.
 func (m *meta) Pos() Pos { return m.pos }
 
@@ -81,8 +94,8 @@ type Source struct {
 	Fields          map[string]ValueType `yaml:"fields" json:"fields,omitempty" doc:"Event fields that features read, with their types (dot-separated paths for nested fields)."`
 	EventIDField    string               `yaml:"event_id_field" json:"event_id_field,omitempty" doc:"Field with a unique event id (a string or a number). When set, an event with the id and the event time of an earlier event of the same partition still remembered (within the allowed lateness, at most dedup_max_ids of them; in a backfill file, the dedup_max_ids rows with an id before it) is dropped as a duplicate (result duplicate_id): the same event produced twice. Redelivered Kafka messages count once either way (offset fences)."`
 	DedupMaxIDs     int                  `yaml:"dedup_max_ids" json:"dedup_max_ids,omitempty" default:"1000000" doc:"With event_id_field: the most events ingest remembers for dedup per partition, which bounds its memory (150 to 185 bytes of live heap plus the id each). When more events fall within the allowed lateness, the oldest remembered (by offset) are forgotten, so a copy arriving after more than this many newer events of its partition counts again. Replays and restarts decide the same either way. 1 to 100000000."`
-	AllowedLateness Duration             `yaml:"allowed_lateness" json:"allowed_lateness" required:"true" missing:" (it was 0s when left out, before it was required: write 0s to keep rejecting every event older than the newest of its partition, or the disorder of your producers, such as 5m)" doc:"How far behind the newest event time of its Kafka partition (of any entity: events of several producers or keys interleave) an event may be and still be accepted; an older one is rejected as late. Required, so that no source rejects events out of order by a default: 0s accepts none, a few minutes suit most streams (5m in the examples)."`
-	MaxFutureSkew   Duration             `yaml:"max_future_skew" json:"max_future_skew" default:"5m" doc:"How far an event's time may be ahead of its Kafka message's timestamp (the producer's CreateTime, even on a topic of LogAppendTime, which the Kafka client ingest uses does not read; for a backfill from files: of the backfill's clock) and still be accepted. A later event is rejected (reason future), so that one event from a wrong clock cannot move the partition's newest event time ahead and make the events after it late. An accepted event ahead of the clock is served as soon as it is applied by last values and lifetime aggregates, and by windows once the clock is in its tile (the interval a response reports still ends at the read time), though exports count it only from its event time on, and each view's ring of tiles in Redis holds this much more (memory of busy entities of views with small tiles grows with it): keep it small. Must be positive."`
+	AllowedLateness Duration             `yaml:"allowed_lateness" json:"allowed_lateness" required:"true" missing:" (it was 0s when left out, before it was required: write 0s to keep rejecting every event older than the newest of its partition, or the disorder of your producers, such as 5m)" doc:"How far behind the newest event time of its Kafka partition (of any entity: events of several producers or keys interleave) an event may be and still be accepted; an older one is rejected as late. Required, so that no source rejects events out of order by a default: 0s accepts none, a few minutes suit most streams (5m in the examples). At most 365d."`
+	MaxFutureSkew   Duration             `yaml:"max_future_skew" json:"max_future_skew" default:"5m" doc:"How far an event's time may be ahead of its Kafka message's timestamp (the producer's CreateTime, even on a topic of LogAppendTime, which the Kafka client ingest uses does not read; for a backfill from files: of the backfill's clock) and still be accepted. A later event is rejected (reason future), so that one event from a wrong clock cannot move the partition's newest event time ahead and make the events after it late. An accepted event ahead of the clock is served as soon as it is applied by last values and lifetime aggregates, and by windows once the clock is in its tile (the interval a response reports still ends at the read time), though exports count it only from its event time on, and each view's ring of tiles in Redis holds this much more (memory of busy entities of views with small tiles grows with it): keep it small. Must be positive, and at most 365d."`
 }
 
 // MaxDedupIDs returns the source's DedupMaxIDs, DefaultDedupMaxIDs when it
@@ -116,7 +129,7 @@ func (o *Source) Reach() time.Duration {
 type Kafka struct {
 	meta            `json:"-"`
 	Topic           string   `yaml:"topic" json:"topic" required:"true" doc:"Topic to consume. It must exist: ingest creates no topic, and waits for a missing one."`
-	Brokers         []string `yaml:"brokers" json:"brokers,omitempty" doc:"Bootstrap brokers (host:port). Leave empty to use a named connection."`
+	Brokers         []string `yaml:"brokers" json:"brokers,omitempty" doc:"Bootstrap brokers (host:port, the port from 1 to 65535; an IPv6 host in brackets). Leave empty to use a named connection."`
 	Connection      string   `yaml:"connection" json:"connection,omitempty" default:"default" doc:"Named connection, resolved to brokers by the process that reads the source, so that one set of definitions serves several environments. Not allowed together with brokers."`
 	DeadLetterTopic string   `yaml:"dead_letter_topic" json:"dead_letter_topic,omitempty" doc:"Topic that receives events that cannot be used, with the reason and original position in headers. Create it beforehand, with the replication it needs: ingest warns when it does not exist; brokers that create topics create it at the first letter, and elsewhere the partition of the first rejected event stops until it exists."`
 }

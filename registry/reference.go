@@ -439,7 +439,8 @@ func writeNames(p printer) {
 		"`.` for nested fields, like `card.id` (`%s`). Field paths are taken by %s; "+
 		"the `field` of features and filter conditions must be one of the source's `fields`.\n\n",
 		fieldPathRE, andList(ruleUsers(fieldPathRE)))
-	p("Kafka topic names use letters, digits, `.`, `_` and `-`, and have at most 249 characters (`%s`). "+
+	p("Kafka topic names use letters, digits, `.`, `_` and `-`, and have at most 249 characters (`%s`), "+
+		"but are not `.` or `..`, which Kafka refuses. "+
 		"They are taken by %s.\n\n", topicRE, andList(ruleUsers(topicRE)))
 }
 
@@ -640,6 +641,8 @@ func writeValidation(p printer) {
 	p("| Values `last_n` keeps (`n`) | 1 to %d |\n", MaxLastN)
 	p("| `count_distinct` precision | %d to %d |\n", MinPrecision, MaxPrecision)
 	p("| Tile | whole seconds, at least `1s` |\n")
+	p("| Source `allowed_lateness` | at most `%s` |\n", MaxAllowedLateness)
+	p("| Source `max_future_skew` | at most `%s` |\n", MaxFutureSkewLimit)
 	p("| Name length | 63 characters |\n")
 	p("| Kafka topic name length | 249 characters |\n\n")
 	rules := []string{
@@ -648,13 +651,15 @@ func writeValidation(p printer) {
 		"A feature view's `entity` and `source` must be defined, and the source's `keys` must name a field for every join key of the entity.",
 		"A feature service's references must name defined views and features, and list no feature twice, not even through `view:*`. Join keys of the same name in the entities of one service's views have the same type.",
 		"A source with `format: protobuf` needs a `protobuf` section, which `json` does not allow; the descriptor set (a path relative to the YAML file) must contain the message.",
-		"A source's `kafka` has `brokers` as `host:port` or a `connection`, not both, and a `dead_letter_topic` different from its `topic`; a source read by a view logged offline has a topic of at most " + strconv.Itoa(MaxOfflineTopicBytes) + " bytes (it names the log's files).",
+		"A source's `kafka` has `brokers` as `host:port` (a host, and a port from 1 to 65535) or a `connection`, not both, and a `dead_letter_topic` different from its `topic`; a source read by a view logged offline has a topic of at most " + strconv.Itoa(MaxOfflineTopicBytes) + " bytes (it names the log's files).",
 		"A source's `fields` have the types " + code(ValueType("").enumValues()...) + "; list types are only for `last_n` features.",
 		"A feature view's `online` and `offline` are not both false.",
 		"A last value needs `field` and `type`, and takes no `window`; `type` must be the type the source declares for the field.",
 		"Every aggregation needs a `window`. `count` takes no `field`; every other aggregation needs one, declared in the source's `fields` with a type the aggregation accepts. A `type` given with an aggregation must be its value type.",
 		"`n` is only for `last_n`, and `precision` only for `count_distinct`.",
-		"A source's `max_future_skew` is positive, and its `dedup_max_ids` from 1 to " + strconv.Itoa(MaxDedupMaxIDs) + ".",
+		"A source's `max_future_skew` is positive, and its `dedup_max_ids` from 1 to " + strconv.Itoa(MaxDedupMaxIDs) + ". " +
+			"Its `allowed_lateness` is at most " + MaxAllowedLateness.String() + " and its `max_future_skew` at most " + MaxFutureSkewLimit.String() +
+			" (the ring of tiles each view keeps online spans both); the schema does not check these two bounds.",
 		"A filter condition's `field` is declared in the source's `fields`; `in` and `not_in` take a list and the other operators one value; the value fits the field's type; `gt`, `ge`, `lt` and `le` do not apply to `bool` fields.",
 	}
 	for _, r := range rules {

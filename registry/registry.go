@@ -199,12 +199,63 @@ func FromJSON(b []byte) (*Registry, error) {
 	if dec.More() {
 		return nil, errors.New("decode registry snapshot: data after the definitions")
 	}
+	if err := r.nullElement(); err != nil {
+		return nil, fmt.Errorf("decode registry snapshot: %w", err)
+	}
 	e := &errs{}
 	r.build(e)
 	if len(e.list) > 0 {
 		return nil, fmt.Errorf("invalid registry snapshot: %w", e.list)
 	}
 	return r, nil
+}
+
+// nullElement reports a null in a list of objects, which JSON decodes to a
+// nil pointer that the checks would dereference. The YAML decoder never
+// leaves one.
+func (r *Registry) nullElement() error {
+	null := func(what string, i int) error { return fmt.Errorf("%s[%d] is null", what, i) }
+	for i, o := range r.Entities {
+		if o == nil {
+			return null("entities", i)
+		}
+	}
+	for i, o := range r.Sources {
+		if o == nil {
+			return null("sources", i)
+		}
+	}
+	for i, o := range r.Views {
+		if o == nil {
+			return null("feature_views", i)
+		}
+		for j, f := range o.Features {
+			if f == nil {
+				return null(fmt.Sprintf("feature view %q: features", o.Name), j)
+			}
+			for k, c := range f.Filter {
+				if c == nil {
+					return null(fmt.Sprintf("feature view %q: feature %q: filter", o.Name, f.Name), k)
+				}
+			}
+		}
+	}
+	for i, o := range r.Services {
+		if o == nil {
+			return null("feature_services", i)
+		}
+	}
+	for i, o := range r.OnDemandViews {
+		if o == nil {
+			return null("on_demand_feature_views", i)
+		}
+		for j, f := range o.Features {
+			if f == nil {
+				return null(fmt.Sprintf("on-demand feature view %q: features", o.Name), j)
+			}
+		}
+	}
+	return nil
 }
 
 // Empty returns a registry with no definitions.

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/featurestore/featurestore/featurestore/derive"
 )
 
 // The JSON Schema (registry/featurestore.schema.json) and the reference page
@@ -19,10 +22,6 @@ import (
 // The schema checks one document on its own, as an editor sees it; rules that
 // involve other definitions (references, windows against the view's tile,
 // field types declared by the source) are left to the loader.
-
-// The bounds of the HyperLogLog precision of count_distinct, as checkFeature
-// enforces them.
-const ()
 
 // durationUnits are the units ParseDuration accepts, longest first where one
 // is a prefix of another.
@@ -36,6 +35,20 @@ var (
 	windowPattern = `^lifetime$|` + durationPattern
 	// featureRefPattern matches what ParseFeatureRef accepts.
 	featureRefPattern = "^" + unanchored(nameRE) + ":(" + unanchored(nameRE) + `|\*)$`
+	// positiveDurationPattern matches the durations durationPattern does
+	// but 0: a component with a number other than 0.
+	positiveDurationPattern = `^([0-9]+(` + durationUnits + `))*0*[1-9][0-9]*(` + durationUnits + `)([0-9]+(` + durationUnits + `))*$`
+	// tilePattern matches durations of whole seconds, at least 1s, as
+	// checkView takes for a tile: milliseconds in thousands only, and a
+	// component other than 0. It refuses "500ms500ms", which is 1s, as no
+	// pattern can add the components up.
+	tilePattern = `^([0-9]+(d|h|m|s)|[0-9]*000ms)*(0*[1-9][0-9]*(d|h|m|s)|0*[1-9][0-9]*000ms)([0-9]+(d|h|m|s)|[0-9]*000ms)*$`
+	// inputRefRE matches the inputs of an on-demand view: a feature
+	// reference that names one feature.
+	inputRefRE = regexp.MustCompile("^" + unanchored(nameRE) + ":" + unanchored(nameRE) + "$")
+	// brokerRE matches what checkBroker accepts: host:port with a host
+	// (in brackets if it has colons) and a port from 1 to 65535.
+	brokerRE = regexp.MustCompile(`^(\[[^\[\]]+\]|[^:\[\]]+):0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$`)
 
 	literalType = reflect.TypeFor[Literal]()
 )
@@ -50,32 +63,58 @@ func unanchored(re *regexp.Regexp) string {
 // key that names no field makes the generators panic, so they cannot outlive
 // the field they describe.
 type fieldRule struct {
-	pattern    *regexp.Regexp // the value, or each value of a map
+	pattern    *regexp.Regexp // the value, or each value of a map or list
+	exclude    []string       // values pattern matches that are refused
 	keyPattern *regexp.Regexp // each key of a map
+	keyExclude []string       // keys keyPattern matches that are refused
 	bounded    bool           // min and max apply
 	min, max   int
 	enum       []string // replaces the enum values of the field's type
+	duration   string   // replaces the pattern of a duration, which 0 then does not match
 }
 
 var fieldRules = map[string]fieldRule{
-	"Entity.name":             {pattern: nameRE},
-	"JoinKey.name":            {pattern: nameRE},
-	"Source.name":             {pattern: nameRE},
-	"Source.keys":             {keyPattern: nameRE, pattern: fieldPathRE},
-	"Source.fields":           {keyPattern: fieldPathRE},
-	"Source.event_id_field":   {pattern: fieldPathRE},
-	"Kafka.topic":             {pattern: topicRE},
-	"Kafka.connection":        {pattern: nameRE},
-	"Kafka.dead_letter_topic": {pattern: topicRE},
-	"Timestamp.field":         {pattern: fieldPathRE},
-	"FeatureView.name":        {pattern: nameRE},
-	"Feature.name":            {pattern: nameRE},
+	"Entity.name":              {pattern: nameRE},
+	"JoinKey.name":             {pattern: nameRE},
+	"Source.name":              {pattern: nameRE},
+	"Source.keys":              {keyPattern: nameRE, pattern: fieldPathRE},
+	"Source.fields":            {keyPattern: fieldPathRE},
+	"Source.event_id_field":    {pattern: fieldPathRE},
+	"Source.max_future_skew":   {duration: positiveDurationPattern},
+	"Source.dedup_max_ids":     {bounded: true, min: 1, max: MaxDedupMaxIDs},
+	"Kafka.topic":              {pattern: topicRE, exclude: reservedTopics},
+	"Kafka.brokers":            {pattern: brokerRE},
+	"Kafka.connection":         {pattern: nameRE},
+	"Kafka.dead_letter_topic":  {pattern: topicRE, exclude: reservedTopics},
+	"Timestamp.field":          {pattern: fieldPathRE},
+	"FeatureView.name":         {pattern: nameRE},
+	"FeatureView.tile":         {duration: tilePattern},
+	"Feature.name":             {pattern: nameRE},
+	"OnDemandFeatureView.name": {pattern: nameRE},
+	// Variables are names that are not words of the expression language
+	// (checkVarName); an input names one feature.
+	"OnDemandFeatureView.inputs":         {keyPattern: nameRE, keyExclude: exprWords(), pattern: inputRefRE},
+	"OnDemandFeatureView.request_fields": {keyPattern: nameRE, keyExclude: exprWords()},
+	"OnDemandFeature.name":               {pattern: nameRE},
 	// A last_n feature may declare its list type; ValueType's enum values
 	// are the scalar types events carry.
 	"Feature.type":        {enum: featureTypes()},
 	"Feature.n":           {bounded: true, min: 1, max: MaxLastN},
 	"Feature.precision":   {bounded: true, min: MinPrecision, max: MaxPrecision},
 	"FeatureService.name": {pattern: nameRE},
+}
+
+// notAllFalse lists, by type, the boolean fields that may not all be false
+// (checkView: a view neither online nor offline computes nothing). Left
+// out, they are true.
+var notAllFalse = map[string][]string{
+	"FeatureView": {"online", "offline"},
+}
+
+// exprWords are the words of the expression language, which cannot name
+// the variables of an on-demand view.
+func exprWords() []string {
+	return slices.Concat(exprKeywords, derive.Functions)
 }
 
 // featureTypes lists the types a feature may declare: the scalar types and
@@ -106,6 +145,13 @@ func checkRules() {
 	for key := range fieldRules {
 		if !known[key] {
 			panic("registry: field rule " + key + " names no field")
+		}
+	}
+	for typ, fields := range notAllFalse {
+		for _, f := range fields {
+			if !known[typ+"."+f] {
+				panic("registry: rule notAllFalse " + typ + "." + f + " names no field")
+			}
 		}
 	}
 }
@@ -208,7 +254,7 @@ func JSONSchema() []byte {
 	root := map[string]any{
 		"$schema": "https://json-schema.org/draft/2020-12/schema",
 		"title":   "Feature store definition",
-		"description": "One YAML document of feature store definitions: an Entity, Source, FeatureView or FeatureService. " +
+		"description": "One YAML document of feature store definitions: " + orList(kindOrder) + ". " +
 			"Generated from the Go types of package registry; see docs/yaml-reference.md. " +
 			"Rules that involve other definitions (references, windows against the view's tile, the source's field types) are checked when the definitions are loaded.",
 		"type":     "object",
@@ -250,6 +296,54 @@ func objectSchema(t reflect.Type) map[string]any {
 	if len(required) > 0 {
 		s["required"] = required
 	}
+	if fields := notAllFalse[t.Name()]; fields != nil {
+		allFalse := map[string]any{}
+		for _, f := range fields {
+			allFalse[f] = map[string]any{"const": false}
+		}
+		s["not"] = map[string]any{"required": fields, "properties": allFalse}
+	}
+	return s
+}
+
+// orList joins items as "an a, b or c".
+func orList(items []string) string {
+	out := strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
+	if strings.ContainsRune("AEIOU", rune(out[0])) {
+		return "an " + out
+	}
+	return "a " + out
+}
+
+// nullable makes the schema s of an optional field take null too: the
+// loader takes "description:" with nothing after it as not given.
+func nullable(s map[string]any) map[string]any {
+	null := map[string]any{"type": "null"}
+	switch {
+	case s["$ref"] != nil:
+		out := map[string]any{"anyOf": []any{map[string]any{"$ref": s["$ref"]}, null}}
+		for k, v := range s {
+			if k != "$ref" {
+				out[k] = v // the description and default
+			}
+		}
+		return out
+	case s["anyOf"] != nil:
+		s["anyOf"] = append(s["anyOf"].([]any), null)
+	case s["oneOf"] != nil:
+		s["oneOf"] = append(s["oneOf"].([]any), null)
+	case s["type"] != nil:
+		s["type"] = []any{s["type"], "null"}
+		if e, ok := s["enum"].([]string); ok {
+			vals := make([]any, 0, len(e)+1)
+			for _, v := range e {
+				vals = append(vals, v)
+			}
+			s["enum"] = append(vals, nil)
+		}
+	default:
+		panic(fmt.Sprintf("registry: no null for the schema %v", s))
+	}
 	return s
 }
 
@@ -270,13 +364,27 @@ func fieldSchema(t reflect.Type, f fieldInfo) map[string]any {
 	if rule.bounded {
 		s["minimum"], s["maximum"] = rule.min, rule.max
 	}
+	if rule.duration != "" {
+		if ft != durationType {
+			panic("registry: a duration rule for " + t.Name() + "." + f.name)
+		}
+		delete(s, "anyOf")
+		s["type"], s["pattern"] = "string", rule.duration
+	}
 	if rule.keyPattern != nil {
-		s["propertyNames"] = map[string]any{"pattern": rule.keyPattern.String()}
+		names := map[string]any{"pattern": rule.keyPattern.String()}
+		if rule.keyExclude != nil {
+			names["not"] = map[string]any{"enum": rule.keyExclude}
+		}
+		s["propertyNames"] = names
 	}
 	if rule.pattern != nil {
 		target := s
-		if ft.Kind() == reflect.Map {
+		switch ft.Kind() {
+		case reflect.Map:
 			target = s["additionalProperties"].(map[string]any)
+		case reflect.Slice:
+			target = s["items"].(map[string]any)
 		}
 		p := rule.pattern.String()
 		if !f.required && ft.Kind() == reflect.String {
@@ -284,6 +392,9 @@ func fieldSchema(t reflect.Type, f fieldInfo) map[string]any {
 			p = "^$|" + p
 		}
 		target["pattern"] = p
+		if rule.exclude != nil {
+			target["not"] = map[string]any{"enum": rule.exclude}
+		}
 	}
 	// The decoder rejects a required field that is present but empty.
 	if f.required {
@@ -297,8 +408,9 @@ func fieldSchema(t reflect.Type, f fieldInfo) map[string]any {
 		case "object":
 			s["minProperties"] = 1
 		}
+		return s
 	}
-	return s
+	return nullable(s)
 }
 
 // scalarTypes are the JSON types of the elements of a Literal.

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
@@ -199,7 +200,7 @@ func TestSchemaRejects(t *testing.T) {
 		{file: "missing_required.bad.yaml", doc: 2, want: []string{"/features"}},
 		{file: "dangling.bad.yaml", doc: 1, want: []string{"/features/4"}}, // "not a ref"
 		{file: "source.bad.yaml", doc: 0, want: []string{
-			"/fields/amount", "/fields/tags", "/kafka/dead_letter_topic", "/kafka/topic", "/keys/card_id", "/timestamp/encoding",
+			"/fields/amount", "/fields/tags", "/kafka/brokers/0", "/kafka/dead_letter_topic", "/kafka/topic", "/keys/card_id", "/timestamp/encoding",
 		}},
 		{src: "kind: Source\nname: s\nkafka: {topic: t}\ntimestamp: {field: ts}\nkeys: {k: k}\nallowed_lateness: 60\n", want: []string{"/allowed_lateness"}},
 		{src: "kind: Source\nname: s\nkafka: {topic: t}\ntimestamp: {field: ts}\nkeys: {k: k}\nallowed_lateness: \"60\"\n", want: []string{"/allowed_lateness"}},
@@ -329,6 +330,36 @@ func TestSchemaAgreesWithLoader(t *testing.T) {
 		{"kind: Entity\nname: e\njoin_keys: [{name: k, type: double}]\n", false},
 		{"kind: Entity\nname: e\njoin_keys: [{name: k, type: int64}]\n", true},
 		{"kind: Entity\nname: e\njoin_keys: [{name: \"\", type: int64}]\n", false},
+		{"kind: Entity\nname: e\ndescription:\njoin_keys: [{name: k, type: int64}]\n", true},
+		{"kind: Entity\nname:\njoin_keys: [{name: k, type: int64}]\n", false},
+		{view("tile: 1s\n", "{name: f, aggregation: count, window: 1h}"), true},
+		{view("tile: 1000ms\n", "{name: f, aggregation: count, window: 1h}"), true},
+		{view("tile: 1500ms\n", "{name: f, aggregation: count, window: 1h}"), false},
+		{view("tile: 0s\n", ""), false},
+		{view("tile: 0\n", ""), false},
+		{view("tile:\nttl:\nonline:\nrollup:\n", ""), true},
+		{view("online: false\noffline: false\n", ""), false},
+		{view("offline: false\n", ""), true},
+		{view("", "{name: f, aggregation: count, window: 1h, n: null, filter: null}"), true},
+		{source("", "max_future_skew: 1ms\n"), true},
+		{source("", "max_future_skew: 0s\n"), false},
+		{source("", "max_future_skew: 0\n"), false},
+		{source("", "max_future_skew:\nprotobuf:\nformat:\n"), true},
+		{source("", "dedup_max_ids: 1\n"), true},
+		{source("", fmt.Sprintf("dedup_max_ids: %d\n", MaxDedupMaxIDs)), true},
+		{source("", fmt.Sprintf("dedup_max_ids: %d\n", MaxDedupMaxIDs+1)), false},
+		{source("", "dedup_max_ids: 0\n"), false},
+		{source(", brokers: [\"localhost:9092\", \"[::1]:9092\"]", ""), true},
+		{source(", brokers: [localhost]", ""), false},
+		{source(", brokers: [\"localhost:abc\"]", ""), false},
+		{source(", brokers: [\":9092\"]", ""), false},
+		{strings.Replace(source("", ""), "{topic: t", "{topic: \".\"", 1), false},
+		{source(", dead_letter_topic: \"..\"", ""), false},
+		{source(", dead_letter_topic: \"...\"", ""), true},
+		{"kind: OnDemandFeatureView\nname: od\ninputs: {x: \"card_stats:n_1h\"}\nrequest_fields: {y: double}\nfeatures: [{name: f, type: double, expression: \"x + y\"}]\n", true},
+		{"kind: OnDemandFeatureView\nname: od\ninputs: {x: \"card_stats:*\"}\nfeatures: [{name: f, type: int64, expression: \"1\"}]\n", false},
+		{"kind: OnDemandFeatureView\nname: od\ninputs: {len: \"card_stats:n_1h\"}\nfeatures: [{name: f, type: int64, expression: \"1\"}]\n", false},
+		{"kind: OnDemandFeatureView\nname: od\ninputs: {x: \"card_stats:n_1h\"}\nrequest_fields: {not: double}\nfeatures: [{name: f, type: int64, expression: \"1\"}]\n", false},
 	}
 	for _, tt := range tests {
 		_, loadErr := LoadFiles(map[string][]byte{"base.yaml": base, "doc.yaml": []byte(tt.doc)})
@@ -367,6 +398,16 @@ func TestSchemaPatterns(t *testing.T) {
 	check(durationPattern, func(s string) bool { _, err := ParseDuration(s); return err == nil }, durations)
 	check(windowPattern, func(s string) bool { var w Window; return w.UnmarshalText([]byte(s)) == nil },
 		append(durations, "Lifetime", "lifetime1m", "1mlifetime"))
+	check(positiveDurationPattern, func(s string) bool { d, err := ParseDuration(s); return err == nil && d > 0 },
+		append(durations, "0ms", "00s0m", "0s1ms", "000d"))
+	check(tilePattern, func(s string) bool {
+		d, err := ParseDuration(s)
+		return err == nil && d >= Duration(time.Second) && d.Std()%time.Second == 0
+	}, append(durations, "1000ms", "2000ms", "1500ms", "0s1000ms", "01000ms", "1s000ms", "000ms", "0000ms1m", "10000ms", "100ms"))
+	check(brokerRE.String(), func(s string) bool { return checkBroker(s) == nil }, []string{
+		"localhost:9092", "[::1]:9092", "10.0.0.1:1", "h:65535", "h:65536", "h:0", "h:00", "h:09092", "h:-1", "h:+1",
+		"h:abc", ":9092", "[]:9092", "h", "h:", "a:b:1", "[a]b:1", "a]:1", "a[:1", "[::1]", "::1:9092", "h :1",
+	})
 	check(featureRefPattern, func(s string) bool { _, err := ParseFeatureRef(s); return err == nil }, []string{
 		"v:f", "card_txn:amount_sum_1h", "v:*", "_v:_f", "v:f:g", "v:", ":f", "v", "v:**", "v:f*", "9v:f", "v:9f",
 		"v-1:f", "*:f", "v :f", strings.Repeat("a", 63) + ":f", strings.Repeat("a", 64) + ":f",
@@ -466,7 +507,7 @@ func TestSchemaCoversDecoder(t *testing.T) {
 		{"FeatureView", "tile", "default", DefaultTile.String()},
 
 		{"FeatureView", "online", "default", true},
-		{"FeatureView", "online", "type", "boolean"},
+		{"FeatureView", "online", "type", []any{"boolean", "null"}}, // null: not given
 		{"Feature", "precision", "default", float64(DefaultPrecision)},
 		{"Feature", "n", "maximum", float64(MaxLastN)},
 		{"Feature", "window", "pattern", windowPattern},
@@ -475,14 +516,18 @@ func TestSchemaCoversDecoder(t *testing.T) {
 		{"Source", "kafka", "$ref", "#/$defs/Kafka"},
 		{"Entity", "join_keys", "minItems", float64(1)},
 	} {
-		if got := prop(tt.typ, tt.field)[tt.key]; got != tt.want {
+		if got := prop(tt.typ, tt.field)[tt.key]; fmt.Sprint(got) != fmt.Sprint(tt.want) {
 			t.Errorf("%s.%s: %s is %v, want %v", tt.typ, tt.field, tt.key, got, tt.want)
 		}
 	}
-	// Durations: a string of the pattern, or a bare 0.
-	if got := fmt.Sprint(prop("FeatureView", "tile")["anyOf"]); got != fmt.Sprint([]any{
-		map[string]any{"type": "string", "pattern": durationPattern}, map[string]any{"const": float64(0)}}) {
-		t.Errorf("FeatureView.tile: anyOf %s, want the duration pattern or 0", got)
+	// Durations: a string of the pattern, or a bare 0, or null when
+	// optional; the tile is a positive whole number of seconds.
+	if got := fmt.Sprint(prop("FeatureView", "ttl")["anyOf"]); got != fmt.Sprint([]any{
+		map[string]any{"type": "string", "pattern": durationPattern}, map[string]any{"const": float64(0)}, map[string]any{"type": "null"}}) {
+		t.Errorf("FeatureView.ttl: anyOf %s, want the duration pattern, 0 or null", got)
+	}
+	if got := prop("FeatureView", "tile")["pattern"]; got != tilePattern {
+		t.Errorf("FeatureView.tile: pattern %v, want %s", got, tilePattern)
 	}
 	if got := fmt.Sprint(prop("Feature", "type")["enum"]); !strings.Contains(got, "double_list") {
 		t.Errorf("Feature.type enum %s lacks the list types last_n features declare", got)
@@ -672,5 +717,59 @@ func TestReferenceProse(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("the reference page does not mention %q", want)
 		}
+	}
+}
+
+// TestSchemaAcceptsNullOptionalField: a field written without a value
+// (description:) counts as not given, in the loader and in the schema.
+func TestSchemaAcceptsNullOptionalField(t *testing.T) {
+	s := compileSchema(t)
+	doc := "kind: FeatureView\nname: v2\nentity: card\nsource: txns\ndescription:\ntile:\nfeatures: [{name: n, aggregation: count, window: 1h}]\n"
+	if _, err := loadWithBase(t, doc); err != nil {
+		t.Fatalf("loader: %v", err)
+	}
+	if err := s.Validate(yamlDocs(t, []byte(doc))[0]); err != nil {
+		t.Errorf("the schema refuses what the loader accepts: %v", err)
+	}
+}
+
+// TestSchemaChecksPerDocumentRules: rules that involve one document only
+// are in the schema too.
+func TestSchemaChecksPerDocumentRules(t *testing.T) {
+	s := compileSchema(t)
+	view := func(extra string) string {
+		return "kind: FeatureView\nname: v2\nentity: card\nsource: txns\n" + extra + "features: [{name: n, aggregation: count, window: 1h}]\n"
+	}
+	source := func(extra string) string {
+		return "kind: Source\nname: s2\nkafka: {topic: t2}\ntimestamp: {field: ts}\nkeys: {card_id: c}\nallowed_lateness: 0s\n" + extra
+	}
+	od := func(name, feature, input string) string {
+		return "kind: OnDemandFeatureView\nname: " + name + "\ninputs: {" + input + ": \"card_stats:n_1h\"}\nfeatures: [{name: " + feature + ", type: int64, expression: \"1\"}]\n"
+	}
+	for name, doc := range map[string]string{
+		"on-demand view name":    od("bad-name", "f", "x"),
+		"on-demand feature name": od("od", "bad-name", "x"),
+		"on-demand input name":   od("od", "f", "bad-name"),
+		"tile 500ms":             view("tile: 500ms\n"),
+		"online and offline off": view("online: false\noffline: false\n"),
+		"max_future_skew 0":      source("max_future_skew: 0s\n"),
+		"dedup_max_ids 0":        source("dedup_max_ids: 0\n"),
+		"broker without port":    strings.Replace(source(""), "{topic: t2}", "{topic: t2, brokers: [localhost]}", 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := loadWithBase(t, doc); err == nil {
+				t.Fatalf("the loader accepts it")
+			}
+			if err := s.Validate(yamlDocs(t, []byte(doc))[0]); err == nil {
+				t.Errorf("the schema accepts what the loader refuses:\n%s", doc)
+			}
+		})
+	}
+	var root map[string]any
+	if err := json.Unmarshal(JSONSchema(), &root); err != nil {
+		t.Fatal(err)
+	}
+	if d := root["description"].(string); !strings.Contains(d, "OnDemandFeatureView") {
+		t.Errorf("the schema's description does not name OnDemandFeatureView: %s", d)
 	}
 }

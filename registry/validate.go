@@ -42,12 +42,50 @@ const (
 	// MinPrecision and MaxPrecision bound the precision of count_distinct.
 	MinPrecision = 4
 	MaxPrecision = 16
+	// MaxAllowedLateness and MaxFutureSkewLimit bound a source's
+	// allowed_lateness and max_future_skew. Their sum, Source.Reach, sizes
+	// each view's ring of tiles online: unbounded, it could overflow a
+	// time.Duration into a negative ring.
+	MaxAllowedLateness = Duration(365 * Day)
+	MaxFutureSkewLimit = Duration(365 * Day)
 )
 
 var (
 	fieldPathRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
 	topicRE     = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
 )
+
+// checkTopic reports a topic name Kafka would refuse.
+func checkTopic(topic string) error {
+	if !topicRE.MatchString(topic) {
+		return fmt.Errorf("invalid topic name %q (letters, digits, '.', '_' and '-', at most 249)", topic)
+	}
+	if slices.Contains(reservedTopics, topic) {
+		return fmt.Errorf("invalid topic name %q (Kafka refuses \".\" and \"..\")", topic)
+	}
+	return nil
+}
+
+// reservedTopics are the names topicRE matches that Kafka refuses.
+var reservedTopics = []string{".", ".."}
+
+// checkBroker reports a broker address that is not host:port with a host
+// and a port from 1 to 65535, which ingest would fail to dial only when it
+// starts.
+func checkBroker(b string) error {
+	host, port, err := net.SplitHostPort(b)
+	switch {
+	case err != nil || port == "":
+		return fmt.Errorf("invalid broker %q: expected host:port", b)
+	case host == "":
+		return fmt.Errorf("invalid broker %q: expected host:port, with a host before the colon", b)
+	}
+	// ParseUint takes no sign, so "-1" and "+1" are refused with the rest.
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("invalid broker %q: port %q is not a number from 1 to 65535", b, port)
+	}
+	return nil
+}
 
 // nearest proposes the closest of the known names.
 // Nearest returns " (did you mean "x"?)" for the known name x nearest to
@@ -109,19 +147,21 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 		o.Timestamp.Encoding = TimeRFC3339
 	}
 	k := &o.Kafka
-	if !k.failed("topic") && k.Topic != "" && !topicRE.MatchString(k.Topic) {
-		e.add(k.PosOf("topic"), "%s: kafka: invalid topic name %q (letters, digits, '.', '_' and '-', at most 249)", ctx, k.Topic)
+	if !k.failed("topic") && k.Topic != "" {
+		if err := checkTopic(k.Topic); err != nil {
+			e.add(k.PosOf("topic"), "%s: kafka: %v", ctx, err)
+		}
 	}
 	if k.DeadLetterTopic != "" {
-		if !topicRE.MatchString(k.DeadLetterTopic) {
-			e.add(k.PosOf("dead_letter_topic"), "%s: kafka: invalid topic name %q (letters, digits, '.', '_' and '-', at most 249)", ctx, k.DeadLetterTopic)
+		if err := checkTopic(k.DeadLetterTopic); err != nil {
+			e.add(k.PosOf("dead_letter_topic"), "%s: kafka: %v", ctx, err)
 		} else if k.DeadLetterTopic == k.Topic {
 			e.add(k.PosOf("dead_letter_topic"), "%s: kafka: dead_letter_topic must differ from topic %q", ctx, k.Topic)
 		}
 	}
 	for i, b := range k.Brokers {
-		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
-			e.add(k.PosOf(fmt.Sprintf("brokers[%d]", i)), "%s: kafka: invalid broker %q: expected host:port", ctx, b)
+		if err := checkBroker(b); err != nil {
+			e.add(k.PosOf(fmt.Sprintf("brokers[%d]", i)), "%s: kafka: %v", ctx, err)
 		}
 	}
 	switch {
@@ -174,6 +214,12 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 		checkPath(o.Timestamp.PosOf("field"), "timestamp", o.Timestamp.Field)
 	}
 	checkPath(o.PosOf("event_id_field"), "event_id_field", o.EventIDField)
+	if o.AllowedLateness > MaxAllowedLateness && !o.failed("allowed_lateness") {
+		e.add(o.PosOf("allowed_lateness"), "%s: allowed_lateness %s is more than %s", ctx, o.AllowedLateness, MaxAllowedLateness)
+	}
+	if o.MaxFutureSkew > MaxFutureSkewLimit && !o.failed("max_future_skew") {
+		e.add(o.PosOf("max_future_skew"), "%s: max_future_skew %s is more than %s", ctx, o.MaxFutureSkew, MaxFutureSkewLimit)
+	}
 	if _, given := o.fields["max_future_skew"]; given && o.MaxFutureSkew <= 0 && !o.failed("max_future_skew") {
 		e.add(o.PosOf("max_future_skew"), "%s: max_future_skew must be positive (the default is %s)", ctx, DefaultMaxFutureSkew)
 	} else if !given && o.MaxFutureSkew == 0 {
@@ -186,7 +232,7 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 	}
 	for _, key := range slices.Sorted(maps.Keys(o.Keys)) {
 		if err := checkName(key); err != nil {
-			e.add(o.PosOf("keys."+key), "%s: keys: join key: %v", ctx, err)
+			e.add(o.keyPosOf("keys."+key), "%s: keys: join key: %v", ctx, err)
 		}
 		if o.Keys[key] == "" {
 			e.add(o.PosOf("keys."+key), "%s: keys.%s: empty field path", ctx, key)
@@ -194,7 +240,7 @@ func (r *Registry) checkSource(e *errs, o *Source) {
 		checkPath(o.PosOf("keys."+key), "keys."+key, o.Keys[key])
 	}
 	for _, f := range slices.Sorted(maps.Keys(o.Fields)) {
-		checkPath(o.PosOf("fields."+f), "fields", f)
+		checkPath(o.keyPosOf("fields."+f), "fields", f)
 		if strings.HasSuffix(string(o.Fields[f]), "_list") {
 			e.add(o.PosOf("fields."+f), "%s: fields.%s: list types are not event field types", ctx, f)
 		}
@@ -432,14 +478,33 @@ func (r *Registry) checkService(e *errs, s *FeatureService) {
 	}
 	seen := map[FeatureRef]Pos{}
 	keys, entities := map[string]serviceKey{}, map[*Entity]bool{}
+	// The feature names of each view referenced, listed and as a set, built
+	// once: a service may reference thousands of features of one view.
+	type viewNames struct {
+		names []string
+		set   map[string]bool
+	}
+	views := map[string]*viewNames{}
 	s.resolved = s.resolved[:0]
 	for i, ref := range s.Features {
 		pos := s.PosOf(fmt.Sprintf("features[%d]", i))
 		if ref.View == "" {
 			continue // failed to decode; reported
 		}
-		names, ok := r.featureNames(ref.View)
-		if !ok {
+		vn := views[ref.View]
+		if vn == nil {
+			names, ok := r.featureNames(ref.View)
+			vn = &viewNames{names: names}
+			if ok {
+				vn.set = make(map[string]bool, len(names))
+				for _, n := range names {
+					vn.set[n] = true
+				}
+			}
+			views[ref.View] = vn
+		}
+		names := vn.names
+		if vn.set == nil {
 			known := slices.Concat(slices.Collect(maps.Keys(r.views)), slices.Collect(maps.Keys(r.onDemandViews)))
 			e.add(pos, "%s: unknown feature view %q in %q%s", ctx, ref.View, ref.String(), Nearest(ref.View, known))
 			continue
@@ -455,7 +520,7 @@ func (r *Registry) checkService(e *errs, s *FeatureService) {
 			for _, f := range names {
 				refs = append(refs, FeatureRef{View: ref.View, Feature: f})
 			}
-		} else if !slices.Contains(names, ref.Feature) {
+		} else if !vn.set[ref.Feature] {
 			e.add(pos, "%s: feature view %q has no feature %q%s", ctx, ref.View, ref.Feature, Nearest(ref.Feature, names))
 			continue
 		} else {
@@ -569,7 +634,7 @@ func (r *Registry) checkOnDemandView(e *errs, v *OnDemandFeatureView) {
 		ref := v.Inputs[name]
 		pos := v.PosOf("inputs." + name)
 		if err := checkVarName(name); err != nil {
-			e.add(pos, "%s: input %q: %v", ctx, name, err)
+			e.add(v.keyPosOf("inputs."+name), "%s: input %q: %v", ctx, name, err)
 			varsOK = false
 		}
 		fv := r.views[ref.View]
@@ -601,13 +666,13 @@ func (r *Registry) checkOnDemandView(e *errs, v *OnDemandFeatureView) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(v.RequestFields)) {
 		typ := v.RequestFields[name]
-		pos := v.PosOf("request_fields." + name)
+		pos, keyPos := v.PosOf("request_fields."+name), v.keyPosOf("request_fields."+name)
 		if err := checkVarName(name); err != nil {
-			e.add(pos, "%s: request field %q: %v", ctx, name, err)
+			e.add(keyPos, "%s: request field %q: %v", ctx, name, err)
 			varsOK = false
 		}
 		if _, dup := v.Inputs[name]; dup {
-			e.add(pos, "%s: request field %q: an input has the same name", ctx, name)
+			e.add(keyPos, "%s: request field %q: an input has the same name", ctx, name)
 			varsOK = false
 		}
 		if !slices.Contains(onDemandTypes, typ) {

@@ -117,9 +117,10 @@ func planCommand() *command {
 		long: `Compare the definitions in DIR with the registry version in use and print
 what would be created, changed and deleted. A change that alters what an
 existing feature means is marked [BREAKING]: apply refuses it without
---allow-breaking. Breaking are: a new window, aggregation, field, filter or
-type of a feature (declaring or dropping an aggregation's own output type is
-not); a new tile, entity or source of a view; a larger ttl of a view with
+--allow-breaking. Breaking are: a new window, aggregation, field, filter,
+type, n (of last_n) or precision (of count_distinct) of a feature (declaring
+or dropping an aggregation's own output type is not); a new tile, entity or
+source of a view; a larger ttl of a view with
 last values, or none any more (an entity whose key expired under the old
 ttl has no last value online, while exports find one, until its next
 event); new join keys of an entity; in
