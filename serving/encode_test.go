@@ -80,6 +80,9 @@ func TestEncodeResponse(t *testing.T) {
 			version  int64
 		}{
 			{1, nil, 1}, {1, proto.Bool(false), 0}, {3, proto.Bool(true), 7}, {40, nil, math.MaxInt64}, {5, proto.Bool(false), 3},
+			// Beyond 127 entities, the packed runs of statuses and flags
+			// take lengths of two bytes, and those of event times longer.
+			{127, nil, 1}, {128, proto.Bool(true), 2}, {300, proto.Bool(false), 3}, {1000, nil, 4},
 		} {
 			for round := range 20 {
 				t.Run(fmt.Sprintf("%s/entities=%d/meta=%v/%d", name, tc.entities, tc.meta != nil && !*tc.meta, round), func(t *testing.T) {

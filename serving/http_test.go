@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/http"
@@ -188,6 +189,71 @@ func TestHTTPMatchesGRPC(t *testing.T) {
 			}
 			if !proto.Equal(got, want) {
 				t.Errorf("HTTP response differs from gRPC's:\n http %v\n grpc %v", got, want)
+			}
+		})
+	}
+}
+
+// showBits renders a response's values by rows, doubles by their bits
+// so that -0 and NaN payloads are told apart.
+func showBits(resp *pb.GetOnlineFeaturesResponse) string {
+	var b strings.Builder
+	for i, r := range resp.GetResults() {
+		for j, v := range r.GetValues() {
+			fmt.Fprintf(&b, "[%d,%d] %s", i, j, show(v))
+			if d, ok := v.GetValue().GetKind().(*pb.Value_DoubleVal); ok {
+				fmt.Fprintf(&b, " bits=%x", math.Float64bits(d.DoubleVal))
+			}
+			fmt.Fprintf(&b, " et=%v w=%v\n", v.GetEventTime(), v.GetWindow())
+		}
+	}
+	return b.String()
+}
+
+// TestHTTPMatchesGRPCBitForBit sends requests with on-demand features
+// (NaN, -0, nulls, per-row values) and stored ones over gRPC and HTTP, by
+// rows and by columns: all four must give the same values, bit for bit.
+func TestHTTPMatchesGRPCBitForBit(t *testing.T) {
+	f := newFixture(t, OnlineOptions{})
+	f.clock.set(21 * time.Minute)
+	url := serveHTTP(t, f.svc, HTTPConfig{})
+	negZero := math.Copysign(0, -1)
+	reqs := map[string]*pb.GetOnlineFeaturesRequest{
+		"od -0": {Kind: refs("txn_risk:*", "card_txn:n_1h", "card_more:merchants"), Entities: []*pb.EntityKey{skey("c1"), skey("c2"), skey("nobody"), skey("c1")},
+			RequestContext: map[string]*pb.Value{"amount": dval(negZero), "merchant": sval("")}},
+		"od 0 (NaN)": {Kind: refs("txn_risk:share_10m", "txn_risk:mod", "card_txn:last_amount"), Entities: []*pb.EntityKey{skey("nobody"), skey("c2")},
+			RequestContext: map[string]*pb.Value{"amount": dval(0)}},
+		"od per row": {Kind: refs("txn_risk:jump", "txn_risk:same_merchant"), Entities: []*pb.EntityKey{rowKey("c1", map[string]*pb.Value{"amount": ival(math.MaxInt64)}), rowKey("c2", map[string]*pb.Value{"amount": dval(math.Inf(-1))})},
+			RequestContext: map[string]*pb.Value{"merchant": sval("m3")}},
+		"service risk": {Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "risk"}, Entities: []*pb.EntityKey{skey("c2"), skey("c2")},
+			RequestContext: map[string]*pb.Value{"amount": dval(1), "merchant": sval("m3")}},
+	}
+	for name, req := range reqs {
+		t.Run(name, func(t *testing.T) {
+			var outs []string
+			for _, layout := range []pb.ResponseLayout{pb.ResponseLayout_RESPONSE_LAYOUT_ROWS, pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS} {
+				r := proto.Clone(req).(*pb.GetOnlineFeaturesRequest)
+				r.Layout = layout
+				g := get(t, f.client, r)
+				h := postProto(t, url, r)
+				if h.status != 200 {
+					t.Fatalf("HTTP %d: %s", h.status, h.body)
+				}
+				hr := &pb.GetOnlineFeaturesResponse{}
+				if err := protojson.Unmarshal(h.body, hr); err != nil {
+					t.Fatal(err)
+				}
+				if layout == pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS {
+					g = columnsAsRows(t, g, len(r.Entities))
+					hr = columnsAsRows(t, hr, len(r.Entities))
+				}
+				outs = append(outs, showBits(g), showBits(hr))
+			}
+			ways := []string{"gRPC by rows", "HTTP by rows", "gRPC by columns", "HTTP by columns"}
+			for i := 1; i < len(outs); i++ {
+				if outs[i] != outs[0] {
+					t.Errorf("%s differs from %s:\n%s\nvs\n%s", ways[i], ways[0], outs[i], outs[0])
+				}
 			}
 		})
 	}
@@ -396,6 +462,52 @@ func TestHTTPErrors(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("request duration counts by method/code %v, want %v", got, want)
+	}
+}
+
+// TestHTTPErrorsMatchGRPC sends bad requests over gRPC and as JSON over
+// HTTP: the same code (HTTP 400 for INVALID_ARGUMENT) and the very same
+// message, naming the culprit.
+func TestHTTPErrorsMatchGRPC(t *testing.T) {
+	f := newFixture(t, OnlineOptions{MaxEntities: 4})
+	url := serveHTTP(t, f.svc, HTTPConfig{})
+	c1 := []*pb.EntityKey{skey("c1")}
+	named := func(m map[string]*pb.Value) []*pb.EntityKey { return []*pb.EntityKey{{JoinKeys: m}} }
+	for _, c := range []struct {
+		name string
+		req  *pb.GetOnlineFeaturesRequest
+		want string
+	}{
+		{"named key missing", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h", "pair_txn:n_1h"), Entities: named(map[string]*pb.Value{"card_id": sval("c1"), "user_id": sval("u1")})}, `no value for join key "merchant_id"`},
+		{"named key unused", &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:n_1h"), Entities: named(map[string]*pb.Value{"user_id": sval("u1"), "merchant_id": ival(1), "card_id": sval("c")})}, `join key "card_id" belongs to no entity`},
+		{"positional for two entities", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:share_10m", "pair_txn:n_1h"), Entities: c1, RequestContext: map[string]*pb.Value{"amount": dval(1)}}, "name the join keys"},
+		{"composite arity", &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:*"), Entities: []*pb.EntityKey{skey("u1")}}, `entity "user_merchant" has 2 join keys`},
+		{"composite order", &pb.GetOnlineFeaturesRequest{Kind: refs("pair_txn:*"), Entities: []*pb.EntityKey{{JoinKeyValues: []*pb.Value{ival(42), sval("u1")}}}}, `join key "user_id" (position 0)`},
+		{"wildcard twice", &pb.GetOnlineFeaturesRequest{Kind: refs("card_more:*", "card_more:*"), Entities: c1}, "requested more than once"},
+		{"od wildcard and feature", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:*", "txn_risk:mod"), Entities: c1}, `feature "txn_risk:mod" requested more than once`},
+		{"unknown od feature", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:nope"), Entities: c1}, `unknown feature "nope" in on-demand feature view "txn_risk"`},
+		{"empty feature", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:"), Entities: c1}, `invalid feature reference "card_txn:"`},
+		{"empty view wildcard", &pb.GetOnlineFeaturesRequest{Kind: refs(":*"), Entities: c1}, `invalid feature reference ":*"`},
+		{"request field missing", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:jump"), Entities: c1}, `request_context has no "amount", which txn_risk:jump uses`},
+		{"request field missing in a row", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:jump"), Entities: []*pb.EntityKey{rowKey("c1", map[string]*pb.Value{"amount": dval(1)}), skey("c2")}}, `entity 1: request_context has no "amount"`},
+		{"request field type", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:jump"), Entities: c1, RequestContext: map[string]*pb.Value{"amount": sval("1")}}, `request_context "amount": want a double value, got string`},
+		{"request field of a row unused", &pb.GetOnlineFeaturesRequest{Kind: refs("txn_risk:jump"), Entities: []*pb.EntityKey{rowKey("c1", map[string]*pb.Value{"amount": dval(1), "merchant": sval("m")})}}, `entity 0: request_context "merchant" is used by no requested feature`},
+		{"too many entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h"), Entities: []*pb.EntityKey{skey("a"), skey("a"), skey("a"), skey("a"), skey("a")}}, "5 entities requested, more than the 4 allowed"},
+		{"no entities", &pb.GetOnlineFeaturesRequest{Kind: refs("card_txn:n_1h")}, "no entities requested"},
+		{"unknown service", &pb.GetOnlineFeaturesRequest{Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "frau"}, Entities: c1}, `unknown feature service "frau" (did you mean "fraud"?)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := f.client.GetOnlineFeatures(context.Background(), c.req)
+			st := status.Convert(err)
+			if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), c.want) {
+				t.Errorf("gRPC: %v, want INVALID_ARGUMENT with %q", err, c.want)
+			}
+			r := postProto(t, url, c.req)
+			code, msg := errorBody(t, r)
+			if r.status != 400 || code != "INVALID_ARGUMENT" || msg != st.Message() {
+				t.Errorf("HTTP: %d %s %q, gRPC said %q", r.status, code, msg, st.Message())
+			}
+		})
 	}
 }
 

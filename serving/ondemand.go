@@ -3,6 +3,7 @@ package serving
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/window"
@@ -65,9 +66,9 @@ type selOD struct {
 	views []int
 	// feats are the indexes of the requested features in od.feats.
 	feats []int
-	// reqs[v] is the index in selection.requestNames of the request field
-	// of variable v; -1 for an input and a field no requested feature
-	// uses.
+	// reqs[v] is the index in selection.requestFields of the request
+	// field of variable v, of its name and kind; -1 for an input and a
+	// field no requested feature uses.
 	reqs []int
 }
 
@@ -106,15 +107,18 @@ func (sel *selection) addOD(od *odPlan, feature int, addView func(*viewPlan) int
 // requestValues checks the request values of a lookup (its
 // request_context, and each row's) against the request fields that the
 // selection's on-demand features use, and returns their values by row: row
-// i's value of requestNames[j] is at vals[i*stride+j], where stride is 0
-// when no row gives values of its own (every row takes the request's).
+// i's value of requestFields[j] is at vals[i*stride+j], where stride is 0
+// when no row gives values of its own (every row takes the request's). A
+// name that views declare with different kinds gives a value of each kind,
+// converted from the one given (an int64 for an int64 field and a double
+// one), or an error naming the feature whose kind it cannot take.
 func (sel *selection) requestValues(req *pb.GetOnlineFeaturesRequest) (vals []featurestore.Value, stride int, err error) {
 	// unused returns the first name of ctx in order that no requested
 	// feature uses, "" if none.
 	unused := func(ctx map[string]*pb.Value) string {
 		first := ""
 		for name := range ctx {
-			if _, ok := sel.requestFields[name]; !ok && (first == "" || name < first) {
+			if !sel.usesRequestField(name) && (first == "" || name < first) {
 				first = name
 			}
 		}
@@ -136,21 +140,20 @@ func (sel *selection) requestValues(req *pb.GetOnlineFeaturesRequest) (vals []fe
 	// value returns the value of field j for a row whose own values are
 	// row (nil for the request's only).
 	value := func(row map[string]*pb.Value, j int) (featurestore.Value, error) {
-		name := sel.requestNames[j]
-		rf := sel.requestFields[name]
-		v, ok := row[name]
+		rf := &sel.requestFields[j]
+		v, ok := row[rf.name]
 		if !ok {
-			if v, ok = req.GetRequestContext()[name]; !ok {
-				return featurestore.Value{}, fmt.Errorf("request_context has no %q, which %s uses", name, rf.feature)
+			if v, ok = req.GetRequestContext()[rf.name]; !ok {
+				return featurestore.Value{}, fmt.Errorf("request_context has no %q, which %s uses", rf.name, rf.feature)
 			}
 		}
 		val, err := requestValue(v, rf.kind)
 		if err != nil {
-			return featurestore.Value{}, fmt.Errorf("request_context %q: %w", name, err)
+			return featurestore.Value{}, fmt.Errorf("request_context %q: %w (used by %s)", rf.name, err, rf.feature)
 		}
 		return val, nil
 	}
-	nf := len(sel.requestNames)
+	nf := len(sel.requestFields)
 	if !perRow {
 		vals = make([]featurestore.Value, nf)
 		for j := range nf {
@@ -171,11 +174,26 @@ func (sel *selection) requestValues(req *pb.GetOnlineFeaturesRequest) (vals []fe
 	return vals, nf, nil
 }
 
-// requestField is a request field the selection uses: its kind, and a
-// feature that uses it, for messages.
+// requestField is a request field the selection uses, of one kind: its
+// name and kind, and the first requested feature that uses it so, for
+// messages.
 type requestField struct {
+	name    string
 	kind    featurestore.Kind
 	feature string
+}
+
+// requestField returns the index in sel.requestFields of the field of
+// that name and kind, -1 if none.
+func (sel *selection) requestField(name string, kind featurestore.Kind) int {
+	return slices.IndexFunc(sel.requestFields, func(f requestField) bool { return f.name == name && f.kind == kind })
+}
+
+// usesRequestField reports whether a requested feature uses the request
+// field name, of any kind.
+func (sel *selection) usesRequestField(name string) bool {
+	_, ok := slices.BinarySearchFunc(sel.requestFields, name, func(f requestField, name string) int { return strings.Compare(f.name, name) })
+	return ok
 }
 
 // requestValue converts a request_context value to a value of kind want.
@@ -238,7 +256,7 @@ func (sel *selection) computeODs(sc *scratch, vals [][]window.FeatureValue, ne i
 
 // compute fills res, by feature of the on-demand view, with the requested
 // features for one entity, whose stored views' results are views and
-// request values req (by selection.requestNames, nil for null).
+// request values req (by selection.requestFields, nil for null).
 func (s *selOD) compute(sc *scratch, res []window.FeatureValue, views [][]window.FeatureValue, req []any, m *Metrics) {
 	od := s.od
 	// Each value goes into an interface once for all the view's features.

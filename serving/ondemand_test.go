@@ -1,15 +1,20 @@
 package serving
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/featurestore/featurestore/featurestore/online"
+	"github.com/featurestore/featurestore/featurestore/testenv"
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
 )
 
@@ -166,4 +171,194 @@ func TestOnDemandFeatures(t *testing.T) {
 			}
 		}
 	})
+}
+
+// odService returns a service of the definitions defs, on the test Redis,
+// in a project of the test's own.
+func odService(t *testing.T, defs string, opts OnlineOptions) *OnlineService {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rc.Close() })
+	snaps := &staticSnapshots{}
+	snaps.p.Store(loadSnapshot(t, 1, defs))
+	opts.Project = testenv.UniqueName(t, "od")
+	return NewOnlineService(snaps, online.New(rc, online.Options{}), opts)
+}
+
+// odKindsDefs have two on-demand views whose request field "amount" has
+// different types, which the registry accepts.
+const odKindsDefs = `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card_id: card}
+fields: {amount: double}
+allowed_lateness: 0s
+---
+kind: FeatureView
+name: card_txn
+entity: card
+source: txns
+tile: 1m
+features:
+  - {name: n_1h, aggregation: count, window: 1h}
+---
+kind: OnDemandFeatureView
+name: od_double
+inputs: {n: card_txn:n_1h}
+request_fields: {amount: double}
+features:
+  - {name: twice, type: double, expression: "amount * 2"}
+---
+kind: OnDemandFeatureView
+name: od_int
+inputs: {n: card_txn:n_1h}
+request_fields: {amount: int64}
+features:
+  - {name: plus_one, type: int64, expression: "amount + 1"}
+---
+kind: FeatureService
+name: both
+features: [od_double:twice, od_int:plus_one]
+`
+
+// TestRequestFieldTypesDiffer looks up features of two on-demand views
+// that declare the request field "amount" as double in one and int64 in
+// the other: each view takes the value converted to its own type (an int64
+// for both), in any order, by service, for the request and for a row; a
+// value one of them cannot take is INVALID_ARGUMENT naming the field and
+// that view's feature, never a silent null.
+func TestRequestFieldTypesDiffer(t *testing.T) {
+	svc := odService(t, odKindsDefs, OnlineOptions{})
+	client := pb.NewOnlineServiceClient(start(t, svc))
+	want := map[string]string{"od_double:twice": "PRESENT 10", "od_int:plus_one": "PRESENT 6"}
+	for name, kind := range map[string]*pb.GetOnlineFeaturesRequest{
+		"double first": {Kind: refs("od_double:twice", "od_int:plus_one")},
+		"int64 first":  {Kind: refs("od_int:plus_one", "od_double:twice")},
+		"service":      {Kind: &pb.GetOnlineFeaturesRequest_FeatureService{FeatureService: "both"}},
+	} {
+		kind := kind.Kind
+		for _, perRow := range []bool{false, true} {
+			req := &pb.GetOnlineFeaturesRequest{Kind: kind, Entities: []*pb.EntityKey{skey("c1")}, RequestContext: map[string]*pb.Value{"amount": ival(5)}}
+			if perRow {
+				req.Entities = []*pb.EntityKey{rowKey("c1", map[string]*pb.Value{"amount": ival(5)}), rowKey("c2", map[string]*pb.Value{"amount": ival(5)})}
+				req.RequestContext = nil
+			}
+			resp := get(t, client, req)
+			for i, row := range rows(resp) {
+				for j, name := range resp.GetFeatureNames() {
+					if row[j] != want[name] {
+						t.Errorf("%s, per row %v: entity %d: %s = %s, want %s", name, perRow, i, name, row[j], want[name])
+					}
+				}
+			}
+		}
+		// A null is null for both.
+		resp := get(t, client, &pb.GetOnlineFeaturesRequest{Kind: kind, Entities: []*pb.EntityKey{skey("c1")}, RequestContext: map[string]*pb.Value{"amount": {}}})
+		checkRows(t, resp, [][]string{{"NULL_VALUE", "NULL_VALUE"}})
+		// A double suits od_double only.
+		for _, c := range []struct {
+			req  *pb.GetOnlineFeaturesRequest
+			want string
+		}{
+			{&pb.GetOnlineFeaturesRequest{Kind: kind, Entities: []*pb.EntityKey{skey("c1")}, RequestContext: map[string]*pb.Value{"amount": dval(5)}},
+				`request_context "amount": want a int64 value, got double (used by od_int:plus_one)`},
+			{&pb.GetOnlineFeaturesRequest{Kind: kind, Entities: []*pb.EntityKey{rowKey("c1", map[string]*pb.Value{"amount": ival(5)}), rowKey("c2", map[string]*pb.Value{"amount": dval(5)})}},
+				`entity 1: request_context "amount": want a int64 value, got double (used by od_int:plus_one)`},
+		} {
+			_, err := client.GetOnlineFeatures(t.Context(), c.req)
+			if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != c.want {
+				t.Errorf("%s: %v, want InvalidArgument %q", name, err, c.want)
+			}
+		}
+	}
+	resp := get(t, client, &pb.GetOnlineFeaturesRequest{Kind: refs("od_double:twice"), Entities: []*pb.EntityKey{skey("c1")}, RequestContext: map[string]*pb.Value{"amount": dval(2.5)}})
+	checkRows(t, resp, [][]string{{"PRESENT 5"}})
+}
+
+// odStringDefs have an on-demand string feature that slices a request
+// string by bytes (as expr does), which can cut a character in two.
+const odStringDefs = `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card_id: card}
+fields: {amount: double}
+allowed_lateness: 0s
+---
+kind: FeatureView
+name: card_txn
+entity: card
+source: txns
+tile: 1m
+features:
+  - {name: n_1h, aggregation: count, window: 1h}
+---
+kind: OnDemandFeatureView
+name: od_str
+inputs: {n: card_txn:n_1h}
+request_fields: {merchant: string, amount: double}
+features:
+  - {name: first, type: string, expression: "merchant[0:1]"}
+  - {name: twice, type: double, expression: "amount * 2"}
+`
+
+// TestOnDemandInvalidUTF8 looks up an on-demand string feature whose run
+// gives a string that is not valid UTF-8 (the first byte of "ü") for one
+// row: that value is NULL_VALUE, as a failed run, and counted, over gRPC
+// and HTTP, by rows and by columns; the rest of the response is as ever,
+// not made undecodable (gRPC) or a 500 (HTTP).
+func TestOnDemandInvalidUTF8(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	svc := odService(t, odStringDefs, OnlineOptions{Metrics: NewMetrics(reg)})
+	client := pb.NewOnlineServiceClient(start(t, svc))
+	url := serveHTTP(t, svc, HTTPConfig{})
+	want := [][]string{{`PRESENT "m"`, "PRESENT 4"}, {"NULL_VALUE", "PRESENT 4"}, {`PRESENT "x"`, "PRESENT 4"}}
+	for _, layout := range []pb.ResponseLayout{pb.ResponseLayout_RESPONSE_LAYOUT_ROWS, pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS} {
+		req := &pb.GetOnlineFeaturesRequest{
+			Kind: refs("od_str:first", "od_str:twice"),
+			Entities: []*pb.EntityKey{
+				rowKey("c1", map[string]*pb.Value{"merchant": sval("m1")}),
+				rowKey("c2", map[string]*pb.Value{"merchant": sval("ü")}),
+				rowKey("c3", map[string]*pb.Value{"merchant": sval("xü")}),
+			},
+			RequestContext: map[string]*pb.Value{"amount": dval(2)},
+			Layout:         layout,
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		g, err := client.GetOnlineFeatures(ctx, req)
+		cancel()
+		if err != nil {
+			t.Fatalf("%v: gRPC: %v", layout, err)
+		}
+		r := postProto(t, url, req)
+		if r.status != 200 {
+			t.Fatalf("%v: HTTP %d: %s", layout, r.status, r.body)
+		}
+		h := &pb.GetOnlineFeaturesResponse{}
+		if err := protojson.Unmarshal(r.body, h); err != nil {
+			t.Fatal(err)
+		}
+		if layout == pb.ResponseLayout_RESPONSE_LAYOUT_COLUMNS {
+			g, h = columnsAsRows(t, g, len(req.Entities)), columnsAsRows(t, h, len(req.Entities))
+		}
+		for via, resp := range map[string]*pb.GetOnlineFeaturesResponse{"gRPC": g, "HTTP": h} {
+			if got := rows(resp); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("%v, %s: values:\n got %q\nwant %q", layout, via, got, want)
+			}
+		}
+	}
+	if n := counter(t, reg, "featurestore_serving_on_demand_errors_total", map[string]string{"view": "od_str", "feature": "first"}); n != 4 {
+		t.Errorf("errors counted: %v, want 4 (one a lookup)", n)
+	}
 }

@@ -86,10 +86,13 @@ type selection struct {
 	// ods are the on-demand views of the requested features; their
 	// results follow the stored views' (computeODs), width per entity in
 	// all.
-	ods           []*selOD
-	width         int
-	requestFields map[string]requestField // used by the requested on-demand features
-	requestNames  []string                // their names, sorted
+	ods   []*selOD
+	width int
+	// requestFields are the request fields the requested on-demand
+	// features use, sorted by name: one per name and kind, as two views
+	// may declare one name with different kinds, and each view takes the
+	// value converted to its own.
+	requestFields []requestField
 	// viewNames are the names of views, for authorization: the stored
 	// views', then the on-demand views'; viewEntity[j] is eidx[views[j]].
 	viewNames  []string
@@ -331,13 +334,8 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 			}
 			k := sel.addOD(od, i, addView)
 			for _, v := range od.feats[i].Expr().Uses() {
-				if x := od.vars[v]; x.view == nil {
-					if sel.requestFields == nil {
-						sel.requestFields = map[string]requestField{}
-					}
-					if _, ok := sel.requestFields[x.name]; !ok {
-						sel.requestFields[x.name] = requestField{kind: x.kind, feature: name}
-					}
+				if x := od.vars[v]; x.view == nil && sel.requestField(x.name, x.kind) < 0 {
+					sel.requestFields = append(sel.requestFields, requestField{name: x.name, kind: x.kind, feature: name})
 				}
 			}
 			sel.names = append(sel.names, name)
@@ -370,15 +368,15 @@ func (p *plan) selectRefs(refs []registry.FeatureRef) (*selection, error) {
 		}
 	}
 	sel.width = len(sel.views) + len(sel.ods)
-	sel.requestNames = slices.Sorted(maps.Keys(sel.requestFields))
+	// Stable, so that of a name's kinds the first requested feature's comes
+	// first, and messages name it.
+	slices.SortStableFunc(sel.requestFields, func(a, b requestField) int { return strings.Compare(a.name, b.name) })
 	for _, s := range sel.ods {
 		s.reqs = make([]int, len(s.od.vars))
 		for v, x := range s.od.vars {
 			s.reqs[v] = -1
 			if x.view == nil {
-				if j, ok := slices.BinarySearch(sel.requestNames, x.name); ok {
-					s.reqs[v] = j
-				}
+				s.reqs[v] = sel.requestField(x.name, x.kind)
 			}
 		}
 	}

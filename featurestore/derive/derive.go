@@ -19,8 +19,9 @@
 // Nulls: when a variable that the expression uses is null (a stored feature
 // with no value, a null request field), the result is null and the
 // expression is not run. A run that fails (a string index out of range, an
-// integer modulo by zero, int of NaN, the memory budget exceeded) gives an
-// error, which callers turn into a null and count.
+// integer modulo by zero, int of NaN, the memory budget exceeded, a string
+// result that is not valid UTF-8) gives an error, which callers turn into a
+// null and count.
 package derive
 
 import (
@@ -30,6 +31,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
@@ -397,7 +399,28 @@ func result(res any, out featurestore.Kind) (featurestore.Value, error) {
 	case featurestore.KindBool:
 		return featurestore.BoolValue(rv.Bool()), nil
 	case featurestore.KindString:
-		return featurestore.StringValue(rv.String()), nil
+		// expr indexes and slices strings by bytes, so a run can cut a
+		// character in two. Such a string cannot be served (Protobuf
+		// strings are UTF-8, and clients refuse a response holding one):
+		// the run fails, online and in an export alike.
+		s := rv.String()
+		if !utf8.ValidString(s) {
+			return featurestore.Value{}, fmt.Errorf("expression gave a string that is not valid UTF-8 (at byte %d of %d)", invalidUTF8At(s), len(s))
+		}
+		return featurestore.StringValue(s), nil
 	}
 	return featurestore.Value{}, fmt.Errorf("expression gave %T, not %s", res, out)
+}
+
+// invalidUTF8At returns the index of the first byte of s that does not
+// begin a valid UTF-8 encoding, len(s) if none.
+func invalidUTF8At(s string) int {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
+				return i
+			}
+		}
+	}
+	return len(s)
 }

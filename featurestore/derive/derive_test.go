@@ -420,3 +420,42 @@ func TestEvalNaNBits(t *testing.T) {
 		}
 	}
 }
+
+// expr slices strings by bytes, so a run can cut a character in two: a
+// string result that is not valid UTF-8 is a failed run (which serving and
+// export turn into a null), not a value that no Protobuf client can decode.
+func TestEvalInvalidUTF8(t *testing.T) {
+	vals := []featurestore.Value{
+		featurestore.DoubleValue(1), featurestore.DoubleValue(1), featurestore.Int64Value(1),
+		featurestore.StringValue("üx"), featurestore.BoolValue(true), featurestore.DoubleListValue(nil),
+	}
+	var ev Evaluator
+	for _, c := range []struct {
+		src  string
+		want string // "" for an error
+	}{
+		{"country[0:1]", ""},
+		{"country[1:]", ""},
+		{"country[0:1] + 'a'", ""},
+		{"country[0:2]", "ü"},
+		{"country[0:1] + country[1:2]", "ü"},
+		{"upper(country)", "ÜX"},
+		{"country[2:]", "x"},
+	} {
+		e, err := Compile(c.src, testVars, featurestore.KindString)
+		if err != nil {
+			t.Fatalf("%s: %v", c.src, err)
+		}
+		got, err := ev.Eval(e, vals)
+		switch {
+		case c.want == "" && err == nil:
+			t.Errorf("%s = %q, want an error", c.src, got.Any())
+		case c.want == "" && !strings.Contains(err.Error(), "not valid UTF-8"):
+			t.Errorf("%s: %v, want an error about UTF-8", c.src, err)
+		case c.want != "" && err != nil:
+			t.Errorf("%s: %v", c.src, err)
+		case c.want != "" && !got.Equal(featurestore.StringValue(c.want)):
+			t.Errorf("%s = %q, want %q", c.src, got.Any(), c.want)
+		}
+	}
+}

@@ -68,6 +68,13 @@ func planOnDemand(r *registry.Registry, resolved []registry.FeatureRef) (stored 
 			requested[ref] = true
 		}
 	}
+	// The first feature to use each request field, and its kind, for
+	// fields that views declare with kinds no one column holds.
+	type fieldUse struct {
+		ref  registry.FeatureRef
+		kind featurestore.Kind
+	}
+	fieldUses := map[string]fieldUse{}
 	for _, ref := range resolved {
 		if !isOD(ref) {
 			continue
@@ -78,7 +85,16 @@ func planOnDemand(r *registry.Registry, resolved []registry.FeatureRef) (stored 
 			return nil, nil, fmt.Errorf("unknown feature %q in on-demand feature view %q", ref.Feature, ref.View)
 		}
 		for _, i := range f.Expr().Uses() {
-			in := v.Vars()[i].Input
+			x := v.Vars()[i]
+			if x.Input == nil {
+				use, ok := fieldUses[x.Name]
+				if !ok {
+					fieldUses[x.Name] = fieldUse{ref, x.Type.Kind()}
+				} else if _, ok := fieldKind(use.kind, x.Type.Kind()); !ok {
+					return nil, nil, fmt.Errorf("on-demand features %q and %q take request field %q as %s and as %s: no entity table column holds both", use.ref.String(), ref.String(), x.Name, use.kind, x.Type.Kind())
+				}
+			}
+			in := x.Input
 			if in != nil && !r.View(in.View).IsOffline() {
 				return nil, nil, fmt.Errorf("on-demand feature %q reads %q, whose feature view is not kept offline (offline: false): it cannot be exported", ref.String(), in.String())
 			}
@@ -109,7 +125,13 @@ func planOnDemand(r *registry.Registry, resolved []registry.FeatureRef) (stored 
 				case x.Input != nil && uses[i]:
 					src.column = cols[*x.Input]
 				case x.Input == nil && uses[i]:
-					fields[x.Name] = src.kind
+					k, ok := fields[x.Name]
+					if ok {
+						k, _ = fieldKind(k, src.kind) // planOnDemand checked they agree
+					} else {
+						k = src.kind
+					}
+					fields[x.Name] = k
 				}
 				c.vars = append(c.vars, src)
 			}
@@ -118,6 +140,22 @@ func planOnDemand(r *registry.Registry, resolved []registry.FeatureRef) (stored 
 		return outs, fields
 	}
 	return stored, build, nil
+}
+
+// fieldKind returns the kind whose column an entity table needs for a
+// request field that on-demand views declare of kinds a and b: that kind
+// when they are the same, int64 for int64 and double (an integer column
+// gives each view a value of its own kind, as a lookup converts an int64
+// for each view, where a floating point column would give the int64 view
+// doubles); ok is false when no column holds both.
+func fieldKind(a, b featurestore.Kind) (k featurestore.Kind, ok bool) {
+	switch {
+	case a == b:
+		return a, true
+	case a == featurestore.KindInt64 && b == featurestore.KindDouble, a == featurestore.KindDouble && b == featurestore.KindInt64:
+		return featurestore.KindInt64, true
+	}
+	return a, false
 }
 
 // requestTypeOK reports whether an entity table column of type t (a

@@ -427,3 +427,80 @@ func TestRequestFieldTypes(t *testing.T) {
 		}
 	})
 }
+
+// twoKindsDefs are on-demand views that declare request field amt as a
+// double and as an int64, and one that declares it as a string.
+const twoKindsDefs = `
+---
+kind: OnDemandFeatureView
+name: amt_double
+inputs: {n: by_shop:n_2m}
+request_fields: {amt: double}
+features:
+  - {name: half, type: double, expression: "amt / 2"}
+---
+kind: OnDemandFeatureView
+name: amt_int
+inputs: {n: by_shop:n_2m}
+request_fields: {amt: int64}
+features:
+  - {name: plus, type: int64, expression: "amt + n"}
+---
+kind: OnDemandFeatureView
+name: amt_string
+inputs: {n: by_shop:n_2m}
+request_fields: {amt: string}
+features:
+  - {name: length, type: int64, expression: "len(amt)"}
+`
+
+// TestRequestFieldOfTwoKinds: views that declare one request field as a
+// double and as an int64 each get the column's value in their own kind,
+// whichever is requested first, from an integer column (as a lookup
+// converts an int64 for each view); a float64 column is refused for the
+// int64 view, and kinds no column holds (string and double) fail the plan
+// naming both features. Before, the last view's kind was the column's
+// alone, and the other view got nulls.
+func TestRequestFieldOfTwoKinds(t *testing.T) {
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(testDefs + twoKindsDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &memLog{batches: map[string][]arrow.RecordBatch{
+		"by_shop": {logBatch(t, r, "p", "by_shop", []rawEvent{{time: t0, offset: 1, keys: map[string]any{"shop_id": int64(4)}}})},
+	}}
+	dir := t.TempDir()
+	write := func(name string, typ arrow.DataType, vals ...any) string {
+		fields := []arrow.Field{{Name: "shop_id", Type: arrow.PrimitiveTypes.Int64},
+			{Name: "event_timestamp", Type: &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}}, {Name: "amt", Type: typ, Nullable: true}}
+		var rows [][]any
+		for _, v := range vals {
+			rows = append(rows, []any{int64(4), int64(t0 + 10), v})
+		}
+		path := filepath.Join(dir, name)
+		(&testTable{fields: fields, rows: rows}).writeArrow(t, path, 2)
+		return path
+	}
+	ints := write("ints.arrow", arrow.PrimitiveTypes.Int64, int64(7), nil, int64(-3))
+	for _, features := range [][]string{{"amt_double:half", "amt_int:plus"}, {"amt_int:plus", "amt_double:half"}} {
+		tbl := exportTable(t, Options{Registry: r, Log: l, Features: features, Entities: ints, Out: filepath.Join(dir, "out.arrow"), TempDir: dir})
+		for i, want := range [][2]any{{3.5, int64(8)}, {nil, nil}, {-1.5, int64(-2)}} {
+			if got := [2]any{cell(t, tbl, "amt_double:half", int64(i)), cell(t, tbl, "amt_int:plus", int64(i))}; got != want {
+				t.Errorf("%v: row %d: half, plus = %v, want %v", features, i+1, got, want)
+			}
+		}
+		tbl.Release()
+	}
+	doubles := write("doubles.arrow", arrow.PrimitiveTypes.Float64, 7.5)
+	for _, features := range [][]string{{"amt_double:half", "amt_int:plus"}, {"amt_int:plus", "amt_double:half"}} {
+		_, err = Run(context.Background(), Options{Registry: r, Log: l, Features: features, Entities: doubles, Out: filepath.Join(dir, "out.arrow"), TempDir: dir})
+		if err == nil || !strings.Contains(err.Error(), `column "amt" (request field, int64) has type float64; want an integer type`) {
+			t.Errorf("%v: a double column for an int64 and a double view: error %v, want one naming the column", features, err)
+		}
+	}
+	_, err = Run(context.Background(), Options{Registry: r, Log: l, Features: []string{"amt_double:half", "amt_string:length"}, Entities: ints, Out: filepath.Join(dir, "out.arrow"), TempDir: dir})
+	want := `on-demand features "amt_double:half" and "amt_string:length" take request field "amt" as double and as string: no entity table column holds both`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a string and a double view: error %v, want %q", err, want)
+	}
+}

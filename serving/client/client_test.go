@@ -3,8 +3,10 @@ package client_test
 import (
 	"context"
 	"crypto/tls"
+	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -107,6 +109,49 @@ func TestLookupStillCalls(t *testing.T) {
 		}
 		if res.Len() != 1 {
 			t.Fatalf("Lookup(%v): %d rows, want 1", tt.ent, res.Len())
+		}
+	}
+}
+
+// amount and bigID are named integer types, as applications define them.
+type (
+	amount int64
+	bigID  uint64
+)
+
+// TestNamedIntegerValues checks that named integer types (amount,
+// time.Duration) are integers, as documented ("an integer type"), both as
+// request values and as join keys, and not refused by the client: the
+// request values are answered; an integer join key of the example's string
+// card_id reaches the server, which names its type. A named unsigned one
+// beyond int64 is refused before any call.
+func TestNamedIntegerValues(t *testing.T) {
+	c, err := client.Dial(serverAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, v := range []any{int64(500), amount(500), time.Duration(500), bigID(500)} {
+		sel := client.Features("txn_risk:amount_over_card_max_1d").WithRequest(map[string]any{"amount": v})
+		if _, err := c.Lookup(ctx, sel, client.Keys{"card_id": "card-0001", "merchant_id": "m-001"}); err != nil {
+			t.Errorf("request value %T(%v): %v", v, v, err)
+		}
+	}
+	for _, tc := range []struct {
+		key  any
+		want string
+	}{
+		{amount(42), `entity 0: join key "card_id" (position 0) of entity "card": want a string value, got int64`},
+		{time.Duration(42), `entity 0: join key "card_id" (position 0) of entity "card": want a string value, got int64`},
+		{bigID(42), `entity 0: join key "card_id" (position 0) of entity "card": want a string value, got int64`},
+		{bigID(math.MaxUint64), "entity 0: join key value at position 0: 18446744073709551615 does not fit an int64"},
+		{1.5, "entity 0: join key value at position 0: a float64; join keys are strings or integers"},
+	} {
+		_, err := c.Lookup(ctx, client.Features("card_txn:txn_count_1h"), client.Key{tc.key})
+		if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != tc.want {
+			t.Errorf("join key %T(%v): %v, want InvalidArgument %q", tc.key, tc.key, err, tc.want)
 		}
 	}
 }

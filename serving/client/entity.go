@@ -10,8 +10,8 @@ import (
 
 // An Entity is one row of a lookup: a Key or a Keys, or one of them with
 // request values of its own (WithRequest). Join-key values are Go
-// strings for string join keys and Go integers (int, int64, uint32, ...)
-// for int64 join keys. Every entity has a join key, so an empty Key or Keys
+// strings for string join keys and Go integers (int, int64, uint32, ...,
+// or a named integer type) for int64 join keys. Every entity has a join key, so an empty Key or Keys
 // makes Lookup fail with InvalidArgument before any call.
 type Entity interface {
 	entityKey() (*pb.EntityKey, error)
@@ -52,40 +52,31 @@ func (k Keys) entityKey() (*pb.EntityKey, error) {
 	return out, nil
 }
 
-// keyValue converts a Go join-key value to its wire form.
+// keyValue converts a Go join-key value to its wire form. Integers are
+// taken by their kind, not their type, so that named integer types (type
+// CardNumber int64, time.Duration) are integers too.
 func keyValue(v any) (*pb.Value, error) {
 	var n int64
 	switch x := v.(type) {
 	case string:
 		return &pb.Value{Kind: &pb.Value_StringVal{StringVal: x}}, nil
-	case int:
-		n = int64(x)
-	case int8:
-		n = int64(x)
-	case int16:
-		n = int64(x)
-	case int32:
-		n = int64(x)
 	case int64:
 		n = x
-	case uint8:
-		n = int64(x)
-	case uint16:
-		n = int64(x)
-	case uint32:
-		n = int64(x)
-	case uint:
-		if uint64(x) > math.MaxInt64 {
-			return nil, fmt.Errorf("%d does not fit an int64", x)
-		}
-		n = int64(x)
-	case uint64:
-		if x > math.MaxInt64 {
-			return nil, fmt.Errorf("%d does not fit an int64", x)
-		}
+	case int:
 		n = int64(x)
 	default:
-		return nil, fmt.Errorf("a %T; join keys are strings or integers", v)
+		switch rv := reflect.ValueOf(v); {
+		case rv.CanInt():
+			n = rv.Int()
+		case rv.CanUint():
+			u := rv.Uint()
+			if u > math.MaxInt64 {
+				return nil, fmt.Errorf("%d does not fit an int64", u)
+			}
+			n = int64(u)
+		default:
+			return nil, fmt.Errorf("a %T; join keys are strings or integers", v)
+		}
 	}
 	return &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: n}}, nil
 }
