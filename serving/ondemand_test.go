@@ -185,9 +185,8 @@ func odService(t *testing.T, defs string, opts OnlineOptions) *OnlineService {
 	return NewOnlineService(snaps, online.New(rc, online.Options{}), opts)
 }
 
-// odKindsDefs have two on-demand views whose request field "amount" has
-// different types, which the registry accepts.
-const odKindsDefs = `
+// odBaseDefs are a card view for the on-demand views below to read.
+const odBaseDefs = `
 kind: Entity
 name: card
 join_keys: [{name: card_id, type: string}]
@@ -208,6 +207,11 @@ tile: 1m
 features:
   - {name: n_1h, aggregation: count, window: 1h}
 ---
+`
+
+// odKindsDefs have two on-demand views whose request field "amount" has
+// different types, which the registry accepts.
+const odKindsDefs = odBaseDefs + `
 kind: OnDemandFeatureView
 name: od_double
 inputs: {n: card_txn:n_1h}
@@ -283,27 +287,7 @@ func TestRequestFieldTypesDiffer(t *testing.T) {
 
 // odStringDefs have an on-demand string feature that slices a request
 // string by bytes (as expr does), which can cut a character in two.
-const odStringDefs = `
-kind: Entity
-name: card
-join_keys: [{name: card_id, type: string}]
----
-kind: Source
-name: txns
-kafka: {topic: txns}
-timestamp: {field: ts, encoding: epoch_ms}
-keys: {card_id: card}
-fields: {amount: double}
-allowed_lateness: 0s
----
-kind: FeatureView
-name: card_txn
-entity: card
-source: txns
-tile: 1m
-features:
-  - {name: n_1h, aggregation: count, window: 1h}
----
+const odStringDefs = odBaseDefs + `
 kind: OnDemandFeatureView
 name: od_str
 inputs: {n: card_txn:n_1h}
