@@ -107,6 +107,12 @@ func Apply(ctx context.Context, s Store, r *Registry, opts ApplyOptions) (ApplyR
 	if b := res.Plan.Breaking(); len(b) > 0 && !opts.AllowBreaking {
 		return res, fmt.Errorf("%w: %d change(s) alter what existing features mean", ErrBreaking, len(b))
 	}
+	// No definitions at all, where there were some, is most likely a file
+	// left empty by accident (a template that rendered nothing): applied,
+	// every lookup of the project would fail.
+	if n := countDefinitions(old); n > 0 && countDefinitions(r) == 0 && !opts.AllowBreaking {
+		return res, fmt.Errorf("%w: the definitions are empty, and applying them would delete all %d definitions of the registry (allow breaking changes to do so)", ErrBreaking, n)
+	}
 	info := VersionInfo{
 		Version:   res.From + 1,
 		Digest:    r.Digest(),
@@ -135,4 +141,13 @@ func whoami() string {
 	}
 	host, _ := os.Hostname()
 	return name + "@" + host
+}
+
+// countDefinitions returns how many definitions r holds, of every kind; 0
+// for nil.
+func countDefinitions(r *Registry) int {
+	if r == nil {
+		return 0
+	}
+	return len(r.Entities) + len(r.Sources) + len(r.Views) + len(r.OnDemandViews) + len(r.Services)
 }

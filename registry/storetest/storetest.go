@@ -79,6 +79,15 @@ func testApply(t *testing.T, s registry.Store) {
 	if head, _ := s.Head(ctx); head != 1 {
 		t.Fatalf("a refused apply moved the head to %d", head)
 	}
+	// So are empty definitions, which would delete every definition (an
+	// empty file applied by accident).
+	_, err = registry.Apply(ctx, s, registry.Empty(), registry.ApplyOptions{})
+	if !errors.Is(err, registry.ErrBreaking) || !strings.Contains(err.Error(), "would delete all 3 definitions") {
+		t.Fatalf("apply of no definitions: %v, want ErrBreaking naming the 3 definitions", err)
+	}
+	if head, _ := s.Head(ctx); head != 1 {
+		t.Fatalf("a refused apply of no definitions moved the head to %d", head)
+	}
 	res, err = registry.Apply(ctx, s, Defs(t, "2h"), registry.ApplyOptions{AllowBreaking: true, Message: "longer window"})
 	if err != nil || res.To.Version != 2 {
 		t.Fatalf("allowed breaking apply: %+v, %v", res, err)
