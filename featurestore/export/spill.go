@@ -57,10 +57,18 @@ func eventsSchema(vp *viewPlan) *arrow.Schema {
 	return arrow.NewSchema(fields, nil)
 }
 
-func resultsSchema(e *entityPlan) *arrow.Schema {
+// resultsSchema is the schema of a group's results: the row number, and a
+// column per feature of entity e; a direct column (direct[i] not nil),
+// whose values go straight to their rows, is of type null, which takes no
+// memory and no bytes in a results file.
+func resultsSchema(e *entityPlan, direct []*directColumn) *arrow.Schema {
 	fields := []arrow.Field{{Name: "row", Type: arrow.PrimitiveTypes.Int64}}
-	for _, c := range e.columns {
-		fields = append(fields, arrow.Field{Name: c.name, Type: arrowType(c.kind), Nullable: true})
+	for i, c := range e.columns {
+		t := arrowType(c.kind)
+		if direct[i] != nil {
+			t = arrow.Null // written in place, read from the directColumn
+		}
+		fields = append(fields, arrow.Field{Name: c.name, Type: t, Nullable: true})
 	}
 	return arrow.NewSchema(fields, nil)
 }

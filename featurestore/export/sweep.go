@@ -800,7 +800,7 @@ func (x *exporter) computeGroup(ctx context.Context, g *group) (spillFile, error
 	if x.direct != nil {
 		direct = x.direct[e.index]
 	}
-	schema := resultsSchema(e)
+	schema := resultsSchema(e, direct)
 	out := array.NewRecordBuilder(x.mem, schema)
 	defer out.Release()
 	out.Reserve(len(rows))
