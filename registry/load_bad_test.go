@@ -106,8 +106,8 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/source.bad.yaml:65:58: source "s16": kafka: invalid broker "localhost:-1": port "-1" is not a number from 1 to 65535`,
 			`testdata/source.bad.yaml:66:22: source "s16": kafka: invalid topic name ".." (Kafka refuses "." and "..")`,
 			`testdata/source.bad.yaml:70:3: source "s16": keys: join key: invalid name "card-id": use letters, digits and _, starting with a letter or _, at most 63 characters`,
-			`testdata/source.bad.yaml:71:19: source "s16": allowed_lateness 366d is more than 365d`,
-			`testdata/source.bad.yaml:72:18: source "s16": max_future_skew 106751d is more than 365d`,
+			`testdata/source.bad.yaml:71:19: source "s16": allowed_lateness 3651d is more than 3650d`,
+			`testdata/source.bad.yaml:72:18: source "s16": max_future_skew 106751d is more than 3650d`,
 		}},
 		{"syntax.bad.yaml", []string{
 			`testdata/syntax.bad.yaml:4:1: invalid YAML at or after this line: found unexpected end of stream`,
@@ -437,11 +437,11 @@ func TestReachDoesNotOverflow(t *testing.T) {
 	if _, err := loadWithBase(t, source("1d", "106751d")); err == nil {
 		t.Error("max_future_skew 106751d accepted")
 	}
-	r, err = loadWithBase(t, source("365d", "365d"))
+	r, err = loadWithBase(t, source("3650d", "3650d"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.Source("s2").Reach(); got != 730*Day {
-		t.Errorf("Reach() = %v, want 730d", got)
+	if got := r.Source("s2").Reach(); got != 7300*Day {
+		t.Errorf("Reach() = %v, want 7300d", got)
 	}
 }

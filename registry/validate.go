@@ -46,8 +46,8 @@ const (
 	// allowed_lateness and max_future_skew. Their sum, Source.Reach, sizes
 	// each view's ring of tiles online: unbounded, it could overflow a
 	// time.Duration into a negative ring.
-	MaxAllowedLateness = Duration(365 * Day)
-	MaxFutureSkewLimit = Duration(365 * Day)
+	MaxAllowedLateness = Duration(3650 * Day)
+	MaxFutureSkewLimit = Duration(3650 * Day)
 )
 
 var (
