@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -349,6 +350,15 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 		if err = cfg.syncDeadLetters(); err == nil {
 			err = cfg.Offline.Flush(ctx)
 		}
+		if err == nil && c.flushed >= from {
+			names := make([]string, len(views))
+			for i, v := range views {
+				names[i] = v.schema.View
+			}
+			if err = checkLogged(ctx, cfg.Offline, names, topic, 0, c.flushed, "another run of the same backfill"); err != nil {
+				err = fmt.Errorf("%s: %w", path, err)
+			}
+		}
 	}
 	if err != nil {
 		return res, err
@@ -357,6 +367,37 @@ func backfillFile(ctx context.Context, cfg *BackfillConfig, a *Applier, bf *Back
 		cfg.Progress(BackfillProgress{File: path, Done: row, Total: max(total, row), Elapsed: time.Since(start), Final: true})
 	}
 	return res, nil
+}
+
+// checkLogged checks, after the final flush of a backfill, that the offline
+// log of each of views holds topic/partition up to offset end. A flush that
+// finds the partition committed by another writer since this one's last
+// commit (a second run of the same backfill, ingest during a replay) drops
+// the rows it buffered, as a writer that lost the partition to a rebalance
+// does, and succeeds: ingest reads the partition again from the new
+// position, while a backfill has nothing more to append, so it fails here,
+// unless the other writer committed the rows itself. Every commit is made
+// on top of the position its writer last saw, so a position at or past end
+// means that every row up to it is logged.
+//
+// who names the other writer, as a hint.
+func checkLogged(ctx context.Context, w *offline.Writer, views []string, topic string, partition int32, end int64, who string) error {
+	for _, view := range views {
+		pos, ok, err := w.Position(ctx, view, topic, partition)
+		if err != nil {
+			return fmt.Errorf("offline log of %s: %w", view, err)
+		}
+		if ok && pos.Offset >= end {
+			continue
+		}
+		holds := fmt.Sprintf("nothing of %s/%d", topic, partition)
+		if ok {
+			holds = fmt.Sprintf("%s/%d up to offset %d", topic, partition, pos.Offset)
+		}
+		return fmt.Errorf("offline log of %s: %w (%s?), and the rows this run buffered were dropped: it holds %s, not up to %d; run the backfill again",
+			view, offline.ErrStreamLost, who, holds, end)
+	}
+	return nil
 }
 
 // backfillChunk gathers the decoded rows of a file until they are applied.
@@ -424,6 +465,9 @@ func (c *backfillChunk) flush(ctx context.Context) error {
 				return err
 			}
 			if err := c.cfg.Offline.Append(ctx, v.schema, b); err != nil {
+				if errors.Is(err, offline.ErrStreamLost) {
+					return fmt.Errorf("%s: %w (another run of the same backfill?), and this run's buffered rows were dropped: run the backfill again", c.path, err)
+				}
 				return fmt.Errorf("%s: offline log of %s: %w", c.path, v.schema.View, err)
 			}
 		}

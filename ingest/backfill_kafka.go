@@ -130,17 +130,19 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 	if err != nil {
 		return res, err
 	}
+	// logged is, per partition, the last offset handed to the offline log.
+	logged := make([]int64, len(ends))
 	for p := range len(ends) {
-		n, err := replayPartition(ctx, &cfg, tr, a, topic, p, ends[p])
+		n, last, err := replayPartition(ctx, &cfg, tr, a, topic, p, ends[p])
 		// Another writer committed the partition's offline log meanwhile
 		// (an ingest process replaying the same positions): resume again,
 		// a few times at most.
 		for retries := 0; errors.Is(err, ErrResumePartition) && retries < 5; retries++ {
-			var more int64
-			more, err = replayPartition(ctx, &cfg, tr, a, topic, p, ends[p])
-			n += more
+			var more, again int64
+			more, again, err = replayPartition(ctx, &cfg, tr, a, topic, p, ends[p])
+			n, last = n+more, max(last, again)
 		}
-		res.Messages[p] = n
+		res.Messages[p], logged[p] = n, last
 		if err != nil {
 			return res, err
 		}
@@ -148,6 +150,20 @@ func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
 	if cfg.Offline != nil {
 		if err := cfg.Offline.Flush(ctx); err != nil {
 			return res, err
+		}
+		// The final flush drops, and succeeds, what another writer's
+		// commit made it lose: the log must hold what was handed to it.
+		var views []string
+		for _, ov := range a.offViews {
+			views = append(views, ov.schema.View)
+		}
+		for p, last := range logged {
+			if last < 0 {
+				continue
+			}
+			if err := checkLogged(ctx, cfg.Offline, views, topic, int32(p), last, "ingest logging the topic, or another replay"); err != nil {
+				return res, fmt.Errorf("replay of %s/%d: %w", topic, p, err)
+			}
 		}
 	}
 	return res, nil
@@ -189,11 +205,13 @@ func partitionEnds(ctx context.Context, tr kafka.RoundTripper, brokers []string,
 }
 
 // replayPartition applies partition p from where the replay stands to the
-// offset before end[1].
-func replayPartition(ctx context.Context, cfg *ReplayConfig, tr kafka.RoundTripper, a *Applier, topic string, p int, end [2]int64) (int64, error) {
+// offset before end[1]. It returns the number of messages applied and the
+// offset of the last one handed to the offline log (-1 for none).
+func replayPartition(ctx context.Context, cfg *ReplayConfig, tr kafka.RoundTripper, a *Applier, topic string, p int, end [2]int64) (int64, int64, error) {
+	logged := int64(-1)
 	next, err := a.Resume(ctx, topic, p)
 	if err != nil {
-		return 0, err
+		return 0, logged, err
 	}
 	if next == kafka.FirstOffset {
 		next = end[0]
@@ -210,7 +228,7 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, tr kafka.RoundTripp
 	}
 	if max(next, rebuild+1) >= end[1] {
 		report(end[1]-end[0], true)
-		return 0, nil
+		return 0, logged, nil
 	}
 	r := &partitionReader{tr: tr, addr: kafka.TCP(cfg.Brokers...), topic: topic, partition: p,
 		maxBytes: readerFetchBytes, maxWait: 500 * time.Millisecond, log: cfg.Logger.With("partition", p)}
@@ -225,18 +243,18 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, tr kafka.RoundTripp
 		m, ok, err := r.readBefore(ctx, end[1])
 		if err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-				return n, err
+				return n, logged, err
 			}
 			// A leader moving or a connection dropped: try again a few
 			// times, as ingest's readers do, before giving up.
 			if failures++; failures <= replayFetchRetries {
 				cfg.Logger.Warn("replay fetch failed; retrying", "partition", p, "err", err, "attempt", failures)
 				if !sleep(ctx, time.Duration(failures)*time.Second) {
-					return n, ctx.Err()
+					return n, logged, ctx.Err()
 				}
 				continue
 			}
-			return n, fmt.Errorf("read %s: %w", name, err)
+			return n, logged, fmt.Errorf("read %s: %w", name, err)
 		}
 		failures = 0
 		if ok {
@@ -247,15 +265,18 @@ func replayPartition(ctx context.Context, cfg *ReplayConfig, tr kafka.RoundTripp
 		}
 		if len(batch) > 0 && (len(batch) == cfg.BatchSize || !ok) {
 			if err := a.Apply(ctx, topic, p, batch); err != nil {
-				return n, err
+				return n, logged, err
 			}
 			n, inBatch = n+inBatch, 0
+			if last := batch[len(batch)-1].Offset; last > rebuild {
+				logged = last
+			}
 			report(batch[len(batch)-1].Offset+1-end[0], false)
 			batch = batch[:0]
 		}
 		if !ok {
 			report(end[1]-end[0], true)
-			return n, nil
+			return n, logged, nil
 		}
 	}
 }

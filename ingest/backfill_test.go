@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -399,6 +400,11 @@ func TestBackfillFiles(t *testing.T) {
 					rows[i].bad, rows[i].ev.time = "future", t0+int64(6*time.Hour/time.Millisecond)
 				}
 			}
+			// And the last row, so that the file's last offset carries no
+			// event: the offline log's position still reaches it.
+			if last := &rows[len(rows)-1]; last.bad == "" {
+				last.bad, last.ev.time = "future", t0+int64(6*time.Hour/time.Millisecond)
+			}
 			path := writeBackfillFile(t, t.TempDir(), format, rows)
 			e := newBackfillEnv(t, maxT+5*60*1000)
 			res, letters, err := e.run(ctx, t, []string{path}, BackfillConfig{ChunkRows: 256})
@@ -636,5 +642,88 @@ func TestBackfillFileErrors(t *testing.T) {
 	}
 	if len(letters) != 0 {
 		t.Errorf("letters %v", letters)
+	}
+}
+
+// cancelAfterCommit cancels a context once a manifest entry has been
+// created: a process killed right after its first offline commit.
+type cancelAfterCommit struct {
+	offline.Storage
+	cancel func()
+}
+
+func (s *cancelAfterCommit) Create(ctx context.Context, name string, data []byte) error {
+	err := s.Storage.Create(ctx, name, data)
+	if err == nil && strings.Contains(name, "/_manifest/") {
+		s.cancel()
+	}
+	return err
+}
+
+// TestBackfillLostStreamFails: while run A of a backfill reads a file,
+// another run B of the same file (started by mistake in a second terminal,
+// or a retried job whose first pod is still alive) resumes where A's
+// offline log stands, commits one chunk more and is killed. A's final
+// flush then finds the partition moved by another writer and drops its
+// buffered rows, as a writer that lost its partition does: A must fail,
+// saying to run the backfill again, not report the file backfilled; and
+// run again, the backfill completes the log.
+func TestBackfillLostStreamFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rows, _, maxT := backfillRows(41, 2000, false)
+	path := writeBackfillFile(t, t.TempDir(), export.FormatCSV, rows)
+	e := newBackfillEnv(t, maxT+5*60*1000)
+	topic, err := BackfillTopic(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	progress := func(p BackfillProgress) {
+		if p.Final {
+			return
+		}
+		once.Do(func() {
+			// Run B, killed after its first offline commit.
+			bctx, bcancel := context.WithCancel(ctx)
+			defer bcancel()
+			bst := &cancelAfterCommit{Storage: e.st, cancel: bcancel}
+			bw, err := offline.OpenWriter(bctx, bst, e.project, offline.Options{FlushRows: 50, OrphanGrace: time.Hour})
+			if err != nil {
+				t.Errorf("writer of B: %v", err)
+				return
+			}
+			_, err = Backfill(bctx, BackfillConfig{Project: e.project, Registry: e.r, Source: e.r.Source("txns"), Store: e.store,
+				Offline: bw, ChunkRows: 50, Now: func() time.Time { return time.UnixMilli(e.now) }}, []string{path})
+			t.Logf("run B (killed after its first commit): %v", err)
+		})
+	}
+	_, _, err = e.run(ctx, t, []string{path}, BackfillConfig{ChunkRows: 300, Progress: progress})
+	if !errors.Is(err, offline.ErrStreamLost) || !strings.Contains(err.Error(), "run the backfill again") {
+		t.Fatalf("run A: %v, want an error wrapping ErrStreamLost that says to run the backfill again", err)
+	}
+	t.Logf("run A: %v", err)
+	if _, _, err := e.run(ctx, t, []string{path}, BackfillConfig{ChunkRows: 300}); err != nil {
+		t.Fatalf("run again: %v", err)
+	}
+	accepted := int64(0)
+	for _, r := range rows {
+		if r.bad == "" {
+			accepted++
+		}
+	}
+	for _, view := range []string{"card_txn", "card_recent"} {
+		snap, err := offline.ReadSnapshot(ctx, e.st, e.project, view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos, ok := snap.Position(topic, 0)
+		var logged int64
+		for _, f := range snap.Files {
+			logged += f.Rows
+		}
+		if !ok || pos.Offset != int64(len(rows)-1) || logged != accepted {
+			t.Errorf("view %s after the second run: position %d (ok %v), %d rows logged; want %d, %d", view, pos.Offset, ok, logged, len(rows)-1, accepted)
+		}
 	}
 }

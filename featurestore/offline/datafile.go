@@ -10,6 +10,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
 // errPartitionTaken is what createFile returns when the name it writes is
@@ -27,39 +28,46 @@ var errFileBusy = errors.New("an uncommitted file of another writer, or of an in
 // directory) and returns its size. File names are deterministic in
 // (topic, partition, offset range), so another writer can write the same
 // name: the partition's new owner after a rebalance, a second run of the
-// same backfill. A file that may be committed must never be replaced (its
-// manifest entry describes its rows, schema and size), so the file is
-// created exclusively, and a name that exists is settled from the manifest
-// read again:
+// same backfill. A file that may be committed must never be replaced by
+// other rows (its manifest entry describes its rows, schema and size), nor
+// be missing for a moment, so the file is created exclusively, and a name
+// that exists is settled from the manifest read again:
 //
 //   - The partition moved on since this writer's commit: another writer
 //     committed it (perhaps this very name), and the stream is lost
 //     (errPartitionTaken), as the commit would find.
-//   - Otherwise the file is uncommitted: left by an interrupted attempt
-//     (this writer's own failed commit, a crash before the commit), or
-//     another writer's that it has not committed yet. Older than the
-//     orphan grace it is an orphan, as RemoveOrphans has it: deleted and
-//     created again. Holding the same rows (schema, offsets and event
-//     times; ingest times may differ) it is deleted and created again too,
-//     so that its age starts over: another process's clean-up (ingest's
-//     grace is 10 minutes) must not delete it before this writer commits
-//     it; and if another writer commits the name meanwhile, it commits the
-//     same events. Otherwise the flush fails with errFileBusy, to be
-//     retried (ingest retries; a backfill fails, to be run again).
+//   - Otherwise the file was uncommitted when the manifest was read: left
+//     by an interrupted attempt (this writer's own failed commit, a crash
+//     before the commit), or another writer's that it has not committed
+//     yet, and may commit at any moment from now on. So a file holding the
+//     same rows (schema, offsets and event times; ingest times may differ)
+//     is never deleted: when this writer's file would have the very same
+//     layout (batches and size), it is replaced atomically (Storage.Put),
+//     so that its age starts over (another process's clean-up, ingest's
+//     grace is 10 minutes, must not delete it before this writer commits
+//     it) while the name holds, to every reader, a whole file of the same
+//     events laid out the same; otherwise it is used as it is, with its
+//     size. A file with other rows older than the orphan grace is an
+//     orphan, as RemoveOrphans has it: deleted and created again. Otherwise
+//     the flush fails with errFileBusy, to be retried (ingest retries; a
+//     backfill fails, to be run again).
 //
 // The delete of an orphan has the same narrow window as RemoveOrphans: a
-// writer that replaced the orphan between the listing and the delete
-// loses its file.
+// writer that replaced the orphan, or commits it after holding it past the
+// grace, between the listing and the delete loses its file.
 func (w *Writer) createFile(ctx context.Context, m *manifest, st *stream, p string, fb *fileBuilder) (int64, error) {
 	name := viewDir(w.project, st.id.view) + "/" + p
-	for range 3 {
-		var n int64
-		err := w.st.CreateFrom(ctx, name, func(out io.Writer) error {
+	write := func(n *int64) func(io.Writer) error {
+		return func(out io.Writer) error {
 			cw := &countingWriter{w: out}
 			err := writeIPC(cw, w.mem, fb.s.arrow, fb.batches)
-			n = cw.n
+			*n = cw.n
 			return err
-		})
+		}
+	}
+	for range 3 {
+		var n int64
+		err := w.st.CreateFrom(ctx, name, write(&n))
 		if !errors.Is(err, ErrExist) {
 			return n, err
 		}
@@ -85,13 +93,18 @@ func (w *Writer) createFile(ctx context.Context, m *manifest, st *stream, p stri
 			continue // removed since: create it
 		}
 		age, grace := w.opts.Now().Sub(mod), w.opts.OrphanGrace
-		same := false
-		if grace > 0 && age < grace {
-			if same, err = sameRows(ctx, w.st, name, fb); err != nil {
-				return 0, fmt.Errorf("write %s: %w, written %s ago, and it cannot be compared: %v", name, errFileBusy, age.Round(time.Second), err)
+		orphan := grace <= 0 || age >= grace
+		same, err := sameRows(ctx, w.st, name, fb)
+		switch {
+		case err != nil && !orphan:
+			return 0, fmt.Errorf("write %s: %w, written %s ago, and it cannot be compared: %v", name, errFileBusy, age.Round(time.Second), err)
+		case err == nil && same.rows:
+			if !same.layout || ipcSize(w.mem, fb) != same.size {
+				return same.size, nil
 			}
-		}
-		if grace <= 0 || age >= grace || same {
+			err := w.st.Put(ctx, name, write(&n))
+			return n, err
+		case orphan:
 			if err := w.st.Delete(ctx, name); err != nil {
 				return 0, err
 			}
@@ -101,6 +114,15 @@ func (w *Writer) createFile(ctx context.Context, m *manifest, st *stream, p stri
 			name, errFileBusy, age.Round(time.Second), grace)
 	}
 	return 0, fmt.Errorf("write %s: the name was taken again after each removal", name)
+}
+
+// ipcSize returns the size of the file fb writes.
+func ipcSize(mem memory.Allocator, fb *fileBuilder) int64 {
+	cw := &countingWriter{w: io.Discard}
+	if err := writeIPC(cw, mem, fb.s.arrow, fb.batches); err != nil {
+		return -1
+	}
+	return cw.n
 }
 
 // modTime returns when the object name was written, by listing its
@@ -118,18 +140,25 @@ func modTime(ctx context.Context, st Storage, name string) (time.Time, bool, err
 	return time.Time{}, false, nil
 }
 
-// sameRows reports whether the log file name holds the rows fb would write,
-// as far as a file's manifest entry describes them (the schema, and in
-// order the offsets and event times: the same events of the same
-// partition).
-func sameRows(ctx context.Context, st Storage, name string, fb *fileBuilder) (bool, error) {
+// sameness is how a log file compares with the rows of a fileBuilder.
+type sameness struct {
+	rows   bool  // the same schema, and the same offsets and event times in order
+	layout bool  // rows, cut into record batches of the same sizes
+	size   int64 // of the file
+}
+
+// sameRows compares the log file name with the rows fb would write, as far
+// as a file's manifest entry describes them (the schema, and in order the
+// offsets and event times: the same events of the same partition), and
+// their cut into record batches.
+func sameRows(ctx context.Context, st Storage, name string, fb *fileBuilder) (sameness, error) {
 	f, err := OpenFile(ctx, st, name)
 	if err != nil {
-		return false, err
+		return sameness{}, err
 	}
 	defer f.Close()
 	if schemaFingerprint(f.Schema()) != fb.s.fingerprint {
-		return false, nil
+		return sameness{}, nil
 	}
 	// A cursor over fb's rows.
 	bi, ri := 0, 0
@@ -145,21 +174,23 @@ func sameRows(ctx context.Context, st Storage, name string, fb *fileBuilder) (bo
 		ri++
 		return off, ts, true
 	}
+	layout := f.NumBatches() == len(fb.batches)
 	for i := range f.NumBatches() {
 		rec, err := f.Batch(i)
 		if err != nil {
-			return false, err
+			return sameness{}, err
 		}
+		layout = layout && rec.NumRows() == fb.batches[i].NumRows()
 		same := sameBatch(rec, next)
 		rec.Release()
 		if !same {
-			return false, nil
+			return sameness{}, nil
 		}
 	}
 	if _, _, more := next(); more {
-		return false, nil
+		return sameness{}, nil
 	}
-	return true, nil
+	return sameness{rows: true, layout: layout, size: f.o.Size()}, nil
 }
 
 // sameBatch reports whether the offsets and event times of rec are the next

@@ -51,14 +51,22 @@ func RemoveOrphans(ctx context.Context, st Storage, project string, grace time.D
 				continue
 			}
 			sub := strings.TrimPrefix(o.Name, prefix)
-			remove := o.Temp
-			if !remove && path.Dir(sub) == manifestDirName {
-				seq, ok := parseManifestEntry(path.Base(sub))
-				remove = ok && seq < m.base && now.Sub(o.ModTime) >= manifestRetention
-			} else if !remove {
-				_, _, _, _, _, isData := parseFilePath(sub)
+			// A name of the log's is never taken for a temporary file,
+			// whatever the storage says.
+			_, _, _, _, _, isData := parseFilePath(sub)
+			seq, isEntry := int64(0), false
+			if path.Dir(sub) == manifestDirName {
+				seq, isEntry = parseManifestEntry(path.Base(sub))
+			}
+			var remove bool
+			switch {
+			case isData:
 				_, referenced := m.files[sub]
-				remove = isData && !referenced
+				remove = !referenced
+			case isEntry:
+				remove = seq < m.base && now.Sub(o.ModTime) >= manifestRetention
+			default:
+				remove = o.Temp
 			}
 			if !remove {
 				continue

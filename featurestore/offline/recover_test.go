@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"path"
 	"reflect"
 	"strings"
 	"testing"
@@ -80,6 +81,53 @@ func TestOrphansUnreadableManifest(t *testing.T) {
 			sortRows(want)
 			if got := readRows(t, st); !reflect.DeepEqual(got, want) {
 				t.Fatalf("rows differ: %v", firstDiff(got, want))
+			}
+		})
+	}
+}
+
+// TestOrphansTopicLikeTempName: a Kafka topic may start with a dot and
+// contain ".tmp-" (Kafka allows [a-zA-Z0-9._-]), as Dir's temporary files
+// of earlier versions did: its committed files stay at the next start,
+// while the temporary files of its writes, of this version and earlier
+// ones, go.
+func TestOrphansTopicLikeTempName(t *testing.T) {
+	for name, mk := range storages(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			st := mk(t)
+			s := testSchema(t, "account_stats")
+			const topic = ".orders.tmp-v2"
+			w, err := OpenWriter(ctx, st, testProject, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs := genEvents(rand.New(rand.NewPCG(31, 32)), 10, 0, 0, t0)
+			b := batchOf(evs, topic, 0, 9, t0)
+			if err := w.Append(ctx, s, b); err != nil {
+				t.Fatal(err)
+			}
+			var want []row
+			for _, g := range evs {
+				want = append(want, wantRow(g, topic, b.IngestTime))
+			}
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := st.(*Dir); ok {
+				data := filePath(dayOf(t0), topic, 0, 10, 19)
+				for _, marker := range []string{tempMarker, oldTempMarker} {
+					dir, base := path.Split(viewDir(testProject, "account_stats") + "/" + data)
+					put(t, st, dir+"."+base+marker+"3k9z", "temp")
+				}
+			}
+			if _, err := OpenWriter(ctx, st, testProject, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			checkClean(t, st)
+			sortRows(want)
+			if got := readRows(t, st); !reflect.DeepEqual(got, want) {
+				t.Fatalf("rows of topic %q after a restart: %v", topic, firstDiff(got, want))
 			}
 		})
 	}

@@ -28,8 +28,40 @@ type Dir struct {
 }
 
 // tempMarker is in the name of every temporary file, which also starts with
-// a dot: ".<name>.tmp-<random>".
-const tempMarker = ".tmp-"
+// a dot: ".<name>~tmp-<random>". A tilde is in no name the log writes
+// (projects, views and topics are of [A-Za-z0-9._-]), so that no data file
+// or manifest entry is ever taken for a temporary file and deleted.
+const tempMarker = "~tmp-"
+
+// oldTempMarker is in the names of the temporary files of earlier versions:
+// ".<name>.tmp-<random>", the random part of digits and lower-case letters.
+// A topic may start with a dot and contain ".tmp-" too (".orders.tmp-v2"),
+// so only a name that ends in ".tmp-" and such a random part is one: every
+// name the log writes ends otherwise (data files in ".arrow", manifest
+// entries in ".json", the checkpoint hint in "CHECKPOINT").
+const oldTempMarker = ".tmp-"
+
+// isTempName reports whether base is the name of a temporary file, of this
+// version or an earlier one.
+func isTempName(base string) bool {
+	if !strings.HasPrefix(base, ".") {
+		return false
+	}
+	if strings.Contains(base, tempMarker) {
+		return true
+	}
+	i := strings.LastIndex(base, oldTempMarker)
+	if i < 0 {
+		return false
+	}
+	random := base[i+len(oldTempMarker):]
+	for j := 0; j < len(random); j++ {
+		if c := random[j]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
+			return false
+		}
+	}
+	return random != ""
+}
 
 // NewDir returns the storage rooted at dir, creating it if needed.
 func NewDir(dir string) (*Dir, error) {
@@ -257,9 +289,7 @@ func (d *Dir) List(ctx context.Context, dir string) ([]ObjectInfo, error) {
 		if err != nil {
 			return err
 		}
-		b := e.Name()
-		out = append(out, ObjectInfo{Name: filepath.ToSlash(rel), Size: info.Size(), ModTime: info.ModTime(),
-			Temp: strings.HasPrefix(b, ".") && strings.Contains(b, tempMarker)})
+		out = append(out, ObjectInfo{Name: filepath.ToSlash(rel), Size: info.Size(), ModTime: info.ModTime(), Temp: isTempName(e.Name())})
 		return nil
 	})
 	if err != nil {

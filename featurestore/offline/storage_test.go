@@ -264,3 +264,81 @@ func TestDirSyncsExistingDirectories(t *testing.T) {
 		t.Errorf("the second file's rename did not sync its directory: %v", synced)
 	}
 }
+
+// TestDirTempNames: List marks as Temp the temporary files Dir writes, and
+// those of earlier versions (".<name>.tmp-<random>"), never a name the log
+// writes, whatever its topic.
+func TestDirTempNames(t *testing.T) {
+	const dir = "p/v/date=2024-01-01/"
+	cases := []struct {
+		name string
+		temp bool
+	}{
+		{dir + "payments.v1-0-0-49.arrow", false},
+		{dir + ".orders.tmp-v2-0-4-9.arrow", false},
+		{dir + ".tmp-0-0-1.arrow", false},
+		{dir + ".a.tmp-1.tmp-2-0-0-1.arrow", false},
+		{"p/v/_manifest/00000000000000000001.json", false},
+		{"p/v/_manifest/" + checkpointHint, false},
+		{dir + "plain.tmp-1", false}, // no leading dot
+		// Earlier versions: os.CreateTemp's digits, then base 36.
+		{dir + ".payments.v1-0-0-49.arrow.tmp-2147483647", true},
+		{dir + ".payments.v1-0-0-49.arrow.tmp-3k9z0a", true},
+		{dir + ".orders.tmp-v2-0-4-9.arrow.tmp-3k9z0a", true},
+		{"p/v/_manifest/.00000000000000000009.json.tmp-17", true},
+		{dir + ".orders.tmp-v2-0-4-9.arrow.tmp-", false},
+		{dir + ".orders.tmp-v2-0-4-9.arrow.tmp-A1", false},
+		// This version.
+		{dir + ".orders.tmp-v2-0-4-9.arrow" + tempMarker + "3k9z0a", true},
+		{"p/v/_manifest/.00000000000000000009.json" + tempMarker + "17", true},
+	}
+	root := t.TempDir()
+	d, err := NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		p := filepath.Join(root, filepath.FromSlash(c.name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// And what an interrupted Put leaves.
+	old := failpoint
+	t.Cleanup(func() { failpoint = old })
+	failpoint = func(step string) {
+		if step == "put:synced" {
+			panic("crash")
+		}
+	}
+	func() {
+		defer func() { _ = recover() }()
+		_ = d.Put(context.Background(), dir+".orders.tmp-v2-0-5-9.arrow", func(w io.Writer) error { _, err := io.WriteString(w, "x"); return err })
+	}()
+	failpoint = old
+	objs, err := d.List(context.Background(), "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, c := range cases {
+		want[c.name] = c.temp
+	}
+	left := 0
+	for _, o := range objs {
+		temp, ok := want[o.Name]
+		if !ok {
+			left++
+			temp = true // the interrupted Put's
+		}
+		if o.Temp != temp {
+			t.Errorf("%s: Temp %v, want %v", o.Name, o.Temp, temp)
+		}
+	}
+	if left != 1 || len(objs) != len(cases)+1 {
+		t.Errorf("listed %d objects, %d unknown; want %d and the interrupted Put's temporary file", len(objs), left, len(cases))
+	}
+}

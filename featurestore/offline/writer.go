@@ -40,9 +40,9 @@ type Options struct {
 	// writes to the same storage does not delete the other's file between
 	// its write and its commit. Zero removes them all: right for one writer.
 	// A flush treats an uncommitted file under a name it writes by the same
-	// rule: older than the grace, it replaces it; younger, it waits for it
-	// unless it holds the same events, and then writes it again (see
-	// createFile).
+	// rule: older than the grace, it replaces it; younger, it waits for it.
+	// A file of the same events, whatever its age, is never deleted: it is
+	// replaced atomically, or committed as it is (see createFile).
 	OrphanGrace time.Duration
 	// Metrics records the writer's metrics (NewMetrics registers them
 	// once per process); nil records none.

@@ -280,10 +280,12 @@ func TestOrphansRemovedAtStart(t *testing.T) {
 			orphan := viewDir(testProject, "account_stats") + "/" + filePath(dayOf(t0), testTopic, 0, 100, 200)
 			put(t, st, orphan, "not committed")
 			put(t, st, viewDir(testProject, "device_counts")+"/"+filePath(dayOf(t0), testTopic, 0, 1, 2), "no manifest")
-			if d, ok := st.(*Dir); ok {
-				put(t, st, viewDir(testProject, "account_stats")+"/date=2023-11-14/.x.arrow"+tempMarker+"1", "temp")
-				put(t, st, viewDir(testProject, "account_stats")+"/"+manifestDirName+"/.00000000000000000009.json"+tempMarker+"2", "temp")
-				_ = d
+			if _, ok := st.(*Dir); ok {
+				// Of this version and of earlier ones.
+				for _, marker := range []string{tempMarker, oldTempMarker} {
+					put(t, st, viewDir(testProject, "account_stats")+"/date=2023-11-14/.x.arrow"+marker+"1", "temp")
+					put(t, st, viewDir(testProject, "account_stats")+"/"+manifestDirName+"/.00000000000000000009.json"+marker+"2", "temp")
+				}
 			}
 			if _, err := OpenWriter(ctx, st, testProject, Options{OrphanGrace: time.Hour}); err != nil {
 				t.Fatal(err)
