@@ -114,7 +114,8 @@ type FlightConfig struct {
 	// DefaultFlightMaxExports when zero.
 	MaxExports int
 	// MaxUploadBytes bounds the entity table one call may send (its Arrow
-	// IPC messages); DefaultFlightMaxUploadBytes when zero.
+	// IPC messages, compressed buffers counted at the size they claim
+	// uncompressed); DefaultFlightMaxUploadBytes when zero.
 	MaxUploadBytes int64
 	// UploadIdleTimeout bounds the wait for each message of the upload,
 	// the first one included: a client that sends nothing for this long
@@ -133,7 +134,8 @@ type FlightConfig struct {
 	// however it ends.
 	TempDir string
 	// ShutdownTimeout is how long Run waits for exports in flight once ctx
-	// ends, before cutting them off; DefaultShutdownTimeout when zero.
+	// ends, before cutting them off; DefaultShutdownTimeout when zero, none
+	// when negative (NoShutdownGrace).
 	ShutdownTimeout time.Duration
 	// TLS, if set, serves TLS only, with this configuration.
 	TLS *tls.Config
@@ -203,7 +205,7 @@ func NewFlightServer(cfg FlightConfig) *FlightServer {
 	if cfg.UploadIdleTimeout <= 0 {
 		cfg.UploadIdleTimeout = DefaultFlightUploadIdleTimeout
 	}
-	if cfg.ShutdownTimeout <= 0 {
+	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if cfg.HealthInterval <= 0 {
@@ -473,7 +475,7 @@ func parseFlightCommand(d *flight.FlightDescriptor) (*FlightCommand, error) {
 	dec.DisallowUnknownFields()
 	var cmd FlightCommand
 	if err := dec.Decode(&cmd); err != nil {
-		return nil, fmt.Errorf("command: %w (want JSON like {\"feature_service\": \"name\"} or {\"features\": [\"view:feature\"]}, optionally with \"timestamp_column\" and \"key_columns\")", err)
+		return nil, fmt.Errorf("command: %w (want JSON like {\"feature_service\": \"name\"} or {\"features\": [\"view:feature\"]}, optionally with \"timestamp_column\", \"key_columns\" and \"allow_empty\")", err)
 	}
 	if dec.More() {
 		return nil, errors.New("command: more than one JSON value")
@@ -481,8 +483,9 @@ func parseFlightCommand(d *flight.FlightDescriptor) (*FlightCommand, error) {
 	return &cmd, nil
 }
 
-// upload reads the messages of the call, counting their bytes against the
-// bound, and waiting at most idle for each.
+// upload reads the messages of the call, counting their bytes (compressed
+// buffers at their uncompressed size) against the bound, and waiting at
+// most idle for each.
 type upload struct {
 	stream flight.FlightService_DoExchangeServer
 	n, max int64
@@ -531,16 +534,22 @@ func (u *upload) Recv() (*flight.FlightData, error) {
 	if err != nil {
 		return nil, err
 	}
-	u.n += int64(len(fd.DataHeader) + len(fd.DataBody) + len(fd.AppMetadata))
-	if u.n > u.max {
-		return nil, fmt.Errorf("%w: more than the %d bytes a call may send", errUploadTooLarge, u.max)
-	}
 	// arrow-go trusts the sizes in the message's metadata: unchecked, a
 	// few bytes could make it allocate gigabytes, a crash of the server.
+	// A compressed body is counted at the size its buffers claim once
+	// decompressed, before arrow-go decompresses it: counted as sent, a
+	// few kilobytes of ZSTD could expand to gigabytes within the bound.
+	body := int64(len(fd.DataBody))
 	if len(fd.DataHeader) > 0 {
-		if err := offline.CheckIPCMessage(fd.DataHeader, fd.DataBody); err != nil {
+		decoded, err := offline.CheckIPCMessageSize(fd.DataHeader, fd.DataBody)
+		if err != nil {
 			return nil, err
 		}
+		body = max(body, decoded)
+	}
+	u.n += int64(len(fd.DataHeader)+len(fd.AppMetadata)) + body
+	if u.n > u.max {
+		return nil, fmt.Errorf("%w: more than the %d bytes a call may send, counting compressed buffers at their uncompressed size", errUploadTooLarge, u.max)
 	}
 	return fd, nil
 }

@@ -82,7 +82,8 @@ type HTTPConfig struct {
 	MaxBodyBytes int64
 	// ShutdownTimeout is how long Run waits for requests in flight to
 	// finish once ctx ends, before closing their connections;
-	// DefaultShutdownTimeout when zero.
+	// DefaultShutdownTimeout when zero, none when negative
+	// (NoShutdownGrace).
 	ShutdownTimeout time.Duration
 	// Ping checks that the online store answers. HTTPHealthPath reports
 	// not ready while it fails; nil leaves the store out of the check.
@@ -114,7 +115,7 @@ func NewHTTPServer(svc *OnlineService, cfg HTTPConfig) *HTTPServer {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if cfg.ShutdownTimeout <= 0 {
+	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if cfg.Logger == nil {
@@ -180,11 +181,15 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	start := time.Now()
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		s.cfg.Logger.Warn("http graceful shutdown timed out; closing connections", "timeout", s.cfg.ShutdownTimeout)
-		srv.Close()
+	if s.cfg.ShutdownTimeout < 0 {
+		srv.Close() // no grace period
+	} else {
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			s.cfg.Logger.Warn("http graceful shutdown timed out; closing connections", "timeout", s.cfg.ShutdownTimeout)
+			srv.Close()
+		}
 	}
 	<-errc
 	s.cfg.Logger.Info("http server stopped", "duration", time.Since(start))

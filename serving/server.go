@@ -27,6 +27,9 @@ const (
 	DefaultMaxRecvMsgSize  = 16 << 20
 	DefaultMaxSendMsgSize  = 64 << 20
 	DefaultShutdownTimeout = 10 * time.Second
+	// NoShutdownGrace, as a ShutdownTimeout, gives calls in flight no time
+	// to finish: they are cut off as soon as ctx ends.
+	NoShutdownGrace time.Duration = -1
 	// DefaultHealthInterval is how often Run checks ServerConfig.Ready.
 	DefaultHealthInterval = 2 * time.Second
 )
@@ -47,7 +50,7 @@ type ServerConfig struct {
 	MaxRecvMsgSize, MaxSendMsgSize int
 	// ShutdownTimeout is how long Run waits for calls in flight to finish
 	// once ctx ends, before cutting them off; DefaultShutdownTimeout when
-	// zero.
+	// zero, none when negative (NoShutdownGrace).
 	ShutdownTimeout time.Duration
 	// TLS, if set, serves TLS only, with this configuration
 	// (ServerTLS.Config gives one that follows certificate rotation).
@@ -87,7 +90,7 @@ func NewServer(svc pb.OnlineServiceServer, cfg ServerConfig) *Server {
 	if cfg.MaxSendMsgSize <= 0 {
 		cfg.MaxSendMsgSize = DefaultMaxSendMsgSize
 	}
-	if cfg.ShutdownTimeout <= 0 {
+	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if cfg.HealthInterval <= 0 {
@@ -165,14 +168,18 @@ func serveUntilDone(ctx context.Context, g *grpc.Server, ln net.Listener, h *hea
 	}
 	start := time.Now()
 	h.Shutdown()
-	done := make(chan struct{})
-	go func() { g.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		log.Warn(name+" graceful stop timed out; "+cutOff, "timeout", timeout)
-		g.Stop()
-		<-done
+	if timeout < 0 {
+		g.Stop() // no grace period
+	} else {
+		done := make(chan struct{})
+		go func() { g.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(timeout):
+			log.Warn(name+" graceful stop timed out; "+cutOff, "timeout", timeout)
+			g.Stop()
+			<-done
+		}
 	}
 	<-errc
 	log.Info(name+" server stopped", "duration", time.Since(start))

@@ -116,7 +116,7 @@ a cleared store), and replaying again adds nothing. Do not replay with
 				if err != nil {
 					return fmt.Errorf("%w: %v", errUsage, err)
 				}
-				snap, err := reg.snapshot(ctx, version)
+				snap, err := reg.snapshot(ctx, "--registry-version", version)
 				if err != nil {
 					return err
 				}
@@ -220,7 +220,7 @@ a cleared store), and replaying again adds nothing. Do not replay with
 					}
 					brokers, err := resolve(src)
 					if err != nil {
-						return err
+						return fmt.Errorf("%w: %v", errUsage, err)
 					}
 					dialer, err := kafka.security.dialer()
 					if err != nil {

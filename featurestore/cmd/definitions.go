@@ -287,7 +287,7 @@ func showCommand() *command {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: show takes no arguments", errUsage)
 				}
-				snap, err := reg.snapshot(ctx, version)
+				snap, err := reg.snapshot(ctx, "--version", version)
 				if err != nil {
 					return err
 				}

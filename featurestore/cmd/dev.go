@@ -58,9 +58,9 @@ Ctrl-C.`,
 			fs.StringVar(&kafkaAddr, "kafka-listen", "127.0.0.1:9092", "Loopback address of the in-process Kafka broker.")
 			fs.StringVar(&redisAddr, "redis-listen", "127.0.0.1:6379", "Loopback address of the in-process Redis server.")
 			fs.StringVar(&project, "project", "default", "Project whose registry dev mode fills.")
-			fs.IntVar(&rate, "generate-rate", 50, "Example card transactions generated per second into the card_transactions topic; 0 for none.")
+			fs.IntVar(&rate, "generate-rate", 50, "Example card transactions generated per second into the card_transactions topic, on average; 0 for none.")
 			fs.StringVar(&metrics, "metrics-addr", "127.0.0.1:9464", "Address of the /metrics endpoint; empty to serve none.")
-			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC lookup service.")
+			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC lookup service, host:port; not empty.")
 			fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:6567", "Address of the JSON-over-HTTP lookup endpoint; empty to serve none.")
 			fs.StringVar(&offDir, "offline-dir", "", "Directory of the offline log ingest writes, for featurestore export; empty for offline under --data-dir.")
 			fs.StringVar(&flightAddr, "flight-addr", "127.0.0.1:8815", "Address of the Arrow Flight training export service (docs/flight.md); empty to serve none.")
@@ -78,6 +78,19 @@ Ctrl-C.`,
 					if _, err := devenv.LoopbackAddr(l.what, l.addr, ""); err != nil {
 						return fmt.Errorf("%w: %s: %v", errUsage, l.flag, err)
 					}
+				}
+				if grpcAddr == "" {
+					// An empty address would listen on every interface at
+					// a random port, unlike the other listeners' "off".
+					return fmt.Errorf("%w: --grpc-addr is empty: dev always serves gRPC lookups; give a host:port", errUsage)
+				}
+				if rate < 0 {
+					return fmt.Errorf("%w: --generate-rate must not be negative (0 for none)", errUsage)
+				}
+				if err := checkListenAddrs(listenFlag{"--kafka-listen", kafkaAddr}, listenFlag{"--redis-listen", redisAddr},
+					listenFlag{"--metrics-addr", metrics}, listenFlag{"--grpc-addr", grpcAddr},
+					listenFlag{"--http-addr", httpAddr}, listenFlag{"--flight-addr", flightAddr}); err != nil {
+					return err
 				}
 				log, err := logs.logger(env.stderr)
 				if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -15,12 +16,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/ingest"
 	featurestorev1 "github.com/featurestore/featurestore/protos/featurestore/v1"
 )
@@ -247,5 +250,30 @@ func TestDevWithoutDefinitions(t *testing.T) {
 	code, out, errOut := runCLI(t, nil, "dev", "--data-dir", t.TempDir(), "--definitions", missing)
 	if code != 2 || !strings.Contains(errOut, "give --definitions DIR") {
 		t.Errorf("dev without definitions: exit %d, want 2 and a hint\n%s%s", code, out, errOut)
+	}
+}
+
+// TestGenerateRate: dev's --generate-rate is kept on average, below 10
+// per second too: the generator sent max(1, rate/10) every 100ms, so rates
+// 1 to 9 gave 10 per second and 15 gave 10.
+func TestGenerateRate(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.UniqueName(t, "auditgen")
+	testenv.CreateTopic(t, brokers, topic, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	const rate = 1
+	generateTransactions(ctx, brokers, topic, rate, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	conn, err := kafka.DialLeader(context.Background(), "tcp", brokers[0], topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	n, err := conn.ReadLastOffset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > 3*rate+1 {
+		t.Fatalf("--generate-rate %d for 3s produced %d events, want about %d", rate, n, 3*rate)
 	}
 }

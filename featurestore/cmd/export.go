@@ -102,15 +102,15 @@ them so, with a warning.`,
 				case parallelism < 0:
 					return fmt.Errorf("%w: --parallelism must not be negative", errUsage)
 				}
-				mem, err := parseBytes(memory)
+				mem, err := parseMemory("--memory", memory)
 				if err != nil {
-					return fmt.Errorf("%w: --memory: %v", errUsage, err)
+					return err
 				}
 				inFormat, err := tableFormat("--entities-format", entitiesFormat)
 				if err != nil {
 					return err
 				}
-				outFormat, err := tableFormat("--format", format)
+				outFormat, err := outputFormat(out, format)
 				if err != nil {
 					return err
 				}
@@ -123,7 +123,7 @@ them so, with a warning.`,
 					return err
 				}
 				defer closeSt()
-				snap, err := reg.snapshot(ctx, version)
+				snap, err := reg.snapshot(ctx, "--registry-version", version)
 				if err != nil {
 					return err
 				}
@@ -252,7 +252,33 @@ func (l *offlineLog) Size(ctx context.Context, view string) (int64, error) {
 	return n, nil
 }
 
-// tableFormat parses a format flag.
+// outputFormat parses --format, the format of the output file out, and
+// with auto checks that out's extension names one: CSV is an input format
+// only, and an export that only found out at the end would have read the
+// registry and the offline log for nothing.
+func outputFormat(out, format string) (export.Format, error) {
+	switch format {
+	case "auto", "":
+		name := out
+		if isObjectURL(out) {
+			name = objectBase(out) // the URL's query is no extension
+		}
+		switch strings.ToLower(filepath.Ext(name)) {
+		case ".parquet", ".pq", ".arrow", ".arrows", ".ipc", ".feather":
+			return export.FormatAuto, nil
+		case ".csv":
+			return "", fmt.Errorf("%w: --out %q: CSV is an input format only; write Parquet (.parquet) or Arrow IPC (.arrow, .arrows, .feather)", errUsage, out)
+		}
+		return "", fmt.Errorf("%w: --out %q: cannot tell the output format from the extension: use .parquet, .arrow, .arrows or .feather, or give --format parquet or arrow", errUsage, out)
+	case "parquet", "arrow":
+		return export.Format(format), nil
+	case "csv":
+		return "", fmt.Errorf("%w: --format csv: CSV is an input format only; the output is parquet or arrow", errUsage)
+	}
+	return "", fmt.Errorf("%w: --format %q: use auto, parquet or arrow", errUsage, format)
+}
+
+// tableFormat parses a format flag of an input table.
 func tableFormat(flagName, s string) (export.Format, error) {
 	switch s {
 	case "auto", "":
@@ -261,6 +287,23 @@ func tableFormat(flagName, s string) (export.Format, error) {
 		return export.Format(s), nil
 	}
 	return "", fmt.Errorf("%w: %s %q: use auto, parquet, csv or arrow", errUsage, flagName, s)
+}
+
+// exportMinMemory is the least memory budget an export works with (the
+// minimum export.Run checks, which it does not export).
+const exportMinMemory = 1 << 20
+
+// parseMemory parses the memory budget of an export given by flagName; an
+// error (a usage error) names the flag.
+func parseMemory(flagName, s string) (int64, error) {
+	n, err := parseBytes(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s: %v", errUsage, flagName, err)
+	}
+	if n < exportMinMemory {
+		return 0, fmt.Errorf("%w: %s %s: an export needs at least 1MiB", errUsage, flagName, s)
+	}
+	return n, nil
 }
 
 // parseBytes parses a size: a number of bytes, optionally with a unit (KB,
@@ -283,6 +326,9 @@ func parseBytes(s string) (int64, error) {
 	}
 	if x*mult >= math.MaxInt64 {
 		return 0, fmt.Errorf("%q is too large", s)
+	}
+	if x*mult < 1 {
+		return 0, fmt.Errorf("%q is less than one byte", s)
 	}
 	return int64(x * mult), nil
 }

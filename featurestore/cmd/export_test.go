@@ -276,3 +276,44 @@ func objectURL(t *testing.T, bucket, name string) string {
 	q.Del("prefix")
 	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/" + key, RawQuery: q.Encode()}).String()
 }
+
+// TestExportRegistryVersionFlagName: a negative --registry-version is
+// reported under its own name, not as "--version", a flag export does not
+// have.
+func TestExportRegistryVersionFlagName(t *testing.T) {
+	env := fileRegistryEnv(t)
+	code, _, errOut := runCLI(t, env, "export", "--registry-version", "-1", "--offline-dir", t.TempDir(),
+		"--entities", "rows.csv", "--features", "card_txn:*", "--out", t.TempDir()+"/x.parquet")
+	if code != 2 || !strings.Contains(errOut, "--registry-version") {
+		t.Fatalf("export --registry-version -1: exit %d, want 2 naming --registry-version; got:\n%s", code, errOut)
+	}
+}
+
+// TestParseBytesBelowOneByte: parseBytes promises a positive size, so a
+// value below one byte is an error rather than 0 (export --memory 0.5 once
+// ran with the default budget and a Go memory limit of 0).
+func TestParseBytesBelowOneByte(t *testing.T) {
+	for _, s := range []string{"0.5", "0.9B", "0.0001KB"} {
+		n, err := parseBytes(s)
+		if err == nil && n <= 0 {
+			t.Errorf("parseBytes(%q) = %d, nil; want an error (not a positive size)", s, n)
+		}
+	}
+}
+
+// TestExportFormatCSV: CSV is an input format only: --format's error does
+// not suggest it, and --format csv is a usage error at the flag check, not
+// a failure after reading the registry and the offline log.
+func TestExportFormatCSV(t *testing.T) {
+	env := fileRegistryEnv(t)
+	_, _, errOut := runCLI(t, env, "export", "--format", "xml", "--offline-dir", t.TempDir(),
+		"--entities", "rows.csv", "--features", "card_txn:*", "--out", t.TempDir()+"/x.out")
+	if strings.Contains(errOut, "csv") {
+		t.Errorf("export --format xml suggests csv, which is no output format:\n%s", errOut)
+	}
+	code, _, errOut := runCLI(t, env, "export", "--format", "csv", "--allow-empty", "--offline-dir", t.TempDir(),
+		"--entities", "rows.csv", "--features", "card_txn:*", "--out", t.TempDir()+"/x.csv")
+	if code != 2 {
+		t.Errorf("export --format csv: exit %d, want 2 (usage)\n%s", code, errOut)
+	}
+}

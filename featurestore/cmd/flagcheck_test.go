@@ -237,3 +237,14 @@ func TestIngestWarnsOfMissingReplicas(t *testing.T) {
 		t.Fatalf("ingest does not warn %q at start:\n%s", want, out)
 	}
 }
+
+// TestIngestEmptyKafkaBrokers: with --kafka-brokers empty and a source on
+// the default connection, ingest stops at start with a usage error naming
+// --kafka-brokers; it used to start and fail naming --kafka-connections.
+func TestIngestEmptyKafkaBrokers(t *testing.T) {
+	env := fileRegistryEnv(t)
+	code, out := runBounded(t, env, 10*time.Second, "ingest", "--kafka-brokers", "")
+	if code != 2 || !strings.Contains(out, "--kafka-brokers") {
+		t.Fatalf("ingest --kafka-brokers '': exit %d, want 2 naming --kafka-brokers\n%s", code, lastLines(out, 2))
+	}
+}

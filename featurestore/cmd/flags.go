@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -151,4 +153,73 @@ func listenFlagError(flagName, addr string, err error) error {
 		hint = "; 'featurestore ingest' and 'featurestore dev' both default to " + addr
 	}
 	return fmt.Errorf("%w (another process listens on %s: stop it, or set %s to another address%s)", err, addr, flagName, hint)
+}
+
+// listenFlag is a listener's flag and the address it gives, empty for a
+// listener that is off.
+type listenFlag struct{ flag, addr string }
+
+// checkListenAddrs refuses, as a usage error, two listeners of the process
+// on one address: the second bind would fail as if another process held
+// the address. Port 0 (any free port) never conflicts, and a wildcard host
+// (":PORT", 0.0.0.0, [::]) conflicts with every host on its port.
+func checkListenAddrs(listeners ...listenFlag) error {
+	for i, a := range listeners {
+		for _, b := range listeners[i+1:] {
+			if sameListenAddr(a.addr, b.addr) {
+				return fmt.Errorf("%w: %s %s and %s %s: both listen on the same address; give each its own", errUsage, a.flag, a.addr, b.flag, b.addr)
+			}
+		}
+	}
+	return nil
+}
+
+// sameListenAddr reports whether listening on a and on b would collide.
+func sameListenAddr(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil {
+		return a == b // the listener reports the bad address itself
+	}
+	if pa != pb || pa == "0" {
+		return false
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wildcard(ha) || wildcard(hb)
+}
+
+// positiveDuration is a duration flag that refuses zero and negative
+// values as it is set: a usage error (exit 2) before the command starts,
+// rather than a dial that times out at once or a value replaced unsaid.
+type positiveDuration struct {
+	p    *time.Duration
+	name string
+}
+
+// positiveDurationVar defines a positiveDuration flag with a default.
+func positiveDurationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var(&positiveDuration{p, name}, name, usage)
+}
+
+func (d *positiveDuration) String() string {
+	if d == nil || d.p == nil { // the flag package's zero value, for its help
+		return ""
+	}
+	return d.p.String()
+}
+
+func (d *positiveDuration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v <= 0 {
+		return fmt.Errorf("--%s %s: want a positive duration", d.name, v)
+	}
+	*d.p = v
+	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/featurestore/featurestore/featurestore/testenv"
 )
 
 func TestParseFlagsEnvironment(t *testing.T) {
@@ -79,5 +81,17 @@ func TestRedisClientLogs(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] != "redis client" || rec["level"] != "WARN" {
 			t.Errorf("not a JSON record of the command's logger: %q (%v)", line, err)
 		}
+	}
+}
+
+// TestRedisTimeoutNegative: a --redis-timeout that is not positive is a
+// usage error (exit 2, as docs/operations.md says of bad flag values);
+// taken, every dial timed out at once, and the command said Redis does not
+// answer.
+func TestRedisTimeoutNegative(t *testing.T) {
+	addr := testenv.RedisAddr(t)
+	code, _, errOut := runCLI(t, map[string]string{"FEATURESTORE_REDIS_ADDR": addr}, "versions", "--project", "auditcmd", "--redis-timeout", "-1s")
+	if code != 2 || !strings.Contains(errOut, "--redis-timeout") {
+		t.Fatalf("versions --redis-timeout -1s against a live Redis at %s: exit %d, want 2 naming --redis-timeout; got:\n%s", addr, code, errOut)
 	}
 }

@@ -31,7 +31,10 @@ func generateTransactions(ctx context.Context, brokers []string, topic string, r
 	channels := []string{"online", "pos", "pos"}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	perTick := max(1, rate/10)
+	// Each tick owes a tenth of the rate; the fraction not sent is carried
+	// to the next, so that every rate, below 10 or not a multiple of 10,
+	// is kept on average.
+	perTick, owed := float64(rate)/10, 0.0
 	n := 0
 	for {
 		select {
@@ -39,8 +42,14 @@ func generateTransactions(ctx context.Context, brokers []string, topic string, r
 			return
 		case <-tick.C:
 		}
-		msgs := make([]kafka.Message, 0, perTick)
-		for range perTick {
+		owed += perTick
+		due := int(owed)
+		owed -= float64(due)
+		if due == 0 {
+			continue
+		}
+		msgs := make([]kafka.Message, 0, due)
+		for range due {
 			n++
 			card := fmt.Sprintf("card-%04d", cards.Uint64())
 			var v []byte

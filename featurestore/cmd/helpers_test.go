@@ -1,6 +1,8 @@
 package cmd
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,4 +76,30 @@ func offlineLocation(t *testing.T, where, dir string) string {
 		return testenv.AzureURL(t)
 	}
 	return filepath.Join(dir, "offline")
+}
+
+// nextTestPort is the next port testAddr tries.
+var nextTestPort = 17700
+
+// testAddr returns a free loopback address in 17700-17999, a different one
+// at each call.
+func testAddr(t *testing.T) string {
+	t.Helper()
+	for ; nextTestPort < 18000; nextTestPort++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", nextTestPort))
+		if err == nil {
+			addr := ln.Addr().String()
+			ln.Close()
+			nextTestPort++
+			return addr
+		}
+	}
+	t.Fatal("no free port in 17700-17999")
+	return ""
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,7 +32,7 @@ type kafkaFlags struct {
 }
 
 func (k *kafkaFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&k.brokers, "kafka-brokers", "127.0.0.1:9092", "Bootstrap brokers (comma-separated host:port) of the Kafka connection named default.")
+	fs.StringVar(&k.brokers, "kafka-brokers", "127.0.0.1:9092", "Bootstrap brokers (comma-separated host:port) of the Kafka connection named default; may be empty when no source uses it.")
 	fs.StringVar(&k.connections, "kafka-connections", "", "Other named Kafka connections, as name=host:port,host:port;name2=host:port.")
 	k.security.register(fs)
 }
@@ -53,10 +54,13 @@ func (k *kafkaFlags) resolver() (func(*registry.Source) ([]string, error), error
 			return src.Kafka.Brokers, nil
 		}
 		b, ok := conns[src.Kafka.Connection]
-		if !ok || len(b) == 0 {
-			return nil, fmt.Errorf("no brokers for Kafka connection %q (set --kafka-connections)", src.Kafka.Connection)
+		switch {
+		case ok && len(b) > 0:
+			return b, nil
+		case src.Kafka.Connection == "default":
+			return nil, fmt.Errorf("no brokers for Kafka connection \"default\" of source %q: set --kafka-brokers (or default=HOST:PORT in --kafka-connections)", src.Name)
 		}
-		return b, nil
+		return nil, fmt.Errorf("no brokers for Kafka connection %q of source %q: add %s=HOST:PORT to --kafka-connections", src.Kafka.Connection, src.Name, src.Kafka.Connection)
 	}, nil
 }
 
@@ -184,7 +188,7 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 			fs.DurationVar(&linger, "linger", 5*time.Millisecond, "How long a batch waits for more messages.")
 			fs.StringVar(&bufferMem, "buffer-memory", "256MiB", "Most bytes of messages all partitions of the process hold at once, read ahead and in the batches being applied (keys, values and headers, plus 256 bytes each), like 128MiB or 1GiB; each partition may go over by one message.")
 			fs.DurationVar(&session, "session-timeout", 10*time.Second, "Consumer group session timeout (at least 6s).")
-			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
+			positiveDurationVar(fs, &watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
 			fs.StringVar(&offlineDir, "offline-dir", "", "Directory of the offline log the events of offline feature views are appended to, or an s3://, gs:// or azblob:// bucket URL; empty to write none.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
@@ -239,6 +243,17 @@ batches in flight. Serves Prometheus metrics on --metrics-addr.`,
 					if missing := missingSources(named, snap.Registry); len(missing) > 0 {
 						return fmt.Errorf("%w: --sources: registry version %d of project %q has no source %s; it has %s",
 							errUsage, snap.Version, reg.project, quoteList(missing), sourceNames(snap.Registry))
+					}
+					// --kafka-brokers may be empty when no source uses the
+					// default connection; one that does would fail only
+					// once its group starts.
+					for _, src := range snap.Registry.Sources {
+						if len(named) > 0 && !slices.Contains(named, src.Name) {
+							continue
+						}
+						if _, err := resolve(src); err != nil {
+							return fmt.Errorf("%w: registry version %d: %v", errUsage, snap.Version, err)
+						}
 					}
 				}
 				return runIngest(ctx, offlineDir, promReg, log, w, ingest.ServiceConfig{

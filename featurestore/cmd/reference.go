@@ -19,10 +19,11 @@ func configurationMarkdown() []byte {
 Every setting is a flag of a subcommand. Each flag can also be given as an
 environment variable: upper case, dashes as underscores, prefixed with
 ` + "`FEATURESTORE_`" + ` (` + "`--redis-addr`" + ` is ` + "`FEATURESTORE_REDIS_ADDR`" + `). A flag given
-on the command line wins over the environment. Two flags are read from the
+on the command line wins over the environment. Three flags are read from the
 command line only: ` + "`show --version`" + ` (deployments often set variables
-named ` + "`*_VERSION`" + ` for other things) and ` + "`apply --allow-breaking`" + ` (to be
-asked for each time, not left on in an environment). Durations are written like
+named ` + "`*_VERSION`" + ` for other things), ` + "`apply --allow-breaking`" + ` and
+` + "`export --allow-empty`" + ` (to be asked for each time, not left on in an
+environment). Durations are written like
 ` + "`500ms`, `2s`, `1m`" + `.
 
 `)

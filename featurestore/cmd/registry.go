@@ -270,7 +270,7 @@ func (r *redisFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.sentinelPassword, "redis-sentinel-password", "", "Password of the Sentinels, when they require one (prefer the environment variable to the flag); --redis-password is the master's.")
 	fs.BoolVar(&r.tls, "redis-tls", false, "Connect to Redis over TLS (implied by the other --redis-tls flags), checking the servers' certificates against the system's roots or --redis-tls-ca.")
 	r.tlsFiles.register(fs, "redis", "Redis servers")
-	fs.DurationVar(&r.timeout, "redis-timeout", 2*time.Second, "Dial, read and write timeout of Redis commands.")
+	positiveDurationVar(fs, &r.timeout, "redis-timeout", 2*time.Second, "Dial, read and write timeout of Redis commands.")
 }
 
 // redisPoolTimeout bounds a lookup's wait for a connection of serve's
@@ -446,10 +446,10 @@ func checkLocation(location string) error {
 
 // snapshot returns registry version v of the project, the current one when
 // v is 0, and closes the store: callers that only read one version keep no
-// registry connection open.
-func (r *registryFlags) snapshot(ctx context.Context, v int64) (*registry.Snapshot, error) {
+// registry connection open. flagName is the flag that gave v.
+func (r *registryFlags) snapshot(ctx context.Context, flagName string, v int64) (*registry.Snapshot, error) {
 	if v < 0 {
-		return nil, fmt.Errorf("%w: --version %d: versions are numbered from 1 (0 for the current one)", errUsage, v)
+		return nil, fmt.Errorf("%w: %s %d: versions are numbered from 1 (0 for the current one)", errUsage, flagName, v)
 	}
 	store, closeStore, err := r.open(ctx)
 	if err != nil {

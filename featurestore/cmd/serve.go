@@ -81,7 +81,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			reg.redis.registerReadReplicas(fs)
 			logs.register(fs)
 			sec.register(fs)
-			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC server, host:port.")
+			fs.StringVar(&grpcAddr, "grpc-addr", "127.0.0.1:6566", "Address of the gRPC server, host:port; not empty (the gRPC service is always served).")
 			fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:6567", "Address of the JSON-over-HTTP lookup endpoint, host:port; empty to serve none.")
 			fs.Int64Var(&httpMaxBody, "http-max-body-bytes", serving.DefaultMaxBodyBytes, "Largest HTTP lookup request body, in bytes; a larger one is refused with 413.")
 			fs.StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9465", "Address of the /metrics endpoint; empty to serve none.")
@@ -89,12 +89,12 @@ tokens; docs/operations.md, Security, has an example policy).`,
 			fs.IntVar(&maxEntities, "max-entities", serving.DefaultMaxEntities, "Most entities one request may ask for.")
 			fs.DurationVar(&defaultDeadline, "default-deadline", serving.DefaultDefaultDeadline, "Deadline of a request whose client set none.")
 			fs.UintVar(&maxStreams, "max-concurrent-streams", serving.DefaultMaxConcurrentStreams, "Most calls in flight on one client connection, 1 to 4294967295.")
-			fs.DurationVar(&shutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "How long calls in flight may take to finish at shutdown.")
-			fs.DurationVar(&watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
+			fs.DurationVar(&shutdownTimeout, "shutdown-timeout", serving.DefaultShutdownTimeout, "How long calls in flight may take to finish at shutdown; 0 cuts them off at once.")
+			positiveDurationVar(fs, &watchEvery, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
 			off.register(fs)
 			fs.StringVar(&flightAddr, "flight-addr", "127.0.0.1:8815", "Address of the Arrow Flight training export service, host:port; empty to serve none. Needs --offline-dir.")
 			fs.IntVar(&flightExports, "flight-max-exports", serving.DefaultFlightMaxExports, "Most Flight exports running at once; more are refused with RESOURCE_EXHAUSTED. One principal may have twice as many calls open.")
-			fs.Int64Var(&flightUpload, "flight-max-upload-bytes", serving.DefaultFlightMaxUploadBytes, "Largest entity table one Flight export may send, in bytes of Arrow IPC messages; a larger one is refused with RESOURCE_EXHAUSTED.")
+			fs.Int64Var(&flightUpload, "flight-max-upload-bytes", serving.DefaultFlightMaxUploadBytes, "Largest entity table one Flight export may send, in bytes of Arrow IPC messages, compressed buffers counted at their uncompressed size; a larger one is refused with RESOURCE_EXHAUSTED.")
 			fs.DurationVar(&flightIdle, "flight-upload-idle-timeout", serving.DefaultFlightUploadIdleTimeout, "Longest wait for each message of a Flight export's upload, the first one included; a client that sends nothing for this long is cut off with DEADLINE_EXCEEDED. The download is not bounded: a training loop may read it slowly.")
 			fs.StringVar(&flightMemory, "flight-export-memory", "1GiB", "About how much memory one Flight export may hold at once, like 512MiB or 4GiB.")
 			fs.IntVar(&flightParallel, "flight-parallelism", 0, "Partitions one Flight export computes at once; 0 for GOMAXPROCS (the CPUs the process may use).")
@@ -115,11 +115,20 @@ tokens; docs/operations.md, Security, has an example policy).`,
 					return fmt.Errorf("%w: --max-concurrent-streams must be between 1 and %d", errUsage, uint32(math.MaxUint32))
 				}
 				if shutdownTimeout < 0 {
-					// A negative drain time would cut calls off at once.
-					return fmt.Errorf("%w: --shutdown-timeout must not be negative", errUsage)
+					return fmt.Errorf("%w: --shutdown-timeout must not be negative (0 cuts calls off at once)", errUsage)
+				}
+				// The servers read zero as their default.
+				grace := shutdownTimeout
+				if grace == 0 {
+					grace = serving.NoShutdownGrace
 				}
 				if httpMaxBody <= 0 {
 					return fmt.Errorf("%w: --http-max-body-bytes must be positive", errUsage)
+				}
+				if grpcAddr == "" {
+					// An empty address would listen on every interface at
+					// a random port, unlike the other listeners' "off".
+					return fmt.Errorf("%w: --grpc-addr is empty: serve always serves gRPC lookups; give a host:port", errUsage)
 				}
 				if err := sec.check(); err != nil {
 					return err
@@ -128,6 +137,14 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				fs.Visit(func(f *flag.Flag) { flightSet = flightSet || f.Name == "flight-addr" })
 				if flightAddr != "" && off.dir == "" && flightSet {
 					return fmt.Errorf("%w: --flight-addr needs --offline-dir", errUsage)
+				}
+				flightListen := flightAddr
+				if off.dir == "" {
+					flightListen = "" // not served
+				}
+				if err := checkListenAddrs(listenFlag{"--grpc-addr", grpcAddr}, listenFlag{"--http-addr", httpAddr},
+					listenFlag{"--metrics-addr", metricsAddr}, listenFlag{"--flight-addr", flightListen}); err != nil {
+					return err
 				}
 				if flightExports <= 0 {
 					return fmt.Errorf("%w: --flight-max-exports must be positive", errUsage)
@@ -141,9 +158,9 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				if flightParallel < 0 {
 					return fmt.Errorf("%w: --flight-parallelism must not be negative", errUsage)
 				}
-				flightMem, err := parseBytes(flightMemory)
+				flightMem, err := parseMemory("--flight-export-memory", flightMemory)
 				if err != nil {
-					return fmt.Errorf("%w: --flight-export-memory: %v", errUsage, err)
+					return err
 				}
 				log, err := logs.logger(env.stderr)
 				if err != nil {
@@ -184,7 +201,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 				servers := []func(context.Context) error{listensOn("--grpc-addr", grpcAddr, serving.NewServer(svc, serving.ServerConfig{
 					Addr:                 grpcAddr,
 					MaxConcurrentStreams: uint32(maxStreams),
-					ShutdownTimeout:      shutdownTimeout,
+					ShutdownTimeout:      grace,
 					TLS:                  tlsConfig,
 					Auth:                 auth,
 					Ready:                svc.Ready(ping),
@@ -194,7 +211,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 					hc := serving.HTTPConfig{
 						Addr:            httpAddr,
 						MaxBodyBytes:    httpMaxBody,
-						ShutdownTimeout: shutdownTimeout,
+						ShutdownTimeout: grace,
 						Ping:            ping,
 						Logger:          log,
 					}
@@ -227,7 +244,7 @@ tokens; docs/operations.md, Security, has an example policy).`,
 						Memory:            flightMem,
 						Parallelism:       flightParallel,
 						TempDir:           flightTempDir,
-						ShutdownTimeout:   shutdownTimeout,
+						ShutdownTimeout:   grace,
 						TLS:               tlsConfig,
 						Auth:              auth,
 						Metrics:           serving.NewFlightMetrics(promReg),

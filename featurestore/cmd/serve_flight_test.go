@@ -22,7 +22,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/offline"
@@ -326,5 +328,93 @@ func callStatus(stream flight.FlightService_DoExchangeClient, err error) error {
 		if _, rerr := stream.Recv(); rerr != nil {
 			return rerr
 		}
+	}
+}
+
+// TestFlightCompressedUploadBypassesLimit: --flight-max-upload-bytes counts
+// a compressed batch at the uncompressed size its buffers claim, before it
+// is decompressed. An entity table of 2M rows (about 24 MB of Arrow
+// buffers) sent ZSTD-compressed is a few kilobytes on the wire; counted as
+// sent, a 25 KB upload once made the server allocate gigabytes (one
+// compressed buffer may claim up to 2 GiB).
+func TestFlightCompressedUploadBypassesLimit(t *testing.T) {
+	env := fileRegistryEnv(t)
+	flightAddr := testAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stop, logs := startCommandLog(ctx, env, "serve", "--grpc-addr", testAddr(t), "--http-addr", "",
+		"--offline-dir", t.TempDir(), "--flight-addr", flightAddr, "--flight-max-upload-bytes", "1048576")
+	defer func() { stop() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs(), "flight listening") {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start:\n%s", logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	const rows = 2_000_000
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "card_id", Type: arrow.BinaryTypes.String},
+		{Name: "event_timestamp", Type: arrow.FixedWidthTypes.Timestamp_ms},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	keys, ts := b.Field(0).(*array.StringBuilder), b.Field(1).(*array.TimestampBuilder)
+	keys.Reserve(rows)
+	ts.Reserve(rows)
+	now := arrow.Timestamp(time.Now().UnixMilli())
+	for range rows {
+		keys.Append("") // empty keys: offsets all 0, which compress well
+		ts.Append(now)
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+
+	client, err := flight.NewClientWithMiddleware(flightAddr, nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	stream, err := client.DoExchange(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(schema), ipc.WithZstd())
+	w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD,
+		Cmd: []byte(`{"features": ["card_txn:last_country"], "allow_empty": true}`)})
+	sendErr := w.Write(rec)
+	if sendErr == nil {
+		sendErr = stream.CloseSend()
+	}
+	var got int64
+	var callErr error
+	if sendErr != nil {
+		callErr = callStatus(stream, sendErr)
+	} else if rdr, err := flight.NewRecordReader(stream); err != nil {
+		callErr = err
+	} else {
+		for rdr.Next() {
+			got += rdr.RecordBatch().NumRows()
+		}
+		callErr = rdr.Err()
+		rdr.Release()
+	}
+	if status.Code(callErr) != codes.ResourceExhausted {
+		t.Fatalf("a %d-row entity table (~%d MB uncompressed) sent ZSTD-compressed to a server with --flight-max-upload-bytes 1048576: "+
+			"got %d rows back, err %v; want RESOURCE_EXHAUSTED\nserver log:\n%s",
+			rows, (rows*(4+8))>>20, got, callErr, lastLines(logs(), 3))
+	}
+}
+
+// TestServeFlightExportMemoryBelowMinimum: serve refuses at start a
+// --flight-export-memory below the export's minimum (1 MiB), with which
+// every Flight export would fail with INTERNAL.
+func TestServeFlightExportMemoryBelowMinimum(t *testing.T) {
+	env := fileRegistryEnv(t)
+	code, out := runBounded(t, env, 4*time.Second, "serve", "--grpc-addr", testAddr(t), "--http-addr", "",
+		"--offline-dir", t.TempDir(), "--flight-addr", testAddr(t), "--flight-export-memory", "1KiB")
+	if code != 2 || !strings.Contains(out, "--flight-export-memory") {
+		t.Fatalf("serve --flight-export-memory 1KiB: exit %d, want 2 naming the flag\n%s", code, out)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/flight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -194,5 +195,74 @@ func waitStopped(t *testing.T, done <-chan int, log func() string) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+}
+
+// TestServeEmptyGRPCAddr: --http-addr= and --flight-addr= turn those
+// listeners off, but an empty --grpc-addr would make serve listen on every
+// interface at a random port: unauthenticated lookups exposed beyond
+// loopback. It is refused.
+func TestServeEmptyGRPCAddr(t *testing.T) {
+	env := fileRegistryEnv(t)
+	code, out := runBounded(t, env, 4*time.Second, "serve", "--grpc-addr", "", "--http-addr", "", "--flight-addr", "")
+	if code != 2 || !strings.Contains(out, "--grpc-addr") {
+		t.Fatalf("serve --grpc-addr '': exit %d, want 2 naming --grpc-addr\n%s", code, out)
+	}
+}
+
+// TestServeNegativeWatchInterval: a --watch-interval that is not positive
+// is refused, like serve's other durations, rather than silently replaced
+// by 1s (registry.NewWatcher).
+func TestServeNegativeWatchInterval(t *testing.T) {
+	env := fileRegistryEnv(t)
+	code, out := runBounded(t, env, 4*time.Second, "serve", "--grpc-addr", testAddr(t), "--http-addr", "", "--flight-addr", "",
+		"--watch-interval", "-1s")
+	if code != 2 || !strings.Contains(out, "--watch-interval") {
+		t.Fatalf("serve --watch-interval -1s: exit %d, want 2 naming the flag\n%s", code, out)
+	}
+}
+
+// TestServeZeroShutdownTimeout: --shutdown-timeout 0 cuts the calls in
+// flight off at once; the servers read a zero ShutdownTimeout as their
+// 10s default, which held the stop for 10s.
+func TestServeZeroShutdownTimeout(t *testing.T) {
+	env := fileRegistryEnv(t)
+	flightAddr := testAddr(t)
+	stop, logs := startCommandLog(context.Background(), env, "serve", "--grpc-addr", testAddr(t), "--http-addr", "",
+		"--offline-dir", t.TempDir(), "--flight-addr", flightAddr, "--shutdown-timeout", "0")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs(), "flight listening") {
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("serve did not start:\n%s", logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	client, err := flight.NewClientWithMiddleware(flightAddr, nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	// A call that has sent nothing yet: in flight on the server.
+	if _, err := client.DoExchange(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("serve --shutdown-timeout 0 took %v to stop with one call in flight; want the call cut off at once", d.Round(time.Millisecond))
+	}
+}
+
+// TestServeSameAddressTwice: two of serve's listeners given the same
+// address are a usage error naming both flags, checked before anything
+// listens; the second bind's failure blamed "another process".
+func TestServeSameAddressTwice(t *testing.T) {
+	env := fileRegistryEnv(t)
+	addr := testAddr(t)
+	code, out := runBounded(t, env, 5*time.Second, "serve", "--grpc-addr", testAddr(t), "--metrics-addr", addr, "--http-addr", addr, "--flight-addr", "")
+	if code != 2 || strings.Contains(out, "another process") {
+		t.Fatalf("serve --metrics-addr %s --http-addr %s: exit %d, want 2 saying the two flags conflict\n%s", addr, addr, code, lastLines(out, 1))
 	}
 }

@@ -27,7 +27,7 @@ them at once, and a poll every --watch-interval catches anything missed.`,
 		setup: func(fs *flag.FlagSet) func(context.Context, *runEnv, []string) error {
 			reg.register(fs)
 			logs.register(fs)
-			fs.DurationVar(&interval, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
+			positiveDurationVar(fs, &interval, "watch-interval", registry.DefaultWatchInterval, "Longest time between two reads of the registry head.")
 			return func(ctx context.Context, env *runEnv, args []string) error {
 				if len(args) != 0 {
 					return fmt.Errorf("%w: watch takes no arguments", errUsage)

@@ -54,6 +54,10 @@ type fbCheck struct {
 	// several parents (no writer does), which would make the walk, and
 	// arrow-go's, exponential in the nesting.
 	tables int
+	// decoded sums the bytes the buffers of the message's record batches
+	// take once read: what compressed buffers claim, the length of the
+	// others.
+	decoded int64
 }
 
 type fbError struct{ msg string }
@@ -191,31 +195,53 @@ func (c *fbCheck) recordBatch(rb *flatbuffers.Table, bodyLen int64) {
 		if off < 0 || length < 0 || off > bodyLen || length > bodyLen-off {
 			c.fail("buffer %d at %d of %d bytes, beyond the body's %d", j, off, length, bodyLen)
 		}
+		decoded := length
 		if compressed && length >= 8 && c.body != nil {
 			var p [8]byte
 			if _, err := c.body.ReadAt(p[:], c.bodyAt+off); err != nil {
 				c.fail("buffer %d: %v", j, err)
 			}
-			if size := int64(binary.LittleEndian.Uint64(p[:])); size > maxUncompressed {
+			// -1 marks a buffer stored uncompressed after the prefix.
+			switch size := int64(binary.LittleEndian.Uint64(p[:])); {
+			case size > maxUncompressed || size < -1:
 				c.fail("compressed buffer %d claims %d bytes", j, size)
+			case size >= 0:
+				decoded = size
 			}
 		}
+		c.decoded += decoded
 	}
 }
 
 // CheckIPCMessage checks the metadata of an Arrow IPC message (the Message
 // flatbuffer, without its length prefix) with its body.
 func CheckIPCMessage(meta, body []byte) error {
-	_, err := checkMessage(meta, bytes.NewReader(body), 0, int64(len(body)))
+	_, err := CheckIPCMessageSize(meta, body)
 	return err
+}
+
+// CheckIPCMessageSize checks a message like CheckIPCMessage, and returns
+// the bytes its buffers take once read: a compressed body may decompress
+// to far more than it holds (up to maxUncompressed per buffer), so a bound
+// on what a reader may allocate must count these, before arrow-go reads
+// the message.
+func CheckIPCMessageSize(meta, body []byte) (int64, error) {
+	c, _, err := checkMessageOf(meta, bytes.NewReader(body), 0, int64(len(body)))
+	return c.decoded, err
 }
 
 // checkMessage checks the message of metadata meta whose body of at most
 // bodyLen bytes r holds from at on, and returns the body's length.
 func checkMessage(meta []byte, r io.ReaderAt, at, bodyLen int64) (n int64, err error) {
-	c := &fbCheck{buf: meta, body: r, bodyAt: at}
-	err = c.run("message", func() { n = c.message(bodyLen) })
+	_, n, err = checkMessageOf(meta, r, at, bodyLen)
 	return n, err
+}
+
+// checkMessageOf is checkMessage, returning the check's state as well.
+func checkMessageOf(meta []byte, r io.ReaderAt, at, bodyLen int64) (c *fbCheck, n int64, err error) {
+	c = &fbCheck{buf: meta, body: r, bodyAt: at}
+	err = c.run("message", func() { n = c.message(bodyLen) })
+	return c, n, err
 }
 
 func (c *fbCheck) message(bodyLen int64) int64 {
