@@ -549,11 +549,12 @@ func writeExpressions(p printer) {
 	p("- arithmetic `+ - * / %% **` (`/` always divides as doubles; `**`, also written `^`, raises to a power and " +
 		"gives a double, from integers too: `2 ** 3` is `8.0`), comparisons `== != < <= > >=`, `and`/`&&`, " +
 		"`or`/`||`, `not`/`!`, the conditional `a ? b : c`, `in` (`country in ['FR', 'DE']`), string `+`, " +
-		"`contains`, `startsWith`, `endsWith`, `matches`, and list indexing `xs[0]`;\n")
+		"`contains`, `startsWith`, `endsWith`, `matches` (with a string literal for pattern), and list indexing `xs[0]`;\n")
 	p("- the functions %s.\n\n", code(derive.Functions...))
 	p("Variables have the types of their features and request fields: int64, double, string, bool, and lists of " +
 		"these for `last_n` inputs (`sum(last_amounts)`). The expression is checked when the definitions are loaded: " +
-		"an unknown variable or function, a type mismatch, or a value of another type than the feature's `type` is " +
+		"an unknown variable or function (expr's other functions, `find` and `reduce` among them, and `$env` are not " +
+		"available), a type mismatch, or a value of another type than the feature's `type` (`nil` included) is " +
 		"an error then, not at a lookup. An int64 expression may give a `double` feature. Nothing in an expression " +
 		"can read the clock, the environment or a file: the same inputs always give the same value, online and in " +
 		"exports. That holds across machines too: `exp`, `log`, `log1p` and `**` give the same bits on every " +
@@ -570,6 +571,18 @@ func writeExpressions(p printer) {
 		"counted (`featurestore_serving_on_demand_errors_total` in serving; a warning at the end of an export). A double " +
 		"division by zero gives an infinity, not a failure: guard it (`n > 0 ? sum / n : 0.0`) when a model cannot " +
 		"take one.\n\n")
+	p("Bounds: an expression runs on request values, so each run is bounded, and a run over a bound fails as " +
+		"above (null, and counted or warned about), online and in exports alike. Sizes are counted in units of " +
+		"one list element or 16 bytes of string. Memory: the strings and lists a run makes (with string `+`, " +
+		"`split`, `replace`, `join`, `map`, `filter`, `concat`, `sort` and the other functions that make them) " +
+		"total at most 100,000 units, and so do ranges (`1..n`) and list literals (a run fails with `memory " +
+		"budget exceeded`). Work: at most 1,000,000 units, counting what the run makes, each predicate (`all`, " +
+		"`any`, `none`, `one`, `count`, `sum`, `filter` or `map` with a predicate such as `# > 0`) as the length " +
+		"of its list times the number of nodes of the predicate, the strings and lists that operators and functions read inside a " +
+		"predicate (`# in xs`, `indexOf(s, #)`), and a `matches` as the size of its text times a weight that grows " +
+		"with its pattern (a run fails with `work budget exceeded`). That is in the order of 10 ms of CPU at most; " +
+		"expressions over the values of a lookup, or over `last_n` lists of hundreds of elements, are far from it. " +
+		"An expression has at most 1,000 nodes.\n\n")
 }
 
 func writeFilters(p printer) {

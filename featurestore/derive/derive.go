@@ -19,9 +19,9 @@
 // Nulls: when a variable that the expression uses is null (a stored feature
 // with no value, a null request field), the result is null and the
 // expression is not run. A run that fails (a string index out of range, an
-// integer modulo by zero, int of NaN, the memory budget exceeded, a string
-// result that is not valid UTF-8) gives an error, which callers turn into a
-// null and count.
+// integer modulo by zero, int of NaN, the memory or work budget exceeded, a
+// string result that is not valid UTF-8) gives an error, which callers turn
+// into a null and count.
 package derive
 
 import (
@@ -32,11 +32,16 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/builtin"
+	"github.com/expr-lang/expr/checker"
+	"github.com/expr-lang/expr/compiler"
 	"github.com/expr-lang/expr/conf"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/optimizer"
 	"github.com/expr-lang/expr/vm"
 	"github.com/expr-lang/expr/vm/runtime"
 
@@ -71,9 +76,12 @@ func IsWithheld(name string) bool {
 // maxNodes bounds the size of an expression.
 const maxNodes = 1000
 
-// memoryBudget bounds what one run may allocate, in expr's units (about
-// one per element of a list it makes), so that a request value cannot make
-// a run use unbounded memory.
+// memoryBudget bounds what one run may allocate, in expr's units (one per
+// element of a list it makes, one per 16 bytes of a string), so that a
+// request value cannot make a run use unbounded memory: what expr charges
+// (ranges, list literals, sort) and what this package charges (the strings
+// and lists the other functions and operators make) are each bounded by
+// it. See budget.go, which also bounds a run's work.
 const memoryBudget = 100_000
 
 // Expr is a compiled expression. It is safe for concurrent use.
@@ -82,6 +90,8 @@ type Expr struct {
 	vars []Var
 	uses []int // indexes in vars of the variables the expression uses
 	out  featurestore.Kind
+	// metered is whether the program charges a meter (see budget.go).
+	metered bool
 }
 
 // Uses returns the indexes in the compiled variables of those the
@@ -95,12 +105,15 @@ func (e *Expr) Kind() featurestore.Kind { return e.out }
 // puts in their place, and its power operator, so that they give the same
 // bits on every platform.
 var mathFunctions = []expr.Option{
-	expr.Function("log", func(p ...any) (any, error) { return log(p[0].(float64)), nil }, new(func(float64) float64)),
-	expr.Function("log1p", func(p ...any) (any, error) { return log1p(p[0].(float64)), nil }, new(func(float64) float64)),
-	expr.Function("exp", func(p ...any) (any, error) { return exp(p[0].(float64)), nil }, new(func(float64) float64)),
+	// expr's checker takes integers for a float64 parameter, so the
+	// argument is converted as expr converts the operands of its
+	// arithmetic.
+	expr.Function("log", func(p ...any) (any, error) { return log(runtime.ToFloat64(p[0])), nil }, new(func(float64) float64)),
+	expr.Function("log1p", func(p ...any) (any, error) { return log1p(runtime.ToFloat64(p[0])), nil }, new(func(float64) float64)),
+	expr.Function("exp", func(p ...any) (any, error) { return exp(runtime.ToFloat64(p[0])), nil }, new(func(float64) float64)),
 	// math.Sqrt is the same everywhere: IEEE 754 requires square roots to
 	// be correctly rounded (see math.go).
-	expr.Function("sqrt", func(p ...any) (any, error) { return math.Sqrt(p[0].(float64)), nil }, new(func(float64) float64)),
+	expr.Function("sqrt", func(p ...any) (any, error) { return math.Sqrt(runtime.ToFloat64(p[0])), nil }, new(func(float64) float64)),
 	portableInt,
 	expr.Function(powFunction, func(p ...any) (any, error) {
 		return pow(runtime.ToFloat64(p[0]), runtime.ToFloat64(p[1])), nil
@@ -204,26 +217,62 @@ func Compile(src string, vars []Var, out featurestore.Kind) (*Expr, error) {
 		}
 	}
 	opts = append(opts, mathFunctions...)
+	opts = append(opts, budgetFunctions)
 	switch out {
 	case featurestore.KindInt64, featurestore.KindDouble, featurestore.KindBool, featurestore.KindString:
 	default:
 		return nil, fmt.Errorf("an expression cannot give %s values: use string, int64, double or bool", out)
 	}
-	prog, err := expr.Compile(src, opts...)
+	// expr.Compile's steps, with this package's between checking and
+	// compiling: refusing what the checker lets through, and charging the
+	// run's budget (see budget.go).
+	config := conf.CreateNew()
+	for _, op := range opts {
+		op(config)
+	}
+	for name := range config.Disabled {
+		delete(config.Builtins, name)
+	}
+	config.Check()
+	tree, err := checker.ParseCheck(src, config)
 	if err != nil {
 		return nil, errors.New(oneLine(err.Error()))
 	}
-	if t := prog.Node().Type(); t != nil && t.Kind() != reflect.Interface && !fits(t.Kind(), out) {
+	var r refusals
+	ast.Walk(&tree.Node, &r)
+	if r.err != nil {
+		return nil, errors.New(oneLine(r.err.Bind(tree.Source).Error()))
+	}
+	if tree.Node.Nature().Nil {
+		return nil, fmt.Errorf("expression gives nil, not %s values", out)
+	}
+	if t := tree.Node.Type(); t != nil && t.Kind() != reflect.Interface && !fits(t.Kind(), out) {
 		return nil, fmt.Errorf("expression gives %s values, not %s", t, out)
 	}
-	e := &Expr{prog: prog, vars: slices.Clone(vars), out: out}
+	if config.Optimize {
+		if err := optimizer.Optimize(&tree.Node, config); err != nil {
+			var ferr *file.Error
+			if errors.As(err, &ferr) {
+				err = ferr.Bind(tree.Source)
+			}
+			return nil, errors.New(oneLine(err.Error()))
+		}
+	}
+	e := &Expr{vars: slices.Clone(vars), out: out}
 	used := map[string]bool{}
-	root := prog.Node()
-	ast.Walk(&root, identifiers(used))
+	ast.Walk(&tree.Node, identifiers(used))
 	for i, v := range vars {
 		if used[v.Name] {
 			e.uses = append(e.uses, i)
 		}
+	}
+	ch := newCharges(&tree.Node)
+	ast.Walk(&tree.Node, ch)
+	if e.metered = ch.used; e.metered {
+		tree.Node = letMeter(tree.Node)
+	}
+	if e.prog, err = compiler.Compile(tree, config); err != nil {
+		return nil, errors.New(oneLine(err.Error()))
 	}
 	return e, nil
 }
@@ -266,13 +315,46 @@ func zero(k featurestore.Kind) (any, error) {
 	case featurestore.KindStringList:
 		return []string(nil), nil
 	case featurestore.KindInt64List:
-		return []int64(nil), nil
+		return []int(nil), nil
 	case featurestore.KindDoubleList:
 		return []float64(nil), nil
 	case featurestore.KindBoolList:
+		// Checked as []bool, so that sort(bs) and sum(bs) are refused, but
+		// run as []any (see forExpr): expr checks list operations by the
+		// type of the list and the operands of its opcodes by their kinds,
+		// and those of a []bool and an []any of bools are alike.
 		return []bool(nil), nil
 	}
 	return nil, fmt.Errorf("no variables of kind %s", k)
+}
+
+// Go's int is int64: expr's runtime is written for []int, not []int64.
+const _ uint = math.MaxInt - math.MaxInt64
+
+// forExpr returns a value as Value.Any gives it in the Go type that expr's
+// runtime handles: int64 and bool lists are []int and []any, since where a
+// list's type is only known at run time, its sort takes []int64 and []bool
+// for lists of unknown elements (and makes them empty), and its == compares
+// a []bool with nothing (never equal). An int64 list is the same memory
+// seen as []int (nothing in a run writes to a list); a bool list is copied.
+func forExpr(v any) any {
+	switch x := v.(type) {
+	case []int64:
+		if x == nil {
+			return []int(nil)
+		}
+		return unsafe.Slice((*int)(unsafe.Pointer(unsafe.SliceData(x))), len(x))
+	case []bool:
+		if x == nil {
+			return []any(nil)
+		}
+		l := make([]any, len(x))
+		for i, b := range x {
+			l[i] = b
+		}
+		return l
+	}
+	return v
 }
 
 // Evaluator runs expressions. It reuses its memory from run to run, so it
@@ -281,6 +363,7 @@ type Evaluator struct {
 	vm    vm.VM
 	env   map[string]any
 	boxed []any
+	meter meter
 }
 
 // Eval computes e with the variables' values in vals (indexed as the
@@ -312,7 +395,11 @@ func (ev *Evaluator) EvalBoxed(e *Expr, vals []any) (featurestore.Value, error) 
 		if !isKind(v, e.vars[i].Kind) {
 			return featurestore.Value{}, fmt.Errorf("variable %q is %T, not %s", e.vars[i].Name, v, e.vars[i].Kind)
 		}
-		ev.env[e.vars[i].Name] = v
+		ev.env[e.vars[i].Name] = forExpr(v)
+	}
+	if e.metered {
+		ev.meter = meter{}
+		ev.env[meterVar] = &ev.meter
 	}
 	ev.vm.MemoryBudget = memoryBudget
 	res, err := ev.vm.Run(e.prog, ev.env)

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/expr-lang/expr/vm"
 
@@ -239,6 +241,10 @@ func TestCompileErrors(t *testing.T) {
 		{"date('2020-01-01')", featurestore.KindInt64, "date"},
 		{"repeat('a', 3)", featurestore.KindString, "repeat"},
 		{"amount", featurestore.KindDoubleList, "cannot give double_list"},
+		{"find(last_amounts, # > 1.0) ?? 0.0", featurestore.KindDouble, "unknown name find (1:1)"},
+		{"$env.amount", featurestore.KindDouble, "$env is not available"},
+		{"nil", featurestore.KindString, "gives nil"},
+		{"country matches country", featurestore.KindBool, "the pattern of matches must be a string literal (1:17)"},
 	}
 	for _, c := range cases {
 		_, err := Compile(c.src, testVars, c.out)
@@ -456,6 +462,264 @@ func TestEvalInvalidUTF8(t *testing.T) {
 			t.Errorf("%s: %v", c.src, err)
 		case c.want != "" && !got.Equal(featurestore.StringValue(c.want)):
 			t.Errorf("%s = %q, want %q", c.src, got.Any(), c.want)
+		}
+	}
+}
+
+var stringVars = []Var{
+	{Name: "d", Kind: featurestore.KindDouble},
+	{Name: "n", Kind: featurestore.KindInt64},
+	{Name: "s", Kind: featurestore.KindString},
+	{Name: "ss", Kind: featurestore.KindStringList},
+}
+
+func stringVals(s string) []featurestore.Value {
+	return []featurestore.Value{
+		featurestore.DoubleValue(1.5),
+		featurestore.Int64Value(7),
+		featurestore.StringValue(s),
+		featurestore.StringListValue([]string{"b", "a", "b"}),
+	}
+}
+
+// Functions lists what expressions may call, and IsWithheld says every
+// other expr builtin is withheld ("an unknown variable or function ... is
+// an error" at load time), expr's predicate builtins find, findIndex,
+// findLast, findLastIndex, reduce, groupBy and sortBy too, which
+// DisableAllBuiltins does not remove (the parser handles them as predicate
+// calls, not through the builtin table).
+func TestWithheldBuiltinsRefused(t *testing.T) {
+	for _, src := range []string{
+		"find([1, 2], # > 1)",
+		"findIndex([1, 2], # > 1)",
+		"findLast([1, 2], # > 0)",
+		"findLastIndex([1, 2], # > 0)",
+		"reduce(1..3, #acc + #, 0)",
+		"len(groupBy(ss, #))",
+		"len(sortBy(ss, #))",
+	} {
+		name := src[:strings.IndexByte(src, '(')]
+		if name == "len" {
+			name = src[4 : strings.IndexByte(src[4:], '(')+4]
+		}
+		if !IsWithheld(name) {
+			t.Fatalf("IsWithheld(%q) = false", name)
+		}
+		if _, err := Compile(src, stringVars, featurestore.KindInt64); err == nil {
+			t.Errorf("Compile(%q) succeeded; %s is withheld (IsWithheld=true, not in Functions), want an error", src, name)
+		}
+	}
+}
+
+// $env reads a variable without an identifier node, so Compile would not
+// count it among Uses: the variable would never be put in the run's
+// environment (and serving would not read its stored view). The value
+// would be wrong, not null: `$env.n ?? -1` gave -1 although n is 7, and
+// with n null the expression ran anyway (the documented rule: a null
+// variable the expression uses makes the result null without a run).
+func TestEnvBypassesUses(t *testing.T) {
+	var ev Evaluator
+	e, err := Compile("$env.n ?? -1", stringVars, featurestore.KindInt64)
+	if err != nil {
+		return // refusing $env at load time is a fine fix
+	}
+	got, err := ev.Eval(e, stringVals("x"))
+	if err != nil || !got.Equal(featurestore.Int64Value(7)) {
+		t.Errorf("$env.n ?? -1 with n = 7: %v, %v (Uses = %v); want 7", got.Any(), err, e.Uses())
+	}
+	vals := stringVals("x")
+	vals[1] = featurestore.Value{}
+	got, err = ev.Eval(e, vals)
+	if err != nil || !got.IsNull() {
+		t.Errorf("$env.n ?? -1 with n null: %v, %v; want null (the expression must not run)", got.Any(), err)
+	}
+}
+
+// allocDuring returns the bytes allocated while f runs.
+func allocDuring(f func()) uint64 {
+	var a, b runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&a)
+	f()
+	runtime.ReadMemStats(&b)
+	return b.TotalAlloc - a.TotalAlloc
+}
+
+// The memory budget bounds what a run makes, not only what expr charges
+// (ranges, array and map literals, sort): strings built by +, replace,
+// join, and the lists split, map and filter make count too. Each case
+// below stays small for the test (a few MB) but would grow without limit
+// with the request value or the expression (a 1 MB request string through
+// replace(s, "", s) is ~10^12 bytes: the process would die of OOM, which no
+// recover catches, instead of giving one null value).
+func TestMemoryBudgetUnbounded(t *testing.T) {
+	var ev Evaluator
+	for _, c := range []struct {
+		src  string
+		s    string
+		out  featurestore.Kind
+		note string
+	}{
+		// 1000-char request value: a list of 10^6 elements, 10x the budget.
+		{"len(map(split(s, ''), split(s, '')))", strings.Repeat("a", 1000), featurestore.KindInt64, "list elements = len(s)^2"},
+		// 200,000-char request value: one list of 2*budget elements.
+		{"len(split(s, ''))", strings.Repeat("a", 200_000), featurestore.KindInt64, "list elements = len(s)"},
+		// 3000-char request value: a 9 MB string.
+		{"len(replace(s, '', s))", strings.Repeat("a", 3000), featurestore.KindInt64, "bytes = len(s)^2"},
+		// doubling with let: 2^22 * len(s) bytes from a 2-byte value,
+		// 2^k for k lets (at most 1000 nodes: k can be ~200).
+		{doublings(22), "ab", featurestore.KindInt64, "bytes = 2^k * len(s)"},
+	} {
+		e, err := Compile(c.src, stringVars, c.out)
+		if err != nil {
+			t.Fatalf("%s: %v", c.src, err)
+		}
+		var got featurestore.Value
+		var runErr error
+		n := allocDuring(func() { got, runErr = ev.Eval(e, stringVals(c.s)) })
+		if runErr == nil {
+			t.Errorf("%.60s (%s), len(s) = %d: = %v, allocated %d MB in one run; want the run to fail (memory budget %d)",
+				c.src, c.note, len(c.s), got.Any(), n>>20, memoryBudget)
+		}
+	}
+}
+
+func doublings(k int) string {
+	var b strings.Builder
+	prev := "s"
+	for i := range k {
+		name := "v" + string(rune('a'+i/26)) + string(rune('a'+i%26))
+		b.WriteString("let " + name + " = " + prev + " + " + prev + "; ")
+		prev = name
+	}
+	b.WriteString("len(" + prev + ")")
+	return b.String()
+}
+
+// A run's work is bounded: nested predicates over lists that split makes
+// from a request value cost len(s)^3 steps. The test times a 150-char
+// value and fails if a run takes over 100 ms (about 0.8 s unbounded; 300
+// chars took 6.3 s, and it grows as len(s)^3).
+func TestRunTimeUnbounded(t *testing.T) {
+	e, err := Compile("count(split(s, ''), any(split(s, ''), any(split(s, ''), # == 'b')))", stringVars, featurestore.KindInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev Evaluator
+	start := time.Now()
+	got, err := ev.Eval(e, stringVals(strings.Repeat("a", 150)))
+	if d := time.Since(start); err == nil && d > 100*time.Millisecond {
+		t.Errorf("run with a 150-char request value took %v (= %v); want it bounded (failed run)", d, got.Any())
+	}
+}
+
+// Validation: "a value of another type than the feature's type is an
+// error" at load time. The literal nil (of no type) would compile for
+// every declared type and be always null, with no failure counted.
+func TestNilExpressionRefused(t *testing.T) {
+	for _, k := range []featurestore.Kind{featurestore.KindInt64, featurestore.KindDouble, featurestore.KindString, featurestore.KindBool} {
+		if _, err := Compile("nil", stringVars, k); err == nil {
+			t.Errorf("Compile(%q, %s) succeeded; want an error (the expression can never give a %s)", "nil", k, k)
+		}
+	}
+}
+
+// log, log1p, exp and sqrt are declared func(float64) float64, so expr's
+// checker accepts an integer argument (log(count_1h) compiles, and so does
+// registry validation): the functions convert it, as ** (powFunction)
+// does, rather than fail every run ("interface conversion: interface {} is
+// int64, not float64").
+func TestMathOfInteger(t *testing.T) {
+	vars := []Var{{Name: "n", Kind: featurestore.KindInt64}, {Name: "ns", Kind: featurestore.KindInt64List}}
+	vals := []featurestore.Value{featurestore.Int64Value(4), featurestore.Int64ListValue([]int64{4, 5})}
+	var ev Evaluator
+	for src, want := range map[string]float64{
+		"log(n)":        log(4),
+		"log1p(n)":      log1p(4),
+		"exp(n)":        exp(4),
+		"sqrt(n)":       2,
+		"sqrt(len(ns))": 1.4142135623730951,
+		"sqrt(ns[0])":   2,
+		"log(sum(ns))":  log(9),
+		"sqrt(n % 3)":   1,
+	} {
+		e, err := Compile(src, vars, featurestore.KindDouble)
+		if err != nil {
+			continue // refusing at load time is a fine fix too
+		}
+		got, err := ev.Eval(e, vals)
+		if err != nil || !got.Equal(featurestore.DoubleValue(want)) {
+			t.Errorf("%s with n = 4: %v, %v; want %v (it compiled, so it must run)", src, got.Any(), err, want)
+		}
+	}
+}
+
+// Int64 lists (last_n of an int64 field) reach expr as []int, bool lists
+// as []any: expr's sort handles only []any, []int, []float64 and []string,
+// and given an []int64 or []bool whose type is only known at run time (a
+// conditional, ??), it returned an empty list, a wrong value, not a failed
+// run. sort of an int64 list compiles.
+func TestSortInt64ListAtRunTime(t *testing.T) {
+	vars := []Var{
+		{Name: "ns", Kind: featurestore.KindInt64List},
+		{Name: "xs", Kind: featurestore.KindDoubleList},
+		{Name: "bs", Kind: featurestore.KindBoolList},
+		{Name: "b", Kind: featurestore.KindBool},
+	}
+	vals := []featurestore.Value{
+		featurestore.Int64ListValue([]int64{3, 1, 2}),
+		featurestore.DoubleListValue([]float64{9}),
+		featurestore.BoolListValue([]bool{true, false}),
+		featurestore.BoolValue(true),
+	}
+	var ev Evaluator
+	for src, want := range map[string]string{
+		"string(sort(b ? ns : xs))":      "[1 2 3]",
+		"string(sort(ns ?? xs))":         "[1 2 3]",
+		"string(sort(b ? bs : xs))":      "[false true]",
+		"string(len(sort(b ? ns : xs)))": "3",
+	} {
+		e, err := Compile(src, vars, featurestore.KindString)
+		if err != nil {
+			continue // refused at load time: fine
+		}
+		got, err := ev.Eval(e, vals)
+		if err == nil && !got.Equal(featurestore.StringValue(want)) {
+			t.Errorf("%s with ns = [3 1 2], bs = [true false]: %q; want %q or a failed run", src, got.Any(), want)
+		}
+	}
+	e, err := Compile("string(sort(ns))", vars, featurestore.KindString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ev.Eval(e, vals); err != nil || !got.Equal(featurestore.StringValue("[1 2 3]")) {
+		t.Errorf("string(sort(ns)) with ns = [3 1 2]: %v, %v; want [1 2 3]", got.Any(), err)
+	}
+}
+
+// A bool list (last_n of a bool field) compared with a list literal is
+// equal when its elements are: expr's == compares []any element by
+// element, but a []bool falls to a type-strict comparison (a wrong false,
+// while the same comparison on int64, double and string lists is true).
+func TestBoolListEquality(t *testing.T) {
+	vars := []Var{
+		{Name: "bs", Kind: featurestore.KindBoolList},
+		{Name: "ns", Kind: featurestore.KindInt64List},
+	}
+	vals := []featurestore.Value{
+		featurestore.BoolListValue([]bool{true, false}),
+		featurestore.Int64ListValue([]int64{3, 1}),
+	}
+	var ev Evaluator
+	for _, src := range []string{"ns == [3, 1]", "bs == [true, false]", "[true, false] == bs", "bs != [true, false]"} {
+		e, err := Compile(src, vars, featurestore.KindBool)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		want := !strings.Contains(src, "!=")
+		got, err := ev.Eval(e, vals)
+		if err != nil || !got.Equal(featurestore.BoolValue(want)) {
+			t.Errorf("%s with bs = [true false], ns = [3 1]: %v, %v; want %v", src, got.Any(), err, want)
 		}
 	}
 }
