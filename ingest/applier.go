@@ -691,7 +691,9 @@ func (a *Applier) recordEvents(b *batch, letters []DeadLetter, after int64) {
 			case e.Offset <= after:
 			case e.Offset > above:
 				applied[g.view]++
-				fresh.Observe(now.Sub(time.UnixMilli(e.Time)).Seconds())
+				// An event ahead of this clock (within max_future_skew)
+				// is fresh: 0, as a histogram's sum must never go down.
+				fresh.Observe(max(0, now.Sub(time.UnixMilli(e.Time)).Seconds()))
 			default:
 				dups[g.view]++
 			}

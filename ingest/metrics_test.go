@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -120,4 +121,45 @@ func gatherOrFail(t *testing.T, g prometheus.Gatherer) []*dto.MetricFamily {
 		t.Fatal(err)
 	}
 	return mfs
+}
+
+// TestFreshnessNotNegative: an event a little ahead of the ingest host's
+// clock (a producer clock ahead, within max_future_skew) is observed as
+// fresh, 0 s: a negative observation made the histogram's _sum go down,
+// which rate() takes for a counter reset.
+func TestFreshnessNotNegative(t *testing.T) {
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(dedupDefs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, store := miniStore(t)
+	a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &flakySink{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	a.SetMetrics(NewMetrics(reg))
+	now := time.Now()
+	ahead := now.Add(2 * time.Minute).UnixMilli() // a producer clock 2 minutes ahead
+	msgs := []kafka.Message{{Offset: 0, Time: now.Add(2 * time.Minute),
+		Value: fmt.Appendf(nil, `{"card":"c","id":"e0","ts":%d,"amount":1}`, ahead)}}
+	if err := a.Apply(context.Background(), "txns", 0, msgs); err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range gatherOrFail(t, reg) {
+		if mf.GetName() != "featurestore_ingest_freshness_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			if h.GetSampleCount() != 1 {
+				t.Fatalf("%d observations, want 1", h.GetSampleCount())
+			}
+			if h.GetSampleSum() < 0 {
+				t.Errorf("freshness sum %v s after one event applied: a negative observation", h.GetSampleSum())
+			}
+			return
+		}
+	}
+	t.Fatal("no freshness series")
 }
