@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/featurestore/featurestore/featurestore"
 	"github.com/featurestore/featurestore/featurestore/online"
@@ -60,6 +61,10 @@ type group struct {
 	fields   []string
 	first    int64 // the lowest offset of its events
 	blind    bool  // its update was blind
+	// maxTile is the highest tile index a tile slot of the view can hold
+	// (maxTile). A slot holding a tile beyond it holds one of another tile
+	// size, or from a clock far ahead: it must not block the group's tiles.
+	maxTile int64
 
 	// Set by the last merge.
 	fence  int64 // the stored fence of the partition
@@ -157,6 +162,9 @@ type viewScratch struct {
 	life        *window.LifetimeState
 	last        *window.LastValues
 	slots       map[int64]string // slot index: field name
+	// rings is the value of online.RingField of the view's hashes
+	// (online.TiledRingValue): its ring, rollup tiles and tile size.
+	rings []byte
 	// The share of the view's writes that could go blind, estimated over
 	// the batches so far (1 to start with: a new consumer is usually
 	// catching up, when most writes start new tiles).
@@ -204,6 +212,7 @@ func (b *batch) reset(a *Applier, p int, n int) {
 			}
 			vs.slots = map[int64]string{}
 			vs.blindRate = 1
+			vs.rings = online.TiledRingValue(vp.ring, vp.ratio, w.Tile())
 		}
 	}
 }
@@ -352,10 +361,18 @@ func cachedSlotField(cache map[int64]string, k, ring int64, name func(k, ring in
 // makeUpdates makes the fenced updates of the batch's groups.
 func (b *batch) makeUpdates(a *Applier, topic string) {
 	b.firsts = slices.Grow(b.firsts[:0], len(b.groups))
+	clock := time.Now().UnixMilli()
+	for i := range b.events {
+		clock = max(clock, b.events[i].Time)
+	}
 	for i := range b.groups {
 		g := &b.groups[i]
 		vp := a.views[g.view]
 		g.blind = b.views[g.view].blindRate >= 0.5
+		g.maxTile = 0
+		if vp.win.HasPart(window.PartWindow) {
+			g.maxTile = maxTile(vp.win, clock, a.skew)
+		}
 		b.firsts = append(b.firsts, g.first)
 		b.updates = append(b.updates, online.Update{
 			Key:        online.Key{Project: a.project, View: vp.def.Name, Entity: g.entity},
@@ -364,9 +381,20 @@ func (b *batch) makeUpdates(a *Applier, topic string) {
 			Fields:     g.fields,
 			Blind:      g.blind,
 			First:      b.firsts[i : i+1 : i+1],
+			MaxTile:    g.maxTile,
 			Merge:      func(st online.State) (online.Write, error) { return b.merge(a, i, st) },
 		})
 	}
+}
+
+// maxTile returns the highest index of a tile of view w that a hash can
+// hold at the given clock (ms; the batch's newest event time if later):
+// the tile of the clock plus the source's future skew (ms), and one more
+// for clock skew between processes, as the ring allows (online.RingSize).
+// An index beyond it is of a tile of another tile size (online/ring.go),
+// or of an event from a clock far ahead.
+func maxTile(w *window.View, clock, skew int64) int64 {
+	return w.TileOf(clock+skew) + 1
 }
 
 // merge folds the events of group gi above the stored fence into the stored
@@ -405,17 +433,20 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 		// the source's lateness or future skew changed) or in none
 		// recorded: a tile written to its slot in this ring could take the
 		// slot of a tile still read, or be dropped for one.
-		if stored := fields[len(fields)-1]; !st.Blind && st.Version > 0 && string(stored) != string(vp.rings) {
+		// The ring also records the tile size: tiles of another tile size
+		// are dropped, and of a hash that does not record it only the tiles
+		// whose indexes can be of this tile size are kept.
+		if stored := fields[len(fields)-1]; !st.Blind && st.Version > 0 && string(stored) != string(vs.rings) {
 			if st.Tiles == nil {
 				return online.Write{}, online.ErrNeedTiles
 			}
 			var err error
-			if fields, moved, deletes, err = relayout(g, vp, st); err != nil {
+			if fields, moved, deletes, err = relayout(g, vp, st, stored); err != nil {
 				return online.Write{}, fmt.Errorf("lay out the tiles of %s again: %w", g.entity, err)
 			}
 		}
-		if string(fields[len(fields)-1]) != string(vp.rings) {
-			b.sets = append(b.sets, online.Field{Name: online.RingField, Value: vp.rings})
+		if string(fields[len(fields)-1]) != string(vs.rings) {
+			b.sets = append(b.sets, online.Field{Name: online.RingField, Value: vs.rings})
 		}
 	}
 	j := 0 // events of the current tile start here
@@ -424,7 +455,7 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 		for end < len(evs) && w.TileOf(evs[end].Time) == k {
 			end++
 		}
-		if err := b.mergeSlot(vs.tile, k, fields[i], g.fields[i], evs[j:end], fence); err != nil {
+		if err := b.mergeSlot(vs.tile, k, g.maxTile, fields[i], g.fields[i], evs[j:end], fence); err != nil {
 			return online.Write{}, fmt.Errorf("tile slot %s of %s: %w", g.fields[i], g.entity, err)
 		}
 		j = end
@@ -436,7 +467,7 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 			end++
 		}
 		i := len(g.tiles) + ri
-		if err := b.mergeSlot(vs.rollup, K, fields[i], g.fields[i], evs[j:end], fence); err != nil {
+		if err := b.mergeSlot(vs.rollup, K, w.RollupOf(g.maxTile), fields[i], g.fields[i], evs[j:end], fence); err != nil {
 			return online.Write{}, fmt.Errorf("rollup tile slot %s of %s: %w", g.fields[i], g.entity, err)
 		}
 		j = end
@@ -497,15 +528,17 @@ func (b *batch) merge(a *Applier, gi int, st online.State) (online.Write, error)
 // tile (or rollup tile) k, stored in the slot value stored (nil when the
 // slot is empty), and adds the write of field to the batch's sets. A slot
 // holding a newer tile keeps it, and the events, which can no longer be
-// read, are dropped; no event above the fence writes nothing.
-func (b *batch) mergeSlot(ts *window.TileState, k int64, stored []byte, field string, run []window.Event, fence int64) error {
+// read, are dropped, unless that tile is beyond maxK (group.maxTile, or
+// its rollup tile): then it is of another tile size, or from a clock far
+// ahead, and is overwritten. No event above the fence writes nothing.
+func (b *batch) mergeSlot(ts *window.TileState, k, maxK int64, stored []byte, field string, run []window.Event, fence int64) error {
 	ts.Reset(k)
 	if stored != nil {
 		sk, blob, err := online.DecodeSlot(stored)
 		if err != nil {
 			return err
 		}
-		if sk > k {
+		if sk > k && sk <= maxK {
 			return nil
 		}
 		if sk == k {
@@ -541,19 +574,34 @@ func (b *batch) mergeSlot(ts *window.TileState, k int64, stored []byte, field st
 // rings were recorded could leave in two slots, are merged (each holds
 // events the other lacks). The rollup tiles of a view that keeps them are
 // made again from the tiles, which hold every event of any rollup tile
-// still read (ring.go), and those of another layout deleted. It returns the
-// update's fields with the values of the tiles' slots in the new layout,
-// the slots whose values change, and the tile fields to delete.
-func relayout(g *group, vp *viewPlan, st online.State) (fields [][]byte, moved []online.Field, deletes []string, err error) {
+// still read (ring.go), and those of another layout deleted.
+//
+// ring is the hash's RingField. Tile indexes of different tile sizes are
+// not comparable, and a change of the tile size starts the windows from
+// empty: if ring records another tile size, every tile and rollup tile is
+// dropped; if it records none (written before it did), the tiles whose
+// index is beyond g.maxTile, which cannot be of this tile size, are. A
+// tile beyond g.maxTile of a hash of this tile size (from a clock far
+// ahead) is placed after the others, so that it takes no slot of theirs.
+//
+// It returns the update's fields with the values of the tiles' slots in
+// the new layout, the slots whose values change, and the tile fields to
+// delete.
+func relayout(g *group, vp *viewPlan, st online.State, ring []byte) (fields [][]byte, moved []online.Field, deletes []string, err error) {
+	tile, known := online.RingTile(ring)
+	other := known && tile != vp.win.Tile()
 	tiles := make([]slotTile, 0, len(st.Tiles))
 	at := map[int64]int{} // tile index: its place in tiles
 	for _, f := range st.Tiles {
-		if online.IsRollupSlotField(f.Name) {
+		if other || online.IsRollupSlotField(f.Name) {
 			continue
 		}
 		k, _, err := online.DecodeSlot(f.Value)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("tile slot %s: %w", f.Name, err)
+		}
+		if !known && k > g.maxTile {
+			continue
 		}
 		i, ok := at[k]
 		if !ok {
@@ -567,7 +615,16 @@ func relayout(g *group, vp *viewPlan, st online.State) (fields [][]byte, moved [
 		}
 		tiles[i].value = merged
 	}
-	slices.SortFunc(tiles, func(a, b slotTile) int { return cmp.Compare(b.k, a.k) }) // newest first
+	// Newest first, those beyond g.maxTile last.
+	slices.SortFunc(tiles, func(a, b slotTile) int {
+		if ab, bb := a.k > g.maxTile, b.k > g.maxTile; ab != bb {
+			if ab {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(b.k, a.k)
+	})
 	placed := map[string][]byte{}
 	for _, t := range tiles {
 		if name := online.SlotField(t.k, vp.ring); placed[name] == nil {
@@ -678,7 +735,7 @@ func (b *batch) blindable(g *group, vp *viewPlan, st online.State) bool {
 	fields := st.Fields
 	if vp.win.HasPart(window.PartWindow) {
 		r := fields[len(fields)-1]
-		if string(r) != string(vp.rings) && (r != nil || st.Version > 0) {
+		if string(r) != string(b.views[g.view].rings) && (r != nil || st.Version > 0) {
 			return false // another ring, or none recorded
 		}
 		fields = fields[:len(fields)-1]

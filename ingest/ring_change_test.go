@@ -153,8 +153,8 @@ func TestRingChangeKeepsReadableTiles(t *testing.T) {
 				for _, card := range []string{"c0", "c1", "c2"} {
 					key := online.Key{Project: "p", View: "v", Entity: featurestore.StringKey(card)}.Name()
 					h := rc.HGetAll(context.Background(), key).Val()
-					if h[online.RingField] != fmt.Sprint(ring) {
-						t.Errorf("%s: ring field %q, want %d", card, h[online.RingField], ring)
+					if h[online.RingField] != string(online.TiledRingValue(ring, 0, w.Tile())) {
+						t.Errorf("%s: ring field %q, want %q", card, h[online.RingField], online.TiledRingValue(ring, 0, w.Tile()))
 					}
 					for f, val := range h {
 						if !strings.HasPrefix(f, "t:") {
@@ -278,5 +278,269 @@ func TestRelayoutMergesCopies(t *testing.T) {
 	}
 	if tiles != 2 {
 		t.Errorf("%d tile slots after the relayout, want 2 (tiles 5 and 6)", tiles)
+	}
+}
+
+// tileDefs is a view of a count over window in tiles of tile, of a source
+// with 10 minutes of allowed lateness.
+func tileDefs(t *testing.T, tile, window string) *registry.Registry {
+	t.Helper()
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, `
+kind: Entity
+name: card
+join_keys: [{name: card, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card: card}
+fields: {amount: int64}
+allowed_lateness: 10m
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+tile: %s
+features:
+  - {name: n, aggregation: count, window: %s}
+`, tile, window)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestTileSizeChangeKeepsNewEvents: a view's tile grows from 1 to 2
+// minutes (a breaking change: its windows start from empty), and the hash
+// of an entity still holds 1-minute tiles, whose indexes are about twice
+// those of 2-minute tiles of the same time. Every event applied after the
+// change must be counted. Before, the writer took the old tiles for newer
+// ones (in their slots, and when laying the hash out in another ring) and
+// dropped the new events for as long as the hash lived. The ring records
+// the tile size now; a hash that records none (written before it did) is
+// laid out keeping no tile beyond the writer's clock.
+func TestTileSizeChangeKeepsNewEvents(t *testing.T) {
+	for _, c := range []struct {
+		name, window string
+		oldRing      bool // the hash's ring recorded as before the tile size was
+	}{
+		{"another ring", "120m", false}, // 77 slots, then 70
+		{"same ring", "134m", false},    // 77 slots
+		{"same ring, tile size not recorded", "134m", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const minute = int64(60_000)
+			t0 := int64(1_700_000_000_000) / (2 * minute) * (2 * minute)
+			rc, store := miniStore(t)
+			ctx := context.Background()
+			apply := func(r *registry.Registry, msgs []kafka.Message) {
+				t.Helper()
+				a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := a.Apply(ctx, "txns", 0, msgs); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var off int64
+			msg := func(card string, ts int64) kafka.Message {
+				off++
+				return kafka.Message{Topic: "txns", Offset: off, Value: fmt.Appendf(nil, `{"card":%q,"ts":%d,"amount":1}`, card, ts)}
+			}
+			// Before: 1-minute tiles, an event a minute for an hour.
+			before := tileDefs(t, "1m", "60m")
+			var msgs []kafka.Message
+			for ts := t0 - 60*minute; ts < t0; ts += minute {
+				msgs = append(msgs, msg("c", ts))
+			}
+			apply(before, msgs)
+			key := online.Key{Project: "p", View: "v", Entity: featurestore.StringKey("c")}.Name()
+			if c.oldRing {
+				ring := strings.Split(rc.HGet(ctx, key, online.RingField).Val(), "/")[0]
+				if err := rc.HSet(ctx, key, online.RingField, ring).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// After: 2-minute tiles, an event every 2 minutes for an hour,
+			// in batches, for c and for d, which has no state from before.
+			after := tileDefs(t, "2m", c.window)
+			n := 0
+			for ts := t0; ts < t0+60*minute; ts += 10 * minute {
+				msgs = msgs[:0]
+				for m := ts; m < ts+10*minute; m += 2 * minute {
+					msgs = append(msgs, msg("c", m), msg("d", m))
+				}
+				apply(after, msgs)
+				n += len(msgs) / 2
+			}
+			for _, card := range []string{"d", "c"} {
+				got := readView(t, store, after, "v", card, t0+60*minute-1)[0]
+				if got.Status != window.StatusPresent || got.Value.Int64() != int64(n) {
+					t.Errorf("%s: count over %s = %v (%v), want %d: events applied after the change of the tile were dropped", card, c.window, got.Value, got.Status, n)
+				}
+			}
+			w, err := window.Compile(after.View("v"), after.Source("txns"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ring := online.NewViewLayout("p", "v", w, after.Source("txns").Reach()).Ring
+			if got, want := rc.HGet(ctx, key, online.RingField).Val(), string(online.TiledRingValue(ring, 0, 2*minute)); got != want {
+				t.Errorf("ring field %q, want %q", got, want)
+			}
+			for f, v := range rc.HGetAll(ctx, key).Val() {
+				if k, _, err := online.DecodeSlot([]byte(v)); strings.HasPrefix(f, "t:") && (err != nil || k > w.TileOf(t0+60*minute)) {
+					t.Errorf("field %s holds tile %d (%v), of the old tile size", f, k, err)
+				}
+			}
+		})
+	}
+}
+
+// TestMergeSlotBeyondMaxTile: a tile slot holding a newer tile keeps it and
+// drops the events of an older one, unless its index is beyond the highest
+// a tile of the view can have (group.maxTile): a tile of another tile
+// size, or from a clock far ahead, must not block a current tile.
+func TestMergeSlotBeyondMaxTile(t *testing.T) {
+	r := tileDefs(t, "1m", "60m")
+	w, err := window.Compile(r.View("v"), r.Source("txns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const k = int64(28_000_000)
+	stored := func(sk int64) []byte {
+		ts := w.NewTileState(sk)
+		if err := ts.Add(&window.Event{Time: sk * 60_000, Offset: 1}); err != nil {
+			t.Fatal(err)
+		}
+		return ts.AppendBinary(online.AppendSlot(nil, sk, nil))
+	}
+	for _, c := range []struct {
+		name   string
+		stored []byte
+		maxK   int64
+		want   int64 // the count of the tile written; -1: nothing written
+	}{
+		{"empty slot", nil, k + 2, 1},
+		{"older tile", stored(k - 77), k + 2, 1},
+		{"same tile", stored(k), k + 2, 2},
+		{"newer tile", stored(k + 1), k + 2, -1},
+		{"tile beyond the bound", stored(2*k + 7), k + 2, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var b batch
+			ev := window.Event{Time: k*60_000 + 5, Offset: 9}
+			if err := b.mergeSlot(w.NewTileState(0), k, c.maxK, c.stored, "t:1", []window.Event{ev}, 1); err != nil {
+				t.Fatal(err)
+			}
+			if c.want < 0 {
+				if len(b.sets) != 0 {
+					t.Errorf("wrote %v, want nothing", b.sets)
+				}
+				return
+			}
+			if len(b.sets) != 1 {
+				t.Fatalf("wrote %v, want one slot", b.sets)
+			}
+			sk, blob, err := online.DecodeSlot(b.sets[0].Value)
+			if err != nil || sk != k {
+				t.Fatalf("wrote tile %d (%v), want %d", sk, err, k)
+			}
+			ts := w.NewTileState(k)
+			if err := ts.UnmarshalBinary(blob); err != nil {
+				t.Fatal(err)
+			}
+			res, err := w.NewReader().Read(k*60_000+30_000, []*window.TileState{ts}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res[0].Value.Int64(); got != c.want {
+				t.Errorf("count %d, want %d", got, c.want)
+			}
+		})
+	}
+}
+
+// rollingDefs is a view with windows over 1-minute tiles and 15-minute
+// rollup tiles, a lifetime aggregate and a last value, and the features in
+// extra.
+func rollingDefs(t *testing.T, extra string) *registry.Registry {
+	t.Helper()
+	r, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(`
+kind: Entity
+name: card
+join_keys: [{name: card, type: string}]
+---
+kind: Source
+name: txns
+kafka: {topic: txns}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card: card}
+fields: {amount: double, shop: string}
+allowed_lateness: 10m
+---
+kind: FeatureView
+name: v
+entity: card
+source: txns
+tile: 1m
+rollup: 15m
+features:
+  - {name: n, aggregation: count, window: 1h}
+  - {name: n_all, aggregation: count, window: lifetime}
+  - {name: amount, field: amount, type: double}
+` + extra)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestRollingChangeKeepsOtherFeatures: during a rolling registry change,
+// processes of older and newer definitions of a view write the same hash,
+// in the same ring. The newer definitions add features to every part: a
+// windowed sum (in tiles and rollup tiles), a lifetime sum and a last
+// value. A write of the older process, which merges its events into the
+// tile, rollup tile, lifetime state and last values, must keep the states
+// of the features it does not know, as docs/operations.md says: only its
+// own events are missing from them. Before, it decoded each with its view,
+// skipping the other features' states, and wrote them back without.
+func TestRollingChangeKeepsOtherFeatures(t *testing.T) {
+	older := rollingDefs(t, "")
+	newer := rollingDefs(t, `  - {name: total, field: amount, aggregation: sum, window: 1h}
+  - {name: total_all, field: amount, aggregation: sum, window: lifetime}
+  - {name: shop, field: shop, type: string}
+`)
+	rc, store := miniStore(t)
+	ctx := context.Background()
+	const quarter = int64(900_000)
+	t0 := int64(1_700_000_000_000) / quarter * quarter
+	apply := func(r *registry.Registry, off int64, amount int, shop string) {
+		t.Helper()
+		a, err := NewApplier("p", r, r.Source("txns"), store, NewPositions(rc, "p"), &memSink{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Apply(ctx, "txns", 0, []kafka.Message{{Topic: "txns", Offset: off,
+			Value: fmt.Appendf(nil, `{"card":"c","ts":%d,"amount":%d,"shop":%q}`, t0+off*1000, amount, shop)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(newer, 1, 10, "s1")
+	apply(older, 2, 20, "s2") // the newer features miss this event: inherent
+	apply(newer, 3, 30, "s3")
+	apply(older, 4, 40, "s4")
+	// At t0+30m the window reads the rollup tile of t0 to t0+15m; at
+	// t0+59s the tile of t0.
+	for _, at := range []int64{t0 + 59_000, t0 + 2*quarter} {
+		got := readView(t, store, newer, "v", "c", at)
+		want := []string{"4", "4", "40", "40", "40", `"s3"`}
+		for i, w := range want {
+			if s := fmt.Sprint(got[i].Value); s != w || got[i].Status != window.StatusPresent {
+				t.Errorf("at t0+%ds: %s = %s (%v), want %s", (at-t0)/1000, newer.View("v").Features[i].Name, s, got[i].Status, w)
+			}
+		}
 	}
 }

@@ -50,7 +50,9 @@
 //	                     in slot K mod Rc of their own ring (RollupSlotField)
 //	r                    the number of slots R of the ring the tiles are in,
 //	                     decimal (views with windows), followed by :r for
-//	                     a view with rollup tiles (RingValue)
+//	                     a view with rollup tiles, then by /g, the tile
+//	                     size in milliseconds (TiledRingValue); values
+//	                     written before the tile size was recorded lack /g
 //	l                    the state of the view's lifetime aggregates
 //	x                    the view's last values
 //
@@ -70,7 +72,8 @@
 //     partition's fence, fold the rest into the blobs, and return the fields
 //     to set, the fields to delete, the new fences and the TTL. Nothing
 //     left to write means the batch was a replay. A hash whose r is not the
-//     writer's ring (ring.go) needs every tile: the merge returns
+//     writer's ring, or records another tile size (ring.go), needs every
+//     tile: the merge returns
 //     ErrNeedTiles, and the hash goes back to step 1, read with HGETALL
 //     this time, so that the write lays its tiles out in the new ring.
 //  3. Write. One pipeline of writeScript calls (EVALSHA, with EVAL when the
@@ -87,7 +90,8 @@
 // which writes it only if the hash holds none of the update's events (every
 // stored fence below the update's lowest offset of that partition) and none
 // of the fields it sets, except tile slots holding another tile (an older
-// one is overwritten, a newer one kept) and r holding the write's ring.
+// one is overwritten, a newer one kept, unless it is beyond the writer's
+// bound, Update.MaxTile: ring.go) and r holding the write's ring.
 // Otherwise it writes nothing and returns the fields an HMGET would have,
 // and the update goes on to step 2.
 // Either way the conditions are checked and the write made in one script, so

@@ -1,6 +1,7 @@
 package online
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"strconv"
@@ -10,7 +11,7 @@ import (
 // A view with rollup tiles (window.View.Rollup, r tiles each) keeps them in
 // a second ring, in fields c:<K mod Rc>, Rc = RollupRingSize(R, r), the
 // values laid out as tile slots (AppendSlot, with the rollup tile's index).
-// RingField then holds "R:r" (RingValue), so that a change of the rollup
+// RingField then holds "R:r/g" (TiledRingValue), so that a change of the rollup
 // lays the hash out again like a change of R: the writer rebuilds every
 // rollup tile from the tiles, which the ring keeps for as long as a rollup
 // tile made of them can be read. A reader uses rollup tiles only from a
@@ -36,6 +37,22 @@ import (
 // RingField; a writer that finds another R there (or none, in a hash that
 // exists) asks for every tile (ErrNeedTiles) and lays them out in its ring
 // in the same write, and a blind write is refused on such a hash.
+//
+// RingField also records the tile size g. After a change of the tile size
+// (a breaking change: windows start from empty) the tiles of the hash are
+// of no use to the view, and their indexes are not comparable with its
+// own: a writer that finds another g drops every tile and rollup tile
+// (their states' fingerprints include the tile size, so no reader of the
+// new definitions would read them) before it writes. A hash written before
+// g was recorded holds tiles of unknown size: its writer keeps only those
+// whose index can be a tile of its own size, at most the tile of its clock
+// plus the future skew (and a tile of clock skew between processes); an
+// old 1-minute tile, read as a 2-minute one, lies decades ahead. The same
+// bound keeps a slot holding a tile beyond it from blocking a current tile,
+// in a write that reads (ingest) and in a blind one (blindScript, given the
+// bound by the writer, Update.MaxTile), whatever the hash's RingField says.
+// A reader merges no tile of a hash whose RingField records another tile
+// size.
 
 // RingSize returns R for a view of tile size g (ms) whose longest window
 // spans maxTiles tiles, for a source of the given reach
@@ -81,8 +98,21 @@ func RollupSlotField(K, rc int64) string {
 	return rollupPrefix + strconv.FormatInt(slotOf(K, rc), 10)
 }
 
-// RingValue returns the value of RingField of a hash laid out in a ring of
-// R tiles and, for r > 0, rollup tiles of r tiles each.
+// TiledRingValue returns the value of RingField of a hash laid out in a
+// ring of R tiles of g milliseconds and, for r > 0, rollup tiles of r tiles
+// each: "R/g" or "R:r/g". The tile size is part of it because tile indexes
+// of different tile sizes are not comparable: an index of 1-minute tiles
+// is about twice that of 2-minute tiles for the same time, so a writer of
+// another tile size would take the old tiles for newer than its own.
+func TiledRingValue(R, r, g int64) []byte {
+	b := RingValue(R, r)
+	b = append(b, '/')
+	return strconv.AppendInt(b, g, 10)
+}
+
+// RingValue returns the value of RingField as it was written before the
+// tile size was recorded: "R", or "R:r" with rollup tiles of r tiles each
+// (r > 0). Writers write TiledRingValue; RingTile reads either.
 func RingValue(R, r int64) []byte {
 	b := strconv.AppendInt(nil, R, 10)
 	if r > 0 {
@@ -90,6 +120,23 @@ func RingValue(R, r int64) []byte {
 		b = strconv.AppendInt(b, r, 10)
 	}
 	return b
+}
+
+// RingTile returns the tile size (ms) that a value of RingField records,
+// and false when it records none: a value written before the tile size was
+// recorded ("R" or "R:r"), or no value. The tiles of such a hash are of
+// unknown size: they may be of another tile size than the reader's or
+// writer's, whatever their indexes.
+func RingTile(v []byte) (g int64, ok bool) {
+	i := bytes.LastIndexByte(v, '/')
+	if i < 0 {
+		return 0, false
+	}
+	g, err := strconv.ParseInt(string(v[i+1:]), 10, 64)
+	if err != nil || g <= 0 {
+		return 0, false
+	}
+	return g, true
 }
 
 // IsRollupSlotField reports whether a field of a hash is a rollup tile

@@ -64,6 +64,54 @@ func TestBlindWriteRing(t *testing.T) {
 	}
 }
 
+// TestBlindWriteMaxTile: a blind write keeps a tile slot holding a newer
+// tile than its own (and leaves its field out), unless that tile is beyond
+// the writer's bound (Update.MaxTile): a tile of another tile size, or from
+// a clock far ahead, must not block the write's current tile.
+func TestBlindWriteMaxTile(t *testing.T) {
+	c := newClient(t, testenv.RedisAddr(t))
+	ctx := testContext(t)
+	view := testenv.UniqueName(t, "v")
+	const k = int64(28_000_000)
+	for _, tt := range []struct {
+		name     string
+		stored   int64 // the tile in the slot
+		maxTile  int64 // 0: no bound
+		wantTile int64 // in the slot after the write
+	}{
+		{"older tile", k - 4, k + 2, k},
+		{"newer tile", k + 4, k + 6, k + 4},
+		{"newer tile, no bound", 2*k + 4, 0, 2*k + 4},
+		{"tile beyond the bound", 2*k + 4, k + 2, k},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(c, Options{})
+			key := Key{View: view, Entity: featurestore.StringKey(tt.name)}
+			if err := c.HSet(ctx, key.Name(), VersionField, "1", RingField, "4", "t:0", AppendSlot(nil, tt.stored, []byte("o"))).Err(); err != nil {
+				t.Fatal(err)
+			}
+			u := Update{Key: key, Topic: "t", Partitions: []int32{0}, First: []int64{1}, Fields: []string{"t:0", RingField}, Blind: true, MaxTile: tt.maxTile,
+				Merge: func(st State) (Write, error) {
+					if !st.Blind {
+						t.Errorf("merged with the stored state %q: the blind write was refused", st.Fields)
+					}
+					return Write{Set: []Field{{"t:0", AppendSlot(nil, k, []byte("n"))}, {RingField, []byte("4")}},
+						Fences: []Fence{{0, 1}}, TTL: testTTL}, nil
+				}}
+			if err := s.Apply(ctx, []Update{u}); err != nil {
+				t.Fatal(err)
+			}
+			m := hgetall(t, c, key)
+			if got, _, err := DecodeSlot([]byte(m["t:0"])); err != nil || got != tt.wantTile {
+				t.Errorf("slot t:0 holds tile %d (%v), want %d", got, err, tt.wantTile)
+			}
+			if m[FenceField("t", 0)] != "1" {
+				t.Errorf("fence %q, want 1", m[FenceField("t", 0)])
+			}
+		})
+	}
+}
+
 func btoi(b bool) int {
 	if b {
 		return 1

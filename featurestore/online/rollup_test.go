@@ -166,7 +166,7 @@ func TestRollupReads(t *testing.T) {
 	if rollupFields < 15 {
 		t.Fatalf("the rolled card's hash holds %d rollup tiles: %v", rollupFields, fields)
 	}
-	for card, want := range map[string]string{"rolled": string(online.RingValue(rolled.layout.Ring, 15)), "switched": string(online.RingValue(rolled.layout.Ring, 15)), "back": fmt.Sprint(plain.layout.Ring)} {
+	for card, want := range map[string]string{"rolled": string(online.TiledRingValue(rolled.layout.Ring, 15, 60_000)), "switched": string(online.TiledRingValue(rolled.layout.Ring, 15, 60_000)), "back": string(online.TiledRingValue(plain.layout.Ring, 0, 60_000))} {
 		if got := rc.HGet(ctx, key(card), online.RingField).Val(); got != want {
 			t.Fatalf("%s: ring %q, want %q", card, got, want)
 		}

@@ -82,8 +82,9 @@ const fenceBackPrefix = "FENCEBACK"
 //
 //	KEYS     the hashes
 //	ARGV     per hash, in the order of KEYS: the number of arguments that
-//	         follow for it, then: TTL in milliseconds (0: no expiry), nr,
-//	         nf, ns, the nr fields the update reads (v, its fences, its data
+//	         follow for it, then: TTL in milliseconds (0: no expiry), the
+//	         highest tile index a tile slot may hold (Update.MaxTile; empty:
+//	         no bound), nr, nf, ns, the nr fields the update reads (v, its fences, its data
 //	         fields), nf triples (index of the fence field in the fields
 //	         read, counting from 1; the lowest offset of the update's events
 //	         of that partition; the new fence), ns pairs (index of the field
@@ -92,7 +93,10 @@ const fenceBackPrefix = "FENCEBACK"
 // A write is made only if every stored fence is below the lowest offset of
 // the update's events of its partition and every field to set is absent or a
 // tile slot holding another tile: an older tile is overwritten, a newer one
-// is kept and its field left out of the write. A write that sets RingField
+// is kept and its field left out of the write, unless its index is beyond
+// the bound: no tile of the writer's tile size can be there yet (ring.go),
+// so it is of another tile size, or from a clock far ahead, and must not
+// block the tile of the write. A write that sets RingField
 // needs the hash to hold the same value there, or not to exist: the tiles of
 // a hash laid out in a ring of another size, or before the ring was
 // recorded, are no guide to which slot holds what. The reply has one element
@@ -124,24 +128,25 @@ local function tile(s)
 end
 -- The write of key whose arguments are ARGV[s + 1 .. e].
 local function blind(key, s, e)
-  local nr, nf, ns = tonumber(ARGV[s + 2]), tonumber(ARGV[s + 3]), tonumber(ARGV[s + 4])
-  local cur = redis.call('HMGET', key, unpack(ARGV, s + 5, s + 4 + nr))
+  local bound = tonumber(ARGV[s + 2])
+  local nr, nf, ns = tonumber(ARGV[s + 3]), tonumber(ARGV[s + 4]), tonumber(ARGV[s + 5])
+  local cur = redis.call('HMGET', key, unpack(ARGV, s + 6, s + 5 + nr))
   local set = {'v', ''}
-  local at = s + 4 + nr
+  local at = s + 5 + nr
   for j = 1, nf do
     local ri, first = tonumber(ARGV[at + 1]), ARGV[at + 2]
     local old = cur[ri]
     if old and (#old > #first or (#old == #first and old >= first)) then
       return cur
     end
-    set[#set + 1] = ARGV[s + 4 + ri]
+    set[#set + 1] = ARGV[s + 5 + ri]
     set[#set + 1] = ARGV[at + 3]
     at = at + 3
   end
   for j = 1, ns do
     local ri, val = tonumber(ARGV[at + 1]), ARGV[at + 2]
     local old = cur[ri]
-    local name = ARGV[s + 4 + ri]
+    local name = ARGV[s + 5 + ri]
     local keep = true
     if name == 'r' then
       -- The ring: the same one, or a new hash.
@@ -157,10 +162,10 @@ local function blind(key, s, e)
       if not ko or not kn or ko == kn then
         return cur
       end
-      keep = ko < kn
+      keep = ko < kn or (bound ~= nil and ko > bound)
     end
     if keep then
-      set[#set + 1] = ARGV[s + 4 + ri]
+      set[#set + 1] = ARGV[s + 5 + ri]
       set[#set + 1] = val
     end
     at = at + 2

@@ -63,7 +63,7 @@ features:
 		if r.mode != c.mode || r.tiles != c.tiles || s.Ring != l.Ring {
 			t.Errorf("Select(%v): mode %d, %d tiles, ring %d; want mode %d, %d tiles, ring %d", c.features, r.mode, r.tiles, s.Ring, c.mode, c.tiles, l.Ring)
 		}
-		if c.mode == readSlots && (r.names[0] != RingField || r.ring != fmt.Sprint(l.Ring) || len(r.slots.names) != int(l.Ring)) {
+		if c.mode == readSlots && (r.names[0] != RingField || r.ring != string(TiledRingValue(l.Ring, 0, l.View.Tile())) || len(r.slots.names) != int(l.Ring)) {
 			t.Errorf("Select(%v): reads %v, ring %q, %d slot names", c.features, r.names, r.ring, len(r.slots.names))
 		}
 	}

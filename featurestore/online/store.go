@@ -139,7 +139,8 @@ type Update struct {
 	//     or does not exist.
 	//
 	// A slot holding an older tile is overwritten, and one holding a newer
-	// tile is left as it is (the write's tile can no longer be read). When a
+	// tile is left as it is (the write's tile can no longer be read), unless
+	// the newer one is beyond MaxTile. When a
 	// condition fails, nothing is written and the script returns what it read:
 	// Apply then merges that state and writes with the version check, as for
 	// an update without Blind, in the same number of round trips.
@@ -155,6 +156,12 @@ type Update struct {
 	// First[i] is the lowest offset of partition Partitions[i] among the
 	// update's events, for a blind write; without it the update reads first.
 	First []int64
+	// MaxTile, when positive, is the highest tile index that a tile slot
+	// can hold for the writer of a blind write: the tile of its clock plus
+	// the source's future skew, and a margin (ring.go). A slot holding a
+	// tile beyond it holds one of another tile size, or from a clock far
+	// ahead, and is overwritten like an older tile instead of kept.
+	MaxTile int64
 }
 
 // ErrNeedTiles is returned by a Merge that needs every tile of the hash,
@@ -361,7 +368,7 @@ func (s *Store) apply(ctx context.Context, updates []Update, ops []op) error {
 		if err := w.validate(o.u.Topic); err != nil {
 			return fmt.Errorf("apply online state: merge %s: %w", o.name, err)
 		}
-		args, ok := blindArgs(slab.take(5+len(o.read)+3*len(w.Fences)+2*len(w.Set)+len(w.Delete)), o, &w, &bx)
+		args, ok := blindArgs(slab.take(6+len(o.read)+3*len(w.Fences)+2*len(w.Set)+len(w.Delete)), o, &w, &bx)
 		if !ok {
 			pending = append(pending, o)
 			continue
@@ -616,7 +623,7 @@ func writeArgs(args []any, version int64, topic string, w *Write) []any {
 // update reads (the script names them by their index in o.read), a fence's
 // First is after its Offset, or the write is too large.
 func blindArgs(args []any, o *op, w *Write, bx *boxes) ([]any, bool) {
-	n := 4 + len(o.read) + 3*len(w.Fences) + 2*len(w.Set) + len(w.Delete)
+	n := 5 + len(o.read) + 3*len(w.Fences) + 2*len(w.Set) + len(w.Delete)
 	if n > maxBlindArgs {
 		return args, false
 	}
@@ -625,7 +632,11 @@ func blindArgs(args []any, o *op, w *Write, bx *boxes) ([]any, bool) {
 		ttl = max(w.TTL.Milliseconds(), 1)
 	}
 	start := len(args)
-	args = append(args, nil, bx.int(ttl), len(o.read), len(w.Fences), len(w.Set))
+	var bound any = ""
+	if o.u.MaxTile > 0 {
+		bound = bx.int(o.u.MaxTile)
+	}
+	args = append(args, nil, bx.int(ttl), bound, len(o.read), len(w.Fences), len(w.Set))
 	for j, f := range o.read {
 		if j <= len(o.u.Partitions) {
 			args = append(args, bx.name(f)) // the version and fences: shared

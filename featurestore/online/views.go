@@ -150,7 +150,7 @@ func newLayoutReads(v *window.View, ring int64) *layoutReads {
 			r.ratio = v.Rollup() / v.Tile()
 			r.rollupRing = RollupRingSize(ring, r.ratio)
 		}
-		r.ring = string(RingValue(ring, r.ratio))
+		r.ring = string(TiledRingValue(ring, r.ratio, v.Tile()))
 		if ring > 0 && int64(r.plan)*slotReadShare <= ring {
 			r.mode = readSlots
 			r.slots = slotsOf(false, ring)
@@ -235,12 +235,18 @@ func (sc *viewScratch) read(v *window.View, lr *layoutReads, kv []string, t int6
 		need = v.TilesNeeded(t)
 	}
 	// Rollup tiles are read from a hash laid out in the layout's rings
-	// only; from another, every tile is merged.
-	withRollups := false
-	if lr.ratio > 0 {
+	// only; from another, every tile is merged. No tile is merged from a
+	// hash whose ring records another tile size (RingTile): its indexes
+	// mean other times.
+	withRollups, tiles := false, lr.tiles > 0
+	if tiles {
 		for i := 0; i+1 < len(kv); i += 2 {
 			if kv[i] == RingField {
-				withRollups = kv[i+1] == lr.ring
+				if kv[i+1] == lr.ring {
+					withRollups = lr.ratio > 0
+				} else if g, ok := RingTile(bytesOf(kv[i+1])); ok && g != v.Tile() {
+					tiles = false
+				}
 				break
 			}
 		}
@@ -258,8 +264,8 @@ func (sc *viewScratch) read(v *window.View, lr *layoutReads, kv []string, t int6
 		}
 		switch {
 		case len(f) > len(tilePrefix) && f[:len(tilePrefix)] == tilePrefix:
-			if lr.tiles == 0 {
-				continue // a tile left by an earlier version of the view
+			if !tiles {
+				continue // a tile left by an earlier version of the view, or of another tile size
 			}
 			k, blob, err := DecodeSlot(bytesOf(s))
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
@@ -287,5 +288,157 @@ func forEachProtocol(t *testing.T, addr string, test func(t *testing.T, store *o
 			defer c.Close()
 			test(t, online.New(c, online.Options{}))
 		})
+	}
+}
+
+// TestReadViewsCorruptFieldsNeverPanic writes real state through ingest into an
+// in-process Redis (rollup view with tiles, rollup tiles, lifetime and last
+// values), then truncates or flips bytes of each field in turn and reads:
+// no panic, and a truncated l or x, or a truncated tile or rollup tile in
+// the read, must be reported as corrupt.
+func TestReadViewsCorruptFieldsNeverPanic(t *testing.T) {
+	m := miniredis.RunT(t)
+	rc := redis.NewClient(&redis.Options{Addr: m.Addr(), Protocol: 2})
+	t.Cleanup(func() { rc.Close() })
+	ctx := context.Background()
+	const project = "corruptfields"
+	setup := loadRollupDefs(t, project, "rollup: 15m")
+	end := int64(1_700_000_000_000) / 60_000 * 60_000
+	var msgs [2][]kafka.Message
+	for i, ts := 0, end-3*3600_000; ts < end; i, ts = i+1, ts+97_000 {
+		p := i % 2
+		msgs[p] = append(msgs[p], kafka.Message{Topic: "pays", Partition: p, Offset: int64(len(msgs[p])), Value: fmt.Appendf(nil,
+			`{"card":"c","ts":%d,"amount":%d.25,"shop":"s%d"}`, ts, i%50, i%7)})
+	}
+	applyEvents(t, rc, project, setup.reg, msgs)
+	key := online.Key{Project: project, View: "card_pays", Entity: featurestore.StringKey("c")}.Name()
+	orig, err := rc.HGetAll(ctx, key).Result()
+	if err != nil || len(orig) == 0 {
+		t.Fatalf("hgetall: %v %d", err, len(orig))
+	}
+	store := online.New(rc, online.Options{})
+	at := end + 1000
+	reqs := []online.ViewRead{{Layout: setup.layout, Entity: featurestore.StringKey("c")}}
+	var sel online.ViewLayout
+	if s, err := setup.layout.Select([]int{0, 1}); err == nil {
+		sel = s
+		reqs = append(reqs, online.ViewRead{Layout: &sel, Entity: featurestore.StringKey("c")})
+	}
+	var buf online.ReadBuffer
+	if _, err := buf.ReadViews(ctx, store, reqs, at); err != nil || len(buf.Corrupt()) != 0 {
+		t.Fatalf("clean read: %v %v", err, buf.Corrupt())
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for f, v := range orig {
+		if f == "v" || f == "r" || len(f) > 2 && f[:2] == "f:" {
+			continue
+		}
+		for trial := 0; trial < 12; trial++ {
+			b := []byte(v)
+			truncated := trial < 6 && len(b) > 1
+			if truncated {
+				b = b[:rng.IntN(len(b)-1)+1]
+			} else {
+				b[rng.IntN(len(b))] ^= byte(1 << rng.IntN(8))
+			}
+			if err := rc.HSet(ctx, key, f, b).Err(); err != nil {
+				t.Fatal(err)
+			}
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Fatalf("field %s value %x: panic %v", f, b, p)
+					}
+				}()
+				res, err := buf.ReadViews(ctx, store, reqs[:1], at)
+				if err != nil {
+					t.Fatalf("field %s: %v", f, err)
+				}
+				corrupt := len(buf.Corrupt()) > 0
+				if truncated && (f == "l" || f == "x") && !corrupt {
+					t.Errorf("field %s truncated to %x: not reported corrupt, read %+v", f, b, res[0])
+				}
+			}()
+		}
+		if err := rc.HSet(ctx, key, f, v).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestHashTTL checks the TTL each kind of view gives its hashes: the
+// longest window plus the lateness, the ttl plus the future skew, or none.
+func TestHashTTL(t *testing.T) {
+	const defs = `
+kind: Entity
+name: card
+join_keys: [{name: card_id, type: string}]
+---
+kind: Source
+name: pays
+kafka: {topic: pays}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card_id: card}
+fields: {amount: double}
+allowed_lateness: 10m
+max_future_skew: 2m
+---
+kind: FeatureView
+name: win
+entity: card
+source: pays
+tile: 1m
+rollup: 15m
+features:
+  - {name: n, aggregation: count, window: 1h}
+---
+kind: FeatureView
+name: winlast
+entity: card
+source: pays
+tile: 1m
+ttl: 3h
+features:
+  - {name: n, aggregation: count, window: 1h}
+  - {name: amount, field: amount, type: double}
+---
+kind: FeatureView
+name: life
+entity: card
+source: pays
+features:
+  - {name: total, aggregation: sum, field: amount, window: lifetime}
+---
+kind: FeatureView
+name: lastnottl
+entity: card
+source: pays
+features:
+  - {name: amount, field: amount, type: double}
+`
+	reg, err := registry.LoadFiles(map[string][]byte{"defs.yaml": []byte(defs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := miniredis.RunT(t)
+	rc := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { rc.Close() })
+	a, err := ingest.NewApplier("hashttl", reg, reg.Source("pays"), online.New(rc, online.Options{}), ingest.NewPositions(rc, "hashttl"), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(context.Background(), "pays", 0, []kafka.Message{{Topic: "pays", Offset: 1,
+		Value: []byte(`{"card":"c","ts":1700000000000,"amount":1}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	for view, want := range map[string]string{"win": "1h12m0s", "winlast": "3h2m0s", "life": "0s", "lastnottl": "0s"} {
+		k := online.Key{Project: "hashttl", View: view, Entity: featurestore.StringKey("c")}.Name()
+		if !m.Exists(k) {
+			t.Errorf("%s: no hash", view)
+			continue
+		}
+		if got := m.TTL(k).String(); got != want {
+			t.Errorf("%s: TTL %s, want %s", view, got, want)
+		}
 	}
 }

@@ -136,3 +136,69 @@ func TestSumEncodingSize(t *testing.T) {
 		}
 	}
 }
+
+// TestSumMeanExact compares Sum and Mean of random doubles and int64s
+// with exact rational arithmetic rounded once (big.Rat.Float64: nearest,
+// ties to even).
+func TestSumMeanExact(t *testing.T) {
+	rng := rand.New(rand.NewSource(99))
+	for iter := 0; iter < 3000; iter++ {
+		n := 1 + rng.Intn(30)
+		dbl := iter%2 == 0
+		kind := featurestore.KindInt64
+		if dbl {
+			kind = featurestore.KindDouble
+		}
+		s, m := window.NewSum(kind), window.NewMean(kind)
+		sum := new(big.Rat)
+		for e := 0; e < n; e++ {
+			var v featurestore.Value
+			if dbl {
+				x := edgeDouble(rng)
+				if iter%6 == 0 {
+					x = math.Ldexp(float64(rng.Int63n(1<<53)), -1074+rng.Intn(60)) // around the subnormals
+					if rng.Intn(2) == 0 {
+						x = -x
+					}
+				}
+				v = featurestore.DoubleValue(x)
+				sum.Add(sum, new(big.Rat).SetFloat64(x))
+			} else {
+				x := edgeInt(rng)
+				v = featurestore.Int64Value(x)
+				sum.Add(sum, new(big.Rat).SetInt64(x))
+			}
+			s.Add(v, window.OrderKey{Offset: int64(e)})
+			m.Add(v, window.OrderKey{Offset: int64(e)})
+		}
+		sv, _ := s.Result()
+		if dbl {
+			want, _ := sum.Float64()
+			if want == 0 {
+				want = 0 // +0
+			}
+			if math.Float64bits(sv.Double()) != math.Float64bits(want) {
+				t.Fatalf("iter %d: sum %v (%x), want %v (%x)", iter, sv.Double(), math.Float64bits(sv.Double()), want, math.Float64bits(want))
+			}
+		} else {
+			want := sum.Num()
+			switch {
+			case want.IsInt64():
+				if sv.Int64() != want.Int64() {
+					t.Fatalf("iter %d: int sum %d, want %v", iter, sv.Int64(), want)
+				}
+			case want.Sign() > 0 && sv.Int64() != math.MaxInt64, want.Sign() < 0 && sv.Int64() != math.MinInt64:
+				t.Fatalf("iter %d: int sum %d, want saturated %v", iter, sv.Int64(), want)
+			}
+		}
+		mean := new(big.Rat).Quo(sum, new(big.Rat).SetInt64(int64(n)))
+		want, _ := mean.Float64()
+		if want == 0 {
+			want = 0
+		}
+		mv, _ := m.Result()
+		if math.Float64bits(mv.Double()) != math.Float64bits(want) {
+			t.Fatalf("iter %d (double %v): mean %v (%x), want %v (%x)", iter, dbl, mv.Double(), math.Float64bits(mv.Double()), want, math.Float64bits(want))
+		}
+	}
+}

@@ -1,7 +1,10 @@
 package window_test
 
 import (
+	"bytes"
+	"errors"
 	"math"
+	"math/rand"
 	"testing"
 
 	"github.com/featurestore/featurestore/featurestore"
@@ -222,5 +225,180 @@ func TestUnmarshalWrongState(t *testing.T) {
 	}
 	if v, _ := ok.Result(); v.Int64() != 1 {
 		t.Errorf("decoded count %v", v)
+	}
+}
+
+// edgeDouble draws doubles at the edges of the encodings: subnormals,
+// the largest, negative zero, any bit pattern, small decimals.
+func edgeDouble(rng *rand.Rand) float64 {
+	switch rng.Intn(12) {
+	case 0:
+		return math.Float64frombits(rng.Uint64() & (1<<52 - 1)) // subnormal
+	case 1:
+		return -math.Float64frombits(rng.Uint64() & (1<<52 - 1))
+	case 2:
+		return math.MaxFloat64 * (rng.Float64()*2 - 1)
+	case 3:
+		return math.Copysign(0, -1)
+	case 4:
+		return 0
+	case 5:
+		f := math.Float64frombits(rng.Uint64())
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return 1
+		}
+		return f
+	case 6:
+		return float64(rng.Intn(1000)) / 100
+	case 7:
+		return -float64(rng.Intn(1000)) / 100
+	}
+	return (rng.Float64()*2 - 1) * math.Pow(2, float64(rng.Intn(200)-100))
+}
+
+// edgeInt draws int64s at the edges: the extremes, any bit pattern, small.
+func edgeInt(rng *rand.Rand) int64 {
+	switch rng.Intn(6) {
+	case 0:
+		return math.MaxInt64
+	case 1:
+		return math.MinInt64
+	case 2:
+		return int64(rng.Uint64())
+	}
+	return rng.Int63n(2000) - 1000
+}
+
+// stateMaker makes empty states of one aggregation and draws its values.
+type stateMaker struct {
+	name string
+	mk   func() window.State
+	val  func(rng *rand.Rand) featurestore.Value
+}
+
+func stateMakers() []stateMaker {
+	d := func(rng *rand.Rand) featurestore.Value { return featurestore.DoubleValue(edgeDouble(rng)) }
+	i := func(rng *rand.Rand) featurestore.Value { return featurestore.Int64Value(edgeInt(rng)) }
+	s := func(rng *rand.Rand) featurestore.Value {
+		return featurestore.StringValue(string(rune('a'+rng.Intn(26))) + string(rune('a'+rng.Intn(26))) + string(rune('a'+rng.Intn(5))))
+	}
+	return []stateMaker{
+		{"sum_double", func() window.State { return window.NewSum(featurestore.KindDouble) }, d},
+		{"sum_int", func() window.State { return window.NewSum(featurestore.KindInt64) }, i},
+		{"mean_double", func() window.State { return window.NewMean(featurestore.KindDouble) }, d},
+		{"mean_int", func() window.State { return window.NewMean(featurestore.KindInt64) }, i},
+		{"stddev_double", func() window.State { return window.NewStddev(featurestore.KindDouble) }, d},
+		{"stddev_int", func() window.State { return window.NewStddev(featurestore.KindInt64) }, i},
+		{"min_double", func() window.State { return window.NewMin(featurestore.KindDouble) }, d},
+		{"max_int", func() window.State { return window.NewMax(featurestore.KindInt64) }, i},
+		{"distinct_p4", func() window.State { return window.NewCountDistinct(4) }, s},
+		{"distinct_p5", func() window.State { return window.NewCountDistinct(5) }, s},
+		{"distinct_p10", func() window.State { return window.NewCountDistinct(10) }, s},
+		{"lastn_str", func() window.State { return window.NewLastN(featurestore.KindString, 3) }, s},
+		{"last", func() window.State { return window.NewLast() }, s},
+	}
+}
+
+// roundTrip returns a copy of s through its encoding, which must encode
+// back to the same bytes.
+func roundTrip(t *testing.T, mk func() window.State, s window.State) window.State {
+	t.Helper()
+	b := s.AppendBinary(nil)
+	c := mk()
+	if err := c.UnmarshalBinary(b); err != nil {
+		t.Fatalf("decode of an encoding: %v", err)
+	}
+	if b2 := c.AppendBinary(nil); !bytes.Equal(b, b2) {
+		t.Fatalf("encode→decode→encode differs:\n%x\n%x", b, b2)
+	}
+	return c
+}
+
+// TestStateMergeLossless: for random event sets split into three
+// parts, every merge order and grouping, with encode/decode round trips in
+// between, gives the same bytes as adding every event to one state.
+func TestStateMergeLossless(t *testing.T) {
+	rng := rand.New(rand.NewSource(42))
+	for _, m := range stateMakers() {
+		for iter := 0; iter < 300; iter++ {
+			n := rng.Intn(40)
+			if rng.Intn(5) == 0 {
+				n = rng.Intn(400)
+			}
+			parts := [3]window.State{m.mk(), m.mk(), m.mk()}
+			all := m.mk()
+			for e := 0; e < n; e++ {
+				v := m.val(rng)
+				k := window.OrderKey{Time: 1_700_000_000_000 + int64(rng.Intn(1000)), Partition: int32(rng.Intn(3)), Offset: int64(e)}
+				parts[rng.Intn(3)].Add(v, k)
+				all.Add(v, k)
+			}
+			want := all.AppendBinary(nil)
+			orders := [][3]int{{0, 1, 2}, {2, 1, 0}, {1, 0, 2}, {2, 0, 1}}
+			for _, o := range orders {
+				// ((a + b) + c)
+				acc := roundTrip(t, m.mk, parts[o[0]])
+				acc.Merge(roundTrip(t, m.mk, parts[o[1]]))
+				acc = roundTrip(t, m.mk, acc)
+				acc.Merge(roundTrip(t, m.mk, parts[o[2]]))
+				if got := acc.AppendBinary(nil); !bytes.Equal(got, want) {
+					t.Fatalf("%s iter %d order %v: merged %x, want %x", m.name, iter, o, got, want)
+				}
+				// (a + (b + c)), merging into an empty state first
+				bc := m.mk()
+				bc.Merge(parts[o[1]])
+				bc.Merge(parts[o[2]])
+				a := m.mk()
+				a.Merge(parts[o[0]])
+				a.Merge(bc)
+				if got := a.AppendBinary(nil); !bytes.Equal(got, want) {
+					t.Fatalf("%s iter %d order %v: a+(b+c) %x, want %x", m.name, iter, o, got, want)
+				}
+				if rv, _ := a.Result(); !rv.Equal(resultOf(all)) && !(rv.Kind() == featurestore.KindDouble && math.IsNaN(rv.Double())) {
+					t.Fatalf("%s: result %v, want %v", m.name, rv, resultOf(all))
+				}
+			}
+		}
+	}
+}
+
+// TestStateTruncation: every strict prefix of a valid encoding and
+// every single-byte change is an error wrapping ErrCorrupt or decodes to
+// something that encodes back identically; never a panic.
+func TestStateTruncation(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for _, m := range stateMakers() {
+		for iter := 0; iter < 40; iter++ {
+			s := m.mk()
+			for e := 0; e < rng.Intn(60); e++ {
+				s.Add(m.val(rng), window.OrderKey{Time: int64(rng.Intn(1 << 40)), Partition: int32(rng.Intn(4)), Offset: int64(e)})
+			}
+			b := s.AppendBinary(nil)
+			for cut := 0; cut < len(b); cut++ {
+				c := m.mk()
+				err := c.UnmarshalBinary(b[:cut])
+				if err == nil {
+					t.Fatalf("%s: prefix of %d of %d bytes accepted", m.name, cut, len(b))
+				}
+				if !errors.Is(err, window.ErrCorrupt) {
+					t.Fatalf("%s: %v does not wrap ErrCorrupt", m.name, err)
+				}
+			}
+			for i := 0; i < len(b); i++ {
+				x := bytes.Clone(b)
+				x[i] ^= byte(1 << rng.Intn(8))
+				c := m.mk()
+				if err := c.UnmarshalBinary(x); err != nil {
+					if !errors.Is(err, window.ErrCorrupt) {
+						t.Fatalf("%s: %v does not wrap ErrCorrupt", m.name, err)
+					}
+					continue
+				}
+				if y := c.AppendBinary(nil); !bytes.Equal(x, y) {
+					t.Fatalf("%s: accepted %x, encodes back as %x", m.name, x, y)
+				}
+				c.Result()
+			}
+		}
 	}
 }

@@ -16,6 +16,21 @@ type stateSet struct {
 	part  Part
 	slots []slot
 	sub   decoder // decodes one state's body; kept to avoid an allocation per state
+	// other holds the states of features the view does not know, as
+	// decoded (not by a projection, which never encodes), and otherBuf
+	// their bodies: states written by other definitions of the view, as
+	// during a rolling registry change, which a write must keep.
+	other    []otherState
+	otherBuf []byte
+}
+
+// otherState is a state of a feature the set's view does not know: its
+// fingerprint, newest event time and body, otherBuf[start:end], kept as
+// read, its times relative to the same base as the set's.
+type otherState struct {
+	fp         uint32
+	newest     int64
+	start, end int
 }
 
 type slot struct {
@@ -38,6 +53,25 @@ func (s *stateSet) reset() {
 		sl.st.Reset()
 		sl.has, sl.newest = false, 0
 	}
+	s.other, s.otherBuf = s.other[:0], s.otherBuf[:0]
+}
+
+// hasOther reports whether the set holds a state of the feature of
+// fingerprint fp, which its view does not know.
+func (s *stateSet) hasOther(fp uint32) bool {
+	for _, o := range s.other {
+		if o.fp == fp {
+			return true
+		}
+	}
+	return false
+}
+
+// keepOther adds a state of a feature the view does not know.
+func (s *stateSet) keepOther(fp uint32, newest int64, body []byte) {
+	start := len(s.otherBuf)
+	s.otherBuf = append(s.otherBuf, body...)
+	s.other = append(s.other, otherState{fp: fp, newest: newest, start: start, end: len(s.otherBuf)})
 }
 
 func (s *stateSet) empty() bool {
@@ -84,7 +118,20 @@ func (v *View) check(o *stateSet) error {
 	return nil
 }
 
+// merge adds the events of o. Of the states of features the view does not
+// know, which it cannot merge, it keeps s's and adds those of o's features
+// that s lacks.
 func (s *stateSet) merge(o *stateSet) {
+	s.mergeKnown(o)
+	for _, ot := range o.other {
+		if !s.hasOther(ot.fp) {
+			s.keepOther(ot.fp, ot.newest, o.otherBuf[ot.start:ot.end])
+		}
+	}
+}
+
+// mergeKnown adds the events of o to the states of the view's features.
+func (s *stateSet) mergeKnown(o *stateSet) {
 	for i := range s.slots {
 		sl, ol := &s.slots[i], &o.slots[i]
 		if !ol.has {
@@ -102,13 +149,16 @@ func (s *stateSet) merge(o *stateSet) {
 // little-endian), its newest event time (varint, relative to the previous
 // entry's, the first to base: states fed by the same events take one byte),
 // and its body, preceded by its length (uvarint). A decoder skips states
-// whose fingerprint it does not know: they belong to another definition.
+// whose fingerprint it does not know in what it reads (they belong to
+// another definition: a feature removed, or one that a process of newer
+// definitions added during a rolling change) and keeps them, as they are,
+// for the encoding: they follow the view's states, in the order read.
 func (s *stateSet) appendBinary(b []byte, base int64) []byte {
 	if s.view.projected {
 		// Writing it back would drop every state the projection leaves out.
 		panic(fmt.Sprintf("window: encoding a %s state of a projection of view %q", s.part, s.view.name))
 	}
-	n := 0
+	n := len(s.other)
 	for i := range s.slots {
 		if s.slots[i].has {
 			n++
@@ -141,6 +191,13 @@ func (s *stateSet) appendBinary(b []byte, base int64) []byte {
 		copy(b[at+ln:], b[at+1:at+1+size])
 		copy(b[at:], lb[:ln])
 	}
+	for _, o := range s.other {
+		b = binary.LittleEndian.AppendUint32(b, o.fp)
+		b = appendVarint(b, o.newest-prev)
+		prev = o.newest
+		b = appendUvarint(b, uint64(o.end-o.start))
+		b = append(b, s.otherBuf[o.start:o.end]...)
+	}
 	return b
 }
 
@@ -169,6 +226,9 @@ func (s *stateSet) decode(b []byte, base int64, inTile bool) error {
 		}
 		i, known := slots[fp]
 		if !known {
+			if !s.view.projected {
+				s.keepOther(fp, newest, body)
+			}
 			continue
 		}
 		sl := &s.slots[i]
@@ -247,7 +307,9 @@ func (t *TileState) Add(ev *Event) error {
 }
 
 // Merge adds the events of o, a state of the same tile of the same view
-// that holds none of the events already in t.
+// that holds none of the events already in t. Of the states of features
+// the view does not know (UnmarshalBinary), which cannot be merged, t keeps
+// its own and takes those of o's features it lacks.
 func (t *TileState) Merge(o *TileState) error {
 	if err := t.set.compatible(&o.set); err != nil {
 		return err
@@ -261,7 +323,8 @@ func (t *TileState) Merge(o *TileState) error {
 
 // MergeTile adds the events of o, the state of a tile of the view, to t,
 // the state of the rollup tile that holds it (View.NewRollupState), which
-// holds none of o's events already.
+// holds none of o's events already. The states of features the view does
+// not know are left out: a rollup tile holds the view's features only.
 func (t *TileState) MergeTile(o *TileState) error {
 	if err := t.set.compatible(&o.set); err != nil {
 		return err
@@ -270,7 +333,9 @@ func (t *TileState) MergeTile(o *TileState) error {
 	if g <= og || g%og != 0 || TileOf(o.index, g/og) != t.index {
 		return fmt.Errorf("merge tile %d of %dms into tile %d of %dms: %w", o.index, og, t.index, g, ErrWrongTile)
 	}
-	t.set.merge(&o.set)
+	// The states of features the view does not know cannot be merged:
+	// the rollup tile holds the view's features only.
+	t.set.mergeKnown(&o.set)
 	return nil
 }
 
@@ -280,9 +345,11 @@ func (t *TileState) AppendBinary(b []byte) []byte { return t.set.appendBinary(b,
 
 // UnmarshalBinary replaces the states with those encoded in b, which must
 // be the encoding of the same tile (see Reset). States of features the view
-// does not have (any more) are skipped, and features without state are
-// empty. Corrupt input is an error wrapping ErrCorrupt; the state is then
-// empty.
+// does not have (any more, or yet: written by other definitions during a
+// rolling change) are not read, but kept as they are (unless the view is a
+// projection) for AppendBinary, and for Merge of another copy of the tile;
+// features without state are empty. Corrupt input is an error wrapping
+// ErrCorrupt; the state is then empty.
 func (t *TileState) UnmarshalBinary(b []byte) error {
 	if err := t.set.decode(b, t.Start(), true); err != nil {
 		return fmt.Errorf("decode tile %d of view %q: %w", t.index, t.set.view.name, err)

@@ -155,6 +155,65 @@ func TestDefinitionChanges(t *testing.T) {
 	}
 }
 
+// TestOtherDefinitionsKept: a tile written under other definitions of the
+// view (a rolling registry change), decoded, added to and encoded again
+// under these, keeps the states of the features these do not know, as
+// they were: read under the other definitions, they hold their events.
+func TestOtherDefinitionsKept(t *testing.T) {
+	other, _ := compileYAML(t, compileBase+`
+  - {name: n, aggregation: count, window: 1h}
+  - {name: total, aggregation: sum, field: x, window: 1h}
+  - {name: top, aggregation: max, field: x, window: 1h}
+`, "v")
+	these, _ := compileYAML(t, compileBase+`
+  - {name: n, aggregation: count, window: 1h}
+`, "v")
+	ev := func(i int64, x int64) *window.Event {
+		return &window.Event{Time: i, Offset: i, Fields: []featurestore.Value{{}, {}, {}, i64(x)}}
+	}
+	written := other.NewTileState(0)
+	for i := range int64(3) {
+		if err := written.Add(ev(i, 5+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts := these.NewTileState(0)
+	if err := ts.UnmarshalBinary(written.AppendBinary(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Add(ev(3, 100)); err != nil {
+		t.Fatal(err)
+	}
+	// Another copy of the tile, with other events: of the states these
+	// cannot merge, the tile keeps its own.
+	copied := other.NewTileState(0)
+	if err := copied.Add(ev(4, 1)); err != nil {
+		t.Fatal(err)
+	}
+	dup := these.NewTileState(0)
+	if err := dup.UnmarshalBinary(copied.AppendBinary(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Merge(dup); err != nil {
+		t.Fatal(err)
+	}
+	back := other.NewTileState(0)
+	if err := back.UnmarshalBinary(ts.AppendBinary(nil)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := other.NewReader().Read(10, []*window.TileState{back}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// n counts every event; total and top only those written under the
+	// definitions that have them.
+	for i, want := range []featurestore.Value{i64(5), i64(18), i64(7)} {
+		if !got[i].Value.Equal(want) {
+			t.Errorf("%s: %v, want %v", other.Features()[i].Name, got[i].Value, want)
+		}
+	}
+}
+
 func TestTileStateErrors(t *testing.T) {
 	v, _ := compileYAML(t, compileBase+"  - {name: n, aggregation: count, window: 1h}\n", "v")
 	ts := v.NewTileState(1)
