@@ -58,7 +58,6 @@ type viewPlan struct {
 	win    *window.View
 	keyIdx []int // per entity join key: its index in Layout.Keys
 	ring   int64
-	rings  []byte // the value of online.RingField (online.RingValue)
 	ttl    time.Duration
 	// With rollup tiles: the tiles each holds, and the slots of their ring.
 	ratio, rollupRing int64
@@ -175,7 +174,6 @@ func NewApplier(project string, r *registry.Registry, src *registry.Source, stor
 			vp.ratio = w.Rollup() / w.Tile()
 			vp.rollupRing = online.RollupRingSize(vp.ring, vp.ratio)
 		}
-		vp.rings = online.RingValue(vp.ring, vp.ratio)
 		// An event up to the future skew ahead of the clock is read once the
 		// clock reaches it: the key lives that much longer.
 		vp.ttl = max(w.Retention(src.Reach()), v.TTL.Std()+src.FutureSkew())
