@@ -44,6 +44,13 @@ func (b *MemoryBudget) Used() int64 {
 	return b.used
 }
 
+// free returns the bytes not taken, 0 if the budget is spent or exceeded.
+func (b *MemoryBudget) free() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return max(b.limit-b.used, 0)
+}
+
 // take takes n bytes if they fit in the budget, or whether or not they fit
 // if force; when they do not, it returns false and a channel closed when
 // bytes are next given back.

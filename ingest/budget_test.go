@@ -3,10 +3,13 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -134,4 +137,84 @@ func produceSized(t *testing.T, brokers []string, topic string, n, size int) map
 		t.Fatal(err)
 	}
 	return endOffsetsOf(t, brokers, topic)
+}
+
+// downHandler is a PartitionHandler whose batches all fail, as while
+// Redis is down, and that records the buffers it was handed.
+type downHandler struct {
+	mu       sync.Mutex
+	calls    int
+	maxCap   int
+	maxLen   int
+	minRatio float64
+}
+
+func (h *downHandler) Resume(context.Context, string, int) (int64, error) {
+	return kafka.FirstOffset, nil
+}
+
+func (h *downHandler) Apply(_ context.Context, _ string, _ int, msgs []kafka.Message) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	h.maxCap = max(h.maxCap, cap(msgs))
+	h.maxLen = max(h.maxLen, len(msgs))
+	return errors.New("redis: connection refused")
+}
+
+func heapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestBudgetBoundsHeapWhileRedisDown: with Redis down (every batch fails)
+// and partitions far behind, what the partitions hold is bounded by
+// --buffer-memory plus about a fetch (1 MiB) per partition
+// (docs/operations.md, "Batches"). The fetcher used to grow a lagging
+// partition's pending buffer to MaxBatchSize messages at once, whatever
+// the budget let it hold: 50,000 kafka.Message headers, 7.6 MB per buffer,
+// two buffers per partition, none of it counted against the budget.
+func TestBudgetBoundsHeapWhileRedisDown(t *testing.T) {
+	const (
+		partitions = 8
+		messages   = 8 * 3000
+		valueSize  = 100
+		limit      = 16 << 20 // more than the messages: the budget never binds
+	)
+	topic := testenv.UniqueName(t, "budgetheap")
+	brokers := startKafka(t, topic, partitions)
+	produceSized(t, brokers, topic, messages, valueSize)
+	before := heapAfterGC()
+	budget := NewMemoryBudget(limit)
+	h := &downHandler{}
+	stop := runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic,
+		SessionTimeout: 6 * time.Second, Memory: budget, RetryMin: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond}, h)
+	defer stop()
+	waitFor(t, "batches failing on every partition", 30*time.Second, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.calls >= 4*partitions
+	})
+	time.Sleep(2 * time.Second) // let every partition read ahead
+	after := heapAfterGC()
+	grown := int64(after) - int64(before)
+	h.mu.Lock()
+	maxCap, maxLen := h.maxCap, h.maxLen
+	h.mu.Unlock()
+	// What the budget counts, plus a generous 4 MiB per partition for its
+	// fetch (the docs say about 1 MiB).
+	bound := budget.Used() + partitions*(4<<20)
+	t.Logf("heap grew %d MB (bound %d MB); budget used %d bytes of %d; largest batch %d messages in a buffer of capacity %d (%d MB of Message headers)",
+		grown>>20, bound>>20, budget.Used(), limit, maxLen, maxCap, maxCap*int(unsafe.Sizeof(kafka.Message{}))>>20)
+	if grown > bound {
+		t.Errorf("heap grew by %d MB while Redis is down, want at most the bytes the budget counts (%d KiB) plus 4 MiB per partition (%d partitions): %d MB",
+			grown>>20, budget.Used()>>10, partitions, bound>>20)
+	}
+	if maxCap > 4*max(maxLen, 1000) {
+		t.Errorf("a batch of %d messages is held in a buffer of %d messages (%d bytes of kafka.Message headers, not counted against the budget)",
+			maxLen, maxCap, int64(maxCap)*int64(unsafe.Sizeof(kafka.Message{})))
+	}
 }

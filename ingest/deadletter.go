@@ -53,8 +53,24 @@ type KafkaDeadLetters struct {
 
 // NewKafkaDeadLetters returns a sink writing to topic on brokers, waiting
 // for every in-sync replica so that a letter is durable before the batch
-// that produced it counts as applied.
+// that produced it counts as applied. A write of letters ends within
+// about the default ShutdownTimeout (30s); see NewKafkaDeadLettersWithin.
 func NewKafkaDeadLetters(brokers []string, topic string, transport kafka.RoundTripper) *KafkaDeadLetters {
+	return NewKafkaDeadLettersWithin(brokers, topic, transport, defaultShutdownTimeout)
+}
+
+// NewKafkaDeadLettersWithin is NewKafkaDeadLetters whose writes of letters
+// end within about d (at least a few seconds): GroupConfig.ShutdownTimeout,
+// which bounds the attempt at a batch that sends them.
+//
+// kafka-go's Writer goes on with a write its caller gave up on (Send's
+// context ended): by default 10 attempts of up to 10s each, and its Close
+// waits for them, so a stop, or a new registry version, would wait minutes
+// for a broker that does not answer. Here the attempts of a write, and the
+// backoffs between them, fit in d: a write does not outlive the attempt
+// at the batch that sent it by much. A letter not written fails its batch,
+// which is retried, letters included.
+func NewKafkaDeadLettersWithin(brokers []string, topic string, transport kafka.RoundTripper, d time.Duration) *KafkaDeadLetters {
 	return &KafkaDeadLetters{w: &kafka.Writer{
 		Addr:                   kafka.TCP(brokers...),
 		Topic:                  topic,
@@ -62,7 +78,26 @@ func NewKafkaDeadLetters(brokers []string, topic string, transport kafka.RoundTr
 		RequiredAcks:           kafka.RequireAll,
 		BatchTimeout:           time.Millisecond,
 		AllowAutoTopicCreation: true,
+		MaxAttempts:            letterAttempts,
+		WriteBackoffMax:        letterBackoffMax,
+		WriteTimeout:           letterWriteTimeout(d),
 	}}
+}
+
+// letterAttempts is how many times kafka-go tries a write of letters: a
+// leader that moved, or a topic just created, is retried at once rather
+// than by the batch's backoff.
+const letterAttempts = 3
+
+// letterBackoffMax bounds kafka-go's backoff between attempts at a write of
+// letters (its default).
+const letterBackoffMax = time.Second
+
+// letterWriteTimeout is the timeout of each of letterAttempts produce
+// requests, such that they and the backoffs between them take at most d,
+// and at least 2s each.
+func letterWriteTimeout(d time.Duration) time.Duration {
+	return max((d-(letterAttempts-1)*letterBackoffMax)/letterAttempts, 2*time.Second)
 }
 
 // Send implements DeadLetterSink. A letter's key and value are cut to
@@ -152,5 +187,6 @@ func letterMessage(l DeadLetter, limit, headerLimit int) kafka.Message {
 	return kafka.Message{Key: key, Value: value, Headers: headers}
 }
 
-// Close flushes and closes the writer.
+// Close flushes and closes the writer, waiting for the writes in flight
+// (each bounded as NewKafkaDeadLettersWithin says).
 func (d *KafkaDeadLetters) Close() error { return d.w.Close() }

@@ -117,7 +117,7 @@ func TestDeadLettersCloseTheirTransport(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	round := func() {
-		sink, closeSink := deadLetters(brokers, topic, &kafka.Dialer{Timeout: 5 * time.Second})
+		sink, closeSink := deadLetters(brokers, topic, &kafka.Dialer{Timeout: 5 * time.Second}, 0, nil)
 		if err := sink.Send(ctx, []DeadLetter{{Message: kafka.Message{Topic: "src", Value: []byte("x")}, Reason: ReasonInvalidPayload, Detail: "test"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +173,7 @@ func TestDeadLettersAskMetadataOfTheirTopic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, d := range []*kafka.Dialer{nil, {Timeout: 5 * time.Second}} {
-		sink, closeSink := deadLetters(cluster.ListenAddrs(), topic, d)
+		sink, closeSink := deadLetters(cluster.ListenAddrs(), topic, d, 0, nil)
 		if err := sink.Send(ctx, []DeadLetter{{Message: kafka.Message{Topic: "src", Value: []byte("x")}, Reason: ReasonInvalidPayload, Detail: "test"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -260,5 +260,41 @@ func TestLogRereads(t *testing.T) {
 	want := `level=INFO msg="partition reads again events Redis holds, to remember their ids for dedup or to log them offline; they are not applied twice" partition=3 read_from=0 applied_up_to=16`
 	if !strings.Contains(buf.String(), want) {
 		t.Errorf("logged %q, want %q", buf.String(), want)
+	}
+}
+
+// TestDeadLetterCloseBounded: a dead-letter Send cut short by its context
+// (the apply attempt's ShutdownTimeout, while the broker does not answer)
+// leaves kafka-go's writer retrying the batch in the background (by
+// default up to 10 attempts of 10 s each), and the sink's close (deferred
+// after RunGroup in startSources) waits for them: a stop, or a new
+// registry version, must not wait past the shutdown timeout.
+func TestDeadLetterCloseBounded(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "dlq-close-bounded"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	// The broker takes produce requests and never answers them.
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		return nil, nil, true
+	})
+	sink, closeSink := deadLetters(c.ListenAddrs(), "dlq-close-bounded", nil, 5*time.Second, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = sink.Send(ctx, []DeadLetter{{Message: kafka.Message{Topic: "src", Partition: 0, Offset: 7, Value: []byte("bad")}, Reason: ReasonInvalidPayload}})
+	if err == nil {
+		t.Fatal("Send succeeded against a broker that does not answer")
+	}
+	t.Logf("Send: %v", err)
+	closed := make(chan struct{})
+	start := time.Now()
+	go func() { closeSink(); close(closed) }()
+	select {
+	case <-closed:
+		t.Logf("closed in %s", time.Since(start))
+	case <-time.After(20 * time.Second):
+		t.Errorf("closing the dead-letter sink has not returned after %s (kafka-go's Writer.Close waits for the batch's remaining attempts, 10 s each)", time.Since(start))
 	}
 }

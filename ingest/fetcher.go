@@ -111,9 +111,8 @@ func (f *fetcher) run(ctx context.Context) {
 		if len(f.pending) == 0 {
 			f.since = time.Now()
 		}
-		if len(f.pending) == cap(f.pending) && f.behind {
-			// Grow to the batch size at once, not by doubling.
-			f.pending = slices.Grow(f.pending, f.limit()-len(f.pending))
+		if len(f.pending) == cap(f.pending) {
+			f.pending = slices.Grow(f.pending, f.growth())
 		}
 		f.pending = append(f.pending, m)
 		f.size += size
@@ -126,6 +125,26 @@ func (f *fetcher) run(ctx context.Context) {
 		}
 	}
 }
+
+// growth returns by how many messages the full pending buffer grows; f.mu
+// is held. It doubles, not beyond the batch's limit, nor beyond the
+// messages the budget has room for (each counts at least 256 bytes, more
+// than its kafka.Message takes in the buffer): the buffer's capacity, which
+// the budget does not count, stays within about what it counts of the
+// messages held. Growing to MaxBatchSize at once would take 7.6 MB of
+// kafka.Message per buffer (50,000 of them), two per partition, whatever
+// the budget allows.
+func (f *fetcher) growth() int {
+	n := len(f.pending)
+	g := min(max(n, minBufferGrowth), f.limit()-n)
+	if b := f.cfg.Memory; b != nil {
+		g = min(g, int(b.free()/messageOverhead))
+	}
+	return max(g, 1)
+}
+
+// minBufferGrowth is the least a pending buffer grows by.
+const minBufferGrowth = 64
 
 // charge takes n bytes of cfg.Memory for a message about to join the
 // pending batch. While the budget is spent it waits for bytes given back
@@ -206,8 +225,10 @@ func (f *fetcher) next(ctx context.Context, buf []kafka.Message, idle <-chan tim
 			clear(buf) // drop references to the messages' memory
 			f.pending, f.size = buf[:0], 0
 			f.applying, f.held = f.held, 0
-			if cap(f.pending) > 4*f.cfg.BatchSize && n <= f.cfg.BatchSize {
-				f.pending = nil // caught up: let the catch-up buffer go
+			if !f.behind && cap(f.pending) > 4*f.cfg.BatchSize && n <= f.cfg.BatchSize {
+				// Caught up: let the catch-up buffer go. While behind it is
+				// kept, even after a small batch, not grown again.
+				f.pending = nil
 			}
 			f.mu.Unlock()
 			signal(f.space)
@@ -240,10 +261,14 @@ func (f *fetcher) next(ctx context.Context, buf []kafka.Message, idle <-chan tim
 	}
 }
 
+// messageOverhead is what messageSize counts for what holds a message: its
+// kafka.Message (152 bytes on 64-bit platforms) in a buffer, and more.
+const messageOverhead = 256
+
 // messageSize is what a batch counts of a message against MaxBatchBytes:
 // its key, value and headers, and 256 bytes for what holds them.
 func messageSize(m kafka.Message) int {
-	n := 256 + len(m.Key) + len(m.Value)
+	n := messageOverhead + len(m.Key) + len(m.Value)
 	for _, h := range m.Headers {
 		n += len(h.Key) + len(h.Value)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -145,7 +146,7 @@ func (c *GroupConfig) defaults() {
 		c.SessionTimeout = 10 * time.Second
 	}
 	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = 30 * time.Second
+		c.ShutdownTimeout = defaultShutdownTimeout
 	}
 	c.RebalanceTimeout = max(c.RebalanceTimeout, 2*c.ShutdownTimeout+rebalanceMargin, c.SessionTimeout)
 	if c.RetryMin <= 0 {
@@ -162,6 +163,9 @@ func (c *GroupConfig) defaults() {
 	}
 }
 
+// defaultShutdownTimeout is GroupConfig.ShutdownTimeout's default.
+const defaultShutdownTimeout = 30 * time.Second
+
 // defaultIdleCheck is GroupConfig.idleCheck's default: a partition without
 // messages finds a lost position (Applier.checkPosition: Redis restarted
 // without persistence, or failed over to a replica that lagged) within
@@ -171,16 +175,30 @@ const defaultIdleCheck = 5 * time.Second
 // RunGroup joins the consumer group and applies every partition it is
 // assigned, until ctx ends. Several processes running it with the same group
 // id share the topic's partitions and take over each other's partitions when
-// one leaves; partitions added to the topic are picked up. When ctx ends, the
-// batch in flight on each partition is finished (within ShutdownTimeout)
-// before RunGroup returns; a join of the group in progress is not waited
-// for (closeGroup).
+// one leaves; partitions added to the topic are picked up (watchPartitions).
+// When ctx ends, the batch in flight on each partition is finished (within
+// ShutdownTimeout) before RunGroup returns; a join of the group in progress
+// is not waited for (closeGroup). RunGroup never creates the topic (unless
+// CreateTopics says to): it waits for it to exist before it joins, and
+// should it be deleted, it leaves the group and waits for it again.
 func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	cfg.defaults()
 	log := cfg.Logger.With("group", cfg.GroupID, "topic", cfg.Topic)
-	if !waitForTopics(ctx, &cfg, log) {
-		return nil
+	for {
+		if !waitForTopics(ctx, &cfg, log) {
+			return nil
+		}
+		gone, err := runGroup(ctx, &cfg, h, log)
+		if err != nil || !gone || ctx.Err() != nil {
+			return err
+		}
+		log.Error("the topic was deleted: its partitions stopped, the consumer group was left; waiting for the topic to exist again")
 	}
+}
+
+// runGroup is RunGroup once its topic exists: it returns true if the topic
+// was deleted (watchPartitions), false when ctx ends.
+func runGroup(ctx context.Context, cfg *GroupConfig, h PartitionHandler, log *slog.Logger) (gone bool, err error) {
 	// The partitions' readers share one transport (a pool of connections
 	// per broker).
 	tr := newTransport(cfg.Dialer, cfg.Topic)
@@ -190,7 +208,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	gcfg.Dialer = conns.dialer(cfg.Dialer)
 	group, err := kafka.NewConsumerGroup(gcfg)
 	if err != nil {
-		return fmt.Errorf("join consumer group %s: %w", cfg.GroupID, err)
+		return false, fmt.Errorf("join consumer group %s: %w", cfg.GroupID, err)
 	}
 	// The member id of the last generation, which a join of the group
 	// after it uses too.
@@ -204,10 +222,14 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 	}
 	defer inGroup(false)
 	backoff := cfg.RetryMin
+	var deleted atomic.Bool // set by watchPartitions
 	for {
 		gen, err := group.Next(ctx)
 		if ctx.Err() != nil {
-			return nil
+			return false, nil
+		}
+		if deleted.Load() {
+			return true, nil
 		}
 		if err != nil {
 			inGroup(false)
@@ -215,7 +237,7 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 			// often than not. Wait, then ask again.
 			log.Warn("consumer group generation failed", "err", err, "retry_in", backoff)
 			if !sleep(ctx, backoff) {
-				return nil
+				return false, nil
 			}
 			backoff = min(2*backoff, cfg.RetryMax)
 			continue
@@ -231,8 +253,13 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 		var wg sync.WaitGroup
 		stopped := make(chan struct{}) // closed once the partitions stopped
 		if len(parts) > 0 {
-			gen.Start(func(genCtx context.Context) { keepAlive(genCtx, &cfg, gen, tr, stopped, log) })
+			gen.Start(func(genCtx context.Context) { keepAlive(genCtx, cfg, gen, tr, stopped, log) })
 		}
+		wg.Add(1)
+		gen.Start(func(genCtx context.Context) {
+			defer wg.Done()
+			watchPartitions(ctx, genCtx, cfg, conns, &deleted, log)
+		})
 		for _, a := range gen.Assignments[cfg.Topic] {
 			wg.Add(1)
 			gen.Start(func(genCtx context.Context) {
@@ -243,18 +270,123 @@ func RunGroup(ctx context.Context, cfg GroupConfig, h PartitionHandler) error {
 				defer cancel()
 				stop := context.AfterFunc(ctx, cancel)
 				defer stop()
-				w := &partitionWorker{cfg: &cfg, log: log.With("partition", a.ID), h: h, gen: gen, tr: tr, partition: a.ID}
+				w := &partitionWorker{cfg: cfg, log: log.With("partition", a.ID), h: h, gen: gen, tr: tr, partition: a.ID}
 				w.run(ctx, genCtx)
 			})
 		}
-		// The generation ends on a rebalance or when ctx ends; Start's
-		// functions see their context cancelled and finish their batch.
+		// The generation ends on a rebalance, when the partitions of the
+		// topic change, or when ctx ends; Start's functions see their
+		// context cancelled and finish their batch.
 		wg.Wait()
 		close(stopped)
 		if ctx.Err() != nil {
-			return nil
+			return false, nil
+		}
+		if deleted.Load() {
+			return true, nil
 		}
 	}
+}
+
+// partitionCheckEvery is how often watchPartitions asks for the number of
+// partitions of the topic (a variable for tests).
+var partitionCheckEvery = 5 * time.Second
+
+// watchPartitions ends the generation when the number of partitions of the
+// topic changes, so that the group is joined again and partitions added to
+// the topic are assigned. kafka-go's own watcher (WatchPartitionChanges)
+// asks with auto-creation on: a topic deleted while ingest runs would be
+// created again, with the brokers' default partitions and replication. This
+// one asks without (missingTopics).
+//
+// When the topic is gone, it sets deleted and closes the group's
+// connections before the generation ends: kafka-go joins the group again
+// as soon as a generation ends, and the leader of a join asks for the
+// topic's partitions with auto-creation on. With its connections closed,
+// the join fails, and runGroup closes the group and returns. It checks
+// once more when the generation ends otherwise (a rebalance), for the same
+// reason, unless ctx (the process's) ended. The member does not leave the
+// group (a leave starts a rebalance, and the other members' join would
+// create the topic): the coordinator expels it after SessionTimeout, by
+// when the other members saw the topic gone too.
+func watchPartitions(ctx, genCtx context.Context, cfg *GroupConfig, conns *groupConns, deleted *atomic.Bool, log *slog.Logger) {
+	count := func(ctx context.Context) (int, bool) {
+		ctx, cancel := context.WithTimeout(ctx, partitionCheckTimeout)
+		defer cancel()
+		n, err := partitionCount(ctx, cfg)
+		if err != nil {
+			log.Debug("partition count check failed", "err", err)
+			return 0, false
+		}
+		return n, true
+	}
+	gone := func() {
+		deleted.Store(true)
+		conns.close()
+	}
+	known, ok := count(genCtx)
+	if ok && known == 0 {
+		gone()
+		return
+	}
+	t := time.NewTicker(partitionCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done(): // as the partitions do: the group closes after
+			return
+		case <-genCtx.Done():
+			if ctx.Err() == nil {
+				if n, ok := count(context.WithoutCancel(ctx)); ok && n == 0 {
+					gone()
+				}
+			}
+			return
+		case <-t.C:
+		}
+		n, ok := count(genCtx)
+		switch {
+		case !ok:
+		case n == 0:
+			gone()
+			return
+		case known == 0:
+			known = n // the first check failed
+		case n != known:
+			log.Info("the number of partitions of the topic changed; joining the consumer group again", "from", known, "to", n)
+			return
+		}
+	}
+}
+
+// partitionCheckTimeout bounds a check of watchPartitions.
+const partitionCheckTimeout = 10 * time.Second
+
+// partitionCount returns the number of partitions of the group's topic, 0
+// if it does not exist, asking the brokers without auto-creation (see
+// missingTopics).
+func partitionCount(ctx context.Context, cfg *GroupConfig) (int, error) {
+	tr := newTransport(cfg.Dialer, cfg.Topic)
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: partitionCheckTimeout}
+	res, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{cfg.Topic}})
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range res.Topics {
+		if t.Name != cfg.Topic {
+			continue
+		}
+		switch {
+		case t.Error == nil:
+			return len(t.Partitions), nil
+		case errors.Is(t.Error, kafka.UnknownTopicOrPartition):
+			return 0, nil
+		default:
+			return 0, fmt.Errorf("topic %s: %w", cfg.Topic, t.Error)
+		}
+	}
+	return 0, nil
 }
 
 // keepAlive heartbeats for the member of generation gen, from the end of
@@ -309,18 +441,19 @@ const rebalanceMargin = 5 * time.Second
 // of a GroupConfig with its defaults.
 func (c *GroupConfig) consumerGroup(log *slog.Logger) kafka.ConsumerGroupConfig {
 	return kafka.ConsumerGroupConfig{
-		ID:                     c.GroupID,
-		Brokers:                c.Brokers,
-		Dialer:                 c.Dialer,
-		Topics:                 []string{c.Topic},
-		WatchPartitionChanges:  true,
-		PartitionWatchInterval: 5 * time.Second,
-		SessionTimeout:         c.SessionTimeout,
-		RebalanceTimeout:       c.RebalanceTimeout,
-		HeartbeatInterval:      c.SessionTimeout / 5,
-		JoinGroupBackoff:       time.Second,
-		StartOffset:            kafka.FirstOffset,
-		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka consumer group", "detail", fmt.Sprintf(msg, args...)) }),
+		ID:      c.GroupID,
+		Brokers: c.Brokers,
+		Dialer:  c.Dialer,
+		Topics:  []string{c.Topic},
+		// Off: its metadata requests create a deleted topic again;
+		// watchPartitions does its work.
+		WatchPartitionChanges: false,
+		SessionTimeout:        c.SessionTimeout,
+		RebalanceTimeout:      c.RebalanceTimeout,
+		HeartbeatInterval:     c.SessionTimeout / 5,
+		JoinGroupBackoff:      time.Second,
+		StartOffset:           kafka.FirstOffset,
+		ErrorLogger:           kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka consumer group", "detail", fmt.Sprintf(msg, args...)) }),
 	}
 }
 

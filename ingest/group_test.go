@@ -999,3 +999,69 @@ func TestRunGroupIdleCheckResumes(t *testing.T) {
 		t.Fatalf("checked %v, %d resumes after the loss, want the idle check to resume partition 0 once", h.checked, h.resumes-resumes)
 	}
 }
+
+// TestDeletedTopicNotRecreated: ingest does not create topics
+// (docs/operations.md, "Topics are not created by ingest"). A topic deleted
+// while ingest runs stays deleted: kafka-go's partition watcher
+// (WatchPartitionChanges) and the join that follows it ask for the topic's
+// metadata with auto-creation on, so brokers that create topics (Kafka's
+// default) used to create it again, with their default partitions and
+// replication. Once the topic is created again, ingest joins its group
+// again.
+func TestDeletedTopicNotRecreated(t *testing.T) {
+	forEachKafka(t, testDeletedTopicNotRecreated)
+}
+
+func testDeletedTopicNotRecreated(t *testing.T, kafkaFor func(t *testing.T, topic string, partitions int) []string) {
+	topic := testenv.UniqueName(t, "deleted")
+	brokers := kafkaFor(t, topic, 3)
+	produce(t, brokers, topic, 30)
+	defer func(d time.Duration) { topicCheckEvery = d }(topicCheckEvery)
+	topicCheckEvery = 50 * time.Millisecond
+	h := newFencedHandler()
+	var joins atomic.Int32 // generations entered
+	stop := runGroupAsync(t, GroupConfig{Brokers: brokers, GroupID: topic, Topic: topic, SessionTimeout: 6 * time.Second,
+		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, OnGroup: func(in bool) {
+			if in {
+				joins.Add(1)
+			}
+		}}, h)
+	defer stop()
+	waitFor(t, "all messages", 30*time.Second, func() bool { return h.total() >= 30 })
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	resp, err := client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	if err == nil {
+		err = resp.Errors[topic]
+	}
+	if err != nil {
+		t.Fatalf("delete topic: %v", err)
+	}
+	deleted := time.Now()
+	cfg := &GroupConfig{Brokers: brokers}
+	gone := false
+	for time.Since(deleted) < 15*time.Second {
+		missing, err := missingTopics(ctx, cfg, []string{topic})
+		switch {
+		case err == nil && len(missing) == 1:
+			gone = true
+		case err == nil && len(missing) == 0 && gone:
+			after := time.Since(deleted).Round(10 * time.Millisecond)
+			parts := -1
+			time.Sleep(time.Second) // its partitions get leaders
+			fresh := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+			if md, err := fresh.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}}); err == nil && len(md.Topics) == 1 {
+				parts = len(md.Topics[0].Partitions)
+			}
+			t.Fatalf("topic %s (3 partitions), deleted while ingest ran, exists again %s after the delete, with %d partitions: ingest created it", topic, after, parts)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !gone {
+		t.Fatalf("topic %s never seen deleted", topic)
+	}
+	before := joins.Load()
+	testenv.CreateTopic(t, brokers, topic, 3)
+	waitFor(t, "the group joined again once the topic exists again", 30*time.Second, func() bool { return joins.Load() > before })
+}

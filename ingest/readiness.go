@@ -11,9 +11,10 @@ import (
 )
 
 // Readiness tells whether the ingest service does its work: a registry
-// version is running, each source it ingests is in its consumer group
-// (entered a generation, with or without partitions, and has not failed to
-// join one since), and no partition it was assigned is stalled until an
+// version is running, none of its selected sources was skipped (one that
+// cannot be ingested, see RunService), each source it ingests is in its
+// consumer group (entered a generation, with or without partitions, and has
+// not failed to join one since), and no partition it was assigned is stalled until an
 // operator acts (a recreated topic) or has failed to resume or to apply its
 // batch for failingUnready or longer. RunService keeps it up to date when
 // ServiceConfig names it; a readiness probe reads it. The zero value is not
@@ -26,6 +27,7 @@ type Readiness struct {
 	runs    int                 // counts start calls
 	inGroup map[string]bool     // per source started
 	missing map[string][]string // per source: the topics it waits for
+	skipped map[string]string   // per source not ingested: why
 	// parts holds the assigned partitions that are stalled or whose batch
 	// failed since the last one applied; healthy ones are deleted.
 	parts map[partitionKey]*partitionProblem
@@ -66,6 +68,7 @@ func (r *Readiness) start(version int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.running, r.started, r.version, r.inGroup, r.missing = true, false, version, map[string]bool{}, map[string][]string{}
+	r.skipped = map[string]string{}
 	r.parts = map[partitionKey]*partitionProblem{}
 	r.runs++
 }
@@ -88,7 +91,21 @@ func (r *Readiness) stop() {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.running, r.started, r.inGroup, r.missing, r.parts = false, false, nil, nil, nil
+	r.running, r.started, r.inGroup, r.missing, r.parts, r.skipped = false, false, nil, nil, nil, nil
+}
+
+// skip records that a source of the version starting is not ingested, and
+// why (no brokers for its Kafka connection): the service is not ready
+// until a version without it, or a process given its brokers, runs.
+func (r *Readiness) skip(name string, err error) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		r.skipped[name] = err.Error()
+	}
 }
 
 // source records a source started, not yet in its group, and returns the
@@ -224,6 +241,13 @@ func (r *Readiness) Ready() (bool, string) {
 	}
 	if !r.started {
 		return false, fmt.Sprintf("registry version %d: starting its sources", r.version)
+	}
+	if len(r.skipped) > 0 {
+		var skipped []string
+		for _, name := range slices.Sorted(maps.Keys(r.skipped)) {
+			skipped = append(skipped, fmt.Sprintf("%s (%s)", name, r.skipped[name]))
+		}
+		return false, fmt.Sprintf("registry version %d: sources not ingested: %s", r.version, strings.Join(skipped, "; "))
 	}
 	var out, topics []string
 	for name, in := range r.inGroup {

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/featurestore/featurestore/featurestore/testenv"
 	"github.com/featurestore/featurestore/registry"
 )
 
@@ -111,12 +113,140 @@ func TestStartSourcesWarnsOfUnloggedViews(t *testing.T) {
 	var wg sync.WaitGroup
 	cfg := ServiceConfig{Project: "p", Brokers: func(*registry.Source) ([]string, error) { return []string{"127.0.0.1:1"}, nil }}
 	snap := &registry.Snapshot{VersionInfo: registry.VersionInfo{Version: 7}, Registry: r}
-	if _, err := startSources(ctx, &wg, cfg, snap, log); err != nil {
-		t.Fatal(err)
-	}
+	startSources(ctx, &wg, cfg, snap, log)
 	wg.Wait()
 	want := `level=WARN msg="feature views are offline (the default) but ingest writes no offline log (--offline-dir): their events are not kept for training exports" registry_version=7 views=[card_txn]`
 	if !strings.Contains(buf.String(), want) {
 		t.Errorf("logged:\n%s\nwant a line ending %s", buf.String(), want)
+	}
+}
+
+// memStore is a registry.Store holding versions in memory, whose head
+// the test moves.
+type memStore struct {
+	mu    sync.Mutex
+	head  int64
+	snaps map[int64]*registry.Snapshot
+}
+
+func (s *memStore) Head(context.Context) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.head, nil
+}
+
+func (s *memStore) Get(_ context.Context, v int64) (*registry.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, ok := s.snaps[v]
+	if !ok {
+		return nil, fmt.Errorf("no version %d", v)
+	}
+	return snap, nil
+}
+
+func (s *memStore) Versions(context.Context) ([]registry.VersionInfo, error) { return nil, nil }
+func (s *memStore) Commit(context.Context, int64, registry.VersionInfo, []byte) (registry.VersionInfo, error) {
+	return registry.VersionInfo{}, errors.New("read only")
+}
+func (s *memStore) Close() error { return nil }
+
+const unknownConnectionSource = `
+---
+kind: Source
+name: eu_txns
+kafka: {topic: eu_txns, connection: eu}
+timestamp: {field: ts, encoding: epoch_ms}
+keys: {card_id: card}
+fields: {amount: double}
+allowed_lateness: 10m
+---
+kind: FeatureView
+name: eu_card
+entity: card
+source: eu_txns
+tile: 1m
+features:
+  - {name: n_1h, aggregation: count, window: 1h}
+`
+
+// TestRegistryChangeKeepsOtherSources: a registry version applied while
+// ingest runs that adds a source this process cannot read (a named Kafka
+// connection it was not given) leaves the sources it can read running:
+// the new source is skipped and readiness says so. RunService used to
+// return the error, so that the process stopped ingesting every source,
+// and a restart refused to start (exit 2) until its flags changed.
+func TestRegistryChangeKeepsOtherSources(t *testing.T) {
+	topic := testenv.UniqueName(t, "regchange")
+	brokers := startKafka(t, topic, 1)
+	rc, store := miniStore(t)
+	v1, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, e2eDefs, topic)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := registry.LoadFiles(map[string][]byte{"defs.yaml": fmt.Appendf(nil, e2eDefs+unknownConnectionSource, topic)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &memStore{head: 1, snaps: map[int64]*registry.Snapshot{
+		1: {VersionInfo: registry.VersionInfo{Version: 1, Digest: "a"}, Registry: v1},
+		2: {VersionInfo: registry.VersionInfo{Version: 2, Digest: "b"}, Registry: v2},
+	}}
+	w := registry.NewWatcher(st, registry.WatcherOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := w.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conns := map[string][]string{"default": brokers}
+	cfg := ServiceConfig{
+		Project: "p",
+		Brokers: func(src *registry.Source) ([]string, error) {
+			b, ok := conns[src.Kafka.Connection]
+			if !ok {
+				return nil, fmt.Errorf("no brokers for Kafka connection %q of source %q", src.Kafka.Connection, src.Name)
+			}
+			return b, nil
+		},
+		GroupPrefix: "regchange",
+		Group:       GroupConfig{SessionTimeout: 6 * time.Second, ShutdownTimeout: 5 * time.Second},
+		Store:       store,
+		Positions:   NewPositions(rc, "p"),
+		Readiness:   &Readiness{},
+	}
+	var returned atomic.Bool
+	done := make(chan error, 1)
+	go func() {
+		err := RunService(ctx, cfg, w)
+		returned.Store(true)
+		done <- err
+	}()
+	waitFor(t, "source txns in its group", 30*time.Second, func() bool { ok, _ := cfg.Readiness.Ready(); return ok })
+	st.mu.Lock()
+	st.head = 2
+	st.mu.Unlock()
+	if _, err := w.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("RunService returned after registry version 2 added a source on an unknown connection: %v; want source txns still ingested", err)
+	case <-time.After(5 * time.Second):
+	}
+	waitFor(t, "version 2 running, source txns in its group", 30*time.Second, func() bool {
+		r := cfg.Readiness
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.running && r.version == 2 && r.inGroup["txns"]
+	})
+	ok, why := cfg.Readiness.Ready()
+	if want := `registry version 2: sources not ingested: eu_txns (no brokers for Kafka connection "eu" of source "eu_txns")`; ok || why != want {
+		t.Errorf("readiness: %v, %q; want false, %q", ok, why, want)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Error("RunService did not stop")
 	}
 }

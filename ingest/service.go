@@ -41,7 +41,10 @@ type ServiceConfig struct {
 // RunService ingests every selected source of the registry version the
 // watcher holds, until ctx ends. When a new version appears, the running
 // groups finish their batches and stop, and groups for the new version
-// start from the positions in Redis.
+// start from the positions in Redis. A source of a version that cannot be
+// ingested (no brokers for its Kafka connection, say) is logged, skipped,
+// and makes Readiness not ready; the version's other sources are ingested.
+// It returns nil when ctx ends.
 func RunService(ctx context.Context, cfg ServiceConfig, w *registry.Watcher) error {
 	log := cfg.Logger
 	if log == nil {
@@ -59,12 +62,7 @@ func RunService(ctx context.Context, cfg ServiceConfig, w *registry.Watcher) err
 		runCtx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		cfg.Readiness.start(snap.Version)
-		started, err := startSources(runCtx, &wg, cfg, snap, log)
-		if err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
+		started := startSources(runCtx, &wg, cfg, snap, log)
 		cfg.Readiness.allStarted()
 		log.Info("ingest running", "registry_version", snap.Version, "sources", started)
 		// Wait for a new version or the end.
@@ -86,7 +84,10 @@ func RunService(ctx context.Context, cfg ServiceConfig, w *registry.Watcher) err
 	return nil
 }
 
-func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, snap *registry.Snapshot, log *slog.Logger) ([]string, error) {
+// startSources starts the group of each selected source of snap and
+// returns the names of those started; a source that cannot be started is
+// logged, recorded in cfg.Readiness, and skipped.
+func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, snap *registry.Snapshot, log *slog.Logger) []string {
 	var started []string
 	// A source selected by name that this version lacks is not ingested:
 	// right for a removed source, but say so.
@@ -129,23 +130,36 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 		if !used {
 			continue
 		}
+		slog := log.With("source", src.Name)
+		// A source this process cannot ingest (a Kafka connection it was
+		// not given) is skipped, not the version: the other sources go on.
+		// The version running at start was checked by the caller, which
+		// refuses to start without the brokers of its sources.
+		skip := func(err error) {
+			slog.Error("source not ingested: this registry version's other sources are", "registry_version", snap.Version, "err", err)
+			cfg.Readiness.skip(src.Name, err)
+		}
 		brokers, err := cfg.Brokers(src)
 		if err != nil {
-			return started, fmt.Errorf("source %q: %w", src.Name, err)
+			skip(err)
+			continue
 		}
 		var dlq DeadLetterSink
 		var closeDLQ func() error
 		if t := src.Kafka.DeadLetterTopic; t != "" {
-			dlq, closeDLQ = deadLetters(brokers, t, cfg.Group.Dialer)
+			dlq, closeDLQ = deadLetters(brokers, t, cfg.Group.Dialer, cfg.Group.ShutdownTimeout, slog)
 		}
-		slog := log.With("source", src.Name)
 		a, err := NewApplier(cfg.Project, snap.Registry, src, cfg.Store, cfg.Positions, dlq, slog)
-		if err != nil {
-			return started, err
+		if err == nil {
+			a.SetMetrics(cfg.Metrics)
+			err = a.SetOffline(cfg.Offline, snap.Registry)
 		}
-		a.SetMetrics(cfg.Metrics)
-		if err := a.SetOffline(cfg.Offline, snap.Registry); err != nil {
-			return started, fmt.Errorf("source %q: %w", src.Name, err)
+		if err != nil {
+			if closeDLQ != nil {
+				closeDLQ()
+			}
+			skip(err)
+			continue
 		}
 		keep[src.Name] = append(a.onlineViews(), a.offlineOnlyViews()...)
 		for _, ov := range a.offViews {
@@ -172,7 +186,7 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 	if cfg.Offline != nil {
 		cfg.Offline.SetViews(offViews)
 	}
-	return started, nil
+	return started
 }
 
 // deadLetters returns the dead-letter sink of a source and the function
@@ -181,13 +195,39 @@ func startSources(ctx context.Context, wg *sync.WaitGroup, cfg ServiceConfig, sn
 // default transport asks for every topic of the cluster every few
 // seconds). The writer does not close it: closing the sink closes it too,
 // since a sink is made per registry version.
-func deadLetters(brokers []string, topic string, d *kafka.Dialer) (DeadLetterSink, func() error) {
+//
+// timeout is the group's ShutdownTimeout (its default if 0): it bounds each
+// write of letters (NewKafkaDeadLettersWithin), and closing the sink, which
+// waits for the writes in flight: a close that takes longer is abandoned,
+// with a warning, so that a stop or a new registry version does not wait
+// for a broker that does not answer. A write abandoned so was of letters
+// whose batch failed, and is retried by the partition's next owner.
+func deadLetters(brokers []string, topic string, d *kafka.Dialer, timeout time.Duration, log *slog.Logger) (DeadLetterSink, func() error) {
+	if timeout <= 0 {
+		timeout = defaultShutdownTimeout
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	tr := newTransport(d, topic)
-	k := NewKafkaDeadLetters(brokers, topic, tr)
+	k := NewKafkaDeadLettersWithin(brokers, topic, tr, timeout)
 	return k, func() error {
-		err := k.Close()
-		tr.CloseIdleConnections()
-		return err
+		done := make(chan error, 1)
+		go func() {
+			err := k.Close()
+			tr.CloseIdleConnections()
+			done <- err
+		}()
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+			log.Warn("closing the dead-letter writer timed out; abandoned, its writes in flight end by themselves",
+				"dead_letter_topic", topic, "timeout", timeout)
+			return fmt.Errorf("close the dead-letter writer of %s: timed out after %s", topic, timeout)
+		}
 	}
 }
 
