@@ -142,11 +142,10 @@ func produceSized(t *testing.T, brokers []string, topic string, n, size int) map
 // downHandler is a PartitionHandler whose batches all fail, as while
 // Redis is down, and that records the buffers it was handed.
 type downHandler struct {
-	mu       sync.Mutex
-	calls    int
-	maxCap   int
-	maxLen   int
-	minRatio float64
+	mu     sync.Mutex
+	calls  int
+	maxCap int
+	maxLen int
 }
 
 func (h *downHandler) Resume(context.Context, string, int) (int64, error) {
