@@ -27,6 +27,7 @@ func TestDialTLS(t *testing.T) {
 		{"nil config with token", []client.Option{client.WithTLS(nil), client.WithBearerToken("t")}, "WithTLS: nil tls.Config"},
 		{"empty config", []client.Option{client.WithTLS(&tls.Config{})}, ""},
 		{"nil then config", []client.Option{client.WithTLS(nil), client.WithTLS(&tls.Config{})}, ""},
+		{"token over plaintext", []client.Option{client.WithBearerToken("t")}, "credentials require transport level security"},
 		{"plaintext", nil, ""},
 	}
 	for _, tt := range tests {

@@ -37,6 +37,8 @@
 // naming it (an empty service name or an entity without join-key values is
 // rejected before any call); Unavailable when the server cannot reach its
 // online store (the client has tried twice more already, unless many calls
-// fail); DeadlineExceeded when ctx's deadline passed.
+// fail); DeadlineExceeded when ctx's deadline passed; Internal when the
+// response does not hold one value per entity and feature, rather than a
+// Result whose rows or columns would not match the lookup's.
 // Give ctx a deadline: without one, the server applies its default.
 package client

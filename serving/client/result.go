@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,7 +31,9 @@ type Result struct {
 // rows or by columns, so that the accessors never index out of its bounds.
 func newResult(resp *pb.GetOnlineFeaturesResponse, entities int) (*Result, error) {
 	cols := len(resp.GetFeatureNames())
-	if columns := resp.GetColumns(); len(columns) > 0 || len(resp.GetResults()) == 0 {
+	// Neither columns nor results: by columns for no features, or by rows
+	// for no entities.
+	if columns := resp.GetColumns(); len(columns) > 0 || (len(resp.GetResults()) == 0 && entities > 0) {
 		if len(resp.GetResults()) > 0 || len(columns) != cols {
 			return nil, status.Errorf(codes.Internal, "malformed response: %d columns and %d results for %d features", len(columns), len(resp.GetResults()), cols)
 		}
@@ -84,8 +87,10 @@ func checkColumn(c *pb.FeatureColumn, entities int) error {
 func (r *Result) Len() int { return r.rows }
 
 // Features are the columns, as "feature_view:feature", in the order the
-// lookup asked for them (or the feature service declares them).
-func (r *Result) Features() []string { return r.resp.GetFeatureNames() }
+// lookup asked for them (or the feature service declares them). The slice
+// is the caller's: Get reads the response's own names, so sorting it, say,
+// changes nothing.
+func (r *Result) Features() []string { return slices.Clone(r.resp.GetFeatureNames()) }
 
 // Get returns the value of the named feature for the entity of row. A name
 // that is not among Features gives the zero Value, whose status is

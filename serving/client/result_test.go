@@ -1,9 +1,12 @@
 package client
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/featurestore/featurestore/protos/featurestore/v1"
@@ -83,5 +86,77 @@ func TestStatusesMatchTheProto(t *testing.T) {
 	}
 	if StatusError != Status(pb.FeatureStatus_FEATURE_STATUS_ERROR) {
 		t.Errorf("StatusError is %d, the proto's %d", StatusError, pb.FeatureStatus_FEATURE_STATUS_ERROR)
+	}
+}
+
+// TestNewResultShapes checks which responses a lookup of entities accepts:
+// the dense matrix by rows or by columns, and nothing that would misalign
+// rows or columns (fewer or more entities, missing or extra columns).
+func TestNewResultShapes(t *testing.T) {
+	present := pb.FeatureStatus_FEATURE_STATUS_PRESENT
+	one := func() *pb.EntityResult {
+		return &pb.EntityResult{Values: []*pb.FeatureValue{{Status: present, Value: &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: 1}}}}}
+	}
+	col := func(n int) *pb.FeatureColumn {
+		return &pb.FeatureColumn{Type: pb.ValueType_VALUE_TYPE_INT64, Statuses: make([]pb.FeatureStatus, n), Int64Values: make([]int64, n)}
+	}
+	names := []string{"v:a"}
+	tests := []struct {
+		name     string
+		entities int
+		resp     *pb.GetOnlineFeaturesResponse
+		wantErr  string // empty: accepted
+	}{
+		{"rows", 2, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Results: []*pb.EntityResult{one(), one()}}, ""},
+		{"columns", 2, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Columns: []*pb.FeatureColumn{col(2)}}, ""},
+		{"rows for no entities", 0, &pb.GetOnlineFeaturesResponse{FeatureNames: names}, ""},
+		{"columns for no entities", 0, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Columns: []*pb.FeatureColumn{col(0)}}, ""},
+		{"no results", 2, &pb.GetOnlineFeaturesResponse{FeatureNames: names}, "0 columns and 0 results for 1 features"},
+		{"fewer rows", 2, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Results: []*pb.EntityResult{one()}}, "1 results for 2 entities"},
+		{"more rows", 1, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Results: []*pb.EntityResult{one(), one()}}, "2 results for 1 entities"},
+		{"rows for no entities, with a row", 0, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Results: []*pb.EntityResult{one()}}, "1 results for 0 entities"},
+		{"entity without values", 1, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Results: []*pb.EntityResult{{}}}, "result 0 has 0 values for 1 features"},
+		{"fewer in a column", 2, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Columns: []*pb.FeatureColumn{col(1)}}, "1 statuses for 2 entities"},
+		{"extra column", 2, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Columns: []*pb.FeatureColumn{col(2), col(2)}}, "2 columns and 0 results for 1 features"},
+		{"missing column", 2, &pb.GetOnlineFeaturesResponse{FeatureNames: []string{"v:a", "v:b"}, Columns: []*pb.FeatureColumn{col(2)}}, "1 columns and 0 results for 2 features"},
+		{"rows and columns", 1, &pb.GetOnlineFeaturesResponse{FeatureNames: names, Results: []*pb.EntityResult{one()}, Columns: []*pb.FeatureColumn{col(1)}}, "1 columns and 1 results for 1 features"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := newResult(tt.resp, tt.entities)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("newResult: %v", err)
+			case tt.wantErr == "" && r.Len() != tt.entities:
+				t.Fatalf("%d rows, want %d", r.Len(), tt.entities)
+			case tt.wantErr != "" && err == nil:
+				t.Fatalf("newResult accepted it, want an error with %q", tt.wantErr)
+			case tt.wantErr != "" && (status.Code(err) != codes.Internal || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("newResult: %v, want Internal with %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestFeaturesNotShared checks that the caller may sort or otherwise
+// change the names Features returns without changing the result: Get
+// must still find each feature's own column.
+func TestFeaturesNotShared(t *testing.T) {
+	int64Val := func(n int64) *pb.FeatureValue {
+		return &pb.FeatureValue{Status: pb.FeatureStatus_FEATURE_STATUS_PRESENT, Value: &pb.Value{Kind: &pb.Value_Int64Val{Int64Val: n}}}
+	}
+	r, err := newResult(&pb.GetOnlineFeaturesResponse{FeatureNames: []string{"v:b", "v:a"},
+		Results: []*pb.EntityResult{{Values: []*pb.FeatureValue{int64Val(2), int64Val(1)}}}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(r.Features())
+	if got := r.Features(); !slices.Equal(got, []string{"v:b", "v:a"}) {
+		t.Errorf("Features() = %q after sorting a copy, want [v:b v:a]", got)
+	}
+	for name, want := range map[string]int64{"v:a": 1, "v:b": 2} {
+		if n, ok := r.Get(0, name).Int64Val(); !ok || n != want {
+			t.Errorf("Get(0, %q) = %d, %v; want %d", name, n, ok, want)
+		}
 	}
 }
