@@ -97,8 +97,9 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 //     of the lookups; gRPC's default would send them all to the first.
 //   - lookups failing with UNAVAILABLE (the server could not reach its
 //     online store, had no registry version yet, or was shutting down; the
-//     connection failed) are tried again, twice at most, after 10 ms and
-//     then up to 100 ms, within the caller's deadline: lookups only read,
+//     connection failed) are tried again, twice at most, after about 10 ms
+//     and then about 40 ms (gRPC's backoff, with jitter), within the
+//     caller's deadline: lookups only read,
 //     so a retry is always safe. gRPC's retry throttling stops retrying
 //     once more than about a tenth of the calls fail, so that an outage
 //     is not multiplied by three.
