@@ -33,7 +33,7 @@ SERVICES := .ci/services.sh
 # stops them afterwards whatever happened (unless KEEP_SERVICES=1), and exits
 # with $(1)'s status.
 define with_services
-	if [ "$(KEEP_SERVICES)" != 1 ]; then trap '$(SERVICES) down' EXIT; fi; \
+	if [ "$(KEEP_SERVICES)" != 1 ]; then trap '$(SERVICES) down || true' EXIT; fi; \
 	$(SERVICES) up; \
 	set -a; eval "$$($(SERVICES) env)"; set +a; \
 	export FEATURESTORE_REQUIRE_SERVICES=1; \

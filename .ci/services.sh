@@ -230,7 +230,9 @@ with_retries() {
   local what=$1 out=$2 attempt
   shift 2
   for attempt in 1 2 3; do
-    "$@" >"$out" 2>&1 && return 0
+    # A stalled download (Maven waits up to 30 minutes for a read by
+    # default) must not use up CI's 90 minutes: 15 minutes an attempt.
+    timeout --kill-after=30s 900 "$@" >"$out" 2>&1 && return 0
     if ((attempt == 3)); then
       tail_logs "$out"
       return 1
@@ -251,7 +253,7 @@ fetch_kafka() {
   log "fetching Kafka $KAFKA_VERSION jars with Maven into $KAFKA_LIBS"
   mkdir -p "$CACHE"
   tmp=$(mktemp -d "$CACHE/.kafka-$KAFKA_VERSION.XXXXXX")
-  if ! with_retries mvn "$tmp/mvn.log" mvn -B -q -Dstyle.color=never -f "$pom" \
+  if ! with_retries mvn "$tmp/mvn.log" mvn -B -q -Dstyle.color=never -Dmaven.wagon.rto=120000 -f "$pom" \
     -Dkafka.version="$KAFKA_VERSION" \
     dependency:copy-dependencies -DincludeScope=runtime \
     -DoutputDirectory="$tmp/libs"; then
