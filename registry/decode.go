@@ -2,8 +2,10 @@ package registry
 
 import (
 	"encoding"
+	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -19,6 +21,16 @@ import (
 type nodeUnmarshaler interface {
 	unmarshalNode(n *yaml.Node) error
 }
+
+// nodeError is an error of unmarshalNode about a node within the one it
+// was given (an element of a list), which is where it is reported.
+type nodeError struct {
+	n   *yaml.Node
+	err error
+}
+
+func (e *nodeError) Error() string { return e.err.Error() }
+func (e *nodeError) Unwrap() error { return e.err }
 
 type posSetter interface {
 	setPos(p Pos, fields map[string]Pos, bad map[string]bool)
@@ -165,6 +177,38 @@ func describeNode(n *yaml.Node) string {
 	return "an unsupported node"
 }
 
+var (
+	// leadingZeroRE matches integers that YAML 1.1, and so the parser,
+	// reads as octal (017 is 15), and YAML 1.2 as decimal (017 is 17).
+	// The parser reads 08 and 09, not octal, as floats: refused too.
+	leadingZeroRE = regexp.MustCompile(`^[-+]?0[0-9_]+$`)
+	// prefixedIntRE matches the hexadecimal, octal and binary integers the
+	// parser accepts (0x1F, 0o17, 0b101).
+	prefixedIntRE = regexp.MustCompile(`^[-+]?0[xXoObB]`)
+)
+
+// yamlInt reads the integer of a scalar the parser resolved as one. Only
+// decimal digits are accepted, so that every YAML reader (an editor, a
+// linter, another tool reading the definitions) sees the same number.
+func yamlInt(n *yaml.Node) (int64, error) {
+	switch {
+	case leadingZeroRE.MatchString(n.Value):
+		return 0, fmt.Errorf("integer %s: write it without the leading zero (YAML 1.1 reads a leading zero as octal, YAML 1.2 does not)", n.Value)
+	case prefixedIntRE.MatchString(n.Value):
+		return 0, fmt.Errorf("integer %s: write it in decimal digits", n.Value)
+	}
+	// Base 0 for the underscores the parser accepts (1_000); the prefixes
+	// that base 0 would read are refused above.
+	i, err := strconv.ParseInt(n.Value, 0, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("integer %s out of range", n.Value)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("expected an integer, got %q", n.Value)
+	}
+	return i, nil
+}
+
 // expected says in words what a value of type t looks like.
 func expected(t reflect.Type) string {
 	switch t {
@@ -214,7 +258,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, ctx, path string, rec ma
 
 	if reflect.PointerTo(t).Implements(nodeUnmarshalerType) {
 		if err := v.Addr().Interface().(nodeUnmarshaler).unmarshalNode(n); err != nil {
-			d.fail(n, where, "%v", err)
+			at := n
+			if ne := (*nodeError)(nil); errors.As(err, &ne) {
+				at = ne.n
+			}
+			d.fail(at, where, "%v", err)
 			return false
 		}
 		return true
@@ -256,13 +304,16 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, ctx, path string, rec ma
 		v.SetBool(b)
 		return true
 	case reflect.Int, reflect.Int64:
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" && !leadingZeroRE.MatchString(n.Value) {
 			d.fail(n, where, "expected an integer, got %s", describeNode(n))
 			return false
 		}
-		i, err := strconv.ParseInt(n.Value, 0, 64)
-		if err != nil || v.OverflowInt(i) {
-			d.fail(n, where, "integer %s out of range", n.Value)
+		i, err := yamlInt(n)
+		if err == nil && v.OverflowInt(i) {
+			err = fmt.Errorf("integer %s out of range", n.Value)
+		}
+		if err != nil {
+			d.fail(n, where, "%v", err)
 			return false
 		}
 		v.SetInt(i)

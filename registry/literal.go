@@ -67,7 +67,7 @@ func (l *Literal) unmarshalNode(n *yaml.Node) error {
 		for _, c := range n.Content {
 			v, err := scalarLiteral(c)
 			if err != nil {
-				return err
+				return &nodeError{n: c, err: err}
 			}
 			out = append(out, v)
 		}
@@ -87,8 +87,11 @@ func scalarLiteral(n *yaml.Node) (any, error) {
 	case "!!str":
 		return n.Value, nil
 	case "!!int":
-		return strconv.ParseInt(n.Value, 0, 64)
+		return yamlInt(n)
 	case "!!float":
+		if leadingZeroRE.MatchString(n.Value) {
+			return yamlInt(n) // 08, which the parser reads as a number
+		}
 		f, err := strconv.ParseFloat(n.Value, 64)
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 			return nil, fmt.Errorf("invalid number %q", n.Value)

@@ -128,7 +128,8 @@ func badCharacter(data []byte, from int) (Pos, string, bool) {
 			line, col, indent = line+1, 0, true
 		case r == '\t' && indent:
 			msg = "a tab in the indentation (YAML indents with spaces)"
-		case r != '\t' && r != '\r' && (r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == 0xfeff && i > 0):
+		case r != '\t' && r != '\r' && (r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0):
+			// A byte order mark after the start is bomPos's.
 			msg = fmt.Sprintf("control character U+%04X", r)
 		case r != ' ':
 			indent = false
@@ -140,6 +141,23 @@ func badCharacter(data []byte, from int) (Pos, string, bool) {
 		col++
 	}
 	return Pos{}, "", false
+}
+
+// bom is the byte order mark, U+FEFF in UTF-8.
+const bom = "\ufeff"
+
+// bomPos finds a byte order mark after the start of the file. The parser
+// skips one at the start of the file; one at the start of a later document
+// (after ---) becomes part of its first key ("\ufeffkind", and the
+// document has no kind), and one elsewhere part of a value.
+func bomPos(data []byte) (Pos, bool) {
+	i := bytes.Index(data[min(len(data), 1):], []byte(bom))
+	if i < 0 {
+		return Pos{}, false
+	}
+	i++
+	lineStart := bytes.LastIndexByte(data[:i], '\n') + 1
+	return Pos{Line: bytes.Count(data[:i], []byte("\n")) + 1, Col: utf8.RuneCount(data[lineStart:i]) + 1}, true
 }
 
 // aliasPos finds where the alias *name is used, on line from or after it:
@@ -169,6 +187,36 @@ func aliasPos(data []byte, name string, from int) (Pos, bool) {
 	return Pos{}, false
 }
 
+// foreignAlias returns the first alias in the document root whose anchor is
+// in an earlier document, or nil. The parser keeps the anchors of a file's
+// earlier documents, but the YAML spec makes an alias of an anchor that
+// does not occur before it in its document an error, and other readers of
+// the file (PyYAML, for one) refuse it.
+func foreignAlias(root *yaml.Node) *yaml.Node {
+	own := map[*yaml.Node]bool{}
+	var collect func(n *yaml.Node)
+	collect = func(n *yaml.Node) {
+		own[n] = true
+		for _, c := range n.Content {
+			collect(c)
+		}
+	}
+	collect(root)
+	var find func(n *yaml.Node) *yaml.Node
+	find = func(n *yaml.Node) *yaml.Node {
+		if n.Kind == yaml.AliasNode && !own[n.Alias] {
+			return n
+		}
+		for _, c := range n.Content {
+			if a := find(c); a != nil {
+				return a
+			}
+		}
+		return nil
+	}
+	return find(root)
+}
+
 // lastLine returns the last line of the node n and what it contains, or a
 // line before it: it is a lower bound.
 func lastLine(n *yaml.Node) int {
@@ -192,6 +240,14 @@ func parseFile(name string, data []byte, e *errs) []document {
 	// docStart is a line at or before the start of the document being
 	// decoded: after the end of those decoded before.
 	docStart := 1
+	// The documents from the one with a byte order mark on are not
+	// decoded: what the mark is part of is wrong in ways that hide it.
+	bomLine := 0
+	if pos, ok := bomPos(data); ok {
+		pos.File = name
+		e.add(pos, "invalid YAML: a byte order mark inside the file (only the start of a file may have one)")
+		bomLine = pos.Line
+	}
 	for {
 		var root yaml.Node
 		err := dec.Decode(&root)
@@ -203,6 +259,9 @@ func parseFile(name string, data []byte, e *errs) []document {
 			if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
 				line, _ = strconv.Atoi(m[1])
 				msg = m[2]
+			}
+			if bomLine > 0 && (line == 0 || line >= bomLine) {
+				return out
 			}
 			pos, char, ok := Pos{}, "", false
 			if line > 0 {
@@ -228,9 +287,16 @@ func parseFile(name string, data []byte, e *errs) []document {
 			e.add(Pos{File: name, Line: max(line, 1), Col: 1}, "invalid YAML at or after this line: %s", msg)
 			return out
 		}
+		if bomLine > 0 && lastLine(&root) >= bomLine {
+			return out
+		}
 		docStart = max(docStart, lastLine(&root)+1)
 		if len(root.Content) == 0 {
 			continue // an empty document, as after a trailing ---
+		}
+		if a := foreignAlias(&root); a != nil {
+			d.fail(a, "", "invalid YAML: alias *%s names an anchor of another document (anchors are per document: write the value out, or define the anchor in this document)", a.Value)
+			continue
 		}
 		if a := d.aliasBomb(root.Content[0]); a != nil {
 			d.fail(a, "", "invalid YAML: aliases expand to more than %d nodes (write the definitions out)", maxAliasNodes)

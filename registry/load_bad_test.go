@@ -31,6 +31,9 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/agg_types.bad.yaml:44:16: feature view "v10": feature "j": precision is only for count_distinct`,
 			`testdata/agg_types.bad.yaml:49:16: feature view "v10": feature "k": precision must be from 4 to 16, got 20`,
 		}},
+		{"anchors.bad.yaml", []string{
+			`testdata/anchors.bad.yaml:9:5: invalid YAML: alias *key names an anchor of another document (anchors are per document: write the value out, or define the anchor in this document)`,
+		}},
 		{"dangling.bad.yaml", []string{
 			`testdata/dangling.bad.yaml:3:9: feature view "v6": unknown entity "crad" (did you mean "card"?)`,
 			`testdata/dangling.bad.yaml:4:9: feature view "v6": unknown source "txn" (did you mean "txns"?)`,
@@ -56,6 +59,17 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/filter.bad.yaml:30:16: feature view "v11": feature "a": filter[6]: value 3 (integer) does not fit field "country" of type string`,
 			`testdata/filter.bad.yaml:33:16: feature view "v11": feature "a": filter[7]: operator in needs at least one value`,
 		}},
+		{"integers.bad.yaml", []string{
+			`testdata/integers.bad.yaml:9:8: feature view "v12": feature "a": n: integer 017: write it without the leading zero (YAML 1.1 reads a leading zero as octal, YAML 1.2 does not)`,
+			`testdata/integers.bad.yaml:14:16: feature view "v12": feature "b": precision: integer 010: write it without the leading zero (YAML 1.1 reads a leading zero as octal, YAML 1.2 does not)`,
+			`testdata/integers.bad.yaml:19:8: feature view "v12": feature "c": n: integer 0o17: write it in decimal digits`,
+			`testdata/integers.bad.yaml:24:8: feature view "v12": feature "d": n: integer 0x1F: write it in decimal digits`,
+			`testdata/integers.bad.yaml:29:8: feature view "v12": feature "e": n: expected an integer, got "1__000"`,
+			`testdata/integers.bad.yaml:34:8: feature view "v12": feature "f": n: integer 08: write it without the leading zero (YAML 1.1 reads a leading zero as octal, YAML 1.2 does not)`,
+			`testdata/integers.bad.yaml:40:41: feature view "v12": feature "g": filter[0]: value: integer -017: write it without the leading zero (YAML 1.1 reads a leading zero as octal, YAML 1.2 does not)`,
+			`testdata/integers.bad.yaml:44:8: feature view "v12": feature "h": n: integer 0_1: write it without the leading zero (YAML 1.1 reads a leading zero as octal, YAML 1.2 does not)`,
+			`testdata/integers.bad.yaml:61:16: source "s17": dedup_max_ids: integer 0100: write it without the leading zero (YAML 1.1 reads a leading zero as octal, YAML 1.2 does not)`,
+		}},
 		{"join_keys.bad.yaml", []string{
 			`testdata/join_keys.bad.yaml:63:5: feature service "fs7": join key "id" is int64 in entity "b" of "vb:*" but string in entity "a" of "va:n" (at testdata/join_keys.bad.yaml:62:5); lookups and exports take one value per join key name, so the types must match`,
 			`testdata/join_keys.bad.yaml:87:5: feature service "fs9": join key "bank" is int64 in entity "c" of "vc:n" but string in entity "account" of "account_stats:n" (at testdata/join_keys.bad.yaml:86:5); lookups and exports take one value per join key name, so the types must match`,
@@ -71,6 +85,8 @@ func TestLoadBadFiles(t *testing.T) {
 			`testdata/missing_required.bad.yaml:8:1: source "s4": missing required field "kafka"`,
 			`testdata/missing_required.bad.yaml:8:1: source "s4": missing required field "allowed_lateness" (it was 0s when left out, before it was required: write 0s to keep rejecting every event older than the newest of its partition, or the disorder of your producers, such as 5m)`,
 			`testdata/missing_required.bad.yaml:17:1: feature service "fs4": field "features" must not be empty`,
+			`testdata/missing_required.bad.yaml:19:1: entity: missing required field "name"`,
+			`testdata/missing_required.bad.yaml:22:1: entity: missing required field "name"`,
 		}},
 		{"names.bad.yaml", []string{
 			`testdata/names.bad.yaml:2:7: entity "card-holder": invalid name "card-holder": use letters, digits and _, starting with a letter or _, at most 63 characters`,
@@ -202,11 +218,24 @@ func TestYAMLCharacterPositions(t *testing.T) {
 		{"kind: Entity\nname: c\x01rd\n", "d.yaml:2:8: invalid YAML: control character U+0001"},
 		{"kind: Entity\nname: caf\xe9\n", "d.yaml:2:10: invalid YAML: byte 0xe9 is not UTF-8"},
 		{"kind: Entity\njoin_keys: [{name: id, type: string}\nname: x\n", "invalid YAML at or after this line: "},
+		// A byte order mark may start the file, not a later document or
+		// a value.
+		{"kind: Entity\nname: e2\njoin_keys: [{name: a, type: string}]\n---\n\ufeffkind: Entity\nname: e3\njoin_keys: [{name: a, type: string}]\n", "d.yaml:5:1: invalid YAML: a byte order mark inside the file (only the start of a file may have one)"},
+		{"kind: Entity\nname: e\ufeff2\njoin_keys: [{name: a, type: string}]\n", "d.yaml:2:8: invalid YAML: a byte order mark inside the file (only the start of a file may have one)"},
 	} {
 		_, err := LoadFiles(map[string][]byte{"d.yaml": []byte(c.yaml)})
-		if err == nil || !strings.Contains(err.Error(), c.want) {
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Count(err.Error(), "\n") > 0 {
 			t.Errorf("%q: got %v, want %q", c.yaml, err, c.want)
 		}
+	}
+}
+
+// TestByteOrderMarkAtStart: a byte order mark at the start of a file is
+// not part of its first key.
+func TestByteOrderMarkAtStart(t *testing.T) {
+	doc := "\ufeffkind: Entity\nname: e2\njoin_keys: [{name: a, type: string}]\n---\nkind: Entity\nname: e3\njoin_keys: [{name: a, type: string}]\n"
+	if _, err := LoadFiles(map[string][]byte{"d.yaml": []byte(doc)}); err != nil {
+		t.Error(err)
 	}
 }
 

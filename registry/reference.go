@@ -346,8 +346,11 @@ func ReferenceMarkdown() []byte {
 		"separated by `---`. Which file a definition is in does not matter: a view may use an entity or a source " +
 		"defined in another file. Subdirectories and files whose names start with `.` are ignored.\n\n")
 	p("Every document is a mapping with a `kind` field. Fields not listed on this page are errors, and so are "+
-		"values of the wrong YAML type: `tile: 60` is a number, not a duration. A field written without a value "+
-		"(`description:`) counts as not given. Anchors and aliases (`&f`, `*f`) may repeat a value; the aliases of "+
+		"values of the wrong YAML type: `tile: 60` is a number, not a duration. Integers are written in decimal "+
+		"digits without a leading zero: YAML 1.1 reads `n: 017` as 15 and YAML 1.2 as 17, so it is an error. "+
+		"A field written without a value "+
+		"(`description:`) counts as not given. Anchors and aliases (`&f`, `*f`) may repeat a value within a "+
+		"document: an alias cannot name an anchor of an earlier document of the file. The aliases of "+
 		"one file may expand to %d nodes at most, so that a few kilobytes cannot expand to gigabytes. "+
 		"The definitions are checked as a whole, and every problem is "+
 		"reported at once, with its file, line and column:\n\n", maxAliasNodes)

@@ -125,12 +125,20 @@ type named interface {
 	PosOf(field string) Pos
 }
 
-// index sorts objects by name and maps them, reporting names given twice.
+// index sorts objects by name and maps those with one, reporting names
+// given twice.
 func index[T named](e *errs, kind string, objs []T, name func(T) string) map[string]T {
 	slices.SortStableFunc(objs, func(a, b T) int { return cmp.Compare(name(a), name(b)) })
 	m := make(map[string]T, len(objs))
 	for _, o := range objs {
 		n := name(o)
+		if n == "" {
+			// Left out or not a string, which is reported already. It
+			// is no duplicate of another without a name, and no
+			// reference finds it (a view without an entity would find
+			// an entity without a name).
+			continue
+		}
 		if first, dup := m[n]; dup {
 			e.add(o.PosOf("name"), "%s %q defined twice (first at %s)", kindLabel(kind), n, first.PosOf("name"))
 			continue
