@@ -363,30 +363,10 @@ func watchPartitions(ctx, genCtx context.Context, cfg *GroupConfig, conns *group
 const partitionCheckTimeout = 10 * time.Second
 
 // partitionCount returns the number of partitions of the group's topic, 0
-// if it does not exist, asking the brokers without auto-creation (see
-// missingTopics).
+// if it does not exist, asking the brokers without auto-creation.
 func partitionCount(ctx context.Context, cfg *GroupConfig) (int, error) {
-	tr := newTransport(cfg.Dialer, cfg.Topic)
-	defer tr.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: partitionCheckTimeout}
-	res, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{cfg.Topic}})
-	if err != nil {
-		return 0, err
-	}
-	for _, t := range res.Topics {
-		if t.Name != cfg.Topic {
-			continue
-		}
-		switch {
-		case t.Error == nil:
-			return len(t.Partitions), nil
-		case errors.Is(t.Error, kafka.UnknownTopicOrPartition):
-			return 0, nil
-		default:
-			return 0, fmt.Errorf("topic %s: %w", cfg.Topic, t.Error)
-		}
-	}
-	return 0, nil
+	counts, err := topicPartitions(ctx, cfg, []string{cfg.Topic})
+	return counts[cfg.Topic], err
 }
 
 // keepAlive heartbeats for the member of generation gen, from the end of
@@ -544,10 +524,27 @@ func connectError(ctx context.Context, cfg *GroupConfig, err error) error {
 }
 
 // missingTopics returns the topics the brokers do not know, asking them
-// without auto-creation. Each call has a transport of its own: a
-// transport answers metadata requests from what it cached, for seconds,
-// and would not see a topic created meanwhile.
+// without auto-creation.
 func missingTopics(ctx context.Context, cfg *GroupConfig, topics []string) ([]string, error) {
+	counts, err := topicPartitions(ctx, cfg, topics)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, name := range topics {
+		if counts[name] == 0 {
+			missing = append(missing, name)
+		}
+	}
+	return missing, nil
+}
+
+// topicPartitions returns the number of partitions of each topic the
+// brokers know, asking them without auto-creation (a topic they do not
+// know is absent). Each call has a transport of its own: a transport
+// answers metadata requests from what it cached, for seconds, and would
+// not see a topic created or deleted meanwhile.
+func topicPartitions(ctx context.Context, cfg *GroupConfig, topics []string) (map[string]int, error) {
 	tr := newTransport(cfg.Dialer, topics...)
 	defer tr.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: 10 * time.Second}
@@ -555,25 +552,17 @@ func missingTopics(ctx context.Context, cfg *GroupConfig, topics []string) ([]st
 	if err != nil {
 		return nil, err
 	}
-	var missing []string
-	for _, name := range topics {
-		found := false
-		for _, t := range res.Topics {
-			if t.Name != name {
-				continue
-			}
-			switch {
-			case t.Error == nil:
-				found = true
-			case !errors.Is(t.Error, kafka.UnknownTopicOrPartition):
-				return nil, fmt.Errorf("topic %s: %w", name, t.Error)
-			}
-		}
-		if !found {
-			missing = append(missing, name)
+	counts := map[string]int{}
+	for _, t := range res.Topics {
+		switch {
+		case !slices.Contains(topics, t.Name), errors.Is(t.Error, kafka.UnknownTopicOrPartition):
+		case t.Error != nil:
+			return nil, fmt.Errorf("topic %s: %w", t.Name, t.Error)
+		default:
+			counts[t.Name] = len(t.Partitions)
 		}
 	}
-	return missing, nil
+	return counts, nil
 }
 
 // closeGroup closes the consumer group within d. kafka-go's Close waits

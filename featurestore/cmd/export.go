@@ -289,10 +289,6 @@ func tableFormat(flagName, s string) (export.Format, error) {
 	return "", fmt.Errorf("%w: %s %q: use auto, parquet, csv or arrow", errUsage, flagName, s)
 }
 
-// exportMinMemory is the least memory budget an export works with (the
-// minimum export.Run checks, which it does not export).
-const exportMinMemory = 1 << 20
-
 // parseMemory parses the memory budget of an export given by flagName; an
 // error (a usage error) names the flag.
 func parseMemory(flagName, s string) (int64, error) {
@@ -300,7 +296,7 @@ func parseMemory(flagName, s string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %s: %v", errUsage, flagName, err)
 	}
-	if n < exportMinMemory {
+	if n < export.MinMemory {
 		return 0, fmt.Errorf("%w: %s %s: an export needs at least 1MiB", errUsage, flagName, s)
 	}
 	return n, nil

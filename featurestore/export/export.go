@@ -30,9 +30,10 @@ const (
 	// that fit in the processor's caches better sort and sweep faster, and
 	// more groups than workers balance their load.
 	maxGroupBytes = 64 << 20
-	// minMemory is the least memory budget that works.
-	minMemory = 1 << 20
 )
+
+// MinMemory is the least memory budget (Options.Memory) that works.
+const MinMemory = 1 << 20
 
 // Options configures an export.
 type Options struct {
@@ -193,8 +194,8 @@ func newExporter(opts Options) (*exporter, error) {
 	if opts.Memory == 0 {
 		opts.Memory = DefaultMemory
 	}
-	if opts.Memory < minMemory {
-		return nil, fmt.Errorf("memory budget %d bytes is below the minimum of %d", opts.Memory, minMemory)
+	if opts.Memory < MinMemory {
+		return nil, fmt.Errorf("memory budget %d bytes is below the minimum of %d", opts.Memory, MinMemory)
 	}
 	if opts.Parallelism <= 0 {
 		opts.Parallelism = runtime.GOMAXPROCS(0)

@@ -219,7 +219,7 @@ func TestDictionaryLabelsCarried(t *testing.T) {
 		{name: "kept", memory: 0, noteLen: 1},
 		// Batches of 1000 rows of 300 bytes do not fit in a quarter of
 		// the least budget: the table is read again to write the output.
-		{name: "read again", memory: minMemory, noteLen: 300},
+		{name: "read again", memory: MinMemory, noteLen: 300},
 	}
 	for _, tc := range cases {
 		for seed := range uint64(4) {
